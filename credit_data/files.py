@@ -1,0 +1,172 @@
+"""Party tables read from CSV files, validated before anything is trained or written.
+
+Each party names its file, its ID column and its feature columns; several parties may read
+columns from the same file (the Taiwan data is one file split by column groups). Features are
+namespaced by party downstream, so two parties may each have a column ``x0`` in different files;
+the same column of the same file declared by two parties is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from credit_data.errors import ConfigError, DataError
+from credit_data.settings import LABEL_HOLDER, PARTIES, DataSettings, PartySource
+from credit_data.tables import PartyTable, Population
+
+
+def load_files(settings: DataSettings) -> Population:
+    """Read and validate every party's table from its CSV file.
+
+    Raises
+    ------
+    ConfigError
+        A party is unknown, the label holder is missing, or a path is empty.
+    DataError
+        A file or column is missing or malformed; the message names the file and column.
+    """
+    parties = dict(settings.parties)
+    if not parties:
+        raise ConfigError("data.parties is empty: name at least the lender's file")
+    for party in parties:
+        if party not in PARTIES:
+            raise ConfigError(f"data.parties.{party}: unknown party; expected one of {PARTIES}")
+    if LABEL_HOLDER not in parties:
+        raise ConfigError(f"data.parties.{LABEL_HOLDER} is required: the lender holds the labels")
+    _check_no_shared_columns(parties, settings)
+
+    cache: dict[Path, pd.DataFrame] = {}
+    tables = {}
+    for party, source in parties.items():
+        tables[party] = _load_party(party, source, settings, cache)
+    return Population(name=settings.name, tables=tables)
+
+
+def _id_column(source: PartySource, settings: DataSettings) -> str:
+    return source.id_column or settings.id_column
+
+
+def _check_no_shared_columns(parties: Mapping[str, PartySource], settings: DataSettings) -> None:
+    owner: dict[tuple[str, str], str] = {}
+    for party, source in parties.items():
+        if not source.path:
+            raise ConfigError(f"data.parties.{party}.path is empty")
+        path = str(Path(source.path).resolve())
+        for column in source.features or ():
+            key = (path, column)
+            if key in owner:
+                raise DataError(
+                    f"feature '{column}' of {source.path} is declared by two parties, "
+                    f"'{owner[key]}' and '{party}' (data.parties.*.features): "
+                    "a column belongs to one party only")
+            owner[key] = party
+
+
+def _read_csv(path: Path, party: str, id_column: str,
+              cache: dict[Path, pd.DataFrame]) -> pd.DataFrame:
+    key = path.resolve()
+    if key in cache:
+        return cache[key]
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (data.parties.{party}.path)")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty (data.parties.{party}.path)")
+    try:
+        header = pd.read_csv(path, nrows=0)
+        if id_column not in header.columns:
+            raise DataError(f"{path}: ID column '{id_column}' is missing; the file has columns "
+                            f"{list(header.columns)[:12]}")
+        frame = pd.read_csv(path, dtype={id_column: str}, keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV file: {exc}") from exc
+    if frame.empty:
+        raise DataError(f"{path}: file has a header but no rows")
+    ids = frame[id_column]
+    if ids.isna().any():
+        raise DataError(f"{path}: column '{id_column}' has {int(ids.isna().sum())} empty IDs "
+                        f"(first at row {int(np.flatnonzero(ids.isna())[0]) + 2})")
+    duplicated = ids[ids.duplicated()]
+    if len(duplicated):
+        raise DataError(f"{path}: column '{id_column}' has {len(duplicated)} duplicate IDs, "
+                        f"e.g. {list(duplicated.unique()[:3])}")
+    frame = frame.set_index(id_column)
+    frame.index = frame.index.astype(str)
+    cache[key] = frame
+    return frame
+
+
+def _load_party(party: str, source: PartySource, settings: DataSettings,
+                cache: dict[Path, pd.DataFrame]) -> PartyTable:
+    path = Path(source.path)
+    id_column = _id_column(source, settings)
+    frame = _read_csv(path, party, id_column, cache)
+    label = settings.label if party == LABEL_HOLDER else None
+    if label is not None and label not in frame.columns:
+        raise DataError(f"{path}: label column '{label}' (data.label) is missing at the lender")
+
+    if source.features is None:
+        features = [c for c in frame.columns if c != label]
+    else:
+        features = list(source.features)
+        missing = [c for c in features if c not in frame.columns]
+        if missing:
+            raise DataError(f"{path}: declared feature column(s) {missing} are missing "
+                            f"(data.parties.{party}.features)")
+        if label is not None and label in features:
+            raise DataError(f"{path}: the label '{label}' cannot also be a feature "
+                            f"(data.parties.{party}.features)")
+    if not features:
+        raise DataError(f"{path}: party '{party}' has no feature columns")
+    categorical = list(source.categorical)
+    unknown = [c for c in categorical if c not in features]
+    if unknown:
+        raise DataError(f"{path}: categorical column(s) {unknown} are not among the features "
+                        f"of party '{party}' (data.parties.{party}.categorical)")
+
+    numeric = [c for c in features if c not in categorical]
+    out = pd.DataFrame(index=frame.index)
+    for column in numeric:
+        out[column] = _numeric_column(frame[column], path, party, column)
+    for column in categorical:
+        values = frame[column]
+        if values.isna().all():
+            raise DataError(f"{path}: column '{column}' is entirely missing")
+        out[column] = values.astype("string").astype(object).where(values.notna(), np.nan)
+
+    labels = None
+    if label is not None:
+        labels = pd.DataFrame({label: _label_column(frame[label], path, label)}, index=frame.index)
+    return PartyTable(party, out, tuple(numeric), tuple(categorical), str(path), labels=labels)
+
+
+def _numeric_column(values: pd.Series, path: Path, party: str, column: str) -> pd.Series:
+    if values.isna().all():
+        raise DataError(f"{path}: column '{column}' is entirely missing")
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() & values.notna()
+    if bad.any():
+        examples = list(values[bad].astype(str).unique()[:3])
+        raise DataError(
+            f"{path}: column '{column}' holds non-numeric values {examples} but is not declared "
+            f"categorical (add it to data.parties.{party}.categorical or leave it out of "
+            f"data.parties.{party}.features)")
+    numbers = numbers.astype(np.float64)
+    if np.isinf(numbers.to_numpy()).any():
+        raise DataError(f"{path}: column '{column}' holds infinite values")
+    return numbers
+
+
+def _label_column(values: pd.Series, path: Path, label: str) -> pd.Series:
+    numbers = pd.to_numeric(values, errors="coerce")
+    valid = numbers.isin([0, 1]) & values.notna()
+    if not valid.all():
+        examples = list(values[~valid].astype(str).unique()[:3])
+        raise DataError(f"{path}: label column '{label}' must hold only 0 and 1; found "
+                        f"{examples} in {int((~valid).sum())} rows")
+    if numbers.nunique() < 2:
+        raise DataError(f"{path}: label column '{label}' holds a single class")
+    return numbers.astype(np.int8)

@@ -1,0 +1,94 @@
+"""Preprocessing that one party fits on its own training rows and applies alone.
+
+Numeric columns: median imputation, a missing-value indicator for every column that has gaps in
+training, then a quantile transform to a normal shape (or standard scaling). Categorical columns:
+one-hot encoding with "missing" as a category of its own and unseen categories ignored.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import MissingIndicator, SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, QuantileTransformer, StandardScaler
+
+from credit_data.settings import Scaler
+
+MISSING_CATEGORY = "__missing__"
+
+
+class PartyPreprocessor:
+    """Fit on one party's training rows; transform any of its rows to a float32 matrix.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"a": [1.0, None, 3.0, 4.0], "c": ["x", "y", None, "x"]})
+    >>> pre = PartyPreprocessor(("a",), ("c",), Scaler.standard, seed=0).fit(frame)
+    >>> pre.feature_names
+    ('a', 'a.missing', 'c=__missing__', 'c=x', 'c=y')
+    >>> pre.transform(frame).shape
+    (4, 5)
+    """
+
+    def __init__(self, numeric: tuple[str, ...], categorical: tuple[str, ...], scaler: Scaler,
+                 seed: int) -> None:
+        self.numeric = numeric
+        self.categorical = categorical
+        self.scaler = scaler
+        self.seed = seed
+        self._transformer: ColumnTransformer | None = None
+        self.feature_names: tuple[str, ...] = ()
+
+    def _scaler(self, n_rows: int) -> QuantileTransformer | StandardScaler:
+        if self.scaler is Scaler.quantile:
+            return QuantileTransformer(output_distribution="normal",
+                                       n_quantiles=max(2, min(1000, n_rows)),
+                                       subsample=200_000, random_state=self.seed)
+        return StandardScaler()
+
+    def fit(self, frame: pd.DataFrame) -> PartyPreprocessor:
+        """Fit on the party's own training rows."""
+        parts = []
+        if self.numeric:
+            scale = Pipeline([("impute", SimpleImputer(strategy="median")),
+                              ("scale", self._scaler(len(frame)))])
+            parts.append(("num", scale, list(self.numeric)))
+            parts.append(("missing", MissingIndicator(features="missing-only", error_on_new=False),
+                          list(self.numeric)))
+        if self.categorical:
+            parts.append(("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False,
+                                               dtype=np.float32), list(self.categorical)))
+        self._transformer = ColumnTransformer(parts, sparse_threshold=0.0,
+                                              verbose_feature_names_out=False)
+        self._transformer.fit(self._prepare(frame))
+        self.feature_names = self._names()
+        return self
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """Transform rows of this party to a dense float32 matrix."""
+        if self._transformer is None:
+            raise RuntimeError("PartyPreprocessor.transform called before fit")
+        return np.asarray(self._transformer.transform(self._prepare(frame)), dtype=np.float32)
+
+    def _prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
+        out = frame[list(self.numeric) + list(self.categorical)].copy()
+        for column in self.categorical:
+            out[column] = out[column].astype(object).where(out[column].notna(), MISSING_CATEGORY)
+            out[column] = out[column].astype(str)
+        return out
+
+    def _names(self) -> tuple[str, ...]:
+        assert self._transformer is not None
+        names: list[str] = []
+        for name, fitted, columns in self._transformer.transformers_:
+            if name == "num":
+                kept = fitted.named_steps["impute"].get_feature_names_out(columns)
+                names += [str(c) for c in kept]
+            elif name == "missing":
+                names += [f"{columns[i]}.missing" for i in fitted.features_]
+            elif name == "cat":
+                for column, cats in zip(columns, fitted.categories_, strict=True):
+                    names += [f"{column}={c}" for c in cats]
+        return tuple(names)

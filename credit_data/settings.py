@@ -1,0 +1,77 @@
+"""Typed, frozen settings of the data layer.
+
+These dataclasses are the one definition of the ``data`` config group; the Hydra schema in
+``experiments.config`` is derived from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+PARTIES: tuple[str, ...] = ("lender", "bureau", "social")
+"""Stable party ids. The lender holds the labels."""
+
+LABEL_HOLDER = "lender"
+
+
+class Source(str, Enum):
+    """Where the party tables come from."""
+
+    synthetic = "synthetic"
+    files = "files"
+
+
+class Scaler(str, Enum):
+    """How each party scales its numeric columns."""
+
+    quantile = "quantile"
+    standard = "standard"
+
+
+@dataclass(frozen=True)
+class PartySource:
+    """One party's CSV file and the columns it contributes.
+
+    ``features=None`` takes every column but the ID (and, at the lender, the label); each
+    non-numeric one must then be declared in ``categorical``.
+    """
+
+    path: str = ""
+    features: tuple[str, ...] | None = None
+    categorical: tuple[str, ...] = ()
+    id_column: str | None = None
+
+
+@dataclass(frozen=True)
+class SyntheticSettings:
+    """Shape of the synthetic population (see ``credit_data.synthetic``)."""
+
+    bureau_coverage: float = 0.95
+    social_coverage: float = 0.93
+    bureau_non_applicants: float = 1.0
+    social_non_applicants: float = 1.5
+    missing_rate: float = 0.04
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """Fractions of customers in validation and test; the rest train."""
+
+    val: float = 0.15
+    test: float = 0.15
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Everything that decides which rows and columns each party holds."""
+
+    name: str = "synthetic"
+    source: Source = Source.synthetic
+    n_customers: int = 100_000
+    id_column: str = "customer_id"
+    label: str = "default_12m"
+    parties: dict[str, PartySource] = field(default_factory=dict)
+    synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
+    split: SplitSettings = field(default_factory=SplitSettings)
+    scaler: Scaler = Scaler.quantile

@@ -1,0 +1,56 @@
+"""The in-memory form of what each party holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class PartyTable:
+    """One party's rows, keyed by customer ID.
+
+    Attributes
+    ----------
+    party:
+        Stable party id (``lender``, ``bureau``, ``social``).
+    frame:
+        Feature columns only, indexed by the customer ID as a string.
+    numeric, categorical:
+        The feature columns by kind; together they are ``frame.columns``.
+    source:
+        Where the rows came from (a file path, or ``synthetic``), for error messages and reports.
+    labels:
+        At the label holder only: the 0/1 outcome column(s), aligned with ``frame``.
+    """
+
+    party: str
+    frame: pd.DataFrame
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    source: str
+    labels: pd.DataFrame | None = None
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """All feature columns, numeric first."""
+        return self.numeric + self.categorical
+
+    @property
+    def n_rows(self) -> int:
+        """Number of customers this party knows."""
+        return len(self.frame)
+
+
+@dataclass(frozen=True)
+class Population:
+    """The party tables of one dataset, plus what only a simulation can know.
+
+    ``truth`` (synthetic data only) holds the true default probability of every applicant,
+    indexed like the lender's table; no party ever sees it.
+    """
+
+    name: str
+    tables: dict[str, PartyTable]
+    truth: pd.DataFrame | None = None

@@ -1,0 +1,36 @@
+"""Typed, frozen settings of the model and of its training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class ModelKind(str, Enum):
+    """Model families."""
+
+    logreg = "logreg"
+    mlp = "mlp"
+    split_mlp = "split_mlp"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Architecture. ``split_mlp`` is one encoder per party and a head over their embeddings."""
+
+    kind: ModelKind = ModelKind.mlp
+    hidden: tuple[int, ...] = (64, 32)
+    dropout: float = 0.1
+    encoder_hidden: tuple[int, ...] = (32,)
+    embedding_dim: int = 8
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation: Adam on binary cross-entropy, early stopping on validation AUC."""
+
+    epochs: int = 30
+    batch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    patience: int = 4
