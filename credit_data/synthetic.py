@@ -251,7 +251,7 @@ def generate(
     social = _party_rows(rng, z, in_social, applicant_ids, ids[n + n_bureau_extra:], _social,
                          s.missing_rate)
 
-    truth = pd.DataFrame({"p_default": p_default, "synthetic_identity": z["synth"]},
+    truth = pd.DataFrame({"default_12m": p_default, "fraud": 0.8 * z["synth"]},
                          index=lender.index)
     return Population(
         name="synthetic",

@@ -47,8 +47,8 @@ class PartyTable:
 class Population:
     """The party tables of one dataset, plus what only a simulation can know.
 
-    ``truth`` (synthetic data only) holds the true default probability of every applicant,
-    indexed like the lender's table; no party ever sees it.
+    ``truth`` (synthetic data only) holds, for each label, the true probability of every
+    applicant, indexed like the lender's table; no party ever sees it.
     """
 
     name: str

@@ -1,0 +1,1 @@
+"""Experiment runner, Hydra configuration, reports and benchmarks: the only layer that knows Hydra."""

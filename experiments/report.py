@@ -1,0 +1,57 @@
+"""report.md: the page a person reads after a run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+METRIC_LABELS = (("auc", "AUC"), ("ks", "KS"), ("gini", "Gini"), ("brier", "Brier score"),
+                 ("log_loss", "Log-loss"), ("ece", "Calibration error (ECE)"))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def render_report(results: dict[str, Any]) -> str:
+    """Markdown summary of one run's results.json.
+
+    >>> r = {"mode": "local", "role": "baseline", "seed": 0, "dataset": {"name": "d",
+    ...      "label": "y", "rows": {"train": 8, "val": 1, "test": 1}, "parties": {},
+    ...      "oracle_test_auc": None, "positive_rate": {"test": 0.5}},
+    ...      "model": {"kind": "mlp", "parameters": 9},
+    ...      "metrics": {"test": {"auc": 0.7, "psi": 0.0}, "val": {"auc": 0.6}, "best_epoch": 1},
+    ...      "privacy": None, "timing": {"wall_s": 1.0, "train_s": 0.5}}
+    >>> "| AUC | 0.7000 | 0.6000 |" in render_report(r)
+    True
+    """
+    ds, m = results["dataset"], results["metrics"]
+    rows = results["dataset"]["rows"]
+    lines = [f"# Credit-risk run: {results['mode']} on {ds['name']}", "",
+             f"**{results['mode']}**: {results['role']}.", "",
+             f"Label `{ds['label']}`, seed {results['seed']}, model {results['model']['kind']} "
+             f"({results['model']['parameters']:,} parameters). Rows: train {rows['train']:,}, "
+             f"validation {rows['val']:,}, test {rows['test']:,} "
+             f"(test default rate {ds['positive_rate']['test']:.1%}).", "", "## Metrics", ""]
+    metric_rows = [[label, f"{m['test'][key]:.4f}", f"{m['val'].get(key, float('nan')):.4f}"]
+                   for key, label in METRIC_LABELS if key in m["test"]]
+    lines += _table(["metric", "test", "validation"], metric_rows)
+    lines += ["", f"Population stability index, train to test scores: {m['test']['psi']:.4f}. "
+              f"Best epoch: {m['best_epoch']}."]
+    if ds.get("oracle_test_auc") is not None:
+        gap = ds["oracle_test_auc"] - m["test"]["auc"]
+        lines += ["", f"Oracle AUC (the generator's true probabilities, test rows): "
+                  f"{ds['oracle_test_auc']:.4f}; this model is {gap:.4f} below it."]
+    if ds["parties"]:
+        lines += ["", "## Parties", ""]
+        lines += _table(["party", "rows held", "applicants known", "columns in", "model columns",
+                         "used"],
+                        [[p, f"{v['rows']:,}", f"{v['applicants_known']:,}",
+                          str(v["source_columns"]), str(v["model_columns"]),
+                          "yes" if v["used"] else "no"] for p, v in ds["parties"].items()])
+    privacy = results["privacy"]
+    lines += ["", "## Privacy", "",
+              "No differential privacy in this run." if privacy is None else str(privacy)]
+    t = results["timing"]
+    lines += ["", f"Wall time {t['wall_s']:.1f} s (training {t['train_s']:.1f} s).", ""]
+    return "\n".join(lines)

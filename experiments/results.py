@@ -1,0 +1,106 @@
+"""What a run leaves in its directory: results.json, predictions.csv and report.md.
+
+Each file is written to a temporary name and moved into place, results.json last, so a run
+directory never holds a half-written file; a run that fails before this point writes none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from credit_data.split import TEST, TRAIN, VAL
+from experiments.baselines import RunOutcome
+from experiments.report import render_report
+from experiments.settings import MODE_ROLES
+
+SCHEMA_VERSION = 1
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("torch", "flwr", "opacus", "numpy", "pandas", "scikit-learn", "hydra-core"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any]) -> dict[str, Any]:
+    """The results.json document (schema in the README)."""
+    s, design = outcome.settings, outcome.design
+    tables = outcome.population.tables
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "mode": s.federation.mode.value,
+        "role": MODE_ROLES[s.federation.mode],
+        "seed": s.seed,
+        "dataset": {
+            "name": s.data.name,
+            "source": s.data.source.value,
+            "label": s.data.label,
+            "rows": {"train": design.rows(TRAIN), "val": design.rows(VAL),
+                     "test": design.rows(TEST)},
+            "positive_rate": {name: float(design.labels(split).mean())
+                              for split, name in ((TRAIN, "train"), (VAL, "val"),
+                                                  (TEST, "test"))},
+            "parties": {
+                p: {"rows": tables[p].n_rows,
+                    "applicants_known": int(design.blocks[p].present.sum()),
+                    "source_columns": len(tables[p].features),
+                    "model_columns": design.blocks[p].width,
+                    "used": p in outcome.parties}
+                for p in tables},
+            "oracle_test_auc": outcome.oracle_test_auc,
+        },
+        "model": {"kind": s.model.kind.value, "parameters": outcome.n_parameters,
+                  "inputs": design.widths(outcome.parties)},
+        "metrics": {
+            "test": outcome.metrics["test"],
+            "val": outcome.metrics["val"],
+            "best_epoch": outcome.fit.best_epoch,
+            "history": outcome.fit.history,
+        },
+        "privacy": None,
+        "timing": {"wall_s": wall_s, "data_s": outcome.data_seconds,
+                   "train_s": outcome.fit.seconds,
+                   "train_rows_per_s": outcome.fit.rows_per_second},
+        "versions": _versions(),
+        "config": config,
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_run(run_dir: Path, outcome: RunOutcome, wall_s: float,
+              config: dict[str, Any]) -> dict[str, Any]:
+    """Write predictions.csv, report.md and results.json into ``run_dir``; return the results."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results = build_results(outcome, wall_s, config)
+    test = outcome.design.split == TEST
+    predictions = pd.DataFrame({"id": outcome.design.ids[test],
+                                "label": outcome.design.y[test].astype(int),
+                                "score": outcome.scores["test"]})
+    _write_atomic(run_dir / "predictions.csv", predictions.to_csv(index=False,
+                                                                  float_format="%.8g"))
+    _write_atomic(run_dir / "report.md", render_report(results))
+    _write_atomic(run_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    return results

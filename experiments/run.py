@@ -1,0 +1,54 @@
+"""Run one experiment from the Hydra config: ``python -m experiments.run key=value ...``.
+
+Writes ``results.json``, ``predictions.csv`` and ``report.md`` into Hydra's run directory
+(``hydra.run.dir=...`` moves it) and prints the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from credit_data.errors import CreditFLError
+from experiments.baselines import run_baseline
+from experiments.config import register, to_settings
+from experiments.report import render_report
+from experiments.results import write_run
+
+log = logging.getLogger("credit_fl")
+register()
+
+
+def execute(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run the configured experiment and write its directory; return results.json's content."""
+    start = time.perf_counter()
+    settings = to_settings(cfg)
+    log.setLevel(logging.INFO if settings.verbose else logging.WARNING)
+    outcome = run_baseline(settings)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(config, dict)
+    return write_run(run_dir, outcome, time.perf_counter() - start, config)
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point; returns the test AUC (for sweepers)."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        results = execute(cfg, run_dir)
+    except CreditFLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(render_report(results))
+    print(f"Run directory: {run_dir}")
+    return float(results["metrics"]["test"]["auc"])
+
+
+if __name__ == "__main__":
+    main()
