@@ -37,7 +37,7 @@ class PartySource:
     non-numeric one must then be declared in ``categorical``.
     """
 
-    path: str = ""
+    path: str
     features: tuple[str, ...] | None = None
     categorical: tuple[str, ...] = ()
     id_column: str | None = None

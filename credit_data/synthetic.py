@@ -211,7 +211,9 @@ def generate(
     ['bureau', 'lender', 'social']
     >>> pop.tables["lender"].n_rows
     2000
-    >>> bool(pop.tables["lender"].labels.isin([0, 1]).all())
+    >>> list(pop.tables["lender"].labels.columns)
+    ['default_12m', 'fraud']
+    >>> bool(pop.tables["lender"].labels.isin([0, 1]).all().all())
     True
     """
     s = settings or SyntheticSettings()

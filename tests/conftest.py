@@ -1,0 +1,46 @@
+"""Shared helpers: composing the real Hydra config, running experiments, finding shared data."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from experiments.config import register
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+SHARED_DATA = Path(os.environ.get("CREDIT_FL_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+
+register()
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """Compose conf/config.yaml with overrides, exactly as the runner does."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return compose(config_name="config", overrides=list(overrides or []))
+
+
+def run_experiment(overrides: list[str], run_dir: Path) -> dict:
+    """Compose, run and write one experiment; return its results.json as read back from disk."""
+    from experiments.run import execute
+
+    execute(compose_config(overrides + ["verbose=false"]), run_dir)
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture
+def shared_data(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The folder of real credit data; tests that need it skip when it is absent."""
+    needed = ["uci_credit_card.csv", "default_credit_hetero_guest.csv",
+              "default_credit_hetero_host.csv"]
+    missing = [n for n in needed if not (SHARED_DATA / n).is_file()]
+    if missing:
+        pytest.skip(f"real data absent: {missing} not in {SHARED_DATA} "
+                    "(set CREDIT_FL_DATA_DIR to the folder that holds them)")
+    monkeypatch.setenv("CREDIT_FL_DATA_DIR", str(SHARED_DATA))
+    return SHARED_DATA

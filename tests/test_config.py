@@ -1,0 +1,86 @@
+import dataclasses
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from credit_data.errors import ConfigError
+from credit_data.settings import Source
+from experiments.config import to_settings
+from experiments.settings import Mode, PrivacyMechanism, RunSettings
+from models.settings import ModelKind
+from tests.conftest import CONF_DIR, compose_config
+
+GROUPS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+          for group in ("data", "federation", "model", "privacy")}
+
+
+def test_the_groups_the_issue_names_exist():
+    assert {"synthetic", "uci_credit_card", "fate_default_credit", "csv"} <= set(GROUPS["data"])
+    assert {"centralized", "local"} <= set(GROUPS["federation"])
+    assert {"logreg", "mlp", "split_mlp"} <= set(GROUPS["model"])
+    assert "off" in GROUPS["privacy"]
+
+
+@pytest.mark.parametrize(("group", "option"),
+                         [(g, o) for g, options in GROUPS.items() for o in options])
+def test_every_group_option_composes_into_frozen_settings(group, option, tmp_path, monkeypatch):
+    monkeypatch.setenv("CREDIT_FL_DATA_DIR", str(tmp_path))
+    overrides = [f"{group}={option}"]
+    if option == "csv":
+        overrides += [f"data.parties.{p}.path={tmp_path}/{p}.csv"
+                      for p in ("lender", "bureau", "social")]
+    settings = to_settings(compose_config(overrides))
+    assert isinstance(settings, RunSettings)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.seed = 1  # type: ignore[misc]
+    if group == "data":
+        assert settings.data.name == option
+    if group == "model":
+        assert settings.model.kind is ModelKind(option)
+
+
+def test_defaults_and_the_keys_later_work_relies_on():
+    s = to_settings(compose_config(["seed=5", "data.n_customers=1234", "federation.rounds=7",
+                                    "privacy.target_epsilon=2.5", "privacy.delta=1e-6"]))
+    assert (s.seed, s.data.n_customers, s.federation.rounds) == (5, 1234, 7)
+    assert (s.privacy.target_epsilon, s.privacy.delta) == (2.5, 1e-6)
+    assert s.data.source is Source.synthetic and s.federation.mode is Mode.centralized
+    assert s.privacy.mechanism is PrivacyMechanism.off
+    assert isinstance(s.model.hidden, tuple) and s.model.hidden == (64, 32)
+
+
+def test_file_paths_come_from_the_data_dir_variable(monkeypatch):
+    monkeypatch.setenv("CREDIT_FL_DATA_DIR", "/some/where")
+    s = to_settings(compose_config(["data=uci_credit_card"]))
+    assert Path(s.data.parties["bureau"].path) == Path("/some/where/uci_credit_card.csv")
+    assert s.data.parties["lender"].categorical == ("SEX", "EDUCATION", "MARRIAGE")
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("foo=1", "foo"),
+    ("data.n_custmers=10", "n_custmers"),
+    ("model.layers=3", "layers"),
+])
+def test_a_key_that_does_not_exist_is_refused_by_name(override, key):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config([override])
+    assert key in str(err.value) + str(err.value.__cause__)
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("seed=abc", "seed"),
+    ("data.n_customers=many", "data.n_customers"),
+    ("model.kind=forest", "model.kind"),
+    ("train.lr=fast", "train.lr"),
+    ("verbose=maybe", "verbose"),
+])
+def test_a_value_of_the_wrong_type_is_refused_by_key(override, key):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config([override])
+    assert key in str(err.value) + str(err.value.__cause__)
+
+
+def test_an_unset_mandatory_path_names_its_key():
+    with pytest.raises(ConfigError, match=r"data\.parties\.lender\.path"):
+        to_settings(compose_config(["data=csv"]))
