@@ -50,7 +50,7 @@ class Design:
         return np.concatenate([self.blocks[p].values[rows] for p in parties], axis=1)
 
     def labels(self, split: int | None = None) -> np.ndarray:
-        """The 0/1 labels as float32, optionally for one split only."""
+        """Return the 0/1 labels as float32, optionally for one split only."""
         return self.y if split is None else self.y[self.split == split]
 
     def widths(self, parties: tuple[str, ...]) -> dict[str, int]:
@@ -62,7 +62,7 @@ class Design:
         return [f"{p}.{n}" for p in parties for n in self.blocks[p].names]
 
     def rows(self, split: int) -> int:
-        """Number of applicants in one split."""
+        """Count the applicants in one split."""
         return int((self.split == split).sum())
 
 

@@ -7,7 +7,7 @@ These dataclasses are the one definition of the ``data`` config group; the Hydra
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 PARTIES: tuple[str, ...] = ("lender", "bureau", "social")
 """Stable party ids. The lender holds the labels."""
@@ -15,14 +15,14 @@ PARTIES: tuple[str, ...] = ("lender", "bureau", "social")
 LABEL_HOLDER = "lender"
 
 
-class Source(str, Enum):
+class Source(StrEnum):
     """Where the party tables come from."""
 
     synthetic = "synthetic"
     files = "files"
 
 
-class Scaler(str, Enum):
+class Scaler(StrEnum):
     """How each party scales its numeric columns."""
 
     quantile = "quantile"

@@ -180,7 +180,7 @@ def _social(rng: np.random.Generator, z: dict[str, np.ndarray], missing: float) 
 
 def default_probability(z: dict[str, np.ndarray], lti: np.ndarray, term: np.ndarray,
                         region: np.ndarray) -> np.ndarray:
-    """True 12-month default probability (the formula in the module docstring)."""
+    """Return the true 12-month default probability (the module docstring's formula)."""
     neg_disc = np.maximum(-z["disc"], 0.0)
     logit = (-2.7 - 0.8 * z["disc"] - 0.5 * z["cap"] + 0.6 * z["net"] - 0.25 * z["stab"]
              + 0.5 * neg_disc * np.maximum(z["net"], 0.0)

@@ -1,1 +1,4 @@
-"""Experiment runner, Hydra configuration, reports and benchmarks: the only layer that knows Hydra."""
+"""Experiment runner, Hydra configuration, reports and benchmarks.
+
+The only layer that imports Hydra.
+"""

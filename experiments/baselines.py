@@ -43,7 +43,7 @@ class RunOutcome:
 
 
 def training_parties(settings: RunSettings, population: Population) -> tuple[str, ...]:
-    """The parties whose columns the model sees, in a fixed order."""
+    """Return the parties whose columns the model sees, in a fixed order."""
     named = settings.federation.parties
     for party in named:
         if party not in PARTIES:

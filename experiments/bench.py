@@ -36,7 +36,7 @@ def bench_synthetic() -> None:
 
 
 def bench_centralized(epochs: int = 5) -> None:
-    """The centralized trainer on 100,000 synthetic customers, a fixed number of epochs."""
+    """Time the centralized trainer on 100,000 synthetic customers for a fixed number of epochs."""
     settings = DataSettings()
     start = time.perf_counter()
     design = build_design(generate(settings.n_customers, seed=0), settings, seed=0)

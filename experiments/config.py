@@ -26,12 +26,12 @@ SCHEMA_NAME = "run_schema"
 
 def _mutable_type(tp: Any) -> Any:
     origin, args = get_origin(tp), get_args(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return mutable_twin(tp)
     if origin is tuple:
         return list[_mutable_type(args[0])]  # type: ignore[misc]
     if origin is dict:
-        return dict[args[0], _mutable_type(args[1])]  # type: ignore[misc]
+        return dict[args[0], _mutable_type(args[1])]  # type: ignore[misc,valid-type]
     if origin in (Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         return Optional[_mutable_type(inner[0])]  # noqa: UP045 (OmegaConf needs typing.Optional)
@@ -40,7 +40,7 @@ def _mutable_type(tp: Any) -> Any:
 
 @functools.cache
 def mutable_twin(cls: type) -> type:
-    """A non-frozen copy of a settings dataclass that OmegaConf can use as a schema."""
+    """Return a non-frozen copy of a settings dataclass that OmegaConf can use as a schema."""
     hints = get_type_hints(cls)
     specs = []
     for f in dataclasses.fields(cls):
@@ -59,11 +59,11 @@ def mutable_twin(cls: type) -> type:
 
 def _build(tp: Any, value: Any, key: str) -> Any:
     origin, args = get_origin(tp), get_args(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         hints = get_type_hints(tp)
         kwargs = {f.name: _build(hints[f.name], value[f.name], f"{key}.{f.name}".lstrip("."))
                   for f in dataclasses.fields(tp) if f.name in value}
-        return tp(**kwargs)
+        return typing.cast(Any, tp)(**kwargs)
     if value is None:
         return None
     if origin is tuple:

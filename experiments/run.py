@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import typing
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,14 +27,13 @@ log = logging.getLogger("credit_fl")
 register()
 
 
-def execute(cfg: DictConfig, run_dir: Path) -> dict:
+def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run the configured experiment and write its directory; return results.json's content."""
     start = time.perf_counter()
     settings = to_settings(cfg)
     log.setLevel(logging.INFO if settings.verbose else logging.WARNING)
     outcome = run_baseline(settings)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(config, dict)
+    config = typing.cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     return write_run(run_dir, outcome, time.perf_counter() - start, config)
 
 

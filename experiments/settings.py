@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from credit_data.settings import DataSettings
 from models.settings import ModelSettings, TrainSettings
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """How the parties' data meet. ``centralized`` pools raw features: the upper bound."""
 
     centralized = "centralized"
@@ -31,7 +31,7 @@ class FederationSettings:
     rounds: int = 10
 
 
-class PrivacyMechanism(str, Enum):
+class PrivacyMechanism(StrEnum):
     """Differential-privacy mechanism; ``off`` trains without one."""
 
     off = "off"

@@ -21,8 +21,10 @@ def ks_statistic(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Mean absolute gap between predicted and observed default rate over equal-width bins,
-    weighted by the share of rows in each bin.
+    """Compute the expected calibration error over equal-width bins.
+
+    The mean absolute gap between predicted and observed default rate per bin, weighted by the
+    share of rows in each bin.
 
     >>> round(expected_calibration_error(np.array([0, 1, 0, 1]), np.array([0.5] * 4)), 3)
     0.0

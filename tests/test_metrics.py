@@ -2,8 +2,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from models.metrics import (expected_calibration_error, ks_statistic, population_stability_index,
-                            score_metrics)
+from models.metrics import (
+    expected_calibration_error,
+    ks_statistic,
+    population_stability_index,
+    score_metrics,
+)
 
 Y = np.array([0, 0, 0, 1, 0, 1, 1, 1])
 P = np.array([0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.7, 0.9])

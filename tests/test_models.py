@@ -2,10 +2,10 @@ import pytest
 import torch
 from opacus.validators import ModuleValidator
 
+from credit_data.errors import ConfigError
 from models.factory import build_model
 from models.networks import SplitModel
 from models.settings import ModelKind, ModelSettings
-from credit_data.errors import ConfigError
 
 WIDTHS = {"lender": 5, "bureau": 3, "social": 4}
 
