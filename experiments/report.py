@@ -37,7 +37,8 @@ def render_report(results: dict[str, Any]) -> str:
                    for key, label in METRIC_LABELS if key in m["test"]]
     lines += _table(["metric", "test", "validation"], metric_rows)
     lines += ["", f"Population stability index, train to test scores: {m['test']['psi']:.4f}. "
-              f"Best epoch: {m['best_epoch']}."]
+              f"Best epoch: {m['best_epoch']}.", "",
+              "![ROC, calibration and learning curve](plots.png)"]
     if ds.get("oracle_test_auc") is not None:
         gap = ds["oracle_test_auc"] - m["test"]["auc"]
         lines += ["", f"Oracle AUC (the generator's true probabilities, test rows): "

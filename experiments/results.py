@@ -1,4 +1,4 @@
-"""What a run leaves in its directory: results.json, predictions.csv and report.md.
+"""What a run leaves in its directory: results.json, predictions.csv, plots.png, report.md.
 
 Each file is written to a temporary name and moved into place, results.json last, so a run
 directory never holds a half-written file; a run that fails before this point writes none.
@@ -18,6 +18,7 @@ import pandas as pd
 
 from credit_data.split import TEST, TRAIN, VAL
 from experiments.baselines import RunOutcome
+from experiments.plots import write_plots
 from experiments.report import render_report
 from experiments.settings import MODE_ROLES
 
@@ -35,7 +36,7 @@ def _versions() -> dict[str, str]:
 
 
 def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any]) -> dict[str, Any]:
-    """The results.json document (schema in the README)."""
+    """Assemble the results.json document (schema in the README)."""
     s, design = outcome.settings, outcome.design
     tables = outcome.population.tables
     return {
@@ -92,7 +93,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def write_run(run_dir: Path, outcome: RunOutcome, wall_s: float,
               config: dict[str, Any]) -> dict[str, Any]:
-    """Write predictions.csv, report.md and results.json into ``run_dir``; return the results."""
+    """Write predictions.csv, plots.png, report.md and results.json; return the results."""
     run_dir.mkdir(parents=True, exist_ok=True)
     results = build_results(outcome, wall_s, config)
     test = outcome.design.split == TEST
@@ -101,6 +102,9 @@ def write_run(run_dir: Path, outcome: RunOutcome, wall_s: float,
                                 "score": outcome.scores["test"]})
     _write_atomic(run_dir / "predictions.csv", predictions.to_csv(index=False,
                                                                   float_format="%.8g"))
+    write_plots(run_dir / "plots.png", predictions["label"].to_numpy(),
+                predictions["score"].to_numpy(), outcome.fit.history,
+                f"{results['mode']} on {results['dataset']['name']}")
     _write_atomic(run_dir / "report.md", render_report(results))
     _write_atomic(run_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     return results

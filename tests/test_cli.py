@@ -20,7 +20,7 @@ def test_progress_lines_and_quiet_mode(tmp_path):
     assert "epoch   1/" not in quiet.stdout + quiet.stderr
     assert "train_loss" not in quiet.stdout + quiet.stderr
     assert "# Credit-risk run: centralized on synthetic" in quiet.stdout
-    for name in ("results.json", "predictions.csv", "report.md", ".hydra/config.yaml"):
+    for name in ("results.json", "predictions.csv", "report.md", "plots.png", ".hydra/config.yaml"):
         assert (tmp_path / "quiet" / name).is_file(), name
 
 

@@ -1,0 +1,50 @@
+"""plots.png: ROC curve, calibration curve and learning curve of one run."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.calibration import CalibrationDisplay  # noqa: E402
+from sklearn.metrics import RocCurveDisplay  # noqa: E402
+
+
+def write_plots(path: Path, y_test: np.ndarray, p_test: np.ndarray,
+                history: list[dict[str, Any]], title: str) -> None:
+    """Draw the three panels and move the PNG into place only once it is complete."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    RocCurveDisplay.from_predictions(y_test, p_test, ax=axes[0], name="test")
+    axes[0].plot([0, 1], [0, 1], ls=":", c="grey")
+    axes[0].set_title("ROC (test)")
+    CalibrationDisplay.from_predictions(y_test, p_test, n_bins=10, strategy="quantile",
+                                        ax=axes[1], name="test")
+    axes[1].set_title("Calibration (test, deciles)")
+    epochs = [h["epoch"] for h in history]
+    axes[2].plot(epochs, [h["val_auc"] for h in history], marker="o", label="validation AUC")
+    axes[2].set_xlabel("epoch")
+    axes[2].set_ylabel("validation AUC")
+    loss_axis = axes[2].twinx()
+    loss_axis.plot(epochs, [h["train_loss"] for h in history], c="tab:orange", marker=".",
+                   label="train loss")
+    loss_axis.set_ylabel("train loss")
+    axes[2].set_title("Learning curve")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
