@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint bench clean
+.PHONY: setup run test lint bench clean
 
 setup: $(STAMP)
 
@@ -23,9 +23,6 @@ run: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
-
-test-fast: setup
-	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .

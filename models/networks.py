@@ -107,3 +107,18 @@ class SplitModel(nn.Module):
         parts = torch.split(x, list(self.widths.values()), dim=1)
         embeddings = [self.encoders[p](part) for p, part in zip(self.widths, parts, strict=True)]
         return self.head(torch.cat(embeddings, dim=1))
+
+
+def output_layer(model: nn.Module) -> nn.Linear:
+    """Return the layer that produces the logit: the last one-output ``Linear`` registered.
+
+    >>> m = SplitModel({"a": 2, "b": 3}, (3,), 2, (4,), 0.0)
+    >>> output_layer(m) is m.head.mlp.out
+    True
+    >>> output_layer(MLP(3, (4,), 0.0)).in_features
+    4
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == 1]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no one-output Linear layer")
+    return layers[-1]

@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from credit_data.errors import ConfigError
+from models.networks import output_layer
 from models.settings import TrainSettings
 
 
@@ -55,6 +56,17 @@ def check_train(settings: TrainSettings) -> None:
 
 
 @torch.no_grad()
+def start_at_base_rate(model: nn.Module, rate: float) -> None:
+    """Set the output bias to the log-odds of ``rate``, so training starts calibrated.
+
+    Without it, the first epochs go to moving the bias from its random start to the default
+    rate; on small data early stopping can then end training before anything else is learned.
+    """
+    rate = min(max(rate, 1e-4), 1 - 1e-4)
+    output_layer(model).bias.fill_(float(np.log(rate / (1 - rate))))
+
+
+@torch.no_grad()
 def predict_proba(model: nn.Module, x: np.ndarray | torch.Tensor,
                   batch_size: int = 65_536) -> np.ndarray:
     """Default probabilities for every row of ``x``."""
@@ -78,6 +90,7 @@ def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nd
     xt = torch.as_tensor(x_train, dtype=torch.float32)
     yt = torch.as_tensor(y_train, dtype=torch.float32)
     generator = torch.Generator().manual_seed(seed)
+    start_at_base_rate(model, float(yt.mean()))
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr,
                                  weight_decay=settings.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()

@@ -39,3 +39,13 @@ def test_split_model_is_encoders_then_head_on_each_partys_columns():
 def test_bad_model_settings_name_the_key(settings, key):
     with pytest.raises(ConfigError, match=key):
         build_model(settings, WIDTHS)
+
+
+def test_training_starts_at_the_base_rate():
+    from models.networks import LogisticRegression
+    from models.training import start_at_base_rate
+
+    model = LogisticRegression(4)
+    start_at_base_rate(model, 0.13)
+    p = torch.sigmoid(model(torch.zeros(1, 4))).item()
+    assert p == pytest.approx(0.13, abs=1e-6)
