@@ -37,6 +37,8 @@ Everything is a pure function of ``(n_customers, seed, settings)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -90,8 +92,8 @@ def _with_missing(rng: np.random.Generator, values: np.ndarray, rate: float) -> 
 
 def _lender(
     rng: np.random.Generator, z: dict[str, np.ndarray], missing: float
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Application data; returns the frame and the loan-to-income ratio used by the risk."""
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Application data: the frame, and the exact values the risk uses (``lti``, term, region)."""
     n = len(z["cap"])
     age = z["age"]
     income = np.exp(8.2 + 0.55 * z["cap"] + 0.12 * rng.standard_normal(n))
@@ -120,7 +122,7 @@ def _lender(
         "channel": np.asarray(CHANNELS, dtype=object)[channel],
         "region": np.asarray(REGIONS, dtype=object)[region],
     })
-    return frame, np.column_stack([lti, term, region]).T
+    return frame, {"lti": lti, "term": term.astype(np.float64), "region": region}
 
 
 def _categorical_draw(rng: np.random.Generator, logits: np.ndarray) -> np.ndarray:
@@ -235,8 +237,8 @@ def generate(
     applicant_ids = ids[:n]
 
     z = _with_age(rng, _latents(rng, n, synth_rate=0.015))
-    lender, (lti, term, region) = _lender(rng, z, s.missing_rate)
-    p_default = default_probability(z, lti, term, region)
+    lender, application = _lender(rng, z, s.missing_rate)
+    p_default = default_probability(z, **application)
     default = (rng.random(n) < p_default).astype(np.int8)
     fraud = (z["synth"] & (rng.random(n) < 0.8)).astype(np.int8)
     lender.index = pd.Index(applicant_ids, name="customer_id")
@@ -272,7 +274,11 @@ def _customer_ids(rng: np.random.Generator, total: int) -> np.ndarray:
     return ("C" + pd.Series(numbers).astype(str)).to_numpy(dtype=object)
 
 
-def _party_rows(rng, z, known, applicant_ids, extra_ids, features, missing) -> pd.DataFrame:
+def _party_rows(rng: np.random.Generator, z: dict[str, np.ndarray], known: np.ndarray,
+                applicant_ids: np.ndarray, extra_ids: np.ndarray,
+                features: Callable[[np.random.Generator, dict[str, np.ndarray], float],
+                                   pd.DataFrame],
+                missing: float) -> pd.DataFrame:
     """Rows for known applicants plus non-applicants, shuffled so order leaks nothing."""
     own = features(rng, {k: v[known] for k, v in z.items()}, missing)
     own.index = pd.Index(applicant_ids[known], name="customer_id")

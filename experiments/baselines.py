@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from credit_data.design import Design, build_design
 from credit_data.errors import ConfigError
@@ -86,8 +87,6 @@ def run_baseline(settings: RunSettings) -> RunOutcome:
 
     oracle = None
     if population.truth is not None:
-        from sklearn.metrics import roc_auc_score
-
         truth = population.truth[settings.data.label].to_numpy()[design.split == TEST]
         oracle = float(roc_auc_score(design.labels(TEST), truth))
     return RunOutcome(settings=settings, parties=parties, population=population, design=design,
