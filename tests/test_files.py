@@ -49,22 +49,15 @@ def test_missing_file(tmp_path):
         load_files(_settings(lender=PartySource(path=str(tmp_path / "nope.csv"))))
 
 
-def test_empty_file(tmp_path):
-    (tmp_path / "empty.csv").write_text("")
-    with pytest.raises(DataError, match=r"empty\.csv: file is empty"):
-        load_files(_settings(lender=PartySource(path=str(tmp_path / "empty.csv"))))
-
-
-def test_header_without_rows(tmp_path):
-    (tmp_path / "head.csv").write_text("id,income,default\n")
-    with pytest.raises(DataError, match=r"head\.csv: file has a header but no rows"):
-        load_files(_settings(lender=PartySource(path=str(tmp_path / "head.csv"))))
-
-
-def test_malformed_csv(tmp_path):
-    (tmp_path / "bad.csv").write_text('id,income,default\n1,2,0\n2,"3,1\n3,4,5,6,7\n')
-    with pytest.raises(DataError, match=r"bad\.csv: not a readable CSV"):
-        load_files(_settings(lender=PartySource(path=str(tmp_path / "bad.csv"))))
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "file is empty"),
+    ("id,income,default\n", "file has a header but no rows"),
+    ('id,income,default\n1,2,0\n2,"3,1\n3,4,5,6,7\n', "not a readable CSV"),
+], ids=["empty", "header-only", "malformed"])
+def test_unreadable_file_content(tmp_path, text, message):
+    (tmp_path / "raw.csv").write_text(text)
+    with pytest.raises(DataError, match=rf"raw\.csv: {message}"):
+        load_files(_settings(lender=PartySource(path=str(tmp_path / "raw.csv"))))
 
 
 def test_missing_id_column(tmp_path):
