@@ -75,3 +75,24 @@ class DataSettings:
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
     split: SplitSettings = field(default_factory=SplitSettings)
     scaler: Scaler = Scaler.quantile
+
+
+class PartitionScheme(StrEnum):
+    """How applicants are spread over the lenders of a horizontal federation."""
+
+    dirichlet = "dirichlet"
+    region = "region"
+
+
+@dataclass(frozen=True)
+class PartitionSettings:
+    """How applicants are spread over ``n_lenders`` lenders in a horizontal federation.
+
+    ``dirichlet``: skewed by a Dirichlet(``alpha``) over the default rate; ``region``: each
+    lender holds whole regions (``region_column`` at the lender).
+    """
+
+    scheme: PartitionScheme = PartitionScheme.dirichlet
+    n_lenders: int = 5
+    alpha: float = 0.5
+    region_column: str = "region"

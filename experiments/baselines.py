@@ -8,53 +8,24 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
-import numpy as np
-from sklearn.metrics import roc_auc_score
-
-from credit_data.design import Design, build_design
+from credit_data.design import build_design
 from credit_data.errors import ConfigError
 from credit_data.loading import load_population
-from credit_data.settings import LABEL_HOLDER, PARTIES
 from credit_data.split import TEST, TRAIN, VAL
-from credit_data.tables import Population
-from experiments.settings import Mode, RunSettings
+from experiments.outcome import (
+    RunOutcome,
+    oracle_auc,
+    positive_rates,
+    predictions_frame,
+    split_metrics,
+    training_parties,
+)
+from experiments.settings import RunSettings
 from models.factory import build_model
-from models.metrics import population_stability_index, score_metrics
-from models.training import FitResult, fit, predict_proba, seed_everything
+from models.training import fit, predict_proba, seed_everything
 
 log = logging.getLogger("credit_fl")
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """What a finished run hands to the writers of results.json, predictions.csv and report.md."""
-
-    settings: RunSettings
-    parties: tuple[str, ...]
-    population: Population
-    design: Design
-    fit: FitResult
-    scores: dict[str, np.ndarray]
-    metrics: dict[str, dict[str, float]]
-    n_parameters: int
-    oracle_test_auc: float | None
-    data_seconds: float
-
-
-def training_parties(settings: RunSettings, population: Population) -> tuple[str, ...]:
-    """Return the parties whose columns the model sees, in a fixed order."""
-    named = settings.federation.parties
-    for party in named:
-        if party not in PARTIES:
-            raise ConfigError(f"federation.parties: unknown party '{party}'; "
-                              f"expected some of {PARTIES}")
-    if LABEL_HOLDER not in named:
-        raise ConfigError(f"federation.parties must include '{LABEL_HOLDER}', which holds labels")
-    if settings.federation.mode is Mode.local:
-        return (LABEL_HOLDER,)
-    return tuple(p for p in PARTIES if p in named and p in population.tables)
 
 
 def run_baseline(settings: RunSettings) -> RunOutcome:
@@ -79,17 +50,33 @@ def run_baseline(settings: RunSettings) -> RunOutcome:
     result = fit(model, design.matrix(parties, TRAIN), design.labels(TRAIN),
                  design.matrix(parties, VAL), design.labels(VAL), settings.train, settings.seed,
                  log=log.info)
+    names = {TRAIN: "train", VAL: "val", TEST: "test"}
     scores = {name: predict_proba(model, design.matrix(parties, split))
-              for split, name in ((TRAIN, "train"), (VAL, "val"), (TEST, "test"))}
-    metrics = {name: score_metrics(design.labels(split), scores[name])
-               for split, name in ((VAL, "val"), (TEST, "test"))}
-    metrics["test"]["psi"] = population_stability_index(scores["train"], scores["test"])
-
-    oracle = None
-    if population.truth is not None:
-        truth = population.truth[settings.data.label].to_numpy()[design.split == TEST]
-        oracle = float(roc_auc_score(design.labels(TEST), truth))
-    return RunOutcome(settings=settings, parties=parties, population=population, design=design,
-                      fit=result, scores=scores, metrics=metrics,
-                      n_parameters=sum(p.numel() for p in model.parameters()),
-                      oracle_test_auc=oracle, data_seconds=data_seconds)
+              for split, name in names.items()}
+    y = {name: design.labels(split) for split, name in names.items()}
+    metrics = split_metrics(y, scores)
+    metrics.update({"best_epoch": result.best_epoch, "history": result.history})
+    test = design.split == TEST
+    tables = population.tables
+    dataset = {
+        "name": settings.data.name, "source": settings.data.source.value,
+        "label": settings.data.label,
+        "rows": {name: design.rows(split) for split, name in names.items()},
+        "positive_rate": positive_rates(y),
+        "parties": {p: {"rows": tables[p].n_rows,
+                        "applicants_known": int(design.blocks[p].present.sum()),
+                        "source_columns": len(tables[p].features),
+                        "model_columns": design.blocks[p].width, "used": p in parties}
+                    for p in tables},
+        "oracle_test_auc": oracle_auc(population, settings.data.label, design.ids[test],
+                                      y["test"]),
+    }
+    return RunOutcome(
+        settings=settings, dataset=dataset,
+        model={"kind": settings.model.kind.value,
+               "parameters": sum(p.numel() for p in model.parameters()),
+               "inputs": design.widths(parties)},
+        metrics=metrics,
+        predictions=predictions_frame(design.ids[test], y["test"], scores["test"]),
+        data_seconds=data_seconds, train_seconds=result.seconds,
+        train_rows_per_s=result.rows_per_second)

@@ -26,9 +26,10 @@ def write_plots(path: Path, y_test: np.ndarray, p_test: np.ndarray,
     CalibrationDisplay.from_predictions(y_test, p_test, n_bins=10, strategy="quantile",
                                         ax=axes[1], name="test")
     axes[1].set_title("Calibration (test, deciles)")
-    epochs = [h["epoch"] for h in history]
+    step = "epoch" if history and "epoch" in history[0] else "round"
+    epochs = [h[step] for h in history]
     axes[2].plot(epochs, [h["val_auc"] for h in history], marker="o", label="validation AUC")
-    axes[2].set_xlabel("epoch")
+    axes[2].set_xlabel(step)
     axes[2].set_ylabel("validation AUC")
     loss_axis = axes[2].twinx()
     loss_axis.plot(epochs, [h["train_loss"] for h in history], c="tab:orange", marker=".",

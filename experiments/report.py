@@ -36,23 +36,69 @@ def render_report(results: dict[str, Any]) -> str:
     metric_rows = [[label, f"{m['test'][key]:.4f}", f"{m['val'].get(key, float('nan')):.4f}"]
                    for key, label in METRIC_LABELS if key in m["test"]]
     lines += _table(["metric", "test", "validation"], metric_rows)
+    kept = (f"Best epoch: {m['best_epoch']}." if "best_epoch" in m
+            else f"Rounds: {len(m.get('history', []))}.")
     lines += ["", f"Population stability index, train to test scores: {m['test']['psi']:.4f}. "
-              f"Best epoch: {m['best_epoch']}.", "",
-              "![ROC, calibration and learning curve](plots.png)"]
+              + kept, "", "![ROC, calibration and learning curve](plots.png)"]
+    if "pooled_lender_auc" in m:
+        lines += ["", f"Pooled AUC from the lenders' own score histograms (no row-level label "
+                  f"leaves a lender): {m['pooled_lender_auc']:.4f}."]
     if ds.get("oracle_test_auc") is not None:
         gap = ds["oracle_test_auc"] - m["test"]["auc"]
         lines += ["", f"Oracle AUC (the generator's true probabilities, test rows): "
                   f"{ds['oracle_test_auc']:.4f}; this model is {gap:.4f} below it."]
-    if ds["parties"]:
+    federation = results.get("federation")
+    if federation is not None:
+        lines += _federation_section(federation, ds["parties"])
+    elif ds["parties"]:
         lines += ["", "## Parties", ""]
         lines += _table(["party", "rows held", "applicants known", "columns in", "model columns",
                          "used"],
                         [[p, f"{v['rows']:,}", f"{v['applicants_known']:,}",
                           str(v["source_columns"]), str(v["model_columns"]),
                           "yes" if v["used"] else "no"] for p, v in ds["parties"].items()])
-    privacy = results["privacy"]
-    lines += ["", "## Privacy", "",
-              "No differential privacy in this run." if privacy is None else str(privacy)]
+    lines += _privacy_section(results["privacy"])
     t = results["timing"]
     lines += ["", f"Wall time {t['wall_s']:.1f} s (training {t['train_s']:.1f} s).", ""]
     return "\n".join(lines)
+
+
+def _federation_section(federation: dict[str, Any], parties: dict[str, Any]) -> list[str]:
+    lines = ["", "## Federation", "",
+             f"Strategy {federation['strategy']}, {federation['clients']} lenders, "
+             f"{federation['completed_rounds']} of {federation['rounds']} rounds of "
+             f"{federation['local_epochs']} local epoch(s); partition "
+             f"{federation['partition']['scheme']} (alpha {federation['partition']['alpha']})."]
+    if federation.get("resumed_from"):
+        lines.append(f"Resumed from {federation['resumed_from']}.")
+    if federation.get("stopped_after"):
+        lines.append(f"Stopped after round {federation['stopped_after']} (federation.stop_after);"
+                     " continue with resume=<this run directory>.")
+    evaluation = federation.get("lender_evaluation", {})
+    lines += [""] + _table(
+        ["lender", "applicants", "training rows", "default rate", "own test AUC"],
+        [[p, f"{v['rows']:,}", f"{v['train_rows']:,}", f"{v['default_rate']:.1%}",
+          f"{evaluation[p]['auc']:.4f}" if p in evaluation else "-"]
+         for p, v in parties.items()])
+    excluded = federation.get("excluded", [])
+    if excluded:
+        lines += ["", "Left out of rounds:", ""]
+        lines += _table(["round", "party", "reason"],
+                        [[str(e["round"]), e["party"], e["reason"]] for e in excluded])
+    return lines
+
+
+def _privacy_section(privacy: dict[str, Any] | None) -> list[str]:
+    lines = ["", "## Privacy", ""]
+    if privacy is None:
+        return lines + ["No differential privacy in this run."]
+    lines += [f"Mechanism {privacy['mechanism']}: epsilon {privacy['epsilon']:.3f} (the maximum "
+              f"over parties), delta {privacy['delta']:.2e}.", ""]
+    lines += _table(["party", "epsilon", "delta", "noise multiplier", "sample rate", "steps",
+                     "accountant"],
+                    [[p, f"{v['epsilon']:.3f}", f"{v['delta']:.2e}",
+                      f"{v['noise_multiplier']:.4f}", f"{v['sample_rate']:.4f}",
+                      str(v["steps"]), v["accountant"]] for p, v in privacy["parties"].items()])
+    for r in privacy.get("refusals", []):
+        lines.append(f"\nRound {r['round']}: {r['reason']}.")
+    return lines

@@ -14,13 +14,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from credit_data.split import TEST, TRAIN, VAL
-from experiments.baselines import RunOutcome
+from experiments.outcome import RunOutcome
 from experiments.plots import write_plots
 from experiments.report import render_report
-from experiments.settings import MODE_ROLES
+from federation.settings import MODE_ROLES
 
 SCHEMA_VERSION = 1
 
@@ -37,46 +34,25 @@ def _versions() -> dict[str, str]:
 
 def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any]) -> dict[str, Any]:
     """Assemble the results.json document (schema in the README)."""
-    s, design = outcome.settings, outcome.design
-    tables = outcome.population.tables
-    return {
+    s = outcome.settings
+    results = {
         "schema_version": SCHEMA_VERSION,
         "mode": s.federation.mode.value,
         "role": MODE_ROLES[s.federation.mode],
         "seed": s.seed,
-        "dataset": {
-            "name": s.data.name,
-            "source": s.data.source.value,
-            "label": s.data.label,
-            "rows": {"train": design.rows(TRAIN), "val": design.rows(VAL),
-                     "test": design.rows(TEST)},
-            "positive_rate": {name: float(design.labels(split).mean())
-                              for split, name in ((TRAIN, "train"), (VAL, "val"),
-                                                  (TEST, "test"))},
-            "parties": {
-                p: {"rows": tables[p].n_rows,
-                    "applicants_known": int(design.blocks[p].present.sum()),
-                    "source_columns": len(tables[p].features),
-                    "model_columns": design.blocks[p].width,
-                    "used": p in outcome.parties}
-                for p in tables},
-            "oracle_test_auc": outcome.oracle_test_auc,
-        },
-        "model": {"kind": s.model.kind.value, "parameters": outcome.n_parameters,
-                  "inputs": design.widths(outcome.parties)},
-        "metrics": {
-            "test": outcome.metrics["test"],
-            "val": outcome.metrics["val"],
-            "best_epoch": outcome.fit.best_epoch,
-            "history": outcome.fit.history,
-        },
-        "privacy": None,
+        "dataset": outcome.dataset,
+        "model": outcome.model,
+        "metrics": outcome.metrics,
+        "privacy": outcome.privacy,
         "timing": {"wall_s": wall_s, "data_s": outcome.data_seconds,
-                   "train_s": outcome.fit.seconds,
-                   "train_rows_per_s": outcome.fit.rows_per_second},
+                   "train_s": outcome.train_seconds,
+                   "train_rows_per_s": outcome.train_rows_per_s},
         "versions": _versions(),
         "config": config,
     }
+    if outcome.federation is not None:
+        results["federation"] = outcome.federation
+    return results
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -96,14 +72,11 @@ def write_run(run_dir: Path, outcome: RunOutcome, wall_s: float,
     """Write predictions.csv, plots.png, report.md and results.json; return the results."""
     run_dir.mkdir(parents=True, exist_ok=True)
     results = build_results(outcome, wall_s, config)
-    test = outcome.design.split == TEST
-    predictions = pd.DataFrame({"id": outcome.design.ids[test],
-                                "label": outcome.design.y[test].astype(int),
-                                "score": outcome.scores["test"]})
+    predictions = outcome.predictions
     _write_atomic(run_dir / "predictions.csv", predictions.to_csv(index=False,
                                                                   float_format="%.8g"))
     write_plots(run_dir / "plots.png", predictions["label"].to_numpy(),
-                predictions["score"].to_numpy(), outcome.fit.history,
+                predictions["score"].to_numpy(), outcome.metrics["history"],
                 f"{results['mode']} on {results['dataset']['name']}")
     _write_atomic(run_dir / "report.md", render_report(results))
     _write_atomic(run_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")

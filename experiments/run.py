@@ -17,11 +17,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from credit_data.errors import CreditFLError
+from credit_data.errors import ConfigError, CreditFLError
 from experiments.baselines import run_baseline
 from experiments.config import register, to_settings
+from experiments.horizontal import run_horizontal
 from experiments.report import render_report
 from experiments.results import write_run
+from federation.settings import Mode
+from privacy.settings import PrivacyMechanism
 
 log = logging.getLogger("credit_fl")
 register()
@@ -32,7 +35,14 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     settings = to_settings(cfg)
     log.setLevel(logging.INFO if settings.verbose else logging.WARNING)
-    outcome = run_baseline(settings)
+    if settings.federation.mode is Mode.horizontal:
+        outcome = run_horizontal(settings, run_dir)
+    else:
+        if settings.privacy.mechanism is not PrivacyMechanism.off:
+            raise ConfigError(f"privacy={settings.privacy.mechanism.value} needs a federated "
+                              f"mode; federation={settings.federation.mode.value} trains "
+                              "without privacy")
+        outcome = run_baseline(settings)
     config = typing.cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     return write_run(run_dir, outcome, time.perf_counter() - start, config)
 

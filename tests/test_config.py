@@ -7,8 +7,10 @@ from hydra.errors import ConfigCompositionException
 from credit_data.errors import ConfigError
 from credit_data.settings import Source
 from experiments.config import to_settings
-from experiments.settings import Mode, PrivacyMechanism, RunSettings
+from experiments.settings import RunSettings
+from federation.settings import Mode
 from models.settings import ModelKind
+from privacy.settings import PrivacyMechanism
 from tests.conftest import CONF_DIR, compose_config
 
 GROUPS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))

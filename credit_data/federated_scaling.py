@@ -1,0 +1,121 @@
+"""Preprocessing for a horizontal federation, agreed from aggregate statistics alone.
+
+Lenders in a horizontal federation must encode their rows the same way, or one model cannot
+serve them all. Each lender sends only counts, sums and sums of squares of its numeric columns
+and the set of categories it has seen (:func:`local_moments`); the server merges them
+(:func:`merge_moments`) into a shared :class:`Schema`; each lender then encodes its own rows
+with it (:func:`encode`): standardisation with the pooled mean and deviation, missing values to
+the mean plus an indicator, one-hot categories over the union of categories.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MISSING = "__missing__"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The shared encoding: column order, pooled moments and category vocabularies."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    with_indicator: tuple[str, ...]
+    categories: dict[str, tuple[str, ...]]
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Names of the encoded columns, in order."""
+        return (self.numeric + tuple(f"{c}.missing" for c in self.with_indicator)
+                + tuple(f"{c}={v}" for c in self.categorical for v in self.categories[c]))
+
+    def to_json(self) -> str:
+        """Serialise for a message."""
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, text: str) -> Schema:
+        """Read back :meth:`to_json`."""
+        raw = json.loads(text)
+        return cls(numeric=tuple(raw["numeric"]), categorical=tuple(raw["categorical"]),
+                   mean=tuple(raw["mean"]), std=tuple(raw["std"]),
+                   with_indicator=tuple(raw["with_indicator"]),
+                   categories={k: tuple(v) for k, v in raw["categories"].items()})
+
+
+def _categories(values: pd.Series) -> pd.Series:
+    return values.astype(object).where(values.notna(), MISSING).astype(str)
+
+
+def local_moments(frame: pd.DataFrame, numeric: tuple[str, ...],
+                  categorical: tuple[str, ...]) -> dict[str, Any]:
+    """Aggregate statistics of one lender's training rows: nothing row-level leaves.
+
+    >>> f = pd.DataFrame({"a": [1.0, 3.0, None], "c": ["x", "y", "x"]})
+    >>> m = local_moments(f, ("a",), ("c",))
+    >>> m["numeric"]["a"], m["categorical"]["c"]
+    ([2, 4.0, 10.0], ['x', 'y'])
+    """
+    out: dict[str, Any] = {"rows": len(frame), "numeric": {}, "categorical": {}}
+    for column in numeric:
+        values = frame[column].to_numpy(dtype=np.float64)
+        seen = values[~np.isnan(values)]
+        out["numeric"][column] = [int(len(seen)), float(seen.sum()), float((seen ** 2).sum())]
+    for column in categorical:
+        out["categorical"][column] = sorted(_categories(frame[column]).unique().tolist())
+    return out
+
+
+def merge_moments(parts: list[dict[str, Any]], numeric: tuple[str, ...],
+                  categorical: tuple[str, ...]) -> Schema:
+    """Pool the lenders' statistics into the shared schema.
+
+    >>> a = {"rows": 2, "numeric": {"x": [2, 2.0, 2.0]}, "categorical": {}}
+    >>> b = {"rows": 2, "numeric": {"x": [1, 3.0, 9.0]}, "categorical": {}}
+    >>> s = merge_moments([a, b], ("x",), ())
+    >>> s.mean, s.with_indicator
+    ((1.6666666666666667,), ('x',))
+    """
+    rows = sum(p["rows"] for p in parts)
+    mean, std, with_indicator = [], [], []
+    for column in numeric:
+        count = sum(p["numeric"][column][0] for p in parts)
+        total = sum(p["numeric"][column][1] for p in parts)
+        total_sq = sum(p["numeric"][column][2] for p in parts)
+        mu = total / count if count else 0.0
+        var = max(total_sq / count - mu ** 2, 0.0) if count else 0.0
+        mean.append(mu)
+        std.append(float(np.sqrt(var)) if var > 1e-12 else 1.0)
+        if count < rows:
+            with_indicator.append(column)
+    categories = {c: tuple(sorted(set().union(*(p["categorical"][c] for p in parts))))
+                  for c in categorical}
+    return Schema(numeric, categorical, tuple(mean), tuple(std), tuple(with_indicator),
+                  categories)
+
+
+def encode(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
+    """Encode one lender's rows with the shared schema (float32, fixed column layout)."""
+    blocks = []
+    if schema.numeric:
+        values = frame[list(schema.numeric)].to_numpy(dtype=np.float64)
+        missing = np.isnan(values)
+        scaled = (values - np.asarray(schema.mean)) / np.asarray(schema.std)
+        blocks.append(np.where(missing, 0.0, scaled))
+        index = [schema.numeric.index(c) for c in schema.with_indicator]
+        blocks.append(missing[:, index].astype(np.float64))
+    for column in schema.categorical:
+        values = _categories(frame[column]).to_numpy()
+        vocab = np.asarray(schema.categories[column], dtype=object)
+        blocks.append((values[:, None] == vocab[None, :]).astype(np.float64))
+    if not blocks:
+        return np.zeros((len(frame), 0), dtype=np.float32)
+    return np.concatenate(blocks, axis=1).astype(np.float32)

@@ -1,0 +1,78 @@
+"""Each lender's own rows in a horizontal federation: its applicants, with the columns it holds.
+
+A lender holds, for its own applicants, its application columns and the columns of the other
+parties it pulls reports from (the bureau, by default), each prefixed by the party
+(``bureau.utilization``), plus a ``<party>.present`` flag for applicants that party does not know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from credit_data.partition import lender_names, partition_applicants
+from credit_data.settings import LABEL_HOLDER, DataSettings, PartitionSettings
+from credit_data.split import assign_split
+from credit_data.tables import Population
+
+
+@dataclass(frozen=True)
+class LenderRows:
+    """One lender's applicants: raw columns, labels and split, row-aligned."""
+
+    party: str
+    frame: pd.DataFrame
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    y: np.ndarray
+    split: np.ndarray
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Customer IDs, in row order."""
+        return self.frame.index.to_numpy(dtype=object)
+
+    def rows(self, split: int) -> pd.DataFrame:
+        """Raw columns of one split."""
+        return self.frame.loc[self.split == split]
+
+
+def joined_columns(population: Population, parties: tuple[str, ...]) -> LenderRows:
+    """Join the other parties' columns onto the lender's applicants, before partitioning."""
+    lender = population.tables[LABEL_HOLDER]
+    ids = lender.frame.index
+    frames = [lender.frame.add_prefix(f"{LABEL_HOLDER}.")]
+    numeric = [f"{LABEL_HOLDER}.{c}" for c in lender.numeric]
+    categorical = [f"{LABEL_HOLDER}.{c}" for c in lender.categorical]
+    for party in parties:
+        if party == LABEL_HOLDER:
+            continue
+        table = population.tables[party]
+        joined = table.frame.reindex(ids).add_prefix(f"{party}.")
+        joined[f"{party}.present"] = ids.isin(table.frame.index).astype(np.float64)
+        frames.append(joined)
+        numeric += [f"{party}.{c}" for c in table.numeric] + [f"{party}.present"]
+        categorical += [f"{party}.{c}" for c in table.categorical]
+    frame = pd.concat(frames, axis=1)
+    assert lender.labels is not None
+    return LenderRows(LABEL_HOLDER, frame, tuple(numeric), tuple(categorical),
+                      np.zeros(len(ids), dtype=np.float32), np.zeros(len(ids), dtype=np.int8))
+
+
+def horizontal_rows(population: Population, parties: tuple[str, ...], data: DataSettings,
+                    partition: PartitionSettings, seed: int) -> dict[str, LenderRows]:
+    """Split the applicants over ``partition.n_lenders`` lenders (``lender-0`` ...)."""
+    lender = population.tables[LABEL_HOLDER]
+    assert lender.labels is not None
+    joined = joined_columns(population, parties)
+    y = lender.labels[data.label].to_numpy(dtype=np.float32)
+    split = assign_split(lender.frame.index, seed, data.split)
+    owner = partition_applicants(partition, y, lender.frame, lender.source, seed)
+    out = {}
+    for k, name in enumerate(lender_names(partition.n_lenders)):
+        mine = owner == k
+        out[name] = LenderRows(name, joined.frame.loc[mine], joined.numeric, joined.categorical,
+                               y[mine], split[mine])
+    return out

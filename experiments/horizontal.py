@@ -1,0 +1,188 @@
+"""Horizontal federation on Flower's simulation engine.
+
+K lenders each hold their own applicants (lender and bureau columns); Flower's simulation
+engine runs the same ServerApp and ClientApp that a deployment runs. In simulation alone, the
+global model is also scored on the union of the lenders' test rows (``metrics.test`` and
+``predictions.csv``); the lenders themselves only ever send AUCs and score histograms.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Context
+from flwr.simulation import run_simulation
+
+from credit_data.errors import ConfigError
+from credit_data.federated_scaling import Schema, encode
+from credit_data.horizontal import LenderRows, horizontal_rows
+from credit_data.loading import load_population
+from credit_data.partition import lender_names
+from credit_data.split import TEST, TRAIN, VAL
+from experiments.outcome import (
+    RunOutcome,
+    oracle_auc,
+    positive_rates,
+    predictions_frame,
+    split_metrics,
+    training_parties,
+)
+from experiments.settings import RunSettings
+from federation.settings import StrategyName, check_federation
+from fl_client.client_app import make_client_app
+from fl_client.settings import ClientSettings
+from fl_server.rounds import FederationOutcome
+from fl_server.server_app import make_server_app
+from fl_server.settings import ServerSettings
+from models.factory import build_model
+from models.training import predict_proba
+from privacy.settings import PrivacyMechanism, check_privacy
+
+log = logging.getLogger("credit_fl")
+SPLITS = {TRAIN: "train", VAL: "val", TEST: "test"}
+
+
+class SimulationSource:
+    """Hands each simulated node its settings and rows (a deployment reads its own files)."""
+
+    def __init__(self, settings: dict[str, ClientSettings], rows: dict[str, LenderRows]) -> None:
+        self.settings = settings
+        self.rows = rows
+        self.names = sorted(settings, key=lambda p: int(p.rsplit("-", 1)[1]))
+
+    def __call__(self, context: Context) -> tuple[ClientSettings, LenderRows]:
+        torch.set_num_threads(1)  # the engine runs clients side by side, one core each
+        party = self.names[int(context.node_config["partition-id"])]
+        return self.settings[party], self.rows[party]
+
+
+def _check(settings: RunSettings, names: tuple[str, ...]) -> None:
+    f, p = settings.federation, settings.privacy
+    check_federation(f, len(names))
+    check_privacy(p)
+    unknown = sorted(set(f.faults) - set(names))
+    if unknown:
+        raise ConfigError(f"federation.faults names unknown parties {unknown}; the lenders are "
+                          f"{list(names)}")
+    if f.strategy is StrategyName.fedprox and p.mechanism is PrivacyMechanism.dpsgd:
+        raise ConfigError("federation.strategy=fedprox with privacy=dpsgd is not supported: the "
+                          "proximal term is not per-record, so DP-SGD cannot clip it")
+
+
+def _score(state: dict[str, torch.Tensor], schema: Schema, rows: dict[str, LenderRows],
+           settings: RunSettings) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                                           dict[str, np.ndarray]]:
+    """Scores, labels and IDs of every split, over the union of the lenders' rows."""
+    model = build_model(settings.model, {"lender": len(schema.feature_names)})
+    model.load_state_dict(state)
+    scores, labels, ids = {}, {}, {}
+    for split, name in SPLITS.items():
+        parts = [r for r in rows.values() if (r.split == split).any()]
+        x = np.concatenate([encode(r.rows(split), schema) for r in parts])
+        scores[name] = predict_proba(model, x)
+        labels[name] = np.concatenate([r.y[r.split == split] for r in parts])
+        ids[name] = np.concatenate([r.ids[r.split == split] for r in parts])
+    return scores, labels, ids
+
+
+def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
+    """Run the federation in simulation; return what the writers need."""
+    start = time.perf_counter()
+    population = load_population(settings.data, settings.seed)
+    parties = training_parties(settings, population)
+    rows = horizontal_rows(population, parties, settings.data, settings.partition, settings.seed)
+    names = lender_names(settings.partition.n_lenders)
+    _check(settings, names)
+    data_seconds = time.perf_counter() - start
+
+    state_dir = run_dir / "parties"
+    if settings.resume is not None:
+        old = Path(settings.resume)
+        if (old / "parties").is_dir() and old.resolve() != run_dir.resolve():
+            shutil.copytree(old / "parties", state_dir, dirs_exist_ok=True)
+    f = settings.federation
+    clients = {name: ClientSettings(party=name, seed=settings.seed, model=settings.model,
+                                    train=settings.train, federation=f,
+                                    privacy=settings.privacy, state_dir=str(state_dir),
+                                    fault=f.faults.get(name))
+               for name in names}
+    any_rows = next(iter(rows.values()))
+    server = ServerSettings(seed=settings.seed, model=settings.model, federation=f,
+                            privacy=settings.privacy, n_clients=len(names),
+                            numeric=any_rows.numeric, categorical=any_rows.categorical,
+                            run_dir=str(run_dir), resume_dir=settings.resume)
+
+    def evaluate_global(state: dict[str, torch.Tensor], schema: Schema) -> dict[str, float]:
+        scores, labels, _ = _score(state, schema, rows, settings)
+        from sklearn.metrics import roc_auc_score
+
+        return {"val_auc": float(roc_auc_score(labels["val"], scores["val"]))}
+
+    outcome = FederationOutcome()
+    train_start = time.perf_counter()
+    _simulate(make_server_app(server, outcome, evaluate_global),
+              make_client_app(SimulationSource(clients, rows)), len(names), settings.verbose)
+    train_seconds = time.perf_counter() - train_start
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.state is not None and outcome.schema is not None
+
+    scores, labels, ids = _score(outcome.state, outcome.schema, rows, settings)
+    metrics = split_metrics(labels, scores)
+    metrics["history"] = outcome.history
+    metrics["pooled_lender_auc"] = outcome.history[-1]["pooled_auc"]
+    lender_table = population.tables["lender"]
+    dataset = {
+        "name": settings.data.name, "source": settings.data.source.value,
+        "label": settings.data.label,
+        "rows": {name: int(len(labels[name])) for name in SPLITS.values()},
+        "positive_rate": positive_rates(labels),
+        "parties": {name: {"rows": int(len(r.y)), "train_rows": int((r.split == TRAIN).sum()),
+                           "default_rate": float(r.y.mean()), "used": True}
+                    for name, r in rows.items()},
+        "columns": list(parties), "source_rows": lender_table.n_rows,
+        "oracle_test_auc": oracle_auc(population, settings.data.label, ids["test"],
+                                      labels["test"]),
+    }
+    model = build_model(settings.model, {"lender": len(outcome.schema.feature_names)})
+    rounds_done = outcome.completed_rounds
+    train_rows = sum(int((r.split == TRAIN).sum()) for r in rows.values())
+    return RunOutcome(
+        settings=settings, dataset=dataset,
+        model={"kind": settings.model.kind.value,
+               "parameters": sum(p.numel() for p in model.parameters()),
+               "inputs": {"lender": len(outcome.schema.feature_names)}},
+        metrics=metrics,
+        predictions=predictions_frame(ids["test"], labels["test"], scores["test"]),
+        data_seconds=data_seconds, train_seconds=train_seconds,
+        train_rows_per_s=train_rows * rounds_done * f.local_epochs / max(train_seconds, 1e-9),
+        privacy=outcome.ledger.summary() if outcome.ledger is not None else None,
+        federation={
+            "strategy": f.strategy.value, "clients": len(names), "rounds": f.rounds,
+            "completed_rounds": rounds_done, "stopped_after": outcome.stopped_after,
+            "local_epochs": f.local_epochs,
+            "partition": {"scheme": settings.partition.scheme.value,
+                          "alpha": settings.partition.alpha},
+            "excluded": [e.__dict__ for e in outcome.exclusions],
+            "lender_evaluation": outcome.lender_evaluation,
+            "resumed_from": settings.resume,
+        })
+
+
+def _simulate(server_app, client_app, n_clients: int, verbose: bool) -> None:
+    """Run on Flower's simulation engine, clients side by side on the machine's cores."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.WARNING)
+    cores = os.cpu_count() or 1
+    backend: dict[str, Any] = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+               "init_args": {"num_cpus": cores, "include_dashboard": False,
+                             "logging_level": "ERROR", "log_to_driver": verbose}}
+    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=n_clients,
+                   backend_config=backend)

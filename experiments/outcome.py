@@ -1,0 +1,73 @@
+"""What every finished run hands to the writers, whatever its mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from credit_data.errors import ConfigError
+from credit_data.settings import LABEL_HOLDER, PARTIES
+from credit_data.tables import Population
+from experiments.settings import RunSettings
+from federation.settings import Mode
+from models.metrics import population_stability_index, score_metrics
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """Summaries already computed; :mod:`experiments.results` lays them out."""
+
+    settings: RunSettings
+    dataset: dict[str, Any]
+    model: dict[str, Any]
+    metrics: dict[str, Any]
+    predictions: pd.DataFrame
+    data_seconds: float
+    train_seconds: float
+    train_rows_per_s: float
+    privacy: dict[str, Any] | None = None
+    federation: dict[str, Any] | None = None
+
+
+def training_parties(settings: RunSettings, population: Population) -> tuple[str, ...]:
+    """Return the parties whose columns the model sees, in a fixed order."""
+    named = settings.federation.parties
+    for party in named:
+        if party not in PARTIES:
+            raise ConfigError(f"federation.parties: unknown party '{party}'; "
+                              f"expected some of {PARTIES}")
+    if LABEL_HOLDER not in named:
+        raise ConfigError(f"federation.parties must include '{LABEL_HOLDER}', which holds labels")
+    if settings.federation.mode is Mode.local:
+        return (LABEL_HOLDER,)
+    return tuple(p for p in PARTIES if p in named and p in population.tables)
+
+
+def split_metrics(y: dict[str, np.ndarray], scores: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Compute validation and test metrics, with the train-to-test PSI on the test block."""
+    metrics = {name: score_metrics(y[name], scores[name]) for name in ("val", "test")}
+    metrics["test"]["psi"] = population_stability_index(scores["train"], scores["test"])
+    return metrics
+
+
+def oracle_auc(population: Population, label: str, test_ids: np.ndarray,
+               test_labels: np.ndarray) -> float | None:
+    """AUC of the generator's true probabilities on the test rows (synthetic data only)."""
+    if population.truth is None:
+        return None
+    truth = population.truth[label].reindex(test_ids).to_numpy()
+    return float(roc_auc_score(test_labels, truth))
+
+
+def positive_rates(y: dict[str, np.ndarray]) -> dict[str, float]:
+    """Default rate per split."""
+    return {name: float(values.mean()) for name, values in y.items()}
+
+
+def predictions_frame(ids: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    """Lay out the ``id,label,score`` table of the test split."""
+    return pd.DataFrame({"id": ids, "label": labels.astype(int), "score": scores})

@@ -1,0 +1,44 @@
+"""Message types, record keys and metric names shared by the ServerApp and the ClientApp."""
+
+from __future__ import annotations
+
+import numpy as np
+
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+STATUS = "status"
+WEIGHT = "weight"
+"""Aggregation weight a client reports: its training rows, or 1 under central DP."""
+
+HISTOGRAM_BINS = 100
+"""Score histograms by label that lenders return instead of row-level labels."""
+
+
+def score_histogram(scores: np.ndarray, labels: np.ndarray) -> tuple[list[int], list[int]]:
+    """Count scores in equal bins over [0, 1], for defaulters and for the others.
+
+    >>> pos, neg = score_histogram(np.array([0.0, 0.5, 0.999]), np.array([0, 1, 1]))
+    >>> pos[50], pos[99], neg[0], sum(pos) + sum(neg)
+    (1, 1, 1, 3)
+    """
+    which = np.minimum((np.asarray(scores) * HISTOGRAM_BINS).astype(int), HISTOGRAM_BINS - 1)
+    pos = np.bincount(which[labels == 1], minlength=HISTOGRAM_BINS)
+    neg = np.bincount(which[labels == 0], minlength=HISTOGRAM_BINS)
+    return pos.tolist(), neg.tolist()
+
+
+def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float:
+    """AUC from binned scores: P(defaulter scores higher) + half the ties within a bin.
+
+    >>> auc_from_histograms(np.array([0, 0, 2]), np.array([2, 0, 0]))
+    1.0
+    >>> auc_from_histograms(np.array([1, 1]), np.array([1, 1]))
+    0.5
+    """
+    pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
+    if pos.sum() == 0 or neg.sum() == 0:
+        return float("nan")
+    below = np.concatenate([[0.0], np.cumsum(neg)[:-1]])
+    wins = np.sum(pos * below) + 0.5 * np.sum(pos * neg)
+    return float(wins / (pos.sum() * neg.sum()))

@@ -1,0 +1,86 @@
+"""Typed, frozen federation settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from credit_data.errors import ConfigError
+
+
+class Mode(StrEnum):
+    """How the parties' data meet. ``centralized`` pools raw features: the upper bound."""
+
+    centralized = "centralized"
+    local = "local"
+    horizontal = "horizontal"
+
+
+MODE_ROLES = {
+    Mode.centralized: "upper bound: pools every party's raw features, which federation never does",
+    Mode.local: "baseline: the lender's own columns alone",
+    Mode.horizontal: "federated: several lenders train one model, each on its own applicants",
+}
+
+
+class StrategyName(StrEnum):
+    """Flower strategies, used as Flower ships them."""
+
+    fedavg = "fedavg"
+    fedprox = "fedprox"
+    fedadam = "fedadam"
+    fedmedian = "fedmedian"
+    fedtrimmedavg = "fedtrimmedavg"
+    krum = "krum"
+
+
+class Fault(StrEnum):
+    """Faults a simulated client can be told to show, to test the server's handling."""
+
+    crash = "crash"
+    nan = "nan"
+    shape = "shape"
+    slow = "slow"
+    signflip = "signflip"
+
+
+@dataclass(frozen=True)
+class FederationSettings:
+    """Which parties take part and how they train together.
+
+    ``rounds`` x ``local_epochs`` is the number of passes over each client's rows. A round
+    waits ``round_timeout`` seconds for replies; with fewer than ``min_clients`` usable replies the
+    run stops. ``faults`` maps a party id to a fault (simulation only). ``stop_after`` ends the
+    run after that round, as an interruption would; ``resume=<run dir>`` continues it.
+    """
+
+    mode: Mode = Mode.centralized
+    parties: tuple[str, ...] = ("lender", "bureau", "social")
+    rounds: int = 10
+    local_epochs: int = 1
+    strategy: StrategyName = StrategyName.fedavg
+    min_clients: int = 2
+    round_timeout: float = 300.0
+    proximal_mu: float = 0.01
+    trim_beta: float = 0.2
+    krum_malicious: int = 1
+    server_lr: float = 0.01
+    faults: dict[str, Fault] = field(default_factory=dict)
+    stop_after: int | None = None
+
+
+def check_federation(settings: FederationSettings, n_clients: int) -> None:
+    """Raise a ConfigError naming the key of any out-of-range value."""
+    checks = [("rounds", settings.rounds >= 1), ("local_epochs", settings.local_epochs >= 1),
+              ("min_clients", 1 <= settings.min_clients <= n_clients),
+              ("round_timeout", settings.round_timeout > 0),
+              ("proximal_mu", settings.proximal_mu >= 0),
+              ("trim_beta", 0 <= settings.trim_beta < 0.5),
+              ("krum_malicious", 0 <= settings.krum_malicious < n_clients),
+              ("server_lr", settings.server_lr > 0),
+              ("stop_after", settings.stop_after is None
+               or 1 <= settings.stop_after < settings.rounds)]
+    for key, ok in checks:
+        if not ok:
+            raise ConfigError(f"federation.{key} is out of range: {getattr(settings, key)}"
+                              f" (with {n_clients} clients)")

@@ -1,0 +1,90 @@
+"""The ClientApp: thin handlers over :mod:`fl_client.task`.
+
+Where a node's settings and rows come from is the only thing that differs between simulation
+(the runner hands them over) and deployment (the node's own config): :func:`make_client_app`
+takes that source as a function of the Flower context.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import cast
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from credit_data.federated_scaling import Schema
+from credit_data.horizontal import LenderRows
+from credit_data.split import TRAIN
+from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS
+from fl_client.settings import ClientSettings
+from fl_client.task import BudgetRefusal, LenderTask
+from privacy.settings import PrivacyMechanism
+
+NodeSource = Callable[[Context], tuple[ClientSettings, LenderRows]]
+PRIVACY_STATE = "privacy"
+
+_tasks: dict[str, LenderTask] = {}
+
+
+def _task(source: NodeSource, context: Context) -> LenderTask:
+    settings, rows = source(context)
+    task = _tasks.get(settings.party)
+    if task is None or task.settings != settings:
+        task = _tasks[settings.party] = LenderTask(settings, rows)
+    return task
+
+
+def _status(task: LenderTask, **extra: str) -> ConfigRecord:
+    return ConfigRecord({"party": task.settings.party, **extra})
+
+
+def make_client_app(source: NodeSource) -> ClientApp:
+    """Build the ClientApp over a source of (settings, rows) for the node in ``context``."""
+    app = ClientApp()
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        task = _task(source, context)
+        content = RecordDict({STATUS: _status(task),
+                              METRICS: MetricRecord({"rows": len(task.rows.y)}),
+                              CONFIG: ConfigRecord({"moments": json.dumps(task.moments())})})
+        return Message(content, reply_to=msg)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        task = _task(source, context)
+        schema = Schema.from_json(str(msg.content[CONFIG]["schema"]))
+        server_round = int(cast(int, msg.content.config_records[CONFIG]["server-round"]))
+        private = task.settings.privacy.mechanism is PrivacyMechanism.dpsgd
+        privacy_state = None
+        if private:
+            saved = context.state.config_records.get(PRIVACY_STATE)
+            n_train = len(task.shard(schema).y[TRAIN])
+            privacy_state = task.load_privacy(str(saved["json"]) if saved else None, n_train)
+        state = msg.content.array_records[ARRAYS].to_torch_state_dict()
+        try:
+            weights, metrics = task.train(schema, state, server_round, privacy_state)
+        except BudgetRefusal as refusal:
+            return Message(RecordDict({STATUS: _status(task, refused=str(refusal))}),
+                           reply_to=msg)
+        if privacy_state is not None:
+            context.state.config_records[PRIVACY_STATE] = ConfigRecord(
+                {"json": privacy_state.to_json()})
+            task.save_privacy(privacy_state)
+        content = RecordDict({ARRAYS: ArrayRecord(weights), METRICS: MetricRecord(metrics),
+                              STATUS: _status(task)})
+        return Message(content, reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        task = _task(source, context)
+        schema = Schema.from_json(str(msg.content[CONFIG]["schema"]))
+        metrics = task.evaluate(schema,
+                                msg.content.array_records[ARRAYS].to_torch_state_dict())
+        return Message(RecordDict({METRICS: MetricRecord(metrics), STATUS: _status(task)}),
+                       reply_to=msg)
+
+    return app
+

@@ -1,0 +1,210 @@
+"""One lender's work for each message: statistics, a training round, an evaluation.
+
+Plain torch and numpy: never imports flwr. The party's privacy state (noise multiplier and
+accountant history) lives with the party, in its state file, across rounds and resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from credit_data.federated_scaling import Schema, encode, local_moments
+from credit_data.horizontal import LenderRows
+from credit_data.split import TEST, TRAIN, VAL
+from federation.protocol import score_histogram
+from federation.settings import Fault, StrategyName
+from fl_client.settings import ClientSettings
+from models.factory import build_model
+from models.local_training import DPRound, epsilon_after_round, steps_per_epoch, train_round
+from models.training import predict_proba
+from privacy.accounting import default_delta, noise_multiplier_for
+from privacy.settings import PrivacyMechanism
+
+
+class BudgetRefusal(Exception):
+    """The party will not train: the round would spend past its own ``max_epsilon``."""
+
+
+@dataclass
+class PartyPrivacy:
+    """A party's DP-SGD state: fixed once, then extended every round."""
+
+    noise_multiplier: float
+    sample_rate: float
+    delta: float
+    history: list[tuple[float, float, int]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> PartyPrivacy:
+        raw = json.loads(text)
+        raw["history"] = [tuple(h) for h in raw["history"]]
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The party's rows encoded with the shared schema."""
+
+    x: dict[int, np.ndarray]
+    y: dict[int, np.ndarray]
+
+
+def round_seed(seed: int, party: str, server_round: int) -> int:
+    """Derive a seed for one party's round, the same in a resumed run.
+
+    >>> round_seed(0, "lender-1", 3) == round_seed(0, "lender-1", 3)
+    True
+    """
+    return zlib.crc32(f"{seed}/{party}/{server_round}".encode())
+
+
+class LenderTask:
+    """What a lender does with its own rows; built once per process and party."""
+
+    def __init__(self, settings: ClientSettings, rows: LenderRows) -> None:
+        self.settings = settings
+        self.rows = rows
+        self._shards: dict[str, Shard] = {}
+
+    # statistics ---------------------------------------------------------------------------
+    def moments(self) -> dict[str, Any]:
+        """Aggregate statistics of the training rows, for the shared schema.
+
+        Outside DP-SGD they include the count of defaults, so the model can start at the pooled
+        default rate; under DP-SGD that count would be a release outside the accounting.
+        """
+        out = local_moments(self.rows.rows(TRAIN), self.rows.numeric, self.rows.categorical)
+        if self.settings.privacy.mechanism is not PrivacyMechanism.dpsgd:
+            train_labels = self.rows.y[self.rows.split == TRAIN]
+            out["labels"] = [int(train_labels.sum()), int(len(train_labels))]
+        return out
+
+    def shard(self, schema: Schema) -> Shard:
+        """Encode the party's rows with the shared schema (cached per schema)."""
+        key = schema.to_json()
+        if key not in self._shards:
+            x = encode(self.rows.frame, schema)
+            self._shards[key] = Shard(
+                x={s: x[self.rows.split == s] for s in (TRAIN, VAL, TEST)},
+                y={s: self.rows.y[self.rows.split == s] for s in (TRAIN, VAL, TEST)})
+        return self._shards[key]
+
+    def model(self, schema: Schema, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """Build the shared model and load the global weights by name."""
+        model = build_model(self.settings.model, {"lender": len(schema.feature_names)})
+        model.load_state_dict(state)
+        return model
+
+    # privacy ------------------------------------------------------------------------------
+    def _state_file(self) -> Path | None:
+        if self.settings.state_dir is None:
+            return None
+        return Path(self.settings.state_dir) / f"{self.settings.party}.json"
+
+    def load_privacy(self, saved: str | None, n_train: int) -> PartyPrivacy:
+        """Return the party's privacy state: from memory, from its state file, or set up now.
+
+        The noise multiplier is computed once, for every step of every planned round.
+        """
+        if saved is None and (path := self._state_file()) is not None and path.is_file():
+            saved = path.read_text()
+        if saved is not None:
+            return PartyPrivacy.from_json(saved)
+        p, f = self.settings.privacy, self.settings.federation
+        sample_rate = min(1.0, self.settings.train.batch_size / n_train)
+        delta = p.delta if p.delta is not None else default_delta(n_train)
+        steps = f.rounds * f.local_epochs * steps_per_epoch(sample_rate)
+        sigma = noise_multiplier_for(p.target_epsilon, delta, sample_rate, steps)
+        return PartyPrivacy(sigma, sample_rate, delta)
+
+    def save_privacy(self, state: PartyPrivacy) -> None:
+        """Persist the accountant state where the party keeps it."""
+        if (path := self._state_file()) is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(state.to_json())
+            tmp.replace(path)
+
+    # training -----------------------------------------------------------------------------
+    def train(self, schema: Schema, state: dict[str, torch.Tensor], server_round: int,
+              privacy_state: PartyPrivacy | None) -> tuple[dict[str, torch.Tensor],
+                                                            dict[str, Any]]:
+        """One round of local training from the global weights; returns weights and metrics.
+
+        Raises
+        ------
+        BudgetRefusal
+            The round would take the party's epsilon past ``privacy.max_epsilon``.
+        """
+        s, shard = self.settings, self.shard(schema)
+        if s.fault is Fault.crash:
+            raise RuntimeError(f"{s.party}: injected crash (federation.faults)")
+        if s.fault is Fault.slow:
+            time.sleep(s.federation.round_timeout + 5)
+        model = self.model(schema, state)
+        dp = None
+        if privacy_state is not None:
+            dp = DPRound(privacy_state.noise_multiplier, s.privacy.max_grad_norm,
+                         privacy_state.sample_rate, privacy_state.delta,
+                         list(privacy_state.history))
+            would_spend = epsilon_after_round(dp, s.federation.local_epochs)
+            if would_spend > s.privacy.cap() * (1 + 1e-9):
+                raise BudgetRefusal(
+                    f"{s.party} refuses round {server_round}: it would spend epsilon "
+                    f"{would_spend:.3f}, past its privacy.max_epsilon {s.privacy.cap():.3f}")
+        mu = s.federation.proximal_mu if s.federation.strategy is StrategyName.fedprox else 0.0
+        result = train_round(model, shard.x[TRAIN], shard.y[TRAIN],
+                             epochs=s.federation.local_epochs, batch_size=s.train.batch_size,
+                             lr=s.train.lr, weight_decay=s.train.weight_decay,
+                             seed=round_seed(s.seed, s.party, server_round), proximal_mu=mu,
+                             dp=dp)
+        new_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        new_state = self._apply_fault(state, new_state)
+        n_train = len(shard.y[TRAIN])
+        central = s.privacy.mechanism is PrivacyMechanism.central
+        metrics: dict[str, Any] = {"num-examples": n_train, "weight": 1 if central else n_train,
+                                   "train_loss": result.train_loss, "steps": result.steps}
+        if privacy_state is not None:
+            privacy_state.history = result.history
+            metrics.update({"epsilon": float(result.epsilon or 0.0),
+                            "noise_multiplier": privacy_state.noise_multiplier,
+                            "sample_rate": privacy_state.sample_rate,
+                            "delta": privacy_state.delta,
+                            "total_steps": sum(h[2] for h in result.history)})
+        return new_state, metrics
+
+    def _apply_fault(self, start: dict[str, torch.Tensor],
+                     trained: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        fault = self.settings.fault
+        if fault is Fault.nan:
+            first = next(iter(trained))
+            trained[first] = torch.full_like(trained[first], float("nan"))
+        elif fault is Fault.shape:
+            first = next(iter(trained))
+            trained[first] = torch.cat([trained[first], trained[first][:1]])
+        elif fault is Fault.signflip:
+            trained = {k: start[k] - 10.0 * (trained[k] - start[k]) for k in trained}
+        return trained
+
+    # evaluation ---------------------------------------------------------------------------
+    def evaluate(self, schema: Schema, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Score the party's own test rows; only the AUC and score histograms leave."""
+        shard = self.shard(schema)
+        scores = predict_proba(self.model(schema, state), shard.x[TEST])
+        labels = shard.y[TEST]
+        pos, neg = score_histogram(scores, labels)
+        auc = float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else -1.0
+        return {"num-examples": int(len(labels)), "auc": auc, "hist_pos": pos, "hist_neg": neg}
+

@@ -1,0 +1,230 @@
+"""The federation's round loop, on Flower's Grid and Flower's strategies.
+
+Per round: configure and send training, screen the replies (errors, refusals, timeouts, wrong
+shapes, non-finite values are left out and recorded), stop with a clear error below
+``federation.min_clients``, aggregate with the strategy, account privacy, evaluate at the
+lenders (AUC and score histograms only), and checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from credit_data.errors import CreditFLError
+from credit_data.federated_scaling import Schema, merge_moments
+from federation.protocol import CONFIG, METRICS, STATUS, auc_from_histograms
+from fl_server.checkpoint import load_checkpoint, save_checkpoint
+from fl_server.screening import Exclusion, screen_replies
+from fl_server.settings import ServerSettings
+from fl_server.strategies import (
+    build_strategy,
+    central_delta,
+    central_noise,
+    load_strategy_state,
+    strategy_state,
+)
+from models.factory import build_model
+from models.training import start_at_base_rate
+from privacy.accounting import ACCOUNTANT
+from privacy.ledger import PartySpend, PrivacyLedger
+from privacy.settings import PrivacyMechanism
+
+log = logging.getLogger("credit_fl")
+
+GlobalEvaluation = Callable[[dict[str, torch.Tensor], Schema], dict[str, float]]
+
+
+class FederationError(CreditFLError):
+    """The federation cannot go on (too few usable clients, nodes that never connected)."""
+
+
+@dataclass
+class FederationOutcome:
+    """What the server leaves behind for the runner."""
+
+    state: dict[str, torch.Tensor] | None = None
+    schema: Schema | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    ledger: PrivacyLedger | None = None
+    exclusions: list[Exclusion] = field(default_factory=list)
+    lender_evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
+    completed_rounds: int = 0
+    stopped_after: int | None = None
+    error: BaseException | None = None
+
+
+def _number(record: Any, key: str) -> float:
+    """Read a numeric metric from a reply's MetricRecord."""
+    return float(cast(float, record[key]))
+
+
+def _wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while len(nodes := sorted(grid.get_node_ids())) < n:
+        if time.monotonic() > deadline:
+            raise FederationError(f"only {len(nodes)} of {n} nodes connected within "
+                                  f"{timeout:.0f} s (federation.round_timeout)")
+        time.sleep(0.2)
+    return nodes
+
+
+def _agree_on_schema(grid: Grid, nodes: list[int], s: ServerSettings
+                     ) -> tuple[Schema, dict[int, str], float | None]:
+    """Ask each lender for aggregate statistics and pool them.
+
+    Returns the shared schema, the party of each node and, where the lenders sent label counts,
+    the pooled default rate.
+    """
+    messages = [Message(RecordDict({CONFIG: ConfigRecord({"task": "moments"})}),
+                        message_type=MessageType.QUERY, dst_node_id=n) for n in nodes]
+    replies = list(grid.send_and_receive(messages, timeout=s.federation.round_timeout))
+    node_party, moments = {}, []
+    for reply in replies:
+        if reply.has_error():
+            raise FederationError(f"node {reply.metadata.src_node_id} failed to send its "
+                                  f"statistics: {reply.error.reason}")
+        node_party[reply.metadata.src_node_id] = str(reply.content[STATUS]["party"])
+        moments.append(json.loads(str(reply.content[CONFIG]["moments"])))
+    if len(moments) < len(nodes):
+        raise FederationError(f"{len(nodes) - len(moments)} nodes sent no statistics within "
+                              "federation.round_timeout")
+    base_rate = None
+    if all("labels" in m for m in moments):
+        positives, labelled = (sum(m["labels"][i] for m in moments) for i in (0, 1))
+        base_rate = positives / labelled if labelled else None
+    return merge_moments(moments, s.numeric, s.categorical), node_party, base_rate
+
+
+def _record_privacy(ledger: PrivacyLedger, server_round: int, usable: list[Message],
+                    node_party: dict[int, str], strategy: Any, s: ServerSettings) -> None:
+    if s.privacy.mechanism is PrivacyMechanism.dpsgd:
+        for reply in usable:
+            m = reply.content[METRICS]
+            ledger.record(server_round, node_party[reply.metadata.src_node_id], PartySpend(
+                epsilon=_number(m, "epsilon"), delta=_number(m, "delta"), mechanism="dpsgd",
+                noise_multiplier=_number(m, "noise_multiplier"),
+                sample_rate=_number(m, "sample_rate"), steps=int(_number(m, "total_steps")),
+                accountant=ACCOUNTANT))
+    elif s.privacy.mechanism is PrivacyMechanism.central:
+        spent = strategy.privacy_spent()
+        ledger.record(server_round, "server", PartySpend(
+            epsilon=float(spent.epsilon), delta=central_delta(s.privacy, s.n_clients),
+            mechanism="central", noise_multiplier=central_noise(
+                s.privacy, s.federation.rounds, s.n_clients),
+            sample_rate=1.0, steps=int(spent.num_releases), accountant="rdp (flwr)"))
+
+
+def _evaluate_at_lenders(grid: Grid, strategy: Any, server_round: int, arrays: ArrayRecord,
+                         schema: Schema, node_party: dict[int, str], timeout: float
+                         ) -> tuple[float, dict[str, dict[str, float]]]:
+    config = ConfigRecord({"schema": schema.to_json()})
+    messages = strategy.configure_evaluate(server_round, arrays, config, grid)
+    replies = grid.send_and_receive(messages, timeout=timeout)
+    pos = np.zeros(0)
+    neg = np.zeros(0)
+    per_lender = {}
+    for reply in replies:
+        if reply.has_error():
+            continue
+        m = reply.content[METRICS]
+        p, n = np.asarray(m["hist_pos"], float), np.asarray(m["hist_neg"], float)
+        pos = p if pos.size == 0 else pos + p
+        neg = n if neg.size == 0 else neg + n
+        per_lender[node_party[reply.metadata.src_node_id]] = {
+            "auc": _number(m, "auc"), "test_rows": int(_number(m, "num-examples"))}
+    return (auc_from_histograms(pos, neg) if pos.size else float("nan")), per_lender
+
+
+def run_federation(grid: Grid, s: ServerSettings,
+                   evaluate_global: GlobalEvaluation | None = None) -> FederationOutcome:
+    """Run every round; return the final model, history, ledger and exclusions."""
+    out = FederationOutcome()
+    f = s.federation
+    nodes = _wait_for_nodes(grid, s.n_clients, f.round_timeout)
+    schema, node_party, base_rate = _agree_on_schema(grid, nodes, s)
+    out.schema = schema
+    torch.manual_seed(s.seed)
+    model = build_model(s.model, {"lender": len(schema.feature_names)})
+    if base_rate is not None:
+        start_at_base_rate(model, base_rate)
+    arrays = ArrayRecord(model.state_dict())
+    strategy = build_strategy(f, s.privacy, s.n_clients)
+    mechanism = s.privacy.mechanism
+    out.ledger = None if mechanism is PrivacyMechanism.off else PrivacyLedger(mechanism.value)
+    first_round = 1
+    if s.resume_dir is not None:
+        ckpt = load_checkpoint(Path(s.resume_dir))
+        if ckpt["schema"] != schema.to_json():
+            raise FederationError(f"resume={s.resume_dir}: the lenders' data changed since the "
+                                  "checkpoint (the shared schema differs)")
+        arrays = ArrayRecord(ckpt["state"])
+        load_strategy_state(strategy, ckpt["strategy"])
+        if out.ledger is not None:
+            out.ledger.load_state_dict(ckpt["ledger"])
+        out.history = ckpt["history"]
+        out.exclusions = [Exclusion(**e) for e in ckpt["exclusions"]]
+        first_round = int(ckpt["round"]) + 1
+        log.info("resuming from round %d of %s", first_round - 1, s.resume_dir)
+
+    for server_round in range(first_round, f.rounds + 1):
+        start = time.perf_counter()
+        sent = list(strategy.configure_train(
+            server_round, arrays, ConfigRecord({"schema": schema.to_json()}), grid))
+        replies = list(grid.send_and_receive(sent, timeout=f.round_timeout))
+        usable, excluded = screen_replies(server_round, sent, replies, arrays, node_party)
+        out.exclusions += excluded
+        for e in excluded:
+            log.warning("round %d: %s left out: %s", server_round, e.party, e.reason)
+            if e.refused and out.ledger is not None:
+                out.ledger.refuse(server_round, e.party, e.reason)
+        if len(usable) < f.min_clients:
+            raise FederationError(
+                f"round {server_round}: {len(usable)} usable replies, below "
+                f"federation.min_clients={f.min_clients}; left out: "
+                + "; ".join(f"{e.party} ({e.reason})" for e in excluded))
+        new_arrays, _ = strategy.aggregate_train(server_round, usable)
+        if new_arrays is None:
+            raise FederationError(f"round {server_round}: the strategy returned no model")
+        arrays = new_arrays
+        if out.ledger is not None:
+            _record_privacy(out.ledger, server_round, usable, node_party, strategy, s)
+        pooled, per_lender = _evaluate_at_lenders(grid, strategy, server_round, arrays, schema,
+                                                  node_party, f.round_timeout)
+        out.lender_evaluation = per_lender
+        weights = [_number(r.content[METRICS], "num-examples") for r in usable]
+        losses = [_number(r.content[METRICS], "train_loss") for r in usable]
+        row: dict[str, Any] = {"round": server_round, "clients": len(usable),
+                               "train_loss": float(np.average(losses, weights=weights)),
+                               "pooled_auc": pooled}
+        state = arrays.to_torch_state_dict()
+        if evaluate_global is not None:
+            row.update(evaluate_global(state, schema))
+        if out.ledger is not None:
+            row["epsilon"] = out.ledger.summary()["epsilon"]
+        row["seconds"] = time.perf_counter() - start
+        out.history.append(row)
+        log.info("round %d/%d  clients %d  train_loss %.4f  pooled_auc %.4f%s", server_round,
+                 f.rounds, len(usable), row["train_loss"], pooled,
+                 f"  epsilon {row['epsilon']:.3f}" if "epsilon" in row else "")
+        out.state, out.completed_rounds = state, server_round
+        save_checkpoint(Path(s.run_dir), {
+            "round": server_round, "state": state, "strategy": strategy_state(strategy),
+            "ledger": out.ledger.state_dict() if out.ledger is not None else None,
+            "history": out.history, "exclusions": [asdict(e) for e in out.exclusions],
+            "schema": schema.to_json(), "settings": repr(s)})
+        if f.stop_after == server_round:
+            out.stopped_after = server_round
+            log.warning("stopping after round %d (federation.stop_after)", server_round)
+            break
+    return out

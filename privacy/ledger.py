@@ -1,0 +1,94 @@
+"""The privacy ledger of a run: what each party spent, round by round, recomputably.
+
+It raises on any inconsistency (an epsilon that went down, a mechanism that changed): a wrong
+privacy claim is worse than a crash.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+class PrivacyLedgerError(RuntimeError):
+    """The ledger was asked to record something inconsistent."""
+
+
+@dataclass(frozen=True)
+class PartySpend:
+    """A party's cumulative spend, with the parameters to recompute it."""
+
+    epsilon: float
+    delta: float
+    mechanism: str
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    accountant: str
+
+
+class PrivacyLedger:
+    """Cumulative spend per party plus one history row per round and party.
+
+    >>> ledger = PrivacyLedger("dpsgd")
+    >>> ledger.record(1, "lender-0", PartySpend(1.0, 1e-5, "dpsgd", 1.1, 0.01, 100, "rdp"))
+    >>> ledger.record(2, "lender-0", PartySpend(1.5, 1e-5, "dpsgd", 1.1, 0.01, 200, "rdp"))
+    >>> ledger.summary()["epsilon"]
+    1.5
+    >>> ledger.record(3, "lender-0", PartySpend(1.2, 1e-5, "dpsgd", 1.1, 0.01, 300, "rdp"))
+    Traceback (most recent call last):
+    ...
+    privacy.ledger.PrivacyLedgerError: epsilon of lender-0 would fall from 1.5 to 1.2 in round 3
+    """
+
+    def __init__(self, mechanism: str) -> None:
+        self.mechanism = mechanism
+        self.parties: dict[str, PartySpend] = {}
+        self.history: list[dict[str, Any]] = []
+        self.refusals: list[dict[str, Any]] = []
+
+    def record(self, server_round: int, party: str, spend: PartySpend) -> None:
+        """Record a party's cumulative spend after ``server_round``."""
+        before = self.parties.get(party)
+        if spend.mechanism != self.mechanism:
+            raise PrivacyLedgerError(f"{party} reports mechanism {spend.mechanism}, the run uses "
+                                     f"{self.mechanism}")
+        if before is not None and spend.epsilon < before.epsilon - 1e-12:
+            raise PrivacyLedgerError(f"epsilon of {party} would fall from {before.epsilon} to "
+                                     f"{spend.epsilon} in round {server_round}")
+        if before is not None and spend.steps < before.steps:
+            raise PrivacyLedgerError(f"steps of {party} would fall from {before.steps} to "
+                                     f"{spend.steps} in round {server_round}")
+        self.parties[party] = spend
+        self.history.append({"round": server_round, "party": party, "epsilon": spend.epsilon,
+                             "steps": spend.steps})
+
+    def refuse(self, server_round: int, party: str, reason: str) -> None:
+        """Record that a party refused a round to stay within its budget."""
+        self.refusals.append({"round": server_round, "party": party, "reason": reason})
+
+    def summary(self) -> dict[str, Any]:
+        """Summarise as results.json's ``privacy`` block: the maximum over parties, never a mean."""
+        parties = {p: asdict(s) for p, s in sorted(self.parties.items())}
+        return {
+            "mechanism": self.mechanism,
+            "epsilon": max((s.epsilon for s in self.parties.values()), default=0.0),
+            "delta": max((s.delta for s in self.parties.values()), default=0.0),
+            "parties": parties,
+            "history": copy.deepcopy(self.history),
+            "refusals": copy.deepcopy(self.refusals),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the ledger after a resume."""
+        return {"mechanism": self.mechanism, **self.summary()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a ledger saved by :meth:`state_dict`."""
+        if state["mechanism"] != self.mechanism:
+            raise PrivacyLedgerError(f"checkpoint ledger uses {state['mechanism']}, this run "
+                                     f"{self.mechanism}")
+        self.parties = {p: PartySpend(**s) for p, s in state["parties"].items()}
+        self.history = copy.deepcopy(state["history"])
+        self.refusals = copy.deepcopy(state["refusals"])

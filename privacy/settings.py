@@ -1,0 +1,59 @@
+"""Typed, frozen privacy settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from credit_data.errors import ConfigError
+
+
+class PrivacyMechanism(StrEnum):
+    """Differential-privacy mechanism.
+
+    ``dpsgd``: Opacus DP-SGD at every client (record-level DP for each party's rows).
+    ``central``: client-level DP by the server (Flower's fixed-clipping wrapper).
+    """
+
+    off = "off"
+    dpsgd = "dpsgd"
+    central = "central"
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """Budget and mechanism parameters.
+
+    ``target_epsilon`` is the budget for the WHOLE training, every round included.
+    ``delta=None`` takes 0.1 / n for a party with n training rows (below 1/n).
+    ``max_epsilon`` is each party's own cap (default: ``target_epsilon``); a party refuses a round
+    that would spend past it. ``max_grad_norm`` is DP-SGD's per-record clipping norm;
+    ``clipping_norm`` the central mechanism's per-client update norm.
+    """
+
+    mechanism: PrivacyMechanism = PrivacyMechanism.off
+    target_epsilon: float = 3.0
+    delta: float | None = None
+    max_epsilon: float | None = None
+    max_grad_norm: float = 1.0
+    clipping_norm: float = 1.0
+
+    def cap(self) -> float:
+        """Return the epsilon a party never passes."""
+        return self.target_epsilon if self.max_epsilon is None else self.max_epsilon
+
+
+def check_privacy(settings: PrivacySettings) -> None:
+    """Raise a ConfigError naming the key of any out-of-range value."""
+    if settings.mechanism is PrivacyMechanism.off:
+        return
+    if not settings.target_epsilon > 0:
+        raise ConfigError(f"privacy.target_epsilon must be positive, got "
+                          f"{settings.target_epsilon}")
+    if settings.delta is not None and not 0 < settings.delta < 1:
+        raise ConfigError(f"privacy.delta must lie in (0, 1), got {settings.delta}")
+    if settings.max_epsilon is not None and not settings.max_epsilon > 0:
+        raise ConfigError(f"privacy.max_epsilon must be positive, got {settings.max_epsilon}")
+    for key in ("max_grad_norm", "clipping_norm"):
+        if not getattr(settings, key) > 0:
+            raise ConfigError(f"privacy.{key} must be positive, got {getattr(settings, key)}")
