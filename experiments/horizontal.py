@@ -8,6 +8,7 @@ global model is also scored on the union of the lenders' test rows (``metrics.te
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from flwr.app import Context
 from flwr.simulation import run_simulation
+from sklearn.metrics import roc_auc_score
 
 from credit_data.errors import ConfigError
 from credit_data.federated_scaling import Schema, encode
@@ -43,7 +45,7 @@ from fl_server.server_app import make_server_app
 from fl_server.settings import ServerSettings
 from models.factory import build_model
 from models.training import predict_proba
-from privacy.settings import PrivacyMechanism, check_privacy
+from privacy.settings import PrivacyMechanism, PrivacySettings, check_privacy
 
 log = logging.getLogger("credit_fl")
 SPLITS = {TRAIN: "train", VAL: "val", TEST: "test"}
@@ -63,14 +65,22 @@ class SimulationSource:
         return self.settings[party], self.rows[party]
 
 
+def _own_privacy(privacy: PrivacySettings, party: str) -> PrivacySettings:
+    """Return a party's privacy settings, with its own cap where it has one."""
+    cap = privacy.party_max_epsilon.get(party)
+    return privacy if cap is None else dataclasses.replace(privacy, max_epsilon=cap)
+
+
 def _check(settings: RunSettings, names: tuple[str, ...]) -> None:
     f, p = settings.federation, settings.privacy
     check_federation(f, len(names))
     check_privacy(p)
-    unknown = sorted(set(f.faults) - set(names))
-    if unknown:
-        raise ConfigError(f"federation.faults names unknown parties {unknown}; the lenders are "
-                          f"{list(names)}")
+    for key, named in (("federation.faults", f.faults), ("privacy.party_max_epsilon",
+                                                          p.party_max_epsilon)):
+        unknown = sorted(set(named) - set(names))
+        if unknown:
+            raise ConfigError(f"{key} names unknown parties {unknown}; the lenders are "
+                              f"{list(names)}")
     if f.strategy is StrategyName.fedprox and p.mechanism is PrivacyMechanism.dpsgd:
         raise ConfigError("federation.strategy=fedprox with privacy=dpsgd is not supported: the "
                           "proximal term is not per-record, so DP-SGD cannot clip it")
@@ -110,8 +120,8 @@ def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
     f = settings.federation
     clients = {name: ClientSettings(party=name, seed=settings.seed, model=settings.model,
                                     train=settings.train, federation=f,
-                                    privacy=settings.privacy, state_dir=str(state_dir),
-                                    fault=f.faults.get(name))
+                                    privacy=_own_privacy(settings.privacy, name),
+                                    state_dir=str(state_dir), fault=f.faults.get(name))
                for name in names}
     any_rows = next(iter(rows.values()))
     server = ServerSettings(seed=settings.seed, model=settings.model, federation=f,
@@ -121,8 +131,6 @@ def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
 
     def evaluate_global(state: dict[str, torch.Tensor], schema: Schema) -> dict[str, float]:
         scores, labels, _ = _score(state, schema, rows, settings)
-        from sklearn.metrics import roc_auc_score
-
         return {"val_auc": float(roc_auc_score(labels["val"], scores["val"]))}
 
     outcome = FederationOutcome()

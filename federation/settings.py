@@ -38,7 +38,7 @@ class Fault(StrEnum):
     """Faults a simulated client can be told to show, to test the server's handling."""
 
     crash = "crash"
-    nan = "nan"
+    nonfinite = "nonfinite"
     shape = "shape"
     slow = "slow"
     signflip = "signflip"
@@ -50,7 +50,8 @@ class FederationSettings:
 
     ``rounds`` x ``local_epochs`` is the number of passes over each client's rows. A round
     waits ``round_timeout`` seconds for replies; with fewer than ``min_clients`` usable replies the
-    run stops. ``faults`` maps a party id to a fault (simulation only). ``stop_after`` ends the
+    run stops. Nodes have ``connect_timeout`` seconds to connect and send their statistics.
+    ``faults`` maps a party id to a fault (simulation only). ``stop_after`` ends the
     run after that round, as an interruption would; ``resume=<run dir>`` continues it.
     """
 
@@ -61,6 +62,7 @@ class FederationSettings:
     strategy: StrategyName = StrategyName.fedavg
     min_clients: int = 2
     round_timeout: float = 300.0
+    connect_timeout: float = 180.0
     proximal_mu: float = 0.01
     trim_beta: float = 0.2
     krum_malicious: int = 1
@@ -74,6 +76,7 @@ def check_federation(settings: FederationSettings, n_clients: int) -> None:
     checks = [("rounds", settings.rounds >= 1), ("local_epochs", settings.local_epochs >= 1),
               ("min_clients", 1 <= settings.min_clients <= n_clients),
               ("round_timeout", settings.round_timeout > 0),
+              ("connect_timeout", settings.connect_timeout > 0),
               ("proximal_mu", settings.proximal_mu >= 0),
               ("trim_beta", 0 <= settings.trim_beta < 0.5),
               ("krum_malicious", 0 <= settings.krum_malicious < n_clients),

@@ -24,10 +24,20 @@ from federation.protocol import score_histogram
 from federation.settings import Fault, StrategyName
 from fl_client.settings import ClientSettings
 from models.factory import build_model
-from models.local_training import DPRound, epsilon_after_round, steps_per_epoch, train_round
+from models.local_training import (
+    DPRound,
+    epsilon_after_round,
+    poisson_sample_rate,
+    steps_per_epoch,
+    train_round,
+)
 from models.training import predict_proba
 from privacy.accounting import default_delta, noise_multiplier_for
+from privacy.ledger import PrivacyLedgerError
 from privacy.settings import PrivacyMechanism
+
+SIGNFLIP_SCALE = 50.0
+"""How much a ``signflip`` client scales its reversed update (a model-poisoning attack)."""
 
 
 class BudgetRefusal(Exception):
@@ -123,7 +133,7 @@ class LenderTask:
         if saved is not None:
             return PartyPrivacy.from_json(saved)
         p, f = self.settings.privacy, self.settings.federation
-        sample_rate = min(1.0, self.settings.train.batch_size / n_train)
+        sample_rate = poisson_sample_rate(n_train, self.settings.train.batch_size)
         delta = p.delta if p.delta is not None else default_delta(n_train)
         steps = f.rounds * f.local_epochs * steps_per_epoch(sample_rate)
         sigma = noise_multiplier_for(p.target_epsilon, delta, sample_rate, steps)
@@ -177,25 +187,31 @@ class LenderTask:
         metrics: dict[str, Any] = {"num-examples": n_train, "weight": 1 if central else n_train,
                                    "train_loss": result.train_loss, "steps": result.steps}
         if privacy_state is not None:
+            if len(result.history) != 1:
+                raise PrivacyLedgerError(f"{s.party}: accountant history {result.history} is "
+                                         "not one (noise, sample rate, steps) stretch")
+            sigma, rate, steps = result.history[0]
+            if (sigma, rate) != (privacy_state.noise_multiplier, privacy_state.sample_rate):
+                raise PrivacyLedgerError(f"{s.party}: trained at noise {sigma} and rate {rate}, "
+                                         f"planned {privacy_state.noise_multiplier} and "
+                                         f"{privacy_state.sample_rate}")
             privacy_state.history = result.history
-            metrics.update({"epsilon": float(result.epsilon or 0.0),
-                            "noise_multiplier": privacy_state.noise_multiplier,
-                            "sample_rate": privacy_state.sample_rate,
-                            "delta": privacy_state.delta,
-                            "total_steps": sum(h[2] for h in result.history)})
+            metrics.update({"epsilon": float(result.epsilon or 0.0), "noise_multiplier": sigma,
+                            "sample_rate": rate, "delta": privacy_state.delta,
+                            "total_steps": steps})
         return new_state, metrics
 
     def _apply_fault(self, start: dict[str, torch.Tensor],
                      trained: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         fault = self.settings.fault
-        if fault is Fault.nan:
+        if fault is Fault.nonfinite:
             first = next(iter(trained))
             trained[first] = torch.full_like(trained[first], float("nan"))
         elif fault is Fault.shape:
             first = next(iter(trained))
             trained[first] = torch.cat([trained[first], trained[first][:1]])
         elif fault is Fault.signflip:
-            trained = {k: start[k] - 10.0 * (trained[k] - start[k]) for k in trained}
+            trained = {k: start[k] - SIGNFLIP_SCALE * (trained[k] - start[k]) for k in trained}
         return trained
 
     # evaluation ---------------------------------------------------------------------------

@@ -74,7 +74,7 @@ def _wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
     while len(nodes := sorted(grid.get_node_ids())) < n:
         if time.monotonic() > deadline:
             raise FederationError(f"only {len(nodes)} of {n} nodes connected within "
-                                  f"{timeout:.0f} s (federation.round_timeout)")
+                                  f"{timeout:.0f} s (federation.connect_timeout)")
         time.sleep(0.2)
     return nodes
 
@@ -88,7 +88,7 @@ def _agree_on_schema(grid: Grid, nodes: list[int], s: ServerSettings
     """
     messages = [Message(RecordDict({CONFIG: ConfigRecord({"task": "moments"})}),
                         message_type=MessageType.QUERY, dst_node_id=n) for n in nodes]
-    replies = list(grid.send_and_receive(messages, timeout=s.federation.round_timeout))
+    replies = list(grid.send_and_receive(messages, timeout=s.federation.connect_timeout))
     node_party, moments = {}, []
     for reply in replies:
         if reply.has_error():
@@ -98,7 +98,9 @@ def _agree_on_schema(grid: Grid, nodes: list[int], s: ServerSettings
         moments.append(json.loads(str(reply.content[CONFIG]["moments"])))
     if len(moments) < len(nodes):
         raise FederationError(f"{len(nodes) - len(moments)} nodes sent no statistics within "
-                              "federation.round_timeout")
+                              "federation.connect_timeout")
+    # pool in a fixed order: float sums in arrival order would differ from run to run
+    moments = [m for _, m in sorted(zip(node_party.values(), moments, strict=True))]
     base_rate = None
     if all("labels" in m for m in moments):
         positives, labelled = (sum(m["labels"][i] for m in moments) for i in (0, 1))
@@ -151,7 +153,7 @@ def run_federation(grid: Grid, s: ServerSettings,
     """Run every round; return the final model, history, ledger and exclusions."""
     out = FederationOutcome()
     f = s.federation
-    nodes = _wait_for_nodes(grid, s.n_clients, f.round_timeout)
+    nodes = _wait_for_nodes(grid, s.n_clients, f.connect_timeout)
     schema, node_party, base_rate = _agree_on_schema(grid, nodes, s)
     out.schema = schema
     torch.manual_seed(s.seed)

@@ -21,6 +21,18 @@ class Exclusion:
     refused: bool = False
 
 
+def client_message(reason: str) -> str:
+    """Extract the client's own error message from the engine's traceback around it.
+
+    >>> client_message("Traceback ... Exception X occurred. Message: lender-1: boom'>")
+    'lender-1: boom'
+    """
+    marker = "Message: "
+    if marker in reason:
+        reason = reason.rsplit(marker, 1)[1]
+    return reason.strip().strip("'>\"").splitlines()[0] if reason.strip() else reason
+
+
 def screen_replies(server_round: int, sent: Iterable[Message], replies: Iterable[Message],
                    current: ArrayRecord, node_party: dict[int, str]
                    ) -> tuple[list[Message], list[Exclusion]]:
@@ -34,7 +46,8 @@ def screen_replies(server_round: int, sent: Iterable[Message], replies: Iterable
         answered.add(node)
         party = node_party.get(node, f"node {node}")
         if reply.has_error():
-            excluded.append(Exclusion(server_round, party, f"client error: {reply.error.reason}"))
+            excluded.append(Exclusion(server_round, party,
+                                      f"client error: {client_message(reply.error.reason or '')}"))
             continue
         status = reply.content.config_records.get(STATUS)
         if status is not None and "refused" in status:
@@ -55,6 +68,7 @@ def screen_replies(server_round: int, sent: Iterable[Message], replies: Iterable
             excluded.append(Exclusion(server_round, party, "non-finite values (NaN or inf)"))
             continue
         usable.append(reply)
+    usable.sort(key=lambda r: node_party.get(r.metadata.src_node_id, ""))  # reproducible sums
     for message in sent:
         if message.metadata.dst_node_id not in answered:
             party = node_party.get(message.metadata.dst_node_id, "unknown")

@@ -7,6 +7,7 @@ forever: the mistake Flower's own Opacus example makes).
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from privacy.accounting import ACCOUNTANT, History, epsilon_of, merge_history
+from privacy.ledger import PrivacyLedgerError
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,18 @@ def steps_per_epoch(sample_rate: float) -> int:
     100
     """
     return int(round(1.0 / sample_rate))
+
+
+def poisson_sample_rate(n_rows: int, batch_size: int) -> float:
+    """Return the sample rate Opacus' DP data loader uses: one over the number of batches.
+
+    Noise calibration, accounting and the ledger must all use this rate, not
+    ``batch_size / n_rows``, or the epsilon reported and the epsilon recomputed disagree.
+
+    >>> poisson_sample_rate(7782, 512)
+    0.0625
+    """
+    return 1.0 / math.ceil(n_rows / batch_size)
 
 
 def epsilon_after_round(dp: DPRound, epochs: int) -> float:
@@ -109,8 +123,12 @@ def _train_private_quietly(model, xt, yt, epochs, lr, weight_decay, dp: DPRound,
     engine = PrivacyEngine(accountant=ACCOUNTANT)
     if dp.history:
         engine.accountant.load_state_dict({"history": list(dp.history), "mechanism": ACCOUNTANT})
-    batch_size = max(1, int(round(dp.sample_rate * len(xt))))
-    loader = DataLoader(TensorDataset(xt, yt), batch_size=batch_size, generator=generator)
+    batches = steps_per_epoch(dp.sample_rate)
+    loader = DataLoader(TensorDataset(xt, yt), batch_size=math.ceil(len(xt) / batches),
+                        generator=generator)
+    if len(loader) != batches:
+        raise PrivacyLedgerError(f"cannot sample at rate {dp.sample_rate} from {len(xt)} rows: "
+                                 f"the loader makes {len(loader)} batches, not {batches}")
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     private_model, optimizer, criterion, loader = engine.make_private(
         module=model, optimizer=optimizer, data_loader=loader,

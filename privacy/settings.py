@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from credit_data.errors import ConfigError
@@ -28,7 +28,8 @@ class PrivacySettings:
     ``delta=None`` takes 0.1 / n for a party with n training rows (below 1/n).
     ``max_epsilon`` is each party's own cap (default: ``target_epsilon``); a party refuses a round
     that would spend past it. ``max_grad_norm`` is DP-SGD's per-record clipping norm;
-    ``clipping_norm`` the central mechanism's per-client update norm.
+    ``clipping_norm`` the central mechanism's per-client update norm. ``party_max_epsilon``
+    gives single parties a cap of their own (in deployment a node sets it in its own config).
     """
 
     mechanism: PrivacyMechanism = PrivacyMechanism.off
@@ -37,6 +38,7 @@ class PrivacySettings:
     max_epsilon: float | None = None
     max_grad_norm: float = 1.0
     clipping_norm: float = 1.0
+    party_max_epsilon: dict[str, float] = field(default_factory=dict)
 
     def cap(self) -> float:
         """Return the epsilon a party never passes."""
@@ -54,6 +56,9 @@ def check_privacy(settings: PrivacySettings) -> None:
         raise ConfigError(f"privacy.delta must lie in (0, 1), got {settings.delta}")
     if settings.max_epsilon is not None and not settings.max_epsilon > 0:
         raise ConfigError(f"privacy.max_epsilon must be positive, got {settings.max_epsilon}")
+    for party, cap in settings.party_max_epsilon.items():
+        if not cap > 0:
+            raise ConfigError(f"privacy.party_max_epsilon.{party} must be positive, got {cap}")
     for key in ("max_grad_norm", "clipping_norm"):
         if not getattr(settings, key) > 0:
             raise ConfigError(f"privacy.{key} must be positive, got {getattr(settings, key)}")

@@ -14,7 +14,7 @@ from privacy.settings import PrivacyMechanism
 from tests.conftest import CONF_DIR, compose_config
 
 GROUPS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-          for group in ("data", "federation", "model", "privacy")}
+          for group in ("data", "federation", "model", "privacy", "experiment")}
 
 
 def test_the_groups_the_issue_names_exist():
@@ -38,6 +38,8 @@ def test_every_group_option_composes_into_frozen_settings(group, option, tmp_pat
         settings.seed = 1  # type: ignore[misc]
     if group == "data":
         assert settings.data.name == option
+    if group == "experiment":
+        assert settings.federation.mode is Mode.horizontal
     if group == "model":
         assert settings.model.kind is ModelKind(option)
 

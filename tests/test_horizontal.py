@@ -1,0 +1,197 @@
+"""Horizontal federation end to end on Flower's simulation engine (issue 3's acceptance)."""
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from dp_accounting import dp_event
+from dp_accounting.rdp import RdpAccountant
+from sklearn.metrics import roc_auc_score
+
+from credit_data.errors import ConfigError
+from fl_server.rounds import FederationError
+from tests.conftest import run_experiment
+
+HORIZONTAL = ["federation=horizontal"]
+SMALL = HORIZONTAL + ["data.n_customers=20000"]
+
+
+def _auc(r):
+    return r["metrics"]["test"]["auc"]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """Centralized (same columns), horizontal and horizontal with DP-SGD on 100,000 rows."""
+    runs = {}
+    for name, overrides in {
+        "central": ["federation.parties=[lender,bureau]"],
+        "federated": HORIZONTAL,
+        "dpsgd": HORIZONTAL + ["privacy=dpsgd", "privacy.target_epsilon=3"],
+    }.items():
+        run_dir = tmp_path_factory.mktemp(name)
+        runs[name] = (run_dir, run_experiment(overrides, run_dir))
+    return runs
+
+
+def test_horizontal_reaches_centralized_auc_on_synthetic_data(synthetic):
+    central, federated = synthetic["central"][1], synthetic["federated"][1]
+    print(f"centralized {_auc(central):.4f}, horizontal {_auc(federated):.4f}")
+    assert federated["federation"]["clients"] == 5
+    assert federated["config"]["partition"]["alpha"] == 0.5
+    assert federated["dataset"]["rows"] == central["dataset"]["rows"]
+    assert abs(_auc(central) - _auc(federated)) <= 0.01
+
+
+def test_pooled_auc_from_lender_histograms_matches_the_union(synthetic):
+    r = synthetic["federated"][1]
+    assert r["metrics"]["pooled_lender_auc"] == pytest.approx(_auc(r), abs=0.005)
+    predictions = pd.read_csv(synthetic["federated"][0] / "predictions.csv")
+    assert roc_auc_score(predictions["label"], predictions["score"]) == pytest.approx(_auc(r))
+
+
+def test_dpsgd_at_epsilon_3_stays_within_003_of_non_private(synthetic):
+    private, plain = synthetic["dpsgd"][1], synthetic["federated"][1]
+    print(f"non-private {_auc(plain):.4f}, DP-SGD eps 3 {_auc(private):.4f}, "
+          f"epsilon spent {private['privacy']['epsilon']:.3f}")
+    assert _auc(plain) - _auc(private) <= 0.03
+    assert private["privacy"]["epsilon"] <= 3.0
+
+
+def test_ledger_epsilon_matches_google_dp_accounting(synthetic):
+    privacy = synthetic["dpsgd"][1]["privacy"]
+    assert set(privacy["parties"]) == {f"lender-{k}" for k in range(5)}
+    assert privacy["epsilon"] == max(p["epsilon"] for p in privacy["parties"].values())
+    for party, p in privacy["parties"].items():
+        accountant = RdpAccountant()
+        event = dp_event.PoissonSampledDpEvent(p["sample_rate"],
+                                               dp_event.GaussianDpEvent(p["noise_multiplier"]))
+        accountant.compose(event, p["steps"])
+        independent = accountant.get_epsilon(p["delta"])
+        print(f"{party}: ledger {p['epsilon']:.4f}, dp-accounting {independent:.4f}")
+        assert p["epsilon"] == pytest.approx(independent, rel=0.05)
+        assert p["delta"] < 1 / synthetic["dpsgd"][1]["dataset"]["parties"][party]["train_rows"]
+        assert p["accountant"] == "rdp" and p["mechanism"] == "dpsgd"
+
+
+def test_ledger_history_has_a_row_per_round_and_party_and_never_decreases(synthetic):
+    privacy = synthetic["dpsgd"][1]["privacy"]
+    history = pd.DataFrame(privacy["history"])
+    assert len(history) == 20 * 5
+    for _, rows in history.groupby("party"):
+        assert list(rows["round"]) == list(range(1, 21))
+        assert np.all(np.diff(rows["epsilon"]) > 0)
+
+
+def test_taiwan_data_horizontal_reaches_centralized_auc(shared_data, tmp_path):
+    central = run_experiment(["data=uci_credit_card", "federation.parties=[lender,bureau]"],
+                             tmp_path / "c")
+    federated = run_experiment(["experiment=horizontal_uci"], tmp_path / "h")
+    assert federated["federation"]["clients"] == 5 and federated["mode"] == "horizontal"
+    print(f"Taiwan: centralized {_auc(central):.4f}, horizontal {_auc(federated):.4f}")
+    assert abs(_auc(central) - _auc(federated)) <= 0.01
+
+
+def test_crashing_nan_and_misshapen_clients_are_left_out_and_recorded(tmp_path):
+    r = run_experiment(SMALL + ["federation.rounds=2", "+federation.faults.lender-1=crash",
+                                "+federation.faults.lender-2=nonfinite",
+                                "+federation.faults.lender-3=shape"], tmp_path)
+    assert r["federation"]["completed_rounds"] == 2
+    reasons = {(e["round"], e["party"]): e["reason"] for e in r["federation"]["excluded"]}
+    for server_round in (1, 2):
+        assert "injected crash" in reasons[(server_round, "lender-1")]
+        assert "non-finite" in reasons[(server_round, "lender-2")]
+        assert "wrong names or shapes" in reasons[(server_round, "lender-3")]
+    assert [h["clients"] for h in r["metrics"]["history"]] == [2, 2]
+
+
+def test_too_few_clients_end_the_run_with_a_clear_error(tmp_path):
+    faults = [f"+federation.faults.lender-{k}=crash" for k in range(4)]
+    start = time.monotonic()
+    with pytest.raises(FederationError, match=r"round 1: 1 usable replies, below "
+                                              r"federation.min_clients=2; left out: .*lender-0 "
+                                              r"\(client error: lender-0: injected crash"):
+        run_experiment(SMALL + ["federation.round_timeout=60"] + faults, tmp_path)
+    assert time.monotonic() - start < 60 + 30  # the round timeout plus start-up, never a hang
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_a_client_past_the_round_timeout_is_left_out_without_hanging(tmp_path):
+    start = time.monotonic()
+    r = run_experiment(SMALL + ["federation.rounds=2", "federation.round_timeout=6",
+                                "+federation.faults.lender-0=slow"], tmp_path)
+    excluded = [e for e in r["federation"]["excluded"] if e["party"] == "lender-0"]
+    assert excluded and "no reply within federation.round_timeout" in excluded[0]["reason"]
+    assert time.monotonic() - start < 120
+
+
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory):
+    """One of 5 lenders sends sign-flipped, 10x scaled updates."""
+    base = HORIZONTAL + ["data.n_customers=50000", "federation.rounds=10"]
+    attack = ["+federation.faults.lender-3=signflip"]
+    runs = {}
+    for name, overrides in {"clean": base, "fedavg": base + attack,
+                            "fedtrimmedavg": base + attack + ["federation.strategy=fedtrimmedavg"],
+                            "krum": base + attack + ["federation.strategy=krum"]}.items():
+        runs[name] = run_experiment(overrides, tmp_path_factory.mktemp(name))
+    return runs
+
+
+def test_robust_strategies_resist_a_sign_flipping_lender_and_fedavg_does_not(attacked):
+    clean = _auc(attacked["clean"])
+    aucs = {name: _auc(r) for name, r in attacked.items()}
+    print("AUC under attack:", {k: round(v, 4) for k, v in aucs.items()})
+    assert clean - aucs["fedavg"] > 0.02
+    assert min(clean - aucs["fedtrimmedavg"], clean - aucs["krum"]) <= 0.02
+
+
+def test_resume_after_round_3_of_6_ends_like_an_uninterrupted_run(tmp_path):
+    common = SMALL + ["federation.rounds=6", "privacy=dpsgd", "privacy.target_epsilon=3"]
+    whole = run_experiment(common, tmp_path / "whole")
+    first = run_experiment(common + ["federation.stop_after=3"], tmp_path / "part")
+    assert first["federation"]["completed_rounds"] == 3
+    rest = run_experiment(common + [f"resume={tmp_path / 'part'}"], tmp_path / "rest")
+    assert rest["federation"]["completed_rounds"] == 6
+    assert _auc(rest) == pytest.approx(_auc(whole), abs=1e-4)
+    assert rest["privacy"]["parties"] == whole["privacy"]["parties"]
+    assert [h["round"] for h in rest["privacy"]["history"]] == \
+        [h["round"] for h in whole["privacy"]["history"]]
+    first_spend = first["privacy"]["epsilon"]
+    assert first_spend < rest["privacy"]["epsilon"]  # no round paid twice, none forgotten
+    assert json.loads((tmp_path / "rest" / "parties" / "lender-0.json").read_text())["history"]
+
+
+def test_a_client_refuses_rounds_past_its_own_max_epsilon(tmp_path):
+    r = run_experiment(SMALL + ["federation.rounds=4", "privacy=dpsgd",
+                                "privacy.target_epsilon=4",
+                                "+privacy.party_max_epsilon.lender-2=2.5"], tmp_path)
+    refusals = r["privacy"]["refusals"]
+    assert refusals and all(x["party"] == "lender-2" for x in refusals)
+    assert "past its privacy.max_epsilon 2.500" in refusals[0]["reason"]
+    assert 0 < r["privacy"]["parties"]["lender-2"]["epsilon"] <= 2.5
+    assert any(e["party"] == "lender-2" for e in r["federation"]["excluded"])
+    assert r["federation"]["completed_rounds"] == 4
+
+
+def test_central_dp_is_accounted_by_flowers_accountant(tmp_path):
+    r = run_experiment(SMALL + ["federation.rounds=3", "privacy=central"], tmp_path)
+    server = r["privacy"]["parties"]["server"]
+    assert server["mechanism"] == "central" and server["steps"] == 3
+    accountant = RdpAccountant()
+    accountant.compose(dp_event.GaussianDpEvent(server["noise_multiplier"]), 3)
+    assert server["epsilon"] == pytest.approx(accountant.get_epsilon(server["delta"]), rel=0.05)
+    assert server["epsilon"] <= 3.0 * 1.001
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    (["federation.strategy=fedprox", "privacy=dpsgd"], "federation.strategy=fedprox"),
+    (["+federation.faults.lender-9=crash"], "federation.faults"),
+    (["federation.min_clients=9"], "federation.min_clients"),
+    (["partition.alpha=0"], "partition.alpha"),
+])
+def test_bad_federation_settings_name_the_key(overrides, key, tmp_path):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        run_experiment(SMALL + overrides, tmp_path)
