@@ -86,20 +86,33 @@ def _check(settings: RunSettings, names: tuple[str, ...]) -> None:
                           "proximal term is not per-record, so DP-SGD cannot clip it")
 
 
-def _score(state: dict[str, torch.Tensor], schema: Schema, rows: dict[str, LenderRows],
-           settings: RunSettings) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
-                                           dict[str, np.ndarray]]:
-    """Scores, labels and IDs of every split, over the union of the lenders' rows."""
-    model = build_model(settings.model, {"lender": len(schema.feature_names)})
-    model.load_state_dict(state)
-    scores, labels, ids = {}, {}, {}
-    for split, name in SPLITS.items():
-        parts = [r for r in rows.values() if (r.split == split).any()]
-        x = np.concatenate([encode(r.rows(split), schema) for r in parts])
-        scores[name] = predict_proba(model, x)
-        labels[name] = np.concatenate([r.y[r.split == split] for r in parts])
-        ids[name] = np.concatenate([r.ids[r.split == split] for r in parts])
-    return scores, labels, ids
+class UnionOfLenders:
+    """The union of the lenders' rows, encoded once per schema (simulation only)."""
+
+    def __init__(self, rows: dict[str, LenderRows], settings: RunSettings) -> None:
+        self.rows = rows
+        self.settings = settings
+        self._encoded: tuple[str, dict[str, np.ndarray]] | None = None
+        self.labels = {name: np.concatenate([r.y[r.split == split] for r in rows.values()])
+                       for split, name in SPLITS.items()}
+        self.ids = {name: np.concatenate([r.ids[r.split == split] for r in rows.values()])
+                    for split, name in SPLITS.items()}
+
+    def _x(self, schema: Schema) -> dict[str, np.ndarray]:
+        key = schema.to_json()
+        if self._encoded is None or self._encoded[0] != key:
+            self._encoded = (key, {
+                name: np.concatenate([encode(r.rows(split), schema) for r in self.rows.values()])
+                for split, name in SPLITS.items()})
+        return self._encoded[1]
+
+    def scores(self, state: dict[str, torch.Tensor], schema: Schema,
+               splits: tuple[str, ...] = tuple(SPLITS.values())) -> dict[str, np.ndarray]:
+        """Scores of the global model on the named splits."""
+        model = build_model(self.settings.model, {"lender": len(schema.feature_names)})
+        model.load_state_dict(state)
+        x = self._x(schema)
+        return {name: predict_proba(model, x[name]) for name in splits}
 
 
 def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
@@ -129,9 +142,11 @@ def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
                             numeric=any_rows.numeric, categorical=any_rows.categorical,
                             run_dir=str(run_dir), resume_dir=settings.resume)
 
+    union = UnionOfLenders(rows, settings)
+
     def evaluate_global(state: dict[str, torch.Tensor], schema: Schema) -> dict[str, float]:
-        scores, labels, _ = _score(state, schema, rows, settings)
-        return {"val_auc": float(roc_auc_score(labels["val"], scores["val"]))}
+        scores = union.scores(state, schema, ("val",))
+        return {"val_auc": float(roc_auc_score(union.labels["val"], scores["val"]))}
 
     outcome = FederationOutcome()
     train_start = time.perf_counter()
@@ -142,7 +157,8 @@ def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
         raise outcome.error
     assert outcome.state is not None and outcome.schema is not None
 
-    scores, labels, ids = _score(outcome.state, outcome.schema, rows, settings)
+    scores = union.scores(outcome.state, outcome.schema)
+    labels, ids = union.labels, union.ids
     metrics = split_metrics(labels, scores)
     metrics["history"] = outcome.history
     metrics["pooled_lender_auc"] = outcome.history[-1]["pooled_auc"]
