@@ -39,8 +39,12 @@ class LenderRows:
         return self.frame.loc[self.split == split]
 
 
-def joined_columns(population: Population, parties: tuple[str, ...]) -> LenderRows:
-    """Join the other parties' columns onto the lender's applicants, before partitioning."""
+def joined_columns(population: Population, parties: tuple[str, ...]
+                   ) -> tuple[pd.DataFrame, tuple[str, ...], tuple[str, ...]]:
+    """Join the other parties' columns onto the lender's applicants, before partitioning.
+
+    Returns the joined frame and its numeric and categorical columns.
+    """
     lender = population.tables[LABEL_HOLDER]
     ids = lender.frame.index
     frames = [lender.frame.add_prefix(f"{LABEL_HOLDER}.")]
@@ -55,10 +59,7 @@ def joined_columns(population: Population, parties: tuple[str, ...]) -> LenderRo
         frames.append(joined)
         numeric += [f"{party}.{c}" for c in table.numeric] + [f"{party}.present"]
         categorical += [f"{party}.{c}" for c in table.categorical]
-    frame = pd.concat(frames, axis=1)
-    assert lender.labels is not None
-    return LenderRows(LABEL_HOLDER, frame, tuple(numeric), tuple(categorical),
-                      np.zeros(len(ids), dtype=np.float32), np.zeros(len(ids), dtype=np.int8))
+    return pd.concat(frames, axis=1), tuple(numeric), tuple(categorical)
 
 
 def horizontal_rows(population: Population, parties: tuple[str, ...], data: DataSettings,
@@ -66,13 +67,13 @@ def horizontal_rows(population: Population, parties: tuple[str, ...], data: Data
     """Split the applicants over ``partition.n_lenders`` lenders (``lender-0`` ...)."""
     lender = population.tables[LABEL_HOLDER]
     assert lender.labels is not None
-    joined = joined_columns(population, parties)
+    frame, numeric, categorical = joined_columns(population, parties)
     y = lender.labels[data.label].to_numpy(dtype=np.float32)
     split = assign_split(lender.frame.index, seed, data.split)
     owner = partition_applicants(partition, y, lender.frame, lender.source, seed)
     out = {}
     for k, name in enumerate(lender_names(partition.n_lenders)):
         mine = owner == k
-        out[name] = LenderRows(name, joined.frame.loc[mine], joined.numeric, joined.categorical,
+        out[name] = LenderRows(name, frame.loc[mine], numeric, categorical,
                                y[mine], split[mine])
     return out

@@ -37,13 +37,13 @@ from experiments.outcome import (
     training_parties,
 )
 from experiments.settings import RunSettings
+from federation.model import shared_model
 from federation.settings import StrategyName, check_federation
 from fl_client.client_app import make_client_app
 from fl_client.settings import ClientSettings
 from fl_server.rounds import FederationOutcome
 from fl_server.server_app import make_server_app
 from fl_server.settings import ServerSettings
-from models.factory import build_model
 from models.training import predict_proba
 from privacy.settings import PrivacyMechanism, PrivacySettings, check_privacy
 
@@ -109,8 +109,7 @@ class UnionOfLenders:
     def scores(self, state: dict[str, torch.Tensor], schema: Schema,
                splits: tuple[str, ...] = tuple(SPLITS.values())) -> dict[str, np.ndarray]:
         """Scores of the global model on the named splits."""
-        model = build_model(self.settings.model, {"lender": len(schema.feature_names)})
-        model.load_state_dict(state)
+        model = shared_model(self.settings.model, schema, state)
         x = self._x(schema)
         return {name: predict_proba(model, x[name]) for name in splits}
 
@@ -175,7 +174,7 @@ def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
         "oracle_test_auc": oracle_auc(population, settings.data.label, ids["test"],
                                       labels["test"]),
     }
-    model = build_model(settings.model, {"lender": len(outcome.schema.feature_names)})
+    model = shared_model(settings.model, outcome.schema)
     rounds_done = outcome.completed_rounds
     train_rows = sum(int((r.split == TRAIN).sum()) for r in rows.values())
     return RunOutcome(

@@ -20,10 +20,10 @@ from sklearn.metrics import roc_auc_score
 from credit_data.federated_scaling import Schema, encode, local_moments
 from credit_data.horizontal import LenderRows
 from credit_data.split import TEST, TRAIN, VAL
+from federation.model import shared_model
 from federation.protocol import score_histogram
 from federation.settings import Fault, StrategyName
 from fl_client.settings import ClientSettings
-from models.factory import build_model
 from models.local_training import (
     DPRound,
     epsilon_after_round,
@@ -113,9 +113,7 @@ class LenderTask:
 
     def model(self, schema: Schema, state: dict[str, torch.Tensor]) -> torch.nn.Module:
         """Build the shared model and load the global weights by name."""
-        model = build_model(self.settings.model, {"lender": len(schema.feature_names)})
-        model.load_state_dict(state)
-        return model
+        return shared_model(self.settings.model, schema, state)
 
     # privacy ------------------------------------------------------------------------------
     def _state_file(self) -> Path | None:

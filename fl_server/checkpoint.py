@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from credit_data.errors import ConfigError
+
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -31,7 +33,5 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
     """Read the checkpoint of an earlier run directory."""
     path = run_dir / CHECKPOINT
     if not path.is_file():
-        from credit_data.errors import ConfigError
-
         raise ConfigError(f"resume={run_dir}: no {CHECKPOINT} there to resume from")
     return torch.load(path, weights_only=False)

@@ -23,6 +23,7 @@ from flwr.serverapp import Grid
 
 from credit_data.errors import CreditFLError
 from credit_data.federated_scaling import Schema, merge_moments
+from federation.model import shared_model
 from federation.protocol import CONFIG, METRICS, STATUS, auc_from_histograms
 from fl_server.checkpoint import load_checkpoint, save_checkpoint
 from fl_server.screening import Exclusion, screen_replies
@@ -34,7 +35,6 @@ from fl_server.strategies import (
     load_strategy_state,
     strategy_state,
 )
-from models.factory import build_model
 from models.training import start_at_base_rate
 from privacy.accounting import ACCOUNTANT
 from privacy.ledger import PartySpend, PrivacyLedger
@@ -157,7 +157,7 @@ def run_federation(grid: Grid, s: ServerSettings,
     schema, node_party, base_rate = _agree_on_schema(grid, nodes, s)
     out.schema = schema
     torch.manual_seed(s.seed)
-    model = build_model(s.model, {"lender": len(schema.feature_names)})
+    model = shared_model(s.model, schema)
     if base_rate is not None:
         start_at_base_rate(model, base_rate)
     arrays = ArrayRecord(model.state_dict())
