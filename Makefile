@@ -1,12 +1,13 @@
 # make run   - set up, then train the default experiment on the built-in synthetic data
-# make test  - set up, then run the test suite
+# make test  - set up, then run the test suite (under CI=true the full-size `slow` runs are
+#              left out; `make test-slow` runs them)
 # make setup - create .venv and install the project (idempotent: redone only when deps change)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test test-slow lint bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +24,9 @@ run: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: setup
+	RUN_SLOW=1 $(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .

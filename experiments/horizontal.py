@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from flwr.app import Context
-from flwr.simulation import run_simulation
 from sklearn.metrics import roc_auc_score
 
 from credit_data.errors import ConfigError
@@ -37,6 +34,7 @@ from experiments.outcome import (
     training_parties,
 )
 from experiments.settings import RunSettings
+from experiments.simulation import once_per_worker, simulate
 from federation.model import shared_model
 from federation.settings import StrategyName, check_federation
 from fl_client.client_app import make_client_app
@@ -52,17 +50,28 @@ SPLITS = {TRAIN: "train", VAL: "val", TEST: "test"}
 
 
 class SimulationSource:
-    """Hands each simulated node its settings and rows (a deployment reads its own files)."""
+    """Hands each simulated node its settings and rows (a deployment reads its own files).
 
-    def __init__(self, settings: dict[str, ClientSettings], rows: dict[str, LenderRows]) -> None:
+    It carries the data recipe, not the rows: each worker builds the lenders' rows once (see
+    :func:`experiments.simulation.once_per_worker`).
+    """
+
+    def __init__(self, settings: dict[str, ClientSettings], run: RunSettings,
+                 parties: tuple[str, ...]) -> None:
         self.settings = settings
-        self.rows = rows
+        self.data, self.partition, self.seed, self.parties = (run.data, run.partition, run.seed,
+                                                              parties)
         self.names = sorted(settings, key=lambda p: int(p.rsplit("-", 1)[1]))
+        self.key = f"horizontal {run.data!r} {run.partition!r} {run.seed} {parties}"
+
+    def _rows(self) -> dict[str, LenderRows]:
+        population = load_population(self.data, self.seed)
+        return horizontal_rows(population, self.parties, self.data, self.partition, self.seed)
 
     def __call__(self, context: Context) -> tuple[ClientSettings, LenderRows]:
         torch.set_num_threads(1)  # the engine runs clients side by side, one core each
         party = self.names[int(context.node_config["partition-id"])]
-        return self.settings[party], self.rows[party]
+        return self.settings[party], once_per_worker(f"{self.key}|rows", self._rows)[party]
 
 
 def _own_privacy(privacy: PrivacySettings, party: str) -> PrivacySettings:
@@ -149,8 +158,9 @@ def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
 
     outcome = FederationOutcome()
     train_start = time.perf_counter()
-    _simulate(make_server_app(server, outcome, evaluate_global),
-              make_client_app(SimulationSource(clients, rows)), len(names), settings.verbose)
+    simulate(make_server_app(server, outcome, evaluate_global),
+             make_client_app(SimulationSource(clients, settings, parties)), len(names),
+             settings.verbose)
     train_seconds = time.perf_counter() - train_start
     if outcome.error is not None:
         raise outcome.error
@@ -198,14 +208,3 @@ def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
             "resumed_from": settings.resume,
         })
 
-
-def _simulate(server_app, client_app, n_clients: int, verbose: bool) -> None:
-    """Run on Flower's simulation engine, clients side by side on the machine's cores."""
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.WARNING)
-    cores = os.cpu_count() or 1
-    backend: dict[str, Any] = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-               "init_args": {"num_cpus": cores, "include_dashboard": False,
-                             "logging_level": "ERROR", "log_to_driver": verbose}}
-    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=n_clients,
-                   backend_config=backend)

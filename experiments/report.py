@@ -48,7 +48,9 @@ def render_report(results: dict[str, Any]) -> str:
         lines += ["", f"Oracle AUC (the generator's true probabilities, test rows): "
                   f"{ds['oracle_test_auc']:.4f}; this model is {gap:.4f} below it."]
     federation = results.get("federation")
-    if federation is not None:
+    if federation is not None and results["mode"] == "vertical":
+        lines += _vertical_section(federation, ds["parties"], m)
+    elif federation is not None:
         lines += _federation_section(federation, ds["parties"])
     elif ds["parties"]:
         lines += ["", "## Parties", ""]
@@ -88,12 +90,37 @@ def _federation_section(federation: dict[str, Any], parties: dict[str, Any]) -> 
     return lines
 
 
+def _vertical_section(federation: dict[str, Any], parties: dict[str, Any],
+                      metrics: dict[str, Any]) -> list[str]:
+    lift = metrics.get("party_lift", {})
+    comm = federation.get("communication", {})
+    lines = ["", "## Vertical federation", "",
+             f"Parties {', '.join(federation['parties'])}; {federation['epochs']} epochs of "
+             f"{federation['exchanges_per_epoch']} exchange(s), "
+             f"{federation['message_rounds']} message rounds in all (alignment included).",
+             "", "Lift of a party: test AUC of the final model minus its test AUC when that "
+             "party's embeddings are replaced by the \"unknown applicant\" vector.", ""]
+    lines += _table(
+        ["party", "rows held", "applicants known (PSI)", "lift (test AUC)", "messages",
+         "MB sent", "MB received"],
+        [[p, f"{v['rows']:,}", f"{v['applicants_known']:,}",
+          f"{lift[p]:+.4f}" if p in lift else "-",
+          str(comm.get(p, {}).get("messages_out", 0)),
+          f"{comm.get(p, {}).get('bytes_out', 0) / 1e6:.1f}",
+          f"{comm.get(p, {}).get('bytes_in', 0) / 1e6:.1f}"] for p, v in parties.items()])
+    return lines
+
+
 def _privacy_section(privacy: dict[str, Any] | None) -> list[str]:
     lines = ["", "## Privacy", ""]
     if privacy is None:
         return lines + ["No differential privacy in this run."]
     lines += [f"Mechanism {privacy['mechanism']}: epsilon {privacy['epsilon']:.3f} (the maximum "
               f"over parties), delta {privacy['delta']:.2e}.", ""]
+    if "by_mechanism" in privacy:
+        lines += ["Per mechanism (each protects something else, so they are not added): "
+                  + ", ".join(f"{k} epsilon {v:.3f}" for k, v in privacy["by_mechanism"].items())
+                  + ".", ""]
     lines += _table(["party", "epsilon", "delta", "noise multiplier", "sample rate", "steps",
                      "accountant"],
                     [[p, f"{v['epsilon']:.3f}", f"{v['delta']:.2e}",

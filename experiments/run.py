@@ -23,6 +23,7 @@ from experiments.config import register, to_settings
 from experiments.horizontal import run_horizontal
 from experiments.report import render_report
 from experiments.results import write_run
+from experiments.vertical import run_vertical
 from federation.settings import Mode
 from privacy.settings import PrivacyMechanism
 
@@ -37,6 +38,8 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     log.setLevel(logging.INFO if settings.verbose else logging.WARNING)
     if settings.federation.mode is Mode.horizontal:
         outcome = run_horizontal(settings, run_dir)
+    elif settings.federation.mode is Mode.vertical:
+        outcome = run_vertical(settings, run_dir)
     else:
         if settings.privacy.mechanism is not PrivacyMechanism.off:
             raise ConfigError(f"privacy={settings.privacy.mechanism.value} needs a federated "

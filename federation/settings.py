@@ -14,12 +14,15 @@ class Mode(StrEnum):
     centralized = "centralized"
     local = "local"
     horizontal = "horizontal"
+    vertical = "vertical"
 
 
 MODE_ROLES = {
     Mode.centralized: "upper bound: pools every party's raw features, which federation never does",
     Mode.local: "baseline: the lender's own columns alone",
     Mode.horizontal: "federated: several lenders train one model, each on its own applicants",
+    Mode.vertical: "federated: lender, bureau and social platform train one split model on the "
+                   "customers they share, rows and labels kept at home",
 }
 
 
@@ -51,6 +54,9 @@ class FederationSettings:
     ``rounds`` x ``local_epochs`` is the number of passes over each client's rows. A round
     waits ``round_timeout`` seconds for replies; with fewer than ``min_clients`` usable replies the
     run stops. Nodes have ``connect_timeout`` seconds to connect and send their statistics.
+    In vertical mode training runs ``train.epochs`` epochs with early stopping, as the
+    centralized model does; each epoch takes ``exchanges_per_epoch`` exchanges (two message
+    rounds each), and ``local_epochs`` is the number of passes each side makes over a chunk.
     ``faults`` maps a party id to a fault (simulation only). ``stop_after`` ends the
     run after that round, as an interruption would; ``resume=<run dir>`` continues it.
     """
@@ -69,6 +75,7 @@ class FederationSettings:
     server_lr: float = 0.01
     faults: dict[str, Fault] = field(default_factory=dict)
     stop_after: int | None = None
+    exchanges_per_epoch: int = 2
 
 
 def check_federation(settings: FederationSettings, n_clients: int) -> None:
@@ -82,7 +89,8 @@ def check_federation(settings: FederationSettings, n_clients: int) -> None:
               ("krum_malicious", 0 <= settings.krum_malicious < n_clients),
               ("server_lr", settings.server_lr > 0),
               ("stop_after", settings.stop_after is None
-               or 1 <= settings.stop_after < settings.rounds)]
+               or 1 <= settings.stop_after < settings.rounds),
+              ("exchanges_per_epoch", settings.exchanges_per_epoch >= 1)]
     for key, ok in checks:
         if not ok:
             raise ConfigError(f"federation.{key} is out of range: {getattr(settings, key)}"

@@ -14,7 +14,8 @@ class ServerSettings:
     """What the coordinator needs.
 
     The model, the federation, the privacy mechanism, the column layout the lenders encode
-    into, and where to keep checkpoints.
+    into, and where to keep checkpoints. Vertical federation: the ``parties`` that take part and
+    the ``train_epochs`` it may run (the lender stops earlier when validation AUC stalls).
     """
 
     seed: int
@@ -26,3 +27,5 @@ class ServerSettings:
     categorical: tuple[str, ...]
     run_dir: str
     resume_dir: str | None = None
+    parties: tuple[str, ...] = ()
+    train_epochs: int = 0

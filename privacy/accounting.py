@@ -7,6 +7,8 @@ epsilon you report disagree.
 
 from __future__ import annotations
 
+import math
+
 from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
@@ -64,3 +66,33 @@ def merge_history(history: History) -> History:
         else:
             out.append((sigma, q, steps))
     return out
+
+
+def flip_probability(epsilon: float) -> float:
+    """Randomized response on a 0/1 label: flip with this probability for ``epsilon``-label-DP.
+
+    >>> round(flip_probability(3.0), 4)
+    0.0474
+    """
+    return 1.0 / (1.0 + math.exp(epsilon))
+
+
+def randomized_response_epsilon(flip: float) -> float:
+    """Return the label-DP epsilon of randomized response flipping with probability ``flip``.
+
+    >>> round(randomized_response_epsilon(flip_probability(1.5)), 6)
+    1.5
+    """
+    return math.log((1.0 - flip) / flip)
+
+
+def release_noise_multiplier(target_epsilon: float, delta: float, releases: int) -> float:
+    """Gaussian noise (as a multiple of the sensitivity) for ``releases`` releases of one record.
+
+    No amplification by sampling: every release of a record's value is seen by the receiver.
+
+    >>> z = release_noise_multiplier(3.0, 1e-5, 4)
+    >>> 2.9 < epsilon_of([(z, 1.0, 4)], 1e-5) <= 3.0
+    True
+    """
+    return noise_multiplier_for(target_epsilon, delta, 1.0, releases)

@@ -17,7 +17,13 @@ class PrivacyLedgerError(RuntimeError):
 
 @dataclass(frozen=True)
 class PartySpend:
-    """A party's cumulative spend, with the parameters to recompute it."""
+    """A party's cumulative spend, with the parameters to recompute it.
+
+    DP-SGD: ``noise_multiplier``, ``sample_rate`` and ``steps`` of the subsampled Gaussian.
+    Embedding noise: a Gaussian mechanism with ``noise_multiplier`` times ``sensitivity``
+    of noise, composed over ``steps`` releases with no sampling (``sample_rate`` 1). Label DP by
+    randomized response: ``flip_probability``; epsilon is ``log((1 - p) / p)``.
+    """
 
     epsilon: float
     delta: float
@@ -26,10 +32,16 @@ class PartySpend:
     sample_rate: float
     steps: int
     accountant: str
+    flip_probability: float | None = None
+    sensitivity: float | None = None
 
 
 class PrivacyLedger:
     """Cumulative spend per party plus one history row per round and party.
+
+    A run may use several mechanisms (vertical federation: label DP, DP-SGD, embedding noise);
+    each entry then has a key of its own (``lender/label_dp``), and the summary gives the
+    maximum over entries overall and per mechanism.
 
     >>> ledger = PrivacyLedger("dpsgd")
     >>> ledger.record(1, "lender-0", PartySpend(1.0, 1e-5, "dpsgd", 1.1, 0.01, 100, "rdp"))
@@ -42,8 +54,11 @@ class PrivacyLedger:
     privacy.ledger.PrivacyLedgerError: epsilon of lender-0 would fall from 1.5 to 1.2 in round 3
     """
 
-    def __init__(self, mechanism: str) -> None:
-        self.mechanism = mechanism
+    def __init__(self, *mechanisms: str) -> None:
+        if not mechanisms:
+            raise ValueError("a privacy ledger needs at least one mechanism")
+        self.mechanisms = mechanisms
+        self.mechanism = "+".join(mechanisms)
         self.parties: dict[str, PartySpend] = {}
         self.history: list[dict[str, Any]] = []
         self.refusals: list[dict[str, Any]] = []
@@ -51,7 +66,7 @@ class PrivacyLedger:
     def record(self, server_round: int, party: str, spend: PartySpend) -> None:
         """Record a party's cumulative spend after ``server_round``."""
         before = self.parties.get(party)
-        if spend.mechanism != self.mechanism:
+        if spend.mechanism not in self.mechanisms:
             raise PrivacyLedgerError(f"{party} reports mechanism {spend.mechanism}, the run uses "
                                      f"{self.mechanism}")
         if before is not None and spend.epsilon < before.epsilon - 1e-12:
@@ -71,7 +86,7 @@ class PrivacyLedger:
     def summary(self) -> dict[str, Any]:
         """Summarise as results.json's ``privacy`` block: the maximum over parties, never a mean."""
         parties = {p: asdict(s) for p, s in sorted(self.parties.items())}
-        return {
+        out: dict[str, Any] = {
             "mechanism": self.mechanism,
             "epsilon": max((s.epsilon for s in self.parties.values()), default=0.0),
             "delta": max((s.delta for s in self.parties.values()), default=0.0),
@@ -79,6 +94,11 @@ class PrivacyLedger:
             "history": copy.deepcopy(self.history),
             "refusals": copy.deepcopy(self.refusals),
         }
+        if len(self.mechanisms) > 1:
+            out["by_mechanism"] = {m: max((s.epsilon for s in self.parties.values()
+                                           if s.mechanism == m), default=0.0)
+                                   for m in self.mechanisms}
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the ledger after a resume."""

@@ -30,6 +30,12 @@ class PrivacySettings:
     that would spend past it. ``max_grad_norm`` is DP-SGD's per-record clipping norm;
     ``clipping_norm`` the central mechanism's per-client update norm. ``party_max_epsilon``
     gives single parties a cap of their own (in deployment a node sets it in its own config).
+
+    Vertical federation only, each switchable on its own: ``label_epsilon`` turns on label DP by
+    randomized response at the lender (paid once); ``embedding_epsilon`` turns on embedding
+    noise at each passive party (every record's embedding clipped to ``embedding_clip`` and
+    noised, its epsilon composed over ``embedding_releases`` releases). ``mechanism=dpsgd`` runs
+    DP-SGD on every encoder and the head.
     """
 
     mechanism: PrivacyMechanism = PrivacyMechanism.off
@@ -39,6 +45,17 @@ class PrivacySettings:
     max_grad_norm: float = 1.0
     clipping_norm: float = 1.0
     party_max_epsilon: dict[str, float] = field(default_factory=dict)
+    label_epsilon: float | None = None
+    embedding_epsilon: float | None = None
+    embedding_clip: float = 1.0
+    embedding_releases: int = 2
+
+    def vertical_mechanisms(self) -> tuple[str, ...]:
+        """Return the mechanisms switched on for a vertical federation, in ledger order."""
+        on = [("label_dp", self.label_epsilon is not None),
+              ("dpsgd", self.mechanism is PrivacyMechanism.dpsgd),
+              ("embedding_noise", self.embedding_epsilon is not None)]
+        return tuple(name for name, enabled in on if enabled)
 
     def cap(self) -> float:
         """Return the epsilon a party never passes."""
@@ -47,6 +64,16 @@ class PrivacySettings:
 
 def check_privacy(settings: PrivacySettings) -> None:
     """Raise a ConfigError naming the key of any out-of-range value."""
+    for key in ("label_epsilon", "embedding_epsilon"):
+        value = getattr(settings, key)
+        if value is not None and not value > 0:
+            raise ConfigError(f"privacy.{key} must be positive (or null for off), got {value}")
+    if not settings.embedding_clip > 0:
+        raise ConfigError(f"privacy.embedding_clip must be positive, got "
+                          f"{settings.embedding_clip}")
+    if settings.embedding_releases < 1:
+        raise ConfigError(f"privacy.embedding_releases must be at least 1, got "
+                          f"{settings.embedding_releases}")
     if settings.mechanism is PrivacyMechanism.off:
         return
     if not settings.target_epsilon > 0:

@@ -19,6 +19,21 @@ SHARED_DATA = Path(os.environ.get("CREDIT_FL_DATA_DIR", REPO.parent / "shared" /
 register()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave the full-size runs out under CI (``CI=true``) unless ``RUN_SLOW=1`` asks for them.
+
+    Each ``slow`` test has a smaller version that always runs; ``make test-slow`` runs the
+    full-size ones.
+    """
+    if os.environ.get("CI", "").lower() not in ("1", "true") or os.environ.get("RUN_SLOW"):
+        return
+    skip = pytest.mark.skip(reason="full-size run left out under CI=true (RUN_SLOW=1 runs it); "
+                                   "its smaller version runs")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """Compose conf/config.yaml with overrides, exactly as the runner does."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
@@ -33,14 +48,27 @@ def run_experiment(overrides: list[str], run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
-@pytest.fixture
-def shared_data(monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The folder of real credit data; tests that need it skip when it is absent."""
+def _need_shared_data() -> None:
     needed = ["uci_credit_card.csv", "default_credit_hetero_guest.csv",
               "default_credit_hetero_host.csv"]
     missing = [n for n in needed if not (SHARED_DATA / n).is_file()]
     if missing:
         pytest.skip(f"real data absent: {missing} not in {SHARED_DATA} "
                     "(set CREDIT_FL_DATA_DIR to the folder that holds them)")
+
+
+@pytest.fixture
+def shared_data(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The folder of real credit data; tests that need it skip when it is absent."""
+    _need_shared_data()
     monkeypatch.setenv("CREDIT_FL_DATA_DIR", str(SHARED_DATA))
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def shared_data_for_module():
+    """:func:`shared_data` for module-scoped fixtures."""
+    _need_shared_data()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CREDIT_FL_DATA_DIR", str(SHARED_DATA))
+        yield SHARED_DATA

@@ -42,6 +42,8 @@ def test_every_group_option_composes_into_frozen_settings(group, option, tmp_pat
         assert settings.federation.mode is Mode.horizontal
     if group == "model":
         assert settings.model.kind is ModelKind(option)
+    if group == "federation":
+        assert settings.federation.mode is Mode(option)
 
 
 def test_defaults_and_the_keys_later_work_relies_on():
@@ -49,9 +51,15 @@ def test_defaults_and_the_keys_later_work_relies_on():
                                     "privacy.target_epsilon=2.5", "privacy.delta=1e-6"]))
     assert (s.seed, s.data.n_customers, s.federation.rounds) == (5, 1234, 7)
     assert (s.privacy.target_epsilon, s.privacy.delta) == (2.5, 1e-6)
-    assert s.data.source is Source.synthetic and s.federation.mode is Mode.centralized
-    assert s.privacy.mechanism is PrivacyMechanism.off
-    assert isinstance(s.model.hidden, tuple) and s.model.hidden == (64, 32)
+    # the default run is vertical federation with label DP and DP-SGD, embedding noise off
+    assert s.data.source is Source.synthetic and s.federation.mode is Mode.vertical
+    assert s.privacy.mechanism is PrivacyMechanism.dpsgd and s.privacy.label_epsilon == 3.0
+    assert s.privacy.embedding_epsilon is None
+    assert s.model.kind is ModelKind.split_mlp and isinstance(s.model.hidden, tuple)
+    # every other mode starts without privacy, on the plain MLP
+    c = to_settings(compose_config(["federation=centralized"]))
+    assert c.privacy.mechanism is PrivacyMechanism.off and c.privacy.label_epsilon is None
+    assert c.model.kind is ModelKind.mlp and c.model.hidden == (64, 32)
 
 
 def test_file_paths_come_from_the_data_dir_variable(monkeypatch):

@@ -61,7 +61,7 @@ def test_results_json_schema(default_runs):
 
 
 def test_taiwan_data_centralized_reaches_077(shared_data, tmp_path):
-    r = run_experiment(["data=uci_credit_card"], tmp_path)
+    r = run_experiment(["federation=centralized", "data=uci_credit_card"], tmp_path)
     assert r["dataset"]["rows"]["train"] + r["dataset"]["rows"]["val"] + \
         r["dataset"]["rows"]["test"] == 30_000
     print(f"Taiwan centralized test AUC {r['metrics']['test']['auc']:.4f}")
@@ -69,7 +69,7 @@ def test_taiwan_data_centralized_reaches_077(shared_data, tmp_path):
 
 
 def test_fate_split_trains_on_lender_and_bureau(shared_data, tmp_path):
-    r = run_experiment(["data=fate_default_credit"], tmp_path)
+    r = run_experiment(["federation=centralized", "data=fate_default_credit"], tmp_path)
     assert set(r["model"]["inputs"]) == {"lender", "bureau"}
     assert r["dataset"]["parties"]["bureau"]["source_columns"] == 10
     assert r["dataset"]["parties"]["lender"]["source_columns"] == 13
@@ -91,7 +91,8 @@ def _write_party_csvs(tmp_path):
 
 def test_bring_your_own_csv_files_from_config_alone(tmp_path):
     paths = _write_party_csvs(tmp_path)
-    overrides = ["data=csv", "data.parties.lender.categorical=[purpose,channel,region]"]
+    overrides = ["federation=centralized", "data=csv",
+                 "data.parties.lender.categorical=[purpose,channel,region]"]
     overrides += [f"data.parties.{p}.path={path}" for p, path in paths.items()]
     r = run_experiment(overrides, tmp_path / "run")
     assert r["dataset"]["name"] == "csv"
@@ -104,12 +105,13 @@ def test_bad_input_leaves_no_output_behind(tmp_path):
     overrides = [f"data.parties.{p}.path={path}" for p, path in paths.items()]
     run_dir = tmp_path / "run"
     with pytest.raises(DataError, match=r"lender\.csv: column 'purpose' holds non-numeric"):
-        run_experiment(["data=csv"] + overrides, run_dir)
+        run_experiment(["federation=centralized", "data=csv"] + overrides, run_dir)
     assert not run_dir.exists() or not any(run_dir.iterdir())
 
 
 def test_same_seed_same_results_other_seed_other_results(tmp_path):
-    common = ["data.n_customers=4000", "train.epochs=3", "model=split_mlp"]
+    common = ["federation=centralized", "data.n_customers=4000", "train.epochs=3",
+              "model=split_mlp"]
     a = run_experiment(common + ["seed=1"], tmp_path / "a")
     b = run_experiment(common + ["seed=1"], tmp_path / "b")
     c = run_experiment(common + ["seed=2"], tmp_path / "c")
@@ -121,7 +123,8 @@ def test_same_seed_same_results_other_seed_other_results(tmp_path):
 
 
 def test_logreg_and_fraud_label(tmp_path):
-    r = run_experiment(["model=logreg", "data.label=fraud", "data.n_customers=20000"], tmp_path)
+    r = run_experiment(["federation=centralized", "model=logreg", "data.label=fraud",
+                        "data.n_customers=20000"], tmp_path)
     assert r["dataset"]["label"] == "fraud"
     assert r["metrics"]["test"]["auc"] > 0.8  # the synthetic-identity pattern is visible
     assert json.loads((tmp_path / "results.json").read_text())["model"]["kind"] == "logreg"

@@ -1,0 +1,192 @@
+"""Vertical federation on Flower's simulation engine.
+
+The lender, the bureau and the social platform are each a Flower node with its own table
+(``federation.parties`` picks which take part); the ServerApp aligns them by private set
+intersection and routes embeddings and gradients. The lender keeps its scores on its own disk
+(``parties/lender/scores.npz`` in the run directory); in simulation the runner reads them from
+there to fill ``metrics`` and ``predictions.csv``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import Context
+
+from credit_data.errors import ConfigError
+from credit_data.loading import load_population
+from credit_data.settings import LABEL_HOLDER, DataSettings
+from credit_data.split import TEST, TRAIN, VAL, assign_split
+from credit_data.vertical import NodeRows, node_rows
+from experiments.outcome import (
+    RunOutcome,
+    oracle_auc,
+    positive_rates,
+    predictions_frame,
+    split_metrics,
+    training_parties,
+)
+from experiments.settings import RunSettings
+from experiments.simulation import once_per_worker, simulate
+from federation.settings import check_federation
+from fl_client.settings import ClientSettings
+from fl_client.vertical_app import make_vertical_client_app
+from fl_server.server_app import make_vertical_server_app
+from fl_server.settings import ServerSettings
+from fl_server.vertical_rounds import Recorder, VerticalOutcome
+from models.settings import ModelKind
+from models.split_training import LenderModel
+from models.training import check_train
+from privacy.settings import PrivacyMechanism, PrivacySettings, check_privacy
+
+log = logging.getLogger("credit_fl")
+SPLITS = {TRAIN: "train", VAL: "val", TEST: "test"}
+
+
+class VerticalSimulationSource:
+    """Hands each simulated node its settings and its own table only.
+
+    It carries the data recipe, not the rows: each worker loads the population once and keeps
+    only what the node it serves holds (see :func:`experiments.simulation.once_per_worker`).
+    """
+
+    def __init__(self, settings: dict[str, ClientSettings], data: DataSettings,
+                 seed: int) -> None:
+        self.settings, self.data, self.seed = settings, data, seed
+        self.names = list(settings)
+        self.key = f"vertical {data!r} {seed}"
+
+    def _rows(self, party: str) -> NodeRows:
+        population = once_per_worker(f"{self.key}|population",
+                                     lambda: load_population(self.data, self.seed))
+        return node_rows(population.tables[party], self.data, self.seed)
+
+    def __call__(self, context: Context) -> tuple[ClientSettings, NodeRows]:
+        torch.set_num_threads(1)  # the engine runs nodes side by side, one core each
+        party = self.names[int(context.node_config["partition-id"])]
+        rows = once_per_worker(f"{self.key}|{party}", lambda: self._rows(party))
+        return self.settings[party], rows
+
+
+def _own_privacy(privacy: PrivacySettings, party: str) -> PrivacySettings:
+    cap = privacy.party_max_epsilon.get(party)
+    return privacy if cap is None else dataclasses.replace(privacy, max_epsilon=cap)
+
+
+def _check(settings: RunSettings, parties: tuple[str, ...]) -> None:
+    f, p = settings.federation, settings.privacy
+    if len(parties) < 2:
+        raise ConfigError(f"federation.parties: vertical federation needs the lender and at "
+                          f"least one other party with data, got {list(parties)}")
+    check_federation(f, len(parties))
+    check_privacy(p)
+    check_train(settings.train)
+    if settings.model.kind is not ModelKind.split_mlp:
+        raise ConfigError(f"model={settings.model.kind.value}: vertical federation trains a "
+                          "split model (an encoder per party, the head at the lender); use "
+                          "model=split_mlp")
+    if p.mechanism is PrivacyMechanism.central:
+        raise ConfigError("privacy=central is client-level DP for horizontal federation; in "
+                          "vertical mode use privacy.mechanism=dpsgd, privacy.label_epsilon or "
+                          "privacy.embedding_epsilon")
+    if f.faults:
+        raise ConfigError("federation.faults is not supported in vertical mode")
+    unknown = sorted(set(p.party_max_epsilon) - set(parties))
+    if unknown:
+        raise ConfigError(f"privacy.party_max_epsilon names unknown parties {unknown}; the "
+                          f"parties are {list(parties)}")
+
+
+def run_vertical(settings: RunSettings, run_dir: Path,
+                 recorder: Recorder | None = None) -> RunOutcome:
+    """Run the vertical federation in simulation; return what the writers need."""
+    start = time.perf_counter()
+    population = load_population(settings.data, settings.seed)
+    parties = training_parties(settings, population)
+    _check(settings, parties)
+    tables = {p: population.tables[p] for p in parties}
+    data_seconds = time.perf_counter() - start
+
+    state_dir = run_dir / "parties"
+    clients = {p: ClientSettings(party=p, seed=settings.seed, model=settings.model,
+                                 train=settings.train, federation=settings.federation,
+                                 privacy=_own_privacy(settings.privacy, p),
+                                 state_dir=str(state_dir)) for p in parties}
+    server = ServerSettings(seed=settings.seed, model=settings.model,
+                            federation=settings.federation, privacy=settings.privacy,
+                            n_clients=len(parties), numeric=(), categorical=(),
+                            run_dir=str(run_dir), parties=parties,
+                            train_epochs=settings.train.epochs)
+    outcome = VerticalOutcome()
+    train_start = time.perf_counter()
+    simulate(make_vertical_server_app(server, outcome, recorder),
+             make_vertical_client_app(VerticalSimulationSource(clients, settings.data,
+                                                               settings.seed)),
+             len(parties), settings.verbose)
+    train_seconds = time.perf_counter() - train_start
+    if outcome.error is not None:
+        raise outcome.error
+
+    lender = population.tables[LABEL_HOLDER]
+    assert lender.labels is not None
+    ids = lender.frame.index.to_numpy(dtype=object)
+    y_all = lender.labels[settings.data.label].to_numpy(dtype=np.float32)
+    split = assign_split(lender.frame.index, settings.seed, settings.data.split)
+    saved = np.load(state_dir / LABEL_HOLDER / "scores.npz")
+    labels, scores = {}, {}
+    for code, name in SPLITS.items():
+        rows = saved[f"{name}_rows"]
+        if not np.array_equal(rows, np.flatnonzero(split == code)):
+            raise RuntimeError(f"the lender's {name} rows differ from the runner's")
+        labels[name], scores[name] = y_all[rows], saved[f"{name}_scores"]
+    metrics = split_metrics(labels, scores)
+    final = outcome.final
+    metrics["best_epoch"] = int(final["best_epoch"])
+    metrics["history"] = [r for r in outcome.history if "epoch" in r]
+    metrics["party_lift"] = {p: final["test_auc"] - final[f"test_auc_without_{p}"]
+                             for p in parties if p != LABEL_HOLDER}
+    test_ids = ids[split == TEST]
+    dataset = {
+        "name": settings.data.name, "source": settings.data.source.value,
+        "label": settings.data.label,
+        "rows": {name: int(len(labels[name])) for name in SPLITS.values()},
+        "positive_rate": positive_rates(labels),
+        "parties": {p: {"rows": tables[p].n_rows,
+                        "applicants_known": (outcome.alignment[p]["intersection"]
+                                             if p in outcome.alignment else tables[p].n_rows),
+                        "source_columns": len(tables[p].features), "used": True}
+                    for p in parties},
+        "oracle_test_auc": oracle_auc(population, settings.data.label, test_ids,
+                                      labels["test"]),
+    }
+    m = settings.model
+    lender_width = len(node_rows(lender, settings.data, settings.seed).names)
+    head = LenderModel(lender_width, tuple(p for p in parties if p != LABEL_HOLDER), m)
+    f = settings.federation
+    train_rows = int((split == TRAIN).sum())
+    return RunOutcome(
+        settings=settings, dataset=dataset,
+        model={"kind": "split_mlp (vertical)", "embedding_dim": m.embedding_dim,
+               "parameters": sum(p.numel() for p in head.parameters()),
+               "inputs": {"lender": lender_width}},
+        metrics=metrics,
+        predictions=predictions_frame(test_ids, labels["test"], scores["test"]),
+        data_seconds=data_seconds, train_seconds=train_seconds,
+        train_rows_per_s=train_rows * max(outcome.epochs, 1) * f.local_epochs
+        / max(train_seconds, 1e-9),
+        privacy=outcome.ledger.summary() if outcome.ledger is not None else None,
+        federation={
+            "parties": list(parties), "epochs": outcome.epochs,
+            "exchanges_per_epoch": f.exchanges_per_epoch, "local_epochs": f.local_epochs,
+            "message_rounds": outcome.message_rounds,
+            "seconds_by_message": outcome.seconds_by_kind,
+            "compute_seconds": outcome.compute_seconds,
+            "alignment": outcome.alignment, "communication": outcome.communication,
+            "alignment_seconds": next((r["seconds"] for r in outcome.history
+                                       if r.get("step") == "alignment"), None),
+        })

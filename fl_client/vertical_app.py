@@ -1,0 +1,190 @@
+"""The vertical ClientApp: thin handlers over :mod:`fl_client.vertical_task`.
+
+One app serves every party; a node's role follows from its own settings (the lender holds the
+labels). Message types: ``query.hello``, ``query.psi_request`` / ``query.psi_intersect``
+(lender), ``query.psi_setup`` / ``query.psi_answer`` / ``query.psi_receive`` (passive
+parties), ``train.embed``
+(passive), ``train.head`` (lender), ``evaluate.final`` (both).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from credit_data.settings import LABEL_HOLDER
+from credit_data.vertical import NodeRows
+from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS
+from fl_client.settings import ClientSettings
+from fl_client.vertical_task import BudgetRefusal, LenderNode, NodeState, PassiveNode
+
+VerticalSource = Callable[[Context], tuple[ClientSettings, NodeRows]]
+STATE = "vertical"
+
+
+def arrays(values: dict[str, np.ndarray]) -> ArrayRecord:
+    """Pack named numpy arrays."""
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in values.items()})
+
+
+def unpack(record: ArrayRecord | None) -> dict[str, np.ndarray]:
+    """Unpack named numpy arrays."""
+    return {} if record is None else {k: v.numpy() for k, v in record.items()}
+
+
+def _load(context: Context) -> NodeState:
+    saved = context.state.config_records.get(STATE)
+    return NodeState.from_bytes(cast(bytes, saved["blob"]) if saved else None)
+
+
+def _save(context: Context, state: NodeState) -> None:
+    context.state.config_records[STATE] = ConfigRecord({"blob": state.to_bytes()})
+
+
+def _reply(msg: Message, party: str, metrics: dict[str, float] | None = None,
+           values: dict[str, np.ndarray] | None = None,
+           config: dict[str, Any] | None = None) -> Message:
+    content = RecordDict({STATUS: ConfigRecord({"party": party})})
+    if metrics:
+        content[METRICS] = MetricRecord({k: float(v) for k, v in metrics.items()})
+    if values is not None:
+        content[ARRAYS] = arrays(values)
+    if config:
+        content[CONFIG] = ConfigRecord(config)
+    return Message(content, reply_to=msg)
+
+
+def _config(msg: Message) -> ConfigRecord:
+    return msg.content.config_records.get(CONFIG, ConfigRecord())
+
+
+def _passive(config: ConfigRecord) -> tuple[str, ...]:
+    return tuple(str(p) for p in cast(list[str], config["passive"]))
+
+
+def make_vertical_client_app(source: VerticalSource) -> ClientApp:
+    """Build the ClientApp over a source of (settings, rows) for the node in ``context``."""
+    app = ClientApp()
+
+    @app.query("hello")
+    def hello(msg: Message, context: Context) -> Message:
+        settings, rows = source(context)
+        return _reply(msg, settings.party, {"rows": len(rows.ids)})
+
+    @app.query("psi_request")
+    def psi_request(msg: Message, context: Context) -> Message:
+        settings, rows = source(context)
+        state = _load(context)
+        node = LenderNode(settings, rows, _passive(_config(msg)))
+        request, key = node.request(state)
+        _save(context, state)
+        return _reply(msg, settings.party, {"rows": len(rows.ids)},
+                      config={"request": request, "key": key})
+
+    @app.query("psi_setup")
+    def psi_setup(msg: Message, context: Context) -> Message:
+        settings, rows = source(context)
+        state = NodeState()  # a new alignment starts a new federation at this node
+        setup = PassiveNode(settings, rows).setup(state,
+                                                  int(cast(int, _config(msg)["lender_rows"])))
+        _save(context, state)
+        return _reply(msg, settings.party, {"rows": len(rows.ids)}, config={"setup": setup})
+
+    @app.query("psi_answer")
+    def psi_answer(msg: Message, context: Context) -> Message:
+        settings, rows = source(context)
+        config, state = _config(msg), _load(context)
+        response, key = PassiveNode(settings, rows).answer(
+            state, cast(bytes, config["request"]), cast(bytes, config["key"]))
+        _save(context, state)
+        return _reply(msg, settings.party, config={"response": response, "key": key})
+
+    @app.query("psi_intersect")
+    def psi_intersect(msg: Message, context: Context) -> Message:
+        settings, rows = source(context)
+        config = _config(msg)
+        passive = _passive(config)
+        state, node = _load(context), LenderNode(settings, rows, passive)
+        sealed: dict[str, bytes] = {}
+        metrics: dict[str, float] = {}
+        for party in passive:
+            sealed[party], counts = node.intersect(
+                state, party, cast(bytes, config[f"{party}.setup"]),
+                cast(bytes, config[f"{party}.response"]), cast(bytes, config[f"{party}.key"]))
+            metrics.update({f"{party}.{k}": v for k, v in counts.items()})
+        _save(context, state)
+        return _reply(msg, settings.party, metrics,
+                      config={f"{p}.sealed": s for p, s in sealed.items()})
+
+    @app.query("psi_receive")
+    def psi_receive(msg: Message, context: Context) -> Message:
+        settings, rows = source(context)
+        state = _load(context)
+        n = PassiveNode(settings, rows).receive(state, cast(bytes, _config(msg)["sealed"]))
+        _save(context, state)
+        return _reply(msg, settings.party, {"intersection": float(n), "rows": len(rows.ids)})
+
+    @app.train("embed")
+    def train_embed(msg: Message, context: Context) -> Message:
+        start = time.perf_counter()
+        settings, rows = source(context)
+        config, state = _config(msg), _load(context)
+        grads = unpack(msg.content.array_records.get(ARRAYS)).get("grads")
+        prev = cast(list[int], config["prev"]) if "prev" in config else None
+        try:
+            train, val, metrics = PassiveNode(settings, rows).exchange(
+                state, epoch=int(cast(int, config["epoch"])),
+                chunk=int(cast(int, config["chunk"])), grads=grads,
+                prev=(int(prev[0]), int(prev[1])) if prev else None,
+                val_epoch=int(cast(int, config["val_epoch"])))
+        except BudgetRefusal as refusal:
+            return _reply(msg, settings.party, config={"refused": str(refusal)})
+        _save(context, state)
+        values = {"train": train} | ({"val": val} if val is not None else {})
+        metrics["compute_s"] = time.perf_counter() - start
+        return _reply(msg, settings.party, metrics, values)
+
+    @app.train("head")
+    def train_head(msg: Message, context: Context) -> Message:
+        start = time.perf_counter()
+        settings, rows = source(context)
+        config, state = _config(msg), _load(context)
+        passive = _passive(config)
+        values = unpack(msg.content.array_records.get(ARRAYS))
+        val = ({p: values[f"{p}.val"] for p in passive} if f"{passive[0]}.val" in values
+               else None) if passive else None
+        try:
+            grads, metrics = LenderNode(settings, rows, passive).exchange(
+                state, epoch=int(cast(int, config["epoch"])),
+                chunk=int(cast(int, config["chunk"])),
+                embeddings={p: values[f"{p}.train"] for p in passive}, val=val,
+                val_epoch=int(cast(int, config["val_epoch"])))
+        except BudgetRefusal as refusal:
+            return _reply(msg, settings.party, config={"refused": str(refusal)})
+        _save(context, state)
+        metrics["compute_s"] = time.perf_counter() - start
+        return _reply(msg, settings.party, metrics, {f"{p}.grads": g for p, g in grads.items()})
+
+    @app.evaluate("final")
+    def final(msg: Message, context: Context) -> Message:
+        settings, rows = source(context)
+        config, state = _config(msg), _load(context)
+        best = int(cast(int, config["best_epoch"]))
+        if settings.party != LABEL_HOLDER:
+            embeddings = PassiveNode(settings, rows).final(state, best)
+            return _reply(msg, settings.party, values=embeddings)
+        passive = _passive(config)
+        values = unpack(msg.content.array_records.get(ARRAYS))
+        out_dir = Path(settings.state_dir) / settings.party if settings.state_dir else None
+        metrics = LenderNode(settings, rows, passive).final(
+            state, {p: {s: values[f"{p}.{s}"] for s in ("train", "val", "test")}
+                    for p in passive}, out_dir)
+        return _reply(msg, settings.party, metrics)
+
+    return app

@@ -1,0 +1,465 @@
+"""What each party of a vertical federation does at its own node. Never imports flwr.
+
+A node's mutable state (model weights, optimizer moments, snapshots, its privacy spend, the
+alignment) lives in :class:`NodeState`, which the ClientApp keeps in Flower's per-node
+``context.state`` between messages. Rows are addressed by their place in the intersection, in
+the lender's order, which both ends know after alignment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from credit_data.split import TEST, TRAIN, VAL
+from credit_data.vertical import NodeRows, assign_chunk
+from federation.alignment import LenderAlignment, PartyAlignment
+from fl_client.settings import ClientSettings
+from models.networks import PartyEncoder
+from models.split_training import (
+    DPPlan,
+    InnerProductLoss,
+    LenderModel,
+    chunk_sample_rate,
+    embed,
+    embedding_gradients,
+    fit_chunk,
+    randomized_response,
+    recalibrate,
+)
+from models.training import predict_proba, start_at_base_rate
+from privacy.accounting import (
+    default_delta,
+    epsilon_of,
+    flip_probability,
+    noise_multiplier_for,
+    release_noise_multiplier,
+)
+from privacy.settings import PrivacyMechanism
+
+SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
+
+
+class BudgetRefusal(RuntimeError):
+    """The node refuses a request that would spend past its own ``max_epsilon``."""
+
+
+@dataclass
+class NodeState:
+    """Everything a node keeps between messages."""
+
+    keys: dict[str, bytes] = field(default_factory=dict)
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    positions: np.ndarray | None = None
+    model: dict[str, torch.Tensor] | None = None
+    optimizer: dict[str, Any] | None = None
+    snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    version: dict[int, int] = field(default_factory=dict)
+    dp_epochs: int = 0
+    releases: list[int] = field(default_factory=list)
+    best_epoch: int = 0
+    best_auc: float = float("nan")
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        """Serialize for ``context.state`` (the node's own state; never sent)."""
+        buffer = io.BytesIO()
+        torch.save(self.__dict__, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes | None) -> NodeState:
+        """Restore a state saved by :meth:`to_bytes` (a fresh one for ``None``)."""
+        state = cls()
+        if blob:
+            state.__dict__.update(torch.load(io.BytesIO(blob), weights_only=False))
+        return state
+
+
+def release_epochs(epochs: int, releases: int) -> list[int]:
+    """Epochs (1-based) at which a party releases fresh noisy embeddings.
+
+    >>> release_epochs(30, 3)
+    [1, 11, 21]
+    >>> release_epochs(2, 5)
+    [1, 2]
+    """
+    return sorted({1 + (i * epochs) // releases for i in range(min(releases, epochs))})
+
+
+def _seed(*parts: object) -> int:
+    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+class _Node:
+    def __init__(self, settings: ClientSettings, rows: NodeRows) -> None:
+        self.settings, self.rows = settings, rows
+        p = settings.privacy
+        self.dpsgd = p.mechanism is PrivacyMechanism.dpsgd
+        self.k = settings.federation.exchanges_per_epoch
+        self.passes = settings.federation.local_epochs
+
+    def _dp_plan(self, n_train: int) -> DPPlan | None:
+        if not self.dpsgd:
+            return None
+        t = self.settings.train
+        q = chunk_sample_rate(n_train, self.k, t.batch_size)
+        steps = t.epochs * self.passes * int(round(1 / q))
+        sigma = noise_multiplier_for(self.settings.privacy.target_epsilon,
+                                     self._delta(n_train), q, steps)
+        return DPPlan(sigma, self.settings.privacy.max_grad_norm, q)
+
+    def _delta(self, n_train: int) -> float:
+        p = self.settings.privacy
+        return p.delta if p.delta is not None else default_delta(n_train)
+
+    def _dp_spend(self, state: NodeState, n_train: int, epochs: int) -> dict[str, float]:
+        plan = self._dp_plan(n_train)
+        assert plan is not None
+        history = [(plan.noise_multiplier, plan.sample_rate, epochs * self.passes
+                    * plan.steps_per_pass)] if epochs else []
+        return {"epsilon": epsilon_of(history, self._delta(n_train)),
+                "delta": self._delta(n_train), "noise_multiplier": plan.noise_multiplier,
+                "sample_rate": plan.sample_rate,
+                "steps": epochs * self.passes * plan.steps_per_pass}
+
+    def _guard(self, epsilon: float, what: str, target: float) -> None:
+        p = self.settings.privacy
+        cap = target if p.max_epsilon is None else p.max_epsilon
+        if epsilon > cap + 1e-9:
+            raise BudgetRefusal(f"{self.settings.party}: {what} would spend epsilon "
+                                f"{epsilon:.3f}, past this node's max_epsilon {cap}")
+
+    def _optimizer(self, params, state: NodeState) -> torch.optim.Optimizer:
+        t = self.settings.train
+        optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+        if state.optimizer is not None:
+            optimizer.load_state_dict(state.optimizer)
+        return optimizer
+
+
+class PassiveNode(_Node):
+    """A party without labels: it answers the alignment and trains its encoder."""
+
+    def __init__(self, settings: ClientSettings, rows: NodeRows) -> None:
+        super().__init__(settings, rows)
+        p = settings.privacy
+        self.noisy = p.embedding_epsilon is not None
+        self.schedule = (release_epochs(settings.train.epochs, p.embedding_releases)
+                         if self.noisy else [])
+
+    # alignment ---------------------------------------------------------------------------
+    def setup(self, state: NodeState, lender_rows: int) -> bytes:
+        """Blind and compress the own IDs for PSI; keep the PSI key."""
+        side = PartyAlignment(self.settings.party, self.rows.ids)
+        state.keys["psi"] = side.psi_key
+        return side.setup(lender_rows)
+
+    def answer(self, state: NodeState, request: bytes, lender_key: bytes) -> tuple[bytes, bytes]:
+        """Answer the lender's PSI request; keep the agreed channel key."""
+        side = PartyAlignment(self.settings.party, self.rows.ids, psi_key=state.keys["psi"])
+        response, public = side.answer(request, lender_key)
+        state.keys["channel"] = side.channel_key
+        return response, public
+
+    def receive(self, state: NodeState, sealed: bytes) -> int:
+        """Open the intersection the lender sealed; keep its positions in the own table."""
+        side = PartyAlignment(self.settings.party, self.rows.ids, key=state.keys["channel"])
+        state.positions = side.receive(sealed)
+        return len(state.positions)
+
+    # training ----------------------------------------------------------------------------
+    def _split_positions(self, state: NodeState, split: int) -> np.ndarray:
+        assert state.positions is not None, "alignment first"
+        return state.positions[self.rows.split[state.positions] == split]
+
+    def _chunk_positions(self, state: NodeState, epoch: int, chunk: int) -> np.ndarray:
+        train = self._split_positions(state, TRAIN)
+        ids = [self.rows.ids[i] for i in train]
+        return train[assign_chunk(ids, self.settings.seed, epoch, self.k) == chunk]
+
+    def _encoder(self, weights: dict[str, torch.Tensor] | None = None) -> PartyEncoder:
+        m = self.settings.model
+        if weights is None:
+            torch.manual_seed(_seed(self.settings.seed, self.settings.party, "init"))
+        encoder = PartyEncoder(self.rows.width, m.encoder_hidden, m.embedding_dim, m.dropout)
+        if weights is not None:
+            encoder.load_state_dict(weights)
+        return encoder
+
+    def _noise_std(self) -> float:
+        p = self.settings.privacy
+        assert p.embedding_epsilon is not None
+        # a record's value is released once per scheduled release; replacing the record moves
+        # its clipped embedding by at most twice the clipping norm
+        n_val = len(self.schedule)
+        z = release_noise_multiplier(p.embedding_epsilon, self._embedding_delta(), n_val)
+        return z * 2.0 * p.embedding_clip
+
+    def _embedding_delta(self) -> float:
+        p = self.settings.privacy
+        return p.delta if p.delta is not None else default_delta(len(self.rows.ids))
+
+    def _release(self, state: NodeState, encoder_version: int, positions: np.ndarray,
+                 split: int, encoder: PartyEncoder) -> np.ndarray:
+        """Embeddings of ``positions``; with embedding noise, the noisy values of a release."""
+        if not self.noisy:
+            return embed(encoder, self.rows.x[positions])
+        p = self.settings.privacy
+        full = self._split_positions(state, split)
+        generator = torch.Generator().manual_seed(
+            _seed(self.settings.seed, self.settings.party, "release", encoder_version, split))
+        values = embed(encoder, self.rows.x[full], clip=p.embedding_clip,
+                       noise_std=self._noise_std(), generator=generator)
+        where = {int(pos): i for i, pos in enumerate(full)}
+        return values[[where[int(pos)] for pos in positions]]
+
+    def exchange(self, state: NodeState, *, epoch: int, chunk: int,
+                 grads: np.ndarray | None, prev: tuple[int, int] | None,
+                 val_epoch: int) -> tuple[np.ndarray, np.ndarray | None, dict[str, float]]:
+        """Apply the lender's gradients for the previous chunk, then embed the next chunk.
+
+        With ``val_epoch`` the encoder as it stands after that epoch is kept, and the
+        validation rows are embedded too. ``chunk < 0`` asks for no training rows.
+        """
+        encoder = self._encoder(state.model)
+        optimizer = self._optimizer(encoder.parameters(), state)
+        metrics: dict[str, float] = {}
+        n_train = len(self._split_positions(state, TRAIN))
+        if grads is not None and prev is not None:
+            rows = self._chunk_positions(state, *prev)
+            if len(rows) != len(grads):
+                raise ValueError(f"{self.settings.party}: {len(grads)} gradients for a chunk of "
+                                 f"{len(rows)} rows")
+            dp = self._dp_plan(n_train)
+            loss, _ = fit_chunk(encoder, optimizer, self.rows.x[rows], grads, InnerProductLoss(),
+                                batch_size=self.settings.train.batch_size, passes=self.passes,
+                                generator=torch.Generator().manual_seed(
+                                    _seed(self.settings.seed, self.settings.party, *prev)),
+                                dp=dp)
+            metrics["surrogate_loss"] = loss
+            if dp is not None and prev[1] == self.k - 1:  # an epoch of chunks is complete
+                state.dp_epochs = prev[0]
+        if self.dpsgd:
+            spend = self._dp_spend(state, n_train, state.dp_epochs)
+            metrics.update({f"dpsgd_{k}": v for k, v in spend.items()})
+        state.model, state.optimizer = encoder.state_dict(), optimizer.state_dict()
+
+        if self.noisy and chunk >= 0 and epoch in self.schedule and epoch not in state.releases:
+            state.releases.append(epoch)
+            state.snapshots[epoch] = {k: v.clone() for k, v in encoder.state_dict().items()}
+        version = max(state.releases) if self.noisy else epoch
+        source = self._encoder(state.snapshots[version]) if self.noisy else encoder
+        val = None
+        if val_epoch:
+            if not self.noisy:
+                state.snapshots[val_epoch] = {k: v.clone() for k, v in
+                                              encoder.state_dict().items()}
+                state.version[val_epoch] = val_epoch
+            else:
+                state.version[val_epoch] = max(r for r in state.releases if r <= val_epoch)
+            src = self._encoder(state.snapshots[state.version[val_epoch]])
+            val = self._release(state, state.version[val_epoch],
+                                self._split_positions(state, VAL), VAL, src)
+        train = np.zeros((0, self.settings.model.embedding_dim), np.float32)
+        if chunk >= 0:
+            train = self._release(state, version, self._chunk_positions(state, epoch, chunk),
+                                  TRAIN, source)
+        if self.noisy:
+            metrics.update(self.embedding_spend(state))
+        return train, val, metrics
+
+    def embedding_spend(self, state: NodeState) -> dict[str, float]:
+        """Return the embedding-noise budget spent so far, with what recomputes it."""
+        p = self.settings.privacy
+        assert p.embedding_epsilon is not None
+        z = release_noise_multiplier(p.embedding_epsilon, self._embedding_delta(),
+                                     len(self.schedule))
+        spent = epsilon_of([(z, 1.0, len(state.releases))], self._embedding_delta())
+        self._guard(spent, "releasing embeddings", p.embedding_epsilon)
+        return {"embedding_epsilon": spent, "embedding_delta": self._embedding_delta(),
+                "embedding_noise_multiplier": z, "embedding_releases": len(state.releases),
+                "embedding_sensitivity": 2.0 * p.embedding_clip}
+
+    def final(self, state: NodeState, best_epoch: int) -> dict[str, np.ndarray]:
+        """Embeddings of every split from the encoder the lender's best epoch used."""
+        version = state.version.get(best_epoch, max(state.snapshots, default=0))
+        encoder = self._encoder(state.snapshots[version]) if state.snapshots else \
+            self._encoder(state.model)
+        return {name: self._release(state, version, self._split_positions(state, split), split,
+                                    encoder) for name, split in SPLITS.items()}
+
+
+class LenderNode(_Node):
+    """The label holder: aligns, trains its encoder and the head, and returns gradients."""
+
+    def __init__(self, settings: ClientSettings, rows: NodeRows, passive: tuple[str, ...]
+                 ) -> None:
+        super().__init__(settings, rows)
+        assert rows.y is not None
+        self.passive = passive
+        p = settings.privacy
+        self.flip = flip_probability(p.label_epsilon) if p.label_epsilon is not None else 0.0
+        self.train_rows = np.flatnonzero(rows.split == TRAIN)
+        self.y_train = rows.y[self.train_rows]
+        if self.flip > 0:
+            self.y_train = randomized_response(self.y_train, self.flip,
+                                               _seed(settings.seed, "labels"))
+
+    # alignment ---------------------------------------------------------------------------
+    def request(self, state: NodeState) -> tuple[bytes, bytes]:
+        """Blind the applicant IDs once for every party."""
+        side = LenderAlignment(self.rows.ids)
+        state.keys["psi"], state.keys["channel"] = side.keys()
+        return side.request()
+
+    def intersect(self, state: NodeState, party: str, setup: bytes, response: bytes,
+                  party_key: bytes) -> tuple[bytes, dict[str, int]]:
+        """Learn which applicants ``party`` knows; seal that intersection for it."""
+        side = LenderAlignment(self.rows.ids, psi_key=state.keys["psi"],
+                               channel_key=state.keys["channel"])
+        sealed, found = side.intersect(party, setup, response, party_key)
+        state.masks[party] = found
+        return sealed, {"lender_rows": len(found), "intersection": int(found.sum())}
+
+    # training ----------------------------------------------------------------------------
+    def _model(self, state: NodeState, weights: dict[str, torch.Tensor] | None = None
+               ) -> LenderModel:
+        if weights is None and state.model is None:
+            torch.manual_seed(_seed(self.settings.seed, "lender", "init"))
+        model = LenderModel(self.rows.width, self.passive, self.settings.model)
+        saved = weights if weights is not None else state.model
+        if saved is not None:
+            model.load_state_dict(saved)
+        else:
+            start_at_base_rate(model, float(self.y_train.mean()))
+        return model
+
+    def _inputs(self, rows: np.ndarray, embeddings: dict[str, np.ndarray],
+                model: LenderModel, state: NodeState) -> np.ndarray:
+        """Lay the lender's columns and each party's embeddings (where known) side by side."""
+        z = np.zeros((len(rows), model.width + len(self.passive) * (model.embedding_dim + 1)),
+                     dtype=np.float32)
+        z[:, :model.width] = self.rows.x[rows]
+        for party in self.passive:
+            known = state.masks[party][rows]
+            if int(known.sum()) != len(embeddings[party]):
+                raise ValueError(f"{party} sent {len(embeddings[party])} embeddings for "
+                                 f"{int(known.sum())} applicants it knows")
+            z[known, model.embedding_columns(party)] = embeddings[party]
+            z[:, model.presence_column(party)] = known
+        return z
+
+    def _chunk(self, epoch: int, chunk: int) -> np.ndarray:
+        ids = [self.rows.ids[i] for i in self.train_rows]
+        return np.flatnonzero(assign_chunk(ids, self.settings.seed, epoch, self.k) == chunk)
+
+    def split_rows(self, split: int) -> np.ndarray:
+        """Lender rows of one split, in table order."""
+        return np.flatnonzero(self.rows.split == split)
+
+    def exchange(self, state: NodeState, *, epoch: int, chunk: int,
+                 embeddings: dict[str, np.ndarray], val: dict[str, np.ndarray] | None,
+                 val_epoch: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Score the validation rows of ``val_epoch`` (early stopping), then train on a chunk.
+
+        Returns the per-record gradients for each party's embeddings of the chunk, and
+        metrics (``stop`` is 1 when early stopping ends training; no chunk is trained then).
+        """
+        model = self._model(state)
+        metrics: dict[str, float] = {}
+        if val is not None:
+            rows = self.split_rows(VAL)
+            y_val = self.rows.y[rows]  # type: ignore[index]
+            auc = float(roc_auc_score(y_val, predict_proba(model, self._inputs(rows, val, model,
+                                                                           state))))
+            if not auc <= state.best_auc:
+                state.best_epoch, state.best_auc = val_epoch, auc
+            state.snapshots[val_epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+            for old in [e for e in state.snapshots if e not in (state.best_epoch, val_epoch)]:
+                del state.snapshots[old]
+            state.history[-1]["val_auc"] = auc
+            metrics.update({"val_auc": auc, "best_epoch": state.best_epoch})
+            patience, epochs = self.settings.train.patience, self.settings.train.epochs
+            if val_epoch - state.best_epoch >= patience or val_epoch >= epochs or chunk < 0:
+                metrics["stop"] = 1.0
+                return {}, metrics
+        optimizer = self._optimizer(model.parameters(), state)
+        where = self._chunk(epoch, chunk)
+        rows = self.train_rows[where]
+        z = self._inputs(rows, embeddings, model, state)
+        n_train = len(self.train_rows)
+        dp = self._dp_plan(n_train)
+        loss, steps = fit_chunk(model, optimizer, z, self.y_train[where],
+                                torch.nn.BCEWithLogitsLoss(),
+                                batch_size=self.settings.train.batch_size, passes=self.passes,
+                                generator=torch.Generator().manual_seed(
+                                    _seed(self.settings.seed, "lender", epoch, chunk)), dp=dp)
+        if chunk == 0:
+            state.history.append({"epoch": epoch, "train_loss": 0.0, "rows": 0})
+        row = state.history[-1]
+        row["train_loss"] = (row["train_loss"] * row["rows"] + loss * len(rows)) / max(
+            row["rows"] + len(rows), 1)
+        row["rows"] += len(rows)
+        if dp is not None and chunk == self.k - 1:
+            state.dp_epochs = epoch
+        grads = embedding_gradients(model, z, self.y_train[where])
+        state.model, state.optimizer = model.state_dict(), optimizer.state_dict()
+        metrics.update({"train_loss": loss, "steps": steps})
+        metrics.update(self.spend(state))
+        return {p: g[state.masks[p][rows]] for p, g in grads.items()}, metrics
+
+    def spend(self, state: NodeState) -> dict[str, float]:
+        """Label-DP and DP-SGD spend so far, with what recomputes them."""
+        out: dict[str, float] = {}
+        if self.flip > 0:
+            out.update({"label_epsilon": float(self.settings.privacy.label_epsilon or 0.0),
+                        "label_flip_probability": self.flip})
+        if self.dpsgd:
+            spend = self._dp_spend(state, len(self.train_rows), state.dp_epochs)
+            self._guard(spend["epsilon"], "DP-SGD", self.settings.privacy.target_epsilon)
+            out.update({f"dpsgd_{k}": v for k, v in spend.items()})
+        return out
+
+    def final(self, state: NodeState, embeddings: dict[str, dict[str, np.ndarray]],
+              out_dir: Path | None) -> dict[str, float]:
+        """Score every split with the best epoch's model; keep the scores at this node.
+
+        Also scores the test rows with each party masked as unknown (its lift). Returns only
+        aggregate metrics; the row-level scores are written to ``out_dir`` (the lender's own
+        disk) when given.
+        """
+        model = self._model(state, state.snapshots.get(state.best_epoch))
+        scores, metrics = {}, {}
+        for name, split in SPLITS.items():
+            rows = self.split_rows(split)
+            scores[name] = predict_proba(model, self._inputs(
+                rows, {p: embeddings[p][name] for p in self.passive}, model, state))
+        if self.flip > 0:
+            val_scores, y_val = scores["val"], self.rows.y[self.split_rows(VAL)]  # type: ignore[index]
+            scores = {n: recalibrate(s, val_scores, y_val) for n, s in scores.items()}
+        test = self.split_rows(TEST)
+        y_test = self.rows.y[test]  # type: ignore[index]
+        metrics["test_auc"] = float(roc_auc_score(y_test, scores["test"]))
+        for party in self.passive:
+            z = self._inputs(test, {p: embeddings[p]["test"] for p in self.passive}, model,
+                             state)
+            z[:, model.presence_column(party)] = 0.0
+            metrics[f"test_auc_without_{party}"] = float(roc_auc_score(
+                y_test, predict_proba(model, z)))
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            arrays: dict[str, Any] = {f"{n}_scores": s for n, s in scores.items()}
+            arrays |= {f"{n}_rows": self.split_rows(s) for n, s in SPLITS.items()}
+            arrays["history"] = np.array([[h["epoch"], h["train_loss"], h.get("val_auc", np.nan)]
+                                          for h in state.history])
+            np.savez(out_dir / "scores.npz", **arrays)
+        metrics["best_epoch"] = state.best_epoch
+        return metrics

@@ -1,0 +1,263 @@
+"""The vertical federation's message loop. The server only routes.
+
+It never holds a feature, a label or an ID: it passes the PSI messages (blinded values and a
+sealed intersection), then, per exchange, the passive parties' embeddings to the lender and the
+lender's per-record gradients back, and it keeps count of the messages and bytes each party
+sends and receives. Early stopping is the lender's call (it alone can score validation rows).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from credit_data.settings import LABEL_HOLDER
+from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS
+from fl_server.rounds import FederationError, _wait_for_nodes
+from fl_server.settings import ServerSettings
+from privacy.accounting import ACCOUNTANT
+from privacy.ledger import PartySpend, PrivacyLedger
+
+log = logging.getLogger("credit_fl")
+
+Recorder = Callable[[str, int, RecordDict], None]
+"""Called with ("out" | "in", node id, content) for every message the server routes."""
+
+
+@dataclass
+class VerticalOutcome:
+    """What the server leaves behind for the runner."""
+
+    parties: dict[str, int] = field(default_factory=dict)
+    alignment: dict[str, dict[str, int]] = field(default_factory=dict)
+    communication: dict[str, dict[str, int]] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    ledger: PrivacyLedger | None = None
+    final: dict[str, float] = field(default_factory=dict)
+    epochs: int = 0
+    message_rounds: int = 0
+    seconds_by_kind: dict[str, float] = field(default_factory=dict)
+    compute_seconds: dict[str, float] = field(default_factory=dict)
+    error: BaseException | None = None
+
+
+def _size(content: RecordDict) -> int:
+    return int(sum(record.count_bytes() for record in content.values()))
+
+
+class _Router:
+    """Sends messages, checks replies, counts traffic per party."""
+
+    def __init__(self, grid: Grid, out: VerticalOutcome, timeout: float,
+                 recorder: Recorder | None) -> None:
+        self.grid, self.out, self.timeout, self.recorder = grid, out, timeout, recorder
+        self.node: dict[str, int] = {}
+
+    def _count(self, party: str, key: str, content: RecordDict) -> None:
+        c = self.out.communication.setdefault(party, {"messages_in": 0, "bytes_in": 0,
+                                                      "messages_out": 0, "bytes_out": 0})
+        c[f"messages_{key}"] += 1
+        c[f"bytes_{key}"] += _size(content)
+
+    def send(self, kind: str | dict[str, str],
+             content: dict[str, RecordDict]) -> dict[str, RecordDict]:
+        """Send ``content[party]`` to each party in one round; return each reply's content.
+
+        ``kind`` is the message type, or one per party.
+        """
+        messages = []
+        for party, body in content.items():
+            node = self.node[party]
+            messages.append(Message(body, dst_node_id=node, message_type=(
+                kind if isinstance(kind, str) else kind[party])))
+            self._count(party, "in", body)  # what the party receives
+            if self.recorder is not None:
+                self.recorder("out", node, body)
+        start = time.perf_counter()
+        replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
+        self.out.message_rounds += 1
+        name = kind if isinstance(kind, str) else "+".join(sorted(set(kind.values())))
+        self.out.seconds_by_kind[name] = (self.out.seconds_by_kind.get(name, 0.0)
+                                          + time.perf_counter() - start)
+        by_node = {v: k for k, v in self.node.items()}
+        got: dict[str, RecordDict] = {}
+        for reply in replies:
+            party = by_node.get(reply.metadata.src_node_id, str(reply.metadata.src_node_id))
+            if reply.has_error():
+                raise FederationError(f"{kind}: {party} failed: {reply.error.reason}")
+            if self.recorder is not None:
+                self.recorder("in", reply.metadata.src_node_id, reply.content)
+            self._count(party, "out", reply.content)
+            refused = reply.content.config_records.get(CONFIG, ConfigRecord()).get("refused")
+            if refused:
+                raise FederationError(f"{kind}: {party} refused: {refused!s}")
+            got[party] = reply.content
+            metrics = reply.content.metric_records.get(METRICS)
+            compute = metrics.get("compute_s") if metrics is not None else None
+            if compute is not None:
+                self.out.compute_seconds[party] = (self.out.compute_seconds.get(party, 0.0)
+                                                   + float(cast(float, compute)))
+        missing = sorted(set(content) - set(got))
+        if missing:
+            raise FederationError(f"{kind}: no reply from {missing} within "
+                                  f"{self.timeout:.0f} s (federation.round_timeout)")
+        return got
+
+
+def _config(**values: Any) -> RecordDict:
+    return RecordDict({CONFIG: ConfigRecord(values)})
+
+
+def _identify(grid: Grid, router: _Router, s: ServerSettings) -> tuple[str, ...]:
+    nodes = _wait_for_nodes(grid, s.n_clients, s.federation.connect_timeout)
+    messages = [Message(RecordDict(), dst_node_id=n, message_type="query.hello") for n in nodes]
+    for reply in grid.send_and_receive(messages, timeout=s.federation.connect_timeout):
+        if reply.has_error():
+            raise FederationError(f"node {reply.metadata.src_node_id} did not say which party "
+                                  f"it is: {reply.error.reason}")
+        party = str(reply.content[STATUS]["party"])
+        if party in router.node:
+            raise FederationError(f"two nodes both say they are '{party}'")
+        router.node[party] = reply.metadata.src_node_id
+        router.out.parties[party] = int(cast(float, reply.content[METRICS]["rows"]))
+    if LABEL_HOLDER not in router.node:
+        raise FederationError(f"no node is the '{LABEL_HOLDER}' (the label holder)")
+    return tuple(p for p in s.parties if p != LABEL_HOLDER and p in router.node)
+
+
+def _align(router: _Router, passive: tuple[str, ...]) -> None:
+    """Private set intersection between the lender and each party, routed blind."""
+    # the parties blind their own sets while the lender blinds its applicants
+    lender_rows = router.out.parties[LABEL_HOLDER]
+    kinds = {LABEL_HOLDER: "query.psi_request"} | dict.fromkeys(passive, "query.psi_setup")
+    first = router.send(kinds,
+                        {LABEL_HOLDER: _config(passive=list(passive))}
+                        | {p: _config(lender_rows=lender_rows) for p in passive})
+    request = first[LABEL_HOLDER][CONFIG]
+    answers = router.send("query.psi_answer", {p: _config(
+        request=request["request"], key=request["key"]) for p in passive})
+    forward: dict[str, Any] = {"passive": list(passive)}
+    for p in passive:
+        forward[f"{p}.setup"] = first[p][CONFIG]["setup"]
+        for key in ("response", "key"):
+            forward[f"{p}.{key}"] = answers[p][CONFIG][key]
+    inter = router.send("query.psi_intersect", {LABEL_HOLDER: _config(**forward)})
+    counts = inter[LABEL_HOLDER][METRICS]
+    sealed = inter[LABEL_HOLDER][CONFIG]
+    received = router.send("query.psi_receive", {p: _config(sealed=sealed[f"{p}.sealed"])
+                                                 for p in passive})
+    for p in passive:
+        n = int(cast(float, counts[f"{p}.intersection"]))
+        got = int(cast(float, received[p][METRICS]["intersection"]))
+        if got != n:
+            raise FederationError(f"alignment with {p}: the lender found {n} shared customers, "
+                                  f"{p} received {got}")
+        router.out.alignment[p] = {"lender_rows": lender_rows,
+                                   "party_rows": router.out.parties[p],
+                                   "intersection": n}
+        log.info("alignment: %s knows %d of the lender's %d applicants", p, n, lender_rows)
+
+
+def _record_privacy(ledger: PrivacyLedger, epoch: int, party: str,
+                    metrics: Any) -> None:
+    m = {k: float(cast(float, v)) for k, v in metrics.items()}
+    if "label_epsilon" in m:
+        ledger.record(epoch, f"{party}/label_dp", PartySpend(
+            epsilon=m["label_epsilon"], delta=0.0, mechanism="label_dp", noise_multiplier=0.0,
+            sample_rate=1.0, steps=1, accountant="randomized response",
+            flip_probability=m["label_flip_probability"]))
+    if "dpsgd_epsilon" in m:
+        ledger.record(epoch, f"{party}/dpsgd", PartySpend(
+            epsilon=m["dpsgd_epsilon"], delta=m["dpsgd_delta"], mechanism="dpsgd",
+            noise_multiplier=m["dpsgd_noise_multiplier"], sample_rate=m["dpsgd_sample_rate"],
+            steps=int(m["dpsgd_steps"]), accountant=ACCOUNTANT))
+    if "embedding_epsilon" in m:
+        ledger.record(epoch, f"{party}/embedding_noise", PartySpend(
+            epsilon=m["embedding_epsilon"], delta=m["embedding_delta"],
+            mechanism="embedding_noise", noise_multiplier=m["embedding_noise_multiplier"],
+            sample_rate=1.0, steps=int(m["embedding_releases"]), accountant=ACCOUNTANT,
+            sensitivity=m["embedding_sensitivity"]))
+
+
+def run_vertical_federation(grid: Grid, s: ServerSettings,
+                            recorder: Recorder | None = None) -> VerticalOutcome:
+    """Align, train exchange by exchange until the lender stops, then score."""
+    out = VerticalOutcome()
+    f = s.federation
+    router = _Router(grid, out, f.round_timeout, recorder)
+    passive = _identify(grid, router, s)
+    if not passive:
+        raise FederationError("vertical federation needs at least one party besides the "
+                              f"lender; connected: {sorted(router.node)}")
+    mechanisms = s.privacy.vertical_mechanisms()
+    out.ledger = PrivacyLedger(*mechanisms) if mechanisms else None
+    start = time.perf_counter()
+    _align(router, passive)
+    out.history.append({"step": "alignment", "seconds": time.perf_counter() - start})
+
+    grads: dict[str, Any] = {}
+    prev: list[int] | None = None
+    epoch, k = 0, f.exchanges_per_epoch
+    stop = False
+    while not stop:
+        epoch += 1
+        start = time.perf_counter()
+        last = epoch > s.train_epochs  # one more message round only to score validation
+        for chunk in (range(k) if not last else [-1]):
+            val_epoch = epoch - 1 if chunk in (0, -1) else 0
+            config: dict[str, Any] = {"epoch": epoch, "chunk": chunk, "val_epoch": val_epoch}
+            if prev:
+                config["prev"] = prev
+            embed = {}
+            for p in passive:
+                body = RecordDict({CONFIG: ConfigRecord(config)})
+                if p in grads:
+                    body[ARRAYS] = ArrayRecord({"grads": grads[p]})
+                embed[p] = body
+            embedded = router.send("train.embed", embed)
+            values: dict[str, Any] = {}
+            for p in passive:
+                record = embedded[p].array_records[ARRAYS]
+                values[f"{p}.train"] = record["train"]
+                if "val" in record:
+                    values[f"{p}.val"] = record["val"]
+            head = router.send("train.head", {LABEL_HOLDER: RecordDict({
+                CONFIG: ConfigRecord({"epoch": epoch, "chunk": chunk, "val_epoch": val_epoch,
+                                      "passive": list(passive)}),
+                ARRAYS: ArrayRecord(values)})})[LABEL_HOLDER]
+            metrics = head[METRICS]
+            if val_epoch:
+                row = next(r for r in out.history if r.get("epoch") == val_epoch)
+                row["val_auc"] = float(cast(float, metrics["val_auc"]))
+                log.info("epoch %d  val_auc %.4f", val_epoch, row["val_auc"])
+            if out.ledger is not None:
+                _record_privacy(out.ledger, epoch, LABEL_HOLDER, metrics)
+                for p in passive:
+                    if METRICS in embedded[p]:
+                        _record_privacy(out.ledger, epoch, p, embedded[p][METRICS])
+            if "stop" in metrics:
+                stop = True
+                break
+            grads = {p: head[ARRAYS][f"{p}.grads"] for p in passive}
+            prev = [epoch, chunk]
+            if chunk == 0:
+                out.history.append({"epoch": epoch, "train_loss": 0.0})
+            out.history[-1]["train_loss"] += float(cast(float, metrics["train_loss"])) / k
+        if not stop:
+            out.epochs = epoch
+            out.history[-1]["seconds"] = time.perf_counter() - start
+    best = int(cast(float, head[METRICS]["best_epoch"]))
+    finals = router.send("evaluate.final", {p: _config(best_epoch=best) for p in passive})
+    values = {f"{p}.{name}": finals[p][ARRAYS][name] for p in passive
+              for name in ("train", "val", "test")}
+    scored = router.send("evaluate.final", {LABEL_HOLDER: RecordDict({
+        CONFIG: ConfigRecord({"best_epoch": best, "passive": list(passive)}),
+        ARRAYS: ArrayRecord(values)})})[LABEL_HOLDER]
+    out.final = {k: float(cast(float, v)) for k, v in scored[METRICS].items()}
+    return out

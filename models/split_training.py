@@ -1,0 +1,235 @@
+"""Split-model training, one party at a time, for vertical federation. Never imports flwr.
+
+The lender runs :class:`LenderModel` (its own encoder, an embedding that stands for "this party
+does not know the applicant", and the head) on its columns and the passive parties' embeddings;
+each passive party runs a :class:`~models.networks.PartyEncoder` on its own columns.
+
+One exchange covers a chunk of many batches (in the spirit of FedBCD): the lender trains on the
+chunk with the parties' embeddings held fixed, then returns to each party the gradient of each
+record's loss with respect to that record's embedding; the party trains its encoder on the
+chunk against those gradients (:class:`InnerProductLoss`). With DP-SGD both sides sample Poisson
+batches, clip per record (Opacus ghost clipping) and add noise.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from opacus import PrivacyEngine
+from sklearn.linear_model import LogisticRegression
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from models.networks import PartyEncoder, SplitHead
+from models.settings import ModelSettings
+from privacy.accounting import ACCOUNTANT
+from privacy.ledger import PrivacyLedgerError
+
+
+class LenderModel(nn.Module):
+    """The lender's part of the split model.
+
+    Input columns: the lender's own, then for each passive party its embedding and a presence
+    flag. Where the flag is 0 the party's embedding is replaced by a learned "absent" vector, so
+    applicants a party does not know stay in training.
+
+    >>> m = LenderModel(3, ("bureau",), ModelSettings(hidden=(4,), encoder_hidden=(4,),
+    ...                 embedding_dim=2))
+    >>> m(torch.zeros(5, 3 + 2 + 1)).shape
+    torch.Size([5])
+    """
+
+    def __init__(self, width: int, passive: tuple[str, ...], settings: ModelSettings) -> None:
+        super().__init__()
+        d = settings.embedding_dim
+        self.width, self.passive, self.embedding_dim = width, passive, d
+        self.encoder = PartyEncoder(width, settings.encoder_hidden, d, settings.dropout)
+        self.absent = nn.ModuleDict({p: nn.Linear(1, d, bias=False) for p in passive})
+        self.head = SplitHead(d * (1 + len(passive)), settings.hidden, settings.dropout)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(z, [self.width] + [self.embedding_dim, 1] * len(self.passive), dim=1)
+        embeddings = [self.encoder(parts[0])]
+        for i, party in enumerate(self.passive):
+            emb, present = parts[1 + 2 * i], parts[2 + 2 * i]
+            embeddings.append(emb * present + self.absent[party](1.0 - present))
+        return self.head(torch.cat(embeddings, dim=1))
+
+    def embedding_columns(self, party: str) -> slice:
+        """Columns of ``party``'s embedding in the input."""
+        start = self.width + self.passive.index(party) * (self.embedding_dim + 1)
+        return slice(start, start + self.embedding_dim)
+
+    def presence_column(self, party: str) -> int:
+        """Column of ``party``'s presence flag in the input."""
+        return self.embedding_columns(party).stop
+
+
+class InnerProductLoss(nn.Module):
+    """A passive party's loss: ``<embedding, gradient the lender returned>`` per record.
+
+    Its gradient with respect to the encoder is exactly the lender's loss gradient, chained
+    through the embedding. ``reduction`` follows torch (Opacus sets it to ``none``).
+
+    >>> InnerProductLoss()(torch.ones(2, 3), torch.full((2, 3), 2.0))
+    tensor(6.)
+    """
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, embedding: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+        per_record = (embedding * gradient).sum(dim=1)
+        if self.reduction == "none":
+            return per_record
+        return per_record.sum() if self.reduction == "sum" else per_record.mean()
+
+
+@dataclass(frozen=True)
+class DPPlan:
+    """DP-SGD parameters fixed for the whole training: one Poisson rate for every chunk."""
+
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+
+    @property
+    def steps_per_pass(self) -> int:
+        """Batches drawn per pass over a chunk."""
+        return int(round(1.0 / self.sample_rate))
+
+
+def chunk_sample_rate(n_rows: int, chunks: int, batch_size: int) -> float:
+    """Return the Poisson rate giving batches of ``batch_size`` from chunks of ``n_rows / chunks``.
+
+    >>> chunk_sample_rate(70_000, 2, 512)
+    0.014705882352941176
+    """
+    return 1.0 / max(1, math.ceil(n_rows / chunks / batch_size))
+
+
+def fit_chunk(model: nn.Module, optimizer: torch.optim.Optimizer, x: np.ndarray,
+              target: np.ndarray, criterion: nn.Module, *, batch_size: int, passes: int,
+              generator: torch.Generator, dp: DPPlan | None = None) -> tuple[float, int]:
+    """Train ``model`` in place on one chunk; return the mean loss and the optimizer steps.
+
+    ``generator`` fixes the batches; its seed also seeds dropout and DP noise, so a chunk
+    trains the same whichever worker process runs it.
+    """
+    torch.manual_seed(generator.initial_seed())
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    tt = torch.as_tensor(target, dtype=torch.float32)
+    model.train()
+    if dp is None:
+        total, seen, steps = 0.0, 0, 0
+        for _ in range(passes):
+            order = torch.randperm(len(xt), generator=generator)
+            for i in range(0, len(order), batch_size):
+                batch = order[i:i + batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                loss = criterion(model(xt[batch]), tt[batch])
+                loss.backward()
+                optimizer.step()
+                total, seen, steps = total + loss.item() * len(batch), seen + len(batch), steps + 1
+        return total / max(seen, 1), steps
+    with warnings.catch_warnings():  # secure_mode off; ghost clipping's hooks on inputs
+        warnings.simplefilter("ignore", UserWarning)
+        return _fit_chunk_private(model, optimizer, xt, tt, criterion, passes, generator, dp)
+
+
+def _fit_chunk_private(model, optimizer, xt, tt, criterion, passes, generator,
+                       dp: DPPlan) -> tuple[float, int]:
+    batches = dp.steps_per_pass
+    loader = DataLoader(TensorDataset(xt, tt), batch_size=max(1, math.ceil(len(xt) / batches)),
+                        generator=generator)
+    if len(xt) and len(loader) != batches:
+        raise PrivacyLedgerError(f"cannot sample at rate {dp.sample_rate} from a chunk of "
+                                 f"{len(xt)} rows: the loader makes {len(loader)} batches")
+    engine = PrivacyEngine(accountant=ACCOUNTANT)
+    private, dp_optimizer, dp_criterion, loader = engine.make_private(
+        module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
+        noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+        poisson_sampling=True, grad_sample_mode="ghost")
+    private.train()
+    total, seen, steps = 0.0, 0, 0
+    for _ in range(passes):
+        for xb, tb in loader:
+            dp_optimizer.zero_grad(set_to_none=True)
+            if len(xb) == 0:  # an empty Poisson batch still counts as a step
+                dp_optimizer.step()
+                steps += 1
+                continue
+            loss = dp_criterion(private(xb), tb)
+            loss.backward()
+            dp_optimizer.step()
+            total, seen, steps = total + loss.item() * len(xb), seen + len(xb), steps + 1
+    private.remove_hooks()
+    return total / max(seen, 1), steps
+
+
+def embedding_gradients(model: LenderModel, z: np.ndarray, y: np.ndarray,
+                        ) -> dict[str, np.ndarray]:
+    """Per record, the gradient of its loss with respect to each party's embedding.
+
+    Rows where a party does not know the applicant get zeros (they are never sent).
+    """
+    model.eval()
+    zt = torch.as_tensor(z, dtype=torch.float32).clone().requires_grad_(True)
+    loss = nn.functional.binary_cross_entropy_with_logits(
+        model(zt), torch.as_tensor(y, dtype=torch.float32), reduction="sum")
+    (grad,) = torch.autograd.grad(loss, zt)
+    return {p: grad[:, model.embedding_columns(p)].numpy().copy() for p in model.passive}
+
+
+@torch.no_grad()
+def embed(encoder: nn.Module, x: np.ndarray, *, clip: float | None = None,
+          noise_std: float = 0.0, generator: torch.Generator | None = None) -> np.ndarray:
+    """Embed ``x``, optionally with embedding noise.
+
+    With ``clip`` each row is scaled to norm at most ``clip``, then Gaussian noise of
+    ``noise_std`` is added.
+    """
+    encoder.eval()
+    out = encoder(torch.as_tensor(x, dtype=torch.float32))
+    if clip is not None:
+        norms = out.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        out = out * torch.clamp(clip / norms, max=1.0)
+    if noise_std > 0:
+        out = out + noise_std * torch.randn(out.shape, generator=generator)
+    return out.numpy().astype(np.float32)
+
+
+def randomized_response(y: np.ndarray, flip: float, seed: int) -> np.ndarray:
+    """Flip each 0/1 label with probability ``flip`` (label DP by randomized response).
+
+    >>> randomized_response(np.zeros(4, np.float32), 0.0, seed=0).tolist()
+    [0.0, 0.0, 0.0, 0.0]
+    """
+    flips = np.random.default_rng(seed).random(len(y)) < flip
+    return np.where(flips, 1.0 - y, y).astype(np.float32)
+
+
+def recalibrate(scores: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Platt-scale ``scores`` on ``(reference, labels)``: a strictly increasing map, so AUC stays.
+
+    Under label DP the model learns the flipped labels' rate, pulled toward 0.5; the lender
+    recalibrates on its validation rows, whose true labels never leave it.
+
+    >>> ref = np.array([0.2, 0.3, 0.6, 0.7]); y = np.array([0, 0, 1, 1])
+    >>> out = recalibrate(np.array([0.1, 0.9]), ref, y)
+    >>> bool(out[0] < out[1])
+    True
+    """
+    def logit(p: np.ndarray) -> np.ndarray:
+        p = np.clip(p, 1e-7, 1 - 1e-7)
+        return np.log(p / (1 - p))[:, None]
+
+    fitted = LogisticRegression(C=1e6).fit(logit(reference), labels)
+    if fitted.coef_[0, 0] <= 0:  # no usable signal: leave the scores as they are
+        return scores
+    return fitted.predict_proba(logit(scores))[:, 1]
