@@ -7,11 +7,15 @@ in the same run. Speed targets live here, never in timed tests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 from credit_data.design import build_design
 from credit_data.settings import DataSettings
@@ -20,9 +24,10 @@ from credit_data.synthetic import generate
 from experiments.baselines import run_baseline
 from experiments.horizontal import run_horizontal
 from experiments.settings import RunSettings
+from experiments.vertical import run_vertical
 from federation.settings import FederationSettings, Mode
 from models.factory import build_model
-from models.settings import ModelSettings, TrainSettings
+from models.settings import ModelKind, ModelSettings, TrainSettings
 from models.training import fit, seed_everything
 from privacy.settings import PrivacyMechanism, PrivacySettings
 
@@ -108,10 +113,120 @@ def bench_horizontal(epochs: int = 10) -> None:
           f"(target <= 1.6x)")
 
 
+def _vertical_settings(epochs: int, n: int = 100_000, **privacy: object) -> RunSettings:
+    return RunSettings(
+        verbose=False, data=DataSettings(n_customers=n),
+        model=ModelSettings(kind=ModelKind.split_mlp, hidden=(32,)),
+        federation=FederationSettings(mode=Mode.vertical),
+        train=TrainSettings(epochs=epochs, patience=epochs + 1),
+        privacy=PrivacySettings(**privacy))  # type: ignore[arg-type]
+
+
+def bench_vertical(epochs: int = 5) -> None:
+    """Vertical over centralized wall time (same rows, same epochs); messages and bytes."""
+    settings = _vertical_settings(epochs)
+    central = dataclasses.replace(settings, federation=dataclasses.replace(
+        settings.federation, mode=Mode.centralized))
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        base = run_baseline(central)
+        central_wall = time.perf_counter() - start
+        start = time.perf_counter()
+        vertical = run_vertical(settings, Path(tmp) / "vertical")
+        vertical_wall = time.perf_counter() - start
+    f = vertical.federation or {}
+    seconds = f["seconds_by_message"]
+    align = sum(v for k, v in seconds.items() if "psi" in k)
+    train = seconds.get("train.embed", 0.0) + seconds.get("train.head", 0.0)
+    rounds = 2 * f["exchanges_per_epoch"] * epochs
+    compute = sum(f["compute_seconds"].values())
+    print(f"vertical: 100,000 customers, 3 parties, {epochs} epochs of "
+          f"{f['exchanges_per_epoch']} exchanges vs {epochs} centralized epochs, same rows")
+    print(f"vertical: centralized {central_wall:.1f} s (training {base.train_seconds:.1f} s); "
+          f"vertical {vertical_wall:.1f} s = alignment (PSI) {align:.1f} s + training "
+          f"exchanges {train:.1f} s + engine start and scoring")
+    print(f"vertical: wall time ratio vertical / centralized {vertical_wall / central_wall:.2f}x "
+          f"(target <= 2x); training exchanges / centralized training "
+          f"{train / base.train_seconds:.2f}x")
+    print(f"vertical: one message round costs {(train - compute / 2) / rounds:.3f} s beyond the "
+          f"parties' compute ({rounds} rounds; Flower's simulation engine polls every 0.1 s)")
+    for party, c in f["communication"].items():
+        print(f"vertical: {party:7s} per epoch {c['messages_out'] / epochs:.1f} messages, "
+              f"{c['bytes_out'] / epochs / 1e6:.2f} MB sent, "
+              f"{c['bytes_in'] / epochs / 1e6:.2f} MB received (alignment included)")
+    print(f"vertical: test AUC centralized {base.metrics['test']['auc']:.4f}, vertical "
+          f"{vertical.metrics['test']['auc']:.4f}")
+
+
+def bench_embedding_noise() -> None:
+    """Embedding noise at epsilon 1, 3 and 8 next to the lender alone and no noise."""
+    settings = _vertical_settings(30)
+    settings = dataclasses.replace(settings, train=TrainSettings())
+    lender = dataclasses.replace(settings, model=ModelSettings(), federation=FederationSettings(
+        mode=Mode.local, parties=("lender",)))
+    alone = run_baseline(lender).metrics["test"]["auc"]
+    print(f"embedding noise: lender alone {alone:.4f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for eps in (None, 1.0, 3.0, 8.0):
+            s = dataclasses.replace(settings, privacy=PrivacySettings(embedding_epsilon=eps))
+            auc = run_vertical(s, Path(tmp) / f"eps{eps}").metrics["test"]["auc"]
+            label = "no noise" if eps is None else f"epsilon {eps:g}"
+            print(f"embedding noise: {label:>10s}: test AUC {auc:.4f} (lender alone "
+                  f"{alone:.4f}; {auc - alone:+.4f})")
+
+
+def bench_vertical_1m() -> None:
+    """Vertical federation on 1,000,000 customers end to end: wall time, peak memory."""
+    settings = dataclasses.replace(_vertical_settings(30, n=1_000_000),
+                                   train=TrainSettings())
+    peak = _PeakMemory()
+    with tempfile.TemporaryDirectory() as tmp, peak:
+        start = time.perf_counter()
+        outcome = run_vertical(settings, Path(tmp) / "vertical")
+        wall = time.perf_counter() - start
+    f = outcome.federation or {}
+    align = sum(v for k, v in f["seconds_by_message"].items() if "psi" in k)
+    print(f"vertical 1M: 1,000,000 customers, {f['epochs']} epochs, wall time {wall:.0f} s "
+          f"(alignment {align:.0f} s), peak memory {peak.gib:.1f} GiB (every process)")
+    print(f"vertical 1M: wall time / 10 min target {wall / 600:.2f} "
+          f"({'met' if wall < 600 else 'MISSED'}); test AUC {outcome.metrics['test']['auc']:.4f}")
+
+
+class _PeakMemory:
+    """Sample the resident memory of this process and all its children (Ray's workers)."""
+
+    def __enter__(self) -> _PeakMemory:
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(0.5):
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += proc.memory_info().rss
+            self.peak = max(self.peak, total)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def gib(self) -> float:
+        """Peak resident memory in GiB."""
+        return self.peak / 2**30
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "synthetic": bench_synthetic,
     "centralized": bench_centralized,
     "horizontal": bench_horizontal,
+    "vertical": bench_vertical,
+    "embedding_noise": bench_embedding_noise,
+    "vertical_1m": bench_vertical_1m,
 }
 
 

@@ -80,7 +80,9 @@ class SplitHead(nn.Module):
         self.mlp = MLP(in_dim, hidden, dropout)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.mlp(torch.relu(embeddings))
+        # no ReLU on the embeddings themselves: under DP-SGD noise an embedding pushed below
+        # zero would stop passing gradient back to its party, and that party stops learning
+        return self.mlp(embeddings)
 
 
 class SplitModel(nn.Module):
