@@ -91,7 +91,8 @@ def release_epochs(epochs: int, releases: int) -> list[int]:
     >>> release_epochs(2, 5)
     [1, 2]
     """
-    return sorted({1 + (i * epochs) // releases for i in range(min(releases, epochs))})
+    n = min(releases, epochs)
+    return sorted({1 + (i * epochs) // n for i in range(n)})
 
 
 def _seed(*parts: object) -> int:

@@ -107,8 +107,8 @@ class DPPlan:
 def chunk_sample_rate(n_rows: int, chunks: int, batch_size: int) -> float:
     """Return the Poisson rate giving batches of ``batch_size`` from chunks of ``n_rows / chunks``.
 
-    >>> chunk_sample_rate(70_000, 2, 512)
-    0.014705882352941176
+    >>> chunk_sample_rate(70_000, 2, 512)  # chunks of 35,000 rows: 69 batches
+    0.014492753623188406
     """
     return 1.0 / max(1, math.ceil(n_rows / chunks / batch_size))
 

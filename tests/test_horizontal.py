@@ -27,7 +27,7 @@ def synthetic(tmp_path_factory):
     """Centralized (same columns), horizontal and horizontal with DP-SGD on 100,000 rows."""
     runs = {}
     for name, overrides in {
-        "central": ["federation.parties=[lender,bureau]"],
+        "central": ["federation=centralized", "federation.parties=[lender,bureau]"],
         "federated": HORIZONTAL,
         "dpsgd": HORIZONTAL + ["privacy=dpsgd", "privacy.target_epsilon=3"],
     }.items():
@@ -86,7 +86,8 @@ def test_ledger_history_has_a_row_per_round_and_party_and_never_decreases(synthe
 
 
 def test_taiwan_data_horizontal_reaches_centralized_auc(shared_data, tmp_path):
-    central = run_experiment(["data=uci_credit_card", "federation.parties=[lender,bureau]"],
+    central = run_experiment(["federation=centralized", "data=uci_credit_card",
+                              "federation.parties=[lender,bureau]"],
                              tmp_path / "c")
     federated = run_experiment(["experiment=horizontal_uci"], tmp_path / "h")
     assert federated["federation"]["clients"] == 5 and federated["mode"] == "horizontal"
