@@ -1,6 +1,6 @@
 """Vertical federation end to end on Flower's simulation engine (issue 4's acceptance).
 
-CI runs the synthetic comparisons on 20,000 customers; the 100,000-customer versions are marked
+CI runs the synthetic comparisons on 50,000 customers; the 100,000-customer versions are marked
 ``slow`` (``make test-slow`` runs them).
 """
 
@@ -24,7 +24,7 @@ from federation.alignment import LenderAlignment, PartyAlignment
 from tests.conftest import compose_config, run_experiment
 
 VERTICAL = ["federation=vertical", "privacy=off"]
-SMALL = ["data.n_customers=20000"]
+SMALL = ["data.n_customers=50000"]
 PRIVATE = ["privacy=label_dp_dpsgd"]  # label DP and DP-SGD, each at epsilon 3
 TOKEN = re.compile(rb"[A-Za-z0-9_.-]{4,}")
 
@@ -122,7 +122,7 @@ def test_results_report_alignment_communication_and_lift(synthetic):
     f = r["federation"]
     for party in ("bureau", "social"):
         a = f["alignment"][party]
-        assert a["lender_rows"] == 20_000
+        assert a["lender_rows"] == 50_000
         assert 0 < a["intersection"] < a["party_rows"]
         assert a["intersection"] <= a["lender_rows"]
         assert f["communication"][party]["messages_in"] > 0
@@ -150,7 +150,7 @@ def _values(body) -> list[object]:
 def test_no_routed_payload_holds_a_feature_value_a_label_or_an_id(synthetic):
     payloads = synthetic["payloads"]
     assert len(payloads) > 20
-    data = DataSettings(n_customers=20_000)
+    data = DataSettings(n_customers=50_000)
     population = load_population(data, 0)
     ids = set().union(*(set(t.frame.index) for t in population.tables.values()))
     raw: set[np.float32] = set()
