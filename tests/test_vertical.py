@@ -159,6 +159,12 @@ def test_no_routed_payload_holds_a_feature_value_a_label_or_an_id(synthetic):
         raw |= set(np.float32(values[np.isfinite(values)]).tolist())
         raw |= set(node_rows(table, data, 0).x.ravel().tolist())  # preprocessed columns too
     raw -= {0.0, 1.0, -1.0}
+    known = np.fromiter(raw, np.float32, len(raw))
+    # float32 values collide with so many distinct raw values by chance now and then: measure
+    # that rate on random normal values, and allow a few times it (a leaked column among 8
+    # embedding dimensions would match 12.5% of an array)
+    chance = np.isin(np.random.default_rng(0).normal(size=200_000).astype(np.float32),
+                     known).mean()
     labels_seen = 0
     for _, _, body in payloads:
         for value in _values(body):
@@ -169,8 +175,10 @@ def test_no_routed_payload_holds_a_feature_value_a_label_or_an_id(synthetic):
                     # not a label vector: labels are 0/1
                     assert not np.isin(flat, (0.0, 1.0)).all()
                     labels_seen += 1
-                    hits = np.isin(flat, np.fromiter(raw, np.float32, len(raw))).mean()
-                    assert hits < 0.001, f"{hits:.2%} of an array are raw or preprocessed values"
+                    hits = np.isin(flat, known).mean()
+                    assert hits <= max(0.01, 5 * chance), \
+                        f"{hits:.2%} of an array are raw or preprocessed values ({chance:.3%} " \
+                        "by chance)"
             elif isinstance(value, bytes):
                 assert not _tokens(value) & ids
             elif isinstance(value, str):
