@@ -126,6 +126,13 @@ def _privacy_section(privacy: dict[str, Any] | None) -> list[str]:
                     [[p, f"{v['epsilon']:.3f}", f"{v['delta']:.2e}",
                       f"{v['noise_multiplier']:.4f}", f"{v['sample_rate']:.4f}",
                       str(v["steps"]), v["accountant"]] for p, v in privacy["parties"].items()])
+    for p, v in privacy["parties"].items():
+        if v.get("flip_probability") is not None:
+            lines.append(f"\n{p}: randomized response flips each training label with probability "
+                         f"{v['flip_probability']:.4f}, once.")
+        if v.get("sensitivity") is not None:
+            lines.append(f"\n{p}: Gaussian noise of {v['noise_multiplier']:.3f} x sensitivity "
+                         f"{v['sensitivity']:g} per release, {v['steps']} release(s).")
     for r in privacy.get("refusals", []):
         lines.append(f"\nRound {r['round']}: {r['reason']}.")
     return lines
