@@ -15,6 +15,7 @@ from dp_accounting.rdp import RdpAccountant
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from sklearn.metrics import roc_auc_score
 
+from credit_data.errors import ConfigError
 from credit_data.loading import load_population
 from credit_data.settings import DataSettings
 from credit_data.vertical import node_rows
@@ -283,3 +284,19 @@ def test_full_size_synthetic_private_vertical_within_003(full_size, tmp_path):
     print(f"100k: non-private {_auc(full_size['vertical']):.4f}, label DP + DP-SGD eps 3 "
           f"{_auc(private):.4f}")
     assert _auc(full_size["vertical"]) - _auc(private) <= 0.03
+
+
+# --- bad configuration ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["model=mlp"], r"model=mlp: vertical federation trains a split model"),
+    (["privacy=central"], r"privacy=central is client-level DP for horizontal"),
+    (["federation.parties=[lender]"], r"federation\.parties: vertical federation needs"),
+    (["privacy.label_epsilon=0"], r"privacy\.label_epsilon must be positive"),
+    (["privacy.embedding_releases=0"], r"privacy\.embedding_releases must be at least 1"),
+    (["federation.exchanges_per_epoch=0"], r"federation\.exchanges_per_epoch is out of range"),
+])
+def test_bad_vertical_settings_name_the_key_before_anything_runs(overrides, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        run_experiment(["federation=vertical", "data.n_customers=2000"] + overrides, tmp_path)
+    assert not any(tmp_path.iterdir())
