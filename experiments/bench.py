@@ -213,6 +213,8 @@ def bench_vertical_1m(epochs: int = 3) -> None:
     so a reader can extend it to any number of epochs.
     """
     settings = _vertical_settings(epochs, n=1_000_000)
+    settings = dataclasses.replace(settings, federation=dataclasses.replace(
+        settings.federation, round_timeout=3600.0))  # blinding 2.4M IDs takes minutes
     peak = _PeakMemory()
     with tempfile.TemporaryDirectory() as tmp, peak:
         start = time.perf_counter()

@@ -105,7 +105,8 @@ class _Router:
                                                    + float(cast(float, compute)))
         missing = sorted(set(content) - set(got))
         if missing:
-            raise FederationError(f"{kind}: no reply from {missing} within "
+            what = kind if isinstance(kind, str) else kind[missing[0]]
+            raise FederationError(f"{what}: no reply from {missing} within "
                                   f"{self.timeout:.0f} s (federation.round_timeout)")
         return got
 
