@@ -134,19 +134,30 @@ def _train_private_quietly(model, xt, yt, epochs, lr, weight_decay, dp: DPRound,
         module=model, optimizer=optimizer, data_loader=loader,
         criterion=nn.BCEWithLogitsLoss(), noise_multiplier=dp.noise_multiplier,
         max_grad_norm=dp.max_grad_norm, poisson_sampling=True, grad_sample_mode="ghost")
-    private_model.train()
+    loss, steps = private_passes(private_model, optimizer, criterion, loader, epochs)
+    history = merge_history([tuple(h) for h in engine.accountant.history])  # type: ignore[misc]
+    return LocalResult(loss, steps, history, epsilon_of(history, dp.delta))
+
+
+def private_passes(private: nn.Module, optimizer: torch.optim.Optimizer, criterion,
+                   loader: DataLoader, passes: int) -> tuple[float, int]:
+    """Run ``passes`` over an Opacus Poisson loader; return the mean loss and the steps.
+
+    An empty Poisson batch still counts as a step (the noise is added all the same). The
+    Opacus hooks are removed at the end, leaving the plain module as it came.
+    """
+    private.train()
     total, seen, steps = 0.0, 0, 0
-    for _ in range(epochs):
-        for xb, yb in loader:
+    for _ in range(passes):
+        for xb, tb in loader:
             optimizer.zero_grad(set_to_none=True)
-            if len(xb) == 0:  # an empty Poisson batch still counts as a step
+            if len(xb) == 0:
                 optimizer.step()
                 steps += 1
                 continue
-            loss = criterion(private_model(xb), yb)
+            loss = criterion(private(xb), tb)
             loss.backward()
             optimizer.step()
             total, seen, steps = total + loss.item() * len(xb), seen + len(xb), steps + 1
-    history = merge_history([tuple(h) for h in engine.accountant.history])  # type: ignore[misc]
-    private_model.remove_hooks()  # leave the plain module as it came, for the next round
-    return LocalResult(total / max(seen, 1), steps, history, epsilon_of(history, dp.delta))
+    private.remove_hooks()  # type: ignore[operator]
+    return total / max(seen, 1), steps

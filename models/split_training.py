@@ -24,6 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from models.local_training import private_passes
 from models.networks import PartyEncoder, SplitHead
 from models.settings import ModelSettings
 from privacy.accounting import ACCOUNTANT
@@ -155,21 +156,7 @@ def _fit_chunk_private(model, optimizer, xt, tt, criterion, passes, generator,
         module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
         noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
         poisson_sampling=True, grad_sample_mode="ghost")
-    private.train()
-    total, seen, steps = 0.0, 0, 0
-    for _ in range(passes):
-        for xb, tb in loader:
-            dp_optimizer.zero_grad(set_to_none=True)
-            if len(xb) == 0:  # an empty Poisson batch still counts as a step
-                dp_optimizer.step()
-                steps += 1
-                continue
-            loss = dp_criterion(private(xb), tb)
-            loss.backward()
-            dp_optimizer.step()
-            total, seen, steps = total + loss.item() * len(xb), seen + len(xb), steps + 1
-    private.remove_hooks()
-    return total / max(seen, 1), steps
+    return private_passes(private, dp_optimizer, dp_criterion, loader, passes)
 
 
 def embedding_gradients(model: LenderModel, z: np.ndarray, y: np.ndarray,
