@@ -8,7 +8,6 @@ global model is also scored on the union of the lenders' test rows (``metrics.te
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import time
@@ -43,7 +42,7 @@ from fl_server.rounds import FederationOutcome
 from fl_server.server_app import make_server_app
 from fl_server.settings import ServerSettings
 from models.training import predict_proba
-from privacy.settings import PrivacyMechanism, PrivacySettings, check_privacy
+from privacy.settings import PrivacyMechanism, check_privacy
 
 log = logging.getLogger("credit_fl")
 SPLITS = {TRAIN: "train", VAL: "val", TEST: "test"}
@@ -72,12 +71,6 @@ class SimulationSource:
         torch.set_num_threads(1)  # the engine runs clients side by side, one core each
         party = self.names[int(context.node_config["partition-id"])]
         return self.settings[party], once_per_worker(f"{self.key}|rows", self._rows)[party]
-
-
-def _own_privacy(privacy: PrivacySettings, party: str) -> PrivacySettings:
-    """Return a party's privacy settings, with its own cap where it has one."""
-    cap = privacy.party_max_epsilon.get(party)
-    return privacy if cap is None else dataclasses.replace(privacy, max_epsilon=cap)
 
 
 def _check(settings: RunSettings, names: tuple[str, ...]) -> None:
@@ -141,7 +134,7 @@ def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
     f = settings.federation
     clients = {name: ClientSettings(party=name, seed=settings.seed, model=settings.model,
                                     train=settings.train, federation=f,
-                                    privacy=_own_privacy(settings.privacy, name),
+                                    privacy=settings.privacy.for_party(name),
                                     state_dir=str(state_dir), fault=f.faults.get(name))
                for name in names}
     any_rows = next(iter(rows.values()))

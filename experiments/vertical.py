@@ -9,7 +9,6 @@ there to fill ``metrics`` and ``predictions.csv``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ from fl_server.vertical_rounds import Recorder, VerticalOutcome
 from models.settings import ModelKind
 from models.split_training import LenderModel
 from models.training import check_train
-from privacy.settings import PrivacyMechanism, PrivacySettings, check_privacy
+from privacy.settings import PrivacyMechanism, check_privacy
 
 log = logging.getLogger("credit_fl")
 SPLITS = {TRAIN: "train", VAL: "val", TEST: "test"}
@@ -71,11 +70,6 @@ class VerticalSimulationSource:
         party = self.names[int(context.node_config["partition-id"])]
         rows = once_per_worker(f"{self.key}|{party}", lambda: self._rows(party))
         return self.settings[party], rows
-
-
-def _own_privacy(privacy: PrivacySettings, party: str) -> PrivacySettings:
-    cap = privacy.party_max_epsilon.get(party)
-    return privacy if cap is None else dataclasses.replace(privacy, max_epsilon=cap)
 
 
 def _check(settings: RunSettings, parties: tuple[str, ...]) -> None:
@@ -115,7 +109,7 @@ def run_vertical(settings: RunSettings, run_dir: Path,
     state_dir = run_dir / "parties"
     clients = {p: ClientSettings(party=p, seed=settings.seed, model=settings.model,
                                  train=settings.train, federation=settings.federation,
-                                 privacy=_own_privacy(settings.privacy, p),
+                                 privacy=settings.privacy.for_party(p),
                                  state_dir=str(state_dir)) for p in parties}
     server = ServerSettings(seed=settings.seed, model=settings.model,
                             federation=settings.federation, privacy=settings.privacy,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -56,6 +57,15 @@ class PrivacySettings:
               ("dpsgd", self.mechanism is PrivacyMechanism.dpsgd),
               ("embedding_noise", self.embedding_epsilon is not None)]
         return tuple(name for name, enabled in on if enabled)
+
+    def for_party(self, party: str) -> PrivacySettings:
+        """Return one party's settings: its own cap from ``party_max_epsilon`` where it has one.
+
+        >>> PrivacySettings(party_max_epsilon={"bureau": 2.0}).for_party("bureau").max_epsilon
+        2.0
+        """
+        cap = self.party_max_epsilon.get(party)
+        return self if cap is None else dataclasses.replace(self, max_epsilon=cap)
 
     def cap(self) -> float:
         """Return the epsilon a party never passes."""
