@@ -79,4 +79,4 @@ def run_baseline(settings: RunSettings) -> RunOutcome:
         metrics=metrics,
         predictions=predictions_frame(design.ids[test], y["test"], scores["test"]),
         data_seconds=data_seconds, train_seconds=result.seconds,
-        train_rows_per_s=result.rows_per_second)
+        train_rows_per_s=result.rows_per_second, labels=y, scores=scores)

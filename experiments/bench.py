@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -259,6 +261,52 @@ class _PeakMemory:
         return self.peak / 2**30
 
 
+def _sweep(preset: str) -> None:
+    """Run a preset sweep as a researcher does (a subprocess), then the compare command.
+
+    Prints the sweep's wall time against the 15-minute target, and the mean job time over the
+    time of one lone run of the same settings (the sweep's own overhead), both measured here.
+    """
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="credit-fl-sweep-") as tmp:
+        out = Path(tmp) / "multirun"
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "experiments.run", "-m", f"experiment={preset}",
+                        f"hydra.sweep.dir={out}"], cwd=repo, check=True,
+                       stdout=subprocess.DEVNULL)
+        sweep_s = time.perf_counter() - start
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "experiments.compare", str(out)], cwd=repo,
+                       check=True, stdout=subprocess.DEVNULL)
+        compare_s = time.perf_counter() - start
+        jobs = sorted(out.glob("*/results.json"))
+        failed = sorted(out.glob("*/failed.json"))
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "experiments.run", f"experiment={preset}",
+                        "references=false", f"hydra.run.dir={Path(tmp) / 'lone'}"], cwd=repo,
+                       check=True, stdout=subprocess.DEVNULL)
+        lone_s = time.perf_counter() - start
+        print((out / "summary.md").read_text())
+        wrote = [p.name for p in (out / "summary.csv", out / "summary.md",
+                                  out / "privacy_utility.png") if p.exists()]
+    print(f"sweep {preset}: {len(jobs)} jobs finished, {len(failed)} failed, in {sweep_s:.0f} s "
+          f"(target under 900 s: {'met' if sweep_s < 900 else 'MISSED'}, "
+          f"{sweep_s / 900:.2f} of the budget); compare {compare_s:.1f} s wrote {wrote}")
+    print(f"sweep {preset}: mean {sweep_s / max(len(jobs), 1):.0f} s per job (references "
+          f"included) against one lone run of {lone_s:.0f} s: "
+          f"{sweep_s / max(len(jobs), 1) / lone_s:.2f}x")
+
+
+def bench_sweep_vertical() -> None:
+    """``experiment=privacy_sweep_vertical``: 5 epsilons x 2 seeds on 20,000 customers."""
+    _sweep("privacy_sweep_vertical")
+
+
+def bench_sweep_horizontal() -> None:
+    """``experiment=privacy_sweep_horizontal``: 5 epsilons x 2 seeds on 20,000 customers."""
+    _sweep("privacy_sweep_horizontal")
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "synthetic": bench_synthetic,
     "centralized": bench_centralized,
@@ -267,6 +315,8 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "unmatched": bench_unmatched,
     "embedding_noise": bench_embedding_noise,
     "vertical_1m": bench_vertical_1m,
+    "sweep_vertical": bench_sweep_vertical,
+    "sweep_horizontal": bench_sweep_horizontal,
 }
 
 

@@ -190,6 +190,7 @@ def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
         data_seconds=data_seconds, train_seconds=train_seconds,
         train_rows_per_s=train_rows * rounds_done * f.local_epochs / max(train_seconds, 1e-9),
         privacy=outcome.ledger.summary() if outcome.ledger is not None else None,
+        labels=labels, scores=scores,
         federation={
             "strategy": f.strategy.value, "clients": len(names), "rounds": f.rounds,
             "completed_rounds": rounds_done, "stopped_after": outcome.stopped_after,

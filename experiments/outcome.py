@@ -19,7 +19,12 @@ from models.metrics import population_stability_index, score_metrics
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """Summaries already computed; :mod:`experiments.results` lays them out."""
+    """Summaries already computed; :mod:`experiments.results` lays them out.
+
+    ``labels`` and ``scores`` (per split) feed the membership audit; ``label_leakage`` holds,
+    per passive party, the label-free attack scores it kept and the true labels of those rows
+    (simulation only: the runner knows them).
+    """
 
     settings: RunSettings
     dataset: dict[str, Any]
@@ -31,6 +36,9 @@ class RunOutcome:
     train_rows_per_s: float
     privacy: dict[str, Any] | None = None
     federation: dict[str, Any] | None = None
+    labels: dict[str, np.ndarray] | None = None
+    scores: dict[str, np.ndarray] | None = None
+    label_leakage: dict[str, dict[str, np.ndarray]] | None = None
 
 
 def training_parties(settings: RunSettings, population: Population) -> tuple[str, ...]:

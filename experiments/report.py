@@ -60,6 +60,13 @@ def render_report(results: dict[str, Any]) -> str:
                           str(v["source_columns"]), str(v["model_columns"]),
                           "yes" if v["used"] else "no"] for p, v in ds["parties"].items()])
     lines += _privacy_section(results["privacy"])
+    if results.get("audit"):
+        lines += _audit_section(results["audit"])
+    if results.get("references"):
+        lines += ["", "## References (same rows and seed)", ""]
+        lines += _table(["reference", "test AUC", "KS", "Brier"],
+                        [[name.replace("_", " "), f"{r['auc']:.4f}", f"{r['ks']:.4f}",
+                          f"{r['brier']:.4f}"] for name, r in results["references"].items()])
     t = results["timing"]
     lines += ["", f"Wall time {t['wall_s']:.1f} s (training {t['train_s']:.1f} s).", ""]
     return "\n".join(lines)
@@ -135,4 +142,27 @@ def _privacy_section(privacy: dict[str, Any] | None) -> list[str]:
                          f"{v['sensitivity']:g} per release, {v['steps']} release(s).")
     for r in privacy.get("refusals", []):
         lines.append(f"\nRound {r['round']}: {r['reason']}.")
+    return lines
+
+
+def _audit_section(audit: dict[str, Any]) -> list[str]:
+    m = audit["membership"]
+    theory = ("unbounded" if m["theoretical_epsilon"] is None
+              else f"{m['theoretical_epsilon']:.3f}")
+    lines = ["", "## Empirical privacy audit", "",
+             "Membership inference (loss threshold calibrated on half the test rows at "
+             f"{m['target_fpr']:.0%} false positives; training rows against the other half):", ""]
+    lines += _table(["theoretical epsilon", "empirical lower bound", "attack AUC", "TPR", "FPR"],
+                    [[theory, f"{m['epsilon_lower_bound']:.3f}", f"{m['attack_auc']:.4f}",
+                      f"{m['tpr']:.4f}", f"{m['fpr']:.4f}"]])
+    lines += ["", f"Theoretical epsilon: {m['theory']}. The lower bound holds with "
+              f"{m['confidence']:.0%} confidence (Clopper-Pearson); an attack AUC near 0.5 means "
+              "the attacker cannot tell members from non-members."]
+    leakage = audit.get("label_leakage")
+    if leakage:
+        lines += ["", f"Label leakage from the gradients a passive party receives (label "
+                  f"protection: {leakage['label_protection']}); AUC 0.5 means nothing leaks:", ""]
+        lines += _table(["party", "rows", "norm attack AUC", "direction attack AUC"],
+                        [[p, f"{v['rows']:,}", f"{v['norm_auc']:.4f}",
+                          f"{v['direction_auc']:.4f}"] for p, v in leakage["parties"].items()])
     return lines

@@ -32,7 +32,9 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any]) -> dict[str, Any]:
+def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any],
+                  audit: dict[str, Any] | None = None,
+                  references: dict[str, Any] | None = None) -> dict[str, Any]:
     """Assemble the results.json document (schema in the README)."""
     s = outcome.settings
     results = {
@@ -44,6 +46,7 @@ def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any]) ->
         "model": outcome.model,
         "metrics": outcome.metrics,
         "privacy": outcome.privacy,
+        "audit": audit,
         "timing": {"wall_s": wall_s, "data_s": outcome.data_seconds,
                    "train_s": outcome.train_seconds,
                    "train_rows_per_s": outcome.train_rows_per_s},
@@ -52,6 +55,8 @@ def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any]) ->
     }
     if outcome.federation is not None:
         results["federation"] = outcome.federation
+    if references is not None:
+        results["references"] = references
     return results
 
 
@@ -67,11 +72,12 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_run(run_dir: Path, outcome: RunOutcome, wall_s: float,
-              config: dict[str, Any]) -> dict[str, Any]:
+def write_run(run_dir: Path, outcome: RunOutcome, wall_s: float, config: dict[str, Any],
+              audit: dict[str, Any] | None = None,
+              references: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write predictions.csv, plots.png, report.md and results.json; return the results."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    results = build_results(outcome, wall_s, config)
+    results = build_results(outcome, wall_s, config, audit, references)
     predictions = outcome.predictions
     _write_atomic(run_dir / "predictions.csv", predictions.to_csv(index=False,
                                                                   float_format="%.8g"))

@@ -7,12 +7,17 @@ from dataclasses import dataclass, field
 from credit_data.settings import DataSettings, PartitionSettings
 from federation.settings import FederationSettings
 from models.settings import ModelSettings, TrainSettings
+from privacy.audit import AuditSettings
 from privacy.settings import PrivacySettings
 
 
 @dataclass(frozen=True)
 class RunSettings:
-    """Everything a run depends on; built once, from the Hydra config."""
+    """Everything a run depends on; built once, from the Hydra config.
+
+    ``references``: also train the centralized, lender-only and non-private references on the
+    same rows and seed (cached per sweep), for the privacy-utility comparison.
+    """
 
     seed: int = 0
     verbose: bool = True
@@ -22,4 +27,6 @@ class RunSettings:
     federation: FederationSettings = field(default_factory=FederationSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     partition: PartitionSettings = field(default_factory=PartitionSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    references: bool = False
     resume: str | None = None

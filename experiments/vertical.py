@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from flwr.app import Context
 
@@ -96,6 +97,21 @@ def _check(settings: RunSettings, parties: tuple[str, ...]) -> None:
                           f"parties are {list(parties)}")
 
 
+def _label_leakage(state_dir: Path, parties: tuple[str, ...], labels: pd.Series
+                   ) -> dict[str, dict[str, np.ndarray]] | None:
+    """Join the attack scores each passive party kept with the true labels (simulation only)."""
+    by_id = pd.Series(labels.to_numpy(dtype=np.float32), index=labels.index.astype(str))
+    out = {}
+    for party in parties:
+        path = state_dir / party / "label_leakage.npz"
+        if party == LABEL_HOLDER or not path.exists():
+            continue
+        kept = np.load(path)
+        out[party] = {"labels": by_id.reindex(kept["ids"]).to_numpy(),
+                      "norm": kept["norm"], "direction": kept["direction"]}
+    return out or None
+
+
 def run_vertical(settings: RunSettings, run_dir: Path,
                  recorder: Recorder | None = None) -> RunOutcome:
     """Run the vertical federation in simulation; return what the writers need."""
@@ -110,7 +126,10 @@ def run_vertical(settings: RunSettings, run_dir: Path,
     clients = {p: ClientSettings(party=p, seed=settings.seed, model=settings.model,
                                  train=settings.train, federation=settings.federation,
                                  privacy=settings.privacy.for_party(p),
-                                 state_dir=str(state_dir)) for p in parties}
+                                 state_dir=str(state_dir),
+                                 label_leakage_audit=(settings.audit.enabled
+                                                      and settings.audit.label_leakage))
+               for p in parties}
     server = ServerSettings(seed=settings.seed, model=settings.model,
                             federation=settings.federation, privacy=settings.privacy,
                             n_clients=len(parties), numeric=(), categorical=(),
@@ -139,6 +158,7 @@ def run_vertical(settings: RunSettings, run_dir: Path,
             raise RuntimeError(f"the lender's {name} rows differ from the runner's")
         labels[name], scores[name] = y_all[rows], saved[f"{name}_scores"]
     metrics = split_metrics(labels, scores)
+    leakage = _label_leakage(state_dir, parties, lender.labels[settings.data.label])
     final = outcome.final
     metrics["best_epoch"] = int(final["best_epoch"])
     metrics["history"] = [r for r in outcome.history if "epoch" in r]
@@ -174,6 +194,7 @@ def run_vertical(settings: RunSettings, run_dir: Path,
         train_rows_per_s=train_rows * max(outcome.epochs, 1) * f.local_epochs
         / max(train_seconds, 1e-9),
         privacy=outcome.ledger.summary() if outcome.ledger is not None else None,
+        labels=labels, scores=scores, label_leakage=leakage,
         federation={
             "parties": list(parties), "epochs": outcome.epochs,
             "exchanges_per_epoch": f.exchanges_per_epoch, "local_epochs": f.local_epochs,

@@ -25,3 +25,4 @@ class ClientSettings:
     privacy: PrivacySettings
     state_dir: str | None = None
     fault: Fault | None = None
+    label_leakage_audit: bool = False

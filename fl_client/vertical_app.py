@@ -177,7 +177,10 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         config, state = _config(msg), _load(context)
         best = int(cast(int, config["best_epoch"]))
         if settings.party != LABEL_HOLDER:
-            embeddings = PassiveNode(settings, rows).final(state, best)
+            node = PassiveNode(settings, rows)
+            embeddings = node.final(state, best)
+            if settings.state_dir:
+                node.write_leakage(state, Path(settings.state_dir) / settings.party)
             return _reply(msg, settings.party, values=embeddings)
         passive = _passive(config)
         values = unpack(msg.content.array_records.get(ARRAYS))

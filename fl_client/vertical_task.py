@@ -42,6 +42,7 @@ from privacy.accounting import (
     noise_multiplier_for,
     release_noise_multiplier,
 )
+from privacy.audit import leakage_scores
 from privacy.settings import PrivacyMechanism
 
 SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
@@ -67,6 +68,7 @@ class NodeState:
     best_epoch: int = 0
     best_auc: float = float("nan")
     history: list[dict[str, float]] = field(default_factory=list)
+    leakage: np.ndarray | None = None
 
     def to_bytes(self) -> bytes:
         """Serialize for ``context.state`` (the node's own state; never sent)."""
@@ -246,6 +248,8 @@ class PassiveNode(_Node):
                                     _seed(self.settings.seed, self.settings.party, *prev)),
                                 dp=dp)
             metrics["surrogate_loss"] = loss
+            if self.settings.label_leakage_audit:
+                self._keep_leakage(state, rows, grads)
             if dp is not None and prev[1] == self.k - 1:  # an epoch of chunks is complete
                 state.dp_epochs = prev[0]
         if self.dpsgd:
@@ -276,6 +280,25 @@ class PassiveNode(_Node):
         if self.noisy:
             metrics.update(self.embedding_spend(state))
         return train, val, metrics
+
+    def _keep_leakage(self, state: NodeState, rows: np.ndarray, grads: np.ndarray) -> None:
+        """Keep the label-free attack scores of each row's first gradient (the audit)."""
+        if state.leakage is None:
+            state.leakage = np.full((2, len(self.rows.ids)), np.nan, dtype=np.float32)
+        norm, direction = leakage_scores(grads)
+        fresh = np.isnan(state.leakage[0, rows])
+        state.leakage[0, rows[fresh]] = norm[fresh]
+        state.leakage[1, rows[fresh]] = direction[fresh]
+
+    def write_leakage(self, state: NodeState, out_dir: Path) -> None:
+        """Write the kept attack scores to this party's own disk, keyed by its own IDs."""
+        if state.leakage is None:
+            return
+        kept = np.flatnonzero(~np.isnan(state.leakage[0]))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(out_dir / "label_leakage.npz",
+                 ids=np.array([str(self.rows.ids[i]) for i in kept]),
+                 norm=state.leakage[0, kept], direction=state.leakage[1, kept])
 
     def embedding_spend(self, state: NodeState) -> dict[str, float]:
         """Return the embedding-noise budget spent so far, with what recomputes it."""

@@ -27,10 +27,16 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimisation: Adam on binary cross-entropy, early stopping on validation AUC."""
+    """Optimisation: Adam on binary cross-entropy, early stopping on validation AUC.
+
+    ``early_stopping=false`` (centralized and local modes) trains every epoch and keeps the last
+    weights instead of the best validation epoch's: a deliberately overfit model, as the
+    privacy audit's reference for what an attacker can do.
+    """
 
     epochs: int = 30
     batch_size: int = 512
     lr: float = 1e-3
     weight_decay: float = 1e-5
     patience: int = 4
+    early_stopping: bool = True

@@ -69,17 +69,24 @@ def start_at_base_rate(model: nn.Module, rate: float) -> None:
 @torch.no_grad()
 def predict_proba(model: nn.Module, x: np.ndarray | torch.Tensor,
                   batch_size: int = 65_536) -> np.ndarray:
-    """Default probabilities for every row of ``x``."""
+    """Default probabilities for every row of ``x``.
+
+    The sigmoid runs in float64, so that confident scores keep their order instead of rounding
+    to 0 or 1 (the membership audit ranks them).
+    """
     model.eval()
     xt = torch.as_tensor(x, dtype=torch.float32)
-    out = [torch.sigmoid(model(xt[i:i + batch_size])) for i in range(0, len(xt), batch_size)]
-    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+    out = [torch.sigmoid(model(xt[i:i + batch_size]).double())
+           for i in range(0, len(xt), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros(0)
 
 
 def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
         y_val: np.ndarray, settings: TrainSettings, seed: int,
         log: Callable[[str], None] | None = None) -> FitResult:
     """Train ``model`` in place and leave it at its best validation AUC.
+
+    With ``settings.early_stopping`` false it trains every epoch and keeps the last weights.
 
     Parameters
     ----------
@@ -119,10 +126,13 @@ def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nd
         if log is not None:
             log(f"epoch {epoch:3d}/{settings.epochs}  train_loss {total / len(order):.4f}  "
                 f"val_auc {val_auc:.4f}{'  *' if improved else ''}")
-        if epoch - result.best_epoch >= settings.patience:
+        if settings.early_stopping and epoch - result.best_epoch >= settings.patience:
             if log is not None:
                 log(f"early stop: no better validation AUC for {settings.patience} epochs")
             break
     result.seconds = time.perf_counter() - start
-    model.load_state_dict(best_state)
+    if settings.early_stopping:
+        model.load_state_dict(best_state)
+    else:
+        result.best_epoch = settings.epochs
     return result

@@ -39,7 +39,10 @@ def test_every_group_option_composes_into_frozen_settings(group, option, tmp_pat
     if group == "data":
         assert settings.data.name == option
     if group == "experiment":
-        assert settings.federation.mode is Mode.horizontal
+        expected = Mode.vertical if option.endswith("vertical") else Mode.horizontal
+        assert settings.federation.mode is expected
+    if option.startswith("privacy_sweep"):
+        assert settings.references and settings.data.n_customers == 20_000
     if group == "model":
         assert settings.model.kind is ModelKind(option)
     if group == "federation":
@@ -51,10 +54,14 @@ def test_defaults_and_the_keys_later_work_relies_on():
                                     "privacy.target_epsilon=2.5", "privacy.delta=1e-6"]))
     assert (s.seed, s.data.n_customers, s.federation.rounds) == (5, 1234, 7)
     assert (s.privacy.target_epsilon, s.privacy.delta) == (2.5, 1e-6)
-    # the default run is vertical federation with label DP and DP-SGD, embedding noise off
+    # the default run is vertical federation with label DP and DP-SGD, embedding noise off;
+    # privacy.target_epsilon is the one budget knob (label DP follows it)
     assert s.data.source is Source.synthetic and s.federation.mode is Mode.vertical
-    assert s.privacy.mechanism is PrivacyMechanism.dpsgd and s.privacy.label_epsilon == 3.0
+    assert s.privacy.mechanism is PrivacyMechanism.dpsgd and s.privacy.label_epsilon == 2.5
     assert s.privacy.embedding_epsilon is None
+    assert to_settings(compose_config([])).privacy.label_epsilon == 3.0
+    own = to_settings(compose_config(["privacy.target_epsilon=2", "privacy.label_epsilon=5"]))
+    assert (own.privacy.target_epsilon, own.privacy.label_epsilon) == (2.0, 5.0)
     assert s.model.kind is ModelKind.split_mlp and isinstance(s.model.hidden, tuple)
     # every other mode starts without privacy, on the plain MLP
     c = to_settings(compose_config(["federation=centralized"]))

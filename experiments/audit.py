@@ -1,0 +1,58 @@
+"""The empirical privacy audit of a finished run: results.json's ``audit`` block.
+
+Membership inference on the final model (training rows against test rows), with the epsilon
+lower bound it proves next to the epsilon DP promises for one whole record; in vertical mode
+also the label-leakage attack on the gradients the passive parties received.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from experiments.outcome import RunOutcome
+from privacy.audit import (
+    check_audit,
+    label_leakage_audit,
+    membership_audit,
+    membership_epsilon,
+)
+
+
+def audit_outcome(outcome: RunOutcome) -> dict[str, Any] | None:
+    """Return the audit of ``outcome`` (None when ``audit.enabled`` is false).
+
+    An unbounded theoretical epsilon (no record-level DP) is written as null.
+    """
+    settings = outcome.settings
+    check_audit(settings.audit)
+    if not settings.audit.enabled or outcome.labels is None or outcome.scores is None:
+        return None
+    theory = membership_epsilon(settings.federation.mode.value, outcome.privacy)
+    membership = membership_audit(outcome.labels["train"], outcome.scores["train"],
+                                  outcome.labels["test"], outcome.scores["test"],
+                                  delta=theory["delta"], settings=settings.audit,
+                                  seed=settings.seed)
+    unbounded = math.isinf(theory["epsilon"])
+    membership |= {"theoretical_epsilon": None if unbounded else theory["epsilon"],
+                   "theoretical_delta": theory["delta"], "theory": theory["why"],
+                   "bound_holds": membership["epsilon_lower_bound"] <= theory["epsilon"]}
+    out: dict[str, Any] = {"membership": membership}
+    if outcome.label_leakage:
+        label_epsilon = settings.privacy.label_epsilon
+        out["label_leakage"] = {
+            "label_protection": ("off" if label_epsilon is None
+                                 else f"randomized response, epsilon {label_epsilon:g}"),
+            "parties": {party: label_leakage_audit(kept["labels"], kept["norm"],
+                                                   kept["direction"])
+                        for party, kept in outcome.label_leakage.items()}}
+    return out
+
+
+def summary_line(audit: dict[str, Any]) -> str:
+    """One sentence: theoretical epsilon, empirical lower bound and attack AUC."""
+    m = audit["membership"]
+    theory = ("unbounded" if m["theoretical_epsilon"] is None
+              else f"{m['theoretical_epsilon']:.3f}")
+    return (f"theoretical epsilon {theory}, empirical lower bound "
+            f"{m['epsilon_lower_bound']:.3f}, membership attack AUC {m['attack_auc']:.4f}")

@@ -1,0 +1,307 @@
+"""Gather the runs of sweeps into a privacy-utility table and plot.
+
+``python -m experiments.compare <dir> [<dir> ...] [--out <dir>]`` reads every ``results.json``
+(and every ``failed.json`` of a failed sweep job) under the given directories and writes, into
+``--out`` (default: the first directory):
+
+- ``runs.csv``: one row per run (series, epsilon, seed, AUC, KS, Brier, audit figures);
+- ``summary.csv`` and ``summary.md``: mean and standard deviation over seeds, per series and
+  epsilon, with the references and the failed jobs;
+- ``privacy_utility.png``: test AUC against epsilon (log axis, error bars over seeds), one line
+  per mode and mechanism, the references as horizontal lines; and the membership attack's AUC
+  (and, in vertical mode, the label-leakage attack's) against epsilon.
+
+A series is a mode and its mechanisms ("horizontal DP-SGD", "vertical label DP + DP-SGD", ...);
+its epsilon is the budget the run was given (the largest of its mechanisms' budgets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+METRICS = ("auc", "ks", "brier")
+MECHANISM_NAMES = {"dpsgd": "DP-SGD", "central": "central DP", "label_dp": "label DP",
+                   "embedding_noise": "embedding noise"}
+REFERENCE_NAMES = {"centralized": "centralized", "lender_only": "lender only",
+                   "non_private": "non-private"}
+
+
+class CompareError(ValueError):
+    """Nothing to compare, or a file that is not a run's results."""
+
+
+def series_of(results: dict[str, Any]) -> str | None:
+    """Name the mode and mechanisms of a private run; None for a run without privacy.
+
+    >>> series_of({"mode": "vertical", "privacy": {"mechanism": "label_dp+dpsgd"}})
+    'vertical label DP + DP-SGD'
+    >>> series_of({"mode": "horizontal", "privacy": {"mechanism": "central"}})
+    'horizontal central DP'
+    """
+    privacy = results.get("privacy")
+    if privacy is None or results["mode"] not in ("horizontal", "vertical"):
+        return None
+    names = [MECHANISM_NAMES.get(m, m) for m in privacy["mechanism"].split("+")]
+    return f"{results['mode']} {' + '.join(names)}"
+
+
+def budget_of(results: dict[str, Any]) -> float:
+    """Return the epsilon a private run was given: the largest of its mechanisms' budgets."""
+    config = results["config"]["privacy"]
+    mechanisms = results["privacy"]["mechanism"].split("+")
+    budgets = []
+    if "dpsgd" in mechanisms or "central" in mechanisms:
+        budgets.append(config["target_epsilon"])
+    if "label_dp" in mechanisms:
+        budgets.append(config["label_epsilon"])
+    if "embedding_noise" in mechanisms:
+        budgets.append(config["embedding_epsilon"])
+    return float(max(budgets))
+
+
+def _reference_name(results: dict[str, Any]) -> str:
+    mode = results["mode"]
+    return {"centralized": "centralized", "local": "lender_only"}.get(mode, "non_private")
+
+
+def run_row(path: Path) -> dict[str, Any]:
+    """One row of runs.csv from a run's results.json."""
+    try:
+        results = json.loads(path.read_text())
+        row: dict[str, Any] = {"run": str(path.parent), "status": "ok",
+                               "mode": results["mode"], "seed": results["seed"],
+                               **{k: results["metrics"]["test"][k] for k in METRICS}}
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CompareError(f"{path}: not a run's results.json ({exc})") from exc
+    series = series_of(results)
+    row["series"] = series if series is not None else f"reference: {_reference_name(results)}"
+    if series is not None:
+        row["epsilon"] = budget_of(results)
+        row["epsilon_spent"] = results["privacy"]["epsilon"]
+    audit = results.get("audit") or {}
+    membership = audit.get("membership")
+    if membership:
+        row["attack_auc"] = membership["attack_auc"]
+        row["empirical_epsilon_lower_bound"] = membership["epsilon_lower_bound"]
+        theory = membership["theoretical_epsilon"]
+        row["theoretical_epsilon"] = math.inf if theory is None else theory
+    leakage = audit.get("label_leakage")
+    if leakage:
+        row["label_leakage_auc"] = max(v["attack_auc"] for v in leakage["parties"].values())
+    for name, ref in (results.get("references") or {}).items():
+        row[f"ref_{name}_auc"] = ref["auc"]
+        ref_audit = ref.get("audit") or {}
+        if ref_audit.get("membership"):
+            row[f"ref_{name}_attack_auc"] = ref_audit["membership"]["attack_auc"]
+        if ref_audit.get("label_leakage"):
+            row[f"ref_{name}_label_leakage_auc"] = max(
+                v["attack_auc"] for v in ref_audit["label_leakage"]["parties"].values())
+    return row
+
+
+def failed_row(path: Path) -> dict[str, Any]:
+    """One row of runs.csv from a failed sweep job's failed.json."""
+    try:
+        failure = json.loads(path.read_text())
+        return {"run": str(path.parent), "status": "failed", "error": failure["error"]}
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CompareError(f"{path}: not a failed job's failed.json ({exc})") from exc
+
+
+def gather(dirs: list[Path]) -> pd.DataFrame:
+    """Read every run under ``dirs`` (with a progress bar) into one frame."""
+    files: list[Path] = []
+    for d in dirs:
+        if not d.is_dir():
+            raise CompareError(f"{d}: no such directory")
+        files += sorted(d.rglob("results.json")) + sorted(d.rglob("failed.json"))
+    if not files:
+        raise CompareError(f"no results.json or failed.json under {', '.join(map(str, dirs))}")
+    rows = [run_row(f) if f.name == "results.json" else failed_row(f)
+            for f in tqdm(files, desc="reading runs", unit="run", file=sys.stderr)]
+    return pd.DataFrame(rows)
+
+
+def references(runs: pd.DataFrame, metric: str = "auc") -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation over seeds of each reference's ``metric``.
+
+    From the runs' own ``references`` blocks (one per seed) and from runs without privacy;
+    ``metric`` is ``auc``, ``attack_auc`` or ``label_leakage_auc``.
+    """
+    ok = runs[runs["status"] == "ok"]
+    out = {}
+    for name in REFERENCE_NAMES:
+        values = []
+        column = f"ref_{name}_{metric}"
+        if column in ok:
+            values += list(ok.dropna(subset=[column]).groupby("seed")[column].first())
+        if metric in ok:
+            values += list(ok.loc[ok["series"] == f"reference: {name}", metric].dropna())
+        if values:
+            s = pd.Series(values, dtype=float)
+            out[name] = (float(s.mean()), float(s.std(ddof=1)) if len(s) > 1 else 0.0)
+    return out
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds, per series and epsilon."""
+    private = runs[(runs["status"] == "ok") & runs["series"].notna()
+                   & ~runs["series"].astype(str).str.startswith("reference")]
+    if private.empty:
+        return pd.DataFrame()
+    columns = [c for c in ("auc", "ks", "brier", "epsilon_spent", "theoretical_epsilon",
+                           "empirical_epsilon_lower_bound", "attack_auc", "label_leakage_auc")
+               if c in private]
+    grouped = private.groupby(["series", "epsilon"])
+    table = grouped[columns].agg(["mean", "std"])
+    table.columns = [f"{c}_{stat}" for c, stat in table.columns]
+    table.insert(0, "seeds", grouped.size())
+    return table.reset_index().sort_values(["series", "epsilon"])
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else ("inf" if math.isinf(value) else f"{value:.4f}")
+    return str(value)
+
+
+def markdown(summary: pd.DataFrame, refs: dict[str, tuple[float, float]],
+             attack_refs: dict[str, dict[str, tuple[float, float]]], runs: pd.DataFrame) -> str:
+    """summary.md: the table a reader looks at, the references and the failed jobs."""
+    lines = ["# Privacy-utility comparison", ""]
+    if not summary.empty:
+        shown = [("series", "series"), ("epsilon", "epsilon"), ("seeds", "seeds"),
+                 ("auc", "AUC"), ("ks", "KS"), ("brier", "Brier"),
+                 ("epsilon_spent", "epsilon spent"), ("theoretical_epsilon", "theoretical eps"),
+                 ("empirical_epsilon_lower_bound", "empirical eps lower bound"),
+                 ("attack_auc", "MIA AUC"), ("label_leakage_auc", "label-leakage AUC")]
+        header, cells = [], []
+        for key, label in shown:
+            if key in summary:
+                header.append(label)
+                cells.append([f"{v:g}" if key == "epsilon" else _fmt(v) for v in summary[key]])
+            elif f"{key}_mean" in summary:
+                header.append(f"{label} (mean ± sd)")
+                cells.append([f"{_fmt(m)} ± {_fmt(s)}" for m, s in
+                              zip(summary[f"{key}_mean"], summary[f"{key}_std"], strict=True)])
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in zip(*cells, strict=True)]
+    else:
+        lines.append("No private runs found.")
+    if refs:
+        lines += ["", "References (test AUC, mean ± sd over seeds): "
+                  + "; ".join(f"{REFERENCE_NAMES[k]} {m:.4f} ± {s:.4f}"
+                              for k, (m, s) in refs.items()) + "."]
+    for attack, by_reference in attack_refs.items():
+        if by_reference:
+            lines += ["", f"Attack AUC of the {attack} attack on the references: "
+                      + "; ".join(f"{REFERENCE_NAMES[k]} {m:.4f} ± {s:.4f}"
+                                  for k, (m, s) in by_reference.items()) + "."]
+    failed = runs[runs["status"] == "failed"]
+    if not failed.empty:
+        lines += ["", f"## Failed jobs ({len(failed)})", ""]
+        lines += [f"- `{r.run}`: {r.error}" for r in failed.itertuples()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: pd.DataFrame, refs: dict[str, tuple[float, float]],
+         attack_refs: dict[str, dict[str, tuple[float, float]]], path: Path) -> None:
+    """privacy_utility.png: AUC against epsilon, and the attacks' AUC against epsilon.
+
+    ``attack_refs`` maps an attack (``membership``, ``label leakage``) to its references'
+    attack AUC (the non-private run's: what the attack gets without protection).
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    for series, group in summary.groupby("series") if not summary.empty else []:
+        left.errorbar(group["epsilon"], group["auc_mean"], yerr=group["auc_std"].fillna(0.0),
+                      marker="o", capsize=3, label=series)
+        if "attack_auc_mean" in group:
+            right.errorbar(group["epsilon"], group["attack_auc_mean"],
+                           yerr=group["attack_auc_std"].fillna(0.0), marker="o", capsize=3,
+                           label=f"{series}: membership")
+        if "label_leakage_auc_mean" in group and group["label_leakage_auc_mean"].notna().any():
+            right.errorbar(group["epsilon"], group["label_leakage_auc_mean"],
+                           yerr=group["label_leakage_auc_std"].fillna(0.0), marker="s",
+                           linestyle="--", capsize=3, label=f"{series}: label leakage")
+    styles = {"centralized": ":", "lender_only": "-.", "non_private": "--"}
+    for name, (mean, _) in refs.items():
+        left.axhline(mean, color="grey", linestyle=styles[name],
+                     label=f"{REFERENCE_NAMES[name]} ({mean:.3f})")
+    for attack, by_reference in attack_refs.items():
+        for name, (mean, _) in by_reference.items():
+            right.axhline(mean, color="black" if attack == "membership" else "tab:red",
+                          linestyle=styles[name], alpha=0.6,
+                          label=f"{attack}, {REFERENCE_NAMES[name]} ({mean:.3f})")
+    right.axhline(0.5, color="grey", linestyle=":", label="chance (0.5)")
+    for ax, title, ylabel in ((left, "Utility against privacy budget", "test AUC"),
+                              (right, "Empirical attacks", "attack AUC")):
+        ax.set_xscale("log")
+        ax.set_xlabel("epsilon (budget per party)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def compare(dirs: list[Path], out: Path | None = None) -> dict[str, Path]:
+    """Write runs.csv, summary.csv, summary.md and privacy_utility.png; return their paths."""
+    runs = gather(dirs)
+    summary = summarize(runs)
+    refs = references(runs)
+    attack_refs = {"membership": references(runs, "attack_auc"),
+                   "label leakage": references(runs, "label_leakage_auc")}
+    out = out or dirs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / name for name in ("runs.csv", "summary.csv", "summary.md",
+                                           "privacy_utility.png")}
+    _write(paths["runs.csv"], runs.to_csv(index=False))
+    _write(paths["summary.csv"], summary.to_csv(index=False))
+    _write(paths["summary.md"], markdown(summary, refs, attack_refs, runs))
+    plot(summary, refs, attack_refs, paths["privacy_utility.png"])
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m experiments.compare <dir> [<dir> ...] [--out <dir>]``."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.compare",
+                                     description="Privacy-utility table and plot of sweeps.")
+    parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write (default: the first directory)")
+    args = parser.parse_args(argv)
+    try:
+        paths = compare(args.dirs, args.out)
+    except CompareError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(paths["summary.md"].read_text())
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Empirical privacy audits: what an attacker actually learns, next to what DP promises.
+
+Membership inference (a loss-threshold attack, Yeom et al. 2018): the attacker scores each
+record by the log-likelihood the model gives its true label; members (training rows) tend to
+score higher. The threshold is calibrated on one half of the held-out rows at a fixed
+false-positive rate, and the attack is then measured on fresh rows: training rows against the
+other held-out half. An (epsilon, delta)-DP training bounds every such test by
+``TPR <= exp(epsilon) * FPR + delta`` and ``1 - FPR <= exp(epsilon) * (1 - TPR) + delta``;
+with Clopper-Pearson bounds on the measured rates this gives an epsilon lower bound at the
+stated confidence (Jagielski et al. 2020; Nasr et al. 2021). Random train/test assignment makes
+each record's membership a coin the attacker must guess (Steinke et al. 2023).
+
+Label leakage (vertical federation; Li et al. 2022, "Label leakage and protection in two-party
+split learning"): a passive party sees, for each of its records, the gradient of the loss with
+respect to the embedding it sent. With a sigmoid head the gradient carries ``p - y``: defaults
+(the rare class) get larger gradients pointing the other way. The party scores each record by
+the gradient's norm and by its projection on the gradients' principal direction (oriented so
+that the smaller side is "default"), without any label.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import binomtest
+from sklearn.metrics import roc_auc_score
+
+from credit_data.errors import ConfigError
+
+_TINY = np.finfo(np.float64).tiny
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """What the empirical audit does.
+
+    ``fpr``: the false-positive rate the membership threshold is calibrated to.
+    ``confidence``: the Clopper-Pearson confidence of the epsilon lower bound.
+    ``max_members``: training rows the attack tries (a seeded sample; all when fewer).
+    ``label_leakage``: in vertical simulation, passive parties keep the attack scores of the
+    gradients they receive (on their own disk) so that the runner can score them.
+    """
+
+    enabled: bool = True
+    fpr: float = 0.05
+    confidence: float = 0.95
+    max_members: int = 20_000
+    label_leakage: bool = True
+
+
+def check_audit(settings: AuditSettings, key: str = "audit") -> None:
+    """Raise a ConfigError naming the key of any out-of-range value."""
+    if not 0 < settings.fpr < 0.5:
+        raise ConfigError(f"{key}.fpr must lie in (0, 0.5), got {settings.fpr}")
+    if not 0.5 <= settings.confidence < 1:
+        raise ConfigError(f"{key}.confidence must lie in [0.5, 1), got {settings.confidence}")
+    if settings.max_members < 10:
+        raise ConfigError(f"{key}.max_members must be at least 10, got {settings.max_members}")
+
+
+def label_log_likelihood(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per-record log-likelihood of the true label (the negative loss): the attack score."""
+    p = scores.astype(np.float64)
+    return np.where(labels > 0.5, np.log(np.maximum(p, _TINY)),
+                    np.log(np.maximum(1.0 - p, _TINY)))
+
+
+def epsilon_lower_bound(true_pos: int, members: int, false_pos: int, non_members: int,
+                        delta: float, confidence: float) -> dict[str, float]:
+    """Epsilon that a test with these counts proves, at ``confidence``, for a DP training.
+
+    >>> epsilon_lower_bound(50, 1000, 50, 1000, 1e-5, 0.95)["epsilon_lower_bound"]
+    0.0
+    >>> round(epsilon_lower_bound(900, 1000, 10, 1000, 1e-5, 0.95)["epsilon_lower_bound"], 2)
+    3.87
+    """
+    tpr_ci = binomtest(true_pos, members).proportion_ci(confidence, method="exact")
+    fpr_ci = binomtest(false_pos, non_members).proportion_ci(confidence, method="exact")
+    tpr_lo, fpr_hi = tpr_ci.low, fpr_ci.high
+    bounds = [0.0]
+    if tpr_lo - delta > 0 and fpr_hi > 0:
+        bounds.append(math.log((tpr_lo - delta) / fpr_hi))
+    if 1 - fpr_hi - delta > 0 and 1 - tpr_lo > 0:
+        bounds.append(math.log((1 - fpr_hi - delta) / (1 - tpr_lo)))
+    return {"epsilon_lower_bound": max(bounds), "tpr": true_pos / members,
+            "fpr": false_pos / non_members, "tpr_lower": float(tpr_lo),
+            "fpr_upper": float(fpr_hi)}
+
+
+def membership_audit(member_labels: np.ndarray, member_scores: np.ndarray,
+                     held_out_labels: np.ndarray, held_out_scores: np.ndarray, *,
+                     delta: float, settings: AuditSettings, seed: int) -> dict[str, Any]:
+    """Run the loss-threshold attack; return its AUC, rates and epsilon lower bound.
+
+    ``member_*``: the training rows (labels and the model's scores); ``held_out_*``: rows the
+    model never trained on, half of them to calibrate the threshold, half to measure it.
+    """
+    rng = np.random.default_rng(seed)
+    if len(held_out_labels) < 20 or len(member_labels) < 10:
+        raise ValueError(f"the membership audit needs at least 20 held-out and 10 training "
+                         f"rows, got {len(held_out_labels)} and {len(member_labels)}")
+    order = rng.permutation(len(held_out_labels))
+    calibrate, measure = order[: len(order) // 2], order[len(order) // 2:]
+    picked = rng.permutation(len(member_labels))[: settings.max_members]
+    member = label_log_likelihood(member_labels[picked], member_scores[picked])
+    held = label_log_likelihood(held_out_labels, held_out_scores)
+    threshold = float(np.quantile(held[calibrate], 1 - settings.fpr, method="higher"))
+    true_pos = int((member > threshold).sum())
+    false_pos = int((held[measure] > threshold).sum())
+    truth = np.r_[np.ones(len(member)), np.zeros(len(measure))]
+    attack_auc = float(roc_auc_score(truth, np.r_[member, held[measure]]))
+    out = {"attack": "loss threshold", "attack_auc": attack_auc,
+           "target_fpr": settings.fpr, "confidence": settings.confidence,
+           "members": len(member), "non_members": len(measure),
+           "calibration_rows": len(calibrate), "threshold": threshold}
+    out |= epsilon_lower_bound(true_pos, len(member), false_pos, len(measure), delta,
+                               settings.confidence)
+    return out
+
+
+def leakage_scores(gradients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores a passive party can compute from the gradients of one exchange, without labels.
+
+    Returns (norm score, direction score); higher means "more likely a default".
+
+    >>> g = np.array([[0.2, 0.0], [0.1, 0.0], [0.15, 0.0], [-0.8, 0.0]])
+    >>> norm, direction = leakage_scores(g)
+    >>> int(norm.argmax()), int(direction.argmax())
+    (3, 3)
+    """
+    g = np.asarray(gradients, dtype=np.float64)
+    norm = np.linalg.norm(g, axis=1)
+    if len(g) < 2 or not np.any(norm > 0):
+        return norm, np.zeros(len(g))
+    _, _, vt = np.linalg.svd(g, full_matrices=False)
+    projection = g @ vt[0]
+    # the principal direction separates the two signs of p - y; defaults are the smaller side
+    if (projection > 0).sum() > (projection < 0).sum():
+        projection = -projection
+    return norm, projection
+
+
+def label_leakage_audit(labels: np.ndarray, norm: np.ndarray,
+                        direction: np.ndarray) -> dict[str, Any]:
+    """AUC of each label-free attack against the true labels; ``attack_auc`` is the stronger."""
+    if labels.min() == labels.max():
+        raise ValueError("the label-leakage audit needs rows of both classes")
+    norm_auc = float(roc_auc_score(labels, norm))
+    direction_auc = float(roc_auc_score(labels, direction))
+    return {"rows": int(len(labels)), "norm_auc": norm_auc, "direction_auc": direction_auc,
+            "attack_auc": max(norm_auc, direction_auc)}
+
+
+def membership_epsilon(mode: str, privacy: dict[str, Any] | None) -> dict[str, Any]:
+    """Return the epsilon (and delta) DP promises against membership of one whole record.
+
+    Horizontal DP-SGD: a record lives at one lender, so the maximum over lenders. Central DP:
+    client-level, which covers any one record. Vertical: a record touches every party, so the
+    sum over every party and mechanism (basic composition; an upper bound), and unbounded unless
+    DP-SGD protects every party's columns.
+    """
+    if privacy is None:
+        return {"epsilon": math.inf, "delta": 0.0, "why": "no differential privacy"}
+    if mode == "horizontal":
+        why = ("client-level DP covers every record of a lender"
+               if privacy["mechanism"] == "central"
+               else "each record lives at one lender: the maximum over lenders")
+        return {"epsilon": float(privacy["epsilon"]), "delta": float(privacy["delta"]),
+                "why": why}
+    entries = privacy["parties"].values()
+    if not any(e["mechanism"] == "dpsgd" for e in entries):
+        return {"epsilon": math.inf, "delta": 0.0,
+                "why": "without DP-SGD the parties' columns have no record-level protection"}
+    return {"epsilon": float(sum(e["epsilon"] for e in entries)),
+            "delta": float(min(1.0, sum(e["delta"] for e in entries))),
+            "why": "a record touches every party: the sum over parties and mechanisms"}

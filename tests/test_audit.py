@@ -1,0 +1,136 @@
+"""Issue 5: the empirical privacy audit (membership inference, label leakage).
+
+Vertical runs' audits are checked on the runs of a real sweep, in ``tests/test_sweep.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from privacy.audit import (
+    AuditSettings,
+    epsilon_lower_bound,
+    label_leakage_audit,
+    leakage_scores,
+    membership_audit,
+    membership_epsilon,
+)
+from tests.conftest import run_experiment
+
+SMALL = ["data.n_customers=3000"]
+
+
+def test_lower_bound_is_valid_at_its_confidence_and_has_power():
+    """Against a mechanism that is exactly epsilon-DP (randomized response on membership), the
+    bound passes epsilon no more often than its confidence allows, and gets close to it."""
+    rng = np.random.default_rng(0)
+    n, trials, confidence = 4000, 200, 0.95
+    for eps in (0.5, 1.0, 2.0):
+        p = math.exp(eps) / (1 + math.exp(eps))
+        bounds = np.array([epsilon_lower_bound(rng.binomial(n, p), n, rng.binomial(n, 1 - p), n,
+                                               0.0, confidence)["epsilon_lower_bound"]
+                           for _ in range(trials)])
+        assert (bounds > eps).mean() <= 1 - confidence
+        assert bounds.mean() > 0.8 * eps
+
+
+def test_membership_audit_separates_members_and_holds_for_identical_scores():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 4000).astype(float)
+    same = rng.uniform(0.01, 0.99, 4000)
+    settings = AuditSettings()
+    audit = membership_audit(y[:2000], same[:2000], y[2000:], same[2000:], delta=1e-5,
+                             settings=settings, seed=0)
+    assert abs(audit["attack_auc"] - 0.5) < 0.05
+    assert audit["epsilon_lower_bound"] < 0.3
+    # members scored confidently right, held-out rows not: the attack sees it
+    member_scores = np.where(y[:2000] > 0.5, 0.999, 0.001)
+    leaky = membership_audit(y[:2000], member_scores, y[2000:], same[2000:], delta=1e-5,
+                             settings=settings, seed=0)
+    assert leaky["attack_auc"] > 0.9
+    assert leaky["epsilon_lower_bound"] > 2.0
+
+
+def test_label_leakage_scores_find_defaults_from_gradients_alone():
+    rng = np.random.default_rng(2)
+    y = (rng.random(2000) < 0.2).astype(float)
+    p = np.full(2000, 0.2)
+    direction = rng.normal(size=8)
+    grads = (p - y)[:, None] * direction[None, :] + rng.normal(scale=0.01, size=(2000, 8))
+    norm, projected = leakage_scores(grads)
+    audit = label_leakage_audit(y, norm, projected)
+    assert audit["norm_auc"] > 0.95 and audit["direction_auc"] > 0.95
+
+
+def test_theoretical_membership_epsilon_per_mode():
+    horizontal = {"mechanism": "dpsgd", "epsilon": 2.0, "delta": 1e-5,
+                  "parties": {"lender-0": {"epsilon": 2.0, "delta": 1e-5, "mechanism": "dpsgd"}}}
+    assert membership_epsilon("horizontal", horizontal)["epsilon"] == 2.0
+    vertical = {"mechanism": "label_dp+dpsgd", "epsilon": 3.0, "delta": 1e-5, "parties": {
+        "lender/label_dp": {"epsilon": 3.0, "delta": 0.0, "mechanism": "label_dp"},
+        "lender/dpsgd": {"epsilon": 2.5, "delta": 1e-5, "mechanism": "dpsgd"},
+        "bureau/dpsgd": {"epsilon": 2.5, "delta": 1e-5, "mechanism": "dpsgd"}}}
+    assert membership_epsilon("vertical", vertical)["epsilon"] == pytest.approx(8.0)
+    label_only = {"mechanism": "label_dp", "epsilon": 3.0, "delta": 0.0, "parties": {
+        "lender/label_dp": {"epsilon": 3.0, "delta": 0.0, "mechanism": "label_dp"}}}
+    assert math.isinf(membership_epsilon("vertical", label_only)["epsilon"])
+    assert math.isinf(membership_epsilon("centralized", None)["epsilon"])
+
+
+@pytest.fixture(scope="module")
+def audited_runs(tmp_path_factory):
+    """A deliberately overfit non-private model and a DP-SGD model of horizontal federation."""
+    root = tmp_path_factory.mktemp("audit")
+    overfit = run_experiment(["federation=centralized", "data.n_customers=1000",
+                              "train.epochs=150", "train.early_stopping=false",
+                              "train.batch_size=32", "train.weight_decay=0", "model.dropout=0",
+                              "model.hidden=[256,256]"], root / "overfit")
+    horizontal = run_experiment(["federation=horizontal", "privacy=dpsgd",
+                                 "privacy.target_epsilon=1", "federation.rounds=5",
+                                 "partition.n_lenders=3", *SMALL], root / "horizontal")
+    return {"overfit": overfit, "horizontal": horizontal}
+
+
+def test_empirical_lower_bound_never_exceeds_theoretical_epsilon(audited_runs):
+    for name, results in audited_runs.items():
+        m = results["audit"]["membership"]
+        theory = math.inf if m["theoretical_epsilon"] is None else m["theoretical_epsilon"]
+        assert m["epsilon_lower_bound"] <= theory, name
+        assert m["bound_holds"], name
+    assert audited_runs["overfit"]["audit"]["membership"]["theoretical_epsilon"] is None
+    horizontal = audited_runs["horizontal"]
+    assert horizontal["audit"]["membership"]["theoretical_epsilon"] == pytest.approx(
+        horizontal["privacy"]["epsilon"])
+
+
+def test_overfit_model_leaks_membership_clearly_more_than_dp_models(audited_runs):
+    overfit = audited_runs["overfit"]["audit"]["membership"]["attack_auc"]
+    dp = audited_runs["horizontal"]["audit"]["membership"]["attack_auc"]
+    assert overfit > 0.6
+    assert dp < 0.56
+    assert overfit - dp > 0.07
+
+
+def test_report_states_theory_bound_and_attack_auc(audited_runs):
+    from experiments.report import render_report
+
+    report = render_report(audited_runs["horizontal"])
+    m = audited_runs["horizontal"]["audit"]["membership"]
+    assert "## Empirical privacy audit" in report
+    assert f"| {m['theoretical_epsilon']:.3f} | {m['epsilon_lower_bound']:.3f} | " \
+           f"{m['attack_auc']:.4f} |" in report
+
+
+@pytest.mark.parametrize(("override", "key"), [("audit.fpr=0.7", "audit.fpr"),
+                                               ("audit.confidence=1.5", "audit.confidence"),
+                                               ("audit.max_members=3", "audit.max_members")])
+def test_bad_audit_settings_fail_naming_the_key_with_nothing_written(tmp_path, override, key):
+    from credit_data.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        run_experiment(["federation=centralized", "data.n_customers=500", override],
+                       tmp_path / "run")
+    assert not (tmp_path / "run").exists()
