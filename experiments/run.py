@@ -30,6 +30,7 @@ from experiments.horizontal import run_horizontal
 from experiments.references import references_for
 from experiments.report import render_report
 from experiments.results import write_run
+from experiments.simulation import share_engine_across_runs
 from experiments.vertical import run_vertical
 from federation.settings import Mode
 from privacy.audit import check_audit
@@ -80,6 +81,8 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     sweep = hydra_cfg.mode is RunMode.MULTIRUN
+    if sweep:
+        share_engine_across_runs()
     try:
         results = execute(cfg, run_dir, Path(hydra_cfg.sweep.dir) / "references"
                           if sweep else None)

@@ -18,6 +18,7 @@ from credit_data.federated_scaling import Schema
 from credit_data.horizontal import LenderRows
 from credit_data.split import TRAIN
 from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS
+from fl_client.audit_mod import audit_log_mod
 from fl_client.settings import ClientSettings
 from fl_client.task import BudgetRefusal, LenderTask
 from privacy.settings import PrivacyMechanism
@@ -42,7 +43,7 @@ def _status(task: LenderTask, **extra: str) -> ConfigRecord:
 
 def make_client_app(source: NodeSource) -> ClientApp:
     """Build the ClientApp over a source of (settings, rows) for the node in ``context``."""
-    app = ClientApp()
+    app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0])])
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:

@@ -21,6 +21,7 @@ from flwr.clientapp import ClientApp
 from credit_data.settings import LABEL_HOLDER
 from credit_data.vertical import NodeRows
 from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS
+from fl_client.audit_mod import audit_log_mod
 from fl_client.settings import ClientSettings
 from fl_client.vertical_task import BudgetRefusal, LenderNode, NodeState, PassiveNode
 
@@ -70,7 +71,7 @@ def _passive(config: ConfigRecord) -> tuple[str, ...]:
 
 def make_vertical_client_app(source: VerticalSource) -> ClientApp:
     """Build the ClientApp over a source of (settings, rows) for the node in ``context``."""
-    app = ClientApp()
+    app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0])])
 
     @app.query("hello")
     def hello(msg: Message, context: Context) -> Message:

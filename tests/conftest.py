@@ -34,6 +34,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_ray_instance():
+    """Keep one Ray instance for the whole session.
+
+    Flower's simulation engine starts Ray when none is running and stops it after every run
+    (about 5 s of the ~10 s fixed cost of each simulated run here). The suite lets the first run
+    start it and turns ``ray.shutdown`` into a no-op until the session ends; each run still gets
+    fresh actors. Yields the real ``ray.shutdown``. Tests of the engine's own lifecycle, and runs
+    that leave an actor busy (a client sleeping past the round timeout), use :func:`own_engine`.
+    """
+    import ray
+
+    real_shutdown = ray.shutdown
+    ray.shutdown = lambda *args, **kwargs: None
+    try:
+        yield real_shutdown
+    finally:
+        ray.shutdown = real_shutdown
+        real_shutdown()
+
+
+@pytest.fixture
+def own_engine(shared_ray_instance, monkeypatch: pytest.MonkeyPatch):
+    """Run a test with the engine's real lifecycle: Ray started and stopped by the run itself."""
+    import ray
+
+    shared_ray_instance()
+    monkeypatch.setattr(ray, "shutdown", shared_ray_instance)
+    yield
+    shared_ray_instance()
+
+
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """Compose conf/config.yaml with overrides, exactly as the runner does."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):

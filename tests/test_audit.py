@@ -5,6 +5,7 @@ Vertical runs' audits are checked on the runs of a real sweep, in ``tests/test_s
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -91,12 +92,12 @@ def audited_runs(tmp_path_factory):
     horizontal = run_experiment(["federation=horizontal", "privacy=dpsgd",
                                  "privacy.target_epsilon=1", "federation.rounds=5",
                                  "partition.n_lenders=3", *SMALL], root / "horizontal")
-    return {"overfit": overfit, "horizontal": horizontal}
+    return {"overfit": overfit, "horizontal": horizontal, "root": root}
 
 
 def test_empirical_lower_bound_never_exceeds_theoretical_epsilon(audited_runs):
-    for name, results in audited_runs.items():
-        m = results["audit"]["membership"]
+    for name in ("overfit", "horizontal"):
+        m = audited_runs[name]["audit"]["membership"]
         theory = math.inf if m["theoretical_epsilon"] is None else m["theoretical_epsilon"]
         assert m["epsilon_lower_bound"] <= theory, name
         assert m["bound_holds"], name
@@ -122,6 +123,24 @@ def test_report_states_theory_bound_and_attack_auc(audited_runs):
     assert "## Empirical privacy audit" in report
     assert f"| {m['theoretical_epsilon']:.3f} | {m['epsilon_lower_bound']:.3f} | " \
            f"{m['attack_auc']:.4f} |" in report
+
+
+def test_every_lender_keeps_a_verifiable_audit_log(audited_runs):
+    from federation.audit_log import verify
+
+    logs = sorted((audited_runs["root"] / "horizontal" / "parties").glob("*/audit.jsonl"))
+    assert len(logs) == 3
+    for log in logs:
+        verdict = verify(log)
+        assert verdict.ok and verdict.lines >= 5, log
+        entries = [json.loads(line) for line in log.read_text().splitlines()]
+        trained = [e for e in entries if e["event"] == "train"]
+        assert len(trained) == 5  # one per round
+        for entry in trained:
+            assert entry["sent"] and all(set(v) == {"shape", "dtype", "bytes"}
+                                         for v in entry["sent"].values())
+        spent = [e["epsilon"]["epsilon"] for e in trained]
+        assert spent == sorted(spent) and 0 < spent[-1] <= 1.0 + 1e-6
 
 
 @pytest.mark.parametrize(("override", "key"), [("audit.fpr=0.7", "audit.fpr"),

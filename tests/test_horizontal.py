@@ -95,7 +95,7 @@ def test_taiwan_data_horizontal_reaches_centralized_auc(shared_data, tmp_path):
     assert abs(_auc(central) - _auc(federated)) <= 0.01
 
 
-def test_crashing_nan_and_misshapen_clients_are_left_out_and_recorded(tmp_path):
+def test_crashing_nan_and_misshapen_clients_are_left_out_and_recorded(tmp_path, own_engine):
     r = run_experiment(SMALL + ["federation.rounds=2", "+federation.faults.lender-1=crash",
                                 "+federation.faults.lender-2=nonfinite",
                                 "+federation.faults.lender-3=shape"], tmp_path)
@@ -122,7 +122,7 @@ def test_too_few_clients_end_the_run_with_a_clear_error(tmp_path):
     assert not (tmp_path / "results.json").exists()
 
 
-def test_a_client_past_the_round_timeout_is_left_out_without_hanging(tmp_path):
+def test_a_client_past_the_round_timeout_is_left_out_without_hanging(tmp_path, own_engine):
     start = time.monotonic()
     r = run_experiment(SMALL + ["federation.rounds=2", "federation.round_timeout=6",
                                 "+federation.faults.lender-0=slow"], tmp_path)
