@@ -31,6 +31,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from experiments.results import write_atomic  # noqa: E402
+
 METRICS = ("auc", "ks", "brier")
 MECHANISM_NAMES = {"dpsgd": "DP-SGD", "central": "central DP", "label_dp": "label DP",
                    "embedding_noise": "embedding noise"}
@@ -260,12 +262,6 @@ def plot(summary: pd.DataFrame, refs: dict[str, tuple[float, float]],
     tmp.replace(path)
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def compare(dirs: list[Path], out: Path | None = None) -> dict[str, Path]:
     """Write runs.csv, summary.csv, summary.md and privacy_utility.png; return their paths."""
     runs = gather(dirs)
@@ -277,9 +273,9 @@ def compare(dirs: list[Path], out: Path | None = None) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in ("runs.csv", "summary.csv", "summary.md",
                                            "privacy_utility.png")}
-    _write(paths["runs.csv"], runs.to_csv(index=False))
-    _write(paths["summary.csv"], summary.to_csv(index=False))
-    _write(paths["summary.md"], markdown(summary, refs, attack_refs, runs))
+    write_atomic(paths["runs.csv"], runs.to_csv(index=False))
+    write_atomic(paths["summary.csv"], summary.to_csv(index=False))
+    write_atomic(paths["summary.md"], markdown(summary, refs, attack_refs, runs))
     plot(summary, refs, attack_refs, paths["privacy_utility.png"])
     return paths
 

@@ -60,7 +60,8 @@ def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any],
     return results
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary name beside ``path``, then move it into place."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -79,11 +80,11 @@ def write_run(run_dir: Path, outcome: RunOutcome, wall_s: float, config: dict[st
     run_dir.mkdir(parents=True, exist_ok=True)
     results = build_results(outcome, wall_s, config, audit, references)
     predictions = outcome.predictions
-    _write_atomic(run_dir / "predictions.csv", predictions.to_csv(index=False,
+    write_atomic(run_dir / "predictions.csv", predictions.to_csv(index=False,
                                                                   float_format="%.8g"))
     write_plots(run_dir / "plots.png", predictions["label"].to_numpy(),
                 predictions["score"].to_numpy(), outcome.metrics["history"],
                 f"{results['mode']} on {results['dataset']['name']}")
-    _write_atomic(run_dir / "report.md", render_report(results))
-    _write_atomic(run_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    write_atomic(run_dir / "report.md", render_report(results))
+    write_atomic(run_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     return results

@@ -29,7 +29,7 @@ from experiments.config import register, to_settings
 from experiments.horizontal import run_horizontal
 from experiments.references import references_for
 from experiments.report import render_report
-from experiments.results import write_run
+from experiments.results import write_atomic, write_run
 from experiments.simulation import share_engine_across_runs
 from experiments.vertical import run_vertical
 from federation.settings import Mode
@@ -70,9 +70,7 @@ def record_failure(run_dir: Path, exc: BaseException) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     failure = {"error": str(exc), "type": type(exc).__name__,
                "traceback": traceback.format_exception(exc)}
-    tmp = run_dir / ".failed.json.tmp"
-    tmp.write_text(json.dumps(failure, indent=2) + "\n")
-    tmp.replace(run_dir / "failed.json")
+    write_atomic(run_dir / "failed.json", json.dumps(failure, indent=2) + "\n")
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
