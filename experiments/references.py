@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from experiments.audit import audit_outcome
 from experiments.baselines import run_baseline
 from experiments.horizontal import run_horizontal
 from experiments.outcome import RunOutcome
+from experiments.results import write_atomic
 from experiments.settings import RunSettings
 from experiments.vertical import run_vertical
 from federation.settings import Mode
@@ -75,8 +75,5 @@ def references_for(settings: RunSettings, cache_dir: Path | None) -> dict[str, A
              settings.seed)
     refs = compute_references(settings)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(refs, handle, indent=2)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(refs, indent=2))
     return refs
