@@ -46,6 +46,11 @@ def load_files(settings: DataSettings) -> Population:
     return Population(name=settings.name, tables=tables)
 
 
+def load_party(party: str, source: PartySource, settings: DataSettings) -> PartyTable:
+    """Read one party's table from its own file (a deployed node reads only its own)."""
+    return _load_party(party, source, settings, {})
+
+
 def _id_column(source: PartySource, settings: DataSettings) -> str:
     return source.id_column or settings.id_column
 

@@ -94,6 +94,11 @@ def to_settings(cfg: DictConfig) -> RunSettings:
     return typing.cast(RunSettings, settings)
 
 
+def settings_from_container(container: dict[str, Any]) -> RunSettings:
+    """Rebuild :class:`RunSettings` from a resolved config as plain data (e.g. from JSON)."""
+    return typing.cast(RunSettings, _build(RunSettings, container, ""))
+
+
 def register() -> None:
     """Store the schema in Hydra's ConfigStore; ``conf/config.yaml`` names it first."""
     ConfigStore.instance().store(name=SCHEMA_NAME, node=mutable_twin(RunSettings))

@@ -24,6 +24,7 @@ from credit_data.horizontal import LenderRows, horizontal_rows
 from credit_data.loading import load_population
 from credit_data.partition import lender_names
 from credit_data.split import TEST, TRAIN, VAL
+from credit_data.tables import Population
 from experiments.outcome import (
     RunOutcome,
     oracle_auc,
@@ -116,12 +117,39 @@ class UnionOfLenders:
         return {name: predict_proba(model, x[name]) for name in splits}
 
 
-def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
-    """Run the federation in simulation; return what the writers need."""
-    start = time.perf_counter()
+def lender_settings(settings: RunSettings, names: tuple[str, ...], state_dir: Path
+                    ) -> dict[str, ClientSettings]:
+    """Each lender's node settings (a deployed node adds its own data path and limits)."""
+    f = settings.federation
+    return {name: ClientSettings(party=name, seed=settings.seed, model=settings.model,
+                                 train=settings.train, federation=f,
+                                 privacy=settings.privacy.for_party(name),
+                                 state_dir=str(state_dir), fault=f.faults.get(name))
+            for name in names}
+
+
+def coordinator_settings(settings: RunSettings, n_lenders: int, numeric: tuple[str, ...],
+                         categorical: tuple[str, ...], run_dir: Path) -> ServerSettings:
+    """Build the server's settings: the run's, and the columns the lenders agreed on."""
+    return ServerSettings(seed=settings.seed, model=settings.model,
+                          federation=settings.federation, privacy=settings.privacy,
+                          n_clients=n_lenders, numeric=numeric, categorical=categorical,
+                          run_dir=str(run_dir), resume_dir=settings.resume)
+
+
+def lender_rows(settings: RunSettings
+                ) -> tuple[Population, tuple[str, ...], dict[str, LenderRows]]:
+    """Return the population, the parties whose columns lenders hold, and each lender's rows."""
     population = load_population(settings.data, settings.seed)
     parties = training_parties(settings, population)
     rows = horizontal_rows(population, parties, settings.data, settings.partition, settings.seed)
+    return population, parties, rows
+
+
+def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
+    """Run the federation in simulation; return what the writers need."""
+    start = time.perf_counter()
+    population, parties, rows = lender_rows(settings)
     names = lender_names(settings.partition.n_lenders)
     _check(settings, names)
     data_seconds = time.perf_counter() - start
@@ -131,18 +159,10 @@ def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
         old = Path(settings.resume)
         if (old / "parties").is_dir() and old.resolve() != run_dir.resolve():
             shutil.copytree(old / "parties", state_dir, dirs_exist_ok=True)
-    f = settings.federation
-    clients = {name: ClientSettings(party=name, seed=settings.seed, model=settings.model,
-                                    train=settings.train, federation=f,
-                                    privacy=settings.privacy.for_party(name),
-                                    state_dir=str(state_dir), fault=f.faults.get(name))
-               for name in names}
+    clients = lender_settings(settings, names, state_dir)
     any_rows = next(iter(rows.values()))
-    server = ServerSettings(seed=settings.seed, model=settings.model, federation=f,
-                            privacy=settings.privacy, n_clients=len(names),
-                            numeric=any_rows.numeric, categorical=any_rows.categorical,
-                            run_dir=str(run_dir), resume_dir=settings.resume)
-
+    server = coordinator_settings(settings, len(names), any_rows.numeric, any_rows.categorical,
+                                  run_dir)
     union = UnionOfLenders(rows, settings)
 
     def evaluate_global(state: dict[str, torch.Tensor], schema: Schema) -> dict[str, float]:
@@ -157,8 +177,21 @@ def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
     train_seconds = time.perf_counter() - train_start
     if outcome.error is not None:
         raise outcome.error
-    assert outcome.state is not None and outcome.schema is not None
+    return horizontal_outcome(settings, population, parties, union, outcome, data_seconds,
+                              train_seconds)
 
+
+def horizontal_outcome(settings: RunSettings, population: Population, parties: tuple[str, ...],
+                       union: UnionOfLenders, outcome: FederationOutcome,
+                       data_seconds: float, train_seconds: float) -> RunOutcome:
+    """Score the final global model on the union of the lenders' rows; build the run's outcome.
+
+    Only a simulation, or a loopback deployment that made every node's file, holds that union.
+    """
+    assert outcome.state is not None and outcome.schema is not None
+    rows = union.rows
+    names = tuple(rows)
+    f = settings.federation
     scores = union.scores(outcome.state, outcome.schema)
     labels, ids = union.labels, union.ids
     metrics = split_metrics(labels, scores)

@@ -22,6 +22,7 @@ from credit_data.errors import ConfigError
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER, DataSettings
 from credit_data.split import TEST, TRAIN, VAL, assign_split
+from credit_data.tables import Population
 from credit_data.vertical import NodeRows, node_rows
 from experiments.outcome import (
     RunOutcome,
@@ -97,19 +98,40 @@ def _check(settings: RunSettings, parties: tuple[str, ...]) -> None:
                           f"parties are {list(parties)}")
 
 
-def _label_leakage(state_dir: Path, parties: tuple[str, ...], labels: pd.Series
+def _label_leakage(party_dirs: dict[str, Path], labels: pd.Series
                    ) -> dict[str, dict[str, np.ndarray]] | None:
     """Join the attack scores each passive party kept with the true labels (simulation only)."""
     by_id = pd.Series(labels.to_numpy(dtype=np.float32), index=labels.index.astype(str))
     out = {}
-    for party in parties:
-        path = state_dir / party / "label_leakage.npz"
+    for party, directory in party_dirs.items():
+        path = directory / "label_leakage.npz"
         if party == LABEL_HOLDER or not path.exists():
             continue
         kept = np.load(path)
         out[party] = {"labels": by_id.reindex(kept["ids"]).to_numpy(),
                       "norm": kept["norm"], "direction": kept["direction"]}
     return out or None
+
+
+def party_settings(settings: RunSettings, parties: tuple[str, ...], state_dir: Path
+                   ) -> dict[str, ClientSettings]:
+    """Each party's node settings (a deployed node adds its own data path and limits)."""
+    audit = settings.audit.enabled and settings.audit.label_leakage
+    return {p: ClientSettings(party=p, seed=settings.seed, model=settings.model,
+                              train=settings.train, federation=settings.federation,
+                              privacy=settings.privacy.for_party(p), state_dir=str(state_dir),
+                              label_leakage_audit=audit)
+            for p in parties}
+
+
+def coordinator_settings(settings: RunSettings, parties: tuple[str, ...], run_dir: Path
+                         ) -> ServerSettings:
+    """Build the server's settings: it only routes, so it needs no columns."""
+    return ServerSettings(seed=settings.seed, model=settings.model,
+                          federation=settings.federation, privacy=settings.privacy,
+                          n_clients=len(parties), numeric=(), categorical=(),
+                          run_dir=str(run_dir), parties=parties,
+                          train_epochs=settings.train.epochs)
 
 
 def run_vertical(settings: RunSettings, run_dir: Path,
@@ -119,22 +141,11 @@ def run_vertical(settings: RunSettings, run_dir: Path,
     population = load_population(settings.data, settings.seed)
     parties = training_parties(settings, population)
     _check(settings, parties)
-    tables = {p: population.tables[p] for p in parties}
     data_seconds = time.perf_counter() - start
 
     state_dir = run_dir / "parties"
-    clients = {p: ClientSettings(party=p, seed=settings.seed, model=settings.model,
-                                 train=settings.train, federation=settings.federation,
-                                 privacy=settings.privacy.for_party(p),
-                                 state_dir=str(state_dir),
-                                 label_leakage_audit=(settings.audit.enabled
-                                                      and settings.audit.label_leakage))
-               for p in parties}
-    server = ServerSettings(seed=settings.seed, model=settings.model,
-                            federation=settings.federation, privacy=settings.privacy,
-                            n_clients=len(parties), numeric=(), categorical=(),
-                            run_dir=str(run_dir), parties=parties,
-                            train_epochs=settings.train.epochs)
+    clients = party_settings(settings, parties, state_dir)
+    server = coordinator_settings(settings, parties, run_dir)
     outcome = VerticalOutcome()
     train_start = time.perf_counter()
     simulate(make_vertical_server_app(server, outcome, recorder),
@@ -145,12 +156,25 @@ def run_vertical(settings: RunSettings, run_dir: Path,
     if outcome.error is not None:
         raise outcome.error
 
+    return vertical_outcome(settings, population, parties, outcome,
+                            {p: state_dir / p for p in parties}, data_seconds, train_seconds)
+
+
+def vertical_outcome(settings: RunSettings, population: Population, parties: tuple[str, ...],
+                     outcome: VerticalOutcome, party_dirs: dict[str, Path],
+                     data_seconds: float, train_seconds: float) -> RunOutcome:
+    """Build the run's outcome from the lender's scores and the parties' own files.
+
+    ``party_dirs`` is where each party keeps its files (scores at the lender, label-leakage
+    scores at the others); only a simulation, or a loopback deployment, can read them all.
+    """
+    tables = {p: population.tables[p] for p in parties}
     lender = population.tables[LABEL_HOLDER]
     assert lender.labels is not None
     ids = lender.frame.index.to_numpy(dtype=object)
     y_all = lender.labels[settings.data.label].to_numpy(dtype=np.float32)
     split = assign_split(lender.frame.index, settings.seed, settings.data.split)
-    saved = np.load(state_dir / LABEL_HOLDER / "scores.npz")
+    saved = np.load(party_dirs[LABEL_HOLDER] / "scores.npz")
     labels, scores = {}, {}
     for code, name in SPLITS.items():
         rows = saved[f"{name}_rows"]
@@ -158,7 +182,7 @@ def run_vertical(settings: RunSettings, run_dir: Path,
             raise RuntimeError(f"the lender's {name} rows differ from the runner's")
         labels[name], scores[name] = y_all[rows], saved[f"{name}_scores"]
     metrics = split_metrics(labels, scores)
-    leakage = _label_leakage(state_dir, parties, lender.labels[settings.data.label])
+    leakage = _label_leakage(party_dirs, lender.labels[settings.data.label])
     final = outcome.final
     metrics["best_epoch"] = int(final["best_epoch"])
     metrics["history"] = [r for r in outcome.history if "epoch" in r]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from flwr.app import RecordDict
 
 ARRAYS = "arrays"
 CONFIG = "config"
@@ -42,3 +47,23 @@ def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float:
     below = np.concatenate([[0.0], np.cumsum(neg)[:-1]])
     wins = np.sum(pos * below) + 0.5 * np.sum(pos * neg)
     return float(wins / (pos.sum() * neg.sum()))
+
+
+def content_summary(content: RecordDict) -> dict[str, Any]:
+    """Describe a message's content: array shapes and bytes, byte-string sizes; no values."""
+    out: dict[str, Any] = {}
+    for record in content.array_records.values():
+        for name, array in record.items():
+            out[name] = {"shape": list(array.shape), "dtype": str(array.dtype),
+                         "bytes": len(array.data)}
+    for config in content.config_records.values():
+        for name, value in config.items():
+            if isinstance(value, bytes):  # blinded IDs, keys, ciphertext (alignment)
+                out[name] = {"bytes": len(value)}
+    return out
+
+
+def reported_epsilon(content: RecordDict) -> dict[str, float]:
+    """Return the epsilon figures a reply reports (names containing ``epsilon``)."""
+    return {k: float(v) for record in content.metric_records.values()
+            for k, v in record.items() if "epsilon" in k and isinstance(v, int | float)}

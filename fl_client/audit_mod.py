@@ -16,6 +16,7 @@ from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from federation.audit_log import AuditLog
+from federation.protocol import content_summary, reported_epsilon
 from fl_client.settings import ClientSettings
 
 
@@ -27,18 +28,7 @@ def audit_log_path(settings: ClientSettings) -> Path | None:
 
 
 def _sent(reply: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if reply.has_error():
-        return out
-    for record in reply.content.array_records.values():
-        for name, array in record.items():
-            out[name] = {"shape": list(array.shape), "dtype": str(array.dtype),
-                         "bytes": len(array.data)}
-    for config in reply.content.config_records.values():
-        for name, value in config.items():
-            if isinstance(value, bytes):  # blinded IDs, keys, ciphertext (alignment)
-                out[name] = {"bytes": len(value)}
-    return out
+    return {} if reply.has_error() else content_summary(reply.content)
 
 
 def audit_log_mod(settings_of: Callable[[Context], ClientSettings]) -> Mod:
@@ -55,9 +45,7 @@ def audit_log_mod(settings_of: Callable[[Context], ClientSettings]) -> Mod:
         if reply.has_error():
             entry["error"] = str(reply.error.reason)
         else:
-            entry["epsilon"] = {k: float(v) for record in reply.content.metric_records.values()
-                                for k, v in record.items()
-                                if "epsilon" in k and isinstance(v, int | float)}
+            entry["epsilon"] = reported_epsilon(reply.content)
             refused = [str(r["refused"]) for r in reply.content.config_records.values()
                        if "refused" in r]
             if refused:

@@ -6,12 +6,27 @@ See :func:`fl_server.rounds.run_federation` and
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import cast
+
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from federation.audit_log import AuditLog
+from fl_server.audited_grid import AuditedGrid
 from fl_server.rounds import FederationOutcome, GlobalEvaluation, run_federation
 from fl_server.settings import ServerSettings
 from fl_server.vertical_rounds import Recorder, VerticalOutcome, run_vertical_federation
+
+
+def server_audit_log(settings: ServerSettings) -> AuditLog:
+    """Return the server's own audit log: ``<run dir>/server/audit.jsonl``."""
+    return AuditLog(Path(settings.run_dir) / "server" / "audit.jsonl")
+
+
+def audited(grid: Grid, settings: ServerSettings) -> Grid:
+    """Wrap Flower's Grid so every message is in the server's audit log."""
+    return cast(Grid, AuditedGrid(grid, server_audit_log(settings)))
 
 
 def make_server_app(settings: ServerSettings, outcome: FederationOutcome,
@@ -22,7 +37,7 @@ def make_server_app(settings: ServerSettings, outcome: FederationOutcome,
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            result = run_federation(grid, settings, evaluate_global)
+            result = run_federation(audited(grid, settings), settings, evaluate_global)
         except BaseException as exc:  # handed to the runner, which raises it in its thread
             outcome.error = exc
             return
@@ -42,7 +57,7 @@ def make_vertical_server_app(settings: ServerSettings, outcome: VerticalOutcome,
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            result = run_vertical_federation(grid, settings, recorder)
+            result = run_vertical_federation(audited(grid, settings), settings, recorder)
         except BaseException as exc:  # handed to the runner, which raises it in its thread
             outcome.error = exc
             return

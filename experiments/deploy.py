@@ -1,0 +1,423 @@
+"""A whole federation on this machine, on Flower's deployment engine.
+
+``python -m experiments.deploy <command>``:
+
+``up [key=value ...]``
+    Make a CA, the SuperLink's certificate and one key pair per node; start a SuperLink with TLS
+    and SuperNode authentication (and no runtime dependency installation); register the node
+    keys; write each party's own CSV file (from the configured data); start one node per party
+    (:mod:`fl_client.node`) with its own data path and state directory. ``--node-max-epsilon
+    bureau=1`` gives a node its own privacy limit.
+``run [key=value ...]``
+    Submit the run with ``flwr run`` (the overrides of ``up``, plus these), wait for it, and
+    write the same ``results.json``, ``predictions.csv`` and ``report.md`` as a simulation run.
+``down``
+    Stop every process ``up`` started.
+``all [key=value ...]``
+    ``up``, ``run`` and ``down`` in one go; ``down`` also runs when something fails.
+
+Everything lives under ``--dir`` (default ``deploy/``). ``up`` stops what it started if it fails.
+On loopback the collector may read every node's files (it made them), which is how
+``metrics.test`` matches simulation; a real coordinator sees only what the nodes send.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pickle
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from credit_data.errors import ConfigError, CreditFLError
+from credit_data.horizontal import LenderRows
+from credit_data.loading import load_population
+from credit_data.partition import lender_names
+from credit_data.settings import LABEL_HOLDER
+from credit_data.tables import PartyTable
+from experiments.audit import audit_outcome
+from experiments.config import register, to_settings
+from experiments.horizontal import UnionOfLenders, horizontal_outcome, lender_rows
+from experiments.outcome import RunOutcome, training_parties
+from experiments.report import render_report
+from experiments.results import write_atomic, write_run
+from experiments.settings import RunSettings
+from experiments.vertical import vertical_outcome
+from federation.credentials import make_node_key, make_server_credentials
+from federation.settings import Mode
+from fl_client.deployed import COLUMNS, RUN_NAME, RUN_SETTINGS
+from fl_server.deployed import OUTCOME, RUN_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+APP_DIR = ROOT / "deployment" / "flower_app"
+STATE = "federation.json"
+CONNECTION = "local"
+
+
+class DeployError(CreditFLError):
+    """The local federation could not be started, run or collected."""
+
+
+@dataclass
+class Federation:
+    """What ``up`` started: addresses, files and processes (saved as ``federation.json``)."""
+
+    directory: str
+    overrides: list[str]
+    superlink: str
+    parties: list[str]
+    columns: dict[str, list[str]] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.directory)
+
+    def save(self) -> None:
+        write_atomic(self.root / STATE, json.dumps(self.__dict__, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> Federation:
+        path = directory / STATE
+        if not path.is_file():
+            raise DeployError(f"{path}: no federation is up here (run `python -m "
+                              f"experiments.deploy up --dir {directory}` first)")
+        return cls(**json.loads(path.read_text()))
+
+    def env(self) -> dict[str, str]:
+        """Return the environment of every Flower command: its own home, no telemetry."""
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        return {**os.environ, "PATH": path, "FLWR_HOME": str(self.root / "flwr"),
+                "FLWR_TELEMETRY_ENABLED": "0"}
+
+    def node_state(self, party: str) -> Path:
+        return self.root / "nodes" / party / "state"
+
+
+def compose_settings(overrides: list[str]) -> tuple[RunSettings, dict[str, Any]]:
+    """Compose the Hydra config as ``experiments.run`` does; return settings and plain config."""
+    register()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        cfg: DictConfig = compose(config_name="config", overrides=overrides)
+    settings = to_settings(cfg)
+    if settings.federation.mode not in (Mode.vertical, Mode.horizontal):
+        raise ConfigError(f"federation={settings.federation.mode.value}: a deployment runs "
+                          "federation=vertical or federation=horizontal")
+    plain = typing.cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True,
+                                                               enum_to_str=True))
+    return settings, plain
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                cwd=ROOT, start_new_session=True)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, log: Path,
+                   timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise DeployError(f"{what} exited with code {process.returncode}; see {log}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise DeployError(f"{what} did not listen on port {port} within {timeout:.0f} s; see {log}")
+
+
+def _flwr(fed: Federation, *args: str, timeout: float = 120) -> str:
+    flwr = shutil.which("flwr", path=str(Path(sys.executable).parent)) or "flwr"
+    done = subprocess.run([flwr, *args], env=fed.env(), cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise DeployError(f"flwr {' '.join(args)} failed ({done.returncode}): "
+                          f"{(done.stdout + done.stderr).strip()[-2000:]}")
+    return done.stdout
+
+
+def _online(fed: Federation) -> int:
+    out = _flwr(fed, "supernode", "list", CONNECTION, "--format", "json")
+    nodes = json.loads(out[out.index("{"):]).get("nodes", [])
+    return sum(1 for n in nodes if str(n.get("status")) == "online")
+
+
+# --- each party's own file -------------------------------------------------------------------
+def _table_csv(table: PartyTable, id_column: str, label: str | None, path: Path) -> None:
+    frame = table.frame.copy()
+    if label is not None and table.labels is not None:
+        frame[label] = table.labels[label].to_numpy()
+    frame.index.name = id_column
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path)
+
+
+def _lender_csv(rows: LenderRows, id_column: str, label: str, path: Path) -> None:
+    frame = rows.frame[list(rows.numeric + rows.categorical)].copy()
+    frame[label] = rows.y.astype(np.int64)
+    frame.index.name = id_column
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path)
+
+
+def write_party_files(settings: RunSettings, root: Path
+                      ) -> tuple[dict[str, tuple[Path, str]], dict[str, list[str]]]:
+    """Write each node's own CSV; return (party -> (file, categorical columns), columns)."""
+    data = settings.data
+    files: dict[str, tuple[Path, str]] = {}
+    if settings.federation.mode is Mode.vertical:
+        population = load_population(data, settings.seed)
+        parties = training_parties(settings, population)
+        for party in parties:
+            table = population.tables[party]
+            path = root / "nodes" / party / "data.csv"
+            _table_csv(table, data.id_column, data.label if party == LABEL_HOLDER else None,
+                       path)
+            files[party] = (path, ",".join(table.categorical))
+        return files, {}
+    _, _, rows = lender_rows(settings)
+    for name, r in rows.items():
+        path = root / "nodes" / name / "data.csv"
+        _lender_csv(r, data.id_column, data.label, path)
+        files[name] = (path, ",".join(r.categorical))
+    first = next(iter(rows.values()))
+    return files, {"numeric": list(first.numeric), "categorical": list(first.categorical)}
+
+
+# --- up / run / down -------------------------------------------------------------------------
+def up(directory: Path, overrides: list[str],
+       node_max_epsilon: dict[str, float] | None = None) -> Federation:
+    """Start a SuperLink and one authenticated node per party over TLS; see the module doc."""
+    settings, _ = compose_settings(overrides)
+    if (directory / STATE).is_file():
+        raise DeployError(f"{directory}: a federation is already up here; run `down` first")
+    caps = dict(node_max_epsilon or {})
+    directory.mkdir(parents=True, exist_ok=True)
+    fed = Federation(str(directory.resolve()), list(overrides), "", [])
+    try:
+        files, fed.columns = write_party_files(settings, fed.root)
+        unknown = sorted(set(caps) - set(files))
+        if unknown:
+            raise ConfigError(f"--node-max-epsilon names unknown parties {unknown}; the nodes "
+                              f"are {sorted(files)}")
+        fed.parties = list(files)
+        creds = make_server_credentials(fed.root / "tls")
+        port = _free_port()
+        fed.superlink = f"127.0.0.1:{port}"
+        (fed.root / "flwr").mkdir(parents=True, exist_ok=True)
+        (fed.root / "flwr" / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+            f'address = "{fed.superlink}"\nroot-certificates = "{creds.ca_cert}"\n')
+        bin_dir = Path(sys.executable).parent
+        log = fed.root / "logs" / "superlink.log"
+        link = _start([str(bin_dir / "flower-superlink"), "--ssl-ca-certfile",
+                       str(creds.ca_cert), "--ssl-certfile", str(creds.cert), "--ssl-keyfile",
+                       str(creds.key), "--enable-supernode-auth",
+                       "--disable-runtime-dependency-installation", "--port", str(port),
+                       "--database", str(fed.root / "superlink.db")], log, fed.env())
+        fed.pids["superlink"] = link.pid
+        fed.save()
+        _wait_for_port(port, link, "the SuperLink", log)
+        processes = {}
+        for party, (path, categorical) in files.items():
+            key = fed.root / "keys" / party
+            _flwr(fed, "supernode", "register", str(make_node_key(key)), CONNECTION)
+            cmd = [sys.executable, "-m", "fl_client.node", "--party", party, "--data",
+                   str(path), "--superlink", fed.superlink, "--root-certificates",
+                   str(creds.ca_cert), "--auth-key", str(key), "--state-dir",
+                   str(fed.node_state(party)), "--categorical", categorical,
+                   "--id-column", settings.data.id_column, "--runtime-port", str(_free_port())]
+            if party in caps:
+                cmd += ["--max-epsilon", str(caps[party])]
+            processes[party] = _start(cmd, fed.root / "logs" / f"{party}.log", fed.env())
+            fed.pids[party] = processes[party].pid
+            fed.save()
+        deadline = time.monotonic() + 120
+        while _online(fed) < len(files):
+            for party, process in processes.items():
+                if process.poll() is not None:
+                    raise DeployError(f"node '{party}' exited with code {process.returncode}; "
+                                      f"see {fed.root / 'logs' / (party + '.log')}")
+            if time.monotonic() > deadline:
+                raise DeployError("the nodes did not all come online within 120 s")
+            time.sleep(0.5)
+    except BaseException:
+        down(directory)
+        raise
+    return fed
+
+
+def _stop(pid: int, timeout: float = 15) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            break
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    else:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def down(directory: Path) -> list[str]:
+    """Stop every process of the federation in ``directory``; return what was stopped."""
+    path = directory / STATE
+    if not path.is_file():
+        return []
+    fed = Federation(**json.loads(path.read_text()))
+    for name in [n for n in fed.pids if n != "superlink"] + ["superlink"]:
+        if name in fed.pids:
+            _stop(fed.pids[name])
+    path.unlink()
+    return list(fed.pids)
+
+
+def run(directory: Path, overrides: list[str] | None = None, run_dir: Path | None = None,
+        timeout: float = 3600) -> dict[str, Any]:
+    """Run on the federation that is up in ``directory``; write and return results.json."""
+    start = time.perf_counter()
+    fed = Federation.load(directory)
+    settings, plain = compose_settings(fed.overrides + list(overrides or []))
+    name = time.strftime("%Y-%m-%d_%H-%M-%S_") + settings.federation.mode.value
+    run_dir = (run_dir or fed.root / "runs" / name).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = {RUN_SETTINGS: json.dumps(plain), RUN_NAME: name, RUN_DIR: str(run_dir),
+              COLUMNS: json.dumps(fed.columns)}
+    config_file = run_dir / "run_config.toml"
+    config_file.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()))
+    train_start = time.perf_counter()
+    flwr = shutil.which("flwr", path=str(Path(sys.executable).parent)) or "flwr"
+    with (run_dir / "flwr_run.log").open("w") as log:
+        try:
+            subprocess.run([flwr, "run", str(APP_DIR), CONNECTION, "--run-config",
+                            str(config_file), "--stream"], env=fed.env(), cwd=ROOT,
+                           stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise DeployError(f"the run did not finish within {timeout:.0f} s; see "
+                              f"{run_dir / 'flwr_run.log'}") from exc
+    train_seconds = time.perf_counter() - train_start
+    if not (run_dir / OUTCOME).is_file():
+        raise DeployError(f"the ServerApp left no outcome in {run_dir / OUTCOME}; see "
+                          f"{run_dir / 'flwr_run.log'}")
+    found = pickle.loads((run_dir / OUTCOME).read_bytes())  # noqa: S301 (our own file)
+    if "error" in found:
+        raise found["error"]
+    outcome = collect(settings, fed, name, found["outcome"], train_seconds)
+    assert outcome.federation is not None
+    outcome.federation.update({
+        "engine": "deployment", "superlink": fed.superlink, "tls": True, "node_auth": True,
+        "node_audit_logs": {p: str(fed.node_state(p) / name / p / "audit.jsonl")
+                            for p in fed.parties},
+        "server_audit_log": str(run_dir / "server" / "audit.jsonl")})
+    results = write_run(run_dir, outcome, time.perf_counter() - start, plain,
+                        audit_outcome(outcome))
+    return results
+
+
+def collect(settings: RunSettings, fed: Federation, name: str, server_outcome: Any,
+            train_seconds: float) -> RunOutcome:
+    """Turn the server's outcome and the nodes' own files into the run's outcome (loopback)."""
+    start = time.perf_counter()
+    if settings.federation.mode is Mode.vertical:
+        population = load_population(settings.data, settings.seed)
+        parties = tuple(fed.parties)
+        dirs = {p: fed.node_state(p) / name / p for p in parties}
+        return vertical_outcome(settings, population, parties, server_outcome, dirs,
+                                time.perf_counter() - start, train_seconds)
+    population, parties, rows = lender_rows(settings)
+    missing = sorted(set(lender_names(settings.partition.n_lenders)) - set(rows))
+    if missing:
+        raise DeployError(f"no rows for lenders {missing}")
+    return horizontal_outcome(settings, population, parties, UnionOfLenders(rows, settings),
+                              server_outcome, time.perf_counter() - start, train_seconds)
+
+
+@contextlib.contextmanager
+def local_federation(directory: Path, overrides: list[str],
+                     node_max_epsilon: dict[str, float] | None = None) -> Iterator[Federation]:
+    """``up`` for the duration of a ``with`` block, then ``down`` (also on failure)."""
+    fed = up(directory, overrides, node_max_epsilon)
+    try:
+        yield fed
+    finally:
+        down(directory)
+
+
+def _caps(values: list[str]) -> dict[str, float]:
+    out = {}
+    for value in values:
+        party, _, cap = value.partition("=")
+        try:
+            out[party] = float(cap)
+        except ValueError:
+            raise ConfigError(f"--node-max-epsilon {value!r}: expected party=number") from None
+        if not out[party] > 0:
+            raise ConfigError(f"--node-max-epsilon {value!r}: must be positive")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line; see the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.deploy",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=("up", "run", "down", "all"))
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for experiments.run")
+    parser.add_argument("--dir", type=Path, default=ROOT / "deploy")
+    parser.add_argument("--node-max-epsilon", action="append", default=[],
+                        metavar="PARTY=EPS", help="a node's own privacy limit (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "down":
+            stopped = down(args.dir)
+            print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+            return 0
+        if args.command == "up":
+            fed = up(args.dir, args.overrides, _caps(args.node_max_epsilon))
+            print(f"SuperLink {fed.superlink} (TLS, node authentication); nodes: "
+                  f"{', '.join(fed.parties)}; logs in {fed.root / 'logs'}")
+            return 0
+        if args.command == "run":
+            results = run(args.dir, args.overrides)
+        else:
+            with local_federation(args.dir, args.overrides, _caps(args.node_max_epsilon)):
+                results = run(args.dir)
+    except CreditFLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(render_report(results))
+    print(f"Run directory: {Path(results['federation']['server_audit_log']).parents[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The ClientApp a partner's node runs in a real deployment (``flwr run`` on a SuperLink).
+
+The run's settings (model, training, privacy; the same for every node) come from the run config
+the coordinator submits; everything about the node itself comes from the node's own config
+(``flower-supernode --node-config``), which the coordinator cannot change:
+
+``party``
+    This node's party: ``lender``, ``bureau`` or ``social`` (vertical), ``lender-<k>``
+    (horizontal).
+``data-path``
+    The party's own CSV file, read on this machine only. Optional: ``id-column`` (default: the
+    run's ``data.id_column``) and ``categorical`` (comma-separated non-numeric columns).
+``state-dir``
+    Where the node keeps its privacy accountant, its audit log and its own outputs, one
+    sub-directory per run.
+``max-epsilon``
+    The node's own privacy limit: it refuses any request that would spend past it, whatever the
+    run config says (the lower of the two applies).
+
+The handlers are the same as in simulation (:mod:`fl_client.client_app`,
+:mod:`fl_client.vertical_app`); only the source of settings and rows differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from credit_data.errors import ConfigError
+from credit_data.files import load_party
+from credit_data.horizontal import LenderRows
+from credit_data.settings import LABEL_HOLDER, PartySource
+from credit_data.split import assign_split
+from credit_data.vertical import NodeRows, node_rows
+from experiments.config import settings_from_container
+from experiments.settings import RunSettings
+from federation.settings import Mode
+from fl_client.client_app import make_client_app
+from fl_client.settings import ClientSettings
+from fl_client.vertical_app import make_vertical_client_app
+from privacy.settings import PrivacySettings
+
+RUN_SETTINGS = "run-settings"
+RUN_NAME = "run-name"
+COLUMNS = "columns"
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeConfig:
+    """What a partner sets for its own node, checked."""
+
+    party: str
+    data_path: Path
+    state_dir: Path
+    max_epsilon: float | None = None
+    id_column: str | None = None
+    categorical: tuple[str, ...] = ()
+
+    @classmethod
+    def from_context(cls, node_config: dict[str, Any]) -> NodeConfig:
+        """Read and check ``--node-config``; a missing or bad key is named."""
+        def text(key: str) -> str:
+            value = node_config.get(key)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"node config: '{key}' must be a non-empty string, got "
+                                  f"{value!r}")
+            return value
+
+        cap = node_config.get("max-epsilon")
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int | float)
+                                or not cap > 0):
+            raise ConfigError(f"node config: 'max-epsilon' must be a positive number, got "
+                              f"{cap!r}")
+        categorical = str(node_config.get("categorical", "") or "")
+        return cls(party=text("party"), data_path=Path(text("data-path")),
+                   state_dir=Path(text("state-dir")),
+                   max_epsilon=None if cap is None else float(cap),
+                   id_column=str(node_config["id-column"]) if node_config.get("id-column")
+                   else None,
+                   categorical=tuple(c.strip() for c in categorical.split(",") if c.strip()))
+
+
+def node_privacy(privacy: PrivacySettings, own_cap: float | None) -> PrivacySettings:
+    """Apply the node's own limit: the lower of the run's cap and the node's.
+
+    >>> node_privacy(PrivacySettings(max_epsilon=4.0), 2.0).max_epsilon
+    2.0
+    >>> node_privacy(PrivacySettings(max_epsilon=1.0), 2.0).max_epsilon
+    1.0
+    """
+    if own_cap is None:
+        return privacy
+    cap = own_cap if privacy.max_epsilon is None else min(privacy.max_epsilon, own_cap)
+    return dataclasses.replace(privacy, max_epsilon=cap)
+
+
+@functools.cache
+def run_settings(text: str) -> RunSettings:
+    """Parse the run settings the coordinator submitted (cached per run)."""
+    try:
+        return settings_from_container(json.loads(text))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"run config '{RUN_SETTINGS}' is not valid run settings: {exc}") from exc
+
+
+def _settings(context: Context) -> tuple[RunSettings, NodeConfig, ClientSettings]:
+    run = run_settings(str(context.run_config[RUN_SETTINGS]))
+    node = NodeConfig.from_context(dict(context.node_config))
+    name = str(context.run_config[RUN_NAME])
+    client = ClientSettings(
+        party=node.party, seed=run.seed, model=run.model, train=run.train,
+        federation=run.federation, privacy=node_privacy(run.privacy.for_party(node.party),
+                                                         node.max_epsilon),
+        state_dir=str(node.state_dir / name),  # simulated faults never apply to a real node
+        label_leakage_audit=run.audit.enabled and run.audit.label_leakage)
+    return run, node, client
+
+
+@functools.cache
+def _vertical_rows(run_text: str, node: NodeConfig) -> NodeRows:
+    run = run_settings(run_text)
+    source = PartySource(path=str(node.data_path), categorical=node.categorical,
+                         id_column=node.id_column)
+    table = load_party(node.party, source, run.data)
+    return node_rows(table, run.data, run.seed)
+
+
+@functools.cache
+def _lender_rows(run_text: str, columns_text: str, node: NodeConfig) -> LenderRows:
+    run = run_settings(run_text)
+    columns = json.loads(columns_text)
+    numeric, categorical = tuple(columns["numeric"]), tuple(columns["categorical"])
+    source = PartySource(path=str(node.data_path), features=numeric + categorical,
+                         categorical=categorical, id_column=node.id_column)
+    table = load_party(LABEL_HOLDER, source, run.data)
+    assert table.labels is not None
+    y = table.labels[run.data.label].to_numpy(dtype=np.float32)
+    return LenderRows(node.party, table.frame, numeric, categorical, y,
+                      assign_split(table.frame.index, run.seed, run.data.split))
+
+
+def vertical_source(context: Context) -> tuple[ClientSettings, NodeRows]:
+    """Return the node's settings and its own table, preprocessed at the node."""
+    torch.set_num_threads(1)
+    _, node, client = _settings(context)
+    return client, _vertical_rows(str(context.run_config[RUN_SETTINGS]), node)
+
+
+def horizontal_source(context: Context) -> tuple[ClientSettings, LenderRows]:
+    """Return the lender's settings and own applicants, in the columns the lenders agreed on."""
+    torch.set_num_threads(1)
+    _, node, client = _settings(context)
+    return client, _lender_rows(str(context.run_config[RUN_SETTINGS]),
+                                str(context.run_config[COLUMNS]), node)
+
+
+class _ByMode(ClientApp):
+    """One ClientApp for both federations: the run's ``federation.mode`` picks the handlers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.horizontal = make_client_app(horizontal_source)
+        self.vertical = make_vertical_client_app(vertical_source)
+
+    def __call__(self, message: Message, context: Context) -> Message:
+        run = run_settings(str(context.run_config[RUN_SETTINGS]))
+        app = self.vertical if run.federation.mode is Mode.vertical else self.horizontal
+        return cast(Message, app(message, context))
+
+
+app = _ByMode()

@@ -1,0 +1,141 @@
+"""Start a partner's node: ``python -m fl_client.node --party bureau --data bureau.csv ...``.
+
+One command runs the two processes of a node on the partner's machine:
+
+* Flower's SuperNode (``fl_client.supernode``: ``flower-supernode`` with a short idle poll),
+  which connects to the coordinator's SuperLink over TLS and authenticates with the node's
+  private key; its ``--node-config`` (written to ``<state-dir>/node-config.toml``) holds the
+  party, the data path and the node's own ``max-epsilon``;
+* the party worker (:mod:`fl_client.executor`), which keeps the app, torch and the party's data
+  loaded and runs each message the SuperNode receives (``--isolation process``).
+
+It stops both when either ends, on Ctrl-C and on SIGTERM, and exits with the SuperNode's code
+(a refused node exits non-zero with Flower's reason in its log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import tomli_w
+
+APP_ID = "credit-fl/credit-fl-app"
+"""The Flower app (publisher/name) a node runs; a run of another app gets an error reply."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fl_client.node", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--party", required=True,
+                   help="lender, bureau or social (vertical); lender-<k> (horizontal)")
+    p.add_argument("--data", required=True, type=Path, help="this party's own CSV file")
+    p.add_argument("--superlink", required=True, help="the coordinator's SuperLink, host:port")
+    p.add_argument("--root-certificates", type=Path,
+                   help="the federation's CA certificate (PEM), to check the SuperLink's TLS")
+    p.add_argument("--auth-key", type=Path,
+                   help="this node's private key (the coordinator registered its public key)")
+    p.add_argument("--state-dir", required=True, type=Path,
+                   help="where the node keeps its accountant, audit log and outputs")
+    p.add_argument("--max-epsilon", type=float,
+                   help="this node's own privacy limit; requests past it are refused")
+    p.add_argument("--categorical", default="", help="comma-separated non-numeric columns")
+    p.add_argument("--id-column", help="the ID column (default: the run's data.id_column)")
+    p.add_argument("--runtime-port", type=int, default=9094,
+                   help="local port of the SuperNode's Runtime API (loopback only)")
+    p.add_argument("--insecure", action="store_true",
+                   help="connect without TLS (any SuperLink of this project refuses it)")
+    return p
+
+
+def node_config(args: argparse.Namespace) -> dict[str, object]:
+    """Return the node's own config, as the ClientApp reads it (:mod:`fl_client.deployed`)."""
+    config: dict[str, object] = {"party": args.party, "data-path": str(args.data.resolve()),
+                                 "state-dir": str(args.state_dir.resolve()),
+                                 "categorical": args.categorical}
+    if args.max_epsilon is not None:
+        config["max-epsilon"] = float(args.max_epsilon)
+    if args.id_column:
+        config["id-column"] = args.id_column
+    return config
+
+
+def _check(args: argparse.Namespace) -> None:
+    if not args.data.is_file():
+        raise SystemExit(f"error: --data {args.data}: file not found")
+    if args.max_epsilon is not None and not args.max_epsilon > 0:
+        raise SystemExit(f"error: --max-epsilon must be positive, got {args.max_epsilon}")
+    if not args.insecure and args.root_certificates is None:
+        raise SystemExit("error: --root-certificates is required (or --insecure, which the "
+                         "SuperLink refuses)")
+    for flag, path in (("--root-certificates", args.root_certificates),
+                       ("--auth-key", args.auth_key)):
+        if path is not None and not path.is_file():
+            raise SystemExit(f"error: {flag} {path}: file not found")
+
+
+def supernode_command(args: argparse.Namespace, config_file: Path) -> list[str]:
+    """Return the SuperNode's command line."""
+    cmd = [sys.executable, "-m", "fl_client.supernode", "--superlink", args.superlink,
+           "--isolation", "process", "--port", str(args.runtime_port),
+           "--node-config", str(config_file), "--max-retries", "3"]
+    if args.insecure:
+        cmd.append("--insecure")
+    else:
+        cmd += ["--root-certificates", str(args.root_certificates)]
+    if args.auth_key is not None:
+        cmd += ["--auth-supernode-private-key", str(args.auth_key)]
+    return cmd
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the node until the SuperNode ends or the process is stopped."""
+    args = _parser().parse_args(argv)
+    _check(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+    config_file = args.state_dir / "node-config.toml"
+    config_file.write_text(tomli_w.dumps(node_config(args)), encoding="utf-8")
+
+    from fl_client.deployed import app  # torch and the handlers load once, here
+    from fl_client.executor import serve
+
+    supernode = subprocess.Popen(supernode_command(args, config_file))
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        serve(f"127.0.0.1:{args.runtime_port}", app, expected_fab_id=APP_ID, stop=stop,
+              alive=lambda: supernode.poll() is None)
+    finally:
+        if supernode.poll() is None:
+            supernode.terminate()
+            try:
+                supernode.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                supernode.kill()
+                supernode.wait()
+    code = supernode.returncode
+    if not stop.is_set() and code:
+        print(f"error: the SuperNode of '{args.party}' stopped with exit code {code} (a node "
+              "that is not registered, or connects without TLS, is refused by the SuperLink)",
+              file=sys.stderr)
+        return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The ServerApp of a real deployment (``flwr run`` on a SuperLink); the round loops of simulation.
+
+Its run config carries the run's settings (``run-settings``, the resolved config as JSON), the
+run directory on the coordinator's machine (``run-dir``) and, for horizontal federation, the
+columns the lenders agreed on (``columns``). It runs the same round loop as simulation, keeps
+its audit log in ``<run-dir>/server/audit.jsonl`` and leaves what it found in
+``<run-dir>/server/outcome.pkl`` for :mod:`experiments.deploy` to turn into ``results.json``.
+A run that fails leaves the error there instead, and fails.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.superlink.grid import http_grid
+
+from experiments.horizontal import coordinator_settings as horizontal_settings
+from experiments.results import write_atomic
+from experiments.vertical import coordinator_settings as vertical_settings
+from federation.flower_polling import quick_object_pulls
+from federation.settings import Mode
+from fl_client.deployed import COLUMNS, RUN_SETTINGS, run_settings
+from fl_server.rounds import run_federation
+from fl_server.server_app import audited
+from fl_server.vertical_rounds import run_vertical_federation
+
+RUN_DIR = "run-dir"
+OUTCOME = Path("server") / "outcome.pkl"
+
+
+def save_outcome(run_dir: Path, found: dict[str, Any]) -> None:
+    """Leave the server's outcome (or error) for the collector, atomically."""
+    write_atomic(run_dir / OUTCOME, pickle.dumps(found))
+
+
+quick_object_pulls(http_grid)
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the configured federation; leave its outcome in the run directory."""
+    run = run_settings(str(context.run_config[RUN_SETTINGS]))
+    run_dir = Path(str(context.run_config[RUN_DIR]))
+    try:
+        if run.federation.mode is Mode.vertical:
+            parties = tuple(run.federation.parties)
+            server = vertical_settings(run, parties, run_dir)
+            outcome: Any = run_vertical_federation(audited(grid, server), server)
+        else:
+            columns = json.loads(str(context.run_config[COLUMNS]))
+            server = horizontal_settings(run, run.partition.n_lenders,
+                                         tuple(columns["numeric"]),
+                                         tuple(columns["categorical"]), run_dir)
+            outcome = run_federation(audited(grid, server), server)
+    except BaseException as exc:
+        save_outcome(run_dir, {"error": exc})
+        raise
+    save_outcome(run_dir, {"outcome": outcome})
