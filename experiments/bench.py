@@ -307,6 +307,43 @@ def bench_sweep_horizontal() -> None:
     _sweep("privacy_sweep_horizontal")
 
 
+def bench_deployment(n: int = 100_000) -> None:
+    """Time one vertical run (default settings) on Flower's deployment engine and in simulation.
+
+    Deployment: a SuperLink with TLS and node authentication and three nodes on loopback
+    (``experiments.deploy``); its start (certificates, keys, each party's file, processes) is
+    timed apart from the run.
+    """
+    from experiments import deploy
+
+    overrides = [f"data.n_customers={n}", "verbose=false"]
+    settings, _ = deploy.compose_settings(overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        simulated = run_vertical(settings, Path(tmp) / "simulation")
+        sim_wall = time.perf_counter() - start
+        start = time.perf_counter()
+        with deploy.local_federation(Path(tmp) / "federation", overrides) as fed:
+            up_wall = time.perf_counter() - start
+            start = time.perf_counter()
+            deployed = deploy.run(Path(fed.directory))
+            dep_wall = time.perf_counter() - start
+    sim_f, dep_f = simulated.federation or {}, deployed["federation"]
+    rounds = int(dep_f["message_rounds"])
+    sim_msgs = sum(sim_f["seconds_by_message"].values())
+    dep_msgs = sum(dep_f["seconds_by_message"].values())
+    print(f"deployment: vertical, {n:,} customers, default settings; {dep_f['epochs']} epochs, "
+          f"{rounds} message rounds (simulation: {sim_f['epochs']} epochs)")
+    print(f"deployment: simulation {sim_wall:.1f} s, deployment {dep_wall:.1f} s "
+          f"(+ {up_wall:.1f} s to start the SuperLink and nodes); ratio deployment / simulation "
+          f"{dep_wall / sim_wall:.2f}x (target <= 1.5x)")
+    print(f"deployment: one message exchange costs {dep_msgs / rounds:.3f} s in deployment and "
+          f"{sim_msgs / rounds:.3f} s in simulation, compute included: "
+          f"{(dep_msgs - sim_msgs) / rounds:.3f} s more per exchange")
+    print(f"deployment: test AUC simulation {simulated.metrics['test']['auc']:.4f}, deployment "
+          f"{deployed['metrics']['test']['auc']:.4f}")
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "synthetic": bench_synthetic,
     "centralized": bench_centralized,
@@ -317,6 +354,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "vertical_1m": bench_vertical_1m,
     "sweep_vertical": bench_sweep_vertical,
     "sweep_horizontal": bench_sweep_horizontal,
+    "deployment": bench_deployment,
 }
 
 

@@ -6,7 +6,7 @@
     Make a CA, the SuperLink's certificate and one key pair per node; start a SuperLink with TLS
     and SuperNode authentication (and no runtime dependency installation); register the node
     keys; write each party's own CSV file (from the configured data); start one node per party
-    (:mod:`fl_client.node`) with its own data path and state directory. ``--node-max-epsilon
+    (:mod:`deployment.node`) with its own data path and state directory. ``--node-max-epsilon
     bureau=1`` gives a node its own privacy limit.
 ``run [key=value ...]``
     Submit the run with ``flwr run`` (the overrides of ``up``, plus these), wait for it, and
@@ -50,6 +50,7 @@ from credit_data.loading import load_population
 from credit_data.partition import lender_names
 from credit_data.settings import LABEL_HOLDER
 from credit_data.tables import PartyTable
+from deployment.run_config import COLUMNS, OUTCOME, RUN_DIR, RUN_NAME, RUN_SETTINGS
 from experiments.audit import audit_outcome
 from experiments.config import register, to_settings
 from experiments.horizontal import UnionOfLenders, horizontal_outcome, lender_rows
@@ -59,9 +60,8 @@ from experiments.results import write_atomic, write_run
 from experiments.settings import RunSettings
 from experiments.vertical import vertical_outcome
 from federation.credentials import make_node_key, make_server_credentials
+from federation.flower_tuning import QUIET
 from federation.settings import Mode
-from fl_client.deployed import COLUMNS, RUN_NAME, RUN_SETTINGS
-from fl_server.deployed import OUTCOME, RUN_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "deployment" / "flower_app"
@@ -100,10 +100,9 @@ class Federation:
         return cls(**json.loads(path.read_text()))
 
     def env(self) -> dict[str, str]:
-        """Return the environment of every Flower command: its own home, no telemetry."""
+        """Return the environment of every Flower command: its own home, quiet (no telemetry)."""
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        return {**os.environ, "PATH": path, "FLWR_HOME": str(self.root / "flwr"),
-                "FLWR_TELEMETRY_ENABLED": "0"}
+        return {**os.environ, **QUIET, "PATH": path, "FLWR_HOME": str(self.root / "flwr")}
 
     def node_state(self, party: str) -> Path:
         return self.root / "nodes" / party / "state"
@@ -245,7 +244,7 @@ def up(directory: Path, overrides: list[str],
         for party, (path, categorical) in files.items():
             key = fed.root / "keys" / party
             _flwr(fed, "supernode", "register", str(make_node_key(key)), CONNECTION)
-            cmd = [sys.executable, "-m", "fl_client.node", "--party", party, "--data",
+            cmd = [sys.executable, "-m", "deployment.node", "--party", party, "--data",
                    str(path), "--superlink", fed.superlink, "--root-certificates",
                    str(creds.ca_cert), "--auth-key", str(key), "--state-dir",
                    str(fed.node_state(party)), "--categorical", categorical,

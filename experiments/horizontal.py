@@ -225,6 +225,7 @@ def horizontal_outcome(settings: RunSettings, population: Population, parties: t
         privacy=outcome.ledger.summary() if outcome.ledger is not None else None,
         labels=labels, scores=scores,
         federation={
+            "engine": "simulation",  # experiments.deploy sets "deployment"
             "strategy": f.strategy.value, "clients": len(names), "rounds": f.rounds,
             "completed_rounds": rounds_done, "stopped_after": outcome.stopped_after,
             "local_epochs": f.local_epochs,

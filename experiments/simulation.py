@@ -12,12 +12,15 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
+from federation.flower_tuning import QUIET
+
 T = TypeVar("T")
 
 
 def simulate(server_app: ServerApp, client_app: ClientApp, n_nodes: int, verbose: bool) -> None:
     """Run on Flower's simulation engine, nodes side by side on the machine's cores."""
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    for key, value in QUIET.items():
+        os.environ.setdefault(key, value)
     logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.WARNING)
     cores = os.cpu_count() or 1
     backend: dict[str, Any] = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},

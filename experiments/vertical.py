@@ -220,6 +220,7 @@ def vertical_outcome(settings: RunSettings, population: Population, parties: tup
         privacy=outcome.ledger.summary() if outcome.ledger is not None else None,
         labels=labels, scores=scores, label_leakage=leakage,
         federation={
+            "engine": "simulation",  # experiments.deploy sets "deployment"
             "parties": list(parties), "epochs": outcome.epochs,
             "exchanges_per_epoch": f.exchanges_per_epoch, "local_epochs": f.local_epochs,
             "message_rounds": outcome.message_rounds,

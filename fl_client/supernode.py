@@ -49,7 +49,7 @@ def main() -> None:
     import flwr.supernode.start_client_internal as loop
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
-    from federation.flower_polling import quick_object_pulls
+    from federation.flower_tuning import quick_object_pulls
 
     if getattr(loop, "time", None) is not time:
         raise SystemExit("error: this Flower version's SuperNode loop changed; run "

@@ -40,17 +40,13 @@ from credit_data.horizontal import LenderRows
 from credit_data.settings import LABEL_HOLDER, PartySource
 from credit_data.split import assign_split
 from credit_data.vertical import NodeRows, node_rows
-from experiments.config import settings_from_container
+from deployment.run_config import COLUMNS, RUN_NAME, RUN_SETTINGS, run_settings
 from experiments.settings import RunSettings
 from federation.settings import Mode
 from fl_client.client_app import make_client_app
 from fl_client.settings import ClientSettings
 from fl_client.vertical_app import make_vertical_client_app
 from privacy.settings import PrivacySettings
-
-RUN_SETTINGS = "run-settings"
-RUN_NAME = "run-name"
-COLUMNS = "columns"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,15 +96,6 @@ def node_privacy(privacy: PrivacySettings, own_cap: float | None) -> PrivacySett
         return privacy
     cap = own_cap if privacy.max_epsilon is None else min(privacy.max_epsilon, own_cap)
     return dataclasses.replace(privacy, max_epsilon=cap)
-
-
-@functools.cache
-def run_settings(text: str) -> RunSettings:
-    """Parse the run settings the coordinator submitted (cached per run)."""
-    try:
-        return settings_from_container(json.loads(text))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"run config '{RUN_SETTINGS}' is not valid run settings: {exc}") from exc
 
 
 def _settings(context: Context) -> tuple[RunSettings, NodeConfig, ClientSettings]:

@@ -1,4 +1,7 @@
-"""Shorter waits inside Flower 1.41's deployment engine, for exchanges that take well under 1 s.
+"""Flower 1.41, quiet and quick: no telemetry or update check; shorter waits in deployment.
+
+``QUIET`` is the environment every Flower process of this project gets: no telemetry events,
+no update check against the package index.
 
 Flower waits between polls with fixed sleeps and backoffs tuned for long rounds: a SuperNode
 with no message sleeps 3 s, and a component that pulls a message whose parts are not stored yet
@@ -14,6 +17,7 @@ from __future__ import annotations
 import functools
 from types import ModuleType
 
+QUIET = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 INITIAL_BACKOFF = 0.02
 BACKOFF_CAP = 0.2
 

@@ -1,4 +1,4 @@
-"""Start a partner's node: ``python -m fl_client.node --party bureau --data bureau.csv ...``.
+"""Start a partner's node: ``python -m deployment.node --party bureau --data bureau.csv ...``.
 
 One command runs the two processes of a node on the partner's machine:
 
@@ -27,12 +27,14 @@ from types import FrameType
 
 import tomli_w
 
+from federation.flower_tuning import QUIET
+
 APP_ID = "credit-fl/credit-fl-app"
 """The Flower app (publisher/name) a node runs; a run of another app gets an error reply."""
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fl_client.node", description=__doc__.split(
+    p = argparse.ArgumentParser(prog="python -m deployment.node", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--party", required=True,
                    help="lender, bureau or social (vertical); lender-<k> (horizontal)")
@@ -50,13 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--id-column", help="the ID column (default: the run's data.id_column)")
     p.add_argument("--runtime-port", type=int, default=9094,
                    help="local port of the SuperNode's Runtime API (loopback only)")
+    p.add_argument("--max-retries", type=int, default=30,
+                   help="connection attempts before the SuperNode gives up (default 30)")
     p.add_argument("--insecure", action="store_true",
                    help="connect without TLS (any SuperLink of this project refuses it)")
     return p
 
 
 def node_config(args: argparse.Namespace) -> dict[str, object]:
-    """Return the node's own config, as the ClientApp reads it (:mod:`fl_client.deployed`)."""
+    """Return the node's own config, as the ClientApp reads it (:mod:`deployment.client_app`)."""
     config: dict[str, object] = {"party": args.party, "data-path": str(args.data.resolve()),
                                  "state-dir": str(args.state_dir.resolve()),
                                  "categorical": args.categorical}
@@ -85,7 +89,7 @@ def supernode_command(args: argparse.Namespace, config_file: Path) -> list[str]:
     """Return the SuperNode's command line."""
     cmd = [sys.executable, "-m", "fl_client.supernode", "--superlink", args.superlink,
            "--isolation", "process", "--port", str(args.runtime_port),
-           "--node-config", str(config_file), "--max-retries", "3"]
+           "--node-config", str(config_file), "--max-retries", str(args.max_retries)]
     if args.insecure:
         cmd.append("--insecure")
     else:
@@ -101,12 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     _check(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
+    os.environ.update(QUIET)  # the SuperNode inherits it
     args.state_dir.mkdir(parents=True, exist_ok=True)
     config_file = args.state_dir / "node-config.toml"
     config_file.write_text(tomli_w.dumps(node_config(args)), encoding="utf-8")
 
-    from fl_client.deployed import app  # torch and the handlers load once, here
+    from deployment.client_app import app  # torch and the handlers load once, here
     from fl_client.executor import serve
 
     supernode = subprocess.Popen(supernode_command(args, config_file))

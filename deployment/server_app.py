@@ -19,18 +19,15 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.superlink.grid import http_grid
 
+from deployment.run_config import COLUMNS, OUTCOME, RUN_DIR, RUN_SETTINGS, run_settings
 from experiments.horizontal import coordinator_settings as horizontal_settings
 from experiments.results import write_atomic
 from experiments.vertical import coordinator_settings as vertical_settings
-from federation.flower_polling import quick_object_pulls
+from federation.flower_tuning import quick_object_pulls
 from federation.settings import Mode
-from fl_client.deployed import COLUMNS, RUN_SETTINGS, run_settings
 from fl_server.rounds import run_federation
 from fl_server.server_app import audited
 from fl_server.vertical_rounds import run_vertical_federation
-
-RUN_DIR = "run-dir"
-OUTCOME = Path("server") / "outcome.pkl"
 
 
 def save_outcome(run_dir: Path, found: dict[str, Any]) -> None:

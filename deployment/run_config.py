@@ -1,0 +1,31 @@
+"""The run config ``flwr run`` hands to the deployed apps, and how its settings are read."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+from credit_data.errors import ConfigError
+from experiments.config import settings_from_container
+from experiments.settings import RunSettings
+
+RUN_SETTINGS = "run-settings"
+"""The resolved run config (as ``experiments.run`` composes it), as JSON."""
+RUN_NAME = "run-name"
+"""Names the run's directory at every node."""
+RUN_DIR = "run-dir"
+"""The run directory on the coordinator's machine."""
+COLUMNS = "columns"
+"""Horizontal federation: the columns the lenders agreed on, as JSON."""
+OUTCOME = Path("server") / "outcome.pkl"
+"""Where the ServerApp leaves its outcome (or its error), under the run directory."""
+
+
+@functools.cache
+def run_settings(text: str) -> RunSettings:
+    """Parse the run settings the coordinator submitted (cached per run)."""
+    try:
+        return settings_from_container(json.loads(text))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"run config '{RUN_SETTINGS}' is not valid run settings: {exc}") from exc

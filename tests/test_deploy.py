@@ -1,0 +1,147 @@
+"""Real deployments on loopback: a SuperLink with TLS and node authentication, one node per party.
+
+Each federation is started once per module (``experiments.deploy.local_federation``) and
+stopped after it, also when a test fails. The same runs go through Flower's simulation engine
+for comparison. Small data keeps them in CI; the full-size comparison is the ``deployment``
+benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from credit_data.errors import ConfigError
+from deployment.client_app import NodeConfig
+from experiments import deploy
+from experiments.horizontal import run_horizontal
+from experiments.vertical import run_vertical
+from federation.audit_log import verify
+from federation.credentials import make_node_key
+from fl_server.rounds import FederationError
+
+VERTICAL = ["data.n_customers=1500", "train.epochs=2", "verbose=false"]
+HORIZONTAL = ["federation=horizontal", "partition.n_lenders=3", "federation.rounds=2",
+              "data.n_customers=1500", "verbose=false"]
+NODE_CAP = 1.0
+
+
+@pytest.fixture(scope="module")
+def vertical_federation(tmp_path_factory: pytest.TempPathFactory):
+    directory = tmp_path_factory.mktemp("vertical_federation")
+    with deploy.local_federation(directory, VERTICAL,
+                                 node_max_epsilon={"bureau": NODE_CAP}) as fed:
+        yield fed
+    assert not (directory / deploy.STATE).exists()
+
+
+@pytest.fixture(scope="module")
+def horizontal_federation(tmp_path_factory: pytest.TempPathFactory):
+    with deploy.local_federation(tmp_path_factory.mktemp("horizontal_federation"),
+                                 HORIZONTAL) as fed:
+        yield fed
+
+
+def _check_audit_logs(results: dict) -> None:
+    f = results["federation"]
+    for path in [*f["node_audit_logs"].values(), f["server_audit_log"]]:
+        verdict = verify(path)
+        assert verdict.ok and verdict.lines > 0, (path, verdict)
+    # what left the lender is described by shapes and bytes; no values are in the log
+    lender_log = Path(next(iter(f["node_audit_logs"].values())))
+    entries = [json.loads(line) for line in lender_log.read_text().splitlines()]
+    assert any(e.get("sent") for e in entries)
+    for entry in entries:
+        for item in entry.get("sent", {}).values():
+            assert set(item) <= {"shape", "dtype", "bytes"}
+
+
+def test_vertical_deployment_matches_simulation(vertical_federation, tmp_path: Path) -> None:
+    results = deploy.run(Path(vertical_federation.directory), ["privacy=off"])
+    settings, _ = deploy.compose_settings(VERTICAL + ["privacy=off"])
+    simulated = run_vertical(settings, tmp_path / "simulation")
+    f = results["federation"]
+    assert f["engine"] == "deployment" and f["tls"] and f["node_auth"]
+    assert f["epochs"] == 2
+    assert abs(results["metrics"]["test"]["auc"] - simulated.metrics["test"]["auc"]) <= 0.005
+    assert results["metrics"]["test"]["auc"] > 0.55  # learned something (1,500 customers)
+    _check_audit_logs(results)
+
+
+def test_node_refuses_a_run_past_its_own_max_epsilon(vertical_federation) -> None:
+    # the run asks epsilon 3 per mechanism (the vertical default); the bureau's node allows 1
+    with pytest.raises(FederationError, match=r"bureau refused: .*max_epsilon 1\.0"):
+        deploy.run(Path(vertical_federation.directory))
+    state = Path(vertical_federation.directory) / "nodes" / "bureau" / "state"
+    logs = sorted(state.glob("*/bureau/audit.jsonl"))
+    entries = [json.loads(line) for line in logs[-1].read_text().splitlines()]
+    assert any("max_epsilon 1.0" in e.get("refused", "") for e in entries)
+
+
+def _node(fed: deploy.Federation, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    data = Path(fed.directory) / "nodes" / "bureau" / "data.csv"
+    cmd = [sys.executable, "-m", "deployment.node", "--party", "bureau", "--data", str(data),
+           "--superlink", fed.superlink, "--state-dir", str(tmp_path / "state"),
+           "--runtime-port", str(deploy._free_port()), "--max-retries", "2", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          env=fed.env(), cwd=deploy.ROOT)
+
+
+def test_an_unregistered_node_is_refused(vertical_federation, tmp_path: Path) -> None:
+    key = tmp_path / "intruder"
+    make_node_key(key)
+    ca = Path(vertical_federation.directory) / "tls" / "ca.crt"
+    done = _node(vertical_federation, tmp_path, "--root-certificates", str(ca),
+                 "--auth-key", str(key))
+    assert done.returncode != 0
+    assert "Failed to activate SuperNode" in done.stdout + done.stderr
+
+
+def test_a_node_without_tls_is_refused(vertical_federation, tmp_path: Path) -> None:
+    done = _node(vertical_federation, tmp_path, "--insecure")
+    assert done.returncode != 0
+    assert "could not establish a connection" in done.stdout + done.stderr
+
+
+def test_horizontal_deployment_matches_simulation(horizontal_federation, tmp_path: Path) -> None:
+    results = deploy.run(Path(horizontal_federation.directory))
+    settings, _ = deploy.compose_settings(HORIZONTAL)
+    simulated = run_horizontal(settings, tmp_path / "simulation")
+    assert results["federation"]["completed_rounds"] == 2
+    assert abs(results["metrics"]["test"]["auc"] - simulated.metrics["test"]["auc"]) <= 0.005
+    _check_audit_logs(results)
+
+
+def test_no_telemetry_update_check_or_runtime_installation(vertical_federation) -> None:
+    for name, pid in vertical_federation.pids.items():
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert b"FLWR_TELEMETRY_ENABLED=0" in environ, name
+        assert b"FLWR_DISABLE_UPDATE_CHECK=1" in environ, name
+        assert b"--allow-runtime-dependency-installation" not in cmdline, name
+        if name == "superlink":
+            assert b"--disable-runtime-dependency-installation" in cmdline
+            assert b"--enable-supernode-auth" in cmdline and b"--ssl-certfile" in cmdline
+
+
+def test_node_config_errors_name_the_key() -> None:
+    good = {"party": "bureau", "data-path": "b.csv", "state-dir": "s"}
+    assert NodeConfig.from_context(good).max_epsilon is None
+    with pytest.raises(ConfigError, match="'max-epsilon' must be a positive number"):
+        NodeConfig.from_context({**good, "max-epsilon": -1.0})
+    with pytest.raises(ConfigError, match="'data-path' must be a non-empty string"):
+        NodeConfig.from_context({**good, "data-path": ""})
+
+
+def test_deploy_command_refuses_bad_input(tmp_path: Path, capsys) -> None:
+    assert deploy.main(["run", "--dir", str(tmp_path)]) == 2
+    assert "no federation is up here" in capsys.readouterr().err
+    assert deploy.main(["up", "--dir", str(tmp_path), "--node-max-epsilon", "bureau=x"]) == 2
+    assert "expected party=number" in capsys.readouterr().err
+    assert deploy.main(["up", "--dir", str(tmp_path), "federation=centralized"]) == 2
+    assert "a deployment runs federation=vertical" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing half-made
