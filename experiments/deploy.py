@@ -148,20 +148,9 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, log: 
     raise DeployError(f"{what} did not listen on port {port} within {timeout:.0f} s; see {log}")
 
 
-def _flwr(fed: Federation, *args: str, timeout: float = 120) -> str:
-    flwr = shutil.which("flwr", path=str(Path(sys.executable).parent)) or "flwr"
-    done = subprocess.run([flwr, *args], env=fed.env(), cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise DeployError(f"flwr {' '.join(args)} failed ({done.returncode}): "
-                          f"{(done.stdout + done.stderr).strip()[-2000:]}")
-    return done.stdout
-
-
-def _online(fed: Federation) -> int:
-    out = _flwr(fed, "supernode", "list", CONNECTION, "--format", "json")
-    nodes = json.loads(out[out.index("{"):]).get("nodes", [])
-    return sum(1 for n in nodes if str(n.get("status")) == "online")
+def _activated(log: Path) -> bool:
+    """Whether a node's SuperNode has been let in (Flower logs its node ID then)."""
+    return log.is_file() and b"SuperNode ID:" in log.read_bytes()
 
 
 # --- each party's own file -------------------------------------------------------------------
@@ -236,14 +225,24 @@ def up(directory: Path, overrides: list[str],
                        str(creds.ca_cert), "--ssl-certfile", str(creds.cert), "--ssl-keyfile",
                        str(creds.key), "--enable-supernode-auth",
                        "--disable-runtime-dependency-installation", "--port", str(port),
-                       "--database", str(fed.root / "superlink.db")], log, fed.env())
+                       "--database", str(fed.root / "superlink.db")], log,
+                      {**fed.env(), "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"})
         fed.pids["superlink"] = link.pid
         fed.save()
         _wait_for_port(port, link, "the SuperLink", log)
+        flwr = shutil.which("flwr", path=str(Path(sys.executable).parent)) or "flwr"
+        registering = [subprocess.Popen(
+            [flwr, "supernode", "register", str(make_node_key(fed.root / "keys" / party)),
+             CONNECTION], env=fed.env(), cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT) for party in files]
+        for party, done in zip(files, registering, strict=True):
+            out, _ = done.communicate(timeout=120)
+            if done.returncode != 0:
+                raise DeployError(f"registering the key of '{party}' failed: "
+                                  f"{out.decode(errors='replace')[-2000:]}")
         processes = {}
         for party, (path, categorical) in files.items():
             key = fed.root / "keys" / party
-            _flwr(fed, "supernode", "register", str(make_node_key(key)), CONNECTION)
             cmd = [sys.executable, "-m", "deployment.node", "--party", party, "--data",
                    str(path), "--superlink", fed.superlink, "--root-certificates",
                    str(creds.ca_cert), "--auth-key", str(key), "--state-dir",
@@ -255,37 +254,42 @@ def up(directory: Path, overrides: list[str],
             fed.pids[party] = processes[party].pid
             fed.save()
         deadline = time.monotonic() + 120
-        while _online(fed) < len(files):
+        logs = {party: fed.root / "logs" / f"{party}.log" for party in files}
+        while not all(_activated(log) for log in logs.values()):
             for party, process in processes.items():
                 if process.poll() is not None:
                     raise DeployError(f"node '{party}' exited with code {process.returncode}; "
-                                      f"see {fed.root / 'logs' / (party + '.log')}")
+                                      f"see {logs[party]}")
             if time.monotonic() > deadline:
                 raise DeployError("the nodes did not all come online within 120 s")
-            time.sleep(0.5)
+            time.sleep(0.2)
     except BaseException:
         down(directory)
         raise
     return fed
 
 
-def _stop(pid: int, timeout: float = 15) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+    try:
+        os.killpg(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _stop(pids: list[int], timeout: float = 15) -> None:
+    """SIGTERM each process group, wait for all of them together, SIGKILL what is left."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except (ProcessLookupError, PermissionError):
-            break
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+    while (left := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
         time.sleep(0.1)
-    else:
+    for pid in left:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
 
 
 def down(directory: Path) -> list[str]:
@@ -294,9 +298,9 @@ def down(directory: Path) -> list[str]:
     if not path.is_file():
         return []
     fed = Federation(**json.loads(path.read_text()))
-    for name in [n for n in fed.pids if n != "superlink"] + ["superlink"]:
-        if name in fed.pids:
-            _stop(fed.pids[name])
+    _stop([pid for name, pid in fed.pids.items() if name != "superlink"])  # nodes first
+    if "superlink" in fed.pids:
+        _stop([fed.pids["superlink"]])
     path.unlink()
     return list(fed.pids)
 
@@ -394,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=ROOT / "deploy")
     parser.add_argument("--node-max-epsilon", action="append", default=[],
                         metavar="PARTY=EPS", help="a node's own privacy limit (repeatable)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         if args.command == "down":
             stopped = down(args.dir)

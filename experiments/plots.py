@@ -28,9 +28,12 @@ def write_plots(path: Path, y_test: np.ndarray, p_test: np.ndarray,
     axes[1].set_title("Calibration (test, deciles)")
     step = "epoch" if history and "epoch" in history[0] else "round"
     epochs = [h[step] for h in history]
-    axes[2].plot(epochs, [h["val_auc"] for h in history], marker="o", label="validation AUC")
+    # a deployed server has no validation rows: it plots the AUC pooled from the lenders
+    key, name = (("val_auc", "validation AUC") if all("val_auc" in h for h in history)
+                 else ("pooled_auc", "pooled lender AUC"))
+    axes[2].plot(epochs, [h.get(key, float("nan")) for h in history], marker="o", label=name)
     axes[2].set_xlabel(step)
-    axes[2].set_ylabel("validation AUC")
+    axes[2].set_ylabel(name)
     loss_axis = axes[2].twinx()
     loss_axis.plot(epochs, [h["train_loss"] for h in history], c="tab:orange", marker=".",
                    label="train loss")

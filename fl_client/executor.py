@@ -49,10 +49,14 @@ from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 log = logging.getLogger("credit_fl")
 
 
-def _client(address: str, *interceptors: ProtobufClientInterceptor) -> RuntimeHttpClient:
+def _client(address: str, *interceptors: ProtobufClientInterceptor,
+            max_tries: int | None = None) -> RuntimeHttpClient:
+    invoker = make_simple_http_retry_invoker()
+    if max_tries is not None:
+        invoker.max_tries = max_tries
     return RuntimeHttpClient.from_server_address(
         server_address=address, insecure=True, root_certificates=None,
-        interceptors=list(interceptors), retry_invoker=make_simple_http_retry_invoker())
+        interceptors=list(interceptors), retry_invoker=invoker)
 
 
 def pull_task_input(client: RuntimeHttpClient) -> tuple[Message, Context, Run]:
@@ -122,7 +126,9 @@ def serve(address: str, app: ClientApp, poll: float = 0.05,
           alive: Callable[[], bool] = lambda: True) -> None:
     """Run the node's tasks until ``stop`` is set or ``alive()`` turns false."""
     stop = stop or threading.Event()
-    acquire = _client(address, RuntimeVersionHttpInterceptor(component_name="SuperExec"))
+    # one try per poll: the loop retries, and notices when the SuperNode is gone
+    acquire = _client(address, RuntimeVersionHttpInterceptor(component_name="SuperExec"),
+                      max_tries=1)
     try:
         while not stop.is_set() and alive():
             try:

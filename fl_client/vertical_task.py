@@ -133,6 +133,12 @@ class _Node:
                 "sample_rate": plan.sample_rate,
                 "steps": epochs * self.passes * plan.steps_per_pass}
 
+    def _guard_dpsgd(self, state: NodeState, n_train: int, epoch: int) -> None:
+        """Refuse, before it runs, a DP-SGD step whose epoch would spend past the node's cap."""
+        if self.dpsgd:
+            would = self._dp_spend(state, n_train, max(state.dp_epochs, epoch))["epsilon"]
+            self._guard(would, "DP-SGD", self.settings.privacy.target_epsilon)
+
     def _guard(self, epsilon: float, what: str, target: float) -> None:
         p = self.settings.privacy
         cap = target if p.max_epsilon is None else p.max_epsilon
@@ -241,6 +247,7 @@ class PassiveNode(_Node):
             if len(rows) != len(grads):
                 raise ValueError(f"{self.settings.party}: {len(grads)} gradients for a chunk of "
                                  f"{len(rows)} rows")
+            self._guard_dpsgd(state, n_train, prev[0])
             dp = self._dp_plan(n_train)
             loss, _ = fit_chunk(encoder, optimizer, self.rows.x[rows], grads, InnerProductLoss(),
                                 batch_size=self.settings.train.batch_size, passes=self.passes,
@@ -420,6 +427,7 @@ class LenderNode(_Node):
         rows = self.train_rows[where]
         z = self._inputs(rows, embeddings, model, state)
         n_train = len(self.train_rows)
+        self._guard_dpsgd(state, n_train, epoch)
         dp = self._dp_plan(n_train)
         loss, steps = fit_chunk(model, optimizer, z, self.y_train[where],
                                 torch.nn.BCEWithLogitsLoss(),

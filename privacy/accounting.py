@@ -7,6 +7,7 @@ epsilon you report disagree.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from opacus.accountants import RDPAccountant
@@ -27,9 +28,13 @@ def default_delta(n_rows: int) -> float:
     return 0.1 / max(n_rows, 1)
 
 
+@functools.lru_cache(maxsize=256)
 def noise_multiplier_for(target_epsilon: float, delta: float, sample_rate: float,
                          steps: int) -> float:
     """Find the noise multiplier that spends ``target_epsilon`` over ``steps`` sampled steps.
+
+    A pure function of its arguments, cached: the search takes seconds at large sample rates,
+    and a vertical node plans each exchange with the same figures.
 
     >>> sigma = noise_multiplier_for(3.0, 1e-5, 0.01, 1000)
     >>> 2.9 < epsilon_of([(sigma, 0.01, 1000)], 1e-5) <= 3.0
