@@ -24,9 +24,9 @@ from federation.audit_log import verify
 from federation.credentials import make_node_key
 from fl_server.rounds import FederationError
 
-VERTICAL = ["data.n_customers=1500", "train.epochs=2", "verbose=false"]
+VERTICAL = ["data.n_customers=1000", "train.epochs=2", "verbose=false"]
 HORIZONTAL = ["federation=horizontal", "partition.n_lenders=3", "federation.rounds=2",
-              "data.n_customers=1500", "verbose=false"]
+              "data.n_customers=1000", "verbose=false"]
 NODE_CAP = 1.0
 
 
@@ -68,7 +68,7 @@ def test_vertical_deployment_matches_simulation(vertical_federation, tmp_path: P
     assert f["engine"] == "deployment" and f["tls"] and f["node_auth"]
     assert f["epochs"] == 2
     assert abs(results["metrics"]["test"]["auc"] - simulated.metrics["test"]["auc"]) <= 0.005
-    assert results["metrics"]["test"]["auc"] > 0.55  # learned something (1,500 customers)
+    assert results["metrics"]["test"]["auc"] > 0.55  # learned something (1,000 customers)
     _check_audit_logs(results)
 
 

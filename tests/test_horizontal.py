@@ -16,6 +16,7 @@ from tests.conftest import run_experiment
 
 HORIZONTAL = ["federation=horizontal"]
 SMALL = HORIZONTAL + ["data.n_customers=20000"]
+TINY = HORIZONTAL + ["data.n_customers=5000"]  # faults and resume: the data size does not matter
 
 
 def _auc(r):
@@ -96,7 +97,7 @@ def test_taiwan_data_horizontal_reaches_centralized_auc(shared_data, tmp_path):
 
 
 def test_crashing_nan_and_misshapen_clients_are_left_out_and_recorded(tmp_path, own_engine):
-    r = run_experiment(SMALL + ["federation.rounds=2", "+federation.faults.lender-1=crash",
+    r = run_experiment(TINY + ["federation.rounds=2", "+federation.faults.lender-1=crash",
                                 "+federation.faults.lender-2=nonfinite",
                                 "+federation.faults.lender-3=shape"], tmp_path)
     assert r["federation"]["completed_rounds"] == 2
@@ -117,14 +118,14 @@ def test_too_few_clients_end_the_run_with_a_clear_error(tmp_path):
     with pytest.raises(FederationError, match=r"round 1: 1 usable replies, below "
                                               r"federation.min_clients=2; left out: .*lender-0 "
                                               r"\(client error: lender-0: injected crash"):
-        run_experiment(SMALL + ["federation.round_timeout=60"] + faults, tmp_path)
+        run_experiment(TINY + ["federation.round_timeout=60"] + faults, tmp_path)
     assert time.monotonic() - start < 60 + 30  # the round timeout plus start-up, never a hang
     assert not (tmp_path / "results.json").exists()
 
 
 def test_a_client_past_the_round_timeout_is_left_out_without_hanging(tmp_path, own_engine):
     start = time.monotonic()
-    r = run_experiment(SMALL + ["federation.rounds=2", "federation.round_timeout=6",
+    r = run_experiment(TINY + ["federation.rounds=2", "federation.round_timeout=6",
                                 "+federation.faults.lender-0=slow"], tmp_path)
     excluded = [e for e in r["federation"]["excluded"] if e["party"] == "lender-0"]
     assert excluded and "no reply within federation.round_timeout" in excluded[0]["reason"]
@@ -153,7 +154,7 @@ def test_robust_strategies_resist_a_sign_flipping_lender_and_fedavg_does_not(att
 
 
 def test_resume_after_round_3_of_6_ends_like_an_uninterrupted_run(tmp_path):
-    common = SMALL + ["federation.rounds=6", "privacy=dpsgd", "privacy.target_epsilon=3"]
+    common = TINY + ["federation.rounds=6", "privacy=dpsgd", "privacy.target_epsilon=3"]
     whole = run_experiment(common, tmp_path / "whole")
     first = run_experiment(common + ["federation.stop_after=3"], tmp_path / "part")
     assert first["federation"]["completed_rounds"] == 3
