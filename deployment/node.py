@@ -110,10 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     config_file = args.state_dir / "node-config.toml"
     config_file.write_text(tomli_w.dumps(node_config(args)), encoding="utf-8")
 
-    from deployment.client_app import app  # torch and the handlers load once, here
-    from fl_client.executor import serve
+    supernode = subprocess.Popen(supernode_command(args, config_file))  # connects meanwhile
 
-    supernode = subprocess.Popen(supernode_command(args, config_file))
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -122,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
+        from deployment.client_app import app  # torch and the handlers load once, here
+        from fl_client.executor import serve
+
         serve(f"127.0.0.1:{args.runtime_port}", app, expected_fab_id=APP_ID, stop=stop,
               alive=lambda: supernode.poll() is None)
     finally:

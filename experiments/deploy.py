@@ -279,7 +279,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _stop(pids: list[int], timeout: float = 15) -> None:
+def _stop(pids: list[int], timeout: float = 5) -> None:
     """SIGTERM each process group, wait for all of them together, SIGKILL what is left."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):

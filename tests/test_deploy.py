@@ -27,6 +27,10 @@ from fl_server.rounds import FederationError
 VERTICAL = ["data.n_customers=1000", "train.epochs=2", "verbose=false"]
 HORIZONTAL = ["federation=horizontal", "partition.n_lenders=3", "federation.rounds=2",
               "data.n_customers=1000", "verbose=false"]
+HORIZONTAL_CI = ["federation=horizontal", "partition.n_lenders=2", "federation.rounds=1",
+                 "data.n_customers=1000", "verbose=false"]
+"""Under CI=true: two lender nodes and one round (the suite's time limit); RUN_SLOW=1 runs three
+nodes and two rounds."""
 NODE_CAP = 1.0
 
 
@@ -39,11 +43,14 @@ def vertical_federation(tmp_path_factory: pytest.TempPathFactory):
     assert not (directory / deploy.STATE).exists()
 
 
-@pytest.fixture(scope="module")
-def horizontal_federation(tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(scope="module", params=[
+    pytest.param(HORIZONTAL, marks=pytest.mark.slow, id="3-lenders-2-rounds"),
+    pytest.param(HORIZONTAL_CI, id="2-lenders-1-round")])
+def horizontal_federation(request: pytest.FixtureRequest,
+                          tmp_path_factory: pytest.TempPathFactory):
     with deploy.local_federation(tmp_path_factory.mktemp("horizontal_federation"),
-                                 HORIZONTAL) as fed:
-        yield fed
+                                 request.param) as fed:
+        yield fed, request.param
 
 
 def _check_audit_logs(results: dict) -> None:
@@ -108,10 +115,12 @@ def test_a_node_without_tls_is_refused(vertical_federation, tmp_path: Path) -> N
 
 
 def test_horizontal_deployment_matches_simulation(horizontal_federation, tmp_path: Path) -> None:
-    results = deploy.run(Path(horizontal_federation.directory))
-    settings, _ = deploy.compose_settings(HORIZONTAL)
+    fed, overrides = horizontal_federation
+    results = deploy.run(Path(fed.directory))
+    settings, _ = deploy.compose_settings(overrides)
     simulated = run_horizontal(settings, tmp_path / "simulation")
-    assert results["federation"]["completed_rounds"] == 2
+    assert results["federation"]["completed_rounds"] == settings.federation.rounds
+    assert results["federation"]["clients"] == settings.partition.n_lenders
     assert abs(results["metrics"]["test"]["auc"] - simulated.metrics["test"]["auc"]) <= 0.005
     _check_audit_logs(results)
 

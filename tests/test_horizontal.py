@@ -125,7 +125,7 @@ def test_too_few_clients_end_the_run_with_a_clear_error(tmp_path):
 
 def test_a_client_past_the_round_timeout_is_left_out_without_hanging(tmp_path, own_engine):
     start = time.monotonic()
-    r = run_experiment(TINY + ["federation.rounds=2", "federation.round_timeout=6",
+    r = run_experiment(TINY + ["federation.rounds=1", "federation.round_timeout=6",
                                 "+federation.faults.lender-0=slow"], tmp_path)
     excluded = [e for e in r["federation"]["excluded"] if e["party"] == "lender-0"]
     assert excluded and "no reply within federation.round_timeout" in excluded[0]["reason"]
@@ -154,7 +154,8 @@ def test_robust_strategies_resist_a_sign_flipping_lender_and_fedavg_does_not(att
 
 
 def test_resume_after_round_3_of_6_ends_like_an_uninterrupted_run(tmp_path):
-    common = TINY + ["federation.rounds=6", "privacy=dpsgd", "privacy.target_epsilon=3"]
+    common = HORIZONTAL + ["data.n_customers=2500", "federation.rounds=6", "privacy=dpsgd",
+                           "privacy.target_epsilon=3"]
     whole = run_experiment(common, tmp_path / "whole")
     first = run_experiment(common + ["federation.stop_after=3"], tmp_path / "part")
     assert first["federation"]["completed_rounds"] == 3
