@@ -228,8 +228,8 @@ def up(directory: Path, overrides: list[str],
         link = _start([str(bin_dir / "flower-superlink"), "--ssl-ca-certfile",
                        str(creds.ca_cert), "--ssl-certfile", str(creds.cert), "--ssl-keyfile",
                        str(creds.key), "--enable-supernode-auth",
-                       "--disable-runtime-dependency-installation", "--port", str(port),
-                       "--database", str(fed.root / "superlink.db")], log,
+                       "--disable-runtime-dependency-installation", "--port", str(port)],
+                      log,
                       {**fed.env(), "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"})
         fed.pids["superlink"] = link.pid
         fed.save()

@@ -112,13 +112,13 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         config = _config(msg)
         passive = _passive(config)
         state, node = _load(context), LenderNode(settings, rows, passive)
-        sealed: dict[str, bytes] = {}
+        sealed = node.intersect(state, {party: (
+            cast(bytes, config[f"{party}.setup"]), cast(bytes, config[f"{party}.response"]),
+            cast(bytes, config[f"{party}.key"])) for party in passive})
         metrics: dict[str, float] = {}
         for party in passive:
-            sealed[party], counts = node.intersect(
-                state, party, cast(bytes, config[f"{party}.setup"]),
-                cast(bytes, config[f"{party}.response"]), cast(bytes, config[f"{party}.key"]))
-            metrics.update({f"{party}.{k}": v for k, v in counts.items()})
+            metrics.update({f"{party}.lender_rows": float(len(rows.ids)),
+                            f"{party}.intersection": float(state.masks[party].sum())})
         _save(context, state)
         return _reply(msg, settings.party, metrics,
                       config={f"{p}.sealed": s for p, s in sealed.items()})
