@@ -154,3 +154,20 @@ def test_deploy_command_refuses_bad_input(tmp_path: Path, capsys) -> None:
     assert deploy.main(["up", "--dir", str(tmp_path), "federation=centralized"]) == 2
     assert "a deployment runs federation=vertical" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing half-made
+
+
+def test_supernode_waits_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SuperNode's idle poll is capped at the configured interval, its wait for the reply of
+    the worker (a local check, 0.5 s in Flower) at 20 ms; a bad interval names the variable."""
+    from fl_client import supernode
+
+    slept: list[float] = []
+    monkeypatch.setattr(supernode.time, "sleep", slept.append)
+    capped = supernode._CappedSleep(0.2)
+    capped.sleep(3)  # Flower's idle sleep
+    capped.sleep(0.5)  # Flower's wait for the reply and its objects
+    assert slept == [0.2, supernode.REPLY_POLL] and supernode.REPLY_POLL <= 0.02
+    assert capped.monotonic() > 0  # everything else is the real module
+    monkeypatch.setenv(supernode.POLL_ENV, "0")
+    with pytest.raises(SystemExit, match=supernode.POLL_ENV):
+        supernode.poll_interval()
