@@ -287,8 +287,6 @@ def test_full_size_synthetic_vertical_reaches_centralized_auc(full_size):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known gap, issue 4 open: label DP + DP-SGD at epsilon 3 "
-                   "measured 0.716 against 0.804 non-private on 100,000 synthetic customers")
 def test_full_size_synthetic_private_vertical_within_003(full_size, tmp_path):
     private = run_experiment(["federation=vertical"] + PRIVATE, tmp_path)
     print(f"100k: non-private {_auc(full_size['vertical']):.4f}, label DP + DP-SGD eps 3 "
