@@ -50,21 +50,30 @@ class PartyPreprocessor:
 
     def fit(self, frame: pd.DataFrame) -> PartyPreprocessor:
         """Fit on the party's own training rows."""
+        self._transformer = self._build(len(frame))
+        self._transformer.fit(self._prepare(frame))
+        self.feature_names = self._names()
+        return self
+
+    def _build(self, n_rows: int) -> ColumnTransformer:
         parts = []
         if self.numeric:
             scale = Pipeline([("impute", SimpleImputer(strategy="median")),
-                              ("scale", self._scaler(len(frame)))])
+                              ("scale", self._scaler(n_rows))])
             parts.append(("num", scale, list(self.numeric)))
             parts.append(("missing", MissingIndicator(features="missing-only", error_on_new=False),
                           list(self.numeric)))
         if self.categorical:
             parts.append(("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False,
                                                dtype=np.float32), list(self.categorical)))
-        self._transformer = ColumnTransformer(parts, sparse_threshold=0.0,
-                                              verbose_feature_names_out=False)
-        self._transformer.fit(self._prepare(frame))
+        return ColumnTransformer(parts, sparse_threshold=0.0, verbose_feature_names_out=False)
+
+    def fit_transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """Fit on the party's own training rows and return them transformed (one pass)."""
+        self._transformer = self._build(len(frame))
+        x = self._transformer.fit_transform(self._prepare(frame))
         self.feature_names = self._names()
-        return self
+        return np.asarray(x, dtype=np.float32)
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Transform rows of this party to a dense float32 matrix."""

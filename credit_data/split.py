@@ -40,8 +40,9 @@ def assign_split(ids: pd.Index | np.ndarray, seed: int, settings: SplitSettings)
     """
     check_split(settings)
     key = f"{seed & 0xFFFFFFFFFFFFFFFF:016x}"[:16]
+    # IDs are unique: pandas' default (factorize first) only costs time, same hashes
     hashed = pd.util.hash_pandas_object(pd.Series(np.asarray(ids, dtype=object)), index=False,
-                                        hash_key=key).to_numpy()
+                                        hash_key=key, categorize=False).to_numpy()
     u = (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     out = np.full(len(u), TRAIN, dtype=np.int8)
     out[u < settings.val + settings.test] = VAL

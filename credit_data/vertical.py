@@ -48,12 +48,16 @@ def node_rows(table: PartyTable, settings: DataSettings, seed: int) -> NodeRows:
     if not train.any():
         raise DataError(f"{table.source}: party '{table.party}' has no rows in the training split")
     pre = PartyPreprocessor(table.numeric, table.categorical, settings.scaler, seed)
-    pre.fit(table.frame.loc[train])
+    x_train = pre.fit_transform(table.frame.loc[train])  # each row is transformed once
+    x = np.empty((len(split), x_train.shape[1]), np.float32)
+    x[train] = x_train
+    if not train.all():
+        x[~train] = pre.transform(table.frame.loc[~train])
     y = None
     if table.labels is not None:
         y = table.labels[settings.label].to_numpy(dtype=np.float32)
     return NodeRows(party=table.party, ids=[str(i) for i in table.frame.index],
-                    x=pre.transform(table.frame), split=split, names=pre.feature_names, y=y)
+                    x=x, split=split, names=pre.feature_names, y=y)
 
 
 def assign_chunk(ids: list[str] | np.ndarray, seed: int, epoch: int, chunks: int) -> np.ndarray:
@@ -67,6 +71,7 @@ def assign_chunk(ids: list[str] | np.ndarray, seed: int, epoch: int, chunks: int
     True
     """
     key = hashlib.sha256(f"chunk:{seed}:{epoch}".encode()).hexdigest()[:16]
+    # IDs are unique: pandas' default (factorize first) only costs time, same hashes
     hashed = pd.util.hash_pandas_object(pd.Series(np.asarray(ids, dtype=object)), index=False,
-                                        hash_key=key).to_numpy()
+                                        hash_key=key, categorize=False).to_numpy()
     return (hashed % np.uint64(chunks)).astype(np.int64)

@@ -203,7 +203,7 @@ def vertical_outcome(settings: RunSettings, population: Population, parties: tup
                                       labels["test"]),
     }
     m = settings.model
-    lender_width = len(node_rows(lender, settings.data, settings.seed).names)
+    lender_width = int(final["inputs"])
     head = LenderModel(lender_width, tuple(p for p in parties if p != LABEL_HOLDER), m)
     f = settings.federation
     train_rows = int((split == TRAIN).sum())

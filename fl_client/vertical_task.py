@@ -505,4 +505,5 @@ class LenderNode(_Node):
                                           for h in state.history])
             np.savez(out_dir / "scores.npz", **arrays)
         metrics["best_epoch"] = state.best_epoch
+        metrics["inputs"] = self.rows.width  # the width of its own columns, for the report
         return metrics
