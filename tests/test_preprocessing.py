@@ -58,3 +58,19 @@ def test_category_unseen_in_training_is_all_zero_not_an_error():
     assert "g=zzz" not in block.names
     assert block.values[0, block.names.index("g=a")] == 0
     assert block.values[0, block.names.index("g=b")] == 0
+
+
+def test_node_rows_equal_fitting_on_training_rows_then_transforming_every_row():
+    """node_rows transforms each row once (training rows while fitting); the result must be
+    exactly what fit-then-transform-all gives."""
+    from credit_data.preprocessing import PartyPreprocessor
+    from credit_data.synthetic import generate
+    from credit_data.vertical import node_rows
+
+    settings = DataSettings(n_customers=3000)
+    for table in generate(3000, seed=2).tables.values():
+        rows = node_rows(table, settings, seed=2)
+        pre = PartyPreprocessor(table.numeric, table.categorical, settings.scaler, seed=2)
+        pre.fit(table.frame.loc[rows.split == TRAIN])
+        assert np.array_equal(rows.x, pre.transform(table.frame)), table.party
+        assert rows.names == pre.feature_names
