@@ -134,8 +134,8 @@ def test_a_client_past_the_round_timeout_is_left_out_without_hanging(tmp_path, o
 
 @pytest.fixture(scope="module")
 def attacked(tmp_path_factory):
-    """One of 5 lenders sends sign-flipped, 10x scaled updates."""
-    base = HORIZONTAL + ["data.n_customers=50000", "federation.rounds=10"]
+    """One of 5 lenders sends sign-flipped, scaled updates (6 rounds: the attack shows at once)."""
+    base = HORIZONTAL + ["data.n_customers=50000", "federation.rounds=6"]
     attack = ["+federation.faults.lender-3=signflip"]
     runs = {}
     for name, overrides in {"clean": base, "fedavg": base + attack,
