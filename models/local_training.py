@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,6 +70,29 @@ def epsilon_after_round(dp: DPRound, epochs: int) -> float:
     return epsilon_of(dp.history + [(dp.noise_multiplier, dp.sample_rate, steps)], dp.delta)
 
 
+class BatchedRows(TensorDataset):
+    """A TensorDataset that hands a sampled batch over in one indexing step.
+
+    Torch's loader otherwise fetches a batch row by row and stacks the rows again; with Opacus'
+    Poisson sampler that was half of a DP-SGD round on a lender's 14,000 rows. The batches, and
+    so the training, are the same.
+
+    >>> rows = BatchedRows(torch.arange(6.0).reshape(3, 2), torch.tensor([0.0, 1.0, 0.0]))
+    >>> x, y = rows.__getitems__([2, 0])
+    >>> x.tolist(), y.tolist()
+    ([[4.0, 5.0], [0.0, 1.0]], [0.0, 0.0])
+    """
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(t[index] for t in self.tensors)
+
+
+def _as_is(batch: Any) -> Any:
+    """Collate nothing: a batch from :class:`BatchedRows` comes stacked already."""
+    return batch
+
+
 def train_round(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
                 lr: float, weight_decay: float, seed: int, proximal_mu: float = 0.0,
                 dp: DPRound | None = None) -> LocalResult:
@@ -124,8 +148,8 @@ def _train_private_quietly(model, xt, yt, epochs, lr, weight_decay, dp: DPRound,
     if dp.history:
         engine.accountant.load_state_dict({"history": list(dp.history), "mechanism": ACCOUNTANT})
     batches = steps_per_epoch(dp.sample_rate)
-    loader = DataLoader(TensorDataset(xt, yt), batch_size=math.ceil(len(xt) / batches),
-                        generator=generator)
+    loader = DataLoader(BatchedRows(xt, yt), batch_size=math.ceil(len(xt) / batches),
+                        generator=generator, collate_fn=_as_is)
     if len(loader) != batches:
         raise PrivacyLedgerError(f"cannot sample at rate {dp.sample_rate} from {len(xt)} rows: "
                                  f"the loader makes {len(loader)} batches, not {batches}")

@@ -48,13 +48,25 @@ def noise_multiplier_for(target_epsilon: float, delta: float, sample_rate: float
 def epsilon_of(history: History, delta: float) -> float:
     """Epsilon spent by a whole history of DP-SGD training.
 
+    Stretches with the same noise and rate are merged first (the same accounting), and the
+    result is cached: a party asks for the same figure before a round (its budget guard) and
+    after it (its report), and each costs about 0.1 s.
+
     >>> epsilon_of([], 1e-5)
     0.0
+    >>> epsilon_of([(1.0, 0.1, 5), (1.0, 0.1, 7)], 1e-5) == epsilon_of([(1.0, 0.1, 12)], 1e-5)
+    True
     """
     if not history:
         return 0.0
+    merged = merge_history([(float(s), float(q), int(n)) for s, q, n in history])
+    return _epsilon(tuple(merged), float(delta))
+
+
+@functools.lru_cache(maxsize=1024)
+def _epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
     accountant = RDPAccountant()
-    accountant.history = [(float(s), float(q), int(n)) for s, q, n in history]
+    accountant.history = list(history)
     return float(accountant.get_epsilon(delta))
 
 
