@@ -16,6 +16,11 @@ STATUS = "status"
 WEIGHT = "weight"
 """Aggregation weight a client reports: its training rows, or 1 under central DP."""
 
+EVALUATE_FIRST = "evaluate-first"
+"""Config key of a training message: score the model it carries before training from it."""
+SCORED = "scored-"
+"""Prefix of the metrics of that evaluation in the training reply."""
+
 HISTOGRAM_BINS = 100
 """Score histograms by label that lenders return instead of row-level labels."""
 
@@ -47,6 +52,15 @@ def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float:
     below = np.concatenate([[0.0], np.cumsum(neg)[:-1]])
     wins = np.sum(pos * below) + 0.5 * np.sum(pos * neg)
     return float(wins / (pos.sum() * neg.sum()))
+
+
+def evaluation_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Name a lender's evaluation metrics for a training reply, apart from its training metrics.
+
+    >>> evaluation_metrics({"auc": 0.7, "num-examples": 10})
+    {'scored-auc': 0.7, 'scored-num-examples': 10}
+    """
+    return {SCORED + k: v for k, v in metrics.items()}
 
 
 def content_summary(content: RecordDict) -> dict[str, Any]:

@@ -17,7 +17,14 @@ from flwr.clientapp import ClientApp
 from credit_data.federated_scaling import Schema
 from credit_data.horizontal import LenderRows
 from credit_data.split import TRAIN
-from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS
+from federation.protocol import (
+    ARRAYS,
+    CONFIG,
+    EVALUATE_FIRST,
+    METRICS,
+    STATUS,
+    evaluation_metrics,
+)
 from fl_client.audit_mod import audit_log_mod
 from fl_client.settings import ClientSettings
 from fl_client.task import BudgetRefusal, LenderTask
@@ -65,16 +72,22 @@ def make_client_app(source: NodeSource) -> ClientApp:
             n_train = len(task.shard(schema).y[TRAIN])
             privacy_state = task.load_privacy(str(saved["json"]) if saved else None, n_train)
         state = msg.content.array_records[ARRAYS].to_torch_state_dict()
+        # the global model of the round before, scored here instead of in a message of its own
+        scored = (evaluation_metrics(task.evaluate(schema, state))
+                  if msg.content[CONFIG].get(EVALUATE_FIRST) else {})
         try:
             weights, metrics = task.train(schema, state, server_round, privacy_state)
         except BudgetRefusal as refusal:
-            return Message(RecordDict({STATUS: _status(task, refused=str(refusal))}),
-                           reply_to=msg)
+            content = RecordDict({STATUS: _status(task, refused=str(refusal))})
+            if scored:
+                content[METRICS] = MetricRecord(scored)
+            return Message(content, reply_to=msg)
         if privacy_state is not None:
             context.state.config_records[PRIVACY_STATE] = ConfigRecord(
                 {"json": privacy_state.to_json()})
             task.save_privacy(privacy_state)
-        content = RecordDict({ARRAYS: ArrayRecord(weights), METRICS: MetricRecord(metrics),
+        content = RecordDict({ARRAYS: ArrayRecord(weights),
+                              METRICS: MetricRecord({**metrics, **scored}),
                               STATUS: _status(task)})
         return Message(content, reply_to=msg)
 

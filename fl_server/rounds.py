@@ -2,8 +2,11 @@
 
 Per round: configure and send training, screen the replies (errors, refusals, timeouts, wrong
 shapes, non-finite values are left out and recorded), stop with a clear error below
-``federation.min_clients``, aggregate with the strategy, account privacy, evaluate at the
-lenders (AUC and score histograms only), and checkpoint.
+``federation.min_clients``, aggregate with the strategy, account privacy, and checkpoint.
+
+The lenders evaluate each round's global model (AUC and score histograms only) in the next
+round's training message, before they train from it: one message exchange per round instead of
+two. The last round's model gets an evaluation message of its own.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -24,7 +27,14 @@ from flwr.serverapp import Grid
 from credit_data.errors import CreditFLError
 from credit_data.federated_scaling import Schema, merge_moments
 from federation.model import shared_model
-from federation.protocol import CONFIG, METRICS, STATUS, auc_from_histograms
+from federation.protocol import (
+    CONFIG,
+    EVALUATE_FIRST,
+    METRICS,
+    SCORED,
+    STATUS,
+    auc_from_histograms,
+)
 from fl_server.checkpoint import load_checkpoint, save_checkpoint
 from fl_server.screening import Exclusion, screen_replies
 from fl_server.settings import ServerSettings
@@ -127,25 +137,38 @@ def _record_privacy(ledger: PrivacyLedger, server_round: int, usable: list[Messa
             sample_rate=1.0, steps=int(spent.num_releases), accountant="rdp (flwr)"))
 
 
-def _evaluate_at_lenders(grid: Grid, strategy: Any, server_round: int, arrays: ArrayRecord,
-                         schema: Schema, node_party: dict[int, str], timeout: float
-                         ) -> tuple[float, dict[str, dict[str, float]]]:
-    config = ConfigRecord({"schema": schema.to_json()})
-    messages = strategy.configure_evaluate(server_round, arrays, config, grid)
-    replies = grid.send_and_receive(messages, timeout=timeout)
+def _pool_lender_scores(replies: Iterable[Message], node_party: dict[int, str],
+                        prefix: str = "") -> tuple[float, dict[str, dict[str, float]]]:
+    """Pool the lenders' score histograms into one AUC; keep each lender's own AUC.
+
+    ``prefix`` picks the evaluation out of a training reply (:data:`SCORED`).
+    """
     pos = np.zeros(0)
     neg = np.zeros(0)
     per_lender = {}
     for reply in replies:
-        if reply.has_error():
+        if reply.has_error() or METRICS not in reply.content.metric_records:
             continue
         m = reply.content[METRICS]
-        p, n = np.asarray(m["hist_pos"], float), np.asarray(m["hist_neg"], float)
+        if prefix + "auc" not in m:
+            continue
+        p = np.asarray(m[prefix + "hist_pos"], float)
+        n = np.asarray(m[prefix + "hist_neg"], float)
         pos = p if pos.size == 0 else pos + p
         neg = n if neg.size == 0 else neg + n
         per_lender[node_party[reply.metadata.src_node_id]] = {
-            "auc": _number(m, "auc"), "test_rows": int(_number(m, "num-examples"))}
+            "auc": _number(m, prefix + "auc"),
+            "test_rows": int(_number(m, prefix + "num-examples"))}
     return (auc_from_histograms(pos, neg) if pos.size else float("nan")), per_lender
+
+
+def _evaluate_at_lenders(grid: Grid, strategy: Any, server_round: int, arrays: ArrayRecord,
+                         schema: Schema, node_party: dict[int, str], timeout: float
+                         ) -> tuple[float, dict[str, dict[str, float]]]:
+    """Send the model to the lenders in an evaluation message of its own (the last round)."""
+    config = ConfigRecord({"schema": schema.to_json()})
+    messages = strategy.configure_evaluate(server_round, arrays, config, grid)
+    return _pool_lender_scores(grid.send_and_receive(messages, timeout=timeout), node_party)
 
 
 def run_federation(grid: Grid, s: ServerSettings,
@@ -181,9 +204,13 @@ def run_federation(grid: Grid, s: ServerSettings,
 
     for server_round in range(first_round, f.rounds + 1):
         start = time.perf_counter()
-        sent = list(strategy.configure_train(
-            server_round, arrays, ConfigRecord({"schema": schema.to_json()}), grid))
+        # the lenders score the model they get (the last round's) before training from it
+        score_previous = bool(out.history)
+        sent = list(strategy.configure_train(server_round, arrays, ConfigRecord(
+            {"schema": schema.to_json(), EVALUATE_FIRST: score_previous}), grid))
         replies = list(grid.send_and_receive(sent, timeout=f.round_timeout))
+        if score_previous:
+            _record_lender_scores(out, *_pool_lender_scores(replies, node_party, SCORED))
         usable, excluded = screen_replies(server_round, sent, replies, arrays, node_party)
         out.exclusions += excluded
         for e in excluded:
@@ -201,14 +228,10 @@ def run_federation(grid: Grid, s: ServerSettings,
         arrays = new_arrays
         if out.ledger is not None:
             _record_privacy(out.ledger, server_round, usable, node_party, strategy, s)
-        pooled, per_lender = _evaluate_at_lenders(grid, strategy, server_round, arrays, schema,
-                                                  node_party, f.round_timeout)
-        out.lender_evaluation = per_lender
         weights = [_number(r.content[METRICS], "num-examples") for r in usable]
         losses = [_number(r.content[METRICS], "train_loss") for r in usable]
         row: dict[str, Any] = {"round": server_round, "clients": len(usable),
-                               "train_loss": float(np.average(losses, weights=weights)),
-                               "pooled_auc": pooled}
+                               "train_loss": float(np.average(losses, weights=weights))}
         state = arrays.to_torch_state_dict()
         if evaluate_global is not None:
             row.update(evaluate_global(state, schema))
@@ -216,8 +239,9 @@ def run_federation(grid: Grid, s: ServerSettings,
             row["epsilon"] = out.ledger.summary()["epsilon"]
         row["seconds"] = time.perf_counter() - start
         out.history.append(row)
-        log.info("round %d/%d  clients %d  train_loss %.4f  pooled_auc %.4f%s", server_round,
-                 f.rounds, len(usable), row["train_loss"], pooled,
+        log.info("round %d/%d  clients %d  train_loss %.4f%s%s", server_round, f.rounds,
+                 len(usable), row["train_loss"],
+                 f"  val_auc {row['val_auc']:.4f}" if "val_auc" in row else "",
                  f"  epsilon {row['epsilon']:.3f}" if "epsilon" in row else "")
         out.state, out.completed_rounds = state, server_round
         save_checkpoint(Path(s.run_dir), {
@@ -229,4 +253,16 @@ def run_federation(grid: Grid, s: ServerSettings,
             out.stopped_after = server_round
             log.warning("stopping after round %d (federation.stop_after)", server_round)
             break
+    if out.history and "pooled_auc" not in out.history[-1]:
+        _record_lender_scores(out, *_evaluate_at_lenders(
+            grid, strategy, out.completed_rounds, arrays, schema, node_party, f.round_timeout))
     return out
+
+
+def _record_lender_scores(out: FederationOutcome, pooled: float,
+                          per_lender: dict[str, dict[str, float]]) -> None:
+    """Fill the last round's row with the lenders' evaluation of its model."""
+    row = out.history[-1]
+    row["pooled_auc"] = pooled
+    out.lender_evaluation = per_lender
+    log.info("round %d  lenders' pooled test AUC %.4f", row["round"], pooled)

@@ -53,6 +53,20 @@ def test_pooled_auc_from_lender_histograms_matches_the_union(synthetic):
     assert roc_auc_score(predictions["label"], predictions["score"]) == pytest.approx(_auc(r))
 
 
+def test_lenders_score_each_round_in_the_next_training_message(synthetic):
+    run_dir, r = synthetic["federated"]
+    history = r["metrics"]["history"]
+    assert len(history) == 20
+    assert all(0.5 < row["pooled_auc"] < 1 for row in history)
+    assert history[-1]["pooled_auc"] == r["metrics"]["pooled_lender_auc"]
+    assert set(r["federation"]["lender_evaluation"]) == {f"lender-{k}" for k in range(5)}
+    sent = [json.loads(line)["event"]
+            for line in (run_dir / "server" / "audit.jsonl").read_text().splitlines()]
+    # one exchange per round: only the last round's model gets an evaluation message
+    assert sent.count("sent train") == 20 * 5
+    assert sent.count("sent evaluate") == 5
+
+
 def test_dpsgd_at_epsilon_3_stays_within_003_of_non_private(synthetic):
     private, plain = synthetic["dpsgd"][1], synthetic["federated"][1]
     print(f"non-private {_auc(plain):.4f}, DP-SGD eps 3 {_auc(private):.4f}, "
