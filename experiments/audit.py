@@ -12,11 +12,11 @@ from typing import Any
 
 from experiments.outcome import RunOutcome
 from privacy.audit import (
-    check_audit,
     label_leakage_audit,
     membership_audit,
     membership_epsilon,
 )
+from privacy.settings import check_audit
 
 
 def audit_outcome(outcome: RunOutcome) -> dict[str, Any] | None:

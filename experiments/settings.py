@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from credit_data.settings import DataSettings, PartitionSettings
 from federation.settings import FederationSettings
 from models.settings import ModelSettings, TrainSettings
-from privacy.audit import AuditSettings
-from privacy.settings import PrivacySettings
+from privacy.settings import AuditSettings, PrivacySettings
 
 
 @dataclass(frozen=True)

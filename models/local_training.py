@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -144,6 +143,8 @@ def _train_private(model, xt, yt, epochs, lr, weight_decay, dp: DPRound,
 
 def _train_private_quietly(model, xt, yt, epochs, lr, weight_decay, dp: DPRound,
                            generator) -> LocalResult:
+    from opacus import PrivacyEngine  # only DP-SGD needs it (see privacy.accounting)
+
     engine = PrivacyEngine(accountant=ACCOUNTANT)
     if dp.history:
         engine.accountant.load_state_dict({"history": list(dp.history), "mechanism": ACCOUNTANT})

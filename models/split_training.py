@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from opacus import PrivacyEngine
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -151,6 +150,8 @@ def _fit_chunk_private(model, optimizer, xt, tt, criterion, passes, generator,
     if len(xt) and len(loader) != batches:
         raise PrivacyLedgerError(f"cannot sample at rate {dp.sample_rate} from a chunk of "
                                  f"{len(xt)} rows: the loader makes {len(loader)} batches")
+    from opacus import PrivacyEngine  # only DP-SGD needs it (see privacy.accounting)
+
     engine = PrivacyEngine(accountant=ACCOUNTANT)
     private, dp_optimizer, dp_criterion, loader = engine.make_private(
         module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,

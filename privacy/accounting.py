@@ -3,15 +3,15 @@
 The accountant is named explicitly everywhere: Opacus' ``PrivacyEngine`` defaults to PRV while
 ``get_noise_multiplier`` defaults to RDP, and mixing them makes the noise you calibrate and the
 epsilon you report disagree.
+
+Opacus is imported where it is used: importing it takes about 2.5 s here (it pulls in
+torch.distributed and scipy.stats), and a run without DP never needs it.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
 
 ACCOUNTANT = "rdp"
 
@@ -40,6 +40,8 @@ def noise_multiplier_for(target_epsilon: float, delta: float, sample_rate: float
     >>> 2.9 < epsilon_of([(sigma, 0.01, 1000)], 1e-5) <= 3.0
     True
     """
+    from opacus.accountants.utils import get_noise_multiplier
+
     return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
                                       sample_rate=sample_rate, steps=steps,
                                       accountant=ACCOUNTANT))
@@ -65,6 +67,8 @@ def epsilon_of(history: History, delta: float) -> float:
 
 @functools.lru_cache(maxsize=1024)
 def _epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
+    from opacus.accountants import RDPAccountant
+
     accountant = RDPAccountant()
     accountant.history = list(history)
     return float(accountant.get_epsilon(delta))

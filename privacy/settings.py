@@ -99,3 +99,31 @@ def check_privacy(settings: PrivacySettings) -> None:
     for key in ("max_grad_norm", "clipping_norm"):
         if not getattr(settings, key) > 0:
             raise ConfigError(f"privacy.{key} must be positive, got {getattr(settings, key)}")
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """What the empirical audit does.
+
+    ``fpr``: the false-positive rate the membership threshold is calibrated to.
+    ``confidence``: the Clopper-Pearson confidence of the epsilon lower bound.
+    ``max_members``: training rows the attack tries (a seeded sample; all when fewer).
+    ``label_leakage``: in vertical simulation, passive parties keep the attack scores of the
+    gradients they receive (on their own disk) so that the runner can score them.
+    """
+
+    enabled: bool = True
+    fpr: float = 0.05
+    confidence: float = 0.95
+    max_members: int = 20_000
+    label_leakage: bool = True
+
+
+def check_audit(settings: AuditSettings, key: str = "audit") -> None:
+    """Raise a ConfigError naming the key of any out-of-range value."""
+    if not 0 < settings.fpr < 0.5:
+        raise ConfigError(f"{key}.fpr must lie in (0, 0.5), got {settings.fpr}")
+    if not 0.5 <= settings.confidence < 1:
+        raise ConfigError(f"{key}.confidence must lie in [0.5, 1), got {settings.confidence}")
+    if settings.max_members < 10:
+        raise ConfigError(f"{key}.max_members must be at least 10, got {settings.max_members}")

@@ -74,7 +74,7 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 
 def run_experiment(overrides: list[str], run_dir: Path) -> dict:
     """Compose, run and write one experiment; return its results.json as read back from disk."""
-    from experiments.run import execute
+    from experiments.execute import execute
 
     execute(compose_config(overrides + ["verbose=false"]), run_dir)
     return json.loads((run_dir / "results.json").read_text())

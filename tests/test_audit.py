@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from privacy.audit import (
-    AuditSettings,
     epsilon_lower_bound,
     label_leakage_audit,
     leakage_scores,
     membership_audit,
     membership_epsilon,
 )
+from privacy.settings import AuditSettings
 from tests.conftest import run_experiment
 
 SMALL = ["data.n_customers=3000"]
