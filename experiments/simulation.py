@@ -12,7 +12,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
-from federation.flower_tuning import QUIET
+from federation.flower_tuning import QUIET, quick_simulation_polls
 
 T = TypeVar("T")
 
@@ -21,6 +21,7 @@ def simulate(server_app: ServerApp, client_app: ClientApp, n_nodes: int, verbose
     """Run on Flower's simulation engine, nodes side by side on the machine's cores."""
     for key, value in QUIET.items():
         os.environ.setdefault(key, value)
+    quick_simulation_polls()
     logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.WARNING)
     cores = os.cpu_count() or 1
     backend: dict[str, Any] = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},

@@ -15,7 +15,9 @@ authenticated stay Flower's.
 from __future__ import annotations
 
 import functools
+import threading
 from types import ModuleType
+from typing import Any
 
 QUIET = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 INITIAL_BACKOFF = 0.02
@@ -35,3 +37,35 @@ def quick_object_pulls(module: ModuleType) -> None:
     module.pull_objects = functools.partial(  # type: ignore[attr-defined]
         inflatable_utils.pull_objects, initial_backoff=INITIAL_BACKOFF,
         backoff_cap=BACKOFF_CAP)
+
+
+SIMULATION_POLL = 0.01
+"""Seconds between the simulation engine's looks for new messages (Flower waits 0.1 s)."""
+
+
+def quick_simulation_polls() -> None:
+    """Make Flower's simulation engine look for new messages every 10 ms instead of 100 ms.
+
+    The engine's extractor thread (``vce_api.add_messages_to_queue``) sweeps the in-memory
+    state for each node's next message, then waits 0.1 s. A vertical epoch makes four message
+    rounds, so that wait alone was about 0.2 s of every epoch. The sweep below is Flower's,
+    with the shorter wait; each look is a lookup in the engine's own memory.
+    """
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    if getattr(vce_api.add_messages_to_queue, "quick", False):
+        return
+    if vce_api.add_messages_to_queue.__code__.co_varnames[:4] != (
+            "state", "queue", "nodes_mapping", "f_stop"):
+        raise RuntimeError("flwr's vce_api.add_messages_to_queue changed; remove this tuning")
+
+    def add_messages_to_queue(state: Any, queue: Any, nodes_mapping: Any,
+                              f_stop: threading.Event) -> None:
+        while not f_stop.is_set():
+            for node_id in nodes_mapping.keys():
+                for msg in state.get_message_ins(node_id=node_id, limit=1):
+                    queue.put(msg)
+            f_stop.wait(SIMULATION_POLL)
+
+    add_messages_to_queue.quick = True  # type: ignore[attr-defined]
+    vce_api.add_messages_to_queue = add_messages_to_queue

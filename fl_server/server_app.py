@@ -1,4 +1,6 @@
-"""The ServerApps: thin shells over the horizontal and the vertical round loops.
+"""The simulation's ServerApps: thin shells over the horizontal and the vertical round loops.
+
+A deployment's ServerApp (``deployment/server_app.py``) runs the same loops.
 
 See :func:`fl_server.rounds.run_federation` and
 :func:`fl_server.vertical_rounds.run_vertical_federation`.
@@ -24,9 +26,14 @@ def server_audit_log(settings: ServerSettings) -> AuditLog:
     return AuditLog(Path(settings.run_dir) / "server" / "audit.jsonl")
 
 
-def audited(grid: Grid, settings: ServerSettings) -> Grid:
+SIMULATION_POLL = 0.01
+"""Seconds between looks for replies in simulation, where a look reads the engine's memory (a
+deployed server asks the SuperLink over the network, every 0.05 s)."""
+
+
+def audited(grid: Grid, settings: ServerSettings, poll: float = 0.05) -> Grid:
     """Wrap Flower's Grid so every message is in the server's audit log."""
-    return cast(Grid, AuditedGrid(grid, server_audit_log(settings)))
+    return cast(Grid, AuditedGrid(grid, server_audit_log(settings), poll))
 
 
 def make_server_app(settings: ServerSettings, outcome: FederationOutcome,
@@ -37,7 +44,8 @@ def make_server_app(settings: ServerSettings, outcome: FederationOutcome,
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            result = run_federation(audited(grid, settings), settings, evaluate_global)
+            grid = audited(grid, settings, SIMULATION_POLL)
+            result = run_federation(grid, settings, evaluate_global)
         except BaseException as exc:  # handed to the runner, which raises it in its thread
             outcome.error = exc
             return
@@ -57,7 +65,8 @@ def make_vertical_server_app(settings: ServerSettings, outcome: VerticalOutcome,
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            result = run_vertical_federation(audited(grid, settings), settings, recorder)
+            grid = audited(grid, settings, SIMULATION_POLL)
+            result = run_vertical_federation(grid, settings, recorder)
         except BaseException as exc:  # handed to the runner, which raises it in its thread
             outcome.error = exc
             return

@@ -1,0 +1,44 @@
+"""Flower's simulation engine as the runner tunes it (``federation.flower_tuning``)."""
+
+from queue import Queue
+
+from flwr.server.superlink.fleet.vce import vce_api
+
+from federation.flower_tuning import SIMULATION_POLL, quick_simulation_polls
+
+
+class _State:
+    """Holds one waiting message per node, as the engine's in-memory LinkState would."""
+
+    def __init__(self, waiting: dict[int, list[str]]) -> None:
+        self.waiting = waiting
+
+    def get_message_ins(self, node_id: int, limit: int) -> list[str]:
+        taken, self.waiting[node_id] = (self.waiting[node_id][:limit],
+                                        self.waiting[node_id][limit:])
+        return taken
+
+
+class _Stop:
+    """Stops the sweep after ``sweeps`` waits; records how long each wait was."""
+
+    def __init__(self, sweeps: int) -> None:
+        self.waits: list[float] = []
+        self.sweeps = sweeps
+
+    def is_set(self) -> bool:
+        return len(self.waits) >= self.sweeps
+
+    def wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def test_the_engine_looks_for_messages_every_10_ms_and_queues_each_nodes_next_one():
+    quick_simulation_polls()
+    quick_simulation_polls()  # idempotent
+    state = _State({1: ["a1", "a2"], 2: ["b1"]})
+    queue: Queue[str] = Queue()
+    stop = _Stop(sweeps=2)
+    vce_api.add_messages_to_queue(state, queue, {1: 0, 2: 1}, stop)  # type: ignore[arg-type]
+    assert stop.waits == [SIMULATION_POLL] * 2 and SIMULATION_POLL <= 0.01
+    assert [queue.get_nowait() for _ in range(queue.qsize())] == ["a1", "b1", "a2"]
