@@ -1,10 +1,12 @@
 """Flower's simulation engine as the runner tunes it (``federation.flower_tuning``)."""
 
-from queue import Queue
+import time
+from queue import Empty, Queue
 
+import pytest
 from flwr.server.superlink.fleet.vce import vce_api
 
-from federation.flower_tuning import SIMULATION_POLL, quick_simulation_polls
+from federation.flower_tuning import SIMULATION_POLL, STOP_CHECK, quick_simulation_polls
 
 
 class _State:
@@ -42,3 +44,14 @@ def test_the_engine_looks_for_messages_every_10_ms_and_queues_each_nodes_next_on
     vce_api.add_messages_to_queue(state, queue, {1: 0, 2: 1}, stop)  # type: ignore[arg-type]
     assert stop.waits == [SIMULATION_POLL] * 2 and SIMULATION_POLL <= 0.01
     assert [queue.get_nowait() for _ in range(queue.qsize())] == ["a1", "b1", "a2"]
+
+
+def test_the_engine_threads_notice_the_end_of_a_run_within_50_ms():
+    quick_simulation_polls()
+    waiting = vce_api.Queue()
+    start = time.perf_counter()
+    with pytest.raises(Empty):
+        waiting.get(timeout=1.0)  # how Flower's worker threads wait for the next message
+    assert time.perf_counter() - start < 0.5 and STOP_CHECK <= 0.05
+    waiting.put("m")
+    assert waiting.get(timeout=1.0) == "m"
