@@ -34,7 +34,7 @@ from experiments.outcome import (
     training_parties,
 )
 from experiments.settings import RunSettings
-from experiments.simulation import once_per_worker, simulate
+from experiments.simulation import SimulationEngine, once_per_worker, simulation_engine
 from federation.model import shared_model
 from federation.settings import StrategyName, check_federation
 from fl_client.client_app import make_client_app
@@ -148,10 +148,16 @@ def lender_rows(settings: RunSettings
 
 def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
     """Run the federation in simulation; return what the writers need."""
-    start = time.perf_counter()
-    population, parties, rows = lender_rows(settings)
     names = lender_names(settings.partition.n_lenders)
     _check(settings, names)
+    with simulation_engine(settings.verbose) as engine:
+        return _run_horizontal(settings, run_dir, names, engine)
+
+
+def _run_horizontal(settings: RunSettings, run_dir: Path, names: tuple[str, ...],
+                    engine: SimulationEngine) -> RunOutcome:
+    start = time.perf_counter()
+    population, parties, rows = engine.start_while(lambda: lender_rows(settings))
     data_seconds = time.perf_counter() - start
 
     state_dir = run_dir / "parties"
@@ -171,9 +177,8 @@ def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
 
     outcome = FederationOutcome()
     train_start = time.perf_counter()
-    simulate(make_server_app(server, outcome, evaluate_global),
-             make_client_app(SimulationSource(clients, settings, parties)), len(names),
-             settings.verbose)
+    engine.run(make_server_app(server, outcome, evaluate_global),
+               make_client_app(SimulationSource(clients, settings, parties)), len(names))
     train_seconds = time.perf_counter() - train_start
     if outcome.error is not None:
         raise outcome.error

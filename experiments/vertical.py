@@ -33,7 +33,7 @@ from experiments.outcome import (
     training_parties,
 )
 from experiments.settings import RunSettings
-from experiments.simulation import once_per_worker, simulate
+from experiments.simulation import once_per_worker, simulation_engine
 from federation.settings import check_federation
 from fl_client.settings import ClientSettings
 from fl_client.vertical_app import make_vertical_client_app
@@ -148,10 +148,11 @@ def run_vertical(settings: RunSettings, run_dir: Path,
     server = coordinator_settings(settings, parties, run_dir)
     outcome = VerticalOutcome()
     train_start = time.perf_counter()
-    simulate(make_vertical_server_app(server, outcome, recorder),
-             make_vertical_client_app(VerticalSimulationSource(clients, settings.data,
-                                                               settings.seed)),
-             len(parties), settings.verbose)
+    with simulation_engine(settings.verbose) as engine:
+        engine.run(make_vertical_server_app(server, outcome, recorder),
+                   make_vertical_client_app(VerticalSimulationSource(clients, settings.data,
+                                                                     settings.seed)),
+                   len(parties))
     train_seconds = time.perf_counter() - train_start
     if outcome.error is not None:
         raise outcome.error

@@ -55,3 +55,17 @@ def test_the_engine_threads_notice_the_end_of_a_run_within_50_ms():
     assert time.perf_counter() - start < 0.5 and STOP_CHECK <= 0.05
     waiting.put("m")
     assert waiting.get(timeout=1.0) == "m"
+
+
+def test_ray_started_for_a_run_whose_data_fails_is_stopped_again(own_engine):
+    import ray
+
+    from experiments.simulation import simulation_engine
+
+    def bad_rows() -> None:
+        raise ValueError("lender.csv: bad rows")
+
+    with pytest.raises(ValueError, match="lender.csv: bad rows"):
+        with simulation_engine(verbose=False) as engine:
+            engine.start_while(bad_rows)
+    assert not ray.is_initialized()
