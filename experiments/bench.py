@@ -82,8 +82,15 @@ def _horizontal_settings(epochs: int, **privacy: object) -> RunSettings:
         privacy=PrivacySettings(**privacy))  # type: ignore[arg-type]
 
 
-def bench_horizontal(epochs: int = 10) -> None:
-    """Horizontal over centralized wall time (same rows, same epochs); DP-SGD over plain."""
+def bench_horizontal(epochs: int | None = None) -> None:
+    """Horizontal over centralized wall time (same rows, same epochs); DP-SGD over plain.
+
+    ``epochs`` defaults to the rounds of a default horizontal run (``conf/federation``).
+    """
+    if epochs is None:
+        from experiments.deploy import compose_settings
+
+        epochs = compose_settings(["federation=horizontal"])[0].federation.rounds
     settings = _horizontal_settings(epochs)
     central = dataclasses.replace(settings, federation=dataclasses.replace(
         settings.federation, mode=Mode.centralized))
