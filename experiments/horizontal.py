@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import ray
 import torch
 from flwr.app import Context
 from sklearn.metrics import roc_auc_score
@@ -52,26 +53,23 @@ SPLITS = {TRAIN: "train", VAL: "val", TEST: "test"}
 class SimulationSource:
     """Hands each simulated node its settings and rows (a deployment reads its own files).
 
-    It carries the data recipe, not the rows: each worker builds the lenders' rows once (see
-    :func:`experiments.simulation.once_per_worker`).
+    It carries a reference to the lenders' rows in Ray's object store, not the rows: Flower's
+    engine pickles the ClientApp with every message. Each worker fetches them once (see
+    :func:`experiments.simulation.once_per_worker`) instead of building them again.
     """
 
-    def __init__(self, settings: dict[str, ClientSettings], run: RunSettings,
-                 parties: tuple[str, ...]) -> None:
+    def __init__(self, settings: dict[str, ClientSettings], rows: ray.ObjectRef) -> None:
         self.settings = settings
-        self.data, self.partition, self.seed, self.parties = (run.data, run.partition, run.seed,
-                                                              parties)
+        self.rows = rows
         self.names = sorted(settings, key=lambda p: int(p.rsplit("-", 1)[1]))
-        self.key = f"horizontal {run.data!r} {run.partition!r} {run.seed} {parties}"
-
-    def _rows(self) -> dict[str, LenderRows]:
-        population = load_population(self.data, self.seed)
-        return horizontal_rows(population, self.parties, self.data, self.partition, self.seed)
+        self.key = f"horizontal {rows.hex()}"
 
     def __call__(self, context: Context) -> tuple[ClientSettings, LenderRows]:
         torch.set_num_threads(1)  # the engine runs clients side by side, one core each
         party = self.names[int(context.node_config["partition-id"])]
-        return self.settings[party], once_per_worker(f"{self.key}|rows", self._rows)[party]
+        rows: dict[str, LenderRows] = once_per_worker(f"{self.key}|rows",
+                                                      lambda: ray.get(self.rows))
+        return self.settings[party], rows[party]
 
 
 def _check(settings: RunSettings, names: tuple[str, ...]) -> None:
@@ -178,7 +176,7 @@ def _run_horizontal(settings: RunSettings, run_dir: Path, names: tuple[str, ...]
     outcome = FederationOutcome()
     train_start = time.perf_counter()
     engine.run(make_server_app(server, outcome, evaluate_global),
-               make_client_app(SimulationSource(clients, settings, parties)), len(names))
+               make_client_app(SimulationSource(clients, ray.put(rows))), len(names))
     train_seconds = time.perf_counter() - train_start
     if outcome.error is not None:
         raise outcome.error
