@@ -167,7 +167,7 @@ def bench_vertical(epochs: int = 5) -> None:
           f"(target <= 2x); training exchanges / centralized training "
           f"{train / base.train_seconds:.2f}x")
     print(f"vertical: one message round costs {(train - compute / 2) / rounds:.3f} s beyond the "
-          f"parties' compute ({rounds} rounds; Flower's simulation engine polls every 0.1 s)")
+          f"parties' compute ({rounds} rounds; the engine looks for messages every 10 ms)")
     for party, c in f["communication"].items():
         print(f"vertical: {party:7s} per epoch {c['messages_out'] / epochs:.1f} messages, "
               f"{c['bytes_out'] / epochs / 1e6:.2f} MB sent, "
