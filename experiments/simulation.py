@@ -122,9 +122,10 @@ _CACHE: dict[str, Any] = {}
 def once_per_worker(key: str, build: Callable[[], T]) -> T:
     """Build a node's data once per simulation worker process and keep it for later messages.
 
-    Simulation sources carry only the recipe (settings and seed), never the rows: Flower's
-    engine pickles the ClientApp with every message, so rows held by the source would travel
-    with each one. Entries of an earlier run (another key prefix) are dropped.
+    Simulation sources never carry the rows, only a recipe (settings and seed) or a reference
+    into Ray's object store: Flower's engine pickles the ClientApp with every message, so rows
+    held by the source would travel with each one. Entries of an earlier run (another key
+    prefix) are dropped.
     """
     if key not in _CACHE:
         run = key.split("|", 1)[0]

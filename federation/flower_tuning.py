@@ -70,14 +70,12 @@ def quick_simulation_polls() -> None:
 
     if getattr(vce_api.add_messages_to_queue, "quick", False):
         return
-    if vce_api.Queue is not queue.Queue:
-        raise RuntimeError("flwr's vce_api no longer uses queue.Queue; remove this tuning")
-    vce_api.Queue = _QuickQueue  # type: ignore[misc]
-    if vce_api.add_messages_to_queue.__code__.co_varnames[:4] != (
-            "state", "queue", "nodes_mapping", "f_stop"):
-        raise RuntimeError("flwr's vce_api.add_messages_to_queue changed; remove this tuning")
+    if vce_api.Queue is not queue.Queue or vce_api.add_messages_to_queue.__code__.co_varnames[
+            :4] != ("state", "queue", "nodes_mapping", "f_stop"):
+        raise RuntimeError("flwr's vce_api (its queues or add_messages_to_queue) changed; "
+                           "remove this tuning")
 
-    def add_messages_to_queue(state: Any, queue: Any, nodes_mapping: Any,
+    def add_messages_to_queue(state: Any, queue: Any, nodes_mapping: Any,  # Flower's names
                               f_stop: threading.Event) -> None:
         while not f_stop.is_set():
             for node_id in nodes_mapping.keys():
@@ -86,4 +84,5 @@ def quick_simulation_polls() -> None:
             f_stop.wait(SIMULATION_POLL)
 
     add_messages_to_queue.quick = True  # type: ignore[attr-defined]
+    vce_api.Queue = _QuickQueue  # type: ignore[misc]
     vce_api.add_messages_to_queue = add_messages_to_queue

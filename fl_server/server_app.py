@@ -15,6 +15,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from federation.audit_log import AuditLog
+from federation.flower_tuning import SIMULATION_POLL
 from fl_server.audited_grid import AuditedGrid
 from fl_server.rounds import FederationOutcome, GlobalEvaluation, run_federation
 from fl_server.settings import ServerSettings
@@ -26,13 +27,12 @@ def server_audit_log(settings: ServerSettings) -> AuditLog:
     return AuditLog(Path(settings.run_dir) / "server" / "audit.jsonl")
 
 
-SIMULATION_POLL = 0.01
-"""Seconds between looks for replies in simulation, where a look reads the engine's memory (a
-deployed server asks the SuperLink over the network, every 0.05 s)."""
-
-
 def audited(grid: Grid, settings: ServerSettings, poll: float = 0.05) -> Grid:
-    """Wrap Flower's Grid so every message is in the server's audit log."""
+    """Wrap Flower's Grid so every message is in the server's audit log.
+
+    ``poll``: seconds between looks for replies. A deployed server asks the SuperLink over the
+    network (every 0.05 s); in simulation a look reads the engine's memory (``SIMULATION_POLL``).
+    """
     return cast(Grid, AuditedGrid(grid, server_audit_log(settings), poll))
 
 
