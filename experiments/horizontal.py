@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import ray
 import torch
-from flwr.app import Context
 from sklearn.metrics import roc_auc_score
 
 from credit_data.errors import ConfigError
@@ -26,6 +25,7 @@ from credit_data.loading import load_population
 from credit_data.partition import lender_names
 from credit_data.split import TEST, TRAIN, VAL
 from credit_data.tables import Population
+from experiments.lender_source import SimulationSource
 from experiments.outcome import (
     RunOutcome,
     oracle_auc,
@@ -35,7 +35,7 @@ from experiments.outcome import (
     training_parties,
 )
 from experiments.settings import RunSettings
-from experiments.simulation import SimulationEngine, once_per_worker, simulation_engine
+from experiments.simulation import SimulationEngine, simulation_engine
 from federation.model import shared_model
 from federation.settings import StrategyName, check_federation
 from fl_client.client_app import make_client_app
@@ -48,28 +48,6 @@ from privacy.settings import PrivacyMechanism, check_privacy
 
 log = logging.getLogger("credit_fl")
 SPLITS = {TRAIN: "train", VAL: "val", TEST: "test"}
-
-
-class SimulationSource:
-    """Hands each simulated node its settings and rows (a deployment reads its own files).
-
-    It carries a reference to the lenders' rows in Ray's object store, not the rows: Flower's
-    engine pickles the ClientApp with every message. Each worker fetches them once (see
-    :func:`experiments.simulation.once_per_worker`) instead of building them again.
-    """
-
-    def __init__(self, settings: dict[str, ClientSettings], rows: ray.ObjectRef) -> None:
-        self.settings = settings
-        self.rows = rows
-        self.names = sorted(settings, key=lambda p: int(p.rsplit("-", 1)[1]))
-        self.key = f"horizontal {rows.hex()}"
-
-    def __call__(self, context: Context) -> tuple[ClientSettings, LenderRows]:
-        torch.set_num_threads(1)  # the engine runs clients side by side, one core each
-        party = self.names[int(context.node_config["partition-id"])]
-        rows: dict[str, LenderRows] = once_per_worker(f"{self.key}|rows",
-                                                      lambda: ray.get(self.rows))
-        return self.settings[party], rows[party]
 
 
 def _check(settings: RunSettings, names: tuple[str, ...]) -> None:

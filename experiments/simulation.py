@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import inspect
 import logging
 import os
 import sys
@@ -25,6 +26,39 @@ def _ray_init_args(verbose: bool) -> dict[str, Any]:
             "logging_level": "ERROR", "log_to_driver": verbose}
 
 
+@contextmanager
+def _one_machine_head(verbose: bool) -> Iterator[None]:
+    """Let ``ray.init`` start the head of a one-machine cluster without its idle helpers.
+
+    ``ray.init`` always starts the autoscaler's monitor, which a cluster of one machine with
+    fixed resources never uses, and a log monitor, which only forwards the workers' output to
+    this process (``log_to_driver``, on when ``verbose``). Each is a Python process of about
+    0.6 s of CPU at start, on a 2-core machine that is starting the clients' workers at the
+    same time; and ``ray.shutdown`` stops the monitor last, after the GCS it reports to, so it
+    waits out its 1 s grace period every run. ``ray.init`` has no argument for either, so its
+    head-node parameters (``RayParams``: ``no_monitor``, ``include_log_monitor``, the options
+    of ``ray start``) are set while it starts. Where Ray changed them, it starts as it would.
+    """
+    from ray._private import parameter
+
+    original = parameter.RayParams.__init__
+    known = inspect.signature(original).parameters
+    if not {"no_monitor", "include_log_monitor"} <= known.keys():
+        yield
+        return
+
+    def head_params(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("no_monitor", True)
+        kwargs.setdefault("include_log_monitor", verbose)
+        original(self, *args, **kwargs)
+
+    parameter.RayParams.__init__ = head_params  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        parameter.RayParams.__init__ = original  # type: ignore[method-assign]
+
+
 class SimulationEngine:
     """Flower's simulation engine; Ray may start while the runner builds its data.
 
@@ -45,8 +79,6 @@ class SimulationEngine:
         Ray starts in this thread: Linux stops Ray's processes when the thread that started
         them ends.
         """
-        import ray
-
         result: list[T] = []
         failure: list[BaseException] = []
 
@@ -59,22 +91,30 @@ class SimulationEngine:
         builder = threading.Thread(target=target, daemon=True)
         builder.start()
         try:
-            if not ray.is_initialized():
-                # what Flower's Ray backend passes when it starts Ray: the workers' import path
-                pythonpath = os.pathsep.join(sys.path)
-                if os.environ.get("PYTHONPATH"):
-                    pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
-                ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-                         **_ray_init_args(self.verbose))
+            self._start_ray()
         finally:
             builder.join()
         if failure:
             raise failure[0]
         return result[0]
 
+    def _start_ray(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        # what Flower's Ray backend passes when it starts Ray: the workers' import path
+        pythonpath = os.pathsep.join(sys.path)
+        if os.environ.get("PYTHONPATH"):
+            pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
+        with _one_machine_head(self.verbose):
+            ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+                     **_ray_init_args(self.verbose))
+
     def run(self, server_app: ServerApp, client_app: ClientApp, n_nodes: int) -> None:
         """Run on Flower's simulation engine, nodes side by side on the machine's cores."""
         self.ran = True
+        self._start_ray()  # unless started already; Flower's engine would start it, in full
         logging.getLogger("flwr").setLevel(logging.INFO if self.verbose else logging.WARNING)
         backend: dict[str, Any] = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": _ray_init_args(self.verbose)}

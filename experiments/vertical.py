@@ -134,26 +134,31 @@ def coordinator_settings(settings: RunSettings, parties: tuple[str, ...], run_di
                           train_epochs=settings.train.epochs)
 
 
-def run_vertical(settings: RunSettings, run_dir: Path,
-                 recorder: Recorder | None = None) -> RunOutcome:
-    """Run the vertical federation in simulation; return what the writers need."""
-    start = time.perf_counter()
+def _population(settings: RunSettings) -> tuple[Population, tuple[str, ...]]:
     population = load_population(settings.data, settings.seed)
     parties = training_parties(settings, population)
     _check(settings, parties)
-    data_seconds = time.perf_counter() - start
+    return population, parties
 
-    state_dir = run_dir / "parties"
-    clients = party_settings(settings, parties, state_dir)
-    server = coordinator_settings(settings, parties, run_dir)
-    outcome = VerticalOutcome()
-    train_start = time.perf_counter()
+
+def run_vertical(settings: RunSettings, run_dir: Path,
+                 recorder: Recorder | None = None) -> RunOutcome:
+    """Run the vertical federation in simulation; return what the writers need."""
     with simulation_engine(settings.verbose) as engine:
+        start = time.perf_counter()
+        population, parties = engine.start_while(lambda: _population(settings))
+        data_seconds = time.perf_counter() - start
+
+        state_dir = run_dir / "parties"
+        clients = party_settings(settings, parties, state_dir)
+        server = coordinator_settings(settings, parties, run_dir)
+        outcome = VerticalOutcome()
+        train_start = time.perf_counter()
         engine.run(make_vertical_server_app(server, outcome, recorder),
                    make_vertical_client_app(VerticalSimulationSource(clients, settings.data,
                                                                      settings.seed)),
                    len(parties))
-    train_seconds = time.perf_counter() - train_start
+        train_seconds = time.perf_counter() - train_start
     if outcome.error is not None:
         raise outcome.error
 

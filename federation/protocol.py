@@ -54,6 +54,24 @@ def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(wins / (pos.sum() * neg.sum()))
 
 
+def auc_of_scores(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Return a node's AUC on its own rows: the histogram AUC with a bin per distinct score.
+
+    That is the Mann-Whitney statistic, the same number as scikit-learn's ``roc_auc_score``
+    (``tests/test_metrics.py`` checks it). Lender nodes use it because it is all they would
+    use scikit-learn for, and importing scikit-learn costs each simulation worker about 1.5 s
+    of CPU before its first message.
+
+    >>> auc_of_scores(np.array([0.1, 0.4, 0.4, 0.8]), np.array([0, 0, 1, 1]))
+    0.875
+    """
+    values, which = np.unique(np.asarray(scores), return_inverse=True)
+    labels = np.asarray(labels)
+    pos = np.bincount(which[labels == 1], minlength=len(values))
+    neg = np.bincount(which[labels == 0], minlength=len(values))
+    return auc_from_histograms(pos, neg)
+
+
 def evaluation_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """Name a lender's evaluation metrics for a training reply, apart from its training metrics.
 

@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from credit_data.federated_scaling import Schema, encode, local_moments
 from credit_data.horizontal import LenderRows
 from credit_data.split import TEST, TRAIN, VAL
 from federation.model import shared_model
-from federation.protocol import score_histogram
+from federation.protocol import auc_of_scores, score_histogram
 from federation.settings import Fault, StrategyName
 from fl_client.settings import ClientSettings
 from models.local_training import (
@@ -219,6 +218,6 @@ class LenderTask:
         scores = predict_proba(self.model(schema, state), shard.x[TEST])
         labels = shard.y[TEST]
         pos, neg = score_histogram(scores, labels)
-        auc = float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else -1.0
+        auc = auc_of_scores(scores, labels) if 0 < labels.sum() < len(labels) else -1.0
         return {"num-examples": int(len(labels)), "auc": auc, "hist_pos": pos, "hist_neg": neg}
 

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from federation.protocol import auc_of_scores
 from models.metrics import (
     expected_calibration_error,
     ks_statistic,
@@ -41,3 +42,14 @@ def test_score_metrics_agree_with_sklearn_and_each_other():
     assert m["brier"] == pytest.approx(np.mean((P - Y) ** 2))
     assert m["log_loss"] == pytest.approx(-np.mean(Y * np.log(P) + (1 - Y) * np.log(1 - P)))
     assert set(m) == {"auc", "ks", "gini", "brier", "log_loss", "ece"}
+
+
+def test_a_nodes_auc_is_sklearns_roc_auc_ties_included():
+    rng = np.random.default_rng(0)
+    for n, levels in ((50, 5), (2_000, 40), (10_000, 10_000)):
+        y = (rng.random(n) < 0.3).astype(int)
+        p = np.round(rng.random(n) * 0.6 + 0.4 * y, 4) if levels > 40 else (
+            rng.integers(0, levels, n) + y) / (levels + 1)
+        assert auc_of_scores(p.astype(np.float32), y) == pytest.approx(
+            roc_auc_score(y, p.astype(np.float32)), abs=1e-12)
+    assert auc_of_scores(P, Y) == pytest.approx(roc_auc_score(Y, P))

@@ -69,3 +69,26 @@ def test_ray_started_for_a_run_whose_data_fails_is_stopped_again(own_engine):
         with simulation_engine(verbose=False) as engine:
             engine.start_while(bad_rows)
     assert not ray.is_initialized()
+
+
+def _ray_helpers() -> list[str]:
+    """The command lines of the Ray processes this test process started."""
+    import psutil
+
+    return [" ".join(child.cmdline()) for child in psutil.Process().children(recursive=True)]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_ray_starts_without_the_autoscaler_and_forwards_worker_logs_only_when_verbose(
+        own_engine, verbose):
+    import ray
+
+    from experiments.simulation import simulation_engine
+
+    with simulation_engine(verbose=verbose) as engine:
+        assert engine.start_while(lambda: 7) == 7
+        helpers = _ray_helpers()
+    assert not ray.is_initialized()  # never ran, so stopped again
+    assert any("raylet" in h for h in helpers) and any("gcs_server" in h for h in helpers)
+    assert not any("autoscaler/_private/monitor.py" in h for h in helpers)
+    assert any("log_monitor.py" in h for h in helpers) is verbose
