@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 ACCOUNTANT = "rdp"
 
@@ -52,7 +53,7 @@ def epsilon_of(history: History, delta: float) -> float:
 
     Stretches with the same noise and rate are merged first (the same accounting), and the
     result is cached: a party asks for the same figure before a round (its budget guard) and
-    after it (its report), and each costs about 0.1 s.
+    after it (its report).
 
     >>> epsilon_of([], 1e-5)
     0.0
@@ -67,11 +68,26 @@ def epsilon_of(history: History, delta: float) -> float:
 
 @functools.lru_cache(maxsize=1024)
 def _epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
-    from opacus.accountants import RDPAccountant
+    """Opacus' ``RDPAccountant.get_epsilon``, with each stretch's RDP from a per-step cache.
 
-    accountant = RDPAccountant()
-    accountant.history = list(history)
-    return float(accountant.get_epsilon(delta))
+    Opacus computes a stretch's RDP as one step's RDP at every order times its steps
+    (``compute_rdp``); the one-step RDP is the costly part (about 40 ms), and it is the same
+    for every round of a party: only the steps grow. The figures are Opacus' own, bit for bit.
+    """
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis.rdp import get_privacy_spent
+
+    rdp = sum([_rdp_of_one_step(sigma, q) * steps for sigma, q, steps in history])
+    epsilon, _ = get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp, delta=delta)
+    return float(epsilon)
+
+
+@functools.lru_cache(maxsize=256)
+def _rdp_of_one_step(sigma: float, q: float) -> Any:
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis.rdp import compute_rdp
+
+    return compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=RDPAccountant.DEFAULT_ALPHAS)
 
 
 def merge_history(history: History) -> History:
