@@ -74,12 +74,9 @@ class VerticalSimulationSource:
         return self.settings[party], rows
 
 
-def _check(settings: RunSettings, parties: tuple[str, ...]) -> None:
-    f, p = settings.federation, settings.privacy
-    if len(parties) < 2:
-        raise ConfigError(f"federation.parties: vertical federation needs the lender and at "
-                          f"least one other party with data, got {list(parties)}")
-    check_federation(f, len(parties))
+def _check_settings(settings: RunSettings) -> None:
+    """Refuse what the settings alone rule out, before any data is read or Ray starts."""
+    p = settings.privacy
     check_privacy(p)
     check_train(settings.train)
     if settings.model.kind is not ModelKind.split_mlp:
@@ -90,9 +87,17 @@ def _check(settings: RunSettings, parties: tuple[str, ...]) -> None:
         raise ConfigError("privacy=central is client-level DP for horizontal federation; in "
                           "vertical mode use privacy.mechanism=dpsgd, privacy.label_epsilon or "
                           "privacy.embedding_epsilon")
-    if f.faults:
+    if settings.federation.faults:
         raise ConfigError("federation.faults is not supported in vertical mode")
-    unknown = sorted(set(p.party_max_epsilon) - set(parties))
+
+
+def _check_parties(settings: RunSettings, parties: tuple[str, ...]) -> None:
+    """Refuse what depends on which parties have data."""
+    if len(parties) < 2:
+        raise ConfigError(f"federation.parties: vertical federation needs the lender and at "
+                          f"least one other party with data, got {list(parties)}")
+    check_federation(settings.federation, len(parties))
+    unknown = sorted(set(settings.privacy.party_max_epsilon) - set(parties))
     if unknown:
         raise ConfigError(f"privacy.party_max_epsilon names unknown parties {unknown}; the "
                           f"parties are {list(parties)}")
@@ -137,13 +142,14 @@ def coordinator_settings(settings: RunSettings, parties: tuple[str, ...], run_di
 def _population(settings: RunSettings) -> tuple[Population, tuple[str, ...]]:
     population = load_population(settings.data, settings.seed)
     parties = training_parties(settings, population)
-    _check(settings, parties)
+    _check_parties(settings, parties)
     return population, parties
 
 
 def run_vertical(settings: RunSettings, run_dir: Path,
                  recorder: Recorder | None = None) -> RunOutcome:
     """Run the vertical federation in simulation; return what the writers need."""
+    _check_settings(settings)
     with simulation_engine(settings.verbose) as engine:
         start = time.perf_counter()
         population, parties = engine.start_while(lambda: _population(settings))
