@@ -6,6 +6,10 @@ and the set of categories it has seen (:func:`local_moments`); the server merges
 (:func:`merge_moments`) into a shared :class:`Schema`; each lender then encodes its own rows
 with it (:func:`encode`): standardisation with the pooled mean and deviation, missing values to
 the mean plus an indicator, one-hot categories over the union of categories.
+
+Under differential privacy the exact statistics are never sent: each lender sends a noisy
+summary instead (:mod:`privacy.summary`), and the schema carries quantile knots fitted from the
+pooled noisy counts (:meth:`Schema.from_sketch`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from credit_data.summary import Sketch, transform_numeric
 
 MISSING = "__missing__"
 
@@ -30,6 +36,7 @@ class Schema:
     std: tuple[float, ...]
     with_indicator: tuple[str, ...]
     categories: dict[str, tuple[str, ...]]
+    knots: dict[str, list[float]] | None = None  # under DP: quantile knots from noisy counts
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -48,7 +55,17 @@ class Schema:
         return cls(numeric=tuple(raw["numeric"]), categorical=tuple(raw["categorical"]),
                    mean=tuple(raw["mean"]), std=tuple(raw["std"]),
                    with_indicator=tuple(raw["with_indicator"]),
-                   categories={k: tuple(v) for k, v in raw["categories"].items()})
+                   categories={k: tuple(v) for k, v in raw["categories"].items()},
+                   knots=raw.get("knots"))
+
+    @classmethod
+    def from_sketch(cls, sketch: Sketch) -> Schema:
+        """Build the shared encoding from the lenders' noisy summaries (under DP)."""
+        return cls(numeric=sketch.numeric, categorical=sketch.categorical,
+                   mean=tuple(0.0 for _ in sketch.numeric),
+                   std=tuple(1.0 for _ in sketch.numeric),
+                   with_indicator=sketch.with_indicator, categories=sketch.categories,
+                   knots=sketch.knots)
 
 
 def _categories(values: pd.Series) -> pd.Series:
@@ -108,8 +125,12 @@ def encode(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
     if schema.numeric:
         values = frame[list(schema.numeric)].to_numpy(dtype=np.float64)
         missing = np.isnan(values)
-        scaled = (values - np.asarray(schema.mean)) / np.asarray(schema.std)
-        blocks.append(np.where(missing, 0.0, scaled))
+        if schema.knots is not None:
+            blocks.append(np.stack([transform_numeric(values[:, i], schema.knots[c])
+                                    for i, c in enumerate(schema.numeric)], axis=1))
+        else:
+            scaled = (values - np.asarray(schema.mean)) / np.asarray(schema.std)
+            blocks.append(np.where(missing, 0.0, scaled))
         index = [schema.numeric.index(c) for c in schema.with_indicator]
         blocks.append(missing[:, index].astype(np.float64))
     for column in schema.categorical:

@@ -18,6 +18,7 @@ from credit_data.errors import DataError
 from credit_data.preprocessing import PartyPreprocessor
 from credit_data.settings import DataSettings
 from credit_data.split import TRAIN, assign_split
+from credit_data.summary import Sketch
 from credit_data.tables import PartyTable
 
 
@@ -25,7 +26,10 @@ from credit_data.tables import PartyTable
 class NodeRows:
     """One party's preprocessed rows, in its own table order.
 
-    ``y`` (the labels) is set at the lender only.
+    ``y`` (the labels) is set at the lender only. With a preprocessing fitted from the party's
+    noisy summary (under DP), ``summary_history`` is that release in RDP terms (to compose
+    with the party's other mechanisms), ``summary_selection_delta`` its category-selection
+    delta, and ``summary_base_rate`` the lender's noisy positive rate.
     """
 
     party: str
@@ -34,6 +38,9 @@ class NodeRows:
     split: np.ndarray
     names: tuple[str, ...]
     y: np.ndarray | None = None
+    summary_history: tuple[tuple[float, float, int], ...] = ()
+    summary_selection_delta: float = 0.0
+    summary_base_rate: float | None = None
 
     @property
     def width(self) -> int:
@@ -41,23 +48,41 @@ class NodeRows:
         return self.x.shape[1]
 
 
-def node_rows(table: PartyTable, settings: DataSettings, seed: int) -> NodeRows:
-    """Preprocess one party's table at its own node."""
-    split = assign_split(table.frame.index, seed, settings.split)
-    train = split == TRAIN
+def training_rows(table: PartyTable, settings: DataSettings, seed: int) -> np.ndarray:
+    """Return the party's rows in the training split (a mask over its table)."""
+    train = assign_split(table.frame.index, seed, settings.split) == TRAIN
     if not train.any():
         raise DataError(f"{table.source}: party '{table.party}' has no rows in the training split")
+    return train
+
+
+def node_rows(table: PartyTable, settings: DataSettings, seed: int,
+              sketch: Sketch | None = None,
+              summary_history: tuple[tuple[float, float, int], ...] = (),
+              summary_selection_delta: float = 0.0) -> NodeRows:
+    """Preprocess one party's table at its own node.
+
+    Without ``sketch`` the preprocessing is fitted on the exact training rows; with it (under
+    DP) the sketch fitted from the party's noisy summary is applied instead.
+    """
+    split = assign_split(table.frame.index, seed, settings.split)
+    train = training_rows(table, settings, seed)
+    y = None
+    if table.labels is not None:
+        y = table.labels[settings.label].to_numpy(dtype=np.float32)
+    ids = [str(i) for i in table.frame.index]
+    if sketch is not None:
+        return NodeRows(party=table.party, ids=ids, x=sketch.transform(table.frame), split=split,
+                        names=sketch.feature_names, y=y, summary_history=summary_history,
+                        summary_selection_delta=summary_selection_delta,
+                        summary_base_rate=sketch.base_rate)
     pre = PartyPreprocessor(table.numeric, table.categorical, settings.scaler, seed)
     x_train = pre.fit_transform(table.frame.loc[train])  # each row is transformed once
     x = np.empty((len(split), x_train.shape[1]), np.float32)
     x[train] = x_train
     if not train.all():
         x[~train] = pre.transform(table.frame.loc[~train])
-    y = None
-    if table.labels is not None:
-        y = table.labels[settings.label].to_numpy(dtype=np.float32)
-    return NodeRows(party=table.party, ids=[str(i) for i in table.frame.index],
-                    x=x, split=split, names=pre.feature_names, y=y)
+    return NodeRows(party=table.party, ids=ids, x=x, split=split, names=pre.feature_names, y=y)
 
 
 def assign_chunk(ids: list[str] | np.ndarray, seed: int, epoch: int, chunks: int) -> np.ndarray:

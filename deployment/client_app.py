@@ -39,13 +39,15 @@ from credit_data.files import load_party
 from credit_data.horizontal import LenderRows
 from credit_data.settings import LABEL_HOLDER, PartySource
 from credit_data.split import assign_split
-from credit_data.vertical import NodeRows, node_rows
+from credit_data.vertical import NodeRows
 from deployment.run_config import COLUMNS, RUN_NAME, RUN_SETTINGS, run_settings
 from experiments.settings import RunSettings
 from federation.settings import Mode
 from fl_client.client_app import make_client_app
+from fl_client.node_noise import node_noise, private_node_rows
 from fl_client.settings import ClientSettings
 from fl_client.vertical_app import make_vertical_client_app
+from privacy.randomness import NoiseSource
 from privacy.settings import PrivacySettings
 
 
@@ -112,12 +114,12 @@ def _settings(context: Context) -> tuple[RunSettings, NodeConfig, ClientSettings
 
 
 @functools.cache
-def _vertical_rows(run_text: str, node: NodeConfig) -> NodeRows:
+def _vertical_rows(run_text: str, node: NodeConfig, noise: NoiseSource) -> NodeRows:
     run = run_settings(run_text)
     source = PartySource(path=str(node.data_path), categorical=node.categorical,
                          id_column=node.id_column)
     table = load_party(node.party, source, run.data)
-    return node_rows(table, run.data, run.seed)
+    return private_node_rows(table, run.data, run.seed, run.privacy, noise)
 
 
 @functools.cache
@@ -138,7 +140,8 @@ def vertical_source(context: Context) -> tuple[ClientSettings, NodeRows]:
     """Return the node's settings and its own table, preprocessed at the node."""
     torch.set_num_threads(1)
     _, node, client = _settings(context)
-    return client, _vertical_rows(str(context.run_config[RUN_SETTINGS]), node)
+    return client, _vertical_rows(str(context.run_config[RUN_SETTINGS]), node,
+                                  node_noise(context, client))
 
 
 def horizontal_source(context: Context) -> tuple[ClientSettings, LenderRows]:

@@ -34,10 +34,11 @@ def write_plots(path: Path, y_test: np.ndarray, p_test: np.ndarray,
     axes[2].plot(epochs, [h.get(key, float("nan")) for h in history], marker="o", label=name)
     axes[2].set_xlabel(step)
     axes[2].set_ylabel(name)
-    loss_axis = axes[2].twinx()
-    loss_axis.plot(epochs, [h["train_loss"] for h in history], c="tab:orange", marker=".",
-                   label="train loss")
-    loss_axis.set_ylabel("train loss")
+    if any("train_loss" in h for h in history):  # under DP the training loss stays at home
+        loss_axis = axes[2].twinx()
+        loss_axis.plot(epochs, [h.get("train_loss", float("nan")) for h in history],
+                       c="tab:orange", marker=".", label="train loss")
+        loss_axis.set_ylabel("train loss")
     axes[2].set_title("Learning curve")
     fig.suptitle(title)
     fig.tight_layout()

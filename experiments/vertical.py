@@ -23,7 +23,7 @@ from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER, DataSettings
 from credit_data.split import TEST, TRAIN, VAL, assign_split
 from credit_data.tables import Population
-from credit_data.vertical import NodeRows, node_rows
+from credit_data.vertical import NodeRows
 from experiments.outcome import (
     RunOutcome,
     oracle_auc,
@@ -35,6 +35,7 @@ from experiments.outcome import (
 from experiments.settings import RunSettings
 from experiments.simulation import once_per_worker, simulation_engine
 from federation.settings import check_federation
+from fl_client.node_noise import node_noise, private_node_rows
 from fl_client.settings import ClientSettings
 from fl_client.vertical_app import make_vertical_client_app
 from fl_server.server_app import make_vertical_server_app
@@ -43,6 +44,7 @@ from fl_server.vertical_rounds import Recorder, VerticalOutcome
 from models.settings import ModelKind
 from models.split_training import LenderModel
 from models.training import check_train
+from privacy.randomness import NoiseSource
 from privacy.settings import PrivacyMechanism, check_privacy
 
 log = logging.getLogger("credit_fl")
@@ -62,16 +64,20 @@ class VerticalSimulationSource:
         self.names = list(settings)
         self.key = f"vertical {data!r} {seed}"
 
-    def _rows(self, party: str) -> NodeRows:
+    def _rows(self, party: str, noise: NoiseSource) -> NodeRows:
         population = once_per_worker(f"{self.key}|population",
                                      lambda: load_population(self.data, self.seed))
-        return node_rows(population.tables[party], self.data, self.seed)
+        return private_node_rows(population.tables[party], self.data, self.seed,
+                                 self.settings[party].privacy, noise)
 
     def __call__(self, context: Context) -> tuple[ClientSettings, NodeRows]:
         torch.set_num_threads(1)  # the engine runs nodes side by side, one core each
         party = self.names[int(context.node_config["partition-id"])]
-        rows = once_per_worker(f"{self.key}|{party}", lambda: self._rows(party))
-        return self.settings[party], rows
+        settings = self.settings[party]
+        noise = node_noise(context, settings)  # the node's own secret: rows depend on it
+        key = f"{self.key}|{party}|{noise.digest('rows cache').hex()[:16]}"
+        rows = once_per_worker(key, lambda: self._rows(party, noise))
+        return settings, rows
 
 
 def _check_settings(settings: RunSettings) -> None:

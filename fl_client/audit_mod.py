@@ -19,6 +19,11 @@ from federation.audit_log import AuditLog
 from federation.protocol import content_summary, reported_epsilon
 from fl_client.settings import ClientSettings
 
+AUDIT_NOTE = "audit-note"
+"""A record a handler may leave in ``context.state`` for this node's own audit line: the mod
+takes it out and logs it under ``node``. It never leaves the node (for example a digest of the
+lender's label flips, which shows they stay the same across messages)."""
+
 
 def audit_log_path(settings: ClientSettings) -> Path | None:
     """Where a node keeps its audit log (None when it has no state directory)."""
@@ -36,12 +41,15 @@ def audit_log_mod(settings_of: Callable[[Context], ClientSettings]) -> Mod:
 
     def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         reply = call_next(msg, context)
+        note = context.state.config_records.pop(AUDIT_NOTE, None)
         settings = settings_of(context)
         path = audit_log_path(settings)
         if path is None:
             return reply
         entry: dict[str, Any] = {"party": settings.party, "group": msg.metadata.group_id,
                                  "sent": _sent(reply)}
+        if note is not None:
+            entry["node"] = dict(note.items())
         if reply.has_error():
             entry["error"] = str(reply.error.reason)
         else:

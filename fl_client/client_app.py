@@ -26,6 +26,7 @@ from federation.protocol import (
     evaluation_metrics,
 )
 from fl_client.audit_mod import audit_log_mod
+from fl_client.node_noise import node_noise
 from fl_client.settings import ClientSettings
 from fl_client.task import BudgetRefusal, LenderTask
 from privacy.settings import PrivacyMechanism
@@ -57,7 +58,8 @@ def make_client_app(source: NodeSource) -> ClientApp:
         task = _task(source, context)
         content = RecordDict({STATUS: _status(task),
                               METRICS: MetricRecord({"rows": len(task.rows.y)}),
-                              CONFIG: ConfigRecord({"moments": json.dumps(task.moments())})})
+                              CONFIG: ConfigRecord({"moments": json.dumps(
+                                  task.moments(node_noise(context, task.settings)))})})
         return Message(content, reply_to=msg)
 
     @app.train()
@@ -76,7 +78,8 @@ def make_client_app(source: NodeSource) -> ClientApp:
         scored = (evaluation_metrics(task.evaluate(schema, state))
                   if msg.content[CONFIG].get(EVALUATE_FIRST) else {})
         try:
-            weights, metrics = task.train(schema, state, server_round, privacy_state)
+            weights, metrics = task.train(schema, state, server_round, privacy_state,
+                                          node_noise(context, task.settings))
         except BudgetRefusal as refusal:
             content = RecordDict({STATUS: _status(task, refused=str(refusal))})
             if scored:

@@ -19,6 +19,7 @@ import torch
 from credit_data.federated_scaling import Schema, encode, local_moments
 from credit_data.horizontal import LenderRows
 from credit_data.split import TEST, TRAIN, VAL
+from credit_data.summary import column_counts
 from federation.model import shared_model
 from federation.protocol import auc_of_scores, score_histogram
 from federation.settings import Fault, StrategyName
@@ -31,9 +32,11 @@ from models.local_training import (
     train_round,
 )
 from models.training import predict_proba
-from privacy.accounting import default_delta, noise_multiplier_for
+from privacy.accounting import default_delta, noise_multiplier_after
 from privacy.ledger import PrivacyLedgerError
+from privacy.randomness import NoiseSource
 from privacy.settings import PrivacyMechanism
+from privacy.summary import SummaryPlan, noisy_summary, summary_plan
 
 SIGNFLIP_SCALE = 50.0
 """How much a ``signflip`` client scales its reversed update (a model-poisoning attack)."""
@@ -51,6 +54,9 @@ class PartyPrivacy:
     sample_rate: float
     delta: float
     history: list[tuple[float, float, int]] = field(default_factory=list)
+    selection_delta: float = 0.0
+    prior: list[tuple[float, float, int]] = field(default_factory=list)
+    """The releases before DP-SGD (the noisy summary); the history starts with them."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -59,6 +65,7 @@ class PartyPrivacy:
     def from_json(cls, text: str) -> PartyPrivacy:
         raw = json.loads(text)
         raw["history"] = [tuple(h) for h in raw["history"]]
+        raw["prior"] = [tuple(h) for h in raw.get("prior", [])]
         return cls(**raw)
 
 
@@ -88,17 +95,38 @@ class LenderTask:
         self._shards: dict[str, Shard] = {}
 
     # statistics ---------------------------------------------------------------------------
-    def moments(self) -> dict[str, Any]:
+    def moments(self, noise: NoiseSource) -> dict[str, Any]:
         """Aggregate statistics of the training rows, for the shared schema.
 
-        Outside DP-SGD they include the count of defaults, so the model can start at the pooled
-        default rate; under DP-SGD that count would be a release outside the accounting.
+        Without DP: exact counts, sums and sums of squares, the categories seen and the count
+        of defaults (so the model starts at the pooled default rate). Under DP (DP-SGD or
+        central): the noisy summary of :mod:`privacy.summary` instead, its epsilon composed
+        with the lender's DP-SGD (``"summary": true`` marks it).
         """
-        out = local_moments(self.rows.rows(TRAIN), self.rows.numeric, self.rows.categorical)
-        if self.settings.privacy.mechanism is not PrivacyMechanism.dpsgd:
-            train_labels = self.rows.y[self.rows.split == TRAIN]
+        train_labels = self.rows.y[self.rows.split == TRAIN]
+        plan = self.summary_plan()
+        if plan is None:
+            out = local_moments(self.rows.rows(TRAIN), self.rows.numeric, self.rows.categorical)
             out["labels"] = [int(train_labels.sum()), int(len(train_labels))]
+            return out
+        counts = column_counts(self.rows.rows(TRAIN), self.rows.numeric, self.rows.categorical,
+                               train_labels)
+        out = noisy_summary(counts, plan, noise)
+        out.update({"summary": True, "summary_noise_multiplier": plan.noise_multiplier,
+                    "selection_delta": plan.selection_delta})
         return out
+
+    def summary_plan(self) -> SummaryPlan | None:
+        """Return the noisy summary's plan under DP (None without DP).
+
+        It depends on the settings and the number of training rows alone.
+        """
+        p = self.settings.privacy
+        if p.mechanism is PrivacyMechanism.off:
+            return None
+        n_train = int((self.rows.split == TRAIN).sum())
+        delta = p.delta if p.delta is not None else default_delta(n_train)
+        return summary_plan(p.target_epsilon, p.summary_share, delta)
 
     def shard(self, schema: Schema) -> Shard:
         """Encode the party's rows with the shared schema (cached per schema)."""
@@ -133,8 +161,12 @@ class LenderTask:
         sample_rate = poisson_sample_rate(n_train, self.settings.train.batch_size)
         delta = p.delta if p.delta is not None else default_delta(n_train)
         steps = f.rounds * f.local_epochs * steps_per_epoch(sample_rate)
-        sigma = noise_multiplier_for(p.target_epsilon, delta, sample_rate, steps)
-        return PartyPrivacy(sigma, sample_rate, delta)
+        plan = self.summary_plan()
+        prior = plan.history if plan is not None else ()
+        sigma = noise_multiplier_after(p.target_epsilon, delta, sample_rate, steps, prior)
+        return PartyPrivacy(sigma, sample_rate, delta, history=list(prior),
+                            selection_delta=plan.selection_delta if plan is not None else 0.0,
+                            prior=list(prior))
 
     def save_privacy(self, state: PartyPrivacy) -> None:
         """Persist the accountant state where the party keeps it."""
@@ -146,8 +178,8 @@ class LenderTask:
 
     # training -----------------------------------------------------------------------------
     def train(self, schema: Schema, state: dict[str, torch.Tensor], server_round: int,
-              privacy_state: PartyPrivacy | None) -> tuple[dict[str, torch.Tensor],
-                                                            dict[str, Any]]:
+              privacy_state: PartyPrivacy | None, noise: NoiseSource | None = None
+              ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """One round of local training from the global weights; returns weights and metrics.
 
         Raises
@@ -172,30 +204,41 @@ class LenderTask:
                     f"{s.party} refuses round {server_round}: it would spend epsilon "
                     f"{would_spend:.3f}, past its privacy.max_epsilon {s.privacy.cap():.3f}")
         mu = s.federation.proximal_mu if s.federation.strategy is StrategyName.fedprox else 0.0
+        secret = None
+        if dp is not None:
+            if noise is None:
+                raise PrivacyLedgerError(f"{s.party}: DP-SGD needs the node's noise source")
+            secret = (noise.torch("sampling", server_round), noise.torch("dpsgd", server_round))
         result = train_round(model, shard.x[TRAIN], shard.y[TRAIN],
                              epochs=s.federation.local_epochs, batch_size=s.train.batch_size,
                              lr=s.train.lr, weight_decay=s.train.weight_decay,
                              seed=round_seed(s.seed, s.party, server_round), proximal_mu=mu,
-                             dp=dp)
+                             dp=dp, secret=secret)
         new_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         new_state = self._apply_fault(state, new_state)
         n_train = len(shard.y[TRAIN])
         central = s.privacy.mechanism is PrivacyMechanism.central
         metrics: dict[str, Any] = {"num-examples": n_train, "weight": 1 if central else n_train,
-                                   "train_loss": result.train_loss, "steps": result.steps}
+                                   "steps": result.steps}
+        if s.privacy.mechanism is PrivacyMechanism.off:  # under DP the loss stays at home
+            metrics["train_loss"] = result.train_loss
         if privacy_state is not None:
-            if len(result.history) != 1:
+            prior = [tuple(h) for h in privacy_state.prior]
+            if len(result.history) != len(prior) + 1 or result.history[:len(prior)] != prior:
                 raise PrivacyLedgerError(f"{s.party}: accountant history {result.history} is "
-                                         "not one (noise, sample rate, steps) stretch")
-            sigma, rate, steps = result.history[0]
+                                         f"not the summary {prior} and one DP-SGD stretch")
+            sigma, rate, steps = result.history[-1]
             if (sigma, rate) != (privacy_state.noise_multiplier, privacy_state.sample_rate):
                 raise PrivacyLedgerError(f"{s.party}: trained at noise {sigma} and rate {rate}, "
                                          f"planned {privacy_state.noise_multiplier} and "
                                          f"{privacy_state.sample_rate}")
             privacy_state.history = result.history
             metrics.update({"epsilon": float(result.epsilon or 0.0), "noise_multiplier": sigma,
-                            "sample_rate": rate, "delta": privacy_state.delta,
-                            "total_steps": steps})
+                            "sample_rate": rate,
+                            "delta": privacy_state.delta + privacy_state.selection_delta,
+                            "total_steps": steps,
+                            "summary_noise_multiplier": prior[0][0] if prior else 0.0,
+                            "selection_delta": privacy_state.selection_delta})
         return new_state, metrics
 
     def _apply_fault(self, start: dict[str, torch.Tensor],

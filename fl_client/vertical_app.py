@@ -21,7 +21,8 @@ from flwr.clientapp import ClientApp
 from credit_data.settings import LABEL_HOLDER
 from credit_data.vertical import NodeRows
 from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS
-from fl_client.audit_mod import audit_log_mod
+from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod
+from fl_client.node_noise import node_noise
 from fl_client.settings import ClientSettings
 from fl_client.vertical_task import BudgetRefusal, LenderNode, NodeState, PassiveNode
 
@@ -82,7 +83,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
     def psi_request(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         state = _load(context)
-        node = LenderNode(settings, rows, _passive(_config(msg)))
+        node = LenderNode(settings, rows, _passive(_config(msg)), node_noise(context, settings))
         request, key = node.request(state)
         _save(context, state)
         return _reply(msg, settings.party, {"rows": len(rows.ids)},
@@ -92,7 +93,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
     def psi_setup(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         state = NodeState()  # a new alignment starts a new federation at this node
-        setup = PassiveNode(settings, rows).setup(state,
+        setup = PassiveNode(settings, rows, node_noise(context, settings)).setup(state,
                                                   int(cast(int, _config(msg)["lender_rows"])))
         _save(context, state)
         return _reply(msg, settings.party, {"rows": len(rows.ids)}, config={"setup": setup})
@@ -101,7 +102,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
     def psi_answer(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         config, state = _config(msg), _load(context)
-        response, key = PassiveNode(settings, rows).answer(
+        response, key = PassiveNode(settings, rows, node_noise(context, settings)).answer(
             state, cast(bytes, config["request"]), cast(bytes, config["key"]))
         _save(context, state)
         return _reply(msg, settings.party, config={"response": response, "key": key})
@@ -111,7 +112,8 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         settings, rows = source(context)
         config = _config(msg)
         passive = _passive(config)
-        state, node = _load(context), LenderNode(settings, rows, passive)
+        state = _load(context)
+        node = LenderNode(settings, rows, passive, node_noise(context, settings))
         sealed = node.intersect(state, {party: (
             cast(bytes, config[f"{party}.setup"]), cast(bytes, config[f"{party}.response"]),
             cast(bytes, config[f"{party}.key"])) for party in passive})
@@ -127,7 +129,8 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
     def psi_receive(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         state = _load(context)
-        n = PassiveNode(settings, rows).receive(state, cast(bytes, _config(msg)["sealed"]))
+        n = PassiveNode(settings, rows, node_noise(context, settings)).receive(
+            state, cast(bytes, _config(msg)["sealed"]))
         _save(context, state)
         return _reply(msg, settings.party, {"intersection": float(n), "rows": len(rows.ids)})
 
@@ -139,7 +142,8 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         grads = unpack(msg.content.array_records.get(ARRAYS)).get("grads")
         prev = cast(list[int], config["prev"]) if "prev" in config else None
         try:
-            train, val, metrics = PassiveNode(settings, rows).exchange(
+            node = PassiveNode(settings, rows, node_noise(context, settings))
+            train, val, metrics = node.exchange(
                 state, epoch=int(cast(int, config["epoch"])),
                 chunk=int(cast(int, config["chunk"])), grads=grads,
                 prev=(int(prev[0]), int(prev[1])) if prev else None,
@@ -160,8 +164,12 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         values = unpack(msg.content.array_records.get(ARRAYS))
         val = ({p: values[f"{p}.val"] for p in passive} if f"{passive[0]}.val" in values
                else None) if passive else None
+        node = LenderNode(settings, rows, passive, node_noise(context, settings))
+        if node.flip > 0:  # the lender's own audit log shows the flips stay the same
+            context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+                {"label_flips_sha256": node.flip_digest()})
         try:
-            grads, metrics = LenderNode(settings, rows, passive).exchange(
+            grads, metrics = node.exchange(
                 state, epoch=int(cast(int, config["epoch"])),
                 chunk=int(cast(int, config["chunk"])),
                 embeddings={p: values[f"{p}.train"] for p in passive}, val=val,
@@ -178,7 +186,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         config, state = _config(msg), _load(context)
         best = int(cast(int, config["best_epoch"]))
         if settings.party != LABEL_HOLDER:
-            node = PassiveNode(settings, rows)
+            node = PassiveNode(settings, rows, node_noise(context, settings))
             embeddings = node.final(state, best)
             if settings.state_dir:
                 node.write_leakage(state, Path(settings.state_dir) / settings.party)
@@ -186,7 +194,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         passive = _passive(config)
         values = unpack(msg.content.array_records.get(ARRAYS))
         out_dir = Path(settings.state_dir) / settings.party if settings.state_dir else None
-        metrics = LenderNode(settings, rows, passive).final(
+        metrics = LenderNode(settings, rows, passive, node_noise(context, settings)).final(
             state, {p: {s: values[f"{p}.{s}"] for s in ("train", "val", "test")}
                     for p in passive}, out_dir)
         return _reply(msg, settings.party, metrics)

@@ -40,10 +40,10 @@ from privacy.accounting import (
     default_delta,
     epsilon_of,
     flip_probability,
-    noise_multiplier_for,
-    release_noise_multiplier,
+    noise_multiplier_after,
 )
 from privacy.audit import leakage_scores
+from privacy.randomness import NoiseSource
 from privacy.settings import PrivacyMechanism
 
 SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
@@ -64,7 +64,7 @@ class NodeState:
     optimizer: dict[str, Any] | None = None
     snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     version: dict[int, int] = field(default_factory=dict)
-    dp_epochs: int = 0
+    dp_steps: dict[int, int] = field(default_factory=dict)  # epoch: most steps of a chunk
     releases: list[int] = field(default_factory=list)
     best_epoch: int = 0
     best_auc: float = float("nan")
@@ -98,17 +98,19 @@ def release_epochs(epochs: int, releases: int) -> list[int]:
     return sorted({1 + (i * epochs) // n for i in range(n)})
 
 
-def _seed(*parts: object) -> int:
+def _chunk_key(*parts: object) -> int:
+    """Return a public key for the order of plain (non-private) batches: the seed fixes it."""
     return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
 class _Node:
-    def __init__(self, settings: ClientSettings, rows: NodeRows) -> None:
-        self.settings, self.rows = settings, rows
+    def __init__(self, settings: ClientSettings, rows: NodeRows, noise: NoiseSource) -> None:
+        self.settings, self.rows, self.noise = settings, rows, noise
         p = settings.privacy
         self.dpsgd = p.mechanism is PrivacyMechanism.dpsgd
         self.k = settings.federation.exchanges_per_epoch
         self.passes = settings.federation.local_epochs
+        self.private = bool(settings.privacy.vertical_mechanisms())
 
     def _dp_plan(self, n_train: int) -> DPPlan | None:
         if not self.dpsgd:
@@ -116,29 +118,55 @@ class _Node:
         t = self.settings.train
         q = chunk_sample_rate(n_train, self.k, t.batch_size)
         steps = t.epochs * self.passes * int(round(1 / q))
-        sigma = noise_multiplier_for(self.settings.privacy.target_epsilon,
-                                     self._delta(n_train), q, steps)
+        sigma = noise_multiplier_after(self.settings.privacy.target_epsilon,
+                                       self._delta(n_train), q, steps, self.rows.summary_history)
         return DPPlan(sigma, self.settings.privacy.max_grad_norm, q)
 
     def _delta(self, n_train: int) -> float:
         p = self.settings.privacy
         return p.delta if p.delta is not None else default_delta(n_train)
 
-    def _dp_spend(self, state: NodeState, n_train: int, epochs: int) -> dict[str, float]:
+    def _dp_spend(self, state: NodeState, n_train: int,
+                  extra_steps: int = 0) -> dict[str, Any]:
+        """Return DP-SGD's spend over the steps that ran (plus ``extra_steps`` planned).
+
+        It composes after the party's noisy summary.
+        """
         plan = self._dp_plan(n_train)
         assert plan is not None
-        history = [(plan.noise_multiplier, plan.sample_rate, epochs * self.passes
-                    * plan.steps_per_pass)] if epochs else []
-        return {"epsilon": epsilon_of(history, self._delta(n_train)),
-                "delta": self._delta(n_train), "noise_multiplier": plan.noise_multiplier,
-                "sample_rate": plan.sample_rate,
-                "steps": epochs * self.passes * plan.steps_per_pass}
+        steps = sum(state.dp_steps.values()) + extra_steps
+        history = [*self.rows.summary_history] + (
+            [(plan.noise_multiplier, plan.sample_rate, steps)] if steps else [])
+        delta = self._delta(n_train)
+        return {"epsilon": epsilon_of(history, delta),
+                "delta": delta + self.rows.summary_selection_delta,
+                "noise_multiplier": plan.noise_multiplier,
+                "sample_rate": plan.sample_rate, "steps": steps,
+                "history": [list(h) for h in history],
+                "selection_delta": self.rows.summary_selection_delta,
+                "summary_noise_multiplier": self._summary_multiplier()}
+
+    def _summary_multiplier(self) -> float:
+        return float(self.rows.summary_history[0][0]) if self.rows.summary_history else 0.0
 
     def _guard_dpsgd(self, state: NodeState, n_train: int, epoch: int) -> None:
-        """Refuse, before it runs, a DP-SGD step whose epoch would spend past the node's cap."""
-        if self.dpsgd:
-            would = self._dp_spend(state, n_train, max(state.dp_epochs, epoch))["epsilon"]
+        """Refuse, before it runs, a DP-SGD chunk whose epoch would spend past the node's cap."""
+        if self.dpsgd and epoch not in state.dp_steps:
+            plan = self._dp_plan(n_train)
+            assert plan is not None
+            would = self._dp_spend(state, n_train,
+                                   self.passes * plan.steps_per_pass)["epsilon"]
             self._guard(would, "DP-SGD", self.settings.privacy.target_epsilon)
+
+    def _count_steps(self, state: NodeState, epoch: int, steps: int) -> None:
+        """Each record sits in one chunk per epoch: it composes over its chunk's steps."""
+        state.dp_steps[epoch] = max(state.dp_steps.get(epoch, 0), steps)
+
+    def _generators(self, *purpose: object) -> tuple[torch.Generator, torch.Generator | None]:
+        """Batching and noise generators: secret under DP-SGD, public (the seed) without."""
+        if self.dpsgd:
+            return self.noise.torch("sampling", *purpose), self.noise.torch("dpsgd", *purpose)
+        return torch.Generator().manual_seed(_chunk_key(self.settings.seed, *purpose)), None
 
     def _guard(self, epsilon: float, what: str, target: float) -> None:
         p = self.settings.privacy
@@ -158,8 +186,8 @@ class _Node:
 class PassiveNode(_Node):
     """A party without labels: it answers the alignment and trains its encoder."""
 
-    def __init__(self, settings: ClientSettings, rows: NodeRows) -> None:
-        super().__init__(settings, rows)
+    def __init__(self, settings: ClientSettings, rows: NodeRows, noise: NoiseSource) -> None:
+        super().__init__(settings, rows, noise)
         p = settings.privacy
         self.noisy = p.embedding_epsilon is not None
         self.schedule = (release_epochs(settings.train.epochs, p.embedding_releases)
@@ -198,20 +226,23 @@ class PassiveNode(_Node):
     def _encoder(self, weights: dict[str, torch.Tensor] | None = None) -> PartyEncoder:
         m = self.settings.model
         if weights is None:
-            torch.manual_seed(_seed(self.settings.seed, self.settings.party, "init"))
+            torch.manual_seed(_chunk_key(self.settings.seed, self.settings.party, "init"))
         encoder = PartyEncoder(self.rows.width, m.encoder_hidden, m.embedding_dim, m.dropout)
         if weights is not None:
             encoder.load_state_dict(weights)
         return encoder
 
-    def _noise_std(self) -> float:
+    def _release_multiplier(self) -> float:
+        """Noise per unit of sensitivity for every scheduled release, after the summary."""
         p = self.settings.privacy
         assert p.embedding_epsilon is not None
+        return noise_multiplier_after(p.embedding_epsilon, self._embedding_delta(), 1.0,
+                                      len(self.schedule), self.rows.summary_history)
+
+    def _noise_std(self) -> float:
         # a record's value is released once per scheduled release; replacing the record moves
         # its clipped embedding by at most twice the clipping norm
-        n_val = len(self.schedule)
-        z = release_noise_multiplier(p.embedding_epsilon, self._embedding_delta(), n_val)
-        return z * 2.0 * p.embedding_clip
+        return self._release_multiplier() * 2.0 * self.settings.privacy.embedding_clip
 
     def _embedding_delta(self) -> float:
         p = self.settings.privacy
@@ -224,10 +255,10 @@ class PassiveNode(_Node):
             return embed(encoder, self.rows.x[positions])
         p = self.settings.privacy
         full = self._split_positions(state, split)
-        generator = torch.Generator().manual_seed(
-            _seed(self.settings.seed, self.settings.party, "release", encoder_version, split))
+        # the same secret stream for a release every time: its noisy values are drawn once
         values = embed(encoder, self.rows.x[full], clip=p.embedding_clip,
-                       noise_std=self._noise_std(), generator=generator)
+                       noise_std=self._noise_std(),
+                       rng=self.noise.numpy("release", encoder_version, split))
         where = {int(pos): i for i, pos in enumerate(full)}
         return values[[where[int(pos)] for pos in positions]]
 
@@ -250,19 +281,21 @@ class PassiveNode(_Node):
                                  f"{len(rows)} rows")
             self._guard_dpsgd(state, n_train, prev[0])
             dp = self._dp_plan(n_train)
-            loss, _ = fit_chunk(encoder, optimizer, self.rows.x[rows], grads, InnerProductLoss(),
-                                batch_size=self.settings.train.batch_size, passes=self.passes,
-                                generator=torch.Generator().manual_seed(
-                                    _seed(self.settings.seed, self.settings.party, *prev)),
-                                dp=dp)
-            metrics["surrogate_loss"] = loss
+            sampling, noise = self._generators(self.settings.party, *prev)
+            loss, steps = fit_chunk(encoder, optimizer, self.rows.x[rows], grads,
+                                    InnerProductLoss(),
+                                    batch_size=self.settings.train.batch_size,
+                                    passes=self.passes, generator=sampling, dp=dp, noise=noise)
+            if not self.private:  # a per-step statistic of the rows: not sent under DP
+                metrics["surrogate_loss"] = loss
             if self.settings.label_leakage_audit:
                 self._keep_leakage(state, rows, grads)
-            if dp is not None and prev[1] == self.k - 1:  # an epoch of chunks is complete
-                state.dp_epochs = prev[0]
+            if dp is not None:
+                self._count_steps(state, prev[0], steps)
         if self.dpsgd:
-            spend = self._dp_spend(state, n_train, state.dp_epochs)
-            metrics.update({f"dpsgd_{k}": v for k, v in spend.items()})
+            spend = self._dp_spend(state, n_train)
+            metrics.update({f"dpsgd_{k}": v for k, v in spend.items()
+                            if not isinstance(v, list)})
         state.model, state.optimizer = encoder.state_dict(), optimizer.state_dict()
 
         if self.noisy and chunk >= 0 and epoch in self.schedule and epoch not in state.releases:
@@ -312,13 +345,17 @@ class PassiveNode(_Node):
         """Return the embedding-noise budget spent so far, with what recomputes it."""
         p = self.settings.privacy
         assert p.embedding_epsilon is not None
-        z = release_noise_multiplier(p.embedding_epsilon, self._embedding_delta(),
-                                     len(self.schedule))
-        spent = epsilon_of([(z, 1.0, len(state.releases))], self._embedding_delta())
+        z = self._release_multiplier()
+        history = [*self.rows.summary_history] + (
+            [(z, 1.0, len(state.releases))] if state.releases else [])
+        spent = epsilon_of(history, self._embedding_delta())
         self._guard(spent, "releasing embeddings", p.embedding_epsilon)
-        return {"embedding_epsilon": spent, "embedding_delta": self._embedding_delta(),
+        return {"embedding_epsilon": spent,
+                "embedding_delta": self._embedding_delta() + self.rows.summary_selection_delta,
                 "embedding_noise_multiplier": z, "embedding_releases": len(state.releases),
-                "embedding_sensitivity": 2.0 * p.embedding_clip}
+                "embedding_sensitivity": 2.0 * p.embedding_clip,
+                "embedding_selection_delta": self.rows.summary_selection_delta,
+                "embedding_summary_noise_multiplier": self._summary_multiplier()}
 
     def final(self, state: NodeState, best_epoch: int) -> dict[str, np.ndarray]:
         """Embeddings of every split from the encoder the lender's best epoch used."""
@@ -332,9 +369,9 @@ class PassiveNode(_Node):
 class LenderNode(_Node):
     """The label holder: aligns, trains its encoder and the head, and returns gradients."""
 
-    def __init__(self, settings: ClientSettings, rows: NodeRows, passive: tuple[str, ...]
-                 ) -> None:
-        super().__init__(settings, rows)
+    def __init__(self, settings: ClientSettings, rows: NodeRows, passive: tuple[str, ...],
+                 noise: NoiseSource) -> None:
+        super().__init__(settings, rows, noise)
         assert rows.y is not None
         self.passive = passive
         p = settings.privacy
@@ -342,8 +379,28 @@ class LenderNode(_Node):
         self.train_rows = np.flatnonzero(rows.split == TRAIN)
         self.y_train = rows.y[self.train_rows]
         if self.flip > 0:
+            # drawn from the lender's secret key: the same flips for every message of the run
+            # (paid once), and nobody without the key can rebuild them
             self.y_train = randomized_response(self.y_train, self.flip,
-                                               _seed(settings.seed, "labels"))
+                                               noise.numpy("label flips"))
+
+    def flip_digest(self) -> str:
+        """SHA-256 of the flip mask, for the lender's own audit log (never sent)."""
+        assert self.rows.y is not None
+        mask = np.packbits(self.y_train != self.rows.y[self.train_rows])
+        return hashlib.sha256(mask.tobytes()).hexdigest()
+
+    def _base_rate(self) -> float:
+        """Where training starts: never from exact labels under a label-protecting mechanism.
+
+        The noisy summary's positive rate under DP-SGD; the flipped labels' rate under label DP
+        alone (covered by its epsilon); the exact rate without DP.
+        """
+        if self.rows.summary_base_rate is not None:
+            return self.rows.summary_base_rate
+        if self.dpsgd:
+            return 0.5  # no accounted count: start uninformed
+        return float(self.y_train.mean())
 
     # alignment ---------------------------------------------------------------------------
     def request(self, state: NodeState) -> tuple[bytes, bytes]:
@@ -375,13 +432,13 @@ class LenderNode(_Node):
     def _model(self, state: NodeState, weights: dict[str, torch.Tensor] | None = None
                ) -> LenderModel:
         if weights is None and state.model is None:
-            torch.manual_seed(_seed(self.settings.seed, "lender", "init"))
+            torch.manual_seed(_chunk_key(self.settings.seed, "lender", "init"))
         model = LenderModel(self.rows.width, self.passive, self.settings.model)
         saved = weights if weights is not None else state.model
         if saved is not None:
             model.load_state_dict(saved)
         else:
-            start_at_base_rate(model, float(self.y_train.mean()))
+            start_at_base_rate(model, self._base_rate())
         return model
 
     def _inputs(self, rows: np.ndarray, embeddings: dict[str, np.ndarray],
@@ -440,22 +497,24 @@ class LenderNode(_Node):
         n_train = len(self.train_rows)
         self._guard_dpsgd(state, n_train, epoch)
         dp = self._dp_plan(n_train)
+        sampling, noise = self._generators("lender", epoch, chunk)
         loss, steps = fit_chunk(model, optimizer, z, self.y_train[where],
                                 torch.nn.BCEWithLogitsLoss(),
                                 batch_size=self.settings.train.batch_size, passes=self.passes,
-                                generator=torch.Generator().manual_seed(
-                                    _seed(self.settings.seed, "lender", epoch, chunk)), dp=dp)
+                                generator=sampling, dp=dp, noise=noise)
         if chunk == 0:
             state.history.append({"epoch": epoch, "train_loss": 0.0, "rows": 0})
         row = state.history[-1]
         row["train_loss"] = (row["train_loss"] * row["rows"] + loss * len(rows)) / max(
             row["rows"] + len(rows), 1)
         row["rows"] += len(rows)
-        if dp is not None and chunk == self.k - 1:
-            state.dp_epochs = epoch
+        if dp is not None:
+            self._count_steps(state, epoch, steps)
         grads = embedding_gradients(model, z, self.y_train[where])
         state.model, state.optimizer = model.state_dict(), optimizer.state_dict()
-        metrics.update({"train_loss": loss, "steps": steps})
+        metrics["steps"] = steps
+        if not self.private:  # the training loss of the rows: kept at home under DP
+            metrics["train_loss"] = loss
         metrics.update(self.spend(state))
         return {p: g[state.masks[p][rows]] for p, g in grads.items()}, metrics
 
@@ -466,9 +525,9 @@ class LenderNode(_Node):
             out.update({"label_epsilon": float(self.settings.privacy.label_epsilon or 0.0),
                         "label_flip_probability": self.flip})
         if self.dpsgd:
-            spend = self._dp_spend(state, len(self.train_rows), state.dp_epochs)
+            spend = self._dp_spend(state, len(self.train_rows))
             self._guard(spend["epsilon"], "DP-SGD", self.settings.privacy.target_epsilon)
-            out.update({f"dpsgd_{k}": v for k, v in spend.items()})
+            out.update({f"dpsgd_{k}": v for k, v in spend.items() if not isinstance(v, list)})
         return out
 
     def final(self, state: NodeState, embeddings: dict[str, dict[str, np.ndarray]],

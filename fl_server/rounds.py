@@ -26,6 +26,7 @@ from flwr.serverapp import Grid
 
 from credit_data.errors import CreditFLError
 from credit_data.federated_scaling import Schema, merge_moments
+from credit_data.summary import sketch_from_summaries
 from federation.model import shared_model
 from federation.protocol import (
     CONFIG,
@@ -39,15 +40,16 @@ from fl_server.checkpoint import load_checkpoint, save_checkpoint
 from fl_server.screening import Exclusion, screen_replies
 from fl_server.settings import ServerSettings
 from fl_server.strategies import (
+    CentralPlan,
     build_strategy,
-    central_delta,
-    central_noise,
+    central_plan,
     load_strategy_state,
     strategy_state,
 )
 from models.training import start_at_base_rate
 from privacy.accounting import ACCOUNTANT
 from privacy.ledger import PartySpend, PrivacyLedger
+from privacy.randomness import NoiseSource
 from privacy.settings import PrivacyMechanism
 
 log = logging.getLogger("credit_fl")
@@ -90,11 +92,11 @@ def _wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
 
 
 def _agree_on_schema(grid: Grid, nodes: list[int], s: ServerSettings
-                     ) -> tuple[Schema, dict[int, str], float | None]:
-    """Ask each lender for aggregate statistics and pool them.
+                     ) -> tuple[Schema, dict[int, str], float | None, list[dict[str, Any]]]:
+    """Ask each lender for aggregate statistics (noisy summaries under DP) and pool them.
 
-    Returns the shared schema, the party of each node and, where the lenders sent label counts,
-    the pooled default rate.
+    Returns the shared schema, the party of each node, the pooled default rate where the
+    lenders sent label counts, and what each lender sent.
     """
     messages = [Message(RecordDict({CONFIG: ConfigRecord({"task": "moments"})}),
                         message_type=MessageType.QUERY, dst_node_id=n) for n in nodes]
@@ -111,30 +113,51 @@ def _agree_on_schema(grid: Grid, nodes: list[int], s: ServerSettings
                               "federation.connect_timeout")
     # pool in a fixed order: float sums in arrival order would differ from run to run
     moments = [m for _, m in sorted(zip(node_party.values(), moments, strict=True))]
+    if all(m.get("summary") for m in moments):  # under DP: noisy summaries only
+        sketch = sketch_from_summaries(moments, s.numeric, s.categorical)
+        return Schema.from_sketch(sketch), node_party, sketch.base_rate, moments
+    if any(m.get("summary") for m in moments):
+        raise FederationError("some lenders sent noisy summaries and others exact statistics: "
+                              "they disagree on the privacy settings")
     base_rate = None
     if all("labels" in m for m in moments):
         positives, labelled = (sum(m["labels"][i] for m in moments) for i in (0, 1))
         base_rate = positives / labelled if labelled else None
-    return merge_moments(moments, s.numeric, s.categorical), node_party, base_rate
+    return merge_moments(moments, s.numeric, s.categorical), node_party, base_rate, moments
 
 
 def _record_privacy(ledger: PrivacyLedger, server_round: int, usable: list[Message],
-                    node_party: dict[int, str], strategy: Any, s: ServerSettings) -> None:
+                    node_party: dict[int, str], strategy: Any, s: ServerSettings,
+                    central: CentralPlan | None) -> None:
+    noise = "reproducible" if s.privacy.reproducible_noise else "os"
     if s.privacy.mechanism is PrivacyMechanism.dpsgd:
         for reply in usable:
             m = reply.content[METRICS]
+            sigma, rate = _number(m, "noise_multiplier"), _number(m, "sample_rate")
+            steps = int(_number(m, "total_steps"))
+            z = _number(m, "summary_noise_multiplier")
             ledger.record(server_round, node_party[reply.metadata.src_node_id], PartySpend(
                 epsilon=_number(m, "epsilon"), delta=_number(m, "delta"), mechanism="dpsgd",
-                noise_multiplier=_number(m, "noise_multiplier"),
-                sample_rate=_number(m, "sample_rate"), steps=int(_number(m, "total_steps")),
-                accountant=ACCOUNTANT))
+                noise_multiplier=sigma, sample_rate=rate, steps=steps, accountant=ACCOUNTANT,
+                history=([[z, 1.0, 1]] if z > 0 else []) + [[sigma, rate, steps]],
+                selection_delta=_number(m, "selection_delta"), noise=noise))
     elif s.privacy.mechanism is PrivacyMechanism.central:
+        assert central is not None
         spent = strategy.privacy_spent()
-        ledger.record(server_round, "server", PartySpend(
-            epsilon=float(spent.epsilon), delta=central_delta(s.privacy, s.n_clients),
-            mechanism="central", noise_multiplier=central_noise(
-                s.privacy, s.federation.rounds, s.n_clients),
-            sample_rate=1.0, steps=int(spent.num_releases), accountant="rdp (flwr)"))
+        releases = int(spent.num_releases)
+        client, record = central.spend(releases)
+        ledger.record(server_round, "server/client", PartySpend(
+            epsilon=client, delta=central.delta, mechanism="central",
+            noise_multiplier=central.noise_multiplier, sample_rate=1.0, steps=releases,
+            accountant="rdp", sensitivity=s.privacy.clipping_norm,
+            history=[[central.noise_multiplier, 1.0, releases]], unit="client", noise=noise))
+        ledger.record(server_round, "server/record", PartySpend(
+            epsilon=record, delta=central.delta + central.selection_delta, mechanism="central",
+            noise_multiplier=central.noise_multiplier / 2, sample_rate=1.0, steps=releases,
+            accountant="rdp", sensitivity=2 * s.privacy.clipping_norm,
+            history=[list(h) for h in central.prior]
+            + [[central.noise_multiplier / 2, 1.0, releases]],
+            selection_delta=central.selection_delta, unit="record", noise=noise))
 
 
 def _pool_lender_scores(replies: Iterable[Message], node_party: dict[int, str],
@@ -177,14 +200,21 @@ def run_federation(grid: Grid, s: ServerSettings,
     out = FederationOutcome()
     f = s.federation
     nodes = _wait_for_nodes(grid, s.n_clients, f.connect_timeout)
-    schema, node_party, base_rate = _agree_on_schema(grid, nodes, s)
+    schema, node_party, base_rate, summaries = _agree_on_schema(grid, nodes, s)
     out.schema = schema
     torch.manual_seed(s.seed)
     model = shared_model(s.model, schema)
     if base_rate is not None:
         start_at_base_rate(model, base_rate)
     arrays = ArrayRecord(model.state_dict())
-    strategy = build_strategy(f, s.privacy, s.n_clients)
+    central = None
+    if s.privacy.mechanism is PrivacyMechanism.central:
+        central = central_plan(s.privacy, f.rounds, summaries)
+    strategy = build_strategy(f, s.privacy, s.n_clients, central)
+    # the server's own secret: central DP's noise (Flower draws it from numpy's global
+    # generator, which is seeded from this key right before each aggregation)
+    server_noise = (NoiseSource.reproducible(s.seed, "server") if s.privacy.reproducible_noise
+                    else NoiseSource.fresh())
     mechanism = s.privacy.mechanism
     out.ledger = None if mechanism is PrivacyMechanism.off else PrivacyLedger(mechanism.value)
     first_round = 1
@@ -222,16 +252,19 @@ def run_federation(grid: Grid, s: ServerSettings,
                 f"round {server_round}: {len(usable)} usable replies, below "
                 f"federation.min_clients={f.min_clients}; left out: "
                 + "; ".join(f"{e.party} ({e.reason})" for e in excluded))
+        if central is not None:
+            server_noise.seed_numpy_global("central", server_round)
         new_arrays, _ = strategy.aggregate_train(server_round, usable)
         if new_arrays is None:
             raise FederationError(f"round {server_round}: the strategy returned no model")
         arrays = new_arrays
         if out.ledger is not None:
-            _record_privacy(out.ledger, server_round, usable, node_party, strategy, s)
-        weights = [_number(r.content[METRICS], "num-examples") for r in usable]
-        losses = [_number(r.content[METRICS], "train_loss") for r in usable]
-        row: dict[str, Any] = {"round": server_round, "clients": len(usable),
-                               "train_loss": float(np.average(losses, weights=weights))}
+            _record_privacy(out.ledger, server_round, usable, node_party, strategy, s, central)
+        row: dict[str, Any] = {"round": server_round, "clients": len(usable)}
+        if all("train_loss" in r.content[METRICS] for r in usable):  # not sent under DP
+            weights = [_number(r.content[METRICS], "num-examples") for r in usable]
+            losses = [_number(r.content[METRICS], "train_loss") for r in usable]
+            row["train_loss"] = float(np.average(losses, weights=weights))
         state = arrays.to_torch_state_dict()
         if evaluate_global is not None:
             row.update(evaluate_global(state, schema))
@@ -239,8 +272,8 @@ def run_federation(grid: Grid, s: ServerSettings,
             row["epsilon"] = out.ledger.summary()["epsilon"]
         row["seconds"] = time.perf_counter() - start
         out.history.append(row)
-        log.info("round %d/%d  clients %d  train_loss %.4f%s%s", server_round, f.rounds,
-                 len(usable), row["train_loss"],
+        log.info("round %d/%d  clients %d%s%s%s", server_round, f.rounds, len(usable),
+                 f"  train_loss {row['train_loss']:.4f}" if "train_loss" in row else "",
                  f"  val_auc {row['val_auc']:.4f}" if "val_auc" in row else "",
                  f"  epsilon {row['epsilon']:.3f}" if "epsilon" in row else "")
         out.state, out.completed_rounds = state, server_round

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
 from flwr.serverapp import (
@@ -23,23 +24,53 @@ from flwr.serverapp.strategy import (
 
 from federation.protocol import WEIGHT
 from federation.settings import FederationSettings, StrategyName
-from privacy.accounting import default_delta, noise_multiplier_for
+from privacy.accounting import default_delta, epsilon_of, noise_multiplier_after
 from privacy.settings import PrivacyMechanism, PrivacySettings
 
 
-def central_delta(privacy: PrivacySettings, n_clients: int) -> float:
-    """Client-level delta: the configured one, or below 1/(number of clients)."""
-    return privacy.delta if privacy.delta is not None else default_delta(n_clients)
+@dataclass(frozen=True)
+class CentralPlan:
+    """Central DP's noise, calibrated so that one RECORD's epsilon meets the target.
+
+    The server clips each client's update to ``clipping_norm`` C and adds Gaussian noise of
+    ``noise_multiplier * C`` to the sum. Adding or removing a client moves the sum by at most
+    C (client-level epsilon); one record moves its lender's clipped update anywhere within the
+    ball of radius C, so by up to 2C (record-level epsilon: noise ``noise_multiplier / 2`` per
+    unit of sensitivity). ``privacy.target_epsilon`` is the record-level budget, composed after
+    the lenders' noisy summaries (``prior``: the smallest summary noise). ``delta`` follows
+    DP-SGD's policy: below 1/n of the records it protects (all lenders' training rows).
+    """
+
+    noise_multiplier: float
+    delta: float
+    selection_delta: float
+    prior: tuple[tuple[float, float, int], ...]
+
+    def spend(self, releases: int) -> tuple[float, float]:
+        """(client-level, record-level) epsilon after ``releases`` noisy aggregates."""
+        if releases == 0:
+            return 0.0, epsilon_of(list(self.prior), self.delta)
+        client = epsilon_of([(self.noise_multiplier, 1.0, releases)], self.delta)
+        record = epsilon_of([*self.prior, (self.noise_multiplier / 2, 1.0, releases)],
+                            self.delta)
+        return client, record
 
 
-def central_noise(privacy: PrivacySettings, rounds: int, n_clients: int) -> float:
-    """Noise multiplier for ``rounds`` releases with every client in each (no amplification)."""
-    return noise_multiplier_for(privacy.target_epsilon, central_delta(privacy, n_clients), 1.0,
-                                rounds)
+def central_plan(privacy: PrivacySettings, rounds: int, sent: list[dict[str, Any]]
+                 ) -> CentralPlan:
+    """Plan central DP from the lenders' summaries (sizes and summary noise)."""
+    rows = sum(int(m["rows"]) for m in sent)
+    delta = privacy.delta if privacy.delta is not None else default_delta(rows)
+    multipliers = [float(m["summary_noise_multiplier"]) for m in sent
+                   if m.get("summary_noise_multiplier")]
+    prior = ((min(multipliers), 1.0, 1),) if multipliers else ()
+    selection = max((float(m.get("selection_delta", 0.0)) for m in sent), default=0.0)
+    half = noise_multiplier_after(privacy.target_epsilon, delta, 1.0, rounds, prior)
+    return CentralPlan(2 * half, delta, selection, prior)
 
 
 def build_strategy(federation: FederationSettings, privacy: PrivacySettings,
-                   n_clients: int) -> Strategy:
+                   n_clients: int, central: CentralPlan | None = None) -> Strategy:
     """Every client trains and evaluates every round; replies are weighted by ``weight``."""
     common: dict[str, Any] = {
         "fraction_train": 1.0, "fraction_evaluate": 1.0, "min_train_nodes": n_clients,
@@ -61,13 +92,16 @@ def build_strategy(federation: FederationSettings, privacy: PrivacySettings,
         strategy = Krum(**common, num_malicious_nodes=federation.krum_malicious)
     if privacy.mechanism is not PrivacyMechanism.central:
         return strategy
+    if central is None:
+        raise ValueError("central DP needs its plan (central_plan)")
+    # Flower's accountant counts the releases (client-level); the ledger computes both levels
     accountant = RdpAccountant(PrivacyConfig(
-        target_delta=central_delta(privacy, n_clients), population_size=n_clients,
+        target_delta=central.delta, population_size=n_clients,
         neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-        sampling_method=SamplingMethod.NO_AMPLIFICATION, max_epsilon=privacy.cap() * 1.001))
+        sampling_method=SamplingMethod.NO_AMPLIFICATION))
     return DifferentialPrivacyServerSideFixedClipping(
-        strategy, central_noise(privacy, federation.rounds, n_clients), privacy.clipping_norm,
-        n_clients, accountant=accountant)
+        strategy, central.noise_multiplier, privacy.clipping_norm, n_clients,
+        accountant=accountant)
 
 
 STATEFUL_ATTRIBUTES = ("current_arrays", "m_t", "v_t")

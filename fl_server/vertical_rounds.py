@@ -165,25 +165,38 @@ def _align(router: _Router, passive: tuple[str, ...]) -> None:
         log.info("alignment: %s knows %d of the lender's %d applicants", p, n, lender_rows)
 
 
-def _record_privacy(ledger: PrivacyLedger, epoch: int, party: str,
-                    metrics: Any) -> None:
+def _composed(summary_multiplier: float, stretch: tuple[float, float, int]
+              ) -> list[list[float]]:
+    """Return a party's RDP history: its noisy summary (if any), then the mechanism's stretch."""
+    history = [[summary_multiplier, 1.0, 1]] if summary_multiplier > 0 else []
+    return history + ([list(stretch)] if stretch[2] else [])
+
+
+def _record_privacy(ledger: PrivacyLedger, epoch: int, party: str, metrics: Any,
+                    noise: str) -> None:
     m = {k: float(cast(float, v)) for k, v in metrics.items()}
     if "label_epsilon" in m:
         ledger.record(epoch, f"{party}/label_dp", PartySpend(
             epsilon=m["label_epsilon"], delta=0.0, mechanism="label_dp", noise_multiplier=0.0,
             sample_rate=1.0, steps=1, accountant="randomized response",
-            flip_probability=m["label_flip_probability"]))
+            flip_probability=m["label_flip_probability"], unit="label", noise=noise))
     if "dpsgd_epsilon" in m:
         ledger.record(epoch, f"{party}/dpsgd", PartySpend(
             epsilon=m["dpsgd_epsilon"], delta=m["dpsgd_delta"], mechanism="dpsgd",
             noise_multiplier=m["dpsgd_noise_multiplier"], sample_rate=m["dpsgd_sample_rate"],
-            steps=int(m["dpsgd_steps"]), accountant=ACCOUNTANT))
+            steps=int(m["dpsgd_steps"]), accountant=ACCOUNTANT,
+            history=_composed(m.get("dpsgd_summary_noise_multiplier", 0.0), (
+                m["dpsgd_noise_multiplier"], m["dpsgd_sample_rate"], int(m["dpsgd_steps"]))),
+            selection_delta=m.get("dpsgd_selection_delta"), noise=noise))
     if "embedding_epsilon" in m:
         ledger.record(epoch, f"{party}/embedding_noise", PartySpend(
             epsilon=m["embedding_epsilon"], delta=m["embedding_delta"],
             mechanism="embedding_noise", noise_multiplier=m["embedding_noise_multiplier"],
             sample_rate=1.0, steps=int(m["embedding_releases"]), accountant=ACCOUNTANT,
-            sensitivity=m["embedding_sensitivity"]))
+            sensitivity=m["embedding_sensitivity"],
+            history=_composed(m.get("embedding_summary_noise_multiplier", 0.0), (
+                m["embedding_noise_multiplier"], 1.0, int(m["embedding_releases"]))),
+            selection_delta=m.get("embedding_selection_delta"), noise=noise))
 
 
 def run_vertical_federation(grid: Grid, s: ServerSettings,
@@ -198,6 +211,7 @@ def run_vertical_federation(grid: Grid, s: ServerSettings,
                               f"lender; connected: {sorted(router.node)}")
     mechanisms = s.privacy.vertical_mechanisms()
     out.ledger = PrivacyLedger(*mechanisms) if mechanisms else None
+    noise = "reproducible" if s.privacy.reproducible_noise else "os"
     start = time.perf_counter()
     _align(router, passive)
     out.history.append({"step": "alignment", "seconds": time.perf_counter() - start})
@@ -238,18 +252,21 @@ def run_vertical_federation(grid: Grid, s: ServerSettings,
                 row["val_auc"] = float(cast(float, metrics["val_auc"]))
                 log.info("epoch %d  val_auc %.4f", val_epoch, row["val_auc"])
             if out.ledger is not None:
-                _record_privacy(out.ledger, epoch, LABEL_HOLDER, metrics)
+                _record_privacy(out.ledger, epoch, LABEL_HOLDER, metrics, noise)
                 for p in passive:
                     if METRICS in embedded[p]:
-                        _record_privacy(out.ledger, epoch, p, embedded[p][METRICS])
+                        _record_privacy(out.ledger, epoch, p, embedded[p][METRICS], noise)
             if "stop" in metrics:
                 stop = True
                 break
             grads = {p: head[ARRAYS][f"{p}.grads"] for p in passive}
             prev = [epoch, chunk]
             if chunk == 0:
-                out.history.append({"epoch": epoch, "train_loss": 0.0})
-            out.history[-1]["train_loss"] += float(cast(float, metrics["train_loss"])) / k
+                out.history.append({"epoch": epoch})
+            if "train_loss" in metrics:  # the lender keeps it at home under DP
+                row = out.history[-1]
+                row["train_loss"] = (row.get("train_loss", 0.0)
+                                     + float(cast(float, metrics["train_loss"])) / k)
         if not stop:
             out.epochs = epoch
             out.history[-1]["seconds"] = time.perf_counter() - start

@@ -87,27 +87,33 @@ class BatchedRows(TensorDataset):
         return tuple(t[index] for t in self.tensors)
 
 
-def _as_is(batch: Any) -> Any:
+def as_is(batch: Any) -> Any:
     """Collate nothing: a batch from :class:`BatchedRows` comes stacked already."""
     return batch
 
 
 def train_round(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
                 lr: float, weight_decay: float, seed: int, proximal_mu: float = 0.0,
-                dp: DPRound | None = None) -> LocalResult:
+                dp: DPRound | None = None,
+                secret: tuple[torch.Generator, torch.Generator] | None = None) -> LocalResult:
     """Train ``model`` in place for ``epochs`` passes over ``(x, y)``.
 
     ``proximal_mu`` adds FedProx's ``mu / 2 * ||w - w_start||^2``. With ``dp`` the batches are
     Poisson-sampled at ``dp.sample_rate`` and gradients are clipped per record (ghost clipping)
-    and noised; the returned history extends ``dp.history``.
+    and noised; the returned history extends ``dp.history``. ``secret`` (the sampling and the
+    noise generators, from the party's secret source) is then required: ``seed`` is public.
     """
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
     if dp is None:
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
         return _train_plain(model, xt, yt, epochs, batch_size, lr, weight_decay, proximal_mu,
                             generator)
-    return _train_private(model, xt, yt, epochs, lr, weight_decay, dp, generator)
+    if secret is None:
+        raise PrivacyLedgerError("DP-SGD needs generators from the party's secret source")
+    sampling, noise = secret
+    torch.manual_seed(sampling.initial_seed() ^ 0x5EED)  # dropout, if any: secret too
+    return _train_private(model, xt, yt, epochs, lr, weight_decay, dp, sampling, noise)
 
 
 def _train_plain(model, xt, yt, epochs, batch_size, lr, weight_decay, mu, generator) -> LocalResult:
@@ -133,32 +139,56 @@ def _train_plain(model, xt, yt, epochs, batch_size, lr, weight_decay, mu, genera
 
 
 def _train_private(model, xt, yt, epochs, lr, weight_decay, dp: DPRound,
-                   generator) -> LocalResult:
+                   generator, noise) -> LocalResult:
     # Opacus warns that secure_mode is off (it needs torchcsprng, which the index lacks; the
     # README says so) and, with ghost clipping, about backward hooks on inputs without grad.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return _train_private_quietly(model, xt, yt, epochs, lr, weight_decay, dp, generator)
+        return _train_private_quietly(model, xt, yt, epochs, lr, weight_decay, dp, generator,
+                                      noise)
+
+
+def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
+                 loader: DataLoader, *, noise_multiplier: float, max_grad_norm: float,
+                 sampling: torch.Generator, noise: torch.Generator,
+                 history: History | None = None) -> tuple[Any, Any, Any, Any, Any]:
+    """Opacus' ``make_private`` with the party's secret generators for sampling and noise.
+
+    Opacus draws Poisson batches from torch's global generator unless given one (only its
+    ``secure_mode`` does, and that needs torchcsprng); here the loader is made a Poisson
+    ``DPDataLoader`` on ``sampling`` first, and the optimizer draws its noise from ``noise``,
+    four samples summed and halved as ``secure_mode`` does (the floating-point defence). The
+    accountant starts from ``history``. Returns the private model, optimizer, criterion and
+    loader, and the engine whose accountant the optimizer's steps feed.
+    """
+    from opacus import PrivacyEngine  # only DP-SGD needs it (see privacy.accounting)
+    from opacus.data_loader import DPDataLoader
+
+    engine = PrivacyEngine(accountant=ACCOUNTANT)
+    if history:
+        engine.accountant.load_state_dict({"history": list(history), "mechanism": ACCOUNTANT})
+    poisson = DPDataLoader.from_data_loader(loader, generator=sampling)
+    private, dp_optimizer, dp_criterion, dp_loader = engine.make_private(
+        module=model, optimizer=optimizer, data_loader=poisson, criterion=criterion,
+        noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, poisson_sampling=False,
+        grad_sample_mode="ghost", noise_generator=noise)
+    private.forbid_grad_accumulation()
+    dp_optimizer.secure_mode = True  # four Gaussian draws per sample (needs no torchcsprng)
+    return private, dp_optimizer, dp_criterion, dp_loader, engine
 
 
 def _train_private_quietly(model, xt, yt, epochs, lr, weight_decay, dp: DPRound,
-                           generator) -> LocalResult:
-    from opacus import PrivacyEngine  # only DP-SGD needs it (see privacy.accounting)
-
-    engine = PrivacyEngine(accountant=ACCOUNTANT)
-    if dp.history:
-        engine.accountant.load_state_dict({"history": list(dp.history), "mechanism": ACCOUNTANT})
+                           generator, noise) -> LocalResult:
     batches = steps_per_epoch(dp.sample_rate)
     loader = DataLoader(BatchedRows(xt, yt), batch_size=math.ceil(len(xt) / batches),
-                        generator=generator, collate_fn=_as_is)
+                        collate_fn=as_is)
     if len(loader) != batches:
         raise PrivacyLedgerError(f"cannot sample at rate {dp.sample_rate} from {len(xt)} rows: "
                                  f"the loader makes {len(loader)} batches, not {batches}")
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    private_model, optimizer, criterion, loader = engine.make_private(
-        module=model, optimizer=optimizer, data_loader=loader,
-        criterion=nn.BCEWithLogitsLoss(), noise_multiplier=dp.noise_multiplier,
-        max_grad_norm=dp.max_grad_norm, poisson_sampling=True, grad_sample_mode="ghost")
+    private_model, optimizer, criterion, loader, engine = make_private(
+        model, optimizer, nn.BCEWithLogitsLoss(), loader, noise_multiplier=dp.noise_multiplier,
+        max_grad_norm=dp.max_grad_norm, sampling=generator, noise=noise, history=dp.history)
     loss, steps = private_passes(private_model, optimizer, criterion, loader, epochs)
     history = merge_history([tuple(h) for h in engine.accountant.history])  # type: ignore[misc]
     return LocalResult(loss, steps, history, epsilon_of(history, dp.delta))

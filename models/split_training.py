@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
-from models.local_training import private_passes
+from models.local_training import BatchedRows, as_is, make_private, private_passes
 from models.networks import PartyEncoder, SplitHead
 from models.settings import ModelSettings
-from privacy.accounting import ACCOUNTANT
 from privacy.ledger import PrivacyLedgerError
+from privacy.randomness import gaussian
 
 
 class LenderModel(nn.Module):
@@ -115,13 +115,16 @@ def chunk_sample_rate(n_rows: int, chunks: int, batch_size: int) -> float:
 
 def fit_chunk(model: nn.Module, optimizer: torch.optim.Optimizer, x: np.ndarray,
               target: np.ndarray, criterion: nn.Module, *, batch_size: int, passes: int,
-              generator: torch.Generator, dp: DPPlan | None = None) -> tuple[float, int]:
-    """Train ``model`` in place on one chunk; return the mean loss and the optimizer steps.
+              generator: torch.Generator, dp: DPPlan | None = None,
+              noise: torch.Generator | None = None) -> tuple[float, int]:
+    """Train ``model`` in place on one chunk; return the mean loss and the optimizer steps run.
 
-    ``generator`` fixes the batches; its seed also seeds dropout and DP noise, so a chunk
-    trains the same whichever worker process runs it.
+    ``generator`` fixes the batches (with DP-SGD: the Poisson sampling) and seeds dropout;
+    ``noise`` draws DP-SGD's noise. Under DP both must come from the node's secret
+    :class:`~privacy.randomness.NoiseSource`, never from the public seed.
     """
-    torch.manual_seed(generator.initial_seed())
+    # dropout: under DP its own stream from the secret generator's seed
+    torch.manual_seed(generator.initial_seed() if dp is None else generator.initial_seed() ^ 0x5EED)
     xt = torch.as_tensor(x, dtype=torch.float32)
     tt = torch.as_tensor(target, dtype=torch.float32)
     model.train()
@@ -137,27 +140,28 @@ def fit_chunk(model: nn.Module, optimizer: torch.optim.Optimizer, x: np.ndarray,
                 optimizer.step()
                 total, seen, steps = total + loss.item() * len(batch), seen + len(batch), steps + 1
         return total / max(seen, 1), steps
+    if noise is None:
+        raise PrivacyLedgerError("DP-SGD needs a noise generator from the node's secret source")
+    if len(xt) == 0:
+        return 0.0, 0
     with warnings.catch_warnings():  # secure_mode off; ghost clipping's hooks on inputs
         warnings.simplefilter("ignore", UserWarning)
-        return _fit_chunk_private(model, optimizer, xt, tt, criterion, passes, generator, dp)
+        return _fit_chunk_private(model, optimizer, xt, tt, criterion, passes, generator, noise,
+                                  dp)
 
 
-def _fit_chunk_private(model, optimizer, xt, tt, criterion, passes, generator,
+def _fit_chunk_private(model, optimizer, xt, tt, criterion, passes, generator, noise,
                        dp: DPPlan) -> tuple[float, int]:
     batches = dp.steps_per_pass
-    loader = DataLoader(TensorDataset(xt, tt), batch_size=max(1, math.ceil(len(xt) / batches)),
-                        generator=generator)
-    if len(xt) and len(loader) != batches:
+    loader = DataLoader(BatchedRows(xt, tt), batch_size=max(1, math.ceil(len(xt) / batches)),
+                        collate_fn=as_is)
+    if len(loader) != batches:
         raise PrivacyLedgerError(f"cannot sample at rate {dp.sample_rate} from a chunk of "
                                  f"{len(xt)} rows: the loader makes {len(loader)} batches")
-    from opacus import PrivacyEngine  # only DP-SGD needs it (see privacy.accounting)
-
-    engine = PrivacyEngine(accountant=ACCOUNTANT)
-    private, dp_optimizer, dp_criterion, loader = engine.make_private(
-        module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
-        noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
-        poisson_sampling=True, grad_sample_mode="ghost")
-    return private_passes(private, dp_optimizer, dp_criterion, loader, passes)
+    private, dp_optimizer, dp_criterion, dp_loader, _ = make_private(
+        model, optimizer, criterion, loader, noise_multiplier=dp.noise_multiplier,
+        max_grad_norm=dp.max_grad_norm, sampling=generator, noise=noise)
+    return private_passes(private, dp_optimizer, dp_criterion, dp_loader, passes)
 
 
 def embedding_gradients(model: LenderModel, z: np.ndarray, y: np.ndarray,
@@ -176,29 +180,35 @@ def embedding_gradients(model: LenderModel, z: np.ndarray, y: np.ndarray,
 
 @torch.no_grad()
 def embed(encoder: nn.Module, x: np.ndarray, *, clip: float | None = None,
-          noise_std: float = 0.0, generator: torch.Generator | None = None) -> np.ndarray:
+          noise_std: float = 0.0, rng: np.random.Generator | None = None) -> np.ndarray:
     """Embed ``x``, optionally with embedding noise.
 
     With ``clip`` each row is scaled to norm at most ``clip``, then Gaussian noise of
-    ``noise_std`` is added.
+    ``noise_std`` is added, drawn from ``rng`` (the party's secret source).
     """
     encoder.eval()
     out = encoder(torch.as_tensor(x, dtype=torch.float32))
     if clip is not None:
         norms = out.norm(dim=1, keepdim=True).clamp_min(1e-12)
         out = out * torch.clamp(clip / norms, max=1.0)
+    values = out.numpy().astype(np.float64)
     if noise_std > 0:
-        out = out + noise_std * torch.randn(out.shape, generator=generator)
-    return out.numpy().astype(np.float32)
+        if rng is None:
+            raise ValueError("embedding noise needs a generator from the party's secret source")
+        values = values + gaussian(values.shape, noise_std, rng)
+    return values.astype(np.float32)
 
 
-def randomized_response(y: np.ndarray, flip: float, seed: int) -> np.ndarray:
+def randomized_response(y: np.ndarray, flip: float, rng: np.random.Generator) -> np.ndarray:
     """Flip each 0/1 label with probability ``flip`` (label DP by randomized response).
 
-    >>> randomized_response(np.zeros(4, np.float32), 0.0, seed=0).tolist()
+    ``rng`` must come from the lender's secret :class:`~privacy.randomness.NoiseSource`: whoever
+    can regenerate the flips can undo them.
+
+    >>> randomized_response(np.zeros(4, np.float32), 0.0, np.random.default_rng()).tolist()
     [0.0, 0.0, 0.0, 0.0]
     """
-    flips = np.random.default_rng(seed).random(len(y)) < flip
+    flips = rng.random(len(y)) < flip
     return np.where(flips, 1.0 - y, y).astype(np.float32)
 
 

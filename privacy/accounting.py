@@ -48,6 +48,42 @@ def noise_multiplier_for(target_epsilon: float, delta: float, sample_rate: float
                                       accountant=ACCOUNTANT))
 
 
+@functools.lru_cache(maxsize=256)
+def noise_multiplier_after(target_epsilon: float, delta: float, sample_rate: float, steps: int,
+                           prior: tuple[tuple[float, float, int], ...] = ()) -> float:
+    """Find the noise for ``steps`` sampled steps that, after ``prior``, spends the target.
+
+    ``target_epsilon`` covers everything composed (RDP composition: the stretches' RDP adds).
+
+    With no prior this is :func:`noise_multiplier_for`. A bisection to 0.1% of the noise,
+    never over the target.
+
+    >>> prior = ((3.0, 1.0, 1),)
+    >>> sigma = noise_multiplier_after(3.0, 1e-5, 0.01, 1000, prior)
+    >>> sigma > noise_multiplier_for(3.0, 1e-5, 0.01, 1000)
+    True
+    >>> 2.95 < epsilon_of([*prior, (sigma, 0.01, 1000)], 1e-5) <= 3.0
+    True
+    """
+    if not prior:
+        return noise_multiplier_for(target_epsilon, delta, sample_rate, steps)
+    if epsilon_of(list(prior), delta) >= target_epsilon:
+        raise ValueError(f"the prior releases alone spend epsilon "
+                         f"{epsilon_of(list(prior), delta):.3f} of {target_epsilon}")
+    low, high = 0.05, 1.0
+    while epsilon_of([*prior, (high, sample_rate, steps)], delta) > target_epsilon:
+        low, high = high, high * 2
+        if high > 1e6:
+            raise ValueError(f"no noise reaches epsilon {target_epsilon} after {prior}")
+    while high - low > 1e-3 * high:
+        mid = (low + high) / 2
+        if epsilon_of([*prior, (mid, sample_rate, steps)], delta) > target_epsilon:
+            low = mid
+        else:
+            high = mid
+    return high
+
+
 def epsilon_of(history: History, delta: float) -> float:
     """Epsilon spent by a whole history of DP-SGD training.
 

@@ -129,18 +129,20 @@ def membership_epsilon(mode: str, privacy: dict[str, Any] | None) -> dict[str, A
     """Return the epsilon (and delta) DP promises against membership of one whole record.
 
     Horizontal DP-SGD: a record lives at one lender, so the maximum over lenders. Central DP:
-    client-level, which covers any one record. Vertical: a record touches every party, so the
-    sum over every party and mechanism (basic composition; an upper bound), and unbounded unless
-    DP-SGD protects every party's columns.
+    the record-level epsilon (sensitivity 2C), not the client-level one. Vertical: a record
+    touches every party, so the sum over every party and mechanism (basic composition; an
+    upper bound), and unbounded unless DP-SGD protects every party's columns.
     """
     if privacy is None:
         return {"epsilon": math.inf, "delta": 0.0, "why": "no differential privacy"}
     if mode == "horizontal":
-        why = ("client-level DP covers every record of a lender"
-               if privacy["mechanism"] == "central"
-               else "each record lives at one lender: the maximum over lenders")
+        if privacy["mechanism"] == "central":
+            record = privacy["parties"]["server/record"]
+            return {"epsilon": float(record["epsilon"]), "delta": float(record["delta"]),
+                    "why": "central DP, record level: one record moves its lender's clipped "
+                           "update by up to 2C; composed after the lenders' noisy summaries"}
         return {"epsilon": float(privacy["epsilon"]), "delta": float(privacy["delta"]),
-                "why": why}
+                "why": "each record lives at one lender: the maximum over lenders"}
     entries = privacy["parties"].values()
     if not any(e["mechanism"] == "dpsgd" for e in entries):
         return {"epsilon": math.inf, "delta": 0.0,

@@ -23,6 +23,12 @@ class PartySpend:
     Embedding noise: a Gaussian mechanism with ``noise_multiplier`` times ``sensitivity``
     of noise, composed over ``steps`` releases with no sampling (``sample_rate`` 1). Label DP by
     randomized response: ``flip_probability``; epsilon is ``log((1 - p) / p)``.
+
+    ``history``, where set, is the whole RDP history the epsilon composes (for example a noisy
+    summary ``(z, 1.0, 1)`` before DP-SGD's ``(noise_multiplier, sample_rate, steps)``), at
+    ``delta - selection_delta``. ``unit`` says what one neighbouring dataset changes (``record``,
+    ``client``, ``label``). ``noise`` is ``os`` (secret randomness at the node) or
+    ``reproducible`` (derived from the public seed: no guarantee).
     """
 
     epsilon: float
@@ -34,6 +40,10 @@ class PartySpend:
     accountant: str
     flip_probability: float | None = None
     sensitivity: float | None = None
+    history: list[list[float]] | None = None
+    selection_delta: float | None = None
+    unit: str = "record"
+    noise: str = "os"
 
 
 class PrivacyLedger:
@@ -88,6 +98,7 @@ class PrivacyLedger:
         parties = {p: asdict(s) for p, s in sorted(self.parties.items())}
         out: dict[str, Any] = {
             "mechanism": self.mechanism,
+            "guarantee": all(s.noise == "os" for s in self.parties.values()),
             "epsilon": max((s.epsilon for s in self.parties.values()), default=0.0),
             "delta": max((s.delta for s in self.parties.values()), default=0.0),
             "parties": parties,

@@ -37,6 +37,13 @@ class PrivacySettings:
     noise at each passive party (every record's embedding clipped to ``embedding_clip`` and
     noised, its epsilon composed over ``embedding_releases`` releases). ``mechanism=dpsgd`` runs
     DP-SGD on every encoder and the head.
+
+    ``summary_share``: the share of a party's budget its preprocessing summary takes wherever
+    DP protects the party's columns (the noisy counts the preprocessing, the horizontal schema
+    and the starting base rate are fitted from; see :mod:`privacy.summary`).
+    ``reproducible_noise``: derive every mechanism's noise from the public seed instead of
+    each node's secret key. For tests and research only: the epsilon is then NO guarantee, and
+    results.json, the report and the ledger say so.
     """
 
     mechanism: PrivacyMechanism = PrivacyMechanism.off
@@ -50,6 +57,8 @@ class PrivacySettings:
     embedding_epsilon: float | None = None
     embedding_clip: float = 1.0
     embedding_releases: int = 2
+    summary_share: float = 0.1
+    reproducible_noise: bool = False
 
     def vertical_mechanisms(self) -> tuple[str, ...]:
         """Return the mechanisms switched on for a vertical federation, in ledger order."""
@@ -84,6 +93,17 @@ def check_privacy(settings: PrivacySettings) -> None:
     if settings.embedding_releases < 1:
         raise ConfigError(f"privacy.embedding_releases must be at least 1, got "
                           f"{settings.embedding_releases}")
+    if not 0 < settings.summary_share < 1:
+        raise ConfigError(f"privacy.summary_share must lie in (0, 1), got "
+                          f"{settings.summary_share}")
+    if (settings.embedding_epsilon is not None and settings.embedding_releases > 1
+            and settings.mechanism is not PrivacyMechanism.dpsgd):
+        raise ConfigError(
+            f"privacy.embedding_releases={settings.embedding_releases} without DP-SGD: only "
+            "the first release is bounded by privacy.embedding_epsilon (it comes from the "
+            "untrained encoder); later ones come from an encoder trained without DP on the same "
+            "rows, so no epsilon bounds them. Set privacy.embedding_releases=1, or "
+            "privacy.mechanism=dpsgd to train the encoders with DP-SGD")
     if settings.mechanism is PrivacyMechanism.off:
         return
     if not settings.target_epsilon > 0:

@@ -1,0 +1,70 @@
+"""A node's secret noise source, kept in its own Flower state, and the rows it preprocesses.
+
+The key is drawn from the operating system's cryptographic source the first time the node
+needs it and kept in ``context.state`` (the node's own state, which Flower never sends), so
+every message of a run sees the same key: what a mechanism draws once (label flips, a
+release's noisy embeddings, the noisy summary behind the preprocessing) stays drawn once.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ConfigRecord, Context
+
+from credit_data.settings import LABEL_HOLDER, DataSettings
+from credit_data.summary import column_counts, sketch_from_summaries
+from credit_data.tables import PartyTable
+from credit_data.vertical import NodeRows, node_rows, training_rows
+from fl_client.settings import ClientSettings
+from privacy.accounting import default_delta
+from privacy.randomness import NoiseSource
+from privacy.settings import PrivacyMechanism, PrivacySettings
+from privacy.summary import noisy_summary, summary_plan
+
+NOISE_STATE = "noise-source"
+
+
+def node_noise(context: Context, settings: ClientSettings) -> NoiseSource:
+    """Return the node's noise source: its secret key from its state, drawn there on first use."""
+    if settings.privacy.reproducible_noise:
+        return NoiseSource.reproducible(settings.seed, settings.party)
+    record = context.state.config_records.get(NOISE_STATE)
+    if record is None:
+        source = NoiseSource.fresh()
+        context.state.config_records[NOISE_STATE] = ConfigRecord({"key": source.key})
+        return source
+    return NoiseSource(bytes(record["key"]), True)  # type: ignore[arg-type]
+
+
+def summary_target(privacy: PrivacySettings, party: str) -> float | None:
+    """Return the budget a party's preprocessing summary takes its share of, or None (exact fit).
+
+    Under DP-SGD every party's columns are protected; under embedding noise a passive party's.
+    """
+    if privacy.mechanism is PrivacyMechanism.dpsgd:
+        return privacy.target_epsilon
+    if privacy.embedding_epsilon is not None and party != LABEL_HOLDER:
+        return privacy.embedding_epsilon
+    return None
+
+
+def private_node_rows(table: PartyTable, data: DataSettings, seed: int,
+                      privacy: PrivacySettings, noise: NoiseSource) -> NodeRows:
+    """Preprocess a party's table at its node.
+
+    From its noisy summary where DP protects its columns, else fitted on its exact training rows.
+    """
+    target = summary_target(privacy, table.party)
+    if target is None:
+        return node_rows(table, data, seed)
+    train = training_rows(table, data, seed)
+    frame = table.frame.loc[train]
+    labels = None
+    if table.labels is not None and privacy.mechanism is PrivacyMechanism.dpsgd:
+        labels = table.labels[data.label].to_numpy()[train]
+    delta = privacy.delta if privacy.delta is not None else default_delta(int(train.sum()))
+    plan = summary_plan(target, privacy.summary_share, delta)
+    counts = column_counts(frame, table.numeric, table.categorical, labels)
+    summary = noisy_summary(counts, plan, noise)
+    sketch = sketch_from_summaries([summary], table.numeric, table.categorical)
+    return node_rows(table, data, seed, sketch=sketch, summary_history=plan.history,
+                     summary_selection_delta=plan.selection_delta)
