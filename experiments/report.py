@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from privacy.randomness import NO_GUARANTEE
+
 METRIC_LABELS = (("auc", "AUC"), ("ks", "KS"), ("gini", "Gini"), ("brier", "Brier score"),
                  ("log_loss", "Log-loss"), ("ece", "Calibration error (ECE)"))
 
@@ -122,6 +124,8 @@ def _privacy_section(privacy: dict[str, Any] | None) -> list[str]:
     lines = ["", "## Privacy", ""]
     if privacy is None:
         return lines + ["No differential privacy in this run."]
+    if privacy.get("guarantee") is False:
+        lines += [f"**{NO_GUARANTEE}.**", ""]
     lines += [f"Mechanism {privacy['mechanism']}: epsilon {privacy['epsilon']:.3f} (the maximum "
               f"over parties), delta {privacy['delta']:.2e}.", ""]
     if "by_mechanism" in privacy:
@@ -140,8 +144,15 @@ def _privacy_section(privacy: dict[str, Any] | None) -> list[str]:
         if v.get("sensitivity") is not None:
             lines.append(f"\n{p}: Gaussian noise of {v['noise_multiplier']:.3f} x sensitivity "
                          f"{v['sensitivity']:g} per release, {v['steps']} release(s).")
+        if v.get("history") and len(v["history"]) > 1:
+            lines.append(f"\n{p}: composed in RDP after the party's noisy summary (Gaussian, "
+                         f"noise {v['history'][0][0]:.2f} x its sensitivity, released once).")
     for r in privacy.get("refusals", []):
         lines.append(f"\nRound {r['round']}: {r['reason']}.")
+    lines.append("\nThe epsilon covers the training rows. The lender's validation and test rows "
+                 "are used in the clear for early stopping, calibration and this report; set "
+                 "sizes and the alignment's counts are outside every guarantee "
+                 "(docs/privacy.md).")
     return lines
 
 
@@ -150,11 +161,16 @@ def _audit_section(audit: dict[str, Any]) -> list[str]:
     theory = ("unbounded" if m["theoretical_epsilon"] is None
               else f"{m['theoretical_epsilon']:.3f}")
     lines = ["", "## Empirical privacy audit", "",
-             "Membership inference (loss threshold calibrated on half the test rows at "
-             f"{m['target_fpr']:.0%} false positives; training rows against the other half):", ""]
-    lines += _table(["theoretical epsilon", "empirical lower bound", "attack AUC", "TPR", "FPR"],
+             "Membership inference (loss threshold calibrated on half the held-out rows, "
+             f"validation and test, at {m['target_fpr']:.0%} false positives; "
+             f"{m['members']:,} training rows, label-stratified, against the other "
+             f"{m['non_members']:,}):", ""]
+    interval = m.get("attack_auc_interval")
+    shown = (f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
+    lines += _table(["theoretical epsilon", "empirical lower bound", "attack AUC",
+                     f"attack AUC, {m['confidence']:.0%} interval", "TPR", "FPR"],
                     [[theory, f"{m['epsilon_lower_bound']:.3f}", f"{m['attack_auc']:.4f}",
-                      f"{m['tpr']:.4f}", f"{m['fpr']:.4f}"]])
+                      shown, f"{m['tpr']:.4f}", f"{m['fpr']:.4f}"]])
     lines += ["", f"Theoretical epsilon: {m['theory']}. The lower bound holds with "
               f"{m['confidence']:.0%} confidence (Clopper-Pearson); an attack AUC near 0.5 means "
               "the attacker cannot tell members from non-members."]

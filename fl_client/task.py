@@ -109,11 +109,22 @@ class LenderTask:
             out = local_moments(self.rows.rows(TRAIN), self.rows.numeric, self.rows.categorical)
             out["labels"] = [int(train_labels.sum()), int(len(train_labels))]
             return out
+        # released once: kept on the lender's disk and sent again as it is (a resumed run, a
+        # repeated request), never drawn a second time
+        path = self._state_file()
+        kept = path.with_suffix(".summary.json") if path is not None else None
+        if kept is not None and kept.is_file():
+            return dict(json.loads(kept.read_text()))
         counts = column_counts(self.rows.rows(TRAIN), self.rows.numeric, self.rows.categorical,
                                train_labels)
         out = noisy_summary(counts, plan, noise)
         out.update({"summary": True, "summary_noise_multiplier": plan.noise_multiplier,
                     "selection_delta": plan.selection_delta})
+        if kept is not None:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            tmp = kept.with_suffix(".tmp")
+            tmp.write_text(json.dumps(out))
+            tmp.replace(kept)
         return out
 
     def summary_plan(self) -> SummaryPlan | None:

@@ -7,8 +7,9 @@ false-positive rate, and the attack is then measured on fresh rows: training row
 other held-out half. An (epsilon, delta)-DP training bounds every such test by
 ``TPR <= exp(epsilon) * FPR + delta`` and ``1 - FPR <= exp(epsilon) * (1 - TPR) + delta``;
 with Clopper-Pearson bounds on the measured rates this gives an epsilon lower bound at the
-stated confidence (Jagielski et al. 2020; Nasr et al. 2021). Random train/test assignment makes
-each record's membership a coin the attacker must guess (Steinke et al. 2023).
+stated confidence (Jagielski et al. 2020; Nasr et al. 2021). The train/test assignment is a keyed
+hash of the ID and the public seed: membership is a coin only for an attacker who does not know
+them.
 
 Label leakage (vertical federation; Li et al. 2022, "Label leakage and protection in two-party
 split learning"): a passive party sees, for each of its records, the gradient of the loss with
@@ -24,6 +25,7 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtri
 from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 
@@ -61,13 +63,42 @@ def epsilon_lower_bound(true_pos: int, members: int, false_pos: int, non_members
             "fpr_upper": float(fpr_hi)}
 
 
+def auc_interval(auc: float, positives: int, negatives: int,
+                 confidence: float) -> tuple[float, float]:
+    """Confidence interval of an AUC (Hanley and McNeil 1982, normal approximation).
+
+    >>> lo, hi = auc_interval(0.5, 10_000, 10_000, 0.95)
+    >>> round(lo, 3), round(hi, 3)
+    (0.492, 0.508)
+    """
+    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
+    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc ** 2)
+                + (negatives - 1) * (q2 - auc ** 2)) / max(positives * negatives, 1)
+    half = float(ndtri(1 - (1 - confidence) / 2)) * math.sqrt(max(variance, 0.0))
+    return max(0.0, auc - half), min(1.0, auc + half)
+
+
+def _stratified(member_labels: np.ndarray, shares: dict[int, float], total: int,
+                rng: np.random.Generator) -> np.ndarray:
+    """Pick up to ``total`` members with the measured non-members' label shares."""
+    by_label = {c: np.flatnonzero(member_labels == c) for c in shares}
+    # the largest sample whose label mix matches, within what each class has
+    scale = min([total] + [len(by_label[c]) / shares[c] for c in shares if shares[c] > 0])
+    picked = [rng.permutation(by_label[c])[: int(scale * shares[c])] for c in shares]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=int)
+
+
 def membership_audit(member_labels: np.ndarray, member_scores: np.ndarray,
                      held_out_labels: np.ndarray, held_out_scores: np.ndarray, *,
                      delta: float, settings: AuditSettings, seed: int) -> dict[str, Any]:
-    """Run the loss-threshold attack; return its AUC, rates and epsilon lower bound.
+    """Run the loss-threshold attack; return its AUC (with an interval), rates and bound.
 
-    ``member_*``: the training rows (labels and the model's scores); ``held_out_*``: rows the
-    model never trained on, half of them to calibrate the threshold, half to measure it.
+    ``member_*``: the training rows (labels and the model's scores); ``held_out_*``: every row
+    the model never trained on (validation and test), half of them to calibrate the threshold,
+    half to measure it. Members are drawn label-stratified, with the measured non-members'
+    default rate: a loss-threshold score differs by label, so a different label mix alone
+    would move the attack's AUC. ``attack_auc_by_label`` gives the AUC within each label.
+    The audit is the attacker's tool, so its sampling follows the public seed.
     """
     rng = np.random.default_rng(seed)
     if len(held_out_labels) < 20 or len(member_labels) < 10:
@@ -75,7 +106,13 @@ def membership_audit(member_labels: np.ndarray, member_scores: np.ndarray,
                          f"rows, got {len(held_out_labels)} and {len(member_labels)}")
     order = rng.permutation(len(held_out_labels))
     calibrate, measure = order[: len(order) // 2], order[len(order) // 2:]
-    picked = rng.permutation(len(member_labels))[: settings.max_members]
+    labels_measured = (held_out_labels[measure] > 0.5).astype(int)
+    shares = {c: float((labels_measured == c).mean()) for c in (0, 1)}
+    member_classes = (member_labels > 0.5).astype(int)
+    picked = _stratified(member_classes, shares, settings.max_members, rng)
+    if len(picked) < 10:
+        raise ValueError("the membership audit found fewer than 10 training rows to match the "
+                         "held-out rows' label mix")
     member = label_log_likelihood(member_labels[picked], member_scores[picked])
     held = label_log_likelihood(held_out_labels, held_out_scores)
     threshold = float(np.quantile(held[calibrate], 1 - settings.fpr, method="higher"))
@@ -83,10 +120,19 @@ def membership_audit(member_labels: np.ndarray, member_scores: np.ndarray,
     false_pos = int((held[measure] > threshold).sum())
     truth = np.r_[np.ones(len(member)), np.zeros(len(measure))]
     attack_auc = float(roc_auc_score(truth, np.r_[member, held[measure]]))
+    low, high = auc_interval(attack_auc, len(member), len(measure), settings.confidence)
+    by_label = {}
+    for c in (0, 1):
+        mine, theirs = member[member_classes[picked] == c], held[measure][labels_measured == c]
+        if len(mine) and len(theirs):
+            by_label[str(c)] = float(roc_auc_score(
+                np.r_[np.ones(len(mine)), np.zeros(len(theirs))], np.r_[mine, theirs]))
     out = {"attack": "loss threshold", "attack_auc": attack_auc,
-           "target_fpr": settings.fpr, "confidence": settings.confidence,
-           "members": len(member), "non_members": len(measure),
-           "calibration_rows": len(calibrate), "threshold": threshold}
+           "attack_auc_interval": [low, high], "attack_auc_by_label": by_label,
+           "stratified_by_label": True, "target_fpr": settings.fpr,
+           "confidence": settings.confidence, "members": len(member),
+           "non_members": len(measure), "calibration_rows": len(calibrate),
+           "threshold": threshold}
     out |= epsilon_lower_bound(true_pos, len(member), false_pos, len(measure), delta,
                                settings.confidence)
     return out

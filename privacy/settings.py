@@ -56,7 +56,7 @@ class PrivacySettings:
     label_epsilon: float | None = None
     embedding_epsilon: float | None = None
     embedding_clip: float = 1.0
-    embedding_releases: int = 2
+    embedding_releases: int = 1
     summary_share: float = 0.1
     reproducible_noise: bool = False
 

@@ -104,3 +104,23 @@ def shared_data_for_module():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CREDIT_FL_DATA_DIR", str(SHARED_DATA))
         yield SHARED_DATA
+
+
+def independent_epsilon(spend: dict) -> float:
+    """Recompute one ledger entry with Google's dp-accounting RDP accountant.
+
+    Every stretch of the entry's ``history`` (a noisy summary, DP-SGD's Poisson-sampled steps,
+    embedding releases, central DP's aggregates) is composed; the conversion delta is the
+    entry's delta less its category-selection delta.
+    """
+    from dp_accounting import dp_event
+    from dp_accounting.rdp import RdpAccountant
+
+    accountant = RdpAccountant()
+    history = spend.get("history") or [[spend["noise_multiplier"], spend["sample_rate"],
+                                        spend["steps"]]]
+    for sigma, rate, steps in history:
+        gaussian = dp_event.GaussianDpEvent(sigma)
+        event = gaussian if rate >= 1.0 else dp_event.PoissonSampledDpEvent(rate, gaussian)
+        accountant.compose(event, int(steps))
+    return accountant.get_epsilon(spend["delta"] - (spend.get("selection_delta") or 0.0))

@@ -153,3 +153,39 @@ def test_bad_audit_settings_fail_naming_the_key_with_nothing_written(tmp_path, o
         run_experiment(["federation=centralized", "data.n_customers=500", override],
                        tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_membership_audit_compares_like_with_like_labels():
+    """Members with many more defaults than the held-out rows, scored the same way per label:
+    a label-blind comparison would see an attack; the stratified one sees none."""
+    rng = np.random.default_rng(5)
+
+    def scored(y):  # the same score distribution within each label, members or not
+        return np.where(y > 0.5, rng.uniform(0.2, 0.6, len(y)), rng.uniform(0.05, 0.3, len(y)))
+
+    members = (rng.random(6000) < 0.5).astype(float)
+    held = (rng.random(6000) < 0.1).astype(float)
+    audit = membership_audit(members, scored(members), held, scored(held), delta=1e-5,
+                             settings=AuditSettings(), seed=0)
+    assert audit["stratified_by_label"]
+    assert abs(audit["attack_auc"] - 0.5) < 0.03
+    low, high = audit["attack_auc_interval"]
+    assert low <= audit["attack_auc"] <= high and high - low < 0.06
+    assert all(abs(v - 0.5) < 0.06 for v in audit["attack_auc_by_label"].values())
+    # the members compared carry the held-out rows' default rate (about 10%): most of the
+    # members' defaults are left out
+    assert audit["members"] < 4000
+
+
+def test_auc_interval_covers_the_true_auc_at_its_confidence():
+    from privacy.audit import auc_interval
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(6)
+    misses = 0
+    for _ in range(200):
+        pos, neg = rng.normal(0.5, 1, 300), rng.normal(0.0, 1, 300)  # true AUC 0.638
+        auc = roc_auc_score(np.r_[np.ones(300), np.zeros(300)], np.r_[pos, neg])
+        low, high = auc_interval(auc, 300, 300, 0.95)
+        misses += not low <= 0.6382 <= high
+    assert misses <= 200 * 0.08

@@ -6,13 +6,11 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from dp_accounting import dp_event
-from dp_accounting.rdp import RdpAccountant
 from sklearn.metrics import roc_auc_score
 
 from credit_data.errors import ConfigError
 from fl_server.rounds import FederationError
-from tests.conftest import run_experiment
+from tests.conftest import independent_epsilon, run_experiment
 
 HORIZONTAL = ["federation=horizontal"]
 SMALL = HORIZONTAL + ["data.n_customers=20000"]
@@ -80,11 +78,9 @@ def test_ledger_epsilon_matches_google_dp_accounting(synthetic):
     assert set(privacy["parties"]) == {f"lender-{k}" for k in range(5)}
     assert privacy["epsilon"] == max(p["epsilon"] for p in privacy["parties"].values())
     for party, p in privacy["parties"].items():
-        accountant = RdpAccountant()
-        event = dp_event.PoissonSampledDpEvent(p["sample_rate"],
-                                               dp_event.GaussianDpEvent(p["noise_multiplier"]))
-        accountant.compose(event, p["steps"])
-        independent = accountant.get_epsilon(p["delta"])
+        # the noisy summary behind the shared schema, then DP-SGD's steps
+        assert len(p["history"]) == 2 and p["history"][0][1:] == [1.0, 1]
+        independent = independent_epsilon(p)
         print(f"{party}: ledger {p['epsilon']:.4f}, dp-accounting {independent:.4f}")
         assert p["epsilon"] == pytest.approx(independent, rel=0.05)
         assert p["delta"] < 1 / synthetic["dpsgd"][1]["dataset"]["parties"][party]["train_rows"]
@@ -168,8 +164,9 @@ def test_robust_strategies_resist_a_sign_flipping_lender_and_fedavg_does_not(att
 
 
 def test_resume_after_round_3_of_6_ends_like_an_uninterrupted_run(tmp_path):
+    # reproducible noise (research switch): the same noise in both runs, so equal models
     common = HORIZONTAL + ["data.n_customers=2500", "federation.rounds=6", "privacy=dpsgd",
-                           "privacy.target_epsilon=3"]
+                           "privacy.target_epsilon=3", "privacy.reproducible_noise=true"]
     whole = run_experiment(common, tmp_path / "whole")
     first = run_experiment(common + ["federation.stop_after=3"], tmp_path / "part")
     assert first["federation"]["completed_rounds"] == 3
@@ -196,14 +193,23 @@ def test_a_client_refuses_rounds_past_its_own_max_epsilon(tmp_path):
     assert r["federation"]["completed_rounds"] == 4
 
 
-def test_central_dp_is_accounted_by_flowers_accountant(tmp_path):
+def test_central_dp_reports_record_and_client_level_epsilon(tmp_path):
     r = run_experiment(SMALL + ["federation.rounds=3", "privacy=central"], tmp_path)
-    server = r["privacy"]["parties"]["server"]
-    assert server["mechanism"] == "central" and server["steps"] == 3
-    accountant = RdpAccountant()
-    accountant.compose(dp_event.GaussianDpEvent(server["noise_multiplier"]), 3)
-    assert server["epsilon"] == pytest.approx(accountant.get_epsilon(server["delta"]), rel=0.05)
-    assert server["epsilon"] <= 3.0 * 1.001
+    client = r["privacy"]["parties"]["server/client"]
+    record = r["privacy"]["parties"]["server/record"]
+    assert client["steps"] == record["steps"] == 3 and client["unit"] == "client"
+    # one record moves its lender's clipped update by up to 2C: half the noise per unit
+    assert record["sensitivity"] == 2 * client["sensitivity"] == 2.0
+    assert record["noise_multiplier"] == pytest.approx(client["noise_multiplier"] / 2)
+    for entry in (client, record):
+        print(entry["unit"], entry["epsilon"], independent_epsilon(entry))
+        assert entry["epsilon"] == pytest.approx(independent_epsilon(entry), rel=0.05)
+    assert client["epsilon"] < record["epsilon"] <= 3.0 * 1.001
+    # delta below 1/n of the records it protects (every lender's training rows)
+    train_rows = sum(p["train_rows"] for p in r["dataset"]["parties"].values())
+    assert record["delta"] < 1 / train_rows
+    # the audit's theoretical epsilon is the record-level one
+    assert r["audit"]["membership"]["theoretical_epsilon"] == pytest.approx(record["epsilon"])
 
 
 @pytest.mark.parametrize(("overrides", "key"), [
@@ -215,3 +221,17 @@ def test_central_dp_is_accounted_by_flowers_accountant(tmp_path):
 def test_bad_federation_settings_name_the_key(overrides, key, tmp_path):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         run_experiment(SMALL + overrides, tmp_path)
+
+
+def test_a_private_run_resumes_with_secret_noise_and_releases_its_summary_once(tmp_path):
+    common = HORIZONTAL + ["data.n_customers=2500", "federation.rounds=4", "privacy=dpsgd",
+                           "privacy.target_epsilon=3"]
+    first = run_experiment(common + ["federation.stop_after=2"], tmp_path / "part")
+    rest = run_experiment(common + [f"resume={tmp_path / 'part'}"], tmp_path / "rest")
+    assert rest["federation"]["completed_rounds"] == 4 and rest["privacy"]["guarantee"]
+    for party, spend in rest["privacy"]["parties"].items():
+        before = first["privacy"]["parties"][party]
+        # the same noisy summary (the schema agreed again), counted once, then DP-SGD's steps
+        assert spend["history"][0] == before["history"][0] and len(spend["history"]) == 2
+        assert spend["steps"] == 2 * before["steps"]
+        assert before["epsilon"] < spend["epsilon"] <= 3.0 * (1 + 1e-9)

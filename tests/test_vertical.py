@@ -10,8 +10,6 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from dp_accounting import dp_event
-from dp_accounting.rdp import RdpAccountant
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from sklearn.metrics import roc_auc_score
 
@@ -22,7 +20,7 @@ from credit_data.vertical import node_rows
 from experiments.config import to_settings
 from experiments.vertical import run_vertical
 from federation.alignment import LenderAlignment, PartyAlignment
-from tests.conftest import compose_config, run_experiment
+from tests.conftest import compose_config, independent_epsilon, run_experiment
 
 VERTICAL = ["federation=vertical", "privacy=off"]
 SMALL = ["data.n_customers=50000"]
@@ -187,15 +185,6 @@ def test_no_routed_payload_holds_a_feature_value_a_label_or_an_id(synthetic):
     assert labels_seen > 0  # embeddings and gradients were checked
 
 
-def _independent_epsilon(spend: dict, sampled: bool) -> float:
-    """Recompute a ledger entry with Google's dp-accounting RDP accountant."""
-    accountant = RdpAccountant()
-    gaussian = dp_event.GaussianDpEvent(spend["noise_multiplier"])
-    event = dp_event.PoissonSampledDpEvent(spend["sample_rate"], gaussian) if sampled else gaussian
-    accountant.compose(event, spend["steps"])
-    return accountant.get_epsilon(spend["delta"])
-
-
 def test_vertical_ledger_has_each_mechanism_recomputable(tmp_path):
     r = run_experiment(["federation=vertical", "data.n_customers=4000", "train.epochs=2",
                         "privacy=label_dp_dpsgd", "privacy.label_epsilon=2",
@@ -211,13 +200,13 @@ def test_vertical_ledger_has_each_mechanism_recomputable(tmp_path):
     for party in ("lender", "bureau", "social"):
         spend = p["parties"][f"{party}/dpsgd"]
         assert spend["steps"] > 0 and 0 < spend["epsilon"] <= 3.0
-        assert spend["epsilon"] == pytest.approx(_independent_epsilon(spend, True), rel=0.05)
+        assert spend["epsilon"] == pytest.approx(independent_epsilon(spend), rel=0.05)
     # embedding noise: a Gaussian per release, no sampling
     for party in ("bureau", "social"):
         spend = p["parties"][f"{party}/embedding_noise"]
         assert spend["sample_rate"] == 1.0 and spend["sensitivity"] == 2.0
         assert 0 < spend["epsilon"] <= 8.0
-        assert spend["epsilon"] == pytest.approx(_independent_epsilon(spend, False), rel=0.05)
+        assert spend["epsilon"] == pytest.approx(independent_epsilon(spend), rel=0.05)
     history = pd.DataFrame(p["history"])
     for _, rows in history.groupby("party"):
         assert np.all(np.diff(rows["epsilon"]) >= 0)
