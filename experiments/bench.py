@@ -390,7 +390,7 @@ def bench_deployment(n: int = 100_000) -> None:
 
 
 def bench_privacy() -> None:
-    """Utility of the default private runs against their non-private twins (100,000 customers).
+    """Compare the default private runs with their non-private twins (100,000 customers).
 
     Vertical: label DP + DP-SGD at epsilon 3 each (the default run) against ``privacy=off``;
     horizontal: DP-SGD at epsilon 3 per lender against no DP. Targets: within 0.03 AUC. Every

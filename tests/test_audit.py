@@ -178,8 +178,9 @@ def test_membership_audit_compares_like_with_like_labels():
 
 
 def test_auc_interval_covers_the_true_auc_at_its_confidence():
-    from privacy.audit import auc_interval
     from sklearn.metrics import roc_auc_score
+
+    from privacy.audit import auc_interval
 
     rng = np.random.default_rng(6)
     misses = 0

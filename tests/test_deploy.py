@@ -171,3 +171,17 @@ def test_supernode_waits_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(supernode.POLL_ENV, "0")
     with pytest.raises(SystemExit, match=supernode.POLL_ENV):
         supernode.poll_interval()
+
+
+def test_deployed_label_flips_are_drawn_once_per_run_and_differ_between_runs(
+        vertical_federation) -> None:
+    digests = []
+    for _ in range(2):
+        results = deploy.run(Path(vertical_federation.directory), ["privacy=label_dp"])
+        log = Path(results["federation"]["node_audit_logs"]["lender"])
+        notes = [json.loads(line).get("node") for line in log.read_text().splitlines()]
+        flips = [n["label_flips_sha256"] for n in notes if n]
+        assert len(flips) >= 4 and len(set(flips)) == 1  # every train.head: the same flips
+        digests.append(flips[0])
+        assert results["privacy"]["guarantee"]
+    assert digests[0] != digests[1]
