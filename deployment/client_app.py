@@ -16,6 +16,9 @@ the coordinator submits; everything about the node itself comes from the node's 
 ``max-epsilon``
     The node's own privacy limit: it refuses any request that would spend past it, whatever the
     run config says (the lower of the two applies).
+``reproducible-noise``
+    ``true`` derives the node's noise from the public seed (research only: no guarantee). The
+    run config cannot ask for it: a node's randomness is secret unless the node says otherwise.
 
 The handlers are the same as in simulation (:mod:`fl_client.client_app`,
 :mod:`fl_client.vertical_app`); only the source of settings and rows differs.
@@ -48,7 +51,7 @@ from fl_client.node_noise import node_noise, private_node_rows
 from fl_client.settings import ClientSettings
 from fl_client.vertical_app import make_vertical_client_app
 from privacy.randomness import NoiseSource
-from privacy.settings import PrivacySettings
+from privacy.settings import PrivacySettings, check_privacy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +64,7 @@ class NodeConfig:
     max_epsilon: float | None = None
     id_column: str | None = None
     categorical: tuple[str, ...] = ()
+    reproducible_noise: bool = False
 
     @classmethod
     def from_context(cls, node_config: dict[str, Any]) -> NodeConfig:
@@ -83,21 +87,31 @@ class NodeConfig:
                    max_epsilon=None if cap is None else float(cap),
                    id_column=str(node_config["id-column"]) if node_config.get("id-column")
                    else None,
-                   categorical=tuple(c.strip() for c in categorical.split(",") if c.strip()))
+                   categorical=tuple(c.strip() for c in categorical.split(",") if c.strip()),
+                   reproducible_noise=node_config.get("reproducible-noise") is True)
 
 
-def node_privacy(privacy: PrivacySettings, own_cap: float | None) -> PrivacySettings:
-    """Apply the node's own limit: the lower of the run's cap and the node's.
+def node_privacy(privacy: PrivacySettings, own_cap: float | None,
+                 reproducible_noise: bool = False) -> PrivacySettings:
+    """Apply what the node decides itself, whatever the run config says.
+
+    Its limit: the lower of the run's cap and the node's. Its randomness: secret unless the
+    node's own config asks for reproducible noise (a coordinator must not be able to switch a
+    node's noise to values derived from the public seed). The run's privacy settings are
+    checked here too, as the runner checks them.
 
     >>> node_privacy(PrivacySettings(max_epsilon=4.0), 2.0).max_epsilon
     2.0
     >>> node_privacy(PrivacySettings(max_epsilon=1.0), 2.0).max_epsilon
     1.0
+    >>> node_privacy(PrivacySettings(reproducible_noise=True), None).reproducible_noise
+    False
     """
-    if own_cap is None:
-        return privacy
-    cap = own_cap if privacy.max_epsilon is None else min(privacy.max_epsilon, own_cap)
-    return dataclasses.replace(privacy, max_epsilon=cap)
+    check_privacy(privacy)
+    cap = privacy.max_epsilon
+    if own_cap is not None:
+        cap = own_cap if privacy.max_epsilon is None else min(privacy.max_epsilon, own_cap)
+    return dataclasses.replace(privacy, max_epsilon=cap, reproducible_noise=reproducible_noise)
 
 
 def _settings(context: Context) -> tuple[RunSettings, NodeConfig, ClientSettings]:
@@ -107,7 +121,8 @@ def _settings(context: Context) -> tuple[RunSettings, NodeConfig, ClientSettings
     client = ClientSettings(
         party=node.party, seed=run.seed, model=run.model, train=run.train,
         federation=run.federation, privacy=node_privacy(run.privacy.for_party(node.party),
-                                                         node.max_epsilon),
+                                                         node.max_epsilon,
+                                                         node.reproducible_noise),
         state_dir=str(node.state_dir / name),  # simulated faults never apply to a real node
         label_leakage_audit=run.audit.enabled and run.audit.label_leakage)
     return run, node, client

@@ -1,16 +1,15 @@
 """The empirical privacy audit of a finished run: results.json's ``audit`` block.
 
-Membership inference on the final model (training rows against validation and test rows),
-with the epsilon lower bound it proves next to the epsilon DP promises for one whole record; in
-vertical mode also the label-leakage attack on the gradients the passive parties received.
+Membership inference on the final model (training rows against test rows; the validation rows
+set the threshold), with the epsilon lower bound it proves next to the epsilon DP promises for
+one whole record; in vertical mode also the label-leakage attack on the gradients the passive
+parties received.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
-
-import numpy as np
 
 from experiments.outcome import RunOutcome
 from privacy.audit import (
@@ -31,12 +30,12 @@ def audit_outcome(outcome: RunOutcome) -> dict[str, Any] | None:
     if not settings.audit.enabled or outcome.labels is None or outcome.scores is None:
         return None
     theory = membership_epsilon(settings.federation.mode.value, outcome.privacy)
-    held_out = [name for name in ("val", "test") if name in outcome.labels]
-    membership = membership_audit(
-        outcome.labels["train"], outcome.scores["train"],
-        np.concatenate([outcome.labels[n] for n in held_out]),
-        np.concatenate([outcome.scores[n] for n in held_out]),
-        delta=theory["delta"], settings=settings.audit, seed=settings.seed)
+    calibration = ((outcome.labels["val"], outcome.scores["val"])
+                   if "val" in outcome.labels else None)
+    membership = membership_audit(outcome.labels["train"], outcome.scores["train"],
+                                  outcome.labels["test"], outcome.scores["test"],
+                                  delta=theory["delta"], settings=settings.audit,
+                                  seed=settings.seed, calibration=calibration)
     unbounded = math.isinf(theory["epsilon"])
     membership |= {"theoretical_epsilon": None if unbounded else theory["epsilon"],
                    "theoretical_delta": theory["delta"], "theory": theory["why"],

@@ -175,7 +175,8 @@ def horizontal_outcome(settings: RunSettings, population: Population, parties: t
     f = settings.federation
     scores = union.scores(outcome.state, outcome.schema)
     labels, ids = union.labels, union.ids
-    metrics = split_metrics(labels, scores)
+    private = outcome.ledger is not None
+    metrics = split_metrics(labels, scores, private)
     metrics["history"] = outcome.history
     metrics["pooled_lender_auc"] = outcome.history[-1]["pooled_auc"]
     lender_table = population.tables["lender"]
@@ -183,9 +184,11 @@ def horizontal_outcome(settings: RunSettings, population: Population, parties: t
         "name": settings.data.name, "source": settings.data.source.value,
         "label": settings.data.label,
         "rows": {name: int(len(labels[name])) for name in SPLITS.values()},
-        "positive_rate": positive_rates(labels),
+        "positive_rate": positive_rates(labels, private),
+        # a lender's default rate covers its training rows: left out (null) under DP
         "parties": {name: {"rows": int(len(r.y)), "train_rows": int((r.split == TRAIN).sum()),
-                           "default_rate": float(r.y.mean()), "used": True}
+                           "default_rate": None if private else float(r.y.mean()),
+                           "used": True}
                     for name, r in rows.items()},
         "columns": list(parties), "source_rows": lender_table.n_rows,
         "oracle_test_auc": oracle_auc(population, settings.data.label, ids["test"],

@@ -55,10 +55,19 @@ def training_parties(settings: RunSettings, population: Population) -> tuple[str
     return tuple(p for p in PARTIES if p in named and p in population.tables)
 
 
-def split_metrics(y: dict[str, np.ndarray], scores: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Compute validation and test metrics, with the train-to-test PSI on the test block."""
-    metrics = {name: score_metrics(y[name], scores[name]) for name in ("val", "test")}
-    metrics["test"]["psi"] = population_stability_index(scores["train"], scores["test"])
+def split_metrics(y: dict[str, np.ndarray], scores: dict[str, np.ndarray],
+                  private: bool = False) -> dict[str, Any]:
+    """Compute validation and test metrics, with the PSI of the test scores on the test block.
+
+    The PSI's reference is the training scores, or under DP the validation scores: the
+    training rows' scores are outside every guarantee, so a private run publishes nothing
+    computed from them (``psi_reference`` says which).
+    """
+    metrics: dict[str, dict[str, Any]] = {name: dict(score_metrics(y[name], scores[name]))
+                                          for name in ("val", "test")}
+    reference = "val" if private else "train"
+    metrics["test"]["psi"] = population_stability_index(scores[reference], scores["test"])
+    metrics["test"]["psi_reference"] = reference
     return metrics
 
 
@@ -71,9 +80,14 @@ def oracle_auc(population: Population, label: str, test_ids: np.ndarray,
     return float(roc_auc_score(test_labels, truth))
 
 
-def positive_rates(y: dict[str, np.ndarray]) -> dict[str, float]:
-    """Default rate per split."""
-    return {name: float(values.mean()) for name, values in y.items()}
+def positive_rates(y: dict[str, np.ndarray], private: bool = False) -> dict[str, float | None]:
+    """Default rate per split; under DP the training split's is left out (null).
+
+    With the number of training rows it would give the exact count of defaults among them,
+    the very count a private run only ever releases noised.
+    """
+    return {name: None if private and name == "train" else float(values.mean())
+            for name, values in y.items()}
 
 
 def predictions_frame(ids: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> pd.DataFrame:

@@ -40,8 +40,10 @@ def render_report(results: dict[str, Any]) -> str:
     lines += _table(["metric", "test", "validation"], metric_rows)
     kept = (f"Best epoch: {m['best_epoch']}." if "best_epoch" in m
             else f"Rounds: {len(m.get('history', []))}.")
-    lines += ["", f"Population stability index, train to test scores: {m['test']['psi']:.4f}. "
-              + kept, "", "![ROC, calibration and learning curve](plots.png)"]
+    reference = {"train": "train", "val": "validation"}[m["test"].get("psi_reference", "train")]
+    lines += ["", f"Population stability index, {reference} to test scores: "
+              f"{m['test']['psi']:.4f}. " + kept, "",
+              "![ROC, calibration and learning curve](plots.png)"]
     if "pooled_lender_auc" in m:
         lines += ["", f"Pooled AUC from the lenders' own score histograms (no row-level label "
                   f"leaves a lender): {m['pooled_lender_auc']:.4f}."]
@@ -88,7 +90,8 @@ def _federation_section(federation: dict[str, Any], parties: dict[str, Any]) -> 
     evaluation = federation.get("lender_evaluation", {})
     lines += [""] + _table(
         ["lender", "applicants", "training rows", "default rate", "own test AUC"],
-        [[p, f"{v['rows']:,}", f"{v['train_rows']:,}", f"{v['default_rate']:.1%}",
+        [[p, f"{v['rows']:,}", f"{v['train_rows']:,}",
+          "-" if v["default_rate"] is None else f"{v['default_rate']:.1%}",
           f"{evaluation[p]['auc']:.4f}" if p in evaluation else "-"]
          for p, v in parties.items()])
     excluded = federation.get("excluded", [])
@@ -161,10 +164,9 @@ def _audit_section(audit: dict[str, Any]) -> list[str]:
     theory = ("unbounded" if m["theoretical_epsilon"] is None
               else f"{m['theoretical_epsilon']:.3f}")
     lines = ["", "## Empirical privacy audit", "",
-             "Membership inference (loss threshold calibrated on half the held-out rows, "
-             f"validation and test, at {m['target_fpr']:.0%} false positives; "
-             f"{m['members']:,} training rows, label-stratified, against the other "
-             f"{m['non_members']:,}):", ""]
+             "Membership inference (loss threshold calibrated on held-out rows the model did "
+             f"not train on at {m['target_fpr']:.0%} false positives; {m['members']:,} "
+             f"training rows, label-stratified, against {m['non_members']:,} test rows):", ""]
     interval = m.get("attack_auc_interval")
     shown = (f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
     lines += _table(["theoretical epsilon", "empirical lower bound", "attack AUC",

@@ -90,7 +90,7 @@ def _check_settings(settings: RunSettings) -> None:
                           "split model (an encoder per party, the head at the lender); use "
                           "model=split_mlp")
     if p.mechanism is PrivacyMechanism.central:
-        raise ConfigError("privacy=central is client-level DP for horizontal federation; in "
+        raise ConfigError("privacy=central is DP by the server for horizontal federation; in "
                           "vertical mode use privacy.mechanism=dpsgd, privacy.label_epsilon or "
                           "privacy.embedding_epsilon")
     if settings.federation.faults:
@@ -199,7 +199,8 @@ def vertical_outcome(settings: RunSettings, population: Population, parties: tup
         if not np.array_equal(rows, np.flatnonzero(split == code)):
             raise RuntimeError(f"the lender's {name} rows differ from the runner's")
         labels[name], scores[name] = y_all[rows], saved[f"{name}_scores"]
-    metrics = split_metrics(labels, scores)
+    private = outcome.ledger is not None
+    metrics = split_metrics(labels, scores, private)
     leakage = _label_leakage(party_dirs, lender.labels[settings.data.label])
     final = outcome.final
     metrics["best_epoch"] = int(final["best_epoch"])
@@ -211,7 +212,7 @@ def vertical_outcome(settings: RunSettings, population: Population, parties: tup
         "name": settings.data.name, "source": settings.data.source.value,
         "label": settings.data.label,
         "rows": {name: int(len(labels[name])) for name in SPLITS.values()},
-        "positive_rate": positive_rates(labels),
+        "positive_rate": positive_rates(labels, private),
         "parties": {p: {"rows": tables[p].n_rows,
                         "applicants_known": (outcome.alignment[p]["intersection"]
                                              if p in outcome.alignment else tables[p].n_rows),

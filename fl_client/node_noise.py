@@ -3,11 +3,13 @@
 The key is drawn from the operating system's cryptographic source the first time the node
 needs it and kept in ``context.state`` (the node's own state, which Flower never sends), so
 every message of a run sees the same key: what a mechanism draws once (label flips, a
-release's noisy embeddings, the noisy summary behind the preprocessing) stays drawn once.
+release's noisy embeddings, the noisy summary behind the preprocessing) stays drawn once. Each
+run uses the key keyed again by its run id (Flower may carry a node's state into a later run).
 """
 
 from __future__ import annotations
 
+import numpy as np
 from flwr.app import ConfigRecord, Context
 
 from credit_data.settings import LABEL_HOLDER, DataSettings
@@ -15,7 +17,8 @@ from credit_data.summary import column_counts, sketch_from_summaries
 from credit_data.tables import PartyTable
 from credit_data.vertical import NodeRows, node_rows, training_rows
 from fl_client.settings import ClientSettings
-from privacy.accounting import default_delta
+from fl_client.vertical_task import flipped_labels
+from privacy.accounting import party_delta
 from privacy.randomness import NoiseSource
 from privacy.settings import PrivacyMechanism, PrivacySettings
 from privacy.summary import noisy_summary, summary_plan
@@ -31,8 +34,9 @@ def node_noise(context: Context, settings: ClientSettings) -> NoiseSource:
     if record is None:
         source = NoiseSource.fresh()
         context.state.config_records[NOISE_STATE] = ConfigRecord({"key": source.key})
-        return source
-    return NoiseSource(bytes(record["key"]), True)  # type: ignore[arg-type]
+    else:
+        source = NoiseSource(bytes(record["key"]), True)  # type: ignore[arg-type]
+    return source.for_run(context.run_id)
 
 
 def summary_target(privacy: PrivacySettings, party: str) -> float | None:
@@ -60,8 +64,10 @@ def private_node_rows(table: PartyTable, data: DataSettings, seed: int,
     frame = table.frame.loc[train]
     labels = None
     if table.labels is not None and privacy.mechanism is PrivacyMechanism.dpsgd:
-        labels = table.labels[data.label].to_numpy()[train]
-    delta = privacy.delta if privacy.delta is not None else default_delta(int(train.sum()))
+        labels = table.labels[data.label].to_numpy(dtype=np.float32)[train]
+        if privacy.label_epsilon is not None:  # count the flipped labels: no label privacy
+            labels = flipped_labels(labels, privacy.label_epsilon, noise)  # spent twice
+    delta = party_delta(privacy.delta, int(train.sum()))
     plan = summary_plan(target, privacy.summary_share, delta)
     counts = column_counts(frame, table.numeric, table.categorical, labels)
     summary = noisy_summary(counts, plan, noise)

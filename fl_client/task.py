@@ -32,7 +32,7 @@ from models.local_training import (
     train_round,
 )
 from models.training import predict_proba
-from privacy.accounting import default_delta, noise_multiplier_after
+from privacy.accounting import noise_multiplier_after, party_delta
 from privacy.ledger import PrivacyLedgerError
 from privacy.randomness import NoiseSource
 from privacy.settings import PrivacyMechanism
@@ -136,7 +136,7 @@ class LenderTask:
         if p.mechanism is PrivacyMechanism.off:
             return None
         n_train = int((self.rows.split == TRAIN).sum())
-        delta = p.delta if p.delta is not None else default_delta(n_train)
+        delta = party_delta(p.delta, n_train)
         return summary_plan(p.target_epsilon, p.summary_share, delta)
 
     def shard(self, schema: Schema) -> Shard:
@@ -170,7 +170,7 @@ class LenderTask:
             return PartyPrivacy.from_json(saved)
         p, f = self.settings.privacy, self.settings.federation
         sample_rate = poisson_sample_rate(n_train, self.settings.train.batch_size)
-        delta = p.delta if p.delta is not None else default_delta(n_train)
+        delta = party_delta(p.delta, n_train)
         steps = f.rounds * f.local_epochs * steps_per_epoch(sample_rate)
         plan = self.summary_plan()
         prior = plan.history if plan is not None else ()
@@ -219,7 +219,8 @@ class LenderTask:
         if dp is not None:
             if noise is None:
                 raise PrivacyLedgerError(f"{s.party}: DP-SGD needs the node's noise source")
-            secret = (noise.torch("sampling", server_round), noise.torch("dpsgd", server_round))
+            secret = (noise.fresh_torch("sampling", server_round),
+                      noise.fresh_torch("dpsgd", server_round))
         result = train_round(model, shard.x[TRAIN], shard.y[TRAIN],
                              epochs=s.federation.local_epochs, batch_size=s.train.batch_size,
                              lr=s.train.lr, weight_decay=s.train.weight_decay,

@@ -37,10 +37,10 @@ from models.split_training import (
 )
 from models.training import predict_proba, start_at_base_rate
 from privacy.accounting import (
-    default_delta,
     epsilon_of,
     flip_probability,
     noise_multiplier_after,
+    party_delta,
 )
 from privacy.audit import leakage_scores
 from privacy.randomness import NoiseSource
@@ -86,6 +86,16 @@ class NodeState:
         return state
 
 
+def flipped_labels(y_train: np.ndarray, label_epsilon: float, noise: NoiseSource) -> np.ndarray:
+    """Return the lender's training labels after randomized response, from its secret key.
+
+    The same flips every time the node needs them (paid once); nobody without the key can
+    rebuild them.
+    """
+    return randomized_response(y_train, flip_probability(label_epsilon),
+                               noise.numpy("label flips"))
+
+
 def release_epochs(epochs: int, releases: int) -> list[int]:
     """Epochs (1-based) at which a party releases fresh noisy embeddings.
 
@@ -124,7 +134,7 @@ class _Node:
 
     def _delta(self, n_train: int) -> float:
         p = self.settings.privacy
-        return p.delta if p.delta is not None else default_delta(n_train)
+        return party_delta(p.delta, n_train)
 
     def _dp_spend(self, state: NodeState, n_train: int,
                   extra_steps: int = 0) -> dict[str, Any]:
@@ -164,8 +174,9 @@ class _Node:
 
     def _generators(self, *purpose: object) -> tuple[torch.Generator, torch.Generator | None]:
         """Batching and noise generators: secret under DP-SGD, public (the seed) without."""
-        if self.dpsgd:
-            return self.noise.torch("sampling", *purpose), self.noise.torch("dpsgd", *purpose)
+        if self.dpsgd:  # drawn anew at every call: a repeated step gets independent noise
+            return (self.noise.fresh_torch("sampling", *purpose),
+                    self.noise.fresh_torch("dpsgd", *purpose))
         return torch.Generator().manual_seed(_chunk_key(self.settings.seed, *purpose)), None
 
     def _guard(self, epsilon: float, what: str, target: float) -> None:
@@ -246,7 +257,7 @@ class PassiveNode(_Node):
 
     def _embedding_delta(self) -> float:
         p = self.settings.privacy
-        return p.delta if p.delta is not None else default_delta(len(self.rows.ids))
+        return party_delta(p.delta, len(self.rows.ids))
 
     def _release(self, state: NodeState, encoder_version: int, positions: np.ndarray,
                  split: int, encoder: PartyEncoder) -> np.ndarray:
@@ -378,29 +389,35 @@ class LenderNode(_Node):
         self.flip = flip_probability(p.label_epsilon) if p.label_epsilon is not None else 0.0
         self.train_rows = np.flatnonzero(rows.split == TRAIN)
         self.y_train = rows.y[self.train_rows]
-        if self.flip > 0:
-            # drawn from the lender's secret key: the same flips for every message of the run
-            # (paid once), and nobody without the key can rebuild them
-            self.y_train = randomized_response(self.y_train, self.flip,
-                                               noise.numpy("label flips"))
+        if p.label_epsilon is not None:
+            self.y_train = flipped_labels(self.y_train, p.label_epsilon, noise)
 
     def flip_digest(self) -> str:
-        """SHA-256 of the flip mask, for the lender's own audit log (never sent)."""
+        """Return a keyed digest of the flip mask, for the lender's own audit log (never sent).
+
+        HMAC under the lender's secret key: equal across messages when the flips are, and no
+        help to anyone who would brute-force candidate labels against it.
+        """
         assert self.rows.y is not None
         mask = np.packbits(self.y_train != self.rows.y[self.train_rows])
-        return hashlib.sha256(mask.tobytes()).hexdigest()
+        return self.noise.commitment(mask.tobytes())
 
     def _base_rate(self) -> float:
         """Where training starts: never from exact labels under a label-protecting mechanism.
 
-        The noisy summary's positive rate under DP-SGD; the flipped labels' rate under label DP
-        alone (covered by its epsilon); the exact rate without DP.
+        The noisy summary's positive rate under DP-SGD (of the flipped labels under label DP);
+        the flipped labels' rate under label DP alone (covered by its epsilon), debiased; the
+        exact rate without DP.
         """
         if self.rows.summary_base_rate is not None:
-            return self.rows.summary_base_rate
-        if self.dpsgd:
+            rate = self.rows.summary_base_rate  # of the flipped labels under label DP
+        elif self.dpsgd:
             return 0.5  # no accounted count: start uninformed
-        return float(self.y_train.mean())
+        else:
+            rate = float(self.y_train.mean())
+        if self.flip > 0:  # randomized response pulls the rate toward 1/2: undo it
+            rate = (rate - self.flip) / (1 - 2 * self.flip)
+        return min(max(rate, 1e-3), 1 - 1e-3)
 
     # alignment ---------------------------------------------------------------------------
     def request(self, state: NodeState) -> tuple[bytes, bytes]:

@@ -160,6 +160,16 @@ def _record_privacy(ledger: PrivacyLedger, server_round: int, usable: list[Messa
             selection_delta=central.selection_delta, unit="record", noise=noise))
 
 
+def _check_central_budget(central: CentralPlan, strategy: Any, s: ServerSettings) -> None:
+    """Refuse, before it is released, an aggregate that would pass the record-level cap."""
+    done = int(strategy.privacy_spent().num_releases)
+    _, after = central.spend(done + 1)
+    if after > s.privacy.cap() * (1 + 1e-9):
+        raise FederationError(f"central DP: aggregate {done + 1} would take the record-level "
+                              f"epsilon to {after:.3f}, past privacy.max_epsilon "
+                              f"{s.privacy.cap():.3f}")
+
+
 def _pool_lender_scores(replies: Iterable[Message], node_party: dict[int, str],
                         prefix: str = "") -> tuple[float, dict[str, dict[str, float]]]:
     """Pool the lenders' score histograms into one AUC; keep each lender's own AUC.
@@ -223,6 +233,12 @@ def run_federation(grid: Grid, s: ServerSettings,
         if ckpt["schema"] != schema.to_json():
             raise FederationError(f"resume={s.resume_dir}: the lenders' data changed since the "
                                   "checkpoint (the shared schema differs)")
+        if central is not None and ckpt.get("central") != central.to_json():
+            raise FederationError(
+                f"resume={s.resume_dir}: central DP's plan changed since the checkpoint "
+                f"({ckpt.get('central')} then, {central.to_json()} now: federation.rounds, the "
+                "budget or the lenders' data differ); the noise of the rounds already run "
+                "would no longer match the ledger")
         arrays = ArrayRecord(ckpt["state"])
         load_strategy_state(strategy, ckpt["strategy"])
         if out.ledger is not None:
@@ -253,6 +269,7 @@ def run_federation(grid: Grid, s: ServerSettings,
                 f"federation.min_clients={f.min_clients}; left out: "
                 + "; ".join(f"{e.party} ({e.reason})" for e in excluded))
         if central is not None:
+            _check_central_budget(central, strategy, s)
             server_noise.seed_numpy_global("central", server_round)
         new_arrays, _ = strategy.aggregate_train(server_round, usable)
         if new_arrays is None:
@@ -281,7 +298,8 @@ def run_federation(grid: Grid, s: ServerSettings,
             "round": server_round, "state": state, "strategy": strategy_state(strategy),
             "ledger": out.ledger.state_dict() if out.ledger is not None else None,
             "history": out.history, "exclusions": [asdict(e) for e in out.exclusions],
-            "schema": schema.to_json(), "settings": repr(s)})
+            "schema": schema.to_json(), "settings": repr(s),
+            "central": central.to_json() if central is not None else None})
         if f.stop_after == server_round:
             out.stopped_after = server_round
             log.warning("stopping after round %d (federation.stop_after)", server_round)

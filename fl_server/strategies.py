@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -24,7 +26,7 @@ from flwr.serverapp.strategy import (
 
 from federation.protocol import WEIGHT
 from federation.settings import FederationSettings, StrategyName
-from privacy.accounting import default_delta, epsilon_of, noise_multiplier_after
+from privacy.accounting import epsilon_of, noise_multiplier_after, party_delta
 from privacy.settings import PrivacyMechanism, PrivacySettings
 
 
@@ -46,6 +48,10 @@ class CentralPlan:
     selection_delta: float
     prior: tuple[tuple[float, float, int], ...]
 
+    def to_json(self) -> str:
+        """Return the plan as the checkpoint keeps it (a resume must find the same plan)."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
     def spend(self, releases: int) -> tuple[float, float]:
         """(client-level, record-level) epsilon after ``releases`` noisy aggregates."""
         if releases == 0:
@@ -60,7 +66,7 @@ def central_plan(privacy: PrivacySettings, rounds: int, sent: list[dict[str, Any
                  ) -> CentralPlan:
     """Plan central DP from the lenders' summaries (sizes and summary noise)."""
     rows = sum(int(m["rows"]) for m in sent)
-    delta = privacy.delta if privacy.delta is not None else default_delta(rows)
+    delta = party_delta(privacy.delta, rows)
     multipliers = [float(m["summary_noise_multiplier"]) for m in sent
                    if m.get("summary_noise_multiplier")]
     prior = ((min(multipliers), 1.0, 1),) if multipliers else ()

@@ -149,25 +149,36 @@ def _train_private(model, xt, yt, epochs, lr, weight_decay, dp: DPRound,
 
 
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
-                 loader: DataLoader, *, noise_multiplier: float, max_grad_norm: float,
-                 sampling: torch.Generator, noise: torch.Generator,
+                 rows: BatchedRows, *, sample_rate: float, steps: int, noise_multiplier: float,
+                 max_grad_norm: float, sampling: torch.Generator, noise: torch.Generator,
                  history: History | None = None) -> tuple[Any, Any, Any, Any, Any]:
     """Opacus' ``make_private`` with the party's secret generators for sampling and noise.
 
     Opacus draws Poisson batches from torch's global generator unless given one (only its
-    ``secure_mode`` does, and that needs torchcsprng); here the loader is made a Poisson
-    ``DPDataLoader`` on ``sampling`` first, and the optimizer draws its noise from ``noise``,
-    four samples summed and halved as ``secure_mode`` does (the floating-point defence). The
-    accountant starts from ``history``. Returns the private model, optimizer, criterion and
-    loader, and the engine whose accountant the optimizer's steps feed.
+    ``secure_mode`` does, and that needs torchcsprng); here the loader samples each of ``steps``
+    batches at ``sample_rate`` from ``sampling`` (Opacus' own ``int(1 / rate)`` would run 92
+    steps at rate 1/93), and the optimizer draws its noise from ``noise``, four samples summed
+    and halved as ``secure_mode`` does (the floating-point defence). The accountant starts
+    from ``history`` and records ``sample_rate`` and the steps that run. Returns the private
+    model, optimizer, criterion and loader, and the engine whose accountant the optimizer's
+    steps feed.
     """
     from opacus import PrivacyEngine  # only DP-SGD needs it (see privacy.accounting)
-    from opacus.data_loader import DPDataLoader
+    from opacus.data_loader import wrap_collate_with_empty
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
+    if abs(sample_rate * steps - 1.0) > 1e-9:
+        raise PrivacyLedgerError(f"{steps} steps at rate {sample_rate}: the accountant would "
+                                 "record another rate than the one sampled")
     engine = PrivacyEngine(accountant=ACCOUNTANT)
     if history:
         engine.accountant.load_state_dict({"history": list(history), "mechanism": ACCOUNTANT})
-    poisson = DPDataLoader.from_data_loader(loader, generator=sampling)
+    first = rows[0] if len(rows) else tuple(t[:1] for t in rows.tensors)
+    poisson = DataLoader(rows, batch_sampler=UniformWithReplacementSampler(
+        num_samples=len(rows), sample_rate=sample_rate, generator=sampling, steps=steps),
+        collate_fn=wrap_collate_with_empty(
+            collate_fn=as_is, sample_empty_shapes=[(0, *x.shape) for x in first],
+            dtypes=[x.dtype for x in first]))
     private, dp_optimizer, dp_criterion, dp_loader = engine.make_private(
         module=model, optimizer=optimizer, data_loader=poisson, criterion=criterion,
         noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, poisson_sampling=False,
@@ -179,16 +190,12 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: 
 
 def _train_private_quietly(model, xt, yt, epochs, lr, weight_decay, dp: DPRound,
                            generator, noise) -> LocalResult:
-    batches = steps_per_epoch(dp.sample_rate)
-    loader = DataLoader(BatchedRows(xt, yt), batch_size=math.ceil(len(xt) / batches),
-                        collate_fn=as_is)
-    if len(loader) != batches:
-        raise PrivacyLedgerError(f"cannot sample at rate {dp.sample_rate} from {len(xt)} rows: "
-                                 f"the loader makes {len(loader)} batches, not {batches}")
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     private_model, optimizer, criterion, loader, engine = make_private(
-        model, optimizer, nn.BCEWithLogitsLoss(), loader, noise_multiplier=dp.noise_multiplier,
-        max_grad_norm=dp.max_grad_norm, sampling=generator, noise=noise, history=dp.history)
+        model, optimizer, nn.BCEWithLogitsLoss(), BatchedRows(xt, yt),
+        sample_rate=dp.sample_rate, steps=steps_per_epoch(dp.sample_rate),
+        noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+        sampling=generator, noise=noise, history=dp.history)
     loss, steps = private_passes(private_model, optimizer, criterion, loader, epochs)
     history = merge_history([tuple(h) for h in engine.accountant.history])  # type: ignore[misc]
     return LocalResult(loss, steps, history, epsilon_of(history, dp.delta))

@@ -21,9 +21,8 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
-from torch.utils.data import DataLoader
 
-from models.local_training import BatchedRows, as_is, make_private, private_passes
+from models.local_training import BatchedRows, make_private, private_passes
 from models.networks import PartyEncoder, SplitHead
 from models.settings import ModelSettings
 from privacy.ledger import PrivacyLedgerError
@@ -152,14 +151,9 @@ def fit_chunk(model: nn.Module, optimizer: torch.optim.Optimizer, x: np.ndarray,
 
 def _fit_chunk_private(model, optimizer, xt, tt, criterion, passes, generator, noise,
                        dp: DPPlan) -> tuple[float, int]:
-    batches = dp.steps_per_pass
-    loader = DataLoader(BatchedRows(xt, tt), batch_size=max(1, math.ceil(len(xt) / batches)),
-                        collate_fn=as_is)
-    if len(loader) != batches:
-        raise PrivacyLedgerError(f"cannot sample at rate {dp.sample_rate} from a chunk of "
-                                 f"{len(xt)} rows: the loader makes {len(loader)} batches")
     private, dp_optimizer, dp_criterion, dp_loader, _ = make_private(
-        model, optimizer, criterion, loader, noise_multiplier=dp.noise_multiplier,
+        model, optimizer, criterion, BatchedRows(xt, tt), sample_rate=dp.sample_rate,
+        steps=dp.steps_per_pass, noise_multiplier=dp.noise_multiplier,
         max_grad_norm=dp.max_grad_norm, sampling=generator, noise=noise)
     return private_passes(private, dp_optimizer, dp_criterion, dp_loader, passes)
 

@@ -29,6 +29,27 @@ def default_delta(n_rows: int) -> float:
     return 0.1 / max(n_rows, 1)
 
 
+def party_delta(delta: float | None, n_rows: int) -> float:
+    """Return the delta a party uses: the configured one or :func:`default_delta`.
+
+    A delta of 1/n or more allows a mechanism that publishes a record outright: a party
+    refuses it, whatever the run asks.
+
+    >>> party_delta(None, 1000)
+    0.0001
+    >>> party_delta(0.01, 1000)
+    Traceback (most recent call last):
+    ...
+    ValueError: privacy.delta=0.01 is not below 1/n for 1,000 training rows (0.001)
+    """
+    if delta is None:
+        return default_delta(n_rows)
+    if not delta < 1 / max(n_rows, 1):
+        raise ValueError(f"privacy.delta={delta:g} is not below 1/n for {n_rows:,} training rows "
+                         f"({1 / max(n_rows, 1):g})")
+    return delta
+
+
 @functools.lru_cache(maxsize=256)
 def noise_multiplier_for(target_epsilon: float, delta: float, sample_rate: float,
                          steps: int) -> float:

@@ -2,10 +2,9 @@
 
 Membership inference (a loss-threshold attack, Yeom et al. 2018): the attacker scores each
 record by the log-likelihood the model gives its true label; members (training rows) tend to
-score higher. The threshold is calibrated on one half of the held-out rows at a fixed
-false-positive rate, and the attack is then measured on fresh rows: training rows against the
-other held-out half. An (epsilon, delta)-DP training bounds every such test by
-``TPR <= exp(epsilon) * FPR + delta`` and ``1 - FPR <= exp(epsilon) * (1 - TPR) + delta``;
+score higher. The threshold is calibrated on the validation rows at a fixed false-positive
+rate, and the attack is then measured on fresh rows: training rows against every test row.
+An (epsilon, delta)-DP training bounds every such test by ``TPR <= exp(epsilon) * FPR + delta`` and ``1 - FPR <= exp(epsilon) * (1 - TPR) + delta``;
 with Clopper-Pearson bounds on the measured rates this gives an epsilon lower bound at the
 stated confidence (Jagielski et al. 2020; Nasr et al. 2021). The train/test assignment is a keyed
 hash of the ID and the public seed: membership is a coin only for an attacker who does not know
@@ -81,6 +80,9 @@ def auc_interval(auc: float, positives: int, negatives: int,
 def _stratified(member_labels: np.ndarray, shares: dict[int, float], total: int,
                 rng: np.random.Generator) -> np.ndarray:
     """Pick up to ``total`` members with the measured non-members' label shares."""
+    shares = {c: v for c, v in shares.items() if (member_labels == c).any()}
+    total_share = sum(shares.values())
+    shares = {c: v / total_share for c, v in shares.items()} if total_share else shares
     by_label = {c: np.flatnonzero(member_labels == c) for c in shares}
     # the largest sample whose label mix matches, within what each class has
     scale = min([total] + [len(by_label[c]) / shares[c] for c in shares if shares[c] > 0])
@@ -90,22 +92,32 @@ def _stratified(member_labels: np.ndarray, shares: dict[int, float], total: int,
 
 def membership_audit(member_labels: np.ndarray, member_scores: np.ndarray,
                      held_out_labels: np.ndarray, held_out_scores: np.ndarray, *,
-                     delta: float, settings: AuditSettings, seed: int) -> dict[str, Any]:
+                     delta: float, settings: AuditSettings, seed: int,
+                     calibration: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Run the loss-threshold attack; return its AUC (with an interval), rates and bound.
 
-    ``member_*``: the training rows (labels and the model's scores); ``held_out_*``: every row
-    the model never trained on (validation and test), half of them to calibrate the threshold,
-    half to measure it. Members are drawn label-stratified, with the measured non-members'
-    default rate: a loss-threshold score differs by label, so a different label mix alone
-    would move the attack's AUC. ``attack_auc_by_label`` gives the AUC within each label.
-    The audit is the attacker's tool, so its sampling follows the public seed.
+    ``member_*``: the training rows (labels and the model's scores); ``held_out_*``: rows the
+    model never saw (the test rows), every one of them measured when ``calibration`` (labels
+    and scores of other rows the model did not train on: the validation rows) sets the
+    threshold, else half of them set it and half are measured. Validation rows chose the epoch,
+    so they calibrate but are never counted as non-members. Members are drawn
+    label-stratified, with the measured non-members' default rate: a loss-threshold score
+    differs by label, so a different label mix alone would move the attack's AUC.
+    ``attack_auc_by_label`` gives the AUC within each label. The audit is the attacker's tool,
+    so its sampling follows the public seed.
     """
     rng = np.random.default_rng(seed)
     if len(held_out_labels) < 20 or len(member_labels) < 10:
         raise ValueError(f"the membership audit needs at least 20 held-out and 10 training "
                          f"rows, got {len(held_out_labels)} and {len(member_labels)}")
-    order = rng.permutation(len(held_out_labels))
-    calibrate, measure = order[: len(order) // 2], order[len(order) // 2:]
+    if calibration is not None and len(calibration[0]) >= 20:
+        held_out_labels = np.r_[held_out_labels, calibration[0]]
+        held_out_scores = np.r_[held_out_scores, calibration[1]]
+        n = len(held_out_labels) - len(calibration[0])
+        measure, calibrate = np.arange(n), np.arange(n, len(held_out_labels))
+    else:
+        order = rng.permutation(len(held_out_labels))
+        calibrate, measure = order[: len(order) // 2], order[len(order) // 2:]
     labels_measured = (held_out_labels[measure] > 0.5).astype(int)
     shares = {c: float((labels_measured == c).mean()) for c in (0, 1)}
     member_classes = (member_labels > 0.5).astype(int)
@@ -193,6 +205,8 @@ def membership_epsilon(mode: str, privacy: dict[str, Any] | None) -> dict[str, A
     if not any(e["mechanism"] == "dpsgd" for e in entries):
         return {"epsilon": math.inf, "delta": 0.0,
                 "why": "without DP-SGD the parties' columns have no record-level protection"}
-    return {"epsilon": float(sum(e["epsilon"] for e in entries)),
-            "delta": float(min(1.0, sum(e["delta"] for e in entries))),
-            "why": "a record touches every party: the sum over parties and mechanisms"}
+    totals = privacy.get("party_totals") or dict(privacy["parties"])
+    return {"epsilon": float(sum(t["epsilon"] for t in totals.values())),
+            "delta": float(min(1.0, sum(t["delta"] for t in totals.values()))),
+            "why": "a record touches every party: the sum over parties of each party's "
+                   "mechanisms composed"}

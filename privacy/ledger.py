@@ -109,6 +109,8 @@ class PrivacyLedger:
             out["by_mechanism"] = {m: max((s.epsilon for s in self.parties.values()
                                            if s.mechanism == m), default=0.0)
                                    for m in self.mechanisms}
+        if "central" not in self.mechanisms and any("/" in p for p in self.parties):
+            out["party_totals"] = party_totals(self.parties)
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -123,3 +125,41 @@ class PrivacyLedger:
         self.parties = {p: PartySpend(**s) for p, s in state["parties"].items()}
         self.history = copy.deepcopy(state["history"])
         self.refusals = copy.deepcopy(state["refusals"])
+
+
+def party_totals(parties: dict[str, PartySpend]) -> dict[str, dict[str, Any]]:
+    """Each party's epsilon for one of its records over all its mechanisms (vertical keys).
+
+    The Gaussian mechanisms of a party (its noisy summary counted once, DP-SGD's steps, its
+    embedding releases) compose in RDP; label DP's pure epsilon adds on top (basic
+    composition). A release from an encoder trained with DP-SGD depends on both, so neither
+    entry alone bounds it.
+    """
+    from privacy.accounting import epsilon_of
+
+    grouped: dict[str, list[PartySpend]] = {}
+    for key, spend in parties.items():
+        grouped.setdefault(key.split("/")[0], []).append(spend)
+    out: dict[str, dict[str, Any]] = {}
+    for party, spends in sorted(grouped.items()):
+        stretches: list[tuple[float, float, int]] = []
+        summary: tuple[float, float, int] | None = None
+        pure, delta, selection = 0.0, 0.0, 0.0
+        for spend in spends:
+            if spend.mechanism == "label_dp":
+                pure += spend.epsilon
+                continue
+            history = [tuple(h) for h in (spend.history or [[spend.noise_multiplier,
+                                                             spend.sample_rate, spend.steps]])]
+            if spend.selection_delta:  # the first stretch is the party's one noisy summary
+                summary, history = history[0], history[1:]  # type: ignore[assignment]
+            stretches += history  # type: ignore[arg-type]
+            selection = max(selection, spend.selection_delta or 0.0)
+            delta = max(delta, spend.delta - (spend.selection_delta or 0.0))
+        if summary is not None:
+            stretches.insert(0, summary)
+        epsilon = (epsilon_of([(float(a), float(b), int(c)) for a, b, c in stretches], delta)
+                   if stretches else 0.0)
+        out[party] = {"epsilon": epsilon + pure, "delta": delta + selection,
+                      "mechanisms": sorted(s.mechanism for s in spends)}
+    return out

@@ -69,6 +69,33 @@ class NoiseSource:
         """``os`` or ``reproducible``, as the ledger and results.json record it."""
         return NOISE_GUARANTEED if self.guaranteed else NOISE_REPRODUCIBLE
 
+    def for_run(self, run: object) -> NoiseSource:
+        """Return the key of one run: the node's key, keyed again by the run's id.
+
+        Flower may carry a node's state from one run to the next; the same noise must never be
+        drawn twice for different data, so every run has a key of its own.
+        """
+        return NoiseSource(self.digest("run", run), self.guaranteed)
+
+    def fresh_torch(self, *purpose: object) -> torch.Generator:
+        """Return a torch generator drawn anew from the OS at every call (DP-SGD's steps).
+
+        A step that is run again (a repeated message) then gets independent noise, never the
+        same noise on other inputs, which would cancel in a difference. With reproducible noise
+        it is :meth:`torch` (derived from the public seed).
+        """
+        if not self.guaranteed:
+            return self.torch(*purpose)
+        return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "big"))
+
+    def commitment(self, data: bytes) -> str:
+        """Return HMAC-SHA256 of ``data`` under the key.
+
+        Comparable across messages, and useless to whoever lacks the key (a brute force over
+        candidate values needs it).
+        """
+        return hmac.new(self.key, data, hashlib.sha256).hexdigest()
+
     def digest(self, *purpose: object) -> bytes:
         """HMAC-SHA256 of the purpose under the key: 32 secret bytes per purpose."""
         message = ":".join(map(str, purpose)).encode()

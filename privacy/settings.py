@@ -96,6 +96,14 @@ def check_privacy(settings: PrivacySettings) -> None:
     if not 0 < settings.summary_share < 1:
         raise ConfigError(f"privacy.summary_share must lie in (0, 1), got "
                           f"{settings.summary_share}")
+    floor = 2 * settings.summary_share * settings.target_epsilon
+    if (settings.embedding_epsilon is not None and settings.mechanism is PrivacyMechanism.dpsgd
+            and settings.embedding_epsilon < floor):
+        raise ConfigError(
+            f"privacy.embedding_epsilon={settings.embedding_epsilon:g} is below "
+            f"{floor:g}: a passive party's noisy summary alone takes privacy.summary_share "
+            f"({settings.summary_share:g}) of privacy.target_epsilon "
+            f"({settings.target_epsilon:g}) before its embedding releases compose after it")
     if (settings.embedding_epsilon is not None and settings.embedding_releases > 1
             and settings.mechanism is not PrivacyMechanism.dpsgd):
         raise ConfigError(

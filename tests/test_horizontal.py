@@ -235,3 +235,17 @@ def test_a_private_run_resumes_with_secret_noise_and_releases_its_summary_once(t
         assert spend["history"][0] == before["history"][0] and len(spend["history"]) == 2
         assert spend["steps"] == 2 * before["steps"]
         assert before["epsilon"] < spend["epsilon"] <= 3.0 * (1 + 1e-9)
+
+
+def test_central_dp_refuses_a_resume_whose_plan_changed(tmp_path):
+    common = TINY + ["privacy=central"]
+    run_experiment(common + ["federation.rounds=3", "federation.stop_after=1"], tmp_path / "a")
+    with pytest.raises(FederationError, match="central DP's plan changed since the checkpoint"):
+        run_experiment(common + ["federation.rounds=5", f"resume={tmp_path / 'a'}"],
+                       tmp_path / "b")
+
+
+def test_central_dp_stops_before_a_release_past_its_cap(tmp_path):
+    with pytest.raises(FederationError, match=r"aggregate 1 would take the record-level epsilon"):
+        run_experiment(TINY + ["privacy=central", "federation.rounds=2",
+                               "privacy.max_epsilon=0.5"], tmp_path)

@@ -82,6 +82,21 @@ def test_a_passive_party_cannot_rebuild_the_lenders_label_flips_from_public_valu
         assert found < 0.4, name
 
 
+def test_the_flip_digest_in_the_lenders_log_needs_the_key_to_check_a_guess():
+    privacy = PrivacySettings(label_epsilon=1.0)
+    rows = _rows("lender", n=200, labels=True)
+    lender = LenderNode(_settings("lender", privacy), rows, ("bureau",), NoiseSource.fresh())
+    mask = np.packbits(lender.y_train != rows.y).tobytes()
+    assert lender.flip_digest() != hashlib.sha256(mask).hexdigest()
+    assert lender.flip_digest() != NoiseSource.fresh().commitment(mask)
+
+
+def test_each_run_of_a_node_draws_with_a_key_of_its_own():
+    key = NoiseSource.fresh()
+    assert key.for_run(1).key != key.for_run(2).key
+    assert key.for_run(1).key == key.for_run(1).key
+
+
 def test_label_flips_are_drawn_once_and_kept_with_the_nodes_key():
     privacy = PrivacySettings(label_epsilon=1.0)
     rows = _rows("lender", n=2000, labels=True)
@@ -158,8 +173,10 @@ def test_a_dpsgd_round_cannot_be_replayed_from_public_values():
                           NoiseSource.reproducible(SEED, "lender-0").torch("dpsgd", 1)))]
     for replay in replays:
         assert (node - replay).abs().max() > 1e-3
-    # the node itself, holding its key, gets the same update again (a re-sent message)
-    assert torch.equal(node, _dp_round((key.torch("sampling", 1), key.torch("dpsgd", 1))))
+    # a step run again draws anew from the OS: never the same noise on other inputs
+    again = _dp_round((key.fresh_torch("sampling", 1), key.fresh_torch("dpsgd", 1)))
+    assert not torch.equal(_dp_round((key.fresh_torch("sampling", 1),
+                                      key.fresh_torch("dpsgd", 1))), again)
 
 
 def test_dpsgd_refuses_to_run_without_secret_generators():
@@ -253,6 +270,10 @@ def test_the_same_private_run_twice_draws_different_noise(twice):
     scores_b = pd.read_csv(b_dir / "predictions.csv")["score"]
     assert not np.allclose(scores_a, scores_b)
     assert a["privacy"]["guarantee"] and a["privacy"]["parties"]["lender/dpsgd"]["noise"] == "os"
+    # nothing computed from the training rows' labels or scores is published under DP
+    assert a["dataset"]["positive_rate"]["train"] is None
+    assert a["metrics"]["test"]["psi_reference"] == "val"
+    assert b["dataset"]["positive_rate"]["test"] is not None
 
 
 def test_the_same_plain_run_twice_is_identical(twice):

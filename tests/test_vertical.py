@@ -213,8 +213,13 @@ def test_vertical_ledger_has_each_mechanism_recomputable(tmp_path):
     # issue 5: against membership of a whole record every party and mechanism adds up, and the
     # empirical lower bound of the membership attack stays below it
     m = r["audit"]["membership"]
-    assert m["theoretical_epsilon"] == pytest.approx(sum(e["epsilon"]
-                                                         for e in p["parties"].values()))
+    totals = p["party_totals"]
+    assert m["theoretical_epsilon"] == pytest.approx(sum(t["epsilon"] for t in totals.values()))
+    # a party's total composes its mechanisms (its summary once): at least each one alone, at
+    # most their sum
+    for party in ("lender", "bureau", "social"):
+        own = [e["epsilon"] for k, e in p["parties"].items() if k.startswith(party + "/")]
+        assert max(own) <= totals[party]["epsilon"] <= sum(own) + 1e-9
     assert m["epsilon_lower_bound"] <= m["theoretical_epsilon"] and m["bound_holds"]
     assert m["attack_auc"] < 0.56
 
@@ -287,10 +292,14 @@ def test_full_size_synthetic_private_vertical_within_003(full_size, tmp_path):
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["model=mlp"], r"model=mlp: vertical federation trains a split model"),
-    (["privacy=central"], r"privacy=central is client-level DP for horizontal"),
+    (["privacy=central"], r"privacy=central is DP by the server for horizontal"),
     (["federation.parties=[lender]"], r"federation\.parties: vertical federation needs"),
     (["privacy.label_epsilon=0"], r"privacy\.label_epsilon must be positive"),
     (["privacy.embedding_releases=0"], r"privacy\.embedding_releases must be at least 1"),
+    (["privacy=embedding_noise", "privacy.embedding_releases=3"],
+     r"privacy\.embedding_releases=3 without DP-SGD: only the first release is bounded"),
+    (["privacy.embedding_epsilon=0.3"], r"privacy\.embedding_epsilon=0\.3 is below 0\.6"),
+    (["privacy.summary_share=1"], r"privacy\.summary_share must lie in \(0, 1\)"),
     (["federation.exchanges_per_epoch=0"], r"federation\.exchanges_per_epoch is out of range"),
 ])
 def test_bad_vertical_settings_name_the_key_before_anything_runs(overrides, message, tmp_path):
