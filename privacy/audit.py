@@ -4,7 +4,8 @@ Membership inference (a loss-threshold attack, Yeom et al. 2018): the attacker s
 record by the log-likelihood the model gives its true label; members (training rows) tend to
 score higher. The threshold is calibrated on the validation rows at a fixed false-positive
 rate, and the attack is then measured on fresh rows: training rows against every test row.
-An (epsilon, delta)-DP training bounds every such test by ``TPR <= exp(epsilon) * FPR + delta`` and ``1 - FPR <= exp(epsilon) * (1 - TPR) + delta``;
+An (epsilon, delta)-DP training bounds every such test by
+``TPR <= exp(epsilon) * FPR + delta`` and ``1 - FPR <= exp(epsilon) * (1 - TPR) + delta``;
 with Clopper-Pearson bounds on the measured rates this gives an epsilon lower bound at the
 stated confidence (Jagielski et al. 2020; Nasr et al. 2021). The train/test assignment is a keyed
 hash of the ID and the public seed: membership is a coin only for an attacker who does not know
