@@ -220,6 +220,12 @@ def test_vertical_ledger_has_each_mechanism_recomputable(tmp_path):
     for party in ("lender", "bureau", "social"):
         own = [e["epsilon"] for k, e in p["parties"].items() if k.startswith(party + "/")]
         assert max(own) <= totals[party]["epsilon"] <= sum(own) + 1e-9
+    # a passive party's total recomputed: its summary once, DP-SGD's steps, its releases
+    dpsgd, noise = p["parties"]["bureau/dpsgd"], p["parties"]["bureau/embedding_noise"]
+    assert dpsgd["history"][0] == noise["history"][0]  # the one noisy summary
+    combined = {"history": dpsgd["history"] + noise["history"][1:], "delta": dpsgd["delta"],
+                "selection_delta": dpsgd["selection_delta"]}
+    assert totals["bureau"]["epsilon"] == pytest.approx(independent_epsilon(combined), rel=0.05)
     assert m["epsilon_lower_bound"] <= m["theoretical_epsilon"] and m["bound_holds"]
     assert m["attack_auc"] < 0.56
 
