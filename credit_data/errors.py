@@ -16,3 +16,31 @@ class ConfigError(CreditFLError):
 
 class DataError(CreditFLError):
     """A data file or table is malformed; the message names the file and the column."""
+
+
+class FederationError(CreditFLError):
+    """The federation cannot go on (too few usable clients, nodes that never connected)."""
+
+
+class DeployError(CreditFLError):
+    """The local federation could not be started, run or collected."""
+
+
+class CompareError(CreditFLError):
+    """Nothing to compare, or a file that is not a run's results."""
+
+
+class BudgetRefusal(RuntimeError):
+    """A party refuses a request that would spend past its own ``max_epsilon`` (or its delta).
+
+    The party says so in its reply, its audit log and the run's error; the run goes on
+    without it where the mode allows.
+    """
+
+
+class PrivacyLedgerError(RuntimeError):
+    """The privacy ledger was asked to record something inconsistent: always raised."""
+
+
+class AlignmentError(RuntimeError):
+    """The two ends of an alignment disagree, or a sealed message does not open."""

@@ -44,11 +44,11 @@ from credit_data.settings import LABEL_HOLDER, PartySource
 from credit_data.split import assign_split
 from credit_data.vertical import NodeRows
 from deployment.run_config import COLUMNS, RUN_NAME, RUN_SETTINGS, run_settings
-from experiments.settings import RunSettings
+from federation.run_settings import RunSettings
 from federation.settings import Mode
 from fl_client.client_app import make_client_app
 from fl_client.node_noise import node_noise, private_node_rows
-from fl_client.settings import ClientSettings
+from fl_client.settings import ClientSettings, client_settings
 from fl_client.vertical_app import make_vertical_client_app
 from privacy.randomness import NoiseSource
 from privacy.settings import PrivacySettings, check_privacy
@@ -118,13 +118,10 @@ def _settings(context: Context) -> tuple[RunSettings, NodeConfig, ClientSettings
     run = run_settings(str(context.run_config[RUN_SETTINGS]))
     node = NodeConfig.from_context(dict(context.node_config))
     name = str(context.run_config[RUN_NAME])
-    client = ClientSettings(
-        party=node.party, seed=run.seed, model=run.model, train=run.train,
-        federation=run.federation, privacy=node_privacy(run.privacy.for_party(node.party),
-                                                         node.max_epsilon,
-                                                         node.reproducible_noise),
-        state_dir=str(node.state_dir / name),  # simulated faults never apply to a real node
-        label_leakage_audit=run.audit.enabled and run.audit.label_leakage)
+    # a real node never runs the label-leakage attack (a research tool of the simulation) and
+    # never misbehaves on purpose, whatever the run config asks
+    client = client_settings(run, node.party, str(node.state_dir / name), privacy=node_privacy(
+        run.privacy.for_party(node.party), node.max_epsilon, node.reproducible_noise))
     return run, node, client
 
 

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 from credit_data.errors import ConfigError
-from experiments.config import settings_from_container
-from experiments.settings import RunSettings
+from federation.run_settings import RunSettings, settings_from_container
 
 RUN_SETTINGS = "run-settings"
 """The resolved run config (as ``experiments.run`` composes it), as JSON."""

@@ -20,13 +20,12 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.superlink.grid import http_grid
 
 from deployment.run_config import COLUMNS, OUTCOME, RUN_DIR, RUN_SETTINGS, run_settings
-from experiments.horizontal import coordinator_settings as horizontal_settings
-from experiments.results import write_atomic
-from experiments.vertical import coordinator_settings as vertical_settings
 from federation.flower_tuning import quick_object_pulls
 from federation.settings import Mode
+from federation.storage import write_atomic
 from fl_server.rounds import run_federation
 from fl_server.server_app import audited
+from fl_server.settings import horizontal_server_settings, vertical_server_settings
 from fl_server.vertical_rounds import run_vertical_federation
 
 
@@ -47,13 +46,13 @@ def main(grid: Grid, context: Context) -> None:
     try:
         if run.federation.mode is Mode.vertical:
             parties = tuple(run.federation.parties)
-            server = vertical_settings(run, parties, run_dir)
+            server = vertical_server_settings(run, parties, run_dir)
             outcome: Any = run_vertical_federation(audited(grid, server), server)
         else:
             columns = json.loads(str(context.run_config[COLUMNS]))
-            server = horizontal_settings(run, run.partition.n_lenders,
-                                         tuple(columns["numeric"]),
-                                         tuple(columns["categorical"]), run_dir)
+            server = horizontal_server_settings(run, run.partition.n_lenders,
+                                                tuple(columns["numeric"]),
+                                                tuple(columns["categorical"]), run_dir)
             outcome = run_federation(audited(grid, server), server)
     except BaseException as exc:
         save_outcome(run_dir, {"error": exc})

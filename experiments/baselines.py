@@ -21,7 +21,7 @@ from experiments.outcome import (
     split_metrics,
     training_parties,
 )
-from experiments.settings import RunSettings
+from federation.run_settings import RunSettings
 from models.factory import build_model
 from models.training import fit, predict_proba, seed_everything
 

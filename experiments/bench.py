@@ -29,8 +29,8 @@ from credit_data.synthetic import generate
 from experiments.baselines import run_baseline
 from experiments.horizontal import run_horizontal
 from experiments.outcome import RunOutcome
-from experiments.settings import RunSettings
 from experiments.vertical import run_vertical
+from federation.run_settings import RunSettings
 from federation.settings import FederationSettings, Mode
 from models.factory import build_model
 from models.settings import ModelKind, ModelSettings, TrainSettings

@@ -26,12 +26,14 @@ from typing import Any
 
 import matplotlib
 
+from credit_data.errors import CompareError
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from experiments.results import write_atomic  # noqa: E402
+from federation.storage import atomic_path, write_atomic  # noqa: E402
 
 METRICS = ("auc", "ks", "brier")
 MECHANISM_NAMES = {"dpsgd": "DP-SGD", "central": "central DP", "label_dp": "label DP",
@@ -39,9 +41,6 @@ MECHANISM_NAMES = {"dpsgd": "DP-SGD", "central": "central DP", "label_dp": "labe
 REFERENCE_NAMES = {"centralized": "centralized", "lender_only": "lender only",
                    "non_private": "non-private"}
 
-
-class CompareError(ValueError):
-    """Nothing to compare, or a file that is not a run's results."""
 
 
 def series_of(results: dict[str, Any]) -> str | None:
@@ -256,10 +255,11 @@ def plot(summary: pd.DataFrame, refs: dict[str, tuple[float, float]],
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def compare(dirs: list[Path], out: Path | None = None) -> dict[str, Path]:

@@ -1,7 +1,7 @@
 """Hydra's schema, derived from the frozen settings dataclasses, and the way back to them.
 
 Hydra cannot override fields of frozen dataclasses, so the schema registered here is a mutable
-twin of :class:`~experiments.settings.RunSettings` (tuples become lists, ``X | None`` becomes
+twin of :class:`~federation.run_settings.RunSettings` (tuples become lists, ``X | None`` becomes
 ``Optional[X]``). The composed config is type-checked by OmegaConf against the twin, then turned
 into the frozen settings by :func:`to_settings`.
 """
@@ -12,14 +12,13 @@ import dataclasses
 import functools
 import types
 import typing
-from enum import Enum
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from credit_data.errors import ConfigError
-from experiments.settings import RunSettings
+from federation.run_settings import RunSettings, build_settings
 
 SCHEMA_NAME = "run_schema"
 
@@ -57,26 +56,6 @@ def mutable_twin(cls: type) -> type:
     return dataclasses.make_dataclass(cls.__name__, specs)
 
 
-def _build(tp: Any, value: Any, key: str) -> Any:
-    origin, args = get_origin(tp), get_args(tp)
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        hints = get_type_hints(tp)
-        kwargs = {f.name: _build(hints[f.name], value[f.name], f"{key}.{f.name}".lstrip("."))
-                  for f in dataclasses.fields(tp) if f.name in value}
-        return typing.cast(Any, tp)(**kwargs)
-    if value is None:
-        return None
-    if origin is tuple:
-        return tuple(_build(args[0], v, key) for v in value)
-    if origin is dict:
-        return {k: _build(args[1], v, f"{key}.{k}") for k, v in value.items()}
-    if origin in (Union, types.UnionType):
-        return _build(next(a for a in args if a is not type(None)), value, key)
-    if isinstance(tp, type) and issubclass(tp, Enum):
-        return value if isinstance(value, tp) else tp(value)
-    return value
-
-
 def to_settings(cfg: DictConfig) -> RunSettings:
     """Turn a composed Hydra config into frozen :class:`RunSettings`.
 
@@ -90,13 +69,8 @@ def to_settings(cfg: DictConfig) -> RunSettings:
                                            enum_to_str=False)
     except Exception as exc:  # omegaconf raises several types, each naming the key
         raise ConfigError(f"config: {exc}".replace("\n", " ")) from exc
-    settings = _build(RunSettings, container, "")
+    settings = build_settings(RunSettings, container, "")
     return typing.cast(RunSettings, settings)
-
-
-def settings_from_container(container: dict[str, Any]) -> RunSettings:
-    """Rebuild :class:`RunSettings` from a resolved config as plain data (e.g. from JSON)."""
-    return typing.cast(RunSettings, _build(RunSettings, container, ""))
 
 
 def register() -> None:

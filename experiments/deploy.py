@@ -44,7 +44,7 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from credit_data.errors import ConfigError, CreditFLError
+from credit_data.errors import ConfigError, CreditFLError, DeployError
 from credit_data.horizontal import LenderRows
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER
@@ -55,21 +55,19 @@ from experiments.config import register, to_settings
 from experiments.horizontal import UnionOfLenders, horizontal_outcome, lender_rows
 from experiments.outcome import RunOutcome, training_parties
 from experiments.report import render_report
-from experiments.results import write_atomic, write_run
-from experiments.settings import RunSettings
+from experiments.results import write_run
 from experiments.vertical import vertical_outcome
 from federation.credentials import make_node_key, make_server_credentials
 from federation.flower_tuning import QUIET
+from federation.run_settings import RunSettings
 from federation.settings import Mode
+from federation.storage import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "deployment" / "flower_app"
 STATE = "federation.json"
 CONNECTION = "local"
 
-
-class DeployError(CreditFLError):
-    """The local federation could not be started, run or collected."""
 
 
 @dataclass

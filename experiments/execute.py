@@ -22,9 +22,10 @@ from experiments.baselines import run_baseline
 from experiments.config import to_settings
 from experiments.horizontal import run_horizontal
 from experiments.references import references_for
-from experiments.results import write_atomic, write_run
+from experiments.results import write_run
 from experiments.vertical import run_vertical
 from federation.settings import Mode
+from federation.storage import write_atomic
 from privacy.settings import PrivacyMechanism, check_audit
 
 log = logging.getLogger("credit_fl")

@@ -34,15 +34,15 @@ from experiments.outcome import (
     split_metrics,
     training_parties,
 )
-from experiments.settings import RunSettings
 from experiments.simulation import SimulationEngine, simulation_engine
 from federation.model import shared_model
+from federation.run_settings import RunSettings
 from federation.settings import StrategyName, check_federation
 from fl_client.client_app import make_client_app
-from fl_client.settings import ClientSettings
+from fl_client.settings import ClientSettings, client_settings
 from fl_server.rounds import FederationOutcome
 from fl_server.server_app import make_server_app
-from fl_server.settings import ServerSettings
+from fl_server.settings import horizontal_server_settings
 from models.training import predict_proba
 from privacy.settings import PrivacyMechanism, check_privacy
 
@@ -95,22 +95,10 @@ class UnionOfLenders:
 
 def lender_settings(settings: RunSettings, names: tuple[str, ...], state_dir: Path
                     ) -> dict[str, ClientSettings]:
-    """Each lender's node settings (a deployed node adds its own data path and limits)."""
+    """Each lender's node settings (simulated faults included, for tests)."""
     f = settings.federation
-    return {name: ClientSettings(party=name, seed=settings.seed, model=settings.model,
-                                 train=settings.train, federation=f,
-                                 privacy=settings.privacy.for_party(name),
-                                 state_dir=str(state_dir), fault=f.faults.get(name))
+    return {name: client_settings(settings, name, str(state_dir), fault=f.faults.get(name))
             for name in names}
-
-
-def coordinator_settings(settings: RunSettings, n_lenders: int, numeric: tuple[str, ...],
-                         categorical: tuple[str, ...], run_dir: Path) -> ServerSettings:
-    """Build the server's settings: the run's, and the columns the lenders agreed on."""
-    return ServerSettings(seed=settings.seed, model=settings.model,
-                          federation=settings.federation, privacy=settings.privacy,
-                          n_clients=n_lenders, numeric=numeric, categorical=categorical,
-                          run_dir=str(run_dir), resume_dir=settings.resume)
 
 
 def lender_rows(settings: RunSettings
@@ -143,8 +131,8 @@ def _run_horizontal(settings: RunSettings, run_dir: Path, names: tuple[str, ...]
             shutil.copytree(old / "parties", state_dir, dirs_exist_ok=True)
     clients = lender_settings(settings, names, state_dir)
     any_rows = next(iter(rows.values()))
-    server = coordinator_settings(settings, len(names), any_rows.numeric, any_rows.categorical,
-                                  run_dir)
+    server = horizontal_server_settings(settings, len(names), any_rows.numeric,
+                                        any_rows.categorical, run_dir)
     union = UnionOfLenders(rows, settings)
 
     def evaluate_global(state: dict[str, torch.Tensor], schema: Schema) -> dict[str, float]:

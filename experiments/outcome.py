@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from credit_data.errors import ConfigError
 from credit_data.settings import LABEL_HOLDER, PARTIES
 from credit_data.tables import Population
-from experiments.settings import RunSettings
+from federation.run_settings import RunSettings
 from federation.settings import Mode
 from models.metrics import population_stability_index, score_metrics
 

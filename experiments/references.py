@@ -21,10 +21,10 @@ from experiments.audit import audit_outcome
 from experiments.baselines import run_baseline
 from experiments.horizontal import run_horizontal
 from experiments.outcome import RunOutcome
-from experiments.results import write_atomic
-from experiments.settings import RunSettings
 from experiments.vertical import run_vertical
+from federation.run_settings import RunSettings
 from federation.settings import Mode
+from federation.storage import write_atomic
 from models.settings import ModelSettings
 from privacy.settings import PrivacySettings
 

@@ -7,9 +7,7 @@ directory never holds a half-written file; a run that fails before this point wr
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from experiments.outcome import RunOutcome
 from experiments.plots import write_plots
 from experiments.report import render_report
 from federation.settings import MODE_ROLES
+from federation.storage import write_atomic
 
 SCHEMA_VERSION = 1
 
@@ -58,21 +57,6 @@ def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any],
     if references is not None:
         results["references"] = references
     return results
-
-
-def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write ``text`` to a temporary name beside ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    data = text.encode("utf-8") if isinstance(text, str) else text
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_run(run_dir: Path, outcome: RunOutcome, wall_s: float, config: dict[str, Any],

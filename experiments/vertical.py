@@ -32,14 +32,14 @@ from experiments.outcome import (
     split_metrics,
     training_parties,
 )
-from experiments.settings import RunSettings
 from experiments.simulation import once_per_worker, simulation_engine
+from federation.run_settings import RunSettings
 from federation.settings import check_federation
 from fl_client.node_noise import node_noise, private_node_rows
-from fl_client.settings import ClientSettings
+from fl_client.settings import ClientSettings, client_settings
 from fl_client.vertical_app import make_vertical_client_app
 from fl_server.server_app import make_vertical_server_app
-from fl_server.settings import ServerSettings
+from fl_server.settings import vertical_server_settings
 from fl_server.vertical_rounds import Recorder, VerticalOutcome
 from models.settings import ModelKind
 from models.split_training import LenderModel
@@ -126,23 +126,10 @@ def _label_leakage(party_dirs: dict[str, Path], labels: pd.Series
 
 def party_settings(settings: RunSettings, parties: tuple[str, ...], state_dir: Path
                    ) -> dict[str, ClientSettings]:
-    """Each party's node settings (a deployed node adds its own data path and limits)."""
+    """Each party's node settings; simulated nodes may run the label-leakage research attack."""
     audit = settings.audit.enabled and settings.audit.label_leakage
-    return {p: ClientSettings(party=p, seed=settings.seed, model=settings.model,
-                              train=settings.train, federation=settings.federation,
-                              privacy=settings.privacy.for_party(p), state_dir=str(state_dir),
-                              label_leakage_audit=audit)
+    return {p: client_settings(settings, p, str(state_dir), label_leakage_audit=audit)
             for p in parties}
-
-
-def coordinator_settings(settings: RunSettings, parties: tuple[str, ...], run_dir: Path
-                         ) -> ServerSettings:
-    """Build the server's settings: it only routes, so it needs no columns."""
-    return ServerSettings(seed=settings.seed, model=settings.model,
-                          federation=settings.federation, privacy=settings.privacy,
-                          n_clients=len(parties), numeric=(), categorical=(),
-                          run_dir=str(run_dir), parties=parties,
-                          train_epochs=settings.train.epochs)
 
 
 def _population(settings: RunSettings) -> tuple[Population, tuple[str, ...]]:
@@ -163,7 +150,7 @@ def run_vertical(settings: RunSettings, run_dir: Path,
 
         state_dir = run_dir / "parties"
         clients = party_settings(settings, parties, state_dir)
-        server = coordinator_settings(settings, parties, run_dir)
+        server = vertical_server_settings(settings, parties, run_dir)
         outcome = VerticalOutcome()
         train_start = time.perf_counter()
         engine.run(make_vertical_server_app(server, outcome, recorder),

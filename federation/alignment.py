@@ -42,14 +42,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from credit_data.errors import AlignmentError
+
 FALSE_POSITIVE_RATE = 1e-12
 """Chance that the compressed set reports an ID the party does not hold (per lookup)."""
 
 _NONCE = 12
 
-
-class AlignmentError(RuntimeError):
-    """The two ends of an alignment disagree, or a sealed message does not open."""
 
 
 def _shared_key(own: X25519PrivateKey, peer: bytes, party: str) -> bytes:

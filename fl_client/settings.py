@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from federation.run_settings import RunSettings
 from federation.settings import Fault, FederationSettings
 from models.settings import ModelSettings, TrainSettings
 from privacy.settings import PrivacySettings
@@ -26,3 +27,19 @@ class ClientSettings:
     state_dir: str | None = None
     fault: Fault | None = None
     label_leakage_audit: bool = False
+
+
+def client_settings(run: RunSettings, party: str, state_dir: str | None, *,
+                    privacy: PrivacySettings | None = None, fault: Fault | None = None,
+                    label_leakage_audit: bool = False) -> ClientSettings:
+    """Build one party's node settings from the run's; the same in simulation and deployment.
+
+    ``privacy`` overrides the run's (a deployed node applies its own limits); ``fault`` and
+    ``label_leakage_audit`` exist in simulation only: a deployed node never misbehaves on
+    purpose and never runs the research attack on the gradients it receives.
+    """
+    return ClientSettings(party=party, seed=run.seed, model=run.model, train=run.train,
+                          federation=run.federation,
+                          privacy=privacy if privacy is not None else run.privacy.for_party(party),
+                          state_dir=state_dir, fault=fault,
+                          label_leakage_audit=label_leakage_audit)

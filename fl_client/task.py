@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from credit_data.errors import BudgetRefusal
 from credit_data.federated_scaling import Schema, encode, local_moments
 from credit_data.horizontal import LenderRows
 from credit_data.split import TEST, TRAIN, VAL
@@ -23,6 +24,7 @@ from credit_data.summary import column_counts
 from federation.model import shared_model
 from federation.protocol import auc_of_scores, score_histogram
 from federation.settings import Fault, StrategyName
+from federation.storage import write_atomic
 from fl_client.settings import ClientSettings
 from models.local_training import (
     DPRound,
@@ -41,9 +43,6 @@ from privacy.summary import SummaryPlan, noisy_summary, summary_plan
 SIGNFLIP_SCALE = 50.0
 """How much a ``signflip`` client scales its reversed update (a model-poisoning attack)."""
 
-
-class BudgetRefusal(Exception):
-    """The party will not train: the round would spend past its own ``max_epsilon``."""
 
 
 @dataclass
@@ -121,10 +120,7 @@ class LenderTask:
         out.update({"summary": True, "summary_noise_multiplier": plan.noise_multiplier,
                     "selection_delta": plan.selection_delta})
         if kept is not None:
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            tmp = kept.with_suffix(".tmp")
-            tmp.write_text(json.dumps(out))
-            tmp.replace(kept)
+            write_atomic(kept, json.dumps(out))
         return out
 
     def summary_plan(self) -> SummaryPlan | None:
@@ -182,10 +178,7 @@ class LenderTask:
     def save_privacy(self, state: PartyPrivacy) -> None:
         """Persist the accountant state where the party keeps it."""
         if (path := self._state_file()) is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(state.to_json())
-            tmp.replace(path)
+            write_atomic(path, state.to_json())
 
     # training -----------------------------------------------------------------------------
     def train(self, schema: Schema, state: dict[str, torch.Tensor], server_round: int,

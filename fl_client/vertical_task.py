@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from credit_data.errors import BudgetRefusal
 from credit_data.split import TEST, TRAIN, VAL
 from credit_data.vertical import NodeRows, assign_chunk
 from federation.alignment import LenderAlignment, PartyAlignment
@@ -48,9 +49,6 @@ from privacy.settings import PrivacyMechanism
 
 SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
 
-
-class BudgetRefusal(RuntimeError):
-    """The node refuses a request that would spend past its own ``max_epsilon``."""
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from credit_data.errors import CreditFLError
+from credit_data.errors import FederationError
 from credit_data.federated_scaling import Schema, merge_moments
 from credit_data.summary import sketch_from_summaries
 from federation.model import shared_model
@@ -56,9 +56,6 @@ log = logging.getLogger("credit_fl")
 
 GlobalEvaluation = Callable[[dict[str, torch.Tensor], Schema], dict[str, float]]
 
-
-class FederationError(CreditFLError):
-    """The federation cannot go on (too few usable clients, nodes that never connected)."""
 
 
 @dataclass

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from federation.run_settings import RunSettings
 from federation.settings import FederationSettings
 from models.settings import ModelSettings
 from privacy.settings import PrivacySettings
@@ -29,3 +31,23 @@ class ServerSettings:
     resume_dir: str | None = None
     parties: tuple[str, ...] = ()
     train_epochs: int = 0
+
+
+def horizontal_server_settings(run: RunSettings, n_lenders: int, numeric: tuple[str, ...],
+                               categorical: tuple[str, ...], run_dir: Path) -> ServerSettings:
+    """Build the horizontal server's settings: the run's, and the columns the lenders agreed on.
+
+    The same in simulation and in deployment.
+    """
+    return ServerSettings(seed=run.seed, model=run.model, federation=run.federation,
+                          privacy=run.privacy, n_clients=n_lenders, numeric=numeric,
+                          categorical=categorical, run_dir=str(run_dir), resume_dir=run.resume)
+
+
+def vertical_server_settings(run: RunSettings, parties: tuple[str, ...], run_dir: Path
+                             ) -> ServerSettings:
+    """Build the vertical server's settings: it only routes, so it needs no columns."""
+    return ServerSettings(seed=run.seed, model=run.model, federation=run.federation,
+                          privacy=run.privacy, n_clients=len(parties), numeric=(),
+                          categorical=(), run_dir=str(run_dir), parties=parties,
+                          train_epochs=run.train.epochs)

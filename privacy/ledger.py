@@ -10,9 +10,7 @@ import copy
 from dataclasses import asdict, dataclass
 from typing import Any
 
-
-class PrivacyLedgerError(RuntimeError):
-    """The ledger was asked to record something inconsistent."""
+from credit_data.errors import PrivacyLedgerError
 
 
 @dataclass(frozen=True)

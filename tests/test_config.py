@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException
 from credit_data.errors import ConfigError
 from credit_data.settings import Source
 from experiments.config import to_settings
-from experiments.settings import RunSettings
+from federation.run_settings import RunSettings
 from federation.settings import Mode
 from models.settings import ModelKind
 from privacy.settings import PrivacyMechanism

@@ -77,6 +77,10 @@ def test_vertical_deployment_matches_simulation(vertical_federation, tmp_path: P
     assert abs(results["metrics"]["test"]["auc"] - simulated.metrics["test"]["auc"]) <= 0.005
     assert results["metrics"]["test"]["auc"] > 0.55  # learned something (1,000 customers)
     _check_audit_logs(results)
+    # research attacks stay in research: no deployed node ran the label-leakage attack
+    nodes = Path(vertical_federation.directory) / "nodes"
+    assert not list(nodes.rglob("label_leakage.npz"))
+    assert results.get("audit") is None or "label_leakage" not in results["audit"]
 
 
 def test_node_refuses_a_run_past_its_own_max_epsilon(vertical_federation) -> None:

@@ -1,0 +1,67 @@
+"""The root settings object of a run, and how it is rebuilt from plain data.
+
+Every side needs it (the runner, the deployed ServerApp and ClientApp, a partner's node), so it
+lives here, below all of them; Hydra's schema for it is built in :mod:`experiments.config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from credit_data.settings import DataSettings, PartitionSettings
+from federation.settings import FederationSettings
+from models.settings import ModelSettings, TrainSettings
+from privacy.settings import AuditSettings, PrivacySettings
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a run depends on; built once, from the Hydra config.
+
+    ``references``: also train the centralized, lender-only and non-private references on the
+    same rows and seed (cached per sweep), for the privacy-utility comparison.
+    """
+
+    seed: int = 0
+    verbose: bool = True
+    data: DataSettings = field(default_factory=DataSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    federation: FederationSettings = field(default_factory=FederationSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    partition: PartitionSettings = field(default_factory=PartitionSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    references: bool = False
+    resume: str | None = None
+
+
+def build_settings(tp: Any, value: Any, key: str) -> Any:
+    """Build a settings dataclass (or any field of one) from plain data, recursively."""
+    origin, args = get_origin(tp), get_args(tp)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = get_type_hints(tp)
+        kwargs = {f.name: build_settings(hints[f.name], value[f.name],
+                                         f"{key}.{f.name}".lstrip("."))
+                  for f in dataclasses.fields(tp) if f.name in value}
+        return typing.cast(Any, tp)(**kwargs)
+    if value is None:
+        return None
+    if origin is tuple:
+        return tuple(build_settings(args[0], v, key) for v in value)
+    if origin is dict:
+        return {k: build_settings(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if origin in (Union, types.UnionType):
+        return build_settings(next(a for a in args if a is not type(None)), value, key)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return value if isinstance(value, tp) else tp(value)
+    return value
+
+
+def settings_from_container(container: dict[str, Any]) -> RunSettings:
+    """Rebuild :class:`RunSettings` from a resolved config as plain data (e.g. from JSON)."""
+    return typing.cast(RunSettings, build_settings(RunSettings, container, ""))
