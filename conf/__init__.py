@@ -1,0 +1,1 @@
+"""The Hydra config groups, packaged so that an installed credit-fl finds them."""

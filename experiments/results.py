@@ -15,10 +15,9 @@ from typing import Any
 from experiments.outcome import RunOutcome
 from experiments.plots import write_plots
 from experiments.report import render_report
+from experiments.results_schema import SCHEMA_VERSION, check_results
 from federation.settings import MODE_ROLES
 from federation.storage import write_atomic
-
-SCHEMA_VERSION = 1
 
 
 def _versions() -> dict[str, str]:
@@ -34,7 +33,7 @@ def _versions() -> dict[str, str]:
 def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any],
                   audit: dict[str, Any] | None = None,
                   references: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Assemble the results.json document (schema in the README)."""
+    """Assemble the results.json document (:mod:`experiments.results_schema`)."""
     s = outcome.settings
     results = {
         "schema_version": SCHEMA_VERSION,
@@ -56,6 +55,9 @@ def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any],
         results["federation"] = outcome.federation
     if references is not None:
         results["references"] = references
+    problems = check_results(json.loads(json.dumps(results, default=str)))
+    if problems:
+        raise RuntimeError(f"results.json would not follow its schema: {'; '.join(problems)}")
     return results
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import site
 import subprocess
 import sys
@@ -24,9 +25,13 @@ def test_the_command_lists_its_subcommands_and_refuses_an_unknown_one(capsys):
 def test_a_wheel_installed_in_a_fresh_virtualenv_runs_an_experiment_elsewhere(tmp_path):
     # Prepare: the wheel, and a fresh virtualenv that holds only it (its dependencies are
     # borrowed from this environment's site-packages, plain, without its editable hooks)
+    source = tmp_path / "source"  # a copy: building writes build/ beside the sources
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "outputs", "multirun", "build", "deploy", "*.egg-info", "__pycache__",
+        ".*_cache"))
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(wheels), str(ROOT)], check=True, cwd=tmp_path)
+                    "-q", "-w", str(wheels), str(source)], check=True, cwd=tmp_path)
     (wheel,) = wheels.glob("credit_fl-*.whl")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -53,3 +58,9 @@ def test_a_wheel_installed_in_a_fresh_virtualenv_runs_an_experiment_elsewhere(tm
     where = subprocess.run([str(python), "-c", "import experiments; print(experiments.__file__)"],
                            cwd=elsewhere, capture_output=True, text=True).stdout
     assert str(venv) in where and str(ROOT) not in where
+
+
+def test_the_results_schema_page_is_generated_from_the_code():
+    from experiments.results_schema import markdown
+
+    assert (ROOT / "docs" / "results-schema.md").read_text() == markdown()

@@ -1,0 +1,136 @@
+"""The schema of ``results.json``, in code: it checks every run's file and writes its docs page.
+
+``python -m experiments.results_schema > docs/results-schema.md`` regenerates the page; a test
+checks the page is up to date and that runs write files that follow the schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA_VERSION = 2
+"""1: until the privacy model (issue 16). 2: ``privacy.guarantee``, ``party_totals``, ledger
+entries' ``history``, ``selection_delta``, ``unit`` and ``noise``; ``metrics.test.psi_reference``;
+the training split's default rate null under DP; the membership audit's interval and strata."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of results.json: its path, the JSON types it may take, what it means.
+
+    ``types`` are JSON type names (``object``, ``array``, ``string``, ``number``, ``integer``,
+    ``boolean``, ``null``); ``when`` says in which runs it is present (empty: every run).
+    """
+
+    path: str
+    types: tuple[str, ...]
+    meaning: str
+    when: str = ""
+
+
+KEYS: tuple[Key, ...] = (
+    Key("schema_version", ("integer",), f"{SCHEMA_VERSION}"),
+    Key("mode", ("string",), "`vertical`, `centralized`, `local` or `horizontal`"),
+    Key("role", ("string",), "what the mode stands for (`upper bound: ...`, `baseline: ...`)"),
+    Key("seed", ("integer",), "the run's seed: data, split, partitions and initialisation (never "
+        "a privacy mechanism's noise)"),
+    Key("dataset", ("object",), "`name`, `source` (`synthetic` or `files`), `label`; "
+        "`rows.{train,val,test}` (applicants per split); `positive_rate.{train,val,test}` "
+        "(default rate per split; `train` is null under DP); `parties.<party>` (`rows` held, "
+        "`applicants_known`, `source_columns`, `model_columns`, `used`; horizontal: "
+        "`train_rows`, `default_rate`, null under DP); `oracle_test_auc` (synthetic data: AUC "
+        "of the true probabilities on the test rows; else null)"),
+    Key("model", ("object",), "`kind`, `parameters` (count), `inputs` (columns per party)"),
+    Key("metrics", ("object",), "`test` and `val`: `auc`, `ks`, `gini`, `brier`, `log_loss`, "
+        "`ece`; test also `psi` (score stability against `psi_reference`: `train`, or `val` "
+        "under DP); `best_epoch` (centralized, local, vertical); `history[]` (one row per epoch: "
+        "`epoch`, `train_loss` (not under DP), `val_auc`; or per round: `round`, `clients`, "
+        "`train_loss` (not under DP), `pooled_auc`, `val_auc`, `epsilon`, `seconds`); "
+        "`pooled_lender_auc` (horizontal: from the lenders' score histograms); "
+        "`party_lift.<party>` (vertical: test AUC minus the AUC with that party's embeddings "
+        "replaced by the \"unknown applicant\" vector)"),
+    Key("privacy", ("object", "null"), "null without differential privacy; else `mechanism`, "
+        "`guarantee` (false with `privacy.reproducible_noise=true`: no guarantee), `epsilon` and "
+        "`delta` (the maximum over ledger entries, never a mean), `parties.<entry>.{epsilon, "
+        "delta, mechanism, noise_multiplier, sample_rate, steps, accountant, flip_probability, "
+        "sensitivity, history, selection_delta, unit, noise}` (vertical entries are "
+        "`<party>/<mechanism>`; central DP has `server/client` and `server/record`; `history` "
+        "is every `[noise_multiplier, sample_rate, steps]` stretch the epsilon composes, the "
+        "noisy summary first, at `delta - selection_delta`; `unit` is `record`, `client` or "
+        "`label`; `noise` is `os` or `reproducible`), `by_mechanism` (vertical: the maximum per "
+        "mechanism), `party_totals.<party>.{epsilon, delta, mechanisms}` (vertical: all of a "
+        "party's mechanisms composed), `history[]` (`round`, `party`, `epsilon`, `steps`; "
+        "epsilon never decreases), `refusals[]`"),
+    Key("audit", ("object", "null"), "null with `audit.enabled=false`; else "
+        "`membership.{attack, attack_auc, attack_auc_interval, attack_auc_by_label, "
+        "stratified_by_label, target_fpr, confidence, members, non_members, calibration_rows, "
+        "threshold, tpr, fpr, tpr_lower, fpr_upper, epsilon_lower_bound, theoretical_epsilon "
+        "(null: unbounded), theoretical_delta, theory, bound_holds}` and, vertical in "
+        "simulation, `label_leakage.{label_protection, parties.<party>.{rows, norm_auc, "
+        "direction_auc, attack_auc}}`. Computed from the training rows' scores: an evaluation "
+        "tool, outside every guarantee"),
+    Key("federation", ("object",), "vertical: `parties`, `epochs`, `exchanges_per_epoch`, "
+        "`local_epochs`, `message_rounds`, `alignment.<party>.{lender_rows, party_rows, "
+        "intersection}`, `communication.<party>.{messages_in, bytes_in, messages_out, "
+        "bytes_out}`, `alignment_seconds`, `seconds_by_message`, `compute_seconds`; horizontal: "
+        "`strategy`, `clients`, `rounds`, `completed_rounds`, `stopped_after`, `local_epochs`, "
+        "`partition`, `excluded[]` (`round`, `party`, `reason`, `refused`), "
+        "`lender_evaluation.<lender>.{auc, test_rows}`, `resumed_from`; both: `engine` "
+        "(`simulation`, or `deployment` with `superlink`, `tls`, `node_auth`, "
+        "`node_audit_logs.<party>`, `server_audit_log`)", when="vertical and horizontal runs"),
+    Key("timing", ("object",), "`wall_s`, `data_s`, `train_s` (seconds), `train_rows_per_s`"),
+    Key("versions", ("object",), "python, torch, flwr, opacus, numpy, pandas, scikit-learn, "
+        "hydra-core"),
+    Key("references", ("object",), "`centralized`, `lender_only`, `non_private` (federated "
+        "modes), each `{mode, auc, ks, brier}` on the same rows and seed",
+        when="`references=true`"),
+    Key("config", ("object",), "the resolved config"),
+)
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,), "array": (list,), "string": (str,), "number": (int, float),
+    "integer": (int,), "boolean": (bool,), "null": (type(None),)}
+
+
+def check_results(results: dict[str, Any]) -> list[str]:
+    """Return what in ``results`` breaks the schema (empty when it follows it).
+
+    >>> check_results({"schema_version": 1})[:2]
+    ['schema_version is 1, not 2', 'mode is missing']
+    """
+    problems = []
+    if results.get("schema_version") != SCHEMA_VERSION:
+        problems.append(f"schema_version is {results.get('schema_version')}, not "
+                        f"{SCHEMA_VERSION}")
+    known = {k.path for k in KEYS}
+    for key in KEYS:
+        if key.path not in results:
+            if not key.when:
+                problems.append(f"{key.path} is missing")
+            continue
+        value = results[key.path]
+        allowed = tuple(t for name in key.types for t in _JSON_TYPES[name])
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+            problems.append(f"{key.path} is {type(value).__name__}, not {' or '.join(key.types)}")
+    problems += [f"{k} is not in the schema" for k in results if k not in known]
+    return problems
+
+
+def markdown() -> str:
+    """Return the docs page of the schema."""
+    lines = ["# results.json", "",
+             "Generated from `experiments/results_schema.py` "
+             "(`python -m experiments.results_schema > docs/results-schema.md`); "
+             f"`schema_version` {SCHEMA_VERSION}. Every run's file is checked against it.", "",
+             "| key | type | present | meaning |", "|---|---|---|---|"]
+    for key in KEYS:
+        lines.append(f"| `{key.path}` | {' or '.join(key.types)} | {key.when or 'always'} | "
+                     f"{key.meaning} |")
+    lines += ["", "Metrics come from scikit-learn (AUC, ROC for KS, Brier, log-loss); ECE uses 10 "
+              "equal-width bins; PSI uses deciles of the reference scores.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
