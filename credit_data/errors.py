@@ -44,3 +44,7 @@ class PrivacyLedgerError(RuntimeError):
 
 class AlignmentError(RuntimeError):
     """The two ends of an alignment disagree, or a sealed message does not open."""
+
+
+class EngineVersionError(ConfigError):
+    """The installed Flower or Ray is not the exact release this project was built against."""

@@ -27,6 +27,8 @@ from types import FrameType
 
 import tomli_w
 
+from credit_data.errors import EngineVersionError
+from federation.flower_compat import check_engine_versions
 from federation.flower_tuning import QUIET
 
 APP_ID = "credit-fl/credit-fl-app"
@@ -102,6 +104,11 @@ def supernode_command(args: argparse.Namespace, config_file: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the node until the SuperNode ends or the process is stopped."""
     args = _parser().parse_args(argv)
+    try:  # the node's worker and SuperNode tuning rely on this exact Flower release
+        check_engine_versions(("flwr",))
+    except EngineVersionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     _check(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)

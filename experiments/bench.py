@@ -417,6 +417,29 @@ def bench_privacy() -> None:
               f"{'met' if gap <= 0.03 else 'NOT met'})")
 
 
+def bench_imports(repeats: int = 3) -> None:
+    """Import time of each deployed app in a fresh interpreter (best of 3); target under 3 s.
+
+    Printed next to the import of Flower alone, measured the same way in the same run.
+    """
+    modules = ["flwr.clientapp", "deployment.client_app", "deployment.server_app",
+               "deployment.node"]
+    heavy = ("hydra", "omegaconf", "ray", "matplotlib", "experiments")
+    for module in modules:
+        times, loaded = [], ""
+        for _ in range(repeats):
+            code = (f"import sys, time; t = time.perf_counter(); import {module}; "
+                    f"print(time.perf_counter() - t); "
+                    f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  check=True, cwd=Path(__file__).resolve().parents[1])
+            seconds, loaded = done.stdout.splitlines()[:2] if "\n" in done.stdout else (
+                done.stdout.strip(), "")
+            times.append(float(seconds))
+        print(f"imports: {module:24s} {min(times):.2f} s (best of {repeats}; target < 3 s)"
+              f"{'; loads ' + loaded if loaded else ''}")
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "synthetic": bench_synthetic,
     "centralized": bench_centralized,
@@ -429,6 +452,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "sweep_horizontal": bench_sweep_horizontal,
     "deployment": bench_deployment,
     "privacy": bench_privacy,
+    "imports": bench_imports,
 }
 
 

@@ -9,13 +9,14 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar, cast
 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
+from federation.flower_compat import check_engine_versions, plain_flower
 from federation.flower_tuning import QUIET, quick_simulation_polls
 
 T = TypeVar("T")
@@ -69,7 +70,10 @@ class SimulationEngine:
     def __init__(self, verbose: bool) -> None:
         for key, value in QUIET.items():
             os.environ.setdefault(key, value)
-        quick_simulation_polls()
+        self.plain = plain_flower()
+        if not self.plain:  # the tunings below rely on these exact releases' internals
+            check_engine_versions(("flwr", "ray"))
+            quick_simulation_polls()
         self.verbose = verbose
         self.ran = False
 
@@ -107,7 +111,7 @@ class SimulationEngine:
         pythonpath = os.pathsep.join(sys.path)
         if os.environ.get("PYTHONPATH"):
             pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
-        with _one_machine_head(self.verbose):
+        with _one_machine_head(self.verbose) if not self.plain else nullcontext():
             ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
                      **_ray_init_args(self.verbose))
 

@@ -59,7 +59,7 @@ class PrivacyLedger:
     >>> ledger.record(3, "lender-0", PartySpend(1.2, 1e-5, "dpsgd", 1.1, 0.01, 300, "rdp"))
     Traceback (most recent call last):
     ...
-    privacy.ledger.PrivacyLedgerError: epsilon of lender-0 would fall from 1.5 to 1.2 in round 3
+    credit_data.errors.PrivacyLedgerError: epsilon of lender-0 would fall from 1.5 to 1.2 in round 3
     """
 
     def __init__(self, *mechanisms: str) -> None:

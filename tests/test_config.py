@@ -100,7 +100,7 @@ def test_an_unset_mandatory_path_names_its_key():
 
 def test_vertical_dpsgd_clips_at_10_whichever_privacy_option_and_horizontal_at_1():
     """The split model's per-record gradients are heavy-tailed; clipping at 1 made training
-    drift (README, vertical federation). The command line still sets it."""
+    drift (docs/vertical.md). The command line still sets it."""
     def clip(overrides):
         return to_settings(compose_config(overrides)).privacy.max_grad_norm
     assert clip([]) == clip(["privacy=dpsgd"]) == 10.0

@@ -1,0 +1,94 @@
+"""Every command in the README and docs/ parses: its overrides compose, its flags exist."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from experiments.config import to_settings
+from tests.conftest import compose_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+_FENCE = re.compile(r"```bash\n(.*?)```", re.S)
+
+
+def _commands() -> list[tuple[str, str]]:
+    found = []
+    for page in PAGES:
+        for block in _FENCE.findall(page.read_text()):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" #")[0].strip()
+                if line and not line.startswith("#"):
+                    found.append((page.name, line))
+    return found
+
+
+COMMANDS = _commands()
+
+
+def _first_values(overrides: list[str]) -> list[str]:
+    """A sweep's ``key=a,b`` as its first value (lists in brackets stay whole)."""
+    out = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if value and "," in value and not value.startswith("["):
+            value = value.split(",")[0]
+        out.append(f"{key}={value}" if _ else item)
+    return out
+
+
+def _compose(overrides: list[str]) -> None:
+    to_settings(compose_config(_first_values([o for o in overrides if o != "-m"])))
+
+
+def _check(words: list[str]) -> None:
+    if words[:1] == ["make"]:
+        targets = re.findall(r"^([a-z-]+):", (ROOT / "Makefile").read_text(), re.M)
+        assert words[1] in targets
+        args = [w for w in words[2:] if w.startswith("ARGS=")]
+        if args:
+            _compose(shlex.split(args[0][len("ARGS="):]))
+        return
+    if words[0] == "credit-fl":
+        words = ["python", "-m", {"run": "experiments.run", "compare": "experiments.compare",
+                                  "deploy": "experiments.deploy", "node": "deployment.node",
+                                  "audit": "federation.audit_log",
+                                  "bench": "experiments.bench"}[words[1]], *words[2:]]
+    if words[0].endswith("python") and words[1] == "experiments/bench.py":
+        from experiments.bench import BENCHMARKS
+        assert set(words[2:]) <= set(BENCHMARKS)
+        return
+    assert words[0].endswith("python") and words[1] == "-m", words
+    module, args = words[2], words[3:]
+    if module == "experiments.run":
+        _compose(args)
+    elif module == "experiments.deploy":
+        assert args[0] in ("up", "run", "down", "all")
+        _compose([a for a in args[1:] if not a.startswith("--")])
+    elif module == "deployment.node":
+        from deployment.node import _parser
+        _parser().parse_args(args)
+    elif module == "federation.audit_log":
+        assert args[0] == "verify" and args[1:]
+    elif module == "experiments.compare":
+        assert args and not args[0].startswith("-")
+    else:
+        raise AssertionError(f"a command the docs test does not know: {words}")
+
+
+@pytest.mark.parametrize(("page", "line"), COMMANDS, ids=[f"{p}:{i}" for i, (p, _) in
+                                                           enumerate(COMMANDS)])
+def test_every_documented_command_parses(page, line):
+    words = shlex.split(line.replace("<", "_").replace(">", "_"))
+    if words[0] in ("ssh-keygen", "flwr", "pip", "cd", "git", "bash", "export"):
+        return  # other tools' commands
+    _check(words)
+
+
+def test_the_docs_hold_commands_of_every_kind():
+    firsts = {shlex.split(line)[0] for _, line in COMMANDS}
+    assert len(COMMANDS) > 20 and {"make", ".venv/bin/python"} <= firsts
