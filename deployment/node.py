@@ -30,6 +30,7 @@ import tomli_w
 from credit_data.errors import EngineVersionError
 from federation.flower_compat import check_engine_versions
 from federation.flower_tuning import QUIET
+from fl_client.supernode import DEFAULT_POLL, POLL_ENV
 
 APP_ID = "credit-fl/credit-fl-app"
 """The Flower app (publisher/name) a node runs; a run of another app gets an error reply."""
@@ -58,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="connection attempts before the SuperNode gives up (default 30)")
     p.add_argument("--insecure", action="store_true",
                    help="connect without TLS (any SuperLink of this project refuses it)")
+    p.add_argument("--poll-interval", type=float, default=DEFAULT_POLL,
+                   help=f"seconds an idle SuperNode waits before it asks the SuperLink again "
+                        f"(0.01 to 3; default {DEFAULT_POLL}; Flower waits 3)")
+    p.add_argument("--reproducible-noise", action="store_true",
+                   help="derive this node's noise from the public seed: for research only, "
+                        "its epsilon is then no guarantee (a run config cannot ask for it)")
     return p
 
 
@@ -70,6 +77,8 @@ def node_config(args: argparse.Namespace) -> dict[str, object]:
         config["max-epsilon"] = float(args.max_epsilon)
     if args.id_column:
         config["id-column"] = args.id_column
+    if args.reproducible_noise:
+        config["reproducible-noise"] = True
     return config
 
 
@@ -78,6 +87,9 @@ def _check(args: argparse.Namespace) -> None:
         raise SystemExit(f"error: --data {args.data}: file not found")
     if args.max_epsilon is not None and not args.max_epsilon > 0:
         raise SystemExit(f"error: --max-epsilon must be positive, got {args.max_epsilon}")
+    if not 0.01 <= args.poll_interval <= 3.0:
+        raise SystemExit(f"error: --poll-interval must lie between 0.01 and 3 seconds, got "
+                         f"{args.poll_interval}")
     if not args.insecure and args.root_certificates is None:
         raise SystemExit("error: --root-certificates is required (or --insecure, which the "
                          "SuperLink refuses)")
@@ -117,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     config_file = args.state_dir / "node-config.toml"
     config_file.write_text(tomli_w.dumps(node_config(args)), encoding="utf-8")
 
-    supernode = subprocess.Popen(supernode_command(args, config_file))  # connects meanwhile
+    supernode = subprocess.Popen(supernode_command(args, config_file),  # connects meanwhile
+                                 env={**os.environ, POLL_ENV: str(args.poll_interval)})
 
     stop = threading.Event()
 

@@ -4,7 +4,7 @@ Flower 1.41's SuperNode asks the SuperLink for a message and, when there is none
 3 s (``flwr.supernode.start_client_internal``); once it has handed a message to the ClientApp
 it checks its own state for the reply every 0.5 s. In a run whose rounds follow one another in
 well under a second those sleeps are most of each message exchange. This entry point caps the
-idle sleep at ``FLWR_SUPERNODE_POLL_INTERVAL`` seconds (default 0.2) and the wait for the reply
+idle sleep at ``deployment.node --poll-interval`` seconds (default 0.2) and the wait for the reply
 at 20 ms, and otherwise runs Flower's own ``flower-supernode`` unchanged. Each idle poll is one
 small HTTPS request to the SuperLink, 5 per second per idle node at the default; a reply check
 is a look into the node's own in-memory state.
@@ -17,7 +17,9 @@ import sys
 import time
 from typing import Any
 
-POLL_ENV = "FLWR_SUPERNODE_POLL_INTERVAL"
+POLL_ENV = "CREDIT_FL_SUPERNODE_POLL"
+"""Set by ``deployment.node --poll-interval`` for the SuperNode it starts (this project's own
+namespace, not Flower's)."""
 DEFAULT_POLL = 0.2
 IDLE_SLEEP = 3.0  # the loop's sleep when the SuperLink had no message
 REPLY_POLL = 0.02  # waits shorter than the idle sleep: the reply and its objects, local checks

@@ -189,3 +189,18 @@ def test_deployed_label_flips_are_drawn_once_per_run_and_differ_between_runs(
         digests.append(flips[0])
         assert results["privacy"]["guarantee"]
     assert digests[0] != digests[1]
+
+
+def test_a_nodes_own_flags_set_its_poll_and_its_noise(tmp_path: Path) -> None:
+    from deployment.node import _check, _parser, node_config
+
+    data = tmp_path / "b.csv"
+    data.write_text("id,x\n1,2\n")
+    base = ["--party", "bureau", "--data", str(data), "--superlink", "127.0.0.1:1",
+            "--state-dir", str(tmp_path / "s"), "--insecure"]
+    with pytest.raises(SystemExit, match="--poll-interval must lie between 0.01 and 3"):
+        _check(_parser().parse_args(base + ["--poll-interval", "5"]))
+    assert "reproducible-noise" not in node_config(_parser().parse_args(base))
+    config = node_config(_parser().parse_args(base + ["--reproducible-noise"]))
+    assert config["reproducible-noise"] is True
+    assert NodeConfig.from_context(config).reproducible_noise
