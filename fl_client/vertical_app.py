@@ -23,11 +23,11 @@ from credit_data.vertical import NodeRows
 from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS
 from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod
 from fl_client.node_noise import node_noise
+from fl_client.node_store import load_state, save_state
 from fl_client.settings import ClientSettings
 from fl_client.vertical_task import BudgetRefusal, LenderNode, NodeState, PassiveNode
 
 VerticalSource = Callable[[Context], tuple[ClientSettings, NodeRows]]
-STATE = "vertical"
 
 
 def arrays(values: dict[str, np.ndarray]) -> ArrayRecord:
@@ -38,15 +38,6 @@ def arrays(values: dict[str, np.ndarray]) -> ArrayRecord:
 def unpack(record: ArrayRecord | None) -> dict[str, np.ndarray]:
     """Unpack named numpy arrays."""
     return {} if record is None else {k: v.numpy() for k, v in record.items()}
-
-
-def _load(context: Context) -> NodeState:
-    saved = context.state.config_records.get(STATE)
-    return NodeState.from_bytes(cast(bytes, saved["blob"]) if saved else None)
-
-
-def _save(context: Context, state: NodeState) -> None:
-    context.state.config_records[STATE] = ConfigRecord({"blob": state.to_bytes()})
 
 
 def _reply(msg: Message, party: str, metrics: dict[str, float] | None = None,
@@ -82,10 +73,10 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
     @app.query("psi_request")
     def psi_request(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
-        state = _load(context)
+        state = load_state(settings, context)
         node = LenderNode(settings, rows, _passive(_config(msg)), node_noise(context, settings))
         request, key = node.request(state)
-        _save(context, state)
+        save_state(settings, context, state)
         return _reply(msg, settings.party, {"rows": len(rows.ids)},
                       config={"request": request, "key": key})
 
@@ -95,16 +86,16 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         state = NodeState()  # a new alignment starts a new federation at this node
         setup = PassiveNode(settings, rows, node_noise(context, settings)).setup(state,
                                                   int(cast(int, _config(msg)["lender_rows"])))
-        _save(context, state)
+        save_state(settings, context, state)
         return _reply(msg, settings.party, {"rows": len(rows.ids)}, config={"setup": setup})
 
     @app.query("psi_answer")
     def psi_answer(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
-        config, state = _config(msg), _load(context)
+        config, state = _config(msg), load_state(settings, context)
         response, key = PassiveNode(settings, rows, node_noise(context, settings)).answer(
             state, cast(bytes, config["request"]), cast(bytes, config["key"]))
-        _save(context, state)
+        save_state(settings, context, state)
         return _reply(msg, settings.party, config={"response": response, "key": key})
 
     @app.query("psi_intersect")
@@ -112,7 +103,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         settings, rows = source(context)
         config = _config(msg)
         passive = _passive(config)
-        state = _load(context)
+        state = load_state(settings, context)
         node = LenderNode(settings, rows, passive, node_noise(context, settings))
         sealed = node.intersect(state, {party: (
             cast(bytes, config[f"{party}.setup"]), cast(bytes, config[f"{party}.response"]),
@@ -121,24 +112,24 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         for party in passive:
             metrics.update({f"{party}.lender_rows": float(len(rows.ids)),
                             f"{party}.intersection": float(state.masks[party].sum())})
-        _save(context, state)
+        save_state(settings, context, state)
         return _reply(msg, settings.party, metrics,
                       config={f"{p}.sealed": s for p, s in sealed.items()})
 
     @app.query("psi_receive")
     def psi_receive(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
-        state = _load(context)
+        state = load_state(settings, context)
         n = PassiveNode(settings, rows, node_noise(context, settings)).receive(
             state, cast(bytes, _config(msg)["sealed"]))
-        _save(context, state)
+        save_state(settings, context, state)
         return _reply(msg, settings.party, {"intersection": float(n), "rows": len(rows.ids)})
 
     @app.train("embed")
     def train_embed(msg: Message, context: Context) -> Message:
         start = time.perf_counter()
         settings, rows = source(context)
-        config, state = _config(msg), _load(context)
+        config, state = _config(msg), load_state(settings, context)
         grads = unpack(msg.content.array_records.get(ARRAYS)).get("grads")
         prev = cast(list[int], config["prev"]) if "prev" in config else None
         try:
@@ -150,7 +141,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
                 val_epoch=int(cast(int, config["val_epoch"])))
         except BudgetRefusal as refusal:
             return _reply(msg, settings.party, config={"refused": str(refusal)})
-        _save(context, state)
+        save_state(settings, context, state)
         values = {"train": train} | ({"val": val} if val is not None else {})
         metrics["compute_s"] = time.perf_counter() - start
         return _reply(msg, settings.party, metrics, values)
@@ -159,7 +150,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
     def train_head(msg: Message, context: Context) -> Message:
         start = time.perf_counter()
         settings, rows = source(context)
-        config, state = _config(msg), _load(context)
+        config, state = _config(msg), load_state(settings, context)
         passive = _passive(config)
         values = unpack(msg.content.array_records.get(ARRAYS))
         val = ({p: values[f"{p}.val"] for p in passive} if f"{passive[0]}.val" in values
@@ -176,14 +167,14 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
                 val_epoch=int(cast(int, config["val_epoch"])))
         except BudgetRefusal as refusal:
             return _reply(msg, settings.party, config={"refused": str(refusal)})
-        _save(context, state)
+        save_state(settings, context, state)
         metrics["compute_s"] = time.perf_counter() - start
         return _reply(msg, settings.party, metrics, {f"{p}.grads": g for p, g in grads.items()})
 
     @app.evaluate("final")
     def final(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
-        config, state = _config(msg), _load(context)
+        config, state = _config(msg), load_state(settings, context)
         best = int(cast(int, config["best_epoch"]))
         if settings.party != LABEL_HOLDER:
             node = PassiveNode(settings, rows, node_noise(context, settings))

@@ -1,8 +1,9 @@
 """What each party of a vertical federation does at its own node. Never imports flwr.
 
 A node's mutable state (model weights, optimizer moments, snapshots, its privacy spend, the
-alignment) lives in :class:`NodeState`, which the ClientApp keeps in Flower's per-node
-``context.state`` between messages. Rows are addressed by their place in the intersection, in
+alignment) lives in :class:`NodeState`, which the ClientApp keeps on the node's own disk
+between messages (:mod:`fl_client.node_store`), not in the state Flower ships with each
+message. Rows are addressed by their place in the intersection, in
 the lender's order, which both ends know after alignment.
 """
 
@@ -51,6 +52,9 @@ SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
 
 
 
+_ARRAYS = ("positions", "leakage")  # numpy fields, stored as tensors
+
+
 @dataclass
 class NodeState:
     """Everything a node keeps between messages."""
@@ -70,17 +74,31 @@ class NodeState:
     leakage: np.ndarray | None = None
 
     def to_bytes(self) -> bytes:
-        """Serialize for ``context.state`` (the node's own state; never sent)."""
+        """Serialize (the node's own state; never sent): tensors and plain values only."""
         buffer = io.BytesIO()
-        torch.save(self.__dict__, buffer)
+        raw = dict(self.__dict__)
+        raw["masks"] = {k: torch.from_numpy(np.ascontiguousarray(v))
+                        for k, v in self.masks.items()}
+        for name in _ARRAYS:
+            if raw[name] is not None:
+                raw[name] = torch.from_numpy(np.ascontiguousarray(raw[name]))
+        torch.save(raw, buffer)
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, blob: bytes | None) -> NodeState:
-        """Restore a state saved by :meth:`to_bytes` (a fresh one for ``None``)."""
+        """Restore a state saved by :meth:`to_bytes` (a fresh one for ``None``).
+
+        Loading runs no code (``weights_only``): a state file holds tensors and plain values.
+        """
         state = cls()
         if blob:
-            state.__dict__.update(torch.load(io.BytesIO(blob), weights_only=False))
+            raw = torch.load(io.BytesIO(blob), weights_only=True)
+            raw["masks"] = {k: v.numpy() for k, v in raw["masks"].items()}
+            for name in _ARRAYS:
+                if raw[name] is not None:
+                    raw[name] = raw[name].numpy()
+            state.__dict__.update(raw)
         return state
 
 

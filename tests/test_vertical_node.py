@@ -48,3 +48,37 @@ def test_without_dp_the_training_loss_is_reported():
     node, state = _lender(PrivacySettings())
     m = _exchange(node, state, 1, 0)
     assert m["train_loss"] > 0 and "dpsgd_steps" not in m
+
+
+def test_a_nodes_state_stays_on_its_own_disk_and_loads_no_code(tmp_path):
+    import pickle
+
+    from flwr.app import Context, RecordDict
+
+    from fl_client.node_store import load_state, save_state, state_path
+    from fl_client.settings import ClientSettings
+
+    # Prepare: a lender's state after two exchanges
+    node, state = _lender(PrivacySettings())
+    for chunk in (0, 1):
+        _exchange(node, state, 1, chunk)
+    settings = ClientSettings(**{**node.settings.__dict__, "state_dir": str(tmp_path)})
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    # Execute
+    save_state(settings, context, state)
+    again = load_state(settings, context)
+    # Assert: on the node's disk, not in the state Flower ships with each message
+    assert state_path(settings).is_file() and not context.state.config_records
+    assert np.array_equal(again.masks["bureau"], state.masks["bureau"])
+    assert again.history == state.history and again.best_epoch == state.best_epoch
+    assert all(np.array_equal(a, b) for a, b in zip(again.model.values(), state.model.values(),
+                                                    strict=True))
+    # a state file replaced by a pickle that would run code is refused, not run
+    state_path(settings).write_bytes(pickle.dumps(_Boom()))
+    with pytest.raises(Exception, match="Weights only load failed|Unsupported"):
+        load_state(settings, context)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (print, ("code ran",))
