@@ -13,7 +13,8 @@ from credit_data.errors import ConfigError
 from credit_data.settings import SplitSettings
 
 TRAIN, VAL, TEST = 0, 1, 2
-SPLIT_NAMES = ("train", "val", "test")
+SPLITS = {TRAIN: "train", VAL: "val", TEST: "test"}
+"""Each split's code and its name, the one table every module uses."""
 
 
 def check_split(settings: SplitSettings) -> None:

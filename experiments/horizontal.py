@@ -23,7 +23,7 @@ from credit_data.federated_scaling import Schema, encode
 from credit_data.horizontal import LenderRows, horizontal_rows
 from credit_data.loading import load_population
 from credit_data.partition import lender_names
-from credit_data.split import TEST, TRAIN, VAL
+from credit_data.split import SPLITS, TRAIN
 from credit_data.tables import Population
 from experiments.lender_source import SimulationSource
 from experiments.outcome import (
@@ -47,7 +47,6 @@ from models.training import predict_proba
 from privacy.settings import PrivacyMechanism, check_privacy
 
 log = logging.getLogger("credit_fl")
-SPLITS = {TRAIN: "train", VAL: "val", TEST: "test"}
 
 
 def _check(settings: RunSettings, names: tuple[str, ...]) -> None:

@@ -21,7 +21,7 @@ from flwr.app import Context
 from credit_data.errors import ConfigError
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER, DataSettings
-from credit_data.split import TEST, TRAIN, VAL, assign_split
+from credit_data.split import SPLITS, TEST, TRAIN, assign_split
 from credit_data.tables import Population
 from credit_data.vertical import NodeRows
 from experiments.outcome import (
@@ -48,7 +48,6 @@ from privacy.randomness import NoiseSource
 from privacy.settings import PrivacyMechanism, check_privacy
 
 log = logging.getLogger("credit_fl")
-SPLITS = {TRAIN: "train", VAL: "val", TEST: "test"}
 
 
 class VerticalSimulationSource:

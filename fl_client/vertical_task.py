@@ -21,7 +21,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from credit_data.errors import BudgetRefusal
-from credit_data.split import TEST, TRAIN, VAL
+from credit_data.split import SPLITS, TEST, TRAIN, VAL
 from credit_data.vertical import NodeRows, assign_chunk
 from federation.alignment import LenderAlignment, PartyAlignment
 from fl_client.settings import ClientSettings
@@ -47,10 +47,6 @@ from privacy.accounting import (
 from privacy.audit import leakage_scores
 from privacy.randomness import NoiseSource
 from privacy.settings import PrivacyMechanism
-
-SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
-
-
 
 _ARRAYS = ("positions", "leakage")  # numpy fields, stored as tensors
 
@@ -390,7 +386,7 @@ class PassiveNode(_Node):
         encoder = self._encoder(state.snapshots[version]) if state.snapshots else \
             self._encoder(state.model)
         return {name: self._release(state, version, self._split_positions(state, split), split,
-                                    encoder) for name, split in SPLITS.items()}
+                                    encoder) for split, name in SPLITS.items()}
 
 
 class LenderNode(_Node):
@@ -573,7 +569,7 @@ class LenderNode(_Node):
         """
         model = self._model(state, state.snapshots.get(state.best_epoch))
         scores, metrics = {}, {}
-        for name, split in SPLITS.items():
+        for split, name in SPLITS.items():
             rows = self.split_rows(split)
             scores[name] = predict_proba(model, self._inputs(
                 rows, {p: embeddings[p][name] for p in self.passive}, model, state))
@@ -592,7 +588,7 @@ class LenderNode(_Node):
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             arrays: dict[str, Any] = {f"{n}_scores": s for n, s in scores.items()}
-            arrays |= {f"{n}_rows": self.split_rows(s) for n, s in SPLITS.items()}
+            arrays |= {f"{n}_rows": self.split_rows(s) for s, n in SPLITS.items()}
             arrays["history"] = np.array([[h["epoch"], h["train_loss"], h.get("val_auc", np.nan)]
                                           for h in state.history])
             np.savez(out_dir / "scores.npz", **arrays)
