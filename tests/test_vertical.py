@@ -317,7 +317,8 @@ def test_bad_vertical_settings_name_the_key_before_anything_runs(overrides, mess
 def test_vertical_dp_keeps_its_utility_on_20000_customers(tmp_path):
     """CI's check that vertical DP still learns: the default run (label DP + DP-SGD at epsilon 3
     each) against the same run without DP. Measured on 2026-12-05: plain 0.7964, private 0.7704,
-    0.7457 and 0.7605 over three runs (secret noise: every run draws anew), hence the margin.
+    0.7457, 0.7605 and 0.7514 over four runs (secret noise: every run draws anew; mean 0.757,
+    deviation about 0.011), hence the margin of 0.08 (about 3.7 deviations from the mean gap).
     It catches a private run that stops learning (noise calibrated wrong, a broken sampler). The
     clipping regression of an earlier session (0.079 below plain at 100,000 customers) does not
     show at this size (clipping at 1 gave 0.7774 here): ``bench.py privacy`` at 100,000
@@ -328,4 +329,4 @@ def test_vertical_dp_keeps_its_utility_on_20000_customers(tmp_path):
     print(f"vertical 20,000 customers: no DP {_auc(plain):.4f}, label DP + DP-SGD at "
           f"epsilon 3 {_auc(private):.4f}")
     assert private["privacy"]["epsilon"] <= 3.0 + 1e-9
-    assert _auc(plain) - _auc(private) <= 0.07
+    assert _auc(plain) - _auc(private) <= 0.08
