@@ -24,6 +24,7 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
+from credit_data.errors import FederationError
 from federation.protocol import WEIGHT
 from federation.settings import FederationSettings, StrategyName
 from privacy.accounting import epsilon_of, noise_multiplier_after, party_delta
@@ -129,12 +130,31 @@ def strategy_state(strategy: Strategy) -> dict[str, object]:
 
 
 def load_strategy_state(strategy: Strategy, state: dict[str, object]) -> None:
-    """Restore what :func:`strategy_state` saved."""
+    """Restore what :func:`strategy_state` saved; raise where the two do not match.
+
+    A strategy that has a round-to-round attribute the checkpoint lacks (or the other way
+    round, or a wrapper on one side only) would go on with a part of its state lost: a resume
+    refuses that instead, naming the attribute.
+    """
     wrapper: Any = strategy  # the DP wrapper holds the inner strategy and the accountant
-    if "inner" in state:
-        load_strategy_state(wrapper.strategy, cast(dict[str, object], state["inner"]))
+    inner = getattr(strategy, "strategy", None)
+    if (inner is None) != ("inner" not in state):
+        raise FederationError(f"resume: the checkpoint's strategy "
+                              f"{'wraps' if 'inner' in state else 'does not wrap'} another, "
+                              f"this run's {type(strategy).__name__} "
+                              f"{'does not' if inner is None else 'does'}")
+    if inner is not None:
+        load_strategy_state(inner, cast(dict[str, object], state["inner"]))
     for name in STATEFUL_ATTRIBUTES:
+        if hasattr(strategy, name) != (name in state):
+            where = ("is missing from the checkpoint" if hasattr(strategy, name)
+                     else "is in the checkpoint but not in this strategy")
+            raise FederationError(f"resume: {type(strategy).__name__}.{name} {where}")
         if name in state:
             setattr(strategy, name, state[name])
-    if "accountant" in state:
+    accountant = getattr(strategy, "accountant", None)
+    if (accountant is None) != ("accountant" not in state):
+        raise FederationError(f"resume: the checkpoint's privacy accountant and this run's "
+                              f"{type(strategy).__name__} do not match")
+    if accountant is not None:
         wrapper.accountant.load_state_dict(state["accountant"])
