@@ -21,6 +21,28 @@ EVALUATE_FIRST = "evaluate-first"
 SCORED = "scored-"
 """Prefix of the metrics of that evaluation in the training reply."""
 
+# Vertical federation's messages: (Flower message kind, action). The ClientApp registers each
+# handler under its action, the ServerApp sends "<kind>.<action>".
+HELLO = ("query", "hello")
+PSI_REQUEST = ("query", "psi_request")
+PSI_SETUP = ("query", "psi_setup")
+PSI_ANSWER = ("query", "psi_answer")
+PSI_INTERSECT = ("query", "psi_intersect")
+PSI_RECEIVE = ("query", "psi_receive")
+EMBED = ("train", "embed")
+HEAD = ("train", "head")
+FINAL = ("evaluate", "final")
+
+
+def message_type(message: tuple[str, str]) -> str:
+    """Flower's message type of one of the protocol's messages.
+
+    >>> message_type(EMBED)
+    'train.embed'
+    """
+    return ".".join(message)
+
+
 HISTOGRAM_BINS = 100
 """Score histograms by label that lenders return instead of row-level labels."""
 

@@ -20,7 +20,21 @@ from flwr.clientapp import ClientApp
 
 from credit_data.settings import LABEL_HOLDER
 from credit_data.vertical import NodeRows
-from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS
+from federation.protocol import (
+    ARRAYS,
+    CONFIG,
+    EMBED,
+    FINAL,
+    HEAD,
+    HELLO,
+    METRICS,
+    PSI_ANSWER,
+    PSI_INTERSECT,
+    PSI_RECEIVE,
+    PSI_REQUEST,
+    PSI_SETUP,
+    STATUS,
+)
 from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod
 from fl_client.node_noise import node_noise
 from fl_client.node_store import load_state, save_state
@@ -65,12 +79,12 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
     """Build the ClientApp over a source of (settings, rows) for the node in ``context``."""
     app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0])])
 
-    @app.query("hello")
+    @app.query(HELLO[1])
     def hello(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         return _reply(msg, settings.party, {"rows": len(rows.ids)})
 
-    @app.query("psi_request")
+    @app.query(PSI_REQUEST[1])
     def psi_request(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         state = load_state(settings, context)
@@ -80,7 +94,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         return _reply(msg, settings.party, {"rows": len(rows.ids)},
                       config={"request": request, "key": key})
 
-    @app.query("psi_setup")
+    @app.query(PSI_SETUP[1])
     def psi_setup(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         state = NodeState()  # a new alignment starts a new federation at this node
@@ -89,7 +103,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         save_state(settings, context, state)
         return _reply(msg, settings.party, {"rows": len(rows.ids)}, config={"setup": setup})
 
-    @app.query("psi_answer")
+    @app.query(PSI_ANSWER[1])
     def psi_answer(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         config, state = _config(msg), load_state(settings, context)
@@ -98,7 +112,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         save_state(settings, context, state)
         return _reply(msg, settings.party, config={"response": response, "key": key})
 
-    @app.query("psi_intersect")
+    @app.query(PSI_INTERSECT[1])
     def psi_intersect(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         config = _config(msg)
@@ -116,7 +130,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         return _reply(msg, settings.party, metrics,
                       config={f"{p}.sealed": s for p, s in sealed.items()})
 
-    @app.query("psi_receive")
+    @app.query(PSI_RECEIVE[1])
     def psi_receive(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         state = load_state(settings, context)
@@ -125,7 +139,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         save_state(settings, context, state)
         return _reply(msg, settings.party, {"intersection": float(n), "rows": len(rows.ids)})
 
-    @app.train("embed")
+    @app.train(EMBED[1])
     def train_embed(msg: Message, context: Context) -> Message:
         start = time.perf_counter()
         settings, rows = source(context)
@@ -146,7 +160,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         metrics["compute_s"] = time.perf_counter() - start
         return _reply(msg, settings.party, metrics, values)
 
-    @app.train("head")
+    @app.train(HEAD[1])
     def train_head(msg: Message, context: Context) -> Message:
         start = time.perf_counter()
         settings, rows = source(context)
@@ -171,7 +185,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         metrics["compute_s"] = time.perf_counter() - start
         return _reply(msg, settings.party, metrics, {f"{p}.grads": g for p, g in grads.items()})
 
-    @app.evaluate("final")
+    @app.evaluate(FINAL[1])
     def final(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         config, state = _config(msg), load_state(settings, context)

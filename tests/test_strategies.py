@@ -29,7 +29,8 @@ def test_a_strategys_round_state_survives_a_checkpoint():
 
 def test_resuming_a_strategy_whose_state_is_missing_raises_instead_of_losing_it():
     saved = strategy_state(_strategy(StrategyName.fedavg))  # no moments
-    with pytest.raises(FederationError, match=r"FedAdam\.(current_arrays|m_t) is missing from the checkpoint"):
+    with pytest.raises(FederationError,
+                       match=r"FedAdam\.(current_arrays|m_t) is missing from the checkpoint"):
         load_strategy_state(_strategy(StrategyName.fedadam), saved)
     with pytest.raises(FederationError, match=r"is in the checkpoint but not in this strategy"):
         load_strategy_state(_strategy(StrategyName.fedavg),
