@@ -21,9 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from credit_data.summary import Sketch, transform_numeric
-
-MISSING = "__missing__"
+from credit_data.summary import Sketch, categories_of, encode_columns, through_knots
 
 
 @dataclass(frozen=True)
@@ -68,10 +66,6 @@ class Schema:
                    knots=sketch.knots)
 
 
-def _categories(values: pd.Series) -> pd.Series:
-    return values.astype(object).where(values.notna(), MISSING).astype(str)
-
-
 def local_moments(frame: pd.DataFrame, numeric: tuple[str, ...],
                   categorical: tuple[str, ...]) -> dict[str, Any]:
     """Aggregate statistics of one lender's training rows: nothing row-level leaves.
@@ -87,7 +81,7 @@ def local_moments(frame: pd.DataFrame, numeric: tuple[str, ...],
         seen = values[~np.isnan(values)]
         out["numeric"][column] = [int(len(seen)), float(seen.sum()), float((seen ** 2).sum())]
     for column in categorical:
-        out["categorical"][column] = sorted(_categories(frame[column]).unique().tolist())
+        out["categorical"][column] = sorted(categories_of(frame[column]).unique().tolist())
     return out
 
 
@@ -121,22 +115,15 @@ def merge_moments(parts: list[dict[str, Any]], numeric: tuple[str, ...],
 
 def encode(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
     """Encode one lender's rows with the shared schema (float32, fixed column layout)."""
-    blocks = []
-    if schema.numeric:
-        values = frame[list(schema.numeric)].to_numpy(dtype=np.float64)
-        missing = np.isnan(values)
-        if schema.knots is not None:
-            blocks.append(np.stack([transform_numeric(values[:, i], schema.knots[c])
-                                    for i, c in enumerate(schema.numeric)], axis=1))
-        else:
-            scaled = (values - np.asarray(schema.mean)) / np.asarray(schema.std)
-            blocks.append(np.where(missing, 0.0, scaled))
-        index = [schema.numeric.index(c) for c in schema.with_indicator]
-        blocks.append(missing[:, index].astype(np.float64))
-    for column in schema.categorical:
-        values = _categories(frame[column]).to_numpy()
-        vocab = np.asarray(schema.categories[column], dtype=object)
-        blocks.append((values[:, None] == vocab[None, :]).astype(np.float64))
-    if not blocks:
-        return np.zeros((len(frame), 0), dtype=np.float32)
-    return np.concatenate(blocks, axis=1).astype(np.float32)
+    if schema.knots is not None:
+        knots = schema.knots
+        return encode_columns(frame, schema.numeric, schema.with_indicator, schema.categorical,
+                              schema.categories,
+                              lambda values: through_knots(values, schema.numeric, knots))
+
+    def standardize(values: np.ndarray) -> np.ndarray:
+        scaled = (values - np.asarray(schema.mean)) / np.asarray(schema.std)
+        return np.where(np.isnan(values), 0.0, scaled)
+
+    return encode_columns(frame, schema.numeric, schema.with_indicator, schema.categorical,
+                          schema.categories, standardize)

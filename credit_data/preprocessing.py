@@ -15,8 +15,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, QuantileTransformer, StandardScaler
 
 from credit_data.settings import Scaler
-
-MISSING_CATEGORY = "__missing__"
+from credit_data.summary import categories_of
 
 
 class PartyPreprocessor:
@@ -84,8 +83,7 @@ class PartyPreprocessor:
     def _prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
         out = frame[list(self.numeric) + list(self.categorical)].copy()
         for column in self.categorical:
-            out[column] = out[column].astype(object).where(out[column].notna(), MISSING_CATEGORY)
-            out[column] = out[column].astype(str)
+            out[column] = categories_of(out[column])
         return out
 
     def _names(self) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ Plain numpy and pandas; no randomness here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +130,41 @@ def transform_numeric(values: np.ndarray, knots: list[float]) -> np.ndarray:
     return np.where(np.isnan(values), 0.0, out)
 
 
+def through_knots(values: np.ndarray, numeric: tuple[str, ...],
+                  knots: dict[str, list[float]]) -> np.ndarray:
+    """Map each numeric column (a matrix, NaN where missing) through its knots."""
+    return np.stack([transform_numeric(values[:, i], knots[c]) for i, c in enumerate(numeric)],
+                    axis=1)
+
+
+def encode_columns(frame: pd.DataFrame, numeric: tuple[str, ...],
+                   with_indicator: tuple[str, ...], categorical: tuple[str, ...],
+                   categories: dict[str, tuple[str, ...]],
+                   scale: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Encode rows in the shared layout: scaled numbers, missing-value indicators, one-hot.
+
+    ``scale`` maps the numeric matrix (NaN where missing) to its scaled values; a category
+    outside ``categories`` gets zeros.
+
+    >>> f = pd.DataFrame({"a": [1.0, None], "c": ["x", "y"]})
+    >>> encode_columns(f, ("a",), ("a",), ("c",), {"c": ("x",)}, np.nan_to_num).tolist()
+    [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+    """
+    blocks = []
+    if numeric:
+        values = frame[list(numeric)].to_numpy(dtype=np.float64)
+        blocks.append(scale(values))
+        index = [numeric.index(c) for c in with_indicator]
+        blocks.append(np.isnan(values[:, index]).astype(np.float64))
+    for column in categorical:
+        seen = categories_of(frame[column]).to_numpy()
+        vocab = np.asarray(categories[column], dtype=object)
+        blocks.append((seen[:, None] == vocab[None, :]).astype(np.float64))
+    if not blocks:
+        return np.zeros((len(frame), 0), dtype=np.float32)
+    return np.concatenate(blocks, axis=1).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Sketch:
     """Preprocessing fitted from a noisy summary: safe to apply, publish or ship."""
@@ -158,20 +194,9 @@ class Sketch:
 
         A category the sketch does not know gets zeros.
         """
-        blocks = []
-        if self.numeric:
-            values = frame[list(self.numeric)].to_numpy(dtype=np.float64)
-            blocks.append(np.stack([transform_numeric(values[:, i], self.knots[c])
-                                    for i, c in enumerate(self.numeric)], axis=1))
-            index = [self.numeric.index(c) for c in self.with_indicator]
-            blocks.append(np.isnan(values[:, index]).astype(np.float64))
-        for column in self.categorical:
-            values = categories_of(frame[column]).to_numpy()
-            vocab = np.asarray(self.categories[column], dtype=object)
-            blocks.append((values[:, None] == vocab[None, :]).astype(np.float64))
-        if not blocks:
-            return np.zeros((len(frame), 0), dtype=np.float32)
-        return np.concatenate(blocks, axis=1).astype(np.float32)
+        return encode_columns(frame, self.numeric, self.with_indicator, self.categorical,
+                              self.categories, lambda values: through_knots(values, self.numeric,
+                                                                            self.knots))
 
 
 def sketch_from_summaries(summaries: list[dict[str, Any]], numeric: tuple[str, ...],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,26 +22,30 @@ EVALUATE_FIRST = "evaluate-first"
 SCORED = "scored-"
 """Prefix of the metrics of that evaluation in the training reply."""
 
-# Vertical federation's messages: (Flower message kind, action). The ClientApp registers each
-# handler under its action, the ServerApp sends "<kind>.<action>".
-HELLO = ("query", "hello")
-PSI_REQUEST = ("query", "psi_request")
-PSI_SETUP = ("query", "psi_setup")
-PSI_ANSWER = ("query", "psi_answer")
-PSI_INTERSECT = ("query", "psi_intersect")
-PSI_RECEIVE = ("query", "psi_receive")
-EMBED = ("train", "embed")
-HEAD = ("train", "head")
-FINAL = ("evaluate", "final")
+class VerticalMessage(StrEnum):
+    """Vertical federation's messages, as Flower's message types ``<kind>.<action>``.
 
+    The ServerApp sends the member itself (a ``str``); the ClientApp registers each handler
+    under its :attr:`action`.
 
-def message_type(message: tuple[str, str]) -> str:
-    """Flower's message type of one of the protocol's messages.
-
-    >>> message_type(EMBED)
-    'train.embed'
+    >>> str(VerticalMessage.EMBED), VerticalMessage.EMBED.action
+    ('train.embed', 'embed')
     """
-    return ".".join(message)
+
+    HELLO = "query.hello"
+    PSI_REQUEST = "query.psi_request"
+    PSI_SETUP = "query.psi_setup"
+    PSI_ANSWER = "query.psi_answer"
+    PSI_INTERSECT = "query.psi_intersect"
+    PSI_RECEIVE = "query.psi_receive"
+    EMBED = "train.embed"
+    HEAD = "train.head"
+    FINAL = "evaluate.final"
+
+    @property
+    def action(self) -> str:
+        """The handler's name within its kind (``embed`` of ``train.embed``)."""
+        return self.value.split(".", 1)[1]
 
 
 HISTOGRAM_BINS = 100

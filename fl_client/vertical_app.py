@@ -20,21 +20,7 @@ from flwr.clientapp import ClientApp
 
 from credit_data.settings import LABEL_HOLDER
 from credit_data.vertical import NodeRows
-from federation.protocol import (
-    ARRAYS,
-    CONFIG,
-    EMBED,
-    FINAL,
-    HEAD,
-    HELLO,
-    METRICS,
-    PSI_ANSWER,
-    PSI_INTERSECT,
-    PSI_RECEIVE,
-    PSI_REQUEST,
-    PSI_SETUP,
-    STATUS,
-)
+from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, VerticalMessage
 from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod
 from fl_client.node_noise import node_noise
 from fl_client.node_store import load_state, save_state
@@ -79,12 +65,12 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
     """Build the ClientApp over a source of (settings, rows) for the node in ``context``."""
     app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0])])
 
-    @app.query(HELLO[1])
+    @app.query(VerticalMessage.HELLO.action)
     def hello(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         return _reply(msg, settings.party, {"rows": len(rows.ids)})
 
-    @app.query(PSI_REQUEST[1])
+    @app.query(VerticalMessage.PSI_REQUEST.action)
     def psi_request(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         state = load_state(settings, context)
@@ -94,7 +80,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         return _reply(msg, settings.party, {"rows": len(rows.ids)},
                       config={"request": request, "key": key})
 
-    @app.query(PSI_SETUP[1])
+    @app.query(VerticalMessage.PSI_SETUP.action)
     def psi_setup(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         state = NodeState()  # a new alignment starts a new federation at this node
@@ -103,7 +89,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         save_state(settings, context, state)
         return _reply(msg, settings.party, {"rows": len(rows.ids)}, config={"setup": setup})
 
-    @app.query(PSI_ANSWER[1])
+    @app.query(VerticalMessage.PSI_ANSWER.action)
     def psi_answer(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         config, state = _config(msg), load_state(settings, context)
@@ -112,7 +98,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         save_state(settings, context, state)
         return _reply(msg, settings.party, config={"response": response, "key": key})
 
-    @app.query(PSI_INTERSECT[1])
+    @app.query(VerticalMessage.PSI_INTERSECT.action)
     def psi_intersect(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         config = _config(msg)
@@ -130,7 +116,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         return _reply(msg, settings.party, metrics,
                       config={f"{p}.sealed": s for p, s in sealed.items()})
 
-    @app.query(PSI_RECEIVE[1])
+    @app.query(VerticalMessage.PSI_RECEIVE.action)
     def psi_receive(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         state = load_state(settings, context)
@@ -139,7 +125,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         save_state(settings, context, state)
         return _reply(msg, settings.party, {"intersection": float(n), "rows": len(rows.ids)})
 
-    @app.train(EMBED[1])
+    @app.train(VerticalMessage.EMBED.action)
     def train_embed(msg: Message, context: Context) -> Message:
         start = time.perf_counter()
         settings, rows = source(context)
@@ -160,7 +146,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         metrics["compute_s"] = time.perf_counter() - start
         return _reply(msg, settings.party, metrics, values)
 
-    @app.train(HEAD[1])
+    @app.train(VerticalMessage.HEAD.action)
     def train_head(msg: Message, context: Context) -> Message:
         start = time.perf_counter()
         settings, rows = source(context)
@@ -185,7 +171,7 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         metrics["compute_s"] = time.perf_counter() - start
         return _reply(msg, settings.party, metrics, {f"{p}.grads": g for p, g in grads.items()})
 
-    @app.evaluate(FINAL[1])
+    @app.evaluate(VerticalMessage.FINAL.action)
     def final(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         config, state = _config(msg), load_state(settings, context)

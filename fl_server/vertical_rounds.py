@@ -18,22 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from credit_data.settings import LABEL_HOLDER
-from federation.protocol import (
-    ARRAYS,
-    CONFIG,
-    EMBED,
-    FINAL,
-    HEAD,
-    HELLO,
-    METRICS,
-    PSI_ANSWER,
-    PSI_INTERSECT,
-    PSI_RECEIVE,
-    PSI_REQUEST,
-    PSI_SETUP,
-    STATUS,
-    message_type,
-)
+from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, VerticalMessage
 from fl_server.rounds import FederationError, _wait_for_nodes
 from fl_server.settings import ServerSettings
 from privacy.accounting import ACCOUNTANT
@@ -89,7 +74,7 @@ class _Router:
         messages = []
         for party, body in content.items():
             node = self.node[party]
-            messages.append(Message(body, dst_node_id=node, message_type=(
+            messages.append(Message(body, dst_node_id=node, message_type=str(
                 kind if isinstance(kind, str) else kind[party])))
             self._count(party, "in", body)  # what the party receives
             if self.recorder is not None:
@@ -97,7 +82,7 @@ class _Router:
         start = time.perf_counter()
         replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
         self.out.message_rounds += 1
-        name = kind if isinstance(kind, str) else "+".join(sorted(set(kind.values())))
+        name = str(kind) if isinstance(kind, str) else "+".join(sorted(set(kind.values())))
         self.out.seconds_by_kind[name] = (self.out.seconds_by_kind.get(name, 0.0)
                                           + time.perf_counter() - start)
         by_node = {v: k for k, v in self.node.items()}
@@ -132,7 +117,7 @@ def _config(**values: Any) -> RecordDict:
 
 def _identify(grid: Grid, router: _Router, s: ServerSettings) -> tuple[str, ...]:
     nodes = _wait_for_nodes(grid, s.n_clients, s.federation.connect_timeout)
-    messages = [Message(RecordDict(), dst_node_id=n, message_type=message_type(HELLO))
+    messages = [Message(RecordDict(), dst_node_id=n, message_type=str(VerticalMessage.HELLO))
                 for n in nodes]
     for reply in grid.send_and_receive(messages, timeout=s.federation.connect_timeout):
         if reply.has_error():
@@ -152,23 +137,23 @@ def _align(router: _Router, passive: tuple[str, ...]) -> None:
     """Private set intersection between the lender and each party, routed blind."""
     # the parties blind their own sets while the lender blinds its applicants
     lender_rows = router.out.parties[LABEL_HOLDER]
-    kinds = {LABEL_HOLDER: message_type(PSI_REQUEST)} | dict.fromkeys(
-        passive, message_type(PSI_SETUP))
+    kinds = {LABEL_HOLDER: str(VerticalMessage.PSI_REQUEST)} | dict.fromkeys(
+        passive, str(VerticalMessage.PSI_SETUP))
     first = router.send(kinds,
                         {LABEL_HOLDER: _config(passive=list(passive))}
                         | {p: _config(lender_rows=lender_rows) for p in passive})
     request = first[LABEL_HOLDER][CONFIG]
-    answers = router.send(message_type(PSI_ANSWER), {p: _config(
+    answers = router.send(VerticalMessage.PSI_ANSWER, {p: _config(
         request=request["request"], key=request["key"]) for p in passive})
     forward: dict[str, Any] = {"passive": list(passive)}
     for p in passive:
         forward[f"{p}.setup"] = first[p][CONFIG]["setup"]
         for key in ("response", "key"):
             forward[f"{p}.{key}"] = answers[p][CONFIG][key]
-    inter = router.send(message_type(PSI_INTERSECT), {LABEL_HOLDER: _config(**forward)})
+    inter = router.send(VerticalMessage.PSI_INTERSECT, {LABEL_HOLDER: _config(**forward)})
     counts = inter[LABEL_HOLDER][METRICS]
     sealed = inter[LABEL_HOLDER][CONFIG]
-    received = router.send(message_type(PSI_RECEIVE), {p: _config(sealed=sealed[f"{p}.sealed"])
+    received = router.send(VerticalMessage.PSI_RECEIVE, {p: _config(sealed=sealed[f"{p}.sealed"])
                                                  for p in passive})
     for p in passive:
         n = int(cast(float, counts[f"{p}.intersection"]))
@@ -252,14 +237,14 @@ def run_vertical_federation(grid: Grid, s: ServerSettings,
                 if p in grads:
                     body[ARRAYS] = ArrayRecord({"grads": grads[p]})
                 embed[p] = body
-            embedded = router.send(message_type(EMBED), embed)
+            embedded = router.send(VerticalMessage.EMBED, embed)
             values: dict[str, Any] = {}
             for p in passive:
                 record = embedded[p].array_records[ARRAYS]
                 values[f"{p}.train"] = record["train"]
                 if "val" in record:
                     values[f"{p}.val"] = record["val"]
-            head = router.send(message_type(HEAD), {LABEL_HOLDER: RecordDict({
+            head = router.send(VerticalMessage.HEAD, {LABEL_HOLDER: RecordDict({
                 CONFIG: ConfigRecord({"epoch": epoch, "chunk": chunk, "val_epoch": val_epoch,
                                       "passive": list(passive)}),
                 ARRAYS: ArrayRecord(values)})})[LABEL_HOLDER]
@@ -288,10 +273,10 @@ def run_vertical_federation(grid: Grid, s: ServerSettings,
             out.epochs = epoch
             out.history[-1]["seconds"] = time.perf_counter() - start
     best = int(cast(float, head[METRICS]["best_epoch"]))
-    finals = router.send(message_type(FINAL), {p: _config(best_epoch=best) for p in passive})
+    finals = router.send(VerticalMessage.FINAL, {p: _config(best_epoch=best) for p in passive})
     values = {f"{p}.{name}": finals[p][ARRAYS][name] for p in passive
               for name in ("train", "val", "test")}
-    scored = router.send(message_type(FINAL), {LABEL_HOLDER: RecordDict({
+    scored = router.send(VerticalMessage.FINAL, {LABEL_HOLDER: RecordDict({
         CONFIG: ConfigRecord({"best_epoch": best, "passive": list(passive)}),
         ARRAYS: ArrayRecord(values)})})[LABEL_HOLDER]
     out.final = {k: float(cast(float, v)) for k, v in scored[METRICS].items()}
