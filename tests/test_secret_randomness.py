@@ -113,13 +113,23 @@ def test_label_flips_are_drawn_once_and_kept_with_the_nodes_key():
 
 # --- embedding noise -----------------------------------------------------------------------
 
-def test_the_lender_cannot_subtract_a_partys_embedding_noise():
-    # Prepare: a passive party releasing noisy embeddings (clip 1, epsilon 8)
+def _releasing_party() -> tuple[PassiveNode, NodeRows, NodeState]:
+    """A passive party releasing noisy embeddings (clip 1, epsilon 8), aligned on all rows."""
     privacy = PrivacySettings(embedding_epsilon=8.0, embedding_releases=1)
     rows = _rows("bureau")
     node = PassiveNode(_settings("bureau", privacy), rows, NoiseSource.fresh())
-    state = NodeState(positions=np.arange(len(rows.ids)))
+    return node, rows, NodeState(positions=np.arange(len(rows.ids)))
+
+
+def _first_release(node: PassiveNode, state: NodeState) -> np.ndarray:
     released, _, _ = node.exchange(state, epoch=1, chunk=0, grads=None, prev=None, val_epoch=0)
+    return released
+
+
+def test_the_lender_cannot_subtract_a_partys_embedding_noise():
+    # Prepare
+    node, rows, state = _releasing_party()
+    released = _first_release(node, state)
     chunk = node._chunk_positions(state, 1, 0)
     clean = embed(node._encoder(state.snapshots[1]), rows.x[chunk], clip=1.0)
     std = node._noise_std()
@@ -141,13 +151,8 @@ def test_the_lender_cannot_subtract_a_partys_embedding_noise():
 
 
 def test_a_release_is_the_same_values_every_time_it_is_sent():
-    privacy = PrivacySettings(embedding_epsilon=8.0, embedding_releases=1)
-    rows = _rows("bureau")
-    node = PassiveNode(_settings("bureau", privacy), rows, NoiseSource.fresh())
-    state = NodeState(positions=np.arange(len(rows.ids)))
-    a, _, _ = node.exchange(state, epoch=1, chunk=0, grads=None, prev=None, val_epoch=0)
-    b, _, _ = node.exchange(state, epoch=1, chunk=0, grads=None, prev=None, val_epoch=0)
-    assert np.array_equal(a, b)  # re-sent, not redrawn: the receiver gains nothing
+    node, _, state = _releasing_party()
+    assert np.array_equal(_first_release(node, state), _first_release(node, state))  # re-sent, not redrawn: the receiver gains nothing
 
 
 # --- DP-SGD --------------------------------------------------------------------------------
