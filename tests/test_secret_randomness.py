@@ -152,7 +152,8 @@ def test_the_lender_cannot_subtract_a_partys_embedding_noise():
 
 def test_a_release_is_the_same_values_every_time_it_is_sent():
     node, _, state = _releasing_party()
-    assert np.array_equal(_first_release(node, state), _first_release(node, state))  # re-sent, not redrawn: the receiver gains nothing
+    # re-sent, not redrawn: the receiver gains nothing
+    assert np.array_equal(_first_release(node, state), _first_release(node, state))
 
 
 # --- DP-SGD --------------------------------------------------------------------------------
