@@ -44,7 +44,7 @@ from fl_server.rounds import FederationOutcome
 from fl_server.server_app import make_server_app
 from fl_server.settings import horizontal_server_settings
 from models.training import predict_proba
-from privacy.settings import PrivacyMechanism, check_privacy
+from privacy.settings import PrivacyMechanism, check_delta, check_privacy
 
 log = logging.getLogger("credit_fl")
 
@@ -122,6 +122,13 @@ def _run_horizontal(settings: RunSettings, run_dir: Path, names: tuple[str, ...]
     start = time.perf_counter()
     population, parties, rows = engine.start_while(lambda: lender_rows(settings))
     data_seconds = time.perf_counter() - start
+    if settings.privacy.mechanism is not PrivacyMechanism.off:
+        train = {name: int((r.split == TRAIN).sum()) for name, r in rows.items()}
+        if settings.privacy.mechanism is PrivacyMechanism.central:
+            check_delta(settings.privacy, sum(train.values()), "all lenders' training rows")
+        else:
+            largest = max(train, key=lambda name: train[name])
+            check_delta(settings.privacy, train[largest], f"{largest}'s training rows")
 
     state_dir = run_dir / "parties"
     if settings.resume is not None:

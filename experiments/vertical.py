@@ -45,7 +45,7 @@ from models.settings import ModelKind
 from models.split_training import LenderModel
 from models.training import check_train
 from privacy.randomness import NoiseSource
-from privacy.settings import PrivacyMechanism, check_privacy
+from privacy.settings import PrivacyMechanism, check_delta, check_privacy
 
 log = logging.getLogger("credit_fl")
 
@@ -108,6 +108,14 @@ def _check_parties(settings: RunSettings, parties: tuple[str, ...]) -> None:
                           f"parties are {list(parties)}")
 
 
+def _check_delta(settings: RunSettings, population: Population,
+                 parties: tuple[str, ...]) -> None:
+    """Refuse a delta of 1/n or more for the largest table a mechanism protects."""
+    if settings.privacy.vertical_mechanisms():
+        largest = max(parties, key=lambda p: population.tables[p].n_rows)
+        check_delta(settings.privacy, population.tables[largest].n_rows, f"{largest}'s table")
+
+
 def _label_leakage(party_dirs: dict[str, Path], labels: pd.Series
                    ) -> dict[str, dict[str, np.ndarray]] | None:
     """Join the attack scores each passive party kept with the true labels (simulation only)."""
@@ -135,6 +143,7 @@ def _population(settings: RunSettings) -> tuple[Population, tuple[str, ...]]:
     population = load_population(settings.data, settings.seed)
     parties = training_parties(settings, population)
     _check_parties(settings, parties)
+    _check_delta(settings, population, parties)
     return population, parties
 
 

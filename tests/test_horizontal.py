@@ -249,3 +249,10 @@ def test_central_dp_stops_before_a_release_past_its_cap(tmp_path):
     with pytest.raises(FederationError, match=r"aggregate 1 would take the record-level epsilon"):
         run_experiment(TINY + ["privacy=central", "federation.rounds=2",
                                "privacy.max_epsilon=0.5"], tmp_path)
+
+
+def test_a_delta_of_one_over_n_or_more_is_refused_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"privacy\.delta=0\.5 is not below 1/n for lender-\d's "
+                                          r"training rows"):
+        run_experiment(TINY + ["privacy=dpsgd", "privacy.delta=0.5"], tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["run.log"])
