@@ -44,7 +44,8 @@ from fl_server.rounds import FederationOutcome
 from fl_server.server_app import make_server_app
 from fl_server.settings import horizontal_server_settings
 from models.training import predict_proba
-from privacy.settings import PrivacyMechanism, check_delta, check_privacy
+from privacy.accounting import check_delta
+from privacy.settings import PrivacyMechanism, check_privacy
 
 log = logging.getLogger("credit_fl")
 
@@ -125,10 +126,10 @@ def _run_horizontal(settings: RunSettings, run_dir: Path, names: tuple[str, ...]
     if settings.privacy.mechanism is not PrivacyMechanism.off:
         train = {name: int((r.split == TRAIN).sum()) for name, r in rows.items()}
         if settings.privacy.mechanism is PrivacyMechanism.central:
-            check_delta(settings.privacy, sum(train.values()), "all lenders' training rows")
+            check_delta(settings.privacy.delta, sum(train.values()), "all lenders' training rows")
         else:
             largest = max(train, key=lambda name: train[name])
-            check_delta(settings.privacy, train[largest], f"{largest}'s training rows")
+            check_delta(settings.privacy.delta, train[largest], f"{largest}'s training rows")
 
     state_dir = run_dir / "parties"
     if settings.resume is not None:

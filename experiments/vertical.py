@@ -44,8 +44,9 @@ from fl_server.vertical_rounds import Recorder, VerticalOutcome
 from models.settings import ModelKind
 from models.split_training import LenderModel
 from models.training import check_train
+from privacy.accounting import check_delta
 from privacy.randomness import NoiseSource
-from privacy.settings import PrivacyMechanism, check_delta, check_privacy
+from privacy.settings import PrivacyMechanism, check_privacy
 
 log = logging.getLogger("credit_fl")
 
@@ -113,7 +114,7 @@ def _check_delta(settings: RunSettings, population: Population,
     """Refuse a delta of 1/n or more for the largest table a mechanism protects."""
     if settings.privacy.vertical_mechanisms():
         largest = max(parties, key=lambda p: population.tables[p].n_rows)
-        check_delta(settings.privacy, population.tables[largest].n_rows, f"{largest}'s table")
+        check_delta(settings.privacy.delta, population.tables[largest].n_rows, f"{largest}'s table")
 
 
 def _label_leakage(party_dirs: dict[str, Path], labels: pd.Series

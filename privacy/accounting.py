@@ -14,6 +14,8 @@ import functools
 import math
 from typing import Any
 
+from credit_data.errors import ConfigError
+
 ACCOUNTANT = "rdp"
 
 History = list[tuple[float, float, int]]
@@ -29,25 +31,33 @@ def default_delta(n_rows: int) -> float:
     return 0.1 / max(n_rows, 1)
 
 
-def party_delta(delta: float | None, n_rows: int) -> float:
-    """Return the delta a party uses: the configured one or :func:`default_delta`.
+def check_delta(delta: float | None, rows: int, where: str) -> None:
+    """Refuse a configured delta of 1/n or more for ``rows`` records (named by ``where``).
 
-    A delta of 1/n or more allows a mechanism that publishes a record outright: a party
-    refuses it, whatever the run asks.
+    A delta of 1/n or more allows a mechanism that publishes a record outright. The runners
+    check the largest table a mechanism protects before anything trains; every node checks its
+    own rows again, whatever the run asks.
+
+    >>> check_delta(0.5, 3000, "x")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    credit_data.errors.ConfigError: privacy.delta=0.5 is not below 1/n for x (3,000 rows; ...
+    """
+    if delta is not None and not delta < 1 / max(rows, 1):
+        raise ConfigError(f"privacy.delta={delta:g} is not below 1/n for {where} "
+                          f"({rows:,} rows; 1/n = {1 / max(rows, 1):.3g}): a mechanism with "
+                          "such a delta may publish a record outright; leave privacy.delta "
+                          "unset (0.1/n) or lower it")
+
+
+def party_delta(delta: float | None, n_rows: int) -> float:
+    """Return the delta a party uses: the configured one (checked) or :func:`default_delta`.
 
     >>> party_delta(None, 1000)
     0.0001
-    >>> party_delta(0.01, 1000)
-    Traceback (most recent call last):
-    ...
-    ValueError: privacy.delta=0.01 is not below 1/n for 1,000 training rows (0.001)
     """
-    if delta is None:
-        return default_delta(n_rows)
-    if not delta < 1 / max(n_rows, 1):
-        raise ValueError(f"privacy.delta={delta:g} is not below 1/n for {n_rows:,} training rows "
-                         f"({1 / max(n_rows, 1):g})")
-    return delta
+    check_delta(delta, n_rows, "this party's rows")
+    return default_delta(n_rows) if delta is None else delta
 
 
 @functools.lru_cache(maxsize=256)

@@ -156,20 +156,3 @@ def check_audit(settings: AuditSettings, key: str = "audit") -> None:
     if settings.max_members < 10:
         raise ConfigError(f"{key}.max_members must be at least 10, got {settings.max_members}")
 
-
-def check_delta(settings: PrivacySettings, rows: int, where: str) -> None:
-    """Refuse a configured ``privacy.delta`` of 1/n or more for the largest table DP protects.
-
-    Every node refuses it too (:func:`privacy.accounting.party_delta`); checking it here, once
-    the tables are known, names the key before anything trains.
-
-    >>> check_delta(PrivacySettings(delta=0.5), 3000, "x")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    credit_data.errors.ConfigError: privacy.delta=0.5 is not below 1/n for x (3,000 rows; ...
-    """
-    if settings.delta is not None and not settings.delta < 1 / max(rows, 1):
-        raise ConfigError(f"privacy.delta={settings.delta:g} is not below 1/n for {where} "
-                          f"({rows:,} rows; 1/n = {1 / max(rows, 1):.3g}): a mechanism with "
-                          "such a delta may publish a record outright; leave privacy.delta "
-                          "unset (0.1/n) or lower it")

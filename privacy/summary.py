@@ -26,8 +26,6 @@ from credit_data.summary import ColumnCounts
 from privacy.accounting import epsilon_of, noise_multiplier_for
 from privacy.randomness import NoiseSource, gaussian
 
-SUMMARY_SHARE_DEFAULT = 0.1
-
 
 @dataclass(frozen=True)
 class SummaryPlan:
