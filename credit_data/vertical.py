@@ -41,6 +41,7 @@ class NodeRows:
     summary_history: tuple[tuple[float, float, int], ...] = ()
     summary_selection_delta: float = 0.0
     summary_base_rate: float | None = None
+    source_columns: int = 0
 
     @property
     def width(self) -> int:
@@ -75,14 +76,16 @@ def node_rows(table: PartyTable, settings: DataSettings, seed: int,
         return NodeRows(party=table.party, ids=ids, x=sketch.transform(table.frame), split=split,
                         names=sketch.feature_names, y=y, summary_history=summary_history,
                         summary_selection_delta=summary_selection_delta,
-                        summary_base_rate=sketch.base_rate)
+                        summary_base_rate=sketch.base_rate,
+                        source_columns=len(table.features))
     pre = PartyPreprocessor(table.numeric, table.categorical, settings.scaler, seed)
     x_train = pre.fit_transform(table.frame.loc[train])  # each row is transformed once
     x = np.empty((len(split), x_train.shape[1]), np.float32)
     x[train] = x_train
     if not train.all():
         x[~train] = pre.transform(table.frame.loc[~train])
-    return NodeRows(party=table.party, ids=ids, x=x, split=split, names=pre.feature_names, y=y)
+    return NodeRows(party=table.party, ids=ids, x=x, split=split, names=pre.feature_names, y=y,
+                    source_columns=len(table.features))
 
 
 def assign_chunk(ids: list[str] | np.ndarray, seed: int, epoch: int, chunks: int) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from credit_data.design import build_design
 from credit_data.errors import ConfigError
@@ -16,13 +17,14 @@ from credit_data.split import TEST, TRAIN, VAL
 from experiments.outcome import (
     RunOutcome,
     oracle_auc,
-    positive_rates,
     predictions_frame,
-    split_metrics,
+    report_positive_rates,
+    split_report,
     training_parties,
 )
 from federation.run_settings import RunSettings
 from models.factory import build_model
+from models.metrics import report_metrics
 from models.training import fit, predict_proba, seed_everything
 
 log = logging.getLogger("credit_fl")
@@ -54,7 +56,8 @@ def run_baseline(settings: RunSettings) -> RunOutcome:
     scores = {name: predict_proba(model, design.matrix(parties, split))
               for split, name in names.items()}
     y = {name: design.labels(split) for split, name in names.items()}
-    metrics = split_metrics(y, scores)
+    report = split_report(y, scores)
+    metrics: dict[str, Any] = report_metrics(report)
     metrics.update({"best_epoch": result.best_epoch, "history": result.history})
     test = design.split == TEST
     tables = population.tables
@@ -62,7 +65,7 @@ def run_baseline(settings: RunSettings) -> RunOutcome:
         "name": settings.data.name, "source": settings.data.source.value,
         "label": settings.data.label,
         "rows": {name: design.rows(split) for split, name in names.items()},
-        "positive_rate": positive_rates(y),
+        "positive_rate": report_positive_rates(report),
         "parties": {p: {"rows": tables[p].n_rows,
                         "applicants_known": int(design.blocks[p].present.sum()),
                         "source_columns": len(tables[p].features),
@@ -76,7 +79,7 @@ def run_baseline(settings: RunSettings) -> RunOutcome:
         model={"kind": settings.model.kind.value,
                "parameters": sum(p.numel() for p in model.parameters()),
                "inputs": design.widths(parties)},
-        metrics=metrics,
+        metrics=metrics, report=report,
         predictions=predictions_frame(design.ids[test], y["test"], scores["test"]),
         data_seconds=data_seconds, train_seconds=result.seconds,
         train_rows_per_s=result.rows_per_second, labels=y, scores=scores)

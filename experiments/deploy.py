@@ -10,15 +10,18 @@
     bureau=1`` gives a node its own privacy limit.
 ``run [key=value ...]``
     Submit the run with ``flwr run`` (the overrides of ``up``, plus these), wait for it, and
-    write the same ``results.json``, ``predictions.csv`` and ``report.md`` as a simulation run.
+    write ``results.json``, ``report.md`` and ``plots.png`` from what the server received.
 ``down``
     Stop every process ``up`` started.
 ``all [key=value ...]``
     ``up``, ``run`` and ``down`` in one go; ``down`` also runs when something fails.
 
 Everything lives under ``--dir`` (default ``deploy/``). ``up`` stops what it started if it fails.
-On loopback the collector may read every node's files (it made them), which is how
-``metrics.test`` matches simulation; a real coordinator sees only what the nodes send.
+The collector reads nothing from the nodes' directories, as a real coordinator could not: the
+metrics come from the lender's score summaries (a horizontal server pools the lenders'), the
+same summaries a simulation's metrics come from. The row-level scores stay at the lender
+(``scores.npz`` in its state directory); there is no ``predictions.csv`` and no membership audit
+at the coordinator.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from credit_data.tables import PartyTable
 from deployment.run_config import COLUMNS, OUTCOME, RUN_DIR, RUN_NAME, RUN_SETTINGS
 from experiments.audit import audit_outcome
 from experiments.config import register, to_settings
-from experiments.horizontal import UnionOfLenders, horizontal_outcome, lender_rows
+from experiments.horizontal import horizontal_outcome, lender_rows
 from experiments.outcome import RunOutcome, training_parties
 from experiments.report import render_report
 from experiments.results import write_run
@@ -337,7 +340,7 @@ def run(directory: Path, overrides: list[str] | None = None, run_dir: Path | Non
     found = pickle.loads((run_dir / OUTCOME).read_bytes())  # noqa: S301 (our own file)
     if "error" in found:
         raise found["error"]
-    outcome = collect(settings, fed, name, found["outcome"], train_seconds)
+    outcome = collect(settings, fed, found["outcome"], train_seconds)
     assert outcome.federation is not None
     outcome.federation.update({
         "engine": "deployment", "superlink": fed.superlink, "tls": True, "node_auth": True,
@@ -349,19 +352,16 @@ def run(directory: Path, overrides: list[str] | None = None, run_dir: Path | Non
     return results
 
 
-def collect(settings: RunSettings, fed: Federation, name: str, server_outcome: Any,
+def collect(settings: RunSettings, fed: Federation, server_outcome: Any,
             train_seconds: float) -> RunOutcome:
-    """Turn the server's outcome and the nodes' own files into the run's outcome (loopback)."""
-    start = time.perf_counter()
+    """Turn what the server received into the run's outcome, as a real coordinator must.
+
+    Nothing is read from the nodes' directories and no data is loaded: the metrics come from
+    the lenders' reports (score summaries), the ledger and history from the server.
+    """
     if settings.federation.mode is Mode.vertical:
-        population = load_population(settings.data, settings.seed)
-        parties = tuple(fed.parties)
-        dirs = {p: fed.node_state(p) / name / p for p in parties}
-        return vertical_outcome(settings, population, parties, server_outcome, dirs,
-                                time.perf_counter() - start, train_seconds)
-    population, parties, rows = lender_rows(settings)
-    return horizontal_outcome(settings, population, parties, UnionOfLenders(rows, settings),
-                              server_outcome, time.perf_counter() - start, train_seconds)
+        return vertical_outcome(settings, tuple(fed.parties), server_outcome, 0.0, train_seconds)
+    return horizontal_outcome(settings, server_outcome, 0.0, train_seconds)
 
 
 @contextlib.contextmanager

@@ -1,37 +1,40 @@
 """Horizontal federation on Flower's simulation engine.
 
 K lenders each hold their own applicants (lender and bureau columns); Flower's simulation
-engine runs the same ServerApp and ClientApp that a deployment runs. In simulation alone, the
-global model is also scored on the union of the lenders' test rows (``metrics.test`` and
-``predictions.csv``); the lenders themselves only ever send AUCs and score histograms.
+engine runs the same ServerApp and ClientApp that a deployment runs. The lenders only ever send
+AUCs, score histograms and, on the final model, score summaries per split (``metrics`` come
+from these). In simulation alone the final model is also scored on the union of the lenders'
+rows, for ``predictions.csv`` and the membership audit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import ray
 import torch
 from sklearn.metrics import roc_auc_score
 
-from credit_data.errors import ConfigError
+from credit_data.errors import ConfigError, FederationError
 from credit_data.federated_scaling import Schema, encode
 from credit_data.horizontal import LenderRows, horizontal_rows
 from credit_data.loading import load_population
 from credit_data.partition import lender_names
+from credit_data.settings import PARTIES
 from credit_data.split import SPLITS, TRAIN
 from credit_data.tables import Population
 from experiments.lender_source import SimulationSource
 from experiments.outcome import (
     RunOutcome,
     oracle_auc,
-    positive_rates,
     predictions_frame,
-    split_metrics,
+    report_positive_rates,
     training_parties,
 )
 from experiments.simulation import SimulationEngine, simulation_engine
@@ -43,6 +46,7 @@ from fl_client.settings import ClientSettings, client_settings
 from fl_server.rounds import FederationOutcome
 from fl_server.server_app import make_server_app
 from fl_server.settings import horizontal_server_settings
+from models.metrics import ScoreSummary, report_metrics
 from models.training import predict_proba
 from privacy.accounting import check_delta
 from privacy.settings import PrivacyMechanism, check_privacy
@@ -153,56 +157,60 @@ def _run_horizontal(settings: RunSettings, run_dir: Path, names: tuple[str, ...]
     train_seconds = time.perf_counter() - train_start
     if outcome.error is not None:
         raise outcome.error
-    return horizontal_outcome(settings, population, parties, union, outcome, data_seconds,
-                              train_seconds)
+    return with_union(horizontal_outcome(settings, outcome, data_seconds, train_seconds),
+                      population, parties, union, outcome)
 
 
-def horizontal_outcome(settings: RunSettings, population: Population, parties: tuple[str, ...],
-                       union: UnionOfLenders, outcome: FederationOutcome,
+def horizontal_outcome(settings: RunSettings, outcome: FederationOutcome,
                        data_seconds: float, train_seconds: float) -> RunOutcome:
-    """Score the final global model on the union of the lenders' rows; build the run's outcome.
+    """Build the run's outcome from what the server received, and nothing else.
 
-    Only a simulation, or a loopback deployment that made every node's file, holds that union.
+    The lenders' reports on the final model (score summaries per split, pooled here), the
+    ledger, the exclusions and the history: a deployed coordinator has only these. A
+    simulation adds the row-level scores of the union of the lenders' rows
+    (:func:`with_union`).
     """
     assert outcome.state is not None and outcome.schema is not None
-    rows = union.rows
-    names = tuple(rows)
+    if not outcome.reports:
+        raise FederationError("no lender sent its report on the final model")
     f = settings.federation
-    scores = union.scores(outcome.state, outcome.schema)
-    labels, ids = union.labels, union.ids
     private = outcome.ledger is not None
-    metrics = split_metrics(labels, scores, private)
+    names = sorted(outcome.reports)
+    report: dict[str, ScoreSummary] = {}
+    for summaries, _ in outcome.reports.values():
+        for split, summary in summaries.items():
+            report[split] = report[split] + summary if split in report else summary
+    rows = {name: sum(outcome.reports[n][1][name] for n in names) for name in SPLITS.values()}
+    metrics: dict[str, Any] = report_metrics(report, private)
     metrics["history"] = outcome.history
     metrics["pooled_lender_auc"] = outcome.history[-1]["pooled_auc"]
-    lender_table = population.tables["lender"]
     dataset = {
         "name": settings.data.name, "source": settings.data.source.value,
-        "label": settings.data.label,
-        "rows": {name: int(len(labels[name])) for name in SPLITS.values()},
-        "positive_rate": positive_rates(labels, private),
+        "label": settings.data.label, "rows": rows,
+        "positive_rate": report_positive_rates(report, private),
         # a lender's default rate covers its training rows: left out (null) under DP
-        "parties": {name: {"rows": int(len(r.y)), "train_rows": int((r.split == TRAIN).sum()),
-                           "default_rate": None if private else float(r.y.mean()),
-                           "used": True}
-                    for name, r in rows.items()},
-        "columns": list(parties), "source_rows": lender_table.n_rows,
-        "oracle_test_auc": oracle_auc(population, settings.data.label, ids["test"],
-                                      labels["test"]),
+        "parties": {n: {"rows": sum(outcome.reports[n][1].values()),
+                        "train_rows": outcome.reports[n][1]["train"],
+                        "default_rate": None if private else (
+                            outcome.reports[n][0]["train"].defaults
+                            / max(outcome.reports[n][0]["train"].rows, 1)),
+                        "used": True}
+                    for n in names},
+        "columns": [p for p in PARTIES if p in settings.federation.parties],
+        "source_rows": sum(rows.values()),
+        "oracle_test_auc": None,  # the generator's truth is the simulation's alone
     }
     model = shared_model(settings.model, outcome.schema)
     rounds_done = outcome.completed_rounds
-    train_rows = sum(int((r.split == TRAIN).sum()) for r in rows.values())
     return RunOutcome(
         settings=settings, dataset=dataset,
         model={"kind": settings.model.kind.value,
                "parameters": sum(p.numel() for p in model.parameters()),
                "inputs": {"lender": len(outcome.schema.feature_names)}},
-        metrics=metrics,
-        predictions=predictions_frame(ids["test"], labels["test"], scores["test"]),
+        metrics=metrics, report=report,
         data_seconds=data_seconds, train_seconds=train_seconds,
-        train_rows_per_s=train_rows * rounds_done * f.local_epochs / max(train_seconds, 1e-9),
+        train_rows_per_s=rows["train"] * rounds_done * f.local_epochs / max(train_seconds, 1e-9),
         privacy=outcome.ledger.summary() if outcome.ledger is not None else None,
-        labels=labels, scores=scores,
         federation={
             "engine": "simulation",  # experiments.deploy sets "deployment"
             "strategy": f.strategy.value, "clients": len(names), "rounds": f.rounds,
@@ -214,4 +222,23 @@ def horizontal_outcome(settings: RunSettings, population: Population, parties: t
             "lender_evaluation": outcome.lender_evaluation,
             "resumed_from": settings.resume,
         })
+
+
+def with_union(run: RunOutcome, population: Population, parties: tuple[str, ...],
+               union: UnionOfLenders, outcome: FederationOutcome) -> RunOutcome:
+    """Add what only a simulation holds: the union's row-level scores and the generator's truth.
+
+    The final model's scores of every lender's rows feed predictions.csv and the membership
+    audit; the metrics stay those of the lenders' reports.
+    """
+    assert outcome.state is not None and outcome.schema is not None
+    scores = union.scores(outcome.state, outcome.schema)
+    labels, ids = union.labels, union.ids
+    dataset = run.dataset | {
+        "columns": list(parties),
+        "oracle_test_auc": oracle_auc(population, run.settings.data.label, ids["test"],
+                                      labels["test"])}
+    return dataclasses.replace(
+        run, dataset=dataset, labels=labels, scores=scores,
+        predictions=predictions_frame(ids["test"], labels["test"], scores["test"]))
 

@@ -11,31 +11,35 @@ from sklearn.metrics import roc_auc_score
 
 from credit_data.errors import ConfigError
 from credit_data.settings import LABEL_HOLDER, PARTIES
+from credit_data.split import SPLITS
 from credit_data.tables import Population
 from federation.run_settings import RunSettings
 from federation.settings import Mode
-from models.metrics import population_stability_index, score_metrics
+from models.metrics import ScoreSummary
 
 
 @dataclass(frozen=True)
 class RunOutcome:
     """Summaries already computed; :mod:`experiments.results` lays them out.
 
-    ``labels`` and ``scores`` (per split) feed the membership audit; ``label_leakage`` holds,
-    per passive party, the label-free attack scores it kept and the true labels of those rows
-    (simulation only: the runner knows them).
+    ``metrics`` come from ``report``, a score summary per split: the same numbers whether
+    the rows are at hand or only the summaries reached the server. ``predictions`` (the test
+    rows' scores), ``labels`` and ``scores`` (per split, for the membership audit) and
+    ``label_leakage`` (per passive party, the label-free attack scores it kept and the true
+    labels of those rows) exist where the runner holds the rows: not in a deployment.
     """
 
     settings: RunSettings
     dataset: dict[str, Any]
     model: dict[str, Any]
     metrics: dict[str, Any]
-    predictions: pd.DataFrame
     data_seconds: float
     train_seconds: float
     train_rows_per_s: float
     privacy: dict[str, Any] | None = None
     federation: dict[str, Any] | None = None
+    report: dict[str, ScoreSummary] | None = None
+    predictions: pd.DataFrame | None = None
     labels: dict[str, np.ndarray] | None = None
     scores: dict[str, np.ndarray] | None = None
     label_leakage: dict[str, dict[str, np.ndarray]] | None = None
@@ -55,20 +59,11 @@ def training_parties(settings: RunSettings, population: Population) -> tuple[str
     return tuple(p for p in PARTIES if p in named and p in population.tables)
 
 
-def split_metrics(y: dict[str, np.ndarray], scores: dict[str, np.ndarray],
-                  private: bool = False) -> dict[str, Any]:
-    """Compute validation and test metrics, with the PSI of the test scores on the test block.
-
-    The PSI's reference is the training scores, or under DP the validation scores: the
-    training rows' scores are outside every guarantee, so a private run publishes nothing
-    computed from them (``psi_reference`` says which).
-    """
-    metrics: dict[str, dict[str, Any]] = {name: dict(score_metrics(y[name], scores[name]))
-                                          for name in ("val", "test")}
-    reference = "val" if private else "train"
-    metrics["test"]["psi"] = population_stability_index(scores[reference], scores["test"])
-    metrics["test"]["psi_reference"] = reference
-    return metrics
+def split_report(y: dict[str, np.ndarray], scores: dict[str, np.ndarray],
+                 private: bool = False) -> dict[str, ScoreSummary]:
+    """Summarise each split's scores as a node would (no training split under DP)."""
+    return {name: ScoreSummary.of(y[name], scores[name]) for name in y
+            if not (private and name == "train")}
 
 
 def oracle_auc(population: Population, label: str, test_ids: np.ndarray,
@@ -80,14 +75,15 @@ def oracle_auc(population: Population, label: str, test_ids: np.ndarray,
     return float(roc_auc_score(test_labels, truth))
 
 
-def positive_rates(y: dict[str, np.ndarray], private: bool = False) -> dict[str, float | None]:
+def report_positive_rates(report: dict[str, ScoreSummary], private: bool = False
+                          ) -> dict[str, float | None]:
     """Default rate per split; under DP the training split's is left out (null).
 
     With the number of training rows it would give the exact count of defaults among them,
     the very count a private run only ever releases noised.
     """
-    return {name: None if private and name == "train" else float(values.mean())
-            for name, values in y.items()}
+    return {name: None if private and name == "train" else report[name].defaults
+            / report[name].rows for name in SPLITS.values()}
 
 
 def predictions_frame(ids: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> pd.DataFrame:

@@ -1,4 +1,8 @@
-"""plots.png: ROC curve, calibration curve and learning curve of one run."""
+"""plots.png: ROC curve, calibration curve and learning curve of one run.
+
+Drawn from the test split's score summary (:class:`models.metrics.ScoreSummary`), so a
+deployed coordinator that never sees a row draws the same plots as a simulation.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +13,31 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.calibration import CalibrationDisplay  # noqa: E402
-from sklearn.metrics import RocCurveDisplay  # noqa: E402
 
 from federation.storage import atomic_path  # noqa: E402
+from models.metrics import ScoreSummary  # noqa: E402
 
 
-def write_plots(path: Path, y_test: np.ndarray, p_test: np.ndarray,
-                history: list[dict[str, Any]], title: str) -> None:
+def write_plots(path: Path, test: ScoreSummary, history: list[dict[str, Any]],
+                title: str) -> None:
     """Draw the three panels and move the PNG into place only once it is complete."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    RocCurveDisplay.from_predictions(y_test, p_test, ax=axes[0], name="test")
+    fpr, tpr = test.roc()
+    axes[0].plot(fpr, tpr, label=f"test (AUC {test.metrics()['auc']:.4f})")
     axes[0].plot([0, 1], [0, 1], ls=":", c="grey")
+    axes[0].set_xlabel("false positive rate")
+    axes[0].set_ylabel("true positive rate")
+    axes[0].legend(loc="lower right")
     axes[0].set_title("ROC (test)")
-    CalibrationDisplay.from_predictions(y_test, p_test, n_bins=10, strategy="quantile",
-                                        ax=axes[1], name="test")
+    mean_score, observed = test.deciles()
+    axes[1].plot(mean_score, observed, marker="o", label="test")
+    axes[1].plot([0, 1], [0, 1], ls=":", c="grey", label="perfectly calibrated")
+    axes[1].set_xlabel("mean predicted default probability")
+    axes[1].set_ylabel("observed default rate")
+    axes[1].legend(loc="upper left")
+    top = max(float(mean_score.max()), float(observed.max())) * 1.1
+    axes[1].set_xlim(0, top)
+    axes[1].set_ylim(0, top)
     axes[1].set_title("Calibration (test, deciles)")
     step = "epoch" if history and "epoch" in history[0] else "round"
     epochs = [h[step] for h in history]

@@ -64,14 +64,17 @@ def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any],
 def write_run(run_dir: Path, outcome: RunOutcome, wall_s: float, config: dict[str, Any],
               audit: dict[str, Any] | None = None,
               references: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write predictions.csv, plots.png, report.md and results.json; return the results."""
+    """Write plots.png, report.md, results.json and, where the rows are at hand, predictions.csv.
+
+    A deployed coordinator has no row: the lender keeps its scores on its own disk.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     results = build_results(outcome, wall_s, config, audit, references)
-    predictions = outcome.predictions
-    write_atomic(run_dir / "predictions.csv", predictions.to_csv(index=False,
-                                                                  float_format="%.8g"))
-    write_plots(run_dir / "plots.png", predictions["label"].to_numpy(),
-                predictions["score"].to_numpy(), outcome.metrics["history"],
+    if outcome.predictions is not None:
+        write_atomic(run_dir / "predictions.csv", outcome.predictions.to_csv(
+            index=False, float_format="%.8g"))
+    assert outcome.report is not None
+    write_plots(run_dir / "plots.png", outcome.report["test"], outcome.metrics["history"],
                 f"{results['mode']} on {results['dataset']['name']}")
     write_atomic(run_dir / "report.md", render_report(results))
     write_atomic(run_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")

@@ -3,15 +3,18 @@
 The lender, the bureau and the social platform are each a Flower node with its own table
 (``federation.parties`` picks which take part); the ServerApp aligns them by private set
 intersection and routes embeddings and gradients. The lender keeps its scores on its own disk
-(``parties/lender/scores.npz`` in the run directory); in simulation the runner reads them from
-there to fill ``metrics`` and ``predictions.csv``.
+(``parties/lender/scores.npz`` in the run directory) and sends the server a score summary per
+split, from which ``metrics`` come; in simulation the runner also reads the scores for
+``predictions.csv`` and the audits.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,15 +24,14 @@ from flwr.app import Context
 from credit_data.errors import ConfigError
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER, DataSettings
-from credit_data.split import SPLITS, TEST, TRAIN, assign_split
+from credit_data.split import SPLITS, TEST, assign_split
 from credit_data.tables import Population
 from credit_data.vertical import NodeRows
 from experiments.outcome import (
     RunOutcome,
     oracle_auc,
-    positive_rates,
     predictions_frame,
-    split_metrics,
+    report_positive_rates,
     training_parties,
 )
 from experiments.simulation import once_per_worker, simulation_engine
@@ -41,6 +43,7 @@ from fl_client.vertical_app import make_vertical_client_app
 from fl_server.server_app import make_vertical_server_app
 from fl_server.settings import vertical_server_settings
 from fl_server.vertical_rounds import Recorder, VerticalOutcome
+from models.metrics import report_metrics
 from models.settings import ModelKind
 from models.split_training import LenderModel
 from models.training import check_train
@@ -170,19 +173,73 @@ def run_vertical(settings: RunSettings, run_dir: Path,
     if outcome.error is not None:
         raise outcome.error
 
-    return vertical_outcome(settings, population, parties, outcome,
-                            {p: state_dir / p for p in parties}, data_seconds, train_seconds)
+    return with_party_files(
+        vertical_outcome(settings, parties, outcome, data_seconds, train_seconds),
+        population, {p: state_dir / p for p in parties})
 
 
-def vertical_outcome(settings: RunSettings, population: Population, parties: tuple[str, ...],
-                     outcome: VerticalOutcome, party_dirs: dict[str, Path],
+def vertical_outcome(settings: RunSettings, parties: tuple[str, ...], outcome: VerticalOutcome,
                      data_seconds: float, train_seconds: float) -> RunOutcome:
-    """Build the run's outcome from the lender's scores and the parties' own files.
+    """Build the run's outcome from what the server received, and nothing else.
 
-    ``party_dirs`` is where each party keeps its files (scores at the lender, label-leakage
-    scores at the others); only a simulation, or a loopback deployment, can read them all.
+    The lender's report (a score summary per split), its final metrics, the ledger, the
+    alignment and the history: a deployed coordinator builds results.json from these alone.
+    A simulation adds the row-level files it can also read (:func:`with_party_files`).
     """
-    tables = {p: population.tables[p] for p in parties}
+    report, final = outcome.report, outcome.final
+    private = outcome.ledger is not None
+    metrics: dict[str, Any] = report_metrics(report, private)
+    metrics["best_epoch"] = int(final["best_epoch"])
+    metrics["history"] = [r for r in outcome.history if "epoch" in r]
+    metrics["party_lift"] = {p: final["test_auc"] - final[f"test_auc_without_{p}"]
+                             for p in parties if p != LABEL_HOLDER}
+    rows = outcome.split_rows
+    dataset = {
+        "name": settings.data.name, "source": settings.data.source.value,
+        "label": settings.data.label, "rows": rows,
+        "positive_rate": report_positive_rates(report, private),
+        "parties": {p: {"rows": outcome.parties[p],
+                        "applicants_known": (outcome.alignment[p]["intersection"]
+                                             if p in outcome.alignment else outcome.parties[p]),
+                        "source_columns": outcome.columns[p], "used": True}
+                    for p in parties},
+        "oracle_test_auc": None,  # the generator's truth is the simulation's alone
+    }
+    m = settings.model
+    lender_width = int(final["inputs"])
+    head = LenderModel(lender_width, tuple(p for p in parties if p != LABEL_HOLDER), m)
+    f = settings.federation
+    return RunOutcome(
+        settings=settings, dataset=dataset,
+        model={"kind": "split_mlp (vertical)", "embedding_dim": m.embedding_dim,
+               "parameters": sum(p.numel() for p in head.parameters()),
+               "inputs": {"lender": lender_width}},
+        metrics=metrics, report=report,
+        data_seconds=data_seconds, train_seconds=train_seconds,
+        train_rows_per_s=rows["train"] * max(outcome.epochs, 1) * f.local_epochs
+        / max(train_seconds, 1e-9),
+        privacy=outcome.ledger.summary() if outcome.ledger is not None else None,
+        federation={
+            "engine": "simulation",  # experiments.deploy sets "deployment"
+            "parties": list(parties), "epochs": outcome.epochs,
+            "exchanges_per_epoch": f.exchanges_per_epoch, "local_epochs": f.local_epochs,
+            "message_rounds": outcome.message_rounds,
+            "seconds_by_message": outcome.seconds_by_kind,
+            "compute_seconds": outcome.compute_seconds,
+            "alignment": outcome.alignment, "communication": outcome.communication,
+            "alignment_seconds": next((r["seconds"] for r in outcome.history
+                                       if r.get("step") == "alignment"), None),
+        })
+
+
+def with_party_files(outcome: RunOutcome, population: Population,
+                     party_dirs: dict[str, Path]) -> RunOutcome:
+    """Add what only a simulation can read: every party's own files and the generator's truth.
+
+    The lender's row-level scores (for predictions.csv and the membership audit), the passive
+    parties' label-leakage scores (joined with the true labels) and the oracle AUC.
+    """
+    settings = outcome.settings
     lender = population.tables[LABEL_HOLDER]
     assert lender.labels is not None
     ids = lender.frame.index.to_numpy(dtype=object)
@@ -195,53 +252,10 @@ def vertical_outcome(settings: RunSettings, population: Population, parties: tup
         if not np.array_equal(rows, np.flatnonzero(split == code)):
             raise RuntimeError(f"the lender's {name} rows differ from the runner's")
         labels[name], scores[name] = y_all[rows], saved[f"{name}_scores"]
-    private = outcome.ledger is not None
-    metrics = split_metrics(labels, scores, private)
-    leakage = _label_leakage(party_dirs, lender.labels[settings.data.label])
-    final = outcome.final
-    metrics["best_epoch"] = int(final["best_epoch"])
-    metrics["history"] = [r for r in outcome.history if "epoch" in r]
-    metrics["party_lift"] = {p: final["test_auc"] - final[f"test_auc_without_{p}"]
-                             for p in parties if p != LABEL_HOLDER}
     test_ids = ids[split == TEST]
-    dataset = {
-        "name": settings.data.name, "source": settings.data.source.value,
-        "label": settings.data.label,
-        "rows": {name: int(len(labels[name])) for name in SPLITS.values()},
-        "positive_rate": positive_rates(labels, private),
-        "parties": {p: {"rows": tables[p].n_rows,
-                        "applicants_known": (outcome.alignment[p]["intersection"]
-                                             if p in outcome.alignment else tables[p].n_rows),
-                        "source_columns": len(tables[p].features), "used": True}
-                    for p in parties},
-        "oracle_test_auc": oracle_auc(population, settings.data.label, test_ids,
-                                      labels["test"]),
-    }
-    m = settings.model
-    lender_width = int(final["inputs"])
-    head = LenderModel(lender_width, tuple(p for p in parties if p != LABEL_HOLDER), m)
-    f = settings.federation
-    train_rows = int((split == TRAIN).sum())
-    return RunOutcome(
-        settings=settings, dataset=dataset,
-        model={"kind": "split_mlp (vertical)", "embedding_dim": m.embedding_dim,
-               "parameters": sum(p.numel() for p in head.parameters()),
-               "inputs": {"lender": lender_width}},
-        metrics=metrics,
+    dataset = outcome.dataset | {"oracle_test_auc": oracle_auc(
+        population, settings.data.label, test_ids, labels["test"])}
+    return dataclasses.replace(
+        outcome, dataset=dataset, labels=labels, scores=scores,
         predictions=predictions_frame(test_ids, labels["test"], scores["test"]),
-        data_seconds=data_seconds, train_seconds=train_seconds,
-        train_rows_per_s=train_rows * max(outcome.epochs, 1) * f.local_epochs
-        / max(train_seconds, 1e-9),
-        privacy=outcome.ledger.summary() if outcome.ledger is not None else None,
-        labels=labels, scores=scores, label_leakage=leakage,
-        federation={
-            "engine": "simulation",  # experiments.deploy sets "deployment"
-            "parties": list(parties), "epochs": outcome.epochs,
-            "exchanges_per_epoch": f.exchanges_per_epoch, "local_epochs": f.local_epochs,
-            "message_rounds": outcome.message_rounds,
-            "seconds_by_message": outcome.seconds_by_kind,
-            "compute_seconds": outcome.compute_seconds,
-            "alignment": outcome.alignment, "communication": outcome.communication,
-            "alignment_seconds": next((r["seconds"] for r in outcome.history
-                                       if r.get("step") == "alignment"), None),
-        })
+        label_leakage=_label_leakage(party_dirs, lender.labels[settings.data.label]))

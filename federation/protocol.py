@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from models.metrics import ScoreSummary
+
 if TYPE_CHECKING:
     from flwr.app import RecordDict
 
@@ -21,6 +23,9 @@ EVALUATE_FIRST = "evaluate-first"
 """Config key of a training message: score the model it carries before training from it."""
 SCORED = "scored-"
 """Prefix of the metrics of that evaluation in the training reply."""
+REPORT = "report"
+"""Record of the final model's score summaries per split (:func:`report_record`): what a
+lender sends instead of row-level scores, and all the run's metrics are computed from."""
 
 class VerticalMessage(StrEnum):
     """Vertical federation's messages, as Flower's message types ``<kind>.<action>``.
@@ -126,3 +131,29 @@ def reported_epsilon(content: RecordDict) -> dict[str, float]:
     """Return the epsilon figures a reply reports (names containing ``epsilon``)."""
     return {k: float(v) for record in content.metric_records.values()
             for k, v in record.items() if "epsilon" in k and isinstance(v, int | float)}
+
+
+def report_record(summaries: dict[str, ScoreSummary], rows: dict[str, int]) -> dict[str, Any]:
+    """Flatten a lender's report: its score summary per split and its rows per split.
+
+    Under DP there is no training summary, but the number of training rows is still given
+    (sizes are public).
+
+    >>> s = ScoreSummary.of(np.array([0, 1]), np.array([0.2, 0.7]))
+    >>> summaries, rows = read_report(report_record({"test": s}, {"train": 5, "test": 2}))
+    >>> sorted(summaries), rows
+    (['test'], {'train': 5, 'test': 2})
+    """
+    out: dict[str, Any] = {"splits": list(summaries), "row_splits": list(rows),
+                           "rows": [int(n) for n in rows.values()]}
+    for name, summary in summaries.items():
+        out |= summary.to_record(f"{name}.")
+    return out
+
+
+def read_report(record: Any) -> tuple[dict[str, ScoreSummary], dict[str, int]]:
+    """Read back :func:`report_record`'s summaries and rows."""
+    summaries = {str(name): ScoreSummary.from_record(record, f"{name}.")
+                 for name in record["splits"]}
+    return summaries, {str(k): int(v) for k, v in zip(record["row_splits"], record["rows"],
+                                                       strict=True)}

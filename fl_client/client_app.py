@@ -22,8 +22,10 @@ from federation.protocol import (
     CONFIG,
     EVALUATE_FIRST,
     METRICS,
+    REPORT,
     STATUS,
     evaluation_metrics,
+    report_record,
 )
 from fl_client.audit_mod import audit_log_mod
 from fl_client.node_noise import node_noise
@@ -98,10 +100,12 @@ def make_client_app(source: NodeSource) -> ClientApp:
     def evaluate(msg: Message, context: Context) -> Message:
         task = _task(source, context)
         schema = Schema.from_json(str(msg.content[CONFIG]["schema"]))
-        metrics = task.evaluate(schema,
-                                msg.content.array_records[ARRAYS].to_torch_state_dict())
-        return Message(RecordDict({METRICS: MetricRecord(metrics), STATUS: _status(task)}),
-                       reply_to=msg)
+        state = msg.content.array_records[ARRAYS].to_torch_state_dict()
+        content = RecordDict({METRICS: MetricRecord(task.evaluate(schema, state)),
+                              STATUS: _status(task)})
+        if msg.content[CONFIG].get(REPORT):  # the final model: the lender's report
+            content[REPORT] = ConfigRecord(report_record(*task.report(schema, state)))
+        return Message(content, reply_to=msg)
 
     return app
 

@@ -19,7 +19,7 @@ import torch
 from credit_data.errors import BudgetRefusal
 from credit_data.federated_scaling import Schema, encode, local_moments
 from credit_data.horizontal import LenderRows
-from credit_data.split import TEST, TRAIN, VAL
+from credit_data.split import SPLITS, TEST, TRAIN, VAL
 from credit_data.summary import column_counts
 from federation.model import shared_model
 from federation.protocol import auc_of_scores, score_histogram
@@ -33,6 +33,7 @@ from models.local_training import (
     steps_per_epoch,
     train_round,
 )
+from models.metrics import ScoreSummary
 from models.training import predict_proba
 from privacy.accounting import noise_multiplier_after, party_delta
 from privacy.ledger import PrivacyLedgerError
@@ -260,6 +261,19 @@ class LenderTask:
         return trained
 
     # evaluation ---------------------------------------------------------------------------
+    def report(self, schema: Schema, state: dict[str, torch.Tensor]
+               ) -> tuple[dict[str, ScoreSummary], dict[str, int]]:
+        """Return the lender's part of the run's report: a score summary and the rows per split.
+
+        No training summary under DP: the training rows' scores are outside every guarantee.
+        """
+        shard = self.shard(schema)
+        model = self.model(schema, state)
+        private = self.settings.privacy.mechanism is not PrivacyMechanism.off
+        summaries = {name: ScoreSummary.of(shard.y[split], predict_proba(model, shard.x[split]))
+                     for split, name in SPLITS.items() if not (private and split == TRAIN)}
+        return summaries, {name: int(len(shard.y[split])) for split, name in SPLITS.items()}
+
     def evaluate(self, schema: Schema, state: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Score the party's own test rows; only the AUC and score histograms leave."""
         shard = self.shard(schema)

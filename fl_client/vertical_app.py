@@ -20,7 +20,15 @@ from flwr.clientapp import ClientApp
 
 from credit_data.settings import LABEL_HOLDER
 from credit_data.vertical import NodeRows
-from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, VerticalMessage
+from federation.protocol import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    REPORT,
+    STATUS,
+    VerticalMessage,
+    report_record,
+)
 from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod
 from fl_client.node_noise import node_noise
 from fl_client.node_store import load_state, save_state
@@ -68,7 +76,8 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
     @app.query(VerticalMessage.HELLO.action)
     def hello(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
-        return _reply(msg, settings.party, {"rows": len(rows.ids)})
+        return _reply(msg, settings.party, {"rows": len(rows.ids),
+                                            "columns": rows.source_columns})
 
     @app.query(VerticalMessage.PSI_REQUEST.action)
     def psi_request(msg: Message, context: Context) -> Message:
@@ -185,9 +194,12 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
         passive = _passive(config)
         values = unpack(msg.content.array_records.get(ARRAYS))
         out_dir = Path(settings.state_dir) / settings.party if settings.state_dir else None
-        metrics = LenderNode(settings, rows, passive, node_noise(context, settings)).final(
+        lender = LenderNode(settings, rows, passive, node_noise(context, settings))
+        metrics, report, split_rows = lender.final(
             state, {p: {s: values[f"{p}.{s}"] for s in ("train", "val", "test")}
                     for p in passive}, out_dir)
-        return _reply(msg, settings.party, metrics)
+        reply = _reply(msg, settings.party, metrics)
+        reply.content[REPORT] = ConfigRecord(report_record(report, split_rows))
+        return reply
 
     return app

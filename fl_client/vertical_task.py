@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from credit_data.errors import BudgetRefusal
 from credit_data.split import SPLITS, TEST, TRAIN, VAL
 from credit_data.vertical import NodeRows, assign_chunk
 from federation.alignment import LenderAlignment, PartyAlignment
+from federation.protocol import auc_of_scores
 from fl_client.settings import ClientSettings
+from models.metrics import ScoreSummary
 from models.networks import PartyEncoder
 from models.split_training import (
     DPPlan,
@@ -506,8 +507,8 @@ class LenderNode(_Node):
         if val is not None:
             rows = self.split_rows(VAL)
             y_val = self.rows.y[rows]  # type: ignore[index]
-            auc = float(roc_auc_score(y_val, predict_proba(model, self._inputs(rows, val, model,
-                                                                           state))))
+            auc = auc_of_scores(predict_proba(model, self._inputs(rows, val, model, state)),
+                                y_val)
             if not auc <= state.best_auc:
                 state.best_epoch, state.best_auc = val_epoch, auc
             state.snapshots[val_epoch] = {k: v.clone() for k, v in model.state_dict().items()}
@@ -560,12 +561,14 @@ class LenderNode(_Node):
         return out
 
     def final(self, state: NodeState, embeddings: dict[str, dict[str, np.ndarray]],
-              out_dir: Path | None) -> dict[str, float]:
+              out_dir: Path | None
+              ) -> tuple[dict[str, float], dict[str, ScoreSummary], dict[str, int]]:
         """Score every split with the best epoch's model; keep the scores at this node.
 
-        Also scores the test rows with each party masked as unknown (its lift). Returns only
-        aggregate metrics; the row-level scores are written to ``out_dir`` (the lender's own
-        disk) when given.
+        Also scores the test rows with each party masked as unknown (its lift). Returns
+        aggregate metrics and the lender's report: a score summary per split (none of the
+        training rows under DP: their scores are outside every guarantee). The row-level
+        scores are written to ``out_dir`` (the lender's own disk) when given.
         """
         model = self._model(state, state.snapshots.get(state.best_epoch))
         scores, metrics = {}, {}
@@ -578,13 +581,15 @@ class LenderNode(_Node):
             scores = {n: recalibrate(s, val_scores, y_val) for n, s in scores.items()}
         test = self.split_rows(TEST)
         y_test = self.rows.y[test]  # type: ignore[index]
-        metrics["test_auc"] = float(roc_auc_score(y_test, scores["test"]))
+        metrics["test_auc"] = auc_of_scores(scores["test"], y_test)
         for party in self.passive:
             z = self._inputs(test, {p: embeddings[p]["test"] for p in self.passive}, model,
                              state)
             z[:, model.presence_column(party)] = 0.0
-            metrics[f"test_auc_without_{party}"] = float(roc_auc_score(
-                y_test, predict_proba(model, z)))
+            metrics[f"test_auc_without_{party}"] = auc_of_scores(predict_proba(model, z), y_test)
+        report = {name: ScoreSummary.of(self.rows.y[self.split_rows(split)],  # type: ignore[index]
+                                        scores[name])
+                  for split, name in SPLITS.items() if not (self.private and split == TRAIN)}
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             arrays: dict[str, Any] = {f"{n}_scores": s for n, s in scores.items()}
@@ -594,4 +599,5 @@ class LenderNode(_Node):
             np.savez(out_dir / "scores.npz", **arrays)
         metrics["best_epoch"] = state.best_epoch
         metrics["inputs"] = self.rows.width  # the width of its own columns, for the report
-        return metrics
+        return metrics, report, {name: len(self.split_rows(split))
+                                 for split, name in SPLITS.items()}

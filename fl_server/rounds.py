@@ -32,9 +32,11 @@ from federation.protocol import (
     CONFIG,
     EVALUATE_FIRST,
     METRICS,
+    REPORT,
     SCORED,
     STATUS,
     auc_from_histograms,
+    read_report,
 )
 from fl_server.checkpoint import load_checkpoint, save_checkpoint
 from fl_server.screening import Exclusion, screen_replies
@@ -46,6 +48,7 @@ from fl_server.strategies import (
     load_strategy_state,
     strategy_state,
 )
+from models.metrics import ScoreSummary
 from models.training import start_at_base_rate
 from privacy.accounting import ACCOUNTANT
 from privacy.ledger import PartySpend, PrivacyLedger
@@ -68,6 +71,9 @@ class FederationOutcome:
     ledger: PrivacyLedger | None = None
     exclusions: list[Exclusion] = field(default_factory=list)
     lender_evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
+    reports: dict[str, tuple[dict[str, ScoreSummary], dict[str, int]]] = field(
+        default_factory=dict)
+    """Each lender's report on the final model (:func:`federation.protocol.read_report`)."""
     completed_rounds: int = 0
     stopped_after: int | None = None
     error: BaseException | None = None
@@ -193,12 +199,24 @@ def _pool_lender_scores(replies: Iterable[Message], node_party: dict[int, str],
 
 
 def _evaluate_at_lenders(grid: Grid, strategy: Any, server_round: int, arrays: ArrayRecord,
-                         schema: Schema, node_party: dict[int, str], timeout: float
-                         ) -> tuple[float, dict[str, dict[str, float]]]:
-    """Send the model to the lenders in an evaluation message of its own (the last round)."""
-    config = ConfigRecord({"schema": schema.to_json()})
+                         schema: Schema, node_party: dict[int, str], timeout: float,
+                         out: FederationOutcome) -> None:
+    """Send the final model to the lenders in an evaluation message of its own.
+
+    Each lender scores it and returns its report: score summaries, no row.
+    """
+    config = ConfigRecord({"schema": schema.to_json(), REPORT: True})
     messages = strategy.configure_evaluate(server_round, arrays, config, grid)
-    return _pool_lender_scores(grid.send_and_receive(messages, timeout=timeout), node_party)
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    _record_lender_scores(out, *_pool_lender_scores(replies, node_party))
+    for reply in replies:
+        if not reply.has_error() and REPORT in reply.content.config_records:
+            party = node_party[reply.metadata.src_node_id]
+            try:
+                out.reports[party] = read_report(reply.content.config_records[REPORT])
+            except (KeyError, ValueError) as exc:
+                raise FederationError(f"{party}'s report on the final model is malformed: "
+                                      f"{exc}") from exc
 
 
 def run_federation(grid: Grid, s: ServerSettings,
@@ -301,9 +319,9 @@ def run_federation(grid: Grid, s: ServerSettings,
             out.stopped_after = server_round
             log.warning("stopping after round %d (federation.stop_after)", server_round)
             break
-    if out.history and "pooled_auc" not in out.history[-1]:
-        _record_lender_scores(out, *_evaluate_at_lenders(
-            grid, strategy, out.completed_rounds, arrays, schema, node_party, f.round_timeout))
+    if out.history:  # the final model's evaluation and the lenders' reports
+        _evaluate_at_lenders(grid, strategy, out.completed_rounds, arrays, schema, node_party,
+                             f.round_timeout, out)
     return out
 
 

@@ -18,9 +18,18 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from credit_data.settings import LABEL_HOLDER
-from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, VerticalMessage
+from federation.protocol import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    REPORT,
+    STATUS,
+    VerticalMessage,
+    read_report,
+)
 from fl_server.rounds import FederationError, _wait_for_nodes
 from fl_server.settings import ServerSettings
+from models.metrics import ScoreSummary
 from privacy.accounting import ACCOUNTANT
 from privacy.ledger import PartySpend, PrivacyLedger
 
@@ -35,11 +44,14 @@ class VerticalOutcome:
     """What the server leaves behind for the runner."""
 
     parties: dict[str, int] = field(default_factory=dict)
+    columns: dict[str, int] = field(default_factory=dict)
     alignment: dict[str, dict[str, int]] = field(default_factory=dict)
     communication: dict[str, dict[str, int]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     ledger: PrivacyLedger | None = None
     final: dict[str, float] = field(default_factory=dict)
+    report: dict[str, ScoreSummary] = field(default_factory=dict)
+    split_rows: dict[str, int] = field(default_factory=dict)
     epochs: int = 0
     message_rounds: int = 0
     seconds_by_kind: dict[str, float] = field(default_factory=dict)
@@ -128,6 +140,7 @@ def _identify(grid: Grid, router: _Router, s: ServerSettings) -> tuple[str, ...]
             raise FederationError(f"two nodes both say they are '{party}'")
         router.node[party] = reply.metadata.src_node_id
         router.out.parties[party] = int(cast(float, reply.content[METRICS]["rows"]))
+        router.out.columns[party] = int(cast(float, reply.content[METRICS]["columns"]))
     if LABEL_HOLDER not in router.node:
         raise FederationError(f"no node is the '{LABEL_HOLDER}' (the label holder)")
     return tuple(p for p in s.parties if p != LABEL_HOLDER and p in router.node)
@@ -280,4 +293,5 @@ def run_vertical_federation(grid: Grid, s: ServerSettings,
         CONFIG: ConfigRecord({"best_epoch": best, "passive": list(passive)}),
         ARRAYS: ArrayRecord(values)})})[LABEL_HOLDER]
     out.final = {k: float(cast(float, v)) for k, v in scored[METRICS].items()}
+    out.report, out.split_rows = read_report(scored[REPORT])
     return out

@@ -8,11 +8,13 @@ benchmark.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from credit_data.errors import ConfigError
@@ -53,6 +55,61 @@ def horizontal_federation(request: pytest.FixtureRequest,
         yield fed, request.param
 
 
+_FORBIDDEN: list[Path] = []
+"""Directories no code may open while :func:`_blind_to` is active."""
+
+
+def _refuse_forbidden_opens(event: str, args: tuple) -> None:
+    if event == "open" and _FORBIDDEN and isinstance(args[0], (str, bytes, Path)):
+        raw = args[0].decode() if isinstance(args[0], bytes) else args[0]
+        path = Path(raw).resolve()
+        if any(path.is_relative_to(d) for d in _FORBIDDEN):
+            raise PermissionError(f"opened a node's file: {path}")
+
+
+sys.addaudithook(_refuse_forbidden_opens)  # a hook cannot be removed: it checks the list
+
+
+@contextlib.contextmanager
+def _blind_to(directory: Path):
+    """Refuse every ``open`` under ``directory`` in this process (``np.load``, ``read_text``...).
+
+    The tests run as root here, where ``chmod 000`` would not stop a read.
+    """
+    _FORBIDDEN.append(directory.resolve())
+    try:
+        yield
+    finally:
+        _FORBIDDEN.clear()
+
+
+@pytest.fixture
+def collector_blind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``deploy.collect`` can open nothing under the nodes' directories and load no data."""
+    collect = deploy.collect
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the collector loaded the population")
+
+    def blind(settings, fed, *args, **kwargs):
+        with _blind_to(Path(fed.directory) / "nodes"), pytest.MonkeyPatch.context() as m:
+            for module in ("credit_data.loading", "experiments.horizontal",
+                           "experiments.vertical", "experiments.deploy"):
+                m.setattr(f"{module}.load_population", no_data)
+            return collect(settings, fed, *args, **kwargs)
+
+    monkeypatch.setattr(deploy, "collect", blind)
+
+
+def test_a_collector_that_reads_a_nodes_file_is_caught(tmp_path: Path) -> None:
+    node_file = tmp_path / "nodes" / "lender" / "scores.npz"
+    node_file.parent.mkdir(parents=True)
+    np.savez(node_file, test_scores=np.zeros(3))
+    with _blind_to(tmp_path / "nodes"), pytest.raises(PermissionError, match="node's file"):
+        np.load(node_file)
+    assert np.load(node_file)["test_scores"].shape == (3,)  # readable again afterwards
+
+
 def _check_audit_logs(results: dict) -> None:
     f = results["federation"]
     for path in [*f["node_audit_logs"].values(), f["server_audit_log"]]:
@@ -67,7 +124,9 @@ def _check_audit_logs(results: dict) -> None:
             assert set(item) <= {"shape", "dtype", "bytes"}
 
 
-def test_vertical_deployment_matches_simulation(vertical_federation, tmp_path: Path) -> None:
+def test_vertical_deployment_matches_simulation(vertical_federation, tmp_path: Path,
+                                                collector_blind) -> None:
+    # the collector reads nothing under the nodes' directories and loads no data
     results = deploy.run(Path(vertical_federation.directory), ["privacy=off"])
     settings, _ = deploy.compose_settings(VERTICAL + ["privacy=off"])
     simulated = run_vertical(settings, tmp_path / "simulation")
@@ -118,7 +177,9 @@ def test_a_node_without_tls_is_refused(vertical_federation, tmp_path: Path) -> N
     assert "could not establish a connection" in done.stdout + done.stderr
 
 
-def test_horizontal_deployment_matches_simulation(horizontal_federation, tmp_path: Path) -> None:
+def test_horizontal_deployment_matches_simulation(horizontal_federation, tmp_path: Path,
+                                                  collector_blind) -> None:
+    # the collector reads nothing under the nodes' directories and loads no data
     fed, overrides = horizontal_federation
     results = deploy.run(Path(fed.directory))
     settings, _ = deploy.compose_settings(overrides)
@@ -126,7 +187,27 @@ def test_horizontal_deployment_matches_simulation(horizontal_federation, tmp_pat
     assert results["federation"]["completed_rounds"] == settings.federation.rounds
     assert results["federation"]["clients"] == settings.partition.n_lenders
     assert abs(results["metrics"]["test"]["auc"] - simulated.metrics["test"]["auc"]) <= 0.005
+    assert results["dataset"]["rows"] == simulated.dataset["rows"]
+    assert not (Path(results["federation"]["server_audit_log"]).parent.parent
+                / "predictions.csv").exists()  # the row-level scores stay at the lenders
     _check_audit_logs(results)
+
+
+def test_a_deployed_private_run_reports_the_simulations_ledger(
+        horizontal_federation, tmp_path: Path, collector_blind) -> None:
+    fed, overrides = horizontal_federation
+    results = deploy.run(Path(fed.directory), ["privacy=dpsgd"])
+    settings, _ = deploy.compose_settings(overrides + ["privacy=dpsgd"])
+    simulated = run_horizontal(settings, tmp_path / "simulation")
+    assert simulated.privacy is not None
+    got, want = results["privacy"], simulated.privacy
+    assert got["epsilon"] == pytest.approx(want["epsilon"], rel=1e-9)
+    assert {k: (v["epsilon"], v["steps"]) for k, v in got["parties"].items()} == {
+        k: (pytest.approx(v["epsilon"], rel=1e-9), v["steps"]) for k, v in want["parties"].items()}
+    # under DP no training row's score or default count leaves a lender
+    assert results["metrics"]["test"]["psi_reference"] == "val"
+    assert results["dataset"]["positive_rate"]["train"] is None
+    assert all(p["default_rate"] is None for p in results["dataset"]["parties"].values())
 
 
 def test_no_telemetry_update_check_or_runtime_installation(vertical_federation) -> None:

@@ -4,10 +4,12 @@ from sklearn.metrics import roc_auc_score
 
 from federation.protocol import auc_of_scores
 from models.metrics import (
+    ScoreSummary,
     expected_calibration_error,
     ks_statistic,
     population_stability_index,
     score_metrics,
+    summary_stability_index,
 )
 
 Y = np.array([0, 0, 0, 1, 0, 1, 1, 1])
@@ -53,3 +55,43 @@ def test_a_nodes_auc_is_sklearns_roc_auc_ties_included():
         assert auc_of_scores(p.astype(np.float32), y) == pytest.approx(
             roc_auc_score(y, p.astype(np.float32)), abs=1e-12)
     assert auc_of_scores(P, Y) == pytest.approx(roc_auc_score(Y, P))
+
+
+def test_a_summary_gives_the_row_level_metrics():
+    # Prepare: 20,000 rows whose scores carry signal, cut in three disjoint parts
+    rng = np.random.default_rng(1)
+    y = (rng.random(20_000) < 0.2).astype(int)
+    p = 1 / (1 + np.exp(-(rng.normal(size=20_000) + 1.2 * y - 1.5)))
+    parts = np.array_split(np.arange(20_000), 3)
+    # Execute: summarise each part, then add the summaries up
+    pooled = sum((ScoreSummary.of(y[r], p[r]) for r in parts[1:]),
+                 ScoreSummary.of(y[parts[0]], p[parts[0]]))
+    m, exact = pooled.metrics(), score_metrics(y, p)
+    # Assert: exact sums; AUC and KS within the fine bins' resolution
+    assert pooled.rows == 20_000 and pooled.defaults == int(y.sum())
+    assert m["auc"] == pytest.approx(exact["auc"], abs=1e-4)
+    assert m["ks"] == pytest.approx(exact["ks"], abs=2e-3)
+    for key in ("brier", "log_loss", "ece"):
+        assert m[key] == pytest.approx(exact[key], rel=1e-9)
+    assert summary_stability_index(ScoreSummary.of(y, p), ScoreSummary.of(y, p ** 2)) == (
+        pytest.approx(population_stability_index(p, p ** 2), rel=0.05))
+
+
+def test_a_summary_survives_its_wire_form_and_refuses_a_malformed_one():
+    s = ScoreSummary.of(Y, P)
+    back = ScoreSummary.from_record(s.to_record("test."), "test.")
+    assert back.metrics() == s.metrics()
+    bad = s.to_record("test.") | {"test.positives": [1, 2, 3]}
+    with pytest.raises(ValueError, match="test."):
+        ScoreSummary.from_record(bad, "test.")
+
+
+def test_summary_deciles_are_the_row_level_calibration_curve():
+    rng = np.random.default_rng(2)
+    p = rng.beta(2, 12, 5_000)
+    y = (rng.random(5_000) < p).astype(int)
+    mean_score, observed = ScoreSummary.of(y, p).deciles()
+    order = np.argsort(p)
+    groups = np.array_split(order, 10)
+    assert mean_score == pytest.approx([p[g].mean() for g in groups], abs=2e-3)
+    assert observed == pytest.approx([y[g].mean() for g in groups], abs=0.02)
