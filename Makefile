@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-slow lint bench clean
+.PHONY: setup run test test-unit test-slow lint bench clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,9 @@ run: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 test-slow: setup
 	RUN_SLOW=1 $(PY) -m pytest -m slow $(PYTEST_ARGS)

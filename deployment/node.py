@@ -28,8 +28,7 @@ from types import FrameType
 import tomli_w
 
 from credit_data.errors import EngineVersionError
-from federation.flower_compat import check_engine_versions
-from federation.flower_tuning import QUIET
+from federation.flower_compat import QUIET, check_engine_versions
 from fl_client.supernode import DEFAULT_POLL, POLL_ENV
 
 APP_ID = "credit-fl/credit-fl-app"

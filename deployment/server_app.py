@@ -17,11 +17,9 @@ from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
-from flwr.superlink.grid import http_grid
 
 from deployment.run_config import COLUMNS, OUTCOME, RUN_DIR, RUN_SETTINGS, run_settings
-from federation.flower_compat import check_engine_versions
-from federation.flower_tuning import quick_object_pulls
+from federation.flower_compat.deployment import quick_grid_pulls
 from federation.settings import Mode
 from federation.storage import write_atomic
 from fl_server.rounds import run_federation
@@ -35,8 +33,7 @@ def save_outcome(run_dir: Path, found: dict[str, Any]) -> None:
     write_atomic(run_dir / OUTCOME, pickle.dumps(found))
 
 
-check_engine_versions(("flwr",))  # the tuning below relies on this exact release
-quick_object_pulls(http_grid)
+quick_grid_pulls()  # refuses another Flower release than the supported one
 app = ServerApp()
 
 

@@ -61,7 +61,7 @@ from experiments.report import render_report
 from experiments.results import write_run
 from experiments.vertical import vertical_outcome
 from federation.credentials import make_node_key, make_server_credentials
-from federation.flower_tuning import QUIET
+from federation.flower_compat import QUIET
 from federation.run_settings import RunSettings
 from federation.settings import Mode
 from federation.storage import write_atomic

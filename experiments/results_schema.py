@@ -39,13 +39,15 @@ KEYS: tuple[Key, ...] = (
         "`rows.{train,val,test}` (applicants per split); `positive_rate.{train,val,test}` "
         "(default rate per split; `train` is null under DP); `parties.<party>` (`rows` held, "
         "`applicants_known`, `source_columns`, `model_columns`, `used`; horizontal: "
-        "`train_rows`, `default_rate`, null under DP); `oracle_test_auc` (synthetic data: AUC "
-        "of the true probabilities on the test rows; else null)"),
+        "`train_rows`, `default_rate`, null under DP); `oracle_test_auc` (synthetic data in "
+        "simulation: AUC of the true probabilities on the test rows; else null)"),
     Key("model", ("object",), "`kind`, `parameters` (count), `inputs` (columns per party)"),
-    Key("metrics", ("object",), "`test` and `val`: `auc`, `ks`, `gini`, `brier`, `log_loss`, "
-        "`ece`; test also `psi` (score stability against `psi_reference`: `train`, or `val` "
-        "under DP); `best_epoch` (centralized, local, vertical); `history[]` (one row per epoch: "
-        "`epoch`, `train_loss` (not under DP), `val_auc`; or per round: `round`, `clients`, "
+    Key("metrics", ("object",), "computed from score summaries per split (the lenders' reports; "
+        "the same in every mode and engine); `test` and `val`: `auc`, `ks`, `gini`, `brier`, "
+        "`log_loss`, `ece`; test also `psi` (score stability against `psi_reference`: `train`, "
+        "or `val` under DP); `best_epoch` (centralized, local, vertical); `history[]` (one row "
+        "per epoch: `epoch`, `train_loss` (not under DP), `val_auc`; or per round: `round`, "
+        "`clients`, "
         "`train_loss` (not under DP), `pooled_auc`, `val_auc`, `epsilon`, `seconds`); "
         "`pooled_lender_auc` (horizontal: from the lenders' score histograms); "
         "`party_lift.<party>` (vertical: test AUC minus the AUC with that party's embeddings "
@@ -62,7 +64,8 @@ KEYS: tuple[Key, ...] = (
         "mechanism), `party_totals.<party>.{epsilon, delta, mechanisms}` (vertical: all of a "
         "party's mechanisms composed), `history[]` (`round`, `party`, `epsilon`, `steps`; "
         "epsilon never decreases), `refusals[]`"),
-    Key("audit", ("object", "null"), "null with `audit.enabled=false`; else "
+    Key("audit", ("object", "null"), "null with `audit.enabled=false` and in a deployment (the "
+        "scores stay at the lender); else "
         "`membership.{attack, attack_auc, attack_auc_interval, attack_auc_by_label, "
         "stratified_by_label, target_fpr, confidence, members, non_members, calibration_rows, "
         "threshold, tpr, fpr, tpr_lower, fpr_upper, epsilon_lower_bound, theoretical_epsilon "

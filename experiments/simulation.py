@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import inspect
 import logging
 import os
 import sys
@@ -16,8 +15,8 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
-from federation.flower_compat import check_engine_versions, plain_flower
-from federation.flower_tuning import QUIET, quick_simulation_polls
+from federation.flower_compat import QUIET, check_engine_versions, plain_flower
+from federation.flower_compat.simulation import one_machine_head, quick_simulation_polls
 
 T = TypeVar("T")
 
@@ -25,39 +24,6 @@ T = TypeVar("T")
 def _ray_init_args(verbose: bool) -> dict[str, Any]:
     return {"num_cpus": os.cpu_count() or 1, "include_dashboard": False,
             "logging_level": "ERROR", "log_to_driver": verbose}
-
-
-@contextmanager
-def _one_machine_head(verbose: bool) -> Iterator[None]:
-    """Let ``ray.init`` start the head of a one-machine cluster without its idle helpers.
-
-    ``ray.init`` always starts the autoscaler's monitor, which a cluster of one machine with
-    fixed resources never uses, and a log monitor, which only forwards the workers' output to
-    this process (``log_to_driver``, on when ``verbose``). Each is a Python process of about
-    0.6 s of CPU at start, on a 2-core machine that is starting the clients' workers at the
-    same time; and ``ray.shutdown`` stops the monitor last, after the GCS it reports to, so it
-    waits out its 1 s grace period every run. ``ray.init`` has no argument for either, so its
-    head-node parameters (``RayParams``: ``no_monitor``, ``include_log_monitor``, the options
-    of ``ray start``) are set while it starts. Where Ray changed them, it starts as it would.
-    """
-    from ray._private import parameter
-
-    original = parameter.RayParams.__init__
-    known = inspect.signature(original).parameters
-    if not {"no_monitor", "include_log_monitor"} <= known.keys():
-        yield
-        return
-
-    def head_params(self: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("no_monitor", True)
-        kwargs.setdefault("include_log_monitor", verbose)
-        original(self, *args, **kwargs)
-
-    parameter.RayParams.__init__ = head_params  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        parameter.RayParams.__init__ = original  # type: ignore[method-assign]
 
 
 class SimulationEngine:
@@ -111,7 +77,7 @@ class SimulationEngine:
         pythonpath = os.pathsep.join(sys.path)
         if os.environ.get("PYTHONPATH"):
             pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
-        with _one_machine_head(self.verbose) if not self.plain else nullcontext():
+        with one_machine_head(self.verbose) if not self.plain else nullcontext():
             ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
                      **_ray_init_args(self.verbose))
 

@@ -15,7 +15,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from federation.audit_log import AuditLog
-from federation.flower_tuning import SIMULATION_POLL
+from federation.flower_compat import SIMULATION_POLL
 from fl_server.audited_grid import AuditedGrid
 from fl_server.rounds import FederationOutcome, GlobalEvaluation, run_federation
 from fl_server.settings import ServerSettings

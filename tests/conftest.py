@@ -20,11 +20,15 @@ register()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Leave the full-size runs out under CI (``CI=true``) unless ``RUN_SLOW=1`` asks for them.
+    """Mark doctests as unit tests; leave the full-size runs out under CI (``CI=true``) unless
+    ``RUN_SLOW=1`` asks for them.
 
     Each ``slow`` test has a smaller version that always runs; ``make test-slow`` runs the
     full-size ones.
     """
+    for item in items:  # doctests are unit tests (``make test-unit``)
+        if isinstance(item, pytest.DoctestItem):
+            item.add_marker(pytest.mark.unit)
     if os.environ.get("CI", "").lower() not in ("1", "true") or os.environ.get("RUN_SLOW"):
         return
     skip = pytest.mark.skip(reason="full-size run left out under CI=true (RUN_SLOW=1 runs it); "

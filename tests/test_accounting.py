@@ -2,9 +2,12 @@
 
 import random
 
+import pytest
 from opacus.accountants import RDPAccountant
 
 from privacy.accounting import epsilon_of, merge_history
+
+pytestmark = pytest.mark.unit
 
 
 def test_epsilon_of_is_opacus_rdp_accountant_to_the_bit():

@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("hydra", "omegaconf", "ray", "matplotlib", "experiments")
+HEAVY = ("hydra", "omegaconf", "ray", "matplotlib", "experiments",
+         "federation.flower_compat.simulation")
+PUBLIC_FLOWER = ("flwr.app", "flwr.serverapp", "flwr.clientapp", "flwr.simulation")
+"""Flower's public API (its documented packages); everything else of Flower is internal."""
+COMPAT = "federation/flower_compat"
 
 
 def _layers() -> list[str]:
@@ -44,3 +50,54 @@ def test_a_deployed_app_loads_no_hydra_ray_matplotlib_or_simulation(module):
     seconds, loaded = done.stdout.split("\n")[:2]
     print(f"{module}: imported in {seconds} s")
     assert loaded == "[]"
+
+
+def _imports(path: Path) -> list[str]:
+    import ast
+
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def _internal(name: str) -> bool:
+    if name == "flwr" or name.startswith("flwr."):
+        return not any(name == p or name.startswith(p + ".") for p in PUBLIC_FLOWER)
+    return name.startswith("ray.") and name.split(".")[1].startswith("_")
+
+
+def test_flower_and_ray_internals_are_used_only_in_the_compat_package():
+    # Prepare: every module of the project outside the compat package and the tests
+    sources = [p for p in ROOT.rglob("*.py") if not {".venv", "tests", "build"} & set(p.parts)
+               and COMPAT not in p.as_posix()]
+    # Execute: the Flower and Ray modules each imports
+    found = {str(p.relative_to(ROOT)): [n for n in _imports(p) if _internal(n)] for p in sources}
+    # Assert: none reaches past the public API
+    assert {k: v for k, v in found.items() if v} == {}
+    compat = [n for p in (ROOT / COMPAT).glob("*.py") for n in _imports(p) if _internal(n)]
+    assert "flwr.supercore.task_identity" in compat  # the check sees what it looks for
+
+
+def test_the_internals_the_compat_package_patches_exist_in_the_supported_release():
+    """Import every private symbol the compat modules use; a release without one fails here."""
+    import importlib
+
+    from federation.flower_compat import check_engine_versions
+
+    check_engine_versions(("flwr", "ray"))
+    for path in (ROOT / COMPAT).glob("*.py"):
+        for name in _imports(path):
+            if _internal(name):
+                importlib.import_module(name)
+    from federation.flower_compat.deployment import quick_object_pulls
+    from federation.flower_compat.simulation import quick_simulation_polls
+
+    quick_simulation_polls()  # checks its target, then patches (idempotent)
+    import flwr.supernode.start_client_internal as loop
+
+    assert loop.time.__name__ == "time" and hasattr(loop, "pull_objects")
+    assert callable(quick_object_pulls)

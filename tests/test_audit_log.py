@@ -12,6 +12,8 @@ import pytest
 from federation.audit_log import AuditLog, describe_arrays, verify
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def log_file(tmp_path):

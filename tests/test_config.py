@@ -13,6 +13,8 @@ from models.settings import ModelKind
 from privacy.settings import PrivacyMechanism
 from tests.conftest import CONF_DIR, compose_config
 
+pytestmark = pytest.mark.unit
+
 GROUPS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
           for group in ("data", "federation", "model", "privacy", "experiment")}
 

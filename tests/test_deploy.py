@@ -244,14 +244,15 @@ def test_deploy_command_refuses_bad_input(tmp_path: Path, capsys) -> None:
 def test_supernode_waits_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     """The SuperNode's idle poll is capped at the configured interval, its wait for the reply of
     the worker (a local check, 0.5 s in Flower) at 20 ms; a bad interval names the variable."""
+    from federation.flower_compat import deployment
     from fl_client import supernode
 
     slept: list[float] = []
-    monkeypatch.setattr(supernode.time, "sleep", slept.append)
-    capped = supernode._CappedSleep(0.2)
+    monkeypatch.setattr(deployment.time, "sleep", slept.append)
+    capped = deployment._CappedSleep(0.2)
     capped.sleep(3)  # Flower's idle sleep
     capped.sleep(0.5)  # Flower's wait for the reply and its objects
-    assert slept == [0.2, supernode.REPLY_POLL] and supernode.REPLY_POLL <= 0.02
+    assert slept == [0.2, deployment.REPLY_POLL] and deployment.REPLY_POLL <= 0.02
     assert capped.monotonic() > 0  # everything else is the real module
     monkeypatch.setenv(supernode.POLL_ENV, "0")
     with pytest.raises(SystemExit, match=supernode.POLL_ENV):

@@ -11,6 +11,8 @@ import pytest
 from experiments.config import to_settings
 from tests.conftest import compose_config
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"```bash\n(.*?)```", re.S)

@@ -7,6 +7,8 @@ import pytest
 from credit_data.errors import EngineVersionError
 from federation import flower_compat
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def newer_flower(monkeypatch: pytest.MonkeyPatch) -> None:

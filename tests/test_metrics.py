@@ -12,6 +12,8 @@ from models.metrics import (
     summary_stability_index,
 )
 
+pytestmark = pytest.mark.unit
+
 Y = np.array([0, 0, 0, 1, 0, 1, 1, 1])
 P = np.array([0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.7, 0.9])
 

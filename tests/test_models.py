@@ -7,6 +7,8 @@ from models.factory import build_model
 from models.networks import SplitModel
 from models.settings import ModelKind, ModelSettings
 
+pytestmark = pytest.mark.unit
+
 WIDTHS = {"lender": 5, "bureau": 3, "social": 4}
 
 

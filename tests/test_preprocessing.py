@@ -1,10 +1,13 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from credit_data.design import party_block
 from credit_data.settings import DataSettings, Scaler, SplitSettings
 from credit_data.split import TRAIN, assign_split
 from credit_data.tables import PartyTable
+
+pytestmark = pytest.mark.unit
 
 
 def _table(n: int = 5_000) -> PartyTable:

@@ -1,4 +1,4 @@
-"""Flower's simulation engine as the runner tunes it (``federation.flower_tuning``)."""
+"""Flower's simulation engine as the runner tunes it (``federation.flower_compat.simulation``)."""
 
 import time
 from queue import Empty, Queue
@@ -6,7 +6,8 @@ from queue import Empty, Queue
 import pytest
 from flwr.server.superlink.fleet.vce import vce_api
 
-from federation.flower_tuning import SIMULATION_POLL, STOP_CHECK, quick_simulation_polls
+from federation.flower_compat import SIMULATION_POLL
+from federation.flower_compat.simulation import STOP_CHECK, quick_simulation_polls
 
 
 class _State:

@@ -6,6 +6,8 @@ from credit_data.errors import ConfigError
 from credit_data.settings import SplitSettings
 from credit_data.split import TEST, TRAIN, VAL, assign_split
 
+pytestmark = pytest.mark.unit
+
 
 def test_fractions_and_determinism():
     ids = pd.Index([f"C{i}" for i in range(50_000)])

@@ -9,6 +9,8 @@ from federation.settings import FederationSettings, Mode, StrategyName
 from fl_server.strategies import build_strategy, load_strategy_state, strategy_state
 from privacy.settings import PrivacySettings
 
+pytestmark = pytest.mark.unit
+
 
 def _strategy(name: StrategyName):
     return build_strategy(FederationSettings(mode=Mode.horizontal, strategy=name),

@@ -7,6 +7,8 @@ from credit_data.errors import ConfigError
 from credit_data.settings import SyntheticSettings
 from credit_data.synthetic import generate
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def pop():

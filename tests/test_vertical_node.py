@@ -9,6 +9,8 @@ from privacy.randomness import NoiseSource
 from privacy.settings import PrivacyMechanism, PrivacySettings
 from tests.test_secret_randomness import _rows, _settings
 
+pytestmark = pytest.mark.unit
+
 
 def _lender(privacy: PrivacySettings) -> tuple[LenderNode, NodeState]:
     rows = _rows("lender", n=900, labels=True)

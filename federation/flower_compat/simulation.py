@@ -1,48 +1,19 @@
-"""Flower 1.41, quiet and quick: no telemetry or update check; shorter waits in deployment.
+"""The simulation engine's internals: Flower's message polls, Ray's one-machine head.
 
-``QUIET`` is the environment every Flower process of this project gets: no telemetry events,
-no update check against the package index.
-
-Flower waits between polls with fixed sleeps and backoffs tuned for long rounds: a SuperNode
-with no message sleeps 3 s, and a component that pulls a message whose parts are not stored yet
-retries after 1 s, then 2 s, 4 s. Here one message exchange of a vertical epoch takes a fraction
-of a second, so those waits would be most of the run. :func:`quick_object_pulls` retries every
-20 ms (doubling up to 0.2 s) in the module given; :mod:`fl_client.supernode` also caps the
-SuperNode's idle sleep. Both only shorten waits; what is sent, to whom, and how it is
-authenticated stay Flower's.
+Both only shorten waits or skip idle helper processes; the messages, the order in which clients
+run and the results stay Flower's and Ray's. ``CREDIT_FL_PLAIN_FLOWER=1`` runs without them.
 """
 
 from __future__ import annotations
 
-import functools
+import inspect
 import queue
 import threading
-from types import ModuleType
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-QUIET = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
-INITIAL_BACKOFF = 0.02
-BACKOFF_CAP = 0.2
-
-
-def quick_object_pulls(module: ModuleType) -> None:
-    """Make ``module.pull_objects`` (Flower's object puller, as imported there) retry quickly."""
-    from flwr.supercore.inflatable import inflatable_utils
-
-    current = getattr(module, "pull_objects", None)
-    if current is None:
-        raise RuntimeError(f"{module.__name__} has no pull_objects: Flower changed; remove "
-                           "this tuning")
-    if isinstance(current, functools.partial):
-        return
-    module.pull_objects = functools.partial(  # type: ignore[attr-defined]
-        inflatable_utils.pull_objects, initial_backoff=INITIAL_BACKOFF,
-        backoff_cap=BACKOFF_CAP)
-
-
-SIMULATION_POLL = 0.01
-"""Seconds between the simulation engine's looks for new messages (Flower waits 0.1 s)."""
-
+from federation.flower_compat import SIMULATION_POLL, changed
 
 STOP_CHECK = 0.05
 """Seconds the engine's threads wait on an empty queue before they look whether the run ended."""
@@ -72,8 +43,7 @@ def quick_simulation_polls() -> None:
         return
     if vce_api.Queue is not queue.Queue or vce_api.add_messages_to_queue.__code__.co_varnames[
             :4] != ("state", "queue", "nodes_mapping", "f_stop"):
-        raise RuntimeError("flwr's vce_api (its queues or add_messages_to_queue) changed; "
-                           "remove this tuning")
+        raise changed("vce_api (its Queue or add_messages_to_queue)")
 
     def add_messages_to_queue(state: Any, queue: Any, nodes_mapping: Any,  # Flower's names
                               f_stop: threading.Event) -> None:
@@ -86,3 +56,35 @@ def quick_simulation_polls() -> None:
     add_messages_to_queue.quick = True  # type: ignore[attr-defined]
     vce_api.Queue = _QuickQueue  # type: ignore[misc]
     vce_api.add_messages_to_queue = add_messages_to_queue
+
+
+@contextmanager
+def one_machine_head(verbose: bool) -> Iterator[None]:
+    """Let ``ray.init`` start the head of a one-machine cluster without its idle helpers.
+
+    ``ray.init`` always starts the autoscaler's monitor, which a cluster of one machine with
+    fixed resources never uses, and a log monitor, which only forwards the workers' output to
+    this process (``log_to_driver``, on when ``verbose``). Each is a Python process of about
+    0.6 s of CPU at start, on a 2-core machine that is starting the clients' workers at the
+    same time; and ``ray.shutdown`` stops the monitor last, after the GCS it reports to, so it
+    waits out its 1 s grace period every run. ``ray.init`` has no argument for either, so its
+    head-node parameters (``RayParams``: ``no_monitor``, ``include_log_monitor``, the options
+    of ``ray start``) are set while it starts.
+    """
+    from ray._private import parameter
+
+    original = parameter.RayParams.__init__
+    known = inspect.signature(original).parameters
+    if not {"no_monitor", "include_log_monitor"} <= known.keys():
+        raise changed("ray's RayParams (no_monitor, include_log_monitor)")
+
+    def head_params(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("no_monitor", True)
+        kwargs.setdefault("include_log_monitor", verbose)
+        original(self, *args, **kwargs)
+
+    parameter.RayParams.__init__ = head_params  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        parameter.RayParams.__init__ = original  # type: ignore[method-assign]

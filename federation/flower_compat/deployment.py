@@ -1,0 +1,207 @@
+"""A deployment's internals: quicker SuperNode and Grid waits; the party worker's Runtime API.
+
+Flower waits between polls with fixed sleeps and backoffs tuned for long rounds: a SuperNode
+with no message sleeps 3 s, and a component that pulls a message whose parts are not stored yet
+retries after 1 s, then 2 s, 4 s. Here one message exchange of a vertical epoch takes a fraction
+of a second, so those waits would be most of the run. What is sent, to whom, and how it is
+authenticated stay Flower's.
+
+The party worker (:mod:`fl_client.executor`) stands in for ``flwr-clientapp``: it calls the
+SuperNode's Runtime API as ``flwr-clientapp`` does, through :class:`RuntimeTask` below, and keeps
+the app, torch and the party's data loaded between messages.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from types import ModuleType
+from typing import Any
+
+from flwr.app import Context, Error, Message
+
+from federation.flower_compat import changed, check_engine_versions
+
+INITIAL_BACKOFF = 0.02
+BACKOFF_CAP = 0.2
+IDLE_SLEEP = 3.0  # the SuperNode loop's sleep when the SuperLink had no message
+REPLY_POLL = 0.02  # waits shorter than the idle sleep: the reply and its objects, local checks
+
+
+def quick_object_pulls(module: ModuleType) -> None:
+    """Make ``module.pull_objects`` (Flower's object puller, as imported there) retry quickly."""
+    from flwr.supercore.inflatable import inflatable_utils
+
+    current = getattr(module, "pull_objects", None)
+    if current is None:
+        raise changed(f"{module.__name__}.pull_objects")
+    if isinstance(current, functools.partial):
+        return
+    module.pull_objects = functools.partial(  # type: ignore[attr-defined]
+        inflatable_utils.pull_objects, initial_backoff=INITIAL_BACKOFF,
+        backoff_cap=BACKOFF_CAP)
+
+
+def quick_grid_pulls() -> None:
+    """Make the deployed ServerApp's Grid pull reply objects quickly."""
+    check_engine_versions(("flwr",))
+    from flwr.superlink.grid import http_grid
+
+    quick_object_pulls(http_grid)
+
+
+class _CappedSleep:
+    """Stands in for the ``time`` module inside Flower's SuperNode loop only."""
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(min(seconds, self.cap if seconds >= IDLE_SLEEP else REPLY_POLL))
+
+
+def run_supernode(idle_poll: float, argv: list[str]) -> None:
+    """Run Flower's ``flower-supernode`` with its idle sleep capped at ``idle_poll`` seconds.
+
+    Flower 1.41's SuperNode asks the SuperLink for a message and, when there is none, sleeps a
+    fixed 3 s (``flwr.supernode.start_client_internal``); once it has handed a message to the
+    ClientApp it checks its own state for the reply every 0.5 s. This caps the idle sleep, caps
+    the wait for the reply at 20 ms and makes its object pulls quick; the rest is Flower's own
+    ``flower-supernode``.
+    """
+    check_engine_versions(("flwr",))
+    import flwr.supernode.start_client_internal as loop
+    from flwr.supernode.cli.flower_supernode import flower_supernode
+
+    if getattr(loop, "time", None) is not time:
+        raise changed("the SuperNode loop's time module")
+    loop.time = _CappedSleep(idle_poll)  # type: ignore[assignment]
+    quick_object_pulls(loop)
+    sys.argv = ["flower-supernode", *argv]
+    flower_supernode()
+
+
+def _runtime_client(address: str, *interceptors: Any, max_tries: int | None = None) -> Any:
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    invoker = make_simple_http_retry_invoker()
+    if max_tries is not None:
+        invoker.max_tries = max_tries
+    return RuntimeHttpClient.from_server_address(
+        server_address=address, insecure=True, root_certificates=None,
+        interceptors=list(interceptors), retry_invoker=invoker)
+
+
+class TaskOffers:
+    """Ask the SuperNode's Runtime API for the next ClientApp task, one try per call."""
+
+    def __init__(self, address: str) -> None:
+        check_engine_versions(("flwr",))
+        from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+
+        self._client = _runtime_client(
+            address, RuntimeVersionHttpInterceptor(component_name="SuperExec"), max_tries=1)
+
+    def next_token(self) -> str | None:
+        """Return the token of a task waiting for this worker, or None when there is none."""
+        from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+        from flwr.supercore.constant import TaskType
+
+        res = self._client.AcquireTask(AcquireTaskRequest(
+            supported_task_types=[TaskType.CLIENT_APP], agentapp_fab_hashes=[]))
+        return str(res.token) if res.HasField("task") and res.token else None
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class RuntimeTask:
+    """One ClientApp task over the Runtime API, with the calls ``flwr-clientapp`` makes.
+
+    ``with RuntimeTask(address, token) as task``: heartbeats run for the duration;
+    :meth:`pull` gets the message, its context and the run's app id; :meth:`finish` pushes the
+    reply (if any) and the task's outcome.
+    """
+
+    def __init__(self, address: str, token: str) -> None:
+        from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+        from flwr.supercore.interceptors import (
+            RuntimeTokenHttpInterceptor,
+            RuntimeVersionHttpInterceptor,
+        )
+
+        self._client = _runtime_client(
+            address, RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+            RuntimeTokenHttpInterceptor(token))
+        self._heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(self._client))
+        self.context: Context | None = None
+
+    def __enter__(self) -> RuntimeTask:
+        self._heartbeat.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._heartbeat.stop()
+        self._client.close()
+
+    def pull(self) -> tuple[Message, Context, str]:
+        """Pull the task's message, context and the run's app id, polling objects quickly.
+
+        The SuperNode offers the task as soon as the message arrives, while it still stores the
+        message's objects; Flower's default retry waits 1 s, then 2 s, for an object not yet
+        there. A warm worker asks that early every time, so it retries every 20 ms instead.
+        """
+        from flwr.common.serde import context_from_proto, run_from_proto
+        from flwr.proto.node_pb2 import Node  # pylint: disable=E0611
+        from flwr.proto.runtime_pb2 import (  # pylint: disable=E0611
+            PullAppMessagesRequest,
+            PullTaskInputRequest,
+        )
+        from flwr.supercore.inflatable.inflatable_protobuf_utils import (
+            make_confirm_message_received_fn_protobuf,
+            make_pull_object_fn_protobuf,
+        )
+        from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
+
+        client = self._client
+        res = client.PullTaskInput(PullTaskInputRequest())
+        context = context_from_proto(res.context)
+        run = run_from_proto(res.run)
+        pulled = client.PullMessages(PullAppMessagesRequest())
+        if not pulled.messages_list:
+            raise RuntimeError("no message came with the task")
+        node = Node(node_id=context.node_id)
+        tree = pulled.message_object_trees[0]
+        message = pull_and_inflate_object_from_tree(
+            tree, make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
+            make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node,
+                                                      context.run_id),
+            return_type=Message, initial_backoff=INITIAL_BACKOFF, backoff_cap=BACKOFF_CAP)
+        message.metadata.__dict__["_message_id"] = tree.object_id  # as flwr-clientapp sets it
+        self.context = context
+        return message, context, str(run.fab_id)
+
+    def finish(self, reply: Message | None, error: str | None) -> None:
+        """Push the reply (if any) and the task's outcome: completed, or failed with ``error``."""
+        from flwr.common.constant import SubStatus
+        from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
+
+        try:
+            if reply is not None and self.context is not None:
+                push_message(self._client, reply, self.context)
+        finally:
+            push_task_output(self._client, self.context,
+                             SubStatus.FAILED if error else SubStatus.COMPLETED, error or "")
+
+
+def error_reply(message: Message, reason: str) -> Message:
+    """Return the reply ``flwr-clientapp`` sends when the ClientApp raised."""
+    from flwr.common.constant import ErrorCode
+
+    return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),
+                   reply_to=message)
