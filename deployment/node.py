@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -98,10 +99,31 @@ def _check(args: argparse.Namespace) -> None:
             raise SystemExit(f"error: {flag} {path}: file not found")
 
 
-def supernode_command(args: argparse.Namespace, config_file: Path) -> list[str]:
+RUNTIME_SECRET = "runtime-api.secret"
+"""The node's Runtime API secret, in its state directory (0600), fresh at every start."""
+
+
+def runtime_secret(state_dir: Path) -> Path:
+    """Write a fresh secret for the SuperNode's Runtime API; return its file.
+
+    With it, Flower's SuperNode (``--superexec-auth-secret-file``) answers a request for the
+    next task only when it is signed with the secret (HMAC, with a timestamp and a nonce): a
+    local process that does not hold the file can no longer take the node's tasks, and with
+    them the party's messages and its noise key. The party worker signs its requests.
+    """
+    path = state_dir / RUNTIME_SECRET
+    path.unlink(missing_ok=True)  # a file made earlier may have another mode or owner
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(secrets.token_bytes(32))
+    return path
+
+
+def supernode_command(args: argparse.Namespace, config_file: Path, secret: Path) -> list[str]:
     """Return the SuperNode's command line."""
     cmd = [sys.executable, "-m", "fl_client.supernode", "--superlink", args.superlink,
            "--isolation", "process", "--port", str(args.runtime_port),
+           "--superexec-auth-secret-file", str(secret),
            "--node-config", str(config_file), "--max-retries", str(args.max_retries)]
     if args.insecure:
         cmd.append("--insecure")
@@ -128,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     config_file = args.state_dir / "node-config.toml"
     config_file.write_text(tomli_w.dumps(node_config(args)), encoding="utf-8")
 
-    supernode = subprocess.Popen(supernode_command(args, config_file),  # connects meanwhile
+    secret = runtime_secret(args.state_dir)
+    supernode = subprocess.Popen(supernode_command(args, config_file, secret),  # connects
                                  env={**os.environ, POLL_ENV: str(args.poll_interval)})
 
     stop = threading.Event()
@@ -143,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         from fl_client.executor import serve
 
         serve(f"127.0.0.1:{args.runtime_port}", app, expected_fab_id=APP_ID, stop=stop,
-              alive=lambda: supernode.poll() is None)
+              alive=lambda: supernode.poll() is None, secret=secret.read_bytes())
     finally:
         if supernode.poll() is None:
             supernode.terminate()

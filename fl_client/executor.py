@@ -55,11 +55,14 @@ def run_task(address: str, token: str, app: ClientApp, expected_fab_id: str | No
 def serve(address: str, app: ClientApp, poll: float = 0.05,
           expected_fab_id: str | None = None,
           stop: threading.Event | None = None,
-          alive: Callable[[], bool] = lambda: True) -> None:
-    """Run the node's tasks until ``stop`` is set or ``alive()`` turns false."""
+          alive: Callable[[], bool] = lambda: True, secret: bytes | None = None) -> None:
+    """Run the node's tasks until ``stop`` is set or ``alive()`` turns false.
+
+    ``secret``: the SuperNode's Runtime API secret, which signs each request for a task.
+    """
     stop = stop or threading.Event()
     # one try per poll: the loop retries, and notices when the SuperNode is gone
-    offers = TaskOffers(address)
+    offers = TaskOffers(address, secret)
     try:
         while not stop.is_set() and alive():
             try:

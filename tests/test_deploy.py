@@ -286,3 +286,32 @@ def test_a_nodes_own_flags_set_its_poll_and_its_noise(tmp_path: Path) -> None:
     config = node_config(_parser().parse_args(base + ["--reproducible-noise"]))
     assert config["reproducible-noise"] is True
     assert NodeConfig.from_context(config).reproducible_noise
+
+
+def test_a_local_process_without_the_nodes_secret_cannot_take_its_tasks(vertical_federation):
+    from deployment.node import RUNTIME_SECRET
+    from federation.flower_compat.deployment import TaskOffers
+
+    pid = vertical_federation.pids["bureau"]
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    address = f"127.0.0.1:{cmdline[cmdline.index('--runtime-port') + 1]}"
+    secret_file = vertical_federation.node_state("bureau") / RUNTIME_SECRET
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    # Flower's SuperNode refuses an unsigned request for the next task ...
+    intruder = TaskOffers(address)
+    try:
+        with pytest.raises(Exception, match="(?i)authentication failed|401|403"):
+            intruder.next_token()
+    finally:
+        intruder.close()
+    # ... and one signed with a wrong secret; the node's own secret is accepted (no task waits)
+    for secret, refused in ((b"x" * 32, True), (secret_file.read_bytes(), False)):
+        offers = TaskOffers(address, secret)
+        try:
+            if refused:
+                with pytest.raises(Exception, match="(?i)authentication failed|401|403"):
+                    offers.next_token()
+            else:
+                assert offers.next_token() is None
+        finally:
+            offers.close()

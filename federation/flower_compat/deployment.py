@@ -25,6 +25,8 @@ from federation.flower_compat import changed, check_engine_versions
 
 INITIAL_BACKOFF = 0.02
 BACKOFF_CAP = 0.2
+ACQUIRE_TASK = "/flwr.proto.Runtime/AcquireTask"
+"""The Runtime API call a SuperNode started with a secret answers only when it is signed."""
 IDLE_SLEEP = 3.0  # the SuperNode loop's sleep when the SuperLink had no message
 REPLY_POLL = 0.02  # waits shorter than the idle sleep: the reply and its objects, local checks
 
@@ -98,14 +100,24 @@ def _runtime_client(address: str, *interceptors: Any, max_tries: int | None = No
 
 
 class TaskOffers:
-    """Ask the SuperNode's Runtime API for the next ClientApp task, one try per call."""
+    """Ask the SuperNode's Runtime API for the next ClientApp task, one try per call.
 
-    def __init__(self, address: str) -> None:
+    With ``secret`` (the SuperNode's ``--superexec-auth-secret-file``), each request is signed
+    as Flower's own SuperExec signs it.
+    """
+
+    def __init__(self, address: str, secret: bytes | None = None) -> None:
         check_engine_versions(("flwr",))
-        from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+        from flwr.supercore.interceptors import (
+            RuntimeVersionHttpInterceptor,
+            SuperExecAuthHttpInterceptor,
+        )
 
-        self._client = _runtime_client(
-            address, RuntimeVersionHttpInterceptor(component_name="SuperExec"), max_tries=1)
+        interceptors: list[Any] = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
+        if secret is not None:
+            interceptors.append(SuperExecAuthHttpInterceptor(
+                master_secret=secret, protected_methods={ACQUIRE_TASK}))
+        self._client = _runtime_client(address, *interceptors, max_tries=1)
 
     def next_token(self) -> str | None:
         """Return the token of a task waiting for this worker, or None when there is none."""
