@@ -75,6 +75,9 @@ class DataSettings:
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
     split: SplitSettings = field(default_factory=SplitSettings)
     scaler: Scaler = Scaler.quantile
+    max_rows: int | None = None
+    """Run on a pilot-sized sample: at most this many of the lender's applicants (a keyed hash of
+    the ID and the seed picks them), and each other party's rows of those applicants only."""
 
 
 class PartitionScheme(StrEnum):

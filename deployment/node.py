@@ -103,8 +103,8 @@ RUNTIME_SECRET = "runtime-api.secret"
 """The node's Runtime API secret, in its state directory (0600), fresh at every start."""
 
 
-def runtime_secret(state_dir: Path) -> Path:
-    """Write a fresh secret for the SuperNode's Runtime API; return its file.
+def runtime_secret(state_dir: Path) -> tuple[Path, bytes]:
+    """Write a fresh secret for the SuperNode's Runtime API; return its file and the secret.
 
     With it, Flower's SuperNode (``--superexec-auth-secret-file``) answers a request for the
     next task only when it is signed with the secret (HMAC, with a timestamp and a nonce): a
@@ -113,10 +113,11 @@ def runtime_secret(state_dir: Path) -> Path:
     """
     path = state_dir / RUNTIME_SECRET
     path.unlink(missing_ok=True)  # a file made earlier may have another mode or owner
+    secret = secrets.token_bytes(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
-        out.write(secrets.token_bytes(32))
-    return path
+        out.write(secret)
+    return path, secret
 
 
 def supernode_command(args: argparse.Namespace, config_file: Path, secret: Path) -> list[str]:
@@ -146,12 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     os.environ.update(QUIET)  # the SuperNode inherits it
-    args.state_dir.mkdir(parents=True, exist_ok=True)
+    args.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     config_file = args.state_dir / "node-config.toml"
     config_file.write_text(tomli_w.dumps(node_config(args)), encoding="utf-8")
 
-    secret = runtime_secret(args.state_dir)
-    supernode = subprocess.Popen(supernode_command(args, config_file, secret),  # connects
+    secret_file, secret = runtime_secret(args.state_dir)
+    supernode = subprocess.Popen(supernode_command(args, config_file, secret_file),  # connects
                                  env={**os.environ, POLL_ENV: str(args.poll_interval)})
 
     stop = threading.Event()
@@ -166,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         from fl_client.executor import serve
 
         serve(f"127.0.0.1:{args.runtime_port}", app, expected_fab_id=APP_ID, stop=stop,
-              alive=lambda: supernode.poll() is None, secret=secret.read_bytes())
+              alive=lambda: supernode.poll() is None, secret=secret)
     finally:
+        secret_file.unlink(missing_ok=True)
         if supernode.poll() is None:
             supernode.terminate()
             try:

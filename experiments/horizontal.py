@@ -181,7 +181,10 @@ def horizontal_outcome(settings: RunSettings, outcome: FederationOutcome,
         for split, summary in summaries.items():
             report[split] = report[split] + summary if split in report else summary
     rows = {name: sum(outcome.reports[n][1][name] for n in names) for name in SPLITS.values()}
-    metrics: dict[str, Any] = report_metrics(report, private)
+    try:
+        metrics: dict[str, Any] = report_metrics(report, private)
+    except ValueError as exc:  # a split of one class: no AUC to report
+        raise ConfigError(f"data ({settings.data.name}): {exc}") from exc
     metrics["history"] = outcome.history
     metrics["pooled_lender_auc"] = outcome.history[-1]["pooled_auc"]
     dataset = {

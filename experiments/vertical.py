@@ -188,7 +188,10 @@ def vertical_outcome(settings: RunSettings, parties: tuple[str, ...], outcome: V
     """
     report, final = outcome.report, outcome.final
     private = outcome.ledger is not None
-    metrics: dict[str, Any] = report_metrics(report, private)
+    try:
+        metrics: dict[str, Any] = report_metrics(report, private)
+    except ValueError as exc:  # a split of one class: no AUC to report
+        raise ConfigError(f"data ({settings.data.name}): {exc}") from exc
     metrics["best_epoch"] = int(final["best_epoch"])
     metrics["history"] = [r for r in outcome.history if "epoch" in r]
     metrics["party_lift"] = {p: final["test_auc"] - final[f"test_auc_without_{p}"]

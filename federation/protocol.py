@@ -140,9 +140,10 @@ def report_record(summaries: dict[str, ScoreSummary], rows: dict[str, int]) -> d
     (sizes are public).
 
     >>> s = ScoreSummary.of(np.array([0, 1]), np.array([0.2, 0.7]))
-    >>> summaries, rows = read_report(report_record({"test": s}, {"train": 5, "test": 2}))
+    >>> report = report_record({"val": s, "test": s}, {"train": 5, "val": 2, "test": 2})
+    >>> summaries, rows = read_report(report, private=True)
     >>> sorted(summaries), rows
-    (['test'], {'train': 5, 'test': 2})
+    (['test', 'val'], {'train': 5, 'val': 2, 'test': 2})
     """
     out: dict[str, Any] = {"splits": list(summaries), "row_splits": list(rows),
                            "rows": [int(n) for n in rows.values()]}
@@ -151,9 +152,29 @@ def report_record(summaries: dict[str, ScoreSummary], rows: dict[str, int]) -> d
     return out
 
 
-def read_report(record: Any) -> tuple[dict[str, ScoreSummary], dict[str, int]]:
-    """Read back :func:`report_record`'s summaries and rows."""
-    summaries = {str(name): ScoreSummary.from_record(record, f"{name}.")
-                 for name in record["splits"]}
-    return summaries, {str(k): int(v) for k, v in zip(record["row_splits"], record["rows"],
-                                                       strict=True)}
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def read_report(record: Any, private: bool) -> tuple[dict[str, ScoreSummary], dict[str, int]]:
+    """Read back :func:`report_record`'s summaries and rows, refusing a malformed report.
+
+    The report must give the rows of every split and a summary of each split but the training
+    one under DP (``private``), each summary counting exactly the rows reported.
+    """
+    try:
+        rows = {str(k): int(v) for k, v in zip(record["row_splits"], record["rows"],
+                                                strict=True)}
+        summaries = {str(name): ScoreSummary.from_record(record, f"{name}.")
+                     for name in record["splits"]}
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"malformed report: {exc}") from exc
+    expected = [s for s in SPLIT_NAMES if not (private and s == "train")]
+    if sorted(rows) != sorted(SPLIT_NAMES) or sorted(summaries) != sorted(expected):
+        raise ValueError(f"the report gives rows of {sorted(rows)} and summaries of "
+                         f"{sorted(summaries)}; expected rows of {list(SPLIT_NAMES)} and "
+                         f"summaries of {expected}")
+    for name, summary in summaries.items():
+        if summary.rows != rows[name] or rows[name] < 0:
+            raise ValueError(f"the {name} summary counts {summary.rows} rows, the report "
+                             f"{rows[name]}")
+    return summaries, rows

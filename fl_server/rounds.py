@@ -198,6 +198,11 @@ def _pool_lender_scores(replies: Iterable[Message], node_party: dict[int, str],
     return (auc_from_histograms(pos, neg) if pos.size else float("nan")), per_lender
 
 
+def messages_to(messages: Iterable[Message]) -> list[int]:
+    """Return the destination node of each message."""
+    return [m.metadata.dst_node_id for m in messages]
+
+
 def _evaluate_at_lenders(grid: Grid, strategy: Any, server_round: int, arrays: ArrayRecord,
                          schema: Schema, node_party: dict[int, str], timeout: float,
                          out: FederationOutcome) -> None:
@@ -206,17 +211,24 @@ def _evaluate_at_lenders(grid: Grid, strategy: Any, server_round: int, arrays: A
     Each lender scores it and returns its report: score summaries, no row.
     """
     config = ConfigRecord({"schema": schema.to_json(), REPORT: True})
-    messages = strategy.configure_evaluate(server_round, arrays, config, grid)
+    messages = list(strategy.configure_evaluate(server_round, arrays, config, grid))
     replies = list(grid.send_and_receive(messages, timeout=timeout))
     _record_lender_scores(out, *_pool_lender_scores(replies, node_party))
+    private = out.ledger is not None
     for reply in replies:
         if not reply.has_error() and REPORT in reply.content.config_records:
             party = node_party[reply.metadata.src_node_id]
             try:
-                out.reports[party] = read_report(reply.content.config_records[REPORT])
-            except (KeyError, ValueError) as exc:
-                raise FederationError(f"{party}'s report on the final model is malformed: "
-                                      f"{exc}") from exc
+                out.reports[party] = read_report(reply.content.config_records[REPORT], private)
+            except ValueError as exc:
+                raise FederationError(f"{party}'s report on the final model: {exc}") from exc
+    for node in messages_to(messages):
+        party = node_party[node]
+        if party not in out.reports:  # left out of the metrics, and said so
+            out.exclusions.append(Exclusion(server_round, party,
+                                            "sent no report on the final model"))
+            log.warning("%s sent no report on the final model; the metrics leave it out",
+                        party)
 
 
 def run_federation(grid: Grid, s: ServerSettings,

@@ -293,5 +293,8 @@ def run_vertical_federation(grid: Grid, s: ServerSettings,
         CONFIG: ConfigRecord({"best_epoch": best, "passive": list(passive)}),
         ARRAYS: ArrayRecord(values)})})[LABEL_HOLDER]
     out.final = {k: float(cast(float, v)) for k, v in scored[METRICS].items()}
-    out.report, out.split_rows = read_report(scored[REPORT])
+    try:
+        out.report, out.split_rows = read_report(scored[REPORT], out.ledger is not None)
+    except (KeyError, ValueError) as exc:
+        raise FederationError(f"{LABEL_HOLDER}'s report on the final model: {exc}") from exc
     return out

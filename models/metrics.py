@@ -157,17 +157,35 @@ class ScoreSummary:
 
     @classmethod
     def from_record(cls, record: Any, prefix: str) -> ScoreSummary:
-        """Read back what :meth:`to_record` wrote, refusing a malformed summary."""
-        out = cls(positives=np.asarray(record[prefix + "positives"], dtype=np.int64),
-                  negatives=np.asarray(record[prefix + "negatives"], dtype=np.int64),
-                  score_sums=np.asarray(record[prefix + "score_sums"], dtype=np.float64),
-                  squared_error=float(record[prefix + "squared_error"]),
-                  log_loss=float(record[prefix + "log_loss"]))
-        shapes = (out.positives.shape, out.negatives.shape, out.score_sums.shape)
-        if shapes != ((SUMMARY_BINS,), (SUMMARY_BINS,), (CALIBRATION_BINS,)) or min(
-                out.positives.min(), out.negatives.min()) < 0:
-            raise ValueError(f"score summary '{prefix}': malformed (shapes {shapes})")
-        return out
+        """Read back what :meth:`to_record` wrote, refusing a malformed or impossible summary.
+
+        Counts must be whole and non-negative, and every sum finite and within what the counts
+        allow (a sum of scores in [0, 1], a squared error of at most one per row).
+        """
+        def counts(key: str) -> np.ndarray:
+            raw = np.asarray(record[prefix + key], dtype=np.float64)
+            if raw.shape != (SUMMARY_BINS,) or not np.all(np.isfinite(raw)) or np.any(
+                    raw < 0) or np.any(raw != np.round(raw)):
+                raise ValueError(f"score summary '{prefix}{key}': expected {SUMMARY_BINS} "
+                                 "whole non-negative counts")
+            return raw.astype(np.int64)
+
+        positives, negatives = counts("positives"), counts("negatives")
+        score_sums = np.asarray(record[prefix + "score_sums"], dtype=np.float64)
+        squared_error = float(record[prefix + "squared_error"])
+        log_loss = float(record[prefix + "log_loss"])
+        rows = int(positives.sum() + negatives.sum())
+        k = SUMMARY_BINS // CALIBRATION_BINS
+        per_bin = (positives + negatives).reshape(CALIBRATION_BINS, k).sum(axis=1)
+        if (score_sums.shape != (CALIBRATION_BINS,) or not np.all(np.isfinite(score_sums))
+                or np.any(score_sums < 0) or np.any(score_sums > per_bin + 1e-6)):
+            raise ValueError(f"score summary '{prefix}score_sums': expected "
+                             f"{CALIBRATION_BINS} finite sums within the bins' row counts")
+        if not (np.isfinite(squared_error) and 0 <= squared_error <= rows + 1e-6
+                and np.isfinite(log_loss) and log_loss >= 0):
+            raise ValueError(f"score summary '{prefix}': squared error {squared_error} or "
+                             f"log-loss {log_loss} impossible for {rows} rows")
+        return cls(positives, negatives, score_sums, squared_error, log_loss)
 
     # metrics ------------------------------------------------------------------------------
     def roc(self) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +273,12 @@ def report_metrics(summaries: dict[str, ScoreSummary], private: bool = False
     training rows' scores are outside every guarantee, so a private run publishes nothing
     computed from them (``psi_reference`` says which; a private node sends no training summary).
     """
+    for name in ("val", "test"):
+        summary = summaries[name]
+        if summary.defaults in (0, summary.rows):
+            raise ValueError(f"the {name} split holds {summary.rows} rows of one class only "
+                             f"({summary.defaults} defaults): its AUC is undefined; use more "
+                             "rows or a larger data.split fraction")
     metrics: dict[str, dict[str, Any]] = {name: summaries[name].metrics()
                                           for name in ("val", "test")}
     reference = "val" if private else "train"

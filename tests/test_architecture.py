@@ -93,11 +93,9 @@ def test_the_internals_the_compat_package_patches_exist_in_the_supported_release
         for name in _imports(path):
             if _internal(name):
                 importlib.import_module(name)
-    from federation.flower_compat.deployment import quick_object_pulls
     from federation.flower_compat.simulation import quick_simulation_polls
 
     quick_simulation_polls()  # checks its target, then patches (idempotent)
     import flwr.supernode.start_client_internal as loop
 
     assert loop.time.__name__ == "time" and hasattr(loop, "pull_objects")
-    assert callable(quick_object_pulls)

@@ -96,12 +96,12 @@ def audited_runs(tmp_path_factory):
 
 
 def test_empirical_lower_bound_never_exceeds_theoretical_epsilon(audited_runs):
-    for name in ("overfit", "horizontal"):
-        m = audited_runs[name]["audit"]["membership"]
-        theory = math.inf if m["theoretical_epsilon"] is None else m["theoretical_epsilon"]
-        assert m["epsilon_lower_bound"] <= theory, name
-        assert m["bound_holds"], name
-    assert audited_runs["overfit"]["audit"]["membership"]["theoretical_epsilon"] is None
+    # the overfit model has no bound to hold (no record-level DP): the attack finds something
+    overfit = audited_runs["overfit"]["audit"]["membership"]
+    assert overfit["theoretical_epsilon"] is None and overfit["epsilon_lower_bound"] > 0
+    m = audited_runs["horizontal"]["audit"]["membership"]
+    assert m["epsilon_lower_bound"] <= m["theoretical_epsilon"]
+    assert m["bound_holds"]
     horizontal = audited_runs["horizontal"]
     assert horizontal["audit"]["membership"]["theoretical_epsilon"] == pytest.approx(
         horizontal["privacy"]["epsilon"])

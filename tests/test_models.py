@@ -30,7 +30,10 @@ def test_split_model_is_encoders_then_head_on_each_partys_columns():
     # changing the bureau's columns moves only the bureau's embedding
     y = x.clone()
     y[:, 5:8] += 1.0
-    assert torch.allclose(model.encoders["lender"](y[:, :5]), model.encoders["lender"](x[:, :5]))
+    lender_then_bureau = torch.cat([model.encoders["lender"](x[:, :5]),
+                                    model.encoders["bureau"](y[:, 5:8]),
+                                    model.encoders["social"](x[:, 8:])], dim=1)
+    assert torch.allclose(model(y), model.head(lender_then_bureau))
 
 
 @pytest.mark.parametrize(("settings", "key"), [

@@ -151,7 +151,7 @@ def test_vertical_round_loop_aligns_trains_and_reports(tmp_path):
     # no row-level value reached the server: the lender's final reply holds summaries only
     final = [r for r in grid.received if r.metadata.message_type == str(VerticalMessage.FINAL)
              and REPORT in r.content.config_records]
-    summaries, rows = read_report(final[0].content.config_records[REPORT])
+    summaries, rows = read_report(final[0].content.config_records[REPORT], private=False)
     assert summaries["test"].rows == rows["test"] == run.dataset["rows"]["test"]
     assert ARRAYS not in final[0].content.array_records
 
@@ -169,3 +169,43 @@ def test_a_lender_handler_that_fails_becomes_an_error_reply(tmp_path):
                       dst_node_id=100, message_type="train")
         (reply,) = grid.send_and_receive([bad])
     assert reply.has_error() and "schema" in reply.error.reason
+
+
+def test_a_malformed_or_impossible_report_is_refused_naming_what_is_wrong():
+    from federation.protocol import report_record
+    from models.metrics import ScoreSummary
+
+    y, p = np.array([0, 1, 0, 1]), np.array([0.2, 0.7, 0.4, 0.6])
+    good = ScoreSummary.of(y, p)
+    rows = {"train": 4, "val": 4, "test": 4}
+    record = report_record({"val": good, "test": good}, rows)
+    assert read_report(record, private=True)[1] == rows
+    cases = {
+        "NaN sum": record | {"test.squared_error": float("nan")},
+        "fractional count": record | {"test.positives": [0.5] + [0] * 9_999},
+        "rows that do not add up": record | {"rows": [4, 4, 5]},
+        "a training summary missing without DP": record,
+    }
+    for what, bad in cases.items():
+        with pytest.raises(ValueError):
+            read_report(bad, private=(what != "a training summary missing without DP"))
+
+
+def test_a_lender_silent_at_the_final_evaluation_is_left_out_and_recorded(tmp_path):
+    evaluations: list[int] = []
+
+    def silent_at_the_end(m: Message) -> bool:
+        if m.metadata.dst_node_id == 101 and m.metadata.message_type == "evaluate":
+            evaluations.append(1)
+            return True
+        return False
+
+    settings, rows, _, outcome = _horizontal(tmp_path, ["federation.round_timeout=1"],
+                                             drop=silent_at_the_end)
+    assert outcome.error is None, outcome.error
+    silent = tuple(rows)[1]
+    assert set(outcome.reports) == {tuple(rows)[0]}
+    assert (2, silent, "sent no report on the final model") in [
+        (e.round, e.party, e.reason) for e in outcome.exclusions]
+    run = horizontal_outcome(settings, outcome, 0.0, 1.0)
+    assert run.dataset["rows"]["test"] == int((rows[tuple(rows)[0]].split == TEST).sum())

@@ -85,10 +85,13 @@ def test_a_passive_party_cannot_rebuild_the_lenders_label_flips_from_public_valu
 def test_the_flip_digest_in_the_lenders_log_needs_the_key_to_check_a_guess():
     privacy = PrivacySettings(label_epsilon=1.0)
     rows = _rows("lender", n=200, labels=True)
-    lender = LenderNode(_settings("lender", privacy), rows, ("bureau",), NoiseSource.fresh())
+    key = NoiseSource.fresh()
+    lender = LenderNode(_settings("lender", privacy), rows, ("bureau",), key)
     mask = np.packbits(lender.y_train != rows.y).tobytes()
+    assert lender.flip_digest() == key.commitment(mask)  # the node's own key checks the guess
     assert lender.flip_digest() != hashlib.sha256(mask).hexdigest()
-    assert lender.flip_digest() != NoiseSource.fresh().commitment(mask)
+    # a key derived from public values (the research switch's) does not
+    assert lender.flip_digest() != NoiseSource.reproducible(0, "lender").commitment(mask)
 
 
 def test_each_run_of_a_node_draws_with_a_key_of_its_own():

@@ -80,7 +80,7 @@ def test_label_dp_alone_promises_nothing_against_membership(sweep_dir):
     for run in _runs(sweep_dir):
         m = run["audit"]["membership"]
         assert m["theoretical_epsilon"] is None and "without DP-SGD" in m["theory"]
-        assert m["bound_holds"] and m["attack_auc"] < 0.56
+        assert m["attack_auc"] < 0.56
 
 
 def test_label_leakage_falls_toward_chance_with_label_protection(sweep_dir):

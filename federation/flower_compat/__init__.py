@@ -69,13 +69,13 @@ def check_engine_versions(packages: tuple[str, ...] = ("flwr",),
                 f"a simulation, set {PLAIN_FLOWER}=1 to run with plain Flower behaviour)")
 
 
-def changed(what: str) -> EngineVersionError:
+def changed(what: str, package: str = "flwr") -> EngineVersionError:
     """Return the error of a patch whose target is not what it expects (the gate's policy).
 
     >>> changed("vce_api.add_messages_to_queue")  # doctest: +ELLIPSIS
     EngineVersionError('flwr 1.41.0: vce_api.add_messages_to_queue is not what this project ...')
     """
     return EngineVersionError(
-        f"flwr {installed('flwr')}: {what} is not what this project patches in flwr "
-        f"{SUPPORTED['flwr']}; install the supported release (or, for a simulation, set "
-        f"{PLAIN_FLOWER}=1 to run with plain Flower behaviour)")
+        f"{package} {installed(package)}: {what} is not what this project patches in "
+        f"{package} {SUPPORTED[package]}; install the supported release (or, for a simulation, "
+        f"set {PLAIN_FLOWER}=1 to run with plain Flower behaviour)")

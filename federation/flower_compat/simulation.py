@@ -76,7 +76,7 @@ def one_machine_head(verbose: bool) -> Iterator[None]:
     original = parameter.RayParams.__init__
     known = inspect.signature(original).parameters
     if not {"no_monitor", "include_log_monitor"} <= known.keys():
-        raise changed("ray's RayParams (no_monitor, include_log_monitor)")
+        raise changed("RayParams (no_monitor, include_log_monitor)", "ray")
 
     def head_params(self: Any, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("no_monitor", True)
