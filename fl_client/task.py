@@ -34,7 +34,7 @@ from models.local_training import (
     train_round,
 )
 from models.metrics import ScoreSummary
-from models.training import predict_proba
+from models.training import batch_for, predict_proba
 from privacy.accounting import noise_multiplier_after, party_delta
 from privacy.ledger import PrivacyLedgerError
 from privacy.randomness import NoiseSource
@@ -166,7 +166,7 @@ class LenderTask:
         if saved is not None:
             return PartyPrivacy.from_json(saved)
         p, f = self.settings.privacy, self.settings.federation
-        sample_rate = poisson_sample_rate(n_train, self.settings.train.batch_size)
+        sample_rate = poisson_sample_rate(n_train, batch_for(n_train, self.settings.train))
         delta = party_delta(p.delta, n_train)
         steps = f.rounds * f.local_epochs * steps_per_epoch(sample_rate)
         plan = self.summary_plan()
@@ -216,7 +216,8 @@ class LenderTask:
             secret = (noise.fresh_torch("sampling", server_round),
                       noise.fresh_torch("dpsgd", server_round))
         result = train_round(model, shard.x[TRAIN], shard.y[TRAIN],
-                             epochs=s.federation.local_epochs, batch_size=s.train.batch_size,
+                             epochs=s.federation.local_epochs,
+                             batch_size=batch_for(len(shard.y[TRAIN]), s.train),
                              lr=s.train.lr, weight_decay=s.train.weight_decay,
                              seed=round_seed(s.seed, s.party, server_round), proximal_mu=mu,
                              dp=dp, secret=secret)

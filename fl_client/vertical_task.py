@@ -38,7 +38,7 @@ from models.split_training import (
     randomized_response,
     recalibrate,
 )
-from models.training import predict_proba, start_at_base_rate
+from models.training import EarlyStopping, batch_for, predict_proba, start_at_base_rate
 from privacy.accounting import (
     epsilon_of,
     flip_probability,
@@ -67,6 +67,8 @@ class NodeState:
     releases: list[int] = field(default_factory=list)
     best_epoch: int = 0
     best_auc: float = float("nan")
+    watched: list[float] = field(default_factory=list)  # early stopping's criterion per epoch
+    watched_best: float = float("-inf")
     history: list[dict[str, float]] = field(default_factory=list)
     leakage: np.ndarray | None = None
 
@@ -139,7 +141,7 @@ class _Node:
         if not self.dpsgd:
             return None
         t = self.settings.train
-        q = chunk_sample_rate(n_train, self.k, t.batch_size)
+        q = chunk_sample_rate(n_train, self.k, batch_for(n_train, t))
         steps = t.epochs * self.passes * int(round(1 / q))
         sigma = noise_multiplier_after(self.settings.privacy.target_epsilon,
                                        self._delta(n_train), q, steps, self.rows.summary_history)
@@ -308,7 +310,7 @@ class PassiveNode(_Node):
             sampling, noise = self._generators(self.settings.party, *prev)
             loss, steps = fit_chunk(encoder, optimizer, self.rows.x[rows], grads,
                                     InnerProductLoss(),
-                                    batch_size=self.settings.train.batch_size,
+                                    batch_size=batch_for(n_train, self.settings.train),
                                     passes=self.passes, generator=sampling, dp=dp, noise=noise)
             if not self.private:  # a per-step statistic of the rows: not sent under DP
                 metrics["surrogate_loss"] = loss
@@ -507,17 +509,20 @@ class LenderNode(_Node):
         if val is not None:
             rows = self.split_rows(VAL)
             y_val = self.rows.y[rows]  # type: ignore[index]
-            auc = auc_of_scores(predict_proba(model, self._inputs(rows, val, model, state)),
-                                y_val)
-            if not auc <= state.best_auc:
-                state.best_epoch, state.best_auc = val_epoch, auc
+            p_val = predict_proba(model, self._inputs(rows, val, model, state))
+            auc = auc_of_scores(p_val, y_val)
+            watch = EarlyStopping(self.settings.train, state.watched, state.best_epoch,
+                                  state.watched_best)
+            if watch.observe(val_epoch, y_val, p_val, auc):
+                state.best_auc = auc
+            state.best_epoch, state.watched_best = watch.best_epoch, watch.best
             state.snapshots[val_epoch] = {k: v.clone() for k, v in model.state_dict().items()}
             for old in [e for e in state.snapshots if e not in (state.best_epoch, val_epoch)]:
                 del state.snapshots[old]
             state.history[-1]["val_auc"] = auc
             metrics.update({"val_auc": auc, "best_epoch": state.best_epoch})
-            patience, epochs = self.settings.train.patience, self.settings.train.epochs
-            if val_epoch - state.best_epoch >= patience or val_epoch >= epochs or chunk < 0:
+            if (watch.should_stop(val_epoch) or val_epoch >= self.settings.train.epochs
+                    or chunk < 0):
                 metrics["stop"] = 1.0
                 return {}, metrics
         optimizer = self._optimizer(model.parameters(), state)
@@ -530,7 +535,8 @@ class LenderNode(_Node):
         sampling, noise = self._generators("lender", epoch, chunk)
         loss, steps = fit_chunk(model, optimizer, z, self.y_train[where],
                                 torch.nn.BCEWithLogitsLoss(),
-                                batch_size=self.settings.train.batch_size, passes=self.passes,
+                                batch_size=batch_for(n_train, self.settings.train),
+                                passes=self.passes,
                                 generator=sampling, dp=dp, noise=noise)
         if chunk == 0:
             state.history.append({"epoch": epoch, "train_loss": 0.0, "rows": 0})

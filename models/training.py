@@ -1,4 +1,4 @@
-"""Mini-batch training with early stopping on validation AUC.
+"""Mini-batch training with early stopping on the validation rows.
 
 Batches are cut from tensors built once (no DataLoader): on these small tabular models the
 loader, not the model, would dominate the time.
@@ -18,7 +18,7 @@ from torch import nn
 
 from credit_data.errors import ConfigError
 from models.networks import output_layer
-from models.settings import TrainSettings
+from models.settings import Criterion, TrainSettings
 
 
 @dataclass
@@ -48,10 +48,89 @@ def check_train(settings: TrainSettings) -> None:
     """Raise a ConfigError naming the key of any out-of-range value."""
     checks = [("epochs", settings.epochs >= 1), ("batch_size", settings.batch_size >= 1),
               ("lr", settings.lr > 0), ("weight_decay", settings.weight_decay >= 0),
-              ("patience", settings.patience >= 1)]
+              ("patience", settings.patience >= 1),
+              ("min_steps_per_epoch", settings.min_steps_per_epoch >= 1),
+              ("smoothing", settings.smoothing >= 1),
+              ("min_epochs", settings.min_epochs >= 1)]
     for key, ok in checks:
         if not ok:
             raise ConfigError(f"train.{key} is out of range: {getattr(settings, key)}")
+
+
+def validation_log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean binary cross-entropy of scores ``p`` (clipped as the metrics clip them).
+
+    >>> round(validation_log_loss(np.array([0, 1]), np.array([0.5, 0.5])), 4)
+    0.6931
+    """
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    y = np.asarray(y, dtype=np.float64)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+@dataclass
+class EarlyStopping:
+    """Pick the best epoch and say when to stop, from the validation rows (``train.*``).
+
+    Each epoch's criterion (validation log-loss, or AUC) is averaged over the last
+    ``smoothing`` epochs; the best average wins, and training stops ``patience`` epochs after
+    it, never before ``min_epochs``. Serves the centralized and local models and the vertical
+    lender alike.
+
+    >>> from models.settings import Criterion, TrainSettings
+    >>> watch = EarlyStopping(TrainSettings(smoothing=2, patience=2, min_epochs=3))
+    >>> y = np.array([0, 1, 0, 1])
+    >>> [watch.observe(e, y, np.array([0.5 - d, 0.5 + d, 0.5 - d, 0.5 + d]))
+    ...  for e, d in enumerate([0.1, 0.3, 0.2, 0.0, 0.0], start=1)]
+    [True, True, True, False, False]
+    >>> watch.best_epoch, watch.should_stop(5)
+    (3, True)
+    """
+
+    settings: TrainSettings
+    values: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    best: float = float("-inf")
+
+    def observe(self, epoch: int, y_val: np.ndarray, p_val: np.ndarray,
+                auc: float | None = None) -> bool:
+        """Record one epoch's validation scores; return whether it is the best so far."""
+        if self.settings.criterion is Criterion.auc:
+            value = auc if auc is not None else auc_score(y_val, p_val)
+        else:
+            value = -validation_log_loss(y_val, p_val)
+        self.values.append(float(value))
+        average = float(np.mean(self.values[-self.settings.smoothing:]))
+        if average <= self.best:  # (a NaN average is never better)
+            return False
+        self.best, self.best_epoch = average, epoch
+        return True
+
+    def should_stop(self, epoch: int) -> bool:
+        """Whether ``patience`` epochs passed without a better average (after ``min_epochs``)."""
+        return (epoch >= self.settings.min_epochs
+                and epoch - self.best_epoch >= self.settings.patience)
+
+
+def auc_score(y: np.ndarray, p: np.ndarray) -> float:
+    """Mann-Whitney AUC (ties count half), without scikit-learn."""
+    values, which = np.unique(np.asarray(p), return_inverse=True)
+    y = np.asarray(y)
+    pos = np.bincount(which[y == 1], minlength=len(values)).astype(np.float64)
+    neg = np.bincount(which[y == 0], minlength=len(values)).astype(np.float64)
+    if pos.sum() == 0 or neg.sum() == 0:
+        return float("nan")
+    below = np.concatenate([[0.0], np.cumsum(neg)[:-1]])
+    return float((np.sum(pos * below) + 0.5 * np.sum(pos * neg)) / (pos.sum() * neg.sum()))
+
+
+def batch_for(n_train: int, settings: TrainSettings) -> int:
+    """Return the batch size: ``train.batch_size``, smaller on small data.
+
+    At most ``train.batch_size`` rows, and few enough that an epoch makes at least
+    ``train.min_steps_per_epoch`` optimizer steps (never below 32 rows).
+    """
+    return int(min(settings.batch_size, max(32, -(-n_train // settings.min_steps_per_epoch))))
 
 
 @torch.no_grad()
@@ -97,6 +176,8 @@ def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nd
     from sklearn.metrics import roc_auc_score
 
     check_train(settings)
+    batch_size = batch_for(len(x_train), settings)
+    watch = EarlyStopping(settings)
     xt = torch.as_tensor(x_train, dtype=torch.float32)
     yt = torch.as_tensor(y_train, dtype=torch.float32)
     generator = torch.Generator().manual_seed(seed)
@@ -111,16 +192,17 @@ def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nd
         model.train()
         order = torch.randperm(len(xt), generator=generator)
         total = 0.0
-        for i in range(0, len(order), settings.batch_size):
-            batch = order[i:i + settings.batch_size]
+        for i in range(0, len(order), batch_size):
+            batch = order[i:i + batch_size]
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(xt[batch]), yt[batch])
             loss.backward()
             optimizer.step()
             total += loss.item() * len(batch)
         result.rows_seen += len(order)
-        val_auc = float(roc_auc_score(y_val, predict_proba(model, x_val)))
-        improved = not val_auc <= result.best_val_auc
+        p_val = predict_proba(model, x_val)
+        val_auc = float(roc_auc_score(y_val, p_val))
+        improved = watch.observe(epoch, y_val, p_val, val_auc)
         if improved:
             result.best_epoch, result.best_val_auc = epoch, val_auc
             best_state = copy.deepcopy(model.state_dict())
@@ -129,9 +211,10 @@ def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nd
         if log is not None:
             log(f"epoch {epoch:3d}/{settings.epochs}  train_loss {total / len(order):.4f}  "
                 f"val_auc {val_auc:.4f}{'  *' if improved else ''}")
-        if settings.early_stopping and epoch - result.best_epoch >= settings.patience:
+        if settings.early_stopping and watch.should_stop(epoch):
             if log is not None:
-                log(f"early stop: no better validation AUC for {settings.patience} epochs")
+                log(f"early stop: no better validation {settings.criterion.value} (averaged "
+                    f"over {settings.smoothing} epochs) for {settings.patience} epochs")
             break
     result.seconds = time.perf_counter() - start
     if settings.early_stopping:
