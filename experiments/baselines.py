@@ -14,6 +14,7 @@ from credit_data.design import build_design
 from credit_data.errors import ConfigError
 from credit_data.loading import load_population
 from credit_data.split import TEST, TRAIN, VAL
+from experiments.logistic_reference import logistic_references
 from experiments.outcome import (
     RunOutcome,
     oracle_auc,
@@ -80,6 +81,7 @@ def run_baseline(settings: RunSettings) -> RunOutcome:
                "parameters": sum(p.numel() for p in model.parameters()),
                "inputs": design.widths(parties)},
         metrics=metrics, report=report,
+        references=logistic_references(design, parties),
         predictions=predictions_frame(design.ids[test], y["test"], scores["test"]),
         data_seconds=data_seconds, train_seconds=result.seconds,
         train_rows_per_s=result.rows_per_second, labels=y, scores=scores)

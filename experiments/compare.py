@@ -39,7 +39,8 @@ METRICS = ("auc", "ks", "brier")
 MECHANISM_NAMES = {"dpsgd": "DP-SGD", "central": "central DP", "label_dp": "label DP",
                    "embedding_noise": "embedding noise"}
 REFERENCE_NAMES = {"centralized": "centralized", "lender_only": "lender only",
-                   "non_private": "non-private"}
+                   "non_private": "non-private", "logistic_regression": "logistic regression",
+                   "logistic_regression_lender": "logistic regression, lender's columns"}
 
 
 

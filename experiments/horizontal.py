@@ -21,6 +21,7 @@ import ray
 import torch
 from sklearn.metrics import roc_auc_score
 
+from credit_data.design import build_design
 from credit_data.errors import ConfigError, FederationError
 from credit_data.federated_scaling import Schema, encode
 from credit_data.horizontal import LenderRows, horizontal_rows
@@ -30,6 +31,7 @@ from credit_data.settings import PARTIES
 from credit_data.split import SPLITS, TRAIN
 from credit_data.tables import Population
 from experiments.lender_source import SimulationSource
+from experiments.logistic_reference import logistic_references
 from experiments.outcome import (
     RunOutcome,
     oracle_auc,
@@ -232,7 +234,8 @@ def with_union(run: RunOutcome, population: Population, parties: tuple[str, ...]
     """Add what only a simulation holds: the union's row-level scores and the generator's truth.
 
     The final model's scores of every lender's rows feed predictions.csv and the membership
-    audit; the metrics stay those of the lenders' reports.
+    audit; the metrics stay those of the lenders' reports. The logistic-regression references
+    pool the lenders' rows (the same rows and columns).
     """
     assert outcome.state is not None and outcome.schema is not None
     scores = union.scores(outcome.state, outcome.schema)
@@ -241,7 +244,9 @@ def with_union(run: RunOutcome, population: Population, parties: tuple[str, ...]
         "columns": list(parties),
         "oracle_test_auc": oracle_auc(population, run.settings.data.label, ids["test"],
                                       labels["test"])}
+    design = build_design(population, run.settings.data, run.settings.seed)
     return dataclasses.replace(
         run, dataset=dataset, labels=labels, scores=scores,
-        predictions=predictions_frame(ids["test"], labels["test"], scores["test"]))
+        predictions=predictions_frame(ids["test"], labels["test"], scores["test"]),
+        references=logistic_references(design, parties))
 

@@ -27,6 +27,8 @@ class RunOutcome:
     rows' scores), ``labels`` and ``scores`` (per split, for the membership audit) and
     ``label_leakage`` (per passive party, the label-free attack scores it kept and the true
     labels of those rows) exist where the runner holds the rows: not in a deployment.
+    ``references`` are the logistic regressions on the same rows
+    (:mod:`experiments.logistic_reference`; simulation only).
     """
 
     settings: RunSettings
@@ -39,6 +41,7 @@ class RunOutcome:
     privacy: dict[str, Any] | None = None
     federation: dict[str, Any] | None = None
     report: dict[str, ScoreSummary] | None = None
+    references: dict[str, Any] | None = None
     predictions: pd.DataFrame | None = None
     labels: dict[str, np.ndarray] | None = None
     scores: dict[str, np.ndarray] | None = None

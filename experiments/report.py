@@ -44,6 +44,8 @@ def render_report(results: dict[str, Any]) -> str:
     lines += ["", f"Population stability index, {reference} to test scores: "
               f"{m['test']['psi']:.4f}. " + kept, "",
               "![ROC, calibration and learning curve](plots.png)"]
+    if results.get("references"):
+        lines += _references_section(results["references"], m["test"]["auc"])
     if "pooled_lender_auc" in m:
         lines += ["", f"Pooled AUC from the lenders' own score histograms (no row-level label "
                   f"leaves a lender): {m['pooled_lender_auc']:.4f}."]
@@ -66,14 +68,38 @@ def render_report(results: dict[str, Any]) -> str:
     lines += _privacy_section(results["privacy"])
     if results.get("audit"):
         lines += _audit_section(results["audit"])
-    if results.get("references"):
-        lines += ["", "## References (same rows and seed)", ""]
-        lines += _table(["reference", "test AUC", "KS", "Brier"],
-                        [[name.replace("_", " "), f"{r['auc']:.4f}", f"{r['ks']:.4f}",
-                          f"{r['brier']:.4f}"] for name, r in results["references"].items()])
     t = results["timing"]
     lines += ["", f"Wall time {t['wall_s']:.1f} s (training {t['train_s']:.1f} s).", ""]
     return "\n".join(lines)
+
+
+REFERENCE_LABELS = {
+    "logistic_regression": "logistic regression, the same columns (pooled for the reference)",
+    "logistic_regression_lender": "logistic regression, the lender's columns",
+    "centralized": "centralized model (pooled)", "lender_only": "the lender alone",
+    "non_private": "the same federation without privacy"}
+MARGIN = 0.02
+"""A model this far below the logistic regression on the same columns gets a warning line."""
+
+
+def _references_section(references: dict[str, Any], model_auc: float) -> list[str]:
+    """Lay out the model's test AUC beside each reference's; warn when a simple one wins.
+
+    >>> refs = {"logistic_regression": {"auc": 0.80, "ks": 0.4, "brier": 0.1}}
+    >>> any("does better than this model" in line for line in _references_section(refs, 0.75))
+    True
+    """
+    lines = ["", "## References (same rows and seed)", ""]
+    lines += _table(["reference", "test AUC", "this model minus it", "KS", "Brier"],
+                    [[REFERENCE_LABELS.get(name, name.replace("_", " ")), f"{r['auc']:.4f}",
+                      f"{model_auc - r['auc']:+.4f}", f"{r['ks']:.4f}", f"{r['brier']:.4f}"]
+                     for name, r in references.items()])
+    simple = references.get("logistic_regression")
+    if simple is not None and model_auc < simple["auc"] - MARGIN:
+        lines += ["", f"**A logistic regression on the same rows and columns does better than "
+                  f"this model** (test AUC {simple['auc']:.4f} against {model_auc:.4f}). "
+                  "See docs/running-experiments.md, \"Training budget\"."]
+    return lines
 
 
 def _federation_section(federation: dict[str, Any], parties: dict[str, Any]) -> list[str]:

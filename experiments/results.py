@@ -53,8 +53,9 @@ def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any],
     }
     if outcome.federation is not None:
         results["federation"] = outcome.federation
-    if references is not None:
-        results["references"] = references
+    both = {**(outcome.references or {}), **(references or {})}
+    if both:
+        results["references"] = both
     problems = check_results(json.loads(json.dumps(results, default=str)))
     if problems:
         raise RuntimeError(f"results.json would not follow its schema: {'; '.join(problems)}")

@@ -85,9 +85,12 @@ KEYS: tuple[Key, ...] = (
     Key("timing", ("object",), "`wall_s`, `data_s`, `train_s` (seconds), `train_rows_per_s`"),
     Key("versions", ("object",), "python, torch, flwr, opacus, numpy, pandas, scikit-learn, "
         "hydra-core"),
-    Key("references", ("object",), "`centralized`, `lender_only`, `non_private` (federated "
-        "modes), each `{mode, auc, ks, brier}` on the same rows and seed",
-        when="`references=true`"),
+    Key("references", ("object",), "every simulated run: `logistic_regression` (scikit-learn, "
+        "every column of the run's parties, pooled for the reference only: `role` says so) and "
+        "`logistic_regression_lender` (the lender's columns), each `{auc, ks, brier, val_auc, C "
+        "(picked on the validation rows), columns, inputs, seconds}` on the same rows and seed; "
+        "with `references=true` also `centralized`, `lender_only`, `non_private` (federated "
+        "modes), each `{mode, auc, ks, brier}`", when="a simulation (a deployment has no rows)"),
     Key("config", ("object",), "the resolved config"),
 )
 

@@ -21,12 +21,14 @@ import pandas as pd
 import torch
 from flwr.app import Context
 
+from credit_data.design import build_design
 from credit_data.errors import ConfigError
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER, DataSettings
 from credit_data.split import SPLITS, TEST, assign_split
 from credit_data.tables import Population
 from credit_data.vertical import NodeRows
+from experiments.logistic_reference import logistic_references
 from experiments.outcome import (
     RunOutcome,
     oracle_auc,
@@ -240,7 +242,8 @@ def with_party_files(outcome: RunOutcome, population: Population,
     """Add what only a simulation can read: every party's own files and the generator's truth.
 
     The lender's row-level scores (for predictions.csv and the membership audit), the passive
-    parties' label-leakage scores (joined with the true labels) and the oracle AUC.
+    parties' label-leakage scores (joined with the true labels), the oracle AUC and the
+    logistic-regression references on the same rows (every party's columns pooled).
     """
     settings = outcome.settings
     lender = population.tables[LABEL_HOLDER]
@@ -258,7 +261,10 @@ def with_party_files(outcome: RunOutcome, population: Population,
     test_ids = ids[split == TEST]
     dataset = outcome.dataset | {"oracle_test_auc": oracle_auc(
         population, settings.data.label, test_ids, labels["test"])}
+    parties = tuple(outcome.federation["parties"]) if outcome.federation else (LABEL_HOLDER,)
+    design = build_design(population, settings.data, settings.seed)
     return dataclasses.replace(
         outcome, dataset=dataset, labels=labels, scores=scores,
         predictions=predictions_frame(test_ids, labels["test"], scores["test"]),
-        label_leakage=_label_leakage(party_dirs, lender.labels[settings.data.label]))
+        label_leakage=_label_leakage(party_dirs, lender.labels[settings.data.label]),
+        references=logistic_references(design, parties))
