@@ -46,7 +46,8 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on(sweep_dir):
     # the references were trained once per seed and shared by that seed's jobs
     assert len(list((sweep_dir / "references").glob("*.json"))) == 2
     for run in _runs(sweep_dir):
-        assert set(run["references"]) == {"centralized", "lender_only", "non_private"}
+        assert set(run["references"]) == {"centralized", "lender_only", "non_private",
+                                          "logistic_regression", "logistic_regression_lender"}
 
 
 def test_compare_writes_table_and_plot_and_auc_grows_with_epsilon(sweep_dir, capsys):
