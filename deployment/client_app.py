@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 from pathlib import Path
 from typing import Any, cast
 
@@ -114,13 +115,40 @@ def node_privacy(privacy: PrivacySettings, own_cap: float | None,
     return dataclasses.replace(privacy, max_epsilon=cap, reproducible_noise=reproducible_noise)
 
 
+RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def run_state_dir(state_dir: Path, run_name: str) -> Path:
+    """Return the run's own directory under the node's state directory, refusing an escape.
+
+    The run name comes from the coordinator: it must be one plain path component (letters,
+    digits, ``.``, ``_``, ``-``; no ``/``, no ``..``), and the directory must stay inside
+    ``state_dir``.
+
+    >>> run_state_dir(Path("/var/node"), "2026-12-05_10-00-00_vertical")
+    PosixPath('/var/node/2026-12-05_10-00-00_vertical')
+    >>> run_state_dir(Path("/var/node"), "../../../escaped")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    credit_data.errors.ConfigError: run-name '../../../escaped' from the coordinator is not ...
+    """
+    if not RUN_NAME_PATTERN.fullmatch(run_name) or run_name in (".", ".."):
+        raise ConfigError(f"run-name {run_name!r} from the coordinator is not a plain name "
+                          "(letters, digits, '.', '_', '-'); refused")
+    root = state_dir.resolve()
+    path = (root / run_name).resolve()
+    if path.parent != root:
+        raise ConfigError(f"run-name {run_name!r} leaves the node's state directory; refused")
+    return path
+
+
 def _settings(context: Context) -> tuple[RunSettings, NodeConfig, ClientSettings]:
     run = run_settings(str(context.run_config[RUN_SETTINGS]))
     node = NodeConfig.from_context(dict(context.node_config))
-    name = str(context.run_config[RUN_NAME])
+    run_dir = run_state_dir(node.state_dir, str(context.run_config[RUN_NAME]))
     # a real node never runs the label-leakage attack (a research tool of the simulation) and
     # never misbehaves on purpose, whatever the run config asks
-    client = client_settings(run, node.party, str(node.state_dir / name), privacy=node_privacy(
+    client = client_settings(run, node.party, str(run_dir), privacy=node_privacy(
         run.privacy.for_party(node.party), node.max_epsilon, node.reproducible_noise))
     return run, node, client
 

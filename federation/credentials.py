@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +37,16 @@ class ServerCredentials:
 
 
 def _write_private(path: Path, data: bytes) -> None:
+    """Write a private key readable by its owner only, whatever file was there before.
+
+    A file that already exists keeps its mode when it is written over, so it is removed first
+    and the new one created with mode 0600 (``O_EXCL``: no one can slip another file in).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_bytes(data)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
 
 
 def _name(common_name: str) -> x509.Name:
