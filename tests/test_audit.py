@@ -96,9 +96,8 @@ def audited_runs(tmp_path_factory):
 
 
 def test_empirical_lower_bound_never_exceeds_theoretical_epsilon(audited_runs):
-    # the overfit model has no bound to hold (no record-level DP): the attack finds something
-    overfit = audited_runs["overfit"]["audit"]["membership"]
-    assert overfit["theoretical_epsilon"] is None and overfit["epsilon_lower_bound"] > 0
+    # the overfit model has no bound to hold (no record-level DP); its attack: the test below
+    assert audited_runs["overfit"]["audit"]["membership"]["theoretical_epsilon"] is None
     m = audited_runs["horizontal"]["audit"]["membership"]
     assert m["epsilon_lower_bound"] <= m["theoretical_epsilon"]
     assert m["bound_holds"]
