@@ -68,11 +68,9 @@ def serve(address: str, app: ClientApp, poll: float = 0.05,
             try:
                 token = offers.next_token()
             except Exception as exc:  # the SuperNode is starting or stopping
-                if "authentication" in str(exc).lower():  # a wrong secret: say so, keep trying
-                    log.warning("the SuperNode refused this worker's signature (%s); is "
-                                "--runtime-port shared with another node?", exc)
-                else:
-                    log.debug("Runtime API not reachable: %s", exc)
+                # (a refused signature is a 401, which Flower's client answers by sending
+                # SIGINT to this process: the node stops)
+                log.debug("Runtime API not reachable: %s", exc)
                 time.sleep(max(poll, 0.5))
                 continue
             if token is not None:
