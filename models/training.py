@@ -207,7 +207,8 @@ def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nd
             result.best_epoch, result.best_val_auc = epoch, val_auc
             best_state = copy.deepcopy(model.state_dict())
         result.history.append({"epoch": epoch, "train_loss": total / len(order),
-                               "val_auc": val_auc})
+                               "val_auc": val_auc,
+                               "val_log_loss": validation_log_loss(y_val, p_val)})
         if log is not None:
             log(f"epoch {epoch:3d}/{settings.epochs}  train_loss {total / len(order):.4f}  "
                 f"val_auc {val_auc:.4f}{'  *' if improved else ''}")

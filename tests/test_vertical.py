@@ -131,7 +131,9 @@ def test_results_report_alignment_communication_and_lift(synthetic):
     per_epoch = 2 * f["exchanges_per_epoch"]
     assert f["message_rounds"] <= 4 + per_epoch * (f["epochs"] + 1) + 2
     predictions = pd.read_csv(run_dir / "predictions.csv")
-    assert roc_auc_score(predictions["label"], predictions["score"]) == pytest.approx(_auc(r))
+    # metrics come from the lender's score summaries (10,000 bins), predictions.csv from the rows
+    assert roc_auc_score(predictions["label"], predictions["score"]) == pytest.approx(
+        _auc(r), abs=1e-4)
     assert "Vertical federation" in (run_dir / "report.md").read_text()
 
 
