@@ -237,7 +237,8 @@ def plot(summary: pd.DataFrame, refs: dict[str, tuple[float, float]],
             right.errorbar(group["epsilon"], group["label_leakage_auc_mean"],
                            yerr=group["label_leakage_auc_std"].fillna(0.0), marker="s",
                            linestyle="--", capsize=3, label=f"{series}: label leakage")
-    styles = {"centralized": ":", "lender_only": "-.", "non_private": "--"}
+    styles = {"centralized": ":", "lender_only": "-.", "non_private": "--",
+              "logistic_regression": (0, (1, 3)), "logistic_regression_lender": (0, (5, 5))}
     for name, (mean, _) in refs.items():
         left.axhline(mean, color="grey", linestyle=styles[name],
                      label=f"{REFERENCE_NAMES[name]} ({mean:.3f})")
