@@ -133,6 +133,8 @@ def test_vertical_deployment_matches_simulation(vertical_federation, tmp_path: P
     f = results["federation"]
     assert f["engine"] == "deployment" and f["tls"] and f["node_auth"]
     assert f["epochs"] == 2
+    print(f"vertical test AUC: deployed {results['metrics']['test']['auc']:.4f}, simulated "
+          f"{simulated.metrics['test']['auc']:.4f}")
     assert abs(results["metrics"]["test"]["auc"] - simulated.metrics["test"]["auc"]) <= 0.005
     assert results["metrics"]["test"]["auc"] > 0.55  # learned something (1,000 customers)
     _check_audit_logs(results)
@@ -201,6 +203,9 @@ def test_a_deployed_private_run_reports_the_simulations_ledger(
     simulated = run_horizontal(settings, tmp_path / "simulation")
     assert simulated.privacy is not None
     got, want = results["privacy"], simulated.privacy
+    print(f"horizontal DP-SGD epsilon: deployed {got['epsilon']:.6f}, simulated "
+          f"{want['epsilon']:.6f}; test AUC deployed {results['metrics']['test']['auc']:.4f}, "
+          f"simulated {simulated.metrics['test']['auc']:.4f}")
     assert got["epsilon"] == pytest.approx(want["epsilon"], rel=1e-9)
     assert {k: (v["epsilon"], v["steps"]) for k, v in got["parties"].items()} == {
         k: (pytest.approx(v["epsilon"], rel=1e-9), v["steps"]) for k, v in want["parties"].items()}
