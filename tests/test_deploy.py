@@ -188,6 +188,8 @@ def test_horizontal_deployment_matches_simulation(horizontal_federation, tmp_pat
     simulated = run_horizontal(settings, tmp_path / "simulation")
     assert results["federation"]["completed_rounds"] == settings.federation.rounds
     assert results["federation"]["clients"] == settings.partition.n_lenders
+    print(f"horizontal test AUC: deployed {results['metrics']['test']['auc']:.4f}, simulated "
+          f"{simulated.metrics['test']['auc']:.4f}")
     assert abs(results["metrics"]["test"]["auc"] - simulated.metrics["test"]["auc"]) <= 0.005
     assert results["dataset"]["rows"] == simulated.dataset["rows"]
     assert not (Path(results["federation"]["server_audit_log"]).parent.parent
