@@ -232,6 +232,7 @@ def vertical_outcome(settings: RunSettings, parties: tuple[str, ...], outcome: V
             "seconds_by_message": outcome.seconds_by_kind,
             "compute_seconds": outcome.compute_seconds,
             "alignment": outcome.alignment, "communication": outcome.communication,
+            "warnings": outcome.warnings,
             "alignment_seconds": next((r["seconds"] for r in outcome.history
                                        if r.get("step") == "alignment"), None),
         })

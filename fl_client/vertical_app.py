@@ -18,6 +18,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from credit_data.ids import id_shape, to_json
 from credit_data.settings import LABEL_HOLDER
 from credit_data.vertical import NodeRows
 from federation.protocol import (
@@ -77,7 +78,8 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
     def hello(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         return _reply(msg, settings.party, {"rows": len(rows.ids),
-                                            "columns": rows.source_columns})
+                                            "columns": rows.source_columns},
+                      config={"id_shape": to_json(id_shape(rows.ids))})
 
     @app.query(VerticalMessage.PSI_REQUEST.action)
     def psi_request(msg: Message, context: Context) -> Message:

@@ -8,6 +8,7 @@ sends and receives. Early stopping is the lender's call (it alone can score vali
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any, cast
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from credit_data.ids import describe
 from credit_data.settings import LABEL_HOLDER
 from federation.protocol import (
     ARRAYS,
@@ -45,6 +47,8 @@ class VerticalOutcome:
 
     parties: dict[str, int] = field(default_factory=dict)
     columns: dict[str, int] = field(default_factory=dict)
+    id_shapes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     alignment: dict[str, dict[str, int]] = field(default_factory=dict)
     communication: dict[str, dict[str, int]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -141,6 +145,8 @@ def _identify(grid: Grid, router: _Router, s: ServerSettings) -> tuple[str, ...]
         router.node[party] = reply.metadata.src_node_id
         router.out.parties[party] = int(cast(float, reply.content[METRICS]["rows"]))
         router.out.columns[party] = int(cast(float, reply.content[METRICS]["columns"]))
+        shape = reply.content.config_records.get(CONFIG, ConfigRecord()).get("id_shape")
+        router.out.id_shapes[party] = json.loads(str(shape)) if shape else {}
     if LABEL_HOLDER not in router.node:
         raise FederationError(f"no node is the '{LABEL_HOLDER}' (the label holder)")
     return tuple(p for p in s.parties if p != LABEL_HOLDER and p in router.node)
@@ -178,6 +184,36 @@ def _align(router: _Router, passive: tuple[str, ...]) -> None:
                                    "party_rows": router.out.parties[p],
                                    "intersection": n}
         log.info("alignment: %s knows %d of the lender's %d applicants", p, n, lender_rows)
+        _check_overlap(router.out, p, n, lender_rows)
+
+
+MIN_OVERLAP = 0.05
+"""Below this share of the lender's applicants a party's overlap is worth a warning."""
+
+
+def _check_overlap(out: VerticalOutcome, party: str, n: int, lender_rows: int) -> None:
+    """Refuse an alignment with no shared customer; warn about a tiny one.
+
+    Both messages name the parties and compare the shapes of their IDs (never an ID): leading
+    zeros or case at one party and not at the other are the usual cause.
+    """
+    shapes = ""
+    if out.id_shapes.get(LABEL_HOLDER) and out.id_shapes.get(party):
+        shapes = (f" IDs at the {LABEL_HOLDER}: {describe(out.id_shapes[LABEL_HOLDER])}; at "
+                  f"{party}: {describe(out.id_shapes[party])}.")
+        if out.id_shapes[LABEL_HOLDER] != out.id_shapes[party]:
+            shapes += (" The shapes differ: IDs must match exactly (the same leading zeros, "
+                       "the same case, numbers written the same way).")
+    if n == 0:
+        raise FederationError(
+            f"alignment: {party} shares none of the {LABEL_HOLDER}'s {lender_rows:,} "
+            f"applicants ({party} holds {out.parties[party]:,} customers).{shapes}")
+    if n < MIN_OVERLAP * lender_rows:
+        warning = (f"alignment: {party} knows only {n:,} of the {LABEL_HOLDER}'s "
+                   f"{lender_rows:,} applicants ({n / lender_rows:.1%}); its columns can add "
+                   f"little.{shapes}")
+        log.warning(warning)
+        out.warnings.append(warning)
 
 
 def _composed(summary_multiplier: float, stretch: tuple[float, float, int]
