@@ -30,8 +30,10 @@ def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the test AUC (for sweepers; NaN for a failed sweep job)."""
     # the runners (torch, Flower, Ray) load only now: a bad key or value fails in a second
     from experiments.execute import execute, record_failure
+    from experiments.interrupt import stop_on_signals
     from experiments.simulation import share_engine_across_runs
 
+    stop_on_signals()  # Ctrl-C and SIGTERM: one line, exit 130 or 143, nothing left running
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     sweep = hydra_cfg.mode is RunMode.MULTIRUN

@@ -15,6 +15,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
+from experiments.interrupt import reinstall
 from federation.flower_compat import QUIET, check_engine_versions, plain_flower
 from federation.flower_compat.simulation import one_machine_head, quick_simulation_polls
 
@@ -80,6 +81,7 @@ class SimulationEngine:
         with one_machine_head(self.verbose) if not self.plain else nullcontext():
             ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
                      **_ray_init_args(self.verbose))
+        reinstall()  # ray.init takes SIGTERM; a run's Ctrl-C and SIGTERM stop it at once
 
     def run(self, server_app: ServerApp, client_app: ClientApp, n_nodes: int) -> None:
         """Run on Flower's simulation engine, nodes side by side on the machine's cores."""

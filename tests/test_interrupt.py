@@ -1,0 +1,55 @@
+"""Ctrl-C and SIGTERM on a simulation (issue 19, item 8): a prompt stop, one line, no leftovers."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _wait_for_ray(process: subprocess.Popen, timeout: float = 90) -> list[psutil.Process]:
+    """Wait until the run's Ray workers exist; return every process the run started."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert process.poll() is None, process.communicate()
+        children = psutil.Process(process.pid).children(recursive=True)
+        if any("ClientAppActor" in " ".join(c.cmdline()) for c in children
+               if c.is_running()):
+            return children
+        time.sleep(0.5)
+    raise AssertionError("the run's Ray workers did not start")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_stops_a_simulation_within_5_s_with_one_line(tmp_path, sig):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.run", "federation=horizontal",
+         "data.n_customers=3000", "federation.rounds=500", "verbose=false",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        started = _wait_for_ray(process)
+        time.sleep(2)  # in the middle of its rounds
+        sent = time.monotonic()
+        process.send_signal(sig)
+        _, err = process.communicate(timeout=30)
+        seconds = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+    print(f"{sig.name}: exit {process.returncode} after {seconds:.2f} s")
+    assert process.returncode == 128 + sig
+    assert seconds < 5
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1].startswith(f"stopped by {sig.name}")
+    time.sleep(0.5)
+    assert not [p.pid for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not (tmp_path / "run" / "results.json").exists()
