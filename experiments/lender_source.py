@@ -12,7 +12,7 @@ import torch
 from flwr.app import Context
 
 from credit_data.horizontal import LenderRows
-from experiments.simulation import once_per_worker
+from experiments.simulation import once_per_worker, quiet_worker
 from fl_client.settings import ClientSettings
 
 
@@ -32,6 +32,7 @@ class SimulationSource:
 
     def __call__(self, context: Context) -> tuple[ClientSettings, LenderRows]:
         torch.set_num_threads(1)  # the engine runs clients side by side, one core each
+        quiet_worker()
         party = self.names[int(context.node_config["partition-id"])]
         rows: dict[str, LenderRows] = once_per_worker(f"{self.key}|rows",
                                                       lambda: ray.get(self.rows))

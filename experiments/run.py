@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from credit_data.errors import CreditFLError
 from experiments.config import register
+from experiments.console import quiet_console
 from experiments.report import render_report
 
 log = logging.getLogger("credit_fl")
@@ -28,12 +29,14 @@ register()
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the test AUC (for sweepers; NaN for a failed sweep job)."""
+    quiet_console()  # library lines, from the imports below on, go to run.log only
     # the runners (torch, Flower, Ray) load only now: a bad key or value fails in a second
     from experiments.execute import execute, record_failure
     from experiments.interrupt import stop_on_signals
     from experiments.simulation import share_engine_across_runs
 
     stop_on_signals()  # Ctrl-C and SIGTERM: one line, exit 130 or 143, nothing left running
+    quiet_console()  # again: Flower adds a console handler of its own when it is imported
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     sweep = hydra_cfg.mode is RunMode.MULTIRUN

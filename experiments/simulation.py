@@ -131,6 +131,14 @@ def share_engine_across_runs() -> None:
 _CACHE: dict[str, Any] = {}
 
 
+def quiet_worker() -> None:
+    """Keep Flower's notices in a simulation worker off the console; its errors still show.
+
+    Every run ended with "Manually terminating ClientAppActor" from each worker.
+    """
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+
+
 def once_per_worker(key: str, build: Callable[[], T]) -> T:
     """Build a node's data once per simulation worker process and keep it for later messages.
 

@@ -36,7 +36,7 @@ from experiments.outcome import (
     report_positive_rates,
     training_parties,
 )
-from experiments.simulation import once_per_worker, simulation_engine
+from experiments.simulation import once_per_worker, quiet_worker, simulation_engine
 from federation.run_settings import RunSettings
 from federation.settings import check_federation
 from fl_client.node_noise import node_noise, private_node_rows
@@ -77,6 +77,7 @@ class VerticalSimulationSource:
 
     def __call__(self, context: Context) -> tuple[ClientSettings, NodeRows]:
         torch.set_num_threads(1)  # the engine runs nodes side by side, one core each
+        quiet_worker()
         party = self.names[int(context.node_config["partition-id"])]
         settings = self.settings[party]
         noise = node_noise(context, settings)  # the node's own secret: rows depend on it

@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Any
 
 from credit_data.errors import ConfigError
+
+# Opacus warns "Optimal order is the largest alpha" whenever the best RDP order is its largest:
+# the epsilon is still a valid (if not the tightest) bound, and the one Opacus itself reports;
+# nothing a run's user can act on, printed by every node at every step of its accounting
+warnings.filterwarnings("ignore", message="Optimal order is the largest alpha",
+                        category=UserWarning)
 
 ACCOUNTANT = "rdp"
 

@@ -42,3 +42,17 @@ def test_bad_data_fails_with_the_file_named_and_nothing_written(tmp_path):
     assert "lender.csv: label column 'default' must hold only 0 and 1" in bad.stderr
     assert not (run_dir / "results.json").exists()
     assert not (run_dir / "predictions.csv").exists()
+
+
+def test_the_console_shows_the_runs_own_lines_and_run_log_keeps_the_rest(tmp_path):
+    done = _run("federation=horizontal", "privacy=dpsgd", "data.n_customers=2000",
+                "federation.rounds=2", f"hydra.run.dir={tmp_path}/run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    console = done.stdout + done.stderr
+    for noise in ("alembic", "DEPRECATED FEATURE", "FutureWarning", "Manually terminating",
+                  "Optimal order is the largest alpha"):
+        assert noise not in console, noise
+    assert done.stderr.strip() == ""
+    assert "round 1/2" in console and "# Credit-risk run: horizontal" in done.stdout
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert "DEPRECATED FEATURE" in log and "round 1/2" in log  # library lines stay in run.log
