@@ -9,7 +9,6 @@ passes the ``credit_fl`` logger's lines only.
 from __future__ import annotations
 
 import logging
-import warnings
 
 OWN = "credit_fl"
 
@@ -31,7 +30,6 @@ class OwnLinesOnly(logging.Filter):
 def quiet_console() -> None:
     """Keep library lines off the console (they still reach run.log); warnings become log lines."""
     logging.captureWarnings(True)  # Python warnings (Ray's FutureWarning) go to the log
-    warnings.filterwarnings("default")
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(
                 handler, logging.FileHandler):

@@ -45,7 +45,8 @@ def render_report(results: dict[str, Any]) -> str:
               f"{m['test']['psi']:.4f}. " + kept, "",
               "![ROC, calibration and learning curve](plots.png)"]
     if results.get("references"):
-        lines += _references_section(results["references"], m["test"]["auc"])
+        lines += _references_section(results["references"], m["test"]["auc"],
+                                     private=results.get("privacy") is not None)
     if "pooled_lender_auc" in m:
         lines += ["", f"Pooled AUC from the lenders' own score histograms (no row-level label "
                   f"leaves a lender): {m['pooled_lender_auc']:.4f}."]
@@ -82,12 +83,15 @@ MARGIN = 0.02
 """A model this far below the logistic regression on the same columns gets a warning line."""
 
 
-def _references_section(references: dict[str, Any], model_auc: float) -> list[str]:
+def _references_section(references: dict[str, Any], model_auc: float,
+                        private: bool = False) -> list[str]:
     """Lay out the model's test AUC beside each reference's; warn when a simple one wins.
 
     >>> refs = {"logistic_regression": {"auc": 0.80, "ks": 0.4, "brier": 0.1}}
     >>> any("does better than this model" in line for line in _references_section(refs, 0.75))
     True
+    >>> any("does better" in line for line in _references_section(refs, 0.75, private=True))
+    False
     """
     lines = ["", "## References (same rows and seed)", ""]
     lines += _table(["reference", "test AUC", "this model minus it", "KS", "Brier"],
@@ -95,7 +99,10 @@ def _references_section(references: dict[str, Any], model_auc: float) -> list[st
                       f"{model_auc - r['auc']:+.4f}", f"{r['ks']:.4f}", f"{r['brier']:.4f}"]
                      for name, r in references.items()])
     simple = references.get("logistic_regression")
-    if simple is not None and model_auc < simple["auc"] - MARGIN:
+    if private:  # the references train without privacy: a private model may trail them
+        lines += ["", "The references train without differential privacy; part of any gap is "
+                  "the price of this run's privacy."]
+    elif simple is not None and model_auc < simple["auc"] - MARGIN:
         lines += ["", f"**A logistic regression on the same rows and columns does better than "
                   f"this model** (test AUC {simple['auc']:.4f} against {model_auc:.4f}). "
                   "See docs/running-experiments.md, \"Training budget\"."]

@@ -191,6 +191,13 @@ MIN_OVERLAP = 0.05
 """Below this share of the lender's applicants a party's overlap is worth a warning."""
 
 
+def _format(shape: dict[str, Any]) -> tuple[Any, ...]:
+    """Return what of an ID shape must agree between parties (a length only if fixed)."""
+    fixed = shape.get("min_length") == shape.get("max_length")
+    return (shape.get("kind"), shape.get("leading_zeros"), shape.get("case"),
+            shape.get("min_length") if fixed else None)
+
+
 def _check_overlap(out: VerticalOutcome, party: str, n: int, lender_rows: int) -> None:
     """Refuse an alignment with no shared customer; warn about a tiny one.
 
@@ -201,7 +208,7 @@ def _check_overlap(out: VerticalOutcome, party: str, n: int, lender_rows: int) -
     if out.id_shapes.get(LABEL_HOLDER) and out.id_shapes.get(party):
         shapes = (f" IDs at the {LABEL_HOLDER}: {describe(out.id_shapes[LABEL_HOLDER])}; at "
                   f"{party}: {describe(out.id_shapes[party])}.")
-        if out.id_shapes[LABEL_HOLDER] != out.id_shapes[party]:
+        if _format(out.id_shapes[LABEL_HOLDER]) != _format(out.id_shapes[party]):
             shapes += (" The shapes differ: IDs must match exactly (the same leading zeros, "
                        "the same case, numbers written the same way).")
     if n == 0:

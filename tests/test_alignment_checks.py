@@ -77,3 +77,11 @@ def test_a_tiny_overlap_is_a_warning_in_the_results(tmp_path):
     assert outcome.error is None, outcome.error
     assert outcome.alignment["bureau"]["intersection"] == 5
     assert len(outcome.warnings) == 1 and "only 5 of the lender's 400" in outcome.warnings[0]
+
+
+def test_the_same_id_format_with_other_numbers_is_not_called_a_different_shape(tmp_path):
+    # lender IDs 1..300, bureau IDs 901..1200 (no overlap): the same format, other customers
+    outcome = _align(tmp_path, _files(tmp_path, [str(i) for i in range(1, 301)],
+                                      [str(i) for i in range(901, 1201)]))
+    assert isinstance(outcome.error, FederationError)
+    assert "shares none" in str(outcome.error) and "shapes differ" not in str(outcome.error)
