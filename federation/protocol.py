@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.metrics import ScoreSummary
+from models.metrics import ScoreSummary, histogram_auc, rank_auc
 
 if TYPE_CHECKING:
     from flwr.app import RecordDict
@@ -78,12 +78,7 @@ def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float:
     >>> auc_from_histograms(np.array([1, 1]), np.array([1, 1]))
     0.5
     """
-    pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
-    if pos.sum() == 0 or neg.sum() == 0:
-        return float("nan")
-    below = np.concatenate([[0.0], np.cumsum(neg)[:-1]])
-    wins = np.sum(pos * below) + 0.5 * np.sum(pos * neg)
-    return float(wins / (pos.sum() * neg.sum()))
+    return histogram_auc(pos, neg)
 
 
 def auc_of_scores(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -97,11 +92,7 @@ def auc_of_scores(scores: np.ndarray, labels: np.ndarray) -> float:
     >>> auc_of_scores(np.array([0.1, 0.4, 0.4, 0.8]), np.array([0, 0, 1, 1]))
     0.875
     """
-    values, which = np.unique(np.asarray(scores), return_inverse=True)
-    labels = np.asarray(labels)
-    pos = np.bincount(which[labels == 1], minlength=len(values))
-    neg = np.bincount(which[labels == 0], minlength=len(values))
-    return auc_from_histograms(pos, neg)
+    return rank_auc(scores, labels)
 
 
 def evaluation_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

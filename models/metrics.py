@@ -98,6 +98,31 @@ def score_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     }
 
 
+def histogram_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """AUC from counts of defaulters and of the others per ordered score bin (ties count half).
+
+    >>> histogram_auc(np.array([0, 0, 2]), np.array([2, 0, 0]))
+    1.0
+    """
+    pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
+    if pos.sum() == 0 or neg.sum() == 0:
+        return float("nan")
+    below = np.concatenate([[0.0], np.cumsum(neg)[:-1]])
+    return float((np.sum(pos * below) + 0.5 * np.sum(pos * neg)) / (pos.sum() * neg.sum()))
+
+
+def rank_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mann-Whitney AUC of row-level scores: :func:`histogram_auc`, one bin per distinct score.
+
+    >>> rank_auc(np.array([0.1, 0.4, 0.4, 0.8]), np.array([0, 0, 1, 1]))
+    0.875
+    """
+    values, which = np.unique(np.asarray(scores), return_inverse=True)
+    labels = np.asarray(labels)
+    return histogram_auc(np.bincount(which[labels == 1], minlength=len(values)),
+                         np.bincount(which[labels == 0], minlength=len(values)))
+
+
 @dataclass(frozen=True)
 class ScoreSummary:
     """What a report needs of one split's scores and labels, and no row.
@@ -229,10 +254,7 @@ class ScoreSummary:
         if pos == 0 or neg_total == 0:
             auc = ks = float("nan")
         else:
-            below = np.concatenate([[0], np.cumsum(self.negatives)[:-1]]).astype(np.float64)
-            wins = np.sum(self.positives * below) + 0.5 * np.sum(
-                self.positives.astype(np.float64) * self.negatives)
-            auc = float(wins / (float(pos) * float(neg_total)))
+            auc = histogram_auc(self.positives, self.negatives)
             fpr, tpr = self.roc()
             ks = float(np.max(tpr - fpr))
         mean_score, observed, rows = self.calibration()

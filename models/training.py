@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from credit_data.errors import ConfigError
+from models.metrics import rank_auc
 from models.networks import output_layer
 from models.settings import Criterion, TrainSettings
 
@@ -96,7 +97,7 @@ class EarlyStopping:
                 auc: float | None = None) -> bool:
         """Record one epoch's validation scores; return whether it is the best so far."""
         if self.settings.criterion is Criterion.auc:
-            value = auc if auc is not None else auc_score(y_val, p_val)
+            value = auc if auc is not None else rank_auc(p_val, y_val)
         else:
             value = -validation_log_loss(y_val, p_val)
         self.values.append(float(value))
@@ -110,18 +111,6 @@ class EarlyStopping:
         """Whether ``patience`` epochs passed without a better average (after ``min_epochs``)."""
         return (epoch >= self.settings.min_epochs
                 and epoch - self.best_epoch >= self.settings.patience)
-
-
-def auc_score(y: np.ndarray, p: np.ndarray) -> float:
-    """Mann-Whitney AUC (ties count half), without scikit-learn."""
-    values, which = np.unique(np.asarray(p), return_inverse=True)
-    y = np.asarray(y)
-    pos = np.bincount(which[y == 1], minlength=len(values)).astype(np.float64)
-    neg = np.bincount(which[y == 0], minlength=len(values)).astype(np.float64)
-    if pos.sum() == 0 or neg.sum() == 0:
-        return float("nan")
-    below = np.concatenate([[0.0], np.cumsum(neg)[:-1]])
-    return float((np.sum(pos * below) + 0.5 * np.sum(pos * neg)) / (pos.sum() * neg.sum()))
 
 
 def batch_for(n_train: int, settings: TrainSettings) -> int:
