@@ -91,7 +91,8 @@ KEYS: tuple[Key, ...] = (
     Key("references", ("object",), "every simulated run: `logistic_regression` (scikit-learn, "
         "every column of the run's parties, pooled for the reference only: `role` says so) and "
         "`logistic_regression_lender` (the lender's columns), each `{auc, ks, brier, val_auc, C "
-        "(picked on the validation rows), columns, inputs, seconds}` on the same rows and seed; "
+        "(picked on the validation rows), columns, inputs, seconds}` on the same rows and seed, "
+        "trained without privacy (outside every guarantee); "
         "with `references=true` also `centralized`, `lender_only`, `non_private` (federated "
         "modes), each `{mode, auc, ks, brier}`", when="a simulation (a deployment has no rows)"),
     Key("config", ("object",), "the resolved config"),
