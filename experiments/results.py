@@ -16,6 +16,7 @@ from experiments.outcome import RunOutcome
 from experiments.plots import write_plots
 from experiments.report import render_report
 from experiments.results_schema import SCHEMA_VERSION, check_results
+from federation.audit_log import anchors
 from federation.settings import MODE_ROLES
 from federation.storage import write_atomic
 
@@ -32,7 +33,8 @@ def _versions() -> dict[str, str]:
 
 def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any],
                   audit: dict[str, Any] | None = None,
-                  references: dict[str, Any] | None = None) -> dict[str, Any]:
+                  references: dict[str, Any] | None = None,
+                  audit_logs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Assemble the results.json document (:mod:`experiments.results_schema`)."""
     s = outcome.settings
     results = {
@@ -45,6 +47,7 @@ def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any],
         "metrics": outcome.metrics,
         "privacy": outcome.privacy,
         "audit": audit,
+        "audit_logs": audit_logs,
         "timing": {"wall_s": wall_s, "data_s": outcome.data_seconds,
                    "train_s": outcome.train_seconds,
                    "train_rows_per_s": outcome.train_rows_per_s},
@@ -70,7 +73,9 @@ def write_run(run_dir: Path, outcome: RunOutcome, wall_s: float, config: dict[st
     A deployed coordinator has no row: the lender keeps its scores on its own disk.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    results = build_results(outcome, wall_s, config, audit, references)
+    server_log = run_dir / "server" / "audit.jsonl"
+    results = build_results(outcome, wall_s, config, audit, references,
+                            anchors(server_log) if server_log.is_file() else None)
     if outcome.predictions is not None:
         write_atomic(run_dir / "predictions.csv", outcome.predictions.to_csv(
             index=False, float_format="%.8g"))

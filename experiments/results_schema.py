@@ -85,6 +85,11 @@ KEYS: tuple[Key, ...] = (
         "`lender_evaluation.<lender>.{auc, test_rows}`, `resumed_from`; both: `engine` "
         "(`simulation`, or `deployment` with `superlink`, `tls`, `node_auth`, "
         "`node_audit_logs.<party>`, `server_audit_log`)", when="vertical and horizontal runs"),
+    Key("audit_logs", ("object", "null"), "where the audit logs stood when the run ended (their "
+        "anchors, from the server's log): `server.{seq, head, key}` and `nodes.<party>.{seq, "
+        "head, key}` (`head`: the last line's hash; `key`: the writer's Ed25519 public key, hex); "
+        "null for centralized and local runs. `credit-fl audit verify <log> --head H --key K` "
+        "checks a log against its anchor"),
     Key("timing", ("object",), "`wall_s`, `data_s`, `train_s` (seconds), `train_rows_per_s`"),
     Key("versions", ("object",), "python, torch, flwr, opacus, numpy, pandas, scikit-learn, "
         "hydra-core"),

@@ -3,7 +3,9 @@
 For every message the node answers it appends one line to ``<state_dir>/<party>/audit.jsonl``
 on the node's own disk (:mod:`federation.audit_log`): the message type and group, what left the
 node (array names, shapes, dtypes and serialized bytes; never values), the epsilon figures the
-reply reports, and a refusal if the node refused.
+reply reports, and a refusal if the node refused. The server's log head that came with the
+message is logged too, and the node's own new head goes back with the reply (the ``audit``
+record; :mod:`federation.audit_log` explains the anchors).
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Context, Message
+from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
-from federation.audit_log import AuditLog
+from federation.audit_log import ANCHOR, AuditLog
 from federation.protocol import content_summary, reported_epsilon
 from fl_client.settings import ClientSettings
 
@@ -40,6 +42,7 @@ def audit_log_mod(settings_of: Callable[[Context], ClientSettings]) -> Mod:
     """Return a mod that logs each answered message of the node ``settings_of(context)``."""
 
     def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        server = msg.content.config_records.pop(ANCHOR, None) if not msg.has_error() else None
         reply = call_next(msg, context)
         note = context.state.config_records.pop(AUDIT_NOTE, None)
         settings = settings_of(context)
@@ -50,6 +53,8 @@ def audit_log_mod(settings_of: Callable[[Context], ClientSettings]) -> Mod:
                                  "sent": _sent(reply)}
         if note is not None:
             entry["node"] = dict(note.items())
+        if server is not None:
+            entry["server_log"] = {k: server[k] for k in ("seq", "head") if k in server}
         if reply.has_error():
             entry["error"] = str(reply.error.reason)
         else:
@@ -58,7 +63,9 @@ def audit_log_mod(settings_of: Callable[[Context], ClientSettings]) -> Mod:
                        if "refused" in r]
             if refused:
                 entry["refused"] = refused[0]
-        AuditLog(path).append(msg.metadata.message_type, **entry)
+        anchor = AuditLog(path).append(msg.metadata.message_type, **entry)
+        if not reply.has_error():
+            reply.content[ANCHOR] = ConfigRecord({"party": settings.party, **anchor.to_dict()})
         return reply
 
     return mod

@@ -1,8 +1,10 @@
 """The Grid the round loops talk to: Flower's Grid, plus the server's audit log and quick polls.
 
-Every message the server sends or receives gets one line in the server's tamper-evident audit
+Every message the server sends or receives gets one line in the server's authenticated audit
 log (:mod:`federation.audit_log`): its type, the node, the group (round), what it carried
-(names, shapes and bytes; never values) and the epsilon figures a reply reports.
+(names, shapes and bytes; never values) and the epsilon figures a reply reports. Each message
+sent carries the server log's head (the ``audit`` record); each reply carries the node log's,
+which the server logs and takes out before the round loops see the reply.
 
 ``send_and_receive`` pushes, then polls for replies every ``poll`` seconds. Flower's deployment
 Grid polls every 3 s, which would be most of a message exchange in a run whose exchanges take a
@@ -15,10 +17,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from flwr.app import Message
+from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 
-from federation.audit_log import AuditLog
+from federation.audit_log import ANCHOR, AuditLog
 from federation.protocol import content_summary, reported_epsilon
 
 
@@ -32,9 +34,13 @@ class AuditedGrid:
         return getattr(self.grid, name)
 
     def _record(self, event: str, msg: Message, node: int) -> None:
+        node_log = (msg.content.config_records.pop(ANCHOR, None)
+                    if not msg.has_error() else None)
         if self.log is None:
             return
         entry: dict[str, Any] = {"node": node, "group": msg.metadata.group_id}
+        if node_log is not None:
+            entry["node_log"] = dict(node_log.items())
         if msg.has_error():
             entry["error"] = str(msg.error.reason)
         else:
@@ -42,7 +48,9 @@ class AuditedGrid:
             epsilon = reported_epsilon(msg.content)
             if epsilon:
                 entry["epsilon"] = epsilon
-        self.log.append(f"{event} {msg.metadata.message_type}", **entry)
+        anchor = self.log.append(f"{event} {msg.metadata.message_type}", **entry)
+        if event == "sent":
+            msg.content[ANCHOR] = ConfigRecord({"seq": anchor.seq, "head": anchor.head})
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> list[Message]:

@@ -129,8 +129,17 @@ def test_every_lender_keeps_a_verifiable_audit_log(audited_runs):
 
     logs = sorted((audited_runs["root"] / "horizontal" / "parties").glob("*/audit.jsonl"))
     assert len(logs) == 3
-    for log in logs:
-        verdict = verify(log)
+    anchors = audited_runs["horizontal"]["audit_logs"]
+    assert sorted(anchors["nodes"]) == [log.parent.name for log in logs]
+    server = audited_runs["root"] / "horizontal" / "server" / "audit.jsonl"
+    assert verify(server, head=anchors["server"]["head"], key=anchors["server"]["key"]).ok
+    server_heads = {json.loads(line)["server_log"]["head"] for log in logs
+                    for line in log.read_text().splitlines() if "server_log" in line}
+    assert server_heads and server_heads <= {json.loads(line)["hash"]
+                                             for line in server.read_text().splitlines()}
+    for log in logs:  # each node's log ends where the server's log says it stood
+        anchor = anchors["nodes"][log.parent.name]
+        verdict = verify(log, head=anchor["head"], key=anchor["key"])
         assert verdict.ok and verdict.lines >= 5, log
         entries = [json.loads(line) for line in log.read_text().splitlines()]
         trained = [e for e in entries if e["event"] == "train"]

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from federation.audit_log import AuditLog, describe_arrays, verify
+from federation.audit_log import AuditLog, _digest, describe_arrays, verify
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -74,3 +74,89 @@ def test_verify_command_exit_codes(log_file, tmp_path):
     bad.write_text("\n".join(_lines(log_file)[1:]) + "\n")
     result = run(str(log_file), str(bad))
     assert result.returncode == 1 and "bad.jsonl: line 1: a line was removed" in result.stdout
+
+
+# issue 19, item 6: what a forger who holds the log but not the writer's key can do ------------
+
+def _anchor(path):
+    verdict = verify(path)
+    assert verdict.ok
+    return verdict.head, verdict.key
+
+
+def _forge_line(path, **fields):
+    """Append a line with a correct seq, prev and hash, as anyone without the key can."""
+    last = json.loads(_lines(path)[-1])
+    entry = {"seq": last["seq"] + 1, "time": last["time"], "event": "train.embed", **fields,
+             "prev": last["hash"]}
+    entry["hash"] = _digest(entry)
+    entry["sig"] = last["sig"]  # a signature of another line
+    with path.open("a") as out:
+        out.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def test_a_line_appended_with_correct_hashes_fails(log_file):
+    head, key = _anchor(log_file)
+    _forge_line(log_file, party="bureau", epsilon=0.0)
+    verdict = verify(log_file)
+    assert not verdict.ok and verdict.line == 6 and "not signed" in verdict.problem
+
+
+def test_an_edit_with_the_hashes_recomputed_fails(log_file):
+    entries = [json.loads(t) for t in _lines(log_file)]
+    entries[2]["epsilon"] = 0.01
+    prev = entries[1]["hash"]
+    for entry in entries[2:]:
+        entry["prev"] = prev
+        entry["hash"] = prev = _digest(entry)
+    log_file.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
+    verdict = verify(log_file)
+    assert not verdict.ok and verdict.line == 3 and "not signed" in verdict.problem
+
+
+def test_a_whole_file_made_up_with_another_key_fails_against_the_anchor(log_file, tmp_path):
+    head, key = _anchor(log_file)
+    fake = AuditLog(tmp_path / "forger" / "audit.jsonl")
+    for round_ in range(1, 6):
+        fake.append("train.embed", round=round_, party="bureau", epsilon=0.0)
+    assert verify(fake.path).ok  # consistent in itself ...
+    verdict = verify(fake.path, key=key)  # ... but not the writer's
+    assert not verdict.ok and "another key" in verdict.problem
+
+
+def test_a_log_cut_short_fails_against_the_anchor(log_file):
+    head, key = _anchor(log_file)
+    log_file.write_text("".join(t + "\n" for t in _lines(log_file)[:3]))
+    assert verify(log_file).ok  # a shorter chain is still a chain ...
+    verdict = verify(log_file, head=head, key=key)
+    assert not verdict.ok and "cut off" in verdict.problem
+
+
+def test_a_duplicated_key_is_refused(log_file):
+    lines = _lines(log_file)
+    # a reader would show the second value; the hash covers the first
+    lines[1] = lines[1][:-1] + ', "epsilon": 0.0}'
+    log_file.write_text("\n".join(lines) + "\n")
+    verdict = verify(log_file)
+    assert not verdict.ok and verdict.line == 2 and "appears twice" in verdict.problem
+
+
+def test_an_empty_file_fails(tmp_path):
+    empty = tmp_path / "audit.jsonl"
+    empty.write_text("")
+    verdict = verify(empty)
+    assert not verdict.ok and "empty" in verdict.problem
+
+
+def test_the_signing_key_is_private_to_its_owner(log_file):
+    assert (log_file.parent / "audit.key").stat().st_mode & 0o077 == 0
+
+
+def test_verify_command_checks_an_anchor(log_file):
+    head, key = _anchor(log_file)
+    command = [sys.executable, "-m", "federation.audit_log", "verify", str(log_file),
+               "--head", head, "--key", key]
+    assert subprocess.run(command, cwd=REPO, capture_output=True).returncode == 0
+    log_file.write_text("".join(t + "\n" for t in _lines(log_file)[:-1]))
+    cut = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert cut.returncode == 1 and "cut off" in cut.stdout
