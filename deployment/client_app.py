@@ -14,8 +14,10 @@ the coordinator submits; everything about the node itself comes from the node's 
     Where the node keeps its privacy accountant, its audit log and its own outputs, one
     sub-directory per run.
 ``max-epsilon``
-    The node's own privacy limit: it refuses any request that would spend past it, whatever the
-    run config says (the lower of the two applies).
+    The node's own privacy limit over its whole life on its data file: every run's spend is
+    kept in the node's lifetime ledger (:mod:`federation.lifetime_budget`) and a reply that
+    would take the total past it is refused, as is a run that would release the node's rows
+    outside any epsilon it accounts. The run config's own cap applies too (the lower wins).
 ``reproducible-noise``
     ``true`` derives the node's noise from the public seed (research only: no guarantee). The
     run config cannot ask for it: a node's randomness is secret unless the node says otherwise.
@@ -35,8 +37,9 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from flwr.app import Context, Message
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable
 
 from credit_data.errors import ConfigError
 from credit_data.files import load_party
@@ -45,6 +48,8 @@ from credit_data.settings import LABEL_HOLDER, PartySource
 from credit_data.split import assign_split
 from credit_data.vertical import NodeRows
 from deployment.run_config import COLUMNS, RUN_NAME, RUN_SETTINGS, run_settings
+from federation.lifetime_budget import LifetimeBudget, spend_figures
+from federation.protocol import CONFIG, STATUS, reported_epsilon
 from federation.run_settings import RunSettings
 from federation.settings import Mode
 from fl_client.client_app import make_client_app
@@ -52,7 +57,7 @@ from fl_client.node_noise import node_noise, private_node_rows
 from fl_client.settings import ClientSettings, client_settings
 from fl_client.vertical_app import make_vertical_client_app
 from privacy.randomness import NoiseSource
-from privacy.settings import PrivacySettings, check_privacy
+from privacy.settings import PrivacyMechanism, PrivacySettings, check_privacy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,15 +147,96 @@ def run_state_dir(state_dir: Path, run_name: str) -> Path:
     return path
 
 
+def _budget(node: NodeConfig) -> LifetimeBudget:
+    return LifetimeBudget.of(node.state_dir, node.data_path, node.max_epsilon)
+
+
 def _settings(context: Context) -> tuple[RunSettings, NodeConfig, ClientSettings]:
     run = run_settings(str(context.run_config[RUN_SETTINGS]))
     node = NodeConfig.from_context(dict(context.node_config))
-    run_dir = run_state_dir(node.state_dir, str(context.run_config[RUN_NAME]))
+    name = str(context.run_config[RUN_NAME])
+    run_dir = run_state_dir(node.state_dir, name)
     # a real node never runs the label-leakage attack (a research tool of the simulation) and
-    # never misbehaves on purpose, whatever the run config asks
+    # never misbehaves on purpose, whatever the run config asks; its cap for this run is what
+    # its lifetime budget has left
     client = client_settings(run, node.party, str(run_dir), privacy=node_privacy(
-        run.privacy.for_party(node.party), node.max_epsilon, node.reproducible_noise))
+        run.privacy.for_party(node.party), _budget(node).left(name), node.reproducible_noise))
     return run, node, client
+
+
+def unaccounted(privacy: PrivacySettings, party: str, mode: Mode) -> str | None:
+    """Say why a run would release ``party``'s rows outside any epsilon the node accounts.
+
+    None when the node's own accountant covers what it sends (DP-SGD; label DP at the lender;
+    embedding noise at a passive party).
+
+    >>> unaccounted(PrivacySettings(), "bureau", Mode.vertical)
+    'the run has no differential privacy for this party'
+    >>> unaccounted(PrivacySettings(label_epsilon=1.0), "lender", Mode.vertical) is None
+    True
+    """
+    if privacy.mechanism is PrivacyMechanism.dpsgd:
+        return None
+    if privacy.mechanism is PrivacyMechanism.central:
+        return ("central DP is applied by the server, after it has seen the node's update; the "
+                "node accounts no epsilon of its own")
+    if mode is Mode.vertical:
+        own = privacy.label_epsilon if party == LABEL_HOLDER else privacy.embedding_epsilon
+        if own is not None:
+            return None
+    return "the run has no differential privacy for this party"
+
+
+def _refusal(msg: Message, party: str, reason: str) -> Message:
+    """Return a reply that carries nothing but the refusal (both federations read it)."""
+    return Message(RecordDict({STATUS: ConfigRecord({"party": party, "refused": reason}),
+                               CONFIG: ConfigRecord({"refused": reason})}), reply_to=msg)
+
+
+def lifetime_budget_mod(msg: Message, context: Context,
+                        call_next: ClientAppCallable) -> Message:
+    """Spend the node's lifetime budget: refuse before and after the handler, record after.
+
+    Before: a capped node refuses a run that releases its rows outside any epsilon, and any
+    message once its budget is spent. After: the reply's epsilon figures are added to the
+    ledger, or, if they would take the total past the cap, the reply is replaced by a refusal
+    (its values never leave the node).
+    """
+    run = run_settings(str(context.run_config[RUN_SETTINGS]))
+    node = NodeConfig.from_context(dict(context.node_config))
+    name = str(context.run_config[RUN_NAME])
+    budget, cap = _budget(node), node.max_epsilon
+    if cap is not None:
+        why = unaccounted(run.privacy.for_party(node.party), node.party, run.federation.mode)
+        if why is not None:
+            return _refusal(msg, node.party, (
+                f"{node.party}: this node caps its lifetime epsilon at {cap:g} (--max-epsilon) "
+                f"and refuses a run that releases its rows outside any epsilon: {why}"))
+        left = budget.left(name)
+        if left is not None and left <= 1e-9:
+            return _refusal(msg, node.party, (
+                f"{node.party}: this node's lifetime privacy budget on its data is spent "
+                f"(epsilon {budget.spent(besides=name):.3f} of its max-epsilon {cap:g}; "
+                f"ledger {budget.path}); only the node's operator can reset it"))
+    reply = call_next(msg, context)
+    if reply.has_error():
+        return reply
+    if cap is not None:
+        for record in (reply.content.config_records.get(CONFIG),
+                       reply.content.config_records.get(STATUS)):
+            if record is not None and "refused" in record:
+                record["refused"] = (f"{record['refused']!s} (this node's lifetime budget: "
+                                     f"epsilon {budget.spent(besides=name):.3f} of its "
+                                     f"max-epsilon {cap:g} spent by earlier runs)")
+    figures = spend_figures(reported_epsilon(reply.content))
+    if figures:
+        total, _ = budget.would_spend(name, figures)
+        if cap is not None and total > cap + 1e-9:
+            return _refusal(msg, node.party, (
+                f"{node.party}: this reply would take the node's lifetime epsilon on its data "
+                f"to {total:.3f}, past its max-epsilon {cap:g}; it was not sent"))
+        budget.record(name, figures)
+    return reply
 
 
 @functools.cache
@@ -197,8 +283,8 @@ class _ByMode(ClientApp):
 
     def __init__(self) -> None:
         super().__init__()
-        self.horizontal = make_client_app(horizontal_source)
-        self.vertical = make_vertical_client_app(vertical_source)
+        self.horizontal = make_client_app(horizontal_source, (lifetime_budget_mod,))
+        self.vertical = make_vertical_client_app(vertical_source, (lifetime_budget_mod,))
 
     def __call__(self, message: Message, context: Context) -> Message:
         run = run_settings(str(context.run_config[RUN_SETTINGS]))

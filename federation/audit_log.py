@@ -82,7 +82,7 @@ def _digest(entry: dict[str, Any]) -> str:
 
 
 def public_hex(key: Ed25519PrivateKey) -> str:
-    """The raw public key, as hex."""
+    """Return the raw public key, as hex."""
     return key.public_key().public_bytes(serialization.Encoding.Raw,
                                          serialization.PublicFormat.Raw).hex()
 
@@ -165,8 +165,7 @@ class AuditLog:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What :func:`verify` found: ``ok``, the lines read, the last hash, the writer's key, or
-    the first fault."""
+    """What :func:`verify` found: ``ok``, lines read, last hash, writer's key or first fault."""
 
     ok: bool
     lines: int

@@ -13,6 +13,7 @@ from typing import cast
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 
 from credit_data.federated_scaling import Schema
 from credit_data.horizontal import LenderRows
@@ -51,15 +52,21 @@ def _status(task: LenderTask, **extra: str) -> ConfigRecord:
     return ConfigRecord({"party": task.settings.party, **extra})
 
 
-def make_client_app(source: NodeSource) -> ClientApp:
-    """Build the ClientApp over a source of (settings, rows) for the node in ``context``."""
-    app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0])])
+def make_client_app(source: NodeSource, mods: tuple[Mod, ...] = ()) -> ClientApp:
+    """Build the ClientApp over a source of (settings, rows) for the node in ``context``.
+
+    ``mods`` run inside the audit log's mod (a deployed node's lifetime budget).
+    """
+    app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0]), *mods])
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
         task = _task(source, context)
-        content = RecordDict({STATUS: _status(task),
-                              METRICS: MetricRecord({"rows": len(task.rows.y)}),
+        metrics: dict[str, int | float | list[int] | list[float]] = {"rows": len(task.rows.y)}
+        plan = task.summary_plan()
+        if plan is not None:  # the noisy summary's spend, in the node's audit log and budget
+            metrics["summary_epsilon"] = plan.epsilon()
+        content = RecordDict({STATUS: _status(task), METRICS: MetricRecord(metrics),
                               CONFIG: ConfigRecord({"moments": json.dumps(
                                   task.moments(node_noise(context, task.settings)))})})
         return Message(content, reply_to=msg)

@@ -17,6 +17,7 @@ from typing import Any, cast
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 
 from credit_data.ids import id_shape, to_json
 from credit_data.settings import LABEL_HOLDER
@@ -70,9 +71,12 @@ def _passive(config: ConfigRecord) -> tuple[str, ...]:
     return tuple(str(p) for p in cast(list[str], config["passive"]))
 
 
-def make_vertical_client_app(source: VerticalSource) -> ClientApp:
-    """Build the ClientApp over a source of (settings, rows) for the node in ``context``."""
-    app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0])])
+def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ()) -> ClientApp:
+    """Build the ClientApp over a source of (settings, rows) for the node in ``context``.
+
+    ``mods`` run inside the audit log's mod (a deployed node's lifetime budget).
+    """
+    app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0]), *mods])
 
     @app.query(VerticalMessage.HELLO.action)
     def hello(msg: Message, context: Context) -> Message:
@@ -94,6 +98,12 @@ def make_vertical_client_app(source: VerticalSource) -> ClientApp:
     @app.query(VerticalMessage.PSI_SETUP.action)
     def psi_setup(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
+        before = load_state(settings, context)
+        if before.dp_steps or before.releases:
+            # a fresh state would start this run's accountant again at zero
+            return _reply(msg, settings.party, config={"refused": (
+                f"{settings.party}: this run already trained at this node; a new alignment "
+                "needs a new run")})
         state = NodeState()  # a new alignment starts a new federation at this node
         setup = PassiveNode(settings, rows, node_noise(context, settings)).setup(state,
                                                   int(cast(int, _config(msg)["lender_rows"])))

@@ -109,7 +109,10 @@ def _agree_on_schema(grid: Grid, nodes: list[int], s: ServerSettings
         if reply.has_error():
             raise FederationError(f"node {reply.metadata.src_node_id} failed to send its "
                                   f"statistics: {reply.error.reason}")
-        node_party[reply.metadata.src_node_id] = str(reply.content[STATUS]["party"])
+        party = str(reply.content[STATUS]["party"])
+        if "refused" in reply.content[STATUS]:
+            raise FederationError(f"{party} refused: {reply.content[STATUS]['refused']!s}")
+        node_party[reply.metadata.src_node_id] = party
         moments.append(json.loads(str(reply.content[CONFIG]["moments"])))
     if len(moments) < len(nodes):
         raise FederationError(f"{len(nodes) - len(moments)} nodes sent no statistics within "

@@ -140,6 +140,9 @@ def _identify(grid: Grid, router: _Router, s: ServerSettings) -> tuple[str, ...]
             raise FederationError(f"node {reply.metadata.src_node_id} did not say which party "
                                   f"it is: {reply.error.reason}")
         party = str(reply.content[STATUS]["party"])
+        refused = reply.content[STATUS].get("refused")
+        if refused:
+            raise FederationError(f"hello: {party} refused: {refused!s}")
         if party in router.node:
             raise FederationError(f"two nodes both say they are '{party}'")
         router.node[party] = reply.metadata.src_node_id

@@ -25,6 +25,14 @@ warnings.filterwarnings("ignore", message="Optimal order is the largest alpha",
 
 ACCOUNTANT = "rdp"
 
+ORDERS: tuple[float, ...] = (*[1 + x / 10.0 for x in range(1, 100)], *range(12, 64),
+                             80, 96, 128, 192, 256, 384, 512, 768, 1024)
+"""The RDP orders every epsilon here is converted at: Opacus' default orders (1.1 to 63) and
+larger ones. With orders up to 63 a one-off release (a noisy summary, a single embedding
+release) cannot go below about ``log(1/delta) / 62`` (0.15 at delta 1e-4), so small budgets
+failed with Opacus' "The privacy budget is too low"; the larger orders reach them. More
+orders only ever lower a converted epsilon (the minimum is over more candidates)."""
+
 History = list[tuple[float, float, int]]
 """An accountant's history: ``(noise_multiplier, sample_rate, steps)`` per stretch of training."""
 
@@ -83,7 +91,8 @@ def noise_multiplier_for(target_epsilon: float, delta: float, sample_rate: float
 
     return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
                                       sample_rate=sample_rate, steps=steps,
-                                      accountant=ACCOUNTANT))
+                                      accountant=ACCOUNTANT, alphas=list(ORDERS),
+                                      epsilon_tolerance=min(0.01, target_epsilon / 100)))
 
 
 @functools.lru_cache(maxsize=256)
@@ -142,26 +151,24 @@ def epsilon_of(history: History, delta: float) -> float:
 
 @functools.lru_cache(maxsize=1024)
 def _epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
-    """Opacus' ``RDPAccountant.get_epsilon``, with each stretch's RDP from a per-step cache.
+    """Opacus' ``RDPAccountant.get_epsilon`` at :data:`ORDERS`, each stretch's RDP cached.
 
     Opacus computes a stretch's RDP as one step's RDP at every order times its steps
     (``compute_rdp``); the one-step RDP is the costly part (about 40 ms), and it is the same
     for every round of a party: only the steps grow. The figures are Opacus' own, bit for bit.
     """
-    from opacus.accountants import RDPAccountant
     from opacus.accountants.analysis.rdp import get_privacy_spent
 
     rdp = sum([_rdp_of_one_step(sigma, q) * steps for sigma, q, steps in history])
-    epsilon, _ = get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp, delta=delta)
+    epsilon, _ = get_privacy_spent(orders=list(ORDERS), rdp=rdp, delta=delta)
     return float(epsilon)
 
 
 @functools.lru_cache(maxsize=256)
 def _rdp_of_one_step(sigma: float, q: float) -> Any:
-    from opacus.accountants import RDPAccountant
     from opacus.accountants.analysis.rdp import compute_rdp
 
-    return compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=RDPAccountant.DEFAULT_ALPHAS)
+    return compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=list(ORDERS))
 
 
 def merge_history(history: History) -> History:

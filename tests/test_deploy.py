@@ -25,6 +25,7 @@ from experiments.vertical import run_vertical
 from federation.audit_log import verify
 from federation.credentials import make_node_key
 from fl_server.rounds import FederationError
+from tests.conftest import REPO
 
 VERTICAL = ["data.n_customers=1000", "train.epochs=2", "verbose=false"]
 HORIZONTAL = ["federation=horizontal", "partition.n_lenders=3", "federation.rounds=2",
@@ -39,10 +40,18 @@ NODE_CAP = 1.0
 @pytest.fixture(scope="module")
 def vertical_federation(tmp_path_factory: pytest.TempPathFactory):
     directory = tmp_path_factory.mktemp("vertical_federation")
+    with deploy.local_federation(directory, VERTICAL) as fed:
+        yield fed
+    assert not (directory / deploy.STATE).exists()
+
+
+@pytest.fixture(scope="module")
+def capped_federation(tmp_path_factory: pytest.TempPathFactory):
+    """The bureau's node caps its lifetime epsilon at ``NODE_CAP``."""
+    directory = tmp_path_factory.mktemp("capped_federation")
     with deploy.local_federation(directory, VERTICAL,
                                  node_max_epsilon={"bureau": NODE_CAP}) as fed:
         yield fed
-    assert not (directory / deploy.STATE).exists()
 
 
 @pytest.fixture(scope="module", params=[
@@ -144,14 +153,48 @@ def test_vertical_deployment_matches_simulation(vertical_federation, tmp_path: P
     assert results.get("audit") is None or "label_leakage" not in results["audit"]
 
 
-def test_node_refuses_a_run_past_its_own_max_epsilon(vertical_federation) -> None:
+@pytest.mark.slow
+def test_node_refuses_a_run_past_its_own_max_epsilon(capped_federation) -> None:
     # the run asks epsilon 3 per mechanism (the vertical default); the bureau's node allows 1
     with pytest.raises(FederationError, match=r"bureau refused: .*max_epsilon 1\.0"):
-        deploy.run(Path(vertical_federation.directory))
-    state = Path(vertical_federation.directory) / "nodes" / "bureau" / "state"
+        deploy.run(Path(capped_federation.directory))
+    state = Path(capped_federation.directory) / "nodes" / "bureau" / "state"
     logs = sorted(state.glob("*/bureau/audit.jsonl"))
     entries = [json.loads(line) for line in logs[-1].read_text().splitlines()]
     assert any("max_epsilon 1.0" in e.get("refused", "") for e in entries)
+
+
+@pytest.mark.slow
+def test_a_capped_node_spends_its_lifetime_budget_across_runs(capped_federation) -> None:
+    directory = Path(capped_federation.directory)
+    state, data = directory / "nodes" / "bureau" / "state", directory / "nodes" / "bureau" / \
+        "data.csv"
+    with pytest.raises(FederationError, match="bureau refused: .*outside any epsilon"):
+        deploy.run(directory, ["privacy=off"])
+
+    def budget() -> str:
+        return subprocess.run([sys.executable, "-m", "deployment.budget", "show", "--state-dir",
+                               str(state), "--data", str(data), "--max-epsilon", str(NODE_CAP)],
+                              capture_output=True, text=True, cwd=REPO, check=True).stdout
+
+    # runs that each ask less than the cap: served until the lifetime total would pass it
+    served = []
+    for _ in range(3):
+        try:
+            served.append(deploy.run(directory, ["privacy.target_epsilon=0.6"]))
+        except FederationError as exc:
+            assert "lifetime budget" in str(exc), exc
+            break
+    assert len(served) <= 1, "two runs at 0.6 passed a lifetime cap of 1"
+    shown = budget()
+    total = float(shown.split("spent since the last reset: epsilon ")[1].split()[0])
+    assert 0 < total <= NODE_CAP + 1e-9, shown
+    # the partner resets it; a run at 0.6 is then served
+    subprocess.run([sys.executable, "-m", "deployment.budget", "reset", "--state-dir",
+                    str(state), "--data", str(data), "--reason", "test"], check=True, cwd=REPO)
+    results = deploy.run(directory, ["privacy.target_epsilon=0.6"])
+    assert results["privacy"]["party_totals"]["bureau"]["epsilon"] <= 0.6 + 1e-9
+    assert "spent since the last reset: epsilon 0." in budget()
 
 
 def _node(fed: deploy.Federation, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:

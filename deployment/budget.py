@@ -1,0 +1,58 @@
+"""A partner's view of its node's lifetime privacy budget: ``python -m deployment.budget``.
+
+``show`` prints, per run, the epsilon it spent on the data file and the total against the cap;
+``reset`` starts the budget again (a line of the ledger: the history stays). Only the node's
+operator can do either: there is no message for it, and the coordinator cannot reach the
+node's disk.
+
+    python -m deployment.budget show --state-dir /var/lib/credit-fl --data /data/bureau.csv
+    python -m deployment.budget reset --state-dir ... --data ... --reason "new consent period"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from credit_data.errors import PrivacyLedgerError
+from federation.lifetime_budget import LifetimeBudget, run_spend
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line; returns the exit code."""
+    p = argparse.ArgumentParser(prog="python -m deployment.budget",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("command", choices=["show", "reset"])
+    p.add_argument("--state-dir", required=True, type=Path, help="the node's --state-dir")
+    p.add_argument("--data", required=True, type=Path, help="the node's --data file")
+    p.add_argument("--max-epsilon", type=float, help="the node's cap, to show what is left")
+    p.add_argument("--reason", help="why the budget starts again (reset; kept in the ledger)")
+    args = p.parse_args(argv)
+    if not args.data.is_file():
+        print(f"error: --data {args.data}: file not found", file=sys.stderr)
+        return 2
+    budget = LifetimeBudget.of(args.state_dir, args.data, args.max_epsilon)
+    try:
+        if args.command == "reset":
+            if not args.reason:
+                print("error: reset needs --reason (it is kept in the ledger)", file=sys.stderr)
+                return 2
+            budget.reset(args.reason)
+            print(f"{budget.path}: reset ({args.reason})")
+            return 0
+        runs = budget.runs()
+    except PrivacyLedgerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"ledger {budget.path} (data {args.data}, sha256 {budget.dataset})")
+    for run, figures in runs.items():
+        print(f"  {run}: epsilon {run_spend(figures):.4f} {figures}")
+    total = budget.spent()
+    cap = "" if args.max_epsilon is None else f" of {args.max_epsilon:g}"
+    print(f"spent since the last reset: epsilon {total:.4f}{cap}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Issue 19, item 2: a node's --max-epsilon caps its lifetime spend on its data, not each run.
+
+The deployed ClientApp (``deployment.client_app.app``, the lifetime-budget mod included) runs
+in-process behind the real horizontal round loop: each lender node has its own CSV file, state
+directory and cap, as ``python -m deployment.node`` gives it. A coordinator who submits run
+after run, each under the cap, is what the attacker did.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deployment import client_app as node_app
+from deployment.run_config import COLUMNS, RUN_NAME, RUN_SETTINGS
+from experiments import deploy
+from federation.audit_log import verify
+from federation.lifetime_budget import LifetimeBudget
+from fl_server.rounds import FederationOutcome
+from fl_server.server_app import make_server_app
+from fl_server.settings import horizontal_server_settings
+from tests.fake_grid import InProcessGrid, run_server_app
+
+pytestmark = pytest.mark.unit
+
+HORIZONTAL = ["federation=horizontal", "partition.n_lenders=2", "federation.rounds=1",
+              "data.n_customers=600", "verbose=false", "privacy=dpsgd"]
+CAP = 3.0
+
+
+class Coordinator:
+    """Submits runs to two capped lender nodes that keep their state directories."""
+
+    def __init__(self, root: Path, cap: float | None = CAP) -> None:
+        self.root = root
+        settings, _ = deploy.compose_settings(HORIZONTAL)
+        self.files, self.columns = deploy.write_party_files(settings, root)
+        self.parties = sorted(self.files)
+        self.cap = cap
+        self.runs = 0
+
+    def node_config(self, i: int) -> dict:
+        party = self.parties[i]
+        path, categorical = self.files[party]
+        config = {"party": party, "data-path": str(path), "categorical": categorical,
+                  "state-dir": str(self.root / "nodes" / party / "state")}
+        if self.cap is not None:
+            config["max-epsilon"] = self.cap
+        return config
+
+    def submit(self, *overrides: str) -> FederationOutcome:
+        self.runs += 1
+        settings, plain = deploy.compose_settings(HORIZONTAL + list(overrides))
+        server = horizontal_server_settings(settings, len(self.parties),
+                                            tuple(self.columns["numeric"]),
+                                            tuple(self.columns["categorical"]),
+                                            self.root / f"run-{self.runs}")
+        grid = InProcessGrid(node_app.app, len(self.parties), node_config=self.node_config)
+        for context in grid.contexts.values():
+            context.run_config = {RUN_SETTINGS: json.dumps(plain),
+                                  RUN_NAME: f"run-{self.runs}",
+                                  COLUMNS: json.dumps(self.columns)}
+        outcome = FederationOutcome()
+        run_server_app(make_server_app(server, outcome), grid)
+        return outcome
+
+    def budget(self, party: str) -> LifetimeBudget:
+        path, _ = self.files[party]
+        return LifetimeBudget.of(self.root / "nodes" / party / "state", path, self.cap)
+
+
+def _spent(outcome: FederationOutcome) -> float:
+    assert outcome.ledger is not None
+    return max(s.epsilon for s in outcome.ledger.parties.values())
+
+
+def test_runs_under_the_cap_each_cannot_pass_it_together(tmp_path):
+    coordinator = Coordinator(tmp_path)
+    # two runs at epsilon 1.4 each: 2.8 of the node's 3.0
+    for _ in range(2):
+        outcome = coordinator.submit("privacy.target_epsilon=1.4")
+        assert outcome.error is None, outcome.error
+        assert _spent(outcome) == pytest.approx(1.4, abs=0.01)
+    party = coordinator.parties[0]
+    assert coordinator.budget(party).spent() == pytest.approx(2.8, abs=0.02)
+    # a third at 1.4 passes the lifetime cap: refused, each node says why
+    third = coordinator.submit("privacy.target_epsilon=1.4")
+    reasons = [str(third.error)] + [e.reason for e in getattr(third, "exclusions", [])]
+    assert any("max_epsilon" in r or "max-epsilon" in r for r in reasons), reasons
+    # its noisy summary fitted in what was left (and was released: it is in the ledger); its
+    # training did not, and was not released
+    runs = coordinator.budget(party).runs()
+    assert sorted(runs) == ["run-1", "run-2", "run-3"]
+    assert set(runs["run-3"]) == {"summary_epsilon"}
+    assert 2.8 < coordinator.budget(party).spent() <= CAP
+    # nothing more fits: the next run is refused at its first message
+    fourth = coordinator.submit("privacy.target_epsilon=1.4")
+    assert "lifetime" in str(fourth.error) or fourth.exclusions
+    assert coordinator.budget(party).spent() <= CAP
+
+
+def test_the_ledger_survives_a_restart_verifies_and_resets_only_by_the_partner(tmp_path):
+    coordinator = Coordinator(tmp_path)
+    assert coordinator.submit("privacy.target_epsilon=1.6").error is None
+    # a restarted node (a new process: nothing in memory) reads the same ledger from its disk
+    again = Coordinator(tmp_path)
+    again.runs = coordinator.runs
+    refused = again.submit("privacy.target_epsilon=1.6")
+    assert refused.error is not None or refused.exclusions
+    party = coordinator.parties[0]
+    budget = coordinator.budget(party)
+    assert verify(budget.path).ok
+    # the partner resets it (not a message: a command on the node's machine)
+    from deployment import budget as budget_cli
+    assert budget_cli.main(["reset", "--state-dir", str(budget.path.parents[1]),
+                            "--data", str(coordinator.files[party][0]),
+                            "--reason", "new consent period"]) == 0
+    assert coordinator.budget(party).spent() == 0.0
+    assert verify(budget.path).ok
+
+
+def test_a_tampered_ledger_stops_the_node_instead_of_a_fresh_budget(tmp_path):
+    coordinator = Coordinator(tmp_path)
+    assert coordinator.submit("privacy.target_epsilon=1.6").error is None
+    budget = coordinator.budget(coordinator.parties[0])
+    lines = budget.path.read_text().splitlines()
+    last = json.loads(lines[-1])
+    last["figures"] = dict.fromkeys(last["figures"], 0.0)  # "we spent nothing"
+    budget.path.write_text("\n".join([*lines[:-1], json.dumps(last, sort_keys=True)]) + "\n")
+    with pytest.raises(Exception, match="fails verification"):
+        budget.spent()
+    outcome = coordinator.submit("privacy.target_epsilon=0.5")
+    assert outcome.error is not None and "fails verification" in str(outcome.error)
+
+
+def test_a_capped_node_refuses_a_run_without_privacy(tmp_path):
+    coordinator = Coordinator(tmp_path)
+    outcome = coordinator.submit("privacy=off")
+    assert outcome.error is not None
+    assert "outside any epsilon" in str(outcome.error)
+    # an uncapped node takes part and still keeps its ledger (no epsilon: nothing recorded)
+    free = Coordinator(tmp_path / "free", cap=None)
+    assert free.submit("privacy.target_epsilon=1").error is None
+    assert free.budget(free.parties[0]).spent() == pytest.approx(1.0, abs=0.01)
