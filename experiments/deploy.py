@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import pickle
+import secrets
 import shutil
 import signal
 import socket
@@ -201,6 +202,15 @@ def write_party_files(settings: RunSettings, root: Path
 
 
 # --- up / run / down -------------------------------------------------------------------------
+def _write_secret(path: Path) -> None:
+    """Write a fresh 32-byte secret readable by its owner only."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(secrets.token_bytes(32))
+
+
 def up(directory: Path, overrides: list[str],
        node_max_epsilon: dict[str, float] | None = None) -> Federation:
     """Start a SuperLink and one authenticated node per party over TLS; see the module doc."""
@@ -226,15 +236,26 @@ def up(directory: Path, overrides: list[str],
             f'address = "{fed.superlink}"\nroot-certificates = "{creds.ca_cert}"\n')
         bin_dir = Path(sys.executable).parent
         log = fed.root / "logs" / "superlink.log"
+        # the ServerApp's tasks go only to requests signed with this secret (our launcher's)
+        secret = fed.root / "superlink" / "runtime-api.secret"
+        _write_secret(secret)
         link = _start([str(bin_dir / "flower-superlink"), "--ssl-ca-certfile",
                        str(creds.ca_cert), "--ssl-certfile", str(creds.cert), "--ssl-keyfile",
                        str(creds.key), "--enable-supernode-auth",
-                       "--disable-runtime-dependency-installation", "--port", str(port)],
-                      log,
-                      {**fed.env(), "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"})
+                       "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
+                       "--port", str(port), "--isolation", "process",
+                       "--superexec-auth-secret-file", str(secret)], log, fed.env())
         fed.pids["superlink"] = link.pid
         fed.save()
         _wait_for_port(port, link, "the SuperLink", log)
+        launcher = _start([sys.executable, "-m", "deployment.serverapp_launcher",
+                           "--runtime-api-address", fed.superlink, "--root-certificates",
+                           str(creds.ca_cert), "--secret-file", str(secret), "--token-dir",
+                           str(fed.root / "superlink" / "tokens"), "--parent-pid",
+                           str(link.pid)], fed.root / "logs" / "serverapp-launcher.log",
+                          fed.env())
+        fed.pids["serverapp-launcher"] = launcher.pid
+        fed.save()
         flwr = _flwr_bin()
         registering = [subprocess.Popen(
             [flwr, "supernode", "register", str(make_node_key(fed.root / "keys" / party)),

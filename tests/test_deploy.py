@@ -12,6 +12,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -338,19 +339,70 @@ def test_a_nodes_own_flags_set_its_poll_and_its_noise(tmp_path: Path) -> None:
     assert NodeConfig.from_context(config).reproducible_noise
 
 
-def _ask_for_a_task(address: str, secret_file: Path | None) -> subprocess.CompletedProcess:
-    """Ask the node's Runtime API for a task from another process (as a local intruder would).
+def _ask_for_a_task(address: str, secret_file: Path | None,
+                    ca: Path | None = None) -> subprocess.CompletedProcess:
+    """Ask a Runtime API for a task from another process (as a local intruder would).
 
+    A node's (ClientApp tasks), or with ``ca`` the SuperLink's (ServerApp tasks, over TLS).
     Its own process: Flower's HTTP client answers a 401 by sending SIGINT to its own process.
     """
     code = ("import sys; from pathlib import Path; "
             "from federation.flower_compat.deployment import TaskOffers; "
             "secret = Path(sys.argv[2]).read_bytes() if sys.argv[2] != '-' else None; "
-            "offers = TaskOffers(sys.argv[1], secret); "
+            "ca = sys.argv[3] if sys.argv[3] != '-' else None; "
+            "offers = TaskOffers(sys.argv[1], secret, server=ca is not None, "
+            "root_certificates=ca); "
             "print('token:', offers.next_token(), flush=True)")
     return subprocess.run([sys.executable, "-c", code, address,
-                           str(secret_file) if secret_file else "-"],
+                           str(secret_file) if secret_file else "-", str(ca) if ca else "-"],
                           capture_output=True, text=True, timeout=60, cwd=deploy.ROOT)
+
+
+def test_a_local_process_with_only_public_material_cannot_take_the_serverapps_task(
+        vertical_federation, tmp_path):
+    # issue 19, item 4: the SuperLink's Runtime API answered acquire-task with HTTP 200 to any
+    # local process holding the public ca.crt; it now hands tasks only to signed requests
+    fed = vertical_federation
+    ca = fed.root / "tls" / "ca.crt"
+    secret_file = fed.root / "superlink" / "runtime-api.secret"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    wrong = tmp_path / "wrong.secret"
+    wrong.write_bytes(b"x" * 32)
+    for secret in (None, wrong):
+        done = _ask_for_a_task(fed.superlink, secret, ca)
+        assert done.returncode != 0 and "token:" not in done.stdout, (done.stdout,
+                                                                     done.stderr[-2000:])
+    done = _ask_for_a_task(fed.superlink, secret_file, ca)
+    assert done.returncode == 0 and "token: None" in done.stdout, done.stderr[-2000:]
+
+
+def test_a_loopback_deployment_listens_on_loopback_and_shows_no_token(vertical_federation):
+    # issue 19, items 3 and 4: no listener outside 127.0.0.0/8; no token on a command line
+    import threading
+
+    from tests.listeners import is_loopback, listeners, process_tree
+
+    fed = vertical_federation
+    outcome: list[object] = []
+    run = threading.Thread(target=lambda: outcome.append(
+        deploy.run(fed.root, ["privacy=off", "train.epochs=1"])))
+    run.start()
+    found: set[tuple[int, str, int]] = set()
+    commands: list[str] = []
+    while run.is_alive():
+        pids = set().union(*(process_tree(pid) for pid in fed.pids.values()))
+        found |= set(listeners(pids))
+        for pid in pids:
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                commands.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+                                .replace("\0", " "))
+        time.sleep(0.2)
+    run.join()
+    assert outcome and "metrics" in outcome[0]  # type: ignore[operator]
+    assert any("flwr-serverapp" in c for c in commands)  # the check saw the ServerApp
+    assert [c for c in commands if "--token " in c + " "] == []
+    assert len(found) >= 2
+    assert [f for f in found if not is_loopback(f[1])] == []
 
 
 def test_a_local_process_without_the_nodes_secret_cannot_take_its_tasks(vertical_federation,

@@ -53,3 +53,23 @@ def test_a_signal_stops_a_simulation_within_5_s_with_one_line(tmp_path, sig):
     time.sleep(0.5)
     assert not [p.pid for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_a_simulation_listens_on_loopback_only(tmp_path):
+    # issue 19, item 3: Ray's GCS and raylet listened on every interface (*:<port>)
+    from tests.listeners import is_loopback, listeners, process_tree
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.run", "federation=horizontal",
+         "data.n_customers=3000", "federation.rounds=500", "verbose=false",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_ray(process)
+        found = listeners(process_tree(process.pid))
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    print("listening:", sorted({(a, p) for _, a, p in found}))
+    assert len(found) >= 3  # the GCS, the raylet, the workers: the check saw Ray
+    assert [f for f in found if not is_loopback(f[1])] == []

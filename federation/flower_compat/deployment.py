@@ -87,7 +87,8 @@ def run_supernode(idle_poll: float, argv: list[str]) -> None:
     flower_supernode()
 
 
-def _runtime_client(address: str, *interceptors: Any, max_tries: int | None = None) -> Any:
+def _runtime_client(address: str, *interceptors: Any, max_tries: int | None = None,
+                    root_certificates: str | None = None) -> Any:
     from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
 
@@ -95,19 +96,26 @@ def _runtime_client(address: str, *interceptors: Any, max_tries: int | None = No
     if max_tries is not None:
         invoker.max_tries = max_tries
     return RuntimeHttpClient.from_server_address(
-        server_address=address, insecure=True, root_certificates=None,
-        interceptors=list(interceptors), retry_invoker=invoker)
+        server_address=address, insecure=root_certificates is None,
+        root_certificates=root_certificates, interceptors=list(interceptors),
+        retry_invoker=invoker)
 
 
 class TaskOffers:
-    """Ask the SuperNode's Runtime API for the next ClientApp task, one try per call.
+    """Ask a Runtime API for the next task of one type, one try per call.
 
-    With ``secret`` (the SuperNode's ``--superexec-auth-secret-file``), each request is signed
-    as Flower's own SuperExec signs it.
+    A SuperNode's (ClientApp tasks, plain HTTP on loopback) or a SuperLink's (``server=True``:
+    ServerApp tasks, over TLS with ``root_certificates``, a CA file). With ``secret`` (the
+    ``--superexec-auth-secret-file`` the SuperNode or SuperLink was started with), each request
+    is signed as Flower's own SuperExec signs it.
     """
 
-    def __init__(self, address: str, secret: bytes | None = None) -> None:
+    def __init__(self, address: str, secret: bytes | None = None, *, server: bool = False,
+                 root_certificates: str | None = None) -> None:
         check_engine_versions(("flwr",))
+        from flwr.supercore.constant import TaskType
+
+        self._type = TaskType.SERVER_APP if server else TaskType.CLIENT_APP
         from flwr.supercore.interceptors import (
             RuntimeVersionHttpInterceptor,
             SuperExecAuthHttpInterceptor,
@@ -117,15 +125,15 @@ class TaskOffers:
         if secret is not None:
             interceptors.append(SuperExecAuthHttpInterceptor(
                 master_secret=secret, protected_methods={ACQUIRE_TASK}))
-        self._client = _runtime_client(address, *interceptors, max_tries=1)
+        self._client = _runtime_client(address, *interceptors, max_tries=1,
+                                       root_certificates=root_certificates)
 
     def next_token(self) -> str | None:
         """Return the token of a task waiting for this worker, or None when there is none."""
         from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
-        from flwr.supercore.constant import TaskType
 
         res = self._client.AcquireTask(AcquireTaskRequest(
-            supported_task_types=[TaskType.CLIENT_APP], agentapp_fab_hashes=[]))
+            supported_task_types=[self._type], agentapp_fab_hashes=[]))
         return str(res.token) if res.HasField("task") and res.token else None
 
     def close(self) -> None:
