@@ -19,8 +19,8 @@ from credit_data.errors import PrivacyLedgerError
 from federation.lifetime_budget import LifetimeBudget, run_spend
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line; returns the exit code."""
+def parser() -> argparse.ArgumentParser:
+    """Return the command's argument parser."""
     p = argparse.ArgumentParser(prog="python -m deployment.budget",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["show", "reset"])
@@ -28,7 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, type=Path, help="the node's --data file")
     p.add_argument("--max-epsilon", type=float, help="the node's cap, to show what is left")
     p.add_argument("--reason", help="why the budget starts again (reset; kept in the ledger)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line; returns the exit code."""
+    args = parser().parse_args(argv)
     if not args.data.is_file():
         print(f"error: --data {args.data}: file not found", file=sys.stderr)
         return 2

@@ -18,6 +18,11 @@ the coordinator submits; everything about the node itself comes from the node's 
     kept in the node's lifetime ledger (:mod:`federation.lifetime_budget`) and a reply that
     would take the total past it is refused, as is a run that would release the node's rows
     outside any epsilon it accounts. The run config's own cap applies too (the lower wins).
+``signing-key`` and ``peer-keys``
+    The node's own private key (the one registered with the SuperLink) and a directory of the
+    other parties' public keys (``<party>.pub``, exchanged between the partners): with both,
+    the node signs its alignment channel key and refuses a peer's that is not signed
+    (:class:`federation.alignment.ChannelAuth`).
 ``reproducible-noise``
     ``true`` derives the node's noise from the public seed (research only: no guarantee). The
     run config cannot ask for it: a node's randomness is secret unless the node says otherwise.
@@ -48,6 +53,7 @@ from credit_data.settings import LABEL_HOLDER, PartySource
 from credit_data.split import assign_split
 from credit_data.vertical import NodeRows
 from deployment.run_config import COLUMNS, RUN_NAME, RUN_SETTINGS, run_settings
+from federation.alignment import ChannelKeys
 from federation.lifetime_budget import LifetimeBudget, spend_figures
 from federation.protocol import CONFIG, STATUS, reported_epsilon
 from federation.run_settings import RunSettings
@@ -71,6 +77,8 @@ class NodeConfig:
     id_column: str | None = None
     categorical: tuple[str, ...] = ()
     reproducible_noise: bool = False
+    signing_key: str | None = None
+    peer_keys: str | None = None
 
     @classmethod
     def from_context(cls, node_config: dict[str, Any]) -> NodeConfig:
@@ -88,13 +96,19 @@ class NodeConfig:
             raise ConfigError(f"node config: 'max-epsilon' must be a positive number, got "
                               f"{cap!r}")
         categorical = str(node_config.get("categorical", "") or "")
+        signing, peers = node_config.get("signing-key"), node_config.get("peer-keys")
+        if (signing is None) != (peers is None):
+            raise ConfigError("node config: 'signing-key' and 'peer-keys' go together (a node "
+                              "that signs its channel key also checks its peers')")
         return cls(party=text("party"), data_path=Path(text("data-path")),
                    state_dir=Path(text("state-dir")),
                    max_epsilon=None if cap is None else float(cap),
                    id_column=str(node_config["id-column"]) if node_config.get("id-column")
                    else None,
                    categorical=tuple(c.strip() for c in categorical.split(",") if c.strip()),
-                   reproducible_noise=node_config.get("reproducible-noise") is True)
+                   reproducible_noise=node_config.get("reproducible-noise") is True,
+                   signing_key=None if signing is None else str(signing),
+                   peer_keys=None if peers is None else str(peers))
 
 
 def node_privacy(privacy: PrivacySettings, own_cap: float | None,
@@ -159,8 +173,11 @@ def _settings(context: Context) -> tuple[RunSettings, NodeConfig, ClientSettings
     # a real node never runs the label-leakage attack (a research tool of the simulation) and
     # never misbehaves on purpose, whatever the run config asks; its cap for this run is what
     # its lifetime budget has left
+    keys = (ChannelKeys(node.signing_key, node.peer_keys, name)
+            if node.signing_key is not None and node.peer_keys is not None else None)
     client = client_settings(run, node.party, str(run_dir), privacy=node_privacy(
-        run.privacy.for_party(node.party), _budget(node).left(name), node.reproducible_noise))
+        run.privacy.for_party(node.party), _budget(node).left(name), node.reproducible_noise),
+        channel_keys=keys)
     return run, node, client
 
 

@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="the federation's CA certificate (PEM), to check the SuperLink's TLS")
     p.add_argument("--auth-key", type=Path,
                    help="this node's private key (the coordinator registered its public key)")
+    p.add_argument("--peer-keys", type=Path,
+                   help="a directory of the other parties' public keys (<party>.pub), "
+                        "exchanged with the partners: the node signs its alignment channel key "
+                        "with --auth-key and refuses a peer's that is not signed")
     p.add_argument("--state-dir", required=True, type=Path,
                    help="where the node keeps its accountant, audit log and outputs")
     p.add_argument("--max-epsilon", type=float,
@@ -79,6 +83,9 @@ def node_config(args: argparse.Namespace) -> dict[str, object]:
         config["id-column"] = args.id_column
     if args.reproducible_noise:
         config["reproducible-noise"] = True
+    if args.peer_keys is not None:
+        config["signing-key"] = str(args.auth_key.resolve())
+        config["peer-keys"] = str(args.peer_keys.resolve())
     return config
 
 
@@ -93,6 +100,10 @@ def _check(args: argparse.Namespace) -> None:
     if not args.insecure and args.root_certificates is None:
         raise SystemExit("error: --root-certificates is required (or --insecure, which the "
                          "SuperLink refuses)")
+    if args.peer_keys is not None and args.auth_key is None:
+        raise SystemExit("error: --peer-keys needs --auth-key (the key the node signs with)")
+    if args.peer_keys is not None and not args.peer_keys.is_dir():
+        raise SystemExit(f"error: --peer-keys {args.peer_keys}: no such directory")
     for flag, path in (("--root-certificates", args.root_certificates),
                        ("--auth-key", args.auth_key)):
         if path is not None and not path.is_file():

@@ -266,12 +266,18 @@ def up(directory: Path, overrides: list[str],
             if done.returncode != 0:
                 raise DeployError(f"registering the key of '{party}' failed: "
                                   f"{out.decode(errors='replace')[-2000:]}")
+        # the partners exchange their public keys directly (here: one directory for all)
+        peers = fed.root / "peer-keys"
+        peers.mkdir(parents=True, exist_ok=True)
+        for party in files:
+            shutil.copy(fed.root / "keys" / f"{party}.pub", peers / f"{party}.pub")
         processes = {}
         for party, (path, categorical) in files.items():
             key = fed.root / "keys" / party
             cmd = [sys.executable, "-m", "deployment.node", "--party", party, "--data",
                    str(path), "--superlink", fed.superlink, "--root-certificates",
-                   str(creds.ca_cert), "--auth-key", str(key), "--state-dir",
+                   str(creds.ca_cert), "--auth-key", str(key), "--peer-keys", str(peers),
+                   "--state-dir",
                    str(fed.node_state(party)), "--categorical", categorical,
                    "--id-column", settings.data.id_column, "--runtime-port", str(_free_port())]
             if party in caps:

@@ -11,10 +11,12 @@ The server only routes these messages. Who learns what:
   it the IDs of the intersection, encrypted end to end (X25519 key agreement, HKDF, AES-GCM):
   the party learns the intersection with the lender and never the lender's other applicants.
 * **server**: sees blinded values, the compressed set, two public keys and a ciphertext. It
-  learns the sizes of the sets and of the intersection, never an ID. (We assume an honest but
-  curious server: one that altered the routed public keys could read the intersection; in
-  deployment each node's link to the server is TLS, and the key exchange is not authenticated
-  beyond that.)
+  learns the sizes of the sets and of the intersection, never an ID. In a deployment each node
+  signs its channel public key with its node key (the ECDSA key the SuperLink authenticates it
+  by) and checks its peer's signature against the peer's public key, which the partners
+  exchanged directly (``--peer-keys``; :class:`ChannelAuth`): a server that swaps a routed
+  public key for its own, to read the intersection, is refused. In simulation the keys travel
+  unsigned (one process plays every party).
 
 Both ends then hold the intersection in the lender's order, which fixes the row order of every
 embedding and gradient that travels later.
@@ -34,21 +36,131 @@ embedding and gradient that travels later.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import private_set_intersection.python as psi
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from credit_data.errors import AlignmentError
 
+KEY_BYTES = 32
+"""An X25519 public key; a signed one travels as the key followed by its ECDSA signature."""
+
 FALSE_POSITIVE_RATE = 1e-12
 """Chance that the compressed set reports an ID the party does not hold (per lookup)."""
 
 _NONCE = 12
 
+
+
+@dataclass(frozen=True)
+class ChannelKeys:
+    """Where a deployed node finds the keys that authenticate its alignment channel.
+
+    ``signing_key``: the node's own private key (OpenSSH, ECDSA; the one registered with the
+    SuperLink). ``peer_keys``: a directory of the other parties' public keys, ``<party>.pub``,
+    exchanged between the partners (not through the coordinator). ``run``: binds each
+    signature to one run.
+    """
+
+    signing_key: str
+    peer_keys: str
+    run: str
+
+
+def _context(run: str, sender: str, public: bytes) -> bytes:
+    return f"credit-fl alignment channel key|{run}|{sender}|".encode() + public
+
+
+@dataclass(frozen=True)
+class ChannelAuth:
+    """Sign this node's channel public key; check a peer's (``party`` is this node's party).
+
+    >>> from cryptography.hazmat.primitives.asymmetric import ec
+    >>> lender_key, bureau_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(
+    ...     ec.SECP384R1())
+    >>> lender = ChannelAuth("lender", "run-1", lender_key, {"bureau": bureau_key.public_key()})
+    >>> bureau = ChannelAuth("bureau", "run-1", bureau_key, {"lender": lender_key.public_key()})
+    >>> bureau.open(lender.seal(b"k" * 32), "lender") == b"k" * 32
+    True
+    >>> bureau.open(b"s" * 32, "lender")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    credit_data.errors.AlignmentError: bureau: the lender's channel key is not signed ...
+    """
+
+    party: str
+    run: str
+    key: ec.EllipticCurvePrivateKey
+    peers: dict[str, ec.EllipticCurvePublicKey]
+
+    @classmethod
+    def load(cls, party: str, keys: ChannelKeys) -> ChannelAuth:
+        """Read the node's key and its peers' public keys; a bad file is named."""
+        try:
+            own = serialization.load_ssh_private_key(Path(keys.signing_key).read_bytes(), None)
+        except (OSError, ValueError) as exc:
+            raise AlignmentError(f"{party}: cannot read the node key {keys.signing_key}: "
+                                 f"{exc}") from exc
+        if not isinstance(own, ec.EllipticCurvePrivateKey):
+            raise AlignmentError(f"{party}: {keys.signing_key} is not an ECDSA key")
+        peers: dict[str, ec.EllipticCurvePublicKey] = {}
+        directory = Path(keys.peer_keys)
+        if not directory.is_dir():
+            raise AlignmentError(f"{party}: the peer keys directory {directory} does not exist")
+        for path in sorted(directory.glob("*.pub")):
+            try:
+                public = serialization.load_ssh_public_key(path.read_bytes())
+            except ValueError as exc:
+                raise AlignmentError(f"{party}: {path} is not an OpenSSH public key: "
+                                     f"{exc}") from exc
+            if isinstance(public, ec.EllipticCurvePublicKey):
+                peers[path.name.removesuffix(".pub")] = public
+        return cls(party, keys.run, own, peers)
+
+    def seal(self, public: bytes) -> bytes:
+        """Return this node's channel public key followed by its signature."""
+        return public + self.key.sign(_context(self.run, self.party, public),
+                                      ec.ECDSA(hashes.SHA384()))
+
+    def open(self, blob: bytes, sender: str) -> bytes:
+        """Return ``sender``'s channel public key once its signature checks; refuse otherwise."""
+        public, signature = blob[:KEY_BYTES], blob[KEY_BYTES:]
+        peer = self.peers.get(sender)
+        if peer is None:
+            raise AlignmentError(f"{self.party}: no public key of {sender} among the peer keys; "
+                                 "the channel cannot be authenticated")
+        try:
+            peer.verify(signature, _context(self.run, sender, public),
+                        ec.ECDSA(hashes.SHA384()))
+        except (InvalidSignature, ValueError) as exc:
+            raise AlignmentError(
+                f"{self.party}: the {sender}'s channel key is not signed by the {sender}'s node "
+                "key: someone between the nodes (the server routing it) replaced or stripped "
+                "it; the alignment is refused") from exc
+        return public
+
+
+def channel_auth(party: str, keys: ChannelKeys | None) -> ChannelAuth | None:
+    """Load the node's channel authentication (None in simulation: keys travel unsigned)."""
+    return None if keys is None else ChannelAuth.load(party, keys)
+
+
+def seal_key(auth: ChannelAuth | None, public: bytes) -> bytes:
+    """Sign ``public`` where the node has a key; send it as it is otherwise."""
+    return public if auth is None else auth.seal(public)
+
+
+def open_key(auth: ChannelAuth | None, blob: bytes, sender: str) -> bytes:
+    """Check ``sender``'s signature where the node has peer keys; take the key as it is else."""
+    return blob[:KEY_BYTES] if auth is None else auth.open(blob, sender)
 
 
 def _shared_key(own: X25519PrivateKey, peer: bytes, party: str) -> bytes:

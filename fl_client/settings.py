@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from federation.alignment import ChannelKeys
 from federation.run_settings import RunSettings
 from federation.settings import Fault, FederationSettings
 from models.settings import ModelSettings, TrainSettings
@@ -15,7 +16,8 @@ class ClientSettings:
     """Everything one party's node needs besides its rows.
 
     ``state_dir`` is where the party keeps its own privacy accountant between processes (and
-    across a resume); ``fault`` makes a simulated client misbehave, for tests.
+    across a resume); ``fault`` makes a simulated client misbehave, for tests;
+    ``channel_keys`` (a deployed node's) authenticate its alignment channel.
     """
 
     party: str
@@ -27,11 +29,13 @@ class ClientSettings:
     state_dir: str | None = None
     fault: Fault | None = None
     label_leakage_audit: bool = False
+    channel_keys: ChannelKeys | None = None
 
 
 def client_settings(run: RunSettings, party: str, state_dir: str | None, *,
                     privacy: PrivacySettings | None = None, fault: Fault | None = None,
-                    label_leakage_audit: bool = False) -> ClientSettings:
+                    label_leakage_audit: bool = False,
+                    channel_keys: ChannelKeys | None = None) -> ClientSettings:
     """Build one party's node settings from the run's; the same in simulation and deployment.
 
     ``privacy`` overrides the run's (a deployed node applies its own limits); ``fault`` and
@@ -42,4 +46,5 @@ def client_settings(run: RunSettings, party: str, state_dir: str | None, *,
                           federation=run.federation,
                           privacy=privacy if privacy is not None else run.privacy.for_party(party),
                           state_dir=state_dir, fault=fault,
-                          label_leakage_audit=label_leakage_audit)
+                          label_leakage_audit=label_leakage_audit,
+                          channel_keys=channel_keys)

@@ -20,9 +20,16 @@ import numpy as np
 import torch
 
 from credit_data.errors import BudgetRefusal
+from credit_data.settings import LABEL_HOLDER
 from credit_data.split import SPLITS, TEST, TRAIN, VAL
 from credit_data.vertical import NodeRows, assign_chunk
-from federation.alignment import LenderAlignment, PartyAlignment
+from federation.alignment import (
+    LenderAlignment,
+    PartyAlignment,
+    channel_auth,
+    open_key,
+    seal_key,
+)
 from federation.protocol import auc_of_scores
 from fl_client.settings import ClientSettings
 from models.metrics import ScoreSummary
@@ -228,10 +235,11 @@ class PassiveNode(_Node):
 
     def answer(self, state: NodeState, request: bytes, lender_key: bytes) -> tuple[bytes, bytes]:
         """Answer the lender's PSI request; keep the agreed channel key."""
+        auth = channel_auth(self.settings.party, self.settings.channel_keys)
         side = PartyAlignment(self.settings.party, self.rows.ids, psi_key=state.keys["psi"])
-        response, public = side.answer(request, lender_key)
+        response, public = side.answer(request, open_key(auth, lender_key, LABEL_HOLDER))
         state.keys["channel"] = side.channel_key
-        return response, public
+        return response, seal_key(auth, public)
 
     def receive(self, state: NodeState, sealed: bytes) -> int:
         """Open the intersection the lender sealed; keep its positions in the own table."""
@@ -439,7 +447,9 @@ class LenderNode(_Node):
         """Blind the applicant IDs once for every party."""
         side = LenderAlignment(self.rows.ids)
         state.keys["psi"], state.keys["channel"] = side.keys()
-        return side.request()
+        request, public = side.request()
+        return request, seal_key(channel_auth(self.settings.party, self.settings.channel_keys),
+                                 public)
 
     def intersect(self, state: NodeState,
                   answers: dict[str, tuple[bytes, bytes, bytes]]) -> dict[str, bytes]:
@@ -449,10 +459,14 @@ class LenderNode(_Node):
         intersected side by side, one thread each: the elliptic-curve work runs in
         ``openmined.psi``'s C++ without Python's lock, and it is most of the alignment's time.
         """
+        auth = channel_auth(self.settings.party, self.settings.channel_keys)
+        checked = {party: (setup, response, open_key(auth, key, party))
+                   for party, (setup, response, key) in answers.items()}
+
         def one(party: str) -> tuple[bytes, np.ndarray]:
             side = LenderAlignment(self.rows.ids, psi_key=state.keys["psi"],
                                    channel_key=state.keys["channel"])
-            return side.intersect(party, *answers[party])
+            return side.intersect(party, *checked[party])
 
         with ThreadPoolExecutor(max_workers=max(len(answers), 1)) as pool:
             done = dict(zip(answers, pool.map(one, answers), strict=True))

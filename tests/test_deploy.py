@@ -148,6 +148,10 @@ def test_vertical_deployment_matches_simulation(vertical_federation, tmp_path: P
     assert abs(results["metrics"]["test"]["auc"] - simulated.metrics["test"]["auc"]) <= 0.005
     assert results["metrics"]["test"]["auc"] > 0.55  # learned something (1,000 customers)
     _check_audit_logs(results)
+    # the channel keys travelled signed (an X25519 key is 32 bytes; the signature follows)
+    server_log = Path(f["server_audit_log"]).read_text().splitlines()
+    answers = [json.loads(line) for line in server_log if "received query.psi_answer" in line]
+    assert answers and all(a["content"]["key"]["bytes"] > 32 for a in answers)
     # research attacks stay in research: no deployed node ran the label-leakage attack
     nodes = Path(vertical_federation.directory) / "nodes"
     assert not list(nodes.rglob("label_leakage.npz"))

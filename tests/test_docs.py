@@ -74,6 +74,9 @@ def _check(words: list[str]) -> None:
     elif module == "deployment.node":
         from deployment.node import _parser
         _parser().parse_args(args)
+    elif module == "deployment.budget":
+        from deployment.budget import parser
+        parser().parse_args(args)
     elif module == "federation.audit_log":
         assert args[0] == "verify" and args[1:]
     elif module == "experiments.compare":
