@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import secrets
 import shutil
 import signal
@@ -356,10 +357,14 @@ def run(directory: Path, overrides: list[str] | None = None, run_dir: Path | Non
         try:
             subprocess.run([flwr, "run", str(APP_DIR), CONNECTION, "--run-config",
                             str(config_file), "--stream"], env=fed.env(), cwd=ROOT,
-                           stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False)
+                           stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False,
+                           start_new_session=True)  # a Ctrl-C is ours to handle, not flwr's
         except subprocess.TimeoutExpired as exc:
-            raise DeployError(f"the run did not finish within {timeout:.0f} s; see "
+            stopped = stop_run(fed, run_dir)
+            raise DeployError(f"the run did not finish within {timeout:.0f} s; {stopped}; see "
                               f"{run_dir / 'flwr_run.log'}") from exc
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (main turns it into one)
+            raise RunInterrupted(stop_run(fed, run_dir)) from exc
     train_seconds = time.perf_counter() - train_start
     if not (run_dir / OUTCOME).is_file():
         raise DeployError(f"the ServerApp left no outcome in {run_dir / OUTCOME}; see "
@@ -377,6 +382,32 @@ def run(directory: Path, overrides: list[str] | None = None, run_dir: Path | Non
     results = write_run(run_dir, outcome, time.perf_counter() - start, plain,
                         audit_outcome(outcome))
     return results
+
+
+class RunInterrupted(Exception):
+    """``deploy run`` was stopped by a signal; the message says what became of the run."""
+
+
+RUN_ID = re.compile(r"Successfully started run (\d+)")
+
+
+def stop_run(fed: Federation, run_dir: Path) -> str:
+    """Stop the run ``flwr run`` started for ``run_dir`` on the federation; say what happened.
+
+    Without this the run goes on at the SuperLink and the nodes (spending their privacy
+    budgets) after ``flwr run`` is gone.
+    """
+    log = run_dir / "flwr_run.log"
+    found = RUN_ID.search(log.read_text(errors="replace")) if log.is_file() else None
+    if found is None:
+        return "the run had not started on the federation"
+    run_id = found.group(1)
+    done = subprocess.run([_flwr_bin(), "stop", run_id, CONNECTION], env=fed.env(), cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        return (f"stopping run {run_id} on the federation failed ({done.stdout.strip()} "
+                f"{done.stderr.strip()}); stop it with `flwr stop {run_id}`")
+    return f"run {run_id} was stopped on the federation (flwr stop)"
 
 
 def collect(settings: RunSettings, fed: Federation, server_outcome: Any,
@@ -425,6 +456,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-max-epsilon", action="append", default=[],
                         metavar="PARTY=EPS", help="a node's own privacy limit (repeatable)")
     args = parser.parse_intermixed_args(argv)
+    received = {"signal": signal.SIGINT}
+
+    def on_signal(signum: int, frame: object) -> None:  # SIGTERM stops a run as Ctrl-C does
+        received["signal"] = signal.Signals(signum)
+        raise KeyboardInterrupt(received["signal"].name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     try:
         if args.command == "down":
             stopped = down(args.dir)
@@ -443,6 +482,12 @@ def main(argv: list[str] | None = None) -> int:
     except CreditFLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (RunInterrupted, KeyboardInterrupt) as exc:
+        name = received["signal"].name
+        what = (f"{exc}; no report was written (the nodes' audit logs show what was sent)"
+                if isinstance(exc, RunInterrupted) else "nothing was running on the federation")
+        print(f"\nstopped by {name}: {what}", file=sys.stderr)
+        return 128 + int(received["signal"])
     print(render_report(results))
     print(f"Run directory: {Path(results['federation']['server_audit_log']).parents[1]}")
     return 0

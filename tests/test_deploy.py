@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -428,3 +430,43 @@ def test_a_local_process_without_the_nodes_secret_cannot_take_its_tasks(vertical
     # the node's own secret is accepted (no task is waiting)
     done = _ask_for_a_task(address, secret_file)
     assert done.returncode == 0 and "token: None" in done.stdout, done.stderr[-2000:]
+
+
+def test_ctrl_c_on_deploy_run_stops_the_run_on_the_federation(vertical_federation):
+    # issue 19, item 9: the run used to go on at the SuperLink and the nodes after Ctrl-C
+    fed = vertical_federation
+    before = set((fed.root / "runs").glob("*")) if (fed.root / "runs").is_dir() else set()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.deploy", "run", "--dir", str(fed.root),
+         "privacy=off", "train.epochs=200", "train.early_stopping=false"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        log = None
+        while time.monotonic() < deadline:
+            new = sorted(set((fed.root / "runs").glob("*")) - before)
+            if new:
+                name = new[0].name
+                log = fed.node_state("bureau") / name / "bureau" / "audit.jsonl"
+                if log.is_file() and log.read_text().count("train.embed") >= 3:
+                    break
+            time.sleep(0.3)
+        assert log is not None and log.is_file(), "the run did not start training"
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert "stopped by SIGINT: run" in err and "was stopped on the federation" in err, err
+    run_id = re.search(r"run (\d+) was stopped", err).group(1)
+    # the nodes get no more work: the bureau's log stops growing
+    time.sleep(3)
+    lines = log.read_text().count("\n")
+    time.sleep(3)
+    assert log.read_text().count("\n") == lines
+    listed = subprocess.run([deploy._flwr_bin(), "ls", "--run-id", run_id, "--format", "json",
+                             deploy.CONNECTION], env=fed.env(), cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert "stopped" in listed.stdout, listed.stdout[-2000:]
