@@ -190,9 +190,12 @@ def main(argv: list[str] | None = None) -> int:
                 supernode.wait()
     code = supernode.returncode
     if not stop.is_set() and code:
-        print(f"error: the SuperNode of '{args.party}' stopped with exit code {code} (a node "
-              "that is not registered, or connects without TLS, is refused by the SuperLink)",
-              file=sys.stderr)
+        print(f"error: the SuperNode of '{args.party}' stopped with exit code {code}: the "
+              f"SuperLink at {args.superlink} refused it (a node whose key is not registered, "
+              "or that connects without TLS, is refused; a SuperLink restarted without its "
+              "database has forgotten the registrations) or stayed unreachable for "
+              f"--max-retries {args.max_retries} attempts (stopped). Check with the "
+              "coordinator, then start the node again", file=sys.stderr)
         return code
     return 0
 

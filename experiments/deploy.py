@@ -85,6 +85,7 @@ class Federation:
     parties: list[str]
     columns: dict[str, list[str]] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -203,6 +204,28 @@ def write_party_files(settings: RunSettings, root: Path
 
 
 # --- up / run / down -------------------------------------------------------------------------
+def _start_superlink(fed: Federation) -> None:
+    """Start the SuperLink and the launcher of its ServerApps; wait until it listens."""
+    log = fed.root / "logs" / "superlink.log"
+    link = _start(fed.commands["superlink"], log, fed.env())
+    fed.pids["superlink"] = link.pid
+    fed.save()
+    _wait_for_port(int(fed.superlink.rsplit(":", 1)[1]), link, "the SuperLink", log)
+    launcher = _start([*fed.commands["serverapp-launcher"], "--parent-pid", str(link.pid)],
+                      fed.root / "logs" / "serverapp-launcher.log", fed.env())
+    fed.pids["serverapp-launcher"] = launcher.pid
+    fed.save()
+
+
+def restart_superlink(directory: Path) -> Federation:
+    """Stop the federation's SuperLink and start it again (its state is in its database)."""
+    fed = Federation.load(directory)
+    _stop([fed.pids.pop("serverapp-launcher")] if "serverapp-launcher" in fed.pids else [])
+    _stop([fed.pids.pop("superlink")] if "superlink" in fed.pids else [])
+    _start_superlink(fed)
+    return fed
+
+
 def _write_secret(path: Path) -> None:
     """Write a fresh 32-byte secret readable by its owner only."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -236,27 +259,23 @@ def up(directory: Path, overrides: list[str],
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
             f'address = "{fed.superlink}"\nroot-certificates = "{creds.ca_cert}"\n')
         bin_dir = Path(sys.executable).parent
-        log = fed.root / "logs" / "superlink.log"
         # the ServerApp's tasks go only to requests signed with this secret (our launcher's)
         secret = fed.root / "superlink" / "runtime-api.secret"
         _write_secret(secret)
-        link = _start([str(bin_dir / "flower-superlink"), "--ssl-ca-certfile",
-                       str(creds.ca_cert), "--ssl-certfile", str(creds.cert), "--ssl-keyfile",
-                       str(creds.key), "--enable-supernode-auth",
-                       "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
-                       "--port", str(port), "--isolation", "process",
-                       "--superexec-auth-secret-file", str(secret)], log, fed.env())
-        fed.pids["superlink"] = link.pid
-        fed.save()
-        _wait_for_port(port, link, "the SuperLink", log)
-        launcher = _start([sys.executable, "-m", "deployment.serverapp_launcher",
-                           "--runtime-api-address", fed.superlink, "--root-certificates",
-                           str(creds.ca_cert), "--secret-file", str(secret), "--token-dir",
-                           str(fed.root / "superlink" / "tokens"), "--parent-pid",
-                           str(link.pid)], fed.root / "logs" / "serverapp-launcher.log",
-                          fed.env())
-        fed.pids["serverapp-launcher"] = launcher.pid
-        fed.save()
+        # the SuperLink keeps its state (registered nodes, runs) in a database file, so that a
+        # restarted SuperLink still knows the nodes
+        fed.commands["superlink"] = [
+            str(bin_dir / "flower-superlink"), "--ssl-ca-certfile", str(creds.ca_cert),
+            "--ssl-certfile", str(creds.cert), "--ssl-keyfile", str(creds.key),
+            "--enable-supernode-auth", "--disable-runtime-dependency-installation",
+            "--host", "127.0.0.1", "--port", str(port), "--isolation", "process",
+            "--superexec-auth-secret-file", str(secret),
+            "--database", str(fed.root / "superlink" / "state.db")]
+        fed.commands["serverapp-launcher"] = [
+            sys.executable, "-m", "deployment.serverapp_launcher", "--runtime-api-address",
+            fed.superlink, "--root-certificates", str(creds.ca_cert), "--secret-file",
+            str(secret), "--token-dir", str(fed.root / "superlink" / "tokens")]
+        _start_superlink(fed)
         flwr = _flwr_bin()
         registering = [subprocess.Popen(
             [flwr, "supernode", "register", str(make_node_key(fed.root / "keys" / party)),
@@ -367,8 +386,7 @@ def run(directory: Path, overrides: list[str] | None = None, run_dir: Path | Non
             raise RunInterrupted(stop_run(fed, run_dir)) from exc
     train_seconds = time.perf_counter() - train_start
     if not (run_dir / OUTCOME).is_file():
-        raise DeployError(f"the ServerApp left no outcome in {run_dir / OUTCOME}; see "
-                          f"{run_dir / 'flwr_run.log'}")
+        raise DeployError(_no_outcome(fed, run_dir))
     found = pickle.loads((run_dir / OUTCOME).read_bytes())  # noqa: S301 (our own file)
     if "error" in found:
         raise found["error"]
@@ -382,6 +400,26 @@ def run(directory: Path, overrides: list[str] | None = None, run_dir: Path | Non
     results = write_run(run_dir, outcome, time.perf_counter() - start, plain,
                         audit_outcome(outcome))
     return results
+
+
+def _no_outcome(fed: Federation, run_dir: Path) -> str:
+    """Say why a run left no outcome, and what to do."""
+    now = Federation.load(fed.root)
+    link = now.pids.get("superlink")
+    log = run_dir / "flwr_run.log"
+    tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:]) \
+        if log.is_file() else ""
+    if link is None or not _alive(link):
+        return ("the SuperLink stopped during the run, and the run with it. Start the "
+                "federation again (`python -m experiments.deploy down`, then `up`) and run "
+                f"again. flwr run said: {tail}")
+    if link != fed.pids.get("superlink"):
+        return ("the SuperLink restarted during the run: the run in progress is lost (its "
+                "ServerApp's connection ended). The SuperLink keeps its registrations in its "
+                "database and the nodes reconnect by themselves: run again. flwr run said: "
+                f"{tail}")
+    return (f"the ServerApp left no outcome in {run_dir / OUTCOME}; flwr run said: {tail} "
+            f"(see {log} and {fed.root / 'logs'})")
 
 
 class RunInterrupted(Exception):

@@ -470,3 +470,28 @@ def test_ctrl_c_on_deploy_run_stops_the_run_on_the_federation(vertical_federatio
                              deploy.CONNECTION], env=fed.env(), cwd=REPO, capture_output=True,
                             text=True, timeout=60)
     assert "stopped" in listed.stdout, listed.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_a_superlink_restart_is_survived_between_runs_and_named_during_one(tmp_path):
+    # issue 19, item 10: a restart refused the nodes (registrations in memory) and a run in
+    # progress ended with "the ServerApp left no outcome" and nothing else
+    import threading
+
+    with deploy.local_federation(tmp_path, VERTICAL + ["privacy=off"]) as fed:
+        deploy.restart_superlink(fed.root)  # between runs: the nodes reconnect
+        assert "metrics" in deploy.run(fed.root)
+        failure: list[BaseException] = []
+
+        def long_run() -> None:
+            try:
+                deploy.run(fed.root, ["train.epochs=200", "train.early_stopping=false"])
+            except BaseException as exc:  # noqa: BLE001 (the test reads it)
+                failure.append(exc)
+        running = threading.Thread(target=long_run)
+        running.start()
+        time.sleep(12)  # in the middle of its training
+        deploy.restart_superlink(fed.root)
+        running.join(timeout=300)
+        assert failure and "the SuperLink restarted during the run" in str(failure[0]), failure
+        assert "metrics" in deploy.run(fed.root)  # and the federation works on
