@@ -357,12 +357,40 @@ def down(directory: Path) -> list[str]:
     return list(fed.pids)
 
 
+FIXED_BY_UP = ("seed", "data.name", "data.source", "data.n_customers", "data.id_column",
+               "data.label", "data.parties", "data.synthetic", "partition", "federation.mode",
+               "federation.parties")
+"""Settings ``up`` wrote the parties' files with (the synthetic population, who holds what):
+a run must keep them. The others (training, privacy, the split, the scaler...) are the run's."""
+
+
+def _setting(settings: RunSettings, key: str) -> Any:
+    value: Any = settings
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def check_matches_federation(fed: Federation, settings: RunSettings) -> None:
+    """Refuse, before anything is submitted, a run whose data settings differ from ``up``'s."""
+    base, _ = compose_settings(fed.overrides)
+    for key in FIXED_BY_UP:
+        theirs, mine = _setting(base, key), _setting(settings, key)
+        if mine != theirs:
+            raise ConfigError(
+                f"{key}: this run has {mine!r}, the federation in {fed.root} was brought up "
+                f"with {theirs!r} (`up` wrote each party's data with it, and the nodes hold "
+                f"that data). Run without overriding {key}, or bring a federation up with it "
+                "(`down`, then `up` with the override)")
+
+
 def run(directory: Path, overrides: list[str] | None = None, run_dir: Path | None = None,
         timeout: float = 3600) -> dict[str, Any]:
     """Run on the federation that is up in ``directory``; write and return results.json."""
     start = time.perf_counter()
     fed = Federation.load(directory)
     settings, plain = compose_settings(fed.overrides + list(overrides or []))
+    check_matches_federation(fed, settings)
     name = time.strftime("%Y-%m-%d_%H-%M-%S_") + settings.federation.mode.value
     run_dir = (run_dir or fed.root / "runs" / name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,16 @@ class AuditedGrid:
 
     def __init__(self, grid: Grid, log: AuditLog | None, poll: float = 0.05) -> None:
         self.grid, self.log, self.poll = grid, log, poll
+        self.sent_to: dict[str, int] = {}
+
+    def node_of(self, reply: Message) -> int:
+        """Return the node a reply answers for: where its message went.
+
+        An error reply the SuperLink makes itself (``Node Unavailable``: the node stopped or
+        lost its connection) comes from the SuperLink, not from the node.
+        """
+        return self.sent_to.get(reply.metadata.reply_to_message_id,
+                                reply.metadata.src_node_id)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.grid, name)
@@ -58,16 +68,38 @@ class AuditedGrid:
         sent = list(messages)
         for msg in sent:
             self._record("sent", msg, msg.metadata.dst_node_id)
-        waiting = set(self.grid.push_messages(sent))
+        ids = list(self.grid.push_messages(sent))
+        self.sent_to.update(zip(ids, (m.metadata.dst_node_id for m in sent), strict=True))
+        waiting = set(ids)
         end = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while waiting:
             got = list(self.grid.pull_messages(waiting))
             for msg in got:
-                self._record("received", msg, msg.metadata.src_node_id)
+                self._record("received", msg, self.node_of(msg))
             replies += got
             waiting -= {m.metadata.reply_to_message_id for m in got}
             if not waiting or (end is not None and time.monotonic() >= end):
                 break
             time.sleep(self.poll)
         return replies
+
+
+def node_of(grid: Grid, reply: Message) -> int:
+    """Return the node ``reply`` answers for (:meth:`AuditedGrid.node_of` on one)."""
+    if isinstance(grid, AuditedGrid):
+        return grid.node_of(reply)
+    return int(reply.metadata.src_node_id)
+
+
+UNAVAILABLE_HINT = ("its node stopped or lost its connection to the SuperLink; the run cannot "
+                    "go on without it")
+
+
+def explain(reason: str) -> str:
+    """Add what a Flower error reason means, where it is terse.
+
+    >>> explain("Error: Node Unavailable")  # doctest: +ELLIPSIS
+    'Error: Node Unavailable (its node stopped or lost its connection ...)'
+    """
+    return f"{reason} ({UNAVAILABLE_HINT})" if "Unavailable" in reason else reason

@@ -38,6 +38,7 @@ from federation.protocol import (
     auc_from_histograms,
     read_report,
 )
+from fl_server.audited_grid import node_of
 from fl_server.checkpoint import load_checkpoint, save_checkpoint
 from fl_server.screening import Exclusion, screen_replies
 from fl_server.settings import ServerSettings
@@ -287,7 +288,8 @@ def run_federation(grid: Grid, s: ServerSettings,
         replies = list(grid.send_and_receive(sent, timeout=f.round_timeout))
         if score_previous:
             _record_lender_scores(out, *_pool_lender_scores(replies, node_party, SCORED))
-        usable, excluded = screen_replies(server_round, sent, replies, arrays, node_party)
+        usable, excluded = screen_replies(server_round, sent, replies, arrays, node_party,
+                                          lambda reply: node_of(grid, reply))
         out.exclusions += excluded
         for e in excluded:
             log.warning("round %d: %s left out: %s", server_round, e.party, e.reason)

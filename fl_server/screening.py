@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ArrayRecord, Message
 
 from federation.protocol import ARRAYS, STATUS
+from fl_server.audited_grid import explain
 
 
 @dataclass(frozen=True)
@@ -34,20 +35,25 @@ def client_message(reason: str) -> str:
 
 
 def screen_replies(server_round: int, sent: Iterable[Message], replies: Iterable[Message],
-                   current: ArrayRecord, node_party: dict[int, str]
+                   current: ArrayRecord, node_party: dict[int, str],
+                   node_of: Callable[[Message], int] | None = None
                    ) -> tuple[list[Message], list[Exclusion]]:
-    """Keep replies with finite arrays of the right names and shapes; explain the rest."""
+    """Keep replies with finite arrays of the right names and shapes; explain the rest.
+
+    ``node_of`` names the node a reply answers for (an error the SuperLink made for an
+    unavailable node comes from the SuperLink).
+    """
     expected = {k: v.numpy().shape for k, v in current.items()}
     usable: list[Message] = []
     excluded: list[Exclusion] = []
     answered: set[int] = set()
     for reply in replies:
-        node = reply.metadata.src_node_id
+        node = node_of(reply) if node_of is not None else reply.metadata.src_node_id
         answered.add(node)
         party = node_party.get(node, f"node {node}")
         if reply.has_error():
-            excluded.append(Exclusion(server_round, party,
-                                      f"client error: {client_message(reply.error.reason or '')}"))
+            reason = explain(client_message(reply.error.reason or ""))
+            excluded.append(Exclusion(server_round, party, f"client error: {reason}"))
             continue
         status = reply.content.config_records.get(STATUS)
         if status is not None and "refused" in status:

@@ -29,6 +29,7 @@ from federation.protocol import (
     VerticalMessage,
     read_report,
 )
+from fl_server.audited_grid import explain, node_of
 from fl_server.rounds import FederationError, _wait_for_nodes
 from fl_server.settings import ServerSettings
 from models.metrics import ScoreSummary
@@ -104,15 +105,16 @@ class _Router:
         by_node = {v: k for k, v in self.node.items()}
         got: dict[str, RecordDict] = {}
         for reply in replies:
-            party = by_node.get(reply.metadata.src_node_id, str(reply.metadata.src_node_id))
+            node = node_of(self.grid, reply)
+            party = by_node.get(node, f"node {node}")
             if reply.has_error():
-                raise FederationError(f"{kind}: {party} failed: {reply.error.reason}")
+                raise FederationError(f"{name}: {party} failed: {explain(reply.error.reason)}")
             if self.recorder is not None:
                 self.recorder("in", reply.metadata.src_node_id, reply.content)
             self._count(party, "out", reply.content)
             refused = reply.content.config_records.get(CONFIG, ConfigRecord()).get("refused")
             if refused:
-                raise FederationError(f"{kind}: {party} refused: {refused!s}")
+                raise FederationError(f"{name}: {party} refused: {refused!s}")
             got[party] = reply.content
             metrics = reply.content.metric_records.get(METRICS)
             compute = metrics.get("compute_s") if metrics is not None else None

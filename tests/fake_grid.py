@@ -24,6 +24,7 @@ from federation.flower_compat.testing import task_identity
 
 RUN_ID = 1
 SERVER = 0
+SUPERLINK = 1
 
 
 class InProcessGrid(Grid):
@@ -31,7 +32,8 @@ class InProcessGrid(Grid):
 
     def __init__(self, client_app: ClientApp, n_nodes: int,
                  node_config: Callable[[int], dict[str, Any]] | None = None,
-                 drop: Callable[[Message], bool] | None = None) -> None:
+                 drop: Callable[[Message], bool] | None = None,
+                 unavailable: Callable[[Message], bool] | None = None) -> None:
         self.client_app = client_app
         self.contexts = {
             100 + i: Context(run_id=RUN_ID, node_id=100 + i,
@@ -40,6 +42,7 @@ class InProcessGrid(Grid):
                              state=RecordDict(), run_config={})
             for i in range(n_nodes)}
         self.drop = drop
+        self.unavailable = unavailable
         self.sent: list[Message] = []
         self.received: list[Message] = []
         self._replies: dict[str, Message] = {}
@@ -73,6 +76,14 @@ class InProcessGrid(Grid):
             ids.append(message_id)
             if self.drop is not None and self.drop(request):
                 continue  # the node never answers (a timeout)
+            if self.unavailable is not None and self.unavailable(request):
+                # the SuperLink answers for a node that is gone: the error comes from it
+                self._replies[message_id] = Message(Error(code=0, reason="Error: Node Unavailable"),  # type: ignore[call-overload]
+                                                    metadata=Metadata(
+                    run_id=RUN_ID, message_id=uuid.uuid4().hex, src_node_id=SUPERLINK,
+                    dst_node_id=SERVER, reply_to_message_id=message_id, group_id=m.group_id,
+                    created_at=time.time(), ttl=m.ttl, message_type=m.message_type))
+                continue
             try:
                 reply = self.client_app(request, self.contexts[m.dst_node_id])
             except Exception as exc:  # noqa: BLE001 (the engine's behaviour: an error reply)

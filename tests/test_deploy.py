@@ -495,3 +495,20 @@ def test_a_superlink_restart_is_survived_between_runs_and_named_during_one(tmp_p
         running.join(timeout=300)
         assert failure and "the SuperLink restarted during the run" in str(failure[0]), failure
         assert "metrics" in deploy.run(fed.root)  # and the federation works on
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("override", "key"), [
+    ("seed=7", "seed"), ("data.n_customers=2000", "data.n_customers"),
+    ("federation=horizontal", "federation.mode"),
+    ("federation.parties=[lender,bureau]", "federation.parties")])
+def test_a_run_whose_data_settings_differ_from_the_federations_is_refused_first(
+        tmp_path, override, key):
+    # issue 19, item 11: a run with another seed trained to the end, then crashed
+    fed = deploy.Federation(str(tmp_path), list(VERTICAL), "127.0.0.1:1", ["lender"])
+    fed.save()
+    with pytest.raises(ConfigError, match=rf"^{key}: this run has .* brought up with"):
+        deploy.run(tmp_path, [override])
+    assert not (tmp_path / "runs").exists()  # nothing was submitted or written
+    settings, _ = deploy.compose_settings(VERTICAL + ["train.epochs=5", "data.scaler=standard"])
+    deploy.check_matches_federation(fed, settings)  # the run's own settings may differ

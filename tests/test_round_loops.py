@@ -209,3 +209,20 @@ def test_a_lender_silent_at_the_final_evaluation_is_left_out_and_recorded(tmp_pa
         (e.round, e.party, e.reason) for e in outcome.exclusions]
     run = horizontal_outcome(settings, outcome, 0.0, 1.0)
     assert run.dataset["rows"]["test"] == int((rows[tuple(rows)[0]].split == TEST).sum())
+
+
+def test_a_node_that_is_gone_is_named_by_its_party(tmp_path):
+    # issue 19, item 11: "train.embed: 1 failed: Error: Node Unavailable" named the SuperLink's id
+    settings, _ = deploy.compose_settings(VERTICAL)
+    parties = ("lender", "bureau")
+    clients = party_settings(settings, parties, tmp_path / "parties")
+    app = make_vertical_client_app(VerticalSimulationSource(clients, settings.data,
+                                                            settings.seed))
+    grid = InProcessGrid(app, 2, unavailable=lambda m: m.metadata.message_type == str(
+        VerticalMessage.EMBED) and m.metadata.dst_node_id == 101)
+    outcome = VerticalOutcome()
+    run_server_app(make_vertical_server_app(vertical_server_settings(settings, parties,
+                                                                     tmp_path), outcome), grid)
+    party = {100: "lender", 101: "bureau"}  # who answered hello as which node
+    assert str(outcome.error).startswith(f"train.embed: {party[101]} failed: Error: Node "
+                                         "Unavailable (its node stopped")
