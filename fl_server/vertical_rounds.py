@@ -108,7 +108,8 @@ class _Router:
             node = node_of(self.grid, reply)
             party = by_node.get(node, f"node {node}")
             if reply.has_error():
-                raise FederationError(f"{name}: {party} failed: {explain(reply.error.reason or '')}")
+                reason = explain(reply.error.reason or "")
+                raise FederationError(f"{name}: {party} failed: {reason}")
             if self.recorder is not None:
                 self.recorder("in", reply.metadata.src_node_id, reply.content)
             self._count(party, "out", reply.content)
