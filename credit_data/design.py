@@ -16,7 +16,7 @@ import pandas as pd
 from credit_data.errors import DataError
 from credit_data.preprocessing import PartyPreprocessor
 from credit_data.settings import LABEL_HOLDER, DataSettings
-from credit_data.split import TRAIN, assign_split
+from credit_data.split import TRAIN, assign_split, check_label_splits
 from credit_data.tables import PartyTable, Population
 
 
@@ -72,7 +72,8 @@ def party_block(table: PartyTable, applicant_ids: pd.Index, settings: DataSettin
     train = assign_split(table.frame.index, seed, settings.split) == TRAIN
     if not train.any():
         raise DataError(f"{table.source}: party '{table.party}' has no rows in the training split")
-    pre = PartyPreprocessor(table.numeric, table.categorical, settings.scaler, seed)
+    pre = PartyPreprocessor(table.numeric, table.categorical, settings.scaler, seed,
+                            table.source)
     pre.fit(table.frame.loc[train])
     position = table.frame.index.get_indexer(applicant_ids)
     present = position >= 0
@@ -94,5 +95,6 @@ def build_design(population: Population, settings: DataSettings, seed: int) -> D
     blocks = {party: party_block(table, ids, settings, seed)
               for party, table in population.tables.items()}
     y = lender.labels[settings.label].to_numpy(dtype=np.float32)
-    return Design(ids=ids.to_numpy(dtype=object), y=y, split=assign_split(ids, seed,
-                  settings.split), blocks=blocks)
+    split = assign_split(ids, seed, settings.split)
+    check_label_splits(y, split, lender.source, settings.label)
+    return Design(ids=ids.to_numpy(dtype=object), y=y, split=split, blocks=blocks)

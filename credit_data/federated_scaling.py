@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from credit_data.errors import DataError
 from credit_data.summary import Sketch, categories_of, encode_columns, through_knots
 
 
@@ -103,6 +104,9 @@ def merge_moments(parts: list[dict[str, Any]], numeric: tuple[str, ...],
         total_sq = sum(p["numeric"][column][2] for p in parts)
         mu = total / count if count else 0.0
         var = max(total_sq / count - mu ** 2, 0.0) if count else 0.0
+        if not (np.isfinite(mu) and np.isfinite(var)):
+            raise DataError(f"column '{column}' cannot be standardized: the lenders' sums of "
+                            "its values overflow (values near 1e308?); rescale the column")
         mean.append(mu)
         std.append(float(np.sqrt(var)) if var > 1e-12 else 1.0)
         if count < rows:

@@ -8,6 +8,7 @@ the same column of the same file declared by two parties is an error.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import pandas as pd
 from credit_data.errors import ConfigError, DataError
 from credit_data.settings import LABEL_HOLDER, PARTIES, DataSettings, PartySource
 from credit_data.tables import PartyTable, Population
+
+log = logging.getLogger("credit_fl")
 
 
 def load_files(settings: DataSettings) -> Population:
@@ -71,6 +74,13 @@ def _check_no_shared_columns(parties: Mapping[str, PartySource], settings: DataS
             owner[key] = party
 
 
+MISSING_MARKERS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
+                   "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan",
+                   "null")
+"""What marks a missing value in a feature or label column (pandas' defaults, spelled out so
+that the ID column can be read without them)."""
+
+
 def _read_csv(path: Path, party: str, id_column: str,
               cache: dict[Path, pd.DataFrame]) -> pd.DataFrame:
     key = path.resolve()
@@ -85,15 +95,20 @@ def _read_csv(path: Path, party: str, id_column: str,
         if id_column not in header.columns:
             raise DataError(f"{path}: ID column '{id_column}' is missing; the file has columns "
                             f"{list(header.columns)[:12]}")
-        frame = pd.read_csv(path, dtype={id_column: str}, keep_default_na=True)
+        # an ID is text as written: "NA", "null" or "None" are IDs, not missing values; in the
+        # other columns pandas' usual markers of a missing value hold
+        frame = pd.read_csv(path, dtype={id_column: str}, keep_default_na=False,
+                            na_values={c: list(MISSING_MARKERS) for c in header.columns
+                                       if c != id_column})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV file: {exc}") from exc
     if frame.empty:
         raise DataError(f"{path}: file has a header but no rows")
     ids = frame[id_column]
-    if ids.isna().any():
-        raise DataError(f"{path}: column '{id_column}' has {int(ids.isna().sum())} empty IDs "
-                        f"(first at row {int(np.flatnonzero(ids.isna())[0]) + 2})")
+    empty = ids.isna() | (ids.str.strip() == "")
+    if empty.any():
+        raise DataError(f"{path}: column '{id_column}' has {int(empty.sum())} empty IDs "
+                        f"(first at row {int(np.flatnonzero(empty)[0]) + 2})")
     duplicated = ids[ids.duplicated()]
     if len(duplicated):
         raise DataError(f"{path}: column '{id_column}' has {len(duplicated)} duplicate IDs, "
@@ -133,6 +148,10 @@ def _load_party(party: str, source: PartySource, settings: DataSettings,
                         f"of party '{party}' (data.parties.{party}.categorical)")
 
     numeric = [c for c in features if c not in categorical]
+    constant = [c for c in features if frame[c].nunique(dropna=False) <= 1]
+    if constant:
+        log.warning("%s: column(s) %s hold a single value in every row: they carry no "
+                    "information for the model", path, constant)
     out = pd.DataFrame(index=frame.index)
     for column in numeric:
         out[column] = _numeric_column(frame[column], path, party, column)

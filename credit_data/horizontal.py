@@ -14,7 +14,7 @@ import pandas as pd
 
 from credit_data.partition import lender_names, partition_applicants
 from credit_data.settings import LABEL_HOLDER, DataSettings, PartitionSettings
-from credit_data.split import assign_split
+from credit_data.split import assign_split, check_label_splits
 from credit_data.tables import Population
 
 
@@ -70,6 +70,7 @@ def horizontal_rows(population: Population, parties: tuple[str, ...], data: Data
     frame, numeric, categorical = joined_columns(population, parties)
     y = lender.labels[data.label].to_numpy(dtype=np.float32)
     split = assign_split(lender.frame.index, seed, data.split)
+    check_label_splits(y, split, lender.source, data.label)
     owner = partition_applicants(partition, y, lender.frame, lender.source, seed)
     out = {}
     for k, name in enumerate(lender_names(partition.n_lenders)):

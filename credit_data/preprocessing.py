@@ -14,6 +14,7 @@ from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, QuantileTransformer, StandardScaler
 
+from credit_data.errors import DataError
 from credit_data.settings import Scaler
 from credit_data.summary import categories_of
 
@@ -32,7 +33,8 @@ class PartyPreprocessor:
     """
 
     def __init__(self, numeric: tuple[str, ...], categorical: tuple[str, ...], scaler: Scaler,
-                 seed: int) -> None:
+                 seed: int, source: str = "") -> None:
+        self.source = source  # the party's file, for errors
         self.numeric = numeric
         self.categorical = categorical
         self.scaler = scaler
@@ -72,13 +74,28 @@ class PartyPreprocessor:
         self._transformer = self._build(len(frame))
         x = self._transformer.fit_transform(self._prepare(frame))
         self.feature_names = self._names()
-        return np.asarray(x, dtype=np.float32)
+        return self._finite(np.asarray(x, dtype=np.float32), frame)
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Transform rows of this party to a dense float32 matrix."""
         if self._transformer is None:
             raise RuntimeError("PartyPreprocessor.transform called before fit")
-        return np.asarray(self._transformer.transform(self._prepare(frame)), dtype=np.float32)
+        return self._finite(np.asarray(self._transformer.transform(self._prepare(frame)),
+                                       dtype=np.float32), frame)
+
+    def _finite(self, x: np.ndarray, frame: pd.DataFrame) -> np.ndarray:
+        """Return ``x``, or name the columns whose values the scaler could not represent."""
+        bad = ~np.isfinite(x).all(axis=0)
+        if not bad.any():
+            return x
+        columns = sorted({self.feature_names[i].split("=")[0].removesuffix(".missing")
+                          for i in np.flatnonzero(bad)})
+        largest = ", ".join(f"'{c}' up to {float(np.nanmax(np.abs(frame[c]))):.3g}"
+                            for c in columns if c in self.numeric)
+        where = f"{self.source}: " if self.source else ""
+        raise DataError(f"{where}column(s) {columns} cannot be scaled with data.scaler="
+                        f"{self.scaler.value} ({largest}): the values overflow it; use "
+                        "data.scaler=quantile or rescale the column(s)")
 
     def _prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
         out = frame[list(self.numeric) + list(self.categorical)].copy()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from credit_data.errors import ConfigError
+from credit_data.errors import ConfigError, DataError
 from credit_data.settings import SplitSettings
 
 TRAIN, VAL, TEST = 0, 1, 2
@@ -49,3 +49,28 @@ def assign_split(ids: pd.Index | np.ndarray, seed: int, settings: SplitSettings)
     out[u < settings.val + settings.test] = VAL
     out[u < settings.test] = TEST
     return out
+
+
+def check_label_splits(y: np.ndarray, split: np.ndarray, source: str, label: str) -> None:
+    """Refuse labelled rows that cannot train: every split needs defaulters and the others.
+
+    A file of a few rows used to pass the checks and fail deep inside training (a division by
+    zero, an empty array).
+
+    >>> check_label_splits(np.array([0, 1, 1.0]), np.array([0, 0, 1]), "a.csv", "y")
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    credit_data.errors.DataError: a.csv: the val split has 1 rows (1 with y=1), the test ...
+    """
+    problems = []
+    for code, name in SPLITS.items():
+        part = y[split == code]
+        positives = int((part == 1).sum())
+        if len(part) == 0 or positives in (0, len(part)):
+            problems.append(f"the {name} split has {len(part)} rows ({positives} with "
+                            f"{label}=1)")
+    if problems:
+        raise DataError(f"{source}: {', '.join(problems)}: each of the train, validation and "
+                        f"test splits needs rows of both classes ({len(y)} rows in all; a few "
+                        "hundred at least, with both classes in each split)")

@@ -17,7 +17,7 @@ import pandas as pd
 from credit_data.errors import DataError
 from credit_data.preprocessing import PartyPreprocessor
 from credit_data.settings import DataSettings
-from credit_data.split import TRAIN, assign_split
+from credit_data.split import TRAIN, assign_split, check_label_splits
 from credit_data.summary import Sketch
 from credit_data.tables import PartyTable
 
@@ -71,6 +71,7 @@ def node_rows(table: PartyTable, settings: DataSettings, seed: int,
     y = None
     if table.labels is not None:
         y = table.labels[settings.label].to_numpy(dtype=np.float32)
+        check_label_splits(y, split, table.source, settings.label)
     ids = [str(i) for i in table.frame.index]
     if sketch is not None:
         return NodeRows(party=table.party, ids=ids, x=sketch.transform(table.frame), split=split,
@@ -78,7 +79,8 @@ def node_rows(table: PartyTable, settings: DataSettings, seed: int,
                         summary_selection_delta=summary_selection_delta,
                         summary_base_rate=sketch.base_rate,
                         source_columns=len(table.features))
-    pre = PartyPreprocessor(table.numeric, table.categorical, settings.scaler, seed)
+    pre = PartyPreprocessor(table.numeric, table.categorical, settings.scaler, seed,
+                            table.source)
     x_train = pre.fit_transform(table.frame.loc[train])  # each row is transformed once
     x = np.empty((len(split), x_train.shape[1]), np.float32)
     x[train] = x_train

@@ -50,7 +50,7 @@ from credit_data.errors import ConfigError
 from credit_data.files import load_party
 from credit_data.horizontal import LenderRows
 from credit_data.settings import LABEL_HOLDER, PartySource
-from credit_data.split import assign_split
+from credit_data.split import assign_split, check_label_splits
 from credit_data.vertical import NodeRows
 from deployment.run_config import COLUMNS, RUN_NAME, RUN_SETTINGS, run_settings
 from federation.alignment import ChannelKeys
@@ -275,8 +275,9 @@ def _lender_rows(run_text: str, columns_text: str, node: NodeConfig) -> LenderRo
     table = load_party(LABEL_HOLDER, source, run.data)
     assert table.labels is not None
     y = table.labels[run.data.label].to_numpy(dtype=np.float32)
-    return LenderRows(node.party, table.frame, numeric, categorical, y,
-                      assign_split(table.frame.index, run.seed, run.data.split))
+    split = assign_split(table.frame.index, run.seed, run.data.split)
+    check_label_splits(y, split, table.source, run.data.label)
+    return LenderRows(node.party, table.frame, numeric, categorical, y, split)
 
 
 def vertical_source(context: Context) -> tuple[ClientSettings, NodeRows]:
