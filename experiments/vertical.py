@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,10 @@ def _check_settings(settings: RunSettings) -> None:
                           "privacy.embedding_epsilon")
     if settings.federation.faults:
         raise ConfigError("federation.faults is not supported in vertical mode")
+    stop = settings.federation.stop_after
+    if stop is not None and not 1 <= stop < settings.train.epochs:
+        raise ConfigError(f"federation.stop_after={stop}: a vertical run stops after an epoch "
+                          f"before its last (train.epochs={settings.train.epochs})")
 
 
 def _check_parties(settings: RunSettings, parties: tuple[str, ...]) -> None:
@@ -164,6 +169,12 @@ def run_vertical(settings: RunSettings, run_dir: Path,
         data_seconds = time.perf_counter() - start
 
         state_dir = run_dir / "parties"
+        if settings.resume is not None:  # the nodes continue from their own kept state
+            old = Path(settings.resume)
+            if not (old / "parties").is_dir():
+                raise ConfigError(f"resume={old}: no vertical run's node state there")
+            if old.resolve() != run_dir.resolve():
+                shutil.copytree(old / "parties", state_dir, dirs_exist_ok=True)
         clients = party_settings(settings, parties, state_dir)
         server = vertical_server_settings(settings, parties, run_dir)
         outcome = VerticalOutcome()
@@ -228,6 +239,7 @@ def vertical_outcome(settings: RunSettings, parties: tuple[str, ...], outcome: V
         federation={
             "engine": "simulation",  # experiments.deploy sets "deployment"
             "parties": list(parties), "epochs": outcome.epochs,
+            "stopped_after": outcome.stopped_after, "resumed_from": settings.resume,
             "exchanges_per_epoch": f.exchanges_per_epoch, "local_epochs": f.local_epochs,
             "message_rounds": outcome.message_rounds,
             "seconds_by_message": outcome.seconds_by_kind,

@@ -1,13 +1,18 @@
-"""A node's secret noise source, kept in its own Flower state, and the rows it preprocesses.
+"""A node's secret noise source, kept on its own disk, and the rows it preprocesses.
 
 The key is drawn from the operating system's cryptographic source the first time the node
-needs it and kept in ``context.state`` (the node's own state, which Flower never sends), so
+needs it and kept in the run's state directory on the node's disk (``noise.key``, mode 0600;
+a node without one keeps it in ``context.state``, which Flower never sends), so
 every message of a run sees the same key: what a mechanism draws once (label flips, a
-release's noisy embeddings, the noisy summary behind the preprocessing) stays drawn once. Each
-run uses the key keyed again by its run id (Flower may carry a node's state into a later run).
+release's noisy embeddings, the noisy summary behind the preprocessing) stays drawn once, in a
+resumed run too. A key kept in ``context.state`` is keyed again by the run's id (Flower may
+carry a node's state into a later run); a state directory is the run's own.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 from flwr.app import ConfigRecord, Context
@@ -24,12 +29,15 @@ from privacy.settings import PrivacyMechanism, PrivacySettings
 from privacy.summary import noisy_summary, summary_plan
 
 NOISE_STATE = "noise-source"
+NOISE_KEY_FILE = "noise.key"
 
 
 def node_noise(context: Context, settings: ClientSettings) -> NoiseSource:
     """Return the node's noise source: its secret key from its state, drawn there on first use."""
     if settings.privacy.reproducible_noise:
         return NoiseSource.reproducible(settings.seed, settings.party)
+    if settings.state_dir:
+        return kept_noise(Path(settings.state_dir) / settings.party / NOISE_KEY_FILE)
     record = context.state.config_records.get(NOISE_STATE)
     if record is None:
         source = NoiseSource.fresh()
@@ -37,6 +45,25 @@ def node_noise(context: Context, settings: ClientSettings) -> NoiseSource:
     else:
         source = NoiseSource(bytes(record["key"]), True)  # type: ignore[arg-type]
     return source.for_run(context.run_id)
+
+
+def kept_noise(path: Path) -> NoiseSource:
+    """Return the run's key kept at ``path`` (mode 0600), drawn from the OS on first use.
+
+    The run's own state directory holds it, so a resumed run (which continues in a copy of
+    that directory) draws nothing twice: the same label flips, the same noisy summary.
+    """
+    if path.is_file():
+        return NoiseSource(path.read_bytes(), True)
+    source = NoiseSource.fresh()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker of the node drew it first
+        return NoiseSource(path.read_bytes(), True)
+    with os.fdopen(fd, "wb") as out:
+        out.write(source.key)
+    return source
 
 
 def summary_target(privacy: PrivacySettings, party: str) -> float | None:

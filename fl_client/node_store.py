@@ -46,3 +46,32 @@ def save_state(settings: ClientSettings, context: Context, state: NodeState) -> 
         context.state.config_records[RECORD] = ConfigRecord({"blob": state.to_bytes()})
     else:
         write_atomic(path, state.to_bytes(), mode=0o600)
+
+
+BOUNDARY_FILE = "node_state.boundary.pt"
+
+
+def at_epoch_start(settings: ClientSettings, state: NodeState, epoch: int,
+                   chunk: int) -> NodeState:
+    """Keep the node's state as it is at the start of each epoch; go back to it on a resume.
+
+    A run stopped in the middle of an epoch resumes from the server's checkpoint at the end of
+    the epoch before, so a node that had gone further returns to its copy of that point, with
+    what it spent since carried over (:meth:`NodeState.carry_spend_from`). A node without a
+    state directory keeps no copy.
+    """
+    path = state_path(settings)
+    if path is None or chunk not in (0, -1):
+        return state
+    boundary = path.with_name(BOUNDARY_FILE)
+    if not state.last or state.last[0] < epoch:  # the normal course: keep the copy
+        write_atomic(boundary, state.to_bytes(), mode=0o600)
+        return state
+    kept = NodeState.from_bytes(boundary.read_bytes() if boundary.is_file() else None)
+    if not kept.last or kept.last[0] != epoch - 1:
+        raise RuntimeError(f"{settings.party}: this node's state is past epoch {epoch - 1} "
+                           f"(it last exchanged epoch {state.last[0]}, chunk {state.last[1]}) "
+                           "and it kept no copy of that point; the run cannot resume here")
+    kept.carry_spend_from(state)
+    write_atomic(path, kept.to_bytes(), mode=0o600)
+    return kept

@@ -33,7 +33,7 @@ from federation.protocol import (
 )
 from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod
 from fl_client.node_noise import node_noise
-from fl_client.node_store import load_state, save_state
+from fl_client.node_store import at_epoch_start, load_state, save_state
 from fl_client.settings import ClientSettings
 from fl_client.vertical_task import BudgetRefusal, LenderNode, NodeState, PassiveNode
 
@@ -153,15 +153,17 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
         config, state = _config(msg), load_state(settings, context)
         grads = unpack(msg.content.array_records.get(ARRAYS)).get("grads")
         prev = cast(list[int], config["prev"]) if "prev" in config else None
+        epoch, chunk = int(cast(int, config["epoch"])), int(cast(int, config["chunk"]))
+        state = at_epoch_start(settings, state, epoch, chunk)
         try:
             node = PassiveNode(settings, rows, node_noise(context, settings))
             train, val, metrics = node.exchange(
-                state, epoch=int(cast(int, config["epoch"])),
-                chunk=int(cast(int, config["chunk"])), grads=grads,
+                state, epoch=epoch, chunk=chunk, grads=grads,
                 prev=(int(prev[0]), int(prev[1])) if prev else None,
                 val_epoch=int(cast(int, config["val_epoch"])))
         except BudgetRefusal as refusal:
             return _reply(msg, settings.party, config={"refused": str(refusal)})
+        state.last = [epoch, chunk]
         save_state(settings, context, state)
         values = {"train": train} | ({"val": val} if val is not None else {})
         metrics["compute_s"] = time.perf_counter() - start
@@ -180,14 +182,16 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
         if node.flip > 0:  # the lender's own audit log shows the flips stay the same
             context.state.config_records[AUDIT_NOTE] = ConfigRecord(
                 {"label_flips_sha256": node.flip_digest()})
+        epoch, chunk = int(cast(int, config["epoch"])), int(cast(int, config["chunk"]))
+        state = at_epoch_start(settings, state, epoch, chunk)
         try:
             grads, metrics = node.exchange(
-                state, epoch=int(cast(int, config["epoch"])),
-                chunk=int(cast(int, config["chunk"])),
+                state, epoch=epoch, chunk=chunk,
                 embeddings={p: values[f"{p}.train"] for p in passive}, val=val,
                 val_epoch=int(cast(int, config["val_epoch"])))
         except BudgetRefusal as refusal:
             return _reply(msg, settings.party, config={"refused": str(refusal)})
+        state.last = [epoch, chunk]
         save_state(settings, context, state)
         metrics["compute_s"] = time.perf_counter() - start
         return _reply(msg, settings.party, metrics, {f"{p}.grads": g for p, g in grads.items()})

@@ -78,6 +78,25 @@ class NodeState:
     watched_best: float = float("-inf")
     history: list[dict[str, float]] = field(default_factory=list)
     leakage: np.ndarray | None = None
+    last: list[int] = field(default_factory=list)  # the (epoch, chunk) last exchanged
+    step_log: list[list[int]] = field(default_factory=list)  # (epoch, steps) per chunk trained
+    abandoned_steps: int = 0  # DP-SGD steps of work a resumed run went back over
+    abandoned_releases: int = 0  # embedding releases of such work
+
+    def carry_spend_from(self, later: NodeState) -> None:
+        """Go back to this (earlier) state, keeping what ``later`` spent since.
+
+        The work a resumed run does again was done once already, and what it released left
+        the node: it stays counted, and the repeat composes on top (per record: in each epoch
+        a record sits in one chunk, so an epoch's repeated chunks add at most their largest
+        step count).
+        """
+        repeated: dict[int, int] = {}
+        for epoch, steps in later.step_log[len(self.step_log):]:
+            repeated[epoch] = max(repeated.get(epoch, 0), steps)
+        self.abandoned_steps = later.abandoned_steps + sum(repeated.values())
+        self.abandoned_releases = later.abandoned_releases + (
+            len(later.releases) - len(self.releases))
 
     def to_bytes(self) -> bytes:
         """Serialize (the node's own state; never sent): tensors and plain values only."""
@@ -166,7 +185,7 @@ class _Node:
         """
         plan = self._dp_plan(n_train)
         assert plan is not None
-        steps = sum(state.dp_steps.values()) + extra_steps
+        steps = sum(state.dp_steps.values()) + state.abandoned_steps + extra_steps
         history = [*self.rows.summary_history] + (
             [(plan.noise_multiplier, plan.sample_rate, steps)] if steps else [])
         delta = self._delta(n_train)
@@ -193,6 +212,7 @@ class _Node:
     def _count_steps(self, state: NodeState, epoch: int, steps: int) -> None:
         """Each record sits in one chunk per epoch: it composes over its chunk's steps."""
         state.dp_steps[epoch] = max(state.dp_steps.get(epoch, 0), steps)
+        state.step_log.append([epoch, steps])
 
     def _generators(self, *purpose: object) -> tuple[torch.Generator, torch.Generator | None]:
         """Batching and noise generators: secret under DP-SGD, public (the seed) without."""
@@ -380,13 +400,13 @@ class PassiveNode(_Node):
         p = self.settings.privacy
         assert p.embedding_epsilon is not None
         z = self._release_multiplier()
-        history = [*self.rows.summary_history] + (
-            [(z, 1.0, len(state.releases))] if state.releases else [])
+        releases = len(state.releases) + state.abandoned_releases
+        history = [*self.rows.summary_history] + ([(z, 1.0, releases)] if releases else [])
         spent = epsilon_of(history, self._embedding_delta())
         self._guard(spent, "releasing embeddings", p.embedding_epsilon)
         return {"embedding_epsilon": spent,
                 "embedding_delta": self._embedding_delta() + self.rows.summary_selection_delta,
-                "embedding_noise_multiplier": z, "embedding_releases": len(state.releases),
+                "embedding_noise_multiplier": z, "embedding_releases": releases,
                 "embedding_sensitivity": 2.0 * p.embedding_clip,
                 "embedding_selection_delta": self.rows.summary_selection_delta,
                 "embedding_summary_noise_multiplier": self._summary_multiplier()}

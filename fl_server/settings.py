@@ -50,4 +50,4 @@ def vertical_server_settings(run: RunSettings, parties: tuple[str, ...], run_dir
     return ServerSettings(seed=run.seed, model=run.model, federation=run.federation,
                           privacy=run.privacy, n_clients=len(parties), numeric=(),
                           categorical=(), run_dir=str(run_dir), parties=parties,
-                          train_epochs=run.train.epochs)
+                          train_epochs=run.train.epochs, resume_dir=run.resume)

@@ -13,9 +13,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from credit_data.ids import describe
@@ -30,6 +32,7 @@ from federation.protocol import (
     read_report,
 )
 from fl_server.audited_grid import explain, node_of
+from fl_server.checkpoint import load_checkpoint, save_checkpoint
 from fl_server.rounds import FederationError, _wait_for_nodes
 from fl_server.settings import ServerSettings
 from models.metrics import ScoreSummary
@@ -58,6 +61,8 @@ class VerticalOutcome:
     report: dict[str, ScoreSummary] = field(default_factory=dict)
     split_rows: dict[str, int] = field(default_factory=dict)
     epochs: int = 0
+    stopped_after: int | None = None
+    resumed_after: int | None = None
     message_rounds: int = 0
     seconds_by_kind: dict[str, float] = field(default_factory=dict)
     compute_seconds: dict[str, float] = field(default_factory=dict)
@@ -263,6 +268,42 @@ def _record_privacy(ledger: PrivacyLedger, epoch: int, party: str, metrics: Any,
             selection_delta=m.get("embedding_selection_delta"), noise=noise))
 
 
+def _checkpoint(out: VerticalOutcome, s: ServerSettings, epoch: int, grads: dict[str, Any],
+                prev: list[int] | None) -> None:
+    """Keep where the server stands after ``epoch``: the nodes keep their own state."""
+    state = {k: v for k, v in out.__dict__.items() if k not in ("ledger", "error")}
+    save_checkpoint(Path(s.run_dir), {
+        "mode": "vertical", "epoch": epoch, "prev": prev, "parties": list(s.parties),
+        "grads": {p: np.asarray(g.numpy()) for p, g in grads.items()},
+        "outcome": state, "ledger": out.ledger.state_dict() if out.ledger is not None else None,
+        "privacy": repr(s.privacy), "exchanges_per_epoch": s.federation.exchanges_per_epoch})
+
+
+def _resume(out: VerticalOutcome, s: ServerSettings, passive: tuple[str, ...]
+            ) -> tuple[int, dict[str, Any], list[int] | None]:
+    """Continue from an earlier run's checkpoint: its outcome so far, its last gradients."""
+    assert s.resume_dir is not None
+    ckpt = load_checkpoint(Path(s.resume_dir))
+    if ckpt.get("mode") != "vertical":
+        raise FederationError(f"resume={s.resume_dir}: not a vertical run's checkpoint")
+    for what, then, now in (("parties", ckpt["parties"], list(s.parties)),
+                            ("privacy settings", ckpt["privacy"], repr(s.privacy)),
+                            ("federation.exchanges_per_epoch", ckpt["exchanges_per_epoch"],
+                             s.federation.exchanges_per_epoch)):
+        if then != now:
+            raise FederationError(f"resume={s.resume_dir}: the {what} changed since the "
+                                  f"checkpoint ({then} then, {now} now)")
+    for key, value in ckpt["outcome"].items():
+        if key not in ("parties", "columns", "id_shapes"):  # the nodes said them again
+            setattr(out, key, value)
+    if out.ledger is not None and ckpt["ledger"] is not None:
+        out.ledger.load_state_dict(ckpt["ledger"])
+    out.resumed_after = int(ckpt["epoch"])
+    log.info("resuming after epoch %d of %s (alignment kept)", ckpt["epoch"], s.resume_dir)
+    grads = {p: Array(g) for p, g in ckpt["grads"].items() if p in passive}
+    return int(ckpt["epoch"]), grads, ckpt["prev"]
+
+
 def run_vertical_federation(grid: Grid, s: ServerSettings,
                             recorder: Recorder | None = None) -> VerticalOutcome:
     """Align, train exchange by exchange until the lender stops, then score."""
@@ -276,14 +317,17 @@ def run_vertical_federation(grid: Grid, s: ServerSettings,
     mechanisms = s.privacy.vertical_mechanisms()
     out.ledger = PrivacyLedger(*mechanisms) if mechanisms else None
     noise = "reproducible" if s.privacy.reproducible_noise else "os"
-    start = time.perf_counter()
-    _align(router, passive)
-    out.history.append({"step": "alignment", "seconds": time.perf_counter() - start})
-
     grads: dict[str, Any] = {}
     prev: list[int] | None = None
     epoch, k = 0, f.exchanges_per_epoch
+    if s.resume_dir is not None:  # the nodes kept their alignment: it is not redone
+        epoch, grads, prev = _resume(out, s, passive)
+    else:
+        start = time.perf_counter()
+        _align(router, passive)
+        out.history.append({"step": "alignment", "seconds": time.perf_counter() - start})
     stop = False
+    best_known = 0
     while not stop:
         epoch += 1
         start = time.perf_counter()
@@ -311,6 +355,8 @@ def run_vertical_federation(grid: Grid, s: ServerSettings,
                                       "passive": list(passive)}),
                 ARRAYS: ArrayRecord(values)})})[LABEL_HOLDER]
             metrics = head[METRICS]
+            if "best_epoch" in metrics:
+                best_known = int(cast(float, metrics["best_epoch"]))
             if val_epoch:
                 row = next(r for r in out.history if r.get("epoch") == val_epoch)
                 row["val_auc"] = float(cast(float, metrics["val_auc"]))
@@ -334,7 +380,14 @@ def run_vertical_federation(grid: Grid, s: ServerSettings,
         if not stop:
             out.epochs = epoch
             out.history[-1]["seconds"] = time.perf_counter() - start
-    best = int(cast(float, head[METRICS]["best_epoch"]))
+            if not last:
+                _checkpoint(out, s, epoch, grads, prev)
+            if f.stop_after == epoch:
+                out.stopped_after = epoch
+                log.warning("stopping after epoch %d (federation.stop_after); continue with "
+                            "resume=%s", epoch, s.run_dir)
+                break
+    best = best_known
     finals = router.send(VerticalMessage.FINAL, {p: _config(best_epoch=best) for p in passive})
     values = {f"{p}.{name}": finals[p][ARRAYS][name] for p in passive
               for name in ("train", "val", "test")}
