@@ -37,6 +37,7 @@ import dataclasses
 import functools
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any, cast
 
@@ -165,18 +166,54 @@ def _budget(node: NodeConfig) -> LifetimeBudget:
     return LifetimeBudget.of(node.state_dir, node.data_path, node.max_epsilon)
 
 
+LIFETIME_RUN = "lifetime-run"
+"""In a resumed run's directory: the name of the run it continues (its first run), under which
+the node's lifetime ledger keeps the spend: a resumed run's figures include the earlier ones."""
+RESUME_SKIPS = ("audit.jsonl", "audit.key")
+"""Not carried into a resumed run: it keeps an audit log (and key) of its own."""
+
+
+def resume_state(node: NodeConfig, run: RunSettings, name: str) -> Path:
+    """Return the run's directory; for a resumed run, first make it a copy of the earlier one's.
+
+    Only the earlier run's name is taken from the coordinator's ``resume`` path, checked like
+    any run name: the node copies its own directory, never a path the coordinator chose.
+    """
+    run_dir = run_state_dir(node.state_dir, name)
+    if run.resume is None or run_dir.exists():
+        return run_dir
+    earlier = run_state_dir(node.state_dir, Path(run.resume).name)
+    if not earlier.is_dir():
+        raise ConfigError(f"resume={run.resume}: this node kept no state of run "
+                          f"'{earlier.name}'; it cannot continue it")
+    partial = run_dir.with_name(f".{run_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(earlier, partial, ignore=shutil.ignore_patterns(*RESUME_SKIPS))
+    first = earlier / LIFETIME_RUN
+    (partial / LIFETIME_RUN).write_text(first.read_text() if first.is_file() else earlier.name)
+    partial.rename(run_dir)
+    return run_dir
+
+
+def lifetime_run(node: NodeConfig, run: RunSettings, name: str) -> str:
+    """Return the run under which the lifetime ledger counts this run's spend (its first)."""
+    kept = resume_state(node, run, name) / LIFETIME_RUN
+    return kept.read_text().strip() if kept.is_file() else name
+
+
 def _settings(context: Context) -> tuple[RunSettings, NodeConfig, ClientSettings]:
     run = run_settings(str(context.run_config[RUN_SETTINGS]))
     node = NodeConfig.from_context(dict(context.node_config))
     name = str(context.run_config[RUN_NAME])
-    run_dir = run_state_dir(node.state_dir, name)
+    run_dir = resume_state(node, run, name)
+    spender = lifetime_run(node, run, name)
     # a real node never runs the label-leakage attack (a research tool of the simulation) and
     # never misbehaves on purpose, whatever the run config asks; its cap for this run is what
     # its lifetime budget has left
     keys = (ChannelKeys(node.signing_key, node.peer_keys, name)
             if node.signing_key is not None and node.peer_keys is not None else None)
     client = client_settings(run, node.party, str(run_dir), privacy=node_privacy(
-        run.privacy.for_party(node.party), _budget(node).left(name), node.reproducible_noise),
+        run.privacy.for_party(node.party), _budget(node).left(spender), node.reproducible_noise),
         channel_keys=keys)
     return run, node, client
 
@@ -221,7 +258,7 @@ def lifetime_budget_mod(msg: Message, context: Context,
     """
     run = run_settings(str(context.run_config[RUN_SETTINGS]))
     node = NodeConfig.from_context(dict(context.node_config))
-    name = str(context.run_config[RUN_NAME])
+    name = lifetime_run(node, run, str(context.run_config[RUN_NAME]))
     budget, cap = _budget(node), node.max_epsilon
     if cap is not None:
         why = unaccounted(run.privacy.for_party(node.party), node.party, run.federation.mode)

@@ -75,9 +75,10 @@ KEYS: tuple[Key, ...] = (
         "direction_auc, attack_auc}}`. Computed from the training rows' scores: an evaluation "
         "tool, outside every guarantee"),
     Key("federation", ("object",), "vertical: `parties`, `epochs`, `exchanges_per_epoch`, "
-        "`local_epochs`, `message_rounds`, `stopped_after`, `resumed_from`, `alignment.<party>.{lender_rows, party_rows, "
-        "intersection}`, `communication.<party>.{messages_in, bytes_in, messages_out, "
-        "bytes_out}`, `alignment_seconds`, `seconds_by_message`, `compute_seconds`, `warnings[]` "
+        "`local_epochs`, `message_rounds`, `stopped_after`, `resumed_from`, "
+        "`alignment.<party>.{lender_rows, party_rows, intersection}`, "
+        "`communication.<party>.{messages_in, bytes_in, messages_out, bytes_out}`, "
+        "`alignment_seconds`, `seconds_by_message`, `compute_seconds`, `warnings[]` "
         "(a party that knows under 5% of the applicants, with the shapes of the IDs); "
         "horizontal: "
         "`strategy`, `clients`, `rounds`, `completed_rounds`, `stopped_after`, `local_epochs`, "

@@ -512,3 +512,34 @@ def test_a_run_whose_data_settings_differ_from_the_federations_is_refused_first(
     assert not (tmp_path / "runs").exists()  # nothing was submitted or written
     settings, _ = deploy.compose_settings(VERTICAL + ["train.epochs=5", "data.scaler=standard"])
     deploy.check_matches_federation(fed, settings)  # the run's own settings may differ
+
+
+def _run_dir(results: dict) -> Path:
+    return Path(results["federation"]["server_audit_log"]).parents[1]
+
+
+@pytest.mark.slow
+def test_a_deployed_vertical_run_resumes_without_a_new_alignment(vertical_federation):
+    # issue 19, item 12: a deployed run that stopped part-way had to start again from nothing
+    fed = vertical_federation
+    same = ["privacy=off", "train.epochs=3", "train.early_stopping=false"]
+    whole = deploy.run(fed.root, same)
+    first = deploy.run(fed.root, [*same, "federation.stop_after=1"])
+    assert first["federation"]["stopped_after"] == 1
+    second = deploy.run(fed.root, [*same, f"resume={_run_dir(first)}"])
+    assert second["federation"]["resumed_from"] == str(_run_dir(first))
+    assert second["metrics"]["test"]["auc"] == whole["metrics"]["test"]["auc"]
+    log = fed.node_state("bureau") / _run_dir(second).name / "bureau" / "audit.jsonl"
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+    assert "train.embed" in events and not [e for e in events if "psi" in e]
+
+
+@pytest.mark.slow
+def test_a_deployed_horizontal_run_resumes_with_the_same_ledger(horizontal_federation):
+    fed, _ = horizontal_federation
+    same = ["privacy=dpsgd", "privacy.target_epsilon=3", "federation.rounds=3"]
+    whole = deploy.run(fed.root, same)
+    first = deploy.run(fed.root, [*same, "federation.stop_after=1"])
+    second = deploy.run(fed.root, [*same, f"resume={_run_dir(first)}"])
+    assert second["federation"]["completed_rounds"] == 3
+    assert second["privacy"]["epsilon"] == pytest.approx(whole["privacy"]["epsilon"], rel=1e-9)

@@ -34,3 +34,40 @@ def test_a_private_key_written_over_a_loose_file_is_owner_only(tmp_path):
     make_node_key(key)
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert key.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+
+
+def _node(tmp_path):
+    from deployment.client_app import NodeConfig
+
+    data = tmp_path / "bureau.csv"
+    data.write_text("id,x\na,1\n")
+    return NodeConfig(party="bureau", data_path=data, state_dir=tmp_path / "state")
+
+
+def _resuming(path: str):
+    from federation.run_settings import RunSettings
+
+    return RunSettings(resume=path)
+
+
+def test_a_resumed_run_copies_only_the_nodes_own_earlier_run(tmp_path):
+    from deployment.client_app import lifetime_run, resume_state
+
+    node = _node(tmp_path)
+    first = node.state_dir / "run-1" / "bureau"
+    first.mkdir(parents=True)
+    (first / "node_state.pt").write_bytes(b"state")
+    (first / "audit.jsonl").write_text("{}\n")
+    # the coordinator's path is read for its last component only, checked as a run name
+    second = resume_state(node, _resuming("/coordinator/runs/run-1"), "run-2")
+    assert (second / "bureau" / "node_state.pt").read_bytes() == b"state"
+    assert not (second / "bureau" / "audit.jsonl").exists()  # a log of its own
+    # the lifetime ledger counts a chain of resumed runs as its first run
+    assert lifetime_run(node, _resuming("/x/run-1"), "run-2") == "run-1"
+    resume_state(node, _resuming("/x/run-2"), "run-3")
+    assert lifetime_run(node, _resuming("/x/run-2"), "run-3") == "run-1"
+    with pytest.raises(ConfigError, match="run-name '..' from the coordinator"):
+        resume_state(node, _resuming("/x/.."), "run-4")
+    with pytest.raises(ConfigError, match="kept no state of run 'run-9'"):
+        resume_state(node, _resuming("/x/run-9"), "run-5")
+    assert not (node.state_dir / "run-4").exists() and not (node.state_dir / "run-5").exists()
