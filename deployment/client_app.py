@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -55,7 +57,7 @@ from credit_data.split import assign_split, check_label_splits
 from credit_data.vertical import NodeRows
 from deployment.run_config import COLUMNS, RUN_NAME, RUN_SETTINGS, run_settings
 from federation.alignment import ChannelKeys
-from federation.lifetime_budget import LifetimeBudget, spend_figures
+from federation.lifetime_budget import LifetimeBudget, dataset_fingerprint, spend_figures
 from federation.protocol import CONFIG, STATUS, reported_epsilon
 from federation.run_settings import RunSettings
 from federation.settings import Mode
@@ -136,6 +138,8 @@ def node_privacy(privacy: PrivacySettings, own_cap: float | None,
 
 
 RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+RESERVED_NAMES = frozenset({"budget", "node-config.toml", "runtime-api.secret"})
+"""What the node keeps in its state directory besides its runs."""
 
 
 def run_state_dir(state_dir: Path, run_name: str) -> Path:
@@ -155,6 +159,9 @@ def run_state_dir(state_dir: Path, run_name: str) -> Path:
     if not RUN_NAME_PATTERN.fullmatch(run_name) or run_name in (".", ".."):
         raise ConfigError(f"run-name {run_name!r} from the coordinator is not a plain name "
                           "(letters, digits, '.', '_', '-'); refused")
+    if run_name in RESERVED_NAMES:
+        raise ConfigError(f"run-name {run_name!r} from the coordinator names the node's own "
+                          "files; refused")
     root = state_dir.resolve()
     path = (root / run_name).resolve()
     if path.parent != root:
@@ -173,31 +180,83 @@ RESUME_SKIPS = ("audit.jsonl", "audit.key")
 """Not carried into a resumed run: it keeps an audit log (and key) of its own."""
 
 
-def resume_state(node: NodeConfig, run: RunSettings, name: str) -> Path:
-    """Return the run's directory; for a resumed run, first make it a copy of the earlier one's.
+RUN_RECORD = "run.json"
+"""In each run's directory: the Flower run it belongs to, a digest of its settings and the
+fingerprint of the data file, checked by every later message and by a resume."""
+RESUMED_BY = "resumed-by"
+"""In a run's directory once a later run continues it: that run's name (one resume only)."""
 
-    Only the earlier run's name is taken from the coordinator's ``resume`` path, checked like
-    any run name: the node copies its own directory, never a path the coordinator chose.
+
+def settings_digest(run: RunSettings) -> str:
+    """SHA-256 of the run's settings but those a resume may change (resume, stop_after, verbose).
+
+    >>> settings_digest(RunSettings()) == settings_digest(RunSettings(resume="x", verbose=False))
+    True
+    """
+    same = dataclasses.replace(run, resume=None, verbose=False, federation=dataclasses.replace(
+        run.federation, stop_after=None))
+    text = json.dumps(dataclasses.asdict(same), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def resume_state(node: NodeConfig, run: RunSettings, name: str,
+                 flower_run: int | None = None) -> Path:
+    """Return the run's directory, made and recorded at its first message.
+
+    A run name belongs to one Flower run: a message of another run under the same name is
+    refused. A resumed run's directory starts as a copy of the earlier run's: only the earlier
+    run's name is taken from the coordinator's ``resume`` path, checked like any run name; its
+    settings (but ``resume``, ``stop_after`` and ``verbose``) and data file must be the earlier
+    run's, and an earlier run is continued once (no forks).
     """
     run_dir = run_state_dir(node.state_dir, name)
-    if run.resume is None or run_dir.exists():
+    mine = {"flower_run": flower_run, "settings": settings_digest(run),
+            "data": dataset_fingerprint(node.data_path)}
+    record = run_dir / RUN_RECORD
+    if run_dir.exists():
+        kept = json.loads(record.read_text()) if record.is_file() else {}
+        if flower_run is not None and kept.get("flower_run") not in (None, flower_run):
+            raise ConfigError(f"run-name {name!r} belongs to another run at this node (Flower "
+                              f"run {kept['flower_run']}); a run name is used once")
         return run_dir
-    earlier = run_state_dir(node.state_dir, Path(run.resume).name)
-    if not earlier.is_dir():
-        raise ConfigError(f"resume={run.resume}: this node kept no state of run "
-                          f"'{earlier.name}'; it cannot continue it")
     partial = run_dir.with_name(f".{run_dir.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(earlier, partial, ignore=shutil.ignore_patterns(*RESUME_SKIPS))
-    first = earlier / LIFETIME_RUN
-    (partial / LIFETIME_RUN).write_text(first.read_text() if first.is_file() else earlier.name)
+    if run.resume is None:
+        partial.mkdir(parents=True)
+    else:
+        earlier = run_state_dir(node.state_dir, Path(run.resume).name)
+        earlier_record = earlier / RUN_RECORD
+        if not earlier_record.is_file():
+            raise ConfigError(f"resume={run.resume}: this node kept no state of run "
+                              f"'{earlier.name}'; it cannot continue it")
+        then = json.loads(earlier_record.read_text())
+        for what, key in (("settings differ", "settings"), ("data file differs", "data")):
+            if then.get(key) != mine[key]:
+                raise ConfigError(f"resume={run.resume}: the {what} from run "
+                                  f"'{earlier.name}''s at this node; a resumed run keeps them")
+        try:
+            fd = os.open(earlier / RESUMED_BY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(name)
+        except FileExistsError:
+            if (earlier / RESUMED_BY).read_text() != name:
+                raise ConfigError(f"resume={run.resume}: run '{earlier.name}' was already "
+                                  f"continued by run '{(earlier / RESUMED_BY).read_text()}'; "
+                                  "a run is continued once") from None
+        shutil.copytree(earlier, partial,
+                        ignore=shutil.ignore_patterns(*RESUME_SKIPS, RESUMED_BY, RUN_RECORD))
+        first = earlier / LIFETIME_RUN
+        (partial / LIFETIME_RUN).write_text(first.read_text() if first.is_file()
+                                            else earlier.name)
+    (partial / RUN_RECORD).write_text(json.dumps(mine))
     partial.rename(run_dir)
     return run_dir
 
 
-def lifetime_run(node: NodeConfig, run: RunSettings, name: str) -> str:
+def lifetime_run(node: NodeConfig, run: RunSettings, name: str,
+                 flower_run: int | None = None) -> str:
     """Return the run under which the lifetime ledger counts this run's spend (its first)."""
-    kept = resume_state(node, run, name) / LIFETIME_RUN
+    kept = resume_state(node, run, name, flower_run) / LIFETIME_RUN
     return kept.read_text().strip() if kept.is_file() else name
 
 
@@ -205,8 +264,8 @@ def _settings(context: Context) -> tuple[RunSettings, NodeConfig, ClientSettings
     run = run_settings(str(context.run_config[RUN_SETTINGS]))
     node = NodeConfig.from_context(dict(context.node_config))
     name = str(context.run_config[RUN_NAME])
-    run_dir = resume_state(node, run, name)
-    spender = lifetime_run(node, run, name)
+    run_dir = resume_state(node, run, name, context.run_id)
+    spender = lifetime_run(node, run, name, context.run_id)
     # a real node never runs the label-leakage attack (a research tool of the simulation) and
     # never misbehaves on purpose, whatever the run config asks; its cap for this run is what
     # its lifetime budget has left
@@ -258,7 +317,7 @@ def lifetime_budget_mod(msg: Message, context: Context,
     """
     run = run_settings(str(context.run_config[RUN_SETTINGS]))
     node = NodeConfig.from_context(dict(context.node_config))
-    name = lifetime_run(node, run, str(context.run_config[RUN_NAME]))
+    name = lifetime_run(node, run, str(context.run_config[RUN_NAME]), context.run_id)
     budget, cap = _budget(node), node.max_epsilon
     if cap is not None:
         why = unaccounted(run.privacy.for_party(node.party), node.party, run.federation.mode)
@@ -284,12 +343,11 @@ def lifetime_budget_mod(msg: Message, context: Context,
                                      f"max-epsilon {cap:g} spent by earlier runs)")
     figures = spend_figures(reported_epsilon(reply.content))
     if figures:
-        total, _ = budget.would_spend(name, figures)
-        if cap is not None and total > cap + 1e-9:
+        recorded, total = budget.check_and_record(name, figures)
+        if not recorded:
             return _refusal(msg, node.party, (
                 f"{node.party}: this reply would take the node's lifetime epsilon on its data "
                 f"to {total:.3f}, past its max-epsilon {cap:g}; it was not sent"))
-        budget.record(name, figures)
     return reply
 
 

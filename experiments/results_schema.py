@@ -88,7 +88,9 @@ KEYS: tuple[Key, ...] = (
         "`node_audit_logs.<party>`, `server_audit_log`)", when="vertical and horizontal runs"),
     Key("audit_logs", ("object", "null"), "where the audit logs stood when the run ended (their "
         "anchors, from the server's log): `server.{seq, head, key}` and `nodes.<party>.{seq, "
-        "head, key}` (`head`: the last line's hash; `key`: the writer's Ed25519 public key, hex); "
+        "head, key}` (`head`: the last line's hash; `key`: the writer's Ed25519 public key, hex), "
+        "`problems[]` (anchors that do not hang together: a party named by two nodes, a key "
+        "that changed, a `seq` that went back); "
         "null for centralized and local runs. `credit-fl audit verify <log> --head H --key K` "
         "checks a log against its anchor"),
     Key("timing", ("object",), "`wall_s`, `data_s`, `train_s` (seconds), `train_rows_per_s`"),

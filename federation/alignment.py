@@ -35,6 +35,7 @@ embedding and gradient that travels later.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +76,21 @@ class ChannelKeys:
     run: str
 
 
-def _context(run: str, sender: str, public: bytes) -> bytes:
-    return f"credit-fl alignment channel key|{run}|{sender}|".encode() + public
+def transcript(*messages: bytes) -> bytes:
+    """SHA-256 of the PSI messages a channel key answers, each length-prefixed.
+
+    >>> transcript(b"ab", b"c") != transcript(b"a", b"bc")
+    True
+    """
+    digest = hashlib.sha256()
+    for message in messages:
+        digest.update(len(message).to_bytes(8, "big"))
+        digest.update(message)
+    return digest.digest()
+
+
+def _context(run: str, sender: str, public: bytes, answers: bytes) -> bytes:
+    return f"credit-fl alignment channel key|{run}|{sender}|".encode() + public + answers
 
 
 @dataclass(frozen=True)
@@ -125,12 +139,16 @@ class ChannelAuth:
                 peers[path.name.removesuffix(".pub")] = public
         return cls(party, keys.run, own, peers)
 
-    def seal(self, public: bytes) -> bytes:
-        """Return this node's channel public key followed by its signature."""
-        return public + self.key.sign(_context(self.run, self.party, public),
+    def seal(self, public: bytes, answers: bytes = b"") -> bytes:
+        """Return this node's channel public key followed by its signature.
+
+        ``answers`` (a :func:`transcript`) binds the key to the PSI messages it goes with, so
+        that a router cannot pair a genuine key with PSI messages of its own.
+        """
+        return public + self.key.sign(_context(self.run, self.party, public, answers),
                                       ec.ECDSA(hashes.SHA384()))
 
-    def open(self, blob: bytes, sender: str) -> bytes:
+    def open(self, blob: bytes, sender: str, answers: bytes = b"") -> bytes:
         """Return ``sender``'s channel public key once its signature checks; refuse otherwise."""
         public, signature = blob[:KEY_BYTES], blob[KEY_BYTES:]
         peer = self.peers.get(sender)
@@ -138,13 +156,14 @@ class ChannelAuth:
             raise AlignmentError(f"{self.party}: no public key of {sender} among the peer keys; "
                                  "the channel cannot be authenticated")
         try:
-            peer.verify(signature, _context(self.run, sender, public),
+            peer.verify(signature, _context(self.run, sender, public, answers),
                         ec.ECDSA(hashes.SHA384()))
         except (InvalidSignature, ValueError) as exc:
             raise AlignmentError(
                 f"{self.party}: the {sender}'s channel key is not signed by the {sender}'s node "
-                "key: someone between the nodes (the server routing it) replaced or stripped "
-                "it; the alignment is refused") from exc
+                "key together with the PSI messages it came with: someone between the nodes "
+                "(the server routing it) replaced or stripped it, or sent PSI messages of its "
+                "own; the alignment is refused") from exc
         return public
 
 
@@ -153,14 +172,14 @@ def channel_auth(party: str, keys: ChannelKeys | None) -> ChannelAuth | None:
     return None if keys is None else ChannelAuth.load(party, keys)
 
 
-def seal_key(auth: ChannelAuth | None, public: bytes) -> bytes:
-    """Sign ``public`` where the node has a key; send it as it is otherwise."""
-    return public if auth is None else auth.seal(public)
+def seal_key(auth: ChannelAuth | None, public: bytes, answers: bytes = b"") -> bytes:
+    """Sign ``public`` (with its PSI messages) where the node has a key; else send it as is."""
+    return public if auth is None else auth.seal(public, answers)
 
 
-def open_key(auth: ChannelAuth | None, blob: bytes, sender: str) -> bytes:
+def open_key(auth: ChannelAuth | None, blob: bytes, sender: str, answers: bytes = b"") -> bytes:
     """Check ``sender``'s signature where the node has peer keys; take the key as it is else."""
-    return blob[:KEY_BYTES] if auth is None else auth.open(blob, sender)
+    return blob[:KEY_BYTES] if auth is None else auth.open(blob, sender, answers)
 
 
 def _shared_key(own: X25519PrivateKey, peer: bytes, party: str) -> bytes:

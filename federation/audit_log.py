@@ -251,22 +251,39 @@ def verify(path: Path | str, *, head: str | None = None, key: str | None = None)
 def anchors(server_log: Path | str) -> dict[str, Any]:
     """Return the anchors a run's server log holds: its own and each party's last one.
 
-    The server's log records, on every message it received, the anchor the sending node
-    attached (its party, last ``seq``, ``head`` and ``key``); the last one per party is the
-    node's log as it stood when the run ended.
+    The server's log records, on every message it received, the node it came from and the
+    anchor that node attached (the party it names, its last ``seq``, ``head`` and ``key``); the
+    last one per party is the node's log as it stood when the run ended. Anchors that do not
+    hang together are listed under ``problems``: a party named by two nodes (one framing
+    another), a node naming two parties, a key that changed or a ``seq`` that went back.
     """
     texts = Path(server_log).read_text(encoding="utf-8").splitlines()
     nodes: dict[str, dict[str, Any]] = {}
+    sender: dict[str, Any] = {}
+    named: dict[Any, str] = {}
+    problems: list[str] = []
     last: dict[str, Any] = {}
     for text in texts:
         last = parse_line(text)
         node = last.get("node_log")
-        if isinstance(node, dict) and "party" in node:
-            nodes[str(node["party"])] = {k: node[k] for k in ("seq", "head", "key")}
+        if not (isinstance(node, dict) and "party" in node):
+            continue
+        party, node_id = str(node["party"]), last.get("node")
+        if sender.setdefault(party, node_id) != node_id:
+            problems.append(f"{party} is named by node {node_id} and node {sender[party]}")
+        if named.setdefault(node_id, party) != party:
+            problems.append(f"node {node_id} names {party} and {named[node_id]}")
+        before = nodes.get(party)
+        if before is not None and (before["key"] != node["key"]
+                                   or int(node["seq"]) <= int(before["seq"])):
+            problems.append(f"{party}'s log changed key or went back (seq {before['seq']} then "
+                            f"{node['seq']})")
+        nodes[party] = {k: node[k] for k in ("seq", "head", "key")}
     first = parse_line(texts[0]) if texts else {}
     server = ({"seq": int(last["seq"]), "head": str(last["hash"]), "key": first.get("key")}
               if last else None)
-    return {"server": server, "nodes": dict(sorted(nodes.items()))}
+    return {"server": server, "nodes": dict(sorted(nodes.items())),
+            "problems": sorted(set(problems))}
 
 
 def main(argv: list[str] | None = None) -> int:

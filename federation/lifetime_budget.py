@@ -6,7 +6,10 @@ keeps one ledger per dataset, ``<state-dir>/budget/<fingerprint>.jsonl``, where 
 is the SHA-256 of the data file's bytes (the same file moved or copied keeps its ledger; a
 changed file is another dataset). The ledger is an authenticated log
 (:mod:`federation.audit_log`): one line each time a run's spend grows, verified at every read,
-so a ledger that was edited, cut or emptied stops the node instead of giving it a fresh budget.
+so a ledger whose lines were edited, reordered, removed from the middle or emptied stops the
+node instead of giving it a fresh budget. It guards against the coordinator and against
+accidents, not against the node's operator: lines cut off the end, a deleted file or a backup
+put back are not detected (the operator can reset the budget anyway).
 
 How a run's spend adds up (basic composition, an upper bound): within a run, each mechanism's
 figure is cumulative (the node's accountant composes its steps), and a noisy summary is
@@ -18,8 +21,11 @@ the history stays.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,15 +129,42 @@ class LifetimeBudget:
         others = sum(run_spend(f) for r, f in runs.items() if r != run)
         return float(others + run_spend(merged)), merged
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the ledger's lock: two runs at the node read and write it one after the other."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.with_suffix(".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def record(self, run: str, figures: dict[str, float]) -> float:
         """Record a reply's figures for ``run``; return the lifetime total."""
-        total, merged = self.would_spend(run, figures)
-        if merged != self.runs().get(run, {}):
-            AuditLog(self.path).append("spend", run=run, figures=merged,
-                                       lifetime_epsilon=total, dataset=self.dataset)
+        with self._locked():
+            total, merged = self.would_spend(run, figures)
+            if merged != self.runs().get(run, {}):
+                AuditLog(self.path).append("spend", run=run, figures=merged,
+                                           lifetime_epsilon=total, dataset=self.dataset)
         return total
+
+    def check_and_record(self, run: str, figures: dict[str, float]) -> tuple[bool, float]:
+        """Record ``figures`` if the total stays within the cap; return (recorded, total).
+
+        The check and the write happen under the lock, so two runs cannot both pass it.
+        """
+        with self._locked():
+            total, merged = self.would_spend(run, figures)
+            if self.cap is not None and total > self.cap + 1e-9:
+                return False, total
+            if merged != self.runs().get(run, {}):
+                AuditLog(self.path).append("spend", run=run, figures=merged,
+                                           lifetime_epsilon=total, dataset=self.dataset)
+        return True, total
 
     def reset(self, reason: str) -> None:
         """Start the budget again (the partner's decision; the history stays in the ledger)."""
-        AuditLog(self.path).append("reset", reason=reason, spent_before=self.spent(),
-                                   dataset=self.dataset)
+        with self._locked():
+            AuditLog(self.path).append("reset", reason=reason, spent_before=self.spent(),
+                                       dataset=self.dataset)

@@ -12,11 +12,13 @@ carry a node's state into a later run); a state directory is the run's own.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from flwr.app import ConfigRecord, Context
 
+from credit_data.errors import PrivacyLedgerError
 from credit_data.settings import LABEL_HOLDER, DataSettings
 from credit_data.summary import column_counts, sketch_from_summaries
 from credit_data.tables import PartyTable
@@ -30,6 +32,7 @@ from privacy.summary import noisy_summary, summary_plan
 
 NOISE_STATE = "noise-source"
 NOISE_KEY_FILE = "noise.key"
+KEY_BYTES = 32
 
 
 def node_noise(context: Context, settings: ClientSettings) -> NoiseSource:
@@ -51,19 +54,29 @@ def kept_noise(path: Path) -> NoiseSource:
     """Return the run's key kept at ``path`` (mode 0600), drawn from the OS on first use.
 
     The run's own state directory holds it, so a resumed run (which continues in a copy of
-    that directory) draws nothing twice: the same label flips, the same noisy summary.
+    that directory) draws nothing twice: the same label flips, the same noisy summary. The key
+    is written whole to a file of its own and then linked into place, so no reader ever sees a
+    partial key; a key file of another length is refused.
     """
-    if path.is_file():
-        return NoiseSource(path.read_bytes(), True)
-    source = NoiseSource.fresh()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another worker of the node drew it first
-        return NoiseSource(path.read_bytes(), True)
-    with os.fdopen(fd, "wb") as out:
-        out.write(source.key)
-    return source
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=".noise-")  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(NoiseSource.fresh().key)
+                out.flush()
+                os.fsync(out.fileno())
+            try:
+                os.link(name, path)  # atomic; fails if another worker was first
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(name)
+    key = path.read_bytes()
+    if len(key) != KEY_BYTES:
+        raise PrivacyLedgerError(f"{path}: a noise key of {len(key)} bytes, not {KEY_BYTES}; "
+                                 "the node refuses to draw noise from it")
+    return NoiseSource(key, True)
 
 
 def summary_target(privacy: PrivacySettings, party: str) -> float | None:

@@ -53,25 +53,39 @@ BOUNDARY_FILE = "node_state.boundary.pt"
 
 def at_epoch_start(settings: ClientSettings, state: NodeState, epoch: int,
                    chunk: int) -> NodeState:
-    """Keep the node's state as it is at the start of each epoch; go back to it on a resume.
+    """Check an exchange's place in the run; keep or restore the state at each epoch's start.
 
-    A run stopped in the middle of an epoch resumes from the server's checkpoint at the end of
-    the epoch before, so a node that had gone further returns to its copy of that point, with
-    what it spent since carried over (:meth:`NodeState.carry_spend_from`). A node without a
-    state directory keeps no copy.
+    * Any exchange at or before the last one this node made is refused, but for the start of
+      an epoch: training on the same records again would spend privacy the node never counts.
+    * At the start of an epoch the node keeps a copy of its state. A run stopped in the middle
+      of an epoch resumes from the server's checkpoint at the end of the epoch before, so a node
+      that had gone further returns to its copy of that point, with what it did since carried
+      over (:meth:`NodeState.carry_spend_from`). A node without a state directory keeps no copy
+      and cannot go back.
     """
+    start = chunk in (0, -1)
+    behind = bool(state.last) and (epoch, chunk) <= (state.last[0], state.last[1])
+    if not start:
+        if behind:
+            raise RuntimeError(f"{settings.party}: epoch {epoch}, chunk {chunk} was already "
+                               f"exchanged at this node (it is at epoch {state.last[0]}, chunk "
+                               f"{state.last[1]}); training on the same records again is "
+                               "refused")
+        return state
     path = state_path(settings)
-    if path is None or chunk not in (0, -1):
+    going_back = bool(state.last) and state.last[0] >= epoch
+    if not going_back:  # the normal course: keep the copy
+        if path is not None:
+            write_atomic(path.with_name(BOUNDARY_FILE), state.to_bytes(), mode=0o600)
         return state
-    boundary = path.with_name(BOUNDARY_FILE)
-    if not state.last or state.last[0] < epoch:  # the normal course: keep the copy
-        write_atomic(boundary, state.to_bytes(), mode=0o600)
-        return state
-    kept = NodeState.from_bytes(boundary.read_bytes() if boundary.is_file() else None)
-    if not kept.last or kept.last[0] != epoch - 1:
+    boundary = path.with_name(BOUNDARY_FILE) if path is not None else None
+    found = boundary is not None and boundary.is_file()
+    kept = NodeState.from_bytes(boundary.read_bytes() if found else None)  # type: ignore[union-attr]
+    if not found or (kept.last[0] if kept.last else 0) != epoch - 1:
         raise RuntimeError(f"{settings.party}: this node's state is past epoch {epoch - 1} "
                            f"(it last exchanged epoch {state.last[0]}, chunk {state.last[1]}) "
                            "and it kept no copy of that point; the run cannot resume here")
     kept.carry_spend_from(state)
+    assert path is not None
     write_atomic(path, kept.to_bytes(), mode=0o600)
     return kept

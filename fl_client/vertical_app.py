@@ -203,10 +203,15 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
         best = int(cast(int, config["best_epoch"]))
         if settings.party != LABEL_HOLDER:
             node = PassiveNode(settings, rows, node_noise(context, settings))
-            embeddings = node.final(state, best)
+            try:
+                embeddings = node.final(state, best)
+            except BudgetRefusal as refusal:
+                return _reply(msg, settings.party, config={"refused": str(refusal)})
             if settings.state_dir:
                 node.write_leakage(state, Path(settings.state_dir) / settings.party)
-            return _reply(msg, settings.party, values=embeddings)
+            # what the node has spent, on its last reply too (its audit log, its budget)
+            spent = node.embedding_spend(state) if node.noisy else {}
+            return _reply(msg, settings.party, spent, values=embeddings)
         passive = _passive(config)
         values = unpack(msg.content.array_records.get(ARRAYS))
         out_dir = Path(settings.state_dir) / settings.party if settings.state_dir else None

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from credit_data.errors import BudgetRefusal
+from credit_data.errors import AlignmentError, BudgetRefusal
 from credit_data.settings import LABEL_HOLDER
 from credit_data.split import SPLITS, TEST, TRAIN, VAL
 from credit_data.vertical import NodeRows, assign_chunk
@@ -29,6 +29,7 @@ from federation.alignment import (
     channel_auth,
     open_key,
     seal_key,
+    transcript,
 )
 from federation.protocol import auc_of_scores
 from fl_client.settings import ClientSettings
@@ -84,19 +85,24 @@ class NodeState:
     abandoned_releases: int = 0  # embedding releases of such work
 
     def carry_spend_from(self, later: NodeState) -> None:
-        """Go back to this (earlier) state, keeping what ``later`` spent since.
+        """Go back to this (earlier) state, keeping what ``later`` spent and released since.
 
-        The work a resumed run does again was done once already, and what it released left
-        the node: it stays counted, and the repeat composes on top (per record: in each epoch
-        a record sits in one chunk, so an epoch's repeated chunks add at most their largest
-        step count).
+        The DP-SGD steps a resumed run does again were done once already and their effect
+        left the node: they stay counted, and the repeat composes on top (per record: in each
+        epoch a record sits in one chunk, so an epoch's repeated chunks add at most their
+        largest step count). Embedding releases are kept as they were, with the encoder each
+        came from: a repeated exchange sends the same noisy values again (a release drawn
+        anew from another encoder with the same noise would reveal their difference).
         """
         repeated: dict[int, int] = {}
         for epoch, steps in later.step_log[len(self.step_log):]:
             repeated[epoch] = max(repeated.get(epoch, 0), steps)
         self.abandoned_steps = later.abandoned_steps + sum(repeated.values())
-        self.abandoned_releases = later.abandoned_releases + (
-            len(later.releases) - len(self.releases))
+        self.abandoned_releases = later.abandoned_releases
+        for epoch in later.releases:
+            if epoch not in self.releases:
+                self.releases.append(epoch)
+                self.snapshots[epoch] = later.snapshots[epoch]
 
     def to_bytes(self) -> bytes:
         """Serialize (the node's own state; never sent): tensors and plain values only."""
@@ -251,15 +257,21 @@ class PassiveNode(_Node):
         """Blind and compress the own IDs for PSI; keep the PSI key."""
         side = PartyAlignment(self.settings.party, self.rows.ids)
         state.keys["psi"] = side.psi_key
-        return side.setup(lender_rows)
+        setup = side.setup(lender_rows)
+        state.keys["setup"] = transcript(setup)  # what the channel key will be signed with
+        return setup
 
     def answer(self, state: NodeState, request: bytes, lender_key: bytes) -> tuple[bytes, bytes]:
         """Answer the lender's PSI request; keep the agreed channel key."""
+        if "channel" in state.keys:  # each answer tells whether a set of IDs is known here
+            raise AlignmentError(f"{self.settings.party}: the lender's PSI request was already "
+                                 "answered in this run; a second one is refused")
         auth = channel_auth(self.settings.party, self.settings.channel_keys)
         side = PartyAlignment(self.settings.party, self.rows.ids, psi_key=state.keys["psi"])
-        response, public = side.answer(request, open_key(auth, lender_key, LABEL_HOLDER))
+        lender_public = open_key(auth, lender_key, LABEL_HOLDER, transcript(request))
+        response, public = side.answer(request, lender_public)
         state.keys["channel"] = side.channel_key
-        return response, seal_key(auth, public)
+        return response, seal_key(auth, public, transcript(state.keys["setup"], response))
 
     def receive(self, state: NodeState, sealed: bytes) -> int:
         """Open the intersection the lender sealed; keep its positions in the own table."""
@@ -412,8 +424,18 @@ class PassiveNode(_Node):
                 "embedding_summary_noise_multiplier": self._summary_multiplier()}
 
     def final(self, state: NodeState, best_epoch: int) -> dict[str, np.ndarray]:
-        """Embeddings of every split from the encoder the lender's best epoch used."""
+        """Embeddings of every split from the encoder the lender's best epoch used.
+
+        Refused before the node has trained in this run, and, with embedding noise, from an
+        encoder whose release was never counted (the untrained encoder's, for one).
+        """
+        if not state.last:
+            raise BudgetRefusal(f"{self.settings.party}: no final embeddings before this node "
+                                "has trained in this run")
         version = state.version.get(best_epoch, max(state.snapshots, default=0))
+        if self.noisy and version not in state.releases:
+            raise BudgetRefusal(f"{self.settings.party}: the final embeddings would come from "
+                                f"an encoder (epoch {version}) whose release was never counted")
         encoder = self._encoder(state.snapshots[version]) if state.snapshots else \
             self._encoder(state.model)
         return {name: self._release(state, version, self._split_positions(state, split), split,
@@ -465,11 +487,14 @@ class LenderNode(_Node):
     # alignment ---------------------------------------------------------------------------
     def request(self, state: NodeState) -> tuple[bytes, bytes]:
         """Blind the applicant IDs once for every party."""
+        if "psi" in state.keys:
+            raise AlignmentError(f"{self.settings.party}: the applicants were already blinded "
+                                 "for this run; a second PSI request is refused")
         side = LenderAlignment(self.rows.ids)
         state.keys["psi"], state.keys["channel"] = side.keys()
         request, public = side.request()
         return request, seal_key(channel_auth(self.settings.party, self.settings.channel_keys),
-                                 public)
+                                 public, transcript(request))
 
     def intersect(self, state: NodeState,
                   answers: dict[str, tuple[bytes, bytes, bytes]]) -> dict[str, bytes]:
@@ -479,9 +504,12 @@ class LenderNode(_Node):
         intersected side by side, one thread each: the elliptic-curve work runs in
         ``openmined.psi``'s C++ without Python's lock, and it is most of the alignment's time.
         """
+        if state.masks:  # each intersection counts the lender's applicants a party knows
+            raise AlignmentError(f"{self.settings.party}: the intersections of this run were "
+                                 "already computed; a second request is refused")
         auth = channel_auth(self.settings.party, self.settings.channel_keys)
-        checked = {party: (setup, response, open_key(auth, key, party))
-                   for party, (setup, response, key) in answers.items()}
+        checked = {party: (setup, response, open_key(auth, key, party, transcript(
+            transcript(setup), response))) for party, (setup, response, key) in answers.items()}
 
         def one(party: str) -> tuple[bytes, np.ndarray]:
             side = LenderAlignment(self.rows.ids, psi_key=state.keys["psi"],

@@ -160,3 +160,18 @@ def test_verify_command_checks_an_anchor(log_file):
     log_file.write_text("".join(t + "\n" for t in _lines(log_file)[:-1]))
     cut = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert cut.returncode == 1 and "cut off" in cut.stdout
+
+
+def test_anchors_that_do_not_hang_together_are_listed(tmp_path):
+    from federation.audit_log import anchors
+
+    server = AuditLog(tmp_path / "server" / "audit.jsonl")
+    bureau = {"party": "bureau", "seq": 0, "head": "a" * 64, "key": "k1"}
+    server.append("received train.embed", node=7, node_log=bureau)
+    server.append("received train.embed", node=7, node_log={**bureau, "seq": 1})
+    assert anchors(server.path)["problems"] == []
+    # the lender's node (8) sends an anchor in the bureau's name, to frame it
+    server.append("received train.head", node=8, node_log={**bureau, "seq": 5, "key": "k2"})
+    problems = anchors(server.path)["problems"]
+    assert "bureau is named by node 8 and node 7" in problems
+    assert any("changed key" in p for p in problems)

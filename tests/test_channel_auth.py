@@ -117,3 +117,34 @@ def test_a_key_signed_by_another_party_or_for_another_run_is_refused(tmp_path):
     replayed = _run(tmp_path, _swap(VerticalMessage.PSI_ANSWER, "key",
                                     lambda _: captured["lender"]), run="run-2b")
     assert "lender's channel key is not signed" in str(replayed.error)
+
+
+def test_a_genuine_key_with_the_servers_own_psi_messages_is_refused(tmp_path):
+    # the server asks the bureau about IDs of its choosing, with the lender's signed key
+    from federation.alignment import LenderAlignment
+
+    guesses = LenderAlignment([f"guess-{i}" for i in range(50)]).request()[0]
+    probe = _run(tmp_path, _swap(VerticalMessage.PSI_ANSWER, "request", lambda _: guesses))
+    assert "lender's channel key is not signed" in str(probe.error)
+    # or hands the lender a set of its own to count the lender's applicants against
+    fake = _run(tmp_path, _swap(VerticalMessage.PSI_INTERSECT, "bureau.response",
+                                lambda r: r[:-1] + bytes([r[-1] ^ 1])), run="run-x")
+    assert "bureau's channel key is not signed" in str(fake.error)
+
+
+def test_a_second_psi_answer_in_a_run_is_refused(tmp_path):
+    from credit_data.errors import AlignmentError
+    from federation.alignment import LenderAlignment
+    from fl_client.vertical_task import NodeState, PassiveNode
+    from privacy.randomness import NoiseSource
+    from privacy.settings import PrivacySettings
+    from tests.test_secret_randomness import _rows, _settings
+
+    node = PassiveNode(_settings("bureau", PrivacySettings()), _rows("bureau"),
+                       NoiseSource.fresh())
+    state = NodeState()
+    node.setup(state, 10)
+    request, key = LenderAlignment([f"c{i}" for i in range(10)]).request()
+    node.answer(state, request, key)
+    with pytest.raises(AlignmentError, match="already answered"):
+        node.answer(state, request, key)

@@ -52,22 +52,63 @@ def _resuming(path: str):
 
 def test_a_resumed_run_copies_only_the_nodes_own_earlier_run(tmp_path):
     from deployment.client_app import lifetime_run, resume_state
+    from federation.run_settings import RunSettings
 
     node = _node(tmp_path)
-    first = node.state_dir / "run-1" / "bureau"
+    first = resume_state(node, RunSettings(), "run-1", flower_run=11) / "bureau"
     first.mkdir(parents=True)
     (first / "node_state.pt").write_bytes(b"state")
     (first / "audit.jsonl").write_text("{}\n")
     # the coordinator's path is read for its last component only, checked as a run name
-    second = resume_state(node, _resuming("/coordinator/runs/run-1"), "run-2")
+    second = resume_state(node, _resuming("/coordinator/runs/run-1"), "run-2", 12)
     assert (second / "bureau" / "node_state.pt").read_bytes() == b"state"
     assert not (second / "bureau" / "audit.jsonl").exists()  # a log of its own
     # the lifetime ledger counts a chain of resumed runs as its first run
-    assert lifetime_run(node, _resuming("/x/run-1"), "run-2") == "run-1"
-    resume_state(node, _resuming("/x/run-2"), "run-3")
-    assert lifetime_run(node, _resuming("/x/run-2"), "run-3") == "run-1"
+    assert lifetime_run(node, _resuming("/x/run-1"), "run-2", 12) == "run-1"
+    resume_state(node, _resuming("/x/run-2"), "run-3", 13)
+    assert lifetime_run(node, _resuming("/x/run-2"), "run-3", 13) == "run-1"
     with pytest.raises(ConfigError, match="run-name '..' from the coordinator"):
-        resume_state(node, _resuming("/x/.."), "run-4")
+        resume_state(node, _resuming("/x/.."), "run-4", 14)
     with pytest.raises(ConfigError, match="kept no state of run 'run-9'"):
-        resume_state(node, _resuming("/x/run-9"), "run-5")
+        resume_state(node, _resuming("/x/run-9"), "run-5", 15)
     assert not (node.state_dir / "run-4").exists() and not (node.state_dir / "run-5").exists()
+
+
+def test_a_run_is_continued_once_with_its_own_settings_and_data(tmp_path):
+    import dataclasses
+
+    from deployment.client_app import resume_state
+    from federation.run_settings import RunSettings
+
+    node = _node(tmp_path)
+    resume_state(node, RunSettings(), "run-1", flower_run=1)
+    # a name belongs to one Flower run
+    with pytest.raises(ConfigError, match="belongs to another run"):
+        resume_state(node, RunSettings(), "run-1", flower_run=2)
+    # other privacy settings: the same noise rescaled would reveal the clean values
+    other = _resuming("/x/run-1")
+    other = dataclasses.replace(other, privacy=dataclasses.replace(other.privacy,
+                                                                   embedding_epsilon=9.0))
+    with pytest.raises(ConfigError, match="the settings differ"):
+        resume_state(node, other, "run-2", 3)
+    # another data file under the same path
+    node.data_path.write_text("id,x\na,2\n")
+    with pytest.raises(ConfigError, match="the data file differs"):
+        resume_state(node, _resuming("/x/run-1"), "run-2", 3)
+    node.data_path.write_text("id,x\na,1\n")
+    resume_state(node, _resuming("/x/run-1"), "run-2", 3)
+    # a second continuation of run-1 (a fork that would be charged once) is refused
+    with pytest.raises(ConfigError, match="already continued by run 'run-2'"):
+        resume_state(node, _resuming("/x/run-1"), "run-3", 4)
+
+
+def test_reserved_names_and_a_short_noise_key_are_refused(tmp_path):
+    from credit_data.errors import PrivacyLedgerError
+    from fl_client.node_noise import kept_noise
+
+    with pytest.raises(ConfigError, match="names the node's own files"):
+        run_state_dir(tmp_path, "budget")
+    key = tmp_path / "noise.key"
+    key.write_bytes(b"")  # a crash between creating and writing it, in an older version
+    with pytest.raises(PrivacyLedgerError, match="0 bytes"):
+        kept_noise(key)
