@@ -136,10 +136,47 @@ def _check_audit_logs(results: dict) -> None:
             assert set(item) <= {"shape", "dtype", "bytes"}
 
 
+@contextlib.contextmanager
+def _watching(fed: deploy.Federation):
+    """Record, while the block runs, every listener and command line of the federation's
+    processes (issue 19, items 3 and 4)."""
+    import threading
+
+    from tests.listeners import listeners, process_tree
+
+    seen: dict[str, set] = {"listeners": set(), "commands": set()}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            pids = set().union(*(process_tree(pid) for pid in fed.pids.values()))
+            seen["listeners"] |= set(listeners(pids))
+            for pid in pids:
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    seen["commands"].add(Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+                                         .replace("\0", " "))
+            time.sleep(0.2)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        watcher.join()
+
+
 def test_vertical_deployment_matches_simulation(vertical_federation, tmp_path: Path,
                                                 collector_blind) -> None:
     # the collector reads nothing under the nodes' directories and loads no data
-    results = deploy.run(Path(vertical_federation.directory), ["privacy=off"])
+    with _watching(vertical_federation) as seen:
+        results = deploy.run(Path(vertical_federation.directory), ["privacy=off"])
+    # no listener outside 127.0.0.0/8, and no token on a command line (items 3 and 4)
+    from tests.listeners import is_loopback
+
+    assert any("flwr-serverapp" in c for c in seen["commands"])  # the watch saw the run
+    assert [c for c in seen["commands"] if "--token " in c + " "] == []
+    assert len(seen["listeners"]) >= 2
+    assert [f for f in seen["listeners"] if not is_loopback(f[1])] == []
     settings, _ = deploy.compose_settings(VERTICAL + ["privacy=off"])
     simulated = run_vertical(settings, tmp_path / "simulation")
     f = results["federation"]
@@ -382,35 +419,6 @@ def test_a_local_process_with_only_public_material_cannot_take_the_serverapps_ta
     assert done.returncode == 0 and "token: None" in done.stdout, done.stderr[-2000:]
 
 
-def test_a_loopback_deployment_listens_on_loopback_and_shows_no_token(vertical_federation):
-    # issue 19, items 3 and 4: no listener outside 127.0.0.0/8; no token on a command line
-    import threading
-
-    from tests.listeners import is_loopback, listeners, process_tree
-
-    fed = vertical_federation
-    outcome: list[object] = []
-    run = threading.Thread(target=lambda: outcome.append(
-        deploy.run(fed.root, ["privacy=off", "train.epochs=1"])))
-    run.start()
-    found: set[tuple[int, str, int]] = set()
-    commands: list[str] = []
-    while run.is_alive():
-        pids = set().union(*(process_tree(pid) for pid in fed.pids.values()))
-        found |= set(listeners(pids))
-        for pid in pids:
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-                commands.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode()
-                                .replace("\0", " "))
-        time.sleep(0.2)
-    run.join()
-    assert outcome and "metrics" in outcome[0]  # type: ignore[operator]
-    assert any("flwr-serverapp" in c for c in commands)  # the check saw the ServerApp
-    assert [c for c in commands if "--token " in c + " "] == []
-    assert len(found) >= 2
-    assert [f for f in found if not is_loopback(f[1])] == []
-
-
 def test_a_local_process_without_the_nodes_secret_cannot_take_its_tasks(vertical_federation,
                                                                         tmp_path):
     from deployment.node import RUNTIME_SECRET
@@ -432,6 +440,7 @@ def test_a_local_process_without_the_nodes_secret_cannot_take_its_tasks(vertical
     assert done.returncode == 0 and "token: None" in done.stdout, done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_deploy_run_stops_the_run_on_the_federation(vertical_federation):
     # issue 19, item 9: the run used to go on at the SuperLink and the nodes after Ctrl-C
     fed = vertical_federation
