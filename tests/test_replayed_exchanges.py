@@ -76,3 +76,37 @@ def test_a_replayed_epoch_start_sends_the_same_noisy_release_again(tmp_path):
     assert again.releases == [1]
     assert metrics["embedding_releases"] == 1
     assert again.abandoned_steps > 0  # the DP-SGD steps of chunk (1, 0) stay counted
+
+
+def test_a_new_alignment_after_training_is_refused(tmp_path):
+    # issue 19, item 2: re-sending the alignment step started a fresh node state (and a fresh
+    # accountant) within a run
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    from experiments import deploy
+    from experiments.vertical import VerticalSimulationSource, party_settings
+    from federation.protocol import CONFIG, VerticalMessage
+    from fl_client.vertical_app import make_vertical_client_app
+    from fl_server.server_app import make_vertical_server_app
+    from fl_server.settings import vertical_server_settings
+    from fl_server.vertical_rounds import VerticalOutcome
+    from tests.fake_grid import InProcessGrid, run_server_app, serving
+
+    settings, _ = deploy.compose_settings([
+        "federation=vertical", "data.n_customers=400", "train.epochs=1", "verbose=false",
+        "federation.parties=[lender,bureau]"])
+    parties = ("lender", "bureau")
+    clients = party_settings(settings, parties, tmp_path / "parties")
+    app = make_vertical_client_app(VerticalSimulationSource(clients, settings.data,
+                                                            settings.seed))
+    grid = InProcessGrid(app, 2)
+    outcome = VerticalOutcome()
+    run_server_app(make_vertical_server_app(vertical_server_settings(settings, parties,
+                                                                     tmp_path), outcome), grid)
+    assert outcome.error is None, outcome.error
+    with serving():
+        ids = grid.push_messages([Message(RecordDict({CONFIG: ConfigRecord({"lender_rows": 400})}),
+                                          dst_node_id=101,
+                                          message_type=str(VerticalMessage.PSI_SETUP))])
+        reply = list(grid.pull_messages(ids))[0]
+    assert "already trained at this node" in str(reply.content[CONFIG]["refused"])
