@@ -26,6 +26,7 @@ from experiments.results import write_run
 from experiments.vertical import run_vertical
 from federation.settings import Mode
 from federation.storage import write_atomic
+from models.settings import check_scorecard
 from privacy.settings import PrivacyMechanism, check_audit
 
 log = logging.getLogger("credit_fl")
@@ -40,6 +41,7 @@ def execute(cfg: DictConfig, run_dir: Path, cache_dir: Path | None = None) -> di
     settings = to_settings(cfg)
     log.setLevel(logging.INFO if settings.verbose else logging.WARNING)
     check_audit(settings.audit)
+    check_scorecard(settings.scorecard)
     if settings.federation.mode is Mode.horizontal:
         outcome = run_horizontal(settings, run_dir)
     elif settings.federation.mode is Mode.vertical:

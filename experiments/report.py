@@ -66,6 +66,8 @@ def render_report(results: dict[str, Any]) -> str:
                         [[p, f"{v['rows']:,}", f"{v['applicants_known']:,}",
                           str(v["source_columns"]), str(v["model_columns"]),
                           "yes" if v["used"] else "no"] for p, v in ds["parties"].items()])
+    if results.get("scorecard"):
+        lines += _scorecard_section(results["scorecard"])
     lines += _privacy_section(results["privacy"])
     if results.get("audit"):
         lines += _audit_section(results["audit"])
@@ -154,6 +156,22 @@ def _vertical_section(federation: dict[str, Any], parties: dict[str, Any],
           f"{comm.get(p, {}).get('bytes_out', 0) / 1e6:.1f}",
           f"{comm.get(p, {}).get('bytes_in', 0) / 1e6:.1f}"] for p, v in parties.items()])
     return lines
+
+
+def _scorecard_section(card: dict[str, Any]) -> list[str]:
+    lines = ["", "## Score points and grades", "",
+             f"Points = {card['offset']:.1f} - {card['factor']:.2f} x ln(odds of default): "
+             f"{card['base_points']:g} points at {card['base_odds']:g}:1 good:bad, "
+             f"{card['pdo']:g} more each time the odds of good double. Test rows by grade:", ""]
+    rows = []
+    lowest = min((g["min_points"] for g in card["test_grades"] if g["min_points"] is not None),
+                 default=None)
+    for g in card["test_grades"]:
+        floor = (f"{g['min_points']:g} and up" if g["min_points"] is not None
+                 else f"below {lowest:g}" if lowest is not None else "all")
+        rate = f"{g['default_rate']:.2%}" if g["default_rate"] is not None else "-"
+        rows.append([g["grade"], floor, f"{g['rows']:,}", f"{g['share']:.1%}", rate])
+    return lines + _table(["grade", "points", "test rows", "share", "default rate"], rows)
 
 
 def _privacy_section(privacy: dict[str, Any] | None) -> list[str]:

@@ -7,6 +7,7 @@ directory never holds a half-written file; a run that fails before this point wr
 from __future__ import annotations
 
 import json
+import math
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -19,6 +20,9 @@ from experiments.results_schema import SCHEMA_VERSION, check_results
 from federation.audit_log import anchors
 from federation.settings import MODE_ROLES
 from federation.storage import write_atomic
+from models.metrics import ScoreSummary
+from models.scorecard import grade_table
+from models.settings import ScorecardSettings
 
 
 def _versions() -> dict[str, str]:
@@ -29,6 +33,14 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def scorecard_results(card: ScorecardSettings, test: ScoreSummary) -> dict[str, Any]:
+    """Return the scaling of score points and how the test rows fall into the grades."""
+    factor = card.pdo / math.log(2)
+    return {"base_points": card.base_points, "base_odds": card.base_odds, "pdo": card.pdo,
+            "factor": factor, "offset": card.base_points - factor * math.log(card.base_odds),
+            "test_grades": grade_table(test, card)}
 
 
 def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any],
@@ -54,6 +66,8 @@ def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any],
         "versions": _versions(),
         "config": config,
     }
+    assert outcome.report is not None
+    results["scorecard"] = scorecard_results(outcome.settings.scorecard, outcome.report["test"])
     if outcome.federation is not None:
         results["federation"] = outcome.federation
     both = {**(outcome.references or {}), **(references or {})}

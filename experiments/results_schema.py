@@ -93,6 +93,11 @@ KEYS: tuple[Key, ...] = (
         "that changed, a `seq` that went back); "
         "null for centralized and local runs. `credit-fl audit verify <log> --head H --key K` "
         "checks a log against its anchor"),
+    Key("scorecard", ("object",), "score points and grades (`scorecard.*` in the config): "
+        "`base_points`, `base_odds` (good:bad), `pdo`, `factor` (pdo / ln 2), `offset` "
+        "(points = offset - factor * ln(odds of bad)), `test_grades[]` (`grade`, `min_points` "
+        "(null: the last grade, below the others), `rows`, `share`, `defaulters`, "
+        "`default_rate`), from the lender's test score summary"),
     Key("timing", ("object",), "`wall_s`, `data_s`, `train_s` (seconds), `train_rows_per_s`"),
     Key("versions", ("object",), "python, torch, flwr, opacus, numpy, pandas, scikit-learn, "
         "hydra-core"),

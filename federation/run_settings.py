@@ -15,7 +15,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from credit_data.settings import DataSettings, PartitionSettings
 from federation.settings import FederationSettings
-from models.settings import ModelSettings, TrainSettings
+from models.settings import ModelSettings, ScorecardSettings, TrainSettings
 from privacy.settings import AuditSettings, PrivacySettings
 
 
@@ -36,6 +36,7 @@ class RunSettings:
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     partition: PartitionSettings = field(default_factory=PartitionSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    scorecard: ScorecardSettings = field(default_factory=ScorecardSettings)
     references: bool = False
     resume: str | None = None
 

