@@ -29,6 +29,7 @@ from types import FrameType
 import tomli_w
 
 from credit_data.errors import EngineVersionError
+from federation.credentials import write_private
 from federation.flower_compat import QUIET, check_engine_versions
 from fl_client.supernode import DEFAULT_POLL, POLL_ENV
 
@@ -123,12 +124,20 @@ def runtime_secret(state_dir: Path) -> tuple[Path, bytes]:
     them the party's messages and its noise key. The party worker signs its requests.
     """
     path = state_dir / RUNTIME_SECRET
-    path.unlink(missing_ok=True)  # a file made earlier may have another mode or owner
     secret = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(secret)
+    write_private(path, secret)  # over any file made earlier, whatever its mode or owner
     return path, secret
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float = 10) -> None:
+    """Terminate a child process; kill it if it is still there after ``grace`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def supernode_command(args: argparse.Namespace, config_file: Path, secret: Path) -> list[str]:
@@ -181,13 +190,7 @@ def main(argv: list[str] | None = None) -> int:
               alive=lambda: supernode.poll() is None, secret=secret)
     finally:
         secret_file.unlink(missing_ok=True)
-        if supernode.poll() is None:
-            supernode.terminate()
-            try:
-                supernode.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                supernode.kill()
-                supernode.wait()
+        stop_process(supernode)
     code = supernode.returncode
     if not stop.is_set() and code:
         print(f"error: the SuperNode of '{args.party}' stopped with exit code {code}: the "

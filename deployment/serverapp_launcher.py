@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from deployment.node import stop_process
 from federation.flower_compat.deployment import TaskOffers
 
 log = logging.getLogger("credit_fl")
@@ -107,12 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         offers.close()
         for process, token in running:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_process(process)
             token.unlink(missing_ok=True)
     return 0
 

@@ -62,7 +62,7 @@ from experiments.outcome import RunOutcome, training_parties
 from experiments.report import render_report
 from experiments.results import write_run
 from experiments.vertical import vertical_outcome
-from federation.credentials import make_node_key, make_server_credentials
+from federation.credentials import make_node_key, make_server_credentials, write_private
 from federation.flower_compat import QUIET
 from federation.run_settings import RunSettings
 from federation.settings import Mode
@@ -229,10 +229,7 @@ def restart_superlink(directory: Path) -> Federation:
 def _write_secret(path: Path) -> None:
     """Write a fresh 32-byte secret readable by its owner only."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(secrets.token_bytes(32))
+    write_private(path, secrets.token_bytes(32))
 
 
 def up(directory: Path, overrides: list[str],

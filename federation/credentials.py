@@ -36,7 +36,7 @@ class ServerCredentials:
     key: Path
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write a private key readable by its owner only, whatever file was there before.
 
     A file that already exists keeps its mode when it is written over, so it is removed first
@@ -78,10 +78,10 @@ def make_server_credentials(directory: Path, hosts: tuple[str, ...] = ("localhos
     out = ServerCredentials(directory / "ca.crt", directory / "server.pem",
                             directory / "server.key")
     out.ca_cert.write_bytes(ca.public_bytes(PEM))
-    _write_private(directory / "ca.key", ca_key.private_bytes(
+    write_private(directory / "ca.key", ca_key.private_bytes(
         PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     out.cert.write_bytes(cert.public_bytes(PEM))
-    _write_private(out.key, key.private_bytes(PEM, serialization.PrivateFormat.PKCS8,
+    write_private(out.key, key.private_bytes(PEM, serialization.PrivateFormat.PKCS8,
                                               serialization.NoEncryption()))
     return out
 
@@ -89,7 +89,7 @@ def make_server_credentials(directory: Path, hosts: tuple[str, ...] = ("localhos
 def make_node_key(path: Path) -> Path:
     """Make a node's key pair: ``path`` (private), ``path.pub`` (to register); return the latter."""
     key = ec.generate_private_key(ec.SECP384R1())
-    _write_private(path, key.private_bytes(PEM, serialization.PrivateFormat.OpenSSH,
+    write_private(path, key.private_bytes(PEM, serialization.PrivateFormat.OpenSSH,
                                            serialization.NoEncryption()))
     public = path.with_name(path.name + ".pub")
     public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
