@@ -44,6 +44,7 @@ from federation.model import shared_model
 from federation.run_settings import RunSettings
 from federation.settings import StrategyName, check_federation
 from fl_client.client_app import make_client_app
+from fl_client.node_noise import forget_keys
 from fl_client.settings import ClientSettings, client_settings
 from fl_server.rounds import FederationOutcome
 from fl_server.server_app import make_server_app
@@ -158,7 +159,9 @@ def _run_horizontal(settings: RunSettings, run_dir: Path, names: tuple[str, ...]
                make_client_app(SimulationSource(clients, ray.put(rows))), len(names))
     train_seconds = time.perf_counter() - train_start
     if outcome.error is not None:
-        raise outcome.error
+        raise outcome.error  # the nodes' keys stay: the run may be resumed
+    if outcome.stopped_after is None:
+        forget_keys(state_dir)
     return with_union(horizontal_outcome(settings, outcome, data_seconds, train_seconds),
                       population, parties, union, outcome)
 

@@ -40,7 +40,7 @@ from experiments.outcome import (
 from experiments.simulation import once_per_worker, quiet_worker, simulation_engine
 from federation.run_settings import RunSettings
 from federation.settings import check_federation
-from fl_client.node_noise import node_noise, private_node_rows
+from fl_client.node_noise import forget_keys, node_noise, private_node_rows
 from fl_client.settings import ClientSettings, client_settings
 from fl_client.vertical_app import make_vertical_client_app
 from fl_server.server_app import make_vertical_server_app
@@ -185,7 +185,9 @@ def run_vertical(settings: RunSettings, run_dir: Path,
                    len(parties))
         train_seconds = time.perf_counter() - train_start
     if outcome.error is not None:
-        raise outcome.error
+        raise outcome.error  # the nodes' keys stay: the run may be resumed
+    if outcome.stopped_after is None:
+        forget_keys(state_dir)
 
     return with_party_files(
         vertical_outcome(settings, parties, outcome, data_seconds, train_seconds),

@@ -79,6 +79,16 @@ def kept_noise(path: Path) -> NoiseSource:
     return NoiseSource(key, True)
 
 
+def forget_keys(state_dir: Path) -> None:
+    """Remove the nodes' noise keys of a simulated run that ended (kept only to resume it).
+
+    In simulation every node's state directory lies inside the run directory, which others may
+    read later; a key left there would let them rebuild the run's label flips and noise.
+    """
+    for path in state_dir.glob(f"*/{NOISE_KEY_FILE}"):
+        path.unlink(missing_ok=True)
+
+
 def summary_target(privacy: PrivacySettings, party: str) -> float | None:
     """Return the budget a party's preprocessing summary takes its share of, or None (exact fit).
 

@@ -129,6 +129,8 @@ def test_every_lender_keeps_a_verifiable_audit_log(audited_runs):
 
     logs = sorted((audited_runs["root"] / "horizontal" / "parties").glob("*/audit.jsonl"))
     assert len(logs) == 3
+    # a finished run leaves no node's noise key in its directory (kept only to resume)
+    assert not list((audited_runs["root"] / "horizontal" / "parties").glob("*/noise.key"))
     anchors = audited_runs["horizontal"]["audit_logs"]
     assert sorted(anchors["nodes"]) == [log.parent.name for log in logs]
     server = audited_runs["root"] / "horizontal" / "server" / "audit.jsonl"
