@@ -9,6 +9,7 @@ other than the lender, a presence indicator of 0, so thin-file applicants stay i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ class PartyBlock:
     values: np.ndarray
     names: tuple[str, ...]
     present: np.ndarray
+    preprocessing: dict[str, Any] | None = None  # its JSON form, for the model bundle
 
     @property
     def width(self) -> int:
@@ -84,7 +86,7 @@ def party_block(table: PartyTable, applicant_ids: pd.Index, settings: DataSettin
     if table.party != LABEL_HOLDER:
         values = np.concatenate([values, present[:, None].astype(np.float32)], axis=1)
         names = names + ("present",)
-    return PartyBlock(table.party, values, names, present)
+    return PartyBlock(table.party, values, names, present, pre.to_json_dict())
 
 
 def build_design(population: Population, settings: DataSettings, seed: int) -> Design:

@@ -47,10 +47,18 @@ class Schema:
         """Serialise for a message."""
         return json.dumps(self.__dict__)
 
+    def to_json_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready form (what a model bundle keeps)."""
+        return json.loads(self.to_json())
+
     @classmethod
     def from_json(cls, text: str) -> Schema:
         """Read back :meth:`to_json`."""
-        raw = json.loads(text)
+        return cls.from_json_dict(json.loads(text))
+
+    @classmethod
+    def from_json_dict(cls, raw: dict[str, Any]) -> Schema:
+        """Read back :meth:`to_json_dict`."""
         return cls(numeric=tuple(raw["numeric"]), categorical=tuple(raw["categorical"]),
                    mean=tuple(raw["mean"]), std=tuple(raw["std"]),
                    with_indicator=tuple(raw["with_indicator"]),

@@ -22,7 +22,7 @@ from credit_data.tables import PartyTable, Population
 log = logging.getLogger("credit_fl")
 
 
-def load_files(settings: DataSettings) -> Population:
+def load_files(settings: DataSettings, *, labels: bool = True) -> Population:
     """Read and validate every party's table from its CSV file.
 
     Raises
@@ -45,7 +45,7 @@ def load_files(settings: DataSettings) -> Population:
     cache: dict[Path, pd.DataFrame] = {}
     tables = {}
     for party, source in parties.items():
-        tables[party] = _load_party(party, source, settings, cache)
+        tables[party] = _load_party(party, source, settings, cache, labels)
     return Population(name=settings.name, tables=tables)
 
 
@@ -120,11 +120,13 @@ def _read_csv(path: Path, party: str, id_column: str,
 
 
 def _load_party(party: str, source: PartySource, settings: DataSettings,
-                cache: dict[Path, pd.DataFrame]) -> PartyTable:
+                cache: dict[Path, pd.DataFrame], labels: bool = True) -> PartyTable:
     path = Path(source.path)
     id_column = _id_column(source, settings)
     frame = _read_csv(path, party, id_column, cache)
     label = settings.label if party == LABEL_HOLDER else None
+    if label is not None and not labels and label not in frame.columns:
+        label = None  # new applicants: no outcome yet
     if label is not None and label not in frame.columns:
         raise DataError(f"{path}: label column '{label}' (data.label) is missing at the lender")
 
@@ -161,10 +163,11 @@ def _load_party(party: str, source: PartySource, settings: DataSettings,
             raise DataError(f"{path}: column '{column}' is entirely missing")
         out[column] = values.astype("string").astype(object).where(values.notna(), np.nan)
 
-    labels = None
-    if label is not None:
-        labels = pd.DataFrame({label: _label_column(frame[label], path, label)}, index=frame.index)
-    return PartyTable(party, out, tuple(numeric), tuple(categorical), str(path), labels=labels)
+    outcomes = None
+    if label is not None and labels:
+        outcomes = pd.DataFrame({label: _label_column(frame[label], path, label)},
+                                index=frame.index)
+    return PartyTable(party, out, tuple(numeric), tuple(categorical), str(path), labels=outcomes)
 
 
 def _numeric_column(values: pd.Series, path: Path, party: str, column: str) -> pd.Series:

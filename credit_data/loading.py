@@ -17,10 +17,11 @@ MIN_ROWS = 100
 """The smallest ``data.max_rows``: below it the validation and test splits hold a handful."""
 
 
-def load_population(settings: DataSettings, seed: int) -> Population:
+def load_population(settings: DataSettings, seed: int, *, labels: bool = True) -> Population:
     """Generate (``source=synthetic``) or read (``source=files``) every party's table.
 
     With ``data.max_rows`` the population is cut to that many of the lender's applicants.
+    ``labels=False`` (scoring new applicants) reads a lender's file without its label column.
     """
     if settings.max_rows is not None and settings.max_rows < MIN_ROWS:
         raise ConfigError(f"data.max_rows must be at least {MIN_ROWS}, got {settings.max_rows}")
@@ -30,7 +31,7 @@ def load_population(settings: DataSettings, seed: int) -> Population:
                               f"got '{settings.label}'")
         population = generate(settings.n_customers, seed, settings.synthetic)
     else:
-        population = load_files(settings)
+        population = load_files(settings, labels=labels)
     if settings.max_rows is None:
         return population
     return subsample(population, settings.max_rows, seed)

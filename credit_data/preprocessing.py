@@ -7,6 +7,8 @@ one-hot encoding with "missing" as a category of its own and unseen categories i
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
@@ -101,6 +103,35 @@ class PartyPreprocessor:
         out = frame[list(self.numeric) + list(self.categorical)].copy()
         for column in self.categorical:
             out[column] = categories_of(out[column])
+        return out
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Return what the fit produced as JSON (a model bundle's ``preprocessing.json``).
+
+        Read back by :class:`credit_data.saved_preprocessing.SavedPreprocessing`.
+        """
+        if self._transformer is None:
+            raise RuntimeError("PartyPreprocessor.to_json_dict called before fit")
+        out: dict[str, Any] = {
+            "kind": "fitted", "scaler": self.scaler.value, "numeric": list(self.numeric),
+            "categorical": list(self.categorical), "imputed": [], "medians": [],
+            "with_indicator": [], "categories": {}, "feature_names": list(self.feature_names)}
+        for name, fitted, columns in self._transformer.transformers_:
+            if name == "num":
+                impute, scale = fitted.named_steps["impute"], fitted.named_steps["scale"]
+                out["imputed"] = [str(c) for c in impute.get_feature_names_out(columns)]
+                out["medians"] = [float(m) for m in impute.statistics_
+                                  if not np.isnan(m)]
+                if self.scaler is Scaler.quantile:
+                    out["quantiles"] = scale.quantiles_.tolist()
+                    out["references"] = scale.references_.tolist()
+                else:
+                    out["mean"], out["scale"] = scale.mean_.tolist(), scale.scale_.tolist()
+            elif name == "missing":
+                out["with_indicator"] = [columns[i] for i in fitted.features_]
+            elif name == "cat":
+                out["categories"] = {c: [str(v) for v in cats] for c, cats in
+                                     zip(columns, fitted.categories_, strict=True)}
         return out
 
     def _names(self) -> tuple[str, ...]:

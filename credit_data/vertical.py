@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from credit_data.errors import DataError
 from credit_data.preprocessing import PartyPreprocessor
+from credit_data.saved_preprocessing import sketch_json
 from credit_data.settings import DataSettings
 from credit_data.split import TRAIN, assign_split, check_label_splits
 from credit_data.summary import Sketch
@@ -42,6 +44,10 @@ class NodeRows:
     summary_selection_delta: float = 0.0
     summary_base_rate: float | None = None
     source_columns: int = 0
+    preprocessing: dict[str, Any] | None = None  # its JSON form, for the model bundle
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    fingerprint: str = ""  # of the party's table (see PartyTable.fingerprint)
 
     @property
     def width(self) -> int:
@@ -73,11 +79,14 @@ def node_rows(table: PartyTable, settings: DataSettings, seed: int,
         y = table.labels[settings.label].to_numpy(dtype=np.float32)
         check_label_splits(y, split, table.source, settings.label)
     ids = [str(i) for i in table.frame.index]
+    fingerprint = table.fingerprint()
     if sketch is not None:
         return NodeRows(party=table.party, ids=ids, x=sketch.transform(table.frame), split=split,
                         names=sketch.feature_names, y=y, summary_history=summary_history,
                         summary_selection_delta=summary_selection_delta,
                         summary_base_rate=sketch.base_rate,
+                        preprocessing=sketch_json(sketch), numeric=table.numeric,
+                        categorical=table.categorical, fingerprint=fingerprint,
                         source_columns=len(table.features))
     pre = PartyPreprocessor(table.numeric, table.categorical, settings.scaler, seed,
                             table.source)
@@ -87,6 +96,8 @@ def node_rows(table: PartyTable, settings: DataSettings, seed: int,
     if not train.all():
         x[~train] = pre.transform(table.frame.loc[~train])
     return NodeRows(party=table.party, ids=ids, x=x, split=split, names=pre.feature_names, y=y,
+                    preprocessing=pre.to_json_dict(), numeric=table.numeric,
+                    categorical=table.categorical, fingerprint=fingerprint,
                     source_columns=len(table.features))
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 from credit_data.design import build_design
 from credit_data.errors import ConfigError
 from credit_data.loading import load_population
 from credit_data.split import TEST, TRAIN, VAL
+from experiments.local_scoring import MODEL_DIR, write_model_bundle
 from experiments.logistic_reference import logistic_references
 from experiments.outcome import (
     RunOutcome,
@@ -31,8 +34,11 @@ from models.training import fit, predict_proba, seed_everything
 log = logging.getLogger("credit_fl")
 
 
-def run_baseline(settings: RunSettings) -> RunOutcome:
-    """Load data, train with early stopping, and score every split."""
+def run_baseline(settings: RunSettings, run_dir: Path | None = None) -> RunOutcome:
+    """Load data, train with early stopping, and score every split.
+
+    With ``run_dir`` the model is kept there as a bundle (references and benchmarks keep none).
+    """
     start = time.perf_counter()
     population = load_population(settings.data, settings.seed)
     parties = training_parties(settings, population)
@@ -75,11 +81,19 @@ def run_baseline(settings: RunSettings) -> RunOutcome:
         "oracle_test_auc": oracle_auc(population, settings.data.label, design.ids[test],
                                       y["test"]),
     }
+    model_id, bundles = uuid.uuid4().hex, {}
+    if run_dir is not None:
+        write_model_bundle(run_dir, settings, model, model_id=model_id, parties=parties,
+                           preprocessing={p: design.blocks[p].preprocessing or {}
+                                          for p in parties},
+                           metrics={"test_auc": metrics["test"]["auc"]}, privacy=None)
+        bundles = {"model": MODEL_DIR}
     return RunOutcome(
         settings=settings, dataset=dataset,
         model={"kind": settings.model.kind.value,
                "parameters": sum(p.numel() for p in model.parameters()),
-               "inputs": design.widths(parties)},
+               "inputs": design.widths(parties), "model_id": model_id,
+               "bundles": bundles},
         metrics=metrics, report=report,
         references=logistic_references(design, parties),
         predictions=predictions_frame(design.ids[test], y["test"], scores["test"]),

@@ -15,6 +15,7 @@ from typing import Any
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("experiments.run", "train and report one experiment, or a sweep with -m (Hydra)"),
+    "score": ("experiments.score", "score applicants with a finished run's model bundles"),
     "compare": ("experiments.compare", "privacy-utility tables and plots of sweeps"),
     "deploy": ("experiments.deploy", "a whole federation on this machine: up, run, down"),
     "node": ("deployment.node", "run a partner's node against a SuperLink"),

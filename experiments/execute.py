@@ -51,7 +51,7 @@ def execute(cfg: DictConfig, run_dir: Path, cache_dir: Path | None = None) -> di
             raise ConfigError(f"privacy={settings.privacy.mechanism.value} needs a federated "
                               f"mode; federation={settings.federation.mode.value} trains "
                               "without privacy")
-        outcome = run_baseline(settings)
+        outcome = run_baseline(settings, run_dir)
     audit = audit_outcome(outcome)
     references = references_for(settings, cache_dir) if settings.references else None
     config = typing.cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from credit_data.settings import PARTIES
 from credit_data.split import SPLITS, TRAIN
 from credit_data.tables import Population
 from experiments.lender_source import SimulationSource
+from experiments.local_scoring import MODEL_DIR, horizontal_preprocessing, write_model_bundle
 from experiments.logistic_reference import logistic_references
 from experiments.outcome import (
     RunOutcome,
@@ -162,8 +164,24 @@ def _run_horizontal(settings: RunSettings, run_dir: Path, names: tuple[str, ...]
         raise outcome.error  # the nodes' keys stay: the run may be resumed
     if outcome.stopped_after is None:
         forget_keys(state_dir)
-    return with_union(horizontal_outcome(settings, outcome, data_seconds, train_seconds),
-                      population, parties, union, outcome)
+    run = keep_bundle(horizontal_outcome(settings, outcome, data_seconds, train_seconds),
+                      outcome, run_dir, parties)
+    return with_union(run, population, parties, union, outcome)
+
+
+def keep_bundle(run: RunOutcome, outcome: FederationOutcome, run_dir: Path,
+                parties: tuple[str, ...]) -> RunOutcome:
+    """Write the global model and the shared schema as the run's bundle (``<run dir>/model``)."""
+    assert outcome.state is not None and outcome.schema is not None
+    model_id = uuid.uuid4().hex
+    settings = run.settings
+    write_model_bundle(run_dir, settings, shared_model(settings.model, outcome.schema,
+                                                       outcome.state),
+                       model_id=model_id, parties=parties,
+                       preprocessing=horizontal_preprocessing(outcome.schema),
+                       metrics={"test_auc": run.metrics["test"]["auc"]}, privacy=run.privacy)
+    return dataclasses.replace(run, model=run.model | {"model_id": model_id,
+                                                       "bundles": {"model": MODEL_DIR}})
 
 
 def horizontal_outcome(settings: RunSettings, outcome: FederationOutcome,

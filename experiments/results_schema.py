@@ -41,7 +41,9 @@ KEYS: tuple[Key, ...] = (
         "`applicants_known`, `source_columns`, `model_columns`, `used`; horizontal: "
         "`train_rows`, `default_rate`, null under DP); `oracle_test_auc` (synthetic data in "
         "simulation: AUC of the true probabilities on the test rows; else null)"),
-    Key("model", ("object",), "`kind`, `parameters` (count), `inputs` (columns per party)"),
+    Key("model", ("object",), "`kind`, `parameters` (count), `inputs` (columns per party), "
+        "`model_id` (carried by every bundle of the trained model), `bundles` (party: bundle "
+        "directory, relative to the run directory; each on its party's disk in a deployment)"),
     Key("metrics", ("object",), "computed from score summaries per split (the lenders' reports; "
         "the same in every mode and engine); `test` and `val`: `auc`, `ks`, `gini`, `brier`, "
         "`log_loss`, `ece`; test also `psi` (score stability against `psi_reference`: `train`, "

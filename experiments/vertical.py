@@ -41,6 +41,7 @@ from experiments.simulation import once_per_worker, quiet_worker, simulation_eng
 from federation.run_settings import RunSettings
 from federation.settings import check_federation
 from fl_client.node_noise import forget_keys, node_noise, private_node_rows
+from fl_client.party_bundle import BUNDLE_DIR
 from fl_client.settings import ClientSettings, client_settings
 from fl_client.vertical_app import make_vertical_client_app
 from fl_server.server_app import make_vertical_server_app
@@ -232,7 +233,8 @@ def vertical_outcome(settings: RunSettings, parties: tuple[str, ...], outcome: V
         settings=settings, dataset=dataset,
         model={"kind": "split_mlp (vertical)", "embedding_dim": m.embedding_dim,
                "parameters": sum(p.numel() for p in head.parameters()),
-               "inputs": {"lender": lender_width}},
+               "inputs": {"lender": lender_width}, "model_id": outcome.model_id,
+               "bundles": {p: f"parties/{p}/{BUNDLE_DIR}" for p in parties}},
         metrics=metrics, report=report,
         data_seconds=data_seconds, train_seconds=train_seconds,
         train_rows_per_s=rows["train"] * max(outcome.epochs, 1) * f.local_epochs

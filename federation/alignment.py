@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from credit_data.errors import AlignmentError
+from federation.storage import write_atomic
 
 KEY_BYTES = 32
 """An X25519 public key; a signed one travels as the key followed by its ECDSA signature."""
@@ -58,6 +59,7 @@ FALSE_POSITIVE_RATE = 1e-12
 """Chance that the compressed set reports an ID the party does not hold (per lookup)."""
 
 _NONCE = 12
+CAPACITY = 1_000_000
 
 
 
@@ -193,6 +195,70 @@ def _public(key: X25519PrivateKey) -> bytes:
                                          serialization.PublicFormat.Raw)
 
 
+def setup_capacity(lender_rows: int, party_rows: int) -> int:
+    """Lookups a party's compressed set is built for: one size for every request.
+
+    A million lookups, or the request itself when larger: one cached set then serves training
+    and every scoring request, and the false-positive rate of a whole request stays under
+    :data:`FALSE_POSITIVE_RATE` (the set grows by under a tenth from 1,000 to 1,000,000
+    lookups). ``openmined.psi``'s compressed set fails to build for a capacity far above its
+    own size, so it is held under ten times the party's set (and :meth:`PartyAlignment.setup_for`
+    falls back to the request's size where it still fails).
+
+    >>> setup_capacity(1, 200_000), setup_capacity(5_000_000, 200_000), setup_capacity(500, 20)
+    (1000000, 5000000, 500)
+    """
+    return max(lender_rows, 1, min(CAPACITY, 10 * party_rows))
+
+
+def id_set_fingerprint(ids: list[str]) -> str:
+    """SHA-256 of a set of IDs (order does not matter).
+
+    >>> id_set_fingerprint(["b", "a"]) == id_set_fingerprint(["a", "b"])
+    True
+    """
+    digest = hashlib.sha256()
+    for customer in sorted(ids):
+        digest.update(customer.encode() + b"\n")
+    return digest.hexdigest()
+
+
+class SetupCache:
+    """A party's blinded, compressed ID set and its PSI key, kept on its own disk.
+
+    Blinding every ID is most of a party's alignment work (one elliptic-curve multiplication
+    per ID). A party keeps the setup message and the key that made it in
+    ``<cache dir>/<party>/psi/<fingerprint of the ID set>-<capacity>.bin`` (owner-only) and
+    reuses them for every later run and scoring request on the same IDs; a changed table has
+    another fingerprint, so its set is built anew. What reusing the key reveals is in
+    docs/vertical.md ("Alignment paid once").
+    """
+
+    def __init__(self, directory: Path | None, party: str) -> None:
+        self.directory = None if directory is None else directory / party / "psi"
+
+    def setup(self, ids: list[str], lender_rows: int) -> tuple[bytes, bytes, bool]:
+        """Return (PSI key, setup message, whether it came from the cache)."""
+        fingerprint = id_set_fingerprint(ids) if self.directory is not None else ""
+        if self.directory is not None:
+            for capacity in dict.fromkeys((setup_capacity(lender_rows, len(ids)),
+                                           max(lender_rows, 1))):
+                path = self.directory / f"{fingerprint}-{capacity}.bin"
+                if path.is_file():
+                    blob = path.read_bytes()
+                    return blob[:KEY_BYTES], blob[KEY_BYTES:], True
+        side = PartyAlignment("", ids)
+        setup, capacity = side.setup_for(lender_rows)
+        key = side.psi_key
+        if len(key) != KEY_BYTES:
+            raise AlignmentError(f"a PSI key of {len(key)} bytes; expected {KEY_BYTES}")
+        if self.directory is not None:
+            path = self.directory / f"{fingerprint}-{capacity}.bin"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, key + setup, mode=0o600)
+        return key, setup, False
+
+
 class LenderAlignment:
     """The lender's side: one PSI request for all parties, one intersection per party."""
 
@@ -253,9 +319,29 @@ class PartyAlignment:
         return bytes(self._psi.GetPrivateKeyBytes())
 
     def setup(self, lender_rows: int) -> bytes:
-        """Blind and compress the party's own IDs (needs only the lender's set size)."""
-        return self._psi.CreateSetupMessage(FALSE_POSITIVE_RATE, max(lender_rows, 1), self.ids,
-                                            psi.DataStructure.GCS).SerializeToString()
+        """Blind and compress the party's own IDs (needs only the lender's set size).
+
+        The set is built for :func:`setup_capacity` lookups, so that one setup serves every
+        lender request up to that size (:class:`SetupCache`).
+        """
+        return self.setup_for(lender_rows)[0]
+
+    def setup_for(self, lender_rows: int) -> tuple[bytes, int]:
+        """Return the setup message and the number of lookups it was built for.
+
+        ``openmined.psi``'s compressed set fails to build for some ratios of lookups to set
+        size (``basic_string::_M_replace_aux``); the request's own size is the fallback.
+        """
+        for capacity in dict.fromkeys((setup_capacity(lender_rows, len(self.ids)),
+                                       max(lender_rows, 1))):
+            try:
+                return self._psi.CreateSetupMessage(
+                    FALSE_POSITIVE_RATE, capacity, self.ids,
+                    psi.DataStructure.GCS).SerializeToString(), capacity
+            except ValueError as exc:
+                failure = exc
+        raise AlignmentError(f"{self.party}: openmined.psi could not build the compressed set of "
+                             f"{len(self.ids)} IDs for {lender_rows} lookups ({failure})")
 
     def answer(self, request: bytes, lender_key: bytes) -> tuple[bytes, bytes]:
         """Return the lender's request blinded again and the party's public channel key."""

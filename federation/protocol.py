@@ -53,6 +53,25 @@ class VerticalMessage(StrEnum):
         return self.value.split(".", 1)[1]
 
 
+class ScoringMessage(StrEnum):
+    """Scoring new applicants with a vertical model's bundles (:mod:`fl_server.scoring_rounds`).
+
+    >>> str(ScoringMessage.EMBED), ScoringMessage.EMBED.action
+    ('query.score_embed', 'score_embed')
+    """
+
+    HELLO = "query.score_hello"  # every node: its bundle; the lender also blinds its applicants
+    ANSWER = "query.score_answer"  # passive: the PSI answer, from its cached set
+    INTERSECT = "query.score_intersect"  # lender: which applicants each party knows
+    EMBED = "query.score_embed"  # passive: the embeddings of the applicants it knows
+    SCORE = "query.score"  # lender: the scores, kept at the lender; counts to the server
+
+    @property
+    def action(self) -> str:
+        """The handler's name within its kind."""
+        return self.value.split(".", 1)[1]
+
+
 HISTOGRAM_BINS = 100
 """Score histograms by label that lenders return instead of row-level labels."""
 

@@ -10,13 +10,39 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from credit_data.settings import DataSettings, PartitionSettings
 from federation.settings import FederationSettings
 from models.settings import ModelSettings, ScorecardSettings, TrainSettings
 from privacy.settings import AuditSettings, PrivacySettings
+
+
+class ScoringRows(StrEnum):
+    """Which of the lender's rows ``credit-fl score`` scores."""
+
+    all = "all"  # every applicant of the lender's table (new applicants)
+    test = "test"  # the test split of the run's own data: reproduces predictions.csv
+
+
+class MissingParty(StrEnum):
+    """What scoring does when a party that trained the model is absent."""
+
+    error = "error"
+    unknown = "unknown"  # score its applicants as unknown to it (its "absent" vector)
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """``credit-fl score <run dir>``: which rows, what to do without a party, where to write.
+
+    ``out`` defaults to ``<run dir>/scoring/<date>_<time>``.
+    """
+
+    rows: ScoringRows = ScoringRows.all
+    missing_party: MissingParty = MissingParty.error
+    out: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +63,7 @@ class RunSettings:
     partition: PartitionSettings = field(default_factory=PartitionSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     scorecard: ScorecardSettings = field(default_factory=ScorecardSettings)
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
     references: bool = False
     resume: str | None = None
 

@@ -59,6 +59,8 @@ class FederationSettings:
     rounds each), and ``local_epochs`` is the number of passes each side makes over a chunk.
     ``faults`` maps a party id to a fault (simulation only). ``stop_after`` ends the
     run after that round, as an interruption would; ``resume=<run dir>`` continues it.
+    ``psi_cache`` is where simulated parties keep their blinded ID sets between runs (a
+    deployed node keeps its own under its state directory); null builds them every time.
     """
 
     mode: Mode = Mode.centralized
@@ -76,6 +78,7 @@ class FederationSettings:
     faults: dict[str, Fault] = field(default_factory=dict)
     stop_after: int | None = None
     exchanges_per_epoch: int = 2
+    psi_cache: str | None = None
 
 
 def check_federation(settings: FederationSettings, n_clients: int) -> None:

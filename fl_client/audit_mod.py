@@ -38,8 +38,12 @@ def _sent(reply: Message) -> dict[str, Any]:
     return {} if reply.has_error() else content_summary(reply.content)
 
 
-def audit_log_mod(settings_of: Callable[[Context], ClientSettings]) -> Mod:
-    """Return a mod that logs each answered message of the node ``settings_of(context)``."""
+def audit_log_mod(settings_of: Callable[[Context], ClientSettings],
+                  purpose: str = "training") -> Mod:
+    """Return a mod that logs each answered message of the node ``settings_of(context)``.
+
+    ``purpose`` (``training`` or ``scoring``) is on every line.
+    """
 
     def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         server = msg.content.config_records.pop(ANCHOR, None) if not msg.has_error() else None
@@ -49,8 +53,8 @@ def audit_log_mod(settings_of: Callable[[Context], ClientSettings]) -> Mod:
         path = audit_log_path(settings)
         if path is None:
             return reply
-        entry: dict[str, Any] = {"party": settings.party, "group": msg.metadata.group_id,
-                                 "sent": _sent(reply)}
+        entry: dict[str, Any] = {"party": settings.party, "purpose": purpose,
+                                 "group": msg.metadata.group_id, "sent": _sent(reply)}
         if note is not None:
             entry["node"] = dict(note.items())
         if server is not None:

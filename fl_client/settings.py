@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from federation.alignment import ChannelKeys
 from federation.run_settings import RunSettings
 from federation.settings import Fault, FederationSettings
-from models.settings import ModelSettings, TrainSettings
+from models.settings import ModelSettings, ScorecardSettings, TrainSettings
 from privacy.settings import PrivacySettings
 
 
@@ -30,12 +30,15 @@ class ClientSettings:
     fault: Fault | None = None
     label_leakage_audit: bool = False
     channel_keys: ChannelKeys | None = None
+    scorecard: ScorecardSettings = ScorecardSettings()  # the lender's score scaling
+    psi_cache: str | None = None  # where the node keeps its blinded ID sets (SetupCache)
 
 
 def client_settings(run: RunSettings, party: str, state_dir: str | None, *,
                     privacy: PrivacySettings | None = None, fault: Fault | None = None,
                     label_leakage_audit: bool = False,
-                    channel_keys: ChannelKeys | None = None) -> ClientSettings:
+                    channel_keys: ChannelKeys | None = None,
+                    psi_cache: str | None = None) -> ClientSettings:
     """Build one party's node settings from the run's; the same in simulation and deployment.
 
     ``privacy`` overrides the run's (a deployed node applies its own limits); ``fault`` and
@@ -47,4 +50,6 @@ def client_settings(run: RunSettings, party: str, state_dir: str | None, *,
                           privacy=privacy if privacy is not None else run.privacy.for_party(party),
                           state_dir=state_dir, fault=fault,
                           label_leakage_audit=label_leakage_audit,
-                          channel_keys=channel_keys)
+                          channel_keys=channel_keys, scorecard=run.scorecard,
+                          psi_cache=run.federation.psi_cache if psi_cache is None
+                          else psi_cache)

@@ -34,6 +34,7 @@ from federation.protocol import (
 from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod
 from fl_client.node_noise import node_noise
 from fl_client.node_store import at_epoch_start, load_state, save_state
+from fl_client.party_bundle import write_lender_bundle, write_passive_bundle
 from fl_client.settings import ClientSettings
 from fl_client.vertical_task import BudgetRefusal, LenderNode, NodeState, PassiveNode
 
@@ -105,10 +106,11 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
                 f"{settings.party}: this run already trained at this node; a new alignment "
                 "needs a new run")})
         state = NodeState()  # a new alignment starts a new federation at this node
-        setup = PassiveNode(settings, rows, node_noise(context, settings)).setup(state,
-                                                  int(cast(int, _config(msg)["lender_rows"])))
+        setup, cached = PassiveNode(settings, rows, node_noise(context, settings)).setup(
+            state, int(cast(int, _config(msg)["lender_rows"])))
         save_state(settings, context, state)
-        return _reply(msg, settings.party, {"rows": len(rows.ids)}, config={"setup": setup})
+        return _reply(msg, settings.party, {"rows": len(rows.ids), "setup_cached": float(cached)},
+                      config={"setup": setup})
 
     @app.query(VerticalMessage.PSI_ANSWER.action)
     def psi_answer(msg: Message, context: Context) -> Message:
@@ -211,6 +213,10 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
                 node.write_leakage(state, Path(settings.state_dir) / settings.party)
             # what the node has spent, on its last reply too (its audit log, its budget)
             spent = node.embedding_spend(state) if node.noisy else {}
+            version, encoder = node.final_encoder(state, best)
+            write_passive_bundle(settings, rows, str(config.get("model_id", "")),
+                                 encoder.state_dict(), encoder_version=version,
+                                 noise_std=node.scoring_noise_std(), privacy=spent)
             return _reply(msg, settings.party, spent, values=embeddings)
         passive = _passive(config)
         values = unpack(msg.content.array_records.get(ARRAYS))
@@ -219,6 +225,10 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
         metrics, report, split_rows = lender.final(
             state, {p: {s: values[f"{p}.{s}"] for s in ("train", "val", "test")}
                     for p in passive}, out_dir)
+        write_lender_bundle(settings, rows, str(config.get("model_id", "")),
+                            lender.best_model(state).state_dict(), passive=passive,
+                            calibration=lender.calibration, metrics=metrics,
+                            privacy=lender.spend(state))
         reply = _reply(msg, settings.party, metrics)
         reply.content[REPORT] = ConfigRecord(report_record(report, split_rows))
         return reply

@@ -26,6 +26,7 @@ from credit_data.vertical import NodeRows, assign_chunk
 from federation.alignment import (
     LenderAlignment,
     PartyAlignment,
+    SetupCache,
     channel_auth,
     open_key,
     seal_key,
@@ -39,12 +40,13 @@ from models.split_training import (
     DPPlan,
     InnerProductLoss,
     LenderModel,
+    calibrate,
     chunk_sample_rate,
     embed,
     embedding_gradients,
+    fit_calibration,
     fit_chunk,
     randomized_response,
-    recalibrate,
 )
 from models.training import EarlyStopping, batch_for, predict_proba, start_at_base_rate
 from privacy.accounting import (
@@ -253,13 +255,16 @@ class PassiveNode(_Node):
                          if self.noisy else [])
 
     # alignment ---------------------------------------------------------------------------
-    def setup(self, state: NodeState, lender_rows: int) -> bytes:
-        """Blind and compress the own IDs for PSI; keep the PSI key."""
-        side = PartyAlignment(self.settings.party, self.rows.ids)
-        state.keys["psi"] = side.psi_key
-        setup = side.setup(lender_rows)
+    def setup(self, state: NodeState, lender_rows: int) -> tuple[bytes, bool]:
+        """Blind and compress the own IDs for PSI (or take them from the cache); keep the key.
+
+        Returns the setup message and whether it came from the node's cache.
+        """
+        cache = SetupCache(Path(self.settings.psi_cache) if self.settings.psi_cache else None,
+                           self.settings.party)
+        state.keys["psi"], setup, cached = cache.setup(self.rows.ids, lender_rows)
         state.keys["setup"] = transcript(setup)  # what the channel key will be signed with
-        return setup
+        return setup, cached
 
     def answer(self, state: NodeState, request: bytes, lender_key: bytes) -> tuple[bytes, bytes]:
         """Answer the lender's PSI request; keep the agreed channel key."""
@@ -423,6 +428,16 @@ class PassiveNode(_Node):
                 "embedding_selection_delta": self.rows.summary_selection_delta,
                 "embedding_summary_noise_multiplier": self._summary_multiplier()}
 
+    def final_encoder(self, state: NodeState, best_epoch: int) -> tuple[int, PartyEncoder]:
+        """Return the encoder the lender's best epoch used, and the epoch it stands after."""
+        version = state.version.get(best_epoch, max(state.snapshots, default=0))
+        weights = state.snapshots[version] if state.snapshots else state.model
+        return version, self._encoder(weights)
+
+    def scoring_noise_std(self) -> float:
+        """Return the noise each release of embeddings gets (0 without embedding noise)."""
+        return self._noise_std() if self.noisy else 0.0
+
     def final(self, state: NodeState, best_epoch: int) -> dict[str, np.ndarray]:
         """Embeddings of every split from the encoder the lender's best epoch used.
 
@@ -432,12 +447,10 @@ class PassiveNode(_Node):
         if not state.last:
             raise BudgetRefusal(f"{self.settings.party}: no final embeddings before this node "
                                 "has trained in this run")
-        version = state.version.get(best_epoch, max(state.snapshots, default=0))
+        version, encoder = self.final_encoder(state, best_epoch)
         if self.noisy and version not in state.releases:
             raise BudgetRefusal(f"{self.settings.party}: the final embeddings would come from "
                                 f"an encoder (epoch {version}) whose release was never counted")
-        encoder = self._encoder(state.snapshots[version]) if state.snapshots else \
-            self._encoder(state.model)
         return {name: self._release(state, version, self._split_positions(state, split), split,
                                     encoder) for split, name in SPLITS.items()}
 
@@ -453,6 +466,7 @@ class LenderNode(_Node):
         p = settings.privacy
         self.flip = flip_probability(p.label_epsilon) if p.label_epsilon is not None else 0.0
         self.train_rows = np.flatnonzero(rows.split == TRAIN)
+        self.calibration: tuple[float, float] | None = None  # set by final() under label DP
         self.y_train = rows.y[self.train_rows]
         if p.label_epsilon is not None:
             self.y_train = flipped_labels(self.y_train, p.label_epsilon, noise)
@@ -628,6 +642,10 @@ class LenderNode(_Node):
             out.update({f"dpsgd_{k}": v for k, v in spend.items() if not isinstance(v, list)})
         return out
 
+    def best_model(self, state: NodeState) -> LenderModel:
+        """Return the model of the best validation epoch (the one that scores)."""
+        return self._model(state, state.snapshots.get(state.best_epoch))
+
     def final(self, state: NodeState, embeddings: dict[str, dict[str, np.ndarray]],
               out_dir: Path | None
               ) -> tuple[dict[str, float], dict[str, ScoreSummary], dict[str, int]]:
@@ -638,15 +656,17 @@ class LenderNode(_Node):
         training rows under DP: their scores are outside every guarantee). The row-level
         scores are written to ``out_dir`` (the lender's own disk) when given.
         """
-        model = self._model(state, state.snapshots.get(state.best_epoch))
+        model = self.best_model(state)
         scores, metrics = {}, {}
         for split, name in SPLITS.items():
             rows = self.split_rows(split)
             scores[name] = predict_proba(model, self._inputs(
                 rows, {p: embeddings[p][name] for p in self.passive}, model, state))
+        self.calibration = None
         if self.flip > 0:
             val_scores, y_val = scores["val"], self.rows.y[self.split_rows(VAL)]  # type: ignore[index]
-            scores = {n: recalibrate(s, val_scores, y_val) for n, s in scores.items()}
+            self.calibration = fit_calibration(val_scores, y_val)
+            scores = {n: calibrate(s, self.calibration) for n, s in scores.items()}
         test = self.split_rows(TEST)
         y_test = self.rows.y[test]  # type: ignore[index]
         metrics["test_auc"] = auc_of_scores(scores["test"], y_test)

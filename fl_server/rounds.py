@@ -85,7 +85,8 @@ def _number(record: Any, key: str) -> float:
     return float(cast(float, record[key]))
 
 
-def _wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
+def wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
+    """Return the ids of the connected nodes once there are ``n``; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while len(nodes := sorted(grid.get_node_ids())) < n:
         if time.monotonic() > deadline:
@@ -240,7 +241,7 @@ def run_federation(grid: Grid, s: ServerSettings,
     """Run every round; return the final model, history, ledger and exclusions."""
     out = FederationOutcome()
     f = s.federation
-    nodes = _wait_for_nodes(grid, s.n_clients, f.connect_timeout)
+    nodes = wait_for_nodes(grid, s.n_clients, f.connect_timeout)
     schema, node_party, base_rate, summaries = _agree_on_schema(grid, nodes, s)
     out.schema = schema
     torch.manual_seed(s.seed)

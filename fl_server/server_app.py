@@ -18,6 +18,7 @@ from federation.audit_log import AuditLog
 from federation.flower_compat import SIMULATION_POLL
 from fl_server.audited_grid import AuditedGrid
 from fl_server.rounds import FederationOutcome, GlobalEvaluation, run_federation
+from fl_server.scoring_rounds import ScoringOutcome, ScoringServerSettings, run_scoring
 from fl_server.settings import ServerSettings
 from fl_server.vertical_rounds import Recorder, VerticalOutcome, run_vertical_federation
 
@@ -67,6 +68,25 @@ def make_vertical_server_app(settings: ServerSettings, outcome: VerticalOutcome,
         try:
             grid = audited(grid, settings, SIMULATION_POLL)
             result = run_vertical_federation(grid, settings, recorder)
+        except BaseException as exc:  # handed to the runner, which raises it in its thread
+            outcome.error = exc
+            return
+        outcome.__dict__.update(result.__dict__)
+
+    return app
+
+
+def make_scoring_server_app(settings: ScoringServerSettings, outcome: ScoringOutcome,
+                            out_dir: Path, recorder: Recorder | None = None) -> ServerApp:
+    """Build the scoring ServerApp (its audit log in ``out_dir/server``); it fills ``outcome``."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        try:
+            log = AuditLog(out_dir / "server" / "audit.jsonl")
+            grid = cast(Grid, AuditedGrid(grid, log, SIMULATION_POLL))
+            result = run_scoring(grid, settings, recorder)
         except BaseException as exc:  # handed to the runner, which raises it in its thread
             outcome.error = exc
             return

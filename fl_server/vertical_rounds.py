@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from federation.protocol import (
 )
 from fl_server.audited_grid import explain, node_of
 from fl_server.checkpoint import load_checkpoint, save_checkpoint
-from fl_server.rounds import FederationError, _wait_for_nodes
+from fl_server.rounds import FederationError, wait_for_nodes
 from fl_server.settings import ServerSettings
 from models.metrics import ScoreSummary
 from privacy.accounting import ACCOUNTANT
@@ -46,7 +47,17 @@ Recorder = Callable[[str, int, RecordDict], None]
 
 
 @dataclass
-class VerticalOutcome:
+class Traffic:
+    """Messages, bytes and seconds per party and per message type."""
+
+    communication: dict[str, dict[str, int]] = field(default_factory=dict)
+    message_rounds: int = 0
+    seconds_by_kind: dict[str, float] = field(default_factory=dict)
+    compute_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class VerticalOutcome(Traffic):
     """What the server leaves behind for the runner."""
 
     parties: dict[str, int] = field(default_factory=dict)
@@ -54,7 +65,6 @@ class VerticalOutcome:
     id_shapes: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     alignment: dict[str, dict[str, int]] = field(default_factory=dict)
-    communication: dict[str, dict[str, int]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     ledger: PrivacyLedger | None = None
     final: dict[str, float] = field(default_factory=dict)
@@ -63,20 +73,18 @@ class VerticalOutcome:
     epochs: int = 0
     stopped_after: int | None = None
     resumed_after: int | None = None
-    message_rounds: int = 0
-    seconds_by_kind: dict[str, float] = field(default_factory=dict)
-    compute_seconds: dict[str, float] = field(default_factory=dict)
     error: BaseException | None = None
+    model_id: str = ""  # carried by every party's bundle of the trained model
 
 
 def _size(content: RecordDict) -> int:
     return int(sum(record.count_bytes() for record in content.values()))
 
 
-class _Router:
+class Router:
     """Sends messages, checks replies, counts traffic per party."""
 
-    def __init__(self, grid: Grid, out: VerticalOutcome, timeout: float,
+    def __init__(self, grid: Grid, out: Traffic, timeout: float,
                  recorder: Recorder | None) -> None:
         self.grid, self.out, self.timeout, self.recorder = grid, out, timeout, recorder
         self.node: dict[str, int] = {}
@@ -139,8 +147,9 @@ def _config(**values: Any) -> RecordDict:
     return RecordDict({CONFIG: ConfigRecord(values)})
 
 
-def _identify(grid: Grid, router: _Router, s: ServerSettings) -> tuple[str, ...]:
-    nodes = _wait_for_nodes(grid, s.n_clients, s.federation.connect_timeout)
+def _identify(grid: Grid, router: Router, s: ServerSettings) -> tuple[str, ...]:
+    vout = cast(VerticalOutcome, router.out)
+    nodes = wait_for_nodes(grid, s.n_clients, s.federation.connect_timeout)
     messages = [Message(RecordDict(), dst_node_id=n, message_type=str(VerticalMessage.HELLO))
                 for n in nodes]
     for reply in grid.send_and_receive(messages, timeout=s.federation.connect_timeout):
@@ -154,19 +163,20 @@ def _identify(grid: Grid, router: _Router, s: ServerSettings) -> tuple[str, ...]
         if party in router.node:
             raise FederationError(f"two nodes both say they are '{party}'")
         router.node[party] = reply.metadata.src_node_id
-        router.out.parties[party] = int(cast(float, reply.content[METRICS]["rows"]))
-        router.out.columns[party] = int(cast(float, reply.content[METRICS]["columns"]))
+        vout.parties[party] = int(cast(float, reply.content[METRICS]["rows"]))
+        vout.columns[party] = int(cast(float, reply.content[METRICS]["columns"]))
         shape = reply.content.config_records.get(CONFIG, ConfigRecord()).get("id_shape")
-        router.out.id_shapes[party] = json.loads(str(shape)) if shape else {}
+        vout.id_shapes[party] = json.loads(str(shape)) if shape else {}
     if LABEL_HOLDER not in router.node:
         raise FederationError(f"no node is the '{LABEL_HOLDER}' (the label holder)")
     return tuple(p for p in s.parties if p != LABEL_HOLDER and p in router.node)
 
 
-def _align(router: _Router, passive: tuple[str, ...]) -> None:
+def _align(router: Router, passive: tuple[str, ...]) -> None:
     """Private set intersection between the lender and each party, routed blind."""
+    vout = cast(VerticalOutcome, router.out)
     # the parties blind their own sets while the lender blinds its applicants
-    lender_rows = router.out.parties[LABEL_HOLDER]
+    lender_rows = vout.parties[LABEL_HOLDER]
     kinds = {LABEL_HOLDER: str(VerticalMessage.PSI_REQUEST)} | dict.fromkeys(
         passive, str(VerticalMessage.PSI_SETUP))
     first = router.send(kinds,
@@ -191,11 +201,12 @@ def _align(router: _Router, passive: tuple[str, ...]) -> None:
         if got != n:
             raise FederationError(f"alignment with {p}: the lender found {n} shared customers, "
                                   f"{p} received {got}")
-        router.out.alignment[p] = {"lender_rows": lender_rows,
-                                   "party_rows": router.out.parties[p],
-                                   "intersection": n}
+        vout.alignment[p] = {"lender_rows": lender_rows,
+                             "party_rows": vout.parties[p],
+                             "intersection": n,
+                             "setup_cached": bool(first[p][METRICS].get("setup_cached"))}
         log.info("alignment: %s knows %d of the lender's %d applicants", p, n, lender_rows)
-        _check_overlap(router.out, p, n, lender_rows)
+        _check_overlap(vout, p, n, lender_rows)
 
 
 MIN_OVERLAP = 0.05
@@ -309,7 +320,7 @@ def run_vertical_federation(grid: Grid, s: ServerSettings,
     """Align, train exchange by exchange until the lender stops, then score."""
     out = VerticalOutcome()
     f = s.federation
-    router = _Router(grid, out, f.round_timeout, recorder)
+    router = Router(grid, out, f.round_timeout, recorder)
     passive = _identify(grid, router, s)
     if not passive:
         raise FederationError("vertical federation needs at least one party besides the "
@@ -388,11 +399,15 @@ def run_vertical_federation(grid: Grid, s: ServerSettings,
                             "resume=%s", epoch, s.run_dir)
                 break
     best = best_known
-    finals = router.send(VerticalMessage.FINAL, {p: _config(best_epoch=best) for p in passive})
+    out.model_id = uuid.uuid4().hex  # every party's bundle of this model carries it
+    finals = router.send(VerticalMessage.FINAL, {p: _config(best_epoch=best,
+                                                            model_id=out.model_id)
+                                                 for p in passive})
     values = {f"{p}.{name}": finals[p][ARRAYS][name] for p in passive
               for name in ("train", "val", "test")}
     scored = router.send(VerticalMessage.FINAL, {LABEL_HOLDER: RecordDict({
-        CONFIG: ConfigRecord({"best_epoch": best, "passive": list(passive)}),
+        CONFIG: ConfigRecord({"best_epoch": best, "passive": list(passive),
+                              "model_id": out.model_id}),
         ARRAYS: ArrayRecord(values)})})[LABEL_HOLDER]
     out.final = {k: float(cast(float, v)) for k, v in scored[METRICS].items()}
     try:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
@@ -206,22 +207,36 @@ def randomized_response(y: np.ndarray, flip: float, rng: np.random.Generator) ->
     return np.where(flips, 1.0 - y, y).astype(np.float32)
 
 
-def recalibrate(scores: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Platt-scale ``scores`` on ``(reference, labels)``: a strictly increasing map, so AUC stays.
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def fit_calibration(reference: np.ndarray, labels: np.ndarray) -> tuple[float, float] | None:
+    """Return Platt scaling's (slope, intercept) on the logit, or None without usable signal.
 
     Under label DP the model learns the flipped labels' rate, pulled toward 0.5; the lender
-    recalibrates on its validation rows, whose true labels never leave it.
+    recalibrates on its validation rows, whose true labels never leave it. The map is strictly
+    increasing, so AUC stays.
 
     >>> ref = np.array([0.2, 0.3, 0.6, 0.7]); y = np.array([0, 0, 1, 1])
-    >>> out = recalibrate(np.array([0.1, 0.9]), ref, y)
+    >>> out = calibrate(np.array([0.1, 0.9]), fit_calibration(ref, y))
     >>> bool(out[0] < out[1])
     True
     """
-    def logit(p: np.ndarray) -> np.ndarray:
-        p = np.clip(p, 1e-7, 1 - 1e-7)
-        return np.log(p / (1 - p))[:, None]
-
-    fitted = LogisticRegression(C=1e6).fit(logit(reference), labels)
+    fitted = LogisticRegression(C=1e6).fit(_logit(reference)[:, None], labels)
     if fitted.coef_[0, 0] <= 0:  # no usable signal: leave the scores as they are
+        return None
+    return float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
+
+
+def calibrate(scores: np.ndarray, calibration: tuple[float, float] | None) -> np.ndarray:
+    """Apply :func:`fit_calibration`'s map (scores unchanged for None).
+
+    >>> calibrate(np.array([0.5]), (2.0, 0.0)).tolist(), calibrate(np.array([0.3]), None).tolist()
+    ([0.5], [0.3])
+    """
+    if calibration is None:
         return scores
-    return fitted.predict_proba(logit(scores))[:, 1]
+    slope, intercept = calibration
+    return expit(slope * _logit(scores) + intercept)

@@ -19,6 +19,14 @@ SHARED_DATA = Path(os.environ.get("CREDIT_FL_DATA_DIR", REPO.parent / "shared" /
 register()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def psi_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The parties' PSI cache of every test run, apart from the repository's ``outputs/``."""
+    path = tmp_path_factory.mktemp("psi-cache")
+    os.environ["CREDIT_FL_PSI_CACHE"] = str(path)
+    return path
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark doctests as unit tests; leave the full-size runs out under CI (``CI=true``) unless
     ``RUN_SLOW=1`` asks for them.

@@ -59,7 +59,11 @@ def test_a_stopped_vertical_run_resumes_to_the_same_model_and_ledger(tmp_path, p
     kinds = {m.metadata.message_type for m in grid.sent}
     assert str(VerticalMessage.PSI_SETUP) not in kinds
     assert str(VerticalMessage.PSI_REQUEST) not in kinds
-    assert second.alignment == whole.alignment
+    def counts(alignment):  # whether a party's blinded set came from its cache may differ
+        return {p: {k: v for k, v in a.items() if k != "setup_cached"}
+                for p, a in alignment.items()}
+
+    assert counts(second.alignment) == counts(whole.alignment)
     # the same model: the same scores on every split, the same history
     assert second.final == whole.final
     assert [r.get("val_auc") for r in second.history] == [r.get("val_auc")

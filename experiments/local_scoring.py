@@ -1,0 +1,126 @@
+"""One-bundle models (centralized, local, horizontal): writing the bundle, scoring with it.
+
+A centralized or local model is trained where its rows are pooled: its bundle
+(``<run dir>/model``) holds the model and each pooled party's preprocessing. A horizontal
+model is the global model with the shared schema, which the server and every lender hold.
+Scoring reads the bundle (hashes checked, nothing unpickled), encodes the applicants as
+training did and scores them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from credit_data.errors import DataError
+from credit_data.horizontal import joined_columns
+from credit_data.saved_preprocessing import SavedPreprocessing, schema_json
+from credit_data.settings import LABEL_HOLDER
+from credit_data.tables import Population
+from federation.run_settings import MissingParty, RunSettings
+from models.bundle import load_bundle, write_bundle
+from models.factory import build_model
+from models.scorecard import grades_of, points
+from models.training import predict_proba
+
+MODEL_DIR = "model"
+SHARED = "shared"
+"""The preprocessing key of a horizontal model's shared schema."""
+
+
+def _plain(settings: Any) -> dict[str, Any]:
+    return {k: (v.value if hasattr(v, "value") else list(v) if isinstance(v, tuple) else v)
+            for k, v in dataclasses.asdict(settings).items()}
+
+
+def write_model_bundle(run_dir: Path, settings: RunSettings, model: torch.nn.Module, *,
+                       model_id: str, parties: tuple[str, ...],
+                       preprocessing: dict[str, dict[str, Any]], metrics: dict[str, Any],
+                       privacy: dict[str, Any] | None, party: str = "coordinator") -> Path:
+    """Write a one-bundle model to ``<run dir>/model``; return the directory."""
+    manifest = {
+        "model_id": model_id, "party": party, "role": "model",
+        "mode": settings.federation.mode.value,
+        "config": {"seed": settings.seed, "model": _plain(settings.model),
+                   "privacy": {"mechanism": settings.privacy.mechanism.value}},
+        "parties": list(parties),
+        "columns": {p: {"numeric": list(pre["numeric"]),
+                        "categorical": list(pre["categorical"]),
+                        "features": list(pre["feature_names"])}
+                    for p, pre in preprocessing.items()},
+        "scorecard": _plain(settings.scorecard), "metrics": metrics, "privacy": privacy}
+    return write_bundle(run_dir / MODEL_DIR, manifest=manifest, weights=model.state_dict(),
+                        preprocessing=preprocessing)
+
+
+def horizontal_preprocessing(schema: Any) -> dict[str, dict[str, Any]]:
+    """Return a horizontal model's preprocessing: the shared schema."""
+    return {SHARED: schema_json(schema)}
+
+
+def _pooled_matrix(bundle_pre: dict[str, dict[str, Any]], parties: list[str],
+                   population: Population, missing: MissingParty
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, dict[str, int]]]:
+    ids = population.tables[LABEL_HOLDER].frame.index
+    blocks, known, unknown = [], {}, {}
+    for party in parties:
+        saved = SavedPreprocessing.from_json_dict(bundle_pre[party])
+        table = population.tables.get(party)
+        if table is None and (party == LABEL_HOLDER or missing is MissingParty.error):
+            raise DataError(f"{party}'s columns are part of this model but its table is absent; "
+                            "name its file in data.parties, or set scoring.missing_party="
+                            "unknown to score its applicants as unknown to it")
+        values = np.zeros((len(ids), len(saved.feature_names)), dtype=np.float32)
+        present = np.zeros(len(ids), dtype=bool)
+        if table is not None:
+            saved.check_columns(table.frame, table.numeric, table.categorical, table.source)
+            position = table.frame.index.get_indexer(ids)
+            present = position >= 0
+            if present.any():
+                encoded = saved.transform(table.frame.iloc[position[present]], table.source)
+                values[present] = encoded.x
+                unknown[party] = encoded.unknown_categories
+        blocks.append(values)
+        if party != LABEL_HOLDER:
+            blocks.append(present[:, None].astype(np.float32))
+            known[party] = present
+    return np.concatenate(blocks, axis=1), known, unknown
+
+
+def score_with_bundle(directory: Path, population: Population, settings: RunSettings
+                      ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Score the lender's applicants with a one-bundle model; return scores.csv and counts."""
+    bundle = load_bundle(directory)
+    m = bundle.manifest
+    lender = population.tables[LABEL_HOLDER]
+    if SHARED in bundle.preprocessing:
+        parties = list(m["parties"])
+        frame, _, _ = joined_columns(population, tuple(parties))
+        saved = SavedPreprocessing.from_json_dict(bundle.preprocessing[SHARED])
+        encoded = saved.transform(frame, lender.source)
+        x, unknown = encoded.x, {SHARED: encoded.unknown_categories}
+        known = {p: frame[f"{p}.present"].to_numpy() > 0 for p in parties if p != LABEL_HOLDER}
+        widths = {"lender": x.shape[1]}
+    else:
+        parties = list(m["parties"])
+        x, known, unknown = _pooled_matrix(bundle.preprocessing, parties, population,
+                                           settings.scoring.missing_party)
+        widths = {p: len(bundle.preprocessing[p]["feature_names"]) + (p != LABEL_HOLDER)
+                  for p in parties}
+    model = build_model(dataclasses.replace(settings.model), widths)
+    model.load_state_dict(bundle.weights)
+    probability = predict_proba(model, x)
+    score_points = points(probability, settings.scorecard)
+    table = pd.DataFrame({"id": lender.frame.index.astype(str), "probability": probability,
+                          "points": np.round(score_points, 2),
+                          "grade": grades_of(score_points, settings.scorecard)})
+    for party, mask in known.items():
+        table[f"known_{party}"] = mask.astype(int)
+    return table, {"engine": "local", "model_id": bundle.model_id, "parties": parties,
+                   "unknown_categories": {p: u for p, u in unknown.items() if u},
+                   "known": {p: int(k.sum()) for p, k in known.items()}}

@@ -1,0 +1,83 @@
+"""Each vertical party writes its own bundle of the trained model, on its own disk.
+
+A passive party's bundle holds its encoder (the version the lender's best epoch used), its
+fitted preprocessing, its column list and types, its table's fingerprint and its privacy spend.
+The lender's adds the head, the "unknown applicant" vectors, the calibration and the score
+scaling. Neither holds a row, a label or another party's column. Never imports flwr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from credit_data.vertical import NodeRows
+from fl_client.settings import ClientSettings
+from models.bundle import write_bundle
+
+BUNDLE_DIR = "model"
+"""A party's bundle: ``<state dir>/<party>/model`` (``parties/<party>/model`` in a run)."""
+
+
+def bundle_dir(settings: ClientSettings) -> Path | None:
+    """Where this party keeps its bundle (None for a node without a state directory)."""
+    if not settings.state_dir:
+        return None
+    return Path(settings.state_dir) / settings.party / BUNDLE_DIR
+
+
+def _manifest(settings: ClientSettings, rows: NodeRows, model_id: str, role: str,
+              privacy: dict[str, Any]) -> dict[str, Any]:
+    p = settings.privacy
+    return {
+        "model_id": model_id, "party": settings.party, "role": role, "mode": "vertical",
+        "config": {"seed": settings.seed, "model": _plain(settings.model),
+                   "privacy": {"mechanism": p.mechanism.value,
+                               "embedding_epsilon": p.embedding_epsilon,
+                               "embedding_clip": p.embedding_clip,
+                               "label_epsilon": p.label_epsilon,
+                               "max_epsilon": p.max_epsilon, "delta": p.delta}},
+        "columns": {"numeric": list(rows.numeric), "categorical": list(rows.categorical),
+                    "features": list(rows.names)},
+        "table": {"fingerprint": rows.fingerprint, "rows": len(rows.ids)},
+        "privacy": privacy,
+    }
+
+
+def _plain(settings: Any) -> dict[str, Any]:
+    return {k: (v.value if hasattr(v, "value") else list(v) if isinstance(v, tuple) else v)
+            for k, v in dataclasses.asdict(settings).items()}
+
+
+def write_passive_bundle(settings: ClientSettings, rows: NodeRows, model_id: str,
+                         encoder: dict[str, torch.Tensor], *, encoder_version: int,
+                         noise_std: float, privacy: dict[str, Any]) -> Path | None:
+    """Write a passive party's bundle; return its directory (None without a state dir)."""
+    directory = bundle_dir(settings)
+    if directory is None or rows.preprocessing is None:
+        return None
+    manifest = _manifest(settings, rows, model_id, "passive", privacy)
+    manifest["embedding"] = {"encoder_version": encoder_version, "noise_std": noise_std,
+                             "clip": settings.privacy.embedding_clip if noise_std > 0 else None}
+    return write_bundle(directory, manifest=manifest,
+                        weights={f"encoder.{k}": v for k, v in encoder.items()},
+                        preprocessing={settings.party: rows.preprocessing})
+
+
+def write_lender_bundle(settings: ClientSettings, rows: NodeRows, model_id: str,
+                        model: dict[str, torch.Tensor], *, passive: tuple[str, ...],
+                        calibration: tuple[float, float] | None, metrics: dict[str, float],
+                        privacy: dict[str, Any]) -> Path | None:
+    """Write the lender's bundle: its encoder, the head, the unknown vectors, the scaling."""
+    directory = bundle_dir(settings)
+    if directory is None or rows.preprocessing is None:
+        return None
+    manifest = _manifest(settings, rows, model_id, "lender", privacy)
+    manifest |= {"passive": list(passive), "calibration": list(calibration)
+                 if calibration is not None else None,
+                 "scorecard": _plain(settings.scorecard), "metrics": metrics}
+    return write_bundle(directory, manifest=manifest, weights=dict(model),
+                        preprocessing={settings.party: rows.preprocessing})

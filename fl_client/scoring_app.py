@@ -1,0 +1,136 @@
+"""The scoring ClientApp: thin handlers over :mod:`fl_client.scoring_task`.
+
+Every node loads its own bundle and its own rows; the lender keeps the scores on its own disk
+(``<state dir>/lender/scores.csv``) and sends the server counts. Every answered message is in
+the node's audit log with the purpose ``scoring``. A bad bundle or bad rows are refused in the
+reply, naming the culprit; the server stops the request there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
+
+from credit_data.errors import AlignmentError, BudgetRefusal, CreditFLError
+from credit_data.settings import LABEL_HOLDER
+from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, ScoringMessage
+from federation.storage import write_atomic
+from fl_client.audit_mod import audit_log_mod
+from fl_client.node_store import load_state, save_state
+from fl_client.scoring_task import (
+    SCORES_FILE,
+    ScoringInput,
+    ScoringLender,
+    ScoringParty,
+)
+from fl_client.settings import ClientSettings
+from fl_client.vertical_app import arrays, unpack
+from fl_client.vertical_task import NodeState
+
+ScoringSource = Callable[[Context], tuple[ClientSettings, ScoringInput]]
+REFUSED = (CreditFLError, BudgetRefusal, AlignmentError)
+
+
+def _reply(msg: Message, party: str, *, info: dict[str, Any] | None = None,
+           metrics: dict[str, float] | None = None, config: dict[str, Any] | None = None,
+           values: dict[str, Any] | None = None) -> Message:
+    content = RecordDict({STATUS: ConfigRecord({"party": party})})
+    record = dict(config or {})
+    if info is not None:
+        record["info"] = json.dumps(info)
+    if record:
+        content[CONFIG] = ConfigRecord(record)
+    if metrics:
+        content[METRICS] = MetricRecord(cast(dict[str, Any], metrics))
+    if values is not None:
+        content[ARRAYS] = arrays(values)
+    return Message(content, reply_to=msg)
+
+
+def _config(msg: Message) -> ConfigRecord:
+    return msg.content.config_records.get(CONFIG, ConfigRecord())
+
+
+def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -> ClientApp:
+    """Build the scoring ClientApp over a source of (settings, bundle and rows) per node."""
+    app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0], "scoring"), *mods])
+
+    def guarded(handler: Callable[[Message, Context, ClientSettings, ScoringInput], Message]
+                ) -> Callable[[Message, Context], Message]:
+        def run(msg: Message, context: Context) -> Message:
+            settings, data = source(context)
+            try:
+                return handler(msg, context, settings, data)
+            except REFUSED as exc:  # named in the reply, the audit log and the run's error
+                return _reply(msg, settings.party, config={"refused": str(exc)})
+        return run
+
+    @app.query(ScoringMessage.HELLO.action)
+    @guarded
+    def hello(msg: Message, context: Context, settings: ClientSettings,
+              data: ScoringInput) -> Message:
+        if settings.party != LABEL_HOLDER:
+            node = ScoringParty(settings, data)
+            return _reply(msg, settings.party, info=node.hello() | {"rows": len(node.ids)})
+        lender = ScoringLender(settings, data)
+        state = NodeState()
+        request, key = lender.request(state)
+        save_state(settings, context, state)
+        return _reply(msg, settings.party, info=lender.hello() | {
+            "rows": len(lender.ids), "passive": list(lender.passive)},
+            config={"request": request, "key": key})
+
+    @app.query(ScoringMessage.ANSWER.action)
+    @guarded
+    def answer(msg: Message, context: Context, settings: ClientSettings,
+               data: ScoringInput) -> Message:
+        config, state = _config(msg), NodeState()
+        setup, response, key, cached = ScoringParty(settings, data).answer(
+            state, cast(bytes, config["request"]), cast(bytes, config["key"]),
+            int(cast(int, config["lender_rows"])))
+        save_state(settings, context, state)
+        return _reply(msg, settings.party, metrics={"setup_cached": float(cached)},
+                      config={"setup": setup, "response": response, "key": key})
+
+    @app.query(ScoringMessage.INTERSECT.action)
+    @guarded
+    def intersect(msg: Message, context: Context, settings: ClientSettings,
+                  data: ScoringInput) -> Message:
+        config, state = _config(msg), load_state(settings, context)
+        passive = [str(p) for p in cast(list[str], config["passive"])]
+        sealed = ScoringLender(settings, data).intersect(state, {p: (
+            cast(bytes, config[f"{p}.setup"]), cast(bytes, config[f"{p}.response"]),
+            cast(bytes, config[f"{p}.key"])) for p in passive})
+        save_state(settings, context, state)
+        return _reply(msg, settings.party,
+                      metrics={f"{p}.known": float(state.masks[p].sum()) for p in passive},
+                      config={f"{p}.sealed": s for p, s in sealed.items()})
+
+    @app.query(ScoringMessage.EMBED.action)
+    @guarded
+    def embed(msg: Message, context: Context, settings: ClientSettings,
+              data: ScoringInput) -> Message:
+        state = load_state(settings, context)
+        values, info = ScoringParty(settings, data).embed(state,
+                                                          cast(bytes, _config(msg)["sealed"]))
+        return _reply(msg, settings.party, info=info, values={"embeddings": values})
+
+    @app.query(ScoringMessage.SCORE.action)
+    @guarded
+    def score(msg: Message, context: Context, settings: ClientSettings,
+              data: ScoringInput) -> Message:
+        state = load_state(settings, context)
+        embeddings = unpack(msg.content.array_records.get(ARRAYS))
+        table, counts = ScoringLender(settings, data).score(state, embeddings)
+        if settings.state_dir:  # the scores stay at the lender
+            write_atomic(Path(settings.state_dir) / settings.party / SCORES_FILE,
+                         table.to_csv(index=False, float_format="%.10g"), mode=0o600)
+        return _reply(msg, settings.party, info=counts)
+
+    return app

@@ -1,0 +1,237 @@
+"""What each vertical party does to score new applicants with its bundle. Never imports flwr.
+
+Each party loads its own bundle (checked against its manifest's hashes) and its own current
+table. The lender blinds its applicants' IDs once for every party; each party answers from its
+cached blinded set (:class:`~federation.alignment.SetupCache`), so its work grows with the
+applicants, not with its table; the lender learns which applicants each party knows and sends
+each its share of them, sealed; each party embeds those rows with its saved encoder (a fresh
+noisy release where the model was trained with embedding noise) and the lender scores.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from credit_data.errors import BudgetRefusal, DataError
+from credit_data.saved_preprocessing import SavedPreprocessing
+from credit_data.settings import LABEL_HOLDER
+from credit_data.tables import PartyTable
+from federation.alignment import (
+    LenderAlignment,
+    PartyAlignment,
+    SetupCache,
+    channel_auth,
+    open_key,
+    seal_key,
+    transcript,
+)
+from fl_client.settings import ClientSettings
+from fl_client.vertical_task import NodeState
+from models.bundle import Bundle, load_bundle
+from models.networks import PartyEncoder
+from models.scorecard import grades_of, points
+from models.settings import ModelKind, ModelSettings, ScorecardSettings
+from models.split_training import LenderModel, calibrate, embed
+from models.training import predict_proba
+from privacy.accounting import epsilon_of, party_delta
+from privacy.randomness import NoiseSource
+
+SCORES_FILE = "scores.csv"
+
+
+@dataclass(frozen=True)
+class ScoringInput:
+    """One party's bundle directory and its current table (the lender's: the applicants)."""
+
+    bundle_dir: Path
+    table: PartyTable
+
+
+def model_settings(manifest: dict[str, Any]) -> ModelSettings:
+    """Return the architecture a bundle was trained with."""
+    m = manifest["config"]["model"]
+    return ModelSettings(kind=ModelKind(m["kind"]), hidden=tuple(m["hidden"]),
+                         dropout=float(m["dropout"]), encoder_hidden=tuple(m["encoder_hidden"]),
+                         embedding_dim=int(m["embedding_dim"]))
+
+
+def scorecard_of(manifest: dict[str, Any]) -> ScorecardSettings:
+    """Return the lender's score scaling, as trained."""
+    c = manifest["scorecard"]
+    return ScorecardSettings(base_points=float(c["base_points"]),
+                             base_odds=float(c["base_odds"]), pdo=float(c["pdo"]),
+                             grades=tuple(c["grades"]),
+                             grade_floors=tuple(float(f) for f in c["grade_floors"]))
+
+
+def encode_table(bundle: Bundle, table: PartyTable, rows: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, dict[str, int]]:
+    """Encode the party's rows (all, or ``rows``) with its saved preprocessing."""
+    saved = SavedPreprocessing.from_json_dict(bundle.preprocessing[bundle.party])
+    saved.check_columns(table.frame, table.numeric, table.categorical, table.source)
+    frame = table.frame if rows is None else table.frame.iloc[rows]
+    encoded = saved.transform(frame, table.source)
+    return encoded.x, encoded.unknown_categories
+
+
+class _ScoringNode:
+    def __init__(self, settings: ClientSettings, data: ScoringInput) -> None:
+        self.settings, self.data = settings, data
+        self.bundle = load_bundle(data.bundle_dir, party=settings.party)
+        self.ids = [str(i) for i in data.table.frame.index]
+        if not self.ids:
+            raise DataError(f"{data.table.source}: no rows to score")
+
+    def hello(self) -> dict[str, Any]:
+        """Return what the server checks first: the bundle's model and its files' digests."""
+        return {"model_id": self.bundle.model_id, "role": self.bundle.manifest["role"],
+                "bundle_sha256": self.bundle.manifest["files"]}
+
+
+class ScoringLender(_ScoringNode):
+    """The lender: blinds its applicants, intersects, scores."""
+
+    def __init__(self, settings: ClientSettings, data: ScoringInput) -> None:
+        super().__init__(settings, data)
+        if self.bundle.manifest["role"] != "lender":
+            raise DataError(f"{data.bundle_dir}: not the lender's bundle")
+        self.passive = tuple(self.bundle.manifest["passive"])
+
+    def request(self, state: NodeState) -> tuple[bytes, bytes]:
+        """Blind the applicants' IDs once for every party (a fresh key per request)."""
+        side = LenderAlignment(self.ids)
+        state.keys["psi"], state.keys["channel"] = side.keys()
+        request, public = side.request()
+        return request, seal_key(channel_auth(self.settings.party, self.settings.channel_keys),
+                                 public, transcript(request))
+
+    def intersect(self, state: NodeState, answers: dict[str, tuple[bytes, bytes, bytes]]
+                  ) -> dict[str, bytes]:
+        """Learn which applicants each party knows; seal each party's share for it."""
+        auth = channel_auth(self.settings.party, self.settings.channel_keys)
+
+        def one(party: str) -> tuple[bytes, np.ndarray]:
+            setup, response, key = answers[party]
+            peer = open_key(auth, key, party, transcript(transcript(setup), response))
+            side = LenderAlignment(self.ids, psi_key=state.keys["psi"],
+                                   channel_key=state.keys["channel"])
+            return side.intersect(party, setup, response, peer)
+
+        with ThreadPoolExecutor(max_workers=max(len(answers), 1)) as pool:
+            done = dict(zip(answers, pool.map(one, answers), strict=True))
+        state.masks = {party: found for party, (_, found) in done.items()}
+        return {party: sealed for party, (sealed, _) in done.items()}
+
+    def score(self, state: NodeState, embeddings: dict[str, np.ndarray]
+              ) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """Score every applicant; a party absent from the federation counts as not knowing any.
+
+        Returns the ``scores.csv`` table (kept at the lender) and its counts.
+        """
+        m = self.bundle.manifest
+        x, unknown = encode_table(self.bundle, self.data.table)
+        model = LenderModel(x.shape[1], self.passive, model_settings(m))
+        model.load_state_dict(self.bundle.weights)
+        d = model.embedding_dim
+        z = np.zeros((len(x), model.width + len(self.passive) * (d + 1)), dtype=np.float32)
+        z[:, :model.width] = x
+        known: dict[str, np.ndarray] = {}
+        for party in self.passive:
+            mask = state.masks.get(party, np.zeros(len(x), dtype=bool))
+            values = embeddings.get(party, np.zeros((0, d), np.float32))
+            if int(mask.sum()) != len(values):
+                raise ValueError(f"{party} sent {len(values)} embeddings for {int(mask.sum())} "
+                                 "applicants it knows")
+            z[mask, model.embedding_columns(party)] = values
+            z[:, model.presence_column(party)] = mask
+            known[party] = mask
+        calibration = tuple(m["calibration"]) if m.get("calibration") else None
+        probability = calibrate(predict_proba(model, z), calibration)  # type: ignore[arg-type]
+        card = scorecard_of(m)
+        score_points = points(probability, card)
+        table = pd.DataFrame({"id": self.ids, "probability": probability,
+                              "points": np.round(score_points, 2),
+                              "grade": grades_of(score_points, card)})
+        for party in self.passive:
+            table[f"known_{party}"] = known[party].astype(int)
+        counts = {"rows": len(table), "unknown_categories": unknown,
+                  "known": {p: int(k.sum()) for p, k in known.items()},
+                  "grades": {str(g): int(n) for g, n in
+                             table["grade"].value_counts().sort_index().items()}}
+        return table, counts
+
+
+class ScoringParty(_ScoringNode):
+    """A passive party: answers from its cached set, embeds the applicants it shares."""
+
+    def __init__(self, settings: ClientSettings, data: ScoringInput) -> None:
+        super().__init__(settings, data)
+        if self.bundle.manifest["role"] != "passive":
+            raise DataError(f"{data.bundle_dir}: not a passive party's bundle")
+
+    def answer(self, state: NodeState, request: bytes, lender_key: bytes,
+               lender_rows: int) -> tuple[bytes, bytes, bytes, bool]:
+        """Return (setup, response, sealed key, whether the setup came from the cache)."""
+        cache = SetupCache(Path(self.settings.psi_cache) if self.settings.psi_cache else None,
+                           self.settings.party)
+        state.keys["psi"], setup, cached = cache.setup(self.ids, lender_rows)
+        auth = channel_auth(self.settings.party, self.settings.channel_keys)
+        side = PartyAlignment(self.settings.party, self.ids, psi_key=state.keys["psi"])
+        lender_public = open_key(auth, lender_key, LABEL_HOLDER, transcript(request))
+        response, public = side.answer(request, lender_public)
+        state.keys["channel"] = side.channel_key
+        return setup, response, seal_key(auth, public, transcript(transcript(setup),
+                                                                   response)), cached
+
+    def embed(self, state: NodeState, sealed: bytes) -> tuple[np.ndarray, dict[str, Any]]:
+        """Open the shared applicants and embed their rows (a fresh release under noise)."""
+        side = PartyAlignment(self.settings.party, self.ids, key=state.keys["channel"])
+        positions = side.receive(sealed)
+        m = self.bundle.manifest
+        x, unknown = encode_table(self.bundle, self.data.table, positions)
+        settings = model_settings(m)
+        encoder = PartyEncoder(x.shape[1], settings.encoder_hidden, settings.embedding_dim,
+                               settings.dropout)
+        encoder.load_state_dict({k.removeprefix("encoder."): v
+                                 for k, v in self.bundle.weights.items()})
+        noise_std = float(m["embedding"]["noise_std"])
+        info: dict[str, Any] = {"rows": len(positions), "unknown_categories": unknown}
+        if noise_std <= 0:
+            return embed(encoder, x), info
+        info |= self._release_spend(noise_std, float(m["embedding"]["clip"]), len(positions))
+        rng = NoiseSource.fresh().numpy("scoring release")  # the OS's source, drawn here
+        return embed(encoder, x, clip=float(m["embedding"]["clip"]), noise_std=noise_std,
+                     rng=rng), info
+
+    def _release_spend(self, noise_std: float, clip: float, rows: int) -> dict[str, Any]:
+        """Epsilon of this release per scored applicant; refused past the node's cap.
+
+        An applicant the party never released before spends one release; a customer whose
+        row was released in training spends one more on top of training's.
+        """
+        m = self.bundle.manifest
+        multiplier = noise_std / (2.0 * clip)
+        delta = party_delta(m["config"]["privacy"].get("delta"), int(m["table"]["rows"]))
+        trained = int(m["privacy"].get("embedding_releases", 0))
+        fresh = epsilon_of([(multiplier, 1.0, 1)], delta)
+        again = epsilon_of([(multiplier, 1.0, trained + 1)], delta)
+        cap = self.settings.privacy.max_epsilon
+        if cap is not None and again > cap + 1e-9:
+            raise BudgetRefusal(f"{self.settings.party}: scoring would release the embeddings "
+                                f"of training customers at epsilon {again:.3f}, past this "
+                                f"node's max_epsilon {cap}")
+        return {"embedding_noise_multiplier": multiplier, "released_rows": rows,
+                "epsilon_per_new_applicant": fresh,
+                "epsilon_per_training_customer": again, "delta": delta}
+
+
+def embeddings_tensor(values: np.ndarray) -> torch.Tensor:
+    """Embeddings as a float32 tensor (what travels)."""
+    return torch.as_tensor(np.ascontiguousarray(values, dtype=np.float32))

@@ -1,0 +1,158 @@
+"""Scoring new applicants with a vertical model's bundles: five message rounds, routed blind.
+
+1. ``score_hello`` (every node): each names its party and its bundle's model; the lender also
+   blinds its applicants' IDs (one PSI request for every party).
+2. ``score_answer`` (each passive party): the PSI answer, from the party's cached blinded set.
+3. ``score_intersect`` (lender): which applicants each party knows; each party's share sealed.
+4. ``score_embed`` (each passive party): the embeddings of the applicants it knows.
+5. ``score`` (lender): the scores, kept at the lender; the server gets counts.
+
+The server sees blinded IDs, sealed messages, embeddings and counts: never an ID, a feature
+value or a score.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.serverapp import Grid
+
+from credit_data.errors import FederationError
+from credit_data.settings import LABEL_HOLDER
+from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, ScoringMessage
+from fl_server.rounds import wait_for_nodes
+from fl_server.vertical_rounds import Recorder, Router, Traffic
+
+log = logging.getLogger("credit_fl")
+
+MISSING_PARTY = ("error", "unknown")
+
+
+@dataclass(frozen=True)
+class ScoringServerSettings:
+    """What the scoring coordinator needs: how many nodes, how long to wait, absent parties."""
+
+    n_nodes: int
+    missing_party: str = "error"
+    round_timeout: float = 300.0
+    connect_timeout: float = 180.0
+
+
+@dataclass
+class ScoringOutcome(Traffic):
+    """What the scoring server leaves behind: counts, never a score."""
+
+    model_id: str = ""
+    parties: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
+    applicants: int = 0
+    alignment: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lender: dict[str, Any] = field(default_factory=dict)
+    privacy: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    error: BaseException | None = None
+
+
+def _config(**values: Any) -> RecordDict:
+    return RecordDict({CONFIG: ConfigRecord(values)})
+
+
+def _info(content: RecordDict) -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads(str(content[CONFIG]["info"])))
+
+
+def _hello(grid: Grid, router: Router, out: ScoringOutcome, s: ScoringServerSettings
+           ) -> tuple[ConfigRecord, tuple[str, ...]]:
+    nodes = wait_for_nodes(grid, s.n_nodes, s.connect_timeout)
+    router.node = {f"node {n}": n for n in nodes}
+    replies = router.send(ScoringMessage.HELLO, {f"node {n}": RecordDict() for n in nodes})
+    router.node = {}
+    hellos: dict[str, RecordDict] = {}
+    for name, content in replies.items():
+        party = str(content[STATUS]["party"])
+        if party in hellos:
+            raise FederationError(f"two nodes both say they are '{party}'")
+        hellos[party] = content
+        router.node[party] = int(name.removeprefix("node "))
+        if name in out.communication:
+            out.communication[party] = out.communication.pop(name)
+    if LABEL_HOLDER not in hellos:
+        raise FederationError(f"no node is the '{LABEL_HOLDER}': scoring needs the lender's "
+                              "bundle and applicants")
+    lender = _info(hellos[LABEL_HOLDER])
+    out.model_id = lender["model_id"]
+    for party, content in hellos.items():
+        model = _info(content)["model_id"]
+        if model != out.model_id:
+            raise FederationError(f"{party}'s bundle is of model {model}, the lender's of model "
+                                  f"{out.model_id}: bundles of different training runs cannot "
+                                  "score together (fingerprint mismatch)")
+    expected = tuple(lender["passive"])
+    out.absent = [p for p in expected if p not in hellos]
+    if out.absent and s.missing_party == "error":
+        raise FederationError(f"{out.absent} trained this model but are absent from the scoring "
+                              "federation; bring their nodes up, or set "
+                              "scoring.missing_party=unknown to score their applicants as "
+                              "unknown to them")
+    for party in out.absent:
+        log.warning("%s is absent: every applicant is scored as unknown to it", party)
+    out.parties = [LABEL_HOLDER, *[p for p in expected if p in hellos]]
+    out.applicants = int(lender["rows"])
+    present = tuple(p for p in expected if p in hellos)
+    return cast(ConfigRecord, hellos[LABEL_HOLDER][CONFIG]), present
+
+
+def run_scoring(grid: Grid, s: ScoringServerSettings,
+                recorder: Recorder | None = None) -> ScoringOutcome:
+    """Route one scoring request through the lender and the parties; return its counts."""
+    if s.missing_party not in MISSING_PARTY:
+        raise FederationError(f"scoring.missing_party must be one of {MISSING_PARTY}, got "
+                              f"'{s.missing_party}'")
+    out = ScoringOutcome()
+    router = Router(grid, out, s.round_timeout, recorder)
+    start = time.perf_counter()
+    request, passive = _hello(grid, router, out, s)
+    out.seconds["hello"] = time.perf_counter() - start
+    embeddings: dict[str, Any] = {}
+    if passive:
+        step = time.perf_counter()
+        answers = router.send(ScoringMessage.ANSWER, {p: _config(
+            request=request["request"], key=request["key"], lender_rows=out.applicants)
+            for p in passive})
+        forward: dict[str, Any] = {"passive": list(passive)}
+        for p in passive:
+            for key in ("setup", "response", "key"):
+                forward[f"{p}.{key}"] = answers[p][CONFIG][key]
+        inter = router.send(ScoringMessage.INTERSECT, {LABEL_HOLDER: _config(**forward)})
+        out.seconds["alignment"] = time.perf_counter() - step
+        counts, sealed = inter[LABEL_HOLDER][METRICS], inter[LABEL_HOLDER][CONFIG]
+        step = time.perf_counter()
+        embedded = router.send(ScoringMessage.EMBED, {p: _config(sealed=sealed[f"{p}.sealed"])
+                                                      for p in passive})
+        out.seconds["embeddings"] = time.perf_counter() - step
+        for p in passive:
+            info = _info(embedded[p])
+            known = int(cast(float, counts[f"{p}.known"]))
+            if info["rows"] != known:
+                raise FederationError(f"scoring: the lender found {known} applicants {p} knows, "
+                                      f"{p} embedded {info['rows']}")
+            out.alignment[p] = {"applicants": out.applicants, "known": known,
+                                "setup_cached": bool(answers[p][METRICS]["setup_cached"]),
+                                "unknown_categories": info["unknown_categories"]}
+            if "epsilon_per_new_applicant" in info:
+                out.privacy[p] = {k: v for k, v in info.items()
+                                  if k not in ("rows", "unknown_categories")}
+            embeddings[p] = embedded[p][ARRAYS]["embeddings"]
+    step = time.perf_counter()
+    scored = router.send(ScoringMessage.SCORE, {LABEL_HOLDER: RecordDict({
+        CONFIG: ConfigRecord({"passive": list(passive)}),
+        ARRAYS: ArrayRecord(embeddings)})})[LABEL_HOLDER]
+    out.seconds["score"] = time.perf_counter() - step
+    out.lender = _info(scored)
+    out.seconds["total"] = time.perf_counter() - start
+    return out
