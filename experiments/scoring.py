@@ -229,6 +229,7 @@ def render_scoring(scoring: dict[str, Any], scores: pd.DataFrame) -> str:
                   f"{', '.join(absent)}."]
     unknown = {p: a.get("unknown_categories") for p, a in scoring.get("alignment", {}).items()}
     unknown |= {"lender": scoring.get("lender", {}).get("unknown_categories")}
+    unknown |= scoring.get("unknown_categories") or {}  # a one-bundle model's, per party
     unseen = {p: u for p, u in unknown.items() if u}
     if unseen:
         lines += ["", "Categories never seen in training (encoded as unknown): "
