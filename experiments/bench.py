@@ -389,6 +389,77 @@ def bench_deployment(n: int = 100_000) -> None:
           f"{deployed['metrics']['test']['auc']:.4f}")
 
 
+def _write_tables(population, directory: Path, lender_rows: int | None = None
+                  ) -> list[str]:
+    """Write each party's table as CSV (the lender's without labels, cut to ``lender_rows``)."""
+    overrides = ["data=csv", "data.id_column=id"]
+    for party, table in population.tables.items():
+        frame = table.frame if party != "lender" or lender_rows is None else \
+            table.frame.iloc[:lender_rows]
+        path = directory / f"{party}.csv"
+        frame.rename_axis("id").to_csv(path)
+        overrides += [f"data.parties.{party}.path={path}",
+                      f"data.parties.{party}.categorical=[{','.join(table.categorical)}]"]
+    return overrides
+
+
+def bench_score(n: int = 100_000, applicants: int = 10_000, requests: int = 20) -> None:
+    """Score new applicants with a vertical model's bundles, in simulation.
+
+    A model is trained on ``n`` synthetic customers (2 epochs, no DP: the model's quality is not
+    what is measured). Then ``applicants`` new applicants are scored against the parties' full
+    tables, cold (every party blinds its whole ID set) and cached (the sets kept from the cold
+    request); then one applicant and 100, ``requests`` times each, with the sets cached.
+    Targets: cached under 15 s end to end, and under a third of cold.
+    """
+    from experiments.scoring import score_run
+    from experiments.simulation import share_engine_across_runs
+
+    share_engine_across_runs()  # Ray stays up between requests, as a running service keeps it
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        run_dir = root / "run"
+        trained, _ = _cli_run(["federation=vertical", "privacy=off", f"data.n_customers={n}",
+                               "train.epochs=2", f"federation.psi_cache={root / 'train-cache'}"],
+                              run_dir)
+        print(f"score: trained a vertical model on {n:,} customers in {trained:.1f} s")
+        population = generate(n, seed=0)
+        new = root / "new"
+        new.mkdir()
+        data = _write_tables(population, new, applicants)
+        walls = {}
+        for label in ("cold", "cached"):
+            start = time.perf_counter()
+            _, scoring = score_run(run_dir, [*data, f"federation.psi_cache={root / 'cache'}",
+                                             f"scoring.out={root / label}"])
+            walls[label] = time.perf_counter() - start
+            seconds = scoring["seconds"]
+            cached = {p: a["setup_cached"] for p, a in scoring["alignment"].items()}
+            print(f"score: {applicants:,} applicants, {label:<6} {walls[label]:6.1f} s end to "
+                  f"end (requests {seconds['total']:.1f} s: alignment "
+                  f"{seconds.get('alignment', 0):.1f}, embeddings "
+                  f"{seconds.get('embeddings', 0):.1f}, score {seconds['score']:.1f}); "
+                  f"sets from cache {cached}")
+        ratio = walls["cached"] / walls["cold"]
+        print(f"score: cached / cold {ratio:.2f} (target < 0.33: "
+              f"{'met' if ratio < 1 / 3 else 'MISSED'}); cached under 15 s: "
+              f"{'met' if walls['cached'] < 15 else 'MISSED'}")
+        for size in (1, 100):
+            small = root / f"new-{size}"
+            small.mkdir()
+            data = _write_tables(population, small, size)
+            times, rounds = [], 0
+            for i in range(requests):
+                start = time.perf_counter()
+                _, scoring = score_run(run_dir, [*data, f"federation.psi_cache={root / 'cache'}",
+                                                 f"scoring.out={root / f'{size}-{i}'}"])
+                times.append(time.perf_counter() - start)
+                rounds = scoring["message_rounds"]
+            print(f"score: {size:>3} applicant(s) in simulation, {requests} requests: median "
+                  f"{np.median(times):.2f} s, 95th percentile {np.percentile(times, 95):.2f} s; "
+                  f"{rounds} message rounds")
+
+
 def bench_privacy() -> None:
     """Compare the default private runs with their non-private twins (100,000 customers).
 
@@ -451,6 +522,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "sweep_vertical": bench_sweep_vertical,
     "sweep_horizontal": bench_sweep_horizontal,
     "deployment": bench_deployment,
+    "score": bench_score,
     "privacy": bench_privacy,
     "imports": bench_imports,
 }

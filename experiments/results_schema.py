@@ -78,7 +78,8 @@ KEYS: tuple[Key, ...] = (
         "tool, outside every guarantee"),
     Key("federation", ("object",), "vertical: `parties`, `epochs`, `exchanges_per_epoch`, "
         "`local_epochs`, `message_rounds`, `stopped_after`, `resumed_from`, "
-        "`alignment.<party>.{lender_rows, party_rows, intersection}`, "
+        "`alignment.<party>.{lender_rows, party_rows, intersection, setup_cached}` (whether "
+        "the party's blinded ID set came from its cache), "
         "`communication.<party>.{messages_in, bytes_in, messages_out, bytes_out}`, "
         "`alignment_seconds`, `seconds_by_message`, `compute_seconds`, `warnings[]` "
         "(a party that knows under 5% of the applicants, with the shapes of the IDs); "

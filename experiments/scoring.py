@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 from flwr.app import Context
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from credit_data.errors import ConfigError, DataError
@@ -30,7 +31,7 @@ from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER
 from credit_data.split import TEST, assign_split
 from credit_data.tables import PartyTable, Population
-from experiments.config import mutable_twin, to_settings
+from experiments.config import mutable_twin, register, to_settings
 from experiments.local_scoring import score_with_bundle
 from experiments.simulation import once_per_worker, quiet_worker, simulation_engine
 from federation.run_settings import RunSettings, ScoringRows
@@ -69,9 +70,13 @@ def scoring_config(run_dir: Path, overrides: list[str]) -> DictConfig:
             raise ConfigError(f"'{key}' cannot change at scoring: the model was trained with it; "
                               f"only {', '.join(CHANGEABLE)} may")
     if groups:  # data=csv and the like: compose the group as a run would
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            composed = compose(config_name="config", overrides=groups + [
-                o for o in dotted if o.startswith("data.")])
+        register()
+        try:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+                composed = compose(config_name="config", overrides=groups + [
+                    o for o in dotted if o.startswith("data.")])
+        except HydraException as exc:  # an unknown group option, named by Hydra
+            raise ConfigError(f"config: {exc}".replace("\n", " ")) from exc
         base["data"] = OmegaConf.to_container(composed.data, resolve=True)
     schema = OmegaConf.structured(mutable_twin(RunSettings))
     try:

@@ -195,3 +195,30 @@ def load_bundle(directory: Path, *, party: str | None = None,
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"{directory / PREPROCESSING}: not readable JSON: {exc}") from exc
     return Bundle(directory, manifest, weights, preprocessing)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m models.bundle verify <bundle dir> ...``: check each bundle; exit 1 if any fails."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2 or args[0] != "verify":
+        print("usage: python -m models.bundle verify <bundle dir> ...", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in args[1:]:
+        try:
+            bundle = load_bundle(Path(name))
+        except BundleError as exc:
+            print(f"FAILED {name}: {exc}")
+            failed += 1
+            continue
+        m = bundle.manifest
+        print(f"ok {name}: {m['party']} ({m['role']}) of model {m['model_id']}, trained "
+              f"{m.get('created', '?')}; {len(bundle.weights)} tensors, files "
+              + ", ".join(f"{k} {v[:12]}" for k, v in m["files"].items()))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -18,7 +18,7 @@ import torch
 
 from credit_data.preprocessing import PartyPreprocessor
 from credit_data.saved_preprocessing import SavedPreprocessing
-from credit_data.settings import Scaler
+from credit_data.settings import DataSettings, Scaler
 from credit_data.synthetic import generate
 from models.bundle import (
     MANIFEST,
@@ -140,3 +140,68 @@ def test_unseen_categories_are_encoded_as_unknown_and_counted():
     encoded = saved.transform(new, "new.csv")
     assert encoded.unknown_categories == {"c": 1}
     assert encoded.x[0, -2:].tolist() == [0.0, 0.0]  # no category column set: unknown
+
+
+# scoring under embedding noise: a fresh release, accounted per applicant, capped ---------------
+
+def _noisy_party(tmp_path: Path, max_epsilon: float | None):
+    from credit_data.vertical import node_rows
+    from federation.alignment import LenderAlignment
+    from federation.settings import FederationSettings, Mode
+    from fl_client.party_bundle import write_passive_bundle
+    from fl_client.scoring_task import ScoringInput, ScoringParty
+    from fl_client.settings import ClientSettings
+    from fl_client.vertical_task import NodeState
+    from models.networks import PartyEncoder
+    from models.settings import ModelSettings, TrainSettings
+    from privacy.settings import PrivacySettings
+
+    population = generate(2_000, seed=0)
+    table = population.tables["bureau"]
+    rows = node_rows(table, DataSettings(n_customers=2_000), seed=0)
+    model = ModelSettings(encoder_hidden=(8,), embedding_dim=4)
+    privacy = PrivacySettings(embedding_epsilon=3.0, max_epsilon=max_epsilon)
+    settings = ClientSettings(party="bureau", seed=0, model=model, train=TrainSettings(),
+                              federation=FederationSettings(mode=Mode.vertical),
+                              privacy=privacy, state_dir=str(tmp_path))
+    encoder = PartyEncoder(rows.width, (8,), 4, 0.0)
+    write_passive_bundle(settings, rows, "m", encoder.state_dict(), encoder_version=1,
+                         noise_std=0.5, privacy={"embedding_releases": 3})
+    party = ScoringParty(settings, ScoringInput(tmp_path / "bureau" / "model", table))
+    applicants = list(table.frame.index[:300])
+
+    def request() -> tuple:
+        lender = LenderAlignment(applicants)
+        state = NodeState()
+        req, key = lender.request()
+        setup, response, party_key, _ = party.answer(state, req, key, len(applicants))
+        sealed, _ = lender.intersect("bureau", setup, response, party_key)
+        return party.embed(state, sealed)
+    return request
+
+
+def test_scoring_under_embedding_noise_is_a_fresh_release_accounted_per_applicant(tmp_path):
+    from privacy.accounting import epsilon_of, party_delta
+
+    request = _noisy_party(tmp_path, max_epsilon=None)
+    (first, info), (second, _) = request(), request()
+    assert first.shape == (300, 4)
+    # fresh noise each request (from the OS), of the bundle's standard deviation
+    assert np.std(first - second) == pytest.approx(0.5 * np.sqrt(2), rel=0.1)
+    assert info["released_rows"] == 300
+    delta = party_delta(None, generate(2_000, seed=0).tables["bureau"].n_rows)
+    multiplier = 0.5 / 2.0  # noise std over the sensitivity, twice the clip (1.0)
+    assert info["embedding_noise_multiplier"] == pytest.approx(multiplier)
+    assert info["epsilon_per_new_applicant"] == pytest.approx(
+        epsilon_of([(multiplier, 1.0, 1)], delta))
+    assert info["epsilon_per_training_customer"] == pytest.approx(
+        epsilon_of([(multiplier, 1.0, 4)], delta))  # three in training, one more now
+
+
+def test_a_party_refuses_a_scoring_release_past_its_max_epsilon(tmp_path):
+    from credit_data.errors import BudgetRefusal
+
+    request = _noisy_party(tmp_path, max_epsilon=1.0)
+    with pytest.raises(BudgetRefusal, match=r"bureau: scoring would release .* past this "
+                                             r"node's max_epsilon 1\.0"):
+        request()
