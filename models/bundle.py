@@ -198,7 +198,7 @@ def load_bundle(directory: Path, *, party: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m models.bundle verify <bundle dir> ...``: check each bundle; exit 1 if any fails."""
+    """``python -m models.bundle verify <dir> ...``: check each bundle; exit 1 if any fails."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
