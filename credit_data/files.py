@@ -49,9 +49,13 @@ def load_files(settings: DataSettings, *, labels: bool = True) -> Population:
     return Population(name=settings.name, tables=tables)
 
 
-def load_party(party: str, source: PartySource, settings: DataSettings) -> PartyTable:
-    """Read one party's table from its own file (a deployed node reads only its own)."""
-    return _load_party(party, source, settings, {})
+def load_party(party: str, source: PartySource, settings: DataSettings, *,
+               labels: bool = True) -> PartyTable:
+    """Read one party's table from its own file (a deployed node reads only its own).
+
+    ``labels=False`` (scoring) reads a lender's file without its label column.
+    """
+    return _load_party(party, source, settings, {}, labels)
 
 
 def _id_column(source: PartySource, settings: DataSettings) -> str:

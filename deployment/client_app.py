@@ -23,6 +23,9 @@ the coordinator submits; everything about the node itself comes from the node's 
     other parties' public keys (``<party>.pub``, exchanged between the partners): with both,
     the node signs its alignment channel key and refuses a peer's that is not signed
     (:class:`federation.alignment.ChannelAuth`).
+``applicants-dir``
+    The lender's directory of new applicants' files (scoring): a scoring run names one file in
+    it (``scoring.applicants``); without it the lender scores the rows of its own data file.
 ``reproducible-noise``
     ``true`` derives the node's noise from the public seed (research only: no guarantee). The
     run config cannot ask for it: a node's randomness is secret unless the node says otherwise.
@@ -53,16 +56,20 @@ from credit_data.errors import ConfigError
 from credit_data.files import load_party
 from credit_data.horizontal import LenderRows
 from credit_data.settings import LABEL_HOLDER, PartySource
-from credit_data.split import assign_split, check_label_splits
+from credit_data.split import TEST, assign_split, check_label_splits
+from credit_data.tables import PartyTable
 from credit_data.vertical import NodeRows
-from deployment.run_config import COLUMNS, RUN_NAME, RUN_SETTINGS, run_settings
+from deployment.run_config import COLUMNS, MODEL_RUN, RUN_NAME, RUN_SETTINGS, TASK, run_settings
 from federation.alignment import ChannelKeys
 from federation.lifetime_budget import LifetimeBudget, dataset_fingerprint, spend_figures
 from federation.protocol import CONFIG, STATUS, reported_epsilon
-from federation.run_settings import RunSettings
+from federation.run_settings import RunSettings, ScoringRows
 from federation.settings import Mode
 from fl_client.client_app import make_client_app
 from fl_client.node_noise import node_noise, private_node_rows
+from fl_client.party_bundle import BUNDLE_DIR
+from fl_client.scoring_app import make_scoring_client_app
+from fl_client.scoring_task import ScoringInput
 from fl_client.settings import ClientSettings, client_settings
 from fl_client.vertical_app import make_vertical_client_app
 from privacy.randomness import NoiseSource
@@ -82,6 +89,7 @@ class NodeConfig:
     reproducible_noise: bool = False
     signing_key: str | None = None
     peer_keys: str | None = None
+    applicants_dir: Path | None = None
 
     @classmethod
     def from_context(cls, node_config: dict[str, Any]) -> NodeConfig:
@@ -111,7 +119,9 @@ class NodeConfig:
                    categorical=tuple(c.strip() for c in categorical.split(",") if c.strip()),
                    reproducible_noise=node_config.get("reproducible-noise") is True,
                    signing_key=None if signing is None else str(signing),
-                   peer_keys=None if peers is None else str(peers))
+                   peer_keys=None if peers is None else str(peers),
+                   applicants_dir=Path(str(node_config["applicants-dir"]))
+                   if node_config.get("applicants-dir") else None)
 
 
 def node_privacy(privacy: PrivacySettings, own_cap: float | None,
@@ -138,7 +148,7 @@ def node_privacy(privacy: PrivacySettings, own_cap: float | None,
 
 
 RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-RESERVED_NAMES = frozenset({"budget", "node-config.toml", "runtime-api.secret"})
+RESERVED_NAMES = frozenset({"budget", "node-config.toml", "runtime-api.secret", "psi-cache"})
 """What the node keeps in its state directory besides its runs."""
 
 
@@ -391,16 +401,56 @@ def horizontal_source(context: Context) -> tuple[ClientSettings, LenderRows]:
                                 str(context.run_config[COLUMNS]), node)
 
 
+@functools.cache
+def _scoring_table(run_text: str, node: NodeConfig) -> PartyTable:
+    """Return the node's own rows to score: its data file, or the lender's named applicants."""
+    run = run_settings(run_text)
+    path = node.data_path
+    named = run.scoring.applicants
+    if node.party == LABEL_HOLDER and named:
+        if node.applicants_dir is None:
+            raise ConfigError(f"scoring.applicants={named}: this lender's node has no "
+                              "--applicants-dir to read new applicants from")
+        path = run_state_dir(node.applicants_dir, named)  # one plain name inside it
+    source = PartySource(path=str(path), categorical=node.categorical, id_column=node.id_column)
+    table = load_party(node.party, source, run.data, labels=False)
+    if node.party != LABEL_HOLDER or named or run.scoring.rows is ScoringRows.all:
+        return table
+    test = assign_split(table.frame.index, run.seed, run.data.split) == TEST
+    return dataclasses.replace(table, frame=table.frame.loc[test],
+                               labels=None if table.labels is None else table.labels.loc[test])
+
+
+def scoring_source(context: Context) -> tuple[ClientSettings, ScoringInput]:
+    """Return the node's settings, its bundle of the model run and its own rows to score.
+
+    The bundle is the one the node wrote in the training run the coordinator names (a run
+    name, checked as any); the node keeps its blinded ID sets under ``<state-dir>/psi-cache``.
+    """
+    torch.set_num_threads(1)
+    _, node, client = _settings(context)
+    client = dataclasses.replace(client, psi_cache=str(node.state_dir / PSI_CACHE))
+    model_run = run_state_dir(node.state_dir, str(context.run_config[MODEL_RUN]))
+    return client, ScoringInput(model_run / node.party / BUNDLE_DIR,
+                                _scoring_table(str(context.run_config[RUN_SETTINGS]), node))
+
+
+PSI_CACHE = "psi-cache"
+
+
 class _ByMode(ClientApp):
-    """One ClientApp for both federations: the run's ``federation.mode`` picks the handlers."""
+    """One ClientApp for every task: training (vertical or horizontal) or scoring."""
 
     def __init__(self) -> None:
         super().__init__()
         self.horizontal = make_client_app(horizontal_source, (lifetime_budget_mod,))
         self.vertical = make_vertical_client_app(vertical_source, (lifetime_budget_mod,))
+        self.scoring = make_scoring_client_app(scoring_source, (lifetime_budget_mod,))
 
     def __call__(self, message: Message, context: Context) -> Message:
         run = run_settings(str(context.run_config[RUN_SETTINGS]))
+        if str(context.run_config.get(TASK, "train")) == "score":
+            return cast(Message, self.scoring(message, context))
         app = self.vertical if run.federation.mode is Mode.vertical else self.horizontal
         return cast(Message, app(message, context))
 

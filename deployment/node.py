@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epsilon", type=float,
                    help="this node's own privacy limit; requests past it are refused")
     p.add_argument("--categorical", default="", help="comma-separated non-numeric columns")
+    p.add_argument("--applicants-dir", type=Path,
+                   help="lender: the directory of new applicants' CSV files a scoring run may "
+                        "name (scoring.applicants=<file>)")
     p.add_argument("--id-column", help="the ID column (default: the run's data.id_column)")
     p.add_argument("--runtime-port", type=int, default=9094,
                    help="local port of the SuperNode's Runtime API (loopback only)")
@@ -84,6 +87,8 @@ def node_config(args: argparse.Namespace) -> dict[str, object]:
         config["id-column"] = args.id_column
     if args.reproducible_noise:
         config["reproducible-noise"] = True
+    if args.applicants_dir is not None:
+        config["applicants-dir"] = str(args.applicants_dir.resolve())
     if args.peer_keys is not None:
         config["signing-key"] = str(args.auth_key.resolve())
         config["peer-keys"] = str(args.peer_keys.resolve())
@@ -93,6 +98,8 @@ def node_config(args: argparse.Namespace) -> dict[str, object]:
 def _check(args: argparse.Namespace) -> None:
     if not args.data.is_file():
         raise SystemExit(f"error: --data {args.data}: file not found")
+    if args.applicants_dir is not None and not args.applicants_dir.is_dir():
+        raise SystemExit(f"error: --applicants-dir {args.applicants_dir}: no such directory")
     if args.max_epsilon is not None and not args.max_epsilon > 0:
         raise SystemExit(f"error: --max-epsilon must be positive, got {args.max_epsilon}")
     if not 0.01 <= args.poll_interval <= 3.0:

@@ -18,12 +18,13 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from deployment.run_config import COLUMNS, OUTCOME, RUN_DIR, RUN_SETTINGS, run_settings
+from deployment.run_config import COLUMNS, OUTCOME, RUN_DIR, RUN_SETTINGS, TASK, run_settings
 from federation.flower_compat.deployment import quick_grid_pulls
 from federation.settings import Mode
 from federation.storage import write_atomic
 from fl_server.rounds import run_federation
-from fl_server.server_app import audited
+from fl_server.scoring_rounds import run_scoring, scoring_server_settings
+from fl_server.server_app import audited, audited_in
 from fl_server.settings import horizontal_server_settings, vertical_server_settings
 from fl_server.vertical_rounds import run_vertical_federation
 
@@ -43,10 +44,12 @@ def main(grid: Grid, context: Context) -> None:
     run = run_settings(str(context.run_config[RUN_SETTINGS]))
     run_dir = Path(str(context.run_config[RUN_DIR]))
     try:
-        if run.federation.mode is Mode.vertical:
+        if str(context.run_config.get(TASK, "train")) == "score":
+            outcome: Any = run_scoring(audited_in(grid, run_dir), scoring_server_settings(run))
+        elif run.federation.mode is Mode.vertical:
             parties = tuple(run.federation.parties)
             server = vertical_server_settings(run, parties, run_dir)
-            outcome: Any = run_vertical_federation(audited(grid, server), server)
+            outcome = run_vertical_federation(audited(grid, server), server)
         else:
             columns = json.loads(str(context.run_config[COLUMNS]))
             server = horizontal_server_settings(run, run.partition.n_lenders,

@@ -11,6 +11,11 @@
 ``run [key=value ...]``
     Submit the run with ``flwr run`` (the overrides of ``up``, plus these), wait for it, and
     write ``results.json``, ``report.md`` and ``plots.png`` from what the server received.
+``score <run dir> [key=value ...]``
+    Score applicants with the bundles each node kept from that (vertical) run: each node loads
+    its own bundle and rows; the scores stay at the lender; ``scoring.json`` and ``report.md``
+    (counts only) go to the scoring directory. ``scoring.rows=test`` scores the run's test
+    rows again; ``scoring.applicants=<file>`` a file in the lender node's ``--applicants-dir``.
 ``down``
     Stop every process ``up`` started.
 ``all [key=value ...]``
@@ -54,13 +59,22 @@ from credit_data.horizontal import LenderRows
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER
 from credit_data.tables import PartyTable
-from deployment.run_config import COLUMNS, OUTCOME, RUN_DIR, RUN_NAME, RUN_SETTINGS
+from deployment.run_config import (
+    COLUMNS,
+    MODEL_RUN,
+    OUTCOME,
+    RUN_DIR,
+    RUN_NAME,
+    RUN_SETTINGS,
+    TASK,
+)
 from experiments.audit import audit_outcome
 from experiments.config import register, to_settings
 from experiments.horizontal import horizontal_outcome, lender_rows
 from experiments.outcome import RunOutcome, training_parties
 from experiments.report import render_report
 from experiments.results import write_run
+from experiments.scoring import render_scoring, scoring_config
 from experiments.vertical import vertical_outcome
 from federation.credentials import make_node_key, make_server_credentials, write_private
 from federation.flower_compat import QUIET
@@ -109,6 +123,10 @@ class Federation:
 
     def node_state(self, party: str) -> Path:
         return self.root / "nodes" / party / "state"
+
+    def applicants_dir(self) -> Path:
+        """Return the lender node's directory of new applicants' files (``scoring.applicants``)."""
+        return self.root / "nodes" / LABEL_HOLDER / "applicants"
 
 
 def compose_settings(overrides: list[str]) -> tuple[RunSettings, dict[str, Any]]:
@@ -299,6 +317,10 @@ def up(directory: Path, overrides: list[str],
                    "--id-column", settings.data.id_column, "--runtime-port", str(_free_port())]
             if party in caps:
                 cmd += ["--max-epsilon", str(caps[party])]
+            if party == LABEL_HOLDER and settings.federation.mode is Mode.vertical:
+                applicants = fed.applicants_dir()
+                applicants.mkdir(parents=True, exist_ok=True)
+                cmd += ["--applicants-dir", str(applicants)]  # new applicants to score
             processes[party] = _start(cmd, fed.root / "logs" / f"{party}.log", fed.env())
             fed.pids[party] = processes[party].pid
             fed.save()
@@ -393,29 +415,10 @@ def run(directory: Path, overrides: list[str] | None = None, run_dir: Path | Non
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {RUN_SETTINGS: json.dumps(plain), RUN_NAME: name, RUN_DIR: str(run_dir),
               COLUMNS: json.dumps(fed.columns)}
-    config_file = run_dir / "run_config.toml"
-    config_file.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()))
     train_start = time.perf_counter()
-    flwr = _flwr_bin()
-    with (run_dir / "flwr_run.log").open("w") as log:
-        try:
-            subprocess.run([flwr, "run", str(APP_DIR), CONNECTION, "--run-config",
-                            str(config_file), "--stream"], env=fed.env(), cwd=ROOT,
-                           stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False,
-                           start_new_session=True)  # a Ctrl-C is ours to handle, not flwr's
-        except subprocess.TimeoutExpired as exc:
-            stopped = stop_run(fed, run_dir)
-            raise DeployError(f"the run did not finish within {timeout:.0f} s; {stopped}; see "
-                              f"{run_dir / 'flwr_run.log'}") from exc
-        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (main turns it into one)
-            raise RunInterrupted(stop_run(fed, run_dir)) from exc
+    found = _flwr_run(fed, run_dir, config, timeout)
     train_seconds = time.perf_counter() - train_start
-    if not (run_dir / OUTCOME).is_file():
-        raise DeployError(_no_outcome(fed, run_dir))
-    found = pickle.loads((run_dir / OUTCOME).read_bytes())  # noqa: S301 (our own file)
-    if "error" in found:
-        raise found["error"]
-    outcome = collect(settings, fed, found["outcome"], train_seconds)
+    outcome = collect(settings, fed, found, train_seconds)
     assert outcome.federation is not None
     outcome.federation.update({
         "engine": "deployment", "superlink": fed.superlink, "tls": True, "node_auth": True,
@@ -425,6 +428,79 @@ def run(directory: Path, overrides: list[str] | None = None, run_dir: Path | Non
     results = write_run(run_dir, outcome, time.perf_counter() - start, plain,
                         audit_outcome(outcome))
     return results
+
+
+def _flwr_run(fed: Federation, run_dir: Path, config: dict[str, str], timeout: float) -> Any:
+    """Submit the deployed app with ``config`` (``flwr run``); return the server's outcome."""
+    config_file = run_dir / "run_config.toml"
+    config_file.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()))
+    with (run_dir / "flwr_run.log").open("w") as log:
+        try:
+            subprocess.run([_flwr_bin(), "run", str(APP_DIR), CONNECTION, "--run-config",
+                            str(config_file), "--stream"], env=fed.env(), cwd=ROOT,
+                           stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False,
+                           start_new_session=True)  # a Ctrl-C is ours to handle, not flwr's
+        except subprocess.TimeoutExpired as exc:
+            stopped = stop_run(fed, run_dir)
+            raise DeployError(f"the run did not finish within {timeout:.0f} s; {stopped}; see "
+                              f"{run_dir / 'flwr_run.log'}") from exc
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (main turns it into one)
+            raise RunInterrupted(stop_run(fed, run_dir)) from exc
+    if not (run_dir / OUTCOME).is_file():
+        raise DeployError(_no_outcome(fed, run_dir))
+    found = pickle.loads((run_dir / OUTCOME).read_bytes())  # noqa: S301 (our own file)
+    if "error" in found:
+        raise found["error"]
+    return found["outcome"]
+
+
+def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
+          timeout: float = 3600) -> tuple[Path, dict[str, Any]]:
+    """Score with the bundles of ``model_run`` (a run of this federation) on its nodes.
+
+    Each node loads the bundle it wrote in that run and its own rows; the scores stay at the
+    lender (``<lender state>/<scoring run>/lender/scores.csv``). The coordinator writes what
+    the server received, counts only, to ``scoring.json`` and ``report.md`` in the scoring
+    directory (``scoring.out``, by default ``<model run>/scoring/<name>``).
+    """
+    start = time.perf_counter()
+    fed = Federation.load(directory)
+    model_run = model_run.resolve()
+    cfg = scoring_config(model_run, list(overrides or []))
+    settings = to_settings(cfg)
+    check_matches_federation(fed, settings)
+    if settings.federation.mode is not Mode.vertical:
+        raise ConfigError(f"{model_run}: deploy score scores with a vertical model's bundles; "
+                          f"a {settings.federation.mode.value} model is one bundle: "
+                          f"credit-fl score {model_run}")
+    name = time.strftime("%Y-%m-%d_%H-%M-%S_score")
+    out = Path(settings.scoring.out) if settings.scoring.out else model_run / "scoring" / name
+    if out.exists():
+        raise ConfigError(f"scoring.out={out} exists; name a new directory")
+    out.mkdir(parents=True)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    config = {RUN_SETTINGS: json.dumps(plain), RUN_NAME: name, RUN_DIR: str(out),
+              COLUMNS: json.dumps(fed.columns), TASK: "score", MODEL_RUN: model_run.name}
+    try:
+        outcome = _flwr_run(fed, out, config, timeout)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    scoring = {
+        "run": str(model_run), "mode": "vertical", "rows": settings.scoring.rows.value,
+        "applicants": outcome.applicants, "engine": "deployment",
+        "model_id": outcome.model_id, "parties": outcome.parties, "absent": outcome.absent,
+        "alignment": outcome.alignment, "lender": outcome.lender, "privacy": outcome.privacy,
+        "message_rounds": outcome.message_rounds, "seconds_by_message": outcome.seconds_by_kind,
+        "seconds": outcome.seconds, "communication": outcome.communication,
+        "lender_scores": str(fed.node_state(LABEL_HOLDER) / name / LABEL_HOLDER / "scores.csv"),
+        "node_audit_logs": {p: str(fed.node_state(p) / name / p / "audit.jsonl")
+                            for p in outcome.parties},
+        "server_audit_log": str(out / "server" / "audit.jsonl"),
+        "wall_seconds": time.perf_counter() - start}
+    write_atomic(out / "scoring.json", json.dumps(scoring, indent=2, default=str) + "\n")
+    write_atomic(out / "report.md", render_scoring(scoring, None))
+    return out, scoring
 
 
 def _no_outcome(fed: Federation, run_dir: Path) -> str:
@@ -513,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command line; see the module docstring."""
     parser = argparse.ArgumentParser(prog="python -m experiments.deploy",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("up", "run", "down", "all"))
+    parser.add_argument("command", choices=("up", "run", "score", "down", "all"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for experiments.run")
     parser.add_argument("--dir", type=Path, default=ROOT / "deploy")
     parser.add_argument("--node-max-epsilon", action="append", default=[],
@@ -536,6 +612,14 @@ def main(argv: list[str] | None = None) -> int:
             fed = up(args.dir, args.overrides, _caps(args.node_max_epsilon))
             print(f"SuperLink {fed.superlink} (TLS, node authentication); nodes: "
                   f"{', '.join(fed.parties)}; logs in {fed.root / 'logs'}")
+            return 0
+        if args.command == "score":
+            if not args.overrides:
+                raise ConfigError("deploy score <run dir> [key=value ...]: name the run whose "
+                                  "bundles score")
+            out, _ = score(args.dir, Path(args.overrides[0]), args.overrides[1:])
+            print((out / "report.md").read_text())
+            print(f"Scoring directory: {out}")
             return 0
         if args.command == "run":
             results = run(args.dir, args.overrides)

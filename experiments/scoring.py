@@ -11,6 +11,7 @@ it is written whole at the end, or not at all.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -27,8 +28,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from credit_data.errors import ConfigError, DataError
+from credit_data.files import load_party
 from credit_data.loading import load_population
-from credit_data.settings import LABEL_HOLDER
+from credit_data.settings import LABEL_HOLDER, Source
 from credit_data.split import TEST, assign_split
 from credit_data.tables import PartyTable, Population
 from experiments.config import mutable_twin, register, to_settings
@@ -40,7 +42,7 @@ from federation.storage import write_atomic
 from fl_client.scoring_app import make_scoring_client_app
 from fl_client.scoring_task import SCORES_FILE, ScoringInput
 from fl_client.settings import ClientSettings, client_settings
-from fl_server.scoring_rounds import ScoringOutcome, ScoringServerSettings
+from fl_server.scoring_rounds import ScoringOutcome, scoring_server_settings
 from fl_server.server_app import make_scoring_server_app
 from models.bundle import read_manifest
 
@@ -100,9 +102,19 @@ def _lender_rows(population: Population, settings: RunSettings) -> Population:
     return Population(population.name, tables, population.truth)
 
 
-def load_applicants(settings: RunSettings) -> Population:
-    """Every party's current table, the lender's cut to the applicants to score."""
-    population = load_population(settings.data, settings.seed, labels=False)
+def load_applicants(settings: RunSettings, party: str | None = None) -> Population:
+    """Every party's current table (or ``party``'s alone), the lender's cut to the applicants.
+
+    From CSV files a node reads only its own file; synthetic data is generated whole.
+    """
+    data = settings.data
+    if party is not None and data.source is Source.files and party in data.parties:
+        table = load_party(party, data.parties[party], data, labels=False)
+        population = Population(data.name, {party: table})
+        if party != LABEL_HOLDER:
+            return population
+    else:
+        population = load_population(data, settings.seed, labels=False)
     lender = population.tables[LABEL_HOLDER]
     if lender.n_rows == 0:
         raise DataError(f"{lender.source}: no applicants to score")
@@ -125,8 +137,8 @@ class ScoringSimulationSource:
     def __call__(self, context: Context) -> tuple[ClientSettings, ScoringInput]:
         quiet_worker()
         party = self.names[int(context.node_config["partition-id"])]
-        population = once_per_worker(f"{self.key}|population",
-                                     lambda: load_applicants(self.run))
+        population = once_per_worker(f"{self.key}|{party}",
+                                     lambda: load_applicants(self.run, party))
         return self.settings[party], ScoringInput(self.bundles[party], population.tables[party])
 
 
@@ -138,10 +150,7 @@ def _vertical(settings: RunSettings, run_dir: Path, stage: Path,
     for directory in bundles.values():
         read_manifest(directory)  # a missing bundle is named before anything starts
     clients = {p: client_settings(settings, p, str(stage / "parties")) for p in bundles}
-    server = ScoringServerSettings(n_nodes=len(clients),
-                                   missing_party=settings.scoring.missing_party.value,
-                                   round_timeout=settings.federation.round_timeout,
-                                   connect_timeout=settings.federation.connect_timeout)
+    server = dataclasses.replace(scoring_server_settings(settings), n_nodes=len(clients))
     outcome = ScoringOutcome()
     with simulation_engine(settings.verbose) as engine:
         engine.run(make_scoring_server_app(server, outcome, stage),
@@ -207,27 +216,36 @@ def _fingerprints(run_dir: Path, bundles: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def render_scoring(scoring: dict[str, Any], scores: pd.DataFrame) -> str:
-    """Render report.md of a scoring directory: what was scored, by grade, who knew whom."""
+def render_scoring(scoring: dict[str, Any], scores: pd.DataFrame | None) -> str:
+    """Render report.md of a scoring directory: what was scored, by grade, who knew whom.
+
+    ``scores`` is None at a deployed coordinator, which has the lender's counts only.
+    """
+    n = scoring["applicants"]
     lines = [f"# Scoring with {scoring['run']}", "",
-             f"{scoring['applicants']:,} applicants ({scoring['rows']} rows of "
-             f"{scoring['data']['name']}), {scoring['mode']} model "
-             f"{next(iter(scoring['bundles'].values()))['model_id']}, "
-             f"{scoring['wall_seconds']:.1f} s.", "", "## Grades", "",
-             "| grade | applicants | share | mean probability | points from | points to |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for grade, rows in scores.groupby("grade", sort=True):
-        lines.append(f"| {grade} | {len(rows):,} | {len(rows) / len(scores):.1%} | "
-                     f"{rows['probability'].mean():.4f} | {rows['points'].min():.0f} | "
-                     f"{rows['points'].max():.0f} |")
-    known = [c for c in scores.columns if c.startswith("known_")]
+             f"{n:,} applicants ({scoring['rows']} rows), {scoring['mode']} model "
+             f"{scoring['model_id']}, {scoring['engine']}, {scoring['wall_seconds']:.1f} s.",
+             "", "## Grades", ""]
+    if scores is not None:
+        lines += ["| grade | applicants | share | mean probability | points from | points to |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for grade, rows in scores.groupby("grade", sort=True):
+            lines.append(f"| {grade} | {len(rows):,} | {len(rows) / n:.1%} | "
+                         f"{rows['probability'].mean():.4f} | {rows['points'].min():.0f} | "
+                         f"{rows['points'].max():.0f} |")
+        known = {c.removeprefix("known_"): int(scores[c].sum()) for c in scores.columns
+                 if c.startswith("known_")}
+    else:  # the scores stay at the lender
+        lines += ["| grade | applicants | share |", "|---|---:|---:|"]
+        for grade, count in scoring["lender"]["grades"].items():
+            lines.append(f"| {grade} | {count:,} | {count / n:.1%} |")
+        lines += ["", f"The scores stay at the lender: {scoring['lender_scores']}."]
+        known = scoring["lender"]["known"]
     if known:
         lines += ["", "## Who knew the applicants", "", "| party | applicants known | share |",
                   "|---|---:|---:|"]
-        for column in known:
-            n = int(scores[column].sum())
-            lines.append(f"| {column.removeprefix('known_')} | {n:,} | "
-                         f"{n / len(scores):.1%} |")
+        for party, count in known.items():
+            lines.append(f"| {party} | {count:,} | {count / n:.1%} |")
     absent = scoring.get("absent") or []
     if absent:
         lines += ["", f"Absent from the scoring federation, scored as unknown to them: "

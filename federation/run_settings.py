@@ -37,12 +37,15 @@ class MissingParty(StrEnum):
 class ScoringSettings:
     """``credit-fl score <run dir>``: which rows, what to do without a party, where to write.
 
-    ``out`` defaults to ``<run dir>/scoring/<date>_<time>``.
+    ``out`` defaults to ``<run dir>/scoring/<date>_<time>``. ``applicants`` (deployment only)
+    names a CSV file in the lender node's own ``--applicants-dir`` to score, instead of the
+    rows of its training file.
     """
 
     rows: ScoringRows = ScoringRows.all
     missing_party: MissingParty = MissingParty.error
     out: str | None = None
+    applicants: str | None = None
 
 
 @dataclass(frozen=True)

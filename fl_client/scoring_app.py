@@ -64,11 +64,13 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
     def guarded(handler: Callable[[Message, Context, ClientSettings, ScoringInput], Message]
                 ) -> Callable[[Message, Context], Message]:
         def run(msg: Message, context: Context) -> Message:
-            settings, data = source(context)
+            party = str(context.node_config.get("party", "a node"))
             try:
+                settings, data = source(context)
+                party = settings.party
                 return handler(msg, context, settings, data)
             except REFUSED as exc:  # named in the reply, the audit log and the run's error
-                return _reply(msg, settings.party, config={"refused": str(exc)})
+                return _reply(msg, party, config={"refused": str(exc)})
         return run
 
     @app.query(ScoringMessage.HELLO.action)
@@ -119,7 +121,11 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
         state = load_state(settings, context)
         values, info = ScoringParty(settings, data).embed(state,
                                                           cast(bytes, _config(msg)["sealed"]))
-        return _reply(msg, settings.party, info=info, values={"embeddings": values})
+        # a noisy release's marginal epsilon: the node's audit log and lifetime budget count it
+        spent = ({"scoring_epsilon": float(info["epsilon_per_new_applicant"])}
+                 if "epsilon_per_new_applicant" in info else None)
+        return _reply(msg, settings.party, info=info, metrics=spent,
+                      values={"embeddings": values})
 
     @app.query(ScoringMessage.SCORE.action)
     @guarded

@@ -25,6 +25,7 @@ from flwr.serverapp import Grid
 from credit_data.errors import FederationError
 from credit_data.settings import LABEL_HOLDER
 from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, ScoringMessage
+from federation.run_settings import RunSettings
 from fl_server.rounds import wait_for_nodes
 from fl_server.vertical_rounds import Recorder, Router, Traffic
 
@@ -41,6 +42,17 @@ class ScoringServerSettings:
     missing_party: str = "error"
     round_timeout: float = 300.0
     connect_timeout: float = 180.0
+
+
+def scoring_server_settings(run: RunSettings) -> ScoringServerSettings:
+    """Build the scoring server's settings from the run's (the same in simulation and deployment).
+
+    One node per party of ``federation.parties``.
+    """
+    return ScoringServerSettings(n_nodes=len(run.federation.parties),
+                                 missing_party=run.scoring.missing_party.value,
+                                 round_timeout=run.federation.round_timeout,
+                                 connect_timeout=run.federation.connect_timeout)
 
 
 @dataclass

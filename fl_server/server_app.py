@@ -23,18 +23,18 @@ from fl_server.settings import ServerSettings
 from fl_server.vertical_rounds import Recorder, VerticalOutcome, run_vertical_federation
 
 
-def server_audit_log(settings: ServerSettings) -> AuditLog:
-    """Return the server's own audit log: ``<run dir>/server/audit.jsonl``."""
-    return AuditLog(Path(settings.run_dir) / "server" / "audit.jsonl")
-
-
 def audited(grid: Grid, settings: ServerSettings, poll: float = 0.05) -> Grid:
     """Wrap Flower's Grid so every message is in the server's audit log.
 
     ``poll``: seconds between looks for replies. A deployed server asks the SuperLink over the
     network (every 0.05 s); in simulation a look reads the engine's memory (``SIMULATION_POLL``).
     """
-    return cast(Grid, AuditedGrid(grid, server_audit_log(settings), poll))
+    return audited_in(grid, Path(settings.run_dir), poll)
+
+
+def audited_in(grid: Grid, run_dir: Path, poll: float = 0.05) -> Grid:
+    """:func:`audited`, with the log in ``<run_dir>/server/audit.jsonl``."""
+    return cast(Grid, AuditedGrid(grid, AuditLog(run_dir / "server" / "audit.jsonl"), poll))
 
 
 def make_server_app(settings: ServerSettings, outcome: FederationOutcome,
@@ -84,9 +84,7 @@ def make_scoring_server_app(settings: ScoringServerSettings, outcome: ScoringOut
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            log = AuditLog(out_dir / "server" / "audit.jsonl")
-            grid = cast(Grid, AuditedGrid(grid, log, SIMULATION_POLL))
-            result = run_scoring(grid, settings, recorder)
+            result = run_scoring(audited_in(grid, out_dir, SIMULATION_POLL), settings, recorder)
         except BaseException as exc:  # handed to the runner, which raises it in its thread
             outcome.error = exc
             return

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from credit_data.errors import ConfigError
@@ -552,3 +553,33 @@ def test_a_deployed_horizontal_run_resumes_with_the_same_ledger(horizontal_feder
     second = deploy.run(fed.root, [*same, f"resume={_run_dir(first)}"])
     assert second["federation"]["completed_rounds"] == 3
     assert second["privacy"]["epsilon"] == pytest.approx(whole["privacy"]["epsilon"], rel=1e-9)
+
+
+def test_deployed_scoring_reproduces_the_lenders_scores_with_label_dp_and_dpsgd(
+        vertical_federation) -> None:
+    # issue 20: each node loads the bundle it kept and its own rows; the scores stay at the
+    # lender and equal the trained model's own test scores there
+    fed = vertical_federation
+    results = deploy.run(Path(fed.directory), ["privacy=label_dp_dpsgd"])
+    assert results["privacy"]["mechanism"] == "label_dp+dpsgd"
+    run_dir = _run_dir(results)
+    for party in fed.parties:  # every party's bundle is on its own node's disk
+        manifest = json.loads((fed.node_state(party) / run_dir.name / party / "model" /
+                               "model.json").read_text())
+        assert manifest["model_id"] == results["model"]["model_id"]
+    out, scoring = deploy.score(Path(fed.directory), run_dir, ["scoring.rows=test"])
+    assert scoring["engine"] == "deployment" and scoring["message_rounds"] == 5
+    assert not (out / "scores.csv").exists()  # the coordinator has counts only
+    scores = pd.read_csv(scoring["lender_scores"], dtype={"id": str})
+    kept = np.load(fed.node_state("lender") / run_dir.name / "lender" / "scores.npz")
+    ids = pd.read_csv(fed.root / "nodes" / "lender" / "data.csv", dtype=str).iloc[:, 0]
+    trained = pd.DataFrame({"id": ids.to_numpy()[kept["test_rows"]],
+                            "score": kept["test_scores"]})
+    both = trained.merge(scores, on="id")
+    assert len(both) == len(trained) == len(scores) == scoring["applicants"]
+    assert float((both["score"] - both["probability"]).abs().max()) <= 1e-6
+    for party in fed.parties:  # every node's log has the scoring messages, purpose scoring
+        log = Path(scoring["node_audit_logs"][party])
+        verify(log)
+        assert {json.loads(line)["purpose"] for line in log.read_text().splitlines()} == {
+            "scoring"}
