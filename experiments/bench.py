@@ -474,7 +474,8 @@ def _score_deployed(n: int, requests: int) -> None:
         for size in (1, 100):
             name = f"applicants-{size}.csv"
             lender.iloc[:size].rename_axis("customer_id").to_csv(fed.applicants_dir() / name)
-            times, by_kind, rounds = [], {}, 0
+            times, rounds = [], 0
+            by_kind: dict[str, list[float]] = {}
             for _ in range(requests + 1):  # the first builds each party's cached set
                 start = time.perf_counter()
                 _, scoring = deploy.score(fed.root, run_dir, [f"scoring.applicants={name}"])
