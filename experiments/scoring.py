@@ -36,15 +36,15 @@ from credit_data.tables import PartyTable, Population
 from experiments.config import mutable_twin, register, to_settings
 from experiments.local_scoring import score_with_bundle
 from experiments.simulation import once_per_worker, quiet_worker, simulation_engine
-from federation.run_settings import RunSettings, ScoringRows
+from federation.run_settings import MissingParty, RunSettings, ScoringRows
 from federation.settings import Mode
 from federation.storage import write_atomic
 from fl_client.scoring_app import make_scoring_client_app
 from fl_client.scoring_task import SCORES_FILE, ScoringInput
 from fl_client.settings import ClientSettings, client_settings
-from fl_server.scoring_rounds import ScoringOutcome, scoring_server_settings
+from fl_server.scoring_rounds import ScoringOutcome, absent_parties, scoring_server_settings
 from fl_server.server_app import make_scoring_server_app
-from models.bundle import read_manifest
+from models.bundle import load_bundle, read_manifest
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CHANGEABLE = ("data", "scoring", "federation.parties", "federation.psi_cache", "verbose",
@@ -147,8 +147,16 @@ def _vertical(settings: RunSettings, run_dir: Path, stage: Path,
     population = load_applicants(settings)  # checked here first: errors before Ray starts
     parties = [p for p in settings.federation.parties if p in population.tables]
     bundles = {p: run_dir / model["bundles"][p] for p in parties if p in model["bundles"]}
-    for directory in bundles.values():
-        read_manifest(directory)  # a missing bundle is named before anything starts
+    # what the nodes check again: named here before the engine starts (the simulation's
+    # driver can read every party's disk)
+    if LABEL_HOLDER not in bundles:
+        raise ConfigError(f"federation.parties: scoring needs the lender, got {parties}")
+    lender = load_bundle(bundles[LABEL_HOLDER], party=LABEL_HOLDER)
+    for party, directory in bundles.items():
+        load_bundle(directory, party=party, model_id=lender.model_id)
+    absent = [p for p in lender.manifest["passive"] if p not in bundles]
+    if absent and settings.scoring.missing_party is MissingParty.error:
+        raise ConfigError(absent_parties(absent))
     clients = {p: client_settings(settings, p, str(stage / "parties")) for p in bundles}
     server = dataclasses.replace(scoring_server_settings(settings), n_nodes=len(clients))
     outcome = ScoringOutcome()

@@ -70,6 +70,13 @@ class ScoringOutcome(Traffic):
     error: BaseException | None = None
 
 
+def absent_parties(absent: list[str]) -> str:
+    """Say which parties that trained the model are absent, and what to do."""
+    return (f"{absent} trained this model but are absent from the scoring federation; bring "
+            "their nodes up, or set scoring.missing_party=unknown to score their applicants as "
+            "unknown to them")
+
+
 def _config(**values: Any) -> RecordDict:
     return RecordDict({CONFIG: ConfigRecord(values)})
 
@@ -107,10 +114,7 @@ def _hello(grid: Grid, router: Router, out: ScoringOutcome, s: ScoringServerSett
     expected = tuple(lender["passive"])
     out.absent = [p for p in expected if p not in hellos]
     if out.absent and s.missing_party == "error":
-        raise FederationError(f"{out.absent} trained this model but are absent from the scoring "
-                              "federation; bring their nodes up, or set "
-                              "scoring.missing_party=unknown to score their applicants as "
-                              "unknown to them")
+        raise FederationError(absent_parties(out.absent))
     for party in out.absent:
         log.warning("%s is absent: every applicant is scored as unknown to it", party)
     out.parties = [LABEL_HOLDER, *[p for p in expected if p in hellos]]

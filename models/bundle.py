@@ -183,8 +183,8 @@ def load_bundle(directory: Path, *, party: str | None = None,
         raise BundleError(f"{directory}: a bundle of '{manifest['party']}', not of '{party}'")
     if model_id is not None and manifest["model_id"] != model_id:
         raise BundleError(f"{directory}: a bundle of model {manifest['model_id']}, not of "
-                          f"model {model_id} (the other bundles' model): bundles of different "
-                          "training runs cannot score together")
+                          f"model {model_id} (the lender's): bundles of different training "
+                          "runs cannot score together (fingerprint mismatch)")
     try:
         weights = load_safetensors(blobs[WEIGHTS])
     except (SafetensorError, ValueError) as exc:

@@ -92,6 +92,28 @@ def run_experiment(overrides: list[str], run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
+VERTICAL_SMALL = ["federation=vertical", "data.n_customers=3000", "train.epochs=2"]
+
+
+@pytest.fixture(scope="session")
+def vertical_pairs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[Path, dict]]]:
+    """Two small vertical runs with label DP and DP-SGD, and two without DP (session-wide).
+
+    The two without DP share a PSI cache of their own: the first builds each party's blinded
+    set, the second takes it from the cache. Tests read these runs and never change them.
+    """
+    runs: dict[str, list[tuple[Path, dict]]] = {}
+    cache = tmp_path_factory.mktemp("plain-psi-cache")
+    for name, overrides in {"private": ["privacy=label_dp_dpsgd"],
+                            "plain": ["privacy=off", f"federation.psi_cache={cache}"]}.items():
+        pair = []
+        for k in range(2):
+            run_dir = tmp_path_factory.mktemp(f"{name}{k}")
+            pair.append((run_dir, run_experiment(VERTICAL_SMALL + overrides, run_dir)))
+        runs[name] = pair
+    return runs
+
+
 def _need_shared_data() -> None:
     needed = ["uci_credit_card.csv", "default_credit_hetero_guest.csv",
               "default_credit_hetero_host.csv"]

@@ -354,11 +354,17 @@ def test_supernode_waits_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
         supernode.poll_interval()
 
 
+@pytest.fixture(scope="module")
+def private_deployed_runs(vertical_federation) -> list[dict]:
+    """Two deployed runs with label DP and DP-SGD (the default privacy) on one federation."""
+    return [deploy.run(Path(vertical_federation.directory), ["privacy=label_dp_dpsgd"])
+            for _ in range(2)]
+
+
 def test_deployed_label_flips_are_drawn_once_per_run_and_differ_between_runs(
-        vertical_federation) -> None:
+        private_deployed_runs) -> None:
     digests = []
-    for _ in range(2):
-        results = deploy.run(Path(vertical_federation.directory), ["privacy=label_dp"])
+    for results in private_deployed_runs:
         log = Path(results["federation"]["node_audit_logs"]["lender"])
         notes = [json.loads(line).get("node") for line in log.read_text().splitlines()]
         flips = [n["label_flips_sha256"] for n in notes if n]
@@ -556,11 +562,11 @@ def test_a_deployed_horizontal_run_resumes_with_the_same_ledger(horizontal_feder
 
 
 def test_deployed_scoring_reproduces_the_lenders_scores_with_label_dp_and_dpsgd(
-        vertical_federation) -> None:
+        vertical_federation, private_deployed_runs) -> None:
     # issue 20: each node loads the bundle it kept and its own rows; the scores stay at the
     # lender and equal the trained model's own test scores there
     fed = vertical_federation
-    results = deploy.run(Path(fed.directory), ["privacy=label_dp_dpsgd"])
+    results = private_deployed_runs[-1]
     assert results["privacy"]["mechanism"] == "label_dp+dpsgd"
     run_dir = _run_dir(results)
     for party in fed.parties:  # every party's bundle is on its own node's disk

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -24,8 +25,6 @@ from credit_data.synthetic import generate
 from experiments.scoring import score_run
 from federation.audit_log import verify
 from tests.conftest import run_experiment
-
-SMALL_VERTICAL = ["federation=vertical", "data.n_customers=3000", "train.epochs=2"]
 
 
 def _agree(run_dir: Path, scoring_dir: Path) -> float:
@@ -43,11 +42,11 @@ def _nothing_written(out: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def vertical_run(tmp_path_factory):
+def vertical_run(vertical_pairs, tmp_path_factory):
     """A vertical run with label DP and DP-SGD (the default privacy), and its test rows scored."""
-    run_dir = tmp_path_factory.mktemp("vertical")
-    results = run_experiment(SMALL_VERTICAL, run_dir)
-    out, scoring = score_run(run_dir, ["scoring.rows=test", f"scoring.out={run_dir}/scored"])
+    run_dir, results = vertical_pairs["private"][0]
+    out, scoring = score_run(run_dir, ["scoring.rows=test",
+                                       f"scoring.out={tmp_path_factory.mktemp('s') / 'scored'}"])
     return run_dir, results, out, scoring
 
 
@@ -109,7 +108,7 @@ def test_scoring_without_a_party_is_refused_unless_asked_to_score_it_as_unknown(
         vertical_run, tmp_path):
     run_dir, _, _, _ = vertical_run
     out = tmp_path / "absent"
-    with pytest.raises(CreditFLError, match=r"\['social'\] trained this model but are absent"):
+    with pytest.raises(CreditFLError, match=r"\['social'\] trained this model but (are|is) absent"):
         score_run(run_dir, ["scoring.rows=test", f"scoring.out={out}",
                             "federation.parties=[lender,bureau]"])
     _nothing_written(out)
@@ -130,8 +129,8 @@ def test_a_bundle_of_another_run_or_an_edited_one_is_refused(vertical_run, tmp_p
     manifest["model_id"] = "0" * 32  # the bureau's bundle of another training run
     manifest_path.write_text(json.dumps(manifest))
     out = tmp_path / "mixed"
-    with pytest.raises(CreditFLError, match=r"bureau's bundle is of model 0{32}, the lender's "
-                                            r"of model [0-9a-f]{32}.*fingerprint mismatch"):
+    with pytest.raises(CreditFLError, match=r"bureau/model: a bundle of model 0{32}, not of "
+                                            r"model [0-9a-f]{32}.*fingerprint mismatch"):
         score_run(other, ["scoring.rows=test", f"scoring.out={out}"])
     _nothing_written(out)
     manifest_path.write_text(json.dumps(manifest | {"model_id": json.loads(
@@ -147,25 +146,25 @@ def test_a_bundle_of_another_run_or_an_edited_one_is_refused(vertical_run, tmp_p
 
 
 def test_an_unchanged_second_vertical_run_reuses_the_blinded_sets_and_trains_the_same_model(
-        tmp_path):
-    overrides = [*SMALL_VERTICAL, "privacy=off", f"federation.psi_cache={tmp_path / 'cache'}"]
-    first = run_experiment(overrides, tmp_path / "first")
-    second = run_experiment(overrides, tmp_path / "second")
+        vertical_pairs, tmp_path):
+    (first_dir, first), (second_dir, second) = vertical_pairs["plain"]  # one PSI cache
+    cache = Path(first["config"]["federation"]["psi_cache"])
     for party in ("bureau", "social"):
         assert first["federation"]["alignment"][party]["setup_cached"] is False
         assert second["federation"]["alignment"][party]["setup_cached"] is True
-        assert len(list((tmp_path / "cache" / party / "psi").iterdir())) == 1
-    a = pd.read_csv(tmp_path / "first" / "predictions.csv")
-    b = pd.read_csv(tmp_path / "second" / "predictions.csv")
+        assert len(list((cache / party / "psi").iterdir())) == 1
+    a = pd.read_csv(first_dir / "predictions.csv")
+    b = pd.read_csv(second_dir / "predictions.csv")
     pd.testing.assert_frame_equal(a, b)
     for party in ("lender", "bureau", "social"):
-        wa = load_file(tmp_path / "first" / "parties" / party / "model" / "weights.safetensors")
-        wb = load_file(tmp_path / "second" / "parties" / party / "model" / "weights.safetensors")
+        wa = load_file(first_dir / "parties" / party / "model" / "weights.safetensors")
+        wb = load_file(second_dir / "parties" / party / "model" / "weights.safetensors")
         assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
     # scoring takes the same cached sets: its work grows with the applicants only
-    _, scoring = score_run(tmp_path / "second", ["scoring.rows=test",
-                                                 f"scoring.out={tmp_path / 'scored'}"])
+    _, scoring = score_run(second_dir, ["scoring.rows=test",
+                                        f"scoring.out={tmp_path / 'scored'}"])
     assert all(scoring["alignment"][p]["setup_cached"] for p in ("bureau", "social"))
+    assert _agree(second_dir, tmp_path / "scored") <= 1e-6
 
 
 @pytest.mark.parametrize("mode", ["centralized", "local", "horizontal"])
@@ -285,3 +284,44 @@ def test_a_setting_the_model_was_trained_with_cannot_change(csv_run, tmp_path):
     with pytest.raises(CreditFLError, match=r"'model\.hidden' cannot change at scoring"):
         score_run(run_dir, ["model.hidden=[4]", f"scoring.out={out}"])
     _nothing_written(out)
+
+
+def _in_process_scoring(run_dir: Path, state: Path, bundles: dict[str, Path],
+                        missing: str = "error"):
+    """The scoring ServerApp and ClientApp on the in-process grid (no Ray): the server's checks."""
+    from experiments.config import to_settings
+    from experiments.scoring import ScoringSimulationSource
+    from fl_client.scoring_app import make_scoring_client_app
+    from fl_client.settings import client_settings
+    from fl_server.scoring_rounds import ScoringOutcome, ScoringServerSettings
+    from fl_server.server_app import make_scoring_server_app
+    from tests.conftest import VERTICAL_SMALL, compose_config
+    from tests.fake_grid import InProcessGrid, run_server_app
+
+    settings = to_settings(compose_config([*VERTICAL_SMALL, "verbose=false"]))
+    clients = {p: client_settings(settings, p, str(state)) for p in bundles}
+    app = make_scoring_client_app(ScoringSimulationSource(clients, settings, bundles))
+    outcome = ScoringOutcome()
+    run_server_app(make_scoring_server_app(ScoringServerSettings(len(bundles), missing),
+                                           outcome, state), InProcessGrid(app, len(bundles)))
+    return outcome
+
+
+def test_the_server_refuses_bundles_of_two_models_and_a_missing_party(vertical_pairs, tmp_path):
+    # the nodes' own checks, as a deployment makes them (the simulation's driver checks first)
+    run_dir, _ = vertical_pairs["private"][0]
+    bundles = {p: run_dir / "parties" / p / "model" for p in ("lender", "bureau", "social")}
+    other = tmp_path / "bureau-model"
+    shutil.copytree(bundles["bureau"], other)
+    manifest = json.loads((other / "model.json").read_text())
+    (other / "model.json").write_text(json.dumps(manifest | {"model_id": "f" * 32}))
+    outcome = _in_process_scoring(run_dir, tmp_path / "a", bundles | {"bureau": other})
+    assert re.search(r"bureau's bundle is of model f{32}, the lender's of model [0-9a-f]{32}.*"
+                     r"fingerprint mismatch", str(outcome.error))
+    two = {p: bundles[p] for p in ("lender", "bureau")}
+    outcome = _in_process_scoring(run_dir, tmp_path / "b", two)
+    assert "['social'] trained this model but are absent" in str(outcome.error)
+    outcome = _in_process_scoring(run_dir, tmp_path / "c", two, missing="unknown")
+    assert outcome.error is None and outcome.absent == ["social"]
+    assert outcome.lender["known"] == {"bureau": outcome.alignment["bureau"]["known"],
+                                       "social": 0}

@@ -261,16 +261,9 @@ VERTICAL = ["federation=vertical", "data.n_customers=3000", "train.epochs=2"]
 
 
 @pytest.fixture(scope="module")
-def twice(tmp_path_factory):
-    runs = {}
-    for name, overrides in {"private": ["privacy=label_dp_dpsgd"], "plain": ["privacy=off"]
-                            }.items():
-        pair = []
-        for k in range(2):
-            run_dir = tmp_path_factory.mktemp(f"{name}{k}")
-            pair.append((run_dir, run_experiment(VERTICAL + overrides, run_dir)))
-        runs[name] = pair
-    return runs
+def twice(vertical_pairs):
+    """Two private runs and two plain ones of the same config (shared with other modules)."""
+    return vertical_pairs
 
 
 def test_the_same_private_run_twice_draws_different_noise(twice):
