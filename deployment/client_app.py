@@ -450,6 +450,10 @@ class _ByMode(ClientApp):
     def __call__(self, message: Message, context: Context) -> Message:
         run = run_settings(str(context.run_config[RUN_SETTINGS]))
         if str(context.run_config.get(TASK, "train")) == "score":
+            if run.resume is not None:  # it would count this request under an earlier one's
+                party = str(context.node_config.get("party", "node"))
+                return _refusal(message, party, f"{party}: a scoring request is not resumed "
+                                "(resume is set): each request is a run of its own; refused")
             return cast(Message, self.scoring(message, context))
         app = self.vertical if run.federation.mode is Mode.vertical else self.horizontal
         return cast(Message, app(message, context))

@@ -71,6 +71,7 @@ def scoring_config(run_dir: Path, overrides: list[str]) -> DictConfig:
         if not any(key == c or key.startswith(c + ".") for c in CHANGEABLE):
             raise ConfigError(f"'{key}' cannot change at scoring: the model was trained with it; "
                               f"only {', '.join(CHANGEABLE)} may")
+    base["resume"] = None  # a scoring request continues nothing
     if groups:  # data=csv and the like: compose the group as a run would
         register()
         try:

@@ -254,7 +254,8 @@ class SetupCache:
             raise AlignmentError(f"a PSI key of {len(key)} bytes; expected {KEY_BYTES}")
         if self.directory is not None:
             path = self.directory / f"{fingerprint}-{capacity}.bin"
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(path.parent, 0o700)  # the party's own: its key is in every file
             write_atomic(path, key + setup, mode=0o600)
         return key, setup, False
 

@@ -31,7 +31,6 @@ from fl_client.scoring_task import (
 )
 from fl_client.settings import ClientSettings
 from fl_client.vertical_app import arrays, unpack
-from fl_client.vertical_task import NodeState
 
 ScoringSource = Callable[[Context], tuple[ClientSettings, ScoringInput]]
 REFUSED = (CreditFLError, BudgetRefusal, AlignmentError)
@@ -81,7 +80,7 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
             node = ScoringParty(settings, data)
             return _reply(msg, settings.party, info=node.hello() | {"rows": len(node.ids)})
         lender = ScoringLender(settings, data)
-        state = NodeState()
+        state = load_state(settings, context)
         request, key = lender.request(state)
         save_state(settings, context, state)
         return _reply(msg, settings.party, info=lender.hello() | {
@@ -92,7 +91,7 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
     @guarded
     def answer(msg: Message, context: Context, settings: ClientSettings,
                data: ScoringInput) -> Message:
-        config, state = _config(msg), NodeState()
+        config, state = _config(msg), load_state(settings, context)
         setup, response, key, cached = ScoringParty(settings, data).answer(
             state, cast(bytes, config["request"]), cast(bytes, config["key"]),
             int(cast(int, config["lender_rows"])))
@@ -121,6 +120,7 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
         state = load_state(settings, context)
         values, info = ScoringParty(settings, data).embed(state,
                                                           cast(bytes, _config(msg)["sealed"]))
+        save_state(settings, context, state)
         # a noisy release's marginal epsilon: the node's audit log and lifetime budget count it
         spent = ({"scoring_epsilon": float(info["epsilon_per_new_applicant"])}
                  if "epsilon_per_new_applicant" in info else None)
@@ -134,6 +134,7 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
         state = load_state(settings, context)
         embeddings = unpack(msg.content.array_records.get(ARRAYS))
         table, counts = ScoringLender(settings, data).score(state, embeddings)
+        save_state(settings, context, state)
         if settings.state_dir:  # the scores stay at the lender
             write_atomic(Path(settings.state_dir) / settings.party / SCORES_FILE,
                          table.to_csv(index=False, float_format="%.10g"), mode=0o600)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from credit_data.errors import BudgetRefusal, DataError
+from credit_data.errors import AlignmentError, BudgetRefusal, DataError
 from credit_data.saved_preprocessing import SavedPreprocessing
 from credit_data.settings import LABEL_HOLDER
 from credit_data.tables import PartyTable
@@ -44,6 +44,21 @@ from privacy.accounting import epsilon_of, party_delta
 from privacy.randomness import NoiseSource
 
 SCORES_FILE = "scores.csv"
+DONE = "scoring steps"
+"""Node state key: the steps of this scoring request a node has answered (each once)."""
+
+
+def once(state: NodeState, party: str, step: str) -> None:
+    """Refuse a step this node already answered in this scoring request.
+
+    A request is one scoring run: a coordinator that sends a step again (to draw a second noisy
+    release of the same rows, or to probe the lender's model) is refused.
+    """
+    done = state.keys.get(DONE, b"").decode().split(",")
+    if step in done:
+        raise BudgetRefusal(f"{party}: '{step}' was already answered in this scoring request; "
+                            "a repeated step is refused (a new request is a new run)")
+    state.keys[DONE] = ",".join([d for d in done if d] + [step]).encode()
 
 
 @dataclass(frozen=True)
@@ -106,6 +121,7 @@ class ScoringLender(_ScoringNode):
 
     def request(self, state: NodeState) -> tuple[bytes, bytes]:
         """Blind the applicants' IDs once for every party (a fresh key per request)."""
+        once(state, self.settings.party, "request")
         side = LenderAlignment(self.ids)
         state.keys["psi"], state.keys["channel"] = side.keys()
         request, public = side.request()
@@ -115,6 +131,7 @@ class ScoringLender(_ScoringNode):
     def intersect(self, state: NodeState, answers: dict[str, tuple[bytes, bytes, bytes]]
                   ) -> dict[str, bytes]:
         """Learn which applicants each party knows; seal each party's share for it."""
+        once(state, self.settings.party, "intersect")
         auth = channel_auth(self.settings.party, self.settings.channel_keys)
 
         def one(party: str) -> tuple[bytes, np.ndarray]:
@@ -135,6 +152,7 @@ class ScoringLender(_ScoringNode):
 
         Returns the ``scores.csv`` table (kept at the lender) and its counts.
         """
+        once(state, self.settings.party, "score")
         m = self.bundle.manifest
         x, unknown = encode_table(self.bundle, self.data.table)
         model = LenderModel(x.shape[1], self.passive, model_settings(m))
@@ -178,22 +196,39 @@ class ScoringParty(_ScoringNode):
 
     def answer(self, state: NodeState, request: bytes, lender_key: bytes,
                lender_rows: int) -> tuple[bytes, bytes, bytes, bool]:
-        """Return (setup, response, sealed key, whether the setup came from the cache)."""
+        """Return (setup, response, sealed key, whether the setup came from the cache).
+
+        The party's PSI key is used here and not kept in the request's state: it lives in the
+        party's cache alone.
+        """
+        once(state, self.settings.party, "answer")
+        self._refuse_unaccounted()
         cache = SetupCache(Path(self.settings.psi_cache) if self.settings.psi_cache else None,
                            self.settings.party)
-        state.keys["psi"], setup, cached = cache.setup(self.ids, lender_rows)
+        psi_key, setup, cached = cache.setup(self.ids, lender_rows)
         auth = channel_auth(self.settings.party, self.settings.channel_keys)
-        side = PartyAlignment(self.settings.party, self.ids, psi_key=state.keys["psi"])
+        side = PartyAlignment(self.settings.party, self.ids, psi_key=psi_key)
         lender_public = open_key(auth, lender_key, LABEL_HOLDER, transcript(request))
         response, public = side.answer(request, lender_public)
         state.keys["channel"] = side.channel_key
+        state.keys["lender rows"] = str(lender_rows).encode()
         return setup, response, seal_key(auth, public, transcript(transcript(setup),
                                                                    response)), cached
 
     def embed(self, state: NodeState, sealed: bytes) -> tuple[np.ndarray, dict[str, Any]]:
-        """Open the shared applicants and embed their rows (a fresh release under noise)."""
+        """Open the shared applicants and embed their rows (a fresh release under noise).
+
+        Refused: a second time in one request, and a list that repeats an applicant or holds
+        more than the lender asked about (each would be a second release of the same rows).
+        """
+        once(state, self.settings.party, "embed")
         side = PartyAlignment(self.settings.party, self.ids, key=state.keys["channel"])
         positions = side.receive(sealed)
+        asked = int(state.keys.get("lender rows", b"0"))
+        if len(np.unique(positions)) != len(positions) or len(positions) > asked:
+            raise AlignmentError(f"{self.settings.party}: the sealed list names "
+                                 f"{len(positions)} applicants ({len(np.unique(positions))} "
+                                 f"distinct) for a request of {asked}; refused")
         m = self.bundle.manifest
         x, unknown = encode_table(self.bundle, self.data.table, positions)
         settings = model_settings(m)
@@ -209,6 +244,18 @@ class ScoringParty(_ScoringNode):
         rng = NoiseSource.fresh().numpy("scoring release")  # the OS's source, drawn here
         return embed(encoder, x, clip=float(m["embedding"]["clip"]), noise_std=noise_std,
                      rng=rng), info
+
+    def _refuse_unaccounted(self) -> None:
+        """Refuse, at a capped party, embeddings no epsilon covers (a model without noise).
+
+        DP-SGD bounds the encoder's weights, not the embedding of an applicant's own row.
+        """
+        cap = self.settings.privacy.max_epsilon
+        if cap is not None and float(self.bundle.manifest["embedding"]["noise_std"]) <= 0:
+            raise BudgetRefusal(f"{self.settings.party}: this node caps its epsilon at {cap:g} "
+                                "and the model's embeddings carry no noise (it was trained "
+                                "without privacy.embedding_epsilon): scoring would send its "
+                                "rows' embeddings outside any epsilon; refused")
 
     def _release_spend(self, noise_std: float, clip: float, rows: int) -> dict[str, Any]:
         """Epsilon of this release per scored applicant; refused past the node's cap.

@@ -276,6 +276,7 @@ class PassiveNode(_Node):
         lender_public = open_key(auth, lender_key, LABEL_HOLDER, transcript(request))
         response, public = side.answer(request, lender_public)
         state.keys["channel"] = side.channel_key
+        del state.keys["psi"]  # the party's long-lived key stays in its cache alone
         return response, seal_key(auth, public, transcript(state.keys["setup"], response))
 
     def receive(self, state: NodeState, sealed: bytes) -> int:

@@ -144,7 +144,8 @@ def test_unseen_categories_are_encoded_as_unknown_and_counted():
 
 # scoring under embedding noise: a fresh release, accounted per applicant, capped ---------------
 
-def _noisy_party(tmp_path: Path, max_epsilon: float | None):
+def _noisy_party(tmp_path: Path, max_epsilon: float | None, noise_std: float = 0.5,
+                 repeat: int = 1):
     from credit_data.vertical import node_rows
     from federation.alignment import LenderAlignment
     from federation.settings import FederationSettings, Mode
@@ -166,17 +167,20 @@ def _noisy_party(tmp_path: Path, max_epsilon: float | None):
                               privacy=privacy, state_dir=str(tmp_path))
     encoder = PartyEncoder(rows.width, (8,), 4, 0.0)
     write_passive_bundle(settings, rows, "m", encoder.state_dict(), encoder_version=1,
-                         noise_std=0.5, privacy={"embedding_releases": 3})
+                         noise_std=noise_std, privacy={"embedding_releases": 3})
     party = ScoringParty(settings, ScoringInput(tmp_path / "bureau" / "model", table))
-    applicants = list(table.frame.index[:300])
+    applicants = list(table.frame.index[:300]) * repeat  # a lender may repeat an ID
 
-    def request() -> tuple:
+    def request(embeds: int = 1) -> tuple:
         lender = LenderAlignment(applicants)
         state = NodeState()
         req, key = lender.request()
         setup, response, party_key, _ = party.answer(state, req, key, len(applicants))
         sealed, _ = lender.intersect("bureau", setup, response, party_key)
-        return party.embed(state, sealed)
+        out = party.embed(state, sealed)
+        for _ in range(embeds - 1):  # the same sealed list again, as a replaying server would
+            out = party.embed(state, sealed)
+        return out
     return request
 
 
@@ -205,3 +209,25 @@ def test_a_party_refuses_a_scoring_release_past_its_max_epsilon(tmp_path):
     with pytest.raises(BudgetRefusal, match=r"bureau: scoring would release .* past this "
                                              r"node's max_epsilon 1\.0"):
         request()
+
+
+def test_a_scoring_request_releases_each_applicant_once(tmp_path):
+    from credit_data.errors import AlignmentError, BudgetRefusal
+
+    request = _noisy_party(tmp_path / "replay", max_epsilon=None)
+    with pytest.raises(BudgetRefusal, match=r"'embed' was already answered in this scoring "
+                                            r"request"):
+        request(embeds=2)
+    request = _noisy_party(tmp_path / "twice", max_epsilon=None, repeat=2)
+    with pytest.raises(AlignmentError, match=r"names 600 applicants \(300 distinct\)"):
+        request()
+
+
+def test_a_capped_party_sends_no_embedding_of_a_model_without_noise(tmp_path):
+    from credit_data.errors import BudgetRefusal
+
+    request = _noisy_party(tmp_path, max_epsilon=3.0, noise_std=0.0)
+    with pytest.raises(BudgetRefusal, match=r"carry no noise .* outside any epsilon"):
+        request()
+    assert _noisy_party(tmp_path / "uncapped", max_epsilon=None, noise_std=0.0)()[0].shape == (
+        300, 4)
