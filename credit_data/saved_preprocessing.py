@@ -37,6 +37,8 @@ from credit_data.settings import Scaler
 from credit_data.summary import Sketch, categories_of
 
 KINDS = ("fitted", "sketch", "schema")
+SHARED_SCHEMA = "shared"
+"""The preprocessing key of a horizontal model's shared schema in a bundle."""
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ from omegaconf import DictConfig, OmegaConf
 from credit_data.errors import ConfigError, CreditFLError, DeployError
 from credit_data.horizontal import LenderRows
 from credit_data.loading import load_population
-from credit_data.settings import LABEL_HOLDER
+from credit_data.settings import LABEL_HOLDER, PARTIES
 from credit_data.tables import PartyTable
 from deployment.run_config import (
     COLUMNS,
@@ -70,7 +70,7 @@ from deployment.run_config import (
 )
 from experiments.audit import audit_outcome
 from experiments.config import register, to_settings
-from experiments.horizontal import horizontal_outcome, lender_rows
+from experiments.horizontal import horizontal_outcome, keep_bundle, lender_rows
 from experiments.outcome import RunOutcome, training_parties
 from experiments.report import render_report
 from experiments.results import write_run
@@ -419,6 +419,9 @@ def run(directory: Path, overrides: list[str] | None = None, run_dir: Path | Non
     found = _flwr_run(fed, run_dir, config, timeout)
     train_seconds = time.perf_counter() - train_start
     outcome = collect(settings, fed, found, train_seconds)
+    if settings.federation.mode is Mode.horizontal:  # the coordinator's copy of the model
+        outcome = keep_bundle(outcome, found, run_dir, tuple(
+            p for p in PARTIES if p in settings.federation.parties))
     assert outcome.federation is not None
     outcome.federation.update({
         "engine": "deployment", "superlink": fed.superlink, "tls": True, "node_auth": True,

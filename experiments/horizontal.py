@@ -171,17 +171,22 @@ def _run_horizontal(settings: RunSettings, run_dir: Path, names: tuple[str, ...]
 
 def keep_bundle(run: RunOutcome, outcome: FederationOutcome, run_dir: Path,
                 parties: tuple[str, ...]) -> RunOutcome:
-    """Write the global model and the shared schema as the run's bundle (``<run dir>/model``)."""
+    """Write the global model and the shared schema as the run's bundle (``<run dir>/model``).
+
+    Each lender that reported on the final model keeps the same bundle on its own disk
+    (``parties/<lender>/model``; in a deployment, under its node's state directory).
+    """
     assert outcome.state is not None and outcome.schema is not None
-    model_id = uuid.uuid4().hex
+    model_id = outcome.model_id or uuid.uuid4().hex
     settings = run.settings
     write_model_bundle(run_dir, settings, shared_model(settings.model, outcome.schema,
                                                        outcome.state),
                        model_id=model_id, parties=parties,
                        preprocessing=horizontal_preprocessing(outcome.schema),
                        metrics={"test_auc": run.metrics["test"]["auc"]}, privacy=run.privacy)
+    lenders = {name: f"parties/{name}/{MODEL_DIR}" for name in sorted(outcome.reports)}
     return dataclasses.replace(run, model=run.model | {"model_id": model_id,
-                                                       "bundles": {"model": MODEL_DIR}})
+                                                       "bundles": {"model": MODEL_DIR, **lenders}})
 
 
 def horizontal_outcome(settings: RunSettings, outcome: FederationOutcome,

@@ -19,7 +19,7 @@ import torch
 
 from credit_data.errors import DataError
 from credit_data.horizontal import joined_columns
-from credit_data.saved_preprocessing import SavedPreprocessing, schema_json
+from credit_data.saved_preprocessing import SHARED_SCHEMA, SavedPreprocessing, schema_json
 from credit_data.settings import LABEL_HOLDER
 from credit_data.tables import Population
 from federation.run_settings import MissingParty, RunSettings
@@ -29,8 +29,7 @@ from models.scorecard import grades_of, points
 from models.training import predict_proba
 
 MODEL_DIR = "model"
-SHARED = "shared"
-"""The preprocessing key of a horizontal model's shared schema."""
+SHARED = SHARED_SCHEMA
 
 
 def _plain(settings: Any) -> dict[str, Any]:

@@ -15,6 +15,18 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+def _rare_label_section(rare: dict[str, Any], label: str) -> list[str]:
+    """Render what fraud teams read next to AUC, for a label under 5% positive (test rows)."""
+    rows = [["average precision (PR-AUC)", f"{rare['average_precision']:.4f}",
+             f"{rare['positive_rate']:.4f} (a random ranking)"]]
+    rows += [[f"recall at {float(r):.0%} false positives", f"{v:.4f}", ""]
+             for r, v in rare["recall_at_fpr"].items()]
+    rows += [[f"share of `{label}` in the riskiest {float(r):.0%}", f"{v:.4f}", f"{float(r):.2f}"]
+             for r, v in rare["caught_in_riskiest"].items()]
+    return ["", f"## Rare label: `{label}` as fraud teams measure it", "",
+            *_table(["metric (test)", "value", "chance"], rows)]
+
+
 def render_report(results: dict[str, Any]) -> str:
     """Markdown summary of one run's results.json.
 
@@ -44,6 +56,8 @@ def render_report(results: dict[str, Any]) -> str:
     lines += ["", f"Population stability index, {reference} to test scores: "
               f"{m['test']['psi']:.4f}. " + kept, "",
               "![ROC, calibration and learning curve](plots.png)"]
+    if "rare_label" in m["test"]:
+        lines += _rare_label_section(m["test"]["rare_label"], ds["label"])
     if results.get("references"):
         lines += _references_section(results["references"], m["test"]["auc"],
                                      private=results.get("privacy") is not None)

@@ -54,7 +54,10 @@ KEYS: tuple[Key, ...] = (
         "`train_loss` (not under DP), `pooled_auc`, `val_auc`, `epsilon`, `seconds`); "
         "`pooled_lender_auc` (horizontal: from the lenders' score histograms); "
         "`party_lift.<party>` (vertical: test AUC minus the AUC with that party's embeddings "
-        "replaced by the \"unknown applicant\" vector)"),
+        "replaced by the \"unknown applicant\" vector); `test.rare_label` where the test "
+        "positive rate is under 5% (fraud): `average_precision`, `recall_at_fpr.{0.01,0.05}`, "
+        "`caught_in_riskiest.{0.01,0.05}` (share of positives in the riskiest 1% and 5%), "
+        "`positive_rate`"),
     Key("privacy", ("object", "null"), "null without differential privacy; else `mechanism`, "
         "`guarantee` (false with `privacy.reproducible_noise=true`: no guarantee), `epsilon` and "
         "`delta` (the maximum over ledger entries, never a mean), `parties.<entry>.{epsilon, "

@@ -112,6 +112,7 @@ def make_client_app(source: NodeSource, mods: tuple[Mod, ...] = ()) -> ClientApp
                               STATUS: _status(task)})
         if msg.content[CONFIG].get(REPORT):  # the final model: the lender's report
             content[REPORT] = ConfigRecord(report_record(*task.report(schema, state)))
+            task.keep_bundle(schema, state, str(msg.content[CONFIG].get("model_id", "")))
         return Message(content, reply_to=msg)
 
     return app

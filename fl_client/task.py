@@ -19,6 +19,7 @@ import torch
 from credit_data.errors import BudgetRefusal
 from credit_data.federated_scaling import Schema, encode, local_moments
 from credit_data.horizontal import LenderRows
+from credit_data.saved_preprocessing import SHARED_SCHEMA, schema_json
 from credit_data.split import SPLITS, TEST, TRAIN, VAL
 from credit_data.summary import column_counts
 from federation.model import shared_model
@@ -26,6 +27,7 @@ from federation.protocol import auc_of_scores, score_histogram
 from federation.settings import Fault, StrategyName
 from federation.storage import write_atomic
 from fl_client.settings import ClientSettings
+from models.bundle import write_bundle
 from models.local_training import (
     DPRound,
     epsilon_after_round,
@@ -274,6 +276,27 @@ class LenderTask:
         summaries = {name: ScoreSummary.of(shard.y[split], predict_proba(model, shard.x[split]))
                      for split, name in SPLITS.items() if not (private and split == TRAIN)}
         return summaries, {name: int(len(shard.y[split])) for split, name in SPLITS.items()}
+
+    def keep_bundle(self, schema: Schema, state: dict[str, torch.Tensor], model_id: str) -> None:
+        """Keep the final global model and the shared schema as this lender's own bundle.
+
+        ``<state dir>/<party>/model``: the weights every lender received, and the schema they
+        encode with (aggregates of every lender: no row of any).
+        """
+        if not self.settings.state_dir:
+            return
+        m = self.settings.model
+        write_bundle(Path(self.settings.state_dir) / self.settings.party / "model", manifest={
+            "model_id": model_id, "party": self.settings.party, "role": "model",
+            "mode": "horizontal",
+            "config": {"seed": self.settings.seed, "model": {
+                "kind": m.kind.value, "hidden": list(m.hidden), "dropout": m.dropout,
+                "encoder_hidden": list(m.encoder_hidden), "embedding_dim": m.embedding_dim},
+                "privacy": {"mechanism": self.settings.privacy.mechanism.value}},
+            "columns": {SHARED_SCHEMA: {"numeric": list(schema.numeric),
+                                        "categorical": list(schema.categorical),
+                                        "features": list(schema.feature_names)}}},
+            weights=state, preprocessing={SHARED_SCHEMA: schema_json(schema)})
 
     def evaluate(self, schema: Schema, state: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Score the party's own test rows; only the AUC and score histograms leave."""

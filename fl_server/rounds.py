@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,6 +79,7 @@ class FederationOutcome:
     completed_rounds: int = 0
     stopped_after: int | None = None
     error: BaseException | None = None
+    model_id: str = ""  # carried by the bundle of the final model at the server and each lender
 
 
 def _number(record: Any, key: str) -> float:
@@ -215,7 +217,8 @@ def _evaluate_at_lenders(grid: Grid, strategy: Any, server_round: int, arrays: A
 
     Each lender scores it and returns its report: score summaries, no row.
     """
-    config = ConfigRecord({"schema": schema.to_json(), REPORT: True})
+    out.model_id = uuid.uuid4().hex
+    config = ConfigRecord({"schema": schema.to_json(), REPORT: True, "model_id": out.model_id})
     messages = list(strategy.configure_evaluate(server_round, arrays, config, grid))
     replies = list(grid.send_and_receive(messages, timeout=timeout))
     _record_lender_scores(out, *_pool_lender_scores(replies, node_party))

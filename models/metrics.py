@@ -264,6 +264,45 @@ class ScoreSummary:
                 "log_loss": self.log_loss / n, "ece": ece}
 
 
+RARE_LABEL = 0.05
+"""Below this positive rate (fraud) a run also reports :func:`rare_label_metrics`."""
+FRAUD_RATES = (0.01, 0.05)
+"""The false-positive rates and the riskiest shares of applicants fraud teams read at."""
+
+
+def rare_label_metrics(summary: ScoreSummary) -> dict[str, Any]:
+    """Metrics for a rare label (fraud), as fraud teams read them, from a score summary.
+
+    ``average_precision`` (PR-AUC; tied scores, a fine bin, count together as scikit-learn
+    counts tied scores), ``recall_at_fpr`` (the share of positives caught at a false-positive
+    rate of 1% and 5%) and ``caught_in_riskiest`` (the share of positives among the riskiest 1%
+    and 5% of applicants), both interpolated within a bin.
+
+    >>> rng = np.random.default_rng(0)
+    >>> y = (rng.random(20_000) < 0.02).astype(int)
+    >>> p = np.clip(0.3 * y + rng.random(20_000) * 0.7, 0, 1)
+    >>> from sklearn.metrics import average_precision_score
+    >>> m = rare_label_metrics(ScoreSummary.of(y, p))
+    >>> abs(m["average_precision"] - average_precision_score(y, p)) < 0.01
+    True
+    """
+    pos = summary.positives[::-1].astype(np.float64)  # from the highest score down
+    neg = summary.negatives[::-1].astype(np.float64)
+    total_pos, total_neg = max(pos.sum(), 1.0), max(neg.sum(), 1.0)
+    tp, fp = np.cumsum(pos), np.cumsum(neg)
+    used = (pos + neg) > 0
+    precision = tp[used] / (tp[used] + fp[used])
+    recall_step = pos[used] / total_pos
+    fpr = np.concatenate([[0.0], fp / total_neg])
+    tpr = np.concatenate([[0.0], tp / total_pos])
+    share = np.concatenate([[0.0], (tp + fp) / (total_pos + total_neg)])
+    return {"average_precision": float(np.sum(recall_step * precision)),
+            "recall_at_fpr": {f"{r:g}": float(np.interp(r, fpr, tpr)) for r in FRAUD_RATES},
+            "caught_in_riskiest": {f"{r:g}": float(np.interp(r, share, tpr))
+                                   for r in FRAUD_RATES},
+            "positive_rate": float(pos.sum() / (total_pos + total_neg))}
+
+
 def summary_stability_index(expected: ScoreSummary, actual: ScoreSummary,
                             bins: int = 10) -> float:
     """:func:`population_stability_index` on summaries: deciles taken at the fine bin edges.
@@ -306,6 +345,9 @@ def report_metrics(summaries: dict[str, ScoreSummary], private: bool = False
     reference = "val" if private else "train"
     metrics["test"]["psi"] = summary_stability_index(summaries[reference], summaries["test"])
     metrics["test"]["psi_reference"] = reference
+    test = summaries["test"]
+    if test.defaults / test.rows < RARE_LABEL:  # a fraud label: what fraud teams read
+        metrics["test"]["rare_label"] = rare_label_metrics(test)
     return metrics
 
 

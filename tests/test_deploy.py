@@ -283,6 +283,13 @@ def test_horizontal_deployment_matches_simulation(horizontal_federation, tmp_pat
     assert not (Path(results["federation"]["server_audit_log"]).parent.parent
                 / "predictions.csv").exists()  # the row-level scores stay at the lenders
     _check_audit_logs(results)
+    # the final model's bundle at the coordinator and on every lender's own disk (issue 20)
+    run_dir = _run_dir(results)
+    model_id = results["model"]["model_id"]
+    assert json.loads((run_dir / "model" / "model.json").read_text())["model_id"] == model_id
+    for lender in fed.parties:
+        kept = fed.node_state(lender) / run_dir.name / lender / "model" / "model.json"
+        assert json.loads(kept.read_text())["model_id"] == model_id
 
 
 def test_a_deployed_private_run_reports_the_simulations_ledger(

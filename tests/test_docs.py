@@ -47,6 +47,17 @@ def _compose(overrides: list[str]) -> None:
     to_settings(compose_config(_first_values([o for o in overrides if o != "-m"])))
 
 
+def _check_scoring(args: list[str]) -> None:
+    """A run directory, then overrides that may change at scoring and compose."""
+    from experiments.scoring import CHANGEABLE
+
+    assert args and "=" not in args[0], args
+    for override in args[1:]:
+        key = override.split("=", 1)[0]
+        assert any(key == c or key.startswith(c + ".") for c in CHANGEABLE), override
+    _compose(args[1:])
+
+
 def _check(words: list[str]) -> None:
     if words[:1] == ["make"]:
         targets = re.findall(r"^([a-z-]+):", (ROOT / "Makefile").read_text(), re.M)
@@ -59,6 +70,7 @@ def _check(words: list[str]) -> None:
         words = ["python", "-m", {"run": "experiments.run", "compare": "experiments.compare",
                                   "deploy": "experiments.deploy", "node": "deployment.node",
                                   "audit": "federation.audit_log",
+                                  "score": "experiments.score",
                                   "bench": "experiments.bench"}[words[1]], *words[2:]]
     if words[0].endswith("python") and words[1] == "experiments/bench.py":
         from experiments.bench import BENCHMARKS
@@ -69,8 +81,15 @@ def _check(words: list[str]) -> None:
     if module == "experiments.run":
         _compose(args)
     elif module == "experiments.deploy":
-        assert args[0] in ("up", "run", "down", "all")
-        _compose([a for a in args[1:] if not a.startswith("--")])
+        assert args[0] in ("up", "run", "score", "down", "all")
+        if args[0] == "score":  # a run directory first, then scoring overrides
+            _check_scoring(args[1:])
+        else:
+            _compose([a for a in args[1:] if not a.startswith("--")])
+    elif module == "experiments.score":
+        _check_scoring(args)
+    elif module == "models.bundle":
+        assert args[0] == "verify" and args[1:]
     elif module == "deployment.node":
         from deployment.node import _parser
         _parser().parse_args(args)

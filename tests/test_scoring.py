@@ -172,7 +172,20 @@ def test_one_bundle_modes_reproduce_their_predictions(mode, tmp_path):
     overrides = [f"federation={mode}", "data.n_customers=3000", "train.epochs=3",
                  "federation.rounds=2"]
     results = run_experiment(overrides, tmp_path / "run")
-    assert results["model"]["bundles"] == {"model": "model"}
+    bundles = results["model"]["bundles"]
+    assert bundles["model"] == "model"
+    if mode == "horizontal":  # each lender keeps the same global model and schema
+        lenders = sorted(b for b in bundles if b != "model")
+        assert lenders == [f"lender-{k}" for k in range(5)]
+        server = load_file(tmp_path / "run" / "model" / "weights.safetensors")
+        for name in lenders:
+            directory = tmp_path / "run" / bundles[name]
+            assert json.loads((directory / "model.json").read_text())["model_id"] == results[
+                "model"]["model_id"]
+            mine = load_file(directory / "weights.safetensors")
+            assert all(np.array_equal(server[k], mine[k]) for k in server)
+    else:
+        assert bundles == {"model": "model"}
     out, scoring = score_run(tmp_path / "run", ["scoring.rows=test",
                                                 f"scoring.out={tmp_path / 'scored'}"])
     assert _agree(tmp_path / "run", out) <= 1e-6
