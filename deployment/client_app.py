@@ -148,7 +148,9 @@ def node_privacy(privacy: PrivacySettings, own_cap: float | None,
 
 
 RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-RESERVED_NAMES = frozenset({"budget", "node-config.toml", "runtime-api.secret", "psi-cache"})
+PSI_CACHE = "psi-cache"
+"""Under the node's state directory: its blinded ID sets and PSI keys (SetupCache)."""
+RESERVED_NAMES = frozenset({"budget", "node-config.toml", "runtime-api.secret", PSI_CACHE})
 """What the node keeps in its state directory besides its runs."""
 
 
@@ -283,7 +285,7 @@ def _settings(context: Context) -> tuple[RunSettings, NodeConfig, ClientSettings
             if node.signing_key is not None and node.peer_keys is not None else None)
     client = client_settings(run, node.party, str(run_dir), privacy=node_privacy(
         run.privacy.for_party(node.party), _budget(node).left(spender), node.reproducible_noise),
-        channel_keys=keys)
+        channel_keys=keys, psi_cache=str(node.state_dir / PSI_CACHE))  # never the run's path
     return run, node, client
 
 
@@ -429,13 +431,10 @@ def scoring_source(context: Context) -> tuple[ClientSettings, ScoringInput]:
     """
     torch.set_num_threads(1)
     _, node, client = _settings(context)
-    client = dataclasses.replace(client, psi_cache=str(node.state_dir / PSI_CACHE))
     model_run = run_state_dir(node.state_dir, str(context.run_config[MODEL_RUN]))
     return client, ScoringInput(model_run / node.party / BUNDLE_DIR,
                                 _scoring_table(str(context.run_config[RUN_SETTINGS]), node))
 
-
-PSI_CACHE = "psi-cache"
 
 
 class _ByMode(ClientApp):

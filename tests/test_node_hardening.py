@@ -112,3 +112,25 @@ def test_reserved_names_and_a_short_noise_key_are_refused(tmp_path):
     key.write_bytes(b"")  # a crash between creating and writing it, in an older version
     with pytest.raises(PrivacyLedgerError, match="0 bytes"):
         kept_noise(key)
+
+
+def test_a_node_keeps_its_blinded_sets_under_its_own_state_dir_whatever_the_run_says(tmp_path):
+    # issue 20 review: federation.psi_cache in the run config would let a coordinator choose
+    # where a node writes its PSI key; a deployed node uses <state-dir>/psi-cache
+    import json
+
+    from flwr.app import Context, RecordDict
+
+    from deployment.client_app import PSI_CACHE, _settings
+    from deployment.run_config import RUN_NAME, RUN_SETTINGS
+    from experiments import deploy
+
+    data = tmp_path / "bureau.csv"
+    data.write_text("customer_id,x\na,1\nb,2\n")
+    _, plain = deploy.compose_settings([f"federation.psi_cache={tmp_path / 'elsewhere'}"])
+    context = Context(run_id=1, node_id=1, state=RecordDict(),
+                      node_config={"party": "bureau", "data-path": str(data),
+                                   "state-dir": str(tmp_path / "state")},
+                      run_config={RUN_SETTINGS: json.dumps(plain), RUN_NAME: "run-1"})
+    _, _, client = _settings(context)
+    assert client.psi_cache == str(tmp_path / "state" / PSI_CACHE)
