@@ -363,9 +363,9 @@ def test_supernode_waits_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def private_deployed_runs(vertical_federation) -> list[dict]:
-    """Two deployed runs with label DP and DP-SGD (the default privacy) on one federation."""
-    return [deploy.run(Path(vertical_federation.directory), ["privacy=label_dp_dpsgd"])
-            for _ in range(2)]
+    """Two deployed runs with label DP on one federation, the second also with DP-SGD."""
+    return [deploy.run(Path(vertical_federation.directory), [f"privacy={privacy}"])
+            for privacy in ("label_dp", "label_dp_dpsgd")]
 
 
 def test_deployed_label_flips_are_drawn_once_per_run_and_differ_between_runs(

@@ -53,7 +53,7 @@ def test_only_a_label_under_five_percent_gets_them():
 @pytest.mark.unit
 def test_a_fraud_run_reports_them(tmp_path):
     results = run_experiment(["federation=centralized", "data.label=fraud",
-                              "data.n_customers=20000", "train.epochs=3"], tmp_path)
+                              "data.n_customers=10000", "train.epochs=3"], tmp_path)
     rare = results["metrics"]["test"]["rare_label"]
     assert rare["positive_rate"] < 0.05
     assert rare["average_precision"] > 2 * rare["positive_rate"]  # better than chance
