@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -42,6 +43,11 @@ class PartyTable:
     def n_rows(self) -> int:
         """Number of customers this party knows."""
         return len(self.frame)
+
+    def rows(self, mask: pd.Series | Any) -> PartyTable:
+        """Return the same table cut to the rows of ``mask`` (labels too)."""
+        return PartyTable(self.party, self.frame.loc[mask], self.numeric, self.categorical,
+                          self.source, None if self.labels is None else self.labels.loc[mask])
 
     def fingerprint(self) -> str:
         """SHA-256 over the IDs, column names and values: equal exactly when the table is."""

@@ -418,9 +418,7 @@ def _scoring_table(run_text: str, node: NodeConfig) -> PartyTable:
     table = load_party(node.party, source, run.data, labels=False)
     if node.party != LABEL_HOLDER or named or run.scoring.rows is ScoringRows.all:
         return table
-    test = assign_split(table.frame.index, run.seed, run.data.split) == TEST
-    return dataclasses.replace(table, frame=table.frame.loc[test],
-                               labels=None if table.labels is None else table.labels.loc[test])
+    return table.rows(assign_split(table.frame.index, run.seed, run.data.split) == TEST)
 
 
 def scoring_source(context: Context) -> tuple[ClientSettings, ScoringInput]:

@@ -23,18 +23,13 @@ from credit_data.saved_preprocessing import SHARED_SCHEMA, SavedPreprocessing, s
 from credit_data.settings import LABEL_HOLDER
 from credit_data.tables import Population
 from federation.run_settings import MissingParty, RunSettings
-from models.bundle import load_bundle, write_bundle
+from models.bundle import load_bundle, settings_json, write_bundle
 from models.factory import build_model
 from models.scorecard import grades_of, points
 from models.training import predict_proba
 
 MODEL_DIR = "model"
 SHARED = SHARED_SCHEMA
-
-
-def _plain(settings: Any) -> dict[str, Any]:
-    return {k: (v.value if hasattr(v, "value") else list(v) if isinstance(v, tuple) else v)
-            for k, v in dataclasses.asdict(settings).items()}
 
 
 def write_model_bundle(run_dir: Path, settings: RunSettings, model: torch.nn.Module, *,
@@ -45,14 +40,14 @@ def write_model_bundle(run_dir: Path, settings: RunSettings, model: torch.nn.Mod
     manifest = {
         "model_id": model_id, "party": party, "role": "model",
         "mode": settings.federation.mode.value,
-        "config": {"seed": settings.seed, "model": _plain(settings.model),
+        "config": {"seed": settings.seed, "model": settings_json(settings.model),
                    "privacy": {"mechanism": settings.privacy.mechanism.value}},
         "parties": list(parties),
         "columns": {p: {"numeric": list(pre["numeric"]),
                         "categorical": list(pre["categorical"]),
                         "features": list(pre["feature_names"])}
                     for p, pre in preprocessing.items()},
-        "scorecard": _plain(settings.scorecard), "metrics": metrics, "privacy": privacy}
+        "scorecard": settings_json(settings.scorecard), "metrics": metrics, "privacy": privacy}
     return write_bundle(run_dir / MODEL_DIR, manifest=manifest, weights=model.state_dict(),
                         preprocessing=preprocessing)
 

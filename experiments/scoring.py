@@ -32,7 +32,7 @@ from credit_data.files import load_party
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER, Source
 from credit_data.split import TEST, assign_split
-from credit_data.tables import PartyTable, Population
+from credit_data.tables import Population
 from experiments.config import mutable_twin, register, to_settings
 from experiments.local_scoring import score_with_bundle
 from experiments.simulation import once_per_worker, quiet_worker, simulation_engine
@@ -94,12 +94,9 @@ def _lender_rows(population: Population, settings: RunSettings) -> Population:
     lender = population.tables[LABEL_HOLDER]
     if settings.scoring.rows is ScoringRows.all:
         return population
-    test = assign_split(lender.frame.index, settings.seed, settings.data.split) == TEST
-    frame = lender.frame.loc[test]
-    labels = lender.labels.loc[test] if lender.labels is not None else None
     tables = dict(population.tables)
-    tables[LABEL_HOLDER] = PartyTable(lender.party, frame, lender.numeric, lender.categorical,
-                                      lender.source, labels)
+    tables[LABEL_HOLDER] = lender.rows(
+        assign_split(lender.frame.index, settings.seed, settings.data.split) == TEST)
     return Population(population.name, tables, population.truth)
 
 

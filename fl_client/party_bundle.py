@@ -8,7 +8,6 @@ scaling. Neither holds a row, a label or another party's column. Never imports f
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import torch
 
 from credit_data.vertical import NodeRows
 from fl_client.settings import ClientSettings
-from models.bundle import write_bundle
+from models.bundle import settings_json, write_bundle
 
 BUNDLE_DIR = "model"
 """A party's bundle: ``<state dir>/<party>/model`` (``parties/<party>/model`` in a run)."""
@@ -34,7 +33,7 @@ def _manifest(settings: ClientSettings, rows: NodeRows, model_id: str, role: str
     p = settings.privacy
     return {
         "model_id": model_id, "party": settings.party, "role": role, "mode": "vertical",
-        "config": {"seed": settings.seed, "model": _plain(settings.model),
+        "config": {"seed": settings.seed, "model": settings_json(settings.model),
                    "privacy": {"mechanism": p.mechanism.value,
                                "embedding_epsilon": p.embedding_epsilon,
                                "embedding_clip": p.embedding_clip,
@@ -45,11 +44,6 @@ def _manifest(settings: ClientSettings, rows: NodeRows, model_id: str, role: str
         "table": {"fingerprint": rows.fingerprint, "rows": len(rows.ids)},
         "privacy": privacy,
     }
-
-
-def _plain(settings: Any) -> dict[str, Any]:
-    return {k: (v.value if hasattr(v, "value") else list(v) if isinstance(v, tuple) else v)
-            for k, v in dataclasses.asdict(settings).items()}
 
 
 def write_passive_bundle(settings: ClientSettings, rows: NodeRows, model_id: str,
@@ -78,6 +72,6 @@ def write_lender_bundle(settings: ClientSettings, rows: NodeRows, model_id: str,
     manifest = _manifest(settings, rows, model_id, "lender", privacy)
     manifest |= {"passive": list(passive), "calibration": list(calibration)
                  if calibration is not None else None,
-                 "scorecard": _plain(settings.scorecard), "metrics": metrics}
+                 "scorecard": settings_json(settings.scorecard), "metrics": metrics}
     return write_bundle(directory, manifest=manifest, weights=dict(model),
                         preprocessing={settings.party: rows.preprocessing})

@@ -27,7 +27,7 @@ from federation.protocol import auc_of_scores, score_histogram
 from federation.settings import Fault, StrategyName
 from federation.storage import write_atomic
 from fl_client.settings import ClientSettings
-from models.bundle import write_bundle
+from models.bundle import settings_json, write_bundle
 from models.local_training import (
     DPRound,
     epsilon_after_round,
@@ -285,14 +285,11 @@ class LenderTask:
         """
         if not self.settings.state_dir:
             return
-        m = self.settings.model
         write_bundle(Path(self.settings.state_dir) / self.settings.party / "model", manifest={
             "model_id": model_id, "party": self.settings.party, "role": "model",
             "mode": "horizontal",
-            "config": {"seed": self.settings.seed, "model": {
-                "kind": m.kind.value, "hidden": list(m.hidden), "dropout": m.dropout,
-                "encoder_hidden": list(m.encoder_hidden), "embedding_dim": m.embedding_dim},
-                "privacy": {"mechanism": self.settings.privacy.mechanism.value}},
+            "config": {"seed": self.settings.seed, "model": settings_json(self.settings.model),
+                       "privacy": {"mechanism": self.settings.privacy.mechanism.value}},
             "columns": {SHARED_SCHEMA: {"numeric": list(schema.numeric),
                                         "categorical": list(schema.categorical),
                                         "features": list(schema.feature_names)}}},

@@ -22,6 +22,7 @@ directory holding any file the manifest does not list; nothing in a bundle is ev
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -72,6 +73,17 @@ class Bundle:
     def party(self) -> str:
         """Whose bundle this is."""
         return str(self.manifest["party"])
+
+
+def settings_json(settings: Any) -> dict[str, Any]:
+    """Return a settings dataclass as a manifest holds it (enums as values, lists).
+
+    >>> from models.settings import ModelSettings
+    >>> settings_json(ModelSettings())["hidden"]
+    [64, 32]
+    """
+    return {k: (v.value if hasattr(v, "value") else list(v) if isinstance(v, tuple) else v)
+            for k, v in dataclasses.asdict(settings).items()}
 
 
 def sha256_of(data: bytes) -> str:
