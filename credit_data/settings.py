@@ -75,6 +75,9 @@ class DataSettings:
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
     split: SplitSettings = field(default_factory=SplitSettings)
     scaler: Scaler = Scaler.quantile
+    blacklists: dict[str, str] = field(default_factory=dict)
+    """``data=csv``: each blacklist holder's list file (holder -> CSV path with the ID column).
+    Synthetic data draws the lists from the population (:mod:`credit_data.blacklists`)."""
     max_rows: int | None = None
     """Run on a pilot-sized sample: at most this many of the lender's applicants (a keyed hash of
     the ID and the seed picks them), and each other party's rows of those applicants only."""

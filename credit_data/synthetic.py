@@ -28,6 +28,21 @@ products are interactions across parties: discipline (bureau) with the social ci
 and the size of the loan (lender) with discipline (bureau). A synthetic identity defaults with
 probability 0.8 whatever its traits, and is confirmed as ``fraud`` with probability 0.8.
 
+A **stolen identity** is a real, established person (known to the bureau and the platform,
+stability above -0.5) whose identity a fraudster uses to apply: about 0.8% of applicants. The
+person's bureau file and social account stay theirs; what disagrees with them is what the
+fraudster does (:func:`_steal`): a larger loan (loan-to-income times ``e^{0.6}``), more often
+through the app; on the platform, a recent device or phone change (``device_changes_12m`` up by
+1 plus Poisson(0.7)), night-time activity after the password reset (``night_activity_share`` up
+by 0.15) and loan-app shopping (``loan_app_inquiries_30d`` up by Poisson(2)); at the bureau, the
+same shopping (``inquiries_6m`` up by Poisson(2)). The fraudster does not repay (default
+probability 0.85); the victim's dispute confirms it as ``fraud`` with probability 0.6. These
+draws come from a second stream of the seed, so every other applicant's rows are those of a
+population without stolen identities.
+
+``truth["fraud_type"]`` says which scheme an applicant is (``synthetic``, ``stolen`` or empty),
+confirmed or not; reports break fraud results down by it.
+
 Coverage is partial: the bureau does not know some applicants (thin files, mostly the young
 and all synthetic identities but a few), the social platform does not know others, and both
 hold many people who never applied. Some columns have missing values.
@@ -255,8 +270,12 @@ def generate(
     social = _party_rows(rng, z, in_social, applicant_ids, ids[n + n_bureau_extra:], _social,
                          s.missing_rate)
 
-    truth = pd.DataFrame({"default_12m": p_default, "fraud": 0.8 * z["synth"]},
-                         index=lender.index)
+    stolen = _steal(np.random.default_rng([seed, STOLEN_STREAM]), z, in_bureau & in_social,
+                    lender, {"bureau": bureau, "social": social}, applicant_ids, labels)
+    fraud_type = np.where(z["synth"], "synthetic", np.where(stolen, "stolen", ""))
+    truth = pd.DataFrame({"default_12m": np.where(stolen, STOLEN_DEFAULT, p_default),
+                          "fraud": np.where(stolen, STOLEN_CONFIRMED, 0.8 * z["synth"]),
+                          "fraud_type": fraud_type}, index=lender.index)
     return Population(
         name="synthetic",
         tables={
@@ -267,6 +286,38 @@ def generate(
         },
         truth=truth,
     )
+
+
+STOLEN_STREAM = 21
+STOLEN_RATE = 0.012  # among established applicants: about 0.8% of all applicants
+STOLEN_DEFAULT = 0.85
+STOLEN_CONFIRMED = 0.6
+
+
+def _steal(rng: np.random.Generator, z: dict[str, np.ndarray], known_everywhere: np.ndarray,
+           lender: pd.DataFrame, parties: dict[str, pd.DataFrame], applicant_ids: np.ndarray,
+           labels: pd.DataFrame) -> np.ndarray:
+    """Turn some established applicants into stolen identities, in place; return the mask.
+
+    The frames are edited at the stolen applicants' rows only (see the module docstring).
+    """
+    n = len(applicant_ids)
+    stolen = known_everywhere & ~z["synth"] & (z["stab"] > -0.5) & (rng.random(n) < STOLEN_RATE)
+    ids, k = applicant_ids[stolen], int(stolen.sum())
+    lender.loc[ids, "loan_amount"] = np.round(
+        lender.loc[ids, "loan_amount"].to_numpy() * np.exp(0.6 + 0.2 * rng.standard_normal(k)),
+        -1)
+    by_app = rng.random(k) < 0.6
+    lender.loc[ids[by_app], "channel"] = "app"
+    social, bureau = parties["social"], parties["bureau"]
+    social.loc[ids, "device_changes_12m"] += 1 + rng.poisson(0.7, k)
+    social.loc[ids, "night_activity_share"] = np.clip(
+        social.loc[ids, "night_activity_share"].to_numpy() + 0.15, 0, 1).round(3)
+    social.loc[ids, "loan_app_inquiries_30d"] += rng.poisson(2.0, k)
+    bureau.loc[ids, "inquiries_6m"] += rng.poisson(2.0, k)
+    labels.loc[ids, "default_12m"] = (rng.random(k) < STOLEN_DEFAULT).astype(np.int8)
+    labels.loc[ids, "fraud"] = (rng.random(k) < STOLEN_CONFIRMED).astype(np.int8)
+    return stolen
 
 
 def _customer_ids(rng: np.random.Generator, total: int) -> np.ndarray:

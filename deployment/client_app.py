@@ -47,11 +47,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import pandas as pd
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
+from credit_data.blacklists import read_list
 from credit_data.errors import ConfigError
 from credit_data.files import load_party
 from credit_data.horizontal import LenderRows
@@ -64,8 +66,9 @@ from federation.alignment import ChannelKeys
 from federation.lifetime_budget import LifetimeBudget, dataset_fingerprint, spend_figures
 from federation.protocol import CONFIG, STATUS, reported_epsilon
 from federation.run_settings import RunSettings, ScoringRows
-from federation.settings import Mode
+from federation.settings import BlacklistSettings, ListMode, Mode
 from fl_client.client_app import make_client_app
+from fl_client.list_lookup import holder_rows
 from fl_client.node_noise import node_noise, private_node_rows
 from fl_client.party_bundle import BUNDLE_DIR
 from fl_client.scoring_app import make_scoring_client_app
@@ -90,6 +93,8 @@ class NodeConfig:
     signing_key: str | None = None
     peer_keys: str | None = None
     applicants_dir: Path | None = None
+    max_queries: int | None = None  # a blacklist holder's own cap
+    list_mode: ListMode = ListMode.lookup  # what a blacklist holder answers
 
     @classmethod
     def from_context(cls, node_config: dict[str, Any]) -> NodeConfig:
@@ -106,6 +111,15 @@ class NodeConfig:
                                 or not cap > 0):
             raise ConfigError(f"node config: 'max-epsilon' must be a positive number, got "
                               f"{cap!r}")
+        queries = node_config.get("max-queries")
+        if queries is not None and (isinstance(queries, bool) or not isinstance(queries, int)
+                                    or queries < 1):
+            raise ConfigError(f"node config: 'max-queries' must be a positive integer, got "
+                              f"{queries!r}")
+        mode = str(node_config.get("list-mode", "lookup"))
+        if mode not in ListMode.__members__:
+            raise ConfigError(f"node config: 'list-mode' must be one of "
+                              f"{list(ListMode.__members__)}, got {mode!r}")
         categorical = str(node_config.get("categorical", "") or "")
         signing, peers = node_config.get("signing-key"), node_config.get("peer-keys")
         if (signing is None) != (peers is None):
@@ -121,7 +135,24 @@ class NodeConfig:
                    signing_key=None if signing is None else str(signing),
                    peer_keys=None if peers is None else str(peers),
                    applicants_dir=Path(str(node_config["applicants-dir"]))
-                   if node_config.get("applicants-dir") else None)
+                   if node_config.get("applicants-dir") else None,
+                   max_queries=None if queries is None else int(queries),
+                   list_mode=ListMode(mode))
+
+
+def holder_settings(run: BlacklistSettings, node: NodeConfig) -> BlacklistSettings:
+    """Return a holder node's own lookup settings: its mode, and the lower of the two caps.
+
+    The run config (the coordinator's, the lender's wish) may lower a holder's cap, never raise
+    it; what the holder answers is its own choice.
+
+    >>> node = NodeConfig("consortium", Path("l.csv"), Path("s"), max_queries=500)
+    >>> holder_settings(BlacklistSettings(max_queries=10_000), node).max_queries
+    500
+    """
+    cap = run.max_queries if node.max_queries is None else min(run.max_queries,
+                                                                node.max_queries)
+    return dataclasses.replace(run, max_queries=cap, mode=node.list_mode)
 
 
 def node_privacy(privacy: PrivacySettings, own_cap: float | None,
@@ -286,6 +317,9 @@ def _settings(context: Context) -> tuple[RunSettings, NodeConfig, ClientSettings
     client = client_settings(run, node.party, str(run_dir), privacy=node_privacy(
         run.privacy.for_party(node.party), _budget(node).left(spender), node.reproducible_noise),
         channel_keys=keys, psi_cache=str(node.state_dir / PSI_CACHE))  # never the run's path
+    if node.party in run.blacklists.holders:  # its own cap and mode; its ledger kept for good
+        client = dataclasses.replace(client, blacklists=holder_settings(run.blacklists, node),
+                                     list_ledger=str(node.state_dir))
     return run, node, client
 
 
@@ -364,8 +398,16 @@ def lifetime_budget_mod(msg: Message, context: Context,
 
 
 @functools.cache
+def _holder_list(run_text: str, node: NodeConfig) -> tuple[str, ...]:
+    run = run_settings(run_text)
+    return read_list(node.data_path, node.id_column or run.data.id_column, node.party).ids
+
+
+@functools.cache
 def _vertical_rows(run_text: str, node: NodeConfig, noise: NoiseSource) -> NodeRows:
     run = run_settings(run_text)
+    if node.party in run.blacklists.holders:  # a holder's node holds its list only
+        return holder_rows(node.party, list(_holder_list(run_text, node)))
     source = PartySource(path=str(node.data_path), categorical=node.categorical,
                          id_column=node.id_column)
     table = load_party(node.party, source, run.data)
@@ -428,7 +470,11 @@ def scoring_source(context: Context) -> tuple[ClientSettings, ScoringInput]:
     name, checked as any); the node keeps its blinded ID sets under ``<state-dir>/psi-cache``.
     """
     torch.set_num_threads(1)
-    _, node, client = _settings(context)
+    run, node, client = _settings(context)
+    if node.party in run.blacklists.holders:
+        ids = _holder_list(str(context.run_config[RUN_SETTINGS]), node)
+        return client, ScoringInput(None, PartyTable(node.party, pd.DataFrame(
+            index=pd.Index(ids)), (), (), str(node.data_path)))
     model_run = run_state_dir(node.state_dir, str(context.run_config[MODEL_RUN]))
     return client, ScoringInput(model_run / node.party / BUNDLE_DIR,
                                 _scoring_table(str(context.run_config[RUN_SETTINGS]), node))

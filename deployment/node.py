@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="lender: the directory of new applicants' CSV files a scoring run may "
                         "name (scoring.applicants=<file>)")
     p.add_argument("--id-column", help="the ID column (default: the run's data.id_column)")
+    p.add_argument("--max-queries", type=int,
+                   help="blacklist holder: the IDs one lender may ask this node per calendar "
+                        "month; past it the node refuses (default and upper bound: the run's "
+                        "blacklists.max_queries)")
+    p.add_argument("--list-mode", choices=("lookup", "cardinality"), default="lookup",
+                   help="blacklist holder: tell a lender which of its applicants are on the "
+                        "list (lookup, default) or only how many (cardinality)")
     p.add_argument("--runtime-port", type=int, default=9094,
                    help="local port of the SuperNode's Runtime API (loopback only)")
     p.add_argument("--max-retries", type=int, default=30,
@@ -89,6 +96,9 @@ def node_config(args: argparse.Namespace) -> dict[str, object]:
         config["reproducible-noise"] = True
     if args.applicants_dir is not None:
         config["applicants-dir"] = str(args.applicants_dir.resolve())
+    if args.max_queries is not None:
+        config["max-queries"] = int(args.max_queries)
+    config["list-mode"] = args.list_mode
     if args.peer_keys is not None:
         config["signing-key"] = str(args.auth_key.resolve())
         config["peer-keys"] = str(args.peer_keys.resolve())
@@ -100,6 +110,8 @@ def _check(args: argparse.Namespace) -> None:
         raise SystemExit(f"error: --data {args.data}: file not found")
     if args.applicants_dir is not None and not args.applicants_dir.is_dir():
         raise SystemExit(f"error: --applicants-dir {args.applicants_dir}: no such directory")
+    if args.max_queries is not None and args.max_queries < 1:
+        raise SystemExit(f"error: --max-queries must be at least 1, got {args.max_queries}")
     if args.max_epsilon is not None and not args.max_epsilon > 0:
         raise SystemExit(f"error: --max-epsilon must be positive, got {args.max_epsilon}")
     if not 0.01 <= args.poll_interval <= 3.0:

@@ -25,6 +25,7 @@ from experiments.outcome import (
     report_positive_rates,
     split_report,
     training_parties,
+    with_fraud_types,
 )
 from federation.run_settings import RunSettings
 from models.factory import build_model
@@ -94,7 +95,9 @@ def run_baseline(settings: RunSettings, run_dir: Path | None = None) -> RunOutco
                "parameters": sum(p.numel() for p in model.parameters()),
                "inputs": design.widths(parties), "model_id": model_id,
                "bundles": bundles},
-        metrics=metrics, report=report,
+        metrics=with_fraud_types(metrics, population, design.ids[test], y["test"],
+                                 scores["test"]),
+        report=report,
         references=logistic_references(design, parties),
         predictions=predictions_frame(design.ids[test], y["test"], scores["test"]),
         data_seconds=data_seconds, train_seconds=result.seconds,

@@ -51,9 +51,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from credit_data.blacklists import holder_lists
 from credit_data.errors import ConfigError, CreditFLError, DeployError
 from credit_data.horizontal import LenderRows
 from credit_data.loading import load_population
@@ -100,6 +102,7 @@ class Federation:
     columns: dict[str, list[str]] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
     commands: dict[str, list[str]] = field(default_factory=dict)
+    holders: list[str] = field(default_factory=list)  # blacklist holders' nodes
 
     @property
     def root(self) -> Path:
@@ -211,6 +214,14 @@ def write_party_files(settings: RunSettings, root: Path
             _table_csv(table, data.id_column, data.label if party == LABEL_HOLDER else None,
                        path)
             files[party] = (path, ",".join(table.categorical))
+        lists = holder_lists(settings.blacklists.holders, data.blacklists, data.id_column,
+                             population, settings.seed)
+        for holder, the_list in lists.items():  # a holder's node gets its list only
+            path = root / "nodes" / holder / "data.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, pd.DataFrame({data.id_column: list(the_list.ids)}).to_csv(
+                index=False))
+            files[holder] = (path, "")
         return files, {}
     _, _, rows = lender_rows(settings)
     for name, r in rows.items():
@@ -265,7 +276,8 @@ def up(directory: Path, overrides: list[str],
         if unknown:
             raise ConfigError(f"--node-max-epsilon names unknown parties {unknown}; the nodes "
                               f"are {sorted(files)}")
-        fed.parties = list(files)
+        fed.holders = [h for h in files if h in settings.blacklists.holders]
+        fed.parties = [p for p in files if p not in fed.holders]
         creds = make_server_credentials(fed.root / "tls")
         port = _free_port()
         fed.superlink = f"127.0.0.1:{port}"
@@ -378,7 +390,7 @@ def down(directory: Path) -> list[str]:
 
 FIXED_BY_UP = ("seed", "data.name", "data.source", "data.n_customers", "data.id_column",
                "data.label", "data.parties", "data.synthetic", "partition", "federation.mode",
-               "federation.parties")
+               "federation.parties", "blacklists.holders", "data.blacklists")
 """Settings ``up`` wrote the parties' files with (the synthetic population, who holds what):
 a run must keep them. The others (training, privacy, the split, the scaler...) are the run's."""
 
@@ -426,7 +438,7 @@ def run(directory: Path, overrides: list[str] | None = None, run_dir: Path | Non
     outcome.federation.update({
         "engine": "deployment", "superlink": fed.superlink, "tls": True, "node_auth": True,
         "node_audit_logs": {p: str(fed.node_state(p) / name / p / "audit.jsonl")
-                            for p in fed.parties},
+                            for p in [*fed.parties, *fed.holders]},
         "server_audit_log": str(run_dir / "server" / "audit.jsonl")})
     results = write_run(run_dir, outcome, time.perf_counter() - start, plain,
                         audit_outcome(outcome))

@@ -15,7 +15,7 @@ from credit_data.split import SPLITS
 from credit_data.tables import Population
 from federation.run_settings import RunSettings
 from federation.settings import Mode
-from models.metrics import ScoreSummary
+from models.metrics import ScoreSummary, caught_by_type
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,37 @@ def oracle_auc(population: Population, label: str, test_ids: np.ndarray,
         return None
     truth = population.truth[label].reindex(test_ids).to_numpy()
     return float(roc_auc_score(test_labels, truth))
+
+
+def fraud_types(population: Population, test_ids: np.ndarray, labels: np.ndarray,
+                scores: np.ndarray, without: dict[str, np.ndarray] | None = None
+                ) -> dict[str, Any] | None:
+    """Break a fraud model's test results down by scheme (synthetic data only).
+
+    Per ``truth["fraud_type"]``: how many of the test frauds, and the share caught in the
+    riskiest 5% of test applicants; ``without.<party>``: the same with that party's embeddings
+    masked (which parties catch which scheme). None for data without the generator's truth.
+    """
+    if population.truth is None or "fraud_type" not in population.truth:
+        return None
+    kinds = population.truth["fraud_type"].reindex(test_ids).fillna("").to_numpy(dtype=str)
+    out: dict[str, Any] = {k: dict(v) for k, v in caught_by_type(scores, labels, kinds).items()}
+    for party, masked in (without or {}).items():
+        for kind, caught in caught_by_type(masked, labels, kinds).items():
+            out[kind].setdefault("without", {})[party] = caught["caught_in_riskiest_5"]
+    return out
+
+
+def with_fraud_types(metrics: dict[str, Any], population: Population, test_ids: np.ndarray,
+                     labels: np.ndarray, scores: np.ndarray,
+                     without: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Add ``test.rare_label.by_fraud_type`` to a fraud run's metrics (where it applies)."""
+    rare = metrics.get("test", {}).get("rare_label")
+    breakdown = fraud_types(population, test_ids, labels, scores, without)
+    if rare is None or not breakdown:
+        return metrics
+    return metrics | {"test": metrics["test"] | {"rare_label": rare | {
+        "by_fraud_type": breakdown}}}
 
 
 def report_positive_rates(report: dict[str, ScoreSummary], private: bool = False

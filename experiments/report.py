@@ -23,8 +23,20 @@ def _rare_label_section(rare: dict[str, Any], label: str) -> list[str]:
              for r, v in rare["recall_at_fpr"].items()]
     rows += [[f"share of `{label}` in the riskiest {float(r):.0%}", f"{v:.4f}", f"{float(r):.2f}"]
              for r, v in rare["caught_in_riskiest"].items()]
-    return ["", f"## Rare label: `{label}` as fraud teams measure it", "",
-            *_table(["metric (test)", "value", "chance"], rows)]
+    lines = ["", f"## Rare label: `{label}` as fraud teams measure it", "",
+             *_table(["metric (test)", "value", "chance"], rows)]
+    kinds = rare.get("by_fraud_type")
+    if kinds:
+        parties = sorted({p for k in kinds.values() for p in k.get("without", {})})
+        lines += ["", "By fraud scheme (the generator's `fraud_type`): the share of each "
+                  "scheme's test frauds among the riskiest 5% of applicants"
+                  + (", and without each party's embeddings (which party catches which "
+                     "scheme):" if parties else ":"), ""]
+        lines += _table(["scheme", "test frauds", "caught"] + [f"without {p}" for p in parties],
+                        [[kind, str(v["frauds"]), f"{v['caught_in_riskiest_5']:.2f}"]
+                         + [f"{v.get('without', {}).get(p, float('nan')):.2f}"
+                            for p in parties] for kind, v in kinds.items()])
+    return lines
 
 
 def render_report(results: dict[str, Any]) -> str:
@@ -169,6 +181,17 @@ def _vertical_section(federation: dict[str, Any], parties: dict[str, Any],
           str(comm.get(p, {}).get("messages_out", 0)),
           f"{comm.get(p, {}).get('bytes_out', 0) / 1e6:.1f}",
           f"{comm.get(p, {}).get('bytes_in', 0) / 1e6:.1f}"] for p, v in parties.items()])
+    lists = federation.get("blacklists")
+    if lists:
+        lines += ["", "## Shared blacklists", "",
+                  f"Looked up by private set intersection (mode `{lists['mode']}`): each holder "
+                  "learned how many IDs the lender asked, and nothing about which; the lender "
+                  + ("learned which of its applicants are listed (its inputs `on_list_<holder>` "
+                     "and `blacklist_hits`)." if lists["mode"] == "lookup"
+                     else "learned only how many are listed."), ""]
+        lines += _table(["holder", "IDs on its list", "IDs asked", "applicants listed"],
+                        [[h, f"{v['list_size']:,}", f"{v.get('asked', 0):,}",
+                          f"{v.get('listed', 0):,}"] for h, v in lists["holders"].items()])
     return lines
 
 

@@ -27,12 +27,13 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
+from credit_data.blacklists import holder_lists
 from credit_data.errors import ConfigError, DataError
 from credit_data.files import load_party
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER, Source
 from credit_data.split import TEST, assign_split
-from credit_data.tables import Population
+from credit_data.tables import PartyTable, Population
 from experiments.config import mutable_twin, register, to_settings
 from experiments.local_scoring import score_with_bundle
 from experiments.simulation import once_per_worker, quiet_worker, simulation_engine
@@ -48,7 +49,8 @@ from models.bundle import load_bundle, read_manifest
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CHANGEABLE = ("data", "scoring", "federation.parties", "federation.psi_cache", "verbose",
-              "federation.round_timeout", "federation.connect_timeout")
+              "federation.round_timeout", "federation.connect_timeout", "blacklists.on_hit",
+              "blacklists.max_queries")
 """What may differ from the run's own config when scoring."""
 
 
@@ -123,6 +125,17 @@ def load_applicants(settings: RunSettings, party: str | None = None) -> Populati
     return _lender_rows(population, settings)
 
 
+def list_table(settings: RunSettings, holder: str) -> PartyTable:
+    """Return a holder's list as a table of IDs without columns (its node's scoring input)."""
+    data = settings.data
+    population = (None if holder in data.blacklists
+                  else load_population(data, settings.seed))
+    the_list = holder_lists(settings.blacklists.holders, data.blacklists, data.id_column,
+                            population, settings.seed)[holder]
+    return PartyTable(holder, pd.DataFrame(index=pd.Index(the_list.ids, name=data.id_column)),
+                      (), (), the_list.source)
+
+
 class ScoringSimulationSource:
     """Hands each simulated node its settings, its bundle and its own table only."""
 
@@ -135,6 +148,9 @@ class ScoringSimulationSource:
     def __call__(self, context: Context) -> tuple[ClientSettings, ScoringInput]:
         quiet_worker()
         party = self.names[int(context.node_config["partition-id"])]
+        if party in self.run.blacklists.holders:  # a holder's node holds its list only
+            table = once_per_worker(f"{self.key}|{party}", lambda: list_table(self.run, party))
+            return self.settings[party], ScoringInput(None, table)
         population = once_per_worker(f"{self.key}|{party}",
                                      lambda: load_applicants(self.run, party))
         return self.settings[party], ScoringInput(self.bundles[party], population.tables[party])
@@ -152,10 +168,16 @@ def _vertical(settings: RunSettings, run_dir: Path, stage: Path,
     lender = load_bundle(bundles[LABEL_HOLDER], party=LABEL_HOLDER)
     for party, directory in bundles.items():
         load_bundle(directory, party=party, model_id=lender.model_id)
-    absent = [p for p in lender.manifest["passive"] if p not in bundles]
+    holders = [h for h in lender.manifest.get("blacklists", [])
+               if h in settings.blacklists.holders]
+    absent = [p for p in [*lender.manifest["passive"], *lender.manifest.get("blacklists", [])]
+              if p not in bundles and p not in holders]
     if absent and settings.scoring.missing_party is MissingParty.error:
         raise ConfigError(absent_parties(absent))
-    clients = {p: client_settings(settings, p, str(stage / "parties")) for p in bundles}
+    for holder in holders:  # a bad list file is named before the engine starts
+        list_table(settings, holder)
+    clients = {p: client_settings(settings, p, str(stage / "parties"))
+               for p in [*bundles, *holders]}
     server = dataclasses.replace(scoring_server_settings(settings), n_nodes=len(clients))
     outcome = ScoringOutcome()
     with simulation_engine(settings.verbose) as engine:
@@ -169,6 +191,7 @@ def _vertical(settings: RunSettings, run_dir: Path, stage: Path,
     return scores, {
         "engine": "simulation", "model_id": outcome.model_id, "parties": outcome.parties,
         "absent": outcome.absent, "alignment": outcome.alignment, "lender": outcome.lender,
+        "blacklists": outcome.blacklists,
         "privacy": outcome.privacy, "message_rounds": outcome.message_rounds,
         "seconds_by_message": outcome.seconds_by_kind, "seconds": outcome.seconds,
         "communication": outcome.communication}
@@ -252,6 +275,16 @@ def render_scoring(scoring: dict[str, Any], scores: pd.DataFrame | None) -> str:
                   "|---|---:|---:|"]
         for party, count in known.items():
             lines.append(f"| {party} | {count:,} | {count / n:.1%} |")
+    lists = scoring.get("blacklists") or {}
+    if lists:
+        lines += ["", "## Shared blacklists", "", "| holder | applicants asked | listed |",
+                  "|---|---:|---:|"]
+        lines += [f"| {h} | {v['asked']:,} | {v['listed']:,} |" for h, v in lists.items()]
+        made = (scores["decision"].value_counts().to_dict() if scores is not None
+                and "decision" in scores else scoring.get("lender", {}).get("decisions", {}))
+        if made:
+            lines += ["", "Decisions (`blacklists.on_hit`; `score`: the score decides): "
+                      + ", ".join(f"{d} {n:,}" for d, n in sorted(made.items())) + "."]
     absent = scoring.get("absent") or []
     if absent:
         lines += ["", f"Absent from the scoring federation, scored as unknown to them: "

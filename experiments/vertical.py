@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from flwr.app import Context
 
+from credit_data.blacklists import holder_lists
 from credit_data.design import build_design
 from credit_data.errors import ConfigError
 from credit_data.loading import load_population
@@ -36,10 +37,12 @@ from experiments.outcome import (
     predictions_frame,
     report_positive_rates,
     training_parties,
+    with_fraud_types,
 )
 from experiments.simulation import once_per_worker, quiet_worker, simulation_engine
 from federation.run_settings import RunSettings
-from federation.settings import check_federation
+from federation.settings import check_blacklists, check_federation
+from fl_client.list_lookup import holder_rows
 from fl_client.node_noise import forget_keys, node_noise, private_node_rows
 from fl_client.party_bundle import BUNDLE_DIR
 from fl_client.settings import ClientSettings, client_settings
@@ -74,6 +77,11 @@ class VerticalSimulationSource:
     def _rows(self, party: str, noise: NoiseSource) -> NodeRows:
         population = once_per_worker(f"{self.key}|population",
                                      lambda: load_population(self.data, self.seed))
+        holders = self.settings[party].blacklists.holders
+        if party in holders:  # a holder's node holds its list only
+            lists = holder_lists(holders, self.data.blacklists, self.data.id_column,
+                                 population, self.seed)
+            return holder_rows(party, list(lists[party].ids))
         return private_node_rows(population.tables[party], self.data, self.seed,
                                  self.settings[party].privacy, noise)
 
@@ -114,6 +122,7 @@ def _check_parties(settings: RunSettings, parties: tuple[str, ...]) -> None:
     if len(parties) < 2:
         raise ConfigError(f"federation.parties: vertical federation needs the lender and at "
                           f"least one other party with data, got {list(parties)}")
+    check_blacklists(settings.blacklists, tuple(settings.federation.parties))
     check_federation(settings.federation, len(parties))
     unknown = sorted(set(settings.privacy.party_max_epsilon) - set(parties))
     if unknown:
@@ -146,10 +155,25 @@ def _label_leakage(party_dirs: dict[str, Path], labels: pd.Series
 
 def party_settings(settings: RunSettings, parties: tuple[str, ...], state_dir: Path
                    ) -> dict[str, ClientSettings]:
-    """Each party's node settings; simulated nodes may run the label-leakage research attack."""
+    """Each node's settings: the parties', then the blacklist holders'.
+
+    Simulated parties may run the label-leakage research attack.
+    """
     audit = settings.audit.enabled and settings.audit.label_leakage
     return {p: client_settings(settings, p, str(state_dir), label_leakage_audit=audit)
-            for p in parties}
+            for p in parties} | {h: client_settings(settings, h, str(state_dir))
+                                 for h in settings.blacklists.holders}
+
+
+def _lists(settings: RunSettings, population: Population) -> None:
+    """Read (or draw) the holders' lists once before the engine starts: a bad file is named."""
+    b = settings.blacklists
+    if b.holders:
+        holder_lists(b.holders, settings.data.blacklists, settings.data.id_column, population,
+                     settings.seed)
+    elif settings.data.blacklists:
+        raise ConfigError(f"data.blacklists names {sorted(settings.data.blacklists)}, but "
+                          "blacklists.holders is empty")
 
 
 def _population(settings: RunSettings) -> tuple[Population, tuple[str, ...]]:
@@ -157,6 +181,7 @@ def _population(settings: RunSettings) -> tuple[Population, tuple[str, ...]]:
     parties = training_parties(settings, population)
     _check_parties(settings, parties)
     _check_delta(settings, population, parties)
+    _lists(settings, population)
     return population, parties
 
 
@@ -183,7 +208,7 @@ def run_vertical(settings: RunSettings, run_dir: Path,
         engine.run(make_vertical_server_app(server, outcome, recorder),
                    make_vertical_client_app(VerticalSimulationSource(clients, settings.data,
                                                                      settings.seed)),
-                   len(parties))
+                   len(clients))
         train_seconds = time.perf_counter() - train_start
     if outcome.error is not None:
         raise outcome.error  # the nodes' keys stay: the run may be resumed
@@ -250,9 +275,20 @@ def vertical_outcome(settings: RunSettings, parties: tuple[str, ...], outcome: V
             "compute_seconds": outcome.compute_seconds,
             "alignment": outcome.alignment, "communication": outcome.communication,
             "warnings": outcome.warnings,
+            "blacklists": blacklists_summary(settings, outcome.blacklists),
             "alignment_seconds": next((r["seconds"] for r in outcome.history
                                        if r.get("step") == "alignment"), None),
         })
+
+
+def blacklists_summary(settings: RunSettings, counts: dict[str, dict[str, Any]]
+                       ) -> dict[str, Any] | None:
+    """Return the holders' lookups as the server counted them (None without holders)."""
+    b = settings.blacklists
+    if not b.holders:
+        return None
+    return {"mode": b.mode.value, "max_queries": b.max_queries, "on_hit": b.on_hit.value,
+            "holders": counts}
 
 
 def with_party_files(outcome: RunOutcome, population: Population,
@@ -281,8 +317,12 @@ def with_party_files(outcome: RunOutcome, population: Population,
         population, settings.data.label, test_ids, labels["test"])}
     parties = tuple(outcome.federation["parties"]) if outcome.federation else (LABEL_HOLDER,)
     design = build_design(population, settings.data, settings.seed)
+    without = {p: saved[f"test_scores_without_{p}"] for p in parties
+               if f"test_scores_without_{p}" in saved}
+    metrics = with_fraud_types(outcome.metrics, population, test_ids, labels["test"],
+                               scores["test"], without)
     return dataclasses.replace(
-        outcome, dataset=dataset, labels=labels, scores=scores,
+        outcome, dataset=dataset, labels=labels, scores=scores, metrics=metrics,
         predictions=predictions_frame(test_ids, labels["test"], scores["test"]),
         label_leakage=_label_leakage(party_dirs, lender.labels[settings.data.label]),
         references=logistic_references(design, parties))

@@ -43,6 +43,7 @@ class VerticalMessage(StrEnum):
     PSI_ANSWER = "query.psi_answer"
     PSI_INTERSECT = "query.psi_intersect"
     PSI_RECEIVE = "query.psi_receive"
+    LIST_ANSWER = "query.list_answer"
     EMBED = "train.embed"
     HEAD = "train.head"
     FINAL = "evaluate.final"
@@ -62,6 +63,7 @@ class ScoringMessage(StrEnum):
 
     HELLO = "query.score_hello"  # every node: its bundle; the lender also blinds its applicants
     ANSWER = "query.score_answer"  # passive: the PSI answer, from its cached set
+    LIST_ANSWER = "query.score_list_answer"  # blacklist holder: its answer to the lookup
     INTERSECT = "query.score_intersect"  # lender: which applicants each party knows
     EMBED = "query.score_embed"  # passive: the embeddings of the applicants it knows
     SCORE = "query.score"  # lender: the scores, kept at the lender; counts to the server

@@ -14,7 +14,7 @@ from enum import Enum, StrEnum
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from credit_data.settings import DataSettings, PartitionSettings
-from federation.settings import FederationSettings
+from federation.settings import BlacklistSettings, FederationSettings
 from models.settings import ModelSettings, ScorecardSettings, TrainSettings
 from privacy.settings import AuditSettings, PrivacySettings
 
@@ -67,6 +67,7 @@ class RunSettings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     scorecard: ScorecardSettings = field(default_factory=ScorecardSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    blacklists: BlacklistSettings = field(default_factory=BlacklistSettings)
     references: bool = False
     resume: str | None = None
 

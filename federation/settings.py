@@ -98,3 +98,52 @@ def check_federation(settings: FederationSettings, n_clients: int) -> None:
         if not ok:
             raise ConfigError(f"federation.{key} is out of range: {getattr(settings, key)}"
                               f" (with {n_clients} clients)")
+
+
+class ListMode(StrEnum):
+    """What a blacklist holder answers: which applicants are listed, or only how many."""
+
+    lookup = "lookup"
+    cardinality = "cardinality"
+
+
+class HitRule(StrEnum):
+    """What scoring does with an applicant on a holder's list (``blacklists.on_hit``)."""
+
+    feature = "feature"  # the hit is one of the model's inputs, nothing more
+    review = "review"  # the applicant goes to manual review, whatever the score
+    decline = "decline"  # the applicant is declined, whatever the score
+
+
+@dataclass(frozen=True)
+class BlacklistSettings:
+    """Institutions that each hold a list of confirmed fraud, looked up by private set intersection.
+
+    ``holders`` names them (each is a node of its own, holding its list only). ``mode``: a
+    ``lookup`` tells the lender which of its applicants are listed (and they become its
+    features ``on_list_<holder>`` and ``blacklist_hits``); ``cardinality`` tells it only how
+    many. ``max_queries``: the IDs one lender may ask a holder per calendar month (UTC); past it
+    the holder refuses. ``on_hit``: the rule scoring applies to a listed applicant.
+    """
+
+    holders: tuple[str, ...] = ()
+    mode: ListMode = ListMode.lookup
+    max_queries: int = 1_000_000
+    on_hit: HitRule = HitRule.feature
+
+
+def check_blacklists(settings: BlacklistSettings, parties: tuple[str, ...]) -> None:
+    """Refuse a holder named twice, a bad name, one named like a party, a bad ``max_queries``."""
+    seen: set[str] = set()
+    for holder in settings.holders:
+        if holder in seen:
+            raise ConfigError(f"blacklists.holders names '{holder}' twice")
+        seen.add(holder)
+        if not holder.replace("_", "").replace("-", "").isalnum() or not holder.isascii():
+            raise ConfigError(f"blacklists.holders: '{holder}' is not a valid holder name "
+                              "(letters, digits, '_' and '-')")
+        if holder in parties:
+            raise ConfigError(f"blacklists.holders: '{holder}' is also a party of "
+                              "federation.parties; a holder holds its list only")
+    if settings.max_queries < 1:
+        raise ConfigError(f"blacklists.max_queries must be at least 1, got {settings.max_queries}")

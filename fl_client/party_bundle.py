@@ -64,14 +64,19 @@ def write_passive_bundle(settings: ClientSettings, rows: NodeRows, model_id: str
 def write_lender_bundle(settings: ClientSettings, rows: NodeRows, model_id: str,
                         model: dict[str, torch.Tensor], *, passive: tuple[str, ...],
                         calibration: tuple[float, float] | None, metrics: dict[str, float],
-                        privacy: dict[str, Any]) -> Path | None:
-    """Write the lender's bundle: its encoder, the head, the unknown vectors, the scaling."""
+                        privacy: dict[str, Any], holders: tuple[str, ...] = ()) -> Path | None:
+    """Write the lender's bundle: its encoder, the head, the unknown vectors, the scaling.
+
+    ``holders``: the blacklist holders whose hits are the model's last inputs (in this order,
+    then their count); scoring asks them again.
+    """
     directory = bundle_dir(settings)
     if directory is None or rows.preprocessing is None:
         return None
     manifest = _manifest(settings, rows, model_id, "lender", privacy)
     manifest |= {"passive": list(passive), "calibration": list(calibration)
                  if calibration is not None else None,
-                 "scorecard": settings_json(settings.scorecard), "metrics": metrics}
+                 "scorecard": settings_json(settings.scorecard), "metrics": metrics,
+                 "blacklists": list(holders)}
     return write_bundle(directory, manifest=manifest, weights=dict(model),
                         preprocessing={settings.party: rows.preprocessing})

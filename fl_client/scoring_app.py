@@ -21,7 +21,8 @@ from credit_data.errors import AlignmentError, BudgetRefusal, CreditFLError
 from credit_data.settings import LABEL_HOLDER
 from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, ScoringMessage
 from federation.storage import write_atomic
-from fl_client.audit_mod import audit_log_mod
+from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod
+from fl_client.list_lookup import holder_answer, is_holder
 from fl_client.node_store import load_state, save_state
 from fl_client.scoring_task import (
     SCORES_FILE,
@@ -76,6 +77,9 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
     @guarded
     def hello(msg: Message, context: Context, settings: ClientSettings,
               data: ScoringInput) -> Message:
+        if is_holder(settings):
+            return _reply(msg, settings.party, info={"role": "holder",
+                                                     "rows": data.table.n_rows})
         if settings.party != LABEL_HOLDER:
             node = ScoringParty(settings, data)
             return _reply(msg, settings.party, info=node.hello() | {"rows": len(node.ids)})
@@ -84,7 +88,8 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
         request, key = lender.request(state)
         save_state(settings, context, state)
         return _reply(msg, settings.party, info=lender.hello() | {
-            "rows": len(lender.ids), "passive": list(lender.passive)},
+            "rows": len(lender.ids), "passive": list(lender.passive),
+            "blacklists": lender.holders},
             config={"request": request, "key": key})
 
     @app.query(ScoringMessage.ANSWER.action)
@@ -99,18 +104,35 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
         return _reply(msg, settings.party, metrics={"setup_cached": float(cached)},
                       config={"setup": setup, "response": response, "key": key})
 
+    @app.query(ScoringMessage.LIST_ANSWER.action)
+    @guarded
+    def list_answer(msg: Message, context: Context, settings: ClientSettings,
+                    data: ScoringInput) -> Message:
+        config = _config(msg)
+        setup, response, metrics = holder_answer(
+            settings, [str(i) for i in data.table.frame.index], cast(bytes, config["request"]),
+            int(cast(int, config["asked"])), str(config["lender"]))
+        context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+            {"lookup": str(config.get("purpose", "")), "asked": int(metrics["asked"])})
+        return _reply(msg, settings.party, metrics=metrics,
+                      config={"setup": setup, "response": response})
+
     @app.query(ScoringMessage.INTERSECT.action)
     @guarded
     def intersect(msg: Message, context: Context, settings: ClientSettings,
                   data: ScoringInput) -> Message:
         config, state = _config(msg), load_state(settings, context)
-        passive = [str(p) for p in cast(list[str], config["passive"])]
+        passive = [str(p) for p in cast(list[str], config.get("passive", []))]
+        holders = [str(h) for h in cast(list[str], config.get("holders", []))]
         sealed = ScoringLender(settings, data).intersect(state, {p: (
             cast(bytes, config[f"{p}.setup"]), cast(bytes, config[f"{p}.response"]),
-            cast(bytes, config[f"{p}.key"])) for p in passive})
+            cast(bytes, config[f"{p}.key"])) for p in passive}, {h: (
+                cast(bytes, config[f"{h}.setup"]), cast(bytes, config[f"{h}.response"]))
+                for h in holders})
         save_state(settings, context, state)
-        return _reply(msg, settings.party,
-                      metrics={f"{p}.known": float(state.masks[p].sum()) for p in passive},
+        metrics = {f"{p}.known": float(state.masks[p].sum()) for p in passive}
+        metrics |= {f"{h}.listed": float(state.listed[h].sum()) for h in holders}
+        return _reply(msg, settings.party, metrics=metrics,
                       config={f"{p}.sealed": s for p, s in sealed.items()})
 
     @app.query(ScoringMessage.EMBED.action)

@@ -32,6 +32,8 @@ from federation.alignment import (
     seal_key,
     transcript,
 )
+from federation.settings import ListMode
+from fl_client.list_lookup import decisions, hit_columns, lender_hits
 from fl_client.settings import ClientSettings
 from fl_client.vertical_task import NodeState
 from models.bundle import Bundle, load_bundle
@@ -65,7 +67,7 @@ def once(state: NodeState, party: str, step: str) -> None:
 class ScoringInput:
     """One party's bundle directory and its current table (the lender's: the applicants)."""
 
-    bundle_dir: Path
+    bundle_dir: Path | None  # None at a blacklist holder: it holds a list, no bundle
     table: PartyTable
 
 
@@ -99,6 +101,8 @@ def encode_table(bundle: Bundle, table: PartyTable, rows: np.ndarray | None = No
 class _ScoringNode:
     def __init__(self, settings: ClientSettings, data: ScoringInput) -> None:
         self.settings, self.data = settings, data
+        if data.bundle_dir is None:
+            raise DataError(f"{settings.party}: no model bundle at this node")
         self.bundle = load_bundle(data.bundle_dir, party=settings.party)
         self.ids = [str(i) for i in data.table.frame.index]
         if not self.ids:
@@ -118,6 +122,7 @@ class ScoringLender(_ScoringNode):
         if self.bundle.manifest["role"] != "lender":
             raise DataError(f"{data.bundle_dir}: not the lender's bundle")
         self.passive = tuple(self.bundle.manifest["passive"])
+        self.holders = [str(h) for h in self.bundle.manifest.get("blacklists", [])]
 
     def request(self, state: NodeState) -> tuple[bytes, bytes]:
         """Blind the applicants' IDs once for every party (a fresh key per request)."""
@@ -128,10 +133,17 @@ class ScoringLender(_ScoringNode):
         return request, seal_key(channel_auth(self.settings.party, self.settings.channel_keys),
                                  public, transcript(request))
 
-    def intersect(self, state: NodeState, answers: dict[str, tuple[bytes, bytes, bytes]]
-                  ) -> dict[str, bytes]:
-        """Learn which applicants each party knows; seal each party's share for it."""
+    def intersect(self, state: NodeState, answers: dict[str, tuple[bytes, bytes, bytes]],
+                  lists: dict[str, tuple[bytes, bytes]] | None = None) -> dict[str, bytes]:
+        """Learn which applicants each party knows; seal each party's share for it.
+
+        ``lists``: each blacklist holder's (setup, response) to the same blinded request; the
+        hits are kept in the node's state, for :meth:`score`.
+        """
         once(state, self.settings.party, "intersect")
+        for holder, hit in lender_hits(self.ids, ListMode.lookup, state.keys,
+                                       lists or {}).items():
+            state.listed[holder] = np.asarray(hit, dtype=bool)
         auth = channel_auth(self.settings.party, self.settings.channel_keys)
 
         def one(party: str) -> tuple[bytes, np.ndarray]:
@@ -155,6 +167,7 @@ class ScoringLender(_ScoringNode):
         once(state, self.settings.party, "score")
         m = self.bundle.manifest
         x, unknown = encode_table(self.bundle, self.data.table)
+        x = np.hstack([x, hit_columns(len(x), self.holders, state.listed)])
         model = LenderModel(x.shape[1], self.passive, model_settings(m))
         model.load_state_dict(self.bundle.weights)
         d = model.embedding_dim
@@ -179,10 +192,20 @@ class ScoringLender(_ScoringNode):
                               "grade": grades_of(score_points, card)})
         for party in self.passive:
             table[f"known_{party}"] = known[party].astype(int)
+        for holder in self.holders:
+            table[f"on_list_{holder}"] = state.listed.get(
+                holder, np.zeros(len(x), dtype=bool)).astype(int)
+        if self.holders:
+            table["decision"] = decisions({h: state.listed[h] for h in self.holders
+                                           if h in state.listed}, len(x),
+                                          self.settings.blacklists.on_hit)
         counts = {"rows": len(table), "unknown_categories": unknown,
                   "known": {p: int(k.sum()) for p, k in known.items()},
                   "grades": {str(g): int(n) for g, n in
                              table["grade"].value_counts().sort_index().items()}}
+        if self.holders:
+            counts["decisions"] = {str(d): int(n) for d, n in
+                                   table["decision"].value_counts().sort_index().items()}
         return table, counts
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from federation.alignment import ChannelKeys
 from federation.run_settings import RunSettings
-from federation.settings import Fault, FederationSettings
+from federation.settings import BlacklistSettings, Fault, FederationSettings
 from models.settings import ModelSettings, ScorecardSettings, TrainSettings
 from privacy.settings import PrivacySettings
 
@@ -32,6 +32,8 @@ class ClientSettings:
     channel_keys: ChannelKeys | None = None
     scorecard: ScorecardSettings = ScorecardSettings()  # the lender's score scaling
     psi_cache: str | None = None  # where the node keeps its blinded ID sets (SetupCache)
+    blacklists: BlacklistSettings = BlacklistSettings()  # the holders; a holder's own limits
+    list_ledger: str | None = None  # a deployed holder's query ledger (its state directory)
 
 
 def client_settings(run: RunSettings, party: str, state_dir: str | None, *,
@@ -52,4 +54,4 @@ def client_settings(run: RunSettings, party: str, state_dir: str | None, *,
                           label_leakage_audit=label_leakage_audit,
                           channel_keys=channel_keys, scorecard=run.scorecard,
                           psi_cache=run.federation.psi_cache if psi_cache is None
-                          else psi_cache)
+                          else psi_cache, blacklists=run.blacklists)

@@ -19,6 +19,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
+from credit_data.errors import AlignmentError
 from credit_data.ids import id_shape, to_json
 from credit_data.settings import LABEL_HOLDER
 from credit_data.vertical import NodeRows
@@ -31,7 +32,9 @@ from federation.protocol import (
     VerticalMessage,
     report_record,
 )
+from federation.settings import ListMode
 from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod
+from fl_client.list_lookup import holder_answer, lender_hits, lookup_key, with_hits
 from fl_client.node_noise import node_noise
 from fl_client.node_store import at_epoch_start, load_state, save_state
 from fl_client.party_bundle import write_lender_bundle, write_passive_bundle
@@ -90,11 +93,16 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
     def psi_request(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         state = load_state(settings, context)
-        node = LenderNode(settings, rows, _passive(_config(msg)), node_noise(context, settings))
+        config = _config(msg)
+        node = LenderNode(settings, rows, _passive(config), node_noise(context, settings))
         request, key = node.request(state)
+        out: dict[str, Any] = {"request": request, "key": key}
+        if config.get("holders"):
+            asking = lookup_key(rows.ids, ListMode(str(config["list_mode"])), state.keys)
+            if asking is not None:
+                out["list_request"] = asking
         save_state(settings, context, state)
-        return _reply(msg, settings.party, {"rows": len(rows.ids)},
-                      config={"request": request, "key": key})
+        return _reply(msg, settings.party, {"rows": len(rows.ids)}, config=out)
 
     @app.query(VerticalMessage.PSI_SETUP.action)
     def psi_setup(msg: Message, context: Context) -> Message:
@@ -121,6 +129,22 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
         save_state(settings, context, state)
         return _reply(msg, settings.party, config={"response": response, "key": key})
 
+    @app.query(VerticalMessage.LIST_ANSWER.action)
+    def list_answer(msg: Message, context: Context) -> Message:
+        settings, rows = source(context)
+        config = _config(msg)
+        try:
+            setup, response, metrics = holder_answer(
+                settings, rows.ids, cast(bytes, config["request"]),
+                int(cast(int, config["asked"])),
+                str(config["lender"]))
+        except AlignmentError as refusal:  # past max_queries, or a request of the other mode
+            return _reply(msg, settings.party, config={"refused": str(refusal)})
+        context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+            {"lookup": str(config.get("purpose", "")), "asked": int(metrics["asked"])})
+        return _reply(msg, settings.party, metrics, config={"setup": setup,
+                                                            "response": response})
+
     @app.query(VerticalMessage.PSI_INTERSECT.action)
     def psi_intersect(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
@@ -135,6 +159,16 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
         for party in passive:
             metrics.update({f"{party}.lender_rows": float(len(rows.ids)),
                             f"{party}.intersection": float(state.masks[party].sum())})
+        holders = [str(h) for h in cast(list[str], config.get("holders", []))]
+        hits = lender_hits(rows.ids, ListMode(str(config.get("list_mode", "lookup"))),
+                           state.keys, {h: (cast(bytes, config[f"{h}.setup"]),
+                                            cast(bytes, config[f"{h}.response"]))
+                                        for h in holders})
+        state.keys.pop("list", None)
+        for holder, hit in hits.items():
+            if isinstance(hit, np.ndarray):
+                state.listed[holder] = hit
+            metrics[f"{holder}.listed"] = float(np.sum(hit))
         save_state(settings, context, state)
         return _reply(msg, settings.party, metrics,
                       config={f"{p}.sealed": s for p, s in sealed.items()})
@@ -176,6 +210,7 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
         start = time.perf_counter()
         settings, rows = source(context)
         config, state = _config(msg), load_state(settings, context)
+        rows = with_hits(rows, state.listed)
         passive = _passive(config)
         values = unpack(msg.content.array_records.get(ARRAYS))
         val = ({p: values[f"{p}.val"] for p in passive} if f"{passive[0]}.val" in values
@@ -219,6 +254,7 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
                                  noise_std=node.scoring_noise_std(), privacy=spent)
             return _reply(msg, settings.party, spent, values=embeddings)
         passive = _passive(config)
+        rows = with_hits(rows, state.listed)
         values = unpack(msg.content.array_records.get(ARRAYS))
         out_dir = Path(settings.state_dir) / settings.party if settings.state_dir else None
         lender = LenderNode(settings, rows, passive, node_noise(context, settings))
@@ -228,7 +264,7 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
         write_lender_bundle(settings, rows, str(config.get("model_id", "")),
                             lender.best_model(state).state_dict(), passive=passive,
                             calibration=lender.calibration, metrics=metrics,
-                            privacy=lender.spend(state))
+                            privacy=lender.spend(state), holders=tuple(state.listed))
         reply = _reply(msg, settings.party, metrics)
         reply.content[REPORT] = ConfigRecord(report_record(report, split_rows))
         return reply

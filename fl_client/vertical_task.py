@@ -60,6 +60,7 @@ from privacy.randomness import NoiseSource
 from privacy.settings import PrivacyMechanism
 
 _ARRAYS = ("positions", "leakage")  # numpy fields, stored as tensors
+_MASKS = ("masks", "listed")  # dicts of numpy masks, stored as tensors
 
 
 @dataclass
@@ -68,6 +69,7 @@ class NodeState:
 
     keys: dict[str, bytes] = field(default_factory=dict)
     masks: dict[str, np.ndarray] = field(default_factory=dict)
+    listed: dict[str, np.ndarray] = field(default_factory=dict)  # lender: on each holder's list
     positions: np.ndarray | None = None
     model: dict[str, torch.Tensor] | None = None
     optimizer: dict[str, Any] | None = None
@@ -110,8 +112,9 @@ class NodeState:
         """Serialize (the node's own state; never sent): tensors and plain values only."""
         buffer = io.BytesIO()
         raw = dict(self.__dict__)
-        raw["masks"] = {k: torch.from_numpy(np.ascontiguousarray(v))
-                        for k, v in self.masks.items()}
+        for name in _MASKS:
+            raw[name] = {k: torch.from_numpy(np.ascontiguousarray(v))
+                         for k, v in raw[name].items()}
         for name in _ARRAYS:
             if raw[name] is not None:
                 raw[name] = torch.from_numpy(np.ascontiguousarray(raw[name]))
@@ -127,7 +130,8 @@ class NodeState:
         state = cls()
         if blob:
             raw = torch.load(io.BytesIO(blob), weights_only=True)
-            raw["masks"] = {k: v.numpy() for k, v in raw["masks"].items()}
+            for name in _MASKS:
+                raw[name] = {k: v.numpy() for k, v in raw.get(name, {}).items()}
             for name in _ARRAYS:
                 if raw[name] is not None:
                     raw[name] = raw[name].numpy()
@@ -671,11 +675,13 @@ class LenderNode(_Node):
         test = self.split_rows(TEST)
         y_test = self.rows.y[test]  # type: ignore[index]
         metrics["test_auc"] = auc_of_scores(scores["test"], y_test)
+        without = {}
         for party in self.passive:
             z = self._inputs(test, {p: embeddings[p]["test"] for p in self.passive}, model,
                              state)
             z[:, model.presence_column(party)] = 0.0
-            metrics[f"test_auc_without_{party}"] = auc_of_scores(predict_proba(model, z), y_test)
+            without[party] = predict_proba(model, z)
+            metrics[f"test_auc_without_{party}"] = auc_of_scores(without[party], y_test)
         report = {name: ScoreSummary.of(self.rows.y[self.split_rows(split)],  # type: ignore[index]
                                         scores[name])
                   for split, name in SPLITS.items() if not (self.private and split == TRAIN)}
@@ -683,6 +689,7 @@ class LenderNode(_Node):
             out_dir.mkdir(parents=True, exist_ok=True)
             arrays: dict[str, Any] = {f"{n}_scores": s for n, s in scores.items()}
             arrays |= {f"{n}_rows": self.split_rows(s) for s, n in SPLITS.items()}
+            arrays |= {f"test_scores_without_{p}": s for p, s in without.items()}
             arrays["history"] = np.array([[h["epoch"], h["train_loss"], h.get("val_auc", np.nan)]
                                           for h in state.history])
             np.savez(out_dir / "scores.npz", **arrays)

@@ -65,6 +65,7 @@ class ScoringOutcome(Traffic):
     applicants: int = 0
     alignment: dict[str, dict[str, Any]] = field(default_factory=dict)
     lender: dict[str, Any] = field(default_factory=dict)
+    blacklists: dict[str, dict[str, Any]] = field(default_factory=dict)  # counts per holder
     privacy: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     error: BaseException | None = None
@@ -86,7 +87,7 @@ def _info(content: RecordDict) -> dict[str, Any]:
 
 
 def _hello(grid: Grid, router: Router, out: ScoringOutcome, s: ScoringServerSettings
-           ) -> tuple[ConfigRecord, tuple[str, ...]]:
+           ) -> tuple[ConfigRecord, tuple[str, ...], tuple[str, ...]]:
     nodes = wait_for_nodes(grid, s.n_nodes, s.connect_timeout)
     router.node = {f"node {n}": n for n in nodes}
     replies = router.send(ScoringMessage.HELLO, {f"node {n}": RecordDict() for n in nodes})
@@ -105,14 +106,17 @@ def _hello(grid: Grid, router: Router, out: ScoringOutcome, s: ScoringServerSett
                               "bundle and applicants")
     lender = _info(hellos[LABEL_HOLDER])
     out.model_id = lender["model_id"]
+    holders = tuple(h for h in lender.get("blacklists", []) if h in hellos)
     for party, content in hellos.items():
+        if party in holders:  # a holder holds a list, not a bundle
+            continue
         model = _info(content)["model_id"]
         if model != out.model_id:
             raise FederationError(f"{party}'s bundle is of model {model}, the lender's of model "
                                   f"{out.model_id}: bundles of different training runs cannot "
                                   "score together (fingerprint mismatch)")
     expected = tuple(lender["passive"])
-    out.absent = [p for p in expected if p not in hellos]
+    out.absent = [p for p in (*expected, *lender.get("blacklists", [])) if p not in hellos]
     if out.absent and s.missing_party == "error":
         raise FederationError(absent_parties(out.absent))
     for party in out.absent:
@@ -120,7 +124,7 @@ def _hello(grid: Grid, router: Router, out: ScoringOutcome, s: ScoringServerSett
     out.parties = [LABEL_HOLDER, *[p for p in expected if p in hellos]]
     out.applicants = int(lender["rows"])
     present = tuple(p for p in expected if p in hellos)
-    return cast(ConfigRecord, hellos[LABEL_HOLDER][CONFIG]), present
+    return cast(ConfigRecord, hellos[LABEL_HOLDER][CONFIG]), present, holders
 
 
 def run_scoring(grid: Grid, s: ScoringServerSettings,
@@ -132,41 +136,54 @@ def run_scoring(grid: Grid, s: ScoringServerSettings,
     out = ScoringOutcome()
     router = Router(grid, out, s.round_timeout, recorder)
     start = time.perf_counter()
-    request, passive = _hello(grid, router, out, s)
+    request, passive, holders = _hello(grid, router, out, s)
     out.seconds["hello"] = time.perf_counter() - start
     embeddings: dict[str, Any] = {}
-    if passive:
+    if passive or holders:  # a holder answers beside the parties: no round of its own
         step = time.perf_counter()
-        answers = router.send(ScoringMessage.ANSWER, {p: _config(
-            request=request["request"], key=request["key"], lender_rows=out.applicants)
-            for p in passive})
-        forward: dict[str, Any] = {"passive": list(passive)}
+        answers = router.send(
+            {p: str(ScoringMessage.ANSWER) for p in passive}
+            | dict.fromkeys(holders, str(ScoringMessage.LIST_ANSWER)),
+            {p: _config(request=request["request"], key=request["key"],
+                        lender_rows=out.applicants) for p in passive}
+            | {h: _config(request=request["request"], asked=out.applicants,
+                          lender=LABEL_HOLDER, purpose="scoring") for h in holders})
+        forward: dict[str, Any] = {"passive": list(passive)} if passive else {}
+        if holders:  # Flower's ConfigRecord cannot size an empty list
+            forward["holders"] = list(holders)
         for p in passive:
             for key in ("setup", "response", "key"):
                 forward[f"{p}.{key}"] = answers[p][CONFIG][key]
+        for h in holders:
+            for key in ("setup", "response"):
+                forward[f"{h}.{key}"] = answers[h][CONFIG][key]
         inter = router.send(ScoringMessage.INTERSECT, {LABEL_HOLDER: _config(**forward)})
         out.seconds["alignment"] = time.perf_counter() - step
         counts, sealed = inter[LABEL_HOLDER][METRICS], inter[LABEL_HOLDER][CONFIG]
-        step = time.perf_counter()
-        embedded = router.send(ScoringMessage.EMBED, {p: _config(sealed=sealed[f"{p}.sealed"])
-                                                      for p in passive})
-        out.seconds["embeddings"] = time.perf_counter() - step
-        for p in passive:
-            info = _info(embedded[p])
-            known = int(cast(float, counts[f"{p}.known"]))
-            if info["rows"] != known:
-                raise FederationError(f"scoring: the lender found {known} applicants {p} knows, "
-                                      f"{p} embedded {info['rows']}")
-            out.alignment[p] = {"applicants": out.applicants, "known": known,
-                                "setup_cached": bool(answers[p][METRICS]["setup_cached"]),
-                                "unknown_categories": info["unknown_categories"]}
-            if "epsilon_per_new_applicant" in info:
-                out.privacy[p] = {k: v for k, v in info.items()
-                                  if k not in ("rows", "unknown_categories")}
-            embeddings[p] = embedded[p][ARRAYS]["embeddings"]
+        for h in holders:
+            out.blacklists[h] = {"asked": int(cast(float, answers[h][METRICS]["asked"])),
+                                 "listed": int(cast(float, counts[f"{h}.listed"]))}
+        if passive:
+            step = time.perf_counter()
+            embedded = router.send(ScoringMessage.EMBED, {p: _config(sealed=sealed[f"{p}.sealed"])
+                                                          for p in passive})
+            out.seconds["embeddings"] = time.perf_counter() - step
+            for p in passive:
+                info = _info(embedded[p])
+                known = int(cast(float, counts[f"{p}.known"]))
+                if info["rows"] != known:
+                    raise FederationError(f"scoring: the lender found {known} applicants {p} "
+                                          f"knows, {p} embedded {info['rows']}")
+                out.alignment[p] = {"applicants": out.applicants, "known": known,
+                                    "setup_cached": bool(answers[p][METRICS]["setup_cached"]),
+                                    "unknown_categories": info["unknown_categories"]}
+                if "epsilon_per_new_applicant" in info:
+                    out.privacy[p] = {k: v for k, v in info.items()
+                                      if k not in ("rows", "unknown_categories")}
+                embeddings[p] = embedded[p][ARRAYS]["embeddings"]
     step = time.perf_counter()
     scored = router.send(ScoringMessage.SCORE, {LABEL_HOLDER: RecordDict({
-        CONFIG: ConfigRecord({"passive": list(passive)}),
+        CONFIG: ConfigRecord({"passive": list(passive)} if passive else {}),
         ARRAYS: ArrayRecord(embeddings)})})[LABEL_HOLDER]
     out.seconds["score"] = time.perf_counter() - step
     out.lender = _info(scored)

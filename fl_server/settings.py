@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from federation.run_settings import RunSettings
-from federation.settings import FederationSettings
+from federation.settings import BlacklistSettings, FederationSettings
 from models.settings import ModelSettings
 from privacy.settings import PrivacySettings
 
@@ -31,6 +31,7 @@ class ServerSettings:
     resume_dir: str | None = None
     parties: tuple[str, ...] = ()
     train_epochs: int = 0
+    blacklists: BlacklistSettings = BlacklistSettings()
 
 
 def horizontal_server_settings(run: RunSettings, n_lenders: int, numeric: tuple[str, ...],
@@ -48,6 +49,8 @@ def vertical_server_settings(run: RunSettings, parties: tuple[str, ...], run_dir
                              ) -> ServerSettings:
     """Build the vertical server's settings: it only routes, so it needs no columns."""
     return ServerSettings(seed=run.seed, model=run.model, federation=run.federation,
-                          privacy=run.privacy, n_clients=len(parties), numeric=(),
+                          privacy=run.privacy,
+                          n_clients=len(parties) + len(run.blacklists.holders), numeric=(),
                           categorical=(), run_dir=str(run_dir), parties=parties,
-                          train_epochs=run.train.epochs, resume_dir=run.resume)
+                          train_epochs=run.train.epochs, resume_dir=run.resume,
+                          blacklists=run.blacklists)

@@ -75,6 +75,7 @@ class VerticalOutcome(Traffic):
     resumed_after: int | None = None
     error: BaseException | None = None
     model_id: str = ""  # carried by every party's bundle of the trained model
+    blacklists: dict[str, dict[str, Any]] = field(default_factory=dict)  # counts per holder
 
 
 def _size(content: RecordDict) -> int:
@@ -163,35 +164,66 @@ def _identify(grid: Grid, router: Router, s: ServerSettings) -> tuple[str, ...]:
         if party in router.node:
             raise FederationError(f"two nodes both say they are '{party}'")
         router.node[party] = reply.metadata.src_node_id
+        if party in s.blacklists.holders:
+            vout.blacklists[party] = {"list_size": int(cast(float,
+                                                           reply.content[METRICS]["rows"]))}
+            continue
         vout.parties[party] = int(cast(float, reply.content[METRICS]["rows"]))
         vout.columns[party] = int(cast(float, reply.content[METRICS]["columns"]))
         shape = reply.content.config_records.get(CONFIG, ConfigRecord()).get("id_shape")
         vout.id_shapes[party] = json.loads(str(shape)) if shape else {}
     if LABEL_HOLDER not in router.node:
         raise FederationError(f"no node is the '{LABEL_HOLDER}' (the label holder)")
+    absent = [h for h in s.blacklists.holders if h not in router.node]
+    if absent:
+        raise FederationError(f"blacklists.holders: no node says it is {absent}; connected: "
+                              f"{sorted(router.node)}")
     return tuple(p for p in s.parties if p != LABEL_HOLDER and p in router.node)
 
 
-def _align(router: Router, passive: tuple[str, ...]) -> None:
-    """Private set intersection between the lender and each party, routed blind."""
+def _align(router: Router, passive: tuple[str, ...],
+           holders: tuple[str, ...] = (), list_mode: str = "lookup") -> None:
+    """Private set intersection between the lender and each party, routed blind.
+
+    Each blacklist holder answers the lender's blinded request too (a ``cardinality`` holder
+    a second request, blinded apart) in the parties' answer round: its lookup costs no
+    message round of its own, and the holder gets nothing sealed back.
+    """
     vout = cast(VerticalOutcome, router.out)
     # the parties blind their own sets while the lender blinds its applicants
     lender_rows = vout.parties[LABEL_HOLDER]
     kinds = {LABEL_HOLDER: str(VerticalMessage.PSI_REQUEST)} | dict.fromkeys(
         passive, str(VerticalMessage.PSI_SETUP))
     first = router.send(kinds,
-                        {LABEL_HOLDER: _config(passive=list(passive))}
+                        {LABEL_HOLDER: _config(passive=list(passive), list_mode=list_mode,
+                                               **({"holders": list(holders)} if holders
+                                                  else {}))}
                         | {p: _config(lender_rows=lender_rows) for p in passive})
     request = first[LABEL_HOLDER][CONFIG]
-    answers = router.send(VerticalMessage.PSI_ANSWER, {p: _config(
-        request=request["request"], key=request["key"]) for p in passive})
-    forward: dict[str, Any] = {"passive": list(passive)}
+    asking = request.get("list_request", request["request"])
+    answers = router.send(
+        {p: str(VerticalMessage.PSI_ANSWER) for p in passive}
+        | dict.fromkeys(holders, str(VerticalMessage.LIST_ANSWER)),
+        {p: _config(request=request["request"], key=request["key"]) for p in passive}
+        | {h: _config(request=asking, asked=lender_rows, lender=LABEL_HOLDER,
+                      purpose="training") for h in holders})
+    forward: dict[str, Any] = {"passive": list(passive), "list_mode": list_mode}
+    if holders:  # Flower's ConfigRecord cannot size an empty list
+        forward["holders"] = list(holders)
     for p in passive:
         forward[f"{p}.setup"] = first[p][CONFIG]["setup"]
         for key in ("response", "key"):
             forward[f"{p}.{key}"] = answers[p][CONFIG][key]
+    for h in holders:
+        for key in ("setup", "response"):
+            forward[f"{h}.{key}"] = answers[h][CONFIG][key]
+        vout.blacklists[h]["asked"] = int(cast(float, answers[h][METRICS]["asked"]))
     inter = router.send(VerticalMessage.PSI_INTERSECT, {LABEL_HOLDER: _config(**forward)})
     counts = inter[LABEL_HOLDER][METRICS]
+    for h in holders:
+        vout.blacklists[h]["listed"] = int(cast(float, counts[f"{h}.listed"]))
+        log.info("blacklist: %d of the lender's %d applicants are on %s's list",
+                 vout.blacklists[h]["listed"], lender_rows, h)
     sealed = inter[LABEL_HOLDER][CONFIG]
     received = router.send(VerticalMessage.PSI_RECEIVE, {p: _config(sealed=sealed[f"{p}.sealed"])
                                                  for p in passive})
@@ -335,7 +367,7 @@ def run_vertical_federation(grid: Grid, s: ServerSettings,
         epoch, grads, prev = _resume(out, s, passive)
     else:
         start = time.perf_counter()
-        _align(router, passive)
+        _align(router, passive, s.blacklists.holders, s.blacklists.mode.value)
         out.history.append({"step": "alignment", "seconds": time.perf_counter() - start})
     stop = False
     best_known = 0

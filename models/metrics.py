@@ -353,3 +353,26 @@ def report_metrics(summaries: dict[str, ScoreSummary], private: bool = False
 
 def _bin(p: np.ndarray, bins: int) -> np.ndarray:
     return np.minimum((p * bins).astype(np.int64), bins - 1)
+
+
+def caught_by_type(scores: np.ndarray, labels: np.ndarray, kinds: np.ndarray,
+                   share: float = 0.05) -> dict[str, dict[str, float]]:
+    """Per kind of positive (a fraud scheme): how many, and the share in the riskiest ``share``.
+
+    ``kinds`` names each row's kind ("" for none); only positive rows of a named kind count.
+
+    >>> s = np.array([0.9, 0.8, 0.1, 0.2, 0.3] + [0.0] * 35)
+    >>> y = np.array([1, 1, 1, 0, 0] + [0] * 35)
+    >>> k = np.array(["stolen", "synthetic", "stolen", "", ""] + [""] * 35)
+    >>> caught_by_type(s, y, k)["stolen"]
+    {'frauds': 2, 'caught_in_riskiest_5': 0.5}
+    """
+    cut = max(int(round(share * len(scores))), 1)
+    riskiest = np.zeros(len(scores), dtype=bool)
+    riskiest[np.argsort(-scores, kind="stable")[:cut]] = True
+    out = {}
+    for kind in sorted(set(kinds[(labels == 1) & (kinds != "")])):
+        rows = (labels == 1) & (kinds == kind)
+        out[str(kind)] = {"frauds": int(rows.sum()),
+                          f"caught_in_riskiest_{round(share * 100)}": float(riskiest[rows].mean())}
+    return out

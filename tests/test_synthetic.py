@@ -67,7 +67,8 @@ def test_labels_and_oracle(pop):
 
 def test_fraud_follows_the_synthetic_identity_pattern(pop):
     fraud = pop.tables["lender"].labels["fraud"] == 1
-    fraud_ids, genuine_ids = fraud.index[fraud], fraud.index[~fraud]
+    kind = pop.truth["fraud_type"]
+    fraud_ids, genuine_ids = fraud.index[fraud & (kind == "synthetic")], fraud.index[~fraud]
     social = pop.tables["social"].frame
     f, g = social.reindex(fraud_ids), social.reindex(genuine_ids)
     assert f["account_age_months"].median() < 0.3 * g["account_age_months"].median()
@@ -75,6 +76,40 @@ def test_fraud_follows_the_synthetic_identity_pattern(pop):
     assert f["loan_app_inquiries_30d"].mean() > 3 * g["loan_app_inquiries_30d"].mean()
     bureau_known = fraud_ids.isin(pop.tables["bureau"].frame.index).mean()
     assert bureau_known < 0.3  # thin file
+
+
+def test_stolen_identities_are_established_people_applying_out_of_character(pop):
+    kind, labels = pop.truth["fraud_type"], pop.tables["lender"].labels
+    stolen, genuine = kind.index[kind == "stolen"], kind.index[kind == ""]
+    assert 0.004 < len(stolen) / len(kind) < 0.012
+    assert set(kind.unique()) == {"", "synthetic", "stolen"}
+    # the victim's own history: known everywhere, an account as old as anyone's
+    assert stolen.isin(pop.tables["bureau"].frame.index).all()
+    social = pop.tables["social"].frame
+    s, g = social.reindex(stolen), social.reindex(genuine).dropna(how="all")
+    assert s["account_age_months"].median() > 0.8 * g["account_age_months"].median()
+    # what the fraudster does: a recent device change, night activity, loan-app shopping
+    assert s["device_changes_12m"].mean() > g["device_changes_12m"].mean() + 1
+    assert s["night_activity_share"].mean() > g["night_activity_share"].mean() + 0.1
+    assert s["loan_app_inquiries_30d"].mean() > g["loan_app_inquiries_30d"].mean() + 1.5
+    assert 0.4 < labels.loc[stolen, "fraud"].mean() < 0.8  # the victim's dispute confirms it
+    assert labels.loc[kind.index[kind == ""], "fraud"].sum() == 0
+
+
+def test_stolen_identities_leave_everyone_else_as_they_were():
+    import credit_data.synthetic as synthetic
+
+    with_stolen = generate(3_000, seed=4)
+    rate, synthetic.STOLEN_RATE = synthetic.STOLEN_RATE, 0.0
+    try:
+        without = generate(3_000, seed=4)
+    finally:
+        synthetic.STOLEN_RATE = rate
+    genuine = with_stolen.truth.index[with_stolen.truth["fraud_type"] != "stolen"]
+    for party in ("lender", "bureau", "social"):
+        a, b = with_stolen.tables[party].frame, without.tables[party].frame
+        keep = a.index.intersection(genuine.union(a.index.difference(with_stolen.truth.index)))
+        pd.testing.assert_frame_equal(a.loc[keep], b.loc[keep])
 
 
 @pytest.mark.parametrize(("kwargs", "key"), [

@@ -1,0 +1,186 @@
+"""Private blacklist lookup: which of the lender's applicants are on a holder's list.
+
+ECDH PSI with ``openmined.psi``, the holder as the PSI server, the lender as the client; the
+server only routes. Who learns what:
+
+* **lender**: in ``lookup`` mode, which of its applicants are on the list (up to
+  :data:`FALSE_POSITIVE_RATE` per applicant: an applicant not listed is reported listed with
+  that chance); in ``cardinality`` mode only how many. It also learns the size of the list
+  (the compressed set's size gives it away). Nothing else about the list.
+* **holder**: the number of IDs asked, from the blinded request (``H(id)^a``, which it cannot
+  open), and nothing about which IDs they are or which were listed. It keeps a
+  :class:`QueryLedger`: at most ``max_queries`` IDs per lender per calendar month (UTC), so a
+  lender cannot sweep the ID space to read the list; past it the holder refuses, saying so.
+* **server**: blinded values, the compressed set, sizes; never an ID.
+
+The holder's blinded list and PSI key are cached on its own disk (:class:`SetupCache`), so a
+lookup against a cached list costs work in proportion to the request.
+
+>>> holder = ListHolder("consortium", ["x", "c", "a", "y"])
+>>> request, key = lookup_request(["a", "b", "c", "d"], reveal=True)
+>>> setup, response = holder.answer(request, asked=4, lender="lender")
+>>> listed(key, 4, setup, response, reveal=True).tolist()
+[True, False, True, False]
+>>> request, key = lookup_request(["a", "b", "c", "d"], reveal=False)
+>>> holder = ListHolder("consortium", ["x", "c", "a", "y"], reveal=False)
+>>> listed(key, 4, *holder.answer(request, asked=4, lender="lender"), reveal=False)
+2
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import private_set_intersection.python as psi
+
+from credit_data.errors import AlignmentError
+from federation.alignment import FALSE_POSITIVE_RATE, SetupCache
+from federation.storage import write_atomic
+
+__all__ = ["FALSE_POSITIVE_RATE", "ListHolder", "QueryLedger", "QueryLimit", "listed",
+           "lookup_request"]
+
+
+class QueryLimit(AlignmentError):
+    """A holder refuses a lookup that would take a lender past its ``max_queries``."""
+
+
+def period_of(now: dt.datetime | None = None) -> str:
+    """Return the ledger's period: the calendar month, UTC (``2026-12``)."""
+    return (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m")
+
+
+@dataclass
+class QueryLedger:
+    """IDs asked per lender per month, kept by the holder (``<dir>/queries.json``).
+
+    ``directory=None`` keeps the count in memory only (a holder without a disk of its own).
+
+    >>> ledger = QueryLedger(None, "consortium", max_queries=10)
+    >>> ledger.charge("lender", 6, "2026-12"), ledger.charge("lender", 4, "2026-12")
+    (6, 10)
+    >>> ledger.charge("lender", 1, "2026-12")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    federation.blacklist.QueryLimit: consortium refuses: lender asked 10 IDs in 2026-12 ...
+    """
+
+    directory: Path | None
+    holder: str
+    max_queries: int
+
+    def _path(self) -> Path | None:
+        return None if self.directory is None else self.directory / "queries.json"
+
+    def _read(self) -> dict[str, dict[str, int]]:
+        path = self._path()
+        if path is None:
+            return self.__dict__.setdefault("_memory", {})
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise AlignmentError(f"{path}: the holder's query ledger is not valid JSON "
+                                 f"({exc}); refusing to answer without it") from exc
+
+    def asked(self, lender: str, period: str) -> int:
+        """Return how many IDs ``lender`` asked in ``period``."""
+        return int(self._read().get(lender, {}).get(period, 0))
+
+    def charge(self, lender: str, n: int, period: str) -> int:
+        """Count ``n`` more IDs for ``lender``; refuse (:class:`QueryLimit`) past the cap.
+
+        Returns the lender's total for the period.
+        """
+        book = self._read()
+        before = int(book.get(lender, {}).get(period, 0))
+        if before + n > self.max_queries:
+            raise QueryLimit(
+                f"{self.holder} refuses: {lender} asked {before} IDs in {period} and now asks "
+                f"{n} more, past the holder's max_queries of {self.max_queries} IDs a month "
+                "(blacklists.max_queries); ask fewer IDs or wait for the next month")
+        book.setdefault(lender, {})[period] = before + n
+        path = self._path()
+        if path is not None:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_atomic(path, json.dumps(book, indent=1, sort_keys=True), mode=0o600)
+        return before + n
+
+
+def lookup_request(ids: list[str], *, reveal: bool) -> tuple[bytes, bytes]:
+    """Blind the applicants' IDs for a lookup; return (request, the lender's PSI key to keep)."""
+    client = psi.client.CreateWithNewKey(reveal)
+    return (client.CreateRequest(ids).SerializeToString(),
+            bytes(client.GetPrivateKeyBytes()))
+
+
+def request_size(request: bytes) -> int:
+    """Return the number of IDs a blinded request asks about."""
+    parsed = psi.Request()
+    try:
+        parsed.ParseFromString(request)
+    except Exception as exc:  # protobuf's DecodeError
+        raise AlignmentError(f"not a PSI request ({type(exc).__name__})") from exc
+    return len(parsed.encrypted_elements)
+
+
+def listed(key: bytes, n: int, setup: bytes, response: bytes, *,
+           reveal: bool) -> np.ndarray | int:
+    """Return, per applicant, whether it is listed (``reveal``); else how many are."""
+    client = psi.client.CreateFromKey(key, reveal)
+    parsed_setup, parsed_response = psi.ServerSetup(), psi.Response()
+    parsed_setup.ParseFromString(setup)
+    parsed_response.ParseFromString(response)
+    if not reveal:
+        return int(client.GetIntersectionSize(parsed_setup, parsed_response))
+    found = np.zeros(n, dtype=bool)
+    found[np.asarray(client.GetIntersection(parsed_setup, parsed_response),
+                     dtype=np.int64)] = True
+    return found
+
+
+class ListHolder:
+    """A holder's side: its list, blinded once and cached; answers counted against the cap."""
+
+    def __init__(self, holder: str, ids: list[str], *, reveal: bool = True,
+                 cache_dir: Path | None = None, max_queries: int | None = None,
+                 ledger_dir: Path | None = None) -> None:
+        self.holder, self.ids, self.reveal = holder, ids, reveal
+        self.cache = SetupCache(cache_dir, holder)
+        self.ledger = QueryLedger(ledger_dir, holder, max_queries if max_queries is not None
+                                  else 2 ** 62)
+        self.setup_cached = False
+
+    def setup(self, asked: int) -> tuple[bytes, bytes]:
+        """Return (PSI key, setup message) for requests of up to ``asked`` IDs."""
+        key, setup, self.setup_cached = self.cache.setup(self.ids, asked)
+        return key, setup
+
+    def answer(self, request: bytes, *, asked: int, lender: str,
+               period: str | None = None) -> tuple[bytes, bytes]:
+        """Charge the ledger, then return (setup, response) for a blinded request.
+
+        ``asked`` is the request's size as the router announced it; the request itself must
+        agree. A request of the other mode (a lender asking which applicants are listed of a
+        holder that answers only how many) is refused.
+        """
+        n = request_size(request)
+        if n != asked:
+            raise AlignmentError(f"{self.holder}: the request holds {n} IDs, not the {asked} "
+                                 "announced")
+        self.ledger.charge(lender, n, period or period_of())
+        key, setup = self.setup(n)
+        parsed = psi.Request()
+        parsed.ParseFromString(request)
+        try:
+            response = psi.server.CreateFromKey(key, self.reveal).ProcessRequest(parsed)
+        except RuntimeError as exc:
+            mode = "which applicants are listed" if self.reveal else "only how many are listed"
+            raise AlignmentError(f"{self.holder} answers {mode}; the lender's request asks "
+                                 f"otherwise ({exc})") from exc
+        return setup, response.SerializeToString()
