@@ -506,11 +506,12 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
         "applicants": outcome.applicants, "engine": "deployment",
         "model_id": outcome.model_id, "parties": outcome.parties, "absent": outcome.absent,
         "alignment": outcome.alignment, "lender": outcome.lender, "privacy": outcome.privacy,
+        "blacklists": outcome.blacklists,
         "message_rounds": outcome.message_rounds, "seconds_by_message": outcome.seconds_by_kind,
         "seconds": outcome.seconds, "communication": outcome.communication,
         "lender_scores": str(fed.node_state(LABEL_HOLDER) / name / LABEL_HOLDER / "scores.csv"),
         "node_audit_logs": {p: str(fed.node_state(p) / name / p / "audit.jsonl")
-                            for p in outcome.parties},
+                            for p in [*outcome.parties, *outcome.blacklists]},
         "server_audit_log": str(out / "server" / "audit.jsonl"),
         "wall_seconds": time.perf_counter() - start}
     write_atomic(out / "scoring.json", json.dumps(scoring, indent=2, default=str) + "\n")

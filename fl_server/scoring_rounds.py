@@ -47,9 +47,10 @@ class ScoringServerSettings:
 def scoring_server_settings(run: RunSettings) -> ScoringServerSettings:
     """Build the scoring server's settings from the run's (the same in simulation and deployment).
 
-    One node per party of ``federation.parties``.
+    One node per party of ``federation.parties``, and one per blacklist holder.
     """
-    return ScoringServerSettings(n_nodes=len(run.federation.parties),
+    return ScoringServerSettings(n_nodes=len(run.federation.parties)
+                                 + len(run.blacklists.holders),
                                  missing_party=run.scoring.missing_party.value,
                                  round_timeout=run.federation.round_timeout,
                                  connect_timeout=run.federation.connect_timeout)

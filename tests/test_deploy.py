@@ -596,3 +596,43 @@ def test_deployed_scoring_reproduces_the_lenders_scores_with_label_dp_and_dpsgd(
         verify(log)
         assert {json.loads(line)["purpose"] for line in log.read_text().splitlines()} == {
             "scoring"}
+
+
+@pytest.mark.slow
+def test_a_deployed_holder_answers_lookups_and_caps_a_lender(tmp_path_factory) -> None:
+    # issue 21: a holder is a node of its own with its list only; its own --max-queries caps a
+    # lender across runs (its ledger is under its state directory); training and scoring ask it
+    directory = tmp_path_factory.mktemp("holder_federation")
+    overrides = [*VERTICAL, "privacy=off", "blacklists.holders=[consortium]"]
+    with deploy.local_federation(directory, overrides) as fed:
+        assert fed.holders == ["consortium"] and "consortium" not in fed.parties
+        listed = pd.read_csv(fed.root / "nodes" / "consortium" / "data.csv", dtype=str)
+        assert list(listed.columns) == ["customer_id"]  # the list, and nothing else
+        results = deploy.run(Path(fed.directory))
+        b = results["federation"]["blacklists"]["holders"]["consortium"]
+        assert b["asked"] == 1000 and b["list_size"] == len(listed)
+        run_dir = _run_dir(results)
+        manifest = json.loads((fed.node_state("lender") / run_dir.name / "lender" / "model" /
+                               "model.json").read_text())
+        assert manifest["blacklists"] == ["consortium"]
+        ledger = json.loads((fed.node_state("consortium") / "queries.json").read_text())
+        assert list(ledger["lender"].values()) == [1000]
+        log = Path(results["federation"]["node_audit_logs"]["consortium"])
+        verify(log)
+        lookups = [json.loads(x) for x in log.read_text().splitlines()
+                   if json.loads(x)["event"] == "query.list_answer"]
+        assert [x["node"] for x in lookups] == [{"asked": 1000, "lookup": "training"}]
+        out, scoring = deploy.score(Path(fed.directory), run_dir,
+                                    ["scoring.rows=test", "blacklists.on_hit=review"])
+        assert scoring["message_rounds"] == 5  # the lookup rides on the alignment's rounds
+        scores = pd.read_csv(scoring["lender_scores"], dtype={"id": str})
+        kept = np.load(fed.node_state("lender") / run_dir.name / "lender" / "scores.npz")
+        assert np.allclose(np.sort(scores["probability"]), np.sort(kept["test_scores"]),
+                           atol=1e-6)
+        on = scores["on_list_consortium"] == 1
+        assert (scores["decision"] == np.where(on, "review", "score")).all()
+        ledger = json.loads((fed.node_state("consortium") / "queries.json").read_text())
+        assert list(ledger["lender"].values()) == [1000 + len(scores)]
+        # a run asking past the holder's cap (1,000,000 by default: lowered by the run's) fails
+        with pytest.raises(FederationError, match="consortium refuses: lender asked 1"):
+            deploy.run(Path(fed.directory), ["blacklists.max_queries=1500"])
