@@ -144,14 +144,18 @@ def holder_settings(run: BlacklistSettings, node: NodeConfig) -> BlacklistSettin
     """Return a holder node's own lookup settings: its mode, and the lower of the two caps.
 
     The run config (the coordinator's, the lender's wish) may lower a holder's cap, never raise
-    it; what the holder answers is its own choice.
+    it; a node without ``--max-queries`` caps at the default (1,000,000 IDs a month). What the
+    holder answers is its own choice.
 
     >>> node = NodeConfig("consortium", Path("l.csv"), Path("s"), max_queries=500)
     >>> holder_settings(BlacklistSettings(max_queries=10_000), node).max_queries
     500
+    >>> holder_settings(BlacklistSettings(max_queries=10 ** 9), dataclasses.replace(
+    ...     node, max_queries=None)).max_queries
+    1000000
     """
-    cap = run.max_queries if node.max_queries is None else min(run.max_queries,
-                                                                node.max_queries)
+    own = BlacklistSettings().max_queries if node.max_queries is None else node.max_queries
+    cap = min(run.max_queries, own)
     return dataclasses.replace(run, max_queries=cap, mode=node.list_mode)
 
 

@@ -5,13 +5,19 @@ server only routes. Who learns what:
 
 * **lender**: in ``lookup`` mode, which of its applicants are on the list (up to
   :data:`FALSE_POSITIVE_RATE` per applicant: an applicant not listed is reported listed with
-  that chance); in ``cardinality`` mode only how many. It also learns the size of the list
-  (the compressed set's size gives it away). Nothing else about the list.
+  that chance); in ``cardinality`` mode only how many, *if it follows the protocol*: a lender
+  that blinds each ID under a key of its own can still tell which are listed (openmined.psi's
+  cardinality answer protects against a curious lender, not a cheating one), within the
+  holder's ``max_queries``. It also learns the size of the list (the compressed set's size
+  gives it away). Nothing else about the list.
 * **holder**: the number of IDs asked, from the blinded request (``H(id)^a``, which it cannot
   open), and nothing about which IDs they are or which were listed. It keeps a
   :class:`QueryLedger`: at most ``max_queries`` IDs per lender per calendar month (UTC), so a
   lender cannot sweep the ID space to read the list; past it the holder refuses, saying so.
-* **server**: blinded values, the compressed set, sizes; never an ID.
+* **server**: blinded values, the compressed set, sizes; never an ID. In a deployment the
+  holder answers only a request the lender's node signed for this run (so the coordinator
+  cannot ask its own questions, under the lender's name or another), once per run, and signs
+  its answer (so the coordinator cannot answer in its place).
 
 The holder's blinded list and PSI key are cached on its own disk (:class:`SetupCache`), so a
 lookup against a cached list costs work in proportion to the request.
@@ -29,8 +35,11 @@ lookup against a cached list costs work in proportion to the request.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,11 +47,11 @@ import numpy as np
 import private_set_intersection.python as psi
 
 from credit_data.errors import AlignmentError
-from federation.alignment import FALSE_POSITIVE_RATE, SetupCache
+from federation.alignment import FALSE_POSITIVE_RATE, ChannelAuth, SetupCache, transcript
 from federation.storage import write_atomic
 
-__all__ = ["FALSE_POSITIVE_RATE", "ListHolder", "QueryLedger", "QueryLimit", "listed",
-           "lookup_request"]
+__all__ = ["FALSE_POSITIVE_RATE", "ListHolder", "QueryLedger", "QueryLimit", "check_answer",
+           "listed", "lookup_request", "sign_answer"]
 
 
 class QueryLimit(AlignmentError):
@@ -92,24 +101,39 @@ class QueryLedger:
         """Return how many IDs ``lender`` asked in ``period``."""
         return int(self._read().get(lender, {}).get(period, 0))
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the ledger's lock: two lookups answered at once cannot both read the old count."""
+        path = self._path()
+        if path is None:
+            yield
+            return
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(path.parent / ".queries.lock", "a", encoding="utf-8") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def charge(self, lender: str, n: int, period: str) -> int:
         """Count ``n`` more IDs for ``lender``; refuse (:class:`QueryLimit`) past the cap.
 
-        Returns the lender's total for the period.
+        Returns the lender's total for the period. Read, check and write happen under a lock.
         """
-        book = self._read()
-        before = int(book.get(lender, {}).get(period, 0))
-        if before + n > self.max_queries:
-            raise QueryLimit(
-                f"{self.holder} refuses: {lender} asked {before} IDs in {period} and now asks "
-                f"{n} more, past the holder's max_queries of {self.max_queries} IDs a month "
-                "(blacklists.max_queries); ask fewer IDs or wait for the next month")
-        book.setdefault(lender, {})[period] = before + n
-        path = self._path()
-        if path is not None:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            write_atomic(path, json.dumps(book, indent=1, sort_keys=True), mode=0o600)
-        return before + n
+        with self._locked():
+            book = self._read()
+            before = int(book.get(lender, {}).get(period, 0))
+            if before + n > self.max_queries:
+                raise QueryLimit(
+                    f"{self.holder} refuses: {lender} asked {before} IDs in {period} and now "
+                    f"asks {n} more, past the holder's max_queries of {self.max_queries} IDs a "
+                    "month (blacklists.max_queries); ask fewer IDs or wait for the next month")
+            book.setdefault(lender, {})[period] = before + n
+            path = self._path()
+            if path is not None:
+                write_atomic(path, json.dumps(book, indent=1, sort_keys=True), mode=0o600)
+            return before + n
 
 
 def lookup_request(ids: list[str], *, reveal: bool) -> tuple[bytes, bytes]:
@@ -119,14 +143,49 @@ def lookup_request(ids: list[str], *, reveal: bool) -> tuple[bytes, bytes]:
             bytes(client.GetPrivateKeyBytes()))
 
 
-def request_size(request: bytes) -> int:
-    """Return the number of IDs a blinded request asks about."""
+def _parsed(request: bytes) -> psi.Request:
     parsed = psi.Request()
     try:
         parsed.ParseFromString(request)
     except Exception as exc:  # protobuf's DecodeError
         raise AlignmentError(f"not a PSI request ({type(exc).__name__})") from exc
-    return len(parsed.encrypted_elements)
+    return parsed
+
+
+def request_size(request: bytes) -> int:
+    """Return the number of IDs a blinded request asks about."""
+    return len(_parsed(request).encrypted_elements)
+
+
+def answer_digest(request_digest: bytes, setup: bytes, response: bytes) -> bytes:
+    """Return the 32-byte digest a holder signs: its answer, bound to the request it answers.
+
+    ``request_digest`` is :func:`~federation.alignment.transcript` of the request, the value
+    the lender signed with its request and keeps.
+    """
+    return transcript(request_digest, setup, response)
+
+
+def sign_answer(auth: ChannelAuth | None, request_digest: bytes, setup: bytes,
+                response: bytes) -> bytes:
+    """Sign a holder's answer with its node key (nothing to sign in simulation)."""
+    digest = answer_digest(request_digest, setup, response)
+    return digest if auth is None else auth.seal(digest, request_digest)
+
+
+def check_answer(auth: ChannelAuth | None, holder: str, signature: bytes,
+                 request_digest: bytes, setup: bytes, response: bytes) -> None:
+    """Refuse a holder's answer that the holder's node did not sign for this request.
+
+    A router that answers in a holder's place (an empty list lets every fraudster through) or
+    pairs a genuine answer with another request is caught here; in simulation the digest alone
+    is checked (one process plays every node).
+    """
+    digest = answer_digest(request_digest, setup, response)
+    got = signature[:32] if auth is None else auth.open(signature, holder, request_digest)
+    if got != digest:
+        raise AlignmentError(f"{holder}'s answer does not match what it signed: it was altered "
+                             "on the way or is not the holder's")
 
 
 def listed(key: bytes, n: int, setup: bytes, response: bytes, *,
@@ -169,18 +228,16 @@ class ListHolder:
         agree. A request of the other mode (a lender asking which applicants are listed of a
         holder that answers only how many) is refused.
         """
-        n = request_size(request)
+        parsed = _parsed(request)
+        n = len(parsed.encrypted_elements)
         if n != asked:
             raise AlignmentError(f"{self.holder}: the request holds {n} IDs, not the {asked} "
                                  "announced")
-        self.ledger.charge(lender, n, period or period_of())
-        key, setup = self.setup(n)
-        parsed = psi.Request()
-        parsed.ParseFromString(request)
-        try:
-            response = psi.server.CreateFromKey(key, self.reveal).ProcessRequest(parsed)
-        except RuntimeError as exc:
+        if bool(parsed.reveal_intersection) is not self.reveal:  # refused before it is charged
             mode = "which applicants are listed" if self.reveal else "only how many are listed"
             raise AlignmentError(f"{self.holder} answers {mode}; the lender's request asks "
-                                 f"otherwise ({exc})") from exc
+                                 "otherwise")
+        self.ledger.charge(lender, n, period or period_of())
+        key, setup = self.setup(n)
+        response = psi.server.CreateFromKey(key, self.reveal).ProcessRequest(parsed)
         return setup, response.SerializeToString()

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from federation.audit_log import ANCHOR, AuditLog
-from federation.protocol import content_summary, reported_epsilon
+from federation.protocol import CONFIG, STATUS, content_summary, reported_epsilon
+from fl_client.list_lookup import holder_refusal
 from fl_client.settings import ClientSettings
 
 AUDIT_NOTE = "audit-note"
@@ -71,5 +72,26 @@ def audit_log_mod(settings_of: Callable[[Context], ClientSettings],
         if not reply.has_error():
             reply.content[ANCHOR] = ConfigRecord({"party": settings.party, **anchor.to_dict()})
         return reply
+
+    return mod
+
+
+def role_guard_mod(settings_of: Callable[[Context], ClientSettings]) -> Mod:
+    """Return a mod that refuses a message of the node's other role, before any handler runs.
+
+    A blacklist holder answers its hello and the lookup only; a party never answers a lookup
+    (:func:`fl_client.list_lookup.holder_refusal`). The refusal goes back in the reply (and
+    into the audit log, which this mod sits inside).
+    """
+
+    def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        if not msg.has_error():
+            settings = settings_of(context)
+            reason = holder_refusal(settings, msg.metadata.message_type)
+            if reason is not None:
+                return Message(RecordDict({STATUS: ConfigRecord({"party": settings.party}),
+                                           CONFIG: ConfigRecord({"refused": reason})}),
+                               reply_to=msg)
+        return call_next(msg, context)
 
     return mod

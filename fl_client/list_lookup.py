@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from credit_data.errors import AlignmentError
+from credit_data.settings import LABEL_HOLDER
 from credit_data.vertical import NodeRows
-from federation.blacklist import ListHolder, listed, lookup_request
+from federation.alignment import channel_auth, open_key, seal_key, transcript
+from federation.blacklist import ListHolder, check_answer, listed, lookup_request, sign_answer
 from federation.settings import HitRule, ListMode
 from fl_client.settings import ClientSettings
 
 HITS_COLUMN = "blacklist_hits"
+ANSWERED = "list answered"
+"""A holder's node state key: this run's lookup was answered (each run answers one)."""
+LOOKUP_ACTIONS = ("list_answer", "score_list_answer")
 
 
 def list_columns(holders: tuple[str, ...] | list[str]) -> list[str]:
@@ -45,44 +51,92 @@ def is_holder(settings: ClientSettings) -> bool:
 
 
 def holder_answer(settings: ClientSettings, ids: list[str], request: bytes, asked: int,
-                  lender: str) -> tuple[bytes, bytes, dict[str, float]]:
-    """Answer one lookup at a holder node: charge its ledger, answer from its cached list.
+                  lender_key: bytes, keys: dict[str, bytes]
+                  ) -> tuple[bytes, bytes, bytes, dict[str, float]]:
+    """Answer one lookup at a holder node; return (setup, response, signature, metrics).
 
-    The ledger lives beside the node's cached list in a deployment (its state directory, kept
-    across runs); a simulated holder keeps it in the run's directory (a fresh holder per run).
+    Only a request the lender's node signed for this run is answered (``lender_key``: its
+    signed channel key, as the parties get it), once per run (``keys``: the node's state);
+    the lender's count is charged to the ledger under the lender's name, whatever the router
+    says. The ledger lives beside the node's cached list in a deployment (its state directory,
+    kept across runs); a simulated holder keeps it in the run's directory (a fresh holder per
+    run). The answer is signed with the node's key.
     """
+    if ANSWERED in keys:
+        raise AlignmentError(f"{settings.party}: this run's lookup was answered already; a "
+                             "second one is refused (a new lookup is a new run)")
+    auth = channel_auth(settings.party, settings.channel_keys)
+    digest = transcript(request)
+    open_key(auth, lender_key, LABEL_HOLDER, digest)  # refuses a request the lender did not sign
     b = settings.blacklists
     cache = Path(settings.psi_cache) if settings.psi_cache else None
     ledger = (Path(settings.list_ledger) if settings.list_ledger
               else Path(settings.state_dir) / settings.party if settings.state_dir else None)
     holder = ListHolder(settings.party, ids, reveal=b.mode is ListMode.lookup,
                         cache_dir=cache, max_queries=b.max_queries, ledger_dir=ledger)
-    setup, response = holder.answer(request, asked=asked, lender=lender)
-    return setup, response, {"asked": float(asked), "list_size": float(len(ids)),
-                             "setup_cached": float(holder.setup_cached)}
+    setup, response = holder.answer(request, asked=asked, lender=LABEL_HOLDER)
+    keys[ANSWERED] = b"1"
+    return setup, response, sign_answer(auth, digest, setup, response), {
+        "asked": float(asked), "list_size": float(len(ids)),
+        "setup_cached": float(holder.setup_cached), "max_queries": float(b.max_queries),
+        "cardinality": float(b.mode is ListMode.cardinality)}
 
 
-def lookup_key(ids: list[str], mode: ListMode, keys: dict[str, bytes]) -> bytes | None:
-    """In ``cardinality`` mode, blind the applicants again for the holders; keep the key.
+def holder_refusal(settings: ClientSettings, message_type: str) -> str | None:
+    """Say why a node refuses a message of its other role (None when it may answer it).
 
-    A ``lookup`` reuses the lender's alignment request (the same blinded IDs): returns None.
+    A holder answers the hello and the lookup only: a router that sends it a party's
+    alignment messages (to have it intersect its list with the lender's applicants as a
+    party would, outside its mode and its cap) is refused; a party refuses a lookup.
     """
+    lookup = message_type.rsplit(".", 1)[-1] in LOOKUP_ACTIONS
+    hello = message_type.rsplit(".", 1)[-1] in ("hello", "score_hello")
+    if is_holder(settings) and not (lookup or hello):
+        return (f"{settings.party} holds a blacklist and answers lookups only; "
+                f"'{message_type}' is refused")
+    if lookup and not is_holder(settings):
+        return f"{settings.party} is not a blacklist holder; '{message_type}' is refused"
+    return None
+
+
+def lookup_key(settings: ClientSettings, ids: list[str], mode: ListMode, request: bytes,
+               public: bytes, keys: dict[str, bytes]) -> tuple[bytes, bytes] | None:
+    """Prepare the holders' request; return (request, signed key) in ``cardinality`` mode.
+
+    A ``lookup`` reuses the lender's alignment request (the same blinded IDs, signed with it):
+    its digest is kept to check the holders' answers against, and None is returned. In
+    ``cardinality`` mode the applicants are blinded again under a second key, and the lender
+    signs that request with its channel key (``public``) as it signed the first.
+    """
+    keys["lookup digest"] = transcript(request)
     if mode is ListMode.lookup:
         return None
-    request, keys["list"] = lookup_request(ids, reveal=False)
-    return request
+    second, keys["list"] = lookup_request(ids, reveal=False)
+    keys["list digest"] = transcript(second)
+    auth = channel_auth(settings.party, settings.channel_keys)
+    return second, seal_key(auth, public, transcript(second))
 
 
-def lender_hits(ids: list[str], mode: ListMode, keys: dict[str, bytes],
-                answers: dict[str, tuple[bytes, bytes]]) -> dict[str, np.ndarray | int]:
-    """Return, per holder, the hit mask (``lookup``) or the count (``cardinality``)."""
+def lender_hits(settings: ClientSettings, ids: list[str], mode: ListMode,
+                keys: dict[str, bytes], answers: dict[str, tuple[bytes, bytes, bytes]]
+                ) -> dict[str, np.ndarray | int]:
+    """Return, per holder, the hit mask (``lookup``) or the count (``cardinality``).
+
+    ``answers`` maps a holder to its (setup, response, signature); an answer its holder's node
+    did not sign for this request is refused.
+    """
     reveal = mode is ListMode.lookup
     key = keys["psi"] if reveal else keys.get("list")
-    if key is None:
+    digest = keys.get("lookup digest" if reveal else "list digest")
+    if answers and (key is None or digest is None):
         raise AlignmentError("lender: no blinded lookup request of this run to read the "
                              "holders' answers with")
-    return {h: listed(key, len(ids), setup, response, reveal=reveal)
-            for h, (setup, response) in answers.items()}
+    auth = channel_auth(settings.party, settings.channel_keys)
+    out: dict[str, np.ndarray | int] = {}
+    for holder, (setup, response, signature) in answers.items():
+        check_answer(auth, holder, signature, cast(bytes, digest), setup, response)
+        out[holder] = listed(cast(bytes, key), len(ids), setup, response, reveal=reveal)
+    return out
 
 
 def hit_columns(n: int, holders: list[str], hits: dict[str, np.ndarray]) -> np.ndarray:

@@ -21,7 +21,7 @@ from credit_data.errors import AlignmentError, BudgetRefusal, CreditFLError
 from credit_data.settings import LABEL_HOLDER
 from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, ScoringMessage
 from federation.storage import write_atomic
-from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod
+from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod, role_guard_mod
 from fl_client.list_lookup import holder_answer, is_holder
 from fl_client.node_store import load_state, save_state
 from fl_client.scoring_task import (
@@ -59,7 +59,8 @@ def _config(msg: Message) -> ConfigRecord:
 
 def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -> ClientApp:
     """Build the scoring ClientApp over a source of (settings, bundle and rows) per node."""
-    app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0], "scoring"), *mods])
+    app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0], "scoring"),
+                          role_guard_mod(lambda context: source(context)[0]), *mods])
 
     def guarded(handler: Callable[[Message, Context, ClientSettings, ScoringInput], Message]
                 ) -> Callable[[Message, Context], Message]:
@@ -108,14 +109,15 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
     @guarded
     def list_answer(msg: Message, context: Context, settings: ClientSettings,
                     data: ScoringInput) -> Message:
-        config = _config(msg)
-        setup, response, metrics = holder_answer(
+        config, state = _config(msg), load_state(settings, context)
+        setup, response, signature, metrics = holder_answer(
             settings, [str(i) for i in data.table.frame.index], cast(bytes, config["request"]),
-            int(cast(int, config["asked"])), str(config["lender"]))
+            int(cast(int, config["asked"])), cast(bytes, config["key"]), state.keys)
+        save_state(settings, context, state)
         context.state.config_records[AUDIT_NOTE] = ConfigRecord(
             {"lookup": str(config.get("purpose", "")), "asked": int(metrics["asked"])})
         return _reply(msg, settings.party, metrics=metrics,
-                      config={"setup": setup, "response": response})
+                      config={"setup": setup, "response": response, "signature": signature})
 
     @app.query(ScoringMessage.INTERSECT.action)
     @guarded
@@ -127,8 +129,8 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
         sealed = ScoringLender(settings, data).intersect(state, {p: (
             cast(bytes, config[f"{p}.setup"]), cast(bytes, config[f"{p}.response"]),
             cast(bytes, config[f"{p}.key"])) for p in passive}, {h: (
-                cast(bytes, config[f"{h}.setup"]), cast(bytes, config[f"{h}.response"]))
-                for h in holders})
+                cast(bytes, config[f"{h}.setup"]), cast(bytes, config[f"{h}.response"]),
+                cast(bytes, config[f"{h}.signature"])) for h in holders})
         save_state(settings, context, state)
         metrics = {f"{p}.known": float(state.masks[p].sum()) for p in passive}
         metrics |= {f"{h}.listed": float(state.listed[h].sum()) for h in holders}

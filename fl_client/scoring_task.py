@@ -130,18 +130,20 @@ class ScoringLender(_ScoringNode):
         side = LenderAlignment(self.ids)
         state.keys["psi"], state.keys["channel"] = side.keys()
         request, public = side.request()
+        state.keys["lookup digest"] = transcript(request)  # the holders' answers answer it
         return request, seal_key(channel_auth(self.settings.party, self.settings.channel_keys),
                                  public, transcript(request))
 
     def intersect(self, state: NodeState, answers: dict[str, tuple[bytes, bytes, bytes]],
-                  lists: dict[str, tuple[bytes, bytes]] | None = None) -> dict[str, bytes]:
+                  lists: dict[str, tuple[bytes, bytes, bytes]] | None = None
+                  ) -> dict[str, bytes]:
         """Learn which applicants each party knows; seal each party's share for it.
 
-        ``lists``: each blacklist holder's (setup, response) to the same blinded request; the
-        hits are kept in the node's state, for :meth:`score`.
+        ``lists``: each blacklist holder's (setup, response, signature) to the same blinded
+        request; the hits are kept in the node's state, for :meth:`score`.
         """
         once(state, self.settings.party, "intersect")
-        for holder, hit in lender_hits(self.ids, ListMode.lookup, state.keys,
+        for holder, hit in lender_hits(self.settings, self.ids, ListMode.lookup, state.keys,
                                        lists or {}).items():
             state.listed[holder] = np.asarray(hit, dtype=bool)
         auth = channel_auth(self.settings.party, self.settings.channel_keys)

@@ -23,6 +23,7 @@ from credit_data.errors import AlignmentError
 from credit_data.ids import id_shape, to_json
 from credit_data.settings import LABEL_HOLDER
 from credit_data.vertical import NodeRows
+from federation.alignment import KEY_BYTES
 from federation.protocol import (
     ARRAYS,
     CONFIG,
@@ -33,7 +34,7 @@ from federation.protocol import (
     report_record,
 )
 from federation.settings import ListMode
-from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod
+from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod, role_guard_mod
 from fl_client.list_lookup import holder_answer, lender_hits, lookup_key, with_hits
 from fl_client.node_noise import node_noise
 from fl_client.node_store import at_epoch_start, load_state, save_state
@@ -80,7 +81,8 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
 
     ``mods`` run inside the audit log's mod (a deployed node's lifetime budget).
     """
-    app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0]), *mods])
+    app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0]),
+                          role_guard_mod(lambda context: source(context)[0]), *mods])
 
     @app.query(VerticalMessage.HELLO.action)
     def hello(msg: Message, context: Context) -> Message:
@@ -98,9 +100,10 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
         request, key = node.request(state)
         out: dict[str, Any] = {"request": request, "key": key}
         if config.get("holders"):
-            asking = lookup_key(rows.ids, ListMode(str(config["list_mode"])), state.keys)
-            if asking is not None:
-                out["list_request"] = asking
+            second = lookup_key(settings, rows.ids, ListMode(str(config["list_mode"])), request,
+                                key[:KEY_BYTES], state.keys)
+            if second is not None:
+                out["list_request"], out["list_key"] = second
         save_state(settings, context, state)
         return _reply(msg, settings.party, {"rows": len(rows.ids)}, config=out)
 
@@ -132,18 +135,18 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
     @app.query(VerticalMessage.LIST_ANSWER.action)
     def list_answer(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
-        config = _config(msg)
+        config, state = _config(msg), load_state(settings, context)
         try:
-            setup, response, metrics = holder_answer(
+            setup, response, signature, metrics = holder_answer(
                 settings, rows.ids, cast(bytes, config["request"]),
-                int(cast(int, config["asked"])),
-                str(config["lender"]))
-        except AlignmentError as refusal:  # past max_queries, or a request of the other mode
+                int(cast(int, config["asked"])), cast(bytes, config["key"]), state.keys)
+        except AlignmentError as refusal:  # past max_queries, unsigned, the other mode, again
             return _reply(msg, settings.party, config={"refused": str(refusal)})
+        save_state(settings, context, state)
         context.state.config_records[AUDIT_NOTE] = ConfigRecord(
             {"lookup": str(config.get("purpose", "")), "asked": int(metrics["asked"])})
-        return _reply(msg, settings.party, metrics, config={"setup": setup,
-                                                            "response": response})
+        return _reply(msg, settings.party, metrics, config={
+            "setup": setup, "response": response, "signature": signature})
 
     @app.query(VerticalMessage.PSI_INTERSECT.action)
     def psi_intersect(msg: Message, context: Context) -> Message:
@@ -160,9 +163,10 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
             metrics.update({f"{party}.lender_rows": float(len(rows.ids)),
                             f"{party}.intersection": float(state.masks[party].sum())})
         holders = [str(h) for h in cast(list[str], config.get("holders", []))]
-        hits = lender_hits(rows.ids, ListMode(str(config.get("list_mode", "lookup"))),
+        hits = lender_hits(settings, rows.ids, ListMode(str(config.get("list_mode", "lookup"))),
                            state.keys, {h: (cast(bytes, config[f"{h}.setup"]),
-                                            cast(bytes, config[f"{h}.response"]))
+                                            cast(bytes, config[f"{h}.response"]),
+                                            cast(bytes, config[f"{h}.signature"]))
                                         for h in holders})
         state.keys.pop("list", None)
         for holder, hit in hits.items():

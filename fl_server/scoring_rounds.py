@@ -147,8 +147,8 @@ def run_scoring(grid: Grid, s: ScoringServerSettings,
             | dict.fromkeys(holders, str(ScoringMessage.LIST_ANSWER)),
             {p: _config(request=request["request"], key=request["key"],
                         lender_rows=out.applicants) for p in passive}
-            | {h: _config(request=request["request"], asked=out.applicants,
-                          lender=LABEL_HOLDER, purpose="scoring") for h in holders})
+            | {h: _config(request=request["request"], key=request["key"],
+                          asked=out.applicants, purpose="scoring") for h in holders})
         forward: dict[str, Any] = {"passive": list(passive)} if passive else {}
         if holders:  # Flower's ConfigRecord cannot size an empty list
             forward["holders"] = list(holders)
@@ -156,14 +156,16 @@ def run_scoring(grid: Grid, s: ScoringServerSettings,
             for key in ("setup", "response", "key"):
                 forward[f"{p}.{key}"] = answers[p][CONFIG][key]
         for h in holders:
-            for key in ("setup", "response"):
+            for key in ("setup", "response", "signature"):
                 forward[f"{h}.{key}"] = answers[h][CONFIG][key]
         inter = router.send(ScoringMessage.INTERSECT, {LABEL_HOLDER: _config(**forward)})
         out.seconds["alignment"] = time.perf_counter() - step
         counts, sealed = inter[LABEL_HOLDER][METRICS], inter[LABEL_HOLDER][CONFIG]
         for h in holders:
-            out.blacklists[h] = {"asked": int(cast(float, answers[h][METRICS]["asked"])),
-                                 "listed": int(cast(float, counts[f"{h}.listed"]))}
+            said = answers[h][METRICS]
+            out.blacklists[h] = {"asked": int(cast(float, said["asked"])),
+                                 "listed": int(cast(float, counts[f"{h}.listed"])),
+                                 "max_queries": int(cast(float, said["max_queries"]))}
         if passive:
             step = time.perf_counter()
             embedded = router.send(ScoringMessage.EMBED, {p: _config(sealed=sealed[f"{p}.sealed"])

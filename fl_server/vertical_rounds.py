@@ -200,12 +200,14 @@ def _align(router: Router, passive: tuple[str, ...],
                                                   else {}))}
                         | {p: _config(lender_rows=lender_rows) for p in passive})
     request = first[LABEL_HOLDER][CONFIG]
-    asking = request.get("list_request", request["request"])
+    # a cardinality lookup asks with a request of its own, signed like the first
+    asking = (request["list_request"], request["list_key"]) if "list_request" in request else (
+        request["request"], request["key"])
     answers = router.send(
         {p: str(VerticalMessage.PSI_ANSWER) for p in passive}
         | dict.fromkeys(holders, str(VerticalMessage.LIST_ANSWER)),
         {p: _config(request=request["request"], key=request["key"]) for p in passive}
-        | {h: _config(request=asking, asked=lender_rows, lender=LABEL_HOLDER,
+        | {h: _config(request=asking[0], key=asking[1], asked=lender_rows,
                       purpose="training") for h in holders})
     forward: dict[str, Any] = {"passive": list(passive), "list_mode": list_mode}
     if holders:  # Flower's ConfigRecord cannot size an empty list
@@ -215,9 +217,12 @@ def _align(router: Router, passive: tuple[str, ...],
         for key in ("response", "key"):
             forward[f"{p}.{key}"] = answers[p][CONFIG][key]
     for h in holders:
-        for key in ("setup", "response"):
+        for key in ("setup", "response", "signature"):
             forward[f"{h}.{key}"] = answers[h][CONFIG][key]
-        vout.blacklists[h]["asked"] = int(cast(float, answers[h][METRICS]["asked"]))
+        said = answers[h][METRICS]  # the holder's own cap and mode (a deployed node's flags)
+        vout.blacklists[h] |= {"asked": int(cast(float, said["asked"])),
+                               "max_queries": int(cast(float, said["max_queries"])),
+                               "mode": "cardinality" if said["cardinality"] else "lookup"}
     inter = router.send(VerticalMessage.PSI_INTERSECT, {LABEL_HOLDER: _config(**forward)})
     counts = inter[LABEL_HOLDER][METRICS]
     for h in holders:

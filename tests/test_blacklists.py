@@ -32,6 +32,7 @@ from federation.blacklist import (
     QueryLimit,
     listed,
     lookup_request,
+    period_of,
     request_size,
 )
 from tests.conftest import compose_config, run_experiment
@@ -89,6 +90,7 @@ def test_a_cardinality_holder_tells_how_many_never_which():
     asking_which, _ = lookup_request(applicants, reveal=True)
     with pytest.raises(AlignmentError, match="only how many"):
         holder.answer(asking_which, asked=1_000, lender="lender")
+    assert holder.ledger.asked("lender", period_of()) == 1_000  # the refused one is not charged
 
 
 @pytest.mark.unit
@@ -206,7 +208,8 @@ def test_a_run_with_holders_makes_the_hits_the_lenders_inputs(with_lists):
     for holder in ("consortium", "telco"):
         truly = int(applicants.isin(list(lists[holder].ids)).sum())
         assert b["holders"][holder] == {"list_size": len(lists[holder].ids), "asked": 3_000,
-                                        "listed": truly}
+                                        "listed": truly, "max_queries": 1_000_000,
+                                        "mode": "lookup"}
     manifest = json.loads((run_dir / "parties" / "lender" / "model" / "model.json").read_text())
     assert manifest["blacklists"] == ["consortium", "telco"]
     assert manifest["columns"]["features"][-3:] == ["on_list_consortium", "on_list_telco",
@@ -220,7 +223,7 @@ def test_a_run_with_holders_makes_the_hits_the_lenders_inputs(with_lists):
     lines = [json.loads(x) for x in (holder_dir / "audit.jsonl").read_text().splitlines()]
     lookup = [x for x in lines if x["event"] == "query.list_answer"]
     assert len(lookup) == 1 and lookup[0]["node"] == {"asked": 3_000, "lookup": "training"}
-    assert set(lookup[0]["sent"]) == {"setup", "response"}
+    assert set(lookup[0]["sent"]) == {"setup", "response", "signature"}
 
 
 def test_the_server_routes_only_blinded_values_and_counts(with_lists):
@@ -249,14 +252,18 @@ def test_a_lender_past_max_queries_is_refused_and_the_run_says_so(tmp_path):
     assert not (tmp_path / "results.json").exists()
 
 
+@pytest.mark.unit
 def test_cardinality_mode_gives_the_lender_a_count_and_no_inputs(tmp_path):
-    results = run_experiment(SMALL + ["blacklists.holders=[consortium]",
-                                      "blacklists.mode=cardinality"], tmp_path)
-    population = generate(3_000, seed=0)
+    # signed as deployed: the second request (blinded apart) is the lender's too
+    outcome, _, _ = _signed_run(tmp_path, extra=["blacklists.mode=cardinality"])
+    assert outcome.error is None, outcome.error
+    population = generate(400, seed=0)
     the_list = synthetic_lists(population, ("consortium",), seed=0)["consortium"]
     truly = int(population.tables["lender"].frame.index.isin(list(the_list.ids)).sum())
-    assert results["federation"]["blacklists"]["holders"]["consortium"]["listed"] == truly
-    manifest = json.loads((tmp_path / "parties" / "lender" / "model" / "model.json").read_text())
+    assert outcome.blacklists["consortium"]["listed"] == truly > 0
+    assert outcome.blacklists["consortium"]["mode"] == "cardinality"
+    manifest = json.loads((tmp_path / "run-1" / "parties" / "lender" / "model" /
+                           "model.json").read_text())
     assert manifest["blacklists"] == []
     assert not any(c.startswith("on_list_") for c in manifest["columns"]["features"])
 
@@ -305,7 +312,8 @@ def test_scoring_asks_the_holders_again_and_reproduces_the_run(with_lists, tmp_p
     the_list = set(synthetic_lists(population, ("consortium",), seed=0)["consortium"].ids)
     assert scores["on_list_consortium"].tolist() == [int(i in the_list) for i in scores["id"]]
     assert scoring["blacklists"]["consortium"] == {
-        "asked": len(scores), "listed": int(scores["on_list_consortium"].sum())}
+        "asked": len(scores), "listed": int(scores["on_list_consortium"].sum()),
+        "max_queries": 1_000_000}
     assert "## Shared blacklists" in (out / "report.md").read_text()
     # a decline rule overrides the score of every listed applicant, and only theirs
     out, _ = score_run(run_dir, ["scoring.rows=test", "blacklists.on_hit=decline",
@@ -327,3 +335,109 @@ def test_scoring_past_max_queries_is_refused_and_writes_nothing(with_lists, tmp_
                             f"scoring.out={out}"])
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".refused.")]
+
+
+# --- a coordinator that cheats ----------------------------------------------------------------
+SIGNED = ["federation=vertical", "privacy=off", "data.n_customers=400", "train.epochs=1",
+          "federation.parties=[lender,bureau]", "blacklists.holders=[consortium]",
+          "verbose=false"]
+NODES = ("lender", "bureau", "consortium")
+
+
+def _signed_run(tmp_path, tamper=None, run="run-1", extra=()):
+    """A run on the in-process grid, every node signing with its own key (as deployed)."""
+    import dataclasses
+
+    from experiments import deploy
+    from experiments.vertical import VerticalSimulationSource, party_settings
+    from federation.alignment import ChannelKeys
+    from federation.credentials import make_node_key
+    from fl_client.vertical_app import make_vertical_client_app
+    from fl_server.server_app import make_vertical_server_app
+    from fl_server.settings import vertical_server_settings
+    from fl_server.vertical_rounds import VerticalOutcome
+    from tests.fake_grid import InProcessGrid, run_server_app
+
+    settings, _ = deploy.compose_settings(SIGNED + list(extra))
+    peers = tmp_path / "peer-keys"
+    peers.mkdir(exist_ok=True)
+    for name in NODES:
+        if not (tmp_path / "keys" / name).exists():
+            public = make_node_key(tmp_path / "keys" / name)
+            (peers / f"{name}.pub").write_bytes(public.read_bytes())
+    clients = party_settings(settings, ("lender", "bureau"), tmp_path / run / "parties")
+    assert tuple(clients) == NODES
+    clients = {p: dataclasses.replace(c, channel_keys=ChannelKeys(
+        str(tmp_path / "keys" / p), str(peers), run)) for p, c in clients.items()}
+    app = make_vertical_client_app(VerticalSimulationSource(clients, settings.data,
+                                                            settings.seed))
+
+    def through_the_server(message, context):
+        if tamper is not None:
+            tamper(message)
+        return app(message, context)
+
+    grid = InProcessGrid(through_the_server, len(NODES))
+    outcome = VerticalOutcome()
+    run_server_app(make_vertical_server_app(
+        vertical_server_settings(settings, ("lender", "bureau"), tmp_path / run), outcome), grid)
+    return outcome, app, grid
+
+
+def _swap(kind, field, value):
+    from federation.protocol import CONFIG
+
+    def tamper(message) -> None:
+        if message.metadata.message_type == str(kind):
+            config = message.content[CONFIG]
+            config[field] = value(bytes(config[field]))
+    return tamper
+
+
+@pytest.mark.unit
+def test_a_holder_answers_only_the_lenders_signed_request_and_signs_its_answer(tmp_path):
+    from federation.protocol import VerticalMessage
+
+    outcome, _, _ = _signed_run(tmp_path)
+    assert outcome.error is None, outcome.error
+    assert outcome.blacklists["consortium"]["asked"] == 400
+    # the coordinator asks the holder about IDs of its choosing, with the lender's signed key
+    guesses, _ = lookup_request([f"C{10_000_000 + k}" for k in range(300)], reveal=True)
+    probe, _, _ = _signed_run(tmp_path, _swap(VerticalMessage.LIST_ANSWER, "request",
+                                              lambda _: guesses), run="run-2")
+    assert "consortium refused" in str(probe.error)
+    assert "lender's channel key is not signed" in str(probe.error)
+    # or answers in the holder's place (an altered answer: every fraudster off the list)
+    forged, _, _ = _signed_run(tmp_path, _swap(
+        VerticalMessage.PSI_INTERSECT, "consortium.response",
+        lambda r: r[:-1] + bytes([r[-1] ^ 1])), run="run-3")
+    assert "consortium's answer does not match what it signed" in str(forged.error)
+
+
+@pytest.mark.unit
+def test_a_holder_refuses_a_partys_messages_and_a_second_lookup(tmp_path):
+    from flwr.app import ConfigRecord, RecordDict
+
+    from federation.protocol import CONFIG, VerticalMessage
+    from tests.fake_grid import serving
+
+    outcome, app, grid = _signed_run(tmp_path)
+    assert outcome.error is None, outcome.error
+    holder, bureau = 100 + NODES.index("consortium"), 100 + NODES.index("bureau")
+
+    def send(node: int, kind, **config) -> str:
+        with serving():
+            message = grid.create_message(RecordDict({CONFIG: ConfigRecord(config)}),
+                                          str(kind), node, "")
+            (reply,) = grid.send_and_receive([message], timeout=30)
+        return str(reply.content[CONFIG]["refused"])
+
+    for kind in (VerticalMessage.PSI_SETUP, VerticalMessage.PSI_ANSWER,
+                 VerticalMessage.PSI_RECEIVE, VerticalMessage.EMBED):
+        assert "holds a blacklist and answers lookups only" in send(holder, kind, lender_rows=10)
+    # and a party refuses a lookup: its table is not a list
+    assert "not a blacklist holder" in send(bureau, VerticalMessage.LIST_ANSWER, asked=1)
+    # the holder answered this run's lookup once; a second is refused
+    request, _ = lookup_request(["a"], reveal=True)
+    assert "answered already" in send(holder, VerticalMessage.LIST_ANSWER, request=request,
+                                      key=b"k" * 32, asked=1)
