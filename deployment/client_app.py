@@ -450,19 +450,28 @@ def horizontal_source(context: Context) -> tuple[ClientSettings, LenderRows]:
 
 
 @functools.cache
-def _scoring_table(run_text: str, node: NodeConfig) -> PartyTable:
-    """Return the node's own rows to score: its data file, or the lender's named applicants."""
+def _scoring_table(run_text: str, node: NodeConfig, columns_text: str = "{}") -> PartyTable:
+    """Return the node's own rows to score: its data file, or the lender's named applicants.
+
+    A horizontal lender reads the columns the lenders agreed on (``columns_text``), as in
+    training, and scores all its applicants or its test split.
+    """
     run = run_settings(run_text)
     path = node.data_path
     named = run.scoring.applicants
-    if node.party == LABEL_HOLDER and named:
+    lender = node.party == LABEL_HOLDER or run.federation.mode is Mode.horizontal
+    if lender and named:
         if node.applicants_dir is None:
             raise ConfigError(f"scoring.applicants={named}: this lender's node has no "
                               "--applicants-dir to read new applicants from")
         path = run_state_dir(node.applicants_dir, named)  # one plain name inside it
-    source = PartySource(path=str(path), categorical=node.categorical, id_column=node.id_column)
+    columns = json.loads(columns_text)
+    agreed = tuple(columns.get("numeric", [])) + tuple(columns.get("categorical", []))
+    source = PartySource(path=str(path), features=agreed or None,
+                         categorical=tuple(columns["categorical"]) if agreed
+                         else node.categorical, id_column=node.id_column)
     table = load_party(node.party, source, run.data, labels=False)
-    if node.party != LABEL_HOLDER or named or run.scoring.rows is ScoringRows.all:
+    if not lender or named or run.scoring.rows is ScoringRows.all:
         return table
     return table.rows(assign_split(table.frame.index, run.seed, run.data.split) == TEST)
 
@@ -480,8 +489,10 @@ def scoring_source(context: Context) -> tuple[ClientSettings, ScoringInput]:
         return client, ScoringInput(None, PartyTable(node.party, pd.DataFrame(
             index=pd.Index(ids)), (), (), str(node.data_path)))
     model_run = run_state_dir(node.state_dir, str(context.run_config[MODEL_RUN]))
-    return client, ScoringInput(model_run / node.party / BUNDLE_DIR,
-                                _scoring_table(str(context.run_config[RUN_SETTINGS]), node))
+    columns = (str(context.run_config[COLUMNS]) if run.federation.mode is Mode.horizontal
+               else "{}")
+    return client, ScoringInput(model_run / node.party / BUNDLE_DIR, _scoring_table(
+        str(context.run_config[RUN_SETTINGS]), node, columns))
 
 
 

@@ -484,8 +484,8 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
     cfg = scoring_config(model_run, list(overrides or []))
     settings = to_settings(cfg)
     check_matches_federation(fed, settings)
-    if settings.federation.mode is not Mode.vertical:
-        raise ConfigError(f"{model_run}: deploy score scores with a vertical model's bundles; "
+    if settings.federation.mode not in (Mode.vertical, Mode.horizontal):
+        raise ConfigError(f"{model_run}: deploy score scores with a federated model's bundles; "
                           f"a {settings.federation.mode.value} model is one bundle: "
                           f"credit-fl score {model_run}")
     name = time.strftime("%Y-%m-%d_%H-%M-%S_score")
@@ -501,15 +501,20 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
+    horizontal = settings.federation.mode is Mode.horizontal
     scoring = {
-        "run": str(model_run), "mode": "vertical", "rows": settings.scoring.rows.value,
+        "run": str(model_run), "mode": settings.federation.mode.value,
+        "rows": settings.scoring.rows.value,
         "applicants": outcome.applicants, "engine": "deployment",
         "model_id": outcome.model_id, "parties": outcome.parties, "absent": outcome.absent,
         "alignment": outcome.alignment, "lender": outcome.lender, "privacy": outcome.privacy,
         "blacklists": outcome.blacklists,
         "message_rounds": outcome.message_rounds, "seconds_by_message": outcome.seconds_by_kind,
         "seconds": outcome.seconds, "communication": outcome.communication,
-        "lender_scores": str(fed.node_state(LABEL_HOLDER) / name / LABEL_HOLDER / "scores.csv"),
+        "lender_scores": {p: str(fed.node_state(p) / name / p / "scores.csv")
+                          for p in outcome.lenders} if horizontal
+        else str(fed.node_state(LABEL_HOLDER) / name / LABEL_HOLDER / "scores.csv"),
+        "lenders": outcome.lenders,
         "node_audit_logs": {p: str(fed.node_state(p) / name / p / "audit.jsonl")
                             for p in [*outcome.parties, *outcome.blacklists]},
         "server_audit_log": str(out / "server" / "audit.jsonl"),

@@ -268,7 +268,13 @@ def render_scoring(scoring: dict[str, Any], scores: pd.DataFrame | None) -> str:
         lines += ["| grade | applicants | share |", "|---|---:|---:|"]
         for grade, count in scoring["lender"]["grades"].items():
             lines.append(f"| {grade} | {count:,} | {count / n:.1%} |")
-        lines += ["", f"The scores stay at the lender: {scoring['lender_scores']}."]
+        kept = scoring["lender_scores"]
+        if isinstance(kept, dict):  # horizontal: each lender scored its own applicants
+            lines += ["", "Each lender scored its own applicants; the scores stay there:", ""]
+            lines += [f"- {lender}: {counts['rows']:,} applicants, `{kept[lender]}`"
+                      for lender, counts in scoring.get("lenders", {}).items()]
+        else:
+            lines += ["", f"The scores stay at the lender: {kept}."]
         known = scoring["lender"]["known"]
     if known:
         lines += ["", "## Who knew the applicants", "", "| party | applicants known | share |",

@@ -67,6 +67,7 @@ class ScoringMessage(StrEnum):
     INTERSECT = "query.score_intersect"  # lender: which applicants each party knows
     EMBED = "query.score_embed"  # passive: the embeddings of the applicants it knows
     SCORE = "query.score"  # lender: the scores, kept at the lender; counts to the server
+    OWN = "query.score_own"  # horizontal: each lender scores its own applicants; counts back
 
     @property
     def action(self) -> str:

@@ -22,6 +22,7 @@ from credit_data.settings import LABEL_HOLDER
 from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, ScoringMessage
 from federation.storage import write_atomic
 from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod, role_guard_mod
+from fl_client.lender_scoring import score_own_applicants
 from fl_client.list_lookup import holder_answer, is_holder
 from fl_client.node_store import load_state, save_state
 from fl_client.scoring_task import (
@@ -29,6 +30,7 @@ from fl_client.scoring_task import (
     ScoringInput,
     ScoringLender,
     ScoringParty,
+    once,
 )
 from fl_client.settings import ClientSettings
 from fl_client.vertical_app import arrays, unpack
@@ -158,6 +160,19 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
         state = load_state(settings, context)
         embeddings = unpack(msg.content.array_records.get(ARRAYS))
         table, counts = ScoringLender(settings, data).score(state, embeddings)
+        save_state(settings, context, state)
+        if settings.state_dir:  # the scores stay at the lender
+            write_atomic(Path(settings.state_dir) / settings.party / SCORES_FILE,
+                         table.to_csv(index=False, float_format="%.10g"), mode=0o600)
+        return _reply(msg, settings.party, info=counts)
+
+    @app.query(ScoringMessage.OWN.action)
+    @guarded
+    def score_own(msg: Message, context: Context, settings: ClientSettings,
+                  data: ScoringInput) -> Message:
+        state = load_state(settings, context)
+        once(state, settings.party, "score")
+        table, counts = score_own_applicants(data.bundle_dir, data.table, settings)
         save_state(settings, context, state)
         if settings.state_dir:  # the scores stay at the lender
             write_atomic(Path(settings.state_dir) / settings.party / SCORES_FILE,

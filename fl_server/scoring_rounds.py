@@ -26,6 +26,7 @@ from credit_data.errors import FederationError
 from credit_data.settings import LABEL_HOLDER
 from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, ScoringMessage
 from federation.run_settings import RunSettings
+from federation.settings import Mode
 from fl_server.rounds import wait_for_nodes
 from fl_server.vertical_rounds import Recorder, Router, Traffic
 
@@ -47,10 +48,12 @@ class ScoringServerSettings:
 def scoring_server_settings(run: RunSettings) -> ScoringServerSettings:
     """Build the scoring server's settings from the run's (the same in simulation and deployment).
 
-    One node per party of ``federation.parties``, and one per blacklist holder.
+    Vertical: one node per party of ``federation.parties``, and one per blacklist holder;
+    horizontal: one per lender.
     """
-    return ScoringServerSettings(n_nodes=len(run.federation.parties)
-                                 + len(run.blacklists.holders),
+    nodes = (run.partition.n_lenders if run.federation.mode is Mode.horizontal
+             else len(run.federation.parties) + len(run.blacklists.holders))
+    return ScoringServerSettings(n_nodes=nodes,
                                  missing_party=run.scoring.missing_party.value,
                                  round_timeout=run.federation.round_timeout,
                                  connect_timeout=run.federation.connect_timeout)
@@ -67,6 +70,7 @@ class ScoringOutcome(Traffic):
     alignment: dict[str, dict[str, Any]] = field(default_factory=dict)
     lender: dict[str, Any] = field(default_factory=dict)
     blacklists: dict[str, dict[str, Any]] = field(default_factory=dict)  # counts per holder
+    lenders: dict[str, dict[str, Any]] = field(default_factory=dict)  # horizontal: per lender
     privacy: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     error: BaseException | None = None
@@ -190,5 +194,40 @@ def run_scoring(grid: Grid, s: ScoringServerSettings,
         ARRAYS: ArrayRecord(embeddings)})})[LABEL_HOLDER]
     out.seconds["score"] = time.perf_counter() - step
     out.lender = _info(scored)
+    out.seconds["total"] = time.perf_counter() - start
+    return out
+
+
+def run_own_scoring(grid: Grid, s: ScoringServerSettings,
+                    recorder: Recorder | None = None) -> ScoringOutcome:
+    """Have every lender of a horizontal model score its own applicants: one message round.
+
+    Each lender scores with the global model it kept; the scores stay at the lender and the
+    server gets each lender's counts (rows, grades, unseen categories). Bundles of different
+    training runs are refused.
+    """
+    out = ScoringOutcome()
+    router = Router(grid, out, s.round_timeout, recorder)
+    start = time.perf_counter()
+    nodes = wait_for_nodes(grid, s.n_nodes, s.connect_timeout)
+    router.node = {f"node {n}": n for n in nodes}
+    replies = router.send(ScoringMessage.OWN, {f"node {n}": RecordDict() for n in nodes})
+    for content in replies.values():
+        party = str(content[STATUS]["party"])
+        if party in out.lenders:
+            raise FederationError(f"two nodes both say they are '{party}'")
+        out.lenders[party] = _info(content)
+    models = {counts["model_id"] for counts in out.lenders.values()}
+    if len(models) != 1:
+        raise FederationError(f"the lenders' bundles are of different models {sorted(models)}: "
+                              "bundles of different training runs cannot score together")
+    out.model_id = models.pop()
+    out.parties = sorted(out.lenders)
+    out.applicants = sum(int(c["rows"]) for c in out.lenders.values())
+    grades: dict[str, int] = {}
+    for counts in out.lenders.values():
+        for grade, n in counts["grades"].items():
+            grades[grade] = grades.get(grade, 0) + int(n)
+    out.lender = {"grades": dict(sorted(grades.items())), "known": {}}
     out.seconds["total"] = time.perf_counter() - start
     return out

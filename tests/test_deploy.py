@@ -636,3 +636,45 @@ def test_a_deployed_holder_answers_lookups_and_caps_a_lender(tmp_path_factory) -
         # a run asking past the holder's cap (1,000,000 by default: lowered by the run's) fails
         with pytest.raises(FederationError, match="consortium refuses: lender asked 1"):
             deploy.run(Path(fed.directory), ["blacklists.max_queries=1500"])
+
+
+def test_deployed_horizontal_scoring_scores_at_each_lender_with_the_global_model(
+        horizontal_federation) -> None:
+    # issue 20: every lender scores its own applicants with the bundle it kept; the scores stay
+    # there, equal to the coordinator's copy of the model on the same rows; the server counts
+    from credit_data.loading import load_population
+    from credit_data.split import TEST, assign_split
+    from credit_data.tables import PartyTable, Population
+    from experiments.local_scoring import score_with_bundle
+
+    fed, overrides = horizontal_federation
+    results = deploy.run(Path(fed.directory))
+    run_dir = _run_dir(results)
+    out, scoring = deploy.score(Path(fed.directory), run_dir, ["scoring.rows=test"])
+    assert scoring["mode"] == "horizontal" and scoring["message_rounds"] == 1
+    assert sorted(scoring["lenders"]) == sorted(fed.parties)
+    assert scoring["model_id"] == results["model"]["model_id"]
+    assert not (out / "scores.csv").exists()  # the coordinator has counts only
+    assert "Each lender scored its own applicants" in (out / "report.md").read_text()
+    settings, _ = deploy.compose_settings(overrides)
+    population = load_population(settings.data, settings.seed, labels=False)
+    total = 0
+    for lender in fed.parties:
+        scores = pd.read_csv(scoring["lender_scores"][lender], dtype={"id": str})
+        own = pd.read_csv(fed.root / "nodes" / lender / "data.csv", dtype=str).iloc[:, 0]
+        test = own[assign_split(pd.Index(own), settings.seed, settings.data.split) == TEST]
+        assert sorted(scores["id"]) == sorted(test)
+        assert scoring["lenders"][lender]["rows"] == len(scores)
+        # the coordinator's bundle on the same applicants gives the same scores
+        lender_table = population.tables["lender"]
+        cut = Population(population.name, {
+            p: (PartyTable("lender", lender_table.frame.loc[scores["id"]],
+                           lender_table.numeric, lender_table.categorical, "test")
+                if p == "lender" else t) for p, t in population.tables.items()})
+        expected, _ = score_with_bundle(run_dir / "model", cut, settings)
+        both = scores.merge(expected, on="id", suffixes=("", "_coordinator"))
+        assert len(both) == len(scores)
+        assert float((both["probability"] - both["probability_coordinator"]).abs().max()) \
+            <= 1e-6
+        total += len(scores)
+    assert scoring["applicants"] == total
