@@ -243,13 +243,14 @@ def test_the_server_routes_only_blinded_values_and_counts(with_lists):
     assert routed > 100_000  # the blinded request, sets and answers went through
 
 
+@pytest.mark.unit
 def test_a_lender_past_max_queries_is_refused_and_the_run_says_so(tmp_path):
-    with pytest.raises(CreditFLError, match=r"consortium refused: consortium refuses: lender "
-                                            r"asked 0 IDs in \d{4}-\d\d and now asks 3000 more, "
-                                            r"past the holder's max_queries of 2000"):
-        run_experiment(SMALL + ["blacklists.holders=[consortium]",
-                                "blacklists.max_queries=2000"], tmp_path)
-    assert not (tmp_path / "results.json").exists()
+    outcome, _, _ = _signed_run(tmp_path, extra=["blacklists.max_queries=300"])
+    assert re.search(r"consortium refused: consortium refuses: lender asked 0 IDs in "
+                     r"\d{4}-\d\d and now asks 400 more, past the holder's max_queries of 300",
+                     str(outcome.error)), outcome.error
+    assert not (tmp_path / "run-1" / "parties" / "consortium" / "queries.json").exists()
+    assert not (tmp_path / "run-1" / "parties" / "lender" / "model").exists()
 
 
 @pytest.mark.unit
