@@ -136,6 +136,10 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
         save_state(settings, context, state)
         metrics = {f"{p}.known": float(state.masks[p].sum()) for p in passive}
         metrics |= {f"{h}.listed": float(state.listed[h].sum()) for h in holders}
+        if holders:  # the lender's side of each lookup, in its own audit log: counts only
+            note: dict[str, int | str] = {"lookup": "scoring", "asked": len(data.table.frame)}
+            note |= {f"{h}.listed": int(state.listed[h].sum()) for h in holders}
+            context.state.config_records[AUDIT_NOTE] = ConfigRecord(cast(Any, note))
         return _reply(msg, settings.party, metrics=metrics,
                       config={f"{p}.sealed": s for p, s in sealed.items()})
 

@@ -173,6 +173,10 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
             if isinstance(hit, np.ndarray):
                 state.listed[holder] = hit
             metrics[f"{holder}.listed"] = float(np.sum(hit))
+        if hits:  # the lender's side of each lookup, in its own audit log: counts only
+            note: dict[str, int | str] = {"lookup": "training", "asked": len(rows.ids)}
+            note |= {f"{h}.listed": int(np.sum(hit)) for h, hit in hits.items()}
+            context.state.config_records[AUDIT_NOTE] = ConfigRecord(cast(Any, note))
         save_state(settings, context, state)
         return _reply(msg, settings.party, metrics,
                       config={f"{p}.sealed": s for p, s in sealed.items()})

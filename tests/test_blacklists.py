@@ -224,6 +224,13 @@ def test_a_run_with_holders_makes_the_hits_the_lenders_inputs(with_lists):
     lookup = [x for x in lines if x["event"] == "query.list_answer"]
     assert len(lookup) == 1 and lookup[0]["node"] == {"asked": 3_000, "lookup": "training"}
     assert set(lookup[0]["sent"]) == {"setup", "response", "signature"}
+    # and the lender's side of it in the lender's own log: counts, never an ID
+    lender_log = (run_dir / "parties" / "lender" / "audit.jsonl").read_text().splitlines()
+    (mine,) = [json.loads(x)["node"] for x in lender_log
+               if json.loads(x)["event"] == "query.psi_intersect"]
+    assert mine == {"lookup": "training", "asked": 3_000,
+                    "consortium.listed": b["holders"]["consortium"]["listed"],
+                    "telco.listed": b["holders"]["telco"]["listed"]}
 
 
 def test_the_server_routes_only_blinded_values_and_counts(with_lists):
