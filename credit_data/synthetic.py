@@ -35,10 +35,12 @@ fraudster does (:func:`_steal`): a larger loan (loan-to-income times ``e^{0.6}``
 through the app; on the platform, a recent device or phone change (``device_changes_12m`` up by
 1 plus Poisson(0.7)), night-time activity after the password reset (``night_activity_share`` up
 by 0.15) and loan-app shopping (``loan_app_inquiries_30d`` up by Poisson(2)); at the bureau, the
-same shopping (``inquiries_6m`` up by Poisson(2)). The fraudster does not repay (default
-probability 0.85); the victim's dispute confirms it as ``fraud`` with probability 0.6. These
-draws come from a second stream of the seed, so every other applicant's rows are those of a
-population without stolen identities.
+same shopping (``inquiries_6m`` up by Poisson(2)). The victim's dispute confirms it as
+``fraud`` with probability 0.6. Its loss is booked to fraud, as lenders keep fraud losses apart
+from credit losses: ``default_12m`` stays the draw of the person's own risk, so the credit
+label, and everything drawn from it (the horizontal partitions), is that of a population
+without stolen identities. These draws come from a second stream of the seed: every other
+applicant's rows are unchanged too.
 
 ``truth["fraud_type"]`` says which scheme an applicant is (``synthetic``, ``stolen`` or empty),
 confirmed or not; reports break fraud results down by it.
@@ -273,7 +275,7 @@ def generate(
     stolen = _steal(np.random.default_rng([seed, STOLEN_STREAM]), z, in_bureau & in_social,
                     lender, {"bureau": bureau, "social": social}, applicant_ids, labels)
     fraud_type = np.where(z["synth"], "synthetic", np.where(stolen, "stolen", ""))
-    truth = pd.DataFrame({"default_12m": np.where(stolen, STOLEN_DEFAULT, p_default),
+    truth = pd.DataFrame({"default_12m": p_default,
                           "fraud": np.where(stolen, STOLEN_CONFIRMED, 0.8 * z["synth"]),
                           "fraud_type": fraud_type}, index=lender.index)
     return Population(
@@ -290,7 +292,6 @@ def generate(
 
 STOLEN_STREAM = 21
 STOLEN_RATE = 0.012  # among established applicants: about 0.8% of all applicants
-STOLEN_DEFAULT = 0.85
 STOLEN_CONFIRMED = 0.6
 
 
@@ -315,7 +316,6 @@ def _steal(rng: np.random.Generator, z: dict[str, np.ndarray], known_everywhere:
         social.loc[ids, "night_activity_share"].to_numpy() + 0.15, 0, 1).round(3)
     social.loc[ids, "loan_app_inquiries_30d"] += rng.poisson(2.0, k)
     bureau.loc[ids, "inquiries_6m"] += rng.poisson(2.0, k)
-    labels.loc[ids, "default_12m"] = (rng.random(k) < STOLEN_DEFAULT).astype(np.int8)
     labels.loc[ids, "fraud"] = (rng.random(k) < STOLEN_CONFIRMED).astype(np.int8)
     return stolen
 

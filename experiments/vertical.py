@@ -97,9 +97,15 @@ class VerticalSimulationSource:
 
 
 def _check_settings(settings: RunSettings) -> None:
-    """Refuse what the settings alone rule out, before any data is read or Ray starts."""
+    """Refuse what the settings alone rule out, before any data is read or Ray starts.
+
+    The holders' list files are read here too: a bad one is named at once.
+    """
     p = settings.privacy
     check_privacy(p)
+    check_blacklists(settings.blacklists, tuple(settings.federation.parties))
+    if settings.data.blacklists:
+        _lists(settings, None)
     check_train(settings.train)
     if settings.model.kind is not ModelKind.split_mlp:
         raise ConfigError(f"model={settings.model.kind.value}: vertical federation trains a "
@@ -165,15 +171,21 @@ def party_settings(settings: RunSettings, parties: tuple[str, ...], state_dir: P
                                  for h in settings.blacklists.holders}
 
 
-def _lists(settings: RunSettings, population: Population) -> None:
-    """Read (or draw) the holders' lists once before the engine starts: a bad file is named."""
+def _lists(settings: RunSettings, population: Population | None) -> None:
+    """Read (or draw) the holders' lists once before training: a bad file is named.
+
+    Without the population (before any data is read) only the list files are read.
+    """
     b = settings.blacklists
+    files = settings.data.blacklists
+    extra = sorted(set(files) - set(b.holders))
+    if extra:
+        raise ConfigError(f"data.blacklists names {extra}, which blacklists.holders does not "
+                          f"list (holders: {list(b.holders)})")
     if b.holders:
-        holder_lists(b.holders, settings.data.blacklists, settings.data.id_column, population,
-                     settings.seed)
-    elif settings.data.blacklists:
-        raise ConfigError(f"data.blacklists names {sorted(settings.data.blacklists)}, but "
-                          "blacklists.holders is empty")
+        holder_lists(b.holders if population is not None else tuple(
+            h for h in b.holders if h in files), files, settings.data.id_column, population,
+            settings.seed)
 
 
 def _population(settings: RunSettings) -> tuple[Population, tuple[str, ...]]:

@@ -31,9 +31,7 @@ def test_centralized_beats_lender_alone_and_comes_near_the_oracle(default_runs):
     oracle = central["dataset"]["oracle_test_auc"]
     print(f"centralized {auc_c:.4f}, local {auc_l:.4f}, oracle {oracle:.4f}")
     assert auc_c - auc_l >= 0.05
-    # measured at seed 0: 0.0172 below the oracle before stolen identities, 0.0213 with them
-    # (the oracle knows who is one; the features show it only in part)
-    assert oracle - auc_c <= 0.025
+    assert oracle - auc_c <= 0.02
     assert local["model"]["inputs"] == {"lender": local["model"]["inputs"]["lender"]}
     assert set(central["model"]["inputs"]) == {"lender", "bureau", "social"}
 
