@@ -81,12 +81,15 @@ def role_guard_mod(settings_of: Callable[[Context], ClientSettings]) -> Mod:
 
     A blacklist holder answers its hello and the lookup only; a party never answers a lookup
     (:func:`fl_client.list_lookup.holder_refusal`). The refusal goes back in the reply (and
-    into the audit log, which this mod sits inside).
+    into the audit log, which this mod sits inside). A node's role is read once per run (a
+    deployed node's settings cost a check of its lifetime ledger).
     """
+    roles: dict[tuple[int, int], ClientSettings] = {}
 
     def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         if not msg.has_error():
-            settings = settings_of(context)
+            key = (context.run_id, context.node_id)
+            settings = roles.get(key) or roles.setdefault(key, settings_of(context))
             reason = holder_refusal(settings, msg.metadata.message_type)
             if reason is not None:
                 return Message(RecordDict({STATUS: ConfigRecord({"party": settings.party}),

@@ -337,7 +337,10 @@ def test_the_rule_on_a_hit_overrides_the_score_of_listed_applicants_only():
     assert decisions({}, 2, HitRule.decline).tolist() == ["score", "score"]
 
 
+@pytest.mark.slow
 def test_scoring_past_max_queries_is_refused_and_writes_nothing(with_lists, tmp_path):
+    """Scoring's side of the cap (an engine run); CI checks the cap on the in-process grid
+    (test_a_lender_past_max_queries_...) and the ledger itself (test_max_queries_caps_...)."""
     from experiments.scoring import score_run
 
     run_dir, _, _ = with_lists
