@@ -290,6 +290,8 @@ def test_horizontal_deployment_matches_simulation(horizontal_federation, tmp_pat
     for lender in fed.parties:
         kept = fed.node_state(lender) / run_dir.name / lender / "model" / "model.json"
         assert json.loads(kept.read_text())["model_id"] == model_id
+    # and `deploy score` on it: each lender scores its own test rows with the model it kept
+    _check_horizontal_scoring(fed, overrides, results)
 
 
 def test_a_deployed_private_run_reports_the_simulations_ledger(
@@ -638,17 +640,17 @@ def test_a_deployed_holder_answers_lookups_and_caps_a_lender(tmp_path_factory) -
             deploy.run(Path(fed.directory), ["blacklists.max_queries=1500"])
 
 
-def test_deployed_horizontal_scoring_scores_at_each_lender_with_the_global_model(
-        horizontal_federation) -> None:
-    # issue 20: every lender scores its own applicants with the bundle it kept; the scores stay
-    # there, equal to the coordinator's copy of the model on the same rows; the server counts
+def _check_horizontal_scoring(fed, overrides: list[str], results: dict) -> None:
+    """Issue 20: every lender scores its own applicants with the bundle it kept.
+
+    The scores stay at each lender and equal the coordinator's copy of the model on the same
+    rows; the server gets counts (one message round).
+    """
     from credit_data.loading import load_population
     from credit_data.split import TEST, assign_split
     from credit_data.tables import PartyTable, Population
     from experiments.local_scoring import score_with_bundle
 
-    fed, overrides = horizontal_federation
-    results = deploy.run(Path(fed.directory))
     run_dir = _run_dir(results)
     out, scoring = deploy.score(Path(fed.directory), run_dir, ["scoring.rows=test"])
     assert scoring["mode"] == "horizontal" and scoring["message_rounds"] == 1
