@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import ConfigRecord
 from omegaconf import OmegaConf
 
 from credit_data.blacklists import holder_lists, read_list, synthetic_lists
@@ -36,6 +36,7 @@ from federation.blacklist import (
     request_size,
 )
 from tests.conftest import compose_config, run_experiment
+from tests.routed import payload_values, swap
 
 TOKEN = re.compile(rb"[A-Za-z0-9_.-]{4,}")
 SMALL = ["federation=vertical", "privacy=off", "data.n_customers=3000", "train.epochs=1"]
@@ -188,17 +189,6 @@ def with_lists(tmp_path_factory):
     return run_dir, json.loads((run_dir / "results.json").read_text()), payloads
 
 
-def _values(body) -> list[object]:
-    out: list[object] = []
-    for record in body.values():
-        if isinstance(record, ArrayRecord):
-            out += [a.numpy() for a in record.values()]
-        elif isinstance(record, ConfigRecord | MetricRecord):
-            for v in record.values():
-                out += v if isinstance(v, list) else [v]
-    return out
-
-
 def test_a_run_with_holders_makes_the_hits_the_lenders_inputs(with_lists):
     run_dir, results, _ = with_lists
     b = results["federation"]["blacklists"]
@@ -241,7 +231,7 @@ def test_the_server_routes_only_blinded_values_and_counts(with_lists):
         *(set(v.ids) for v in lists.values()))
     routed = 0
     for _, _, body in payloads:
-        for value in _values(body):
+        for value in payload_values(body):
             if isinstance(value, bytes):
                 assert not {t.decode() for t in TOKEN.findall(value)} & ids
                 routed += len(value)
@@ -400,16 +390,6 @@ def _signed_run(tmp_path, tamper=None, run="run-1", extra=()):
     return outcome, app, grid
 
 
-def _swap(kind, field, value):
-    from federation.protocol import CONFIG
-
-    def tamper(message) -> None:
-        if message.metadata.message_type == str(kind):
-            config = message.content[CONFIG]
-            config[field] = value(bytes(config[field]))
-    return tamper
-
-
 @pytest.mark.unit
 def test_a_holder_answers_only_the_lenders_signed_request_and_signs_its_answer(tmp_path):
     from federation.protocol import VerticalMessage
@@ -419,12 +399,12 @@ def test_a_holder_answers_only_the_lenders_signed_request_and_signs_its_answer(t
     assert outcome.blacklists["consortium"]["asked"] == 400
     # the coordinator asks the holder about IDs of its choosing, with the lender's signed key
     guesses, _ = lookup_request([f"C{10_000_000 + k}" for k in range(300)], reveal=True)
-    probe, _, _ = _signed_run(tmp_path, _swap(VerticalMessage.LIST_ANSWER, "request",
+    probe, _, _ = _signed_run(tmp_path, swap(VerticalMessage.LIST_ANSWER, "request",
                                               lambda _: guesses), run="run-2")
     assert "consortium refused" in str(probe.error)
     assert "lender's channel key is not signed" in str(probe.error)
     # or answers in the holder's place (an altered answer: every fraudster off the list)
-    forged, _, _ = _signed_run(tmp_path, _swap(
+    forged, _, _ = _signed_run(tmp_path, swap(
         VerticalMessage.PSI_INTERSECT, "consortium.response",
         lambda r: r[:-1] + bytes([r[-1] ^ 1])), run="run-3")
     assert "consortium's answer does not match what it signed" in str(forged.error)
@@ -432,7 +412,7 @@ def test_a_holder_answers_only_the_lenders_signed_request_and_signs_its_answer(t
 
 @pytest.mark.unit
 def test_a_holder_refuses_a_partys_messages_and_a_second_lookup(tmp_path):
-    from flwr.app import ConfigRecord, RecordDict
+    from flwr.app import RecordDict
 
     from federation.protocol import CONFIG, VerticalMessage
     from tests.fake_grid import serving

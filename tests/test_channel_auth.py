@@ -24,6 +24,7 @@ from fl_server.server_app import make_vertical_server_app
 from fl_server.settings import vertical_server_settings
 from fl_server.vertical_rounds import VerticalOutcome
 from tests.fake_grid import InProcessGrid, run_server_app
+from tests.routed import swap
 
 pytestmark = pytest.mark.unit
 
@@ -65,14 +66,6 @@ def _run(tmp_path, tamper=None, signed=("lender", "bureau"), run="run-1"):
     return outcome
 
 
-def _swap(kind: VerticalMessage, field: str, value):
-    def tamper(message: Message) -> None:
-        if message.metadata.message_type == str(kind):
-            config = message.content[CONFIG]
-            config[field] = value(bytes(config[field]))
-    return tamper
-
-
 def _attackers_key(_: bytes) -> bytes:
     return X25519PrivateKey.generate().public_key().public_bytes_raw()
 
@@ -84,19 +77,19 @@ def test_signed_keys_align_as_before(tmp_path):
 
 
 def test_a_server_that_swaps_the_lenders_key_is_refused_by_the_party(tmp_path):
-    outcome = _run(tmp_path, _swap(VerticalMessage.PSI_ANSWER, "key", _attackers_key))
+    outcome = _run(tmp_path, swap(VerticalMessage.PSI_ANSWER, "key", _attackers_key))
     assert "bureau" in str(outcome.error)
     assert "lender's channel key is not signed" in str(outcome.error)
 
 
 def test_a_server_that_swaps_the_partys_key_is_refused_by_the_lender(tmp_path):
-    outcome = _run(tmp_path, _swap(VerticalMessage.PSI_INTERSECT, "bureau.key",
+    outcome = _run(tmp_path, swap(VerticalMessage.PSI_INTERSECT, "bureau.key",
                                    _attackers_key))
     assert "bureau's channel key is not signed" in str(outcome.error)
 
 
 def test_a_stripped_signature_is_refused(tmp_path):
-    outcome = _run(tmp_path, _swap(VerticalMessage.PSI_ANSWER, "key", lambda k: k[:32]))
+    outcome = _run(tmp_path, swap(VerticalMessage.PSI_ANSWER, "key", lambda k: k[:32]))
     assert "not signed" in str(outcome.error)
 
 
@@ -110,11 +103,11 @@ def test_a_key_signed_by_another_party_or_for_another_run_is_refused(tmp_path):
             captured["lender"] = bytes(message.content[CONFIG]["key"])
     assert _run(tmp_path, capture).error is None
     # the bureau's own, validly signed key, handed to the bureau as if it were the lender's
-    mirrored = _run(tmp_path, _swap(VerticalMessage.PSI_ANSWER, "key",
+    mirrored = _run(tmp_path, swap(VerticalMessage.PSI_ANSWER, "key",
                                     lambda _: captured["bureau"]), run="run-2")
     assert "lender's channel key is not signed" in str(mirrored.error)
     # the lender's key of run 1, replayed in run 2
-    replayed = _run(tmp_path, _swap(VerticalMessage.PSI_ANSWER, "key",
+    replayed = _run(tmp_path, swap(VerticalMessage.PSI_ANSWER, "key",
                                     lambda _: captured["lender"]), run="run-2b")
     assert "lender's channel key is not signed" in str(replayed.error)
 
@@ -124,10 +117,10 @@ def test_a_genuine_key_with_the_servers_own_psi_messages_is_refused(tmp_path):
     from federation.alignment import LenderAlignment
 
     guesses = LenderAlignment([f"guess-{i}" for i in range(50)]).request()[0]
-    probe = _run(tmp_path, _swap(VerticalMessage.PSI_ANSWER, "request", lambda _: guesses))
+    probe = _run(tmp_path, swap(VerticalMessage.PSI_ANSWER, "request", lambda _: guesses))
     assert "lender's channel key is not signed" in str(probe.error)
     # or hands the lender a set of its own to count the lender's applicants against
-    fake = _run(tmp_path, _swap(VerticalMessage.PSI_INTERSECT, "bureau.response",
+    fake = _run(tmp_path, swap(VerticalMessage.PSI_INTERSECT, "bureau.response",
                                 lambda r: r[:-1] + bytes([r[-1] ^ 1])), run="run-x")
     assert "bureau's channel key is not signed" in str(fake.error)
 

@@ -10,7 +10,6 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from sklearn.metrics import roc_auc_score
 
 from credit_data.errors import ConfigError
@@ -21,6 +20,7 @@ from experiments.config import to_settings
 from experiments.vertical import run_vertical
 from federation.alignment import LenderAlignment, PartyAlignment
 from tests.conftest import compose_config, independent_epsilon, run_experiment
+from tests.routed import payload_values
 
 VERTICAL = ["federation=vertical", "privacy=off"]
 SMALL = ["data.n_customers=50000"]
@@ -137,17 +137,6 @@ def test_results_report_alignment_communication_and_lift(synthetic):
     assert "Vertical federation" in (run_dir / "report.md").read_text()
 
 
-def _values(body) -> list[object]:
-    out: list[object] = []
-    for record in body.values():
-        if isinstance(record, ArrayRecord):
-            out += [a.numpy() for a in record.values()]
-        elif isinstance(record, ConfigRecord | MetricRecord):
-            for v in record.values():
-                out += v if isinstance(v, list) else [v]
-    return out
-
-
 def test_no_routed_payload_holds_a_feature_value_a_label_or_an_id(synthetic):
     payloads = synthetic["payloads"]
     assert len(payloads) > 20
@@ -168,7 +157,7 @@ def test_no_routed_payload_holds_a_feature_value_a_label_or_an_id(synthetic):
                      known).mean()
     labels_seen = 0
     for _, _, body in payloads:
-        for value in _values(body):
+        for value in payload_values(body):
             if isinstance(value, np.ndarray):
                 assert value.dtype == np.float32, value.dtype
                 flat = value.ravel()
