@@ -61,7 +61,15 @@ from credit_data.settings import LABEL_HOLDER, PartySource
 from credit_data.split import TEST, assign_split, check_label_splits
 from credit_data.tables import PartyTable
 from credit_data.vertical import NodeRows
-from deployment.run_config import COLUMNS, MODEL_RUN, RUN_NAME, RUN_SETTINGS, TASK, run_settings
+from deployment.run_config import (
+    COLUMNS,
+    MODEL_RUN,
+    RUN_NAME,
+    RUN_SETTINGS,
+    SCORING_TASKS,
+    TASK,
+    run_settings,
+)
 from federation.alignment import ChannelKeys
 from federation.lifetime_budget import LifetimeBudget, dataset_fingerprint, spend_figures
 from federation.protocol import CONFIG, STATUS, reported_epsilon
@@ -321,7 +329,8 @@ def _settings(context: Context) -> tuple[RunSettings, NodeConfig, ClientSettings
     client = client_settings(run, node.party, str(run_dir), privacy=node_privacy(
         run.privacy.for_party(node.party), _budget(node).left(spender), node.reproducible_noise),
         channel_keys=keys, psi_cache=str(node.state_dir / PSI_CACHE))  # never the run's path
-    if node.party in run.blacklists.holders:  # its own cap and mode; its ledger kept for good
+    if node.party != LABEL_HOLDER:  # a holder's, or a party's in a scoring service: its own
+        # cap and mode; its ledger kept for good
         client = dataclasses.replace(client, blacklists=holder_settings(run.blacklists, node),
                                      list_ledger=str(node.state_dir))
     return run, node, client
@@ -449,7 +458,6 @@ def horizontal_source(context: Context) -> tuple[ClientSettings, LenderRows]:
                                 str(context.run_config[COLUMNS]), node)
 
 
-@functools.cache
 def _scoring_table(run_text: str, node: NodeConfig, columns_text: str = "{}") -> PartyTable:
     """Return the node's own rows to score: its data file, or the lender's named applicants.
 
@@ -457,8 +465,32 @@ def _scoring_table(run_text: str, node: NodeConfig, columns_text: str = "{}") ->
     training, and scores all its applicants or its test split.
     """
     run = run_settings(run_text)
+    return _rows_to_score(run_text, node, columns_text, run.scoring.applicants, run.scoring.rows)
+
+
+def _request_table(run_text: str, node: NodeConfig, request: dict[str, Any]) -> PartyTable:
+    """Return the applicants of one scoring service request.
+
+    ``{"applicants": <file>}``: a file in the node's ``--applicants-dir``; ``{"rows": "test"}``
+    (or ``all``): its own data file's test split (or all of it).
+    """
+    named, rows = request.get("applicants"), request.get("rows", "all")
+    if named is not None and not isinstance(named, str):
+        raise ConfigError(f"scoring request {request.get('id')}: 'applicants' names a file, "
+                          f"got {named!r}")
+    try:
+        which = ScoringRows(rows)
+    except ValueError as exc:
+        raise ConfigError(f"scoring request {request.get('id')}: 'rows' must be one of "
+                          f"{[r.value for r in ScoringRows]}, got {rows!r}") from exc
+    return _rows_to_score(run_text, node, "{}", named or None, which)
+
+
+@functools.lru_cache(maxsize=8)
+def _rows_to_score(run_text: str, node: NodeConfig, columns_text: str, named: str | None,
+                   rows: ScoringRows) -> PartyTable:
+    run = run_settings(run_text)
     path = node.data_path
-    named = run.scoring.applicants
     lender = node.party == LABEL_HOLDER or run.federation.mode is Mode.horizontal
     if lender and named:
         if node.applicants_dir is None:
@@ -471,7 +503,7 @@ def _scoring_table(run_text: str, node: NodeConfig, columns_text: str = "{}") ->
                          categorical=tuple(columns["categorical"]) if agreed
                          else node.categorical, id_column=node.id_column)
     table = load_party(node.party, source, run.data, labels=False)
-    if not lender or named or run.scoring.rows is ScoringRows.all:
+    if not lender or named or rows is ScoringRows.all:
         return table
     return table.rows(assign_split(table.frame.index, run.seed, run.data.split) == TEST)
 
@@ -491,8 +523,11 @@ def scoring_source(context: Context) -> tuple[ClientSettings, ScoringInput]:
     model_run = run_state_dir(node.state_dir, str(context.run_config[MODEL_RUN]))
     columns = (str(context.run_config[COLUMNS]) if run.federation.mode is Mode.horizontal
                else "{}")
-    return client, ScoringInput(model_run / node.party / BUNDLE_DIR, _scoring_table(
-        str(context.run_config[RUN_SETTINGS]), node, columns))
+    run_text = str(context.run_config[RUN_SETTINGS])
+    serving = (str(context.run_config.get(TASK, "")) == "serve" and node.party == LABEL_HOLDER)
+    return client, ScoringInput(
+        model_run / node.party / BUNDLE_DIR, _scoring_table(run_text, node, columns),
+        functools.partial(_request_table, run_text, node) if serving else None)
 
 
 
@@ -507,7 +542,7 @@ class _ByMode(ClientApp):
 
     def __call__(self, message: Message, context: Context) -> Message:
         run = run_settings(str(context.run_config[RUN_SETTINGS]))
-        if str(context.run_config.get(TASK, "train")) == "score":
+        if str(context.run_config.get(TASK, "train")) in SCORING_TASKS:
             if run.resume is not None:  # it would count this request under an earlier one's
                 party = str(context.node_config.get("party", "node"))
                 return _refusal(message, party, f"{party}: a scoring request is not resumed "

@@ -62,9 +62,10 @@ def _parser() -> argparse.ArgumentParser:
                         "name (scoring.applicants=<file>)")
     p.add_argument("--id-column", help="the ID column (default: the run's data.id_column)")
     p.add_argument("--max-queries", type=int,
-                   help="blacklist holder: the IDs one lender may ask this node per calendar "
-                        "month; past it the node refuses (default 1000000; a run's "
-                        "blacklists.max_queries may lower it, never raise it)")
+                   help="blacklist holder, or a passive party of a scoring service: the IDs "
+                        "one lender may ask this node per calendar month; past it the node "
+                        "refuses (default 1000000; a run's blacklists.max_queries may lower "
+                        "it, never raise it)")
     p.add_argument("--list-mode", choices=("lookup", "cardinality"), default="lookup",
                    help="blacklist holder: tell a lender which of its applicants are on the "
                         "list (lookup, default) or only how many (cardinality)")

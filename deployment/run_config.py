@@ -18,7 +18,9 @@ RUN_DIR = "run-dir"
 COLUMNS = "columns"
 """Horizontal federation: the columns the lenders agreed on, as JSON."""
 TASK = "task"
-"""``train`` (the default) or ``score``: scoring applicants with a trained model's bundles."""
+"""``train`` (the default), ``score`` (one scoring request with a trained model's bundles) or
+``serve`` (a scoring service: one run that answers many requests)."""
+SCORING_TASKS = ("score", "serve")
 MODEL_RUN = "model-run"
 """Scoring: the training run whose bundles each node loads (a run name at every node)."""
 OUTCOME = Path("server") / "outcome.pkl"

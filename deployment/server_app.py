@@ -24,6 +24,7 @@ from federation.settings import Mode
 from federation.storage import write_atomic
 from fl_server.rounds import run_federation
 from fl_server.scoring_rounds import run_own_scoring, run_scoring, scoring_server_settings
+from fl_server.scoring_service import run_scoring_service
 from fl_server.server_app import audited, audited_in
 from fl_server.settings import horizontal_server_settings, vertical_server_settings
 from fl_server.vertical_rounds import run_vertical_federation
@@ -44,10 +45,14 @@ def main(grid: Grid, context: Context) -> None:
     run = run_settings(str(context.run_config[RUN_SETTINGS]))
     run_dir = Path(str(context.run_config[RUN_DIR]))
     try:
-        if str(context.run_config.get(TASK, "train")) == "score":
+        task = str(context.run_config.get(TASK, "train"))
+        if task == "serve":
+            outcome: Any = run_scoring_service(audited_in(grid, run_dir),
+                                               scoring_server_settings(run), run_dir)
+        elif task == "score":
             scoring = (run_own_scoring if run.federation.mode is Mode.horizontal
                        else run_scoring)  # each lender on its own, or the parties together
-            outcome: Any = scoring(audited_in(grid, run_dir), scoring_server_settings(run))
+            outcome = scoring(audited_in(grid, run_dir), scoring_server_settings(run))
         elif run.federation.mode is Mode.vertical:
             parties = tuple(run.federation.parties)
             server = vertical_server_settings(run, parties, run_dir)

@@ -16,8 +16,14 @@
     its own bundle and rows; the scores stay at the lender; ``scoring.json`` and ``report.md``
     (counts only) go to the scoring directory. ``scoring.rows=test`` scores the run's test
     rows again; ``scoring.applicants=<file>`` a file in the lender node's ``--applicants-dir``.
+``serve <run dir> [key=value ...]``
+    Start a scoring service with that (vertical) run's bundles: one Flower run that stays up;
+    ``score`` with the same run directory then hands it each request (two message rounds)
+    instead of starting a run (:mod:`experiments.served`).
+``stop-service``
+    Stop the scoring service.
 ``down``
-    Stop every process ``up`` started.
+    Stop every process ``up`` started (a scoring service too).
 ``all [key=value ...]``
     ``up``, ``run`` and ``down`` in one go; ``down`` also runs when something fails.
 
@@ -146,7 +152,7 @@ def compose_settings(overrides: list[str]) -> tuple[RunSettings, dict[str, Any]]
     return settings, plain
 
 
-def _flwr_bin() -> str:
+def flwr_bin() -> str:
     """Return the ``flwr`` command of this environment."""
     return shutil.which("flwr", path=str(Path(sys.executable).parent)) or "flwr"
 
@@ -303,7 +309,7 @@ def up(directory: Path, overrides: list[str],
             fed.superlink, "--root-certificates", str(creds.ca_cert), "--secret-file",
             str(secret), "--token-dir", str(fed.root / "superlink" / "tokens")]
         _start_superlink(fed)
-        flwr = _flwr_bin()
+        flwr = flwr_bin()
         registering = [subprocess.Popen(
             [flwr, "supernode", "register", str(make_node_key(fed.root / "keys" / party)),
              CONNECTION], env=fed.env(), cwd=ROOT, stdout=subprocess.PIPE,
@@ -384,6 +390,7 @@ def down(directory: Path) -> list[str]:
     _stop([pid for name, pid in fed.pids.items() if name != "superlink"])  # nodes first
     if "superlink" in fed.pids:
         _stop([fed.pids["superlink"]])
+    (directory / "service.json").unlink(missing_ok=True)  # a scoring service ends with them
     path.unlink()
     return list(fed.pids)
 
@@ -451,7 +458,7 @@ def _flwr_run(fed: Federation, run_dir: Path, config: dict[str, str], timeout: f
     config_file.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()))
     with (run_dir / "flwr_run.log").open("w") as log:
         try:
-            subprocess.run([_flwr_bin(), "run", str(APP_DIR), CONNECTION, "--run-config",
+            subprocess.run([flwr_bin(), "run", str(APP_DIR), CONNECTION, "--run-config",
                             str(config_file), "--stream"], env=fed.env(), cwd=ROOT,
                            stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False,
                            start_new_session=True)  # a Ctrl-C is ours to handle, not flwr's
@@ -562,7 +569,7 @@ def stop_run(fed: Federation, run_dir: Path) -> str:
     if found is None:
         return "the run had not started on the federation"
     run_id = found.group(1)
-    done = subprocess.run([_flwr_bin(), "stop", run_id, CONNECTION], env=fed.env(), cwd=ROOT,
+    done = subprocess.run([flwr_bin(), "stop", run_id, CONNECTION], env=fed.env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=60, check=False)
     if done.returncode != 0:
         return (f"stopping run {run_id} on the federation failed ({done.stdout.strip()} "
@@ -610,7 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command line; see the module docstring."""
     parser = argparse.ArgumentParser(prog="python -m experiments.deploy",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("up", "run", "score", "down", "all"))
+    parser.add_argument("command", choices=("up", "run", "score", "serve", "stop-service",
+                                            "down", "all"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for experiments.run")
     parser.add_argument("--dir", type=Path, default=ROOT / "deploy")
     parser.add_argument("--node-max-epsilon", action="append", default=[],
@@ -625,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     try:
+        from experiments import served  # it builds on this module
+
         if args.command == "down":
             stopped = down(args.dir)
             print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
@@ -634,11 +644,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"SuperLink {fed.superlink} (TLS, node authentication); nodes: "
                   f"{', '.join(fed.parties)}; logs in {fed.root / 'logs'}")
             return 0
+        if args.command in ("score", "serve") and not args.overrides:
+            raise ConfigError(f"deploy {args.command} <run dir> [key=value ...]: name the run "
+                              "whose bundles score")
+        if args.command == "serve":
+            status = served.serve(args.dir, Path(args.overrides[0]), args.overrides[1:])
+            print(f"scoring service of {status['model_run']} ready: tables {status['tables']}; "
+                  f"`deploy score {status['model_run']} scoring.applicants=<file>` sends it a "
+                  "request, `deploy stop-service` stops it")
+            return 0
+        if args.command == "stop-service":
+            last = served.stop(args.dir)
+            print("no scoring service was up" if last is None
+                  else f"scoring service stopped after {last.get('requests', 0)} requests")
+            return 0
         if args.command == "score":
-            if not args.overrides:
-                raise ConfigError("deploy score <run dir> [key=value ...]: name the run whose "
-                                  "bundles score")
-            out, _ = score(args.dir, Path(args.overrides[0]), args.overrides[1:])
+            model_run = Path(args.overrides[0]).resolve()
+            service = served.running(Federation.load(args.dir))
+            by = (served.score if service is not None
+                  and Path(service["model_run"]) == model_run else score)
+            out, _ = by(args.dir, model_run, args.overrides[1:])
             print((out / "report.md").read_text())
             print(f"Scoring directory: {out}")
             return 0

@@ -184,13 +184,15 @@ def open_key(auth: ChannelAuth | None, blob: bytes, sender: str, answers: bytes 
     return blob[:KEY_BYTES] if auth is None else auth.open(blob, sender, answers)
 
 
-def _shared_key(own: X25519PrivateKey, peer: bytes, party: str) -> bytes:
+def shared_key(own: X25519PrivateKey, peer: bytes, party: str) -> bytes:
+    """Agree a channel key with ``peer`` (X25519, HKDF-SHA256 bound to ``party``)."""
     secret = own.exchange(X25519PublicKey.from_public_bytes(peer))
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                 info=f"credit-fl alignment {party}".encode()).derive(secret)
 
 
-def _public(key: X25519PrivateKey) -> bytes:
+def public_bytes(key: X25519PrivateKey) -> bytes:
+    """Return the raw X25519 public key of ``key``."""
     return key.public_key().public_bytes(serialization.Encoding.Raw,
                                          serialization.PublicFormat.Raw)
 
@@ -282,7 +284,7 @@ class LenderAlignment:
 
     def request(self) -> tuple[bytes, bytes]:
         """Blinded IDs for every party, and the lender's public channel key."""
-        return self._psi.CreateRequest(self.ids).SerializeToString(), _public(self._channel)
+        return self._psi.CreateRequest(self.ids).SerializeToString(), public_bytes(self._channel)
 
     def intersect(self, party: str, setup: bytes, response: bytes,
                   party_key: bytes) -> tuple[bytes, np.ndarray]:
@@ -295,7 +297,7 @@ class LenderAlignment:
                          dtype=np.int64)] = True
         plain = "\n".join(self.ids[i] for i in np.flatnonzero(found)).encode()
         nonce = os.urandom(_NONCE)
-        sealed = nonce + AESGCM(_shared_key(self._channel, party_key, party)).encrypt(
+        sealed = nonce + AESGCM(shared_key(self._channel, party_key, party)).encrypt(
             nonce, plain, party.encode())
         return sealed, found
 
@@ -350,8 +352,8 @@ class PartyAlignment:
         client_request.ParseFromString(request)
         response = self._psi.ProcessRequest(client_request)
         channel = X25519PrivateKey.generate()
-        self._key = _shared_key(channel, lender_key, self.party)
-        return response.SerializeToString(), _public(channel)
+        self._key = shared_key(channel, lender_key, self.party)
+        return response.SerializeToString(), public_bytes(channel)
 
     @property
     def channel_key(self) -> bytes:

@@ -68,6 +68,11 @@ class ScoringMessage(StrEnum):
     EMBED = "query.score_embed"  # passive: the embeddings of the applicants it knows
     SCORE = "query.score"  # lender: the scores, kept at the lender; counts to the server
     OWN = "query.score_own"  # horizontal: each lender scores its own applicants; counts back
+    SERVE_TABLE = "query.serve_table"  # passive: its sealed embeddings, once per service
+    SERVE_OPEN = "query.serve_open"  # lender: opens and keeps the parties' tables
+    SERVE_NEXT = "query.serve_next"  # lender: the next request from its inbox, blinded
+    SERVE_EVAL = "query.serve_eval"  # passive: the request's points times its key
+    SERVE_SCORE = "query.serve_score"  # lender: opens the embeddings, scores; counts back
 
     @property
     def action(self) -> str:

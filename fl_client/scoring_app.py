@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
@@ -32,6 +33,7 @@ from fl_client.scoring_task import (
     ScoringParty,
     once,
 )
+from fl_client.served_scoring import STOP, ServedLender, ServedParty
 from fl_client.settings import ClientSettings
 from fl_client.vertical_app import arrays, unpack
 
@@ -86,8 +88,12 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
         if settings.party != LABEL_HOLDER:
             node = ScoringParty(settings, data)
             return _reply(msg, settings.party, info=node.hello() | {"rows": len(node.ids)})
-        lender = ScoringLender(settings, data)
         state = load_state(settings, context)
+        if _config(msg).get("serve"):  # a scoring service: the lender's channel key only
+            served, key = ServedLender(settings, data, data.applicants).hello(state)
+            save_state(settings, context, state)
+            return _reply(msg, settings.party, info=served, config={"key": key})
+        lender = ScoringLender(settings, data)
         request, key = lender.request(state)
         save_state(settings, context, state)
         return _reply(msg, settings.party, info=lender.hello() | {
@@ -183,4 +189,85 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
                          table.to_csv(index=False, float_format="%.10g"), mode=0o600)
         return _reply(msg, settings.party, info=counts)
 
+    _serve(app, guarded)
     return app
+
+
+def _serve(app: ClientApp, guarded: Callable[[Callable[[Message, Context, ClientSettings,
+                                                       ScoringInput], Message]],
+                                             Callable[[Message, Context], Message]]) -> None:
+    """Add a scoring service's handlers (:mod:`fl_server.scoring_service`) to ``app``."""
+
+    @app.query(ScoringMessage.SERVE_TABLE.action)
+    @guarded
+    def serve_table(msg: Message, context: Context, settings: ClientSettings,
+                    data: ScoringInput) -> Message:
+        state = load_state(settings, context)
+        sealed, key, info = ServedParty(settings, data).sealed_table(
+            state, cast(bytes, _config(msg)["key"]))
+        save_state(settings, context, state)
+        # a release drawn now is counted now, once: later services reuse it
+        spent = ({"scoring_epsilon": float(info["epsilon_per_new_applicant"])}
+                 if "epsilon_per_new_applicant" in info else None)
+        return _reply(msg, settings.party, info=info, metrics=spent, config={"key": key},
+                      values={"table": np.frombuffer(sealed, dtype=np.uint8)})
+
+    @app.query(ScoringMessage.SERVE_OPEN.action)
+    @guarded
+    def serve_open(msg: Message, context: Context, settings: ClientSettings,
+                   data: ScoringInput) -> Message:
+        config, state = _config(msg), load_state(settings, context)
+        tables = unpack(msg.content.array_records.get(ARRAYS))
+        sizes = ServedLender(settings, data, data.applicants).open_tables(state, {
+            str(p): (cast(bytes, config[f"{p}.key"]), tables[str(p)].tobytes())
+            for p in cast(list[str], config.get("passive", []))})
+        save_state(settings, context, state)
+        return _reply(msg, settings.party, metrics={f"{p}.rows": float(n)
+                                                    for p, n in sizes.items()})
+
+    @app.query(ScoringMessage.SERVE_NEXT.action)
+    @guarded
+    def serve_next(msg: Message, context: Context, settings: ClientSettings,
+                   data: ScoringInput) -> Message:
+        lender = ServedLender(settings, data, data.applicants)
+        request = lender.next_request(float(cast(float, _config(msg).get("wait", 20.0))))
+        if request is None:
+            return _reply(msg, settings.party, config={"state": "idle"})
+        if request.get(STOP):
+            return _reply(msg, settings.party, config={"state": "stop"})
+        state = load_state(settings, context)
+        try:
+            rows, sealed = lender.blind(state, request)
+        except REFUSED as exc:  # this request's fault: named for it, the service goes on
+            return _reply(msg, settings.party, config={
+                "state": "refused", "request": request["id"], "refused_request": str(exc)})
+        save_state(settings, context, state)
+        context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+            {"request": str(request["id"]), "asked": rows})
+        return _reply(msg, settings.party, metrics={"rows": float(rows)},
+                      config={"state": "request", "request": request["id"]}
+                      | {f"{p}.sealed": s for p, s in sealed.items()})
+
+    @app.query(ScoringMessage.SERVE_EVAL.action)
+    @guarded
+    def serve_eval(msg: Message, context: Context, settings: ClientSettings,
+                   data: ScoringInput) -> Message:
+        state = load_state(settings, context)
+        evaluated, asked = ServedParty(settings, data).evaluate(
+            state, cast(bytes, _config(msg)["sealed"]))
+        save_state(settings, context, state)
+        context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+            {"lookup": "scoring service", "asked": asked})
+        return _reply(msg, settings.party, metrics={"asked": float(asked)},
+                      config={"evaluated": evaluated})
+
+    @app.query(ScoringMessage.SERVE_SCORE.action)
+    @guarded
+    def serve_score(msg: Message, context: Context, settings: ClientSettings,
+                    data: ScoringInput) -> Message:
+        config, state = _config(msg), load_state(settings, context)
+        request, _, counts = ServedLender(settings, data, data.applicants).score(
+            state, {str(p): cast(bytes, config[f"{p}.evaluated"])
+                    for p in cast(list[str], config.get("passive", []))})
+        save_state(settings, context, state)
+        return _reply(msg, settings.party, info=counts | {"request": request})

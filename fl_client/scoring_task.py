@@ -10,6 +10,7 @@ noisy release where the model was trained with embedding noise) and the lender s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,8 @@ class ScoringInput:
 
     bundle_dir: Path | None  # None at a blacklist holder: it holds a list, no bundle
     table: PartyTable
+    applicants: Callable[[dict[str, Any]], PartyTable] | None = None
+    """A scoring service's lender: reads one request's applicants (the request as it came)."""
 
 
 def model_settings(manifest: dict[str, Any]) -> ModelSettings:

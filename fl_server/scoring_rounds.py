@@ -91,11 +91,17 @@ def _info(content: RecordDict) -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(str(content[CONFIG]["info"])))
 
 
-def _hello(grid: Grid, router: Router, out: ScoringOutcome, s: ScoringServerSettings
-           ) -> tuple[ConfigRecord, tuple[str, ...], tuple[str, ...]]:
+def hello(grid: Grid, router: Router, out: ScoringOutcome, s: ScoringServerSettings, *,
+          serve: bool = False) -> tuple[ConfigRecord, tuple[str, ...], tuple[str, ...]]:
+    """Check every node's bundle against the lender's model; return the lender's hello.
+
+    Returns the lender's config (its blinded request, or with ``serve`` its channel key for a
+    scoring service), the passive parties present and the blacklist holders present.
+    """
     nodes = wait_for_nodes(grid, s.n_nodes, s.connect_timeout)
     router.node = {f"node {n}": n for n in nodes}
-    replies = router.send(ScoringMessage.HELLO, {f"node {n}": RecordDict() for n in nodes})
+    replies = router.send(ScoringMessage.HELLO, {f"node {n}": _config(serve=1) if serve
+                                                 else RecordDict() for n in nodes})
     router.node = {}
     hellos: dict[str, RecordDict] = {}
     for name, content in replies.items():
@@ -141,7 +147,7 @@ def run_scoring(grid: Grid, s: ScoringServerSettings,
     out = ScoringOutcome()
     router = Router(grid, out, s.round_timeout, recorder)
     start = time.perf_counter()
-    request, passive, holders = _hello(grid, router, out, s)
+    request, passive, holders = hello(grid, router, out, s)
     out.seconds["hello"] = time.perf_counter() - start
     embeddings: dict[str, Any] = {}
     if passive or holders:  # a holder answers beside the parties: no round of its own

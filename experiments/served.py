@@ -1,0 +1,217 @@
+"""A scoring service on a running deployment: start it, send it requests, stop it.
+
+``deploy serve <run dir>`` starts one Flower run that keeps the model's bundles loaded and the
+parties' sealed tables at the lender (:mod:`fl_server.scoring_service`); ``deploy score <run
+dir> scoring.applicants=<file>`` then hands the request to it instead of starting a run of its
+own; ``deploy stop-service`` ends it (``deploy down`` stops everything). A request costs the
+lender's reply to the message waiting for it and two message rounds, not a new ``flwr run``
+and five rounds.
+
+On a loopback deployment this module plays the lender's operator too: it drops the request in
+the lender node's inbox (``<lender state>/<service>/lender/inbox/<request>.json``), as the
+lender's own systems would on its machine. The coordinator's side, ``requests/<request>.json``
+in the service's directory, holds counts only.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from credit_data.errors import ConfigError, DeployError
+from credit_data.settings import LABEL_HOLDER
+from deployment.run_config import COLUMNS, MODEL_RUN, OUTCOME, RUN_DIR, RUN_NAME, RUN_SETTINGS, TASK
+from experiments.deploy import (
+    APP_DIR,
+    CONNECTION,
+    ROOT,
+    Federation,
+    check_matches_federation,
+    flwr_bin,
+    stop_run,
+)
+from experiments.scoring import render_scoring, scoring_config, to_settings
+from federation.settings import Mode
+from federation.storage import write_atomic
+from fl_client.served_scoring import INBOX, REQUESTS, STOP
+from fl_server.scoring_service import REQUESTS as SERVER_REQUESTS
+from fl_server.scoring_service import SERVICE_FILE
+
+SERVICE = "service.json"
+"""In the federation's directory: the scoring service that is up (its directory and model)."""
+POLL = 0.005
+
+
+def _outcome(out: Path) -> dict[str, Any] | None:
+    path = out / OUTCOME
+    if not path.is_file():
+        return None
+    return pickle.loads(path.read_bytes())  # type: ignore[no-any-return]  # noqa: S301 (ours)
+
+
+def running(fed: Federation) -> dict[str, Any] | None:
+    """Return the service that is up on ``fed`` (None when none is, or it has ended)."""
+    path = fed.root / SERVICE
+    if not path.is_file():
+        return None
+    service: dict[str, Any] = json.loads(path.read_text())
+    if _outcome(Path(service["dir"])) is not None or "superlink" not in fed.pids:
+        path.unlink()
+        return None
+    return service
+
+
+def serve(directory: Path, model_run: Path, overrides: list[str] | None = None,
+          timeout: float = 600.0) -> dict[str, Any]:
+    """Start a scoring service with ``model_run``'s bundles; return its status once it is ready.
+
+    Ready means every node checked its bundle and each party's sealed table is at the lender
+    (built once per model and table, then read from the party's disk).
+    """
+    fed = Federation.load(directory)
+    model_run = model_run.resolve()
+    up = running(fed)
+    if up is not None:
+        raise DeployError(f"a scoring service of {up['model_run']} is already up "
+                          f"({up['dir']}); stop it first: deploy stop-service")
+    cfg = scoring_config(model_run, list(overrides or []))
+    settings = to_settings(cfg)
+    check_matches_federation(fed, settings)
+    if settings.federation.mode is not Mode.vertical:
+        raise ConfigError(f"{model_run}: a scoring service serves a vertical model; a "
+                          f"{settings.federation.mode.value} model scores in one round: "
+                          f"deploy score {model_run}")
+    name = time.strftime("%Y-%m-%d_%H-%M-%S_serve")
+    out = model_run / "service" / name
+    out.mkdir(parents=True)
+    config = {RUN_SETTINGS: json.dumps(OmegaConf.to_container(cfg, resolve=True)),
+              RUN_NAME: name, RUN_DIR: str(out), COLUMNS: json.dumps(fed.columns),
+              TASK: "serve", MODEL_RUN: model_run.name}
+    config_file = out / "run_config.toml"
+    config_file.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()))
+    with (out / "flwr_run.log").open("w") as log:  # submits the run and returns
+        subprocess.run([flwr_bin(), "run", str(APP_DIR), CONNECTION, "--run-config",
+                        str(config_file)], env=fed.env(), cwd=ROOT, stdout=log,
+                       stderr=subprocess.STDOUT, timeout=120, check=False,
+                       start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        status = out / SERVICE_FILE
+        if status.is_file():
+            break
+        found = _outcome(out)
+        if found is not None:
+            shutil.rmtree(out, ignore_errors=True)
+            if "error" in found:
+                raise found["error"]
+            raise DeployError("the scoring service stopped before it was ready")
+        if time.monotonic() > deadline:
+            stopped = stop_run(fed, out)
+            raise DeployError(f"the scoring service was not ready within {timeout:.0f} s; "
+                              f"{stopped}; see {out / 'flwr_run.log'}")
+        time.sleep(0.05)
+    service = {"dir": str(out), "model_run": str(model_run), "name": name}
+    write_atomic(fed.root / SERVICE, json.dumps(service, indent=2) + "\n")
+    return service | json.loads(status.read_text())
+
+
+def _inbox(fed: Federation, service: dict[str, Any]) -> Path:
+    return fed.node_state(LABEL_HOLDER) / service["name"] / LABEL_HOLDER / INBOX
+
+
+def _wait_for(path: Path, out: Path, timeout: float, what: str) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        found = _outcome(out)
+        if found is not None and "error" in found:
+            raise DeployError(f"the scoring service failed: {found['error']}")
+        if found is not None:
+            raise DeployError(f"the scoring service stopped before it answered {what}")
+        if time.monotonic() > deadline:
+            raise DeployError(f"the scoring service did not answer {what} within "
+                              f"{timeout:.0f} s")
+        time.sleep(POLL)
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
+          timeout: float = 600.0) -> tuple[Path, dict[str, Any]]:
+    """Hand one scoring request to the service of ``model_run``; return its directory.
+
+    ``scoring.applicants=<file>`` (a file in the lender node's ``--applicants-dir``) or
+    ``scoring.rows=test|all`` (the lender's own data file). The scores stay at the lender
+    (``lender_scores`` in ``scoring.json``); the scoring directory holds counts only.
+    """
+    start = time.perf_counter()
+    fed = Federation.load(directory)
+    model_run = model_run.resolve()
+    service = running(fed)
+    if service is None or Path(service["model_run"]) != model_run:
+        raise DeployError(f"no scoring service of {model_run} is up; start one with deploy "
+                          f"serve {model_run}")
+    settings = to_settings(scoring_config(model_run, list(overrides or [])))
+    request_id = time.strftime("%Y-%m-%d_%H-%M-%S_") + secrets.token_hex(3)
+    out = Path(settings.scoring.out) if settings.scoring.out else model_run / "scoring" / request_id
+    if out.exists():
+        raise ConfigError(f"scoring.out={out} exists; name a new directory")
+    request: dict[str, Any] = {"id": request_id, "rows": settings.scoring.rows.value}
+    if settings.scoring.applicants:
+        request["applicants"] = settings.scoring.applicants
+    asked = time.perf_counter()
+    write_atomic(_inbox(fed, service) / f"{request_id}.json", json.dumps(request), mode=0o600)
+    service_dir = Path(service["dir"])
+    record = _wait_for(service_dir / SERVER_REQUESTS / f"{request_id}.json", service_dir,
+                       timeout, f"request {request_id}")
+    answered = time.perf_counter() - asked
+    if "error" in record:
+        raise DeployError(f"the scoring service refused request {request_id}: "
+                          f"{record['error']}")
+    lender = record["lender"]
+    name = service["name"]
+    scoring = {
+        "run": str(model_run), "mode": "vertical", "rows": settings.scoring.rows.value,
+        "applicants": record["rows"], "engine": "deployment (scoring service)",
+        "service": service["dir"], "request": request_id, "model_id": record["model_id"],
+        "parties": record["parties"], "absent": record["absent"],
+        "alignment": {p: {"applicants": record["rows"], "known": k, "asked": record["asked"][p]}
+                      for p, k in lender.get("known", {}).items() if p in record["asked"]},
+        "lender": lender, "privacy": {}, "blacklists": {},
+        "message_rounds": 2, "seconds": record["seconds"] | {"request": answered},
+        "lender_scores": str(fed.node_state(LABEL_HOLDER) / name / LABEL_HOLDER / REQUESTS
+                             / request_id / "scores.csv"),
+        "node_audit_logs": {p: str(fed.node_state(p) / name / p / "audit.jsonl")
+                            for p in record["parties"]},
+        "server_audit_log": str(service_dir / "server" / "audit.jsonl"),
+        "wall_seconds": time.perf_counter() - start}
+    out.mkdir(parents=True)
+    write_atomic(out / "scoring.json", json.dumps(scoring, indent=2, default=str) + "\n")
+    write_atomic(out / "report.md", render_scoring(scoring, None))
+    return out, scoring
+
+
+def stop(directory: Path, timeout: float = 120.0) -> dict[str, Any] | None:
+    """Stop the scoring service that is up (None when none is); return its last status."""
+    fed = Federation.load(directory)
+    service = running(fed)
+    if service is None:
+        return None
+    write_atomic(_inbox(fed, service) / f"~{STOP}.json", json.dumps({STOP: True}), mode=0o600)
+    out = Path(service["dir"])
+    deadline = time.monotonic() + timeout
+    while _outcome(out) is None:
+        if time.monotonic() > deadline:
+            stop_run(fed, out)
+            break
+        time.sleep(0.05)
+    (fed.root / SERVICE).unlink(missing_ok=True)
+    status = out / SERVICE_FILE
+    return json.loads(status.read_text()) if status.is_file() else None
+

@@ -1,0 +1,330 @@
+"""What each node does in a scoring service (:mod:`fl_server.scoring_service`). Never imports flwr.
+
+Once per service: the lender agrees a channel key with each party (X25519, signed with the node
+keys as the alignment's are); each party sends its table of sealed embeddings
+(:mod:`federation.served_table`), built once per model and table and kept beside its PSI cache.
+Then per request: the lender takes the next request from its inbox and blinds the applicants;
+each party multiplies the blinded points by its key, counting them against its ``max_queries``;
+the lender opens the embeddings of the applicants each party knows and scores, keeping the
+scores on its own disk (``<state>/lender/requests/<request>/scores.csv``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from credit_data.errors import AlignmentError, DataError
+from credit_data.settings import LABEL_HOLDER
+from credit_data.tables import PartyTable
+from federation.alignment import (
+    channel_auth,
+    open_key,
+    public_bytes,
+    seal_key,
+    shared_key,
+    transcript,
+)
+from federation.blacklist import QueryLedger, period_of
+from federation.served_table import (
+    POINT,
+    Blinded,
+    SealedTable,
+    evaluate,
+    new_key,
+    seal,
+    seal_table,
+    table_context,
+    unseal,
+)
+from federation.storage import write_atomic
+from fl_client.scoring_task import (
+    DONE,
+    SCORES_FILE,
+    ScoringInput,
+    ScoringLender,
+    ScoringParty,
+    encode_table,
+    model_settings,
+    once,
+)
+from fl_client.settings import ClientSettings
+from fl_client.vertical_task import NodeState
+from models.bundle import load_bundle
+from models.networks import PartyEncoder
+from models.split_training import embed
+from privacy.randomness import NoiseSource
+
+SERVED = "served"
+INBOX = "inbox"
+REQUESTS = "requests"
+STOP = "stop"
+_HELLO = transcript(b"credit-fl scoring service")
+_LENDER_KEY = "served lender key"
+_SEQ = "served seq"
+_REQUEST = "served request"
+_BLINDING = "served blinding"
+
+ApplicantLoader = Callable[[dict[str, Any]], PartyTable]
+"""The lender's loader of one request's applicants (the request as its inbox file says)."""
+
+
+def table_fingerprint(table: PartyTable) -> str:
+    """SHA-256 of a party's table: its IDs, columns and values (a changed table: a new one)."""
+    frame = table.frame
+    digest = hashlib.sha256(json.dumps([list(map(str, frame.columns)),
+                                        [str(t) for t in frame.dtypes]]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class _Cached:
+    key: bytes
+    table: SealedTable
+    release: dict[str, Any]
+
+
+class ServedParty(ScoringParty):
+    """A passive party of a scoring service: its sealed table once, then evaluations."""
+
+    def _cache_path(self) -> Path | None:
+        if not self.settings.psi_cache:
+            return None
+        name = f"{self.bundle.model_id}-{table_fingerprint(self.data.table)[:32]}.npz"
+        return Path(self.settings.psi_cache) / self.settings.party / SERVED / name
+
+    def _table(self) -> tuple[_Cached, bool]:
+        """Return the party's key and sealed table, and whether they came from its disk.
+
+        Built once per model and table: a noisy model's embeddings are drawn once (the
+        operating system's source) and kept, so every request opens the same release.
+        """
+        path = self._cache_path()
+        if path is not None and path.is_file():
+            with np.load(path, allow_pickle=False) as kept:
+                return _Cached(kept["key"].tobytes(), SealedTable(kept["tags"], kept["cipher"]),
+                               json.loads(str(kept["release"]))), True
+        m = self.bundle.manifest
+        x, _ = encode_table(self.bundle, self.data.table)
+        settings = model_settings(m)
+        encoder = PartyEncoder(x.shape[1], settings.encoder_hidden, settings.embedding_dim,
+                               settings.dropout)
+        encoder.load_state_dict({k.removeprefix("encoder."): v
+                                 for k, v in self.bundle.weights.items()})
+        noise_std = float(m["embedding"]["noise_std"])
+        release: dict[str, Any] = {}
+        if noise_std <= 0:
+            values = embed(encoder, x)
+        else:
+            release = self._release_spend(noise_std, float(m["embedding"]["clip"]), len(x))
+            values = embed(encoder, x, clip=float(m["embedding"]["clip"]), noise_std=noise_std,
+                           rng=NoiseSource.fresh().numpy("served table"))
+        key = new_key()
+        cached = _Cached(key, seal_table(key, self.ids, values,
+                                         table_context(self.bundle.model_id,
+                                                       self.settings.party)), release)
+        if path is not None:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            blob = io.BytesIO()
+            np.savez(blob, key=np.frombuffer(key, dtype=np.uint8), tags=cached.table.tags,
+                     cipher=cached.table.cipher, release=np.asarray(json.dumps(release)))
+            write_atomic(path, blob.getvalue(), mode=0o600)  # holds the key: the party's own
+        return cached, False
+
+    def sealed_table(self, state: NodeState, lender_key: bytes
+                     ) -> tuple[bytes, bytes, dict[str, Any]]:
+        """Return (the table sealed for the lender, this node's signed key, what it released).
+
+        ``info["epsilon_per_new_applicant"]`` is there only when this call drew the release.
+        """
+        once(state, self.settings.party, "served table")
+        self._refuse_unaccounted()
+        auth = channel_auth(self.settings.party, self.settings.channel_keys)
+        lender_public = open_key(auth, lender_key, LABEL_HOLDER, _HELLO)
+        cached, from_disk = self._table()
+        channel = X25519PrivateKey.generate()
+        state.keys[SERVED] = shared_key(channel, lender_public, f"served {self.settings.party}")
+        state.keys[_SEQ] = b"0"
+        sealed = seal(state.keys[SERVED], cached.table.to_bytes(),
+                      f"{self.settings.party} table")
+        info: dict[str, Any] = {"rows": cached.table.rows, "table_cached": from_disk}
+        if cached.release and not from_disk:
+            info |= cached.release
+        elif cached.release:
+            info["release"] = cached.release  # paid when the table was built
+        return sealed, seal_key(auth, public_bytes(channel), transcript(sealed)), info
+
+    def evaluate(self, state: NodeState, sealed: bytes) -> tuple[bytes, int]:
+        """Multiply one request's blinded points by the party's key; return them and the count.
+
+        Only a request the lender sealed for this service, newer than the last one answered,
+        is answered; its applicants are charged to the ledger under the lender's name.
+        """
+        if SERVED not in state.keys:
+            raise AlignmentError(f"{self.settings.party}: no scoring service channel in this "
+                                 "run; a request before the table is refused")
+        seq, points = unseal(state.keys[SERVED], sealed, f"{self.settings.party} request")
+        last = int(state.keys.get(_SEQ, b"0"))
+        if seq <= last:
+            raise AlignmentError(f"{self.settings.party}: request {seq} comes after request "
+                                 f"{last}: a replayed or reordered request is refused")
+        n = len(points) // POINT
+        ledger_dir = self.settings.list_ledger or (
+            str(Path(self.settings.state_dir) / self.settings.party)
+            if self.settings.state_dir else None)
+        QueryLedger(Path(ledger_dir) if ledger_dir else None, self.settings.party,
+                    self.settings.blacklists.max_queries).charge(LABEL_HOLDER, n, period_of())
+        cached, _ = self._table()
+        state.keys[_SEQ] = str(seq).encode()
+        return evaluate(cached.key, points), n
+
+
+class ServedLender:
+    """The lender of a scoring service: keys, tables, and one request at a time."""
+
+    def __init__(self, settings: ClientSettings, data: ScoringInput,
+                 applicants: ApplicantLoader | None) -> None:
+        if data.bundle_dir is None:
+            raise DataError(f"{settings.party}: no model bundle at this node")
+        self.settings, self.data, self.applicants = settings, data, applicants
+        self.bundle = load_bundle(data.bundle_dir, party=settings.party)
+        if self.bundle.manifest["role"] != "lender":
+            raise DataError(f"{data.bundle_dir}: not the lender's bundle")
+        self.passive = tuple(self.bundle.manifest["passive"])
+        self.holders = [str(h) for h in self.bundle.manifest.get("blacklists", [])]
+        self.home = Path(settings.state_dir or ".") / settings.party
+
+    def hello(self, state: NodeState) -> tuple[dict[str, Any], bytes]:
+        """Return what the server checks (the bundle) and the lender's signed channel key."""
+        once(state, self.settings.party, "served hello")
+        own = X25519PrivateKey.generate()
+        state.keys[_LENDER_KEY] = own.private_bytes_raw()
+        auth = channel_auth(self.settings.party, self.settings.channel_keys)
+        return ({"model_id": self.bundle.model_id, "role": "lender",
+                 "bundle_sha256": self.bundle.manifest["files"], "rows": 0,
+                 "passive": list(self.passive), "blacklists": self.holders},
+                seal_key(auth, public_bytes(own), _HELLO))
+
+    def open_tables(self, state: NodeState, tables: dict[str, tuple[bytes, bytes]]
+                    ) -> dict[str, int]:
+        """Open each party's sealed table and keep it on this node's disk; return its size."""
+        once(state, self.settings.party, "served tables")
+        auth = channel_auth(self.settings.party, self.settings.channel_keys)
+        own = X25519PrivateKey.from_private_bytes(state.keys[_LENDER_KEY])
+        sizes = {}
+        for party, (key_blob, sealed) in tables.items():
+            peer = open_key(auth, key_blob, party, transcript(sealed))
+            state.keys[f"{SERVED} {party}"] = shared_key(own, peer, f"served {party}")
+            _, blob = unseal(state.keys[f"{SERVED} {party}"], sealed, f"{party} table")
+            table = SealedTable.from_bytes(blob)
+            write_atomic(self._table_path(party), blob, mode=0o600)
+            sizes[party] = table.rows
+        return sizes
+
+    def _table_path(self, party: str) -> Path:
+        return self.home / SERVED / f"{party}.table"
+
+    def inbox(self) -> Path:
+        """Where requests arrive: one JSON file each (``{"applicants": <file>}``)."""
+        return self.home / INBOX
+
+    def next_request(self, wait: float) -> dict[str, Any] | None:
+        """Take the oldest request from the inbox, waiting up to ``wait`` seconds for one."""
+        inbox = self.inbox()
+        inbox.mkdir(mode=0o700, parents=True, exist_ok=True)
+        end = time.monotonic() + wait
+        while True:
+            waiting = sorted(p for p in inbox.glob("*.json") if not p.name.startswith("."))
+            for path in waiting:
+                taken = path.with_suffix(".taken")
+                try:
+                    path.rename(taken)  # one taker, even with two workers
+                except FileNotFoundError:
+                    continue
+                try:
+                    request = json.loads(taken.read_text())
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}: not a scoring request (invalid JSON: {exc})") from exc
+                if not isinstance(request, dict):
+                    raise DataError(f"{path}: a scoring request is a JSON object")
+                request["id"] = str(request.get("id") or path.stem)
+                return request
+            if time.monotonic() >= end:
+                return None
+            time.sleep(0.01)
+
+    def blind(self, state: NodeState, request: dict[str, Any]) -> tuple[int, dict[str, bytes]]:
+        """Load the request's applicants, blind them and seal the points for each party."""
+        if self.applicants is None:
+            raise DataError(f"{self.settings.party}: this node cannot read requests' applicants")
+        table = self.applicants(request)
+        ids = [str(i) for i in table.frame.index]
+        if not ids:
+            raise DataError(f"{table.source}: no applicants to score")
+        blinded = Blinded.of(ids)
+        seq = int(state.keys.get(_SEQ, b"0")) + 1
+        state.keys[_SEQ] = str(seq).encode()
+        state.keys[_REQUEST] = json.dumps({**request, "source": table.source}).encode()
+        state.keys[_BLINDING] = blinded.scalars + blinded.points
+        state.keys.pop(DONE, None)  # each request answers each step once
+        state.masks, state.listed = {}, {}
+        return len(ids), {p: seal(state.keys[f"{SERVED} {p}"], blinded.points,
+                                  f"{p} request", seq) for p in self.passive
+                          if f"{SERVED} {p}" in state.keys}
+
+    def score(self, state: NodeState, evaluated: dict[str, bytes]
+              ) -> tuple[str, pd.DataFrame, dict[str, Any]]:
+        """Open each party's embeddings of the request's applicants and score them."""
+        request = json.loads(state.keys[_REQUEST])
+        table = self.applicants(request) if self.applicants else None
+        if table is None:
+            raise DataError(f"{self.settings.party}: this node cannot read requests' applicants")
+        half = len(state.keys[_BLINDING]) // 2
+        blinded = Blinded(state.keys[_BLINDING][:half], state.keys[_BLINDING][half:])
+        embeddings: dict[str, np.ndarray] = {}
+        for party, points in evaluated.items():
+            sealed = _opened_table(self._table_path(party))
+            found, values = sealed.open(blinded.unblind(points),
+                                        table_context(self.bundle.model_id, party),
+                                        _table_index(self._table_path(party)))
+            state.masks[party] = found
+            embeddings[party] = values
+        scorer = ScoringLender(self.settings, ScoringInput(self.data.bundle_dir, table))
+        scores, counts = scorer.score(state, embeddings)
+        request_id = str(request["id"])
+        if self.settings.state_dir:  # the scores stay at the lender
+            write_atomic(self.home / REQUESTS / request_id / SCORES_FILE,
+                         scores.to_csv(index=False, float_format="%.10g"), mode=0o600)
+        return request_id, scores, counts
+
+
+_TABLES: dict[str, tuple[float, SealedTable, dict[bytes, int]]] = {}
+
+
+def _loaded(path: Path) -> tuple[SealedTable, dict[bytes, int]]:
+    """Return a party's opened table and its index, read once per file version."""
+    version = path.stat().st_mtime
+    kept = _TABLES.get(str(path))
+    if kept is None or kept[0] != version:
+        table = SealedTable.from_bytes(path.read_bytes())
+        kept = _TABLES[str(path)] = (version, table, table.index())
+    return kept[1], kept[2]
+
+
+def _opened_table(path: Path) -> SealedTable:
+    return _loaded(path)[0]
+
+
+def _table_index(path: Path) -> dict[bytes, int]:
+    return _loaded(path)[1]

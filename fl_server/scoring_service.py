@@ -1,0 +1,144 @@
+"""A long-lived scoring service on a deployment: one Flower run, many requests, two rounds each.
+
+Once, when the service starts:
+
+1. ``score_hello`` (every node): the bundles are checked as in batch scoring; the lender sends
+   its signed channel key.
+2. ``serve_table`` (each passive party): its embeddings, sealed once per model and table
+   (:mod:`federation.served_table`), sealed again for the lender.
+3. ``serve_open`` (lender): opens and keeps the tables. The service writes ``service.json``
+   (``"state": "ready"``) in its directory.
+
+Then, per request (the lender's operator drops ``{"applicants": <file>}`` in the lender node's
+inbox; :func:`experiments.deploy.score` does it on a loopback deployment):
+
+* ``serve_next`` (lender): waits up to ``wait`` seconds for a request; answers with each
+  party's sealed, blinded points (or ``idle``, or ``stop``);
+* ``serve_eval`` (each passive party): the points multiplied by its key;
+* ``serve_score`` (lender): opens the embeddings, scores, keeps the scores; counts back.
+
+So a request costs the lender's reply to the message that was waiting for it, and two rounds.
+The server sees sealed bytes and counts, never an ID, an embedding or a score; it writes
+``requests/<id>.json`` (counts and timings) for each request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, cast
+
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.serverapp import Grid
+
+from credit_data.errors import FederationError
+from credit_data.settings import LABEL_HOLDER
+from federation.protocol import ARRAYS, CONFIG, METRICS, ScoringMessage
+from federation.storage import write_atomic
+from fl_server.scoring_rounds import ScoringOutcome, ScoringServerSettings, hello
+from fl_server.vertical_rounds import Recorder, Router
+
+log = logging.getLogger("credit_fl")
+
+SERVICE_FILE = "service.json"
+REQUESTS = "requests"
+WAIT = 20.0
+"""Seconds the lender holds ``serve_next`` open for a request before it answers ``idle``."""
+
+
+def _config(**values: Any) -> RecordDict:
+    return RecordDict({CONFIG: ConfigRecord(values)})
+
+
+def _info(content: RecordDict) -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads(str(content[CONFIG]["info"])))
+
+
+def _status(directory: Path, **values: Any) -> None:
+    write_atomic(directory / SERVICE_FILE, json.dumps(values, indent=2, default=str) + "\n")
+
+
+def _open_tables(router: Router, out: ScoringOutcome, key: bytes,
+                 passive: tuple[str, ...]) -> dict[str, Any]:
+    tables = router.send(ScoringMessage.SERVE_TABLE, {p: _config(key=key) for p in passive})
+    config: dict[str, Any] = {"passive": list(passive)}
+    for p in passive:
+        config[f"{p}.key"] = tables[p][CONFIG]["key"]
+        info = _info(tables[p])
+        out.alignment[p] = {"rows": info["rows"], "table_cached": info["table_cached"]}
+        if "epsilon_per_new_applicant" in info or "release" in info:
+            out.privacy[p] = {k: v for k, v in info.items() if k not in ("rows", "table_cached")}
+    opened = router.send(ScoringMessage.SERVE_OPEN, {LABEL_HOLDER: RecordDict({
+        CONFIG: ConfigRecord(config),
+        ARRAYS: ArrayRecord({p: tables[p][ARRAYS]["table"] for p in passive})})})
+    return {p: int(cast(float, opened[LABEL_HOLDER][METRICS][f"{p}.rows"])) for p in passive}
+
+
+def _one_request(router: Router, taken: RecordDict, passive: tuple[str, ...]
+                 ) -> dict[str, Any]:
+    config = taken[CONFIG]
+    start = time.perf_counter()
+    evaluated = router.send(ScoringMessage.SERVE_EVAL, {
+        p: _config(sealed=config[f"{p}.sealed"]) for p in passive}) if passive else {}
+    middle = time.perf_counter()
+    forward: dict[str, Any] = {f"{p}.evaluated": evaluated[p][CONFIG]["evaluated"]
+                               for p in passive}
+    if passive:
+        forward["passive"] = list(passive)
+    scored = router.send(ScoringMessage.SERVE_SCORE, {LABEL_HOLDER: _config(**forward)})
+    end = time.perf_counter()
+    counts = _info(scored[LABEL_HOLDER])
+    return {"lender": counts,
+            "asked": {p: int(cast(float, evaluated[p][METRICS]["asked"])) for p in passive},
+            "seconds": {"serve_eval": middle - start, "serve_score": end - middle}}
+
+
+def run_scoring_service(grid: Grid, s: ScoringServerSettings, directory: Path,
+                        recorder: Recorder | None = None, wait: float = WAIT
+                        ) -> ScoringOutcome:
+    """Serve scoring requests until the lender's inbox says ``stop``; return the counts."""
+    out = ScoringOutcome()
+    router = Router(grid, out, s.round_timeout, recorder)
+    start = time.perf_counter()
+    request, passive, holders = hello(grid, router, out, s, serve=True)
+    if holders:
+        raise FederationError(f"the model's lender asks blacklist holders {list(holders)}: a "
+                              "scoring service does not ask them yet; score with deploy score "
+                              "(one run per request), which does")
+    sizes = _open_tables(router, out, cast(bytes, request["key"]), passive)
+    out.seconds["start"] = time.perf_counter() - start
+    (directory / REQUESTS).mkdir(parents=True, exist_ok=True)
+    _status(directory, state="ready", model_id=out.model_id, parties=out.parties,
+            absent=out.absent, tables=sizes, privacy=out.privacy, seconds=out.seconds)
+    log.info("scoring service ready: %s", sizes)
+    served = 0
+    while True:
+        taken = router.send(ScoringMessage.SERVE_NEXT, {LABEL_HOLDER: _config(wait=wait)})[
+            LABEL_HOLDER]
+        state = str(taken[CONFIG]["state"])
+        if state == "idle":
+            continue
+        if state == "stop":
+            break
+        request_id = str(taken[CONFIG]["request"])
+        record: dict[str, Any] = {"request": request_id, "model_id": out.model_id,
+                                  "parties": out.parties, "absent": out.absent,
+                                  "rows": int(cast(float, taken[METRICS]["rows"]))
+                                  if METRICS in taken else 0}
+        if state == "refused":
+            record["error"] = str(taken[CONFIG]["refused_request"])
+        else:
+            try:
+                record |= _one_request(router, taken, passive)
+                served += 1
+            except FederationError as exc:  # one request's refusal; the service goes on
+                record["error"] = str(exc)
+        write_atomic(directory / REQUESTS / f"{request_id}.json",
+                     json.dumps(record, indent=2, default=str) + "\n")
+    out.seconds["total"] = time.perf_counter() - start
+    out.lender = {"requests": served}
+    _status(directory, state="stopped", model_id=out.model_id, parties=out.parties,
+            requests=served, seconds=out.seconds)
+    return out

@@ -1,0 +1,261 @@
+"""Issue 20, the latency target: a scoring service answers a request in two message rounds.
+
+The nodes' side of the protocol (:mod:`fl_client.served_scoring`) is driven here directly, with
+the bytes a server would route; the deployed service (one Flower run, many requests) is in
+``tests/test_deploy.py``. What each adversary sees:
+
+* the server: sealed bytes (no ID, no embedding), and it cannot ask a party to evaluate points
+  of its own, nor replay the lender's request;
+* the lender: the embeddings of the applicants it asks about, nothing of a party's other
+  customers, and no more IDs a month than a party's ``max_queries``;
+* a party: how many applicants a request holds, never which.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from credit_data.errors import AlignmentError
+from credit_data.synthetic import generate
+from experiments.scoring import load_applicants, scoring_config, to_settings
+from federation.blacklist import QueryLimit
+from federation.served_table import (
+    POINT,
+    Blinded,
+    SealedTable,
+    evaluate,
+    hash_to_group,
+    new_key,
+    seal,
+    seal_table,
+    table_context,
+    unseal,
+)
+from fl_client.scoring_task import ScoringInput
+from fl_client.served_scoring import INBOX, REQUESTS, ServedLender, ServedParty
+from fl_client.settings import client_settings
+from fl_client.vertical_task import NodeState
+
+
+@dataclasses.dataclass
+class Service:
+    """Every node of a small service, and what travelled between them."""
+
+    lender: ServedLender
+    parties: dict[str, ServedParty]
+    lender_state: NodeState
+    party_states: dict[str, NodeState]
+    routed: list[bytes]
+    run_dir: Path
+    infos: dict[str, dict]
+
+    def request(self, request: dict) -> tuple[str, pd.DataFrame, dict]:
+        inbox = self.lender.inbox()
+        inbox.mkdir(parents=True, exist_ok=True)
+        (inbox / f"{request.get('id', 'r')}.json").write_text(json.dumps(request))
+        taken = self.lender.next_request(wait=0.5)
+        assert taken is not None
+        _, sealed = self.lender.blind(self.lender_state, taken)
+        self.routed += list(sealed.values())
+        evaluated = {p: self.parties[p].evaluate(self.party_states[p], sealed[p])[0]
+                     for p in sealed}
+        self.routed += list(evaluated.values())
+        return self.lender.score(self.lender_state, evaluated)
+
+
+def _start(run_dir: Path, results: dict, nodes: Path, *overrides: str) -> Service:
+    settings = to_settings(scoring_config(run_dir, ["scoring.rows=test", *overrides]))
+    population = load_applicants(dataclasses.replace(
+        settings, scoring=dataclasses.replace(settings.scoring, rows=settings.scoring.rows)))
+    bundles = {p: run_dir / d for p, d in results["model"]["bundles"].items()}
+    clients = {p: client_settings(settings, p, str(nodes / p), psi_cache=str(nodes / "cache"))
+               for p in bundles}
+
+    def applicants(request: dict):
+        return population.tables["lender"]
+
+    lender = ServedLender(clients["lender"], ScoringInput(bundles["lender"], population.tables[
+        "lender"]), applicants)
+    parties = {p: ServedParty(clients[p], ScoringInput(bundles[p], population.tables[p]))
+               for p in bundles if p != "lender"}
+    lender_state = NodeState()
+    info, key = lender.hello(lender_state)
+    routed, infos, tables, states = [key], {}, {}, {}
+    for party, node in parties.items():
+        states[party] = NodeState()
+        sealed, party_key, infos[party] = node.sealed_table(states[party], key)
+        tables[party] = (party_key, sealed)
+        routed += [party_key, sealed]
+    lender.open_tables(lender_state, tables)
+    return Service(lender, parties, lender_state, states, routed, run_dir, infos)
+
+
+@pytest.fixture(scope="module")
+def service(vertical_pairs, tmp_path_factory) -> Service:
+    run_dir, results = vertical_pairs["private"][0]
+    return _start(run_dir, results, tmp_path_factory.mktemp("service"))
+
+
+def test_a_served_request_reproduces_the_runs_predictions(service):
+    # label DP and DP-SGD; the scores of the run's test rows equal predictions.csv
+    request_id, scores, counts = service.request({"id": "test-rows", "rows": "test"})
+    predictions = pd.read_csv(service.run_dir / "predictions.csv", dtype={"id": str})
+    both = predictions.merge(scores, on="id")
+    assert len(both) == len(predictions) == len(scores)
+    assert float((both["score"] - both["probability"]).abs().max()) <= 1e-6
+    # the scores stay at the lender, one directory per request
+    kept = service.lender.home / REQUESTS / request_id / "scores.csv"
+    assert pd.read_csv(kept, dtype={"id": str})["id"].tolist() == scores["id"].tolist()
+    assert counts["known"]["bureau"] == int(scores["known_bureau"].sum()) > 0
+    # a second request in the same service: the same scores (no noise in this model)
+    _, again, _ = service.request({"id": "again", "rows": "test"})
+    np.testing.assert_allclose(again["probability"], scores["probability"], atol=1e-9)
+
+
+def test_nothing_the_server_routes_holds_an_id_or_an_embedding(service):
+    service.request({"id": "routed", "rows": "test"})
+    ids = generate(3_000, seed=0).tables["lender"].frame.index[:200]
+    blob = b"".join(service.routed)
+    assert not [i for i in ids if str(i).encode() in blob]
+    # the tables travel sealed: the server cannot read their tags or pads
+    for party in service.parties:
+        opened = service.lender.home / "served" / f"{party}.table"
+        table = SealedTable.from_bytes(opened.read_bytes())
+        assert table.tags.tobytes()[:64] not in blob
+
+
+def test_the_server_can_neither_forge_nor_replay_a_request(service):
+    node, state = service.parties["bureau"], service.party_states["bureau"]
+    forged = seal(os.urandom(32), hash_to_group("C0000001"), "bureau request", seq=10**6)
+    with pytest.raises(AlignmentError, match="bureau request: a served message does not open"):
+        node.evaluate(state, forged)
+    inbox = service.lender.inbox()
+    (inbox / "replay.json").write_text(json.dumps({"rows": "test"}))
+    _, sealed = service.lender.blind(service.lender_state, service.lender.next_request(0.5))
+    node.evaluate(state, sealed["bureau"])
+    with pytest.raises(AlignmentError, match="a replayed or reordered request is refused"):
+        node.evaluate(state, sealed["bureau"])
+
+
+def test_a_party_evaluates_only_points_of_the_group():
+    identity = bytes([1]) + bytes(31)  # the neutral element: k * it says nothing, but refuse
+    with pytest.raises(AlignmentError, match="point 0 of the served request is not a point"):
+        evaluate(new_key(), identity)
+    with pytest.raises(AlignmentError, match="not a whole number"):
+        evaluate(new_key(), bytes(33))
+
+
+def test_the_lender_opens_only_what_it_asks_about_of_the_right_party_and_model():
+    ids = [f"C{i:05d}" for i in range(500)]
+    values = np.random.default_rng(0).normal(size=(500, 4)).astype(np.float32)
+    key, context = new_key(), table_context("m1", "bureau")
+    table = seal_table(key, ids, values, context)
+    asked = ["C00007", "nobody", "C00499"]
+    blinded = Blinded.of(asked)
+    found, opened = table.open(blinded.unblind(evaluate(key, blinded.points)), context)
+    assert found.tolist() == [True, False, True]
+    np.testing.assert_array_equal(opened, values[[7, 499]])
+    # another key (another party, or guessing) or another model's context opens nothing
+    for k, c in ((new_key(), context), (key, table_context("m2", "bureau")),
+                 (key, table_context("m1", "social"))):
+        found, _ = table.open(blinded.unblind(evaluate(k, blinded.points)), c)
+        assert not found.any()
+    # the table's order says nothing of the party's own order
+    assert not np.array_equal(table.cipher, values.view(np.uint8).reshape(500, 16))
+
+
+def test_a_blinded_request_looks_the_same_for_any_applicant():
+    # the party sees r * H(x) with a fresh r: the same applicant twice gives unrelated points
+    first, second = Blinded.of(["C00001"]), Blinded.of(["C00001"])
+    assert first.points != second.points
+    assert len(first.points) == POINT
+
+
+def test_a_party_stops_answering_past_its_max_queries(vertical_pairs, tmp_path):
+    run_dir, results = vertical_pairs["plain"][0]
+    service = _start(run_dir, results, tmp_path, "blacklists.max_queries=700")
+    n = len(pd.read_csv(run_dir / "predictions.csv"))
+    assert n <= 700 < 2 * n
+    service.request({"id": "first", "rows": "test"})
+    with pytest.raises(QueryLimit, match=r"bureau refuses: lender asked \d+ IDs in \d{4}-\d\d "
+                                         r"and now asks \d+ more, past .* max_queries of 700"):
+        service.request({"id": "second", "rows": "test"})
+    ledger = json.loads((tmp_path / "bureau" / "bureau" / "queries.json").read_text())
+    assert list(ledger["lender"].values()) == [n]  # the refused request was not charged
+
+
+def test_a_bad_request_is_named(service):
+    inbox = service.lender.inbox()
+    (inbox / "broken.json").write_text("{not json")
+    with pytest.raises(Exception, match=r"broken.json: not a scoring request \(invalid JSON"):
+        service.lender.next_request(0.1)
+    assert service.lender.next_request(0.05) is None  # an empty inbox: idle after the wait
+    assert INBOX in str(inbox)
+
+
+def test_a_noisy_table_is_drawn_once_and_counted_once(tmp_path):
+    # embedding noise: the table's release is drawn at its first service and kept at the
+    # party: every later service and request opens the same release, and spends nothing more
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from credit_data.settings import DataSettings
+    from credit_data.vertical import node_rows
+    from federation.alignment import public_bytes
+    from federation.settings import FederationSettings, Mode
+    from fl_client.party_bundle import write_passive_bundle
+    from fl_client.scoring_task import encode_table
+    from fl_client.settings import ClientSettings
+    from models.networks import PartyEncoder
+    from models.settings import ModelSettings, TrainSettings
+    from models.split_training import embed
+    from privacy.settings import PrivacySettings
+
+    table = generate(2_000, seed=0).tables["bureau"]
+    rows = node_rows(table, DataSettings(n_customers=2_000), seed=0)
+    settings = ClientSettings(party="bureau", seed=0, model=ModelSettings(
+        encoder_hidden=(8,), embedding_dim=4), train=TrainSettings(),
+        federation=FederationSettings(mode=Mode.vertical),
+        privacy=PrivacySettings(embedding_epsilon=3.0), state_dir=str(tmp_path),
+        psi_cache=str(tmp_path / "cache"))
+    encoder = PartyEncoder(rows.width, (8,), 4, 0.0)
+    write_passive_bundle(settings, rows, "m", encoder.state_dict(), encoder_version=1,
+                         noise_std=0.5, privacy={"embedding_releases": 3})
+    party = ServedParty(settings, ScoringInput(tmp_path / "bureau" / "model", table))
+    lender_key = public_bytes(X25519PrivateKey.generate())
+    _, _, first = party.sealed_table(NodeState(), lender_key)
+    _, _, second = party.sealed_table(NodeState(), lender_key)
+    assert not first["table_cached"] and second["table_cached"]
+    assert first["released_rows"] == table.n_rows and first["epsilon_per_new_applicant"] > 0
+    assert "epsilon_per_new_applicant" not in second  # paid once: nothing spent again
+    assert second["release"]["epsilon_per_new_applicant"] == first["epsilon_per_new_applicant"]
+    cached, _ = party._table()
+    asked = list(table.frame.index[:300])
+    blinded = Blinded.of(asked)
+    found, noisy = cached.table.open(blinded.unblind(evaluate(cached.key, blinded.points)),
+                                     table_context("m", "bureau"))
+    assert found.all()
+    x, _ = encode_table(party.bundle, table, np.arange(300))
+    clip = float(party.bundle.manifest["embedding"]["clip"])
+    clean = embed(encoder, x, clip=clip)
+    # noise of the bundle's standard deviation (from the OS, drawn at the party) on each row
+    assert float(np.std(noisy - clean)) == pytest.approx(0.5, rel=0.1)
+    again, _ = party._table()  # read from the party's disk: the same release
+    np.testing.assert_array_equal(again.table.cipher, cached.table.cipher)
+
+
+def test_seal_binds_its_label_and_sequence():
+    key = os.urandom(32)
+    blob = seal(key, b"points", "bureau request", seq=3)
+    assert unseal(key, blob, "bureau request") == (3, b"points")
+    with pytest.raises(AlignmentError):
+        unseal(key, blob, "social request")
+    tampered = (4).to_bytes(8, "big") + blob[8:]  # a router raising the sequence number
+    with pytest.raises(AlignmentError):
+        unseal(key, tampered, "bureau request")
