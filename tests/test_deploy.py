@@ -600,6 +600,57 @@ def test_deployed_scoring_reproduces_the_lenders_scores_with_label_dp_and_dpsgd(
             "scoring"}
 
 
+def test_a_deployed_scoring_service_answers_requests_in_two_rounds(
+        vertical_federation, private_deployed_runs) -> None:
+    # issue 20's latency target: one Flower run serves many requests; each is the lender's
+    # reply to the message waiting for it and two rounds, and reproduces the trained scores
+    from experiments import served
+
+    fed = vertical_federation
+    run_dir = _run_dir(private_deployed_runs[-1])  # label DP and DP-SGD
+    status = served.serve(Path(fed.directory), run_dir)
+    try:
+        assert status["state"] == "ready" and set(status["tables"]) == {"bureau", "social"}
+        assert deploy.main(["serve", str(run_dir), "--dir", fed.directory]) == 2  # one at a time
+        out, scoring = served.score(Path(fed.directory), run_dir, ["scoring.rows=test"])
+        assert scoring["message_rounds"] == 2 and not (out / "scores.csv").exists()
+        scores = pd.read_csv(scoring["lender_scores"], dtype={"id": str})
+        kept = np.load(fed.node_state("lender") / run_dir.name / "lender" / "scores.npz")
+        ids = pd.read_csv(fed.root / "nodes" / "lender" / "data.csv", dtype=str).iloc[:, 0]
+        trained = pd.DataFrame({"id": ids.to_numpy()[kept["test_rows"]],
+                                "score": kept["test_scores"]})
+        both = trained.merge(scores, on="id")
+        assert len(both) == len(trained) == len(scores) == scoring["applicants"]
+        assert float((both["score"] - both["probability"]).abs().max()) <= 1e-6
+        # one new applicant, through the command line: `deploy score` finds the service
+        first = pd.read_csv(fed.root / "nodes" / "lender" / "data.csv").iloc[:1]
+        first.drop(columns=[c for c in first.columns if c.startswith(("default", "fraud"))],
+                   errors="ignore").to_csv(fed.applicants_dir() / "one.csv", index=False)
+        assert deploy.main(["score", str(run_dir), "scoring.applicants=one.csv",
+                            "--dir", fed.directory]) == 0
+        requests = sorted((Path(status["dir"]) / "requests").glob("*.json"))
+        assert len(requests) == 2
+        one = json.loads(requests[-1].read_text())
+        assert one["rows"] == 1 and set(one["asked"].values()) == {1}
+        # the coordinator holds counts: no applicant's ID in what it wrote or logged
+        coordinator = "".join(p.read_text() for p in Path(status["dir"]).rglob("*.json*"))
+        assert not [i for i in ids.iloc[:300] if f'"{i}"' in coordinator]
+        # each party counted what it was asked, in its ledger and its audit log
+        for party in ("bureau", "social"):
+            ledger = json.loads((fed.node_state(party) / "queries.json").read_text())
+            assert sum(ledger["lender"].values()) >= len(scores) + 1
+            log = fed.node_state(party) / status["name"] / party / "audit.jsonl"
+            verify(log)
+            lines = [json.loads(line) for line in log.read_text().splitlines()]
+            assert {line["purpose"] for line in lines} == {"scoring"}
+            assert [line["node"]["asked"] for line in lines if "serve_eval" in line["event"]
+                    ] == [len(scores), 1]
+    finally:
+        last = served.stop(Path(fed.directory))
+    assert last is not None and last["state"] == "stopped" and last["requests"] == 2
+    assert served.running(deploy.Federation.load(Path(fed.directory))) is None
+
+
 @pytest.mark.slow
 def test_a_deployed_holder_answers_lookups_and_caps_a_lender(tmp_path_factory) -> None:
     # issue 21: a holder is a node of its own with its list only; its own --max-queries caps a
