@@ -486,9 +486,9 @@ def _request_table(run_text: str, node: NodeConfig, request: dict[str, Any]) -> 
     return _rows_to_score(run_text, node, "{}", named or None, which)
 
 
-@functools.lru_cache(maxsize=8)
 def _rows_to_score(run_text: str, node: NodeConfig, columns_text: str, named: str | None,
                    rows: ScoringRows) -> PartyTable:
+    """Read the rows to score, once per version of the file (a warm worker keeps them)."""
     run = run_settings(run_text)
     path = node.data_path
     lender = node.party == LABEL_HOLDER or run.federation.mode is Mode.horizontal
@@ -497,9 +497,24 @@ def _rows_to_score(run_text: str, node: NodeConfig, columns_text: str, named: st
             raise ConfigError(f"scoring.applicants={named}: this lender's node has no "
                               "--applicants-dir to read new applicants from")
         path = run_state_dir(node.applicants_dir, named)  # one plain name inside it
+    try:
+        stat = path.stat()
+        version = (stat.st_mtime_ns, stat.st_size)
+    except OSError:  # load_party names the missing file
+        version = (0, 0)
+    return _read_rows(run_text, node, columns_text, str(path), named is not None, rows,
+                      version)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_rows(run_text: str, node: NodeConfig, columns_text: str, path: str, named: bool,
+               rows: ScoringRows, version: tuple[int, int]) -> PartyTable:
+    """Read ``path`` (``version``: its mtime and size, so that a changed file is read again)."""
+    run = run_settings(run_text)
+    lender = node.party == LABEL_HOLDER or run.federation.mode is Mode.horizontal
     columns = json.loads(columns_text)
     agreed = tuple(columns.get("numeric", [])) + tuple(columns.get("categorical", []))
-    source = PartySource(path=str(path), features=agreed or None,
+    source = PartySource(path=path, features=agreed or None,
                          categorical=tuple(columns["categorical"]) if agreed
                          else node.categorical, id_column=node.id_column)
     table = load_party(node.party, source, run.data, labels=False)

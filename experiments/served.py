@@ -183,7 +183,7 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
         "parties": record["parties"], "absent": record["absent"],
         "alignment": {p: {"applicants": record["rows"], "known": k, "asked": record["asked"][p]}
                       for p, k in lender.get("known", {}).items() if p in record["asked"]},
-        "lender": lender, "privacy": {}, "blacklists": {},
+        "lender": lender, "privacy": {}, "blacklists": record.get("blacklists", {}),
         "message_rounds": 2, "seconds": record["seconds"] | {"request": answered},
         "lender_scores": str(fed.node_state(LABEL_HOLDER) / name / LABEL_HOLDER / REQUESTS
                              / request_id / "scores.csv"),

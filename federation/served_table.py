@@ -5,9 +5,10 @@ to the parties and back, instead of the batch path's PSI request, answer, sealed
 and embeddings (:mod:`fl_client.scoring_task`). Each party does once, per model and table:
 
 * draws an OPRF key ``k`` (the operating system's source) and, for each of its customers ``y``,
-  computes ``F(y) = k * H(y)`` on edwards25519 (``H``: two Elligator 2 maps of SHA-512, added,
-  the hash-to-curve construction of RFC 9380), and from ``F(y)`` a tag and a one-time pad
-  (SHAKE-256, bound to the model and the party);
+  computes ``F(y) = k * H(y)`` on edwards25519 (``H``: two Elligator 2 maps of the halves of
+  SHA-512, added: the shape of RFC 9380's hash_to_curve, without its expand_message), and from
+  ``y`` and ``F(y)`` a tag and a one-time pad (SHAKE-256, bound to the model and the party, as
+  RFC 9497's finalization hashes the input with the evaluation);
 * sends the lender, sealed end to end (the alignment's signed X25519 channel), the table of
   ``tag(y)`` and ``embedding(y) XOR pad(y)``: 16 bytes plus 4 per embedding value a customer.
 
@@ -33,7 +34,7 @@ every model and table.
 >>> key, context = new_key(), table_context("model-1", "bureau")
 >>> table = seal_table(key, ["a", "b", "c"], np.eye(3, 2, dtype=np.float32), context)
 >>> blinded = Blinded.of(["b", "x"])
->>> found, values = table.open(blinded.unblind(evaluate(key, blinded.points)), context)
+>>> found, values = table.open(["b", "x"], blinded.unblind(evaluate(key, blinded.points)), context)
 >>> found.tolist(), values[0].tolist()
 ([True, False], [0.0, 1.0])
 """
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +57,8 @@ POINT = 32
 """Bytes of a compressed edwards25519 point (and of a scalar)."""
 TAG = 16
 """Bytes of a customer's tag: a collision among a million customers has odds under 2^-88."""
+REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""A request's id: one plain name (it names a file at the lender and at the coordinator)."""
 _DOMAIN = b"credit-fl served scoring v1|"
 _NONCE = 12
 _SEQ = 8
@@ -101,8 +105,11 @@ def table_context(model_id: str, party: str) -> bytes:
     return _DOMAIN + f"{model_id}|{party}|".encode()
 
 
-def _tag_and_pad(value: bytes, context: bytes, width: int) -> tuple[bytes, bytes]:
-    stream = hashlib.shake_256(context + value).digest(TAG + width)
+def _tag_and_pad(customer: str, value: bytes, context: bytes, width: int
+                 ) -> tuple[bytes, bytes]:
+    name = customer.encode()
+    stream = hashlib.shake_256(context + len(name).to_bytes(4, "big") + name + value).digest(
+        TAG + width)
     return stream[:TAG], stream[TAG:]
 
 
@@ -137,18 +144,18 @@ class SealedTable:
         """Tag to row, to look applicants up."""
         return {bytes(t): i for i, t in enumerate(self.tags)}
 
-    def open(self, values: list[bytes], context: bytes,
+    def open(self, ids: list[str], values: list[bytes], context: bytes,
              index: dict[bytes, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Return (which applicants the party knows, their embeddings in the applicants' order).
 
-        ``values``: ``F(x)`` of each applicant, unblinded (:meth:`Blinded.unblind`).
+        ``values``: ``F(x)`` of each applicant ``ids[i]``, unblinded (:meth:`Blinded.unblind`).
         """
         index = self.index() if index is None else index
         width = self.cipher.shape[1]
         found = np.zeros(len(values), dtype=bool)
         rows: list[np.ndarray] = []
-        for i, value in enumerate(values):
-            tag, pad = _tag_and_pad(value, context, width)
+        for i, (customer, value) in enumerate(zip(ids, values, strict=True)):
+            tag, pad = _tag_and_pad(customer, value, context, width)
             row = index.get(tag)
             if row is None:
                 continue
@@ -169,10 +176,10 @@ def seal_table(key: bytes, ids: list[str], embeddings: np.ndarray,
     pads = np.empty((len(ids), width), dtype=np.uint8)
     for i, customer in enumerate(ids):
         value = sodium.crypto_scalarmult_ed25519_noclamp(key, hash_to_group(customer))
-        tag, pad = _tag_and_pad(value, context, width)
+        tag, pad = _tag_and_pad(customer, value, context, width)
         tags[i] = np.frombuffer(tag, dtype=np.uint8)
         pads[i] = np.frombuffer(pad, dtype=np.uint8)
-    order = np.argsort(tags[:, 0], kind="stable")  # the table's order says nothing of the party's
+    order = np.lexsort(tags.T[::-1])  # sorted by tag: the order says nothing of the party's
     cipher = values.view(np.uint8).reshape(len(ids), width) ^ pads
     return SealedTable(tags[order], cipher[order])
 

@@ -51,22 +51,28 @@ def is_holder(settings: ClientSettings) -> bool:
 
 
 def holder_answer(settings: ClientSettings, ids: list[str], request: bytes, asked: int,
-                  lender_key: bytes, keys: dict[str, bytes]
+                  lender_key: bytes, keys: dict[str, bytes], *, per_request: bool = False
                   ) -> tuple[bytes, bytes, bytes, dict[str, float]]:
     """Answer one lookup at a holder node; return (setup, response, signature, metrics).
 
     Only a request the lender's node signed for this run is answered (``lender_key``: its
-    signed channel key, as the parties get it), once per run (``keys``: the node's state);
+    signed channel key, as the parties get it), once per run (``keys``: the node's state), or
+    with ``per_request`` (a scoring service: many requests in one run) each signed request
+    once;
     the lender's count is charged to the ledger under the lender's name, whatever the router
     says. The ledger lives beside the node's cached list in a deployment (its state directory,
     kept across runs); a simulated holder keeps it in the run's directory (a fresh holder per
     run). The answer is signed with the node's key.
     """
-    if ANSWERED in keys:
+    digest = transcript(request)
+    answered = keys.get(ANSWERED, b"")
+    if answered and not per_request:
         raise AlignmentError(f"{settings.party}: this run's lookup was answered already; a "
                              "second one is refused (a new lookup is a new run)")
+    if digest in [answered[i:i + len(digest)] for i in range(0, len(answered), len(digest))]:
+        raise AlignmentError(f"{settings.party}: this lookup request was answered already; a "
+                             "replayed request is refused")
     auth = channel_auth(settings.party, settings.channel_keys)
-    digest = transcript(request)
     open_key(auth, lender_key, LABEL_HOLDER, digest)  # refuses a request the lender did not sign
     b = settings.blacklists
     cache = Path(settings.psi_cache) if settings.psi_cache else None
@@ -75,7 +81,7 @@ def holder_answer(settings: ClientSettings, ids: list[str], request: bytes, aske
     holder = ListHolder(settings.party, ids, reveal=b.mode is ListMode.lookup,
                         cache_dir=cache, max_queries=b.max_queries, ledger_dir=ledger)
     setup, response = holder.answer(request, asked=asked, lender=LABEL_HOLDER)
-    keys[ANSWERED] = b"1"
+    keys[ANSWERED] = answered + digest if per_request else digest
     return setup, response, sign_answer(auth, digest, setup, response), {
         "asked": float(asked), "list_size": float(len(ids)),
         "setup_cached": float(holder.setup_cached), "max_queries": float(b.max_queries),

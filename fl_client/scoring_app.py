@@ -18,7 +18,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
-from credit_data.errors import AlignmentError, BudgetRefusal, CreditFLError
+from credit_data.errors import AlignmentError, BudgetRefusal, CreditFLError, DataError
 from credit_data.settings import LABEL_HOLDER
 from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, ScoringMessage
 from federation.storage import write_atomic
@@ -120,7 +120,8 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
         config, state = _config(msg), load_state(settings, context)
         setup, response, signature, metrics = holder_answer(
             settings, [str(i) for i in data.table.frame.index], cast(bytes, config["request"]),
-            int(cast(int, config["asked"])), cast(bytes, config["key"]), state.keys)
+            int(cast(int, config["asked"])), cast(bytes, config["key"]), state.keys,
+            per_request=bool(config.get("served")))
         save_state(settings, context, state)
         context.state.config_records[AUDIT_NOTE] = ConfigRecord(
             {"lookup": str(config.get("purpose", "")), "asked": int(metrics["asked"])})
@@ -237,16 +238,20 @@ def _serve(app: ClientApp, guarded: Callable[[Callable[[Message, Context, Client
             return _reply(msg, settings.party, config={"state": "stop"})
         state = load_state(settings, context)
         try:
-            rows, sealed = lender.blind(state, request)
+            if "error" in request:
+                raise DataError(str(request["error"]))
+            rows, sealed, lookup = lender.blind(state, request)
         except REFUSED as exc:  # this request's fault: named for it, the service goes on
             return _reply(msg, settings.party, config={
                 "state": "refused", "request": request["id"], "refused_request": str(exc)})
         save_state(settings, context, state)
         context.state.config_records[AUDIT_NOTE] = ConfigRecord(
             {"request": str(request["id"]), "asked": rows})
-        return _reply(msg, settings.party, metrics={"rows": float(rows)},
-                      config={"state": "request", "request": request["id"]}
-                      | {f"{p}.sealed": s for p, s in sealed.items()})
+        config: dict[str, Any] = {"state": "request", "request": request["id"]}
+        config |= {f"{p}.sealed": s for p, s in sealed.items()}
+        if lookup is not None:
+            config["lookup.request"], config["lookup.key"] = lookup
+        return _reply(msg, settings.party, metrics={"rows": float(rows)}, config=config)
 
     @app.query(ScoringMessage.SERVE_EVAL.action)
     @guarded
@@ -266,8 +271,11 @@ def _serve(app: ClientApp, guarded: Callable[[Callable[[Message, Context, Client
     def serve_score(msg: Message, context: Context, settings: ClientSettings,
                     data: ScoringInput) -> Message:
         config, state = _config(msg), load_state(settings, context)
+        holders = [str(h) for h in cast(list[str], config.get("holders", []))]
         request, _, counts = ServedLender(settings, data, data.applicants).score(
             state, {str(p): cast(bytes, config[f"{p}.evaluated"])
-                    for p in cast(list[str], config.get("passive", []))})
+                    for p in cast(list[str], config.get("passive", []))},
+            {h: (cast(bytes, config[f"{h}.setup"]), cast(bytes, config[f"{h}.response"]),
+                 cast(bytes, config[f"{h}.signature"])) for h in holders})
         save_state(settings, context, state)
         return _reply(msg, settings.party, info=counts | {"request": request})

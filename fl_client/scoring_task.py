@@ -10,6 +10,7 @@ noisy release where the model was trained with embedding noise) and the lender s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -107,9 +108,13 @@ class _ScoringNode:
         if data.bundle_dir is None:
             raise DataError(f"{settings.party}: no model bundle at this node")
         self.bundle = load_bundle(data.bundle_dir, party=settings.party)
-        self.ids = [str(i) for i in data.table.frame.index]
-        if not self.ids:
+        if data.table.n_rows == 0:
             raise DataError(f"{data.table.source}: no rows to score")
+
+    @functools.cached_property
+    def ids(self) -> list[str]:
+        """The node's IDs as text, in its table's order (read when a step needs them)."""
+        return [str(i) for i in self.data.table.frame.index]
 
     def hello(self) -> dict[str, Any]:
         """Return what the server checks first: the bundle's model and its files' digests."""

@@ -35,9 +35,10 @@ from federation.alignment import (
     shared_key,
     transcript,
 )
-from federation.blacklist import QueryLedger, period_of
+from federation.blacklist import QueryLedger, lookup_request, period_of
 from federation.served_table import (
     POINT,
+    REQUEST_ID,
     Blinded,
     SealedTable,
     evaluate,
@@ -47,7 +48,9 @@ from federation.served_table import (
     table_context,
     unseal,
 )
+from federation.settings import ListMode
 from federation.storage import write_atomic
+from fl_client.list_lookup import lender_hits
 from fl_client.scoring_task import (
     DONE,
     SCORES_FILE,
@@ -74,6 +77,11 @@ _LENDER_KEY = "served lender key"
 _SEQ = "served seq"
 _REQUEST = "served request"
 _BLINDING = "served blinding"
+_OPRF_KEY = "served oprf key"
+_TABLE = "served table"
+_UNPAID = "served release unpaid"
+_IDS = "served applicants"
+
 
 ApplicantLoader = Callable[[dict[str, Any]], PartyTable]
 """The lender's loader of one request's applicants (the request as its inbox file says)."""
@@ -156,20 +164,41 @@ class ServedParty(ScoringParty):
         channel = X25519PrivateKey.generate()
         state.keys[SERVED] = shared_key(channel, lender_public, f"served {self.settings.party}")
         state.keys[_SEQ] = b"0"
+        path = self._cache_path()
+        if path is None:  # no cache directory (a unit test): the key stays in the state
+            state.keys[_OPRF_KEY] = cached.key
+        else:  # each request reads the key from the cache: no copy in a run's state
+            state.keys[_TABLE] = str(path).encode()
         sealed = seal(state.keys[SERVED], cached.table.to_bytes(),
                       f"{self.settings.party} table")
         info: dict[str, Any] = {"rows": cached.table.rows, "table_cached": from_disk}
-        if cached.release and not from_disk:
+        paid = path is not None and path.with_suffix(".paid").is_file()
+        if cached.release and not paid:
+            # counted in this reply; marked paid once the reply has gone through the node's
+            # budget (at the first request): a refused or lost reply is counted again next time
             info |= cached.release
+            state.keys[_UNPAID] = b"1"
         elif cached.release:
-            info["release"] = cached.release  # paid when the table was built
+            info["release"] = cached.release  # paid when the table was first sent
         return sealed, seal_key(auth, public_bytes(channel), transcript(sealed)), info
 
+    def _key(self, state: NodeState) -> bytes:
+        if _OPRF_KEY in state.keys:
+            return state.keys[_OPRF_KEY]
+        path = Path(state.keys[_TABLE].decode())
+        if not path.is_file():
+            raise AlignmentError(f"{self.settings.party}: the served table {path} is gone; "
+                                 "start the service again")
+        with np.load(path, allow_pickle=False) as kept:  # reads the key's entry only
+            return bytes(kept["key"].tobytes())
+
     def evaluate(self, state: NodeState, sealed: bytes) -> tuple[bytes, int]:
-        """Multiply one request's blinded points by the party's key; return them and the count.
+        """Multiply one request's blinded points by the party's key; return them, sealed.
 
         Only a request the lender sealed for this service, newer than the last one answered,
-        is answered; its applicants are charged to the ledger under the lender's name.
+        is answered; its applicants are charged to the ledger under the lender's name. The
+        answer is sealed for the lender with the request's sequence number, so that a router
+        can neither alter nor swap it. Returns the sealed answer and the count.
         """
         if SERVED not in state.keys:
             raise AlignmentError(f"{self.settings.party}: no scoring service channel in this "
@@ -185,9 +214,12 @@ class ServedParty(ScoringParty):
             if self.settings.state_dir else None)
         QueryLedger(Path(ledger_dir) if ledger_dir else None, self.settings.party,
                     self.settings.blacklists.max_queries).charge(LABEL_HOLDER, n, period_of())
-        cached, _ = self._table()
         state.keys[_SEQ] = str(seq).encode()
-        return evaluate(cached.key, points), n
+        if state.keys.pop(_UNPAID, None) and _TABLE in state.keys:
+            write_atomic(Path(state.keys[_TABLE].decode()).with_suffix(".paid"),
+                         json.dumps({"paid_in": self.settings.state_dir}), mode=0o600)
+        answer = evaluate(self._key(state), points)
+        return seal(state.keys[SERVED], answer, f"{self.settings.party} answer", seq), n
 
 
 class ServedLender:
@@ -228,6 +260,11 @@ class ServedLender:
             state.keys[f"{SERVED} {party}"] = shared_key(own, peer, f"served {party}")
             _, blob = unseal(state.keys[f"{SERVED} {party}"], sealed, f"{party} table")
             table = SealedTable.from_bytes(blob)
+            width = 4 * model_settings(self.bundle.manifest).embedding_dim
+            if table.cipher.shape[1] != width:
+                raise AlignmentError(f"{party}'s table holds embeddings of "
+                                     f"{table.cipher.shape[1] // 4} values; the model's are "
+                                     f"{width // 4}: refused")
             write_atomic(self._table_path(party), blob, mode=0o600)
             sizes[party] = table.rows
         return sizes
@@ -240,7 +277,11 @@ class ServedLender:
         return self.home / INBOX
 
     def next_request(self, wait: float) -> dict[str, Any] | None:
-        """Take the oldest request from the inbox, waiting up to ``wait`` seconds for one."""
+        """Take the oldest request from the inbox, waiting up to ``wait`` seconds for one.
+
+        A request that cannot be read comes back with its ``error`` (and its file's name as its
+        id, when that is a plain name), for the service to answer it and go on.
+        """
         inbox = self.inbox()
         inbox.mkdir(mode=0o700, parents=True, exist_ok=True)
         end = time.monotonic() + wait
@@ -252,20 +293,19 @@ class ServedLender:
                     path.rename(taken)  # one taker, even with two workers
                 except FileNotFoundError:
                     continue
-                try:
-                    request = json.loads(taken.read_text())
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}: not a scoring request (invalid JSON: {exc})") from exc
-                if not isinstance(request, dict):
-                    raise DataError(f"{path}: a scoring request is a JSON object")
-                request["id"] = str(request.get("id") or path.stem)
-                return request
+                return _read_request(path, taken)
             if time.monotonic() >= end:
                 return None
             time.sleep(0.01)
 
-    def blind(self, state: NodeState, request: dict[str, Any]) -> tuple[int, dict[str, bytes]]:
-        """Load the request's applicants, blind them and seal the points for each party."""
+    def blind(self, state: NodeState, request: dict[str, Any]
+              ) -> tuple[int, dict[str, bytes], tuple[bytes, bytes] | None]:
+        """Load the request's applicants, blind them and seal the points for each party.
+
+        Returns the number of applicants, each party's sealed points and, when the model's
+        lender asks blacklist holders, the holders' lookup request and the lender's key signed
+        with it (the five-round path's lookup, one per request).
+        """
         if self.applicants is None:
             raise DataError(f"{self.settings.party}: this node cannot read requests' applicants")
         table = self.applicants(request)
@@ -277,31 +317,67 @@ class ServedLender:
         state.keys[_SEQ] = str(seq).encode()
         state.keys[_REQUEST] = json.dumps({**request, "source": table.source}).encode()
         state.keys[_BLINDING] = blinded.scalars + blinded.points
-        state.keys.pop(DONE, None)  # each request answers each step once
+        state.keys[_IDS] = transcript(*(i.encode() for i in ids))
+        done = state.keys.get(DONE, b"").decode().split(",")  # each request scores once; the
+        state.keys[DONE] = ",".join(d for d in done if d and d != "score").encode()  # setup
+        # steps (hello, tables) stay answered
         state.masks, state.listed = {}, {}
+        lookup = None
+        if self.holders:
+            lookup_blinded, state.keys["psi"] = lookup_request(ids, reveal=True)
+            state.keys["lookup digest"] = transcript(lookup_blinded)
+            own = X25519PrivateKey.from_private_bytes(state.keys[_LENDER_KEY])
+            auth = channel_auth(self.settings.party, self.settings.channel_keys)
+            lookup = (lookup_blinded, seal_key(auth, public_bytes(own), transcript(lookup_blinded)))
         return len(ids), {p: seal(state.keys[f"{SERVED} {p}"], blinded.points,
                                   f"{p} request", seq) for p in self.passive
-                          if f"{SERVED} {p}" in state.keys}
+                          if f"{SERVED} {p}" in state.keys}, lookup
 
-    def score(self, state: NodeState, evaluated: dict[str, bytes]
+    def score(self, state: NodeState, evaluated: dict[str, bytes],
+              lists: dict[str, tuple[bytes, bytes, bytes]] | None = None
               ) -> tuple[str, pd.DataFrame, dict[str, Any]]:
-        """Open each party's embeddings of the request's applicants and score them."""
+        """Open each party's embeddings of the request's applicants and score them.
+
+        ``lists``: each blacklist holder's signed (setup, response, signature) to the request's
+        lookup; the hits become the lender's own inputs, as in the five-round path.
+        """
         request = json.loads(state.keys[_REQUEST])
         table = self.applicants(request) if self.applicants else None
         if table is None:
             raise DataError(f"{self.settings.party}: this node cannot read requests' applicants")
+        ids = [str(i) for i in table.frame.index]
+        if transcript(*(i.encode() for i in ids)) != state.keys.get(_IDS):
+            raise DataError(f"{table.source}: the applicants changed between blinding and "
+                            "scoring; send the request again")
         half = len(state.keys[_BLINDING]) // 2
         blinded = Blinded(state.keys[_BLINDING][:half], state.keys[_BLINDING][half:])
+        seq = int(state.keys.get(_SEQ, b"0"))
+        served = [k.removeprefix(f"{SERVED} ") for k in state.keys
+                  if k.startswith(f"{SERVED} ") and k.removeprefix(f"{SERVED} ") in self.passive]
+        missing = [p for p in served if p not in evaluated]
+        if missing:
+            raise AlignmentError(f"no answer of {missing} to request {seq}: a party that sent "
+                                 "its table answers every request (a router dropped it)")
         embeddings: dict[str, np.ndarray] = {}
-        for party, points in evaluated.items():
+        for party in served:
+            answer_seq, points = unseal(state.keys[f"{SERVED} {party}"], evaluated[party],
+                                        f"{party} answer")
+            if answer_seq != seq:
+                raise AlignmentError(f"{party}'s answer is to request {answer_seq}, not to "
+                                     f"request {seq}: refused")
             sealed = _opened_table(self._table_path(party))
-            found, values = sealed.open(blinded.unblind(points),
+            found, values = sealed.open(ids, blinded.unblind(points),
                                         table_context(self.bundle.model_id, party),
                                         _table_index(self._table_path(party)))
             state.masks[party] = found
             embeddings[party] = values
+        for holder, hit in lender_hits(self.settings, ids, ListMode.lookup, state.keys,
+                                       lists or {}).items():
+            state.listed[holder] = np.asarray(hit, dtype=bool)
         scorer = ScoringLender(self.settings, ScoringInput(self.data.bundle_dir, table))
         scores, counts = scorer.score(state, embeddings)
+        if lists:
+            counts["listed"] = {h: int(state.listed[h].sum()) for h in lists}
         request_id = str(request["id"])
         if self.settings.state_dir:  # the scores stay at the lender
             write_atomic(self.home / REQUESTS / request_id / SCORES_FILE,
@@ -328,3 +404,19 @@ def _opened_table(path: Path) -> SealedTable:
 
 def _table_index(path: Path) -> dict[bytes, int]:
     return _loaded(path)[1]
+
+
+def _read_request(path: Path, taken: Path) -> dict[str, Any]:
+    """Read one request file the lender took from its inbox; an unreadable one names why."""
+    name = path.stem if REQUEST_ID.fullmatch(path.stem) else "unnamed"
+    try:
+        request = json.loads(taken.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return {"id": name, "error": f"{path}: not a scoring request ({exc})"}
+    if not isinstance(request, dict):
+        return {"id": name, "error": f"{path}: a scoring request is a JSON object"}
+    request["id"] = str(request.get("id") or path.stem)
+    if not REQUEST_ID.fullmatch(request["id"]):
+        return {"id": name, "error": f"{path}: request id {request['id']!r} is not one plain "
+                "name (letters, digits, '.', '_', '-')"}
+    return request

@@ -14,7 +14,8 @@ inbox; :func:`experiments.deploy.score` does it on a loopback deployment):
 
 * ``serve_next`` (lender): waits up to ``wait`` seconds for a request; answers with each
   party's sealed, blinded points (or ``idle``, or ``stop``);
-* ``serve_eval`` (each passive party): the points multiplied by its key;
+* ``serve_eval`` (each passive party): the points multiplied by its key; beside it, each
+  blacklist holder answers the request's lookup (``score_list_answer``, as in batch scoring);
 * ``serve_score`` (lender): opens the embeddings, scores, keeps the scores; counts back.
 
 So a request costs the lender's reply to the message that was waiting for it, and two rounds.
@@ -36,6 +37,7 @@ from flwr.serverapp import Grid
 from credit_data.errors import FederationError
 from credit_data.settings import LABEL_HOLDER
 from federation.protocol import ARRAYS, CONFIG, METRICS, ScoringMessage
+from federation.served_table import REQUEST_ID
 from federation.storage import write_atomic
 from fl_server.scoring_rounds import ScoringOutcome, ScoringServerSettings, hello
 from fl_server.vertical_rounds import Recorder, Router
@@ -76,23 +78,43 @@ def _open_tables(router: Router, out: ScoringOutcome, key: bytes,
     return {p: int(cast(float, opened[LABEL_HOLDER][METRICS][f"{p}.rows"])) for p in passive}
 
 
-def _one_request(router: Router, taken: RecordDict, passive: tuple[str, ...]
-                 ) -> dict[str, Any]:
+def _one_request(router: Router, taken: RecordDict, passive: tuple[str, ...],
+                 holders: tuple[str, ...]) -> dict[str, Any]:
+    """Route one request: each party evaluates (each holder answers the lookup); then score."""
     config = taken[CONFIG]
+    rows = int(cast(float, taken[METRICS]["rows"]))
     start = time.perf_counter()
-    evaluated = router.send(ScoringMessage.SERVE_EVAL, {
-        p: _config(sealed=config[f"{p}.sealed"]) for p in passive}) if passive else {}
+    kinds = ({p: str(ScoringMessage.SERVE_EVAL) for p in passive}
+             | dict.fromkeys(holders, str(ScoringMessage.LIST_ANSWER)))
+    answers = router.send(kinds, {p: _config(sealed=config[f"{p}.sealed"]) for p in passive}
+                          | {h: _config(request=config["lookup.request"],
+                                        key=config["lookup.key"], asked=rows,
+                                        purpose="scoring", served=1) for h in holders}
+                          ) if kinds else {}
     middle = time.perf_counter()
-    forward: dict[str, Any] = {f"{p}.evaluated": evaluated[p][CONFIG]["evaluated"]
+    forward: dict[str, Any] = {f"{p}.evaluated": answers[p][CONFIG]["evaluated"]
                                for p in passive}
-    if passive:
+    if passive:  # Flower's ConfigRecord cannot size an empty list
         forward["passive"] = list(passive)
+    if holders:
+        forward["holders"] = list(holders)
+        for h in holders:
+            for key in ("setup", "response", "signature"):
+                forward[f"{h}.{key}"] = answers[h][CONFIG][key]
     scored = router.send(ScoringMessage.SERVE_SCORE, {LABEL_HOLDER: _config(**forward)})
     end = time.perf_counter()
     counts = _info(scored[LABEL_HOLDER])
-    return {"lender": counts,
-            "asked": {p: int(cast(float, evaluated[p][METRICS]["asked"])) for p in passive},
-            "seconds": {"serve_eval": middle - start, "serve_score": end - middle}}
+    record: dict[str, Any] = {
+        "lender": counts,
+        "asked": {p: int(cast(float, answers[p][METRICS]["asked"])) for p in passive},
+        "seconds": {"serve_eval": middle - start, "serve_score": end - middle}}
+    if holders:
+        record["blacklists"] = {h: {
+            "asked": int(cast(float, answers[h][METRICS]["asked"])),
+            "listed": int(counts.get("listed", {}).get(h, 0)),
+            "max_queries": int(cast(float, answers[h][METRICS]["max_queries"]))}
+            for h in holders}
+    return record
 
 
 def run_scoring_service(grid: Grid, s: ScoringServerSettings, directory: Path,
@@ -103,10 +125,6 @@ def run_scoring_service(grid: Grid, s: ScoringServerSettings, directory: Path,
     router = Router(grid, out, s.round_timeout, recorder)
     start = time.perf_counter()
     request, passive, holders = hello(grid, router, out, s, serve=True)
-    if holders:
-        raise FederationError(f"the model's lender asks blacklist holders {list(holders)}: a "
-                              "scoring service does not ask them yet; score with deploy score "
-                              "(one run per request), which does")
     sizes = _open_tables(router, out, cast(bytes, request["key"]), passive)
     out.seconds["start"] = time.perf_counter() - start
     (directory / REQUESTS).mkdir(parents=True, exist_ok=True)
@@ -123,6 +141,9 @@ def run_scoring_service(grid: Grid, s: ScoringServerSettings, directory: Path,
         if state == "stop":
             break
         request_id = str(taken[CONFIG]["request"])
+        if not REQUEST_ID.fullmatch(request_id):  # it names a file here
+            raise FederationError(f"the lender named a request {request_id!r}: not one plain "
+                                  "name")
         record: dict[str, Any] = {"request": request_id, "model_id": out.model_id,
                                   "parties": out.parties, "absent": out.absent,
                                   "rows": int(cast(float, taken[METRICS]["rows"]))
@@ -131,7 +152,7 @@ def run_scoring_service(grid: Grid, s: ScoringServerSettings, directory: Path,
             record["error"] = str(taken[CONFIG]["refused_request"])
         else:
             try:
-                record |= _one_request(router, taken, passive)
+                record |= _one_request(router, taken, passive, holders)
                 served += 1
             except FederationError as exc:  # one request's refusal; the service goes on
                 record["error"] = str(exc)

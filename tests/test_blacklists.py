@@ -315,6 +315,35 @@ def test_scoring_asks_the_holders_again_and_reproduces_the_run(with_lists, tmp_p
     assert "## Shared blacklists" in (out / "report.md").read_text()
 
 
+def test_a_scoring_service_asks_the_holders_each_request_once(with_lists, tmp_path):
+    # the service's path (two rounds a request): the lookup rides beside the parties'
+    # evaluations; each signed request is answered once, however many requests the run serves
+    from credit_data.errors import AlignmentError
+    from fl_client.list_lookup import holder_answer
+    from tests.served import start_service
+
+    run_dir, results, _ = with_lists
+    service = start_service(run_dir, results, tmp_path)
+    assert set(service.holders) == {"consortium", "telco"}
+    _, scores, counts = service.request({"id": "first", "rows": "test"})
+    predictions = pd.read_csv(run_dir / "predictions.csv", dtype={"id": str})
+    both = predictions.merge(scores, on="id")
+    assert len(both) == len(predictions) == len(scores)
+    assert float((both["score"] - both["probability"]).abs().max()) <= 1e-6
+    the_list = set(synthetic_lists(generate(3_000, seed=0), ("consortium",),
+                                   seed=0)["consortium"].ids)
+    assert scores["on_list_consortium"].tolist() == [int(i in the_list) for i in scores["id"]]
+    assert counts["listed"]["consortium"] == int(scores["on_list_consortium"].sum()) > 0
+    service.request({"id": "second", "rows": "test"})  # a second request: answered too
+    settings, ids = service.holders["consortium"]
+    request, key = service.lookups[0]  # the server replaying the first lookup
+    with pytest.raises(AlignmentError, match="a replayed request is refused"):
+        holder_answer(settings, ids, request, len(scores), key,
+                      service.holder_keys["consortium"], per_request=True)
+    ledger = json.loads((tmp_path / "consortium" / "consortium" / "queries.json").read_text())
+    assert list(ledger["lender"].values()) == [2 * len(scores)]
+
+
 @pytest.mark.unit
 def test_the_rule_on_a_hit_overrides_the_score_of_listed_applicants_only():
     from federation.settings import HitRule

@@ -686,6 +686,18 @@ def test_a_deployed_holder_answers_lookups_and_caps_a_lender(tmp_path_factory) -
         assert (scores["decision"] == np.where(on, "review", "score")).all()
         ledger = json.loads((fed.node_state("consortium") / "queries.json").read_text())
         assert list(ledger["lender"].values()) == [1000 + len(scores)]
+        # a scoring service asks the holder too, each request in the parties' round
+        from experiments import served
+
+        served.serve(Path(fed.directory), run_dir, ["blacklists.on_hit=review"])
+        try:
+            _, again = served.score(Path(fed.directory), run_dir, ["scoring.rows=test"])
+        finally:
+            served.stop(Path(fed.directory))
+        assert again["blacklists"]["consortium"]["listed"] == int(on.sum())
+        assert again["lender"]["decisions"] == scoring["lender"]["decisions"]
+        ledger = json.loads((fed.node_state("consortium") / "queries.json").read_text())
+        assert list(ledger["lender"].values()) == [1000 + 2 * len(scores)]
         # a run asking past the holder's cap (1,000,000 by default: lowered by the run's) fails
         with pytest.raises(FederationError, match="consortium refuses: lender asked 1"):
             deploy.run(Path(fed.directory), ["blacklists.max_queries=1500"])

@@ -13,10 +13,9 @@ the bytes a server would route; the deployed service (one Flower run, many reque
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-from pathlib import Path
+import re
 
 import numpy as np
 import pandas as pd
@@ -24,7 +23,6 @@ import pytest
 
 from credit_data.errors import AlignmentError
 from credit_data.synthetic import generate
-from experiments.scoring import load_applicants, scoring_config, to_settings
 from federation.blacklist import QueryLimit
 from federation.served_table import (
     POINT,
@@ -39,68 +37,15 @@ from federation.served_table import (
     unseal,
 )
 from fl_client.scoring_task import ScoringInput
-from fl_client.served_scoring import INBOX, REQUESTS, ServedLender, ServedParty
-from fl_client.settings import client_settings
+from fl_client.served_scoring import INBOX, REQUESTS, ServedParty
 from fl_client.vertical_task import NodeState
-
-
-@dataclasses.dataclass
-class Service:
-    """Every node of a small service, and what travelled between them."""
-
-    lender: ServedLender
-    parties: dict[str, ServedParty]
-    lender_state: NodeState
-    party_states: dict[str, NodeState]
-    routed: list[bytes]
-    run_dir: Path
-    infos: dict[str, dict]
-
-    def request(self, request: dict) -> tuple[str, pd.DataFrame, dict]:
-        inbox = self.lender.inbox()
-        inbox.mkdir(parents=True, exist_ok=True)
-        (inbox / f"{request.get('id', 'r')}.json").write_text(json.dumps(request))
-        taken = self.lender.next_request(wait=0.5)
-        assert taken is not None
-        _, sealed = self.lender.blind(self.lender_state, taken)
-        self.routed += list(sealed.values())
-        evaluated = {p: self.parties[p].evaluate(self.party_states[p], sealed[p])[0]
-                     for p in sealed}
-        self.routed += list(evaluated.values())
-        return self.lender.score(self.lender_state, evaluated)
-
-
-def _start(run_dir: Path, results: dict, nodes: Path, *overrides: str) -> Service:
-    settings = to_settings(scoring_config(run_dir, ["scoring.rows=test", *overrides]))
-    population = load_applicants(dataclasses.replace(
-        settings, scoring=dataclasses.replace(settings.scoring, rows=settings.scoring.rows)))
-    bundles = {p: run_dir / d for p, d in results["model"]["bundles"].items()}
-    clients = {p: client_settings(settings, p, str(nodes / p), psi_cache=str(nodes / "cache"))
-               for p in bundles}
-
-    def applicants(request: dict):
-        return population.tables["lender"]
-
-    lender = ServedLender(clients["lender"], ScoringInput(bundles["lender"], population.tables[
-        "lender"]), applicants)
-    parties = {p: ServedParty(clients[p], ScoringInput(bundles[p], population.tables[p]))
-               for p in bundles if p != "lender"}
-    lender_state = NodeState()
-    info, key = lender.hello(lender_state)
-    routed, infos, tables, states = [key], {}, {}, {}
-    for party, node in parties.items():
-        states[party] = NodeState()
-        sealed, party_key, infos[party] = node.sealed_table(states[party], key)
-        tables[party] = (party_key, sealed)
-        routed += [party_key, sealed]
-    lender.open_tables(lender_state, tables)
-    return Service(lender, parties, lender_state, states, routed, run_dir, infos)
+from tests.served import Service, start_service
 
 
 @pytest.fixture(scope="module")
 def service(vertical_pairs, tmp_path_factory) -> Service:
     run_dir, results = vertical_pairs["private"][0]
-    return _start(run_dir, results, tmp_path_factory.mktemp("service"))
+    return start_service(run_dir, results, tmp_path_factory.mktemp("service"))
 
 
 def test_a_served_request_reproduces_the_runs_predictions(service):
@@ -138,7 +83,8 @@ def test_the_server_can_neither_forge_nor_replay_a_request(service):
         node.evaluate(state, forged)
     inbox = service.lender.inbox()
     (inbox / "replay.json").write_text(json.dumps({"rows": "test"}))
-    _, sealed = service.lender.blind(service.lender_state, service.lender.next_request(0.5))
+    _, sealed, _ = service.lender.blind(service.lender_state,
+                                        service.lender.next_request(0.5))
     node.evaluate(state, sealed["bureau"])
     with pytest.raises(AlignmentError, match="a replayed or reordered request is refused"):
         node.evaluate(state, sealed["bureau"])
@@ -159,13 +105,13 @@ def test_the_lender_opens_only_what_it_asks_about_of_the_right_party_and_model()
     table = seal_table(key, ids, values, context)
     asked = ["C00007", "nobody", "C00499"]
     blinded = Blinded.of(asked)
-    found, opened = table.open(blinded.unblind(evaluate(key, blinded.points)), context)
+    found, opened = table.open(asked, blinded.unblind(evaluate(key, blinded.points)), context)
     assert found.tolist() == [True, False, True]
     np.testing.assert_array_equal(opened, values[[7, 499]])
     # another key (another party, or guessing) or another model's context opens nothing
     for k, c in ((new_key(), context), (key, table_context("m2", "bureau")),
                  (key, table_context("m1", "social"))):
-        found, _ = table.open(blinded.unblind(evaluate(k, blinded.points)), c)
+        found, _ = table.open(asked, blinded.unblind(evaluate(k, blinded.points)), c)
         assert not found.any()
     # the table's order says nothing of the party's own order
     assert not np.array_equal(table.cipher, values.view(np.uint8).reshape(500, 16))
@@ -180,7 +126,7 @@ def test_a_blinded_request_looks_the_same_for_any_applicant():
 
 def test_a_party_stops_answering_past_its_max_queries(vertical_pairs, tmp_path):
     run_dir, results = vertical_pairs["plain"][0]
-    service = _start(run_dir, results, tmp_path, "blacklists.max_queries=700")
+    service = start_service(run_dir, results, tmp_path, "blacklists.max_queries=700")
     n = len(pd.read_csv(run_dir / "predictions.csv"))
     assert n <= 700 < 2 * n
     service.request({"id": "first", "rows": "test"})
@@ -192,12 +138,57 @@ def test_a_party_stops_answering_past_its_max_queries(vertical_pairs, tmp_path):
 
 
 def test_a_bad_request_is_named(service):
+    # a bad file is answered with its error (the service goes on), and named
     inbox = service.lender.inbox()
     (inbox / "broken.json").write_text("{not json")
-    with pytest.raises(Exception, match=r"broken.json: not a scoring request \(invalid JSON"):
-        service.lender.next_request(0.1)
+    taken = service.lender.next_request(0.1)
+    assert taken["id"] == "broken" and re.search(r"broken.json: not a scoring request",
+                                                 taken["error"])
+    (inbox / "escape.json").write_text(json.dumps({"id": "../../elsewhere", "rows": "test"}))
+    taken = service.lender.next_request(0.1)
+    assert taken["id"] == "escape" and "is not one plain name" in taken["error"]
     assert service.lender.next_request(0.05) is None  # an empty inbox: idle after the wait
     assert INBOX in str(inbox)
+
+
+def test_the_lender_refuses_an_answer_the_router_dropped_swapped_or_replayed(service):
+    inbox = service.lender.inbox()
+
+    def blinded(name: str) -> dict[str, bytes]:
+        (inbox / f"{name}.json").write_text(json.dumps({"rows": "test"}))
+        return service.lender.blind(service.lender_state, service.lender.next_request(0.5))[1]
+
+    sealed = blinded("a")
+    answers = {p: service.parties[p].evaluate(service.party_states[p], sealed[p])[0]
+               for p in sealed}
+    with pytest.raises(AlignmentError, match=r"no answer of \['social'\] to request"):
+        service.lender.score(service.lender_state, {"bureau": answers["bureau"]})
+    with pytest.raises(AlignmentError, match="social answer: a served message does not open"):
+        service.lender.score(service.lender_state, {"bureau": answers["bureau"],
+                                                    "social": answers["bureau"]})
+    sealed = blinded("b")  # a newer request; the router hands back the old answers
+    with pytest.raises(AlignmentError, match="answer is to request .*, not to request"):
+        service.lender.score(service.lender_state, answers)
+
+
+def test_applicants_changed_between_blinding_and_scoring_are_refused(service):
+    inbox = service.lender.inbox()
+    (inbox / "changing.json").write_text(json.dumps({"rows": "test"}))
+    sealed = service.lender.blind(service.lender_state, service.lender.next_request(0.5))[1]
+    answers = {p: service.parties[p].evaluate(service.party_states[p], sealed[p])[0]
+               for p in sealed}
+    loader = service.lender.applicants
+    def fewer(request: dict):
+        table = loader(request)
+        return table.rows(np.arange(table.n_rows) % 2 == 0)  # rewritten in the meantime
+
+    service.lender.applicants = fewer
+    try:
+        with pytest.raises(Exception, match="the applicants changed between blinding and "
+                                            "scoring"):
+            service.lender.score(service.lender_state, answers)
+    finally:
+        service.lender.applicants = loader
 
 
 def test_a_noisy_table_is_drawn_once_and_counted_once(tmp_path):
@@ -230,15 +221,22 @@ def test_a_noisy_table_is_drawn_once_and_counted_once(tmp_path):
     party = ServedParty(settings, ScoringInput(tmp_path / "bureau" / "model", table))
     lender_key = public_bytes(X25519PrivateKey.generate())
     _, _, first = party.sealed_table(NodeState(), lender_key)
-    _, _, second = party.sealed_table(NodeState(), lender_key)
+    # a second service before any request: the first table reply may never have passed the
+    # node's budget (refused, or lost), so it is counted again
+    state = NodeState()
+    _, _, second = party.sealed_table(state, lender_key)
     assert not first["table_cached"] and second["table_cached"]
     assert first["released_rows"] == table.n_rows and first["epsilon_per_new_applicant"] > 0
-    assert "epsilon_per_new_applicant" not in second  # paid once: nothing spent again
-    assert second["release"]["epsilon_per_new_applicant"] == first["epsilon_per_new_applicant"]
+    assert second["epsilon_per_new_applicant"] == first["epsilon_per_new_applicant"]
+    # a request answered: the reply had gone through; later services spend nothing more
+    party.evaluate(state, seal(state.keys["served"], b"", "bureau request", seq=1))
+    _, _, third = party.sealed_table(NodeState(), lender_key)
+    assert "epsilon_per_new_applicant" not in third
+    assert third["release"]["epsilon_per_new_applicant"] == first["epsilon_per_new_applicant"]
     cached, _ = party._table()
     asked = list(table.frame.index[:300])
     blinded = Blinded.of(asked)
-    found, noisy = cached.table.open(blinded.unblind(evaluate(cached.key, blinded.points)),
+    found, noisy = cached.table.open(asked, blinded.unblind(evaluate(cached.key, blinded.points)),
                                      table_context("m", "bureau"))
     assert found.all()
     x, _ = encode_table(party.bundle, table, np.arange(300))

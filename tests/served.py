@@ -1,0 +1,90 @@
+"""A scoring service's nodes driven directly, with the bytes a server would route (tests only).
+
+Shared by the service's own tests and the blacklist tests (a service that asks holders).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from experiments.scoring import list_table, load_applicants, scoring_config, to_settings
+from fl_client.list_lookup import holder_answer
+from fl_client.scoring_task import ScoringInput
+from fl_client.served_scoring import ServedLender, ServedParty
+from fl_client.settings import ClientSettings, client_settings
+from fl_client.vertical_task import NodeState
+
+
+@dataclasses.dataclass
+class Service:
+    """Every node of a small service, and what travelled between them."""
+
+    lender: ServedLender
+    parties: dict[str, ServedParty]
+    lender_state: NodeState
+    party_states: dict[str, NodeState]
+    routed: list[bytes]
+    run_dir: Path
+    infos: dict[str, dict]
+    holders: dict[str, tuple[ClientSettings, list[str]]] = dataclasses.field(
+        default_factory=dict)
+    holder_keys: dict[str, dict[str, bytes]] = dataclasses.field(default_factory=dict)
+    lookups: list[tuple[bytes, bytes]] = dataclasses.field(default_factory=list)
+
+    def request(self, request: dict) -> tuple[str, pd.DataFrame, dict]:
+        """Drop ``request`` in the lender's inbox and route it through every node."""
+        inbox = self.lender.inbox()
+        inbox.mkdir(parents=True, exist_ok=True)
+        (inbox / f"{request.get('id', 'r')}.json").write_text(json.dumps(request))
+        taken = self.lender.next_request(wait=0.5)
+        assert taken is not None
+        rows, sealed, lookup = self.lender.blind(self.lender_state, taken)
+        self.routed += list(sealed.values())
+        evaluated = {p: self.parties[p].evaluate(self.party_states[p], sealed[p])[0]
+                     for p in sealed}
+        self.routed += list(evaluated.values())
+        lists = {}
+        if lookup is not None:
+            self.lookups.append(lookup)
+            for holder, (settings, ids) in self.holders.items():
+                setup, response, signature, _ = holder_answer(
+                    settings, ids, lookup[0], rows, lookup[1],
+                    self.holder_keys.setdefault(holder, {}), per_request=True)
+                lists[holder] = (setup, response, signature)
+        return self.lender.score(self.lender_state, evaluated, lists)
+
+
+def start_service(run_dir: Path, results: dict, nodes: Path, *overrides: str) -> Service:
+    """Start a service on a simulated run's bundles: hello, the parties' tables, opened."""
+    settings = to_settings(scoring_config(run_dir, ["scoring.rows=test", *overrides]))
+    population = load_applicants(settings)  # the lender's: its test rows, every request's
+    bundles = {p: run_dir / d for p, d in results["model"]["bundles"].items()}
+    clients = {p: client_settings(settings, p, str(nodes / p), psi_cache=str(nodes / "cache"))
+               for p in bundles}
+
+    def applicants(request: dict):
+        return population.tables["lender"]
+
+    lender = ServedLender(clients["lender"], ScoringInput(bundles["lender"], population.tables[
+        "lender"]), applicants)
+    parties = {p: ServedParty(clients[p], ScoringInput(bundles[p], population.tables[p]))
+               for p in bundles if p != "lender"}
+    lender_state = NodeState()
+    info, key = lender.hello(lender_state)
+    routed, infos, tables, states = [key], {}, {}, {}
+    for party, node in parties.items():
+        states[party] = NodeState()
+        sealed, party_key, infos[party] = node.sealed_table(states[party], key)
+        tables[party] = (party_key, sealed)
+        routed += [party_key, sealed]
+    lender.open_tables(lender_state, tables)
+    holders = {h: (client_settings(settings, h, str(nodes / h)),
+                   [str(i) for i in list_table(settings, h).frame.index])
+               for h in settings.blacklists.holders}
+    return Service(lender, parties, lender_state, states, routed, run_dir, infos, holders)
+
+
