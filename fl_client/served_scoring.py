@@ -371,8 +371,8 @@ class ServedLender:
                                         _table_index(self._table_path(party)))
             state.masks[party] = found
             embeddings[party] = values
-        for holder, hit in lender_hits(self.settings, ids, ListMode.lookup, state.keys,
-                                       lists or {}).items():
+        for holder, hit in (lender_hits(self.settings, ids, ListMode.lookup, state.keys, lists)
+                            if lists else {}).items():
             state.listed[holder] = np.asarray(hit, dtype=bool)
         scorer = ScoringLender(self.settings, ScoringInput(self.data.bundle_dir, table))
         scores, counts = scorer.score(state, embeddings)
@@ -415,6 +415,8 @@ def _read_request(path: Path, taken: Path) -> dict[str, Any]:
         return {"id": name, "error": f"{path}: not a scoring request ({exc})"}
     if not isinstance(request, dict):
         return {"id": name, "error": f"{path}: a scoring request is a JSON object"}
+    if request.get(STOP) is True:  # the service's operator stops it (``~stop.json``: last)
+        return {"id": STOP, STOP: True}
     request["id"] = str(request.get("id") or path.stem)
     if not REQUEST_ID.fullmatch(request["id"]):
         return {"id": name, "error": f"{path}: request id {request['id']!r} is not one plain "
