@@ -613,12 +613,14 @@ def _caps(values: list[str]) -> dict[str, float]:
     return out
 
 
+COMMANDS = ("up", "run", "score", "serve", "stop-service", "down", "all")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line; see the module docstring."""
     parser = argparse.ArgumentParser(prog="python -m experiments.deploy",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("up", "run", "score", "serve", "stop-service",
-                                            "down", "all"))
+    parser.add_argument("command", choices=COMMANDS)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for experiments.run")
     parser.add_argument("--dir", type=Path, default=ROOT / "deploy")
     parser.add_argument("--node-max-epsilon", action="append", default=[],

@@ -81,8 +81,10 @@ def _check(words: list[str]) -> None:
     if module == "experiments.run":
         _compose(args)
     elif module == "experiments.deploy":
-        assert args[0] in ("up", "run", "score", "down", "all")
-        if args[0] == "score":  # a run directory first, then scoring overrides
+        from experiments.deploy import COMMANDS
+
+        assert args[0] in COMMANDS
+        if args[0] in ("score", "serve"):  # a run directory first, then scoring overrides
             _check_scoring(args[1:])
         else:
             _compose([a for a in args[1:] if not a.startswith("--")])
