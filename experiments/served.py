@@ -48,6 +48,8 @@ from fl_server.scoring_service import SERVICE_FILE
 SERVICE = "service.json"
 """In the federation's directory: the scoring service that is up (its directory and model)."""
 POLL = 0.005
+PER_REQUEST = ("scoring.applicants", "scoring.rows", "scoring.out")
+"""What a request to a running service may set; the rest was set when it started."""
 
 
 def _outcome(out: Path) -> dict[str, Any] | None:
@@ -157,6 +159,11 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
     if service is None or Path(service["model_run"]) != model_run:
         raise DeployError(f"no scoring service of {model_run} is up; start one with deploy "
                           f"serve {model_run}")
+    fixed = [o for o in overrides or [] if o.split("=", 1)[0].lstrip("+~") not in PER_REQUEST]
+    if fixed:
+        raise ConfigError(f"{fixed[0].split('=', 1)[0]}: a scoring service's settings are set "
+                          f"when it starts (deploy serve {model_run} ...); a request may set "
+                          f"only {', '.join(PER_REQUEST)}")
     settings = to_settings(scoring_config(model_run, list(overrides or [])))
     request_id = time.strftime("%Y-%m-%d_%H-%M-%S_") + secrets.token_hex(3)
     out = Path(settings.scoring.out) if settings.scoring.out else model_run / "scoring" / request_id

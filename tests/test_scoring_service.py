@@ -90,6 +90,7 @@ def test_the_server_can_neither_forge_nor_replay_a_request(service):
         node.evaluate(state, sealed["bureau"])
 
 
+@pytest.mark.unit
 def test_a_party_evaluates_only_points_of_the_group():
     identity = bytes([1]) + bytes(31)  # the neutral element: k * it says nothing, but refuse
     with pytest.raises(AlignmentError, match="point 0 of the served request is not a point"):
@@ -98,6 +99,7 @@ def test_a_party_evaluates_only_points_of_the_group():
         evaluate(new_key(), bytes(33))
 
 
+@pytest.mark.unit
 def test_the_lender_opens_only_what_it_asks_about_of_the_right_party_and_model():
     ids = [f"C{i:05d}" for i in range(500)]
     values = np.random.default_rng(0).normal(size=(500, 4)).astype(np.float32)
@@ -117,6 +119,7 @@ def test_the_lender_opens_only_what_it_asks_about_of_the_right_party_and_model()
     assert not np.array_equal(table.cipher, values.view(np.uint8).reshape(500, 16))
 
 
+@pytest.mark.unit
 def test_a_blinded_request_looks_the_same_for_any_applicant():
     # the party sees r * H(x) with a fresh r: the same applicant twice gives unrelated points
     first, second = Blinded.of(["C00001"]), Blinded.of(["C00001"])
@@ -191,6 +194,7 @@ def test_applicants_changed_between_blinding_and_scoring_are_refused(service):
         service.lender.applicants = loader
 
 
+@pytest.mark.unit
 def test_a_noisy_table_is_drawn_once_and_counted_once(tmp_path):
     # embedding noise: the table's release is drawn at its first service and kept at the
     # party: every later service and request opens the same release, and spends nothing more
@@ -248,6 +252,19 @@ def test_a_noisy_table_is_drawn_once_and_counted_once(tmp_path):
     np.testing.assert_array_equal(again.table.cipher, cached.table.cipher)
 
 
+@pytest.mark.unit
+def test_a_request_to_a_running_service_may_set_only_its_applicants(tmp_path, monkeypatch):
+    from credit_data.errors import ConfigError
+    from experiments import served
+
+    monkeypatch.setattr(served.Federation, "load", classmethod(lambda cls, d: None))
+    monkeypatch.setattr(served, "running", lambda fed: {"model_run": str(tmp_path.resolve())})
+    with pytest.raises(ConfigError, match=r"blacklists.on_hit: a scoring service's settings are "
+                                          r"set when it starts .* only scoring.applicants"):
+        served.score(tmp_path, tmp_path, ["scoring.rows=test", "blacklists.on_hit=decline"])
+
+
+@pytest.mark.unit
 def test_seal_binds_its_label_and_sequence():
     key = os.urandom(32)
     blob = seal(key, b"points", "bureau request", seq=3)
