@@ -12,9 +12,9 @@ def _run(*overrides: str) -> subprocess.CompletedProcess:
 
 
 def test_progress_lines_and_quiet_mode(tmp_path):
-    loud = _run("federation=centralized", "data.n_customers=3000", "train.epochs=2",
+    loud = _run("federation=centralized", "data.n_customers=1000", "train.epochs=2",
                 f"hydra.run.dir={tmp_path}/loud")
-    quiet = _run("federation=centralized", "data.n_customers=3000", "train.epochs=2",
+    quiet = _run("federation=centralized", "data.n_customers=1000", "train.epochs=2",
                  "verbose=false",
                  f"hydra.run.dir={tmp_path}/quiet")
     assert loud.returncode == 0 and quiet.returncode == 0, loud.stderr + quiet.stderr
