@@ -57,6 +57,13 @@ def _reply(msg: Message, party: str, *, info: dict[str, Any] | None = None,
     return Message(content, reply_to=msg)
 
 
+def _spent(info: dict[str, Any]) -> dict[str, float] | None:
+    """Return a noisy release's marginal epsilon, for the node's audit log and lifetime budget."""
+    if "epsilon_per_new_applicant" not in info:
+        return None
+    return {"scoring_epsilon": float(info["epsilon_per_new_applicant"])}
+
+
 def _config(msg: Message) -> ConfigRecord:
     return msg.content.config_records.get(CONFIG, ConfigRecord())
 
@@ -158,10 +165,7 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
         values, info = ScoringParty(settings, data).embed(state,
                                                           cast(bytes, _config(msg)["sealed"]))
         save_state(settings, context, state)
-        # a noisy release's marginal epsilon: the node's audit log and lifetime budget count it
-        spent = ({"scoring_epsilon": float(info["epsilon_per_new_applicant"])}
-                 if "epsilon_per_new_applicant" in info else None)
-        return _reply(msg, settings.party, info=info, metrics=spent,
+        return _reply(msg, settings.party, info=info, metrics=_spent(info),
                       values={"embeddings": values})
 
     @app.query(ScoringMessage.SCORE.action)
@@ -208,9 +212,7 @@ def _serve(app: ClientApp, guarded: Callable[[Callable[[Message, Context, Client
             state, cast(bytes, _config(msg)["key"]))
         save_state(settings, context, state)
         # a release drawn now is counted now, once: later services reuse it
-        spent = ({"scoring_epsilon": float(info["epsilon_per_new_applicant"])}
-                 if "epsilon_per_new_applicant" in info else None)
-        return _reply(msg, settings.party, info=info, metrics=spent, config={"key": key},
+        return _reply(msg, settings.party, info=info, metrics=_spent(info), config={"key": key},
                       values={"table": np.frombuffer(sealed, dtype=np.uint8)})
 
     @app.query(ScoringMessage.SERVE_OPEN.action)

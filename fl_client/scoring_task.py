@@ -262,21 +262,32 @@ class ScoringParty(_ScoringNode):
             raise AlignmentError(f"{self.settings.party}: the sealed list names "
                                  f"{len(positions)} applicants ({len(np.unique(positions))} "
                                  f"distinct) for a request of {asked}; refused")
+        values, unknown, spend = self.embed_rows(positions, "scoring release")
+        return values, {"rows": len(positions), "unknown_categories": unknown} | spend
+
+    def embed_rows(self, rows: np.ndarray | None, purpose: str
+                   ) -> tuple[np.ndarray, dict[str, int], dict[str, Any]]:
+        """Embed the party's rows (all, or ``rows``) with its saved encoder.
+
+        Returns the embeddings, the unknown categories counted, and the release's spend (empty
+        without embedding noise). Under noise the release is checked against the node's cap
+        first, and the noise is drawn here from the operating system's source (``purpose``
+        labels the draw).
+        """
         m = self.bundle.manifest
-        x, unknown = encode_table(self.bundle, self.data.table, positions)
+        x, unknown = encode_table(self.bundle, self.data.table, rows)
         settings = model_settings(m)
         encoder = PartyEncoder(x.shape[1], settings.encoder_hidden, settings.embedding_dim,
                                settings.dropout)
         encoder.load_state_dict({k.removeprefix("encoder."): v
                                  for k, v in self.bundle.weights.items()})
         noise_std = float(m["embedding"]["noise_std"])
-        info: dict[str, Any] = {"rows": len(positions), "unknown_categories": unknown}
         if noise_std <= 0:
-            return embed(encoder, x), info
-        info |= self._release_spend(noise_std, float(m["embedding"]["clip"]), len(positions))
-        rng = NoiseSource.fresh().numpy("scoring release")  # the OS's source, drawn here
-        return embed(encoder, x, clip=float(m["embedding"]["clip"]), noise_std=noise_std,
-                     rng=rng), info
+            return embed(encoder, x), unknown, {}
+        clip = float(m["embedding"]["clip"])
+        spend = self._release_spend(noise_std, clip, len(x))
+        rng = NoiseSource.fresh().numpy(purpose)  # the OS's source, drawn here
+        return embed(encoder, x, clip=clip, noise_std=noise_std, rng=rng), unknown, spend
 
     def _refuse_unaccounted(self) -> None:
         """Refuse, at a capped party, embeddings no epsilon covers (a model without noise).

@@ -57,16 +57,12 @@ from fl_client.scoring_task import (
     ScoringInput,
     ScoringLender,
     ScoringParty,
-    encode_table,
     model_settings,
     once,
 )
 from fl_client.settings import ClientSettings
 from fl_client.vertical_task import NodeState
 from models.bundle import load_bundle
-from models.networks import PartyEncoder
-from models.split_training import embed
-from privacy.randomness import NoiseSource
 
 SERVED = "served"
 INBOX = "inbox"
@@ -123,21 +119,7 @@ class ServedParty(ScoringParty):
             with np.load(path, allow_pickle=False) as kept:
                 return _Cached(kept["key"].tobytes(), SealedTable(kept["tags"], kept["cipher"]),
                                json.loads(str(kept["release"]))), True
-        m = self.bundle.manifest
-        x, _ = encode_table(self.bundle, self.data.table)
-        settings = model_settings(m)
-        encoder = PartyEncoder(x.shape[1], settings.encoder_hidden, settings.embedding_dim,
-                               settings.dropout)
-        encoder.load_state_dict({k.removeprefix("encoder."): v
-                                 for k, v in self.bundle.weights.items()})
-        noise_std = float(m["embedding"]["noise_std"])
-        release: dict[str, Any] = {}
-        if noise_std <= 0:
-            values = embed(encoder, x)
-        else:
-            release = self._release_spend(noise_std, float(m["embedding"]["clip"]), len(x))
-            values = embed(encoder, x, clip=float(m["embedding"]["clip"]), noise_std=noise_std,
-                           rng=NoiseSource.fresh().numpy("served table"))
+        values, _, release = self.embed_rows(None, "served table")
         key = new_key()
         cached = _Cached(key, seal_table(key, self.ids, values,
                                          table_context(self.bundle.model_id,

@@ -570,6 +570,19 @@ def test_a_deployed_horizontal_run_resumes_with_the_same_ledger(horizontal_feder
     assert second["privacy"]["epsilon"] == pytest.approx(whole["privacy"]["epsilon"], rel=1e-9)
 
 
+def _check_scores_match_training(fed, run_dir: Path, scoring: dict) -> pd.DataFrame:
+    """The lender's scores of a request for its test rows equal the trained model's own."""
+    scores = pd.read_csv(scoring["lender_scores"], dtype={"id": str})
+    kept = np.load(fed.node_state("lender") / run_dir.name / "lender" / "scores.npz")
+    ids = pd.read_csv(fed.root / "nodes" / "lender" / "data.csv", dtype=str).iloc[:, 0]
+    trained = pd.DataFrame({"id": ids.to_numpy()[kept["test_rows"]],
+                            "score": kept["test_scores"]})
+    both = trained.merge(scores, on="id")
+    assert len(both) == len(trained) == len(scores) == scoring["applicants"]
+    assert float((both["score"] - both["probability"]).abs().max()) <= 1e-6
+    return scores
+
+
 def test_deployed_scoring_reproduces_the_lenders_scores_with_label_dp_and_dpsgd(
         vertical_federation, private_deployed_runs) -> None:
     # issue 20: each node loads the bundle it kept and its own rows; the scores stay at the
@@ -585,14 +598,7 @@ def test_deployed_scoring_reproduces_the_lenders_scores_with_label_dp_and_dpsgd(
     out, scoring = deploy.score(Path(fed.directory), run_dir, ["scoring.rows=test"])
     assert scoring["engine"] == "deployment" and scoring["message_rounds"] == 5
     assert not (out / "scores.csv").exists()  # the coordinator has counts only
-    scores = pd.read_csv(scoring["lender_scores"], dtype={"id": str})
-    kept = np.load(fed.node_state("lender") / run_dir.name / "lender" / "scores.npz")
-    ids = pd.read_csv(fed.root / "nodes" / "lender" / "data.csv", dtype=str).iloc[:, 0]
-    trained = pd.DataFrame({"id": ids.to_numpy()[kept["test_rows"]],
-                            "score": kept["test_scores"]})
-    both = trained.merge(scores, on="id")
-    assert len(both) == len(trained) == len(scores) == scoring["applicants"]
-    assert float((both["score"] - both["probability"]).abs().max()) <= 1e-6
+    _check_scores_match_training(fed, run_dir, scoring)
     for party in fed.parties:  # every node's log has the scoring messages, purpose scoring
         log = Path(scoring["node_audit_logs"][party])
         verify(log)
@@ -614,14 +620,8 @@ def test_a_deployed_scoring_service_answers_requests_in_two_rounds(
         assert deploy.main(["serve", str(run_dir), "--dir", fed.directory]) == 2  # one at a time
         out, scoring = served.score(Path(fed.directory), run_dir, ["scoring.rows=test"])
         assert scoring["message_rounds"] == 2 and not (out / "scores.csv").exists()
-        scores = pd.read_csv(scoring["lender_scores"], dtype={"id": str})
-        kept = np.load(fed.node_state("lender") / run_dir.name / "lender" / "scores.npz")
+        scores = _check_scores_match_training(fed, run_dir, scoring)
         ids = pd.read_csv(fed.root / "nodes" / "lender" / "data.csv", dtype=str).iloc[:, 0]
-        trained = pd.DataFrame({"id": ids.to_numpy()[kept["test_rows"]],
-                                "score": kept["test_scores"]})
-        both = trained.merge(scores, on="id")
-        assert len(both) == len(trained) == len(scores) == scoring["applicants"]
-        assert float((both["score"] - both["probability"]).abs().max()) <= 1e-6
         # one new applicant, through the command line: `deploy score` finds the service
         first = pd.read_csv(fed.root / "nodes" / "lender" / "data.csv").iloc[:1]
         first.drop(columns=[c for c in first.columns if c.startswith(("default", "fraud"))],
