@@ -48,3 +48,13 @@ class AlignmentError(RuntimeError):
 
 class EngineVersionError(ConfigError):
     """The installed Flower or Ray is not the exact release this project was built against."""
+
+
+class ReportedError(CreditFLError):
+    """An error of another kind (Python's own, a library's) read back from a file.
+
+    Files this project reads back hold only its own classes, so an outcome or checkpoint keeps
+    another error as its type's name (``original``) and message: ``ValueError: bad value``.
+    """
+
+    original: str = ""

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, cast
 
+from flwr.app import ArrayRecord
 from flwr.serverapp import (
     NeighboringRelation,
     PrivacyConfig,
@@ -112,6 +113,21 @@ def build_strategy(federation: FederationSettings, privacy: PrivacySettings,
 
 
 STATEFUL_ATTRIBUTES = ("current_arrays", "m_t", "v_t")
+ARRAY_RECORD = "array_record"
+"""Marks a Flower ArrayRecord kept in a checkpoint as its tensors (a checkpoint holds no
+Flower class: :mod:`federation.safe_files`)."""
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, ArrayRecord):  # the central DP wrapper's current_arrays
+        return {ARRAY_RECORD: value.to_torch_state_dict()}
+    return value
+
+
+def _restored(value: object) -> object:
+    if isinstance(value, dict) and set(value) == {ARRAY_RECORD}:
+        return ArrayRecord(value[ARRAY_RECORD])
+    return value
 
 
 def strategy_state(strategy: Strategy) -> dict[str, object]:
@@ -122,7 +138,7 @@ def strategy_state(strategy: Strategy) -> dict[str, object]:
         state["inner"] = strategy_state(inner)
     for name in STATEFUL_ATTRIBUTES:
         if hasattr(strategy, name):
-            state[name] = getattr(strategy, name)
+            state[name] = _plain(getattr(strategy, name))
     accountant = getattr(strategy, "accountant", None)
     if accountant is not None:
         state["accountant"] = accountant.state_dict()
@@ -151,7 +167,7 @@ def load_strategy_state(strategy: Strategy, state: dict[str, object]) -> None:
                      else "is in the checkpoint but not in this strategy")
             raise FederationError(f"resume: {type(strategy).__name__}.{name} {where}")
         if name in state:
-            setattr(strategy, name, state[name])
+            setattr(strategy, name, _restored(state[name]))
     accountant = getattr(strategy, "accountant", None)
     if (accountant is None) != ("accountant" not in state):
         raise FederationError(f"resume: the checkpoint's privacy accountant and this run's "
