@@ -97,7 +97,14 @@ def test_a_run_is_continued_once_with_its_own_settings_and_data(tmp_path):
         resume_state(node, _resuming("/x/run-1"), "run-2", 3)
     node.data_path.write_text("id,x\na,1\n")
     resume_state(node, _resuming("/x/run-1"), "run-2", 3)
-    # a second continuation of run-1 (a fork that would be charged once) is refused
+    # once run-2 spent at this node, a second continuation of run-1 (a fork that would be
+    # charged once) is refused (one that spent nothing does not hold run-1: issue 29)
+    from deployment.client_app import continuation
+    from federation.lifetime_budget import LifetimeBudget
+
+    budget = LifetimeBudget.of(node.state_dir, node.data_path, None)
+    continuation(node, _resuming("/x/run-1"), "run-2").record_spend(budget, "run-1",
+                                                                    {"epsilon": 0.5})
     with pytest.raises(ConfigError, match="already continued by run 'run-2'"):
         resume_state(node, _resuming("/x/run-1"), "run-3", 4)
 
