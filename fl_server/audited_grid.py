@@ -14,10 +14,11 @@ fraction of a second; both engines get the same loop here.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from flwr.app import ConfigRecord, Message
+from flwr.app import ConfigRecord, Error, Message, Metadata
 from flwr.serverapp import Grid
 
 from federation.audit_log import ANCHOR, AuditLog
@@ -62,6 +63,28 @@ class AuditedGrid:
         if event == "sent":
             msg.content[ANCHOR] = ConfigRecord({"seq": anchor.seq, "head": anchor.head})
 
+    def _offline(self, waiting: set[str], sent: dict[str, Message]) -> list[Message]:
+        """Return an error reply for each awaited message whose node is offline.
+
+        The SuperLink counts a node offline once it left or its heartbeat lapsed, and answers
+        such a message itself; asking which nodes are online before each pull (the Grid's public
+        ``get_node_ids``) ends the wait without depending on that reply. A reply the node pushed
+        before it died, whose objects never come, still costs Flower's object retries (~100 s).
+        """
+        online = set(self.grid.get_node_ids())
+        out = []
+        for message_id in sorted(waiting):
+            m = sent[message_id].metadata
+            if m.dst_node_id in online:
+                continue
+            out.append(Message(Error(code=NODE_UNAVAILABLE_CODE, reason=(  # type: ignore[call-overload]
+                f"Error: {NODE_UNAVAILABLE}: the SuperLink counts node {m.dst_node_id} offline")),
+                metadata=Metadata(run_id=m.run_id, message_id=uuid.uuid4().hex,
+                                  src_node_id=SUPERLINK, dst_node_id=0,
+                                  reply_to_message_id=message_id, group_id=m.group_id,
+                                  created_at=time.time(), ttl=0, message_type=m.message_type)))
+        return out
+
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> list[Message]:
         """Push the messages and wait for their replies until ``timeout`` seconds."""
@@ -70,11 +93,13 @@ class AuditedGrid:
             self._record("sent", msg, msg.metadata.dst_node_id)
         ids = list(self.grid.push_messages(sent))
         self.sent_to.update(zip(ids, (m.metadata.dst_node_id for m in sent), strict=True))
-        waiting = set(ids)
+        waiting, by_id = set(ids), dict(zip(ids, sent, strict=True))
         end = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while waiting:
-            got = list(self.grid.pull_messages(waiting))
+            got = self._offline(waiting, by_id)  # before a pull that would hang on it
+            waiting -= {m.metadata.reply_to_message_id for m in got}
+            got += list(self.grid.pull_messages(waiting)) if waiting else []
             for msg in got:
                 self._record("received", msg, self.node_of(msg))
             replies += got
@@ -94,6 +119,32 @@ def node_of(grid: Grid, reply: Message) -> int:
 
 UNAVAILABLE_HINT = ("its node stopped or lost its connection to the SuperLink; the run cannot "
                     "go on without it")
+
+
+SUPERLINK = 1  # Flower's SUPERLINK_NODE_ID: the sender of the replies the SuperLink makes
+NODE_UNAVAILABLE_CODE = 5  # Flower's ErrorCode.NODE_UNAVAILABLE (flwr.common.constant)
+NODE_UNAVAILABLE = "Node Unavailable"
+"""In the reason of the error reply Flower's SuperLink makes for a message to a node that is
+offline: one whose SuperNode left, or sent no heartbeat for twice the interval it declared
+(``flwr/server/superlink/linkstate/utils.py``, ``check_node_availability_for_in_message``)."""
+
+
+def stopped_answering(what: str, party: str, node: int, reason: str) -> str | None:
+    """Say that ``party`` stopped answering, if ``reason`` is the SuperLink's for a node gone.
+
+    >>> stopped_answering("train.embed", "bureau", 7,
+    ...                   "Error: Node Unavailable")  # doctest: +ELLIPSIS
+    "train.embed: party 'bureau' (node 7) stopped answering: its node left the federation or...
+    >>> stopped_answering("train.embed", "bureau", 7, "ValueError: bad") is None
+    True
+    """
+    if NODE_UNAVAILABLE not in reason:
+        return None
+    return (f"{what}: party '{party}' (node {node}) stopped answering: its node left the "
+            "federation or sent the SuperLink no heartbeat for twice its interval (the node "
+            "was stopped or killed, or lost its connection). The run cannot go on without it: "
+            f"the partner restarts the '{party}' node with the same command (it rejoins with "
+            f"its registered key), then the run is started again. SuperLink: {reason}")
 
 
 def explain(reason: str) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 from flwr.app import ArrayRecord, Message
 
 from federation.protocol import ARRAYS, STATUS
-from fl_server.audited_grid import explain
+from fl_server.audited_grid import NODE_UNAVAILABLE, explain
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ def screen_replies(server_round: int, sent: Iterable[Message], replies: Iterable
         party = node_party.get(node, f"node {node}")
         if reply.has_error():
             reason = explain(client_message(reply.error.reason or ""))
-            excluded.append(Exclusion(server_round, party, f"client error: {reason}"))
+            what = "stopped answering" if NODE_UNAVAILABLE in reason else "client error"
+            excluded.append(Exclusion(server_round, party, f"{what}: {reason}"))
             continue
         status = reply.content.config_records.get(STATUS)
         if status is not None and "refused" in status:

@@ -224,5 +224,5 @@ def test_a_node_that_is_gone_is_named_by_its_party(tmp_path):
     run_server_app(make_vertical_server_app(vertical_server_settings(settings, parties,
                                                                      tmp_path), outcome), grid)
     party = {100: "lender", 101: "bureau"}  # who answered hello as which node
-    assert str(outcome.error).startswith(f"train.embed: {party[101]} failed: Error: Node "
-                                         "Unavailable (its node stopped")
+    assert str(outcome.error).startswith(f"train.embed: party '{party[101]}' (node 101) "
+                                         "stopped answering")

@@ -28,6 +28,13 @@ BACKOFF_CAP = 0.2
 ACQUIRE_TASK = "/flwr.proto.Runtime/AcquireTask"
 """The Runtime API call a SuperNode started with a secret answers only when it is signed."""
 IDLE_SLEEP = 3.0  # the SuperNode loop's sleep when the SuperLink had no message
+FLOWER_HEARTBEAT = 30  # flwr.common.constant.HEARTBEAT_DEFAULT_INTERVAL in flwr 1.41
+NODE_HEARTBEAT = 10
+"""Seconds between heartbeats a SuperNode of this project declares to the SuperLink (Flower's
+minimum, ``HEARTBEAT_MIN_INTERVAL``; its default is 30). Flower's SuperLink marks a node offline
+``HEARTBEAT_PATIENCE`` (2) declared intervals after its last heartbeat, and from then on answers
+every message to it with a ``Node Unavailable`` error reply: 20 s here, 60 s with Flower's
+default. The SuperNode sends one every (10 - 5) x 0.7-0.9 = 3.5-4.5 s."""
 REPLY_POLL = 0.02  # waits shorter than the idle sleep: the reply and its objects, local checks
 
 
@@ -66,13 +73,36 @@ class _CappedSleep:
         time.sleep(min(seconds, self.cap if seconds >= IDLE_SLEEP else REPLY_POLL))
 
 
+def declare_heartbeat(interval: int) -> None:
+    """Make this process's SuperNode declare, and keep, a heartbeat of ``interval`` seconds.
+
+    Flower 1.41 reads ``HEARTBEAT_DEFAULT_INTERVAL`` (as imported) where the SuperNode activates
+    and sends heartbeats (``flwr.supernode.fleet_http_connection``) and where its heartbeat
+    thread times the next one (``flwr.supercore.heartbeat``); it has no flag for it.
+    """
+    check_engine_versions(("flwr",))
+    from flwr.common.constant import HEARTBEAT_MAX_INTERVAL, HEARTBEAT_MIN_INTERVAL
+    from flwr.supercore import heartbeat
+    from flwr.supernode import fleet_http_connection
+
+    if not HEARTBEAT_MIN_INTERVAL <= interval <= HEARTBEAT_MAX_INTERVAL:
+        raise ValueError(f"heartbeat interval {interval} s: the SuperLink accepts "
+                         f"{HEARTBEAT_MIN_INTERVAL} to {HEARTBEAT_MAX_INTERVAL} s")
+    for module in (fleet_http_connection, heartbeat):
+        if getattr(module, "HEARTBEAT_DEFAULT_INTERVAL", None) not in (FLOWER_HEARTBEAT,
+                                                                       interval):
+            raise changed(f"{module.__name__}.HEARTBEAT_DEFAULT_INTERVAL")
+        module.HEARTBEAT_DEFAULT_INTERVAL = interval  # type: ignore[attr-defined]
+
+
 def run_supernode(idle_poll: float, argv: list[str]) -> None:
     """Run Flower's ``flower-supernode`` with its idle sleep capped at ``idle_poll`` seconds.
 
     Flower 1.41's SuperNode asks the SuperLink for a message and, when there is none, sleeps a
     fixed 3 s (``flwr.supernode.start_client_internal``); once it has handed a message to the
     ClientApp it checks its own state for the reply every 0.5 s. This caps the idle sleep, caps
-    the wait for the reply at 20 ms and makes its object pulls quick; the rest is Flower's own
+    the wait for the reply at 20 ms, makes its object pulls quick and declares a heartbeat of
+    :data:`NODE_HEARTBEAT` s (:func:`declare_heartbeat`); the rest is Flower's own
     ``flower-supernode``.
     """
     check_engine_versions(("flwr",))
@@ -81,6 +111,7 @@ def run_supernode(idle_poll: float, argv: list[str]) -> None:
 
     if getattr(loop, "time", None) is not time:
         raise changed("the SuperNode loop's time module")
+    declare_heartbeat(NODE_HEARTBEAT)
     loop.time = _CappedSleep(idle_poll)  # type: ignore[assignment]
     quick_object_pulls(loop)
     sys.argv = ["flower-supernode", *argv]
