@@ -41,6 +41,7 @@ from federation.protocol import (
 )
 from fl_server.audited_grid import node_of
 from fl_server.checkpoint import load_checkpoint, save_checkpoint
+from fl_server.node_pins import AcceptedNodes, NodePins, PinnedNodes
 from fl_server.screening import Exclusion, screen_replies
 from fl_server.settings import ServerSettings
 from fl_server.strategies import (
@@ -80,6 +81,8 @@ class FederationOutcome:
     stopped_after: int | None = None
     error: BaseException | None = None
     model_id: str = ""  # carried by the bundle of the final model at the server and each lender
+    refused_nodes: list[dict[str, Any]] = field(default_factory=list)
+    """Nodes refused at discovery for claiming a pinned party (:mod:`fl_server.node_pins`)."""
 
 
 def _number(record: Any, key: str) -> float:
@@ -87,24 +90,38 @@ def _number(record: Any, key: str) -> float:
     return float(cast(float, record[key]))
 
 
-def wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
-    """Return the ids of the connected nodes once there are ``n``; fail after ``timeout`` s."""
+def wait_for_nodes(grid: Grid, n: int, timeout: float,
+                   pins: PinnedNodes = ()) -> list[int]:
+    """Return the ids of the connected nodes once there are ``n``; fail after ``timeout`` s.
+
+    With ``pins``, wait also for every pinned node: another node claiming its party cannot
+    stand in for it.
+    """
     deadline = time.monotonic() + timeout
-    while len(nodes := sorted(grid.get_node_ids())) < n:
+    while (len(nodes := sorted(grid.get_node_ids())) < n
+           or (absent := [p for p, node in pins if node not in nodes])):
         if time.monotonic() > deadline:
-            raise FederationError(f"only {len(nodes)} of {n} nodes connected within "
-                                  f"{timeout:.0f} s (federation.connect_timeout)")
+            if len(nodes) < n:
+                raise FederationError(f"only {len(nodes)} of {n} nodes connected within "
+                                      f"{timeout:.0f} s (federation.connect_timeout)")
+            raise FederationError(f"the pinned nodes of {absent} did not connect within "
+                                  f"{timeout:.0f} s (federation.connect_timeout); "
+                                  f"connected: {nodes}")
         time.sleep(0.2)
     return nodes
 
 
-def _agree_on_schema(grid: Grid, nodes: list[int], s: ServerSettings
+def _agree_on_schema(grid: Grid, nodes: list[int], s: ServerSettings,
+                     refused: list[dict[str, Any]] | None = None
                      ) -> tuple[Schema, dict[int, str], float | None, list[dict[str, Any]]]:
     """Ask each lender for aggregate statistics (noisy summaries under DP) and pool them.
 
     Returns the shared schema, the party of each node, the pooled default rate where the
-    lenders sent label counts, and what each lender sent.
+    lenders sent label counts, and what each lender sent. A node that claims a pinned party
+    it is not pinned to is left out and added to ``refused``.
     """
+    pins, refused = NodePins(s.pinned_nodes), refused if refused is not None else []
+    nodes = pins.addressed(nodes, refused)
     messages = [Message(RecordDict({CONFIG: ConfigRecord({"task": "moments"})}),
                         message_type=MessageType.QUERY, dst_node_id=n) for n in nodes]
     replies = list(grid.send_and_receive(messages, timeout=s.federation.connect_timeout))
@@ -114,12 +131,14 @@ def _agree_on_schema(grid: Grid, nodes: list[int], s: ServerSettings
             raise FederationError(f"node {reply.metadata.src_node_id} failed to send its "
                                   f"statistics: {reply.error.reason}")
         party = str(reply.content[STATUS]["party"])
+        if pins.refuse(node_of(grid, reply), party, refused):  # the node it was sent to
+            continue
         if "refused" in reply.content[STATUS]:
             raise FederationError(f"{party} refused: {reply.content[STATUS]['refused']!s}")
         node_party[reply.metadata.src_node_id] = party
         moments.append(json.loads(str(reply.content[CONFIG]["moments"])))
-    if len(moments) < len(nodes):
-        raise FederationError(f"{len(nodes) - len(moments)} nodes sent no statistics within "
+    if len(replies) < len(nodes):
+        raise FederationError(f"{len(nodes) - len(replies)} nodes sent no statistics within "
                               "federation.connect_timeout")
     # pool in a fixed order: float sums in arrival order would differ from run to run
     moments = [m for _, m in sorted(zip(node_party.values(), moments, strict=True))]
@@ -244,8 +263,11 @@ def run_federation(grid: Grid, s: ServerSettings,
     """Run every round; return the final model, history, ledger and exclusions."""
     out = FederationOutcome()
     f = s.federation
-    nodes = wait_for_nodes(grid, s.n_clients, f.connect_timeout)
-    schema, node_party, base_rate, summaries = _agree_on_schema(grid, nodes, s)
+    nodes = wait_for_nodes(grid, s.n_clients, f.connect_timeout, s.pinned_nodes)
+    schema, node_party, base_rate, summaries = _agree_on_schema(grid, nodes, s,
+                                                                out.refused_nodes)
+    # the strategy samples from the nodes it is shown: with pins, only those accepted here
+    sampled = cast(Grid, AcceptedNodes(grid, node_party)) if s.pinned_nodes else grid
     out.schema = schema
     torch.manual_seed(s.seed)
     model = shared_model(s.model, schema)
@@ -288,7 +310,7 @@ def run_federation(grid: Grid, s: ServerSettings,
         # the lenders score the model they get (the last round's) before training from it
         score_previous = bool(out.history)
         sent = list(strategy.configure_train(server_round, arrays, ConfigRecord(
-            {"schema": schema.to_json(), EVALUATE_FIRST: score_previous}), grid))
+            {"schema": schema.to_json(), EVALUATE_FIRST: score_previous}), sampled))
         replies = list(grid.send_and_receive(sent, timeout=f.round_timeout))
         if score_previous:
             _record_lender_scores(out, *_pool_lender_scores(replies, node_party, SCORED))
@@ -341,8 +363,8 @@ def run_federation(grid: Grid, s: ServerSettings,
             log.warning("stopping after round %d (federation.stop_after)", server_round)
             break
     if out.history:  # the final model's evaluation and the lenders' reports
-        _evaluate_at_lenders(grid, strategy, out.completed_rounds, arrays, schema, node_party,
-                             f.round_timeout, out)
+        _evaluate_at_lenders(sampled, strategy, out.completed_rounds, arrays, schema,
+                             node_party, f.round_timeout, out)
     return out
 
 

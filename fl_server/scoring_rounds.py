@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -27,6 +28,7 @@ from credit_data.settings import LABEL_HOLDER
 from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, ScoringMessage
 from federation.run_settings import RunSettings
 from federation.settings import Mode
+from fl_server.node_pins import NodePins, PinnedNodes, pinned_nodes
 from fl_server.rounds import wait_for_nodes
 from fl_server.vertical_rounds import Recorder, Router, Traffic
 
@@ -37,26 +39,33 @@ MISSING_PARTY = ("error", "unknown")
 
 @dataclass(frozen=True)
 class ScoringServerSettings:
-    """What the scoring coordinator needs: how many nodes, how long to wait, absent parties."""
+    """What the scoring coordinator needs: how many nodes, how long to wait, absent parties.
+
+    ``pinned_nodes``: ``((party, node_id), ...)``, each party's registered node on a deployment
+    (:mod:`fl_server.node_pins`); empty pins nothing, as in simulation.
+    """
 
     n_nodes: int
     missing_party: str = "error"
     round_timeout: float = 300.0
     connect_timeout: float = 180.0
+    pinned_nodes: PinnedNodes = ()
 
 
-def scoring_server_settings(run: RunSettings) -> ScoringServerSettings:
+def scoring_server_settings(run: RunSettings, *, pins: Mapping[str, int] | None = None
+                            ) -> ScoringServerSettings:
     """Build the scoring server's settings from the run's (the same in simulation and deployment).
 
     Vertical: one node per party of ``federation.parties``, and one per blacklist holder;
-    horizontal: one per lender.
+    horizontal: one per lender. ``pins`` maps each party to its node ID on a deployment.
     """
     nodes = (run.partition.n_lenders if run.federation.mode is Mode.horizontal
              else len(run.federation.parties) + len(run.blacklists.holders))
     return ScoringServerSettings(n_nodes=nodes,
                                  missing_party=run.scoring.missing_party.value,
                                  round_timeout=run.federation.round_timeout,
-                                 connect_timeout=run.federation.connect_timeout)
+                                 connect_timeout=run.federation.connect_timeout,
+                                 pinned_nodes=pinned_nodes(pins))
 
 
 @dataclass
@@ -74,6 +83,8 @@ class ScoringOutcome(Traffic):
     privacy: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     error: BaseException | None = None
+    refused_nodes: list[dict[str, Any]] = field(default_factory=list)
+    """Nodes refused at hello for claiming a pinned party (:mod:`fl_server.node_pins`)."""
 
 
 def absent_parties(absent: list[str]) -> str:
@@ -98,7 +109,9 @@ def hello(grid: Grid, router: Router, out: ScoringOutcome, s: ScoringServerSetti
     Returns the lender's config (its blinded request, or with ``serve`` its channel key for a
     scoring service), the passive parties present and the blacklist holders present.
     """
-    nodes = wait_for_nodes(grid, s.n_nodes, s.connect_timeout)
+    pins = NodePins(s.pinned_nodes)
+    nodes = pins.addressed(wait_for_nodes(grid, s.n_nodes, s.connect_timeout, s.pinned_nodes),
+                           out.refused_nodes)
     router.node = {f"node {n}": n for n in nodes}
     replies = router.send(ScoringMessage.HELLO, {f"node {n}": _config(serve=1) if serve
                                                  else RecordDict() for n in nodes})
@@ -106,6 +119,9 @@ def hello(grid: Grid, router: Router, out: ScoringOutcome, s: ScoringServerSetti
     hellos: dict[str, RecordDict] = {}
     for name, content in replies.items():
         party = str(content[STATUS]["party"])
+        if pins.refuse(int(name.removeprefix("node ")), party, out.refused_nodes):
+            out.communication.pop(name, None)  # traffic is counted per party
+            continue
         if party in hellos:
             raise FederationError(f"two nodes both say they are '{party}'")
         hellos[party] = content
@@ -215,11 +231,15 @@ def run_own_scoring(grid: Grid, s: ScoringServerSettings,
     out = ScoringOutcome()
     router = Router(grid, out, s.round_timeout, recorder)
     start = time.perf_counter()
-    nodes = wait_for_nodes(grid, s.n_nodes, s.connect_timeout)
+    pins = NodePins(s.pinned_nodes)
+    nodes = pins.addressed(wait_for_nodes(grid, s.n_nodes, s.connect_timeout, s.pinned_nodes),
+                           out.refused_nodes)
     router.node = {f"node {n}": n for n in nodes}
     replies = router.send(ScoringMessage.OWN, {f"node {n}": RecordDict() for n in nodes})
-    for content in replies.values():
+    for name, content in replies.items():
         party = str(content[STATUS]["party"])
+        if pins.refuse(int(name.removeprefix("node ")), party, out.refused_nodes):
+            continue  # its counts are left out
         if party in out.lenders:
             raise FederationError(f"two nodes both say they are '{party}'")
         out.lenders[party] = _info(content)

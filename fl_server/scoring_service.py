@@ -129,7 +129,8 @@ def run_scoring_service(grid: Grid, s: ScoringServerSettings, directory: Path,
     out.seconds["start"] = time.perf_counter() - start
     (directory / REQUESTS).mkdir(parents=True, exist_ok=True)
     _status(directory, state="ready", model_id=out.model_id, parties=out.parties,
-            absent=out.absent, tables=sizes, privacy=out.privacy, seconds=out.seconds)
+            absent=out.absent, tables=sizes, privacy=out.privacy, seconds=out.seconds,
+            refused_nodes=out.refused_nodes)
     log.info("scoring service ready: %s", sizes)
     served = 0
     while True:

@@ -32,8 +32,9 @@ from federation.protocol import (
     VerticalMessage,
     read_report,
 )
-from fl_server.audited_grid import explain, node_of
+from fl_server.audited_grid import explain, node_of, stopped_answering
 from fl_server.checkpoint import load_checkpoint, save_checkpoint
+from fl_server.node_pins import NodePins
 from fl_server.rounds import FederationError, wait_for_nodes
 from fl_server.settings import ServerSettings
 from models.metrics import ScoreSummary
@@ -76,6 +77,8 @@ class VerticalOutcome(Traffic):
     error: BaseException | None = None
     model_id: str = ""  # carried by every party's bundle of the trained model
     blacklists: dict[str, dict[str, Any]] = field(default_factory=dict)  # counts per holder
+    refused_nodes: list[dict[str, Any]] = field(default_factory=list)
+    """Nodes refused at hello for claiming a pinned party (:mod:`fl_server.node_pins`)."""
 
 
 def _size(content: RecordDict) -> int:
@@ -122,8 +125,9 @@ class Router:
             node = node_of(self.grid, reply)
             party = by_node.get(node, f"node {node}")
             if reply.has_error():
-                reason = explain(reply.error.reason or "")
-                raise FederationError(f"{name}: {party} failed: {reason}")
+                gone = stopped_answering(name, party, node, reply.error.reason or "")
+                raise FederationError(gone or f"{name}: {party} failed: "
+                                      f"{explain(reply.error.reason or '')}")
             if self.recorder is not None:
                 self.recorder("in", reply.metadata.src_node_id, reply.content)
             self._count(party, "out", reply.content)
@@ -150,14 +154,18 @@ def _config(**values: Any) -> RecordDict:
 
 def _identify(grid: Grid, router: Router, s: ServerSettings) -> tuple[str, ...]:
     vout = cast(VerticalOutcome, router.out)
-    nodes = wait_for_nodes(grid, s.n_clients, s.federation.connect_timeout)
+    pins = NodePins(s.pinned_nodes)
+    nodes = pins.addressed(wait_for_nodes(grid, s.n_clients, s.federation.connect_timeout,
+                                          s.pinned_nodes), vout.refused_nodes)
     messages = [Message(RecordDict(), dst_node_id=n, message_type=str(VerticalMessage.HELLO))
                 for n in nodes]
     for reply in grid.send_and_receive(messages, timeout=s.federation.connect_timeout):
         if reply.has_error():
-            raise FederationError(f"node {reply.metadata.src_node_id} did not say which party "
-                                  f"it is: {reply.error.reason}")
+            raise FederationError(f"node {node_of(grid, reply)} did not say which party "
+                                  f"it is: {explain(reply.error.reason or '')}")
         party = str(reply.content[STATUS]["party"])
+        if pins.refuse(node_of(grid, reply), party, vout.refused_nodes):
+            continue  # a second node claiming a pinned party: named, and the run goes on
         refused = reply.content[STATUS].get("refused")
         if refused:
             raise FederationError(f"hello: {party} refused: {refused!s}")
@@ -342,7 +350,7 @@ def _resume(out: VerticalOutcome, s: ServerSettings, passive: tuple[str, ...]
             raise FederationError(f"resume={s.resume_dir}: the {what} changed since the "
                                   f"checkpoint ({then} then, {now} now)")
     for key, value in ckpt["outcome"].items():
-        if key not in ("parties", "columns", "id_shapes"):  # the nodes said them again
+        if key not in ("parties", "columns", "id_shapes", "refused_nodes"):  # said again
             setattr(out, key, value)
     if out.ledger is not None and ckpt["ledger"] is not None:
         out.ledger.load_state_dict(ckpt["ledger"])
