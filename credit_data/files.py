@@ -86,14 +86,15 @@ that the ID column can be read without them)."""
 
 
 def _read_csv(path: Path, party: str, id_column: str,
-              cache: dict[Path, pd.DataFrame]) -> pd.DataFrame:
+              cache: dict[Path, pd.DataFrame], named_by: str = "") -> pd.DataFrame:
     key = path.resolve()
     if key in cache:
         return cache[key]
+    named_by = named_by or f"data.parties.{party}.path"
     if not path.is_file():
-        raise DataError(f"{path}: file not found (data.parties.{party}.path)")
+        raise DataError(f"{path}: file not found ({named_by})")
     if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty (data.parties.{party}.path)")
+        raise DataError(f"{path}: file is empty ({named_by})")
     try:
         header = pd.read_csv(path, nrows=0)
         if id_column not in header.columns:
@@ -127,7 +128,7 @@ def _load_party(party: str, source: PartySource, settings: DataSettings,
                 cache: dict[Path, pd.DataFrame], labels: bool = True) -> PartyTable:
     path = Path(source.path)
     id_column = _id_column(source, settings)
-    frame = _read_csv(path, party, id_column, cache)
+    frame = _read_csv(path, party, id_column, cache, source.named_by)
     label = settings.label if party == LABEL_HOLDER else None
     if label is not None and not labels and label not in frame.columns:
         label = None  # new applicants: no outcome yet

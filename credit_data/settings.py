@@ -41,6 +41,8 @@ class PartySource:
     features: tuple[str, ...] | None = None
     categorical: tuple[str, ...] = ()
     id_column: str | None = None
+    named_by: str = ""
+    """What named the file, for errors: by default ``data.parties.<party>.path``."""
 
 
 @dataclass(frozen=True)

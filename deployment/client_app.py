@@ -40,7 +40,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -61,6 +60,7 @@ from credit_data.settings import LABEL_HOLDER, PartySource
 from credit_data.split import TEST, assign_split, check_label_splits
 from credit_data.tables import PartyTable
 from credit_data.vertical import NodeRows
+from deployment.continuation import MARKERS, Continuation
 from deployment.run_config import (
     COLUMNS,
     MODEL_RUN,
@@ -238,8 +238,6 @@ RESUME_SKIPS = ("audit.jsonl", "audit.key")
 RUN_RECORD = "run.json"
 """In each run's directory: the Flower run it belongs to, a digest of its settings and the
 fingerprint of the data file, checked by every later message and by a resume."""
-RESUMED_BY = "resumed-by"
-"""In a run's directory once a later run continues it: that run's name (one resume only)."""
 
 
 def settings_digest(run: RunSettings) -> str:
@@ -262,7 +260,8 @@ def resume_state(node: NodeConfig, run: RunSettings, name: str,
     refused. A resumed run's directory starts as a copy of the earlier run's: only the earlier
     run's name is taken from the coordinator's ``resume`` path, checked like any run name; its
     settings (but ``resume``, ``stop_after`` and ``verbose``) and data file must be the earlier
-    run's, and an earlier run is continued once (no forks).
+    run's, and an earlier run is continued once (no forks) by a run that spends at this node
+    (:mod:`deployment.continuation`: a resume refused before it spent leaves the run resumable).
     """
     run_dir = run_state_dir(node.state_dir, name)
     mine = {"flower_run": flower_run, "settings": settings_digest(run),
@@ -273,6 +272,8 @@ def resume_state(node: NodeConfig, run: RunSettings, name: str,
         if flower_run is not None and kept.get("flower_run") not in (None, flower_run):
             raise ConfigError(f"run-name {name!r} belongs to another run at this node (Flower "
                               f"run {kept['flower_run']}); a run name is used once")
+        if run.resume is not None:
+            continuation(node, run, name).check()
         return run_dir
     partial = run_dir.with_name(f".{run_dir.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -289,23 +290,22 @@ def resume_state(node: NodeConfig, run: RunSettings, name: str,
             if then.get(key) != mine[key]:
                 raise ConfigError(f"resume={run.resume}: the {what} from run "
                                   f"'{earlier.name}''s at this node; a resumed run keeps them")
-        try:
-            fd = os.open(earlier / RESUMED_BY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(name)
-        except FileExistsError:
-            if (earlier / RESUMED_BY).read_text() != name:
-                raise ConfigError(f"resume={run.resume}: run '{earlier.name}' was already "
-                                  f"continued by run '{(earlier / RESUMED_BY).read_text()}'; "
-                                  "a run is continued once") from None
+        continuation(node, run, name).claim()
         shutil.copytree(earlier, partial,
-                        ignore=shutil.ignore_patterns(*RESUME_SKIPS, RESUMED_BY, RUN_RECORD))
+                        ignore=shutil.ignore_patterns(*RESUME_SKIPS, *MARKERS, RUN_RECORD))
         first = earlier / LIFETIME_RUN
         (partial / LIFETIME_RUN).write_text(first.read_text() if first.is_file()
                                             else earlier.name)
     (partial / RUN_RECORD).write_text(json.dumps(mine))
     partial.rename(run_dir)
     return run_dir
+
+
+def continuation(node: NodeConfig, run: RunSettings, name: str) -> Continuation:
+    """Return the claim of resumed run ``name`` on the node's run it continues."""
+    assert run.resume is not None
+    return Continuation(run_state_dir(node.state_dir, Path(run.resume).name),
+                        run_state_dir(node.state_dir, name), name, run.resume)
 
 
 def lifetime_run(node: NodeConfig, run: RunSettings, name: str,
@@ -401,8 +401,10 @@ def lifetime_budget_mod(msg: Message, context: Context,
                                      f"epsilon {budget.spent(besides=name):.3f} of its "
                                      f"max-epsilon {cap:g} spent by earlier runs)")
     figures = spend_figures(reported_epsilon(reply.content))
-    if figures:
-        recorded, total = budget.check_and_record(name, figures)
+    if figures:  # a resumed run's spend makes its claim on the run it continues binding
+        recorded, total = (budget.check_and_record(name, figures) if run.resume is None else
+                           continuation(node, run, str(context.run_config[RUN_NAME]))
+                           .record_spend(budget, name, figures))
         if not recorded:
             return _refusal(msg, node.party, (
                 f"{node.party}: this reply would take the node's lifetime epsilon on its data "
@@ -486,6 +488,21 @@ def _request_table(run_text: str, node: NodeConfig, request: dict[str, Any]) -> 
     return _rows_to_score(run_text, node, "{}", named or None, which)
 
 
+def applicants_file(directory: Path, named: str) -> Path:
+    """Return the file ``scoring.applicants`` names: one plain file name in ``directory``.
+
+    >>> applicants_file(Path("/data/applicants"), "../data.csv")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    credit_data.errors.ConfigError: scoring.applicants='../data.csv': one plain file name in ...
+    """
+    if not RUN_NAME_PATTERN.fullmatch(named) or ".." in named:
+        raise ConfigError(f"scoring.applicants={named!r}: one plain file name in the lender "
+                          "node's --applicants-dir (letters, digits, '.', '_', '-'), no path; "
+                          "refused")
+    return directory / named
+
+
 def _rows_to_score(run_text: str, node: NodeConfig, columns_text: str, named: str | None,
                    rows: ScoringRows) -> PartyTable:
     """Read the rows to score, once per version of the file (a warm worker keeps them)."""
@@ -496,7 +513,7 @@ def _rows_to_score(run_text: str, node: NodeConfig, columns_text: str, named: st
         if node.applicants_dir is None:
             raise ConfigError(f"scoring.applicants={named}: this lender's node has no "
                               "--applicants-dir to read new applicants from")
-        path = run_state_dir(node.applicants_dir, named)  # one plain name inside it
+        path = applicants_file(node.applicants_dir, named)
     try:
         stat = path.stat()
         version = (stat.st_mtime_ns, stat.st_size)
@@ -516,7 +533,9 @@ def _read_rows(run_text: str, node: NodeConfig, columns_text: str, path: str, na
     agreed = tuple(columns.get("numeric", [])) + tuple(columns.get("categorical", []))
     source = PartySource(path=path, features=agreed or None,
                          categorical=tuple(columns["categorical"]) if agreed
-                         else node.categorical, id_column=node.id_column)
+                         else node.categorical, id_column=node.id_column,
+                         named_by=("scoring.applicants, in the node's --applicants-dir" if named
+                                   else "the node's --data"))
     table = load_party(node.party, source, run.data, labels=False)
     if not lender or named or rows is ScoringRows.all:
         return table

@@ -10,7 +10,10 @@ One command runs the two processes of a node on the partner's machine:
   loaded and runs each message the SuperNode receives (``--isolation process``).
 
 It stops both when either ends, on Ctrl-C and on SIGTERM, and exits with the SuperNode's code
-(a refused node exits non-zero with Flower's reason in its log).
+(a refused node exits non-zero with Flower's reason in its log). Killed (``kill -9``), it cannot
+stop the SuperNode itself: the kernel does, with the parent-death signal the SuperNode is
+started with (:mod:`deployment.lifeline`), so no orphan keeps answering the SuperLink or holds
+the Runtime API port, and the SuperLink marks the node offline at once.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +33,7 @@ from types import FrameType
 import tomli_w
 
 from credit_data.errors import EngineVersionError
+from deployment.lifeline import die_with_parent
 from federation.credentials import write_private
 from federation.flower_compat import QUIET, check_engine_versions
 from fl_client.supernode import DEFAULT_POLL, POLL_ENV
@@ -149,6 +154,24 @@ def runtime_secret(state_dir: Path) -> tuple[Path, bytes]:
     return path, secret
 
 
+def check_port_free(port: int) -> None:
+    """Refuse to start when the Runtime API port is taken, naming the port and the likely cause.
+
+    The SuperNode would otherwise fail to bind it and the node would report a SuperNode that
+    stopped, which reads as the SuperLink's doing.
+    """
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the SuperNode binds it
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise SystemExit(
+                f"error: --runtime-port {port}: the port is in use ({exc.strerror}). Another "
+                "process holds it: often the SuperNode of this node's previous start, still "
+                f"stopping (wait a few seconds) or left running (find it with `ss -ltnp "
+                f"'sport = :{port}'` and stop it), or choose another --runtime-port") from None
+
+
 def stop_process(process: subprocess.Popen[bytes], grace: float = 10) -> None:
     """Terminate a child process; kill it if it is still there after ``grace`` seconds."""
     if process.poll() is None:
@@ -184,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _check(args)
+    check_port_free(args.runtime_port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     os.environ.update(QUIET)  # the SuperNode inherits it
@@ -193,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
 
     secret_file, secret = runtime_secret(args.state_dir)
     supernode = subprocess.Popen(supernode_command(args, config_file, secret_file),  # connects
-                                 env={**os.environ, POLL_ENV: str(args.poll_interval)})
+                                 env={**os.environ, POLL_ENV: str(args.poll_interval)},
+                                 preexec_fn=die_with_parent())  # it dies with this process
 
     stop = threading.Event()
 
@@ -216,10 +241,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the SuperNode of '{args.party}' stopped with exit code {code}: the "
               f"SuperLink at {args.superlink} refused it (a node whose key is not registered, "
               "or that connects without TLS, is refused; a SuperLink restarted without its "
-              "database has forgotten the registrations) or stayed unreachable for "
+              "database has forgotten the registrations; a node lost without leaving is "
+              "refused until the SuperLink counts it offline, 20 s after its last heartbeat: "
+              "start it again then) or stayed unreachable for "
               f"--max-retries {args.max_retries} attempts (stopped). Check with the "
               "coordinator, then start the node again", file=sys.stderr)
         return code
+    if not stop.is_set():  # nobody stopped this node, yet its SuperNode left
+        print(f"error: the SuperNode of '{args.party}' ended on its own: the SuperLink at "
+              f"{args.superlink} told it to leave. Most likely its registration was removed "
+              "(`flwr supernode unregister`, which any process holding the federation's "
+              "ca.crt can call on the coordinator's machine): ask the coordinator whether "
+              "`flwr supernode list` still shows this node, and to register your public key "
+              "again before you start the node again", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -12,9 +12,8 @@ from federation.run_settings import RunSettings, settings_from_container
 RUN_SETTINGS = "run-settings"
 """The resolved run config (as ``experiments.run`` composes it), as JSON."""
 RUN_NAME = "run-name"
-"""Names the run's directory at every node."""
-RUN_DIR = "run-dir"
-"""The run directory on the coordinator's machine."""
+"""Names the run's directory at every node, and at the coordinator (a name, never a path:
+:mod:`deployment.coordinator`)."""
 COLUMNS = "columns"
 """Horizontal federation: the columns the lenders agreed on, as JSON."""
 TASK = "task"
@@ -23,8 +22,9 @@ TASK = "task"
 SCORING_TASKS = ("score", "serve")
 MODEL_RUN = "model-run"
 """Scoring: the training run whose bundles each node loads (a run name at every node)."""
-OUTCOME = Path("server") / "outcome.pkl"
-"""Where the ServerApp leaves its outcome (or its error), under the run directory."""
+OUTCOME = Path("server") / "outcome.pt"
+"""Where the ServerApp leaves its outcome (or its error), under the run directory: a file that
+runs no code when read (:mod:`fl_server.outcome_file`)."""
 
 
 @functools.cache

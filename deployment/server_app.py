@@ -1,27 +1,44 @@
 """The ServerApp of a real deployment (``flwr run`` on a SuperLink); the round loops of simulation.
 
 Its run config carries the run's settings (``run-settings``, the resolved config as JSON), the
-run directory on the coordinator's machine (``run-dir``) and, for horizontal federation, the
-columns the lenders agreed on (``columns``). It runs the same round loop as simulation, keeps
-its audit log in ``<run-dir>/server/audit.jsonl`` and leaves what it found in
-``<run-dir>/server/outcome.pkl`` for :mod:`experiments.deploy` to turn into ``results.json``.
-A run that fails leaves the error there instead, and fails.
+run's name (``run-name``), its task and model run, and, for horizontal federation, the columns
+the lenders agreed on (``columns``). A run config names a run, never a path: the ServerApp
+derives its directory under the coordinator's own directory of runs and runs only what the
+coordinator prepared there (:mod:`deployment.coordinator`); everything it writes is readable by
+the coordinator's user alone. It runs the same round loop as simulation, keeps its audit log in
+``<run>/server/audit.jsonl`` and leaves what it found in ``<run>/server/`` (see
+:data:`deployment.run_config.OUTCOME`) for :mod:`experiments.deploy` to turn into
+``results.json``. A run that fails leaves the error there instead, and fails.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import pickle
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from deployment.run_config import COLUMNS, OUTCOME, RUN_DIR, RUN_SETTINGS, TASK, run_settings
+from credit_data.errors import ConfigError
+from deployment.coordinator import check_prepared, check_run_name, runs_root, server_dir
+from deployment.pins import read_pins
+from deployment.run_config import (
+    COLUMNS,
+    MODEL_RUN,
+    OUTCOME,
+    RUN_NAME,
+    RUN_SETTINGS,
+    TASK,
+    run_settings,
+)
 from federation.flower_compat.deployment import quick_grid_pulls
+from federation.run_settings import RunSettings
 from federation.settings import Mode
-from federation.storage import write_atomic
+from fl_server.outcome_file import write_outcome
 from fl_server.rounds import run_federation
 from fl_server.scoring_rounds import run_own_scoring, run_scoring, scoring_server_settings
 from fl_server.scoring_service import run_scoring_service
@@ -32,36 +49,67 @@ from fl_server.vertical_rounds import run_vertical_federation
 
 def save_outcome(run_dir: Path, found: dict[str, Any]) -> None:
     """Leave the server's outcome (or error) for the collector, atomically."""
-    write_atomic(run_dir / OUTCOME, pickle.dumps(found))
+    write_outcome(run_dir / OUTCOME, found)
 
 
 quick_grid_pulls()  # refuses another Flower release than the supported one
 app = ServerApp()
 
 
+log = logging.getLogger("credit_fl")
+
+
+def _run_dir(context: Context) -> tuple[Path, Path]:
+    """Return the coordinator's runs and this run's own directory there; refuse anything else."""
+    config = {k: str(v) for k, v in context.run_config.items()}
+    root = runs_root()
+    run_dir = server_dir(root, config.get(TASK, "train"), config.get(RUN_NAME, ""),
+                         config.get(MODEL_RUN, ""))
+    check_prepared(root, run_dir, config)
+    (run_dir / "server").mkdir(mode=0o700, exist_ok=False)  # a run name runs once
+    return root, run_dir
+
+
+def _resumed(run: RunSettings, root: Path) -> RunSettings:
+    """Resolve ``resume``, a run name in a deployment, to that run's coordinator directory."""
+    if run.resume is None:
+        return run
+    earlier = root / check_run_name(run.resume, "run-settings.resume")
+    if not earlier.is_dir():
+        raise ConfigError(f"resume={run.resume}: the coordinator has no run of that name")
+    return dataclasses.replace(run, resume=str(earlier))
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run the configured federation; leave its outcome in the run directory."""
-    run = run_settings(str(context.run_config[RUN_SETTINGS]))
-    run_dir = Path(str(context.run_config[RUN_DIR]))
+    """Run the configured federation; leave its outcome in the run's coordinator directory."""
+    os.umask(0o077)  # what the coordinator writes is its own
     try:
+        root, run_dir = _run_dir(context)
+    except (ConfigError, FileExistsError) as exc:
+        log.warning("refused run %s: %s", context.run_id, exc)  # nothing written
+        raise
+    try:
+        run = _resumed(run_settings(str(context.run_config[RUN_SETTINGS])), root)
+        pins = read_pins(root)  # each party's node, pinned when its key was registered
         task = str(context.run_config.get(TASK, "train"))
         if task == "serve":
             outcome: Any = run_scoring_service(audited_in(grid, run_dir),
-                                               scoring_server_settings(run), run_dir)
+                                               scoring_server_settings(run, pins=pins), run_dir)
         elif task == "score":
             scoring = (run_own_scoring if run.federation.mode is Mode.horizontal
                        else run_scoring)  # each lender on its own, or the parties together
-            outcome = scoring(audited_in(grid, run_dir), scoring_server_settings(run))
+            outcome = scoring(audited_in(grid, run_dir), scoring_server_settings(run, pins=pins))
         elif run.federation.mode is Mode.vertical:
             parties = tuple(run.federation.parties)
-            server = vertical_server_settings(run, parties, run_dir)
+            server = vertical_server_settings(run, parties, run_dir, pins=pins)
             outcome = run_vertical_federation(audited(grid, server), server)
         else:
             columns = json.loads(str(context.run_config[COLUMNS]))
             server = horizontal_server_settings(run, run.partition.n_lenders,
                                                 tuple(columns["numeric"]),
-                                                tuple(columns["categorical"]), run_dir)
+                                                tuple(columns["categorical"]), run_dir,
+                                                pins=pins)
             outcome = run_federation(audited(grid, server), server)
     except BaseException as exc:
         save_outcome(run_dir, {"error": exc})

@@ -7,6 +7,8 @@ differences a shared machine needs:
   the SuperLink was started with (``--isolation process --superexec-auth-secret-file``), so a
   local process that holds only the public CA certificate cannot take a run's task (and its
   token) first;
+* it tells each ServerApp the coordinator's own directory of runs (``--runs-dir``), under which
+  the ServerApp derives its directory from the run's name (:mod:`deployment.coordinator`);
 * it starts Flower's own ``flwr-serverapp`` with ``--token-file`` (a file of its own, mode
   0600, removed when the ServerApp ends) instead of ``--token``, so the token never appears on
   a command line (``ps`` shows every process's arguments to every local user).
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from deployment.coordinator import RUNS_ENV
 from deployment.node import stop_process
 from federation.flower_compat.deployment import TaskOffers
 
@@ -64,13 +67,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="the SuperLink's --superexec-auth-secret-file")
     p.add_argument("--token-dir", required=True, type=Path,
                    help="a directory only this user can read, for the tokens' files")
+    p.add_argument("--runs-dir", required=True, type=Path,
+                   help="the coordinator's own directory of runs (0700): every ServerApp "
+                        "writes under it, in the directory its run name gives")
     p.add_argument("--parent-pid", type=int, help="stop when this process (the SuperLink) ends")
     p.add_argument("--poll", type=float, default=0.1, help="seconds between asks (default 0.1)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     secret = args.secret_file.read_bytes()
-    args.token_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(args.token_dir, 0o700)
+    for private in (args.token_dir, args.runs_dir):
+        private.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(private, 0o700)
+    env = {**os.environ, RUNS_ENV: str(args.runs_dir.resolve())}
     serverapp = shutil.which("flwr-serverapp", path=str(Path(sys.executable).parent)) or \
         "flwr-serverapp"
     stopping = False
@@ -104,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             running.append((subprocess.Popen(
                 [serverapp, "--runtime-api-address", args.runtime_api_address,
                  "--token-file", str(token), "--root-certificates",
-                 str(args.root_certificates), "--parent-pid", str(os.getpid())]), token))
+                 str(args.root_certificates), "--parent-pid", str(os.getpid())], env=env,
+                umask=0o077), token))
     finally:
         offers.close()
         for process, token in running:

@@ -40,8 +40,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
-import pickle
 import re
 import secrets
 import shutil
@@ -67,11 +67,12 @@ from credit_data.horizontal import LenderRows
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER, PARTIES
 from credit_data.tables import PartyTable
+from deployment.coordinator import check_run_name, prepare, server_dir
+from deployment.pins import node_id_from_register_output, read_pins, write_pins
 from deployment.run_config import (
     COLUMNS,
     MODEL_RUN,
     OUTCOME,
-    RUN_DIR,
     RUN_NAME,
     RUN_SETTINGS,
     TASK,
@@ -89,7 +90,9 @@ from federation.flower_compat import QUIET
 from federation.run_settings import RunSettings
 from federation.settings import Mode
 from federation.storage import write_atomic
+from fl_server.outcome_file import read_outcome
 
+log = logging.getLogger("credit_fl")
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "deployment" / "flower_app"
 STATE = "federation.json"
@@ -130,6 +133,11 @@ class Federation:
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         return {**os.environ, **QUIET, "PATH": path, "FLWR_HOME": str(self.root / "flwr")}
 
+    @property
+    def runs(self) -> Path:
+        """The coordinator's own directory of runs (0700; :mod:`deployment.coordinator`)."""
+        return self.root / "runs"
+
     def node_state(self, party: str) -> Path:
         return self.root / "nodes" / party / "state"
 
@@ -167,7 +175,7 @@ def _start(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[b
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                cwd=ROOT, start_new_session=True)
+                                cwd=ROOT, start_new_session=True, umask=0o077)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, log: Path,
@@ -189,21 +197,26 @@ def _activated(log: Path) -> bool:
 
 
 # --- each party's own file -------------------------------------------------------------------
+def _private_csv(frame: pd.DataFrame, path: Path, index: bool = True) -> None:
+    """Write a party's rows readable by its own user alone (its directory 0700, the file 0600)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    write_atomic(path, frame.to_csv(index=index), mode=0o600)
+
+
 def _table_csv(table: PartyTable, id_column: str, label: str | None, path: Path) -> None:
     frame = table.frame.copy()
     if label is not None and table.labels is not None:
         frame[label] = table.labels[label].to_numpy()
     frame.index.name = id_column
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path)
+    _private_csv(frame, path)
 
 
 def _lender_csv(rows: LenderRows, id_column: str, label: str, path: Path) -> None:
     frame = rows.frame[list(rows.numeric + rows.categorical)].copy()
     frame[label] = rows.y.astype(np.int64)
     frame.index.name = id_column
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path)
+    _private_csv(frame, path)
 
 
 def write_party_files(settings: RunSettings, root: Path
@@ -224,9 +237,7 @@ def write_party_files(settings: RunSettings, root: Path
                              population, settings.seed)
         for holder, the_list in lists.items():  # a holder's node gets its list only
             path = root / "nodes" / holder / "data.csv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, pd.DataFrame({data.id_column: list(the_list.ids)}).to_csv(
-                index=False))
+            _private_csv(pd.DataFrame({data.id_column: list(the_list.ids)}), path, index=False)
             files[holder] = (path, "")
         return files, {}
     _, _, rows = lender_rows(settings)
@@ -307,18 +318,22 @@ def up(directory: Path, overrides: list[str],
         fed.commands["serverapp-launcher"] = [
             sys.executable, "-m", "deployment.serverapp_launcher", "--runtime-api-address",
             fed.superlink, "--root-certificates", str(creds.ca_cert), "--secret-file",
-            str(secret), "--token-dir", str(fed.root / "superlink" / "tokens")]
+            str(secret), "--token-dir", str(fed.root / "superlink" / "tokens"),
+            "--runs-dir", str(fed.runs)]
         _start_superlink(fed)
         flwr = flwr_bin()
         registering = [subprocess.Popen(
             [flwr, "supernode", "register", str(make_node_key(fed.root / "keys" / party)),
              CONNECTION], env=fed.env(), cwd=ROOT, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT) for party in files]
+        pins = {}
         for party, done in zip(files, registering, strict=True):
             out, _ = done.communicate(timeout=120)
             if done.returncode != 0:
                 raise DeployError(f"registering the key of '{party}' failed: "
                                   f"{out.decode(errors='replace')[-2000:]}")
+            pins[party] = node_id_from_register_output(out.decode(errors="replace"))
+        write_pins(fed.runs, pins)  # the ServerApp refuses any other node claiming a party
         # the partners exchange their public keys directly (here: one directory for all)
         peers = fed.root / "peer-keys"
         peers.mkdir(parents=True, exist_ok=True)
@@ -340,7 +355,7 @@ def up(directory: Path, overrides: list[str],
                 applicants.mkdir(parents=True, exist_ok=True)
                 cmd += ["--applicants-dir", str(applicants)]  # new applicants to score
             processes[party] = _start(cmd, fed.root / "logs" / f"{party}.log", fed.env())
-            fed.pids[party] = processes[party].pid
+            fed.pids[party], fed.commands[party] = processes[party].pid, cmd  # restart_node
             fed.save()
         deadline = time.monotonic() + 120
         logs = {party: fed.root / "logs" / f"{party}.log" for party in files}
@@ -359,40 +374,130 @@ def up(directory: Path, overrides: list[str],
 
 
 def _alive(pid: int) -> bool:
+    """Whether any process of the group ``up`` started as ``pid`` is left.
+
+    (A node's SuperNode outlives a node killed with SIGKILL unless it got the parent-death
+    signal.)
+    """
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
     try:
         os.killpg(pid, 0)
-    except (ProcessLookupError, PermissionError):
+    except ProcessLookupError:
         return False
+    except PermissionError:  # there, but not ours to signal
+        return True
     return True
 
 
-def _stop(pids: list[int], timeout: float = 5) -> None:
-    """SIGTERM each process group, wait for all of them together, SIGKILL what is left."""
-    for pid in pids:
+STOPPED, GONE, LEFT = "stopped", "already gone", "could not be stopped"
+
+
+def _stop(pids: list[int], timeout: float = 5) -> dict[int, str]:
+    """SIGTERM each process group, wait for all of them together, SIGKILL what is left.
+
+    Returns what became of each: :data:`STOPPED`, :data:`GONE` (nothing of it was running) or
+    :data:`LEFT` (still there after SIGKILL, or not ours to signal).
+    """
+    outcome = {pid: STOPPED if _alive(pid) else GONE for pid in pids}
+    running = [pid for pid in pids if outcome[pid] == STOPPED]
+    for pid in running:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while (left := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+    while (left := [p for p in running if _alive(p)]) and time.monotonic() < deadline:
         time.sleep(0.1)
     for pid in left:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 2  # SIGKILL is not instant
+    while (left := [p for p in left if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    outcome.update(dict.fromkeys(left, LEFT))
+    return outcome
 
 
-def down(directory: Path) -> list[str]:
-    """Stop every process of the federation in ``directory``; return what was stopped."""
+@dataclass(frozen=True)
+class Stopping:
+    """What ``down`` did to each process ``up`` started, by name (``superlink``, a party...)."""
+
+    stopped: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    left: dict[str, int] = field(default_factory=dict)  # name -> process group still there
+
+    def describe(self) -> str:
+        """One line per outcome, for the command line."""
+        if not (self.stopped or self.gone or self.left):
+            return "nothing was running"
+        lines = [f"stopped: {', '.join(self.stopped)}"] if self.stopped else []
+        if self.gone:
+            lines.append(f"already gone (nothing to stop): {', '.join(self.gone)}")
+        if self.left:
+            lines.append("could not be stopped: " + ", ".join(
+                f"{name} (process group {pid}: `kill -9 -- -{pid}`)"
+                for name, pid in self.left.items()))
+        return "\n".join(lines)
+
+
+def down(directory: Path) -> Stopping:
+    """Stop every process of the federation in ``directory``; say what became of each.
+
+    A process that could not be stopped stays in ``federation.json`` (``down`` again tries it
+    again); when all are gone the file goes.
+    """
     path = directory / STATE
     if not path.is_file():
-        return []
+        return Stopping()
     fed = Federation(**json.loads(path.read_text()))
-    _stop([pid for name, pid in fed.pids.items() if name != "superlink"])  # nodes first
+    nodes = {name: pid for name, pid in fed.pids.items() if name != "superlink"}
+    outcome = _stop(list(nodes.values()))  # nodes first
     if "superlink" in fed.pids:
-        _stop([fed.pids["superlink"]])
+        outcome |= _stop([fed.pids["superlink"]])
     (directory / "service.json").unlink(missing_ok=True)  # a scoring service ends with them
-    path.unlink()
-    return list(fed.pids)
+    by_name = {name: outcome[pid] for name, pid in fed.pids.items()}
+    result = Stopping([n for n, o in by_name.items() if o == STOPPED],
+                      [n for n, o in by_name.items() if o == GONE],
+                      {n: fed.pids[n] for n, o in by_name.items() if o == LEFT})
+    if result.left:
+        fed.pids = dict(result.left)
+        fed.save()
+    else:
+        path.unlink()
+    return result
+
+
+def restart_node(directory: Path, party: str, timeout: float = 120) -> Federation:
+    """Start ``party``'s node again with the command ``up`` used; wait until it is let in.
+
+    A node that died, or one that is still running (it is stopped first).
+
+    A node killed outright is marked offline by the SuperLink at once when its SuperNode could
+    leave (the parent-death signal) and within twice its heartbeat interval otherwise; until
+    then the SuperLink refuses to activate it again, and this raises with the node's log.
+    """
+    fed = Federation.load(directory)
+    if party not in [*fed.parties, *fed.holders] or party not in fed.commands:
+        raise DeployError(f"{fed.root}: no node '{party}' was started here (nodes: "
+                          f"{[*fed.parties, *fed.holders]})")
+    if party in fed.pids and _stop([fed.pids[party]])[fed.pids[party]] == LEFT:
+        raise DeployError(f"the node of '{party}' (process group {fed.pids[party]}) could "
+                          "not be stopped; stop it, then restart it")
+    log = fed.root / "logs" / f"{party}.log"
+    start = log.stat().st_size if log.is_file() else 0
+    process = _start(fed.commands[party], log, fed.env())
+    fed.pids[party] = process.pid
+    fed.save()
+    deadline = time.monotonic() + timeout
+    while b"SuperNode ID:" not in log.read_bytes()[start:]:
+        if process.poll() is not None:
+            tail = log.read_bytes()[start:].decode(errors="replace").strip().splitlines()[-3:]
+            raise DeployError(f"node '{party}' exited with code {process.returncode} on its "
+                              f"restart: {' | '.join(tail)} (see {log})")
+        if time.monotonic() > deadline:
+            raise DeployError(f"node '{party}' did not come back online within "
+                              f"{timeout:.0f} s; see {log}")
+        time.sleep(0.2)
+    return fed
 
 
 FIXED_BY_UP = ("seed", "data.name", "data.source", "data.n_customers", "data.id_column",
@@ -409,6 +514,38 @@ def _setting(settings: RunSettings, key: str) -> Any:
     return value
 
 
+def check_nodes(fed: Federation) -> None:
+    """Refuse to submit while a party's registered node is gone; warn of foreign nodes.
+
+    Flower 1.41's Control API is open to any local process holding ``ca.crt``: it can
+    unregister a node, or register keys of its own. Both are named here, before a run.
+    """
+    done = subprocess.run([flwr_bin(), "supernode", "list", CONNECTION, "--format", "json"],
+                          env=fed.env(), cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          check=False)
+    try:
+        nodes = {int(n["node-id"]): n for n in json.loads(done.stdout)["nodes"]}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise DeployError(f"`flwr supernode list` failed: {(done.stdout + done.stderr)[-500:]}"
+                          ) from None
+    pins = read_pins(fed.runs)
+    for party, node_id in pins.items():
+        status = nodes.get(node_id, {}).get("status", "unregistered")
+        if status in ("unregistered", "deleted"):
+            raise DeployError(
+                f"the node of '{party}' (node {node_id}) is no longer registered at the "
+                f"SuperLink (unregistered {nodes.get(node_id, {}).get('deleted-at', '')}: "
+                "`flwr supernode unregister` through the Control API, which any local process "
+                "holding ca.crt can reach); its key cannot connect again. Bring the federation "
+                "down and up again (`deploy down`, `deploy up`), which registers the keys anew")
+    mine = set(pins.values())
+    for node_id, n in nodes.items():
+        if node_id not in mine and n.get("status") not in ("unregistered", "deleted"):
+            log.warning("node %s (%s) is registered at the SuperLink but is no party's: "
+                        "someone registered a key of their own; a node with it that claims a "
+                        "party is refused and named", node_id, n.get("status"))
+
+
 def check_matches_federation(fed: Federation, settings: RunSettings) -> None:
     """Refuse, before anything is submitted, a run whose data settings differ from ``up``'s."""
     base, _ = compose_settings(fed.overrides)
@@ -422,18 +559,38 @@ def check_matches_federation(fed: Federation, settings: RunSettings) -> None:
                 "(`down`, then `up` with the override)")
 
 
-def run(directory: Path, overrides: list[str] | None = None, run_dir: Path | None = None,
+def own_run(fed: Federation, path: Path, what: str) -> Path:
+    """Return the run directory ``path`` names (its path, or its name) if it is this federation's.
+
+    The coordinator runs only its own runs, by name, never a path.
+    """
+    path = fed.runs / path if len(path.parts) == 1 else path
+    resolved = path.resolve()
+    if resolved.parent != fed.runs.resolve() or not (resolved / "server").is_dir():
+        raise ConfigError(f"{what}{path}: not a run of the federation in {fed.root} (its runs "
+                          f"are in {fed.runs})")
+    check_run_name(resolved.name, what.strip(" ="))
+    return resolved
+
+
+def run(directory: Path, overrides: list[str] | None = None,
         timeout: float = 3600) -> dict[str, Any]:
-    """Run on the federation that is up in ``directory``; write and return results.json."""
+    """Run on the federation that is up in ``directory``; write and return results.json.
+
+    The run's directory is ``<dir>/runs/<name>``, the coordinator's own (0700); ``resume=``
+    names an earlier run of the federation (its directory or its name).
+    """
     start = time.perf_counter()
     fed = Federation.load(directory)
     settings, plain = compose_settings(fed.overrides + list(overrides or []))
     check_matches_federation(fed, settings)
+    if settings.resume is not None:
+        plain["resume"] = own_run(fed, Path(settings.resume), "resume=").name  # not a path
     name = time.strftime("%Y-%m-%d_%H-%M-%S_") + settings.federation.mode.value
-    run_dir = (run_dir or fed.root / "runs" / name).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config = {RUN_SETTINGS: json.dumps(plain), RUN_NAME: name, RUN_DIR: str(run_dir),
-              COLUMNS: json.dumps(fed.columns)}
+    run_dir = fed.runs / name
+    config = {RUN_SETTINGS: json.dumps(plain), RUN_NAME: name, COLUMNS: json.dumps(fed.columns)}
+    check_nodes(fed)
+    prepare(run_dir, config)
     train_start = time.perf_counter()
     found = _flwr_run(fed, run_dir, config, timeout)
     train_seconds = time.perf_counter() - train_start
@@ -444,6 +601,7 @@ def run(directory: Path, overrides: list[str] | None = None, run_dir: Path | Non
     assert outcome.federation is not None
     outcome.federation.update({
         "engine": "deployment", "superlink": fed.superlink, "tls": True, "node_auth": True,
+        "refused_nodes": found.refused_nodes,  # a node that claimed a party pinned to another
         "node_audit_logs": {p: str(fed.node_state(p) / name / p / "audit.jsonl")
                             for p in [*fed.parties, *fed.holders]},
         "server_audit_log": str(run_dir / "server" / "audit.jsonl")})
@@ -470,7 +628,7 @@ def _flwr_run(fed: Federation, run_dir: Path, config: dict[str, str], timeout: f
             raise RunInterrupted(stop_run(fed, run_dir)) from exc
     if not (run_dir / OUTCOME).is_file():
         raise DeployError(_no_outcome(fed, run_dir))
-    found = pickle.loads((run_dir / OUTCOME).read_bytes())  # noqa: S301 (our own file)
+    found = read_outcome(run_dir / OUTCOME)  # runs no code: a planted pickle is refused
     if "error" in found:
         raise found["error"]
     return found["outcome"]
@@ -487,7 +645,7 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
     """
     start = time.perf_counter()
     fed = Federation.load(directory)
-    model_run = model_run.resolve()
+    model_run = own_run(fed, model_run, "deploy score ")
     cfg = scoring_config(model_run, list(overrides or []))
     settings = to_settings(cfg)
     check_matches_federation(fed, settings)
@@ -496,18 +654,21 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
                           f"a {settings.federation.mode.value} model is one bundle: "
                           f"credit-fl score {model_run}")
     name = time.strftime("%Y-%m-%d_%H-%M-%S_score")
-    out = Path(settings.scoring.out) if settings.scoring.out else model_run / "scoring" / name
+    server = server_dir(fed.runs, "score", name, model_run.name)
+    out = Path(settings.scoring.out) if settings.scoring.out else server
     if out.exists():
         raise ConfigError(f"scoring.out={out} exists; name a new directory")
-    out.mkdir(parents=True)
     plain = OmegaConf.to_container(cfg, resolve=True)
-    config = {RUN_SETTINGS: json.dumps(plain), RUN_NAME: name, RUN_DIR: str(out),
-              COLUMNS: json.dumps(fed.columns), TASK: "score", MODEL_RUN: model_run.name}
+    config = {RUN_SETTINGS: json.dumps(plain), RUN_NAME: name, COLUMNS: json.dumps(fed.columns),
+              TASK: "score", MODEL_RUN: model_run.name}
+    check_nodes(fed)
+    prepare(server, config)
     try:
-        outcome = _flwr_run(fed, out, config, timeout)
+        outcome = _flwr_run(fed, server, config, timeout)
     except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(server, ignore_errors=True)
         raise
+    out.mkdir(parents=True, exist_ok=True)
     horizontal = settings.federation.mode is Mode.horizontal
     scoring = {
         "run": str(model_run), "mode": settings.federation.mode.value,
@@ -515,7 +676,7 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
         "applicants": outcome.applicants, "engine": "deployment",
         "model_id": outcome.model_id, "parties": outcome.parties, "absent": outcome.absent,
         "alignment": outcome.alignment, "lender": outcome.lender, "privacy": outcome.privacy,
-        "blacklists": outcome.blacklists,
+        "blacklists": outcome.blacklists, "refused_nodes": outcome.refused_nodes,
         "message_rounds": outcome.message_rounds, "seconds_by_message": outcome.seconds_by_kind,
         "seconds": outcome.seconds, "communication": outcome.communication,
         "lender_scores": {p: str(fed.node_state(p) / name / p / "scores.csv")
@@ -524,7 +685,7 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
         "lenders": outcome.lenders,
         "node_audit_logs": {p: str(fed.node_state(p) / name / p / "audit.jsonl")
                             for p in [*outcome.parties, *outcome.blacklists]},
-        "server_audit_log": str(out / "server" / "audit.jsonl"),
+        "server_audit_log": str(server / "server" / "audit.jsonl"),
         "wall_seconds": time.perf_counter() - start}
     write_atomic(out / "scoring.json", json.dumps(scoring, indent=2, default=str) + "\n")
     write_atomic(out / "report.md", render_scoring(scoring, None))
@@ -638,9 +799,9 @@ def main(argv: list[str] | None = None) -> int:
         from experiments import served  # it builds on this module
 
         if args.command == "down":
-            stopped = down(args.dir)
-            print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
-            return 0
+            stopping = down(args.dir)
+            print(stopping.describe())
+            return 1 if stopping.left else 0
         if args.command == "up":
             fed = up(args.dir, args.overrides, _caps(args.node_max_epsilon))
             print(f"SuperLink {fed.superlink} (TLS, node authentication); nodes: "
@@ -657,12 +818,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "stop-service":
             last = served.stop(args.dir)
-            print("no scoring service was up" if last is None
-                  else f"scoring service stopped after {last.get('requests', 0)} requests")
+            if last is None:
+                print("no scoring service was up")
+            elif "ended" in last:
+                print(f"the scoring service had already ended: {last['ended']}; it answered "
+                      f"{last.get('requests', 0)} requests")
+            else:
+                print(f"scoring service stopped after {last.get('requests', 0)} requests")
             return 0
         if args.command == "score":
-            model_run = Path(args.overrides[0]).resolve()
-            service = served.running(Federation.load(args.dir))
+            fed = Federation.load(args.dir)
+            model_run = own_run(fed, Path(args.overrides[0]), "deploy score ")
+            served.check_not_ended(fed, model_run)  # never an uncapped batch run instead
+            service = served.running(fed)
             by = (served.score if service is not None
                   and Path(service["model_run"]) == model_run else score)
             out, _ = by(args.dir, model_run, args.overrides[1:])

@@ -94,7 +94,9 @@ KEYS: tuple[Key, ...] = (
         "`partition`, `excluded[]` (`round`, `party`, `reason`, `refused`), "
         "`lender_evaluation.<lender>.{auc, test_rows}`, `resumed_from`; both: `engine` "
         "(`simulation`, or `deployment` with `superlink`, `tls`, `node_auth`, "
-        "`node_audit_logs.<party>`, `server_audit_log`)", when="vertical and horizontal runs"),
+        "`node_audit_logs.<party>`, `server_audit_log` and `refused_nodes[]`: a node that "
+        "claimed a party pinned to another node, with `node_id`, `claimed`, `pinned_node`, "
+        "`pinned_to`, `reason`)", when="vertical and horizontal runs"),
     Key("audit_logs", ("object", "null"), "where the audit logs stood when the run ended (their "
         "anchors, from the server's log): `server.{seq, head, key}` and `nodes.<party>.{seq, "
         "head, key}` (`head`: the last line's hash; `key`: the writer's Ed25519 public key, hex), "

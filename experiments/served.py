@@ -16,7 +16,6 @@ in the service's directory, holds counts only.
 from __future__ import annotations
 
 import json
-import pickle
 import secrets
 import shutil
 import subprocess
@@ -28,20 +27,24 @@ from omegaconf import OmegaConf
 
 from credit_data.errors import ConfigError, DeployError
 from credit_data.settings import LABEL_HOLDER
-from deployment.run_config import COLUMNS, MODEL_RUN, OUTCOME, RUN_DIR, RUN_NAME, RUN_SETTINGS, TASK
+from deployment.coordinator import prepare, server_dir
+from deployment.run_config import COLUMNS, MODEL_RUN, OUTCOME, RUN_NAME, RUN_SETTINGS, TASK
 from experiments.deploy import (
     APP_DIR,
     CONNECTION,
     ROOT,
     Federation,
     check_matches_federation,
+    check_nodes,
     flwr_bin,
+    own_run,
     stop_run,
 )
 from experiments.scoring import render_scoring, scoring_config, to_settings
 from federation.settings import Mode
 from federation.storage import write_atomic
 from fl_client.served_scoring import INBOX, REQUESTS, STOP
+from fl_server.outcome_file import read_outcome
 from fl_server.scoring_service import REQUESTS as SERVER_REQUESTS
 from fl_server.scoring_service import SERVICE_FILE
 
@@ -56,19 +59,53 @@ def _outcome(out: Path) -> dict[str, Any] | None:
     path = out / OUTCOME
     if not path.is_file():
         return None
-    return pickle.loads(path.read_bytes())  # type: ignore[no-any-return]  # noqa: S301 (ours)
+    return read_outcome(path)
 
 
-def running(fed: Federation) -> dict[str, Any] | None:
-    """Return the service that is up on ``fed`` (None when none is, or it has ended)."""
+def recorded(fed: Federation) -> dict[str, Any] | None:
+    """Return the service ``serve`` started on ``fed`` (None when none was).
+
+    ``ended`` says how it ended when it is no longer up; the record stays until ``stop`` clears
+    it, so that an end nobody asked for is reported.
+    """
     path = fed.root / SERVICE
     if not path.is_file():
         return None
     service: dict[str, Any] = json.loads(path.read_text())
-    if _outcome(Path(service["dir"])) is not None or "superlink" not in fed.pids:
-        path.unlink()
-        return None
-    return service
+    if "superlink" not in fed.pids:
+        return service | {"ended": "the federation was brought down"}
+    found = _outcome(Path(service["dir"]))
+    if found is None:
+        return service
+    error = found.get("error")
+    if error is None:
+        return service | {"ended": "it stopped"}
+    if "RunNotRunning" in f"{type(error).__name__} {error}":
+        return service | {"ended": "its Flower run was stopped from outside `deploy "
+                          "stop-service` (`flwr stop` through the SuperLink's Control API, "
+                          "which any local process holding ca.crt can reach)"}
+    return service | {"ended": f"it failed: {error}"}
+
+
+def running(fed: Federation) -> dict[str, Any] | None:
+    """Return the service that is up on ``fed`` (None when none is, or it has ended)."""
+    service = recorded(fed)
+    return None if service is None or "ended" in service else service
+
+
+def check_not_ended(fed: Federation, model_run: Path) -> None:
+    """Refuse to score ``model_run`` another way while its service's end is unreported.
+
+    A service that ended without ``deploy stop-service`` (stopped through the Control API, or
+    failed) is never replaced silently by a batch scoring run, which no passive party's
+    ``--max-queries`` ledger covers.
+    """
+    service = recorded(fed)
+    if service is not None and "ended" in service and Path(service["model_run"]) == model_run:
+        raise DeployError(f"the scoring service of {model_run} is no longer up: "
+                          f"{service['ended']}. Requests are not sent to a batch scoring run "
+                          "instead. `deploy stop-service` clears the service and reports its "
+                          f"requests; `deploy serve {model_run}` starts it again")
 
 
 def serve(directory: Path, model_run: Path, overrides: list[str] | None = None,
@@ -79,7 +116,7 @@ def serve(directory: Path, model_run: Path, overrides: list[str] | None = None,
     (built once per model and table, then read from the party's disk).
     """
     fed = Federation.load(directory)
-    model_run = model_run.resolve()
+    model_run = own_run(fed, model_run, "deploy serve ")
     up = running(fed)
     if up is not None:
         raise DeployError(f"a scoring service of {up['model_run']} is already up "
@@ -92,11 +129,12 @@ def serve(directory: Path, model_run: Path, overrides: list[str] | None = None,
                           f"{settings.federation.mode.value} model scores in one round: "
                           f"deploy score {model_run}")
     name = time.strftime("%Y-%m-%d_%H-%M-%S_serve")
-    out = model_run / "service" / name
-    out.mkdir(parents=True)
+    out = server_dir(fed.runs, "serve", name, model_run.name)
     config = {RUN_SETTINGS: json.dumps(OmegaConf.to_container(cfg, resolve=True)),
-              RUN_NAME: name, RUN_DIR: str(out), COLUMNS: json.dumps(fed.columns),
-              TASK: "serve", MODEL_RUN: model_run.name}
+              RUN_NAME: name, COLUMNS: json.dumps(fed.columns), TASK: "serve",
+              MODEL_RUN: model_run.name}
+    check_nodes(fed)
+    prepare(out, config)
     config_file = out / "run_config.toml"
     config_file.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()))
     with (out / "flwr_run.log").open("w") as log:  # submits the run and returns
@@ -205,13 +243,19 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
 
 
 def stop(directory: Path, timeout: float = 120.0) -> dict[str, Any] | None:
-    """Stop the scoring service that is up (None when none is); return its last status."""
+    """Stop the scoring service (None when none was started); return its last status.
+
+    A service that had already ended (``ended`` in the status says how) is cleared and reported.
+    """
     fed = Federation.load(directory)
-    service = running(fed)
+    service = recorded(fed)
     if service is None:
         return None
-    write_atomic(_inbox(fed, service) / f"~{STOP}.json", json.dumps({STOP: True}), mode=0o600)
     out = Path(service["dir"])
+    if "ended" in service:
+        (fed.root / SERVICE).unlink(missing_ok=True)
+        return _status(out) | {"ended": service["ended"]}
+    write_atomic(_inbox(fed, service) / f"~{STOP}.json", json.dumps({STOP: True}), mode=0o600)
     deadline = time.monotonic() + timeout
     while _outcome(out) is None:
         if time.monotonic() > deadline:
@@ -219,6 +263,10 @@ def stop(directory: Path, timeout: float = 120.0) -> dict[str, Any] | None:
             break
         time.sleep(0.05)
     (fed.root / SERVICE).unlink(missing_ok=True)
+    return _status(out)
+
+
+def _status(out: Path) -> dict[str, Any]:
     status = out / SERVICE_FILE
-    return json.loads(status.read_text()) if status.is_file() else None
+    return json.loads(status.read_text()) if status.is_file() else {}  # type: ignore[no-any-return]
 

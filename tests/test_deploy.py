@@ -651,6 +651,38 @@ def test_a_deployed_scoring_service_answers_requests_in_two_rounds(
     assert served.running(deploy.Federation.load(Path(fed.directory))) is None
 
 
+def test_a_service_stopped_through_the_control_api_is_reported_never_replaced(
+        vertical_federation, private_deployed_runs, tmp_path: Path, capsys) -> None:
+    # issue 29, item 3: `flwr stop` from a local process ended the service, after which `deploy
+    # score` silently ran a batch scoring run no --max-queries cap covers, and `deploy
+    # stop-service` said no service was up
+    from experiments import served
+
+    fed = vertical_federation
+    run_dir = _run_dir(private_deployed_runs[-1])
+    status = served.serve(fed.root, run_dir)
+    found = deploy.RUN_ID.search((Path(status["dir"]) / "flwr_run.log").read_text())
+    assert found is not None
+    done = _outsider_flwr(fed, tmp_path / "home", "stop", found.group(1), "x")
+    assert done.returncode == 0, done.stdout + done.stderr
+    deadline = time.monotonic() + 60
+    while "ended" not in (served.recorded(deploy.Federation.load(fed.root)) or {}):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    scored_before = sorted((run_dir / "scoring").glob("*")) if (run_dir / "scoring").is_dir() \
+        else []
+    capsys.readouterr()
+    assert deploy.main(["score", str(run_dir), "scoring.rows=test", "--dir", fed.directory]) == 2
+    err = capsys.readouterr().err
+    assert "is no longer up" in err and "flwr stop" in err
+    now = sorted((run_dir / "scoring").glob("*")) if (run_dir / "scoring").is_dir() else []
+    assert now == scored_before  # no batch scoring run instead
+    assert deploy.main(["stop-service", "--dir", fed.directory]) == 0
+    assert "had already ended: its Flower run was stopped from outside" in \
+        capsys.readouterr().out
+    assert served.recorded(deploy.Federation.load(fed.root)) is None
+
+
 @pytest.mark.slow
 def test_a_deployed_holder_answers_lookups_and_caps_a_lender(tmp_path_factory) -> None:
     # issue 21: a holder is a node of its own with its list only; its own --max-queries caps a
@@ -743,3 +775,155 @@ def _check_horizontal_scoring(fed, overrides: list[str], results: dict) -> None:
             <= 1e-6
         total += len(scores)
     assert scoring["applicants"] == total
+
+
+# --- issue 29: what a local process holding only ca.crt can do ----------------------------------
+class _Planted:
+    """A pickle that would create a marker file when unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _outsider_run(fed: deploy.Federation, home: Path, config: dict[str, str]
+                  ) -> subprocess.CompletedProcess:
+    """Submit a run of this app as a local process with its own Flower config and ca.crt only."""
+    home.mkdir(parents=True, exist_ok=True)
+    run_config = home / "run_config.toml"
+    run_config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()))
+    return _outsider_flwr(fed, home, "run", str(deploy.APP_DIR), "x", "--run-config",
+                          str(run_config), "--stream")
+
+
+def _a_finished_run(fed: deploy.Federation) -> Path:
+    done = sorted(p for p in fed.runs.iterdir() if (p / "results.json").is_file())
+    return done[-1] if done else _run_dir(deploy.run(fed.root, ["privacy=off"]))
+
+
+def test_a_run_config_from_outside_writes_nowhere_and_runs_nothing(vertical_federation,
+                                                                   tmp_path: Path) -> None:
+    # issue 29, items 1 and 2: a run config chose where the coordinator wrote (its audit log,
+    # key and outcome, 0644) and a planted checkpoint on resume ran code in the coordinator
+    fed = vertical_federation
+    real = _a_finished_run(fed)
+    log_before = (real / "server" / "audit.jsonl").read_bytes()
+    target = tmp_path / "attacker"
+    marker = tmp_path / "code-ran"
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    import pickle
+
+    (planted / "checkpoint.pt").write_bytes(pickle.dumps(_Planted(marker)))
+    settings, plain = deploy.compose_settings(VERTICAL + ["privacy=off"])
+    runs_before = sorted(fed.runs.iterdir())
+    for name, resume in ((str(target), None), ("../../attacker", None), (real.name, None),
+                         ("2026-01-01_00-00-00_vertical", str(planted))):
+        config = {"run-settings": json.dumps(plain | {"resume": resume}), "run-name": name,
+                  "columns": json.dumps(fed.columns)}
+        done = _outsider_run(fed, tmp_path / "home", config)
+        assert "Successfully started run" in done.stdout + done.stderr  # the API took it
+    assert not target.exists() and not marker.exists()
+    assert sorted(fed.runs.iterdir()) == runs_before  # no directory made, none written to
+    assert (real / "server" / "audit.jsonl").read_bytes() == log_before
+    assert verify(real / "server" / "audit.jsonl").ok
+    # what the coordinator writes is its own: runs 0700, a run's files 0600
+    assert fed.runs.stat().st_mode & 0o777 == 0o700
+    assert (real / "server" / "audit.jsonl").stat().st_mode & 0o077 == 0
+    for party in fed.parties:  # each party's raw rows are its own user's alone
+        assert (fed.root / "nodes" / party / "data.csv").stat().st_mode & 0o077 == 0
+
+
+def test_the_coordinators_own_resume_refuses_a_planted_checkpoint(vertical_federation,
+                                                                 tmp_path: Path) -> None:
+    import pickle
+
+    fed = vertical_federation
+    real = _a_finished_run(fed)
+    marker = tmp_path / "code-ran"
+    (real / "checkpoint.pt").write_bytes(pickle.dumps(_Planted(marker)))
+    with pytest.raises(ConfigError, match="checkpoint"):
+        deploy.run(fed.root, ["privacy=off", f"resume={real}"])
+    assert not marker.exists()
+    with pytest.raises(ConfigError, match="not a run of the federation"):
+        deploy.run(fed.root, ["privacy=off", f"resume={tmp_path}"])
+
+
+def _outsider_flwr(fed: deploy.Federation, home: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run ``flwr`` as a local process with its own Flower config and ca.crt only."""
+    home.mkdir(parents=True, exist_ok=True)
+    ca = home / "ca.crt"
+    ca.write_bytes((fed.root / "tls" / "ca.crt").read_bytes())
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "x"\n\n[superlink.x]\naddress = "{fed.superlink}"\n'
+        f'root-certificates = "{ca}"\n')
+    return subprocess.run([deploy.flwr_bin(), *args], env={**fed.env(), "FLWR_HOME": str(home)},
+                          capture_output=True, text=True, timeout=120, cwd=home)
+
+
+def test_a_second_node_claiming_a_party_is_refused_by_name_while_runs_go_on(
+        vertical_federation, tmp_path: Path, caplog) -> None:
+    # issue 29, item 3: a key registered by a local process, and a node with it that says it is
+    # 'bureau', made every run fail ("two nodes both say they are 'bureau'")
+    fed = vertical_federation
+    key = tmp_path / "impostor"
+    make_node_key(key)
+    done = _outsider_flwr(fed, tmp_path / "home", "supernode", "register", f"{key}.pub", "x")
+    assert done.returncode == 0, done.stdout + done.stderr
+    from deployment.pins import node_id_from_register_output
+
+    impostor_id = node_id_from_register_output(done.stdout)
+    data = tmp_path / "bureau.csv"  # rows of its own in the bureau's columns
+    pd.read_csv(fed.root / "nodes" / "bureau" / "data.csv").head(50).to_csv(data, index=False)
+    impostor = subprocess.Popen(
+        [sys.executable, "-m", "deployment.node", "--party", "bureau", "--data", str(data),
+         "--superlink", fed.superlink, "--root-certificates", str(tmp_path / "home" / "ca.crt"),
+         "--auth-key", str(key), "--state-dir", str(tmp_path / "state"), "--runtime-port",
+         str(deploy._free_port())], env=fed.env(), cwd=deploy.ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the SuperLink lists it online
+            listed = _outsider_flwr(fed, tmp_path / "home", "supernode", "list", "x", "--format",
+                                    "json")
+            nodes = {int(n["node-id"]): n["status"] for n in json.loads(listed.stdout)["nodes"]}
+            if nodes.get(impostor_id) == "online":
+                break
+            time.sleep(1)
+        with caplog.at_level("WARNING", logger="credit_fl"):
+            results = deploy.run(fed.root, ["privacy=off", "train.epochs=1"])
+    finally:
+        impostor.terminate()
+        impostor.wait(timeout=30)
+    refused = results["federation"]["refused_nodes"]  # named, and sent nothing
+    assert [(r["node_id"], r["claimed"]) for r in refused] == [(impostor_id, None)]
+    assert not (tmp_path / "state").exists() or not any((tmp_path / "state").glob("2*"))
+    assert results["metrics"]["test"]["auc"] > 0.55  # the run went on with the real bureau
+    assert f"node {impostor_id}" in caplog.text  # the coordinator named the foreign key
+
+
+def test_an_unregistered_node_is_named_before_a_run_is_submitted(vertical_federation,
+                                                                  tmp_path: Path) -> None:
+    # issue 29, item 3: `flwr supernode unregister` from a local process removed a node, which
+    # exited saying only "terminated gracefully". Last in this module: the federation's bureau
+    # cannot connect again afterwards.
+    fed = vertical_federation
+    from deployment.pins import read_pins
+
+    bureau = read_pins(fed.runs)["bureau"]
+    done = _outsider_flwr(fed, tmp_path / "home", "supernode", "unregister", str(bureau), "x")
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs_before = sorted(fed.runs.iterdir())
+    with pytest.raises(deploy.DeployError, match=r"node of 'bureau' \(node \d+\) is no longer "
+                                                 "registered"):
+        deploy.run(fed.root, ["privacy=off"])
+    assert sorted(fed.runs.iterdir()) == runs_before  # nothing prepared, nothing submitted
+    # the node itself says why it left, and exits non-zero
+    log = fed.root / "logs" / "bureau.log"
+    deadline = time.monotonic() + 90
+    while "ended on its own" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
+        time.sleep(1)
+    assert "flwr supernode unregister" in log.read_text(errors="replace")
