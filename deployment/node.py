@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -136,6 +137,31 @@ def _check(args: argparse.Namespace) -> None:
             raise SystemExit(f"error: {flag} {path}: file not found")
 
 
+def redactor(args: argparse.Namespace) -> Callable[[str], str]:
+    """Return a function that puts the flag naming each of this node's paths in their place.
+
+    An error a node sends the coordinator names the file at fault by the flag that named it
+    (``<--data>: file is empty``), never by the node's absolute path; its own log keeps the path.
+
+    >>> args = _parser().parse_args(["--party", "bureau", "--data", "/srv/b/bureau.csv",
+    ...     "--superlink", "x:1", "--state-dir", "/srv/b"])
+    >>> redactor(args)("DataError: /srv/b/bureau.csv: empty; /srv/b/run/bureau/model: bad")
+    'DataError: <--data>: empty; <--state-dir>/run/bureau/model: bad'
+    """
+    named = {"--data": args.data, "--state-dir": args.state_dir,
+             "--applicants-dir": args.applicants_dir, "--peer-keys": args.peer_keys,
+             "--auth-key": args.auth_key, "--root-certificates": args.root_certificates}
+    paths = sorted(((str(Path(p).resolve()), f"<{flag}>") for flag, p in named.items()
+                    if p is not None), key=lambda pair: -len(pair[0]))  # the longest first
+
+    def redact(text: str) -> str:
+        for path, flag in paths:
+            text = text.replace(path, flag)
+        return text
+
+    return redact
+
+
 RUNTIME_SECRET = "runtime-api.secret"
 """The node's Runtime API secret, in its state directory (0600), fresh at every start."""
 
@@ -232,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         from fl_client.executor import serve
 
         serve(f"127.0.0.1:{args.runtime_port}", app, expected_fab_id=APP_ID, stop=stop,
-              alive=lambda: supernode.poll() is None, secret=secret)
+              alive=lambda: supernode.poll() is None, secret=secret, redact=redactor(args))
     finally:
         secret_file.unlink(missing_ok=True)
         stop_process(supernode)

@@ -26,8 +26,13 @@ from federation.flower_compat.deployment import RuntimeTask, TaskOffers, error_r
 log = logging.getLogger("credit_fl")
 
 
-def run_task(address: str, token: str, app: ClientApp, expected_fab_id: str | None) -> None:
-    """Pull one task's message and context, run ``app`` on it and push the reply."""
+def run_task(address: str, token: str, app: ClientApp, expected_fab_id: str | None,
+             redact: Callable[[str], str] = str) -> None:
+    """Pull one task's message and context, run ``app`` on it and push the reply.
+
+    ``redact`` rewrites an error before it leaves (the node's own paths: see
+    :func:`deployment.node.redactor`); the node's log keeps it whole.
+    """
     message: Message | None = None
     reply: Message | None = None
     error: str | None = "the party worker failed before running the task"
@@ -45,7 +50,7 @@ def run_task(address: str, token: str, app: ClientApp, expected_fab_id: str | No
             error = None
         except Exception as exc:  # the reply carries the error, as flwr-clientapp's does
             log.exception("the ClientApp raised")
-            error = f"{type(exc).__name__}: {exc}"
+            error = redact(f"{type(exc).__name__}: {exc}")
             reply = error_reply(message, error) if message is not None else None
         task.finish(reply, error)
     log.info("task %s: %s, %.2f s in all", message.metadata.message_type if message else "?",
@@ -55,10 +60,12 @@ def run_task(address: str, token: str, app: ClientApp, expected_fab_id: str | No
 def serve(address: str, app: ClientApp, poll: float = 0.05,
           expected_fab_id: str | None = None,
           stop: threading.Event | None = None,
-          alive: Callable[[], bool] = lambda: True, secret: bytes | None = None) -> None:
+          alive: Callable[[], bool] = lambda: True, secret: bytes | None = None,
+          redact: Callable[[str], str] = str) -> None:
     """Run the node's tasks until ``stop`` is set or ``alive()`` turns false.
 
-    ``secret``: the SuperNode's Runtime API secret, which signs each request for a task.
+    ``secret``: the SuperNode's Runtime API secret, which signs each request for a task;
+    ``redact``: see :func:`run_task`.
     """
     stop = stop or threading.Event()
     # one try per poll: the loop retries, and notices when the SuperNode is gone
@@ -74,7 +81,7 @@ def serve(address: str, app: ClientApp, poll: float = 0.05,
                 time.sleep(max(poll, 0.5))
                 continue
             if token is not None:
-                run_task(address, token, app, expected_fab_id)
+                run_task(address, token, app, expected_fab_id, redact)
                 continue
             time.sleep(poll)
     finally:

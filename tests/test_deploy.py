@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -775,6 +776,69 @@ def _check_horizontal_scoring(fed, overrides: list[str], results: dict) -> None:
             <= 1e-6
         total += len(scores)
     assert scoring["applicants"] == total
+
+
+
+# --- issue 29, item 7: the partner guide's commands, as written -------------------------------
+def _guide_commands() -> list[str]:
+    """Return the shell commands of docs/partner-guide.md's code blocks, one string each."""
+    text = (deploy.ROOT / "docs" / "partner-guide.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    commands = []
+    for block in blocks:
+        joined = re.sub(r"\\\n\s*", "", block)  # continuation lines joined
+        commands += [c.strip() for c in joined.splitlines() if c.strip()]
+    return commands
+
+
+def test_the_partner_guides_commands_run_as_written(vertical_federation, tmp_path: Path) -> None:
+    # the bureau's node of the federation is replaced by the one the guide starts
+    import shlex
+
+    fed = vertical_federation
+    state = tmp_path / "var-lib-credit-fl"
+    ours = {"/data/bureau.csv": str(fed.root / "nodes" / "bureau" / "data.csv"),
+            "coordinator.example.org:8000": fed.superlink,
+            " ca.crt": f" {fed.root / 'tls' / 'ca.crt'}",
+            "keys/partners": str(fed.root / "peer-keys"), "keys/bureau": str(
+                fed.root / "keys" / "bureau"), "/var/lib/credit-fl": str(state),
+            ".venv/bin/python": sys.executable}
+
+    def as_here(command: str) -> list[str]:
+        for theirs, mine in ours.items():
+            command = command.replace(theirs, mine)
+        return shlex.split(command)
+
+    commands = _guide_commands()
+    (node,) = [c for c in commands if "deployment.node --party bureau" in c]
+    assert "--categorical" not in node  # the bureau's columns are all numeric
+    os.killpg(fed.pids["bureau"], signal.SIGTERM)  # the federation's own bureau node leaves
+    deadline = time.monotonic() + 30
+    while deploy._alive(fed.pids["bureau"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    log = tmp_path / "node.log"
+    with log.open("wb") as out:
+        guide = subprocess.Popen(as_here(node), stdout=out, stderr=subprocess.STDOUT,
+                                 env=fed.env(), cwd=deploy.ROOT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while b"SuperNode ID:" not in log.read_bytes():
+            assert guide.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        results = deploy.run(fed.root, ["train.epochs=1"])  # label DP + DP-SGD: under its cap
+        run = _run_dir(results).name
+        assert (state / run / "bureau" / "audit.jsonl").is_file()
+        for command in commands:  # the node's own tools, as the guide shows them
+            if "deployment.budget show" in command or "models.bundle verify" in command:
+                done = subprocess.run(as_here(command.replace("<run>", run)), env=fed.env(),
+                                      cwd=deploy.ROOT, capture_output=True, text=True,
+                                      timeout=120)
+                assert done.returncode == 0, (command, done.stdout, done.stderr)
+    finally:
+        os.killpg(guide.pid, signal.SIGTERM)
+        guide.wait(timeout=60)
+        deploy.restart_node(fed.root, "bureau")  # the federation's own node, for what follows
 
 
 # --- issue 29: what a local process holding only ca.crt can do ----------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -141,3 +142,22 @@ def test_a_node_keeps_its_blinded_sets_under_its_own_state_dir_whatever_the_run_
                       run_config={RUN_SETTINGS: json.dumps(plain), RUN_NAME: "run-1"})
     _, _, client = _settings(context)
     assert client.psi_cache == str(tmp_path / "state" / PSI_CACHE)
+
+
+@pytest.mark.unit
+def test_an_applicants_file_error_names_scoring_applicants(tmp_path: Path) -> None:
+    # issue 29, item 7: `scoring.applicants=../data.csv` was reported as a bad run name, and an
+    # empty applicants file was blamed on data.parties.lender.path
+    from credit_data.errors import ConfigError, DataError
+    from credit_data.files import load_party
+    from credit_data.settings import DataSettings, PartySource
+    from deployment.client_app import applicants_file
+
+    with pytest.raises(ConfigError, match=r"scoring.applicants='\.\./data.csv': one plain file"):
+        applicants_file(tmp_path, "../data.csv")
+    assert applicants_file(tmp_path, "batch-0042.csv") == tmp_path / "batch-0042.csv"
+    (tmp_path / "empty.csv").write_text("")
+    source = PartySource(path=str(tmp_path / "empty.csv"),
+                         named_by="scoring.applicants, in the node's --applicants-dir")
+    with pytest.raises(DataError, match=r"empty.csv: file is empty \(scoring.applicants, in "):
+        load_party("lender", source, DataSettings(), labels=False)
