@@ -38,6 +38,7 @@ from deployment.run_config import (
 from federation.flower_compat.deployment import quick_grid_pulls
 from federation.run_settings import RunSettings
 from federation.settings import Mode
+from fl_server.checkpoint import load_checkpoint
 from fl_server.outcome_file import write_outcome
 from fl_server.rounds import run_federation
 from fl_server.scoring_rounds import run_own_scoring, run_scoring, scoring_server_settings
@@ -77,6 +78,7 @@ def _resumed(run: RunSettings, root: Path) -> RunSettings:
     earlier = root / check_run_name(run.resume, "run-settings.resume")
     if not earlier.is_dir():
         raise ConfigError(f"resume={run.resume}: the coordinator has no run of that name")
+    load_checkpoint(earlier)  # refused here, before any message, if it is not a safe file
     return dataclasses.replace(run, resume=str(earlier))
 
 

@@ -33,6 +33,7 @@ from experiments.deploy import (
     APP_DIR,
     CONNECTION,
     ROOT,
+    RUN_ID,
     Federation,
     check_matches_federation,
     check_nodes,
@@ -77,14 +78,27 @@ def recorded(fed: Federation) -> dict[str, Any] | None:
     found = _outcome(Path(service["dir"]))
     if found is None:
         return service
-    error = found.get("error")
-    if error is None:
-        return service | {"ended": "it stopped"}
-    if "RunNotRunning" in f"{type(error).__name__} {error}":
+    if flower_status(fed, Path(service["dir"])) == "finished:stopped":
         return service | {"ended": "its Flower run was stopped from outside `deploy "
                           "stop-service` (`flwr stop` through the SuperLink's Control API, "
                           "which any local process holding ca.crt can reach)"}
-    return service | {"ended": f"it failed: {error}"}
+    error = found.get("error")
+    return service | {"ended": "it stopped" if error is None else f"it failed: {error}"}
+
+
+def flower_status(fed: Federation, out: Path) -> str | None:
+    """Return the SuperLink's status of the Flower run submitted for ``out`` (None: unknown)."""
+    log = out / "flwr_run.log"
+    found = RUN_ID.search(log.read_text(errors="replace")) if log.is_file() else None
+    if found is None:
+        return None
+    done = subprocess.run([flwr_bin(), "ls", CONNECTION, "--run-id", found.group(1), "--format",
+                           "json"], env=fed.env(), cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, check=False)
+    try:
+        return str(json.loads(done.stdout)["runs"][0]["status"])
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+        return None
 
 
 def running(fed: Federation) -> dict[str, Any] | None:

@@ -114,9 +114,18 @@ def test_without_the_coordinators_launcher_the_serverapp_runs_nothing(
 def test_resume_names_a_run_of_the_coordinator_never_a_path(runs: Path) -> None:
     from federation.run_settings import RunSettings
 
-    (runs / "r1").mkdir()
+    import pickle
+
+    from fl_server.checkpoint import CHECKPOINT, save_checkpoint
+
+    save_checkpoint(runs / "r1", {"round": 1})
     resumed = server_app._resumed(RunSettings(resume="r1"), runs)
     assert resumed.resume == str(runs / "r1")
+    # a checkpoint that is not a safe file is refused before any message is sent
+    (runs / "r2").mkdir()
+    (runs / "r2" / CHECKPOINT).write_bytes(pickle.dumps({"round": 1}))
+    with pytest.raises(ConfigError, match="not a file this project wrote"):
+        server_app._resumed(RunSettings(resume="r2"), runs)
     with pytest.raises(ConfigError, match="run-settings.resume"):
         server_app._resumed(RunSettings(resume="/tmp/planted"), runs)
     with pytest.raises(ConfigError, match="no run of that name"):

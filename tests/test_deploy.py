@@ -247,7 +247,8 @@ def _node(fed: deploy.Federation, tmp_path: Path, *extra: str) -> subprocess.Com
     data = Path(fed.directory) / "nodes" / "bureau" / "data.csv"
     cmd = [sys.executable, "-m", "deployment.node", "--party", "bureau", "--data", str(data),
            "--superlink", fed.superlink, "--state-dir", str(tmp_path / "state"),
-           "--runtime-port", str(deploy._free_port()), "--max-retries", "2", *extra]
+           "--runtime-port", str(deploy._free_port()), "--max-retries", "2",
+           "--max-epsilon", "3", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                           env=fed.env(), cwd=deploy.ROOT)
 
@@ -328,8 +329,12 @@ def test_no_telemetry_update_check_or_runtime_installation(vertical_federation) 
 
 
 def test_node_config_errors_name_the_key() -> None:
-    good = {"party": "bureau", "data-path": "b.csv", "state-dir": "s"}
-    assert NodeConfig.from_context(good).max_epsilon is None
+    good = {"party": "bureau", "data-path": "b.csv", "state-dir": "s", "max-epsilon": 3.0}
+    assert NodeConfig.from_context(good).max_epsilon == 3.0
+    # a cap is required (issue 30, finding 4): no cap is the node's explicit 'none'
+    assert NodeConfig.from_context({**good, "max-epsilon": "none"}).max_epsilon is None
+    with pytest.raises(ConfigError, match="'max-epsilon' must be a positive number or 'none'"):
+        NodeConfig.from_context({k: v for k, v in good.items() if k != "max-epsilon"})
     with pytest.raises(ConfigError, match="'max-epsilon' must be a positive number"):
         NodeConfig.from_context({**good, "max-epsilon": -1.0})
     with pytest.raises(ConfigError, match="'data-path' must be a non-empty string"):
@@ -390,13 +395,19 @@ def test_a_nodes_own_flags_set_its_poll_and_its_noise(tmp_path: Path) -> None:
     data = tmp_path / "b.csv"
     data.write_text("id,x\n1,2\n")
     base = ["--party", "bureau", "--data", str(data), "--superlink", "127.0.0.1:1",
-            "--state-dir", str(tmp_path / "s"), "--insecure"]
+            "--state-dir", str(tmp_path / "s"), "--insecure", "--max-epsilon", "3"]
     with pytest.raises(SystemExit, match="--poll-interval must lie between 0.01 and 3"):
         _check(_parser().parse_args(base + ["--poll-interval", "5"]))
     assert "reproducible-noise" not in node_config(_parser().parse_args(base))
     config = node_config(_parser().parse_args(base + ["--reproducible-noise"]))
     assert config["reproducible-noise"] is True
     assert NodeConfig.from_context(config).reproducible_noise
+    # issue 30, finding 4: a node states its cap; no cap is said, never a default
+    with pytest.raises(SystemExit):
+        _parser().parse_args(base[:-2])
+    uncapped = node_config(_parser().parse_args(base[:-2] + ["--max-epsilon", "none"]))
+    assert NodeConfig.from_context(uncapped).max_epsilon is None
+    assert NodeConfig.from_context(config).max_epsilon == 3.0
 
 
 def _ask_for_a_task(address: str, secret_file: Path | None,
@@ -675,7 +686,7 @@ def test_a_service_stopped_through_the_control_api_is_reported_never_replaced(
     capsys.readouterr()
     assert deploy.main(["score", str(run_dir), "scoring.rows=test", "--dir", fed.directory]) == 2
     err = capsys.readouterr().err
-    assert "is no longer up" in err and "flwr stop" in err
+    assert "is no longer up" in err and "flwr stop" in err, err
     now = sorted((run_dir / "scoring").glob("*")) if (run_dir / "scoring").is_dir() else []
     assert now == scored_before  # no batch scoring run instead
     assert deploy.main(["stop-service", "--dir", fed.directory]) == 0
@@ -791,6 +802,23 @@ def _guide_commands() -> list[str]:
     return commands
 
 
+def _wait_offline(fed: deploy.Federation, party: str, timeout: float = 90) -> None:
+    """Wait until the SuperLink no longer counts ``party``'s node online (it may then rejoin)."""
+    from deployment.pins import read_pins
+
+    node = read_pins(fed.runs)[party]
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = subprocess.run([deploy.flwr_bin(), "supernode", "list", deploy.CONNECTION,
+                                 "--format", "json"], env=fed.env(), cwd=deploy.ROOT,
+                                capture_output=True, text=True, timeout=60)
+        status = {int(n["node-id"]): n["status"] for n in json.loads(listed.stdout)["nodes"]}
+        if status.get(node) != "online" and not deploy._alive(fed.pids[party]):
+            return
+        assert time.monotonic() < deadline, status
+        time.sleep(1)
+
+
 def test_the_partner_guides_commands_run_as_written(vertical_federation, tmp_path: Path) -> None:
     # the bureau's node of the federation is replaced by the one the guide starts
     import shlex
@@ -813,10 +841,7 @@ def test_the_partner_guides_commands_run_as_written(vertical_federation, tmp_pat
     (node,) = [c for c in commands if "deployment.node --party bureau" in c]
     assert "--categorical" not in node  # the bureau's columns are all numeric
     os.killpg(fed.pids["bureau"], signal.SIGTERM)  # the federation's own bureau node leaves
-    deadline = time.monotonic() + 30
-    while deploy._alive(fed.pids["bureau"]):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    _wait_offline(fed, "bureau")
     log = tmp_path / "node.log"
     with log.open("wb") as out:
         guide = subprocess.Popen(as_here(node), stdout=out, stderr=subprocess.STDOUT,
@@ -838,6 +863,7 @@ def test_the_partner_guides_commands_run_as_written(vertical_federation, tmp_pat
     finally:
         os.killpg(guide.pid, signal.SIGTERM)
         guide.wait(timeout=60)
+        _wait_offline(fed, "bureau")
         deploy.restart_node(fed.root, "bureau")  # the federation's own node, for what follows
 
 
