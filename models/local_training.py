@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from privacy.accounting import ACCOUNTANT, History, epsilon_of, merge_history
 from privacy.ledger import PrivacyLedgerError
+from privacy.randomness import seed_torch_global
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def train_round(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
     if secret is None:
         raise PrivacyLedgerError("DP-SGD needs generators from the party's secret source")
     sampling, noise = secret
-    torch.manual_seed(sampling.initial_seed() ^ 0x5EED)  # dropout, if any: secret too
+    seed_torch_global(sampling)  # dropout, if any: secret too, from the whole state
     return _train_private(model, xt, yt, epochs, lr, weight_decay, dp, sampling, noise)
 
 

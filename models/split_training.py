@@ -27,7 +27,7 @@ from models.local_training import BatchedRows, make_private, private_passes
 from models.networks import PartyEncoder, SplitHead
 from models.settings import ModelSettings
 from privacy.ledger import PrivacyLedgerError
-from privacy.randomness import gaussian
+from privacy.randomness import gaussian, seed_torch_global
 
 
 class LenderModel(nn.Module):
@@ -123,8 +123,10 @@ def fit_chunk(model: nn.Module, optimizer: torch.optim.Optimizer, x: np.ndarray,
     ``noise`` draws DP-SGD's noise. Under DP both must come from the node's secret
     :class:`~privacy.randomness.NoiseSource`, never from the public seed.
     """
-    # dropout: under DP its own stream from the secret generator's seed
-    torch.manual_seed(generator.initial_seed() if dp is None else generator.initial_seed() ^ 0x5EED)
+    if dp is None:  # dropout: the public seed's stream
+        torch.manual_seed(generator.initial_seed())
+    else:  # under DP its own stream, from the secret generator's whole state
+        seed_torch_global(generator)
     xt = torch.as_tensor(x, dtype=torch.float32)
     tt = torch.as_tensor(target, dtype=torch.float32)
     model.train()
