@@ -3,13 +3,12 @@
 ECDH PSI with ``openmined.psi``, the holder as the PSI server, the lender as the client; the
 server only routes. Who learns what:
 
-* **lender**: in ``lookup`` mode, which of its applicants are on the list (up to
-  :data:`FALSE_POSITIVE_RATE` per applicant: an applicant not listed is reported listed with
-  that chance); in ``cardinality`` mode only how many, *if it follows the protocol*: a lender
-  that blinds each ID under a key of its own can still tell which are listed (openmined.psi's
-  cardinality answer protects against a curious lender, not a cheating one), within the
-  holder's ``max_queries``. It also learns the size of the list (the compressed set's size
-  gives it away). Nothing else about the list.
+* **lender**: which of its applicants are on the list (up to :data:`FALSE_POSITIVE_RATE` per
+  applicant: an applicant not listed is reported listed with that chance). It also learns the
+  size of the list (the compressed set's size gives it away). Nothing else about the list.
+  A ``cardinality`` mode (only how many) is withdrawn: the lender computes the count itself,
+  so the holder can neither see it nor noise it, and a count of one ID, or the difference of
+  two requests that differ in one ID, tells which are listed; a holder refuses such requests.
 * **holder**: the number of IDs asked, from the blinded request (``H(id)^a``, which it cannot
   open), and nothing about which IDs they are or which were listed. It keeps a
   :class:`QueryLedger`: at most ``max_queries`` IDs per lender per calendar month (UTC), so a
@@ -28,9 +27,10 @@ lookup against a cached list costs work in proportion to the request.
 >>> listed(key, 4, setup, response, reveal=True).tolist()
 [True, False, True, False]
 >>> request, key = lookup_request(["a", "b", "c", "d"], reveal=False)
->>> holder = ListHolder("consortium", ["x", "c", "a", "y"], reveal=False)
->>> listed(key, 4, *holder.answer(request, asked=4, lender="lender"), reveal=False)
-2
+>>> holder.answer(request, asked=4, lender="lender")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+credit_data.errors.AlignmentError: consortium refuses a request for how many IDs are listed ...
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ from pathlib import Path
 import numpy as np
 import private_set_intersection.python as psi
 
-from credit_data.errors import AlignmentError
+from credit_data.errors import AlignmentError, ConfigError
 from federation.alignment import FALSE_POSITIVE_RATE, ChannelAuth, SetupCache, transcript
+from federation.settings import CARDINALITY_WITHDRAWN
 from federation.storage import write_atomic
 
 __all__ = ["FALSE_POSITIVE_RATE", "ListHolder", "QueryLedger", "QueryLimit", "check_answer",
@@ -204,11 +205,18 @@ def listed(key: bytes, n: int, setup: bytes, response: bytes, *,
 
 
 class ListHolder:
-    """A holder's side: its list, blinded once and cached; answers counted against the cap."""
+    """A holder's side: its list, blinded once and cached; answers counted against the cap.
+
+    A holder answers lookups only: ``reveal=False`` (a cardinality holder) is refused, and so
+    is a request that asks how many (:data:`~federation.settings.CARDINALITY_WITHDRAWN`).
+    """
 
     def __init__(self, holder: str, ids: list[str], *, reveal: bool = True,
                  cache_dir: Path | None = None, max_queries: int | None = None,
                  ledger_dir: Path | None = None) -> None:
+        if not reveal:
+            raise ConfigError(f"{holder}: blacklists.mode=cardinality (--list-mode): "
+                              f"{CARDINALITY_WITHDRAWN}")
         self.holder, self.ids, self.reveal = holder, ids, reveal
         self.cache = SetupCache(cache_dir, holder)
         self.ledger = QueryLedger(ledger_dir, holder, max_queries if max_queries is not None
@@ -225,18 +233,17 @@ class ListHolder:
         """Charge the ledger, then return (setup, response) for a blinded request.
 
         ``asked`` is the request's size as the router announced it; the request itself must
-        agree. A request of the other mode (a lender asking which applicants are listed of a
-        holder that answers only how many) is refused.
+        agree. A request for how many IDs are listed (the withdrawn cardinality mode) is
+        refused, and not charged.
         """
         parsed = _parsed(request)
         n = len(parsed.encrypted_elements)
         if n != asked:
             raise AlignmentError(f"{self.holder}: the request holds {n} IDs, not the {asked} "
                                  "announced")
-        if bool(parsed.reveal_intersection) is not self.reveal:  # refused before it is charged
-            mode = "which applicants are listed" if self.reveal else "only how many are listed"
-            raise AlignmentError(f"{self.holder} answers {mode}; the lender's request asks "
-                                 "otherwise")
+        if not parsed.reveal_intersection:  # refused before it is charged
+            raise AlignmentError(f"{self.holder} refuses a request for how many IDs are listed "
+                                 f"(blacklists.mode=cardinality): {CARDINALITY_WITHDRAWN}")
         self.ledger.charge(lender, n, period or period_of())
         key, setup = self.setup(n)
         response = psi.server.CreateFromKey(key, self.reveal).ProcessRequest(parsed)

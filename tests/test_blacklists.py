@@ -3,7 +3,8 @@
 * The lender learns exactly its listed applicants (up to the stated false-positive rate); the
   holder learns how many IDs were asked; the server routes blinded values and counts only.
 * A holder's ``max_queries`` caps the IDs one lender asks a month; past it the holder refuses.
-* A ``cardinality`` holder tells the lender how many, never which.
+* ``cardinality`` lookups are withdrawn (issue 30, finding 8): a holder answers no count,
+  not of one ID, not of two requests that differ in one; refused, not charged.
 * Bad input: a list file without the ID column, an empty list, a holder named twice, a rule
   that is not one of the three: clear errors naming the key or the file, nothing written.
 * On synthetic data, vertical fraud detection beats the lender alone on average precision and
@@ -78,20 +79,61 @@ def test_the_lender_learns_exactly_its_listed_applicants(tmp_path):
 
 
 @pytest.mark.unit
-def test_a_cardinality_holder_tells_how_many_never_which():
-    applicants, the_list = _ids(1_000), _ids(50, offset=500) + _ids(500, offset=5_000)
-    holder = ListHolder("consortium", the_list, reveal=False)
-    request, key = lookup_request(applicants, reveal=False)
-    setup, response = holder.answer(request, asked=1_000, lender="lender")
-    assert listed(key, 1_000, setup, response, reveal=False) == 50
-    # the shuffled answer gives no positions: read as a lookup it names the wrong applicants
-    client_hits = listed(key, 1_000, setup, response, reveal=True)
-    assert set(np.flatnonzero(client_hits)) != set(range(500, 550))
-    # a lender that asks "which" of a cardinality holder is refused
-    asking_which, _ = lookup_request(applicants, reveal=True)
-    with pytest.raises(AlignmentError, match="only how many"):
-        holder.answer(asking_which, asked=1_000, lender="lender")
-    assert holder.ledger.asked("lender", period_of()) == 1_000  # the refused one is not charged
+def test_one_id_counts_and_differenced_counts_read_no_listed_id(tmp_path):
+    """Issue 30, finding 8: a lender that follows the protocol asked 1-ID cardinality requests
+    and recovered three listed IDs. The mode is withdrawn: a holder answers no count, for 1 ID
+    or for 1,000 (so two large requests differing in one ID difference to nothing), and a
+    refused request is not charged."""
+    # Prepare: three listed applicants among 1,000, and a cardinality holder as it was
+    applicants, the_list = _ids(1_000), _ids(3, offset=500) + _ids(500, offset=5_000)
+    listed_ids = set(_ids(3, offset=500))
+    with pytest.raises(ConfigError, match=r"consortium: blacklists.mode=cardinality "
+                                          r"\(--list-mode\): cardinality lookups are withdrawn"):
+        ListHolder("consortium", the_list, reveal=False)
+    holder = ListHolder("consortium", the_list, ledger_dir=tmp_path, max_queries=10_000)
+    # Execute: the attack, one ID a request around the listed ones, then a differencing pair
+    recovered, refusals = set(), 0
+    for target in _ids(10, offset=495):
+        request, key = lookup_request([target], reveal=False)
+        try:
+            if listed(key, 1, *holder.answer(request, asked=1, lender="lender"), reveal=False):
+                recovered.add(target)
+        except AlignmentError as exc:
+            assert "refuses a request for how many IDs are listed (blacklists.mode=" \
+                   "cardinality): cardinality lookups are withdrawn" in str(exc)
+            refusals += 1
+    counts = []
+    for batch in (applicants[:999], applicants[:499] + applicants[500:]):  # differ in C..500
+        try:
+            request, key = lookup_request(batch, reveal=False)
+            counts.append(listed(key, 999, *holder.answer(request, asked=999, lender="lender"),
+                                 reveal=False))
+        except AlignmentError:
+            counts.append(None)
+    # Assert: before, 3 of 3 listed IDs were recovered and the pair's counts differed by one
+    assert recovered == set() and refusals == 10 and listed_ids <= set(_ids(10, offset=495))
+    assert counts == [None, None]
+    assert holder.ledger.asked("lender", period_of()) == 0  # refused, not charged
+    assert not (tmp_path / "queries.json").exists()
+    # a lookup still answers (and is charged)
+    request, key = lookup_request(applicants, reveal=True)
+    hits = listed(key, 1_000, *holder.answer(request, asked=1_000, lender="lender"), reveal=True)
+    assert {a for a, h in zip(applicants, hits, strict=True) if h} == listed_ids
+    assert holder.ledger.asked("lender", period_of()) == 1_000
+
+
+@pytest.mark.unit
+def test_the_cardinality_mode_is_refused_by_the_run_and_by_a_holders_node(tmp_path):
+    from deployment.client_app import NodeConfig
+
+    _fails(["blacklists.holders=[consortium]", "blacklists.mode=cardinality"],
+           tmp_path / "run", r"blacklists.mode=cardinality: cardinality lookups are withdrawn")
+    base = {"party": "consortium", "data-path": "list.csv", "state-dir": "state",
+            "max-epsilon": 3.0}
+    assert NodeConfig.from_context(base | {"list-mode": "lookup"}).list_mode == "lookup"
+    with pytest.raises(ConfigError, match=r"'list-mode' cardinality \(--list-mode\): "
+                                          r"cardinality lookups are withdrawn"):
+        NodeConfig.from_context(base | {"list-mode": "cardinality"})
 
 
 @pytest.mark.unit
@@ -248,22 +290,6 @@ def test_a_lender_past_max_queries_is_refused_and_the_run_says_so(tmp_path):
                      str(outcome.error)), outcome.error
     assert not (tmp_path / "run-1" / "parties" / "consortium" / "queries.json").exists()
     assert not (tmp_path / "run-1" / "parties" / "lender" / "model").exists()
-
-
-@pytest.mark.unit
-def test_cardinality_mode_gives_the_lender_a_count_and_no_inputs(tmp_path):
-    # signed as deployed: the second request (blinded apart) is the lender's too
-    outcome, _, _ = _signed_run(tmp_path, extra=["blacklists.mode=cardinality"])
-    assert outcome.error is None, outcome.error
-    population = generate(400, seed=0)
-    the_list = synthetic_lists(population, ("consortium",), seed=0)["consortium"]
-    truly = int(population.tables["lender"].frame.index.isin(list(the_list.ids)).sum())
-    assert outcome.blacklists["consortium"]["listed"] == truly > 0
-    assert outcome.blacklists["consortium"]["mode"] == "cardinality"
-    manifest = json.loads((tmp_path / "run-1" / "parties" / "lender" / "model" /
-                           "model.json").read_text())
-    assert manifest["blacklists"] == []
-    assert not any(c.startswith("on_list_") for c in manifest["columns"]["features"])
 
 
 # --- fraud detection, measured as fraud teams measure it --------------------------------------
@@ -460,8 +486,22 @@ def test_a_holder_refuses_a_partys_messages_and_a_second_lookup(tmp_path):
     for kind in (VerticalMessage.PSI_SETUP, VerticalMessage.PSI_ANSWER,
                  VerticalMessage.PSI_RECEIVE, VerticalMessage.EMBED):
         assert "holds a blacklist and answers lookups only" in send(holder, kind, lender_rows=10)
-    # and a party refuses a lookup: its table is not a list
-    assert "not a blacklist holder" in send(bureau, VerticalMessage.LIST_ANSWER, asked=1)
+    # a party's run ended with its last message: a lookup sent after it gets an error, the
+    # party's noise key being gone (a party refuses a lookup within a run too: its table is not
+    # a list)
+    with serving():
+        message = grid.create_message(RecordDict({CONFIG: ConfigRecord({"asked": 1})}),
+                                      str(VerticalMessage.LIST_ANSWER), bureau, "")
+        (reply,) = grid.send_and_receive([message], timeout=30)
+    assert reply.has_error() and "key was removed" in reply.error.reason
+    from types import SimpleNamespace
+
+    from fl_client.list_lookup import holder_refusal
+
+    bureau_settings = SimpleNamespace(party="bureau", blacklists=SimpleNamespace(
+        holders=("consortium",)))
+    assert "not a blacklist holder" in str(holder_refusal(
+        bureau_settings, str(VerticalMessage.LIST_ANSWER)))  # type: ignore[arg-type]
     # the holder answered this run's lookup once; a second is refused
     request, _ = lookup_request(["a"], reveal=True)
     assert "answered already" in send(holder, VerticalMessage.LIST_ANSWER, request=request,
