@@ -1,12 +1,13 @@
 """A partner's view of its node's lifetime privacy budget: ``python -m deployment.budget``.
 
-``show`` prints, per run, the epsilon it spent on the data file and the total against the cap;
-``reset`` starts the budget again (a line of the ledger: the history stays). Only the node's
-operator can do either: there is no message for it, and the coordinator cannot reach the
-node's disk.
+``show`` prints, per run, the epsilon it spent at the node (whatever the data file: the budget
+is the node's, and a changed file keeps the spend) and the total against the cap; ``reset``
+starts the budget again (a line of the ledger: the history stays), the only way to start
+afresh. Only the node's operator can do either: there is no message for it, and the
+coordinator cannot reach the node's disk.
 
     python -m deployment.budget show --state-dir /var/lib/credit-fl --data /data/bureau.csv
-    python -m deployment.budget reset --state-dir ... --data ... --reason "new consent period"
+    python -m deployment.budget reset --state-dir ... --reason "new consent period"
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def parser() -> argparse.ArgumentParser:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["show", "reset"])
     p.add_argument("--state-dir", required=True, type=Path, help="the node's --state-dir")
-    p.add_argument("--data", required=True, type=Path, help="the node's --data file")
+    p.add_argument("--data", type=Path, help="the node's --data file (optional: its SHA-256 is "
+                   "shown; the budget is the node's whatever the file)")
     p.add_argument("--max-epsilon", type=float, help="the node's cap, to show what is left")
     p.add_argument("--reason", help="why the budget starts again (reset; kept in the ledger)")
     return p
@@ -34,11 +36,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command line; returns the exit code."""
     args = parser().parse_args(argv)
-    if not args.data.is_file():
+    if args.data is not None and not args.data.is_file():
         print(f"error: --data {args.data}: file not found", file=sys.stderr)
         return 2
-    budget = LifetimeBudget.of(args.state_dir, args.data, args.max_epsilon)
     try:
+        budget = LifetimeBudget.of(args.state_dir, args.max_epsilon, data_path=args.data)
         if args.command == "reset":
             if not args.reason:
                 print("error: reset needs --reason (it is kept in the ledger)", file=sys.stderr)
@@ -50,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     except PrivacyLedgerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"ledger {budget.path} (data {args.data}, sha256 {budget.dataset})")
+    data = "" if args.data is None else f" (data now {args.data}, sha256 {budget.dataset})"
+    print(f"ledger {budget.path}{data}")
     for run, figures in runs.items():
         print(f"  {run}: epsilon {run_spend(figures):.4f} {figures}")
     total = budget.spent()

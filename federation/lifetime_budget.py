@@ -1,22 +1,32 @@
-"""A node's lifetime privacy budget on one dataset: every run's spend, kept on the node's disk.
+"""A node's lifetime privacy budget: every run's spend, kept on the node's disk.
 
-A partner's ``--max-epsilon`` bounds what its rows give away over the node's whole life on that
-data, not per run: three runs at epsilon 0.9 against a cap of 1.0 must not all pass. The node
-keeps one ledger per dataset, ``<state-dir>/budget/<fingerprint>.jsonl``, where the fingerprint
-is the SHA-256 of the data file's bytes (the same file moved or copied keeps its ledger; a
-changed file is another dataset). The ledger is an authenticated log
-(:mod:`federation.audit_log`): one line each time a run's spend grows, verified at every read,
-so a ledger whose lines were edited, reordered, removed from the middle or emptied stops the
-node instead of giving it a fresh budget. It guards against the coordinator and against
-accidents, not against the node's operator: lines cut off the end, a deleted file or a backup
-put back are not detected (the operator can reset the budget anyway).
+A partner's ``--max-epsilon`` bounds what its rows give away over the node's whole life, not
+per run and not per data file: three runs at epsilon 0.9 against a cap of 1.0 must not all
+pass, and appending a customer to the file must not give the customers already in it a fresh
+budget. The node keeps one ledger, ``<state-dir>/budget/node.jsonl``, whatever its data file:
+every run at the node counts against the one cap. Each run's epsilon bounds what it gave away
+about any one customer of the file it read, so the sum over the node's runs bounds every
+customer's spend (basic composition, an upper bound; a customer new to the file is charged for
+runs it was not in, the price of not keeping a list of who was in which run). Each spend line
+names the data file's SHA-256, for the partner's record; it decides nothing. Only the partner
+starts afresh (:mod:`deployment.budget` ``reset --reason``).
+
+Ledgers of an older version, one per data file (``<state-dir>/budget/<sha256>.jsonl``), are
+migrated at the first read: verified, their runs' spend since their last reset written into the
+node's ledger (a ``migrated`` line naming the file), the file renamed ``*.jsonl.migrated``.
+
+The ledger is an authenticated log (:mod:`federation.audit_log`): one line each time a run's
+spend grows, verified at every read, so a ledger whose lines were edited, reordered, removed
+from the middle or emptied stops the node instead of giving it a fresh budget. It guards
+against the coordinator and against accidents, not against the node's operator: lines cut off
+the end, a deleted file or a backup put back are not detected (the operator can reset the
+budget anyway).
 
 How a run's spend adds up (basic composition, an upper bound): within a run, each mechanism's
 figure is cumulative (the node's accountant composes its steps), and a noisy summary is
 composed into the DP-SGD figure that follows it, so the run counts the larger of the two; the
-run's other figures add (label DP, embedding noise). Across runs the spends add. Only the
-partner resets the ledger (:mod:`deployment.budget`); a reset is a line of the ledger too, so
-the history stays.
+run's other figures add (label DP, embedding noise). Across runs the spends add. A reset is a
+line of the ledger too, so the history stays.
 """
 
 from __future__ import annotations
@@ -34,6 +44,8 @@ from credit_data.errors import PrivacyLedgerError
 from federation.audit_log import AuditLog, parse_line, verify
 
 BUDGET_DIR = "budget"
+NODE_LEDGER = "node.jsonl"
+MIGRATED_SUFFIX = ".migrated"
 COMPOSED_INTO = {"summary_epsilon": "epsilon"}
 """A figure whose mechanism the other figure's accountant already composes: counted as one."""
 
@@ -79,17 +91,46 @@ def spend_figures(reported: dict[str, float]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class LifetimeBudget:
-    """One node's ledger on one dataset, and its cap (None: recorded, not capped)."""
+    """One node's ledger over all its runs, and its cap (None: recorded, not capped).
+
+    ``dataset`` is the SHA-256 of the data file the node reads now (None: not given), written
+    on each spend line for the partner's record.
+    """
 
     path: Path
-    dataset: str
     cap: float | None
+    dataset: str | None = None
 
     @classmethod
-    def of(cls, state_dir: Path, data_path: Path, cap: float | None) -> LifetimeBudget:
-        """Return the ledger in the node's state directory for the data file ``data_path``."""
-        fingerprint = dataset_fingerprint(data_path)
-        return cls(state_dir / BUDGET_DIR / f"{fingerprint[:32]}.jsonl", fingerprint, cap)
+    def of(cls, state_dir: Path, cap: float | None, *,
+           data_path: Path | None = None) -> LifetimeBudget:
+        """Return the node's ledger in its state directory (older per-file ledgers migrated)."""
+        budget = cls(state_dir / BUDGET_DIR / NODE_LEDGER, cap,
+                     None if data_path is None else dataset_fingerprint(data_path))
+        budget.migrate()
+        return budget
+
+    def legacy(self) -> list[Path]:
+        """Return the per-file ledgers of an older version not migrated yet."""
+        folder = self.path.parent
+        return sorted(p for p in folder.glob("*.jsonl") if p != self.path) if folder.is_dir() \
+            else []
+
+    def migrate(self) -> None:
+        """Write each older per-file ledger's spend into the node's ledger, once.
+
+        A per-file ledger that fails verification stops the node, as the node's own would.
+        """
+        if not self.legacy():
+            return
+        with self._locked():
+            done = {str(e.get("source")) for e in self._entries() if e["event"] == "migrated"}
+            for old in self.legacy():
+                if old.name not in done:
+                    ledger = LifetimeBudget(old, None)
+                    AuditLog(self.path).append("migrated", source=old.name, runs=ledger.runs(),
+                                               spent=ledger.spent())
+                old.rename(old.with_name(old.name + MIGRATED_SUFFIX))
 
     def _entries(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -110,10 +151,15 @@ class LifetimeBudget:
                 out = {}
             elif entry["event"] == "spend":
                 out[str(entry["run"])] = {k: float(v) for k, v in entry["figures"].items()}
+            elif entry["event"] == "migrated":  # a run in two older ledgers: both count
+                for run, figures in entry["runs"].items():
+                    kept = out.setdefault(str(run), {})
+                    for name, value in figures.items():
+                        kept[name] = kept.get(name, 0.0) + float(value)
         return out
 
     def spent(self, *, besides: str | None = None) -> float:
-        """Epsilon spent on this dataset by every run (but ``besides``) since the last reset."""
+        """Epsilon spent at the node by every run (but ``besides``) since the last reset."""
         return float(sum(run_spend(f) for run, f in self.runs().items() if run != besides))
 
     def left(self, run: str) -> float | None:
@@ -145,8 +191,7 @@ class LifetimeBudget:
         with self._locked():
             total, merged = self.would_spend(run, figures)
             if merged != self.runs().get(run, {}):
-                AuditLog(self.path).append("spend", run=run, figures=merged,
-                                           lifetime_epsilon=total, dataset=self.dataset)
+                self._append_spend(run, merged, total)
         return total
 
     def check_and_record(self, run: str, figures: dict[str, float]) -> tuple[bool, float]:
@@ -159,12 +204,15 @@ class LifetimeBudget:
             if self.cap is not None and total > self.cap + 1e-9:
                 return False, total
             if merged != self.runs().get(run, {}):
-                AuditLog(self.path).append("spend", run=run, figures=merged,
-                                           lifetime_epsilon=total, dataset=self.dataset)
+                self._append_spend(run, merged, total)
         return True, total
+
+    def _append_spend(self, run: str, figures: dict[str, float], total: float) -> None:
+        data = {} if self.dataset is None else {"dataset": self.dataset}
+        AuditLog(self.path).append("spend", run=run, figures=figures, lifetime_epsilon=total,
+                                   **data)
 
     def reset(self, reason: str) -> None:
         """Start the budget again (the partner's decision; the history stays in the ledger)."""
         with self._locked():
-            AuditLog(self.path).append("reset", reason=reason, spent_before=self.spent(),
-                                       dataset=self.dataset)
+            AuditLog(self.path).append("reset", reason=reason, spent_before=self.spent())

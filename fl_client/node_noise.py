@@ -1,24 +1,29 @@
-"""A node's secret noise source, kept on its own disk, and the rows it preprocesses.
+"""A node's secret noise source, kept sealed on its own disk, and the rows it preprocesses.
 
 The key is drawn from the operating system's cryptographic source the first time the node
-needs it and kept in the run's state directory on the node's disk (``noise.key``, mode 0600;
-a node without one keeps it in ``context.state``, which Flower never sends), so
-every message of a run sees the same key: what a mechanism draws once (label flips, a
-release's noisy embeddings, the noisy summary behind the preprocessing) stays drawn once, in a
-resumed run too. A key kept in ``context.state`` is keyed again by the run's id (Flower may
-carry a node's state into a later run); a state directory is the run's own.
+needs it. A node with a state directory keeps it in the run's directory sealed under its master
+key (``noise.key.sealed``; :mod:`privacy.sealed_key`), which lives outside every run directory
+(``ClientSettings.key_dir``: a deployed node's ``--state-dir``, a simulated party's
+``federation.key_dir``), so a copy of the run directory alone opens nothing; the node removes
+it when the run finishes (:func:`forget_key_mod`). A node without a state directory keeps it in
+``context.state``, which Flower never sends. Every message of a run sees the same key: what a
+mechanism draws once (label flips, a release's noisy embeddings, the noisy summary behind the
+preprocessing) stays drawn once, in a resumed run too (it continues in a copy of the run's
+directory and opens the same sealed key). The label flips themselves are never written: they
+are drawn again from the key when needed. A key kept in ``context.state`` is keyed again by the
+run's id (Flower may carry a node's state into a later run); a state directory is the run's own.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ConfigRecord, Context
+from flwr.app import ConfigRecord, Context, Message
+from flwr.clientapp.typing import ClientAppCallable, Mod
 
-from credit_data.errors import PrivacyLedgerError
+from credit_data.errors import ConfigError
 from credit_data.settings import LABEL_HOLDER, DataSettings
 from credit_data.summary import column_counts, sketch_from_summaries
 from credit_data.tables import PartyTable
@@ -27,12 +32,13 @@ from fl_client.settings import ClientSettings
 from fl_client.vertical_task import flipped_labels
 from privacy.accounting import party_delta
 from privacy.randomness import NoiseSource
+from privacy.sealed_key import KEY_BYTES, check_apart, forget, kept_key
 from privacy.settings import PrivacyMechanism, PrivacySettings
 from privacy.summary import noisy_summary, summary_plan
 
 NOISE_STATE = "noise-source"
 NOISE_KEY_FILE = "noise.key"
-KEY_BYTES = 32
+"""Where an older version kept the key in the clear; now ``noise.key.sealed`` beside it."""
 
 
 def node_noise(context: Context, settings: ClientSettings) -> NoiseSource:
@@ -40,7 +46,12 @@ def node_noise(context: Context, settings: ClientSettings) -> NoiseSource:
     if settings.privacy.reproducible_noise:
         return NoiseSource.reproducible(settings.seed, settings.party)
     if settings.state_dir:
-        return kept_noise(Path(settings.state_dir) / settings.party / NOISE_KEY_FILE)
+        if not settings.key_dir:
+            raise ConfigError(f"{settings.party}: a node that keeps its run state on disk needs "
+                              "a key directory outside its run directories for its master key "
+                              "(federation.key_dir; a deployed node uses its --state-dir)")
+        return kept_noise(Path(settings.state_dir) / settings.party / NOISE_KEY_FILE,
+                          Path(settings.key_dir), settings.party)
     record = context.state.config_records.get(NOISE_STATE)
     if record is None:
         source = NoiseSource.fresh()
@@ -50,43 +61,56 @@ def node_noise(context: Context, settings: ClientSettings) -> NoiseSource:
     return source.for_run(context.run_id)
 
 
-def kept_noise(path: Path) -> NoiseSource:
-    """Return the run's key kept at ``path`` (mode 0600), drawn from the OS on first use.
+def kept_noise(path: Path, key_dir: Path, party: str = "node") -> NoiseSource:
+    """Return the run's key kept sealed beside ``path``, drawn from the OS on first use.
 
-    The run's own state directory holds it, so a resumed run (which continues in a copy of
-    that directory) draws nothing twice: the same label flips, the same noisy summary. The key
-    is written whole to a file of its own and then linked into place, so no reader ever sees a
-    partial key; a key file of another length is refused.
+    The run's own state directory holds it sealed under the master key in ``key_dir`` (which
+    must lie outside that directory), so a resumed run (which continues in a copy of the
+    directory) draws nothing twice: the same label flips, the same noisy summary. A key file of
+    another length is refused; a key left in the clear by an older version is sealed.
     """
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=".noise-")  # mode 0600
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(NoiseSource.fresh().key)
-                out.flush()
-                os.fsync(out.fileno())
-            try:
-                os.link(name, path)  # atomic; fails if another worker was first
-            except FileExistsError:
-                pass
-        finally:
-            os.unlink(name)
-    key = path.read_bytes()
-    if len(key) != KEY_BYTES:
-        raise PrivacyLedgerError(f"{path}: a noise key of {len(key)} bytes, not {KEY_BYTES}; "
-                                 "the node refuses to draw noise from it")
+    check_apart(key_dir, path.parent.parent)
+    key = kept_key(path, key_dir, party)
+    assert len(key) == KEY_BYTES
     return NoiseSource(key, True)
+
+
+def forget_key(settings: ClientSettings) -> bool:
+    """Remove the node's key of the run in ``settings`` (it finished); True if there was one."""
+    if not settings.state_dir:
+        return False
+    return forget(Path(settings.state_dir) / settings.party / NOISE_KEY_FILE)
 
 
 def forget_keys(state_dir: Path) -> None:
     """Remove the nodes' noise keys of a simulated run that ended (kept only to resume it).
 
     In simulation every node's state directory lies inside the run directory, which others may
-    read later; a key left there would let them rebuild the run's label flips and noise.
+    read later: a sealed key opens nothing without the party's master key, and is removed too.
     """
-    for path in state_dir.glob(f"*/{NOISE_KEY_FILE}"):
-        path.unlink(missing_ok=True)
+    for party in state_dir.iterdir() if state_dir.is_dir() else ():
+        if party.is_dir() and (any(party.glob(f"{NOISE_KEY_FILE}*"))):
+            forget(party / NOISE_KEY_FILE)
+
+
+def forget_key_mod(settings_of: Callable[[Context], ClientSettings],
+                   finishes: Callable[[Message], bool]) -> Mod:
+    """Return a mod that removes the node's key once it answered its run's last message.
+
+    Outermost, so that every other mod has read the key first. A reply with an error or a
+    refusal keeps the key (sealed): the run may be resumed and needs the same draws.
+    """
+
+    def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        reply = call_next(msg, context)
+        if not finishes(msg) or reply.has_error():
+            return reply
+        if any("refused" in record for record in reply.content.config_records.values()):
+            return reply
+        forget_key(settings_of(context))
+        return reply
+
+    return mod
 
 
 def summary_target(privacy: PrivacySettings, party: str) -> float | None:

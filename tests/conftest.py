@@ -27,6 +27,14 @@ def psi_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The simulated parties' master keys of every test run, apart from ``outputs/``."""
+    path = tmp_path_factory.mktemp("node-keys")
+    os.environ["CREDIT_FL_KEY_DIR"] = str(path)
+    return path
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark doctests as unit tests; leave the full-size runs out under CI (``CI=true``) unless
     ``RUN_SLOW=1`` asks for them.

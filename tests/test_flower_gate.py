@@ -29,7 +29,7 @@ def test_a_node_refuses_another_flower_release_before_it_starts(newer_flower, tm
     from deployment.node import main
 
     code = main(["--party", "bureau", "--data", str(tmp_path / "b.csv"), "--superlink",
-                 "127.0.0.1:1", "--state-dir", str(tmp_path / "state")])
+                 "127.0.0.1:1", "--state-dir", str(tmp_path / "state"), "--max-epsilon", "3"])
     assert code == 2
     assert "flwr 1.42.0 is installed" in capsys.readouterr().err
     assert not (tmp_path / "state").exists()  # nothing started, nothing written

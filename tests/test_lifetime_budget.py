@@ -45,9 +45,8 @@ class Coordinator:
         party = self.parties[i]
         path, categorical = self.files[party]
         config = {"party": party, "data-path": str(path), "categorical": categorical,
-                  "state-dir": str(self.root / "nodes" / party / "state")}
-        if self.cap is not None:
-            config["max-epsilon"] = self.cap
+                  "state-dir": str(self.root / "nodes" / party / "state"),
+                  "max-epsilon": "none" if self.cap is None else self.cap}
         return config
 
     def submit(self, *overrides: str) -> FederationOutcome:
@@ -68,7 +67,7 @@ class Coordinator:
 
     def budget(self, party: str) -> LifetimeBudget:
         path, _ = self.files[party]
-        return LifetimeBudget.of(self.root / "nodes" / party / "state", path, self.cap)
+        return LifetimeBudget.of(self.root / "nodes" / party / "state", self.cap, data_path=path)
 
 
 def _spent(outcome: FederationOutcome) -> float:
@@ -144,3 +143,72 @@ def test_a_capped_node_refuses_a_run_without_privacy(tmp_path):
     free = Coordinator(tmp_path / "free", cap=None)
     assert free.submit("privacy.target_epsilon=1").error is None
     assert free.budget(free.parties[0]).spent() == pytest.approx(1.0, abs=0.01)
+
+
+def _append_one_customer(path: Path) -> None:
+    """Append a copy of the file's last row under a new customer ID (the finding's one row)."""
+    last = path.read_text().splitlines()[-1].split(",")
+    last[0] = "C99999999"
+    with path.open("a") as out:
+        out.write(",".join(last) + "\n")
+
+
+def test_a_changed_data_file_keeps_the_spend(tmp_path, capsys):
+    # issue 30, finding 4: refused past the cap, one row appended to the file, and the same
+    # customers got a fresh budget (the ledger was keyed on the file's SHA-256)
+    from deployment import budget as budget_cli
+
+    coordinator = Coordinator(tmp_path)
+    assert coordinator.submit("privacy.target_epsilon=2.8").error is None
+    refused = coordinator.submit("privacy.target_epsilon=1.4")
+    assert refused.error is not None or refused.exclusions
+    party = coordinator.parties[0]
+    spent = coordinator.budget(party).spent()
+    assert 2.8 - 0.02 < spent <= CAP
+
+    def shown() -> str:
+        state = tmp_path / "nodes" / party / "state"
+        assert budget_cli.main(["show", "--state-dir", str(state), "--max-epsilon",
+                                str(CAP)]) == 0
+        return [line for line in capsys.readouterr().out.splitlines()
+                if line.startswith("spent since")][0]
+
+    before = shown()
+    for path, _ in coordinator.files.values():
+        _append_one_customer(path)
+    assert shown() == before  # the show command: the same spend after the file changed
+    again = coordinator.submit("privacy.target_epsilon=1.4")
+    reasons = [str(again.error)] + [e.reason for e in again.exclusions]
+    assert again.error is not None, "a changed file gave the node a fresh budget"
+    assert any("lifetime" in r or "max-epsilon" in r or "max_epsilon" in r for r in reasons)
+    after = coordinator.budget(party)
+    assert after.spent() <= CAP + 1e-9
+    assert after.spent() == pytest.approx(spent, abs=0.2)  # at most a summary fitted what was left
+    assert verify(after.path).ok  # one ledger, still verified at every read
+    lines = after.path.read_text().splitlines()
+    assert len({json.loads(line).get("dataset") for line in lines} - {None}) >= 1
+
+
+def test_per_file_ledgers_of_an_older_version_count_in_the_nodes_ledger(tmp_path):
+    from credit_data.errors import PrivacyLedgerError
+    from federation.audit_log import AuditLog
+
+    state = tmp_path / "state"
+    for name, eps in (("a" * 32, 1.5), ("b" * 32, 1.2)):  # two versions of the data file
+        old = AuditLog(state / "budget" / f"{name}.jsonl")
+        old.append("spend", run=f"run-{name[0]}", figures={"epsilon": eps},
+                   lifetime_epsilon=eps, dataset=name)
+    budget = LifetimeBudget.of(state, CAP)
+    assert budget.spent() == pytest.approx(2.7)
+    assert budget.check_and_record("run-c", {"epsilon": 0.5}) == (False, pytest.approx(3.2))
+    assert sorted(p.name for p in (state / "budget").glob("*.jsonl")) == ["node.jsonl"]
+    assert LifetimeBudget.of(state, CAP).spent() == pytest.approx(2.7)  # migrated once
+    assert verify(budget.path).ok
+    # a per-file ledger that fails verification stops the node, as its own ledger would
+    bad = AuditLog(tmp_path / "s2" / "budget" / f"{'c' * 32}.jsonl")
+    bad.append("spend", run="run-x", figures={"epsilon": 2.0}, lifetime_epsilon=2.0)
+    line = json.loads(bad.path.read_text())
+    line["figures"] = {"epsilon": 0.0}
+    bad.path.write_text(json.dumps(line, sort_keys=True) + "\n")
+    with pytest.raises(PrivacyLedgerError, match="fails verification"):
+        LifetimeBudget.of(tmp_path / "s2", CAP)

@@ -125,7 +125,8 @@ def _start_node(tmp_path: Path, port: int, name: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "deployment.node", "--party", "bureau", "--data", str(data),
          "--superlink", f"127.0.0.1:{closed}", "--insecure", "--state-dir",
-         str(tmp_path / name), "--runtime-port", str(port), "--max-retries", "1000"],
+         str(tmp_path / name), "--runtime-port", str(port), "--max-retries", "1000",
+         "--max-epsilon", "3"],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
