@@ -297,9 +297,13 @@ class LenderAlignment:
                          dtype=np.int64)] = True
         plain = "\n".join(self.ids[i] for i in np.flatnonzero(found)).encode()
         nonce = os.urandom(_NONCE)
-        sealed = nonce + AESGCM(shared_key(self._channel, party_key, party)).encrypt(
+        sealed = nonce + AESGCM(self.channel_key(party, party_key)).encrypt(
             nonce, plain, party.encode())
         return sealed, found
+
+    def channel_key(self, party: str, party_key: bytes) -> bytes:
+        """Return the key agreed with ``party`` (from its checked public key)."""
+        return shared_key(self._channel, party_key, party)
 
 
 class PartyAlignment:

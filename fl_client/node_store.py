@@ -51,6 +51,15 @@ def save_state(settings: ClientSettings, context: Context, state: NodeState) -> 
 BOUNDARY_FILE = "node_state.boundary.pt"
 
 
+def kept_copy(settings: ClientSettings) -> NodeState | None:
+    """Return the node's copy of its state at its last epoch's start (None where it kept none)."""
+    path = state_path(settings)
+    boundary = path.with_name(BOUNDARY_FILE) if path is not None else None
+    if boundary is None or not boundary.is_file():
+        return None
+    return NodeState.from_bytes(boundary.read_bytes())
+
+
 def at_epoch_start(settings: ClientSettings, state: NodeState, epoch: int,
                    chunk: int) -> NodeState:
     """Check an exchange's place in the run; keep or restore the state at each epoch's start.
