@@ -25,6 +25,26 @@ warnings.filterwarnings("ignore", message="Optimal order is the largest alpha",
 
 ACCOUNTANT = "rdp"
 
+NEIGHBOURING = "add_remove"
+"""The one neighbouring relation every epsilon of this project is accounted under.
+
+Two datasets are neighbours when one has a customer's record and the other does not (Opacus'
+and the RDP accountant's relation; ``ADD_OR_REMOVE_ONE`` in Google's dp-accounting). A vertical
+customer's record spans parties: at each party "one record" is that customer's row there (the
+lender's columns and label; a passive party's columns). Which customers the parties share is
+the alignment's release, outside every epsilon; given it, a record that is not there
+contributes nothing (no count, a zero gradient, a zero embedding: dp-accounting's
+``REPLACE_SPECIAL``, whose Gaussian accounting is add/remove's). Each mechanism's sensitivity
+is the one this relation gives:
+
+- noisy summary: ``sqrt(cells_per_record)`` (a record adds 1 to one cell per column);
+- DP-SGD: the clipping norm C (a record's clipped gradient joins a Poisson-sampled sum or not);
+- embedding noise: C, the embedding clip (:func:`embedding_sensitivity`);
+- central DP: C for a client, 2C for a record (:func:`update_sensitivity`);
+- randomized response: ``log((1 - p) / p)`` bounds any change of one label, so it bounds the
+  label's release when its record comes or goes too (:func:`randomized_response_epsilon`).
+"""
+
 ORDERS: tuple[float, ...] = (*[1 + x / 10.0 for x in range(1, 100)], *range(12, 64),
                              80, 96, 128, 192, 256, 384, 512, 768, 1024)
 """The RDP orders every epsilon here is converted at: Opacus' default orders (1.1 to 63) and
@@ -198,10 +218,43 @@ def flip_probability(epsilon: float) -> float:
 def randomized_response_epsilon(flip: float) -> float:
     """Return the label-DP epsilon of randomized response flipping with probability ``flip``.
 
+    The pure epsilon between any two values of one label (dp-accounting's ``REPLACE_ONE``
+    figure for two buckets); it bounds the zero-out (``REPLACE_SPECIAL``) figure, so it holds
+    under :data:`NEIGHBOURING` too.
+
     >>> round(randomized_response_epsilon(flip_probability(1.5)), 6)
     1.5
     """
     return math.log((1.0 - flip) / flip)
+
+
+def embedding_sensitivity(*, clip: float) -> float:
+    """L2 sensitivity of one record's clipped embedding under :data:`NEIGHBOURING`.
+
+    Every row is scaled to norm at most ``clip``; adding or removing the record makes its row
+    that value or the zero row, a move of at most ``clip`` (replacing the record by another
+    would move it by up to ``2 * clip``: not the relation here).
+
+    >>> embedding_sensitivity(clip=1.5)
+    1.5
+    """
+    return float(clip)
+
+
+def update_sensitivity(*, clip: float, unit: str) -> float:
+    """L2 sensitivity of central DP's sum of clipped updates under :data:`NEIGHBOURING`.
+
+    ``unit="client"``: adding or removing a client adds or removes one update of norm at most
+    ``clip``. ``unit="record"``: adding or removing one record may move its lender's clipped
+    update anywhere within the ball of radius ``clip`` (the update is any function of the
+    lender's rows), so by up to ``2 * clip``: the ball's diameter, under add/remove as well.
+
+    >>> update_sensitivity(clip=1.0, unit="client"), update_sensitivity(clip=1.0, unit="record")
+    (1.0, 2.0)
+    """
+    if unit not in ("client", "record"):
+        raise ValueError(f"unit must be 'client' or 'record', got {unit!r}")
+    return float(clip) if unit == "client" else 2.0 * float(clip)
 
 
 def release_noise_multiplier(target_epsilon: float, delta: float, releases: int) -> float:

@@ -4,7 +4,9 @@ A party counts its training rows on a public grid (:func:`credit_data.summary.co
 every record adds 1 to exactly one cell of each column (a grid bin or "missing"; a category)
 and, at a label holder, to the positive count when it is a default. Adding or removing one
 record therefore moves the vector of all cells by at most ``sqrt(cells_per_record)`` in L2
-norm. :func:`noisy_summary` adds Gaussian noise of ``noise_multiplier * sqrt(cells)`` to every
+norm: the sensitivity under :data:`~privacy.accounting.NEIGHBOURING` (add/remove; replacing a
+record by another would move it by up to ``sqrt(2 * cells_per_record)``).
+:func:`noisy_summary` adds Gaussian noise of ``noise_multiplier * sqrt(cells)`` to every
 cell (a Gaussian mechanism, released once: ``(noise_multiplier, 1.0, 1)`` in RDP terms, composed
 with the party's DP-SGD history), and keeps a category only when its noisy count passes a
 threshold that a category held by a single record passes with probability at most
@@ -50,6 +52,17 @@ class SummaryPlan:
         return epsilon_of(list(self.history), self.delta)
 
 
+def summary_sensitivity(*, cells_per_record: int) -> float:
+    """L2 sensitivity of the counts when one record is added or removed (add/remove).
+
+    The record adds 1 to ``cells_per_record`` cells (one per column, and the positive count).
+
+    >>> summary_sensitivity(cells_per_record=4)
+    2.0
+    """
+    return math.sqrt(max(cells_per_record, 1))
+
+
 def summary_plan(target_epsilon: float, share: float, delta: float) -> SummaryPlan:
     """Spend ``share`` of a party's ``target_epsilon`` on its summary.
 
@@ -80,8 +93,7 @@ def noisy_summary(counts: ColumnCounts, plan: SummaryPlan, noise: NoiseSource,
     ['a']
     """
     rng = noise.numpy(purpose)
-    cells = max(counts.cells_per_record, 1)
-    std = plan.noise_multiplier * math.sqrt(cells)
+    std = plan.noise_multiplier * summary_sensitivity(cells_per_record=counts.cells_per_record)
     n_categorical = max(len(counts.categorical), 1)
     threshold = 1.0 + std * float(ndtri(1.0 - plan.selection_delta / n_categorical))
     numeric = {c: (v + gaussian(v.shape, std, rng)).tolist()

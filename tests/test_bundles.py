@@ -194,7 +194,7 @@ def test_scoring_under_embedding_noise_is_a_fresh_release_accounted_per_applican
     assert np.std(first - second) == pytest.approx(0.5 * np.sqrt(2), rel=0.1)
     assert info["released_rows"] == 300
     delta = party_delta(None, generate(2_000, seed=0).tables["bureau"].n_rows)
-    multiplier = 0.5 / 2.0  # noise std over the sensitivity, twice the clip (1.0)
+    multiplier = 0.5 / 1.0  # noise std over the sensitivity: the clip (1.0), add/remove
     assert info["embedding_noise_multiplier"] == pytest.approx(multiplier)
     assert info["epsilon_per_new_applicant"] == pytest.approx(
         epsilon_of([(multiplier, 1.0, 1)], delta))
