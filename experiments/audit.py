@@ -3,7 +3,7 @@
 Membership inference on the final model (training rows against test rows; the validation rows
 set the threshold), with the epsilon lower bound it proves next to the epsilon DP promises for
 one whole record; in vertical mode also the label-leakage attack on the gradients the passive
-parties received.
+parties received, and the inversion attack on the embeddings the lender received.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from privacy.audit import (
     membership_audit,
     membership_epsilon,
 )
+from privacy.inversion import decoder_r2
 from privacy.settings import check_audit
 
 
@@ -49,7 +50,21 @@ def audit_outcome(outcome: RunOutcome) -> dict[str, Any] | None:
             "parties": {party: label_leakage_audit(kept["labels"], kept["norm"],
                                                    kept["direction"])
                         for party, kept in outcome.label_leakage.items()}}
+    if outcome.inversion and settings.audit.inversion:
+        out["inversion"] = inversion_audit(outcome)
     return out
+
+
+def inversion_audit(outcome: RunOutcome) -> dict[str, Any]:
+    """Per passive party, how well the lender rebuilds its columns from the embeddings it got.
+
+    The attacker's draw of known rows follows the public seed, as the membership audit's does.
+    """
+    a = outcome.settings.audit
+    assert outcome.inversion is not None
+    return {party: decoder_r2(kept["embeddings"], kept["columns"], known_share=a.inversion_known,
+                              seed=outcome.settings.seed, max_rows=a.inversion_rows)
+            for party, kept in outcome.inversion.items()}
 
 
 def summary_line(audit: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ from credit_data.design import build_design
 from credit_data.settings import DataSettings
 from credit_data.split import TEST, TRAIN, VAL
 from credit_data.synthetic import generate
+from experiments.audit import inversion_audit
 from experiments.baselines import run_baseline
 from experiments.horizontal import run_horizontal
 from experiments.outcome import RunOutcome
@@ -251,6 +252,48 @@ def bench_embedding_noise() -> None:
             label = "no noise" if eps is None else f"epsilon {eps:g}"
             print(f"embedding noise: {label:>10s}: test AUC {auc:.4f} (lender alone "
                   f"{alone:.4f}; {auc - alone:+.4f})")
+
+
+def bench_inversion(n: int = 20_000, epochs: int = 5,
+                    widths: tuple[int, ...] = (1, 2, 4, 8, 16),
+                    epsilons: tuple[float, ...] = (1.0, 8.0)) -> None:
+    """Show what a partner gives for what it gets: inversion R^2 next to AUC and lift.
+
+    Vertical runs on ``n`` synthetic customers: without privacy at each embedding width
+    (``model.embedding_dim``; width 1 is a one-number partial score per party), then with
+    embedding noise at each epsilon (width 8, one release). Per passive party: the mean held-out
+    R^2 of the audit's decoder (the lender knowing half the customers' columns) and the party's
+    lift (test AUC minus the AUC with its embeddings masked). Ratio measured in the same run:
+    the audit's time over the run's.
+    """
+    base = _vertical_settings(epochs, n=n)
+    lender = dataclasses.replace(base, model=ModelSettings(), federation=FederationSettings(
+        mode=Mode.local, parties=("lender",)))
+    alone = run_baseline(lender).metrics["test"]["auc"]
+    runs = [(f"width {w}", dataclasses.replace(base, model=dataclasses.replace(
+        base.model, embedding_dim=w))) for w in widths]
+    runs += [(f"width 8, noise eps {eps:g}", dataclasses.replace(base, privacy=PrivacySettings(
+        embedding_epsilon=eps, embedding_releases=1))) for eps in epsilons]
+    print(f"inversion: {n:,} synthetic customers, {epochs} epochs; the lender alone: test AUC "
+          f"{alone:.4f}")
+    print("| run | test AUC | bureau mean R^2 | social mean R^2 | bureau lift | social lift | "
+          "audit s / run s |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (name, settings) in enumerate(runs):
+            settings = dataclasses.replace(settings, federation=dataclasses.replace(
+                settings.federation, key_dir=str(Path(tmp) / "keys")))
+            start = time.perf_counter()
+            outcome = run_vertical(settings, Path(tmp) / f"run{k}")
+            run_s = time.perf_counter() - start
+            start = time.perf_counter()
+            r2 = inversion_audit(outcome)
+            audit_s = time.perf_counter() - start
+            lift = outcome.metrics["party_lift"]
+            print(f"| {name} | {outcome.metrics['test']['auc']:.4f} | "
+                  f"{r2['bureau']['mean_r2']:.3f} | {r2['social']['mean_r2']:.3f} | "
+                  f"{lift['bureau']:+.4f} | {lift['social']:+.4f} | "
+                  f"{audit_s:.1f} / {run_s:.0f} = {audit_s / run_s:.3f} |", flush=True)
 
 
 def bench_vertical_1m(epochs: int = 3) -> None:
@@ -630,6 +673,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "vertical": bench_vertical,
     "unmatched": bench_unmatched,
     "embedding_noise": bench_embedding_noise,
+    "inversion": bench_inversion,
     "vertical_1m": bench_vertical_1m,
     "sweep_vertical": bench_sweep_vertical,
     "sweep_horizontal": bench_sweep_horizontal,

@@ -138,6 +138,11 @@ class AuditSettings:
     ``max_members``: training rows the attack tries (a seeded sample; all when fewer).
     ``label_leakage``: in vertical simulation, passive parties keep the attack scores of the
     gradients they receive (on their own disk) so that the runner can score them.
+    ``inversion``: in vertical simulation, passive parties keep the final embeddings they send
+    the lender, and the runner measures how well a decoder rebuilds each party's columns from
+    them (:mod:`privacy.inversion`). ``inversion_known``: the share of those rows whose columns
+    the attacker is assumed to know (it trains the decoder on them; the rest are scored).
+    ``inversion_rows``: released rows the audit uses at most (a seeded sample; all when fewer).
     """
 
     enabled: bool = True
@@ -145,6 +150,9 @@ class AuditSettings:
     confidence: float = 0.95
     max_members: int = 20_000
     label_leakage: bool = True
+    inversion: bool = True
+    inversion_known: float = 0.5
+    inversion_rows: int = 20_000
 
 
 def check_audit(settings: AuditSettings, key: str = "audit") -> None:
@@ -155,4 +163,10 @@ def check_audit(settings: AuditSettings, key: str = "audit") -> None:
         raise ConfigError(f"{key}.confidence must lie in [0.5, 1), got {settings.confidence}")
     if settings.max_members < 10:
         raise ConfigError(f"{key}.max_members must be at least 10, got {settings.max_members}")
+    if not 0 < settings.inversion_known < 1:
+        raise ConfigError(f"{key}.inversion_known must lie in (0, 1), got "
+                          f"{settings.inversion_known}")
+    if settings.inversion_rows < 20:
+        raise ConfigError(f"{key}.inversion_rows must be at least 20, got "
+                          f"{settings.inversion_rows}")
 
