@@ -14,10 +14,12 @@ the coordinator submits; everything about the node itself comes from the node's 
     Where the node keeps its privacy accountant, its audit log and its own outputs, one
     sub-directory per run.
 ``max-epsilon``
-    The node's own privacy limit over its whole life on its data file: every run's spend is
-    kept in the node's lifetime ledger (:mod:`federation.lifetime_budget`) and a reply that
-    would take the total past it is refused, as is a run that would release the node's rows
-    outside any epsilon it accounts. The run config's own cap applies too (the lower wins).
+    Required: the node's own privacy limit over its whole life, whatever its data file (a
+    changed file keeps the spend): every run's spend is kept in the node's lifetime ledger
+    (:mod:`federation.lifetime_budget`) and a reply that would take the total past it is
+    refused, as is a run that would release the node's rows outside any epsilon it accounts.
+    The run config's own cap applies too (the lower wins). ``"none"`` is the partner's explicit
+    choice of no cap (spend recorded, nothing refused); there is no default.
 ``signing-key`` and ``peer-keys``
     The node's own private key (the one registered with the SuperLink) and a directory of the
     other parties' public keys (``<party>.pub``, exchanged between the partners): with both,
@@ -74,7 +76,7 @@ from federation.alignment import ChannelKeys
 from federation.lifetime_budget import LifetimeBudget, dataset_fingerprint, spend_figures
 from federation.protocol import CONFIG, STATUS, reported_epsilon
 from federation.run_settings import RunSettings, ScoringRows
-from federation.settings import BlacklistSettings, ListMode, Mode
+from federation.settings import CARDINALITY_WITHDRAWN, BlacklistSettings, ListMode, Mode
 from fl_client.client_app import make_client_app
 from fl_client.list_lookup import holder_rows
 from fl_client.node_noise import node_noise, private_node_rows
@@ -84,7 +86,11 @@ from fl_client.scoring_task import ScoringInput
 from fl_client.settings import ClientSettings, client_settings
 from fl_client.vertical_app import make_vertical_client_app
 from privacy.randomness import NoiseSource
+from privacy.sealed_key import MASTER_KEY_FILE
 from privacy.settings import PrivacyMechanism, PrivacySettings, check_privacy
+
+UNCAPPED = "none"
+"""``max-epsilon`` of a node whose partner chose no cap (it must say so: there is no default)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,10 +121,11 @@ class NodeConfig:
             return value
 
         cap = node_config.get("max-epsilon")
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int | float)
-                                or not cap > 0):
-            raise ConfigError(f"node config: 'max-epsilon' must be a positive number, got "
-                              f"{cap!r}")
+        if cap == UNCAPPED:
+            cap = None
+        elif isinstance(cap, bool) or not isinstance(cap, int | float) or not cap > 0:
+            raise ConfigError(f"node config: 'max-epsilon' must be a positive number or "
+                              f"'{UNCAPPED}' (the node's explicit choice of no cap), got {cap!r}")
         queries = node_config.get("max-queries")
         if queries is not None and (isinstance(queries, bool) or not isinstance(queries, int)
                                     or queries < 1):
@@ -128,6 +135,9 @@ class NodeConfig:
         if mode not in ListMode.__members__:
             raise ConfigError(f"node config: 'list-mode' must be one of "
                               f"{list(ListMode.__members__)}, got {mode!r}")
+        if mode == ListMode.cardinality:
+            raise ConfigError(f"node config: 'list-mode' cardinality (--list-mode): "
+                              f"{CARDINALITY_WITHDRAWN}")
         categorical = str(node_config.get("categorical", "") or "")
         signing, peers = node_config.get("signing-key"), node_config.get("peer-keys")
         if (signing is None) != (peers is None):
@@ -193,7 +203,8 @@ def node_privacy(privacy: PrivacySettings, own_cap: float | None,
 RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 PSI_CACHE = "psi-cache"
 """Under the node's state directory: its blinded ID sets and PSI keys (SetupCache)."""
-RESERVED_NAMES = frozenset({"budget", "node-config.toml", "runtime-api.secret", PSI_CACHE})
+RESERVED_NAMES = frozenset({"budget", "node-config.toml", "runtime-api.secret", PSI_CACHE,
+                            MASTER_KEY_FILE})
 """What the node keeps in its state directory besides its runs."""
 
 
@@ -225,7 +236,7 @@ def run_state_dir(state_dir: Path, run_name: str) -> Path:
 
 
 def _budget(node: NodeConfig) -> LifetimeBudget:
-    return LifetimeBudget.of(node.state_dir, node.data_path, node.max_epsilon)
+    return LifetimeBudget.of(node.state_dir, node.max_epsilon, data_path=node.data_path)
 
 
 LIFETIME_RUN = "lifetime-run"
@@ -328,7 +339,8 @@ def _settings(context: Context) -> tuple[RunSettings, NodeConfig, ClientSettings
             if node.signing_key is not None and node.peer_keys is not None else None)
     client = client_settings(run, node.party, str(run_dir), privacy=node_privacy(
         run.privacy.for_party(node.party), _budget(node).left(spender), node.reproducible_noise),
-        channel_keys=keys, psi_cache=str(node.state_dir / PSI_CACHE))  # never the run's path
+        channel_keys=keys, psi_cache=str(node.state_dir / PSI_CACHE),  # never the run's path
+        key_dir=str(node.state_dir))  # its master key, outside every run directory
     if node.party != LABEL_HOLDER:  # a holder's, or a party's in a scoring service: its own
         # cap and mode; its ledger kept for good
         client = dataclasses.replace(client, blacklists=holder_settings(run.blacklists, node),
@@ -387,7 +399,7 @@ def lifetime_budget_mod(msg: Message, context: Context,
         left = budget.left(name)
         if left is not None and left <= 1e-9:
             return _refusal(msg, node.party, (
-                f"{node.party}: this node's lifetime privacy budget on its data is spent "
+                f"{node.party}: this node's lifetime privacy budget is spent "
                 f"(epsilon {budget.spent(besides=name):.3f} of its max-epsilon {cap:g}; "
                 f"ledger {budget.path}); only the node's operator can reset it"))
     reply = call_next(msg, context)
@@ -407,7 +419,7 @@ def lifetime_budget_mod(msg: Message, context: Context,
                            .record_spend(budget, name, figures))
         if not recorded:
             return _refusal(msg, node.party, (
-                f"{node.party}: this reply would take the node's lifetime epsilon on its data "
+                f"{node.party}: this reply would take the node's lifetime epsilon "
                 f"to {total:.3f}, past its max-epsilon {cap:g}; it was not sent"))
     return reply
 

@@ -43,6 +43,20 @@ APP_ID = "credit-fl/credit-fl-app"
 """The Flower app (publisher/name) a node runs; a run of another app gets an error reply."""
 
 
+def _cap(text: str) -> float | None:
+    """Parse ``--max-epsilon``: a positive number, or ``none`` (no cap, said explicitly)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number or 'none', got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m deployment.node", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,8 +74,10 @@ def _parser() -> argparse.ArgumentParser:
                         "with --auth-key and refuses a peer's that is not signed")
     p.add_argument("--state-dir", required=True, type=Path,
                    help="where the node keeps its accountant, audit log and outputs")
-    p.add_argument("--max-epsilon", type=float,
-                   help="this node's own privacy limit; requests past it are refused")
+    p.add_argument("--max-epsilon", required=True, type=_cap,
+                   help="required: this node's lifetime privacy limit over every run, whatever "
+                        "its data file; requests past it are refused ('none': no cap, the "
+                        "partner's explicit choice)")
     p.add_argument("--categorical", default="", help="comma-separated non-numeric columns")
     p.add_argument("--applicants-dir", type=Path,
                    help="lender: the directory of new applicants' CSV files a scoring run may "
@@ -74,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
                         "it, never raise it)")
     p.add_argument("--list-mode", choices=("lookup", "cardinality"), default="lookup",
                    help="blacklist holder: tell a lender which of its applicants are on the "
-                        "list (lookup, default) or only how many (cardinality)")
+                        "list (lookup, the only mode answered); cardinality (only how many) "
+                        "is withdrawn and refused: an exact count of a small request, or a "
+                        "difference of two, says which IDs are listed")
     p.add_argument("--runtime-port", type=int, default=9094,
                    help="local port of the SuperNode's Runtime API (loopback only)")
     p.add_argument("--max-retries", type=int, default=30,
@@ -95,8 +113,7 @@ def node_config(args: argparse.Namespace) -> dict[str, object]:
     config: dict[str, object] = {"party": args.party, "data-path": str(args.data.resolve()),
                                  "state-dir": str(args.state_dir.resolve()),
                                  "categorical": args.categorical}
-    if args.max_epsilon is not None:
-        config["max-epsilon"] = float(args.max_epsilon)
+    config["max-epsilon"] = "none" if args.max_epsilon is None else float(args.max_epsilon)
     if args.id_column:
         config["id-column"] = args.id_column
     if args.reproducible_noise:
@@ -144,7 +161,7 @@ def redactor(args: argparse.Namespace) -> Callable[[str], str]:
     (``<--data>: file is empty``), never by the node's absolute path; its own log keeps the path.
 
     >>> args = _parser().parse_args(["--party", "bureau", "--data", "/srv/b/bureau.csv",
-    ...     "--superlink", "x:1", "--state-dir", "/srv/b"])
+    ...     "--superlink", "x:1", "--state-dir", "/srv/b", "--max-epsilon", "3"])
     >>> redactor(args)("DataError: /srv/b/bureau.csv: empty; /srv/b/run/bureau/model: bad")
     'DataError: <--data>: empty; <--state-dir>/run/bureau/model: bad'
     """

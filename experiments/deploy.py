@@ -7,7 +7,9 @@
     and SuperNode authentication (and no runtime dependency installation); register the node
     keys; write each party's own CSV file (from the configured data); start one node per party
     (:mod:`deployment.node`) with its own data path and state directory. ``--node-max-epsilon
-    bureau=1`` gives a node its own privacy limit.
+    bureau=1`` gives a node its own lifetime privacy limit; a node must state one, so the nodes
+    it does not name start with ``--max-epsilon none`` (uncapped, said so: the local
+    federation's parties hold synthetic rows, and a capped node refuses runs without DP).
 ``run [key=value ...]``
     Submit the run with ``flwr run`` (the overrides of ``up``, plus these), wait for it, and
     write ``results.json``, ``report.md`` and ``plots.png`` from what the server received.
@@ -348,8 +350,9 @@ def up(directory: Path, overrides: list[str],
                    "--state-dir",
                    str(fed.node_state(party)), "--categorical", categorical,
                    "--id-column", settings.data.id_column, "--runtime-port", str(_free_port())]
-            if party in caps:
-                cmd += ["--max-epsilon", str(caps[party])]
+            # a node states its cap (required); the local federation's synthetic nodes are
+            # uncapped, said so, unless --node-max-epsilon names them
+            cmd += ["--max-epsilon", str(caps.get(party, "none"))]
             if party == LABEL_HOLDER and settings.federation.mode is Mode.vertical:
                 applicants = fed.applicants_dir()
                 applicants.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,9 @@ class RunOutcome:
     the rows are at hand or only the summaries reached the server. ``predictions`` (the test
     rows' scores), ``labels`` and ``scores`` (per split, for the membership audit) and
     ``label_leakage`` (per passive party, the label-free attack scores it kept and the true
-    labels of those rows) exist where the runner holds the rows: not in a deployment.
+    labels of those rows) and ``inversion`` (per passive party, the final ``embeddings`` it
+    sent the lender and its numeric ``columns`` on the same rows) exist where the runner holds
+    the rows: not in a deployment.
     ``references`` are the logistic regressions on the same rows
     (:mod:`experiments.logistic_reference`; simulation only).
     """
@@ -46,6 +48,7 @@ class RunOutcome:
     labels: dict[str, np.ndarray] | None = None
     scores: dict[str, np.ndarray] | None = None
     label_leakage: dict[str, dict[str, np.ndarray]] | None = None
+    inversion: dict[str, dict[str, Any]] | None = None
 
 
 def training_parties(settings: RunSettings, population: Population) -> tuple[str, ...]:

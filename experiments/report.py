@@ -97,6 +97,8 @@ def render_report(results: dict[str, Any]) -> str:
     lines += _privacy_section(results["privacy"])
     if results.get("audit"):
         lines += _audit_section(results["audit"])
+        if results["audit"].get("inversion"):
+            lines += _inversion_section(results["audit"]["inversion"], m["test"]["auc"])
     t = results["timing"]
     lines += ["", f"Wall time {t['wall_s']:.1f} s (training {t['train_s']:.1f} s).", ""]
     return "\n".join(lines)
@@ -211,16 +213,36 @@ def _scorecard_section(card: dict[str, Any]) -> list[str]:
     return lines + _table(["grade", "points", "test rows", "share", "default rate"], rows)
 
 
+def headline(privacy: dict[str, Any]) -> str:
+    """Name the headline epsilon of a results.json ``privacy`` block.
+
+    >>> headline({"mechanism": "label_dp+dpsgd", "largest_party": "lender", "epsilon": 6.0})
+    'epsilon (largest party total: lender)'
+    >>> headline({"mechanism": "central", "epsilon": 3.0})
+    'epsilon (the largest ledger entry: central DP at record level)'
+    """
+    if privacy.get("mechanism") == "central":
+        return "epsilon (the largest ledger entry: central DP at record level)"
+    party = privacy.get("largest_party")
+    return f"epsilon (largest party total: {party})" if party else "epsilon (largest party total)"
+
+
 def _privacy_section(privacy: dict[str, Any] | None) -> list[str]:
     lines = ["", "## Privacy", ""]
     if privacy is None:
         return lines + ["No differential privacy in this run."]
     if privacy.get("guarantee") is False:
         lines += [f"**{NO_GUARANTEE}.**", ""]
-    lines += [f"Mechanism {privacy['mechanism']}: epsilon {privacy['epsilon']:.3f} (the maximum "
-              f"over parties), delta {privacy['delta']:.2e}.", ""]
+    lines += [f"Mechanism {privacy['mechanism']}: {headline(privacy)} {privacy['epsilon']:.3f}, "
+              f"delta {privacy['delta']:.2e}.", ""]
+    totals = privacy.get("party_totals") or {}
+    if any(len(t["mechanisms"]) > 1 for t in totals.values()):
+        lines += ["Per party (all of its mechanisms composed): "
+                  + ", ".join(f"{p} epsilon {t['epsilon']:.3f} ({' + '.join(t['mechanisms'])})"
+                              for p, t in totals.items()) + ".", ""]
     if "by_mechanism" in privacy:
-        lines += ["Per mechanism (each protects something else, so they are not added): "
+        lines += ["Per mechanism (its largest entry; a party's mechanisms compose into its "
+                  "total above): "
                   + ", ".join(f"{k} epsilon {v:.3f}" for k, v in privacy["by_mechanism"].items())
                   + ".", ""]
     lines += _table(["party", "epsilon", "delta", "noise multiplier", "sample rate", "steps",
@@ -245,6 +267,30 @@ def _privacy_section(privacy: dict[str, Any] | None) -> list[str]:
                  "sizes and the alignment's counts are outside every guarantee "
                  "(docs/privacy.md).")
     return lines
+
+
+def _inversion_section(inversion: dict[str, Any], test_auc: float) -> list[str]:
+    """Render how well the lender rebuilds each passive party's columns, next to the AUC.
+
+    >>> lines = _inversion_section({"bureau": {"r2": {"util": 0.9, "n": None}, "mean_r2": 0.9,
+    ...     "known_share": 0.5, "decoder": "mlp: MLP", "rows": 10, "known_rows": 10}}, 0.8)
+    >>> lines[-1]
+    '| bureau | 10 / 10 | 0.900 | util 0.90, n - |'
+    """
+    first = next(iter(inversion.values()))
+    lines = ["", "## Embedding inversion", "",
+             f"How well the lender, knowing the columns of {first['known_share']:.0%} of the "
+             "customers it received embeddings for, rebuilds each passive party's columns for "
+             f"the others (decoder {first['decoder']}); held-out R^2 per column, 1 gives the "
+             "column away, 0 or below is no better than its mean. This run's test AUC: "
+             f"{test_auc:.4f}.", ""]
+    rows = []
+    for party, v in inversion.items():
+        per_column = ", ".join(f"{c} {'-' if r is None else f'{r:.2f}'}"
+                               for c, r in v["r2"].items())
+        mean = "-" if v["mean_r2"] is None else f"{v['mean_r2']:.3f}"
+        rows.append([party, f"{v['known_rows']:,} / {v['rows']:,}", mean, per_column])
+    return lines + _table(["party", "rows known / scored", "mean R^2", "R^2 per column"], rows)
 
 
 def _audit_section(audit: dict[str, Any]) -> list[str]:

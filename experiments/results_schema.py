@@ -9,10 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: until the privacy model (issue 16). 2: ``privacy.guarantee``, ``party_totals``, ledger
 entries' ``history``, ``selection_delta``, ``unit`` and ``noise``; ``metrics.test.psi_reference``;
-the training split's default rate null under DP; the membership audit's interval and strata."""
+the training split's default rate null under DP; the membership audit's interval and strata.
+3: ``privacy.neighbouring`` and each ledger entry's ``neighbouring`` (one relation, add/remove;
+embedding noise's sensitivity is the clip, no longer twice it); ``privacy.epsilon`` is the largest
+party total (``privacy.largest_party``; ``party_totals`` in horizontal runs too), no longer the
+largest ledger entry."""
 
 
 @dataclass(frozen=True)
@@ -59,17 +63,26 @@ KEYS: tuple[Key, ...] = (
         "`caught_in_riskiest.{0.01,0.05}` (share of positives in the riskiest 1% and 5%), "
         "`positive_rate`"),
     Key("privacy", ("object", "null"), "null without differential privacy; else `mechanism`, "
-        "`guarantee` (false with `privacy.reproducible_noise=true`: no guarantee), `epsilon` and "
-        "`delta` (the maximum over ledger entries, never a mean), `parties.<entry>.{epsilon, "
+        "`neighbouring` (the one relation every epsilon is accounted under: `add_remove`, one "
+        "customer's record added or removed; see docs/privacy.md), "
+        "`guarantee` (false with `privacy.reproducible_noise=true`: no guarantee), `epsilon` "
+        "(the headline: the largest party total, `party_totals.<largest_party>.epsilon`, never "
+        "one entry of a party that spends on several nor a mean; central DP: the larger entry, "
+        "`server/record`) and `delta` (the largest of the party totals' deltas), "
+        "`largest_party` (the party whose total is the headline; not with central DP), "
+        "`parties.<entry>.{epsilon, "
         "delta, mechanism, noise_multiplier, sample_rate, steps, accountant, flip_probability, "
-        "sensitivity, history, selection_delta, unit, noise}` (vertical entries are "
+        "sensitivity, history, selection_delta, unit, noise, neighbouring}` (`sensitivity` is "
+        "the relation's: C for embedding noise, C and 2C for central DP's client and record; "
+        "vertical entries are "
         "`<party>/<mechanism>`; central DP has `server/client` and `server/record`; `history` "
         "is every `[noise_multiplier, sample_rate, steps]` stretch the epsilon composes, the "
         "noisy summary first, at `delta - selection_delta`; `unit` is `record`, `client` or "
         "`label`; `noise` is `os` or `reproducible`), `by_mechanism` (vertical: the maximum per "
-        "mechanism), `party_totals.<party>.{epsilon, delta, mechanisms}` (vertical: all of a "
-        "party's mechanisms composed), `history[]` (`round`, `party`, `epsilon`, `steps`; "
-        "epsilon never decreases), `refusals[]`"),
+        "mechanism), `party_totals.<party>.{epsilon, delta, mechanisms}` (every mode but central "
+        "DP: all of a party's mechanisms composed, RDP over its Gaussian ones and label DP "
+        "added; a party with one entry totals that entry), `history[]` (`round`, `party`, "
+        "`epsilon`, `steps`; epsilon never decreases), `refusals[]`"),
     Key("audit", ("object", "null"), "null with `audit.enabled=false` and in a deployment (the "
         "scores stay at the lender); else "
         "`membership.{attack, attack_auc, attack_auc_interval, attack_auc_by_label, "
@@ -77,8 +90,13 @@ KEYS: tuple[Key, ...] = (
         "threshold, tpr, fpr, tpr_lower, fpr_upper, epsilon_lower_bound, theoretical_epsilon "
         "(null: unbounded), theoretical_delta, theory, bound_holds}` and, vertical in "
         "simulation, `label_leakage.{label_protection, parties.<party>.{rows, norm_auc, "
-        "direction_auc, attack_auc}}`. Computed from the training rows' scores: an evaluation "
-        "tool, outside every guarantee"),
+        "direction_auc, attack_auc}}` and (`audit.inversion=true`) `inversion.<party>.{r2 "
+        "(numeric column: held-out R^2 of a decoder from the final embeddings the lender "
+        "received to the party's column; null for a column with one held-out value), mean_r2, "
+        "known_share (the rows the attacker is assumed to know, which train the decoder), "
+        "decoder, rows (held-out rows scored), known_rows}`. Computed from the training rows' "
+        "scores and, for the inversion, the parties' columns: an evaluation tool, outside "
+        "every guarantee"),
     Key("federation", ("object",), "vertical: `parties`, `epochs`, `exchanges_per_epoch`, "
         "`local_epochs`, `message_rounds`, `stopped_after`, `resumed_from`, "
         "`alignment.<party>.{lender_rows, party_rows, intersection, setup_cached}` (whether "
@@ -131,7 +149,7 @@ def check_results(results: dict[str, Any]) -> list[str]:
     """Return what in ``results`` breaks the schema (empty when it follows it).
 
     >>> check_results({"schema_version": 1})[:2]
-    ['schema_version is 1, not 2', 'mode is missing']
+    ['schema_version is 1, not 3', 'mode is missing']
     """
     problems = []
     if results.get("schema_version") != SCHEMA_VERSION:

@@ -159,14 +159,36 @@ def _label_leakage(party_dirs: dict[str, Path], labels: pd.Series
     return out or None
 
 
+def _released(party_dirs: dict[str, Path], population: Population
+              ) -> dict[str, dict[str, Any]] | None:
+    """Join the final embeddings each passive party sent with its own columns (simulation only).
+
+    The party's numeric source columns, on the rows it released, NaN where missing.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for party, directory in party_dirs.items():
+        path = directory / "released_embeddings.npz"
+        if party == LABEL_HOLDER or not path.exists():
+            continue
+        kept = np.load(path)
+        table = population.tables[party]
+        frame = table.frame.loc[:, list(table.numeric)].reindex(kept["ids"].astype(str))
+        out[party] = {"embeddings": kept["embeddings"],
+                      "columns": {c: frame[c].to_numpy(dtype=np.float64) for c in frame}}
+    return out or None
+
+
 def party_settings(settings: RunSettings, parties: tuple[str, ...], state_dir: Path
                    ) -> dict[str, ClientSettings]:
     """Each node's settings: the parties', then the blacklist holders'.
 
-    Simulated parties may run the label-leakage research attack.
+    Simulated parties may run the label-leakage research attack and keep the embeddings they
+    send for the inversion audit.
     """
-    audit = settings.audit.enabled and settings.audit.label_leakage
-    return {p: client_settings(settings, p, str(state_dir), label_leakage_audit=audit)
+    audit = settings.audit
+    return {p: client_settings(settings, p, str(state_dir),
+                               label_leakage_audit=audit.enabled and audit.label_leakage,
+                               inversion_audit=audit.enabled and audit.inversion)
             for p in parties} | {h: client_settings(settings, h, str(state_dir))
                                  for h in settings.blacklists.holders}
 
@@ -308,8 +330,9 @@ def with_party_files(outcome: RunOutcome, population: Population,
     """Add what only a simulation can read: every party's own files and the generator's truth.
 
     The lender's row-level scores (for predictions.csv and the membership audit), the passive
-    parties' label-leakage scores (joined with the true labels), the oracle AUC and the
-    logistic-regression references on the same rows (every party's columns pooled).
+    parties' label-leakage scores (joined with the true labels) and released embeddings (joined
+    with their columns, for the inversion audit), the oracle AUC and the logistic-regression
+    references on the same rows (every party's columns pooled).
     """
     settings = outcome.settings
     lender = population.tables[LABEL_HOLDER]
@@ -337,4 +360,5 @@ def with_party_files(outcome: RunOutcome, population: Population,
         outcome, dataset=dataset, labels=labels, scores=scores, metrics=metrics,
         predictions=predictions_frame(test_ids, labels["test"], scores["test"]),
         label_leakage=_label_leakage(party_dirs, lender.labels[settings.data.label]),
+        inversion=_released(party_dirs, population),
         references=logistic_references(design, parties))

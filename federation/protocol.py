@@ -26,6 +26,9 @@ SCORED = "scored-"
 REPORT = "report"
 """Record of the final model's score summaries per split (:func:`report_record`): what a
 lender sends instead of row-level scores, and all the run's metrics are computed from."""
+RUN_ENDS = "run_ends"
+"""In the final model's message: true when the run ends there (not stopped to be resumed): the
+node then removes its noise key (:func:`fl_client.node_noise.forget_key_mod`)."""
 
 class VerticalMessage(StrEnum):
     """Vertical federation's messages, as Flower's message types ``<kind>.<action>``.
@@ -46,6 +49,7 @@ class VerticalMessage(StrEnum):
     LIST_ANSWER = "query.list_answer"
     EMBED = "train.embed"
     HEAD = "train.head"
+    RESEND = "query.resend"  # lender: an epoch's last gradients, sealed again (a resume)
     FINAL = "evaluate.final"
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -61,6 +62,9 @@ class FederationSettings:
     run after that round, as an interruption would; ``resume=<run dir>`` continues it.
     ``psi_cache`` is where simulated parties keep their blinded ID sets between runs (a
     deployed node keeps its own under its state directory); null builds them every time.
+    ``key_dir`` is where each simulated party keeps its master key (``<key_dir>/<party>``),
+    outside every run directory: a run's noise key rests in the run only sealed under it (a
+    deployed node keeps its master key in its state directory).
     """
 
     mode: Mode = Mode.centralized
@@ -79,6 +83,12 @@ class FederationSettings:
     stop_after: int | None = None
     exchanges_per_epoch: int = 2
     psi_cache: str | None = None
+    key_dir: str | None = field(default_factory=lambda: default_key_dir())
+
+
+def default_key_dir() -> str:
+    """Return where simulated parties keep their master keys by default (as the config does)."""
+    return os.environ.get("CREDIT_FL_KEY_DIR", "outputs/.node-keys")
 
 
 def check_federation(settings: FederationSettings, n_clients: int) -> None:
@@ -101,7 +111,11 @@ def check_federation(settings: FederationSettings, n_clients: int) -> None:
 
 
 class ListMode(StrEnum):
-    """What a blacklist holder answers: which applicants are listed, or only how many."""
+    """What a blacklist holder answers: which applicants are listed (``lookup``).
+
+    ``cardinality`` (only how many) is withdrawn and refused (:data:`CARDINALITY_WITHDRAWN`);
+    the name stays so that a config asking for it is told why.
+    """
 
     lookup = "lookup"
     cardinality = "cardinality"
@@ -121,9 +135,10 @@ class BlacklistSettings:
 
     ``holders`` names them (each is a node of its own, holding its list only). ``mode``: a
     ``lookup`` tells the lender which of its applicants are listed (and they become its
-    features ``on_list_<holder>`` and ``blacklist_hits``); ``cardinality`` tells it only how
-    many. ``max_queries``: the IDs one lender may ask a holder per calendar month (UTC); past it
-    the holder refuses. ``on_hit``: the rule scoring applies to a listed applicant.
+    features ``on_list_<holder>`` and ``blacklist_hits``); ``cardinality`` (only how many) is
+    withdrawn and refused. ``max_queries``: the IDs one lender may ask a holder per calendar
+    month (UTC); past it the holder refuses. ``on_hit``: the rule scoring applies to a listed
+    applicant.
     """
 
     holders: tuple[str, ...] = ()
@@ -132,8 +147,22 @@ class BlacklistSettings:
     on_hit: HitRule = HitRule.feature
 
 
+CARDINALITY_WITHDRAWN = (
+    "cardinality lookups are withdrawn: the lender computes the count itself from the PSI "
+    "answer, so a holder can neither add noise to it nor see it, and the exact count of a "
+    "1-ID request, or the difference of two requests that differ in one ID, says whether that "
+    "ID is listed; use lookup (the lender learns which of its applicants are listed, as a "
+    "blacklist is meant to tell it)")
+"""Why ``blacklists.mode=cardinality`` (a holder's ``--list-mode cardinality``) is refused."""
+
+
 def check_blacklists(settings: BlacklistSettings, parties: tuple[str, ...]) -> None:
-    """Refuse a holder named twice, a bad name, one named like a party, a bad ``max_queries``."""
+    """Refuse a holder named twice, a bad name, one named like a party, a bad ``max_queries``.
+
+    ``mode=cardinality`` is refused too (:data:`CARDINALITY_WITHDRAWN`).
+    """
+    if settings.mode is ListMode.cardinality:
+        raise ConfigError(f"blacklists.mode=cardinality: {CARDINALITY_WITHDRAWN}")
     seen: set[str] = set()
     for holder in settings.holders:
         if holder in seen:

@@ -24,12 +24,13 @@ from federation.protocol import (
     EVALUATE_FIRST,
     METRICS,
     REPORT,
+    RUN_ENDS,
     STATUS,
     evaluation_metrics,
     report_record,
 )
 from fl_client.audit_mod import audit_log_mod
-from fl_client.node_noise import node_noise
+from fl_client.node_noise import forget_key_mod, node_noise
 from fl_client.settings import ClientSettings
 from fl_client.task import BudgetRefusal, LenderTask
 from privacy.settings import PrivacyMechanism
@@ -52,12 +53,20 @@ def _status(task: LenderTask, **extra: str) -> ConfigRecord:
     return ConfigRecord({"party": task.settings.party, **extra})
 
 
+def _final(msg: Message) -> bool:
+    """Whether ``msg`` is the final model's message of a run that ends there (not stopped)."""
+    config = msg.content.config_records.get(CONFIG) if not msg.has_error() else None
+    return msg.metadata.message_type.startswith("evaluate") and bool(
+        config is not None and config.get(REPORT) and config.get(RUN_ENDS) is True)
+
+
 def make_client_app(source: NodeSource, mods: tuple[Mod, ...] = ()) -> ClientApp:
     """Build the ClientApp over a source of (settings, rows) for the node in ``context``.
 
     ``mods`` run inside the audit log's mod (a deployed node's lifetime budget).
     """
-    app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0]), *mods])
+    app = ClientApp(mods=[forget_key_mod(lambda context: source(context)[0], _final),
+                          audit_log_mod(lambda context: source(context)[0]), *mods])
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:

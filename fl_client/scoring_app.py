@@ -33,6 +33,7 @@ from fl_client.scoring_task import (
     ScoringParty,
     once,
 )
+from fl_client.sealed_exchange import SCORING, open_from_parties, seal_for_lender
 from fl_client.served_scoring import STOP, ServedLender, ServedParty
 from fl_client.settings import ClientSettings
 from fl_client.vertical_app import arrays, unpack
@@ -166,14 +167,16 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
                                                           cast(bytes, _config(msg)["sealed"]))
         save_state(settings, context, state)
         return _reply(msg, settings.party, info=info, metrics=_spent(info),
-                      values={"embeddings": values})
+                      values=seal_for_lender(settings, state, {"embeddings": SCORING}, (0,),
+                                             {"embeddings": values}))
 
     @app.query(ScoringMessage.SCORE.action)
     @guarded
     def score(msg: Message, context: Context, settings: ClientSettings,
               data: ScoringInput) -> Message:
         state = load_state(settings, context)
-        embeddings = unpack(msg.content.array_records.get(ARRAYS))
+        embeddings = open_from_parties(settings, state, SCORING, (0,),
+                                       unpack(msg.content.array_records.get(ARRAYS)))
         table, counts = ScoringLender(settings, data).score(state, embeddings)
         save_state(settings, context, state)
         if settings.state_dir:  # the scores stay at the lender

@@ -5,7 +5,8 @@ table. The lender blinds its applicants' IDs once for every party; each party an
 cached blinded set (:class:`~federation.alignment.SetupCache`), so its work grows with the
 applicants, not with its table; the lender learns which applicants each party knows and sends
 each its share of them, sealed; each party embeds those rows with its saved encoder (a fresh
-noisy release where the model was trained with embedding noise) and the lender scores.
+noisy release where the model was trained with embedding noise) and seals them for the lender
+(the key of the exchanges derives from the request's channel key), and the lender scores.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from federation.alignment import (
     seal_key,
     transcript,
 )
+from federation.sealed import keep_key
 from federation.settings import ListMode
 from fl_client.list_lookup import decisions, hit_columns, lender_hits
 from fl_client.settings import ClientSettings
@@ -44,7 +46,7 @@ from models.scorecard import grades_of, points
 from models.settings import ModelKind, ModelSettings, ScorecardSettings
 from models.split_training import LenderModel, calibrate, embed
 from models.training import predict_proba
-from privacy.accounting import epsilon_of, party_delta
+from privacy.accounting import embedding_sensitivity, epsilon_of, party_delta
 from privacy.randomness import NoiseSource
 
 SCORES_FILE = "scores.csv"
@@ -156,17 +158,20 @@ class ScoringLender(_ScoringNode):
             state.listed[holder] = np.asarray(hit, dtype=bool)
         auth = channel_auth(self.settings.party, self.settings.channel_keys)
 
-        def one(party: str) -> tuple[bytes, np.ndarray]:
+        def one(party: str) -> tuple[bytes, np.ndarray, bytes]:
             setup, response, key = answers[party]
             peer = open_key(auth, key, party, transcript(transcript(setup), response))
             side = LenderAlignment(self.ids, psi_key=state.keys["psi"],
                                    channel_key=state.keys["channel"])
-            return side.intersect(party, setup, response, peer)
+            return (*side.intersect(party, setup, response, peer),
+                    side.channel_key(party, peer))
 
         with ThreadPoolExecutor(max_workers=max(len(answers), 1)) as pool:
             done = dict(zip(answers, pool.map(one, answers), strict=True))
-        state.masks = {party: found for party, (_, found) in done.items()}
-        return {party: sealed for party, (sealed, _) in done.items()}
+        state.masks = {party: found for party, (_, found, _) in done.items()}
+        for party, (_, _, key) in done.items():  # the key its embeddings come sealed with
+            keep_key(state.keys, party, key)
+        return {party: sealed for party, (sealed, _, _) in done.items()}
 
     def score(self, state: NodeState, embeddings: dict[str, np.ndarray]
               ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -244,6 +249,7 @@ class ScoringParty(_ScoringNode):
         lender_public = open_key(auth, lender_key, LABEL_HOLDER, transcript(request))
         response, public = side.answer(request, lender_public)
         state.keys["channel"] = side.channel_key
+        keep_key(state.keys, LABEL_HOLDER, side.channel_key)  # to seal the embeddings with
         state.keys["lender rows"] = str(lender_rows).encode()
         return setup, response, seal_key(auth, public, transcript(transcript(setup),
                                                                    response)), cached
@@ -308,7 +314,7 @@ class ScoringParty(_ScoringNode):
         row was released in training spends one more on top of training's.
         """
         m = self.bundle.manifest
-        multiplier = noise_std / (2.0 * clip)
+        multiplier = noise_std / embedding_sensitivity(clip=clip)
         delta = party_delta(m["config"]["privacy"].get("delta"), int(m["table"]["rows"]))
         trained = int(m["privacy"].get("embedding_releases", 0))
         fresh = epsilon_of([(multiplier, 1.0, 1)], delta)

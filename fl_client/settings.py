@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from federation.alignment import ChannelKeys
 from federation.run_settings import RunSettings
@@ -29,9 +30,11 @@ class ClientSettings:
     state_dir: str | None = None
     fault: Fault | None = None
     label_leakage_audit: bool = False
+    inversion_audit: bool = False
     channel_keys: ChannelKeys | None = None
     scorecard: ScorecardSettings = ScorecardSettings()  # the lender's score scaling
     psi_cache: str | None = None  # where the node keeps its blinded ID sets (SetupCache)
+    key_dir: str | None = None  # the node's master key, outside every run directory
     blacklists: BlacklistSettings = BlacklistSettings()  # the holders; a holder's own limits
     list_ledger: str | None = None  # a deployed holder's query ledger (its state directory)
 
@@ -39,19 +42,26 @@ class ClientSettings:
 def client_settings(run: RunSettings, party: str, state_dir: str | None, *,
                     privacy: PrivacySettings | None = None, fault: Fault | None = None,
                     label_leakage_audit: bool = False,
+                    inversion_audit: bool = False,
                     channel_keys: ChannelKeys | None = None,
-                    psi_cache: str | None = None) -> ClientSettings:
+                    psi_cache: str | None = None,
+                    key_dir: str | None = None) -> ClientSettings:
     """Build one party's node settings from the run's; the same in simulation and deployment.
 
-    ``privacy`` overrides the run's (a deployed node applies its own limits); ``fault`` and
-    ``label_leakage_audit`` exist in simulation only: a deployed node never misbehaves on
-    purpose and never runs the research attack on the gradients it receives.
+    ``privacy`` overrides the run's (a deployed node applies its own limits); ``fault``,
+    ``label_leakage_audit`` and ``inversion_audit`` exist in simulation only: a deployed node
+    never misbehaves on purpose, never runs the research attack on the gradients it receives
+    and never keeps a copy of the embeddings it sent for the inversion audit.
     """
     return ClientSettings(party=party, seed=run.seed, model=run.model, train=run.train,
                           federation=run.federation,
                           privacy=privacy if privacy is not None else run.privacy.for_party(party),
                           state_dir=state_dir, fault=fault,
                           label_leakage_audit=label_leakage_audit,
+                          inversion_audit=inversion_audit,
                           channel_keys=channel_keys, scorecard=run.scorecard,
                           psi_cache=run.federation.psi_cache if psi_cache is None
-                          else psi_cache, blacklists=run.blacklists)
+                          else psi_cache, blacklists=run.blacklists,
+                          key_dir=key_dir if key_dir is not None else (
+                              str(Path(run.federation.key_dir) / party)
+                              if run.federation.key_dir else None))

@@ -29,6 +29,7 @@ from federation.protocol import (
     CONFIG,
     METRICS,
     REPORT,
+    RUN_ENDS,
     STATUS,
     VerticalMessage,
     report_record,
@@ -36,9 +37,18 @@ from federation.protocol import (
 from federation.settings import ListMode
 from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod, role_guard_mod
 from fl_client.list_lookup import holder_answer, lender_hits, lookup_key, with_hits
-from fl_client.node_noise import node_noise
-from fl_client.node_store import at_epoch_start, load_state, save_state
+from fl_client.node_noise import forget_key_mod, node_noise
+from fl_client.node_store import at_epoch_start, kept_copy, load_state, save_state
 from fl_client.party_bundle import write_lender_bundle, write_passive_bundle
+from fl_client.sealed_exchange import (
+    embeddings_kind,
+    final_kind,
+    open_from_parties,
+    open_gradients,
+    resend_gradients,
+    seal_for_lender,
+    seal_gradients,
+)
 from fl_client.settings import ClientSettings
 from fl_client.vertical_task import BudgetRefusal, LenderNode, NodeState, PassiveNode
 
@@ -76,12 +86,19 @@ def _passive(config: ConfigRecord) -> tuple[str, ...]:
     return tuple(str(p) for p in cast(list[str], config["passive"]))
 
 
+def _ends_run(msg: Message) -> bool:
+    """Whether ``msg`` is the final model's message of a run that ends there (not stopped)."""
+    return (msg.metadata.message_type == str(VerticalMessage.FINAL) and not msg.has_error()
+            and _config(msg).get(RUN_ENDS) is True)
+
+
 def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ()) -> ClientApp:
     """Build the ClientApp over a source of (settings, rows) for the node in ``context``.
 
     ``mods`` run inside the audit log's mod (a deployed node's lifetime budget).
     """
-    app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0]),
+    app = ClientApp(mods=[forget_key_mod(lambda context: source(context)[0], _ends_run),
+                          audit_log_mod(lambda context: source(context)[0]),
                           role_guard_mod(lambda context: source(context)[0]), *mods])
 
     @app.query(VerticalMessage.HELLO.action)
@@ -195,23 +212,25 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
         start = time.perf_counter()
         settings, rows = source(context)
         config, state = _config(msg), load_state(settings, context)
-        grads = unpack(msg.content.array_records.get(ARRAYS)).get("grads")
-        prev = cast(list[int], config["prev"]) if "prev" in config else None
+        sealed = unpack(msg.content.array_records.get(ARRAYS)).get("grads")
+        said = cast(list[int], config["prev"]) if "prev" in config else None
+        prev = (int(said[0]), int(said[1])) if said else None
         epoch, chunk = int(cast(int, config["epoch"])), int(cast(int, config["chunk"]))
         state = at_epoch_start(settings, state, epoch, chunk)
         try:
             node = PassiveNode(settings, rows, node_noise(context, settings))
             train, val, metrics = node.exchange(
-                state, epoch=epoch, chunk=chunk, grads=grads,
-                prev=(int(prev[0]), int(prev[1])) if prev else None,
+                state, epoch=epoch, chunk=chunk, prev=prev,
+                grads=open_gradients(settings, state, sealed, prev),
                 val_epoch=int(cast(int, config["val_epoch"])))
-        except BudgetRefusal as refusal:
+        except (BudgetRefusal, AlignmentError) as refusal:
             return _reply(msg, settings.party, config={"refused": str(refusal)})
         state.last = [epoch, chunk]
         save_state(settings, context, state)
         values = {"train": train} | ({"val": val} if val is not None else {})
         metrics["compute_s"] = time.perf_counter() - start
-        return _reply(msg, settings.party, metrics, values)
+        return _reply(msg, settings.party, metrics, seal_for_lender(
+            settings, state, {k: embeddings_kind(k) for k in values}, (epoch, chunk), values))
 
     @app.train(VerticalMessage.HEAD.action)
     def train_head(msg: Message, context: Context) -> Message:
@@ -220,9 +239,8 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
         config, state = _config(msg), load_state(settings, context)
         rows = with_hits(rows, state.listed)
         passive = _passive(config)
-        values = unpack(msg.content.array_records.get(ARRAYS))
-        val = ({p: values[f"{p}.val"] for p in passive} if f"{passive[0]}.val" in values
-               else None) if passive else None
+        values = unpack(msg.content.array_records.get(ARRAYS))  # each party's, sealed
+        validates = bool(passive) and f"{passive[0]}.val" in values
         node = LenderNode(settings, rows, passive, node_noise(context, settings))
         if node.flip > 0:  # the lender's own audit log shows the flips stay the same
             context.state.config_records[AUDIT_NOTE] = ConfigRecord(
@@ -230,16 +248,36 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
         epoch, chunk = int(cast(int, config["epoch"])), int(cast(int, config["chunk"]))
         state = at_epoch_start(settings, state, epoch, chunk)
         try:
+            opened = {split: open_from_parties(
+                settings, state, embeddings_kind(split), (epoch, chunk),
+                {p: values[f"{p}.{split}"] for p in passive})
+                for split in ("train", "val") if split == "train" or validates}
             grads, metrics = node.exchange(
-                state, epoch=epoch, chunk=chunk,
-                embeddings={p: values[f"{p}.train"] for p in passive}, val=val,
-                val_epoch=int(cast(int, config["val_epoch"])))
-        except BudgetRefusal as refusal:
+                state, epoch=epoch, chunk=chunk, embeddings=opened["train"],
+                val=opened.get("val"), val_epoch=int(cast(int, config["val_epoch"])))
+        except (BudgetRefusal, AlignmentError) as refusal:
             return _reply(msg, settings.party, config={"refused": str(refusal)})
+        sealed = seal_gradients(settings, state, epoch, chunk, grads)
         state.last = [epoch, chunk]
         save_state(settings, context, state)
         metrics["compute_s"] = time.perf_counter() - start
-        return _reply(msg, settings.party, metrics, {f"{p}.grads": g for p, g in grads.items()})
+        return _reply(msg, settings.party, metrics, sealed)
+
+    @app.query(VerticalMessage.RESEND.action)
+    def resend(msg: Message, context: Context) -> Message:
+        settings, _ = source(context)
+        config = _config(msg)
+        try:
+            if settings.party != LABEL_HOLDER:
+                raise AlignmentError(f"{settings.party} sends no gradients; refused")
+            kept = kept_copy(settings)
+            sealed = resend_gradients(
+                settings, [load_state(settings, context), *([kept] if kept else [])],
+                int(cast(int, config["epoch"])), int(cast(int, config["chunk"])),
+                _passive(config))
+        except AlignmentError as refusal:
+            return _reply(msg, settings.party, config={"refused": str(refusal)})
+        return _reply(msg, settings.party, values=sealed)
 
     @app.evaluate(VerticalMessage.FINAL.action)
     def final(msg: Message, context: Context) -> Message:
@@ -254,21 +292,27 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
                 return _reply(msg, settings.party, config={"refused": str(refusal)})
             if settings.state_dir:
                 node.write_leakage(state, Path(settings.state_dir) / settings.party)
+                if settings.inversion_audit:
+                    node.write_released(state, embeddings,
+                                        Path(settings.state_dir) / settings.party)
             # what the node has spent, on its last reply too (its audit log, its budget)
             spent = node.embedding_spend(state) if node.noisy else {}
             version, encoder = node.final_encoder(state, best)
             write_passive_bundle(settings, rows, str(config.get("model_id", "")),
                                  encoder.state_dict(), encoder_version=version,
                                  noise_std=node.scoring_noise_std(), privacy=spent)
-            return _reply(msg, settings.party, spent, values=embeddings)
+            return _reply(msg, settings.party, spent, values=seal_for_lender(
+                settings, state, {s: final_kind(s) for s in embeddings}, (best,), embeddings))
         passive = _passive(config)
         rows = with_hits(rows, state.listed)
         values = unpack(msg.content.array_records.get(ARRAYS))
         out_dir = Path(settings.state_dir) / settings.party if settings.state_dir else None
         lender = LenderNode(settings, rows, passive, node_noise(context, settings))
+        opened = {s: open_from_parties(settings, state, final_kind(s), (best,),
+                                       {p: values[f"{p}.{s}"] for p in passive})
+                  for s in ("train", "val", "test")}
         metrics, report, split_rows = lender.final(
-            state, {p: {s: values[f"{p}.{s}"] for s in ("train", "val", "test")}
-                    for p in passive}, out_dir)
+            state, {p: {s: opened[s][p] for s in opened} for p in passive}, out_dir)
         write_lender_bundle(settings, rows, str(config.get("model_id", "")),
                             lender.best_model(state).state_dict(), passive=passive,
                             calibration=lender.calibration, metrics=metrics,

@@ -33,6 +33,7 @@ from federation.alignment import (
     transcript,
 )
 from federation.protocol import auc_of_scores
+from federation.sealed import keep_key
 from fl_client.settings import ClientSettings
 from models.metrics import ScoreSummary
 from models.networks import PartyEncoder
@@ -50,6 +51,7 @@ from models.split_training import (
 )
 from models.training import EarlyStopping, batch_for, predict_proba, start_at_base_rate
 from privacy.accounting import (
+    embedding_sensitivity,
     epsilon_of,
     flip_probability,
     noise_multiplier_after,
@@ -60,7 +62,7 @@ from privacy.randomness import NoiseSource
 from privacy.settings import PrivacyMechanism
 
 _ARRAYS = ("positions", "leakage")  # numpy fields, stored as tensors
-_MASKS = ("masks", "listed")  # dicts of numpy masks, stored as tensors
+_MASKS = ("masks", "listed", "resend")  # dicts of numpy arrays, stored as tensors
 
 
 @dataclass
@@ -87,6 +89,8 @@ class NodeState:
     step_log: list[list[int]] = field(default_factory=list)  # (epoch, steps) per chunk trained
     abandoned_steps: int = 0  # DP-SGD steps of work a resumed run went back over
     abandoned_releases: int = 0  # embedding releases of such work
+    resend: dict[str, np.ndarray] = field(default_factory=dict)  # lender: an epoch's last
+    resend_at: list[int] = field(default_factory=list)  # gradients, and their exchange
 
     def carry_spend_from(self, later: NodeState) -> None:
         """Go back to this (earlier) state, keeping what ``later`` spent and released since.
@@ -280,6 +284,7 @@ class PassiveNode(_Node):
         lender_public = open_key(auth, lender_key, LABEL_HOLDER, transcript(request))
         response, public = side.answer(request, lender_public)
         state.keys["channel"] = side.channel_key
+        keep_key(state.keys, LABEL_HOLDER, side.channel_key)  # the exchanges' key
         del state.keys["psi"]  # the party's long-lived key stays in its cache alone
         return response, seal_key(auth, public, transcript(state.keys["setup"], response))
 
@@ -316,9 +321,10 @@ class PassiveNode(_Node):
                                       len(self.schedule), self.rows.summary_history)
 
     def _noise_std(self) -> float:
-        # a record's value is released once per scheduled release; replacing the record moves
-        # its clipped embedding by at most twice the clipping norm
-        return self._release_multiplier() * 2.0 * self.settings.privacy.embedding_clip
+        # a record's value is released once per scheduled release; adding or removing the
+        # record (the relation every mechanism is accounted under) moves its row by the clip
+        return self._release_multiplier() * embedding_sensitivity(
+            clip=self.settings.privacy.embedding_clip)
 
     def _embedding_delta(self) -> float:
         p = self.settings.privacy
@@ -417,6 +423,19 @@ class PassiveNode(_Node):
                  ids=np.array([str(self.rows.ids[i]) for i in kept]),
                  norm=state.leakage[0, kept], direction=state.leakage[1, kept])
 
+    def write_released(self, state: NodeState, released: dict[str, np.ndarray],
+                       out_dir: Path) -> None:
+        """Write the final embeddings this node sends the lender, keyed by its own IDs.
+
+        ``released`` is :meth:`final`'s answer, the very values the lender receives (the
+        noisy ones under embedding noise). For the inversion audit, in simulation only.
+        """
+        ids = [str(self.rows.ids[i]) for split in SPLITS
+               for i in self._split_positions(state, split)]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(out_dir / "released_embeddings.npz", ids=np.array(ids),
+                 embeddings=np.concatenate([released[name] for name in SPLITS.values()]))
+
     def embedding_spend(self, state: NodeState) -> dict[str, float]:
         """Return the embedding-noise budget spent so far, with what recomputes it."""
         p = self.settings.privacy
@@ -429,7 +448,7 @@ class PassiveNode(_Node):
         return {"embedding_epsilon": spent,
                 "embedding_delta": self._embedding_delta() + self.rows.summary_selection_delta,
                 "embedding_noise_multiplier": z, "embedding_releases": releases,
-                "embedding_sensitivity": 2.0 * p.embedding_clip,
+                "embedding_sensitivity": embedding_sensitivity(clip=p.embedding_clip),
                 "embedding_selection_delta": self.rows.summary_selection_delta,
                 "embedding_summary_noise_multiplier": self._summary_multiplier()}
 
@@ -530,16 +549,18 @@ class LenderNode(_Node):
         checked = {party: (setup, response, open_key(auth, key, party, transcript(
             transcript(setup), response))) for party, (setup, response, key) in answers.items()}
 
-        def one(party: str) -> tuple[bytes, np.ndarray]:
+        def one(party: str) -> tuple[bytes, np.ndarray, bytes]:
             side = LenderAlignment(self.rows.ids, psi_key=state.keys["psi"],
                                    channel_key=state.keys["channel"])
-            return side.intersect(party, *checked[party])
+            return (*side.intersect(party, *checked[party]),
+                    side.channel_key(party, checked[party][2]))
 
         with ThreadPoolExecutor(max_workers=max(len(answers), 1)) as pool:
             done = dict(zip(answers, pool.map(one, answers), strict=True))
-        for party, (_, found) in done.items():
+        for party, (_, found, key) in done.items():
             state.masks[party] = found
-        return {party: sealed for party, (sealed, _) in done.items()}
+            keep_key(state.keys, party, key)  # the key of the exchanges with the party
+        return {party: sealed for party, (sealed, _, _) in done.items()}
 
     # training ----------------------------------------------------------------------------
     def _model(self, state: NodeState, weights: dict[str, torch.Tensor] | None = None

@@ -34,6 +34,7 @@ from federation.protocol import (
     EVALUATE_FIRST,
     METRICS,
     REPORT,
+    RUN_ENDS,
     SCORED,
     STATUS,
     auc_from_histograms,
@@ -53,7 +54,7 @@ from fl_server.strategies import (
 )
 from models.metrics import ScoreSummary
 from models.training import start_at_base_rate
-from privacy.accounting import ACCOUNTANT
+from privacy.accounting import ACCOUNTANT, update_sensitivity
 from privacy.ledger import PartySpend, PrivacyLedger
 from privacy.randomness import NoiseSource
 from privacy.settings import PrivacyMechanism
@@ -178,12 +179,14 @@ def _record_privacy(ledger: PrivacyLedger, server_round: int, usable: list[Messa
         ledger.record(server_round, "server/client", PartySpend(
             epsilon=client, delta=central.delta, mechanism="central",
             noise_multiplier=central.noise_multiplier, sample_rate=1.0, steps=releases,
-            accountant="rdp", sensitivity=s.privacy.clipping_norm,
+            accountant="rdp",
+            sensitivity=update_sensitivity(clip=s.privacy.clipping_norm, unit="client"),
             history=[[central.noise_multiplier, 1.0, releases]], unit="client", noise=noise))
         ledger.record(server_round, "server/record", PartySpend(
             epsilon=record, delta=central.delta + central.selection_delta, mechanism="central",
             noise_multiplier=central.noise_multiplier / 2, sample_rate=1.0, steps=releases,
-            accountant="rdp", sensitivity=2 * s.privacy.clipping_norm,
+            accountant="rdp",
+            sensitivity=update_sensitivity(clip=s.privacy.clipping_norm, unit="record"),
             history=[list(h) for h in central.prior]
             + [[central.noise_multiplier / 2, 1.0, releases]],
             selection_delta=central.selection_delta, unit="record", noise=noise))
@@ -237,7 +240,8 @@ def _evaluate_at_lenders(grid: Grid, strategy: Any, server_round: int, arrays: A
     Each lender scores it and returns its report: score summaries, no row.
     """
     out.model_id = uuid.uuid4().hex
-    config = ConfigRecord({"schema": schema.to_json(), REPORT: True, "model_id": out.model_id})
+    config = ConfigRecord({"schema": schema.to_json(), REPORT: True, "model_id": out.model_id,
+                           RUN_ENDS: out.stopped_after is None})
     messages = list(strategy.configure_evaluate(server_round, arrays, config, grid))
     replies = list(grid.send_and_receive(messages, timeout=timeout))
     _record_lender_scores(out, *_pool_lender_scores(replies, node_party))

@@ -4,11 +4,12 @@
    blinds its applicants' IDs (one PSI request for every party).
 2. ``score_answer`` (each passive party): the PSI answer, from the party's cached blinded set.
 3. ``score_intersect`` (lender): which applicants each party knows; each party's share sealed.
-4. ``score_embed`` (each passive party): the embeddings of the applicants it knows.
+4. ``score_embed`` (each passive party): the embeddings of the applicants it knows, sealed for
+   the lender (:mod:`federation.sealed`).
 5. ``score`` (lender): the scores, kept at the lender; the server gets counts.
 
-The server sees blinded IDs, sealed messages, embeddings and counts: never an ID, a feature
-value or a score.
+The server sees blinded IDs, sealed messages (the embeddings among them) and counts: never an
+ID, a feature value, an embedding or a score.
 """
 
 from __future__ import annotations

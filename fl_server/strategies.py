@@ -37,12 +37,15 @@ class CentralPlan:
     """Central DP's noise, calibrated so that one RECORD's epsilon meets the target.
 
     The server clips each client's update to ``clipping_norm`` C and adds Gaussian noise of
-    ``noise_multiplier * C`` to the sum. Adding or removing a client moves the sum by at most
-    C (client-level epsilon); one record moves its lender's clipped update anywhere within the
-    ball of radius C, so by up to 2C (record-level epsilon: noise ``noise_multiplier / 2`` per
-    unit of sensitivity). ``privacy.target_epsilon`` is the record-level budget, composed after
-    the lenders' noisy summaries (``prior``: the smallest summary noise). ``delta`` follows
-    DP-SGD's policy: below 1/n of the records it protects (all lenders' training rows).
+    ``noise_multiplier * C`` to the sum. Both levels are accounted under add/remove
+    (:data:`~privacy.accounting.NEIGHBOURING`, :func:`~privacy.accounting.update_sensitivity`):
+    adding or removing a client moves the sum by at most C (client-level epsilon); adding or
+    removing one record moves its lender's clipped update anywhere within the ball of radius
+    C, so by up to 2C, the ball's diameter, not a replacement's doubling (record-level epsilon:
+    noise ``noise_multiplier / 2`` per unit of sensitivity). ``privacy.target_epsilon`` is the
+    record-level budget, composed after the lenders' noisy summaries (``prior``: the smallest
+    summary noise). ``delta`` follows DP-SGD's policy: below 1/n of the records it protects
+    (all lenders' training rows).
     """
 
     noise_multiplier: float

@@ -2,8 +2,10 @@
 
 It never holds a feature, a label or an ID: it passes the PSI messages (blinded values and a
 sealed intersection), then, per exchange, the passive parties' embeddings to the lender and the
-lender's per-record gradients back, and it keeps count of the messages and bytes each party
-sends and receives. Early stopping is the lender's call (it alone can score validation rows).
+lender's per-record gradients back, each sealed end to end between the two nodes
+(:mod:`federation.sealed`: bytes the server cannot open, bound to their exchange), and it keeps
+count of the messages and bytes each party sends and receives. Its checkpoint holds nothing per
+record. Early stopping is the lender's call (it alone can score validation rows).
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from credit_data.ids import describe
@@ -28,6 +29,7 @@ from federation.protocol import (
     CONFIG,
     METRICS,
     REPORT,
+    RUN_ENDS,
     STATUS,
     VerticalMessage,
     read_report,
@@ -324,20 +326,22 @@ def _record_privacy(ledger: PrivacyLedger, epoch: int, party: str, metrics: Any,
             selection_delta=m.get("embedding_selection_delta"), noise=noise))
 
 
-def _checkpoint(out: VerticalOutcome, s: ServerSettings, epoch: int, grads: dict[str, Any],
+def _checkpoint(out: VerticalOutcome, s: ServerSettings, epoch: int,
                 prev: list[int] | None) -> None:
-    """Keep where the server stands after ``epoch``: the nodes keep their own state."""
+    """Keep where the server stands after ``epoch``: the nodes keep their own state.
+
+    Nothing per record: the epoch's last gradients stay with the lender, which seals them
+    again for a resumed run (:func:`_resend`).
+    """
     state = {k: v for k, v in out.__dict__.items() if k not in ("ledger", "error")}
     save_checkpoint(Path(s.run_dir), {
         "mode": "vertical", "epoch": epoch, "prev": prev, "parties": list(s.parties),
-        "grads": {p: np.asarray(g.numpy()) for p, g in grads.items()},
         "outcome": state, "ledger": out.ledger.state_dict() if out.ledger is not None else None,
         "privacy": repr(s.privacy), "exchanges_per_epoch": s.federation.exchanges_per_epoch})
 
 
-def _resume(out: VerticalOutcome, s: ServerSettings, passive: tuple[str, ...]
-            ) -> tuple[int, dict[str, Any], list[int] | None]:
-    """Continue from an earlier run's checkpoint: its outcome so far, its last gradients."""
+def _resume(out: VerticalOutcome, s: ServerSettings) -> tuple[int, list[int] | None]:
+    """Continue from an earlier run's checkpoint: its outcome so far, its last exchange."""
     assert s.resume_dir is not None
     ckpt = load_checkpoint(Path(s.resume_dir))
     if ckpt.get("mode") != "vertical":
@@ -356,8 +360,17 @@ def _resume(out: VerticalOutcome, s: ServerSettings, passive: tuple[str, ...]
         out.ledger.load_state_dict(ckpt["ledger"])
     out.resumed_after = int(ckpt["epoch"])
     log.info("resuming after epoch %d of %s (alignment kept)", ckpt["epoch"], s.resume_dir)
-    grads = {p: Array(g) for p, g in ckpt["grads"].items() if p in passive}
-    return int(ckpt["epoch"]), grads, ckpt["prev"]
+    return int(ckpt["epoch"]), ckpt["prev"]
+
+
+def _resend(router: Router, passive: tuple[str, ...], prev: list[int] | None
+            ) -> dict[str, Any]:
+    """Have the lender seal the gradients of the checkpoint's last exchange again."""
+    if not prev:
+        return {}
+    sealed = router.send(VerticalMessage.RESEND, {LABEL_HOLDER: _config(
+        epoch=prev[0], chunk=prev[1], passive=list(passive))})[LABEL_HOLDER][ARRAYS]
+    return {p: sealed[f"{p}.grads"] for p in passive}
 
 
 def run_vertical_federation(grid: Grid, s: ServerSettings,
@@ -377,7 +390,8 @@ def run_vertical_federation(grid: Grid, s: ServerSettings,
     prev: list[int] | None = None
     epoch, k = 0, f.exchanges_per_epoch
     if s.resume_dir is not None:  # the nodes kept their alignment: it is not redone
-        epoch, grads, prev = _resume(out, s, passive)
+        epoch, prev = _resume(out, s)
+        grads = _resend(router, passive, prev)
     else:
         start = time.perf_counter()
         _align(router, passive, s.blacklists.holders, s.blacklists.mode.value)
@@ -437,7 +451,7 @@ def run_vertical_federation(grid: Grid, s: ServerSettings,
             out.epochs = epoch
             out.history[-1]["seconds"] = time.perf_counter() - start
             if not last:
-                _checkpoint(out, s, epoch, grads, prev)
+                _checkpoint(out, s, epoch, prev)
             if f.stop_after == epoch:
                 out.stopped_after = epoch
                 log.warning("stopping after epoch %d (federation.stop_after); continue with "
@@ -445,14 +459,16 @@ def run_vertical_federation(grid: Grid, s: ServerSettings,
                 break
     best = best_known
     out.model_id = uuid.uuid4().hex  # every party's bundle of this model carries it
+    ends = out.stopped_after is None  # a stopped run's nodes keep their keys to resume
     finals = router.send(VerticalMessage.FINAL, {p: _config(best_epoch=best,
-                                                            model_id=out.model_id)
+                                                            model_id=out.model_id,
+                                                            **{RUN_ENDS: ends})
                                                  for p in passive})
     values = {f"{p}.{name}": finals[p][ARRAYS][name] for p in passive
               for name in ("train", "val", "test")}
     scored = router.send(VerticalMessage.FINAL, {LABEL_HOLDER: RecordDict({
         CONFIG: ConfigRecord({"best_epoch": best, "passive": list(passive),
-                              "model_id": out.model_id}),
+                              "model_id": out.model_id, RUN_ENDS: ends}),
         ARRAYS: ArrayRecord(values)})})[LABEL_HOLDER]
     out.final = {k: float(cast(float, v)) for k, v in scored[METRICS].items()}
     try:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from credit_data.errors import PrivacyLedgerError
+from privacy.accounting import NEIGHBOURING
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,10 @@ class PartySpend:
     summary ``(z, 1.0, 1)`` before DP-SGD's ``(noise_multiplier, sample_rate, steps)``), at
     ``delta - selection_delta``. ``unit`` says what one neighbouring dataset changes (``record``,
     ``client``, ``label``). ``noise`` is ``os`` (secret randomness at the node) or
-    ``reproducible`` (derived from the public seed: no guarantee).
+    ``reproducible`` (derived from the public seed: no guarantee). ``neighbouring`` names the
+    relation the epsilon is accounted under: every entry of a ledger uses the same one,
+    :data:`~privacy.accounting.NEIGHBOURING` (add/remove of one record; ``sensitivity`` is
+    that relation's).
     """
 
     epsilon: float
@@ -42,14 +46,18 @@ class PartySpend:
     selection_delta: float | None = None
     unit: str = "record"
     noise: str = "os"
+    neighbouring: str = NEIGHBOURING
 
 
 class PrivacyLedger:
     """Cumulative spend per party plus one history row per round and party.
 
     A run may use several mechanisms (vertical federation: label DP, DP-SGD, embedding noise);
-    each entry then has a key of its own (``lender/label_dp``), and the summary gives the
-    maximum over entries overall and per mechanism.
+    each entry then has a key of its own (``lender/label_dp``). The summary's headline
+    ``epsilon`` is the largest party total (:func:`party_totals`: all of one party's mechanisms
+    composed; ``largest_party`` names it), never one entry of a party that spends on several;
+    central DP's two entries are one mechanism seen per client and per record, so there it is
+    the larger entry (the record level).
 
     >>> ledger = PrivacyLedger("dpsgd")
     >>> ledger.record(1, "lender-0", PartySpend(1.0, 1e-5, "dpsgd", 1.1, 0.01, 100, "rdp"))
@@ -74,6 +82,10 @@ class PrivacyLedger:
     def record(self, server_round: int, party: str, spend: PartySpend) -> None:
         """Record a party's cumulative spend after ``server_round``."""
         before = self.parties.get(party)
+        if spend.neighbouring != NEIGHBOURING:
+            raise PrivacyLedgerError(f"{party} accounts {spend.mechanism} under the "
+                                     f"{spend.neighbouring} relation, the ledger composes "
+                                     f"{NEIGHBOURING} only: two relations are not one epsilon")
         if spend.mechanism not in self.mechanisms:
             raise PrivacyLedgerError(f"{party} reports mechanism {spend.mechanism}, the run uses "
                                      f"{self.mechanism}")
@@ -92,10 +104,24 @@ class PrivacyLedger:
         self.refusals.append({"round": server_round, "party": party, "reason": reason})
 
     def summary(self) -> dict[str, Any]:
-        """Summarise as results.json's ``privacy`` block: the maximum over parties, never a mean."""
+        """Summarise as results.json's ``privacy`` block: the largest party total, never a mean.
+
+        >>> from privacy.accounting import epsilon_of
+        >>> dpsgd = epsilon_of([(1.0, 0.1, 10)], 1e-5)  # the lender's and the bureau's
+        >>> ledger = PrivacyLedger("label_dp", "dpsgd")
+        >>> ledger.record(1, "lender/label_dp", PartySpend(3.0, 0.0, "label_dp", 0.0, 1.0, 1,
+        ...                                                "randomized response"))
+        >>> for party in ("lender", "bureau"):
+        ...     ledger.record(1, f"{party}/dpsgd",
+        ...                   PartySpend(dpsgd, 1e-5, "dpsgd", 1.0, 0.1, 10, "rdp"))
+        >>> s = ledger.summary()
+        >>> s["largest_party"], s["epsilon"] == 3.0 + dpsgd, s["by_mechanism"]["label_dp"]
+        ('lender', True, 3.0)
+        """
         parties = {p: asdict(s) for p, s in sorted(self.parties.items())}
         out: dict[str, Any] = {
             "mechanism": self.mechanism,
+            "neighbouring": NEIGHBOURING,
             "guarantee": all(s.noise == "os" for s in self.parties.values()),
             "epsilon": max((s.epsilon for s in self.parties.values()), default=0.0),
             "delta": max((s.delta for s in self.parties.values()), default=0.0),
@@ -107,8 +133,13 @@ class PrivacyLedger:
             out["by_mechanism"] = {m: max((s.epsilon for s in self.parties.values()
                                            if s.mechanism == m), default=0.0)
                                    for m in self.mechanisms}
-        if "central" not in self.mechanisms and any("/" in p for p in self.parties):
-            out["party_totals"] = party_totals(self.parties)
+        if "central" not in self.mechanisms and self.parties:
+            totals = party_totals(self.parties)
+            largest = max(totals, key=lambda p: totals[p]["epsilon"])
+            out["party_totals"] = totals
+            out["largest_party"] = largest
+            out["epsilon"] = totals[largest]["epsilon"]
+            out["delta"] = max(t["delta"] for t in totals.values())
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -120,18 +151,25 @@ class PrivacyLedger:
         if state["mechanism"] != self.mechanism:
             raise PrivacyLedgerError(f"checkpoint ledger uses {state['mechanism']}, this run "
                                      f"{self.mechanism}")
+        if state.get("neighbouring") != NEIGHBOURING:
+            raise PrivacyLedgerError(f"checkpoint ledger is accounted under "
+                                     f"{state.get('neighbouring') or 'an unnamed relation'}, "
+                                     f"this run under {NEIGHBOURING}: its epsilons do not compose "
+                                     "with this run's")
         self.parties = {p: PartySpend(**s) for p, s in state["parties"].items()}
         self.history = copy.deepcopy(state["history"])
         self.refusals = copy.deepcopy(state["refusals"])
 
 
 def party_totals(parties: dict[str, PartySpend]) -> dict[str, dict[str, Any]]:
-    """Each party's epsilon for one of its records over all its mechanisms (vertical keys).
+    """Each party's epsilon for one of its records over all its mechanisms.
 
-    The Gaussian mechanisms of a party (its noisy summary counted once, DP-SGD's steps, its
-    embedding releases) compose in RDP; label DP's pure epsilon adds on top (basic
-    composition). A release from an encoder trained with DP-SGD depends on both, so neither
-    entry alone bounds it.
+    Entries are grouped by party (``lender/label_dp`` and ``lender/dpsgd`` are the lender's;
+    a horizontal lender's one entry is its own). The Gaussian mechanisms of a party (its noisy
+    summary counted once, DP-SGD's steps, its embedding releases) compose in RDP; label DP's
+    pure epsilon adds on top (basic composition). A release from an encoder trained with DP-SGD
+    depends on both, so neither entry alone bounds it. A party with one entry totals that
+    entry, as recorded.
     """
     from privacy.accounting import epsilon_of
 
@@ -140,6 +178,10 @@ def party_totals(parties: dict[str, PartySpend]) -> dict[str, dict[str, Any]]:
         grouped.setdefault(key.split("/")[0], []).append(spend)
     out: dict[str, dict[str, Any]] = {}
     for party, spends in sorted(grouped.items()):
+        if len(spends) == 1:
+            out[party] = {"epsilon": spends[0].epsilon, "delta": spends[0].delta,
+                          "mechanisms": [spends[0].mechanism]}
+            continue
         stretches: list[tuple[float, float, int]] = []
         summary: tuple[float, float, int] | None = None
         pure, delta, selection = 0.0, 0.0, 0.0

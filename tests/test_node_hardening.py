@@ -103,7 +103,7 @@ def test_a_run_is_continued_once_with_its_own_settings_and_data(tmp_path):
     from deployment.client_app import continuation
     from federation.lifetime_budget import LifetimeBudget
 
-    budget = LifetimeBudget.of(node.state_dir, node.data_path, None)
+    budget = LifetimeBudget.of(node.state_dir, None)
     continuation(node, _resuming("/x/run-1"), "run-2").record_spend(budget, "run-1",
                                                                     {"epsilon": 0.5})
     with pytest.raises(ConfigError, match="already continued by run 'run-2'"):
@@ -116,10 +116,11 @@ def test_reserved_names_and_a_short_noise_key_are_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="names the node's own files"):
         run_state_dir(tmp_path, "budget")
-    key = tmp_path / "noise.key"
+    key = tmp_path / "run" / "bureau" / "noise.key"
+    key.parent.mkdir(parents=True)
     key.write_bytes(b"")  # a crash between creating and writing it, in an older version
     with pytest.raises(PrivacyLedgerError, match="0 bytes"):
-        kept_noise(key)
+        kept_noise(key, tmp_path / "keys")
 
 
 def test_a_node_keeps_its_blinded_sets_under_its_own_state_dir_whatever_the_run_says(tmp_path):
@@ -138,7 +139,7 @@ def test_a_node_keeps_its_blinded_sets_under_its_own_state_dir_whatever_the_run_
     _, plain = deploy.compose_settings([f"federation.psi_cache={tmp_path / 'elsewhere'}"])
     context = Context(run_id=1, node_id=1, state=RecordDict(),
                       node_config={"party": "bureau", "data-path": str(data),
-                                   "state-dir": str(tmp_path / "state")},
+                                   "state-dir": str(tmp_path / "state"), "max-epsilon": 3.0},
                       run_config={RUN_SETTINGS: json.dumps(plain), RUN_NAME: "run-1"})
     _, _, client = _settings(context)
     assert client.psi_cache == str(tmp_path / "state" / PSI_CACHE)

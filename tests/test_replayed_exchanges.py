@@ -93,8 +93,8 @@ def test_a_new_alignment_after_training_is_refused(tmp_path):
     from tests.fake_grid import InProcessGrid, run_server_app, serving
 
     settings, _ = deploy.compose_settings([
-        "federation=vertical", "data.n_customers=400", "train.epochs=1", "verbose=false",
-        "federation.parties=[lender,bureau]"])
+        "federation=vertical", "data.n_customers=400", "train.epochs=2", "verbose=false",
+        "federation.parties=[lender,bureau]", "federation.stop_after=1"])  # the run goes on
     parties = ("lender", "bureau")
     clients = party_settings(settings, parties, tmp_path / "parties")
     app = make_vertical_client_app(VerticalSimulationSource(clients, settings.data,

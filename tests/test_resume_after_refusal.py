@@ -27,7 +27,7 @@ def _node(tmp_path) -> NodeConfig:
 
 def test_an_unspent_continuation_is_taken_over_and_a_spent_one_binds(tmp_path):
     node = _node(tmp_path)
-    budget = LifetimeBudget.of(node.state_dir, node.data_path, 3.0)
+    budget = LifetimeBudget.of(node.state_dir, 3.0)
     resume_state(node, RunSettings(), "run-1", flower_run=1)
     resuming = RunSettings(resume="run-1")
     resume_state(node, resuming, "run-2", 2)  # refused by its budget: recorded nothing
