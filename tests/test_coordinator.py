@@ -112,10 +112,9 @@ def test_without_the_coordinators_launcher_the_serverapp_runs_nothing(
 
 
 def test_resume_names_a_run_of_the_coordinator_never_a_path(runs: Path) -> None:
-    from federation.run_settings import RunSettings
-
     import pickle
 
+    from federation.run_settings import RunSettings
     from fl_server.checkpoint import CHECKPOINT, save_checkpoint
 
     save_checkpoint(runs / "r1", {"round": 1})
