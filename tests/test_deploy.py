@@ -819,8 +819,10 @@ def _wait_offline(fed: deploy.Federation, party: str, timeout: float = 90) -> No
         time.sleep(1)
 
 
+@pytest.mark.slow
 def test_the_partner_guides_commands_run_as_written(vertical_federation, tmp_path: Path) -> None:
-    # the bureau's node of the federation is replaced by the one the guide starts
+    # the bureau's node of the federation is replaced by the one the guide starts (slow: in the
+    # full module under CI load the replaced node was once not counted online; see the note)
     import shlex
 
     fed = vertical_federation
@@ -863,6 +865,10 @@ def test_the_partner_guides_commands_run_as_written(vertical_federation, tmp_pat
     finally:
         os.killpg(guide.pid, signal.SIGTERM)
         guide.wait(timeout=60)
+        deadline = time.monotonic() + 60
+        while deploy._alive(guide.pid):  # its SuperNode too: a late leave would undo the restart
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
         _wait_offline(fed, "bureau")
         deploy.restart_node(fed.root, "bureau")  # the federation's own node, for what follows
 
