@@ -977,7 +977,7 @@ def test_a_second_node_claiming_a_party_is_refused_by_name_while_runs_go_on(
         [sys.executable, "-m", "deployment.node", "--party", "bureau", "--data", str(data),
          "--superlink", fed.superlink, "--root-certificates", str(tmp_path / "home" / "ca.crt"),
          "--auth-key", str(key), "--state-dir", str(tmp_path / "state"), "--runtime-port",
-         str(deploy._free_port())], env=fed.env(), cwd=deploy.ROOT,
+         str(deploy._free_port()), "--max-epsilon", "none"], env=fed.env(), cwd=deploy.ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
@@ -987,6 +987,7 @@ def test_a_second_node_claiming_a_party_is_refused_by_name_while_runs_go_on(
             nodes = {int(n["node-id"]): n["status"] for n in json.loads(listed.stdout)["nodes"]}
             if nodes.get(impostor_id) == "online":
                 break
+            assert impostor.poll() is None and time.monotonic() < deadline - 1, nodes
             time.sleep(1)
         with caplog.at_level("WARNING", logger="credit_fl"):
             results = deploy.run(fed.root, ["privacy=off", "train.epochs=1"])
