@@ -23,6 +23,7 @@ from dp_accounting import NeighboringRelation, dp_event
 from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 
+from credit_data.errors import PrivacyLedgerError
 from credit_data.split import TRAIN
 from credit_data.summary import column_counts
 from credit_data.vertical import NodeRows
@@ -87,7 +88,8 @@ def test_the_ledger_refuses_an_entry_under_another_relation():
     ledger = PrivacyLedger("embedding_noise")
     replaced = PartySpend(1.0, 1e-5, "embedding_noise", 2.0, 1.0, 1, "rdp", sensitivity=2.0,
                           neighbouring="replace_one")
-    with pytest.raises(Exception, match="replace_one relation, the ledger composes add_remove"):
+    with pytest.raises(PrivacyLedgerError,
+                       match="replace_one relation, the ledger composes add_remove"):
         ledger.record(1, "bureau/embedding_noise", replaced)
 
 
@@ -98,7 +100,7 @@ def test_a_checkpoint_without_the_relation_is_refused():
     del state["neighbouring"]
     for entry in state["parties"].values():
         del entry["neighbouring"]
-    with pytest.raises(Exception, match="an unnamed relation, this run under add_remove"):
+    with pytest.raises(PrivacyLedgerError, match="an unnamed relation, this run under add_remove"):
         PrivacyLedger("dpsgd").load_state_dict(state)
 
 
