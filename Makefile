@@ -2,12 +2,19 @@
 # make test  - set up, then run the test suite (under CI=true the full-size `slow` runs are
 #              left out; `make test-slow` runs them)
 # make setup - create .venv and install the project (idempotent: redone only when deps change)
+# Tiers, each chosen by name (docs/development.md): `make test-unit` (no Ray, no engine run),
+# `make test-engine` (small runs on Ray's simulation and loopback deployments), `make test-slow`
+# (full-size runs; the deployment tests with their slow ones took 31 minutes here). CI runs no
+# slow test; a change runs `make test-slow-changed` before it is committed (the slow modules that
+# reach what it changed; nothing when it touches none), and an issue runs `make test-slow` before
+# it closes. In the unit tier, tests/test_tiers.py collects the slow tier and checks that every
+# name it reads from the project exists, so a rename cannot rot it unseen.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-unit test-slow lint bench clean
+.PHONY: setup run test test-unit test-engine test-slow test-slow-changed lint bench clean
 
 setup: $(STAMP)
 
@@ -28,8 +35,18 @@ test: setup
 test-unit: setup
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
+test-engine: setup
+	$(PY) -m pytest -m engine $(PYTEST_ARGS)
+
 test-slow: setup
 	RUN_SLOW=1 $(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+BASE ?= HEAD
+test-slow-changed: setup  # the slow tests of the modules a change since $(BASE) touches
+	@modules="$$($(PY) -m tests.slow_scope $(BASE))"; \
+	if [ -z "$$modules" ]; then echo "the change since $(BASE) touches no slow test"; \
+	else echo "slow tests touched: $$modules"; \
+	RUN_SLOW=1 $(PY) -m pytest -m slow $$modules $(PYTEST_ARGS); fi
 
 lint: setup
 	$(PY) -m ruff check .

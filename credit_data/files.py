@@ -58,6 +58,53 @@ def load_party(party: str, source: PartySource, settings: DataSettings, *,
     return _load_party(party, source, settings, {}, labels)
 
 
+def load_frames(frames: Mapping[str, pd.DataFrame], settings: DataSettings, *,
+                labels: bool = True) -> Population:
+    """Validate every party's DataFrame exactly as its CSV file would be; return the tables.
+
+    A frame holds what the party's file would: the ID column (``data.id_column``, or the
+    party's ``data.parties.<party>.id_column``; an index of that name counts), the feature
+    columns and, at the lender, the label. ``data.parties.<party>`` declares features and
+    categorical columns as for a file (its path is not read); a column of pandas' ``category``
+    type is categorical as if it were declared. Messages name a frame ``frames['<party>']``.
+
+    Raises
+    ------
+    ConfigError
+        A party is unknown, the lender's frame is missing, or a value is not a DataFrame.
+    DataError
+        A column is missing or malformed; the message names the frame and the column.
+    """
+    if not frames:
+        raise ConfigError(f"frames is empty: give at least the {LABEL_HOLDER}'s DataFrame")
+    for party, frame in frames.items():
+        if party not in PARTIES:
+            raise ConfigError(f"frames['{party}']: unknown party; expected one of {PARTIES}")
+        if not isinstance(frame, pd.DataFrame):
+            raise ConfigError(f"frames['{party}']: expected a pandas DataFrame, got "
+                              f"{type(frame).__name__}")
+    if LABEL_HOLDER not in frames:
+        raise ConfigError(f"frames['{LABEL_HOLDER}'] is required: the lender holds the labels")
+    tables = {party: _frame_table(party, frame, settings, labels)
+              for party, frame in frames.items()}
+    return Population(name=settings.name, tables=tables)
+
+
+def _frame_table(party: str, frame: pd.DataFrame, settings: DataSettings,
+                 labels: bool) -> PartyTable:
+    name = f"frames['{party}']"
+    source = settings.parties.get(party) or PartySource(path=name)
+    id_column = _id_column(source, settings)
+    if id_column not in frame.columns and frame.index.name == id_column:
+        frame = frame.reset_index()
+    _check_id_column(frame, id_column, name, "frame")
+    if frame.empty:
+        raise DataError(f"{name}: frame has columns but no rows")
+    keyed = _keyed(frame, id_column, name, first_row=0)
+    declared = tuple(c for c in keyed.columns if isinstance(keyed[c].dtype, pd.CategoricalDtype))
+    return _party_table(party, keyed, source, settings, name, labels, declared)
+
+
 def _id_column(source: PartySource, settings: DataSettings) -> str:
     return source.id_column or settings.id_column
 
@@ -97,9 +144,7 @@ def _read_csv(path: Path, party: str, id_column: str,
         raise DataError(f"{path}: file is empty ({named_by})")
     try:
         header = pd.read_csv(path, nrows=0)
-        if id_column not in header.columns:
-            raise DataError(f"{path}: ID column '{id_column}' is missing; the file has columns "
-                            f"{list(header.columns)[:12]}")
+        _check_id_column(header, id_column, str(path), "file")
         # an ID is text as written: "NA", "null" or "None" are IDs, not missing values; in the
         # other columns pandas' usual markers of a missing value hold
         frame = pd.read_csv(path, dtype={id_column: str}, keep_default_na=False,
@@ -109,26 +154,48 @@ def _read_csv(path: Path, party: str, id_column: str,
         raise DataError(f"{path}: not a readable CSV file: {exc}") from exc
     if frame.empty:
         raise DataError(f"{path}: file has a header but no rows")
+    cache[key] = _keyed(frame, id_column, str(path), first_row=2)
+    return cache[key]
+
+
+def _check_id_column(frame: pd.DataFrame, id_column: str, name: str, what: str) -> None:
+    if id_column not in frame.columns:
+        raise DataError(f"{name}: ID column '{id_column}' is missing; the {what} has columns "
+                        f"{list(frame.columns)[:12]}")
+
+
+def _keyed(frame: pd.DataFrame, id_column: str, name: str, first_row: int) -> pd.DataFrame:
+    """Check the ID column (no empty, no duplicate ID) and make it the index, as text.
+
+    ``first_row`` is the number the first row goes by in messages (2 in a file: after its header).
+    """
     ids = frame[id_column]
-    empty = ids.isna() | (ids.str.strip() == "")
+    empty = ids.isna() | (ids.astype(str).str.strip() == "")
     if empty.any():
-        raise DataError(f"{path}: column '{id_column}' has {int(empty.sum())} empty IDs "
-                        f"(first at row {int(np.flatnonzero(empty)[0]) + 2})")
+        raise DataError(f"{name}: column '{id_column}' has {int(empty.sum())} empty IDs "
+                        f"(first at row {int(np.flatnonzero(empty)[0]) + first_row})")
     duplicated = ids[ids.duplicated()]
     if len(duplicated):
-        raise DataError(f"{path}: column '{id_column}' has {len(duplicated)} duplicate IDs, "
+        raise DataError(f"{name}: column '{id_column}' has {len(duplicated)} duplicate IDs, "
                         f"e.g. {list(duplicated.unique()[:3])}")
     frame = frame.set_index(id_column)
     frame.index = frame.index.astype(str)
-    cache[key] = frame
     return frame
 
 
 def _load_party(party: str, source: PartySource, settings: DataSettings,
                 cache: dict[Path, pd.DataFrame], labels: bool = True) -> PartyTable:
     path = Path(source.path)
-    id_column = _id_column(source, settings)
-    frame = _read_csv(path, party, id_column, cache, source.named_by)
+    frame = _read_csv(path, party, _id_column(source, settings), cache, source.named_by)
+    return _party_table(party, frame, source, settings, str(path), labels)
+
+
+def _party_table(party: str, frame: pd.DataFrame, source: PartySource, settings: DataSettings,
+                 path: str, labels: bool, declared: tuple[str, ...] = ()) -> PartyTable:
+    """Check a party's keyed rows as read (``path`` names them) and build its table.
+
+    ``declared``: columns categorical by their type (a DataFrame's ``category`` columns).
+    """
     label = settings.label if party == LABEL_HOLDER else None
     if label is not None and not labels and label not in frame.columns:
         label = None  # new applicants: no outcome yet
@@ -148,7 +215,8 @@ def _load_party(party: str, source: PartySource, settings: DataSettings,
                             f"(data.parties.{party}.features)")
     if not features:
         raise DataError(f"{path}: party '{party}' has no feature columns")
-    categorical = list(source.categorical)
+    categorical = list(source.categorical) + [c for c in declared if c in features
+                                              and c not in source.categorical]
     unknown = [c for c in categorical if c not in features]
     if unknown:
         raise DataError(f"{path}: categorical column(s) {unknown} are not among the features "
@@ -172,10 +240,10 @@ def _load_party(party: str, source: PartySource, settings: DataSettings,
     if label is not None and labels:
         outcomes = pd.DataFrame({label: _label_column(frame[label], path, label)},
                                 index=frame.index)
-    return PartyTable(party, out, tuple(numeric), tuple(categorical), str(path), labels=outcomes)
+    return PartyTable(party, out, tuple(numeric), tuple(categorical), path, labels=outcomes)
 
 
-def _numeric_column(values: pd.Series, path: Path, party: str, column: str) -> pd.Series:
+def _numeric_column(values: pd.Series, path: str, party: str, column: str) -> pd.Series:
     if values.isna().all():
         raise DataError(f"{path}: column '{column}' is entirely missing")
     numbers = pd.to_numeric(values, errors="coerce")
@@ -192,7 +260,7 @@ def _numeric_column(values: pd.Series, path: Path, party: str, column: str) -> p
     return numbers
 
 
-def _label_column(values: pd.Series, path: Path, label: str) -> pd.Series:
+def _label_column(values: pd.Series, path: str, label: str) -> pd.Series:
     numbers = pd.to_numeric(values, errors="coerce")
     valid = numbers.isin([0, 1]) & values.notna()
     if not valid.all():

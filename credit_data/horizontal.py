@@ -7,6 +7,7 @@ parties it pulls reports from (the bureau, by default), each prefixed by the par
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,7 @@ import pandas as pd
 
 from credit_data.partition import lender_names, partition_applicants
 from credit_data.settings import LABEL_HOLDER, DataSettings, PartitionSettings
-from credit_data.split import assign_split, check_label_splits
+from credit_data.split import assign_split, check_label_splits, split_keys_of
 from credit_data.tables import Population
 
 
@@ -63,17 +64,26 @@ def joined_columns(population: Population, parties: tuple[str, ...]
 
 
 def horizontal_rows(population: Population, parties: tuple[str, ...], data: DataSettings,
-                    partition: PartitionSettings, seed: int) -> dict[str, LenderRows]:
-    """Split the applicants over ``partition.n_lenders`` lenders (``lender-0`` ...)."""
+                    partition: PartitionSettings, seed: int,
+                    split_keys: Mapping[str, bytes] | None = None) -> dict[str, LenderRows]:
+    """Split the applicants over ``partition.n_lenders`` lenders (``lender-0`` ...).
+
+    Each lender splits its own applicants with its own key (``split_keys``; without them the
+    seed fixes every split: :func:`credit_data.split.split_keys_of`).
+    """
     lender = population.tables[LABEL_HOLDER]
     assert lender.labels is not None
     frame, numeric, categorical = joined_columns(population, parties)
     y = lender.labels[data.label].to_numpy(dtype=np.float32)
-    split = assign_split(lender.frame.index, seed, data.split)
-    check_label_splits(y, split, lender.source, data.label)
     owner = partition_applicants(partition, y, lender.frame, lender.source, seed)
+    names = lender_names(partition.n_lenders)
+    keys = split_keys_of(split_keys, names, seed)
+    split = np.zeros(len(y), dtype=np.int8)
+    for k, name in enumerate(names):
+        split[owner == k] = assign_split(lender.frame.index[owner == k], keys[name], data.split)
+    check_label_splits(y, split, lender.source, data.label)
     out = {}
-    for k, name in enumerate(lender_names(partition.n_lenders)):
+    for k, name in enumerate(names):
         mine = owner == k
         out[name] = LenderRows(name, frame.loc[mine], numeric, categorical,
                                y[mine], split[mine])

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
 from credit_data.errors import ConfigError
-from credit_data.files import load_files
+from credit_data.files import load_files, load_frames
 from credit_data.settings import LABEL_HOLDER, DataSettings, Source
 from credit_data.synthetic import LABELS, generate
 from credit_data.tables import Population
@@ -17,15 +18,24 @@ MIN_ROWS = 100
 """The smallest ``data.max_rows``: below it the validation and test splits hold a handful."""
 
 
-def load_population(settings: DataSettings, seed: int, *, labels: bool = True) -> Population:
+def load_population(settings: DataSettings, seed: int, *, labels: bool = True,
+                    frames: Mapping[str, pd.DataFrame] | None = None) -> Population:
     """Generate (``source=synthetic``) or read (``source=files``) every party's table.
 
-    With ``data.max_rows`` the population is cut to that many of the lender's applicants.
-    ``labels=False`` (scoring new applicants) reads a lender's file without its label column.
+    ``frames`` (one pandas DataFrame per party) replaces the files and is validated as they
+    are (:func:`~credit_data.files.load_frames`). With ``data.max_rows`` the population is cut
+    to that many of the lender's applicants. ``labels=False`` (scoring new applicants) reads a
+    lender's file without its label column.
     """
     if settings.max_rows is not None and settings.max_rows < MIN_ROWS:
         raise ConfigError(f"data.max_rows must be at least {MIN_ROWS}, got {settings.max_rows}")
-    if settings.source is Source.synthetic:
+    if frames is not None:
+        population = load_frames(frames, settings, labels=labels)
+    elif settings.source is Source.frames:
+        raise ConfigError("data.source=frames: the rows are DataFrames handed to "
+                          "credit_fl.train or TrainedModel.score; give them there, or choose "
+                          "data=csv or data=synthetic")
+    elif settings.source is Source.synthetic:
         if settings.label not in LABELS:
             raise ConfigError(f"data.label must be one of {LABELS} for synthetic data, "
                               f"got '{settings.label}'")

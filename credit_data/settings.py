@@ -20,6 +20,7 @@ class Source(StrEnum):
 
     synthetic = "synthetic"
     files = "files"
+    frames = "frames"  # pandas DataFrames handed to ``credit_fl.train`` (kept by no config)
 
 
 class Scaler(StrEnum):

@@ -1,10 +1,17 @@
 """Train / validation / test assignment by customer ID.
 
-The split is a keyed hash of the ID: every party computes the same assignment for the same
-customer on its own, with nothing exchanged, and the seed fixes it.
+The split is a keyed hash of the ID under the **split key of the node that decides it** (the
+lender in vertical, each lender in horizontal; :mod:`privacy.split_key`): a secret the node
+draws once, which no seed or run config reaches, so no coordinator can move a customer out of
+the training split by picking seeds, and nobody without the key knows a customer's split. The
+same key splits the same customer the same way in every run; a vertical lender tells each party
+the split of the customers they share, sealed with the intersection.
 """
 
 from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -28,22 +35,50 @@ def check_split(settings: SplitSettings) -> None:
                           f"{settings.val + settings.test}")
 
 
-def assign_split(ids: pd.Index | np.ndarray, seed: int, settings: SplitSettings) -> np.ndarray:
-    """Return 0 (train), 1 (val) or 2 (test) for each ID.
+def reproducible_split_key(seed: int, party: str) -> bytes:
+    """Return a split key derived from public values: the seed fixes the split (research only).
+
+    >>> reproducible_split_key(0, "lender") == reproducible_split_key(0, "lender")
+    True
+    """
+    return hashlib.sha256(f"reproducible-split:{seed}:{party}".encode()).digest()
+
+
+def split_keys_of(keys: Mapping[str, bytes] | None, parties: Iterable[str],
+                  seed: int) -> dict[str, bytes]:
+    """Return each party's split key: from ``keys``, else derived from ``seed`` (research).
+
+    A federation's nodes key their splits with their own secrets (:mod:`privacy.split_key`);
+    without ``keys`` the seed fixes every split, as ``privacy.reproducible_noise`` does.
+
+    >>> split_keys_of(None, ["lender"], 0) == {"lender": reproducible_split_key(0, "lender")}
+    True
+    """
+    return {p: (keys[p] if keys is not None else reproducible_split_key(seed, p))
+            for p in parties}
+
+
+def assign_split(ids: pd.Index | np.ndarray, key: bytes, settings: SplitSettings) -> np.ndarray:
+    """Return 0 (train), 1 (val) or 2 (test) for each ID, keyed by the node's split ``key``.
+
+    Keyed BLAKE2b of the ID (64 bits of output, a 256-bit key) read as a uniform number in
+    [0, 1): below ``test`` the test split, below ``test + val`` validation, else training.
 
     Examples
     --------
     >>> s = SplitSettings(val=0.2, test=0.2)
-    >>> a = assign_split(pd.Index(["a", "b", "c"]), seed=0, settings=s)
-    >>> b = assign_split(pd.Index(["c", "a"]), seed=0, settings=s)
+    >>> a = assign_split(pd.Index(["a", "b", "c"]), key=bytes(32), settings=s)
+    >>> b = assign_split(pd.Index(["c", "a"]), key=bytes(32), settings=s)
     >>> bool(a[2] == b[0] and a[0] == b[1])
     True
     """
     check_split(settings)
-    key = f"{seed & 0xFFFFFFFFFFFFFFFF:016x}"[:16]
-    # IDs are unique: pandas' default (factorize first) only costs time, same hashes
-    hashed = pd.util.hash_pandas_object(pd.Series(np.asarray(ids, dtype=object)), index=False,
-                                        hash_key=key, categorize=False).to_numpy()
+    if not 16 <= len(key) <= 64:
+        raise ConfigError(f"a split key of {len(key)} bytes; expected 16 to 64 (a node's "
+                          "256-bit split key)")
+    digests = b"".join(hashlib.blake2b(str(i).encode(), key=key, digest_size=8).digest()
+                       for i in np.asarray(ids, dtype=object))
+    hashed = np.frombuffer(digests, dtype=">u8")
     u = (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     out = np.full(len(u), TRAIN, dtype=np.int8)
     out[u < settings.val + settings.test] = VAL

@@ -338,3 +338,29 @@ def _party_rows(rng: np.random.Generator, z: dict[str, np.ndarray], known: np.nd
     extra.index = pd.Index(extra_ids, name="customer_id")
     rows = pd.concat([own, extra])
     return rows.iloc[rng.permutation(len(rows))]
+
+
+def synthetic_frames(n_customers: int, seed: int, settings: SyntheticSettings | None = None,
+                     label: str = "default_12m") -> dict[str, pd.DataFrame]:
+    """Return the synthetic population as a data scientist would hold it: a DataFrame per party.
+
+    Each frame has the ID column ``customer_id`` and the party's columns; the lender's also has
+    the ``label`` column (``default_12m`` or ``fraud``), and its text columns are of pandas'
+    ``category`` type (which declares them categorical to :func:`credit_data.files.load_frames`).
+
+    >>> frames = synthetic_frames(200, seed=0)
+    >>> sorted(frames), list(frames["lender"].columns[:2]), str(frames["lender"]["region"].dtype)
+    (['bureau', 'lender', 'social'], ['customer_id', 'loan_amount'], 'category')
+    >>> frames["lender"].columns[-1]
+    'default_12m'
+    """
+    if label not in LABELS:
+        raise ConfigError(f"label must be one of {LABELS}, got '{label}'")
+    population = generate(n_customers, seed, settings)
+    frames = {}
+    for party, table in population.tables.items():
+        frame = table.frame.astype(dict.fromkeys(table.categorical, "category"))
+        if table.labels is not None:
+            frame = frame.join(table.labels[[label]])
+        frames[party] = frame.reset_index()
+    return frames

@@ -1,6 +1,6 @@
 """What each party of a vertical federation holds at its own node, ready to train.
 
-Every party preprocesses its own table alone (fit on its own customers of the training split,
+Every party preprocesses its own table alone (fit on its own customers of its training split,
 exactly as :func:`credit_data.design.party_block` does for the centralized model), so no
 statistics travel. Rows stay in the party's own table order; after alignment a party only ever
 uses the rows of the intersection, in the lender's order.
@@ -19,7 +19,7 @@ from credit_data.errors import DataError
 from credit_data.preprocessing import PartyPreprocessor
 from credit_data.saved_preprocessing import sketch_json
 from credit_data.settings import DataSettings
-from credit_data.split import TRAIN, assign_split, check_label_splits
+from credit_data.split import TRAIN, assign_split, check_label_splits, reproducible_split_key
 from credit_data.summary import Sketch
 from credit_data.tables import PartyTable
 
@@ -28,7 +28,10 @@ from credit_data.tables import PartyTable
 class NodeRows:
     """One party's preprocessed rows, in its own table order.
 
-    ``y`` (the labels) is set at the lender only. With a preprocessing fitted from the party's
+    ``split`` is the party's own (its split key's): at the lender, the split of every applicant;
+    at a passive party, which of its customers its preprocessing was fitted on (the aligned
+    customers' split comes from the lender). ``y`` (the labels) is set at the lender only. With
+    a preprocessing fitted from the party's
     noisy summary (under DP), ``summary_history`` is that release in RDP terms (to compose
     with the party's other mechanisms), ``summary_selection_delta`` its category-selection
     delta, and ``summary_base_rate`` the lender's noisy positive rate.
@@ -55,25 +58,36 @@ class NodeRows:
         return self.x.shape[1]
 
 
-def training_rows(table: PartyTable, settings: DataSettings, seed: int) -> np.ndarray:
-    """Return the party's rows in the training split (a mask over its table)."""
-    train = assign_split(table.frame.index, seed, settings.split) == TRAIN
+def training_rows(table: PartyTable, settings: DataSettings, split_key: bytes) -> np.ndarray:
+    """Return the party's rows in its own training split (a mask over its table).
+
+    ``split_key`` is the party's own (:mod:`privacy.split_key`): which of its customers its
+    preprocessing is fitted on is the party's decision. Which aligned customers train is the
+    lender's, sent with the intersection.
+    """
+    train = assign_split(table.frame.index, split_key, settings.split) == TRAIN
     if not train.any():
         raise DataError(f"{table.source}: party '{table.party}' has no rows in the training split")
     return train
 
 
 def node_rows(table: PartyTable, settings: DataSettings, seed: int,
-              sketch: Sketch | None = None,
+              split_key: bytes | None = None, sketch: Sketch | None = None,
               summary_history: tuple[tuple[float, float, int], ...] = (),
               summary_selection_delta: float = 0.0) -> NodeRows:
     """Preprocess one party's table at its own node.
 
     Without ``sketch`` the preprocessing is fitted on the exact training rows; with it (under
-    DP) the sketch fitted from the party's noisy summary is applied instead.
+    DP) the sketch fitted from the party's noisy summary is applied instead. The split comes
+    from the party's ``split_key`` (a node always passes its own; without one the seed fixes
+    it, as for research runs: :func:`credit_data.split.split_keys_of`); ``seed`` seeds the
+    preprocessing's subsample.
     """
-    split = assign_split(table.frame.index, seed, settings.split)
-    train = training_rows(table, settings, seed)
+    key = split_key if split_key is not None else reproducible_split_key(seed, table.party)
+    split = assign_split(table.frame.index, key, settings.split)
+    train = split == TRAIN
+    if not train.any():
+        raise DataError(f"{table.source}: party '{table.party}' has no rows in the training split")
     y = None
     if table.labels is not None:
         y = table.labels[settings.label].to_numpy(dtype=np.float32)

@@ -1,7 +1,8 @@
 """A partner's view of its node's lifetime privacy budget: ``python -m deployment.budget``.
 
 ``show`` prints, per run, the epsilon it spent at the node (whatever the data file: the budget
-is the node's, and a changed file keeps the spend) and the total against the cap; ``reset``
+is the node's, and a changed file keeps the spend), what a run let leave outside any epsilon
+under the node's opt-in flags, and the total against the cap; ``reset``
 starts the budget again (a line of the ledger: the history stays), the only way to start
 afresh. Only the node's operator can do either: there is no message for it, and the
 coordinator cannot reach the node's disk.
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             budget.reset(args.reason)
             print(f"{budget.path}: reset ({args.reason})")
             return 0
-        runs = budget.runs()
+        runs, opted = budget.runs(), budget.opt_ins()
     except PrivacyLedgerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ledger {budget.path}{data}")
     for run, figures in runs.items():
         print(f"  {run}: epsilon {run_spend(figures):.4f} {figures}")
+    for run, releases in opted.items():  # outside any epsilon, by the node's own flags
+        print(f"  {run}: released outside any epsilon (opted in): {', '.join(releases)}")
     total = budget.spent()
     cap = "" if args.max_epsilon is None else f" of {args.max_epsilon:g}"
     print(f"spent since the last reset: epsilon {total:.4f}{cap}")

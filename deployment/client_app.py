@@ -31,6 +31,14 @@ the coordinator submits; everything about the node itself comes from the node's 
 ``reproducible-noise``
     ``true`` derives the node's noise from the public seed (research only: no guarantee). The
     run config cannot ask for it: a node's randomness is secret unless the node says otherwise.
+``lender-applications``, ``lender-training-rows``, ``max-queries``, ``max-queries-per-day``
+    What the node answers the lender: the volumes the partner's agreement declares, from which
+    its query caps default, or the caps outright (:meth:`NodeConfig.caps`); every path that
+    answers the lender's IDs charges its one ledger per lender (:mod:`fl_client.queries`).
+``release-exact-embeddings``, ``release-record-gradients``
+    ``true`` lets the node send what no epsilon covers: a party's exact embeddings, a lender's
+    per-record gradients (:mod:`federation.releases`); without it the node refuses such runs
+    and scoring requests, capped or not, and records each opt-in it used in its ledger.
 
 The handlers are the same as in simulation (:mod:`fl_client.client_app`,
 :mod:`fl_client.vertical_app`); only the source of settings and rows differs.
@@ -75,7 +83,16 @@ from deployment.run_config import (
 from federation.alignment import ChannelKeys
 from federation.lifetime_budget import LifetimeBudget, dataset_fingerprint, spend_figures
 from federation.protocol import CONFIG, STATUS, reported_epsilon
-from federation.run_settings import RunSettings, ScoringRows
+from federation.query_ledger import NODE_KEYS, QueryCaps, check_count
+from federation.releases import (
+    OPT_IN_FLAGS,
+    OPT_IN_KEYS,
+    Release,
+    opted_in,
+    outside_epsilon,
+    refusal,
+)
+from federation.run_settings import RunSettings, ScoringRows, TrackingSettings
 from federation.settings import CARDINALITY_WITHDRAWN, BlacklistSettings, ListMode, Mode
 from fl_client.client_app import make_client_app
 from fl_client.list_lookup import holder_rows
@@ -87,7 +104,8 @@ from fl_client.settings import ClientSettings, client_settings
 from fl_client.vertical_app import make_vertical_client_app
 from privacy.randomness import NoiseSource
 from privacy.sealed_key import MASTER_KEY_FILE
-from privacy.settings import PrivacyMechanism, PrivacySettings, check_privacy
+from privacy.settings import PrivacySettings, check_privacy
+from privacy.split_key import derive_split_key
 
 UNCAPPED = "none"
 """``max-epsilon`` of a node whose partner chose no cap (it must say so: there is no default)."""
@@ -107,8 +125,12 @@ class NodeConfig:
     signing_key: str | None = None
     peer_keys: str | None = None
     applicants_dir: Path | None = None
-    max_queries: int | None = None  # a blacklist holder's own cap
+    lender_applications: int | None = None  # the lender's declared applications a month
+    lender_training_rows: int | None = None  # the lender's declared training table
+    max_queries: int | None = None  # IDs of applications one lender may ask a month
+    max_queries_per_day: int | None = None  # ... a day
     list_mode: ListMode = ListMode.lookup  # what a blacklist holder answers
+    opt_in: frozenset[Release] = frozenset()  # releases outside any epsilon it lets leave
 
     @classmethod
     def from_context(cls, node_config: dict[str, Any]) -> NodeConfig:
@@ -126,11 +148,12 @@ class NodeConfig:
         elif isinstance(cap, bool) or not isinstance(cap, int | float) or not cap > 0:
             raise ConfigError(f"node config: 'max-epsilon' must be a positive number or "
                               f"'{UNCAPPED}' (the node's explicit choice of no cap), got {cap!r}")
-        queries = node_config.get("max-queries")
-        if queries is not None and (isinstance(queries, bool) or not isinstance(queries, int)
-                                    or queries < 1):
-            raise ConfigError(f"node config: 'max-queries' must be a positive integer, got "
-                              f"{queries!r}")
+        counts = {key: check_count(node_config.get(key), key) for key in NODE_KEYS}
+        opted = {key: node_config.get(key, False) for key in OPT_IN_KEYS}
+        bad = [key for key, value in opted.items() if not isinstance(value, bool)]
+        if bad:
+            raise ConfigError(f"node config: '{bad[0]}' must be true or false, got "
+                              f"{opted[bad[0]]!r}")
         mode = str(node_config.get("list-mode", "lookup"))
         if mode not in ListMode.__members__:
             raise ConfigError(f"node config: 'list-mode' must be one of "
@@ -154,27 +177,42 @@ class NodeConfig:
                    peer_keys=None if peers is None else str(peers),
                    applicants_dir=Path(str(node_config["applicants-dir"]))
                    if node_config.get("applicants-dir") else None,
-                   max_queries=None if queries is None else int(queries),
-                   list_mode=ListMode(mode))
+                   lender_applications=counts["lender-applications"],
+                   lender_training_rows=counts["lender-training-rows"],
+                   max_queries=counts["max-queries"],
+                   max_queries_per_day=counts["max-queries-per-day"],
+                   list_mode=ListMode(mode),
+                   opt_in=frozenset(release for key, release in OPT_IN_KEYS.items()
+                                    if opted[key]))
+
+    def caps(self, run: BlacklistSettings) -> QueryCaps:
+        """Return what this node answers one lender: its own caps, lowered by the run's.
+
+        Its flags set them (:meth:`~federation.query_ledger.QueryCaps.of_node`: by default a
+        small multiple of the lender's declared volume; nothing declared, nothing answered);
+        the run config (the coordinator's, the lender's wish) may lower a cap, never raise it.
+
+        >>> node = NodeConfig("bureau", Path("b.csv"), Path("s"), lender_applications=5_000)
+        >>> caps = node.caps(BlacklistSettings())
+        >>> caps.per_month, caps.per_day, caps.month_flag
+        (10000, 1000, '--lender-applications')
+        >>> node.caps(BlacklistSettings(max_queries=500)).per_month
+        500
+        """
+        return QueryCaps.of_node(applications=self.lender_applications,
+                                 training_rows=self.lender_training_rows,
+                                 per_month=self.max_queries,
+                                 per_day=self.max_queries_per_day).lowered(run.max_queries)
 
 
 def holder_settings(run: BlacklistSettings, node: NodeConfig) -> BlacklistSettings:
-    """Return a holder node's own lookup settings: its mode, and the lower of the two caps.
+    """Return a holder node's own lookup settings: its mode, whatever the run asks.
 
-    The run config (the coordinator's, the lender's wish) may lower a holder's cap, never raise
-    it; a node without ``--max-queries`` caps at the default (1,000,000 IDs a month). What the
-    holder answers is its own choice.
-
-    >>> node = NodeConfig("consortium", Path("l.csv"), Path("s"), max_queries=500)
-    >>> holder_settings(BlacklistSettings(max_queries=10_000), node).max_queries
-    500
-    >>> holder_settings(BlacklistSettings(max_queries=10 ** 9), dataclasses.replace(
-    ...     node, max_queries=None)).max_queries
-    1000000
+    >>> node = NodeConfig("consortium", Path("l.csv"), Path("s"))
+    >>> holder_settings(BlacklistSettings(), node).mode
+    <ListMode.lookup: 'lookup'>
     """
-    own = BlacklistSettings().max_queries if node.max_queries is None else node.max_queries
-    cap = min(run.max_queries, own)
-    return dataclasses.replace(run, max_queries=cap, mode=node.list_mode)
+    return dataclasses.replace(run, mode=node.list_mode)
 
 
 def node_privacy(privacy: PrivacySettings, own_cap: float | None,
@@ -254,11 +292,15 @@ fingerprint of the data file, checked by every later message and by a resume."""
 def settings_digest(run: RunSettings) -> str:
     """SHA-256 of the run's settings but those a resume may change (resume, stop_after, verbose).
 
-    >>> settings_digest(RunSettings()) == settings_digest(RunSettings(resume="x", verbose=False))
+    ``tracking`` is left out too: where a run's record is logged changes nothing at a node.
+
+    >>> from federation.run_settings import TrackingBackend
+    >>> settings_digest(RunSettings()) == settings_digest(RunSettings(resume="x", verbose=False,
+    ...     tracking=TrackingSettings(TrackingBackend.mlflow)))
     True
     """
-    same = dataclasses.replace(run, resume=None, verbose=False, federation=dataclasses.replace(
-        run.federation, stop_after=None))
+    same = dataclasses.replace(run, resume=None, verbose=False, tracking=TrackingSettings(),
+                               federation=dataclasses.replace(run.federation, stop_after=None))
     text = json.dumps(dataclasses.asdict(same), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -341,34 +383,51 @@ def _settings(context: Context) -> tuple[RunSettings, NodeConfig, ClientSettings
         run.privacy.for_party(node.party), _budget(node).left(spender), node.reproducible_noise),
         channel_keys=keys, psi_cache=str(node.state_dir / PSI_CACHE),  # never the run's path
         key_dir=str(node.state_dir))  # its master key, outside every run directory
-    if node.party != LABEL_HOLDER:  # a holder's, or a party's in a scoring service: its own
-        # cap and mode; its ledger kept for good
-        client = dataclasses.replace(client, blacklists=holder_settings(run.blacklists, node),
-                                     list_ledger=str(node.state_dir))
+    # what it answers the lender, in one ledger kept for good; what it lets leave outside
+    # any epsilon: the node's own flags
+    client = dataclasses.replace(client, queries=node.caps(run.blacklists),
+                                 query_ledger=str(node.state_dir), opt_in=node.opt_in)
+    if node.party != LABEL_HOLDER:  # a holder's mode is its own
+        client = dataclasses.replace(client, blacklists=holder_settings(run.blacklists, node))
     return run, node, client
 
 
-def unaccounted(privacy: PrivacySettings, party: str, mode: Mode) -> str | None:
-    """Say why a run would release ``party``'s rows outside any epsilon the node accounts.
+def training_refusal(run: RunSettings, node: NodeConfig) -> tuple[str | None, list[str]]:
+    """Say why the node refuses a training run (None: it takes part), and what it opts into.
 
-    None when the node's own accountant covers what it sends (DP-SGD; label DP at the lender;
-    embedding noise at a passive party).
+    The decision is :func:`federation.releases.refusal`'s, the one the scoring check makes:
+    a release outside any epsilon leaves only under the node's own opt-in flag, and a capped
+    node refuses a run with no DP of its own or with central DP.
 
-    >>> unaccounted(PrivacySettings(), "bureau", Mode.vertical)
-    'the run has no differential privacy for this party'
-    >>> unaccounted(PrivacySettings(label_epsilon=1.0), "lender", Mode.vertical) is None
+    >>> from federation.settings import FederationSettings
+    >>> from privacy.settings import PrivacyMechanism
+    >>> preset = RunSettings(privacy=PrivacySettings(mechanism=PrivacyMechanism.dpsgd,
+    ...     label_epsilon=3.0), federation=FederationSettings(mode=Mode.vertical))
+    >>> node = NodeConfig("bureau", Path("b.csv"), Path("s"), max_epsilon=3.0)
+    >>> training_refusal(preset, node)[0].endswith("only with its own "
+    ...                                             "--release-exact-embeddings")
     True
+    >>> training_refusal(preset, dataclasses.replace(
+    ...     node, opt_in=frozenset({Release.exact_embeddings})))
+    (None, ['exact_embeddings'])
     """
-    if privacy.mechanism is PrivacyMechanism.dpsgd:
-        return None
-    if privacy.mechanism is PrivacyMechanism.central:
-        return ("central DP is applied by the server, after it has seen the node's update; the "
-                "node accounts no epsilon of its own")
-    if mode is Mode.vertical:
-        own = privacy.label_epsilon if party == LABEL_HOLDER else privacy.embedding_epsilon
-        if own is not None:
-            return None
-    return "the run has no differential privacy for this party"
+    outside = outside_epsilon(run.privacy.for_party(node.party), node.party,
+                              run.federation.mode, holders=run.blacklists.holders)
+    why = refusal(outside, capped=node.max_epsilon is not None, opted=node.opt_in)
+    return why, opted_in(outside)
+
+
+def _refused(reply: Message) -> bool:
+    """Whether a reply is a refusal (it carries nothing)."""
+    return any("refused" in record for record in reply.content.config_records.values())
+
+
+def released_outside(content: RecordDict) -> list[str]:
+    """Return the opt-in releases a scoring reply says it carries (``info.outside_epsilon``)."""
+    record = content.config_records.get(CONFIG)
+    if record is None or "info" not in record:
+        return []
+    return [str(r) for r in json.loads(str(record["info"])).get("outside_epsilon", [])]
 
 
 def _refusal(msg: Message, party: str, reason: str) -> Message:
@@ -381,21 +440,22 @@ def lifetime_budget_mod(msg: Message, context: Context,
                         call_next: ClientAppCallable) -> Message:
     """Spend the node's lifetime budget: refuse before and after the handler, record after.
 
-    Before: a capped node refuses a run that releases its rows outside any epsilon, and any
-    message once its budget is spent. After: the reply's epsilon figures are added to the
-    ledger, or, if they would take the total past the cap, the reply is replaced by a refusal
-    (its values never leave the node).
+    Before: the node refuses a training run that would release its rows outside any epsilon
+    without its own opt-in, and, capped, one it cannot account at all
+    (:func:`training_refusal`), and any message once its budget is spent. After: the releases
+    it let leave under its opt-in flags are recorded in the ledger (once per run), and the
+    reply's epsilon figures added to it, or, if they would take the total past the cap, the
+    reply is replaced by a refusal (its values never leave the node).
     """
     run = run_settings(str(context.run_config[RUN_SETTINGS]))
     node = NodeConfig.from_context(dict(context.node_config))
     name = lifetime_run(node, run, str(context.run_config[RUN_NAME]), context.run_id)
     budget, cap = _budget(node), node.max_epsilon
+    scoring = str(context.run_config.get(TASK, "train")) in SCORING_TASKS
+    why, opted = (None, []) if scoring else training_refusal(run, node)  # scoring: the
+    if why is not None:  # handlers decide, with the bundle (the same function)
+        return _refusal(msg, node.party, why)
     if cap is not None:
-        why = unaccounted(run.privacy.for_party(node.party), node.party, run.federation.mode)
-        if why is not None:
-            return _refusal(msg, node.party, (
-                f"{node.party}: this node caps its lifetime epsilon at {cap:g} (--max-epsilon) "
-                f"and refuses a run that releases its rows outside any epsilon: {why}"))
         left = budget.left(name)
         if left is not None and left <= 1e-9:
             return _refusal(msg, node.party, (
@@ -412,6 +472,10 @@ def lifetime_budget_mod(msg: Message, context: Context,
                 record["refused"] = (f"{record['refused']!s} (this node's lifetime budget: "
                                      f"epsilon {budget.spent(besides=name):.3f} of its "
                                      f"max-epsilon {cap:g} spent by earlier runs)")
+    opted = sorted(set(opted if reply.content.array_records else [])  # values left: record
+                   | set(released_outside(reply.content)))  # what its flags let out, once
+    if opted and not _refused(reply):
+        budget.record_opt_in(name, opted, [OPT_IN_FLAGS[Release(r)] for r in opted])
     figures = spend_figures(reported_epsilon(reply.content))
     if figures:  # a resumed run's spend makes its claim on the run it continues binding
         recorded, total = (budget.check_and_record(name, figures) if run.resume is None else
@@ -438,7 +502,17 @@ def _vertical_rows(run_text: str, node: NodeConfig, noise: NoiseSource) -> NodeR
     source = PartySource(path=str(node.data_path), categorical=node.categorical,
                          id_column=node.id_column)
     table = load_party(node.party, source, run.data)
-    return private_node_rows(table, run.data, run.seed, run.privacy, noise)
+    return private_node_rows(table, run.data, run.seed, run.privacy, noise,
+                             _split_key(run, node))
+
+
+def _split_key(run: RunSettings, node: NodeConfig) -> bytes:
+    """Return the node's own split key: its master key's, whatever seed the run config sets.
+
+    From the seed only under the node's own ``--reproducible-noise`` (:mod:`privacy.split_key`).
+    """
+    return derive_split_key(node.state_dir, node.party, seed=run.seed,
+                            reproducible=node.reproducible_noise)
 
 
 @functools.cache
@@ -451,7 +525,7 @@ def _lender_rows(run_text: str, columns_text: str, node: NodeConfig) -> LenderRo
     table = load_party(LABEL_HOLDER, source, run.data)
     assert table.labels is not None
     y = table.labels[run.data.label].to_numpy(dtype=np.float32)
-    split = assign_split(table.frame.index, run.seed, run.data.split)
+    split = assign_split(table.frame.index, _split_key(run, node), run.data.split)
     check_label_splits(y, split, table.source, run.data.label)
     return LenderRows(node.party, table.frame, numeric, categorical, y, split)
 
@@ -551,7 +625,8 @@ def _read_rows(run_text: str, node: NodeConfig, columns_text: str, path: str, na
     table = load_party(node.party, source, run.data, labels=False)
     if not lender or named or rows is ScoringRows.all:
         return table
-    return table.rows(assign_split(table.frame.index, run.seed, run.data.split) == TEST)
+    return table.rows(assign_split(table.frame.index, _split_key(run, node),
+                                   run.data.split) == TEST)
 
 
 def scoring_source(context: Context) -> tuple[ClientSettings, ScoringInput]:

@@ -37,6 +37,8 @@ from credit_data.errors import EngineVersionError
 from deployment.lifeline import die_with_parent
 from federation.credentials import write_private
 from federation.flower_compat import QUIET, check_engine_versions
+from federation.query_ledger import NODE_KEYS, QUERY_MULTIPLE, TRAINING_MULTIPLE
+from federation.releases import OPT_IN_KEYS
 from fl_client.supernode import DEFAULT_POLL, POLL_ENV
 
 APP_ID = "credit-fl/credit-fl-app"
@@ -83,11 +85,32 @@ def _parser() -> argparse.ArgumentParser:
                    help="lender: the directory of new applicants' CSV files a scoring run may "
                         "name (scoring.applicants=<file>)")
     p.add_argument("--id-column", help="the ID column (default: the run's data.id_column)")
+    p.add_argument("--lender-applications", type=int,
+                   help="a party or blacklist holder: the lender's applications a month, as "
+                        "your agreement with it declares them; your node's query caps default "
+                        f"to {QUERY_MULTIPLE}x it a month and a tenth of that a day (without it "
+                        "or --max-queries your node answers none of the lender's IDs)")
+    p.add_argument("--lender-training-rows", type=int,
+                   help="a party or blacklist holder: the lender's training table (its "
+                        "historic applicants), as your agreement declares it; training "
+                        f"alignments may ask {TRAINING_MULTIPLE}x it a month (default: they "
+                        "count against the monthly cap of applications)")
     p.add_argument("--max-queries", type=int,
-                   help="blacklist holder, or a passive party of a scoring service: the IDs "
-                        "one lender may ask this node per calendar month; past it the node "
-                        "refuses (default 1000000; a run's blacklists.max_queries may lower "
-                        "it, never raise it)")
+                   help="the IDs of applications one lender may ask this node per calendar "
+                        "month (UTC), every path counted in one ledger (scoring, a scoring "
+                        "service, blacklist lookups); past it the node refuses (default: "
+                        f"{QUERY_MULTIPLE}x --lender-applications; a run's "
+                        "blacklists.max_queries may lower it, never raise it)")
+    p.add_argument("--max-queries-per-day", type=int,
+                   help="the same, per UTC day (default: a tenth of the monthly cap)")
+    p.add_argument("--release-exact-embeddings", action="store_true",
+                   help="a passive party: let runs and scoring send the lender exact "
+                        "(un-noised) embeddings of your customers, a release outside any "
+                        "epsilon (without it your node refuses them; recorded in your ledger)")
+    p.add_argument("--release-record-gradients", action="store_true",
+                   help="the lender (vertical): let training send each party the per-record "
+                        "gradients of its embeddings, a release outside any epsilon (they "
+                        "carry your features' influence; without it your node refuses)")
     p.add_argument("--list-mode", choices=("lookup", "cardinality"), default="lookup",
                    help="blacklist holder: tell a lender which of its applicants are on the "
                         "list (lookup, the only mode answered); cardinality (only how many) "
@@ -120,8 +143,13 @@ def node_config(args: argparse.Namespace) -> dict[str, object]:
         config["reproducible-noise"] = True
     if args.applicants_dir is not None:
         config["applicants-dir"] = str(args.applicants_dir.resolve())
-    if args.max_queries is not None:
-        config["max-queries"] = int(args.max_queries)
+    for key in NODE_KEYS:
+        value = getattr(args, key.replace("-", "_"))
+        if value is not None:
+            config[key] = int(value)
+    for key in OPT_IN_KEYS:
+        if getattr(args, key.replace("-", "_")):
+            config[key] = True
     config["list-mode"] = args.list_mode
     if args.peer_keys is not None:
         config["signing-key"] = str(args.auth_key.resolve())
@@ -134,8 +162,10 @@ def _check(args: argparse.Namespace) -> None:
         raise SystemExit(f"error: --data {args.data}: file not found")
     if args.applicants_dir is not None and not args.applicants_dir.is_dir():
         raise SystemExit(f"error: --applicants-dir {args.applicants_dir}: no such directory")
-    if args.max_queries is not None and args.max_queries < 1:
-        raise SystemExit(f"error: --max-queries must be at least 1, got {args.max_queries}")
+    for key in NODE_KEYS:
+        value = getattr(args, key.replace("-", "_"))
+        if value is not None and value < 1:
+            raise SystemExit(f"error: --{key} must be at least 1, got {value}")
     if args.max_epsilon is not None and not args.max_epsilon > 0:
         raise SystemExit(f"error: --max-epsilon must be positive, got {args.max_epsilon}")
     if not 0.01 <= args.poll_interval <= 3.0:

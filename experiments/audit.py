@@ -3,7 +3,8 @@
 Membership inference on the final model (training rows against test rows; the validation rows
 set the threshold), with the epsilon lower bound it proves next to the epsilon DP promises for
 one whole record; in vertical mode also the label-leakage attack on the gradients the passive
-parties received, and the inversion attack on the embeddings the lender received.
+parties received, and the inversion attack on the embeddings the lender received. With
+``audit.canaries=m`` also the one-run canary audit (:mod:`experiments.canary_audit`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def audit_outcome(outcome: RunOutcome) -> dict[str, Any] | None:
                         for party, kept in outcome.label_leakage.items()}}
     if outcome.inversion and settings.audit.inversion:
         out["inversion"] = inversion_audit(outcome)
+    if settings.audit.canaries:
+        from experiments.canary_audit import one_run_audit  # torch and Opacus: only when on
+
+        out["one_run"] = one_run_audit(outcome)
     return out
 
 

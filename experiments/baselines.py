@@ -16,6 +16,7 @@ from credit_data.design import build_design
 from credit_data.errors import ConfigError
 from credit_data.loading import load_population
 from credit_data.split import TEST, TRAIN, VAL
+from credit_data.tables import Population
 from experiments.local_scoring import MODEL_DIR, write_model_bundle
 from experiments.logistic_reference import logistic_references
 from experiments.outcome import (
@@ -28,6 +29,7 @@ from experiments.outcome import (
     with_fraud_types,
 )
 from federation.run_settings import RunSettings
+from fl_client.node_noise import simulated_split_keys
 from models.factory import build_model
 from models.metrics import report_metrics
 from models.training import fit, predict_proba, seed_everything
@@ -35,15 +37,19 @@ from models.training import fit, predict_proba, seed_everything
 log = logging.getLogger("credit_fl")
 
 
-def run_baseline(settings: RunSettings, run_dir: Path | None = None) -> RunOutcome:
+def run_baseline(settings: RunSettings, run_dir: Path | None = None,
+                 population: Population | None = None) -> RunOutcome:
     """Load data, train with early stopping, and score every split.
 
-    With ``run_dir`` the model is kept there as a bundle (references and benchmarks keep none).
+    With ``run_dir`` the model is kept there as a bundle (references and benchmarks keep none);
+    ``population``: rows already loaded (else the settings' data config is loaded).
     """
     start = time.perf_counter()
-    population = load_population(settings.data, settings.seed)
+    if population is None:
+        population = load_population(settings.data, settings.seed)
     parties = training_parties(settings, population)
-    design = build_design(population, settings.data, settings.seed)
+    design = build_design(population, settings.data, settings.seed,
+                          simulated_split_keys(settings, population.tables))
     for split, name in ((TRAIN, "train"), (VAL, "val"), (TEST, "test")):
         labels = design.labels(split)
         if len(labels) == 0 or labels.min() == labels.max():

@@ -509,7 +509,7 @@ def _score_deployed(n: int, requests: int) -> None:
 
     Two ways, measured in the same run: a run per request (``deploy score``: a new ``flwr
     run``, five message rounds) and the scoring service (``deploy serve``, then a request
-    handed to its running ServerApp: the lender's reply to the message waiting for it and two
+    handed to its running ServerApp: the lender's reply to the message waiting for it and four
     rounds). Each time is ``deploy score``'s call, end to end.
     """
     from experiments import deploy, served
@@ -544,7 +544,7 @@ def _score_deployed(n: int, requests: int) -> None:
         start = time.perf_counter()
         status = served.serve(fed.root, run_dir)
         print(f"score: the scoring service started in {time.perf_counter() - start:.1f} s "
-              f"(each party sealed its table of {status['tables']} customers)")
+              f"(each party sealed its tags of {status['tables']} customers)")
         for size in (1, 100):
             times, waits = [], []
             per_round: dict[str, list[float]] = {}
@@ -554,15 +554,17 @@ def _score_deployed(n: int, requests: int) -> None:
                                           [f"scoring.applicants=applicants-{size}.csv"])
                 times.append(time.perf_counter() - start)
                 s = scoring["seconds"]
-                waits.append(s["request"] - s["serve_eval"] - s["serve_score"])
-                for kind in ("serve_eval", "serve_score"):
+                rounds = [k for k in s if k.startswith("serve_")]
+                waits.append(s["request"] - sum(s[k] for k in rounds))
+                for kind in rounds:
                     per_round.setdefault(kind, []).append(s[kind])
             medians["service", size] = float(np.median(times))
             cost = ", ".join(f"{k} {np.median(v):.2f} s" for k, v in per_round.items())
             print(f"score: {size:>3} applicant(s) in a loopback deployment, scoring service, "
                   f"{requests} requests: median {np.median(times):.2f} s, 95th percentile "
                   f"{np.percentile(times, 95):.2f} s (target median < 3 s: "
-                  f"{'met' if np.median(times) < 3 else 'MISSED'}); 2 message rounds and the "
+                  f"{'met' if np.median(times) < 3 else 'MISSED'}); "
+                  f"{served.MESSAGE_ROUNDS} message rounds and the "
                   f"lender's reply to the waiting one ({np.median(waits):.2f} s, with the "
                   f"inbox and the files); median per round: {cost}; service / run per request "
                   f"{medians['service', size] / medians['run', size]:.2f}")
@@ -643,6 +645,63 @@ def bench_privacy() -> None:
               f"{'met' if gap <= 0.03 else 'NOT met'})")
 
 
+def _scored_rows(customers: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and true default probabilities (a calibrated model's scores) of the applicants."""
+    population = generate(customers, seed=seed)
+    lender = population.tables["lender"]
+    assert lender.labels is not None and population.truth is not None
+    y = lender.labels["default_12m"].to_numpy().astype(np.int64)
+    return y, population.truth["default_12m"].reindex(lender.frame.index).to_numpy()
+
+
+def bench_summaries(seeds: int = 5) -> None:
+    """Measure what a score summary's bins cost in AUC and give away (issue 30, finding 9).
+
+    AUC of a summary's bins (one node's; five skewed lenders' pooled) against the exact AUC on
+    1,000 and 100,000 scored rows; and the attack's accuracy gain over the score alone (a
+    reader of one row's score and the summary guesses the label from the row's bin) on the
+    test split of 1,000- and 100,000-customer runs, for the release and the old 10,000 bins.
+    """
+    from credit_data.partition import dirichlet_partition
+    from federation.protocol import pooled_auc
+    from models.metrics import ScoreSummary, histogram_auc, rank_auc
+    from models.summary_attack import bin_shares, equal_bin_shares, label_read_gain
+
+    for rows in (1_000, 100_000):
+        single, pooled = [], []
+        for seed in range(seeds):
+            y, p = _scored_rows(rows, seed)
+            owner = dirichlet_partition(y, 5, 0.5, seed)
+            exact = rank_auc(p, y)
+            s = ScoreSummary.of(y, p)
+            single.append(abs(histogram_auc(s.positives, s.negatives) - exact))
+            pooled.append(abs(pooled_auc([ScoreSummary.of(y[owner == k], p[owner == k])
+                                          for k in range(5)]) - exact))
+        print(f"summaries: {rows:>7,} rows: AUC of one node's bins off by at most "
+              f"{max(single):.5f}, of 5 lenders' bins pooled by at most {max(pooled):.5f} "
+              f"({seeds} seeds; a node's own AUC is exact)")
+    for customers in (1_000, 100_000):
+        for horizontal in (False, True):
+            gains: dict[str, list[float]] = {"release": [], "old 10,000 bins": []}
+            for seed in range(seeds):
+                y, p = _scored_rows(customers, seed)
+                test = np.random.default_rng(seed).random(len(y)) < 0.15
+                y, p = y[test], p[test]
+                owner = (dirichlet_partition(y, 5, 0.5, seed) if horizontal
+                         else np.zeros(len(y), dtype=np.int64))
+                parts = [owner == k for k in np.unique(owner)]
+                release = [bin_shares(ScoreSummary.of(y[m], p[m]), p[m]) for m in parts]
+                old = [equal_bin_shares(y[m], p[m]) for m in parts]
+                for name, shares in (("release", release), ("old 10,000 bins", old)):
+                    bins, score = label_read_gain([(s, p[m], y[m])
+                                                   for s, m in zip(shares, parts, strict=True)])
+                    gains[name].append(bins - score)
+            print(f"summaries: {customers:>7,} customers, "
+                  f"{'horizontal' if horizontal else 'vertical'}: the bin adds at most "
+                  + ", ".join(f"{max(v):+.4f} ({k})" for k, v in gains.items())
+                  + " to the score's accuracy (target at most +0.02 for the release)")
+
+
 def bench_imports(repeats: int = 3) -> None:
     """Import time of each deployed app in a fresh interpreter (best of 3); target under 3 s.
 
@@ -666,7 +725,67 @@ def bench_imports(repeats: int = 3) -> None:
               f"{'; loads ' + loaded if loaded else ''}")
 
 
+def bench_engines(sizes: tuple[int, ...] = (1_000, 100_000)) -> None:
+    """Time the default run (vertical, label DP + DP-SGD) on each engine via ``credit_fl.train``.
+
+    One run per engine and size, one after the other: wall time from the call to the trained
+    model (the engine's start included, as a notebook's first run pays it) and training time.
+    """
+    import credit_fl
+
+    for n in sizes:
+        walls = {}
+        for engine in ("in_process", "simulation"):
+            settings = credit_fl.settings(f"data.n_customers={n}", "verbose=false")
+            start = time.perf_counter()
+            model = credit_fl.train(settings, engine=engine)
+            walls[engine] = time.perf_counter() - start
+            timing = model.results["timing"]
+            print(f"engines: {n:>7,} customers, {engine:10s} wall {walls[engine]:7.1f} s, "
+                  f"training {timing['train_s']:7.1f} s, {model.results['federation']['epochs']}"
+                  f" epochs, test AUC {model.metrics['test']['auc']:.4f}")
+        print(f"engines: {n:>7,} customers, in_process / simulation wall time "
+              f"{walls['in_process'] / walls['simulation']:.2f}x")
+
+
+def bench_audit(n: int = 20_000, canaries: int = 1_000,
+                epsilons: tuple[float | None, ...] = (1.0, 3.0, 8.0, None)) -> None:
+    """Set the one-run canary audit against the accounted epsilon (issue 35), vertical.
+
+    One default vertical run (label DP + DP-SGD, both at ``privacy.target_epsilon``) per epsilon
+    and one without DP (``None``), each with ``audit.canaries``: the lender's DP-SGD epsilon
+    as the twin accounts it and the bound its canaries prove; the same for label DP; the
+    loss-threshold attack's TPR at 0.1% FPR on the run's own model; the twin's time over the
+    run's training time (target: at most one extra training, ratio <= 1).
+    """
+    print(f"audit: {n:,} customers, {canaries:,} canaries, vertical, seed 0")
+    print("| target epsilon | DP-SGD accounted (twin) | one-run bound (right / guesses) | "
+          "label DP | label bound | MIA TPR at 0.1% FPR [95%] | MIA AUC | test AUC | "
+          "twin s / run train s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, eps in enumerate(epsilons):
+            privacy = ["privacy=off"] if eps is None else [f"privacy.target_epsilon={eps:g}"]
+            _, r = _cli_run([f"data.n_customers={n}", f"audit.canaries={canaries}", *privacy],
+                            Path(tmp) / f"run{k}")
+            one, mia = r["audit"]["one_run"], r["audit"]["membership"]
+            low = mia["tpr_at_fpr"]["0.001"]
+            label = one.get("label")
+            accounted = ("none" if one["accounted_epsilon"] is None
+                         else f"{one['accounted_epsilon']:.3f}")
+            print(f"| {'no DP' if eps is None else f'{eps:g}'} | {accounted} | "
+                  f"{one['epsilon_lower_bound']:.3f} ({one['correct']} / {one['guesses']}) | "
+                  + (f"{label['accounted_epsilon']:.3f} | {label['epsilon_lower_bound']:.3f} | "
+                     if label else "off | - | ")
+                  + f"{low['tpr']:.4f} [{low['tpr_interval'][0]:.4f}, "
+                  f"{low['tpr_interval'][1]:.4f}] | {mia['attack_auc']:.4f} | "
+                  f"{r['metrics']['test']['auc']:.4f} | {one['twin']['seconds']:.1f} / "
+                  f"{r['timing']['train_s']:.1f} = "
+                  f"{one['twin']['seconds'] / r['timing']['train_s']:.2f} |", flush=True)
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
+    "engines": bench_engines,
     "synthetic": bench_synthetic,
     "centralized": bench_centralized,
     "horizontal": bench_horizontal,
@@ -681,7 +800,9 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "score": bench_score,
     "blacklist": bench_blacklist,
     "privacy": bench_privacy,
+    "summaries": bench_summaries,
     "imports": bench_imports,
+    "audit": bench_audit,
 }
 
 

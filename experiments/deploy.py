@@ -9,7 +9,11 @@
     (:mod:`deployment.node`) with its own data path and state directory. ``--node-max-epsilon
     bureau=1`` gives a node its own lifetime privacy limit; a node must state one, so the nodes
     it does not name start with ``--max-epsilon none`` (uncapped, said so: the local
-    federation's parties hold synthetic rows, and a capped node refuses runs without DP).
+    federation's parties hold synthetic rows, and a capped node refuses runs without DP). The
+    demo's vertical nodes opt into the default run's releases outside any epsilon
+    (``--release-exact-embeddings``, ``--release-record-gradients``) and declare a lender
+    volume of 100 times its rows (:func:`demo_release_flags`): a partner's node does neither
+    unless it says so.
 ``run [key=value ...]``
     Submit the run with ``flwr run`` (the overrides of ``up``, plus these), wait for it, and
     write ``results.json``, ``report.md`` and ``plots.png`` from what the server received.
@@ -20,7 +24,7 @@
     rows again; ``scoring.applicants=<file>`` a file in the lender node's ``--applicants-dir``.
 ``serve <run dir> [key=value ...]``
     Start a scoring service with that (vertical) run's bundles: one Flower run that stays up;
-    ``score`` with the same run directory then hands it each request (two message rounds)
+    ``score`` with the same run directory then hands it each request (four message rounds)
     instead of starting a run (:mod:`experiments.served`).
 ``stop-service``
     Stop the scoring service.
@@ -52,7 +56,6 @@ import socket
 import subprocess
 import sys
 import time
-import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,8 +63,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
 
 from credit_data.blacklists import holder_lists
 from credit_data.errors import ConfigError, CreditFLError, DeployError
@@ -69,6 +70,8 @@ from credit_data.horizontal import LenderRows
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER, PARTIES
 from credit_data.tables import PartyTable
+from credit_fl.config import config_of, settings_of
+from credit_fl.config import settings as run_settings
 from deployment.coordinator import check_run_name, prepare, server_dir
 from deployment.pins import node_id_from_register_output, read_pins, write_pins
 from deployment.run_config import (
@@ -80,12 +83,11 @@ from deployment.run_config import (
     TASK,
 )
 from experiments.audit import audit_outcome
-from experiments.config import register, to_settings
 from experiments.horizontal import horizontal_outcome, keep_bundle, lender_rows
 from experiments.outcome import RunOutcome, training_parties
 from experiments.report import render_report
 from experiments.results import write_run
-from experiments.scoring import render_scoring, scoring_config
+from experiments.scoring import render_scoring
 from experiments.vertical import vertical_outcome
 from federation.credentials import make_node_key, make_server_credentials, write_private
 from federation.flower_compat import QUIET
@@ -149,17 +151,12 @@ class Federation:
 
 
 def compose_settings(overrides: list[str]) -> tuple[RunSettings, dict[str, Any]]:
-    """Compose the Hydra config as ``experiments.run`` does; return settings and plain config."""
-    register()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        cfg: DictConfig = compose(config_name="config", overrides=overrides)
-    settings = to_settings(cfg)
+    """Return the settings ``credit-fl run`` composes (:func:`credit_fl.settings`), and plain."""
+    settings = run_settings(*overrides)
     if settings.federation.mode not in (Mode.vertical, Mode.horizontal):
         raise ConfigError(f"federation={settings.federation.mode.value}: a deployment runs "
                           "federation=vertical or federation=horizontal")
-    plain = typing.cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True,
-                                                               enum_to_str=True))
-    return settings, plain
+    return settings, config_of(settings)
 
 
 def flwr_bin() -> str:
@@ -280,6 +277,31 @@ def _write_secret(path: Path) -> None:
     write_private(path, secrets.token_bytes(32))
 
 
+DEMO_VOLUME = 100
+"""The loopback demo federation's declared lender volume: this many times the lender's rows a
+month, for applications and for training (its tests train and score the same synthetic rows
+many times a day). A partner's node declares what its agreement with the lender says."""
+
+
+def demo_release_flags(party: str, settings: RunSettings,
+                       files: dict[str, tuple[Path, str]]) -> list[str]:
+    """Return the flags ``up`` gives a vertical demo node: its query volume and its opt-ins.
+
+    Stated plainly: the demo's nodes hold synthetic rows and opt into the default run's
+    releases outside any epsilon (a party's exact embeddings, the lender's per-record
+    gradients), which a partner's node refuses unless its own config opts in.
+    """
+    if settings.federation.mode is not Mode.vertical:
+        return []
+    if party == LABEL_HOLDER:
+        return ["--release-record-gradients"]
+    with files[LABEL_HOLDER][0].open("rb") as lender:
+        volume = str(DEMO_VOLUME * max(sum(1 for _ in lender) - 1, 1))
+    flags = ["--lender-applications", volume, "--lender-training-rows", volume]
+    return flags if party in settings.blacklists.holders else [
+        *flags, "--release-exact-embeddings"]
+
+
 def up(directory: Path, overrides: list[str],
        node_max_epsilon: dict[str, float] | None = None) -> Federation:
     """Start a SuperLink and one authenticated node per party over TLS; see the module doc."""
@@ -353,6 +375,7 @@ def up(directory: Path, overrides: list[str],
             # a node states its cap (required); the local federation's synthetic nodes are
             # uncapped, said so, unless --node-max-epsilon names them
             cmd += ["--max-epsilon", str(caps.get(party, "none"))]
+            cmd += demo_release_flags(party, settings, files)
             if party == LABEL_HOLDER and settings.federation.mode is Mode.vertical:
                 applicants = fed.applicants_dir()
                 applicants.mkdir(parents=True, exist_ok=True)
@@ -649,8 +672,7 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
     start = time.perf_counter()
     fed = Federation.load(directory)
     model_run = own_run(fed, model_run, "deploy score ")
-    cfg = scoring_config(model_run, list(overrides or []))
-    settings = to_settings(cfg)
+    settings = settings_of(model_run, *(overrides or []))
     check_matches_federation(fed, settings)
     if settings.federation.mode not in (Mode.vertical, Mode.horizontal):
         raise ConfigError(f"{model_run}: deploy score scores with a federated model's bundles; "
@@ -661,7 +683,7 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
     out = Path(settings.scoring.out) if settings.scoring.out else server
     if out.exists():
         raise ConfigError(f"scoring.out={out} exists; name a new directory")
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain = config_of(settings)
     config = {RUN_SETTINGS: json.dumps(plain), RUN_NAME: name, COLUMNS: json.dumps(fed.columns),
               TASK: "score", MODEL_RUN: model_run.name}
     check_nodes(fed)

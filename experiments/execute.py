@@ -8,54 +8,34 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import traceback
-import typing
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from credit_data.errors import ConfigError
-from experiments.audit import audit_outcome
-from experiments.baselines import run_baseline
-from experiments.config import to_settings
-from experiments.horizontal import run_horizontal
-from experiments.references import references_for
-from experiments.results import write_run
-from experiments.vertical import run_vertical
-from federation.settings import Mode
+from credit_fl.config import from_config
+from credit_fl.model import train
+from experiments.tracking import open_tracker
 from federation.storage import write_atomic
-from models.settings import check_scorecard
-from privacy.settings import PrivacyMechanism, check_audit
 
 log = logging.getLogger("credit_fl")
 
 
-def execute(cfg: DictConfig, run_dir: Path, cache_dir: Path | None = None) -> dict[str, Any]:
+def execute(cfg: DictConfig, run_dir: Path, cache_dir: Path | None = None,
+            sweep: str | None = None) -> dict[str, Any]:
     """Run the configured experiment and write its directory; return results.json's content.
 
-    ``cache_dir`` keeps the references (``references=true``) for the other jobs of a sweep.
+    ``cache_dir`` keeps the references (``references=true``) for the other jobs of a sweep;
+    ``sweep`` names the sweep (its directory): the MLflow experiment of ``tracking=mlflow``.
     """
-    start = time.perf_counter()
-    settings = to_settings(cfg)
+    settings = from_config(cfg)  # every check of the mode, as credit_fl.settings runs them
     log.setLevel(logging.INFO if settings.verbose else logging.WARNING)
-    check_audit(settings.audit)
-    check_scorecard(settings.scorecard)
-    if settings.federation.mode is Mode.horizontal:
-        outcome = run_horizontal(settings, run_dir)
-    elif settings.federation.mode is Mode.vertical:
-        outcome = run_vertical(settings, run_dir)
-    else:
-        if settings.privacy.mechanism is not PrivacyMechanism.off:
-            raise ConfigError(f"privacy={settings.privacy.mechanism.value} needs a federated "
-                              f"mode; federation={settings.federation.mode.value} trains "
-                              "without privacy")
-        outcome = run_baseline(settings, run_dir)
-    audit = audit_outcome(outcome)
-    references = references_for(settings, cache_dir) if settings.references else None
-    config = typing.cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
-    return write_run(run_dir, outcome, time.perf_counter() - start, config, audit, references)
+    tracker = open_tracker(settings.tracking, sweep)  # before training: a bad store fails now
+    results = train(settings, run_dir=run_dir, references_cache=cache_dir).results
+    if tracker is not None:
+        tracker.log_run(run_dir)  # what results.json holds, and the files beside it
+    return results
 
 
 def record_failure(run_dir: Path, exc: BaseException) -> None:

@@ -1,8 +1,8 @@
-"""Horizontal federation on Flower's simulation engine.
+"""Horizontal federation on a simulation engine (``engine=in_process`` or ``simulation``).
 
 K lenders each hold their own applicants (lender and bureau columns); Flower's simulation
 engine runs the same ServerApp and ClientApp that a deployment runs. The lenders only ever send
-AUCs, score histograms and, on the final model, score summaries per split (``metrics`` come
+AUCs, test score summaries and, on the final model, score summaries per split (``metrics`` come
 from these). In simulation alone the final model is also scored on the union of the lenders'
 rows, for ``predictions.csv`` and the membership audit.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
+import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -28,9 +28,11 @@ from credit_data.federated_scaling import Schema, encode
 from credit_data.horizontal import LenderRows, horizontal_rows
 from credit_data.loading import load_population
 from credit_data.partition import lender_names
-from credit_data.settings import PARTIES
+from credit_data.settings import LABEL_HOLDER, PARTIES
 from credit_data.split import SPLITS, TRAIN
 from credit_data.tables import Population
+from credit_fl.checks import check_horizontal
+from credit_fl.engines import open_engine
 from experiments.lender_source import SimulationSource
 from experiments.local_scoring import MODEL_DIR, horizontal_preprocessing, write_model_bundle
 from experiments.logistic_reference import logistic_references
@@ -41,12 +43,10 @@ from experiments.outcome import (
     report_positive_rates,
     training_parties,
 )
-from experiments.simulation import SimulationEngine, simulation_engine
 from federation.model import shared_model
 from federation.run_settings import RunSettings
-from federation.settings import StrategyName, check_federation
 from fl_client.client_app import make_client_app
-from fl_client.node_noise import forget_keys
+from fl_client.node_noise import forget_keys, simulated_split_keys
 from fl_client.settings import ClientSettings, client_settings
 from fl_server.rounds import FederationOutcome
 from fl_server.server_app import make_server_app
@@ -54,24 +54,9 @@ from fl_server.settings import horizontal_server_settings
 from models.metrics import ScoreSummary, report_metrics
 from models.training import predict_proba
 from privacy.accounting import check_delta
-from privacy.settings import PrivacyMechanism, check_privacy
+from privacy.settings import PrivacyMechanism
 
 log = logging.getLogger("credit_fl")
-
-
-def _check(settings: RunSettings, names: tuple[str, ...]) -> None:
-    f, p = settings.federation, settings.privacy
-    check_federation(f, len(names))
-    check_privacy(p)
-    for key, named in (("federation.faults", f.faults), ("privacy.party_max_epsilon",
-                                                          p.party_max_epsilon)):
-        unknown = sorted(set(named) - set(names))
-        if unknown:
-            raise ConfigError(f"{key} names unknown parties {unknown}; the lenders are "
-                              f"{list(names)}")
-    if f.strategy is StrategyName.fedprox and p.mechanism is PrivacyMechanism.dpsgd:
-        raise ConfigError("federation.strategy=fedprox with privacy=dpsgd is not supported: the "
-                          "proximal term is not per-record, so DP-SGD cannot clip it")
 
 
 class UnionOfLenders:
@@ -110,35 +95,47 @@ def lender_settings(settings: RunSettings, names: tuple[str, ...], state_dir: Pa
             for name in names}
 
 
-def lender_rows(settings: RunSettings
+def lender_rows(settings: RunSettings, population: Population | None = None
                 ) -> tuple[Population, tuple[str, ...], dict[str, LenderRows]]:
-    """Return the population, the parties whose columns lenders hold, and each lender's rows."""
-    population = load_population(settings.data, settings.seed)
+    """Return the population, the parties whose columns lenders hold, and each lender's rows.
+
+    ``population``: rows already loaded (DataFrames given to :func:`credit_fl.train`).
+    """
+    if population is None:
+        population = load_population(settings.data, settings.seed)
     parties = training_parties(settings, population)
-    rows = horizontal_rows(population, parties, settings.data, settings.partition, settings.seed)
+    names = lender_names(settings.partition.n_lenders)  # each lender splits with its own key
+    rows = horizontal_rows(population, parties, settings.data, settings.partition, settings.seed,
+                           simulated_split_keys(settings, names))
     return population, parties, rows
 
 
-def run_horizontal(settings: RunSettings, run_dir: Path) -> RunOutcome:
-    """Run the federation in simulation; return what the writers need."""
+def run_horizontal(settings: RunSettings, run_dir: Path,
+                   population: Population | None = None) -> RunOutcome:
+    """Run the federation on ``settings.engine``; return what the writers need.
+
+    ``population``: rows already loaded (else the settings' data config is loaded).
+    """
     names = lender_names(settings.partition.n_lenders)
-    _check(settings, names)
-    with simulation_engine(settings.verbose) as engine:
-        return _run_horizontal(settings, run_dir, names, engine)
+    check_horizontal(settings)
+    with open_engine(settings.engine, settings.verbose) as engine:
+        return _run_horizontal(settings, run_dir, names, engine, population)
 
 
 def _run_horizontal(settings: RunSettings, run_dir: Path, names: tuple[str, ...],
-                    engine: SimulationEngine) -> RunOutcome:
+                    engine: Any, given: Population | None) -> RunOutcome:
     start = time.perf_counter()
-    population, parties, rows = engine.start_while(lambda: lender_rows(settings))
+    population, parties, rows = engine.start_while(lambda: lender_rows(settings, given))
     data_seconds = time.perf_counter() - start
     if settings.privacy.mechanism is not PrivacyMechanism.off:
         train = {name: int((r.split == TRAIN).sum()) for name, r in rows.items()}
         if settings.privacy.mechanism is PrivacyMechanism.central:
-            check_delta(settings.privacy.delta, sum(train.values()), "all lenders' training rows")
+            check_delta(delta=settings.privacy.delta, rows=sum(train.values()),
+                        where="all lenders' training rows")
         else:
             largest = max(train, key=lambda name: train[name])
-            check_delta(settings.privacy.delta, train[largest], f"{largest}'s training rows")
+            check_delta(delta=settings.privacy.delta, rows=train[largest],
+                        where=f"{largest}'s training rows")
 
     state_dir = run_dir / "parties"
     if settings.resume is not None:
@@ -158,7 +155,7 @@ def _run_horizontal(settings: RunSettings, run_dir: Path, names: tuple[str, ...]
     outcome = FederationOutcome()
     train_start = time.perf_counter()
     engine.run(make_server_app(server, outcome, evaluate_global),
-               make_client_app(SimulationSource(clients, ray.put(rows))), len(names))
+               make_client_app(SimulationSource(clients, engine.share(rows))), len(names))
     train_seconds = time.perf_counter() - train_start
     if outcome.error is not None:
         raise outcome.error  # the nodes' keys stay: the run may be resumed
@@ -205,7 +202,8 @@ def horizontal_outcome(settings: RunSettings, outcome: FederationOutcome,
     private = outcome.ledger is not None
     names = sorted(outcome.reports)
     report: dict[str, ScoreSummary] = {}
-    for summaries, _ in outcome.reports.values():
+    for name in names:  # pooled in the lenders' order, whatever order their reports came in
+        summaries, _ = outcome.reports[name]
         for split, summary in summaries.items():
             report[split] = report[split] + summary if split in report else summary
     rows = {name: sum(outcome.reports[n][1][name] for n in names) for name in SPLITS.values()}
@@ -243,7 +241,7 @@ def horizontal_outcome(settings: RunSettings, outcome: FederationOutcome,
         train_rows_per_s=rows["train"] * rounds_done * f.local_epochs / max(train_seconds, 1e-9),
         privacy=outcome.ledger.summary() if outcome.ledger is not None else None,
         federation={
-            "engine": "simulation",  # experiments.deploy sets "deployment"
+            "engine": settings.engine.value,  # experiments.deploy sets "deployment"
             "strategy": f.strategy.value, "clients": len(names), "rounds": f.rounds,
             "completed_rounds": rounds_done, "stopped_after": outcome.stopped_after,
             "local_epochs": f.local_epochs,
@@ -270,7 +268,12 @@ def with_union(run: RunOutcome, population: Population, parties: tuple[str, ...]
         "columns": list(parties),
         "oracle_test_auc": oracle_auc(population, run.settings.data.label, ids["test"],
                                       labels["test"])}
-    design = build_design(population, run.settings.data, run.settings.seed)
+    held = list(union.rows.values())  # the applicants' split: each lender's own
+    split = pd.Series(np.concatenate([r.split for r in held]),
+                      index=np.concatenate([r.ids for r in held])).reindex(
+        population.tables[LABEL_HOLDER].frame.index).to_numpy()
+    design = build_design(population, run.settings.data, run.settings.seed,
+                          simulated_split_keys(run.settings, population.tables), split=split)
     return dataclasses.replace(
         run, dataset=dataset, labels=labels, scores=scores,
         predictions=predictions_frame(ids["test"], labels["test"], scores["test"]),

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from credit_data.tables import Population
 from experiments.audit import audit_outcome
 from experiments.baselines import run_baseline
 from experiments.horizontal import run_horizontal
@@ -50,24 +51,31 @@ def _cache_key(settings: RunSettings) -> str:
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
-def compute_references(settings: RunSettings) -> dict[str, Any]:
-    """Train the three references for ``settings`` (no caching)."""
-    out = {"centralized": _summary(run_baseline(_baseline(settings, Mode.centralized))),
-           "lender_only": _summary(run_baseline(_baseline(settings, Mode.local)))}
+def compute_references(settings: RunSettings,
+                       population: Population | None = None) -> dict[str, Any]:
+    """Train the three references for ``settings`` (no caching) on the same rows.
+
+    ``population``: rows already loaded (else the settings' data config is loaded).
+    """
+    out = {"centralized": _summary(run_baseline(_baseline(settings, Mode.centralized),
+                                                population=population)),
+           "lender_only": _summary(run_baseline(_baseline(settings, Mode.local),
+                                                population=population))}
     if settings.federation.mode in (Mode.horizontal, Mode.vertical):
         plain = dataclasses.replace(settings, privacy=PrivacySettings(), references=False,
                                     resume=None)
         runner = run_horizontal if settings.federation.mode is Mode.horizontal else run_vertical
         with tempfile.TemporaryDirectory(prefix="credit-fl-reference-") as tmp:
-            outcome = runner(plain, Path(tmp))
+            outcome = runner(plain, Path(tmp), population=population)
             out["non_private"] = _summary(outcome) | {"audit": audit_outcome(outcome)}
     return out
 
 
-def references_for(settings: RunSettings, cache_dir: Path | None) -> dict[str, Any]:
+def references_for(settings: RunSettings, cache_dir: Path | None,
+                   population: Population | None = None) -> dict[str, Any]:
     """Return the references, from ``cache_dir`` when an earlier job of the sweep made them."""
-    if cache_dir is None:
-        return compute_references(settings)
+    if cache_dir is None or population is not None:  # a sweep loads its data from config
+        return compute_references(settings, population)
     path = cache_dir / f"{_cache_key(settings)}.json"
     if path.exists():
         return dict(json.loads(path.read_text()))

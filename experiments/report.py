@@ -74,7 +74,7 @@ def render_report(results: dict[str, Any]) -> str:
         lines += _references_section(results["references"], m["test"]["auc"],
                                      private=results.get("privacy") is not None)
     if "pooled_lender_auc" in m:
-        lines += ["", f"Pooled AUC from the lenders' own score histograms (no row-level label "
+        lines += ["", f"Pooled AUC from the lenders' own score summaries (no row-level label "
                   f"leaves a lender): {m['pooled_lender_auc']:.4f}."]
     if ds.get("oracle_test_auc") is not None:
         gap = ds["oracle_test_auc"] - m["test"]["auc"]
@@ -317,4 +317,26 @@ def _audit_section(audit: dict[str, Any]) -> list[str]:
         lines += _table(["party", "rows", "norm attack AUC", "direction attack AUC"],
                         [[p, f"{v['rows']:,}", f"{v['norm_auc']:.4f}",
                           f"{v['direction_auc']:.4f}"] for p, v in leakage["parties"].items()])
+    if audit.get("one_run"):
+        lines += _one_run_section(audit["one_run"])
     return lines
+
+
+def _one_run_section(one: dict[str, Any]) -> list[str]:
+    """Lay out the one-run canary audit next to the twin's accounted epsilon."""
+    def claim(value: float | None) -> str:
+        return "unbounded" if value is None else f"{value:.3f}"
+
+    audits = [("membership (" + one["mechanism"] + ")", one)]
+    if one.get("label"):
+        audits.append(("label (randomized response)", one["label"]))
+    lines = ["", f"One-run canary audit ({one['canaries']:,} canaries in a twin of "
+             f"{one['party']}'s training that the shipped model never saw; threat model: "
+             f"{one['threat_model']}):", ""]
+    lines += _table(["secret bit", "accounted epsilon", "lower bound", "right / guesses",
+                     "confidence"],
+                    [[name, claim(a["accounted_epsilon"]), f"{a['epsilon_lower_bound']:.3f}",
+                      f"{a['correct']} / {a['guesses']}", f"{a['confidence']:.0%}"]
+                     for name, a in audits])
+    return lines + ["", "A lower bound above the accounted epsilon means the mechanism does "
+                    "not do what its ledger says; one below it proves no privacy."]

@@ -18,6 +18,7 @@ from experiments.plots import write_plots
 from experiments.report import render_report
 from experiments.results_schema import SCHEMA_VERSION, check_results
 from federation.audit_log import anchors
+from federation.releases import run_outside_epsilon
 from federation.settings import MODE_ROLES
 from federation.storage import write_atomic
 from models.metrics import ScoreSummary
@@ -49,7 +50,7 @@ def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any],
                   audit_logs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Assemble the results.json document (:mod:`experiments.results_schema`)."""
     s = outcome.settings
-    results = {
+    results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "mode": s.federation.mode.value,
         "role": MODE_ROLES[s.federation.mode],
@@ -70,6 +71,9 @@ def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any],
     results["scorecard"] = scorecard_results(outcome.settings.scorecard, outcome.report["test"])
     if outcome.federation is not None:
         results["federation"] = outcome.federation
+        results["outside_epsilon"] = run_outside_epsilon(
+            s.privacy, [p for p in outcome.dataset["parties"] if p not in s.blacklists.holders],
+            s.federation.mode, s.blacklists.holders)
     both = {**(outcome.references or {}), **(references or {})}
     if both:
         results["references"] = both

@@ -16,7 +16,8 @@ the training split's default rate null under DP; the membership audit's interval
 3: ``privacy.neighbouring`` and each ledger entry's ``neighbouring`` (one relation, add/remove;
 embedding noise's sensitivity is the clip, no longer twice it); ``privacy.epsilon`` is the largest
 party total (``privacy.largest_party``; ``party_totals`` in horizontal runs too), no longer the
-largest ledger entry."""
+largest ledger entry. Issue 30 added ``outside_epsilon`` (what left outside any epsilon, by
+party) and ``federation.alignment.<party>.asked``, keys a reader of version 3 may ignore."""
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,9 @@ KEYS: tuple[Key, ...] = (
     Key("schema_version", ("integer",), f"{SCHEMA_VERSION}"),
     Key("mode", ("string",), "`vertical`, `centralized`, `local` or `horizontal`"),
     Key("role", ("string",), "what the mode stands for (`upper bound: ...`, `baseline: ...`)"),
-    Key("seed", ("integer",), "the run's seed: data, split, partitions and initialisation (never "
-        "a privacy mechanism's noise)"),
+    Key("seed", ("integer",), "the run's seed: data, partitions and initialisation (never "
+        "the split, which the deciding node's own key fixes unless "
+        "`privacy.reproducible_noise`; never a privacy mechanism's noise)"),
     Key("dataset", ("object",), "`name`, `source` (`synthetic` or `files`), `label`; "
         "`rows.{train,val,test}` (applicants per split); `positive_rate.{train,val,test}` "
         "(default rate per split; `train` is null under DP); `parties.<party>` (`rows` held, "
@@ -56,7 +58,7 @@ KEYS: tuple[Key, ...] = (
         "(centralized, local); or per round: `round`, "
         "`clients`, "
         "`train_loss` (not under DP), `pooled_auc`, `val_auc`, `epsilon`, `seconds`); "
-        "`pooled_lender_auc` (horizontal: from the lenders' score histograms); "
+        "`pooled_lender_auc` (horizontal: from the lenders' test score summaries); "
         "`party_lift.<party>` (vertical: test AUC minus the AUC with that party's embeddings "
         "replaced by the \"unknown applicant\" vector); `test.rare_label` where the test "
         "positive rate is under 5% (fraud): `average_precision`, `recall_at_fpr.{0.01,0.05}`, "
@@ -83,24 +85,43 @@ KEYS: tuple[Key, ...] = (
         "DP: all of a party's mechanisms composed, RDP over its Gaussian ones and label DP "
         "added; a party with one entry totals that entry), `history[]` (`round`, `party`, "
         "`epsilon`, `steps`; epsilon never decreases), `refusals[]`"),
+    Key("outside_epsilon", ("array",), "every per-record release the run made outside any "
+        "epsilon, one entry per party and release: `party`, `release` (`exact_embeddings`: a "
+        "passive party's embeddings without noise, to the lender; `record_gradients`: the "
+        "lender's per-record gradients, to each party; `membership`: which of the lender's IDs "
+        "a node knows, charged to its query ledger; `intersection`: which of a party's "
+        "customers the lender aligned, to that party; `rows_without_dp` and "
+        "`update_before_central_dp`: what a capped node refuses), `receiver`, `opt_in` (the "
+        "node flag that lets it leave, or null). In a deployment a node sends an `opt_in` "
+        "release only under its own flag (it refuses the run otherwise, and records the "
+        "opt-in in its lifetime ledger); a simulation is not a node and opts into nothing "
+        "(docs/privacy.md, docs/partner-guide.md)", when="vertical and horizontal runs"),
     Key("audit", ("object", "null"), "null with `audit.enabled=false` and in a deployment (the "
         "scores stay at the lender); else "
         "`membership.{attack, attack_auc, attack_auc_interval, attack_auc_by_label, "
         "stratified_by_label, target_fpr, confidence, members, non_members, calibration_rows, "
-        "threshold, tpr, fpr, tpr_lower, fpr_upper, epsilon_lower_bound, theoretical_epsilon "
+        "threshold, tpr_at_fpr.{0.001, 0.01}.{tpr, tpr_interval, fpr, false_positives, "
+        "threshold} (the attack's TPR at 0.1% and 1% FPR, thresholds read from the measured "
+        "non-members), tpr, fpr, tpr_lower, fpr_upper, epsilon_lower_bound, theoretical_epsilon "
         "(null: unbounded), theoretical_delta, theory, bound_holds}` and, vertical in "
         "simulation, `label_leakage.{label_protection, parties.<party>.{rows, norm_auc, "
         "direction_auc, attack_auc}}` and (`audit.inversion=true`) `inversion.<party>.{r2 "
         "(numeric column: held-out R^2 of a decoder from the final embeddings the lender "
         "received to the party's column; null for a column with one held-out value), mean_r2, "
         "known_share (the rows the attacker is assumed to know, which train the decoder), "
-        "decoder, rows (held-out rows scored), known_rows}`. Computed from the training rows' "
+        "decoder, rows (held-out rows scored), known_rows}`; with `audit.canaries=m` "
+        "`one_run.{epsilon_lower_bound, canaries, confidence, guesses, correct, tests, "
+        "significance, delta, by_guesses[], accounted_epsilon (null: unbounded), bound_holds, "
+        "party, mechanism, threat_model, ships_canaries (false: a twin of the lender's training "
+        "held them), twin, label (under label DP: the same for the canaries' labels)}` (the "
+        "one-run canary audit, docs/privacy-research.md). Computed from the training rows' "
         "scores and, for the inversion, the parties' columns: an evaluation tool, outside "
         "every guarantee"),
     Key("federation", ("object",), "vertical: `parties`, `epochs`, `exchanges_per_epoch`, "
         "`local_epochs`, `message_rounds`, `stopped_after`, `resumed_from`, "
-        "`alignment.<party>.{lender_rows, party_rows, intersection, setup_cached}` (whether "
-        "the party's blinded ID set came from its cache), "
+        "`alignment.<party>.{lender_rows, party_rows, intersection, setup_cached, asked}` "
+        "(whether the party's blinded ID set came from its cache; `asked`: the lender's IDs "
+        "it answered, charged to its query ledger), "
         "`communication.<party>.{messages_in, bytes_in, messages_out, bytes_out}`, "
         "`alignment_seconds`, `seconds_by_message`, `compute_seconds`, `warnings[]` "
         "(a party that knows under 5% of the applicants, with the shapes of the IDs), "
@@ -111,7 +132,8 @@ KEYS: tuple[Key, ...] = (
         "`strategy`, `clients`, `rounds`, `completed_rounds`, `stopped_after`, `local_epochs`, "
         "`partition`, `excluded[]` (`round`, `party`, `reason`, `refused`), "
         "`lender_evaluation.<lender>.{auc, test_rows}`, `resumed_from`; both: `engine` "
-        "(`simulation`, or `deployment` with `superlink`, `tls`, `node_auth`, "
+        "(`simulation` or `in_process`: the engine of a simulated run, `engine=...`; or "
+        "`deployment` with `superlink`, `tls`, `node_auth`, "
         "`node_audit_logs.<party>`, `server_audit_log` and `refused_nodes[]`: a node that "
         "claimed a party pinned to another node, with `node_id`, `claimed`, `pinned_node`, "
         "`pinned_to`, `reason`)", when="vertical and horizontal runs"),
@@ -180,12 +202,14 @@ def markdown() -> str:
         lines.append(f"| `{key.path}` | {' or '.join(key.types)} | {key.when or 'always'} | "
                      f"{key.meaning} |")
     lines += ["", "Metrics come from each split's score summary (`models.metrics.ScoreSummary`: "
-              "label counts in 10,000 equal-width score bins, exact sums for the Brier score, "
-              "log-loss and calibration). AUC counts pairs within one bin as half; it is within "
-              "about 1e-4 of the row-level AUC for spread-out scores, within about 2e-4 for "
-              "scores crowded near the base rate (measured on 200,000 rows); KS is taken at the "
-              "bin edges; ECE uses 10 equal-width bins; PSI uses deciles of the reference "
-              "scores, cut at bin edges.", ""]
+              "label counts and score sums in bins of at least 20 rows on a public grid of 200 "
+              "log-odds cells, exact sums for the Brier score and log-loss, and the AUC, KS and "
+              "ECE (10 equal-width bins) that the node computed on its own rows). A summary "
+              "pooled from several lenders (horizontal) has no node figures: its AUC counts "
+              "pairs within one bin as half (within 0.005 of the row-level AUC at 1,000 rows, "
+              "0.001 at 100,000; docs/privacy.md, \"Score summaries\"), KS is taken at the bin "
+              "edges and ECE groups bins by their mean score. PSI uses deciles of the reference "
+              "scores, cut at cell edges.", ""]
     return "\n".join(lines)
 
 

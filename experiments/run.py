@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from credit_data.errors import CreditFLError
-from experiments.config import register
+from credit_fl.config import register
 from experiments.console import quiet_console
 from experiments.report import render_report
 
@@ -44,7 +44,7 @@ def main(cfg: DictConfig) -> float:
         share_engine_across_runs()
     try:
         results = execute(cfg, run_dir, Path(hydra_cfg.sweep.dir) / "references"
-                          if sweep else None)
+                          if sweep else None, sweep=hydra_cfg.sweep.dir if sweep else None)
     except Exception as exc:
         if not sweep:
             if isinstance(exc, CreditFLError):

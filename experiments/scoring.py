@@ -17,15 +17,14 @@ import shutil
 import tempfile
 import time
 import typing
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from flwr.app import Context
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
 
 from credit_data.blacklists import holder_lists
 from credit_data.errors import ConfigError, DataError
@@ -34,12 +33,15 @@ from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER, Source
 from credit_data.split import TEST, assign_split
 from credit_data.tables import PartyTable, Population
-from experiments.config import mutable_twin, register, to_settings
+from credit_fl.config import run_config, settings_of
+from credit_fl.engines import open_engine
+from experiments.horizontal import lender_rows
 from experiments.local_scoring import score_with_bundle
-from experiments.simulation import once_per_worker, quiet_worker, simulation_engine
+from experiments.simulation import once_per_worker, quiet_worker
 from federation.run_settings import MissingParty, RunSettings, ScoringRows
 from federation.settings import Mode
 from federation.storage import write_atomic
+from fl_client.node_noise import simulated_split_keys
 from fl_client.scoring_app import make_scoring_client_app
 from fl_client.scoring_task import SCORES_FILE, ScoringInput
 from fl_client.settings import ClientSettings, client_settings
@@ -47,68 +49,42 @@ from fl_server.scoring_rounds import ScoringOutcome, absent_parties, scoring_ser
 from fl_server.server_app import make_scoring_server_app
 from models.bundle import load_bundle, read_manifest
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-CHANGEABLE = ("data", "scoring", "federation.parties", "federation.psi_cache", "verbose",
-              "federation.round_timeout", "federation.connect_timeout", "blacklists.on_hit",
-              "blacklists.max_queries")
-"""What may differ from the run's own config when scoring."""
-
-
-def scoring_config(run_dir: Path, overrides: list[str]) -> DictConfig:
-    """Return the run's config (results.json) with the scoring overrides applied and checked."""
-    path = run_dir / "results.json"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: no results.json there; give the directory of a finished "
-                          "training run")
-    try:
-        base = json.loads(path.read_text())["config"]
-    except (ValueError, KeyError) as exc:
-        raise ConfigError(f"{path}: not a run's results ({exc})") from exc
-    groups = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]]
-    dotted = [o for o in overrides if o not in groups]
-    for override in overrides:
-        if "=" not in override:
-            raise ConfigError(f"'{override}': expected key=value")
-        key = override.split("=", 1)[0].lstrip("+~")
-        if not any(key == c or key.startswith(c + ".") for c in CHANGEABLE):
-            raise ConfigError(f"'{key}' cannot change at scoring: the model was trained with it; "
-                              f"only {', '.join(CHANGEABLE)} may")
-    base["resume"] = None  # a scoring request continues nothing
-    if groups:  # data=csv and the like: compose the group as a run would
-        register()
-        try:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-                composed = compose(config_name="config", overrides=groups + [
-                    o for o in dotted if o.startswith("data.")])
-        except HydraException as exc:  # an unknown group option, named by Hydra
-            raise ConfigError(f"config: {exc}".replace("\n", " ")) from exc
-        base["data"] = OmegaConf.to_container(composed.data, resolve=True)
-    schema = OmegaConf.structured(mutable_twin(RunSettings))
-    try:
-        cfg = OmegaConf.merge(schema, base, OmegaConf.from_dotlist(dotted))
-    except Exception as exc:  # omegaconf names the key and the expected type
-        raise ConfigError(f"config: {exc}".replace("\n", " ")) from exc
-    return typing.cast(DictConfig, cfg)
+scoring_config = run_config
+"""The run's config with the scoring overrides applied (:func:`credit_fl.config.run_config`)."""
 
 
 def _lender_rows(population: Population, settings: RunSettings) -> Population:
-    """Return the applicants to score: all of the lender's rows, or the run's test split."""
+    """Return the applicants to score: all of the lender's rows, or the run's test split.
+
+    The test split is the simulated lender's own (its split key's); in horizontal mode the union
+    of each lender's, each with its own key.
+    """
     lender = population.tables[LABEL_HOLDER]
     if settings.scoring.rows is ScoringRows.all:
         return population
     tables = dict(population.tables)
-    tables[LABEL_HOLDER] = lender.rows(
-        assign_split(lender.frame.index, settings.seed, settings.data.split) == TEST)
+    if settings.federation.mode is Mode.horizontal:
+        _, _, held = lender_rows(settings)
+        test = lender.frame.index.isin(np.concatenate([r.ids[r.split == TEST]
+                                                       for r in held.values()]))
+    else:
+        key = simulated_split_keys(settings, (LABEL_HOLDER,))[LABEL_HOLDER]
+        test = assign_split(lender.frame.index, key, settings.data.split) == TEST
+    tables[LABEL_HOLDER] = lender.rows(test)
     return Population(population.name, tables, population.truth)
 
 
-def load_applicants(settings: RunSettings, party: str | None = None) -> Population:
+def load_applicants(settings: RunSettings, party: str | None = None,
+                    frames: Mapping[str, pd.DataFrame] | None = None) -> Population:
     """Every party's current table (or ``party``'s alone), the lender's cut to the applicants.
 
-    From CSV files a node reads only its own file; synthetic data is generated whole.
+    From CSV files a node reads only its own file; synthetic data is generated whole;
+    ``frames`` (one DataFrame per party) are validated as the files would be.
     """
     data = settings.data
-    if party is not None and data.source is Source.files and party in data.parties:
+    if frames is not None:
+        population = load_population(data, settings.seed, labels=False, frames=frames)
+    elif party is not None and data.source is Source.files and party in data.parties:
         table = load_party(party, data.parties[party], data, labels=False)
         population = Population(data.name, {party: table})
         if party != LABEL_HOLDER:
@@ -137,13 +113,22 @@ def list_table(settings: RunSettings, holder: str) -> PartyTable:
 
 
 class ScoringSimulationSource:
-    """Hands each simulated node its settings, its bundle and its own table only."""
+    """Hands each simulated node its settings, its bundle and its own table only.
+
+    ``shared``: the applicants as the engine shared them (``engine.share``); else each node
+    loads its own from the data config.
+    """
 
     def __init__(self, settings: dict[str, ClientSettings], run: RunSettings,
-                 bundles: dict[str, Path]) -> None:
-        self.settings, self.run, self.bundles = settings, run, bundles
+                 bundles: dict[str, Path], shared: Any = None) -> None:
+        self.settings, self.run, self.bundles, self.shared = settings, run, bundles, shared
         self.names = list(settings)
         self.key = f"scoring {run.data!r} {run.seed} {run.scoring!r} {time.time_ns()}"
+
+    def _applicants(self, party: str) -> Population:
+        if self.shared is not None:
+            return typing.cast(Population, self.shared.get())
+        return load_applicants(self.run, party)
 
     def __call__(self, context: Context) -> tuple[ClientSettings, ScoringInput]:
         quiet_worker()
@@ -151,14 +136,15 @@ class ScoringSimulationSource:
         if party in self.run.blacklists.holders:  # a holder's node holds its list only
             table = once_per_worker(f"{self.key}|{party}", lambda: list_table(self.run, party))
             return self.settings[party], ScoringInput(None, table)
-        population = once_per_worker(f"{self.key}|{party}",
-                                     lambda: load_applicants(self.run, party))
+        population = once_per_worker(f"{self.key}|{party}", lambda: self._applicants(party))
         return self.settings[party], ScoringInput(self.bundles[party], population.tables[party])
 
 
-def _vertical(settings: RunSettings, run_dir: Path, stage: Path,
-              model: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    population = load_applicants(settings)  # checked here first: errors before Ray starts
+def _vertical(settings: RunSettings, run_dir: Path, stage: Path, model: dict[str, Any],
+              frames: Mapping[str, pd.DataFrame] | None = None
+              ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    # checked here first: errors before the engine starts
+    population = load_applicants(settings, frames=frames)
     parties = [p for p in settings.federation.parties if p in population.tables]
     bundles = {p: run_dir / model["bundles"][p] for p in parties if p in model["bundles"]}
     # what the nodes check again: named here before the engine starts (the simulation's
@@ -180,16 +166,20 @@ def _vertical(settings: RunSettings, run_dir: Path, stage: Path,
                for p in [*bundles, *holders]}
     server = dataclasses.replace(scoring_server_settings(settings), n_nodes=len(clients))
     outcome = ScoringOutcome()
-    with simulation_engine(settings.verbose) as engine:
+    with open_engine(settings.engine, settings.verbose) as engine:
+        shared = (engine.share(population) if frames is not None or engine.same_process
+                  else None)
         engine.run(make_scoring_server_app(server, outcome, stage),
-                   make_scoring_client_app(ScoringSimulationSource(clients, settings, bundles)),
+                   make_scoring_client_app(ScoringSimulationSource(clients, settings, bundles,
+                                                                   shared)),
                    len(clients))
     if outcome.error is not None:
         raise outcome.error
     scores = pd.read_csv(stage / "parties" / LABEL_HOLDER / SCORES_FILE,
                          dtype={"id": str}, keep_default_na=False)
     return scores, {
-        "engine": "simulation", "model_id": outcome.model_id, "parties": outcome.parties,
+        "engine": settings.engine.value, "model_id": outcome.model_id,
+        "parties": outcome.parties,
         "absent": outcome.absent, "alignment": outcome.alignment, "lender": outcome.lender,
         "blacklists": outcome.blacklists,
         "privacy": outcome.privacy, "message_rounds": outcome.message_rounds,
@@ -197,16 +187,30 @@ def _vertical(settings: RunSettings, run_dir: Path, stage: Path,
         "communication": outcome.communication}
 
 
-def score_run(run_dir: Path, overrides: list[str]) -> tuple[Path, dict[str, Any]]:
-    """Score with the bundles of ``run_dir``; return the scoring directory and scoring.json."""
-    start = time.perf_counter()
-    run_dir = run_dir.resolve()
-    cfg = scoring_config(run_dir, overrides)
-    settings = to_settings(cfg)
+def score_bundles(run_dir: Path, settings: RunSettings, stage: Path,
+                  frames: Mapping[str, pd.DataFrame] | None = None
+                  ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Score with the bundles of ``run_dir``: the scores table and what scoring.json says.
+
+    ``stage``: a directory of the scoring's own (the vertical nodes' state); ``frames``: the
+    applicants as DataFrames, else the settings' data config.
+    """
     model = json.loads((run_dir / "results.json").read_text())["model"]
     if "bundles" not in model:
         raise ConfigError(f"{run_dir}: this run kept no model bundles (trained before bundles "
                           "existed); train it again")
+    if settings.federation.mode is Mode.vertical:
+        return _vertical(settings, run_dir, stage, model, frames)
+    population = load_applicants(settings, frames=frames)
+    return score_with_bundle(run_dir / model["bundles"]["model"], population, settings)
+
+
+def score_run(run_dir: Path, overrides: list[str]) -> tuple[Path, dict[str, Any]]:
+    """Score with the bundles of ``run_dir``; return the scoring directory and scoring.json."""
+    start = time.perf_counter()
+    run_dir = run_dir.resolve()
+    settings = settings_of(run_dir, *overrides)
+    model = json.loads((run_dir / "results.json").read_text())["model"]
     out = Path(settings.scoring.out) if settings.scoring.out else (
         run_dir / "scoring" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
     if out.exists():
@@ -214,12 +218,7 @@ def score_run(run_dir: Path, overrides: list[str]) -> tuple[Path, dict[str, Any]
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        if settings.federation.mode is Mode.vertical:
-            scores, summary = _vertical(settings, run_dir, stage, model)
-        else:
-            population = load_applicants(settings)
-            scores, summary = score_with_bundle(run_dir / model["bundles"]["model"],
-                                                population, settings)
+        scores, summary = score_bundles(run_dir, settings, stage)
         scoring = {
             "run": str(run_dir), "mode": settings.federation.mode.value,
             "rows": settings.scoring.rows.value, "applicants": len(scores),
@@ -305,8 +304,13 @@ def render_scoring(scoring: dict[str, Any], scores: pd.DataFrame | None) -> str:
     if scoring.get("privacy"):
         lines += ["", "## Privacy of this request", ""]
         for party, spent in scoring["privacy"].items():
-            lines.append(f"- {party}: a fresh noisy release of {spent['released_rows']:,} "
-                         f"embeddings; epsilon {spent['epsilon_per_new_applicant']:.3f} per new "
-                         f"applicant, {spent['epsilon_per_training_customer']:.3f} in all for a "
-                         "customer whose row was also released in training")
+            if "outside_epsilon" in spent:  # exact embeddings: the node's opt-in
+                lines.append(f"- {party}: released outside any epsilon: "
+                             f"{', '.join(spent['outside_epsilon'])} (a deployed node only "
+                             "with its own opt-in flag; docs/partner-guide.md)")
+            if "epsilon_per_new_applicant" in spent:
+                lines.append(f"- {party}: a fresh noisy release of {spent['released_rows']:,} "
+                             f"embeddings; epsilon {spent['epsilon_per_new_applicant']:.3f} per "
+                             f"new applicant, {spent['epsilon_per_training_customer']:.3f} in "
+                             "all for a customer whose row was also released in training")
     return "\n".join(lines) + "\n"

@@ -1,11 +1,12 @@
 """A scoring service on a running deployment: start it, send it requests, stop it.
 
 ``deploy serve <run dir>`` starts one Flower run that keeps the model's bundles loaded and the
-parties' sealed tables at the lender (:mod:`fl_server.scoring_service`); ``deploy score <run
+parties' sealed tag sets at the lender (:mod:`fl_server.scoring_service`); ``deploy score <run
 dir> scoring.applicants=<file>`` then hands the request to it instead of starting a run of its
 own; ``deploy stop-service`` ends it (``deploy down`` stops everything). A request costs the
-lender's reply to the message waiting for it and two message rounds, not a new ``flwr run``
-and five rounds.
+lender's reply to the message waiting for it and four message rounds (each party releases
+embeddings only for the applicants of a request it charged), not a new ``flwr run`` and five
+rounds.
 
 On a loopback deployment this module plays the lender's operator too: it drops the request in
 the lender node's inbox (``<lender state>/<service>/lender/inbox/<request>.json``), as the
@@ -23,10 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from credit_data.errors import ConfigError, DeployError
 from credit_data.settings import LABEL_HOLDER
+from credit_fl.config import config_of, settings_of
 from deployment.coordinator import prepare, server_dir
 from deployment.run_config import COLUMNS, MODEL_RUN, OUTCOME, RUN_NAME, RUN_SETTINGS, TASK
 from experiments.deploy import (
@@ -41,7 +41,7 @@ from experiments.deploy import (
     own_run,
     stop_run,
 )
-from experiments.scoring import render_scoring, scoring_config, to_settings
+from experiments.scoring import render_scoring
 from federation.settings import Mode
 from federation.storage import write_atomic
 from fl_client.served_scoring import INBOX, REQUESTS, STOP
@@ -52,6 +52,8 @@ from fl_server.scoring_service import SERVICE_FILE
 SERVICE = "service.json"
 """In the federation's directory: the scoring service that is up (its directory and model)."""
 POLL = 0.005
+MESSAGE_ROUNDS = 4
+"""A request's rounds: the parties evaluate, the lender matches, the parties embed, it scores."""
 PER_REQUEST = ("scoring.applicants", "scoring.rows", "scoring.out")
 """What a request to a running service may set; the rest was set when it started."""
 
@@ -111,8 +113,8 @@ def check_not_ended(fed: Federation, model_run: Path) -> None:
     """Refuse to score ``model_run`` another way while its service's end is unreported.
 
     A service that ended without ``deploy stop-service`` (stopped through the Control API, or
-    failed) is never replaced silently by a batch scoring run, which no passive party's
-    ``--max-queries`` ledger covers.
+    failed) is never replaced silently by a batch scoring run (another run, of other rounds,
+    which the operator did not ask for).
     """
     service = recorded(fed)
     if service is not None and "ended" in service and Path(service["model_run"]) == model_run:
@@ -126,7 +128,7 @@ def serve(directory: Path, model_run: Path, overrides: list[str] | None = None,
           timeout: float = 600.0) -> dict[str, Any]:
     """Start a scoring service with ``model_run``'s bundles; return its status once it is ready.
 
-    Ready means every node checked its bundle and each party's sealed table is at the lender
+    Ready means every node checked its bundle and each party's sealed tag set is at the lender
     (built once per model and table, then read from the party's disk).
     """
     fed = Federation.load(directory)
@@ -135,8 +137,7 @@ def serve(directory: Path, model_run: Path, overrides: list[str] | None = None,
     if up is not None:
         raise DeployError(f"a scoring service of {up['model_run']} is already up "
                           f"({up['dir']}); stop it first: deploy stop-service")
-    cfg = scoring_config(model_run, list(overrides or []))
-    settings = to_settings(cfg)
+    settings = settings_of(model_run, *(overrides or []))
     check_matches_federation(fed, settings)
     if settings.federation.mode is not Mode.vertical:
         raise ConfigError(f"{model_run}: a scoring service serves a vertical model; a "
@@ -144,7 +145,7 @@ def serve(directory: Path, model_run: Path, overrides: list[str] | None = None,
                           f"deploy score {model_run}")
     name = time.strftime("%Y-%m-%d_%H-%M-%S_serve")
     out = server_dir(fed.runs, "serve", name, model_run.name)
-    config = {RUN_SETTINGS: json.dumps(OmegaConf.to_container(cfg, resolve=True)),
+    config = {RUN_SETTINGS: json.dumps(config_of(settings)),
               RUN_NAME: name, COLUMNS: json.dumps(fed.columns), TASK: "serve",
               MODEL_RUN: model_run.name}
     check_nodes(fed)
@@ -216,7 +217,7 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
         raise ConfigError(f"{fixed[0].split('=', 1)[0]}: a scoring service's settings are set "
                           f"when it starts (deploy serve {model_run} ...); a request may set "
                           f"only {', '.join(PER_REQUEST)}")
-    settings = to_settings(scoring_config(model_run, list(overrides or [])))
+    settings = settings_of(model_run, *(overrides or []))
     request_id = time.strftime("%Y-%m-%d_%H-%M-%S_") + secrets.token_hex(3)
     out = Path(settings.scoring.out) if settings.scoring.out else model_run / "scoring" / request_id
     if out.exists():
@@ -240,10 +241,11 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
         "applicants": record["rows"], "engine": "deployment (scoring service)",
         "service": service["dir"], "request": request_id, "model_id": record["model_id"],
         "parties": record["parties"], "absent": record["absent"],
-        "alignment": {p: {"applicants": record["rows"], "known": k, "asked": record["asked"][p]}
+        "alignment": {p: {"applicants": record["rows"], "known": k, "asked": record["asked"][p],
+                          **record.get("queries", {}).get(p, {})}
                       for p, k in lender.get("known", {}).items() if p in record["asked"]},
         "lender": lender, "privacy": {}, "blacklists": record.get("blacklists", {}),
-        "message_rounds": 2, "seconds": record["seconds"] | {"request": answered},
+        "message_rounds": MESSAGE_ROUNDS, "seconds": record["seconds"] | {"request": answered},
         "lender_scores": str(fed.node_state(LABEL_HOLDER) / name / LABEL_HOLDER / REQUESTS
                              / request_id / "scores.csv"),
         "node_audit_logs": {p: str(fed.node_state(p) / name / p / "audit.jsonl")

@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
@@ -27,12 +27,28 @@ def _ray_init_args(verbose: bool) -> dict[str, Any]:
             "logging_level": "ERROR", "log_to_driver": verbose}
 
 
+class InObjectStore(Generic[T]):
+    """A value in Ray's object store: what a simulation source carries instead of the rows."""
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref  # a ray.ObjectRef
+        self.key = ref.hex()
+
+    def get(self) -> T:
+        import ray
+
+        return cast(T, ray.get(self.ref))
+
+
 class SimulationEngine:
     """Flower's simulation engine; Ray may start while the runner builds its data.
 
     Made by :func:`simulation_engine`, which stops Ray again if no run used it. Flower's engine
     stops Ray when a run ends, whether it started Ray itself or found it running.
     """
+
+    name = "simulation"
+    same_process = False  # the nodes run in Ray's worker processes
 
     def __init__(self, verbose: bool) -> None:
         for key, value in QUIET.items():
@@ -82,6 +98,13 @@ class SimulationEngine:
             ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
                      **_ray_init_args(self.verbose))
         reinstall()  # ray.init takes SIGTERM; a run's Ctrl-C and SIGTERM stop it at once
+
+    def share(self, value: T) -> InObjectStore[T]:
+        """Put ``value`` in Ray's object store for the nodes (each worker fetches it once)."""
+        import ray
+
+        self._start_ray()
+        return InObjectStore(ray.put(value))
 
     def run(self, server_app: ServerApp, client_app: ClientApp, n_nodes: int) -> None:
         """Run on Flower's simulation engine, nodes side by side on the machine's cores."""

@@ -1,4 +1,4 @@
-"""Vertical federation on Flower's simulation engine.
+"""Vertical federation on a simulation engine (``engine=in_process`` or ``simulation``).
 
 The lender, the bureau and the social platform are each a Flower node with its own table
 (``federation.parties`` picks which take part); the ServerApp aligns them by private set
@@ -11,9 +11,11 @@ split, from which ``metrics`` come; in simulation the runner also reads the scor
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import shutil
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ from credit_data.settings import LABEL_HOLDER, DataSettings
 from credit_data.split import SPLITS, TEST, assign_split
 from credit_data.tables import Population
 from credit_data.vertical import NodeRows
+from credit_fl.checks import check_vertical
+from credit_fl.engines import open_engine
 from experiments.logistic_reference import logistic_references
 from experiments.outcome import (
     RunOutcome,
@@ -39,11 +43,17 @@ from experiments.outcome import (
     training_parties,
     with_fraud_types,
 )
-from experiments.simulation import once_per_worker, quiet_worker, simulation_engine
+from experiments.simulation import once_per_worker, quiet_worker
 from federation.run_settings import RunSettings
 from federation.settings import check_blacklists, check_federation
 from fl_client.list_lookup import holder_rows
-from fl_client.node_noise import forget_keys, node_noise, private_node_rows
+from fl_client.node_noise import (
+    forget_keys,
+    node_noise,
+    node_split_key,
+    private_node_rows,
+    simulated_split_keys,
+)
 from fl_client.party_bundle import BUNDLE_DIR
 from fl_client.settings import ClientSettings, client_settings
 from fl_client.vertical_app import make_vertical_client_app
@@ -51,12 +61,9 @@ from fl_server.server_app import make_vertical_server_app
 from fl_server.settings import vertical_server_settings
 from fl_server.vertical_rounds import Recorder, VerticalOutcome
 from models.metrics import report_metrics
-from models.settings import ModelKind
 from models.split_training import LenderModel
-from models.training import check_train
 from privacy.accounting import check_delta
 from privacy.randomness import NoiseSource
-from privacy.settings import PrivacyMechanism, check_privacy
 
 log = logging.getLogger("credit_fl")
 
@@ -64,34 +71,41 @@ log = logging.getLogger("credit_fl")
 class VerticalSimulationSource:
     """Hands each simulated node its settings and its own table only.
 
-    It carries the data recipe, not the rows: each worker loads the population once and keeps
-    only what the node it serves holds (see :func:`experiments.simulation.once_per_worker`).
+    It carries the data recipe, or what the engine shared (``engine.share``), not the rows:
+    each worker loads the population once and keeps only what the node it serves holds (see
+    :func:`experiments.simulation.once_per_worker`).
     """
 
     def __init__(self, settings: dict[str, ClientSettings], data: DataSettings,
-                 seed: int) -> None:
-        self.settings, self.data, self.seed = settings, data, seed
+                 seed: int, shared: Any = None) -> None:
+        self.settings, self.data, self.seed, self.shared = settings, data, seed, shared
         self.names = list(settings)
-        self.key = f"vertical {data!r} {seed}"
+        self.key = f"vertical {data!r} {seed} {shared.key if shared is not None else ''}"
+
+    def _population(self) -> Population:
+        if self.shared is not None:
+            return typing.cast(Population, self.shared.get())
+        return load_population(self.data, self.seed)
 
     def _rows(self, party: str, noise: NoiseSource) -> NodeRows:
-        population = once_per_worker(f"{self.key}|population",
-                                     lambda: load_population(self.data, self.seed))
+        population = once_per_worker(f"{self.key}|population", self._population)
         holders = self.settings[party].blacklists.holders
         if party in holders:  # a holder's node holds its list only
             lists = holder_lists(holders, self.data.blacklists, self.data.id_column,
                                  population, self.seed)
             return holder_rows(party, list(lists[party].ids))
         return private_node_rows(population.tables[party], self.data, self.seed,
-                                 self.settings[party].privacy, noise)
+                                 self.settings[party].privacy, noise,
+                                 node_split_key(self.settings[party]))
 
     def __call__(self, context: Context) -> tuple[ClientSettings, NodeRows]:
         torch.set_num_threads(1)  # the engine runs nodes side by side, one core each
         quiet_worker()
         party = self.names[int(context.node_config["partition-id"])]
         settings = self.settings[party]
-        noise = node_noise(context, settings)  # the node's own secret: rows depend on it
-        key = f"{self.key}|{party}|{noise.digest('rows cache').hex()[:16]}"
+        noise = node_noise(context, settings)  # the node's own secrets: rows depend on them
+        split = hashlib.sha256(node_split_key(settings)).hexdigest()[:16]
+        key = f"{self.key}|{party}|{noise.digest('rows cache').hex()[:16]}|{split}"
         rows = once_per_worker(key, lambda: self._rows(party, noise))
         return settings, rows
 
@@ -101,26 +115,9 @@ def _check_settings(settings: RunSettings) -> None:
 
     The holders' list files are read here too: a bad one is named at once.
     """
-    p = settings.privacy
-    check_privacy(p)
-    check_blacklists(settings.blacklists, tuple(settings.federation.parties))
+    check_vertical(settings)
     if settings.data.blacklists:
         _lists(settings, None)
-    check_train(settings.train)
-    if settings.model.kind is not ModelKind.split_mlp:
-        raise ConfigError(f"model={settings.model.kind.value}: vertical federation trains a "
-                          "split model (an encoder per party, the head at the lender); use "
-                          "model=split_mlp")
-    if p.mechanism is PrivacyMechanism.central:
-        raise ConfigError("privacy=central is DP by the server for horizontal federation; in "
-                          "vertical mode use privacy.mechanism=dpsgd, privacy.label_epsilon or "
-                          "privacy.embedding_epsilon")
-    if settings.federation.faults:
-        raise ConfigError("federation.faults is not supported in vertical mode")
-    stop = settings.federation.stop_after
-    if stop is not None and not 1 <= stop < settings.train.epochs:
-        raise ConfigError(f"federation.stop_after={stop}: a vertical run stops after an epoch "
-                          f"before its last (train.epochs={settings.train.epochs})")
 
 
 def _check_parties(settings: RunSettings, parties: tuple[str, ...]) -> None:
@@ -141,7 +138,8 @@ def _check_delta(settings: RunSettings, population: Population,
     """Refuse a delta of 1/n or more for the largest table a mechanism protects."""
     if settings.privacy.vertical_mechanisms():
         largest = max(parties, key=lambda p: population.tables[p].n_rows)
-        check_delta(settings.privacy.delta, population.tables[largest].n_rows, f"{largest}'s table")
+        check_delta(delta=settings.privacy.delta, rows=population.tables[largest].n_rows,
+                    where=f"{largest}'s table")
 
 
 def _label_leakage(party_dirs: dict[str, Path], labels: pd.Series
@@ -210,8 +208,10 @@ def _lists(settings: RunSettings, population: Population | None) -> None:
             settings.seed)
 
 
-def _population(settings: RunSettings) -> tuple[Population, tuple[str, ...]]:
-    population = load_population(settings.data, settings.seed)
+def _population(settings: RunSettings, population: Population | None
+                ) -> tuple[Population, tuple[str, ...]]:
+    if population is None:
+        population = load_population(settings.data, settings.seed)
     parties = training_parties(settings, population)
     _check_parties(settings, parties)
     _check_delta(settings, population, parties)
@@ -219,13 +219,17 @@ def _population(settings: RunSettings) -> tuple[Population, tuple[str, ...]]:
     return population, parties
 
 
-def run_vertical(settings: RunSettings, run_dir: Path,
-                 recorder: Recorder | None = None) -> RunOutcome:
-    """Run the vertical federation in simulation; return what the writers need."""
+def run_vertical(settings: RunSettings, run_dir: Path, recorder: Recorder | None = None,
+                 population: Population | None = None) -> RunOutcome:
+    """Run the vertical federation on ``settings.engine``; return what the writers need.
+
+    ``population``: rows already loaded (else the nodes load the settings' data config).
+    """
     _check_settings(settings)
-    with simulation_engine(settings.verbose) as engine:
+    given = population
+    with open_engine(settings.engine, settings.verbose) as engine:
         start = time.perf_counter()
-        population, parties = engine.start_while(lambda: _population(settings))
+        population, parties = engine.start_while(lambda: _population(settings, given))
         data_seconds = time.perf_counter() - start
 
         state_dir = run_dir / "parties"
@@ -239,10 +243,11 @@ def run_vertical(settings: RunSettings, run_dir: Path,
         server = vertical_server_settings(settings, parties, run_dir)
         outcome = VerticalOutcome()
         train_start = time.perf_counter()
+        shared = (engine.share(population) if given is not None or engine.same_process
+                  else None)  # else each Ray worker loads the data recipe itself
         engine.run(make_vertical_server_app(server, outcome, recorder),
-                   make_vertical_client_app(VerticalSimulationSource(clients, settings.data,
-                                                                     settings.seed)),
-                   len(clients))
+                   make_vertical_client_app(VerticalSimulationSource(
+                       clients, settings.data, settings.seed, shared)), len(clients))
         train_seconds = time.perf_counter() - train_start
     if outcome.error is not None:
         raise outcome.error  # the nodes' keys stay: the run may be resumed
@@ -300,7 +305,7 @@ def vertical_outcome(settings: RunSettings, parties: tuple[str, ...], outcome: V
         / max(train_seconds, 1e-9),
         privacy=outcome.ledger.summary() if outcome.ledger is not None else None,
         federation={
-            "engine": "simulation",  # experiments.deploy sets "deployment"
+            "engine": settings.engine.value,  # experiments.deploy sets "deployment"
             "parties": list(parties), "epochs": outcome.epochs,
             "stopped_after": outcome.stopped_after, "resumed_from": settings.resume,
             "exchanges_per_epoch": f.exchanges_per_epoch, "local_epochs": f.local_epochs,
@@ -339,7 +344,8 @@ def with_party_files(outcome: RunOutcome, population: Population,
     assert lender.labels is not None
     ids = lender.frame.index.to_numpy(dtype=object)
     y_all = lender.labels[settings.data.label].to_numpy(dtype=np.float32)
-    split = assign_split(lender.frame.index, settings.seed, settings.data.split)
+    keys = simulated_split_keys(settings, population.tables)  # each party's own
+    split = assign_split(lender.frame.index, keys[LABEL_HOLDER], settings.data.split)
     saved = np.load(party_dirs[LABEL_HOLDER] / "scores.npz")
     labels, scores = {}, {}
     for code, name in SPLITS.items():
@@ -351,7 +357,7 @@ def with_party_files(outcome: RunOutcome, population: Population,
     dataset = outcome.dataset | {"oracle_test_auc": oracle_auc(
         population, settings.data.label, test_ids, labels["test"])}
     parties = tuple(outcome.federation["parties"]) if outcome.federation else (LABEL_HOLDER,)
-    design = build_design(population, settings.data, settings.seed)
+    design = build_design(population, settings.data, settings.seed, keys)
     without = {p: saved[f"test_scores_without_{p}"] for p in parties
                if f"test_scores_without_{p}" in saved}
     metrics = with_fraud_types(outcome.metrics, population, test_ids, labels["test"],

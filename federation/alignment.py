@@ -286,16 +286,23 @@ class LenderAlignment:
         """Blinded IDs for every party, and the lender's public channel key."""
         return self._psi.CreateRequest(self.ids).SerializeToString(), public_bytes(self._channel)
 
-    def intersect(self, party: str, setup: bytes, response: bytes,
-                  party_key: bytes) -> tuple[bytes, np.ndarray]:
-        """Return the sealed intersection for ``party`` and, per applicant, whether it knows it."""
+    def intersect(self, party: str, setup: bytes, response: bytes, party_key: bytes,
+                  splits: np.ndarray | None = None) -> tuple[bytes, np.ndarray]:
+        """Return the sealed intersection for ``party`` and, per applicant, whether it knows it.
+
+        With ``splits`` (the lender's split of each applicant, 0, 1 or 2) every shared ID is
+        sealed with its split before it (:meth:`PartyAlignment.receive_split`): the party learns
+        the split of its shared customers from the lender, whose key decides it.
+        """
         server_setup, server_response = psi.ServerSetup(), psi.Response()
         server_setup.ParseFromString(setup)
         server_response.ParseFromString(response)
         found = np.zeros(len(self.ids), dtype=bool)
         found[np.asarray(self._psi.GetIntersection(server_setup, server_response),
                          dtype=np.int64)] = True
-        plain = "\n".join(self.ids[i] for i in np.flatnonzero(found)).encode()
+        shared = np.flatnonzero(found)
+        plain = "\n".join(self.ids[i] if splits is None else f"{int(splits[i])}{self.ids[i]}"
+                          for i in shared).encode()
         nonce = os.urandom(_NONCE)
         sealed = nonce + AESGCM(self.channel_key(party, party_key)).encrypt(
             nonce, plain, party.encode())
@@ -368,6 +375,19 @@ class PartyAlignment:
 
     def receive(self, sealed: bytes) -> np.ndarray:
         """Open the sealed intersection; return the positions of those IDs in ``ids``."""
+        return self._positions(self._open(sealed))
+
+    def receive_split(self, sealed: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """Open an intersection sealed with the lender's splits: positions and split codes."""
+        lines = self._open(sealed)
+        if any(not line or line[0] not in "012" for line in lines):
+            raise AlignmentError(f"{self.party}: the sealed intersection carries no split "
+                                 "(0, 1 or 2) before an ID; a training alignment needs the "
+                                 "lender's split of every shared customer")
+        splits = np.asarray([int(line[0]) for line in lines], dtype=np.int8)
+        return self._positions([line[1:] for line in lines]), splits
+
+    def _open(self, sealed: bytes) -> list[str]:
         try:
             plain = AESGCM(self.channel_key).decrypt(sealed[:_NONCE], sealed[_NONCE:],
                                                      self.party.encode())
@@ -375,7 +395,9 @@ class PartyAlignment:
             raise AlignmentError(f"{self.party}: the sealed intersection does not open "
                                  f"({type(exc).__name__}); it was altered or not meant for "
                                  "this party") from exc
-        shared = plain.decode().split("\n") if plain else []
+        return plain.decode().split("\n") if plain else []
+
+    def _positions(self, shared: list[str]) -> np.ndarray:
         index = {customer: i for i, customer in enumerate(self.ids)}
         missing = [c for c in shared if c not in index]
         if missing:

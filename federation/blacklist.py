@@ -10,9 +10,10 @@ server only routes. Who learns what:
   so the holder can neither see it nor noise it, and a count of one ID, or the difference of
   two requests that differ in one ID, tells which are listed; a holder refuses such requests.
 * **holder**: the number of IDs asked, from the blinded request (``H(id)^a``, which it cannot
-  open), and nothing about which IDs they are or which were listed. It keeps a
-  :class:`QueryLedger`: at most ``max_queries`` IDs per lender per calendar month (UTC), so a
-  lender cannot sweep the ID space to read the list; past it the holder refuses, saying so.
+  open), and nothing about which IDs they are or which were listed. It charges each request
+  to its query ledger (:mod:`federation.query_ledger`, the one every path that answers the
+  lender's IDs charges), capped per day and per month, so a lender cannot sweep the ID space
+  to read the list; past a cap the holder refuses, saying so, and answers nothing.
 * **server**: blinded values, the compressed set, sizes; never an ID. In a deployment the
   holder answers only a request the lender's node signed for this run (so the coordinator
   cannot ask its own questions, under the lender's name or another), once per run, and signs
@@ -35,12 +36,7 @@ credit_data.errors.AlignmentError: consortium refuses a request for how many IDs
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
-import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,93 +44,11 @@ import private_set_intersection.python as psi
 
 from credit_data.errors import AlignmentError, ConfigError
 from federation.alignment import FALSE_POSITIVE_RATE, ChannelAuth, SetupCache, transcript
+from federation.query_ledger import Purpose, QueryCaps, QueryLedger, QuerySpend
 from federation.settings import CARDINALITY_WITHDRAWN
-from federation.storage import write_atomic
 
-__all__ = ["FALSE_POSITIVE_RATE", "ListHolder", "QueryLedger", "QueryLimit", "check_answer",
-           "listed", "lookup_request", "sign_answer"]
-
-
-class QueryLimit(AlignmentError):
-    """A holder refuses a lookup that would take a lender past its ``max_queries``."""
-
-
-def period_of(now: dt.datetime | None = None) -> str:
-    """Return the ledger's period: the calendar month, UTC (``2026-12``)."""
-    return (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m")
-
-
-@dataclass
-class QueryLedger:
-    """IDs asked per lender per month, kept by the holder (``<dir>/queries.json``).
-
-    ``directory=None`` keeps the count in memory only (a holder without a disk of its own).
-
-    >>> ledger = QueryLedger(None, "consortium", max_queries=10)
-    >>> ledger.charge("lender", 6, "2026-12"), ledger.charge("lender", 4, "2026-12")
-    (6, 10)
-    >>> ledger.charge("lender", 1, "2026-12")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    federation.blacklist.QueryLimit: consortium refuses: lender asked 10 IDs in 2026-12 ...
-    """
-
-    directory: Path | None
-    holder: str
-    max_queries: int
-
-    def _path(self) -> Path | None:
-        return None if self.directory is None else self.directory / "queries.json"
-
-    def _read(self) -> dict[str, dict[str, int]]:
-        path = self._path()
-        if path is None:
-            return self.__dict__.setdefault("_memory", {})
-        if not path.is_file():
-            return {}
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise AlignmentError(f"{path}: the holder's query ledger is not valid JSON "
-                                 f"({exc}); refusing to answer without it") from exc
-
-    def asked(self, lender: str, period: str) -> int:
-        """Return how many IDs ``lender`` asked in ``period``."""
-        return int(self._read().get(lender, {}).get(period, 0))
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Hold the ledger's lock: two lookups answered at once cannot both read the old count."""
-        path = self._path()
-        if path is None:
-            yield
-            return
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(path.parent / ".queries.lock", "a", encoding="utf-8") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def charge(self, lender: str, n: int, period: str) -> int:
-        """Count ``n`` more IDs for ``lender``; refuse (:class:`QueryLimit`) past the cap.
-
-        Returns the lender's total for the period. Read, check and write happen under a lock.
-        """
-        with self._locked():
-            book = self._read()
-            before = int(book.get(lender, {}).get(period, 0))
-            if before + n > self.max_queries:
-                raise QueryLimit(
-                    f"{self.holder} refuses: {lender} asked {before} IDs in {period} and now "
-                    f"asks {n} more, past the holder's max_queries of {self.max_queries} IDs a "
-                    "month (blacklists.max_queries); ask fewer IDs or wait for the next month")
-            book.setdefault(lender, {})[period] = before + n
-            path = self._path()
-            if path is not None:
-                write_atomic(path, json.dumps(book, indent=1, sort_keys=True), mode=0o600)
-            return before + n
+__all__ = ["FALSE_POSITIVE_RATE", "ListHolder", "check_answer", "listed", "lookup_request",
+           "sign_answer"]
 
 
 def lookup_request(ids: list[str], *, reveal: bool) -> tuple[bytes, bytes]:
@@ -212,16 +126,16 @@ class ListHolder:
     """
 
     def __init__(self, holder: str, ids: list[str], *, reveal: bool = True,
-                 cache_dir: Path | None = None, max_queries: int | None = None,
+                 cache_dir: Path | None = None, caps: QueryCaps | None = None,
                  ledger_dir: Path | None = None) -> None:
         if not reveal:
             raise ConfigError(f"{holder}: blacklists.mode=cardinality (--list-mode): "
                               f"{CARDINALITY_WITHDRAWN}")
         self.holder, self.ids, self.reveal = holder, ids, reveal
         self.cache = SetupCache(cache_dir, holder)
-        self.ledger = QueryLedger(ledger_dir, holder, max_queries if max_queries is not None
-                                  else 2 ** 62)
+        self.ledger = QueryLedger(ledger_dir, holder, caps or QueryCaps.of_run(2 ** 62))
         self.setup_cached = False
+        self.spend: QuerySpend | None = None
 
     def setup(self, asked: int) -> tuple[bytes, bytes]:
         """Return (PSI key, setup message) for requests of up to ``asked`` IDs."""
@@ -229,12 +143,14 @@ class ListHolder:
         return key, setup
 
     def answer(self, request: bytes, *, asked: int, lender: str,
-               period: str | None = None) -> tuple[bytes, bytes]:
+               purpose: Purpose = Purpose.scoring, now: dt.datetime | None = None
+               ) -> tuple[bytes, bytes]:
         """Charge the ledger, then return (setup, response) for a blinded request.
 
         ``asked`` is the request's size as the router announced it; the request itself must
         agree. A request for how many IDs are listed (the withdrawn cardinality mode) is
-        refused, and not charged.
+        refused, and not charged; so is one past a cap of the ledger (:attr:`spend` keeps what
+        the last answer charged).
         """
         parsed = _parsed(request)
         n = len(parsed.encrypted_elements)
@@ -244,7 +160,7 @@ class ListHolder:
         if not parsed.reveal_intersection:  # refused before it is charged
             raise AlignmentError(f"{self.holder} refuses a request for how many IDs are listed "
                                  f"(blacklists.mode=cardinality): {CARDINALITY_WITHDRAWN}")
-        self.ledger.charge(lender, n, period or period_of())
+        self.spend = self.ledger.charge(lender, n, purpose, now)
         key, setup = self.setup(n)
         response = psi.server.CreateFromKey(key, self.reveal).ProcessRequest(parsed)
         return setup, response.SerializeToString()

@@ -212,6 +212,26 @@ class LifetimeBudget:
         AuditLog(self.path).append("spend", run=run, figures=figures, lifetime_epsilon=total,
                                    **data)
 
+    def record_opt_in(self, run: str, releases: list[str], flags: list[str]) -> None:
+        """Record, once per run, what the node let leave outside any epsilon by its flags.
+
+        ``releases`` (:class:`federation.releases.Release` values) and the ``flags`` that opted
+        into them: a line of the ledger, so the partner sees when its node used an opt-in.
+        """
+        with self._locked():
+            if releases not in (e.get("releases") for e in self._entries()
+                                if e["event"] == "opt_in" and e.get("run") == run):
+                AuditLog(self.path).append("opt_in", run=run, releases=releases, flags=flags)
+
+    def opt_ins(self) -> dict[str, list[str]]:
+        """Return each run's releases outside any epsilon its node opted into (all history)."""
+        out: dict[str, list[str]] = {}
+        for entry in self._entries():
+            if entry["event"] == "opt_in":
+                kept = out.setdefault(str(entry["run"]), [])
+                kept += [str(r) for r in entry["releases"] if r not in kept]
+        return out
+
     def reset(self, reason: str) -> None:
         """Start the budget again (the partner's decision; the history stays in the ledger)."""
         with self._locked():

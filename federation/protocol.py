@@ -72,10 +72,12 @@ class ScoringMessage(StrEnum):
     EMBED = "query.score_embed"  # passive: the embeddings of the applicants it knows
     SCORE = "query.score"  # lender: the scores, kept at the lender; counts to the server
     OWN = "query.score_own"  # horizontal: each lender scores its own applicants; counts back
-    SERVE_TABLE = "query.serve_table"  # passive: its sealed embeddings, once per service
-    SERVE_OPEN = "query.serve_open"  # lender: opens and keeps the parties' tables
+    SERVE_TABLE = "query.serve_table"  # passive: its sealed tag set, once per service
+    SERVE_OPEN = "query.serve_open"  # lender: opens and keeps the parties' tag sets
     SERVE_NEXT = "query.serve_next"  # lender: the next request from its inbox, blinded
-    SERVE_EVAL = "query.serve_eval"  # passive: the request's points times its key
+    SERVE_EVAL = "query.serve_eval"  # passive: the request's points times its key (charged)
+    SERVE_MATCH = "query.serve_match"  # lender: which applicants each party knows, sealed
+    SERVE_EMBED = "query.serve_embed"  # passive: the embeddings of those applicants only
     SERVE_SCORE = "query.serve_score"  # lender: opens the embeddings, scores; counts back
 
     @property
@@ -84,32 +86,44 @@ class ScoringMessage(StrEnum):
         return self.value.split(".", 1)[1]
 
 
-HISTOGRAM_BINS = 100
-"""Score histograms by label that lenders return instead of row-level labels."""
+EVALUATION = "evaluation"
+"""Record of a lender's test score summary beside its evaluation metrics (:func:`evaluation`):
+a ConfigRecord, because the strategies average every MetricRecord of a round's replies."""
 
 
-def score_histogram(scores: np.ndarray, labels: np.ndarray) -> tuple[list[int], list[int]]:
-    """Count scores in equal bins over [0, 1], for defaulters and for the others.
+def evaluation(scores: np.ndarray, labels: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return a lender's evaluation of a model on its test rows: its AUC, and their summary.
 
-    >>> pos, neg = score_histogram(np.array([0.0, 0.5, 0.999]), np.array([0, 1, 1]))
-    >>> pos[50], pos[99], neg[0], sum(pos) + sum(neg)
-    (1, 1, 1, 3)
+    The metrics go in the reply's MetricRecord; the summary (:class:`ScoreSummary`, bins of 20
+    rows or more, as a record) in its :data:`EVALUATION` record, for the server to pool across
+    lenders. No row leaves.
+
+    >>> metrics, summary = evaluation(np.linspace(0.01, 0.99, 50),
+    ...                               np.r_[np.zeros(25), np.ones(25)])
+    >>> metrics, summary["positives"], summary["negatives"]
+    ({'num-examples': 50, 'auc': 1.0}, [0, 25], [20, 5])
     """
-    which = np.minimum((np.asarray(scores) * HISTOGRAM_BINS).astype(int), HISTOGRAM_BINS - 1)
-    pos = np.bincount(which[labels == 1], minlength=HISTOGRAM_BINS)
-    neg = np.bincount(which[labels == 0], minlength=HISTOGRAM_BINS)
-    return pos.tolist(), neg.tolist()
+    auc = auc_of_scores(scores, labels) if 0 < labels.sum() < len(labels) else -1.0
+    return ({"num-examples": int(len(labels)), "auc": auc},
+            ScoreSummary.of(labels, scores).to_record(""))
 
 
-def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float:
-    """AUC from binned scores: P(defaulter scores higher) + half the ties within a bin.
+def pooled_auc(summaries: list[ScoreSummary]) -> float:
+    """Return the AUC of the lenders' test summaries pooled (NaN for none).
 
-    >>> auc_from_histograms(np.array([0, 0, 2]), np.array([2, 0, 0]))
-    1.0
-    >>> auc_from_histograms(np.array([1, 1]), np.array([1, 1]))
-    0.5
+    Pairs within one bin count half: below, each lender's own AUC is 1.0, but one bin holds 25
+    defaulters and 5 others.
+
+    >>> s = ScoreSummary.of(np.r_[np.zeros(25), np.ones(25)], np.linspace(0.01, 0.99, 50))
+    >>> pooled_auc([s, s]), pooled_auc([])
+    (0.9, nan)
     """
-    return histogram_auc(pos, neg)
+    if not summaries:
+        return float("nan")
+    pooled = summaries[0]
+    for summary in summaries[1:]:
+        pooled = pooled + summary
+    return histogram_auc(pooled.positives, pooled.negatives)
 
 
 def auc_of_scores(scores: np.ndarray, labels: np.ndarray) -> float:

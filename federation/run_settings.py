@@ -7,12 +7,16 @@ lives here, below all of them; Hydra's schema for it is built in :mod:`experimen
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
+from credit_data.errors import ConfigError
 from credit_data.settings import DataSettings, PartitionSettings
 from federation.settings import BlacklistSettings, FederationSettings
 from models.settings import ModelSettings, ScorecardSettings, TrainSettings
@@ -48,6 +52,65 @@ class ScoringSettings:
     applicants: str | None = None
 
 
+_URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")  # a scheme of two letters or more
+
+
+class TrackingBackend(StrEnum):
+    """Where a run's record is also logged, besides its own directory (``tracking=...``)."""
+
+    none = "none"
+    mlflow = "mlflow"  # the optional extra: pip install 'credit-fl[mlflow]'
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """``tracking=mlflow``: log each run to MLflow (docs/running-experiments.md).
+
+    ``uri`` is an MLflow tracking URI (``http://host:5000``, ``sqlite:///path/mlflow.db``,
+    ...); null: ``MLFLOW_TRACKING_URI`` if set, else a local store with no server,
+    ``outputs/mlflow/mlflow.db`` and its artifacts beside it. ``experiment`` is the MLflow
+    experiment; null: ``credit-fl`` for a single run, the sweep's directory for each member of a
+    sweep. ``predictions``: also log ``predictions.csv`` (the test rows' IDs, labels and scores).
+    """
+
+    backend: TrackingBackend = TrackingBackend.none
+    uri: str | None = None
+    experiment: str | None = None
+    predictions: bool = True
+
+
+def check_tracking(settings: TrackingSettings, key: str = "tracking") -> None:
+    """Raise a ConfigError naming the key of a value MLflow could not use.
+
+    >>> check_tracking(TrackingSettings(TrackingBackend.mlflow, uri="outputs/runs"))
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    credit_data.errors.ConfigError: tracking.uri=outputs/runs is not a tracking URI (...
+    """
+    uri, experiment = settings.uri, settings.experiment
+    if uri is not None and not (_URI_SCHEME.match(uri) or uri == "databricks"):
+        raise ConfigError(f"{key}.uri={uri} is not a tracking URI (http://host:5000, "
+                          "sqlite:///path/mlflow.db, databricks, ...); null keeps runs in "
+                          "outputs/mlflow")
+    if uri is not None and urlsplit(uri).password is not None:  # it would be in results.json
+        raise ConfigError(f"{key}.uri holds a password, which the run's config (results.json) "
+                          "would keep: give it in MLFLOW_TRACKING_PASSWORD or "
+                          "MLFLOW_TRACKING_TOKEN instead")
+    if experiment is not None and not experiment.strip():
+        raise ConfigError(f"{key}.experiment is empty; null names it after the run or sweep")
+    if settings.backend is TrackingBackend.none and (uri is not None or experiment is not None):
+        logging.getLogger("credit_fl").warning(
+            "%s.uri or %s.experiment is set but %s.backend is none: nothing is logged "
+            "(tracking=mlflow turns tracking on)", key, key, key)
+
+
+class Engine(StrEnum):
+    """What runs the simulated nodes of a federated run (docs/benchmarks.md measures both)."""
+
+    in_process = "in_process"  # every node in this process, each message delivered at once
+    simulation = "simulation"  # Flower's simulation engine on Ray: nodes side by side
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """Everything a run depends on; built once, from the Hydra config.
@@ -68,8 +131,10 @@ class RunSettings:
     scorecard: ScorecardSettings = field(default_factory=ScorecardSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     blacklists: BlacklistSettings = field(default_factory=BlacklistSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
     references: bool = False
     resume: str | None = None
+    engine: Engine = Engine.simulation
 
 
 def build_settings(tp: Any, value: Any, key: str) -> Any:

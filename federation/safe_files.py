@@ -36,7 +36,7 @@ from numpy._core.multiarray import _reconstruct, scalar  # type: ignore[attr-def
 from credit_data import errors
 from credit_data.errors import ConfigError, CreditFLError, ReportedError
 from credit_data.federated_scaling import Schema
-from federation.blacklist import QueryLimit
+from federation.query_ledger import QueryLimit
 from federation.storage import atomic_path
 from models.bundle import BundleError
 from models.metrics import ScoreSummary

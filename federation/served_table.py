@@ -1,42 +1,43 @@
-"""A party's embeddings, sealed once for a scoring service: labelled PSI over an OPRF.
+"""A scoring service's matching: an OPRF over each party's customers, embeddings per request.
 
-A long-lived scoring service (:mod:`fl_server.scoring_service`) answers a request in one round
-to the parties and back, instead of the batch path's PSI request, answer, sealed intersection
-and embeddings (:mod:`fl_client.scoring_task`). Each party does once, per model and table:
+A long-lived scoring service (:mod:`fl_server.scoring_service`) answers many requests in one
+Flower run, from a party's key drawn once per model and table. Once, when the service starts,
+each party:
 
 * draws an OPRF key ``k`` (the operating system's source) and, for each of its customers ``y``,
   computes ``F(y) = k * H(y)`` on edwards25519 (``H``: two Elligator 2 maps of the halves of
   SHA-512, added: the shape of RFC 9380's hash_to_curve, without its expand_message), and from
-  ``y`` and ``F(y)`` a tag and a one-time pad (SHAKE-256, bound to the model and the party, as
-  RFC 9497's finalization hashes the input with the evaluation);
-* sends the lender, sealed end to end (the alignment's signed X25519 channel), the table of
-  ``tag(y)`` and ``embedding(y) XOR pad(y)``: 16 bytes plus 4 per embedding value a customer.
+  ``y`` and ``F(y)`` a 16-byte tag (SHAKE-256, bound to the model and the party, as RFC 9497's
+  finalization hashes the input with the evaluation);
+* sends the lender, sealed end to end (the alignment's signed X25519 channel), the sorted set of
+  its tags (:class:`TagSet`): no embedding, no ciphertext of one.
 
 A request: the lender blinds each applicant ``x`` as ``r * H(x)`` with a fresh scalar ``r``;
-the party multiplies by ``k`` (counting the IDs against its ``max_queries``); the lender
-removes ``r``, derives the tag and the pad of ``F(x)``, finds the applicants the party knows
-and opens their embeddings. Who learns what:
+the party multiplies by ``k``, charging every point to its query ledger first
+(:mod:`federation.query_ledger`); the lender removes ``r``, derives the tag of ``F(x)`` and
+finds which applicants the party knows; it sends the party, sealed, the tags of those
+applicants only; the party checks them against the request it answered and sends the
+embeddings of those rows, sealed. Who learns what:
 
-* **lender**: the embeddings of the applicants it asks about that the party knows, as in the
-  batch path, and the party's number of customers; nothing about the others (each pad is a
-  pseudo-random function of ``F(y)``, which the lender cannot compute without the party).
-* **party**: the number of applicants of each request, never which (the batch path tells it
-  which applicants it shares with the lender).
-* **server**: sealed messages and counts. A request is sealed under the lender-party channel
-  key with a sequence number, so the server cannot ask the party to evaluate IDs of its own,
-  nor replay a request.
+* **lender**: which applicants of a charged request the party knows, then their embeddings;
+  the party's number of customers (the size of its tag set). Nothing about a customer it did
+  not ask about in a charged request: a tag is a pseudo-random function of ``F(y)``, which the
+  lender cannot compute without the party, and no embedding leaves the party but those of a
+  request's known applicants.
+* **party**: the number of applicants of each request, and which of its own customers are among
+  them (the tags the lender sends back: the rows it embeds), as in batch scoring; never the
+  request's other applicants (their points are blinded, their tags never sent).
+* **server**: sealed messages and counts. Every message is sealed under the lender-party
+  channel key with the request's sequence number, so the server cannot ask the party to
+  evaluate or embed IDs of its own, nor replay a request.
 
-What this costs: a leaked ``k`` together with the table would open every customer's embedding;
-``k`` never leaves the party's disk (owner-only, beside its PSI cache) and is drawn anew for
-every model and table.
-
->>> import numpy as np
 >>> key, context = new_key(), table_context("model-1", "bureau")
->>> table = seal_table(key, ["a", "b", "c"], np.eye(3, 2, dtype=np.float32), context)
+>>> own = party_tags(key, ["a", "b", "c"], context)
 >>> blinded = Blinded.of(["b", "x"])
->>> found, values = table.open(["b", "x"], blinded.unblind(evaluate(key, blinded.points)), context)
->>> found.tolist(), values[0].tolist()
-([True, False], [0.0, 1.0])
+>>> found, tags = TagSet.of(own).find(["b", "x"], blinded.unblind(evaluate(key, blinded.points)),
+...                                   context)
+>>> found.tolist(), rows_of(tags, own, asked=2).tolist()
+([True, False], [1])
 """
 
 from __future__ import annotations
@@ -105,83 +106,89 @@ def table_context(model_id: str, party: str) -> bytes:
     return _DOMAIN + f"{model_id}|{party}|".encode()
 
 
-def _tag_and_pad(customer: str, value: bytes, context: bytes, width: int
-                 ) -> tuple[bytes, bytes]:
+def tag_of(customer: str, value: bytes, context: bytes) -> bytes:
+    """Return a customer's tag: SHAKE-256 of the context, the ID and ``F(ID)``."""
     name = customer.encode()
-    stream = hashlib.shake_256(context + len(name).to_bytes(4, "big") + name + value).digest(
-        TAG + width)
-    return stream[:TAG], stream[TAG:]
+    return hashlib.shake_256(context + len(name).to_bytes(4, "big") + name + value).digest(TAG)
+
+
+def party_tags(key: bytes, ids: list[str], context: bytes) -> np.ndarray:
+    """Return the party's tag of each of its customers, in its own order: ``(n, TAG)`` bytes."""
+    tags = np.empty((len(ids), TAG), dtype=np.uint8)
+    for i, customer in enumerate(ids):
+        value = sodium.crypto_scalarmult_ed25519_noclamp(key, hash_to_group(customer))
+        tags[i] = np.frombuffer(tag_of(customer, value, context), dtype=np.uint8)
+    return tags
 
 
 @dataclass(frozen=True)
-class SealedTable:
-    """A party's customers as (tag, embedding XOR pad), in no particular order."""
+class TagSet:
+    """A party's customers as tags, sorted (the order says nothing of the party's own)."""
 
     tags: np.ndarray  # (n, TAG) uint8
-    cipher: np.ndarray  # (n, 4 * embedding_dim) uint8
+
+    @classmethod
+    def of(cls, tags: np.ndarray) -> TagSet:
+        """Return the set of a party's tags (:func:`party_tags`), sorted."""
+        return cls(np.ascontiguousarray(tags[np.lexsort(tags.T[::-1])]))
 
     @property
     def rows(self) -> int:
-        """Number of the party's customers in the table."""
+        """Number of the party's customers."""
         return len(self.tags)
 
     def to_bytes(self) -> bytes:
-        """Serialize: rows, width, tags, ciphertexts."""
-        n, width = self.cipher.shape
-        return (n.to_bytes(8, "big") + width.to_bytes(4, "big") + self.tags.tobytes()
-                + self.cipher.tobytes())
+        """Serialize: the tags, concatenated."""
+        return self.tags.tobytes()
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> SealedTable:
-        """Read :meth:`to_bytes`; a blob of the wrong length is refused."""
-        n, width = int.from_bytes(blob[:8], "big"), int.from_bytes(blob[8:12], "big")
-        if len(blob) != 12 + n * (TAG + width) or width % 4:
-            raise AlignmentError("a served table of the wrong length; refused")
-        body = np.frombuffer(blob, dtype=np.uint8, offset=12)
-        return cls(body[:n * TAG].reshape(n, TAG), body[n * TAG:].reshape(n, width))
+    def from_bytes(cls, blob: bytes) -> TagSet:
+        """Read :meth:`to_bytes`; a blob that is not whole tags is refused."""
+        if len(blob) % TAG:
+            raise AlignmentError(f"a tag set of {len(blob)} bytes is not whole {TAG}-byte tags; "
+                                 "refused")
+        return cls(np.frombuffer(blob, dtype=np.uint8).reshape(-1, TAG))
 
-    def index(self) -> dict[bytes, int]:
-        """Tag to row, to look applicants up."""
-        return {bytes(t): i for i, t in enumerate(self.tags)}
+    def index(self) -> frozenset[bytes]:
+        """Return the tags, to look applicants up."""
+        return frozenset(bytes(t) for t in self.tags)
 
-    def open(self, ids: list[str], values: list[bytes], context: bytes,
-             index: dict[bytes, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Return (which applicants the party knows, their embeddings in the applicants' order).
+    def find(self, ids: list[str], values: list[bytes], context: bytes,
+             index: frozenset[bytes] | None = None) -> tuple[np.ndarray, bytes]:
+        """Return which applicants the party knows, and their tags (concatenated, in order).
 
         ``values``: ``F(x)`` of each applicant ``ids[i]``, unblinded (:meth:`Blinded.unblind`).
         """
         index = self.index() if index is None else index
-        width = self.cipher.shape[1]
         found = np.zeros(len(values), dtype=bool)
-        rows: list[np.ndarray] = []
+        known = bytearray()
         for i, (customer, value) in enumerate(zip(ids, values, strict=True)):
-            tag, pad = _tag_and_pad(customer, value, context, width)
-            row = index.get(tag)
-            if row is None:
-                continue
-            found[i] = True
-            rows.append(self.cipher[row] ^ np.frombuffer(pad, dtype=np.uint8))
-        plain = (np.stack(rows) if rows else np.zeros((0, width), dtype=np.uint8))
-        return found, np.ascontiguousarray(plain).view("<f4").reshape(len(rows), width // 4)
+            tag = tag_of(customer, value, context)
+            if tag in index:
+                found[i] = True
+                known += tag
+        return found, bytes(known)
 
 
-def seal_table(key: bytes, ids: list[str], embeddings: np.ndarray,
-               context: bytes) -> SealedTable:
-    """Build a party's table: for each customer, its tag and its embedding under its pad."""
-    values = np.ascontiguousarray(embeddings, dtype="<f4")
-    if values.ndim != 2 or len(values) != len(ids):
-        raise ValueError(f"{len(ids)} customers and embeddings of shape {values.shape}")
-    width = values.shape[1] * 4
-    tags = np.empty((len(ids), TAG), dtype=np.uint8)
-    pads = np.empty((len(ids), width), dtype=np.uint8)
-    for i, customer in enumerate(ids):
-        value = sodium.crypto_scalarmult_ed25519_noclamp(key, hash_to_group(customer))
-        tag, pad = _tag_and_pad(customer, value, context, width)
-        tags[i] = np.frombuffer(tag, dtype=np.uint8)
-        pads[i] = np.frombuffer(pad, dtype=np.uint8)
-    order = np.lexsort(tags.T[::-1])  # sorted by tag: the order says nothing of the party's
-    cipher = values.view(np.uint8).reshape(len(ids), width) ^ pads
-    return SealedTable(tags[order], cipher[order])
+def rows_of(tags: bytes, own: np.ndarray, *, asked: int) -> np.ndarray:
+    """Return the party's rows the lender's tags name, in the lender's order.
+
+    Refused: bytes that are not whole tags, a tag named twice, more tags than the request
+    asked about, and a tag that is none of the party's customers (each would release a row the
+    request did not pay for).
+    """
+    if len(tags) % TAG:
+        raise AlignmentError(f"{len(tags)} bytes of tags are not whole {TAG}-byte tags; refused")
+    wanted = [tags[i:i + TAG] for i in range(0, len(tags), TAG)]
+    if len(set(wanted)) != len(wanted) or len(wanted) > asked:
+        raise AlignmentError(f"the lender names {len(wanted)} customers ({len(set(wanted))} "
+                             f"distinct) for a request of {asked} applicants; refused")
+    where = {bytes(t): i for i, t in enumerate(own)}
+    missing = sum(t not in where for t in wanted)
+    if missing:
+        raise AlignmentError(f"the lender names {missing} tags that are none of this party's "
+                             "customers; refused")
+    return np.asarray([where[t] for t in wanted], dtype=np.int64)
 
 
 @dataclass(frozen=True)

@@ -136,9 +136,10 @@ class BlacklistSettings:
     ``holders`` names them (each is a node of its own, holding its list only). ``mode``: a
     ``lookup`` tells the lender which of its applicants are listed (and they become its
     features ``on_list_<holder>`` and ``blacklist_hits``); ``cardinality`` (only how many) is
-    withdrawn and refused. ``max_queries``: the IDs one lender may ask a holder per calendar
-    month (UTC); past it the holder refuses. ``on_hit``: the rule scoring applies to a listed
-    applicant.
+    withdrawn and refused. ``max_queries``: the IDs one lender may have answered by a node per
+    UTC day and calendar month (:mod:`federation.query_ledger`): the cap in simulation; a
+    deployed node's own caps are its flags, which this may lower only. ``on_hit``: the rule
+    scoring applies to a listed applicant.
     """
 
     holders: tuple[str, ...] = ()

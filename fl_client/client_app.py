@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -22,6 +22,7 @@ from federation.protocol import (
     ARRAYS,
     CONFIG,
     EVALUATE_FIRST,
+    EVALUATION,
     METRICS,
     REPORT,
     RUN_ENDS,
@@ -93,8 +94,11 @@ def make_client_app(source: NodeSource, mods: tuple[Mod, ...] = ()) -> ClientApp
             privacy_state = task.load_privacy(str(saved["json"]) if saved else None, n_train)
         state = msg.content.array_records[ARRAYS].to_torch_state_dict()
         # the global model of the round before, scored here instead of in a message of its own
-        scored = (evaluation_metrics(task.evaluate(schema, state))
-                  if msg.content[CONFIG].get(EVALUATE_FIRST) else {})
+        scored: dict[str, Any] = {}
+        summary: dict[str, Any] = {}
+        if msg.content[CONFIG].get(EVALUATE_FIRST):
+            scored, summary = task.evaluate(schema, state)
+            scored = evaluation_metrics(scored)
         try:
             weights, metrics = task.train(schema, state, server_round, privacy_state,
                                           node_noise(context, task.settings))
@@ -102,6 +106,7 @@ def make_client_app(source: NodeSource, mods: tuple[Mod, ...] = ()) -> ClientApp
             content = RecordDict({STATUS: _status(task, refused=str(refusal))})
             if scored:
                 content[METRICS] = MetricRecord(scored)
+                content[EVALUATION] = ConfigRecord(summary)
             return Message(content, reply_to=msg)
         if privacy_state is not None:
             context.state.config_records[PRIVACY_STATE] = ConfigRecord(
@@ -110,6 +115,8 @@ def make_client_app(source: NodeSource, mods: tuple[Mod, ...] = ()) -> ClientApp
         content = RecordDict({ARRAYS: ArrayRecord(weights),
                               METRICS: MetricRecord({**metrics, **scored}),
                               STATUS: _status(task)})
+        if summary:
+            content[EVALUATION] = ConfigRecord(summary)
         return Message(content, reply_to=msg)
 
     @app.evaluate()
@@ -117,7 +124,8 @@ def make_client_app(source: NodeSource, mods: tuple[Mod, ...] = ()) -> ClientApp
         task = _task(source, context)
         schema = Schema.from_json(str(msg.content[CONFIG]["schema"]))
         state = msg.content.array_records[ARRAYS].to_torch_state_dict()
-        content = RecordDict({METRICS: MetricRecord(task.evaluate(schema, state)),
+        metrics, summary = task.evaluate(schema, state)
+        content = RecordDict({METRICS: MetricRecord(metrics), EVALUATION: ConfigRecord(summary),
                               STATUS: _status(task)})
         if msg.content[CONFIG].get(REPORT):  # the final model: the lender's report
             content[REPORT] = ConfigRecord(report_record(*task.report(schema, state)))

@@ -20,7 +20,9 @@ from credit_data.settings import LABEL_HOLDER
 from credit_data.vertical import NodeRows
 from federation.alignment import channel_auth, open_key, seal_key, transcript
 from federation.blacklist import ListHolder, check_answer, listed, lookup_request, sign_answer
+from federation.query_ledger import Purpose
 from federation.settings import HitRule, ListMode
+from fl_client.queries import query_ledger
 from fl_client.settings import ClientSettings
 
 HITS_COLUMN = "blacklist_hits"
@@ -51,18 +53,17 @@ def is_holder(settings: ClientSettings) -> bool:
 
 
 def holder_answer(settings: ClientSettings, ids: list[str], request: bytes, asked: int,
-                  lender_key: bytes, keys: dict[str, bytes], *, per_request: bool = False
-                  ) -> tuple[bytes, bytes, bytes, dict[str, float]]:
+                  lender_key: bytes, keys: dict[str, bytes], *, purpose: Purpose,
+                  per_request: bool = False) -> tuple[bytes, bytes, bytes, dict[str, float]]:
     """Answer one lookup at a holder node; return (setup, response, signature, metrics).
 
     Only a request the lender's node signed for this run is answered (``lender_key``: its
     signed channel key, as the parties get it), once per run (``keys``: the node's state), or
     with ``per_request`` (a scoring service: many requests in one run) each signed request
     once;
-    the lender's count is charged to the ledger under the lender's name, whatever the router
-    says. The ledger lives beside the node's cached list in a deployment (its state directory,
-    kept across runs); a simulated holder keeps it in the run's directory (a fresh holder per
-    run). The answer is signed with the node's key.
+    the lender's count is charged to the node's query ledger under the lender's name and
+    ``purpose`` (training, scoring or a service: :mod:`fl_client.queries`), whatever the router
+    says. The answer is signed with the node's key; the metrics report the charge.
     """
     digest = transcript(request)
     answered = keys.get(ANSWERED, b"")
@@ -76,15 +77,15 @@ def holder_answer(settings: ClientSettings, ids: list[str], request: bytes, aske
     open_key(auth, lender_key, LABEL_HOLDER, digest)  # refuses a request the lender did not sign
     b = settings.blacklists
     cache = Path(settings.psi_cache) if settings.psi_cache else None
-    ledger = (Path(settings.list_ledger) if settings.list_ledger
-              else Path(settings.state_dir) / settings.party if settings.state_dir else None)
     holder = ListHolder(settings.party, ids, reveal=b.mode is ListMode.lookup,
-                        cache_dir=cache, max_queries=b.max_queries, ledger_dir=ledger)
-    setup, response = holder.answer(request, asked=asked, lender=LABEL_HOLDER)
+                        cache_dir=cache, caps=settings.queries,
+                        ledger_dir=query_ledger(settings).directory)
+    setup, response = holder.answer(request, asked=asked, lender=LABEL_HOLDER, purpose=purpose)
     keys[ANSWERED] = answered + digest if per_request else digest
+    assert holder.spend is not None
     return setup, response, sign_answer(auth, digest, setup, response), {
-        "asked": float(asked), "list_size": float(len(ids)),
-        "setup_cached": float(holder.setup_cached), "max_queries": float(b.max_queries),
+        **holder.spend.metrics(), "list_size": float(len(ids)),
+        "setup_cached": float(holder.setup_cached),
         "cardinality": float(b.mode is ListMode.cardinality)}
 
 

@@ -16,7 +16,7 @@ run's id (Flower may carry a node's state into a later run); a state directory i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +28,14 @@ from credit_data.settings import LABEL_HOLDER, DataSettings
 from credit_data.summary import column_counts, sketch_from_summaries
 from credit_data.tables import PartyTable
 from credit_data.vertical import NodeRows, node_rows, training_rows
-from fl_client.settings import ClientSettings
+from federation.run_settings import RunSettings
+from fl_client.settings import ClientSettings, client_settings
 from fl_client.vertical_task import flipped_labels
 from privacy.accounting import party_delta
 from privacy.randomness import NoiseSource
 from privacy.sealed_key import KEY_BYTES, check_apart, forget, kept_key
 from privacy.settings import PrivacyMechanism, PrivacySettings
+from privacy.split_key import derive_split_key
 from privacy.summary import noisy_summary, summary_plan
 
 NOISE_STATE = "noise-source"
@@ -125,26 +127,47 @@ def summary_target(privacy: PrivacySettings, party: str) -> float | None:
     return None
 
 
+def node_split_key(settings: ClientSettings) -> bytes:
+    """Return the node's split key (:mod:`privacy.split_key`): the node's alone, not the run's.
+
+    From the node's master key (``settings.key_dir``, outside every run directory), or from the
+    seed under reproducible noise (the node's own setting in a deployment).
+    """
+    return derive_split_key(Path(settings.key_dir) if settings.key_dir else None,
+                            settings.party, seed=settings.seed,
+                            reproducible=settings.privacy.reproducible_noise)
+
+
+def simulated_split_keys(run: RunSettings, parties: Iterable[str]) -> dict[str, bytes]:
+    """Return the simulated parties' split keys, as each party's node derives its own.
+
+    The simulation reads them to build what only it builds (a horizontal federation's lenders
+    from one table, the references and centralized runs on the same splits).
+    """
+    return {party: node_split_key(client_settings(run, party, None)) for party in parties}
+
+
 def private_node_rows(table: PartyTable, data: DataSettings, seed: int,
-                      privacy: PrivacySettings, noise: NoiseSource) -> NodeRows:
-    """Preprocess a party's table at its node.
+                      privacy: PrivacySettings, noise: NoiseSource,
+                      split_key: bytes) -> NodeRows:
+    """Preprocess a party's table at its node, its split keyed by ``split_key``.
 
     From its noisy summary where DP protects its columns, else fitted on its exact training rows.
     """
     target = summary_target(privacy, table.party)
     if target is None:
-        return node_rows(table, data, seed)
-    train = training_rows(table, data, seed)
+        return node_rows(table, data, seed, split_key)
+    train = training_rows(table, data, split_key)
     frame = table.frame.loc[train]
     labels = None
     if table.labels is not None and privacy.mechanism is PrivacyMechanism.dpsgd:
         labels = table.labels[data.label].to_numpy(dtype=np.float32)[train]
         if privacy.label_epsilon is not None:  # count the flipped labels: no label privacy
             labels = flipped_labels(labels, privacy.label_epsilon, noise)  # spent twice
-    delta = party_delta(privacy.delta, int(train.sum()))
-    plan = summary_plan(target, privacy.summary_share, delta)
+    delta = party_delta(delta=privacy.delta, n_rows=int(train.sum()))
+    plan = summary_plan(target_epsilon=target, share=privacy.summary_share, delta=delta)
     counts = column_counts(frame, table.numeric, table.categorical, labels)
-    summary = noisy_summary(counts, plan, noise)
+    summary = noisy_summary(counts, plan=plan, noise=noise)
     sketch = sketch_from_summaries([summary], table.numeric, table.categorical)
-    return node_rows(table, data, seed, sketch=sketch, summary_history=plan.history,
+    return node_rows(table, data, seed, split_key, sketch=sketch, summary_history=plan.history,
                      summary_selection_delta=plan.selection_delta)

@@ -21,6 +21,7 @@ from flwr.clientapp.typing import Mod
 from credit_data.errors import AlignmentError, BudgetRefusal, CreditFLError, DataError
 from credit_data.settings import LABEL_HOLDER
 from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, ScoringMessage
+from federation.query_ledger import Purpose
 from federation.storage import write_atomic
 from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod, role_guard_mod
 from fl_client.lender_scoring import score_own_applicants
@@ -114,11 +115,16 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
     def answer(msg: Message, context: Context, settings: ClientSettings,
                data: ScoringInput) -> Message:
         config, state = _config(msg), load_state(settings, context)
-        setup, response, key, cached = ScoringParty(settings, data).answer(
+        node = ScoringParty(settings, data)
+        setup, response, key, cached = node.answer(
             state, cast(bytes, config["request"]), cast(bytes, config["key"]),
             int(cast(int, config["lender_rows"])))
         save_state(settings, context, state)
-        return _reply(msg, settings.party, metrics={"setup_cached": float(cached)},
+        assert node.spend is not None
+        context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+            {"lookup": "scoring alignment", "asked": node.spend.asked})
+        return _reply(msg, settings.party, metrics={"setup_cached": float(cached),
+                                                    **node.spend.metrics()},
                       config={"setup": setup, "response": response, "key": key})
 
     @app.query(ScoringMessage.LIST_ANSWER.action)
@@ -129,6 +135,7 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
         setup, response, signature, metrics = holder_answer(
             settings, [str(i) for i in data.table.frame.index], cast(bytes, config["request"]),
             int(cast(int, config["asked"])), cast(bytes, config["key"]), state.keys,
+            purpose=Purpose.service if config.get("served") else Purpose.scoring,
             per_request=bool(config.get("served")))
         save_state(settings, context, state)
         context.state.config_records[AUDIT_NOTE] = ConfigRecord(
@@ -263,13 +270,36 @@ def _serve(app: ClientApp, guarded: Callable[[Callable[[Message, Context, Client
     def serve_eval(msg: Message, context: Context, settings: ClientSettings,
                    data: ScoringInput) -> Message:
         state = load_state(settings, context)
-        evaluated, asked = ServedParty(settings, data).evaluate(
+        evaluated, spend = ServedParty(settings, data).evaluate(
             state, cast(bytes, _config(msg)["sealed"]))
         save_state(settings, context, state)
         context.state.config_records[AUDIT_NOTE] = ConfigRecord(
-            {"lookup": "scoring service", "asked": asked})
-        return _reply(msg, settings.party, metrics={"asked": float(asked)},
+            {"lookup": "scoring service", "asked": spend.asked})
+        return _reply(msg, settings.party, metrics=spend.metrics(),
                       config={"evaluated": evaluated})
+
+    @app.query(ScoringMessage.SERVE_MATCH.action)
+    @guarded
+    def serve_match(msg: Message, context: Context, settings: ClientSettings,
+                    data: ScoringInput) -> Message:
+        config, state = _config(msg), load_state(settings, context)
+        known = ServedLender(settings, data, data.applicants).match(
+            state, {str(p): cast(bytes, config[f"{p}.evaluated"])
+                    for p in cast(list[str], config.get("passive", []))})
+        save_state(settings, context, state)
+        return _reply(msg, settings.party,
+                      metrics={f"{p}.known": float(state.masks[p].sum()) for p in known},
+                      config={f"{p}.known": k for p, k in known.items()})
+
+    @app.query(ScoringMessage.SERVE_EMBED.action)
+    @guarded
+    def serve_embed(msg: Message, context: Context, settings: ClientSettings,
+                    data: ScoringInput) -> Message:
+        state = load_state(settings, context)
+        embedded, info = ServedParty(settings, data).embed_known(
+            state, cast(bytes, _config(msg)["known"]))
+        save_state(settings, context, state)
+        return _reply(msg, settings.party, info=info, config={"embedded": embedded})
 
     @app.query(ScoringMessage.SERVE_SCORE.action)
     @guarded
@@ -278,7 +308,7 @@ def _serve(app: ClientApp, guarded: Callable[[Callable[[Message, Context, Client
         config, state = _config(msg), load_state(settings, context)
         holders = [str(h) for h in cast(list[str], config.get("holders", []))]
         request, _, counts = ServedLender(settings, data, data.applicants).score(
-            state, {str(p): cast(bytes, config[f"{p}.evaluated"])
+            state, {str(p): cast(bytes, config[f"{p}.embedded"])
                     for p in cast(list[str], config.get("passive", []))},
             {h: (cast(bytes, config[f"{h}.setup"]), cast(bytes, config[f"{h}.response"]),
                  cast(bytes, config[f"{h}.signature"])) for h in holders})

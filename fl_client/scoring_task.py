@@ -35,9 +35,13 @@ from federation.alignment import (
     seal_key,
     transcript,
 )
+from federation.blacklist import request_size
+from federation.query_ledger import Purpose, QuerySpend
+from federation.releases import Outside, opted_in, outside_epsilon, refusal
 from federation.sealed import keep_key
-from federation.settings import ListMode
+from federation.settings import ListMode, Mode
 from fl_client.list_lookup import decisions, hit_columns, lender_hits
+from fl_client.queries import charge
 from fl_client.settings import ClientSettings
 from fl_client.vertical_task import NodeState
 from models.bundle import Bundle, load_bundle
@@ -231,26 +235,30 @@ class ScoringParty(_ScoringNode):
         super().__init__(settings, data)
         if self.bundle.manifest["role"] != "passive":
             raise DataError(f"{data.bundle_dir}: not a passive party's bundle")
+        self.spend: QuerySpend | None = None
 
     def answer(self, state: NodeState, request: bytes, lender_key: bytes,
                lender_rows: int) -> tuple[bytes, bytes, bytes, bool]:
         """Return (setup, response, sealed key, whether the setup came from the cache).
 
         The party's PSI key is used here and not kept in the request's state: it lives in the
-        party's cache alone.
+        party's cache alone. The answer tells the lender which applicants this node knows:
+        every ID of the signed request is charged to the node's query ledger first
+        (:attr:`spend`), and a request past a cap is refused unanswered.
         """
         once(state, self.settings.party, "answer")
-        self._refuse_unaccounted()
+        self.refuse_unaccounted()
+        auth = channel_auth(self.settings.party, self.settings.channel_keys)
+        lender_public = open_key(auth, lender_key, LABEL_HOLDER, transcript(request))
+        self.spend = charge(self.settings, request_size(request), Purpose.scoring)
         cache = SetupCache(Path(self.settings.psi_cache) if self.settings.psi_cache else None,
                            self.settings.party)
         psi_key, setup, cached = cache.setup(self.ids, lender_rows)
-        auth = channel_auth(self.settings.party, self.settings.channel_keys)
         side = PartyAlignment(self.settings.party, self.ids, psi_key=psi_key)
-        lender_public = open_key(auth, lender_key, LABEL_HOLDER, transcript(request))
         response, public = side.answer(request, lender_public)
         state.keys["channel"] = side.channel_key
         keep_key(state.keys, LABEL_HOLDER, side.channel_key)  # to seal the embeddings with
-        state.keys["lender rows"] = str(lender_rows).encode()
+        state.keys["lender rows"] = str(self.spend.asked).encode()  # what it charged
         return setup, response, seal_key(auth, public, transcript(transcript(setup),
                                                                    response)), cached
 
@@ -269,7 +277,13 @@ class ScoringParty(_ScoringNode):
                                  f"{len(positions)} applicants ({len(np.unique(positions))} "
                                  f"distinct) for a request of {asked}; refused")
         values, unknown, spend = self.embed_rows(positions, "scoring release")
-        return values, {"rows": len(positions), "unknown_categories": unknown} | spend
+        return values, ({"rows": len(positions), "unknown_categories": unknown} | spend
+                        | self.outside_info())
+
+    def outside_info(self) -> dict[str, list[str]]:
+        """Return, for a reply, the opt-in releases outside any epsilon it carries (if any)."""
+        released = opted_in(self.outside())
+        return {"outside_epsilon": released} if released else {}
 
     def embed_rows(self, rows: np.ndarray | None, purpose: str
                    ) -> tuple[np.ndarray, dict[str, int], dict[str, Any]]:
@@ -295,17 +309,24 @@ class ScoringParty(_ScoringNode):
         rng = NoiseSource.fresh().numpy(purpose)  # the OS's source, drawn here
         return embed(encoder, x, clip=clip, noise_std=noise_std, rng=rng), unknown, spend
 
-    def _refuse_unaccounted(self) -> None:
-        """Refuse, at a capped party, embeddings no epsilon covers (a model without noise).
+    def outside(self) -> tuple[Outside, ...]:
+        """Return what scoring with this bundle releases outside any epsilon."""
+        return outside_epsilon(self.settings.privacy, self.settings.party, Mode.vertical,
+                               scoring=True, embedding_noise=float(
+                                   self.bundle.manifest["embedding"]["noise_std"]) > 0)
 
-        DP-SGD bounds the encoder's weights, not the embedding of an applicant's own row.
+    def refuse_unaccounted(self) -> None:
+        """Refuse embeddings no epsilon covers unless this node opted in (a model without noise).
+
+        The decision is :func:`federation.releases.refusal`'s, as for a training run: a node
+        sends exact embeddings only with its own ``--release-exact-embeddings``; in simulation
+        a party that caps its epsilon refuses them. DP-SGD bounds the encoder's weights, not the
+        embedding of an applicant's own row.
         """
-        cap = self.settings.privacy.max_epsilon
-        if cap is not None and float(self.bundle.manifest["embedding"]["noise_std"]) <= 0:
-            raise BudgetRefusal(f"{self.settings.party}: this node caps its epsilon at {cap:g} "
-                                "and the model's embeddings carry no noise (it was trained "
-                                "without privacy.embedding_epsilon): scoring would send its "
-                                "rows' embeddings outside any epsilon; refused")
+        why = refusal(self.outside(), capped=self.settings.privacy.max_epsilon is not None,
+                      opted=self.settings.opt_in)
+        if why is not None:
+            raise BudgetRefusal(why)
 
     def _release_spend(self, noise_std: float, clip: float, rows: int) -> dict[str, Any]:
         """Epsilon of this release per scored applicant; refused past the node's cap.
@@ -315,10 +336,11 @@ class ScoringParty(_ScoringNode):
         """
         m = self.bundle.manifest
         multiplier = noise_std / embedding_sensitivity(clip=clip)
-        delta = party_delta(m["config"]["privacy"].get("delta"), int(m["table"]["rows"]))
+        delta = party_delta(delta=m["config"]["privacy"].get("delta"),
+                            n_rows=int(m["table"]["rows"]))
         trained = int(m["privacy"].get("embedding_releases", 0))
-        fresh = epsilon_of([(multiplier, 1.0, 1)], delta)
-        again = epsilon_of([(multiplier, 1.0, trained + 1)], delta)
+        fresh = epsilon_of([(multiplier, 1.0, 1)], delta=delta)
+        again = epsilon_of([(multiplier, 1.0, trained + 1)], delta=delta)
         cap = self.settings.privacy.max_epsilon
         if cap is not None and again > cap + 1e-9:
             raise BudgetRefusal(f"{self.settings.party}: scoring would release the embeddings "

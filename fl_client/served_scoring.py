@@ -1,12 +1,14 @@
 """What each node does in a scoring service (:mod:`fl_server.scoring_service`). Never imports flwr.
 
 Once per service: the lender agrees a channel key with each party (X25519, signed with the node
-keys as the alignment's are); each party sends its table of sealed embeddings
-(:mod:`federation.served_table`), built once per model and table and kept beside its PSI cache.
-Then per request: the lender takes the next request from its inbox and blinds the applicants;
-each party multiplies the blinded points by its key, counting them against its ``max_queries``;
-the lender opens the embeddings of the applicants each party knows and scores, keeping the
-scores on its own disk (``<state>/lender/requests/<request>/scores.csv``).
+keys as the alignment's are); each party sends its sealed set of tags
+(:mod:`federation.served_table`: no embedding), built once per model and table and kept beside
+its PSI cache with its key and its rows' embeddings. Then per request: the lender takes the next
+request from its inbox and blinds the applicants; each party multiplies the blinded points by
+its key, charging them to its query ledger (:mod:`fl_client.queries`); the lender finds which
+applicants each party knows and sends each the tags of those only; each party sends their
+embeddings, and nothing of any other customer; the lender scores, keeping the scores on its own
+disk (``<state>/lender/requests/<request>/scores.csv``).
 """
 
 from __future__ import annotations
@@ -35,22 +37,25 @@ from federation.alignment import (
     shared_key,
     transcript,
 )
-from federation.blacklist import QueryLedger, lookup_request, period_of
+from federation.blacklist import lookup_request
+from federation.query_ledger import Purpose, QuerySpend
 from federation.served_table import (
     POINT,
     REQUEST_ID,
     Blinded,
-    SealedTable,
+    TagSet,
     evaluate,
     new_key,
+    party_tags,
+    rows_of,
     seal,
-    seal_table,
     table_context,
     unseal,
 )
 from federation.settings import ListMode
 from federation.storage import write_atomic
 from fl_client.list_lookup import lender_hits
+from fl_client.queries import charge
 from fl_client.scoring_task import (
     DONE,
     SCORES_FILE,
@@ -73,10 +78,12 @@ _LENDER_KEY = "served lender key"
 _SEQ = "served seq"
 _REQUEST = "served request"
 _BLINDING = "served blinding"
-_OPRF_KEY = "served oprf key"
+_MEMORY = "served matching"
 _TABLE = "served table"
 _UNPAID = "served release unpaid"
 _IDS = "served applicants"
+_ASKED = "served asked"
+_EMBEDDED = "served embedded"
 
 
 ApplicantLoader = Callable[[dict[str, Any]], PartyTable]
@@ -95,12 +102,25 @@ def table_fingerprint(table: PartyTable) -> str:
 @dataclass(frozen=True)
 class _Cached:
     key: bytes
-    table: SealedTable
+    tags: np.ndarray  # (n, TAG): each customer's tag, in the party's own order
+    values: np.ndarray  # (n, embedding_dim): each customer's embedding (one release, if noisy)
     release: dict[str, Any]
+
+    def to_bytes(self) -> bytes:
+        blob = io.BytesIO()
+        np.savez(blob, key=np.frombuffer(self.key, dtype=np.uint8), tags=self.tags,
+                 values=self.values, release=np.asarray(json.dumps(self.release)))
+        return blob.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> _Cached:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as kept:
+            return cls(kept["key"].tobytes(), kept["tags"], kept["values"],
+                       json.loads(str(kept["release"])))
 
 
 class ServedParty(ScoringParty):
-    """A passive party of a scoring service: its sealed table once, then evaluations."""
+    """A passive party of a scoring service: its tag set once, then requests one at a time."""
 
     def _cache_path(self) -> Path | None:
         if not self.settings.psi_cache:
@@ -109,37 +129,32 @@ class ServedParty(ScoringParty):
         return Path(self.settings.psi_cache) / self.settings.party / SERVED / name
 
     def _table(self) -> tuple[_Cached, bool]:
-        """Return the party's key and sealed table, and whether they came from its disk.
+        """Return the party's key, tags and embeddings, and whether they came from its disk.
 
         Built once per model and table: a noisy model's embeddings are drawn once (the
-        operating system's source) and kept, so every request opens the same release.
+        operating system's source) and kept, so every request sends the same release of a row.
         """
         path = self._cache_path()
         if path is not None and path.is_file():
-            with np.load(path, allow_pickle=False) as kept:
-                return _Cached(kept["key"].tobytes(), SealedTable(kept["tags"], kept["cipher"]),
-                               json.loads(str(kept["release"]))), True
+            return _Cached.from_bytes(path.read_bytes()), True
         values, _, release = self.embed_rows(None, "served table")
         key = new_key()
-        cached = _Cached(key, seal_table(key, self.ids, values,
-                                         table_context(self.bundle.model_id,
-                                                       self.settings.party)), release)
-        if path is not None:
+        cached = _Cached(key, party_tags(key, self.ids, table_context(
+            self.bundle.model_id, self.settings.party)), values, release)
+        if path is not None:  # holds the key and the embeddings: the party's own
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            blob = io.BytesIO()
-            np.savez(blob, key=np.frombuffer(key, dtype=np.uint8), tags=cached.table.tags,
-                     cipher=cached.table.cipher, release=np.asarray(json.dumps(release)))
-            write_atomic(path, blob.getvalue(), mode=0o600)  # holds the key: the party's own
+            write_atomic(path, cached.to_bytes(), mode=0o600)
         return cached, False
 
     def sealed_table(self, state: NodeState, lender_key: bytes
                      ) -> tuple[bytes, bytes, dict[str, Any]]:
-        """Return (the table sealed for the lender, this node's signed key, what it released).
+        """Return (the tag set sealed for the lender, this node's signed key, its counts).
 
-        ``info["epsilon_per_new_applicant"]`` is there only when this call drew the release.
+        No embedding leaves here. ``info["epsilon_per_new_applicant"]`` is there only when
+        this call drew the release that requests then send from.
         """
         once(state, self.settings.party, "served table")
-        self._refuse_unaccounted()
+        self.refuse_unaccounted()
         auth = channel_auth(self.settings.party, self.settings.channel_keys)
         lender_public = open_key(auth, lender_key, LABEL_HOLDER, _HELLO)
         cached, from_disk = self._table()
@@ -147,13 +162,14 @@ class ServedParty(ScoringParty):
         state.keys[SERVED] = shared_key(channel, lender_public, f"served {self.settings.party}")
         state.keys[_SEQ] = b"0"
         path = self._cache_path()
-        if path is None:  # no cache directory (a unit test): the key stays in the state
-            state.keys[_OPRF_KEY] = cached.key
-        else:  # each request reads the key from the cache: no copy in a run's state
+        if path is None:  # no cache directory (a unit test): kept in the state
+            state.keys[_MEMORY] = cached.to_bytes()
+        else:  # each request reads them from the cache: no copy in a run's state
             state.keys[_TABLE] = str(path).encode()
-        sealed = seal(state.keys[SERVED], cached.table.to_bytes(),
+        sealed = seal(state.keys[SERVED], TagSet.of(cached.tags).to_bytes(),
                       f"{self.settings.party} table")
-        info: dict[str, Any] = {"rows": cached.table.rows, "table_cached": from_disk}
+        info: dict[str, Any] = {"rows": len(cached.tags), "table_cached": from_disk}
+        info |= self.outside_info()
         paid = path is not None and path.with_suffix(".paid").is_file()
         if cached.release and not paid:
             # counted in this reply; marked paid once the reply has gone through the node's
@@ -161,26 +177,26 @@ class ServedParty(ScoringParty):
             info |= cached.release
             state.keys[_UNPAID] = b"1"
         elif cached.release:
-            info["release"] = cached.release  # paid when the table was first sent
+            info["release"] = cached.release  # paid when the release was first drawn
         return sealed, seal_key(auth, public_bytes(channel), transcript(sealed)), info
 
-    def _key(self, state: NodeState) -> bytes:
-        if _OPRF_KEY in state.keys:
-            return state.keys[_OPRF_KEY]
+    def _cached(self, state: NodeState) -> _Cached:
+        if _MEMORY in state.keys:
+            return _Cached.from_bytes(state.keys[_MEMORY])
         path = Path(state.keys[_TABLE].decode())
         if not path.is_file():
             raise AlignmentError(f"{self.settings.party}: the served table {path} is gone; "
                                  "start the service again")
-        with np.load(path, allow_pickle=False) as kept:  # reads the key's entry only
-            return bytes(kept["key"].tobytes())
+        return _Cached.from_bytes(path.read_bytes())
 
-    def evaluate(self, state: NodeState, sealed: bytes) -> tuple[bytes, int]:
+    def evaluate(self, state: NodeState, sealed: bytes) -> tuple[bytes, QuerySpend]:
         """Multiply one request's blinded points by the party's key; return them, sealed.
 
         Only a request the lender sealed for this service, newer than the last one answered,
-        is answered; its applicants are charged to the ledger under the lender's name. The
-        answer is sealed for the lender with the request's sequence number, so that a router
-        can neither alter nor swap it. Returns the sealed answer and the count.
+        is answered; its points are charged to the node's query ledger under the lender's name
+        first, and a request past a cap is refused unanswered. The answer is sealed for the
+        lender with the request's sequence number, so that a router can neither alter nor
+        swap it. Returns the sealed answer and the charge.
         """
         if SERVED not in state.keys:
             raise AlignmentError(f"{self.settings.party}: no scoring service channel in this "
@@ -190,18 +206,37 @@ class ServedParty(ScoringParty):
         if seq <= last:
             raise AlignmentError(f"{self.settings.party}: request {seq} comes after request "
                                  f"{last}: a replayed or reordered request is refused")
-        n = len(points) // POINT
-        ledger_dir = self.settings.list_ledger or (
-            str(Path(self.settings.state_dir) / self.settings.party)
-            if self.settings.state_dir else None)
-        QueryLedger(Path(ledger_dir) if ledger_dir else None, self.settings.party,
-                    self.settings.blacklists.max_queries).charge(LABEL_HOLDER, n, period_of())
-        state.keys[_SEQ] = str(seq).encode()
+        spend = charge(self.settings, len(points) // POINT, Purpose.service)
+        state.keys[_SEQ], state.keys[_ASKED] = str(seq).encode(), str(spend.asked).encode()
         if state.keys.pop(_UNPAID, None) and _TABLE in state.keys:
             write_atomic(Path(state.keys[_TABLE].decode()).with_suffix(".paid"),
                          json.dumps({"paid_in": self.settings.state_dir}), mode=0o600)
-        answer = evaluate(self._key(state), points)
-        return seal(state.keys[SERVED], answer, f"{self.settings.party} answer", seq), n
+        answer = evaluate(self._cached(state).key, points)
+        return seal(state.keys[SERVED], answer, f"{self.settings.party} answer", seq), spend
+
+    def embed_known(self, state: NodeState, sealed: bytes) -> tuple[bytes, dict[str, Any]]:
+        """Send the embeddings of the request's applicants the lender found this party knows.
+
+        The lender's tags must come sealed for the request this node answered last, once, and
+        name distinct customers of this node, no more than the request's applicants: nothing
+        of any other customer leaves. Returns the embeddings sealed for the lender, and counts.
+        """
+        if SERVED not in state.keys:
+            raise AlignmentError(f"{self.settings.party}: no scoring service channel in this "
+                                 "run; refused")
+        seq, tags = unseal(state.keys[SERVED], sealed, f"{self.settings.party} known")
+        if seq != int(state.keys.get(_SEQ, b"0")) or state.keys.get(_EMBEDDED) == str(
+                seq).encode():
+            raise AlignmentError(f"{self.settings.party}: the lender's applicants are for "
+                                 f"request {seq}; this node answered request "
+                                 f"{int(state.keys.get(_SEQ, b'0'))} and embeds each once")
+        self.refuse_unaccounted()
+        cached = self._cached(state)
+        rows = rows_of(tags, cached.tags, asked=int(state.keys[_ASKED]))
+        state.keys[_EMBEDDED] = str(seq).encode()
+        values = np.ascontiguousarray(cached.values[rows], dtype="<f4")
+        return (seal(state.keys[SERVED], values.tobytes(), f"{self.settings.party} embeddings",
+                     seq), {"rows": len(rows)} | self.outside_info())
 
 
 class ServedLender:
@@ -232,7 +267,7 @@ class ServedLender:
 
     def open_tables(self, state: NodeState, tables: dict[str, tuple[bytes, bytes]]
                     ) -> dict[str, int]:
-        """Open each party's sealed table and keep it on this node's disk; return its size."""
+        """Open each party's sealed tag set and keep it on this node's disk; return its size."""
         once(state, self.settings.party, "served tables")
         auth = channel_auth(self.settings.party, self.settings.channel_keys)
         own = X25519PrivateKey.from_private_bytes(state.keys[_LENDER_KEY])
@@ -241,18 +276,16 @@ class ServedLender:
             peer = open_key(auth, key_blob, party, transcript(sealed))
             state.keys[f"{SERVED} {party}"] = shared_key(own, peer, f"served {party}")
             _, blob = unseal(state.keys[f"{SERVED} {party}"], sealed, f"{party} table")
-            table = SealedTable.from_bytes(blob)
-            width = 4 * model_settings(self.bundle.manifest).embedding_dim
-            if table.cipher.shape[1] != width:
-                raise AlignmentError(f"{party}'s table holds embeddings of "
-                                     f"{table.cipher.shape[1] // 4} values; the model's are "
-                                     f"{width // 4}: refused")
             write_atomic(self._table_path(party), blob, mode=0o600)
-            sizes[party] = table.rows
+            sizes[party] = TagSet.from_bytes(blob).rows
         return sizes
 
     def _table_path(self, party: str) -> Path:
-        return self.home / SERVED / f"{party}.table"
+        return self.home / SERVED / f"{party}.tags"
+
+    def _served(self, state: NodeState) -> list[str]:
+        """Return the parties that sent their tag set to this service."""
+        return [p for p in self.passive if f"{SERVED} {p}" in state.keys]
 
     def inbox(self) -> Path:
         """Where requests arrive: one JSON file each (``{"applicants": <file>}``)."""
@@ -300,9 +333,9 @@ class ServedLender:
         state.keys[_REQUEST] = json.dumps({**request, "source": table.source}).encode()
         state.keys[_BLINDING] = blinded.scalars + blinded.points
         state.keys[_IDS] = transcript(*(i.encode() for i in ids))
-        done = state.keys.get(DONE, b"").decode().split(",")  # each request scores once; the
-        state.keys[DONE] = ",".join(d for d in done if d and d != "score").encode()  # setup
-        # steps (hello, tables) stay answered
+        done = state.keys.get(DONE, b"").decode().split(",")  # each request matches and
+        state.keys[DONE] = ",".join(d for d in done if d and d not in ("match", "score")
+                                    ).encode()  # scores once; hello and tables stay answered
         state.masks, state.listed = {}, {}
         lookup = None
         if self.holders:
@@ -315,14 +348,8 @@ class ServedLender:
                                   f"{p} request", seq) for p in self.passive
                           if f"{SERVED} {p}" in state.keys}, lookup
 
-    def score(self, state: NodeState, evaluated: dict[str, bytes],
-              lists: dict[str, tuple[bytes, bytes, bytes]] | None = None
-              ) -> tuple[str, pd.DataFrame, dict[str, Any]]:
-        """Open each party's embeddings of the request's applicants and score them.
-
-        ``lists``: each blacklist holder's signed (setup, response, signature) to the request's
-        lookup; the hits become the lender's own inputs, as in the five-round path.
-        """
+    def _request_ids(self, state: NodeState) -> tuple[dict[str, Any], PartyTable, list[str]]:
+        """Return the request being answered, its applicants and their IDs, as blinded."""
         request = json.loads(state.keys[_REQUEST])
         table = self.applicants(request) if self.applicants else None
         if table is None:
@@ -331,28 +358,64 @@ class ServedLender:
         if transcript(*(i.encode() for i in ids)) != state.keys.get(_IDS):
             raise DataError(f"{table.source}: the applicants changed between blinding and "
                             "scoring; send the request again")
+        return request, table, ids
+
+    def match(self, state: NodeState, evaluated: dict[str, bytes]) -> dict[str, bytes]:
+        """Find which applicants each party knows; seal for each the tags of those only.
+
+        Returns each party's sealed tags (the party embeds those rows and no other).
+        """
+        once(state, self.settings.party, "match")
+        _, _, ids = self._request_ids(state)
         half = len(state.keys[_BLINDING]) // 2
         blinded = Blinded(state.keys[_BLINDING][:half], state.keys[_BLINDING][half:])
         seq = int(state.keys.get(_SEQ, b"0"))
-        served = [k.removeprefix(f"{SERVED} ") for k in state.keys
-                  if k.startswith(f"{SERVED} ") and k.removeprefix(f"{SERVED} ") in self.passive]
+        served = self._served(state)
         missing = [p for p in served if p not in evaluated]
         if missing:
             raise AlignmentError(f"no answer of {missing} to request {seq}: a party that sent "
                                  "its table answers every request (a router dropped it)")
-        embeddings: dict[str, np.ndarray] = {}
+        known: dict[str, bytes] = {}
         for party in served:
             answer_seq, points = unseal(state.keys[f"{SERVED} {party}"], evaluated[party],
                                         f"{party} answer")
             if answer_seq != seq:
                 raise AlignmentError(f"{party}'s answer is to request {answer_seq}, not to "
                                      f"request {seq}: refused")
-            sealed = _opened_table(self._table_path(party))
-            found, values = sealed.open(ids, blinded.unblind(points),
-                                        table_context(self.bundle.model_id, party),
-                                        _table_index(self._table_path(party)))
+            found, tags = _loaded(self._table_path(party)).find(
+                ids, blinded.unblind(points), table_context(self.bundle.model_id, party),
+                _table_index(self._table_path(party)))
             state.masks[party] = found
-            embeddings[party] = values
+            known[party] = seal(state.keys[f"{SERVED} {party}"], tags, f"{party} known", seq)
+        return known
+
+    def score(self, state: NodeState, embedded: dict[str, bytes],
+              lists: dict[str, tuple[bytes, bytes, bytes]] | None = None
+              ) -> tuple[str, pd.DataFrame, dict[str, Any]]:
+        """Open each party's embeddings of the applicants it knows and score every applicant.
+
+        ``lists``: each blacklist holder's signed (setup, response, signature) to the request's
+        lookup; the hits become the lender's own inputs, as in the five-round path.
+        """
+        request, table, ids = self._request_ids(state)
+        seq = int(state.keys.get(_SEQ, b"0"))
+        width = model_settings(self.bundle.manifest).embedding_dim
+        embeddings: dict[str, np.ndarray] = {}
+        for party in self._served(state):
+            if party not in embedded or party not in state.masks:
+                raise AlignmentError(f"no embeddings of {party} for request {seq}: a party "
+                                     "that sent its table answers every request")
+            answer_seq, blob = unseal(state.keys[f"{SERVED} {party}"], embedded[party],
+                                      f"{party} embeddings")
+            if answer_seq != seq:
+                raise AlignmentError(f"{party}'s embeddings are for request {answer_seq}, not "
+                                     f"for request {seq}: refused")
+            values = np.frombuffer(blob, dtype="<f4")
+            if values.size != int(state.masks[party].sum()) * width:
+                raise AlignmentError(f"{party} sent {values.size} values for "
+                                     f"{int(state.masks[party].sum())} applicants of "
+                                     f"{width} each; refused")
+            embeddings[party] = values.reshape(-1, width).astype(np.float32)
         for holder, hit in (lender_hits(self.settings, ids, ListMode.lookup, state.keys, lists)
                             if lists else {}).items():
             state.listed[holder] = np.asarray(hit, dtype=bool)
@@ -367,25 +430,25 @@ class ServedLender:
         return request_id, scores, counts
 
 
-_TABLES: dict[str, tuple[float, SealedTable, dict[bytes, int]]] = {}
+_TABLES: dict[str, tuple[float, TagSet, frozenset[bytes]]] = {}
 
 
-def _loaded(path: Path) -> tuple[SealedTable, dict[bytes, int]]:
-    """Return a party's opened table and its index, read once per file version."""
+def _read(path: Path) -> tuple[TagSet, frozenset[bytes]]:
+    """Return a party's tag set and its index, read once per file version."""
     version = path.stat().st_mtime
     kept = _TABLES.get(str(path))
     if kept is None or kept[0] != version:
-        table = SealedTable.from_bytes(path.read_bytes())
+        table = TagSet.from_bytes(path.read_bytes())
         kept = _TABLES[str(path)] = (version, table, table.index())
     return kept[1], kept[2]
 
 
-def _opened_table(path: Path) -> SealedTable:
-    return _loaded(path)[0]
+def _loaded(path: Path) -> TagSet:
+    return _read(path)[0]
 
 
-def _table_index(path: Path) -> dict[bytes, int]:
-    return _loaded(path)[1]
+def _table_index(path: Path) -> frozenset[bytes]:
+    return _read(path)[1]
 
 
 def _read_request(path: Path, taken: Path) -> dict[str, Any]:

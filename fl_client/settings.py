@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from federation.alignment import ChannelKeys
+from federation.query_ledger import QueryCaps
+from federation.releases import Release
 from federation.run_settings import RunSettings
 from federation.settings import BlacklistSettings, Fault, FederationSettings
 from models.settings import ModelSettings, ScorecardSettings, TrainSettings
@@ -19,6 +21,11 @@ class ClientSettings:
     ``state_dir`` is where the party keeps its own privacy accountant between processes (and
     across a resume); ``fault`` makes a simulated client misbehave, for tests;
     ``channel_keys`` (a deployed node's) authenticate its alignment channel.
+
+    ``queries``: what the node answers one lender, charged to its query ledger (kept in
+    ``query_ledger``, a deployed node's state directory; else beside its state) by every path
+    that answers the lender's IDs. ``opt_in``: the releases outside any epsilon a deployed
+    node's own config lets leave (:mod:`federation.releases`); None: not a node (a simulation).
     """
 
     party: str
@@ -35,8 +42,10 @@ class ClientSettings:
     scorecard: ScorecardSettings = ScorecardSettings()  # the lender's score scaling
     psi_cache: str | None = None  # where the node keeps its blinded ID sets (SetupCache)
     key_dir: str | None = None  # the node's master key, outside every run directory
-    blacklists: BlacklistSettings = BlacklistSettings()  # the holders; a holder's own limits
-    list_ledger: str | None = None  # a deployed holder's query ledger (its state directory)
+    blacklists: BlacklistSettings = BlacklistSettings()  # the holders; a holder's own mode
+    queries: QueryCaps = QueryCaps.of_run(BlacklistSettings().max_queries)
+    query_ledger: str | None = None  # a deployed node's query ledger (its state directory)
+    opt_in: frozenset[Release] | None = None
 
 
 def client_settings(run: RunSettings, party: str, state_dir: str | None, *,
@@ -62,6 +71,7 @@ def client_settings(run: RunSettings, party: str, state_dir: str | None, *,
                           channel_keys=channel_keys, scorecard=run.scorecard,
                           psi_cache=run.federation.psi_cache if psi_cache is None
                           else psi_cache, blacklists=run.blacklists,
+                          queries=QueryCaps.of_run(run.blacklists.max_queries),
                           key_dir=key_dir if key_dir is not None else (
                               str(Path(run.federation.key_dir) / party)
                               if run.federation.key_dir else None))

@@ -23,7 +23,7 @@ from credit_data.saved_preprocessing import SHARED_SCHEMA, schema_json
 from credit_data.split import SPLITS, TEST, TRAIN, VAL
 from credit_data.summary import column_counts
 from federation.model import shared_model
-from federation.protocol import auc_of_scores, score_histogram
+from federation.protocol import evaluation
 from federation.settings import Fault, StrategyName
 from federation.storage import write_atomic
 from fl_client.settings import ClientSettings
@@ -119,7 +119,7 @@ class LenderTask:
             return dict(json.loads(kept.read_text()))
         counts = column_counts(self.rows.rows(TRAIN), self.rows.numeric, self.rows.categorical,
                                train_labels)
-        out = noisy_summary(counts, plan, noise)
+        out = noisy_summary(counts, plan=plan, noise=noise)
         out.update({"summary": True, "summary_noise_multiplier": plan.noise_multiplier,
                     "selection_delta": plan.selection_delta})
         if kept is not None:
@@ -135,8 +135,8 @@ class LenderTask:
         if p.mechanism is PrivacyMechanism.off:
             return None
         n_train = int((self.rows.split == TRAIN).sum())
-        delta = party_delta(p.delta, n_train)
-        return summary_plan(p.target_epsilon, p.summary_share, delta)
+        delta = party_delta(delta=p.delta, n_rows=n_train)
+        return summary_plan(target_epsilon=p.target_epsilon, share=p.summary_share, delta=delta)
 
     def shard(self, schema: Schema) -> Shard:
         """Encode the party's rows with the shared schema (cached per schema)."""
@@ -169,11 +169,12 @@ class LenderTask:
             return PartyPrivacy.from_json(saved)
         p, f = self.settings.privacy, self.settings.federation
         sample_rate = poisson_sample_rate(n_train, batch_for(n_train, self.settings.train))
-        delta = party_delta(p.delta, n_train)
+        delta = party_delta(delta=p.delta, n_rows=n_train)
         steps = f.rounds * f.local_epochs * steps_per_epoch(sample_rate)
         plan = self.summary_plan()
         prior = plan.history if plan is not None else ()
-        sigma = noise_multiplier_after(p.target_epsilon, delta, sample_rate, steps, prior)
+        sigma = noise_multiplier_after(target_epsilon=p.target_epsilon, delta=delta,
+                                       sample_rate=sample_rate, steps=steps, prior=prior)
         return PartyPrivacy(sigma, sample_rate, delta, history=list(prior),
                             selection_delta=plan.selection_delta if plan is not None else 0.0,
                             prior=list(prior))
@@ -295,12 +296,13 @@ class LenderTask:
                                         "features": list(schema.feature_names)}}},
             weights=state, preprocessing={SHARED_SCHEMA: schema_json(schema)})
 
-    def evaluate(self, schema: Schema, state: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Score the party's own test rows; only the AUC and score histograms leave."""
+    def evaluate(self, schema: Schema, state: dict[str, torch.Tensor]
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Score the party's own test rows; only the AUC and their score summary leave.
+
+        Returns the metrics and the summary's record (:func:`federation.protocol.evaluation`).
+        """
         shard = self.shard(schema)
         scores = predict_proba(self.model(schema, state), shard.x[TEST])
-        labels = shard.y[TEST]
-        pos, neg = score_histogram(scores, labels)
-        auc = auc_of_scores(scores, labels) if 0 < labels.sum() < len(labels) else -1.0
-        return {"num-examples": int(len(labels)), "auc": auc, "hist_pos": pos, "hist_neg": neg}
+        return evaluation(scores, shard.y[TEST])
 

@@ -34,6 +34,7 @@ from federation.protocol import (
     VerticalMessage,
     report_record,
 )
+from federation.query_ledger import Purpose
 from federation.settings import ListMode
 from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod, role_guard_mod
 from fl_client.list_lookup import holder_answer, lender_hits, lookup_key, with_hits
@@ -144,10 +145,17 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
     def psi_answer(msg: Message, context: Context) -> Message:
         settings, rows = source(context)
         config, state = _config(msg), load_state(settings, context)
-        response, key = PassiveNode(settings, rows, node_noise(context, settings)).answer(
-            state, cast(bytes, config["request"]), cast(bytes, config["key"]))
+        try:
+            response, key, spend = PassiveNode(settings, rows, node_noise(context, settings)
+                                               ).answer(state, cast(bytes, config["request"]),
+                                                        cast(bytes, config["key"]))
+        except AlignmentError as refusal:  # past its query cap, asked twice: nothing answered
+            return _reply(msg, settings.party, config={"refused": str(refusal)})
         save_state(settings, context, state)
-        return _reply(msg, settings.party, config={"response": response, "key": key})
+        context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+            {"lookup": "training alignment", "asked": spend.asked})
+        return _reply(msg, settings.party, spend.metrics(),
+                      config={"response": response, "key": key})
 
     @app.query(VerticalMessage.LIST_ANSWER.action)
     def list_answer(msg: Message, context: Context) -> Message:
@@ -156,7 +164,8 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
         try:
             setup, response, signature, metrics = holder_answer(
                 settings, rows.ids, cast(bytes, config["request"]),
-                int(cast(int, config["asked"])), cast(bytes, config["key"]), state.keys)
+                int(cast(int, config["asked"])), cast(bytes, config["key"]), state.keys,
+                purpose=Purpose.training)
         except AlignmentError as refusal:  # past max_queries, unsigned, the other mode, again
             return _reply(msg, settings.party, config={"refused": str(refusal)})
         save_state(settings, context, state)

@@ -32,8 +32,11 @@ from federation.alignment import (
     seal_key,
     transcript,
 )
+from federation.blacklist import request_size
 from federation.protocol import auc_of_scores
+from federation.query_ledger import Purpose, QuerySpend
 from federation.sealed import keep_key
+from fl_client.queries import charge
 from fl_client.settings import ClientSettings
 from models.metrics import ScoreSummary
 from models.networks import PartyEncoder
@@ -61,7 +64,7 @@ from privacy.audit import leakage_scores
 from privacy.randomness import NoiseSource
 from privacy.settings import PrivacyMechanism
 
-_ARRAYS = ("positions", "leakage")  # numpy fields, stored as tensors
+_ARRAYS = ("positions", "splits", "leakage")  # numpy fields, stored as tensors
 _MASKS = ("masks", "listed", "resend")  # dicts of numpy arrays, stored as tensors
 
 
@@ -73,6 +76,7 @@ class NodeState:
     masks: dict[str, np.ndarray] = field(default_factory=dict)
     listed: dict[str, np.ndarray] = field(default_factory=dict)  # lender: on each holder's list
     positions: np.ndarray | None = None
+    splits: np.ndarray | None = None  # passive: the lender's split of each aligned customer
     model: dict[str, torch.Tensor] | None = None
     optimizer: dict[str, Any] | None = None
     snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -137,7 +141,7 @@ class NodeState:
             for name in _MASKS:
                 raw[name] = {k: v.numpy() for k, v in raw.get(name, {}).items()}
             for name in _ARRAYS:
-                if raw[name] is not None:
+                if raw.get(name) is not None:
                     raw[name] = raw[name].numpy()
             state.__dict__.update(raw)
         return state
@@ -149,7 +153,7 @@ def flipped_labels(y_train: np.ndarray, label_epsilon: float, noise: NoiseSource
     The same flips every time the node needs them (paid once); nobody without the key can
     rebuild them.
     """
-    return randomized_response(y_train, flip_probability(label_epsilon),
+    return randomized_response(y_train, flip_probability(epsilon=label_epsilon),
                                noise.numpy("label flips"))
 
 
@@ -185,13 +189,14 @@ class _Node:
         t = self.settings.train
         q = chunk_sample_rate(n_train, self.k, batch_for(n_train, t))
         steps = t.epochs * self.passes * int(round(1 / q))
-        sigma = noise_multiplier_after(self.settings.privacy.target_epsilon,
-                                       self._delta(n_train), q, steps, self.rows.summary_history)
+        sigma = noise_multiplier_after(target_epsilon=self.settings.privacy.target_epsilon,
+                                       delta=self._delta(n_train), sample_rate=q, steps=steps,
+                                       prior=self.rows.summary_history)
         return DPPlan(sigma, self.settings.privacy.max_grad_norm, q)
 
     def _delta(self, n_train: int) -> float:
         p = self.settings.privacy
-        return party_delta(p.delta, n_train)
+        return party_delta(delta=p.delta, n_rows=n_train)
 
     def _dp_spend(self, state: NodeState, n_train: int,
                   extra_steps: int = 0) -> dict[str, Any]:
@@ -205,7 +210,7 @@ class _Node:
         history = [*self.rows.summary_history] + (
             [(plan.noise_multiplier, plan.sample_rate, steps)] if steps else [])
         delta = self._delta(n_train)
-        return {"epsilon": epsilon_of(history, delta),
+        return {"epsilon": epsilon_of(history, delta=delta),
                 "delta": delta + self.rows.summary_selection_delta,
                 "noise_multiplier": plan.noise_multiplier,
                 "sample_rate": plan.sample_rate, "steps": steps,
@@ -274,30 +279,41 @@ class PassiveNode(_Node):
         state.keys["setup"] = transcript(setup)  # what the channel key will be signed with
         return setup, cached
 
-    def answer(self, state: NodeState, request: bytes, lender_key: bytes) -> tuple[bytes, bytes]:
-        """Answer the lender's PSI request; keep the agreed channel key."""
+    def answer(self, state: NodeState, request: bytes, lender_key: bytes
+               ) -> tuple[bytes, bytes, QuerySpend]:
+        """Answer the lender's PSI request; keep the agreed channel key.
+
+        The answer tells the lender which of the IDs it asks this node knows: every ID of the
+        request is charged to the node's query ledger first (the training cap), and a request
+        past it is refused unanswered. Returns the response, the signed key and the charge.
+        """
         if "channel" in state.keys:  # each answer tells whether a set of IDs is known here
             raise AlignmentError(f"{self.settings.party}: the lender's PSI request was already "
                                  "answered in this run; a second one is refused")
         auth = channel_auth(self.settings.party, self.settings.channel_keys)
         side = PartyAlignment(self.settings.party, self.rows.ids, psi_key=state.keys["psi"])
         lender_public = open_key(auth, lender_key, LABEL_HOLDER, transcript(request))
+        spend = charge(self.settings, request_size(request), Purpose.training)  # the lender's
         response, public = side.answer(request, lender_public)
         state.keys["channel"] = side.channel_key
         keep_key(state.keys, LABEL_HOLDER, side.channel_key)  # the exchanges' key
         del state.keys["psi"]  # the party's long-lived key stays in its cache alone
-        return response, seal_key(auth, public, transcript(state.keys["setup"], response))
+        return response, seal_key(auth, public, transcript(state.keys["setup"], response)), spend
 
     def receive(self, state: NodeState, sealed: bytes) -> int:
-        """Open the intersection the lender sealed; keep its positions in the own table."""
+        """Open the intersection the lender sealed; keep its positions in the own table.
+
+        With each shared customer comes the lender's split of it (the lender's key decides it;
+        this party's own split picked only the rows its preprocessing was fitted on).
+        """
         side = PartyAlignment(self.settings.party, self.rows.ids, key=state.keys["channel"])
-        state.positions = side.receive(sealed)
+        state.positions, state.splits = side.receive_split(sealed)
         return len(state.positions)
 
     # training ----------------------------------------------------------------------------
     def _split_positions(self, state: NodeState, split: int) -> np.ndarray:
-        assert state.positions is not None, "alignment first"
-        return state.positions[self.rows.split[state.positions] == split]
+        assert state.positions is not None and state.splits is not None, "alignment first"
+        return state.positions[state.splits == split]
 
     def _chunk_positions(self, state: NodeState, epoch: int, chunk: int) -> np.ndarray:
         train = self._split_positions(state, TRAIN)
@@ -317,8 +333,9 @@ class PassiveNode(_Node):
         """Noise per unit of sensitivity for every scheduled release, after the summary."""
         p = self.settings.privacy
         assert p.embedding_epsilon is not None
-        return noise_multiplier_after(p.embedding_epsilon, self._embedding_delta(), 1.0,
-                                      len(self.schedule), self.rows.summary_history)
+        return noise_multiplier_after(target_epsilon=p.embedding_epsilon,
+                                      delta=self._embedding_delta(), sample_rate=1.0,
+                                      steps=len(self.schedule), prior=self.rows.summary_history)
 
     def _noise_std(self) -> float:
         # a record's value is released once per scheduled release; adding or removing the
@@ -328,7 +345,7 @@ class PassiveNode(_Node):
 
     def _embedding_delta(self) -> float:
         p = self.settings.privacy
-        return party_delta(p.delta, len(self.rows.ids))
+        return party_delta(delta=p.delta, n_rows=len(self.rows.ids))
 
     def _release(self, state: NodeState, encoder_version: int, positions: np.ndarray,
                  split: int, encoder: PartyEncoder) -> np.ndarray:
@@ -443,7 +460,7 @@ class PassiveNode(_Node):
         z = self._release_multiplier()
         releases = len(state.releases) + state.abandoned_releases
         history = [*self.rows.summary_history] + ([(z, 1.0, releases)] if releases else [])
-        spent = epsilon_of(history, self._embedding_delta())
+        spent = epsilon_of(history, delta=self._embedding_delta())
         self._guard(spent, "releasing embeddings", p.embedding_epsilon)
         return {"embedding_epsilon": spent,
                 "embedding_delta": self._embedding_delta() + self.rows.summary_selection_delta,
@@ -488,7 +505,8 @@ class LenderNode(_Node):
         assert rows.y is not None
         self.passive = passive
         p = settings.privacy
-        self.flip = flip_probability(p.label_epsilon) if p.label_epsilon is not None else 0.0
+        self.flip = (flip_probability(epsilon=p.label_epsilon) if p.label_epsilon is not None
+                     else 0.0)
         self.train_rows = np.flatnonzero(rows.split == TRAIN)
         self.calibration: tuple[float, float] | None = None  # set by final() under label DP
         self.y_train = rows.y[self.train_rows]
@@ -552,7 +570,7 @@ class LenderNode(_Node):
         def one(party: str) -> tuple[bytes, np.ndarray, bytes]:
             side = LenderAlignment(self.rows.ids, psi_key=state.keys["psi"],
                                    channel_key=state.keys["channel"])
-            return (*side.intersect(party, *checked[party]),
+            return (*side.intersect(party, *checked[party], splits=self.rows.split),
                     side.channel_key(party, checked[party][2]))
 
         with ThreadPoolExecutor(max_workers=max(len(answers), 1)) as pool:

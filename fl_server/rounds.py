@@ -4,7 +4,7 @@ Per round: configure and send training, screen the replies (errors, refusals, ti
 shapes, non-finite values are left out and recorded), stop with a clear error below
 ``federation.min_clients``, aggregate with the strategy, account privacy, and checkpoint.
 
-The lenders evaluate each round's global model (AUC and score histograms only) in the next
+The lenders evaluate each round's global model (AUC and a score summary only) in the next
 round's training message, before they train from it: one message exchange per round instead of
 two. The last round's model gets an evaluation message of its own.
 """
@@ -32,12 +32,13 @@ from federation.model import shared_model
 from federation.protocol import (
     CONFIG,
     EVALUATE_FIRST,
+    EVALUATION,
     METRICS,
     REPORT,
     RUN_ENDS,
     SCORED,
     STATUS,
-    auc_from_histograms,
+    pooled_auc,
     read_report,
 )
 from fl_server.audited_grid import node_of
@@ -204,12 +205,12 @@ def _check_central_budget(central: CentralPlan, strategy: Any, s: ServerSettings
 
 def _pool_lender_scores(replies: Iterable[Message], node_party: dict[int, str],
                         prefix: str = "") -> tuple[float, dict[str, dict[str, float]]]:
-    """Pool the lenders' score histograms into one AUC; keep each lender's own AUC.
+    """Pool the lenders' test summaries into one AUC; keep each lender's own AUC.
 
-    ``prefix`` picks the evaluation out of a training reply (:data:`SCORED`).
+    ``prefix`` picks the evaluation out of a training reply (:data:`SCORED`). A lender whose
+    summary is malformed is left out of the pooled AUC (and logged).
     """
-    pos = np.zeros(0)
-    neg = np.zeros(0)
+    summaries = []
     per_lender = {}
     for reply in replies:
         if reply.has_error() or METRICS not in reply.content.metric_records:
@@ -217,14 +218,15 @@ def _pool_lender_scores(replies: Iterable[Message], node_party: dict[int, str],
         m = reply.content[METRICS]
         if prefix + "auc" not in m:
             continue
-        p = np.asarray(m[prefix + "hist_pos"], float)
-        n = np.asarray(m[prefix + "hist_neg"], float)
-        pos = p if pos.size == 0 else pos + p
-        neg = n if neg.size == 0 else neg + n
-        per_lender[node_party[reply.metadata.src_node_id]] = {
-            "auc": _number(m, prefix + "auc"),
-            "test_rows": int(_number(m, prefix + "num-examples"))}
-    return (auc_from_histograms(pos, neg) if pos.size else float("nan")), per_lender
+        party = node_party[reply.metadata.src_node_id]
+        try:
+            summaries.append(ScoreSummary.from_record(
+                reply.content.config_records[EVALUATION], ""))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("%s: its test summary is left out of the pooled AUC: %s", party, exc)
+        per_lender[party] = {"auc": _number(m, prefix + "auc"),
+                             "test_rows": int(_number(m, prefix + "num-examples"))}
+    return pooled_auc(summaries), per_lender
 
 
 def messages_to(messages: Iterable[Message]) -> list[int]:
@@ -243,7 +245,8 @@ def _evaluate_at_lenders(grid: Grid, strategy: Any, server_round: int, arrays: A
     config = ConfigRecord({"schema": schema.to_json(), REPORT: True, "model_id": out.model_id,
                            RUN_ENDS: out.stopped_after is None})
     messages = list(strategy.configure_evaluate(server_round, arrays, config, grid))
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    replies = sorted(grid.send_and_receive(messages, timeout=timeout),  # the lenders' order
+                     key=lambda reply: node_party.get(node_of(grid, reply), ""))
     _record_lender_scores(out, *_pool_lender_scores(replies, node_party))
     private = out.ledger is not None
     for reply in replies:
@@ -315,7 +318,10 @@ def run_federation(grid: Grid, s: ServerSettings,
         score_previous = bool(out.history)
         sent = list(strategy.configure_train(server_round, arrays, ConfigRecord(
             {"schema": schema.to_json(), EVALUATE_FIRST: score_previous}), sampled))
-        replies = list(grid.send_and_receive(sent, timeout=f.round_timeout))
+        # in a fixed order (the lenders'), not as they arrive: the aggregate's sums come out
+        # the same on every engine and every run
+        replies = sorted(grid.send_and_receive(sent, timeout=f.round_timeout),
+                         key=lambda reply: node_party.get(node_of(grid, reply), ""))
         if score_previous:
             _record_lender_scores(out, *_pool_lender_scores(replies, node_party, SCORED))
         usable, excluded = screen_replies(server_round, sent, replies, arrays, node_party,

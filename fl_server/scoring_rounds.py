@@ -204,12 +204,18 @@ def run_scoring(grid: Grid, s: ScoringServerSettings,
                 if info["rows"] != known:
                     raise FederationError(f"scoring: the lender found {known} applicants {p} "
                                           f"knows, {p} embedded {info['rows']}")
+                said = answers[p][METRICS]  # the IDs it answered, as its query ledger counts
                 out.alignment[p] = {"applicants": out.applicants, "known": known,
-                                    "setup_cached": bool(answers[p][METRICS]["setup_cached"]),
-                                    "unknown_categories": info["unknown_categories"]}
+                                    "setup_cached": bool(said["setup_cached"]),
+                                    "unknown_categories": info["unknown_categories"],
+                                    "asked": int(cast(float, said["asked"])),
+                                    "queries_month": int(cast(float, said["queries_month"]))}
+                if "outside_epsilon" in info:
+                    out.privacy.setdefault(p, {})["outside_epsilon"] = info["outside_epsilon"]
                 if "epsilon_per_new_applicant" in info:
                     out.privacy[p] = {k: v for k, v in info.items()
-                                      if k not in ("rows", "unknown_categories")}
+                                      if k not in ("rows", "unknown_categories",
+                                                   "outside_epsilon")}
                 embeddings[p] = embedded[p][ARRAYS]["embeddings"]
     step = time.perf_counter()
     scored = router.send(ScoringMessage.SCORE, {LABEL_HOLDER: RecordDict({

@@ -1,12 +1,12 @@
-"""A long-lived scoring service on a deployment: one Flower run, many requests, two rounds each.
+"""A long-lived scoring service on a deployment: one Flower run, many requests, four rounds each.
 
 Once, when the service starts:
 
 1. ``score_hello`` (every node): the bundles are checked as in batch scoring; the lender sends
    its signed channel key.
-2. ``serve_table`` (each passive party): its embeddings, sealed once per model and table
-   (:mod:`federation.served_table`), sealed again for the lender.
-3. ``serve_open`` (lender): opens and keeps the tables. The service writes ``service.json``
+2. ``serve_table`` (each passive party): its set of tags, one per customer, sealed for the
+   lender (:mod:`federation.served_table`): no embedding.
+3. ``serve_open`` (lender): opens and keeps the tag sets. The service writes ``service.json``
    (``"state": "ready"``) in its directory.
 
 Then, per request (the lender's operator drops ``{"applicants": <file>}`` in the lender node's
@@ -14,13 +14,19 @@ inbox; :func:`experiments.deploy.score` does it on a loopback deployment):
 
 * ``serve_next`` (lender): waits up to ``wait`` seconds for a request; answers with each
   party's sealed, blinded points (or ``idle``, or ``stop``);
-* ``serve_eval`` (each passive party): the points multiplied by its key; beside it, each
-  blacklist holder answers the request's lookup (``score_list_answer``, as in batch scoring);
+* ``serve_eval`` (each passive party): the points multiplied by its key, each charged to its
+  query ledger first; beside it, each blacklist holder answers the request's lookup
+  (``score_list_answer``, as in batch scoring);
+* ``serve_match`` (lender): which applicants each party knows; each party's tags of those, sealed;
+* ``serve_embed`` (each passive party): the embeddings of those applicants, and of no other
+  customer, sealed;
 * ``serve_score`` (lender): opens the embeddings, scores, keeps the scores; counts back.
 
-So a request costs the lender's reply to the message that was waiting for it, and two rounds.
-The server sees sealed bytes and counts, never an ID, an embedding or a score; it writes
-``requests/<id>.json`` (counts and timings) for each request.
+So a request costs the lender's reply to the message that was waiting for it, and four rounds:
+a party releases embeddings only for the applicants of a request it was paid for (charged),
+never a table of every customer. The server sees sealed bytes and counts, never an ID, an
+embedding or a score; it writes ``requests/<id>.json`` (counts, each party's query ledger
+figures, timings) for each request.
 """
 
 from __future__ import annotations
@@ -70,8 +76,9 @@ def _open_tables(router: Router, out: ScoringOutcome, key: bytes,
         config[f"{p}.key"] = tables[p][CONFIG]["key"]
         info = _info(tables[p])
         out.alignment[p] = {"rows": info["rows"], "table_cached": info["table_cached"]}
-        if "epsilon_per_new_applicant" in info or "release" in info:
-            out.privacy[p] = {k: v for k, v in info.items() if k not in ("rows", "table_cached")}
+        spent = {k: v for k, v in info.items() if k not in ("rows", "table_cached")}
+        if spent:  # a release's spend, or what leaves outside any epsilon (opted in)
+            out.privacy[p] = spent
     opened = router.send(ScoringMessage.SERVE_OPEN, {LABEL_HOLDER: RecordDict({
         CONFIG: ConfigRecord(config),
         ARRAYS: ArrayRecord({p: tables[p][ARRAYS]["table"] for p in passive})})})
@@ -80,9 +87,10 @@ def _open_tables(router: Router, out: ScoringOutcome, key: bytes,
 
 def _one_request(router: Router, taken: RecordDict, passive: tuple[str, ...],
                  holders: tuple[str, ...]) -> dict[str, Any]:
-    """Route one request: each party evaluates (each holder answers the lookup); then score."""
+    """Route one request: parties evaluate (holders answer the lookup); match; embed; score."""
     config = taken[CONFIG]
     rows = int(cast(float, taken[METRICS]["rows"]))
+    seconds: dict[str, float] = {}
     start = time.perf_counter()
     kinds = ({p: str(ScoringMessage.SERVE_EVAL) for p in passive}
              | dict.fromkeys(holders, str(ScoringMessage.LIST_ANSWER)))
@@ -91,23 +99,42 @@ def _one_request(router: Router, taken: RecordDict, passive: tuple[str, ...],
                                         key=config["lookup.key"], asked=rows,
                                         purpose="scoring", served=1) for h in holders}
                           ) if kinds else {}
-    middle = time.perf_counter()
-    forward: dict[str, Any] = {f"{p}.evaluated": answers[p][CONFIG]["evaluated"]
-                               for p in passive}
+    seconds["serve_eval"] = time.perf_counter() - start
+    embedded: dict[str, Any] = {}
     if passive:  # Flower's ConfigRecord cannot size an empty list
+        step = time.perf_counter()
+        matched = router.send(ScoringMessage.SERVE_MATCH, {LABEL_HOLDER: _config(
+            passive=list(passive), **{f"{p}.evaluated": answers[p][CONFIG]["evaluated"]
+                                      for p in passive})})[LABEL_HOLDER]
+        seconds["serve_match"] = time.perf_counter() - step
+        step = time.perf_counter()
+        sent = router.send(ScoringMessage.SERVE_EMBED, {
+            p: _config(known=matched[CONFIG][f"{p}.known"]) for p in passive})
+        seconds["serve_embed"] = time.perf_counter() - step
+        for p in passive:
+            known = int(cast(float, matched[METRICS][f"{p}.known"]))
+            if _info(sent[p])["rows"] != known:
+                raise FederationError(f"request: the lender found {known} applicants {p} knows, "
+                                      f"{p} embedded {_info(sent[p])['rows']}")
+            embedded[f"{p}.embedded"] = sent[p][CONFIG]["embedded"]
+    forward: dict[str, Any] = dict(embedded)
+    if passive:
         forward["passive"] = list(passive)
     if holders:
         forward["holders"] = list(holders)
         for h in holders:
             for key in ("setup", "response", "signature"):
                 forward[f"{h}.{key}"] = answers[h][CONFIG][key]
+    step = time.perf_counter()
     scored = router.send(ScoringMessage.SERVE_SCORE, {LABEL_HOLDER: _config(**forward)})
-    end = time.perf_counter()
+    seconds["serve_score"] = time.perf_counter() - step
     counts = _info(scored[LABEL_HOLDER])
     record: dict[str, Any] = {
         "lender": counts,
         "asked": {p: int(cast(float, answers[p][METRICS]["asked"])) for p in passive},
-        "seconds": {"serve_eval": middle - start, "serve_score": end - middle}}
+        "queries": {p: {k: int(cast(float, v)) for k, v in answers[p][METRICS].items()
+                        if k != "asked"} for p in passive},
+        "seconds": seconds}
     if holders:
         record["blacklists"] = {h: {
             "asked": int(cast(float, answers[h][METRICS]["asked"])),

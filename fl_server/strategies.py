@@ -60,10 +60,10 @@ class CentralPlan:
     def spend(self, releases: int) -> tuple[float, float]:
         """(client-level, record-level) epsilon after ``releases`` noisy aggregates."""
         if releases == 0:
-            return 0.0, epsilon_of(list(self.prior), self.delta)
-        client = epsilon_of([(self.noise_multiplier, 1.0, releases)], self.delta)
+            return 0.0, epsilon_of(list(self.prior), delta=self.delta)
+        client = epsilon_of([(self.noise_multiplier, 1.0, releases)], delta=self.delta)
         record = epsilon_of([*self.prior, (self.noise_multiplier / 2, 1.0, releases)],
-                            self.delta)
+                            delta=self.delta)
         return client, record
 
 
@@ -71,12 +71,13 @@ def central_plan(privacy: PrivacySettings, rounds: int, sent: list[dict[str, Any
                  ) -> CentralPlan:
     """Plan central DP from the lenders' summaries (sizes and summary noise)."""
     rows = sum(int(m["rows"]) for m in sent)
-    delta = party_delta(privacy.delta, rows)
+    delta = party_delta(delta=privacy.delta, n_rows=rows)
     multipliers = [float(m["summary_noise_multiplier"]) for m in sent
                    if m.get("summary_noise_multiplier")]
     prior = ((min(multipliers), 1.0, 1),) if multipliers else ()
     selection = max((float(m.get("selection_delta", 0.0)) for m in sent), default=0.0)
-    half = noise_multiplier_after(privacy.target_epsilon, delta, 1.0, rounds, prior)
+    half = noise_multiplier_after(target_epsilon=privacy.target_epsilon, delta=delta,
+                                  sample_rate=1.0, steps=rounds, prior=prior)
     return CentralPlan(2 * half, delta, selection, prior)
 
 

@@ -251,7 +251,8 @@ def _align(router: Router, passive: tuple[str, ...],
         vout.alignment[p] = {"lender_rows": lender_rows,
                              "party_rows": vout.parties[p],
                              "intersection": n,
-                             "setup_cached": bool(first[p][METRICS].get("setup_cached"))}
+                             "setup_cached": bool(first[p][METRICS].get("setup_cached")),
+                             "asked": int(cast(float, answers[p][METRICS]["asked"]))}
         log.info("alignment: %s knows %d of the lender's %d applicants", p, n, lender_rows)
         _check_overlap(vout, p, n, lender_rows)
 

@@ -67,7 +67,7 @@ def poisson_sample_rate(n_rows: int, batch_size: int) -> float:
 def epsilon_after_round(dp: DPRound, epochs: int) -> float:
     """Epsilon the party will have spent once this round's steps are added."""
     steps = epochs * steps_per_epoch(dp.sample_rate)
-    return epsilon_of(dp.history + [(dp.noise_multiplier, dp.sample_rate, steps)], dp.delta)
+    return epsilon_of(dp.history + [(dp.noise_multiplier, dp.sample_rate, steps)], delta=dp.delta)
 
 
 class BatchedRows(TensorDataset):
@@ -199,7 +199,7 @@ def _train_private_quietly(model, xt, yt, epochs, lr, weight_decay, dp: DPRound,
         sampling=generator, noise=noise, history=dp.history)
     loss, steps = private_passes(private_model, optimizer, criterion, loader, epochs)
     history = merge_history([tuple(h) for h in engine.accountant.history])  # type: ignore[misc]
-    return LocalResult(loss, steps, history, epsilon_of(history, dp.delta))
+    return LocalResult(loss, steps, history, epsilon_of(history, delta=dp.delta))
 
 
 def private_passes(private: nn.Module, optimizer: torch.optim.Optimizer, criterion,

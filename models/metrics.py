@@ -1,10 +1,17 @@
 """Credit-scoring metrics on predicted default probabilities.
 
 Every report computes its metrics from a :class:`ScoreSummary` of each split: counts of
-defaulters and of the others in fine score bins, plus the sums behind the Brier score, the
-log-loss and the calibration table. Summaries of disjoint rows add up, so a horizontal server
-pools its lenders' summaries and a vertical server reads the lender's, without a single row;
-a simulation and a deployment compute the same numbers the same way.
+defaulters and of the others in coarse score bins, the sums behind the Brier score, the log-loss
+and the calibration table, and the node's own AUC, KS and calibration error computed on its rows.
+Summaries of disjoint rows add up, so a horizontal server pools its lenders' summaries and a
+vertical server reads the lender's, without a single row; a simulation and a deployment compute
+the same numbers the same way.
+
+A summary leaves its node, and whoever knows one row's score reads the bin that row fell in: a
+bin of a few rows would give its label away. So a summary's bins are cells of a public grid
+(:data:`SCORE_GRID`, fixed in advance), merged from the lowest score up until each bin holds at
+least :data:`MIN_BIN_ROWS` rows, a rule that looks at how many rows fall in each cell but never
+at their labels (:func:`merged_starts`).
 
 The row-level functions (scikit-learn's AUC, ROC curve, Brier score and log-loss; expected
 calibration error and the population stability index, short enough to state here) are the
@@ -18,8 +25,13 @@ from typing import Any
 
 import numpy as np
 
-SUMMARY_BINS = 10_000
-"""Equal-width score bins of a summary: AUC and KS within about 1e-4 of the row-level ones."""
+SCORE_CELLS = 200
+"""Cells of the public score grid: equal steps of the log-odds between 1e-4 and 1 - 1e-4."""
+SCORE_GRID = np.r_[0.0, 1.0 / (1.0 + np.exp(-np.linspace(-9.2, 9.2, SCORE_CELLS - 1))), 1.0]
+"""Edges of the grid's cells (``SCORE_CELLS + 1``), from 0 to 1: about 9% apart in odds."""
+MIN_BIN_ROWS = 20
+"""Fewest rows in a bin of a summary (a split of fewer rows is one bin): see
+``docs/privacy.md``, "Score summaries", for the attack it stops and what it costs."""
 CALIBRATION_BINS = 10
 """Equal-width bins of the calibration table and the expected calibration error."""
 CLIP = 1e-7
@@ -31,10 +43,13 @@ def ks_statistic(y: np.ndarray, p: np.ndarray) -> float:
     >>> round(ks_statistic(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])), 3)
     1.0
     """
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(y, p)
-    return float(np.max(tpr - fpr))
+    y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
+    order = np.argsort(-p, kind="stable")
+    ranked, scores = y[order], p[order]
+    last = np.r_[scores[1:] != scores[:-1], True]  # a threshold after each distinct score
+    tpr = np.cumsum(ranked == 1)[last] / max(int((y == 1).sum()), 1)
+    fpr = np.cumsum(ranked != 1)[last] / max(int((y != 1).sum()), 1)
+    return float(max(np.max(tpr - fpr), 0.0))
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
@@ -123,19 +138,72 @@ def rank_auc(scores: np.ndarray, labels: np.ndarray) -> float:
                          np.bincount(which[labels == 0], minlength=len(values)))
 
 
+def merged_starts(cell_rows: np.ndarray, min_rows: int = MIN_BIN_ROWS) -> np.ndarray:
+    """Return the first grid cell of each bin: cells merged upwards until a bin holds ``min_rows``.
+
+    Only the number of rows per cell decides (never a label); what is left at the top joins the
+    bin below it, so every bin holds ``min_rows`` rows or more unless all rows are fewer.
+
+    >>> merged_starts(np.array([5, 0, 20, 3, 30, 1, 2]), min_rows=20).tolist()
+    [0, 3]
+    >>> merged_starts(np.array([3, 4]), min_rows=20).tolist()
+    [0]
+    """
+    starts, held = [0], 0
+    for cell, rows in enumerate(cell_rows[:-1]):
+        held += int(rows)
+        if held >= min_rows:
+            starts.append(cell + 1)
+            held = 0
+    if len(starts) > 1 and held + int(cell_rows[-1]) < min_rows:
+        starts.pop()  # the top remainder joins the bin below
+    return np.asarray(starts, dtype=np.int64)
+
+
+def exact_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """AUC, KS, calibration error and the rare-label figures of rows, computed where they are.
+
+    Numpy only (:data:`EXACT_KEYS`); the rare-label figures as :func:`rare_label_metrics` takes
+    them from a bin per distinct score.
+
+    >>> exact_metrics(np.array([0, 1, 0, 1]), np.array([0.2, 0.7, 0.4, 0.6]))["auc"]
+    1.0
+    """
+    values, which = np.unique(p, return_inverse=True)
+    rare = rare_label_of_bins(np.bincount(which[y == 1], minlength=len(values)),
+                              np.bincount(which[y != 1], minlength=len(values)))
+    out = {"auc": rank_auc(p, y), "ks": ks_statistic(y, p),
+           "ece": expected_calibration_error(y, p),
+           "average_precision": rare["average_precision"]}
+    for group in ("recall_at_fpr", "caught_in_riskiest"):
+        out |= {f"{group}_{r:g}": rare[group][f"{r:g}"] for r in FRAUD_RATES}
+    return out
+
+
+FRAUD_RATES = (0.01, 0.05)
+"""The false-positive rates and the riskiest shares of applicants fraud teams read at."""
+EXACT_KEYS = ("auc", "ks", "ece", "average_precision",
+              *(f"{group}_{r:g}" for group in ("recall_at_fpr", "caught_in_riskiest")
+                for r in FRAUD_RATES))
+"""The figures a node computes on its own rows and sends with its summary."""
+
+
 @dataclass(frozen=True)
 class ScoreSummary:
     """What a report needs of one split's scores and labels, and no row.
 
-    ``positives`` and ``negatives`` count defaulters and the others in :data:`SUMMARY_BINS`
-    equal-width score bins; ``score_sums`` adds the scores in each of the
-    :data:`CALIBRATION_BINS` calibration bins; ``squared_error`` and ``log_loss`` are the sums
-    behind the Brier score and the log-loss. Summaries of disjoint rows add up (``+``).
+    ``starts`` gives each bin's first cell of :data:`SCORE_GRID` (a bin runs to the next one's
+    start); ``positives`` and ``negatives`` count defaulters and the others per bin,
+    ``score_sums`` adds their scores; ``squared_error`` and ``log_loss`` are the sums behind the
+    Brier score and the log-loss. ``exact`` holds the AUC, KS, calibration error and rare-label
+    figures the node computed on its rows (:func:`exact_metrics`); a pooled summary has none and
+    computes them from its bins. Summaries of disjoint rows add up (``+``): bins that differ are
+    spread evenly over their cells first.
 
     >>> s = ScoreSummary.of(np.array([0, 1, 0, 1]), np.array([0.2, 0.7, 0.4, 0.6]))
     >>> m = s.metrics()
-    >>> m["auc"], round(m["brier"], 4), s.rows, s.defaults
-    (1.0, 0.1125, 4, 2)
+    >>> m["auc"], round(m["brier"], 4), s.rows, s.defaults, len(s.starts)
+    (1.0, 0.1125, 4, 2, 1)
     """
 
     positives: np.ndarray
@@ -143,74 +211,105 @@ class ScoreSummary:
     score_sums: np.ndarray
     squared_error: float
     log_loss: float
+    starts: np.ndarray
+    exact: dict[str, float] | None = None
 
     @classmethod
     def of(cls, y: np.ndarray, p: np.ndarray) -> ScoreSummary:
-        """Summarise labels ``y`` (0/1) and scores ``p`` (probabilities)."""
+        """Summarise labels ``y`` (0/1) and scores ``p`` (probabilities): what a node sends."""
         y = np.asarray(y).astype(np.int64)
         p = np.clip(np.asarray(p, dtype=np.float64), CLIP, 1 - CLIP)
-        fine = _bin(p, SUMMARY_BINS)
-        coarse = _bin(p, CALIBRATION_BINS)
+        cells = _cell(p)
+        starts = merged_starts(np.bincount(cells, minlength=SCORE_CELLS))
+        which = np.searchsorted(starts, cells, side="right") - 1
+        k = len(starts)
+        exact = exact_metrics(y, p) if 0 < y.sum() < len(y) else None
         return cls(
-            positives=np.bincount(fine[y == 1], minlength=SUMMARY_BINS),
-            negatives=np.bincount(fine[y == 0], minlength=SUMMARY_BINS),
-            score_sums=np.bincount(coarse, weights=p, minlength=CALIBRATION_BINS),
+            positives=np.bincount(which[y == 1], minlength=k),
+            negatives=np.bincount(which[y == 0], minlength=k),
+            score_sums=np.bincount(which, weights=p, minlength=k),
             squared_error=float(np.sum((p - y) ** 2)),
-            log_loss=float(-np.sum(y * np.log(p) + (1 - y) * np.log1p(-p))))
+            log_loss=float(-np.sum(y * np.log(p) + (1 - y) * np.log1p(-p))),
+            starts=starts, exact=exact)
 
     def __add__(self, other: ScoreSummary) -> ScoreSummary:
-        return ScoreSummary(self.positives + other.positives, self.negatives + other.negatives,
-                            self.score_sums + other.score_sums,
+        if np.array_equal(self.starts, other.starts):
+            a, b, starts = self._counts(), other._counts(), self.starts
+        else:
+            a, b, starts = self.cells(), other.cells(), np.arange(SCORE_CELLS)
+        return ScoreSummary(a[0] + b[0], a[1] + b[1], a[2] + b[2],
                             self.squared_error + other.squared_error,
-                            self.log_loss + other.log_loss)
+                            self.log_loss + other.log_loss, starts)
+
+    def _counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.positives, self.negatives, self.score_sums
+
+    def cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positives, negatives and score sums per grid cell, each bin's spread evenly."""
+        width = np.diff(np.r_[self.starts, SCORE_CELLS])
+        bin_of = np.repeat(np.arange(len(self.starts)), width)
+        pos, neg, sums = (np.asarray(v, dtype=np.float64)[bin_of] / width[bin_of]
+                          for v in self._counts())
+        return pos, neg, sums
 
     @property
     def rows(self) -> int:
-        return int(self.positives.sum() + self.negatives.sum())
+        return int(round(float(self.positives.sum() + self.negatives.sum())))
 
     @property
     def defaults(self) -> int:
-        return int(self.positives.sum())
+        return int(round(float(self.positives.sum())))
 
-    # the wire form: plain lists and numbers (a Flower MetricRecord holds them as they are)
+    # the wire form: plain lists and numbers (a Flower ConfigRecord holds them as they are)
     def to_record(self, prefix: str) -> dict[str, Any]:
         """Flatten into ``{prefix + field: list or float}``."""
-        return {prefix + "positives": self.positives.astype(int).tolist(),
-                prefix + "negatives": self.negatives.astype(int).tolist(),
-                prefix + "score_sums": self.score_sums.astype(float).tolist(),
-                prefix + "squared_error": self.squared_error, prefix + "log_loss": self.log_loss}
+        out = {prefix + "starts": self.starts.astype(int).tolist(),
+               prefix + "positives": self.positives.astype(int).tolist(),
+               prefix + "negatives": self.negatives.astype(int).tolist(),
+               prefix + "score_sums": self.score_sums.astype(float).tolist(),
+               prefix + "squared_error": self.squared_error, prefix + "log_loss": self.log_loss}
+        for key, value in (self.exact or {}).items():
+            out[f"{prefix}exact_{key}"] = float(value)
+        return out
 
     @classmethod
     def from_record(cls, record: Any, prefix: str) -> ScoreSummary:
         """Read back what :meth:`to_record` wrote, refusing a malformed or impossible summary.
 
-        Counts must be whole and non-negative, and every sum finite and within what the counts
-        allow (a sum of scores in [0, 1], a squared error of at most one per row).
+        Bins must start at cell 0 and rise; counts must be whole and non-negative, every bin
+        hold :data:`MIN_BIN_ROWS` rows (unless there is one bin); every sum must be finite and
+        within what the counts allow (each bin's scores within its cells, a squared error of
+        at most one per row).
         """
-        def counts(key: str) -> np.ndarray:
-            raw = np.asarray(record[prefix + key], dtype=np.float64)
-            if raw.shape != (SUMMARY_BINS,) or not np.all(np.isfinite(raw)) or np.any(
-                    raw < 0) or np.any(raw != np.round(raw)):
-                raise ValueError(f"score summary '{prefix}{key}': expected {SUMMARY_BINS} "
-                                 "whole non-negative counts")
-            return raw.astype(np.int64)
-
-        positives, negatives = counts("positives"), counts("negatives")
+        starts = np.asarray(record[prefix + "starts"], dtype=np.float64)
+        if (starts.ndim != 1 or not 1 <= len(starts) <= SCORE_CELLS or starts[0] != 0
+                or np.any(np.diff(starts) <= 0) or starts[-1] >= SCORE_CELLS
+                or np.any(starts != np.round(starts))):
+            raise ValueError(f"score summary '{prefix}starts': expected rising cells of the "
+                             f"{SCORE_CELLS}-cell score grid, from 0")
+        starts = starts.astype(np.int64)
+        positives, negatives = (_whole(record, prefix, key, len(starts))
+                                for key in ("positives", "negatives"))
+        per_bin = positives + negatives
+        if len(starts) > 1 and np.any(per_bin < MIN_BIN_ROWS):
+            raise ValueError(f"score summary '{prefix}': a bin of fewer than {MIN_BIN_ROWS} "
+                             "rows would give its rows' labels away")
         score_sums = np.asarray(record[prefix + "score_sums"], dtype=np.float64)
+        low = SCORE_GRID[starts] * per_bin - 1e-6
+        high = SCORE_GRID[np.r_[starts[1:], SCORE_CELLS]] * per_bin + 1e-6
+        if (score_sums.shape != starts.shape or not np.all(np.isfinite(score_sums))
+                or np.any(score_sums < low) or np.any(score_sums > high)):
+            raise ValueError(f"score summary '{prefix}score_sums': expected a finite sum per "
+                             "bin, within its cells' scores")
         squared_error = float(record[prefix + "squared_error"])
         log_loss = float(record[prefix + "log_loss"])
-        rows = int(positives.sum() + negatives.sum())
-        k = SUMMARY_BINS // CALIBRATION_BINS
-        per_bin = (positives + negatives).reshape(CALIBRATION_BINS, k).sum(axis=1)
-        if (score_sums.shape != (CALIBRATION_BINS,) or not np.all(np.isfinite(score_sums))
-                or np.any(score_sums < 0) or np.any(score_sums > per_bin + 1e-6)):
-            raise ValueError(f"score summary '{prefix}score_sums': expected "
-                             f"{CALIBRATION_BINS} finite sums within the bins' row counts")
+        rows = int(per_bin.sum())
         if not (np.isfinite(squared_error) and 0 <= squared_error <= rows + 1e-6
                 and np.isfinite(log_loss) and log_loss >= 0):
             raise ValueError(f"score summary '{prefix}': squared error {squared_error} or "
                              f"log-loss {log_loss} impossible for {rows} rows")
-        return cls(positives, negatives, score_sums, squared_error, log_loss)
+        return cls(positives, negatives, score_sums, squared_error, log_loss, starts,
+                   _exact(record, prefix))
 
     # metrics ------------------------------------------------------------------------------
     def roc(self) -> tuple[np.ndarray, np.ndarray]:
@@ -221,32 +320,42 @@ class ScoreSummary:
         return fpr, tpr
 
     def calibration(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per calibration bin: mean score, observed default rate and number of rows."""
-        k = SUMMARY_BINS // CALIBRATION_BINS
-        pos = self.positives.reshape(CALIBRATION_BINS, k).sum(axis=1)
-        rows = pos + self.negatives.reshape(CALIBRATION_BINS, k).sum(axis=1)
+        """Per calibration bin: mean score, observed default rate and number of rows.
+
+        Each summary bin counts in the equal-width calibration bin of its mean score.
+        """
+        rows = (self.positives + self.negatives).astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return self.score_sums / rows, pos / rows, rows
+            means = np.where(rows > 0, self.score_sums / rows, 0.0)
+        group = _bin(means, CALIBRATION_BINS)
+        total = np.bincount(group, weights=rows, minlength=CALIBRATION_BINS)
+        sums = np.bincount(group, weights=self.score_sums, minlength=CALIBRATION_BINS)
+        pos = np.bincount(group, weights=self.positives.astype(np.float64),
+                          minlength=CALIBRATION_BINS)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return sums / total, pos / total, total
 
     def deciles(self, groups: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Return mean score and observed default rate per decile of the scores.
 
-        The deciles are cut at fine bin edges and the mean score taken at the bins' centres
-        (within half a fine bin of the exact mean): the calibration curve of the plots.
+        The deciles are cut at bin edges (a bin counts in the decile of its middle row): the
+        calibration curve of the plots.
         """
         counts = (self.positives + self.negatives).astype(np.float64)
         share = np.cumsum(counts) / max(counts.sum(), 1.0)
         group = np.minimum((np.maximum(share - counts / max(counts.sum(), 1.0) / 2, 0)
                             * groups).astype(np.int64), groups - 1)
-        centres = (np.arange(SUMMARY_BINS) + 0.5) / SUMMARY_BINS
         rows = np.bincount(group, weights=counts, minlength=groups)
-        score = np.bincount(group, weights=counts * centres, minlength=groups)
+        score = np.bincount(group, weights=self.score_sums, minlength=groups)
         pos = np.bincount(group, weights=self.positives.astype(np.float64), minlength=groups)
         used = rows > 0
         return score[used] / rows[used], pos[used] / rows[used]
 
     def metrics(self) -> dict[str, float]:
-        """AUC, KS, Gini, Brier score, log-loss and expected calibration error."""
+        """AUC, KS, Gini, Brier score, log-loss and expected calibration error.
+
+        The node's own figures where it sent them (:attr:`exact`), else from the bins.
+        """
         n, pos = self.rows, self.defaults
         if n == 0:
             raise ValueError("a score summary of no rows has no metrics")
@@ -260,23 +369,48 @@ class ScoreSummary:
         mean_score, observed, rows = self.calibration()
         used = rows > 0
         ece = float(np.sum(rows[used] * np.abs(mean_score[used] - observed[used])) / n)
-        return {"auc": auc, "ks": ks, "gini": 2.0 * auc - 1.0, "brier": self.squared_error / n,
-                "log_loss": self.log_loss / n, "ece": ece}
+        found = {"auc": auc, "ks": ks, "ece": ece} | {
+            k: v for k, v in (self.exact or {}).items() if k in ("auc", "ks", "ece")}
+        return {"auc": found["auc"], "ks": found["ks"], "gini": 2.0 * found["auc"] - 1.0,
+                "brier": self.squared_error / n, "log_loss": self.log_loss / n,
+                "ece": found["ece"]}
+
+
+def _whole(record: Any, prefix: str, key: str, bins: int) -> np.ndarray:
+    """Return whole non-negative counts, one per bin, from a record (else a ValueError)."""
+    raw = np.asarray(record[prefix + key], dtype=np.float64)
+    if raw.shape != (bins,) or not np.all(np.isfinite(raw)) or np.any(raw < 0) or np.any(
+            raw != np.round(raw)):
+        raise ValueError(f"score summary '{prefix}{key}': expected {bins} whole non-negative "
+                         "counts, one per bin")
+    return raw.astype(np.int64)
+
+
+def _exact(record: Any, prefix: str) -> dict[str, float] | None:
+    """Return the node's own metrics in a record (all or none), each a number in [0, 1]."""
+    keys = [f"{prefix}exact_{k}" for k in EXACT_KEYS]
+    present = [k in record for k in keys]
+    if not any(present):
+        return None
+    values = [float(record[k]) for k in keys] if all(present) else []
+    if len(values) != len(keys) or not all(np.isfinite(v) and 0 <= v <= 1 for v in values):
+        raise ValueError(f"score summary '{prefix}': expected the node's {list(EXACT_KEYS)} "
+                         "together, each between 0 and 1")
+    return dict(zip(EXACT_KEYS, values, strict=True))
 
 
 RARE_LABEL = 0.05
 """Below this positive rate (fraud) a run also reports :func:`rare_label_metrics`."""
-FRAUD_RATES = (0.01, 0.05)
-"""The false-positive rates and the riskiest shares of applicants fraud teams read at."""
 
 
 def rare_label_metrics(summary: ScoreSummary) -> dict[str, Any]:
     """Metrics for a rare label (fraud), as fraud teams read them, from a score summary.
 
-    ``average_precision`` (PR-AUC; tied scores, a fine bin, count together as scikit-learn
-    counts tied scores), ``recall_at_fpr`` (the share of positives caught at a false-positive
+    ``average_precision`` (PR-AUC; the rows of a bin count together, as scikit-learn counts
+    tied scores), ``recall_at_fpr`` (the share of positives caught at a false-positive
     rate of 1% and 5%) and ``caught_in_riskiest`` (the share of positives among the riskiest 1%
-    and 5% of applicants), both interpolated within a bin.
+    and 5% of applicants), both interpolated within a bin. A node's summary carries them as the
+    node computed them on its rows (one bin per distinct score); a pooled one, from its bins.
 
     >>> rng = np.random.default_rng(0)
     >>> y = (rng.random(20_000) < 0.02).astype(int)
@@ -286,8 +420,19 @@ def rare_label_metrics(summary: ScoreSummary) -> dict[str, Any]:
     >>> abs(m["average_precision"] - average_precision_score(y, p)) < 0.01
     True
     """
-    pos = summary.positives[::-1].astype(np.float64)  # from the highest score down
-    neg = summary.negatives[::-1].astype(np.float64)
+    found = rare_label_of_bins(summary.positives, summary.negatives)
+    if summary.exact is None:
+        return found
+    return {"average_precision": summary.exact["average_precision"],
+            **{group: {f"{r:g}": summary.exact[f"{group}_{r:g}"] for r in FRAUD_RATES}
+               for group in ("recall_at_fpr", "caught_in_riskiest")},
+            "positive_rate": found["positive_rate"]}
+
+
+def rare_label_of_bins(positives: np.ndarray, negatives: np.ndarray) -> dict[str, Any]:
+    """:func:`rare_label_metrics` from counts per ordered score bin (lowest score first)."""
+    pos = np.asarray(positives, dtype=np.float64)[::-1]  # from the highest score down
+    neg = np.asarray(negatives, dtype=np.float64)[::-1]
     total_pos, total_neg = max(pos.sum(), 1.0), max(neg.sum(), 1.0)
     tp, fp = np.cumsum(pos), np.cumsum(neg)
     used = (pos + neg) > 0
@@ -305,7 +450,9 @@ def rare_label_metrics(summary: ScoreSummary) -> dict[str, Any]:
 
 def summary_stability_index(expected: ScoreSummary, actual: ScoreSummary,
                             bins: int = 10) -> float:
-    """:func:`population_stability_index` on summaries: deciles taken at the fine bin edges.
+    """:func:`population_stability_index` on summaries: deciles taken at the grid's cell edges.
+
+    Both summaries are spread over the grid's cells first (:meth:`ScoreSummary.cells`).
 
     >>> rng = np.random.default_rng(0)
     >>> a = ScoreSummary.of(rng.integers(0, 2, 10_000), rng.random(10_000))
@@ -313,13 +460,14 @@ def summary_stability_index(expected: ScoreSummary, actual: ScoreSummary,
     >>> summary_stability_index(a, b) < 0.01
     True
     """
-    e_counts = (expected.positives + expected.negatives).astype(np.float64)
-    a_counts = (actual.positives + actual.negatives).astype(np.float64)
+    e_pos, e_neg, _ = expected.cells()
+    a_pos, a_neg, _ = actual.cells()
+    e_counts, a_counts = e_pos + e_neg, a_pos + a_neg
     share = np.cumsum(e_counts) / e_counts.sum()
-    # the fine bin in which each decile of the expected scores ends
+    # the cell in which each decile of the expected scores ends
     cuts = np.unique(np.searchsorted(share, np.linspace(0, 1, bins + 1)[1:-1]))
-    edges = np.concatenate([[0], cuts + 1, [SUMMARY_BINS]])
-    edges = np.unique(np.minimum(edges, SUMMARY_BINS))
+    edges = np.concatenate([[0], cuts + 1, [SCORE_CELLS]])
+    edges = np.unique(np.minimum(edges, SCORE_CELLS))
     e = np.add.reduceat(e_counts, edges[:-1]) / e_counts.sum()
     a = np.add.reduceat(a_counts, edges[:-1]) / a_counts.sum()
     e, a = np.clip(e, 1e-6, None), np.clip(a, 1e-6, None)
@@ -353,6 +501,11 @@ def report_metrics(summaries: dict[str, ScoreSummary], private: bool = False
 
 def _bin(p: np.ndarray, bins: int) -> np.ndarray:
     return np.minimum((p * bins).astype(np.int64), bins - 1)
+
+
+def _cell(p: np.ndarray) -> np.ndarray:
+    """Each score's cell of :data:`SCORE_GRID`."""
+    return np.clip(np.searchsorted(SCORE_GRID, p, side="right") - 1, 0, SCORE_CELLS - 1)
 
 
 def caught_by_type(scores: np.ndarray, labels: np.ndarray, kinds: np.ndarray,

@@ -4,7 +4,7 @@ A credit team reads a score as points, not as a probability. The scaling is the 
 (:class:`models.settings.ScorecardSettings`): points grow by ``pdo`` each time the odds of
 good double. Grades are bands of points. Every run's report shows how the test rows fall into
 the grades, with each grade's default rate, computed from the lender's score summary (counts of
-defaulters and of the others in 10,000 probability bins), as every mode reports its metrics.
+defaulters and of the others in coarse score bins), as every mode reports its metrics.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from models.metrics import SUMMARY_BINS, ScoreSummary
+from models.metrics import ScoreSummary
 from models.settings import ScorecardSettings
 
 EPS = 1e-9
@@ -51,18 +51,21 @@ def grades_of(score_points: np.ndarray, card: ScorecardSettings) -> np.ndarray:
 def grade_table(summary: ScoreSummary, card: ScorecardSettings) -> list[dict[str, Any]]:
     """Return, per grade, the rows, their share, the defaulters and the default rate.
 
-    From a score summary: each 1/10,000-wide probability bin is graded at its middle, so a row
-    within half a bin of a grade's edge may be counted in the next grade.
+    From a score summary: each bin (20 rows or more, :data:`models.metrics.MIN_BIN_ROWS`) is
+    graded at its mean score, so the rows of a bin that straddles a grade's edge count in the
+    grade of their mean.
     """
-    middles = (np.arange(SUMMARY_BINS) + 0.5) / SUMMARY_BINS
-    bins = grades_of(points(middles, card), card)
-    total = int(summary.positives.sum() + summary.negatives.sum())
+    held = (summary.positives + summary.negatives).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(held > 0, summary.score_sums / held, 0.0)
+    bins = grades_of(points(means, card), card)
+    total = summary.rows
     floors: list[float | None] = [*card.grade_floors, None]
     rows = []
     for name, floor in zip(card.grades, floors, strict=True):
         mine = bins == name
-        bad = int(summary.positives[mine].sum())
-        n = bad + int(summary.negatives[mine].sum())
+        bad = round(float(summary.positives[mine].sum()))
+        n = round(float(held[mine].sum()))
         rows.append({"grade": name, "min_points": floor, "rows": n,
                      "share": n / total if total else 0.0, "defaulters": bad,
                      "default_rate": bad / n if n else None})

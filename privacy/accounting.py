@@ -66,14 +66,14 @@ def default_delta(n_rows: int) -> float:
     return 0.1 / max(n_rows, 1)
 
 
-def check_delta(delta: float | None, rows: int, where: str) -> None:
+def check_delta(*, delta: float | None, rows: int, where: str) -> None:
     """Refuse a configured delta of 1/n or more for ``rows`` records (named by ``where``).
 
     A delta of 1/n or more allows a mechanism that publishes a record outright. The runners
     check the largest table a mechanism protects before anything trains; every node checks its
     own rows again, whatever the run asks.
 
-    >>> check_delta(0.5, 3000, "x")  # doctest: +ELLIPSIS
+    >>> check_delta(delta=0.5, rows=3000, where="x")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     credit_data.errors.ConfigError: privacy.delta=0.5 is not below 1/n for x (3,000 rows; ...
@@ -85,26 +85,27 @@ def check_delta(delta: float | None, rows: int, where: str) -> None:
                           "unset (0.1/n) or lower it")
 
 
-def party_delta(delta: float | None, n_rows: int) -> float:
+def party_delta(*, delta: float | None, n_rows: int) -> float:
     """Return the delta a party uses: the configured one (checked) or :func:`default_delta`.
 
-    >>> party_delta(None, 1000)
+    >>> party_delta(delta=None, n_rows=1000)
     0.0001
     """
-    check_delta(delta, n_rows, "this party's rows")
+    check_delta(delta=delta, rows=n_rows, where="this party's rows")
     return default_delta(n_rows) if delta is None else delta
 
 
 @functools.lru_cache(maxsize=256)
-def noise_multiplier_for(target_epsilon: float, delta: float, sample_rate: float,
+def noise_multiplier_for(*, target_epsilon: float, delta: float, sample_rate: float,
                          steps: int) -> float:
     """Find the noise multiplier that spends ``target_epsilon`` over ``steps`` sampled steps.
 
     A pure function of its arguments, cached: the search takes seconds at large sample rates,
     and a vertical node plans each exchange with the same figures.
 
-    >>> sigma = noise_multiplier_for(3.0, 1e-5, 0.01, 1000)
-    >>> 2.9 < epsilon_of([(sigma, 0.01, 1000)], 1e-5) <= 3.0
+    >>> sigma = noise_multiplier_for(target_epsilon=3.0, delta=1e-5, sample_rate=0.01,
+    ...                              steps=1000)
+    >>> 2.9 < epsilon_of([(sigma, 0.01, 1000)], delta=1e-5) <= 3.0
     True
     """
     from opacus.accountants.utils import get_noise_multiplier
@@ -116,8 +117,9 @@ def noise_multiplier_for(target_epsilon: float, delta: float, sample_rate: float
 
 
 @functools.lru_cache(maxsize=256)
-def noise_multiplier_after(target_epsilon: float, delta: float, sample_rate: float, steps: int,
-                           prior: tuple[tuple[float, float, int], ...] = ()) -> float:
+def noise_multiplier_after(*, target_epsilon: float, delta: float, sample_rate: float,
+                           steps: int, prior: tuple[tuple[float, float, int], ...] = ()
+                           ) -> float:
     """Find the noise for ``steps`` sampled steps that, after ``prior``, spends the target.
 
     ``target_epsilon`` covers everything composed (RDP composition: the stretches' RDP adds).
@@ -126,41 +128,45 @@ def noise_multiplier_after(target_epsilon: float, delta: float, sample_rate: flo
     never over the target.
 
     >>> prior = ((3.0, 1.0, 1),)
-    >>> sigma = noise_multiplier_after(3.0, 1e-5, 0.01, 1000, prior)
-    >>> sigma > noise_multiplier_for(3.0, 1e-5, 0.01, 1000)
+    >>> sigma = noise_multiplier_after(target_epsilon=3.0, delta=1e-5, sample_rate=0.01,
+    ...                                steps=1000, prior=prior)
+    >>> sigma > noise_multiplier_for(target_epsilon=3.0, delta=1e-5, sample_rate=0.01,
+    ...                              steps=1000)
     True
-    >>> 2.95 < epsilon_of([*prior, (sigma, 0.01, 1000)], 1e-5) <= 3.0
+    >>> 2.95 < epsilon_of([*prior, (sigma, 0.01, 1000)], delta=1e-5) <= 3.0
     True
     """
     if not prior:
-        return noise_multiplier_for(target_epsilon, delta, sample_rate, steps)
-    if epsilon_of(list(prior), delta) >= target_epsilon:
+        return noise_multiplier_for(target_epsilon=target_epsilon, delta=delta,
+                                    sample_rate=sample_rate, steps=steps)
+    if epsilon_of(list(prior), delta=delta) >= target_epsilon:
         raise ValueError(f"the prior releases alone spend epsilon "
-                         f"{epsilon_of(list(prior), delta):.3f} of {target_epsilon}")
+                         f"{epsilon_of(list(prior), delta=delta):.3f} of {target_epsilon}")
     low, high = 0.05, 1.0
-    while epsilon_of([*prior, (high, sample_rate, steps)], delta) > target_epsilon:
+    while epsilon_of([*prior, (high, sample_rate, steps)], delta=delta) > target_epsilon:
         low, high = high, high * 2
         if high > 1e6:
             raise ValueError(f"no noise reaches epsilon {target_epsilon} after {prior}")
     while high - low > 1e-3 * high:
         mid = (low + high) / 2
-        if epsilon_of([*prior, (mid, sample_rate, steps)], delta) > target_epsilon:
+        if epsilon_of([*prior, (mid, sample_rate, steps)], delta=delta) > target_epsilon:
             low = mid
         else:
             high = mid
     return high
 
 
-def epsilon_of(history: History, delta: float) -> float:
+def epsilon_of(history: History, *, delta: float) -> float:
     """Epsilon spent by a whole history of DP-SGD training.
 
     Stretches with the same noise and rate are merged first (the same accounting), and the
     result is cached: a party asks for the same figure before a round (its budget guard) and
     after it (its report).
 
-    >>> epsilon_of([], 1e-5)
+    >>> epsilon_of([], delta=1e-5)
     0.0
-    >>> epsilon_of([(1.0, 0.1, 5), (1.0, 0.1, 7)], 1e-5) == epsilon_of([(1.0, 0.1, 12)], 1e-5)
+    >>> epsilon_of([(1.0, 0.1, 5), (1.0, 0.1, 7)], delta=1e-5) == epsilon_of(
+    ...     [(1.0, 0.1, 12)], delta=1e-5)
     True
     """
     if not history:
@@ -206,23 +212,23 @@ def merge_history(history: History) -> History:
     return out
 
 
-def flip_probability(epsilon: float) -> float:
+def flip_probability(*, epsilon: float) -> float:
     """Randomized response on a 0/1 label: flip with this probability for ``epsilon``-label-DP.
 
-    >>> round(flip_probability(3.0), 4)
+    >>> round(flip_probability(epsilon=3.0), 4)
     0.0474
     """
     return 1.0 / (1.0 + math.exp(epsilon))
 
 
-def randomized_response_epsilon(flip: float) -> float:
+def randomized_response_epsilon(*, flip: float) -> float:
     """Return the label-DP epsilon of randomized response flipping with probability ``flip``.
 
     The pure epsilon between any two values of one label (dp-accounting's ``REPLACE_ONE``
     figure for two buckets); it bounds the zero-out (``REPLACE_SPECIAL``) figure, so it holds
     under :data:`NEIGHBOURING` too.
 
-    >>> round(randomized_response_epsilon(flip_probability(1.5)), 6)
+    >>> round(randomized_response_epsilon(flip=flip_probability(epsilon=1.5)), 6)
     1.5
     """
     return math.log((1.0 - flip) / flip)
@@ -257,13 +263,14 @@ def update_sensitivity(*, clip: float, unit: str) -> float:
     return float(clip) if unit == "client" else 2.0 * float(clip)
 
 
-def release_noise_multiplier(target_epsilon: float, delta: float, releases: int) -> float:
+def release_noise_multiplier(*, target_epsilon: float, delta: float, releases: int) -> float:
     """Gaussian noise (as a multiple of the sensitivity) for ``releases`` releases of one record.
 
     No amplification by sampling: every release of a record's value is seen by the receiver.
 
-    >>> z = release_noise_multiplier(3.0, 1e-5, 4)
-    >>> 2.9 < epsilon_of([(z, 1.0, 4)], 1e-5) <= 3.0
+    >>> z = release_noise_multiplier(target_epsilon=3.0, delta=1e-5, releases=4)
+    >>> 2.9 < epsilon_of([(z, 1.0, 4)], delta=1e-5) <= 3.0
     True
     """
-    return noise_multiplier_for(target_epsilon, delta, 1.0, releases)
+    return noise_multiplier_for(target_epsilon=target_epsilon, delta=delta, sample_rate=1.0,
+                                steps=releases)

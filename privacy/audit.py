@@ -29,6 +29,7 @@ from scipy.special import ndtri
 from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 
+from privacy.membership_attack import low_fpr_figures
 from privacy.settings import AuditSettings
 
 _TINY = np.finfo(np.float64).tiny
@@ -145,7 +146,8 @@ def membership_audit(member_labels: np.ndarray, member_scores: np.ndarray,
            "stratified_by_label": True, "target_fpr": settings.fpr,
            "confidence": settings.confidence, "members": len(member),
            "non_members": len(measure), "calibration_rows": len(calibrate),
-           "threshold": threshold}
+           "threshold": threshold,
+           "tpr_at_fpr": low_fpr_figures(member, held[measure], settings.confidence)}
     out |= epsilon_lower_bound(true_pos, len(member), false_pos, len(measure), delta,
                                settings.confidence)
     return out

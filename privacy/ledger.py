@@ -107,7 +107,7 @@ class PrivacyLedger:
         """Summarise as results.json's ``privacy`` block: the largest party total, never a mean.
 
         >>> from privacy.accounting import epsilon_of
-        >>> dpsgd = epsilon_of([(1.0, 0.1, 10)], 1e-5)  # the lender's and the bureau's
+        >>> dpsgd = epsilon_of([(1.0, 0.1, 10)], delta=1e-5)  # the lender's and the bureau's
         >>> ledger = PrivacyLedger("label_dp", "dpsgd")
         >>> ledger.record(1, "lender/label_dp", PartySpend(3.0, 0.0, "label_dp", 0.0, 1.0, 1,
         ...                                                "randomized response"))
@@ -198,7 +198,7 @@ def party_totals(parties: dict[str, PartySpend]) -> dict[str, dict[str, Any]]:
             delta = max(delta, spend.delta - (spend.selection_delta or 0.0))
         if summary is not None:
             stretches.insert(0, summary)
-        epsilon = (epsilon_of([(float(a), float(b), int(c)) for a, b, c in stretches], delta)
+        epsilon = (epsilon_of([(float(a), float(b), int(c)) for a, b, c in stretches], delta=delta)
                    if stretches else 0.0)
         out[party] = {"epsilon": epsilon + pure, "delta": delta + selection,
                       "mechanisms": sorted(s.mechanism for s in spends)}

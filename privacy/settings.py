@@ -143,6 +143,8 @@ class AuditSettings:
     them (:mod:`privacy.inversion`). ``inversion_known``: the share of those rows whose columns
     the attacker is assumed to know (it trains the decoder on them; the rest are scored).
     ``inversion_rows``: released rows the audit uses at most (a seeded sample; all when fewer).
+    ``canaries``: the one-run canary audit (:mod:`privacy.one_run_audit`) with this many
+    canaries, in a twin of the lender's training (0: off, the default; at least 10 when on).
     """
 
     enabled: bool = True
@@ -153,6 +155,7 @@ class AuditSettings:
     inversion: bool = True
     inversion_known: float = 0.5
     inversion_rows: int = 20_000
+    canaries: int = 0
 
 
 def check_audit(settings: AuditSettings, key: str = "audit") -> None:
@@ -169,4 +172,7 @@ def check_audit(settings: AuditSettings, key: str = "audit") -> None:
     if settings.inversion_rows < 20:
         raise ConfigError(f"{key}.inversion_rows must be at least 20, got "
                           f"{settings.inversion_rows}")
+    if settings.canaries != 0 and settings.canaries < 10:
+        raise ConfigError(f"{key}.canaries must be 0 (off) or at least 10, got "
+                          f"{settings.canaries}")
 

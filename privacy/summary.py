@@ -29,7 +29,7 @@ from privacy.accounting import epsilon_of, noise_multiplier_for
 from privacy.randomness import NoiseSource, gaussian
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SummaryPlan:
     """How a party noises its summary: fixed before any count is looked at.
 
@@ -49,7 +49,7 @@ class SummaryPlan:
 
     def epsilon(self) -> float:
         """Return the summary's own epsilon (at ``delta``)."""
-        return epsilon_of(list(self.history), self.delta)
+        return epsilon_of(list(self.history), delta=self.delta)
 
 
 def summary_sensitivity(*, cells_per_record: int) -> float:
@@ -63,20 +63,21 @@ def summary_sensitivity(*, cells_per_record: int) -> float:
     return math.sqrt(max(cells_per_record, 1))
 
 
-def summary_plan(target_epsilon: float, share: float, delta: float) -> SummaryPlan:
+def summary_plan(*, target_epsilon: float, share: float, delta: float) -> SummaryPlan:
     """Spend ``share`` of a party's ``target_epsilon`` on its summary.
 
     The selection delta is a tenth of ``delta``: the party's delta becomes ``1.1 * delta``.
 
-    >>> plan = summary_plan(3.0, 0.1, 1e-6)
+    >>> plan = summary_plan(target_epsilon=3.0, share=0.1, delta=1e-6)
     >>> round(plan.epsilon(), 2) <= 0.3, plan.selection_delta
     (True, 1e-07)
     """
-    z = noise_multiplier_for(share * target_epsilon, delta, 1.0, 1)
-    return SummaryPlan(z, delta, delta / 10)
+    z = noise_multiplier_for(target_epsilon=share * target_epsilon, delta=delta, sample_rate=1.0,
+                             steps=1)
+    return SummaryPlan(noise_multiplier=z, delta=delta, selection_delta=delta / 10)
 
 
-def noisy_summary(counts: ColumnCounts, plan: SummaryPlan, noise: NoiseSource,
+def noisy_summary(counts: ColumnCounts, *, plan: SummaryPlan, noise: NoiseSource,
                   purpose: str = "summary") -> dict[str, Any]:
     """Noise every cell; keep the categories whose noisy count passes the threshold.
 
@@ -87,8 +88,9 @@ def noisy_summary(counts: ColumnCounts, plan: SummaryPlan, noise: NoiseSource,
     >>> from credit_data.summary import column_counts
     >>> import pandas as pd
     >>> frame = pd.DataFrame({"c": ["a"] * 500 + ["rare"]})
-    >>> s = noisy_summary(column_counts(frame, (), ("c",)), summary_plan(3.0, 0.5, 1e-5),
-    ...                   NoiseSource.fresh())
+    >>> s = noisy_summary(column_counts(frame, (), ("c",)),
+    ...                   plan=summary_plan(target_epsilon=3.0, share=0.5, delta=1e-5),
+    ...                   noise=NoiseSource.fresh())
     >>> sorted(s["categorical"]["c"])
     ['a']
     """

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,10 +13,18 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from experiments.config import register
+from privacy.sealed_key import MASTER_KEY_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 SHARED_DATA = Path(os.environ.get("CREDIT_FL_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+_ABSENT = [name for name in ("uci_credit_card.csv", "default_credit_hetero_guest.csv",
+                             "default_credit_hetero_host.csv")
+           if not (SHARED_DATA / name).is_file()]
+NEEDS_SHARED_DATA = pytest.mark.skipif(
+    bool(_ABSENT), reason=f"real data absent: {_ABSENT} not in {SHARED_DATA} (set "
+                          "CREDIT_FL_DATA_DIR to the folder that holds them)")
+"""Every test that uses the real data (the ``shared_data`` fixtures) skips when it is absent."""
 
 register()
 
@@ -29,22 +39,50 @@ def psi_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The simulated parties' master keys of every test run, apart from ``outputs/``."""
+    """The simulated parties' master keys of every test run, apart from ``outputs/``.
+
+    Fixed per party (a node draws its own from the OS): the parties' split keys come from their
+    master keys, so a test's splits are the same in every session, as its seed's were.
+    """
     path = tmp_path_factory.mktemp("node-keys")
+    for party in ("lender", "bureau", "social", *(f"lender-{k}" for k in range(10))):
+        (path / party).mkdir(mode=0o700)
+        master = path / party / MASTER_KEY_FILE
+        master.write_bytes(hashlib.sha256(f"test master key:{party}".encode()).digest())
+        master.chmod(0o600)
     os.environ["CREDIT_FL_KEY_DIR"] = str(path)
     return path
 
 
+TIERS = ("unit", "engine", "slow")
+"""The three tiers, each chosen by name (``pytest -m unit``; ``make test-unit``, ``test-engine``,
+``test-slow``): ``unit`` (no Ray, no run on an engine), ``engine`` (small runs on Ray's
+simulation or a loopback deployment), ``slow`` (full-size runs)."""
+
+
+def tier_of(item: pytest.Item) -> str:
+    """The tier a collected test belongs to: its one tier marker (``engine`` when it has none)."""
+    marked = [tier for tier in TIERS if item.get_closest_marker(tier) is not None]
+    if len(marked) > 1:
+        raise pytest.UsageError(f"{item.nodeid} is marked {' and '.join(marked)}: one tier only")
+    return marked[0] if marked else "engine"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark doctests as unit tests; leave the full-size runs out under CI (``CI=true``) unless
+    """Give each test its tier; leave the full-size runs out under CI (``CI=true``) unless
     ``RUN_SLOW=1`` asks for them.
 
-    Each ``slow`` test has a smaller version that always runs; ``make test-slow`` runs the
-    full-size ones.
+    Doctests are ``unit``; a test marked neither ``unit`` nor ``slow`` is ``engine`` (marked here,
+    so that ``pytest -m engine`` selects it). Each ``slow`` test has a smaller version that always
+    runs; ``make test-slow`` runs the full-size ones.
     """
-    for item in items:  # doctests are unit tests (``make test-unit``)
+    for item in items:
         if isinstance(item, pytest.DoctestItem):
             item.add_marker(pytest.mark.unit)
+        elif tier_of(item) == "engine":
+            item.add_marker(pytest.mark.engine)
+        if {"shared_data", "shared_data_for_module"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(NEEDS_SHARED_DATA)
     if os.environ.get("CI", "").lower() not in ("1", "true") or os.environ.get("RUN_SLOW"):
         return
     skip = pytest.mark.skip(reason="full-size run left out under CI=true (RUN_SLOW=1 runs it); "
@@ -54,7 +92,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session", autouse=True)
+_RAY_SEEN: dict[str, bool] = {}
+"""Whether Ray was imported when collection ended, whether an engine or slow test has run, and
+whether a unit test was failed for importing it (the first one only: the import stays)."""
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _RAY_SEEN.update(at_collection="ray" in sys.modules, by_engine=False, blamed=False)
+
+
+@pytest.fixture(autouse=True)
+def _tier_rules(request: pytest.FixtureRequest):
+    """Engine and slow tests share the session's Ray (:func:`shared_ray_instance`); a unit test
+    that imports Ray (itself, or by a fixture) fails at its teardown.
+
+    The check holds while no engine test has run, as under ``pytest -m unit``; an import of Ray
+    at collection (a module's top level) is ``tests/test_tiers.py``'s to find.
+    """
+    if tier_of(request.node) != "unit":
+        _RAY_SEEN["by_engine"] = True
+        request.getfixturevalue("shared_ray_instance")
+    yield
+    if tier_of(request.node) == "unit" and "ray" in sys.modules and not any(_RAY_SEEN.values()):
+        _RAY_SEEN["blamed"] = True
+        pytest.fail(f"{request.node.nodeid} is a unit test and imported Ray: mark it engine, or "
+                    "import Ray only where the engine runs", pytrace=False)
+
+
+@pytest.fixture(scope="session")
 def shared_ray_instance():
     """Keep one Ray instance for the whole session.
 
@@ -122,19 +187,10 @@ def vertical_pairs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[t
     return runs
 
 
-def _need_shared_data() -> None:
-    needed = ["uci_credit_card.csv", "default_credit_hetero_guest.csv",
-              "default_credit_hetero_host.csv"]
-    missing = [n for n in needed if not (SHARED_DATA / n).is_file()]
-    if missing:
-        pytest.skip(f"real data absent: {missing} not in {SHARED_DATA} "
-                    "(set CREDIT_FL_DATA_DIR to the folder that holds them)")
-
-
 @pytest.fixture
 def shared_data(monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The folder of real credit data; tests that need it skip when it is absent."""
-    _need_shared_data()
+    """The folder of real credit data; tests that need it skip when it is absent
+    (:data:`NEEDS_SHARED_DATA`, given by :func:`pytest_collection_modifyitems`)."""
     monkeypatch.setenv("CREDIT_FL_DATA_DIR", str(SHARED_DATA))
     return SHARED_DATA
 
@@ -142,7 +198,6 @@ def shared_data(monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="module")
 def shared_data_for_module():
     """:func:`shared_data` for module-scoped fixtures."""
-    _need_shared_data()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CREDIT_FL_DATA_DIR", str(SHARED_DATA))
         yield SHARED_DATA

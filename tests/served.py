@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from experiments.scoring import list_table, load_applicants, scoring_config, to_settings
+from credit_fl.config import to_settings
+from experiments.scoring import list_table, load_applicants, scoring_config
+from federation.query_ledger import Purpose
 from fl_client.list_lookup import holder_answer
 from fl_client.scoring_task import ScoringInput
 from fl_client.served_scoring import ServedLender, ServedParty
@@ -53,18 +56,34 @@ class Service:
             for holder, (settings, ids) in self.holders.items():
                 setup, response, signature, _ = holder_answer(
                     settings, ids, lookup[0], rows, lookup[1],
-                    self.holder_keys.setdefault(holder, {}), per_request=True)
+                    self.holder_keys.setdefault(holder, {}), purpose=Purpose.service,
+                    per_request=True)
                 lists[holder] = (setup, response, signature)
-        return self.lender.score(self.lender_state, evaluated, lists)
+        embedded = self.embed(self.lender.match(self.lender_state, evaluated))
+        return self.lender.score(self.lender_state, embedded, lists)
+
+    def embed(self, known: dict[str, bytes]) -> dict[str, bytes]:
+        """Route the lender's sealed tags to each party and its sealed embeddings back."""
+        self.routed += list(known.values())
+        embedded = {p: self.parties[p].embed_known(self.party_states[p], known[p])[0]
+                    for p in known}
+        self.routed += list(embedded.values())
+        return embedded
 
 
-def start_service(run_dir: Path, results: dict, nodes: Path, *overrides: str) -> Service:
-    """Start a service on a simulated run's bundles: hello, the parties' tables, opened."""
+def start_service(run_dir: Path, results: dict, nodes: Path, *overrides: str,
+                  node: Callable[[ClientSettings], ClientSettings] | None = None) -> Service:
+    """Start a service on a simulated run's bundles: hello, the parties' tables, opened.
+
+    ``node`` turns each passive party's settings into a deployed node's (its caps, opt-ins).
+    """
     settings = to_settings(scoring_config(run_dir, ["scoring.rows=test", *overrides]))
     population = load_applicants(settings)  # the lender's: its test rows, every request's
     bundles = {p: run_dir / d for p, d in results["model"]["bundles"].items()}
     clients = {p: client_settings(settings, p, str(nodes / p), psi_cache=str(nodes / "cache"))
                for p in bundles}
+    if node is not None:
+        clients = {p: c if p == "lender" else node(c) for p, c in clients.items()}
 
     def applicants(request: dict):
         return population.tables["lender"]

@@ -18,11 +18,12 @@ def test_epsilon_of_is_opacus_rdp_accountant_to_the_bit():
         delta = 10 ** rng.uniform(-7, -3)
         accountant = RDPAccountant()
         accountant.history = merge_history(history)
-        assert epsilon_of(history, delta) == accountant.get_epsilon(delta, alphas=list(ORDERS))
+        assert epsilon_of(history, delta=delta) == accountant.get_epsilon(
+            delta, alphas=list(ORDERS))
 
 
 def test_epsilon_grows_with_every_round_of_the_same_noise():
-    spent = [epsilon_of([(1.2, 0.036, 28 * rounds)], 1e-5) for rounds in range(1, 21)]
+    spent = [epsilon_of([(1.2, 0.036, 28 * rounds)], delta=1e-5) for rounds in range(1, 21)]
     assert all(a < b for a, b in zip(spent, spent[1:], strict=False))
 
 
@@ -32,5 +33,5 @@ def test_small_budgets_are_reachable_for_one_off_releases():
     from privacy.accounting import noise_multiplier_for
 
     for target in (0.05, 0.1):
-        sigma = noise_multiplier_for(target, 1e-4, 1.0, 1)
-        assert 0.9 * target < epsilon_of([(sigma, 1.0, 1)], 1e-4) <= target
+        sigma = noise_multiplier_for(target_epsilon=target, delta=1e-4, sample_rate=1.0, steps=1)
+        assert 0.9 * target < epsilon_of([(sigma, 1.0, 1)], delta=1e-4) <= target

@@ -2,7 +2,8 @@
 
 * The lender learns exactly its listed applicants (up to the stated false-positive rate); the
   holder learns how many IDs were asked; the server routes blinded values and counts only.
-* A holder's ``max_queries`` caps the IDs one lender asks a month; past it the holder refuses.
+* A holder's query caps (its one ledger per lender, :mod:`federation.query_ledger`) cap the IDs
+  one lender asks a day and a month; past one the holder refuses and answers nothing.
 * ``cardinality`` lookups are withdrawn (issue 30, finding 8): a holder answers no count,
   not of one ID, not of two requests that differ in one; refused, not charged.
 * Bad input: a list file without the ID column, an empty list, a holder named twice, a rule
@@ -21,21 +22,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from flwr.app import ConfigRecord
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from credit_data.blacklists import holder_lists, read_list, synthetic_lists
 from credit_data.errors import AlignmentError, ConfigError, CreditFLError, DataError
 from credit_data.synthetic import generate
 from experiments.config import to_settings
-from federation.blacklist import (
-    ListHolder,
-    QueryLedger,
-    QueryLimit,
-    listed,
-    lookup_request,
-    period_of,
-    request_size,
-)
+from federation.blacklist import ListHolder, listed, lookup_request, request_size
+from federation.query_ledger import Purpose, QueryCaps, QueryLedger, QueryLimit
 from tests.conftest import compose_config, run_experiment
 from tests.routed import payload_values, swap
 
@@ -57,7 +52,7 @@ def test_the_lender_learns_exactly_its_listed_applicants(tmp_path):
     on_list = set(rng.choice(applicants, 300, replace=False))
     the_list = sorted(on_list) + _ids(19_700, offset=1_000_000)
     holder = ListHolder("consortium", the_list, cache_dir=tmp_path / "cache",
-                        ledger_dir=tmp_path / "ledger", max_queries=10_000)
+                        ledger_dir=tmp_path / "ledger", caps=QueryCaps.of_run(10_000))
     # Execute
     request, key = lookup_request(applicants, reveal=True)
     setup, response = holder.answer(request, asked=len(applicants), lender="lender")
@@ -69,7 +64,8 @@ def test_the_lender_learns_exactly_its_listed_applicants(tmp_path):
         assert not {t.decode() for t in TOKEN.findall(blob)} & (set(applicants) | set(the_list))
     assert request_size(request) == 5_000
     book = json.loads((tmp_path / "ledger" / "queries.json").read_text())
-    assert list(book) == ["lender"] and list(book["lender"].values()) == [5_000]
+    assert list(book) == ["lender"] and len(book["lender"]) == 2  # the day and the month
+    assert all(counts == {"scoring": 5_000} for counts in book["lender"].values())
     # the holder's blinded list is cached, owner-only, and reused
     (cached,) = (tmp_path / "cache" / "consortium" / "psi").iterdir()
     assert cached.stat().st_mode & 0o777 == 0o600
@@ -90,7 +86,8 @@ def test_one_id_counts_and_differenced_counts_read_no_listed_id(tmp_path):
     with pytest.raises(ConfigError, match=r"consortium: blacklists.mode=cardinality "
                                           r"\(--list-mode\): cardinality lookups are withdrawn"):
         ListHolder("consortium", the_list, reveal=False)
-    holder = ListHolder("consortium", the_list, ledger_dir=tmp_path, max_queries=10_000)
+    holder = ListHolder("consortium", the_list, ledger_dir=tmp_path,
+                        caps=QueryCaps.of_run(10_000))
     # Execute: the attack, one ID a request around the listed ones, then a differencing pair
     recovered, refusals = set(), 0
     for target in _ids(10, offset=495):
@@ -113,13 +110,13 @@ def test_one_id_counts_and_differenced_counts_read_no_listed_id(tmp_path):
     # Assert: before, 3 of 3 listed IDs were recovered and the pair's counts differed by one
     assert recovered == set() and refusals == 10 and listed_ids <= set(_ids(10, offset=495))
     assert counts == [None, None]
-    assert holder.ledger.asked("lender", period_of()) == 0  # refused, not charged
+    assert holder.ledger.spent("lender")["month"] == {}  # refused, not charged
     assert not (tmp_path / "queries.json").exists()
     # a lookup still answers (and is charged)
     request, key = lookup_request(applicants, reveal=True)
     hits = listed(key, 1_000, *holder.answer(request, asked=1_000, lender="lender"), reveal=True)
     assert {a for a, h in zip(applicants, hits, strict=True) if h} == listed_ids
-    assert holder.ledger.asked("lender", period_of()) == 1_000
+    assert holder.ledger.spent("lender")["month"] == {"scoring": 1_000}
 
 
 @pytest.mark.unit
@@ -127,7 +124,8 @@ def test_the_cardinality_mode_is_refused_by_the_run_and_by_a_holders_node(tmp_pa
     from deployment.client_app import NodeConfig
 
     _fails(["blacklists.holders=[consortium]", "blacklists.mode=cardinality"],
-           tmp_path / "run", r"blacklists.mode=cardinality: cardinality lookups are withdrawn")
+           tmp_path / "run", ConfigError,
+           r"blacklists.mode=cardinality: cardinality lookups are withdrawn")
     base = {"party": "consortium", "data-path": "list.csv", "state-dir": "state",
             "max-epsilon": 3.0}
     assert NodeConfig.from_context(base | {"list-mode": "lookup"}).list_mode == "lookup"
@@ -137,18 +135,40 @@ def test_the_cardinality_mode_is_refused_by_the_run_and_by_a_holders_node(tmp_pa
 
 
 @pytest.mark.unit
-def test_max_queries_caps_a_lender_per_month_and_says_so(tmp_path):
-    ledger = QueryLedger(tmp_path, "consortium", max_queries=1_500)
-    assert ledger.charge("lender", 1_000, "2026-12") == 1_000
-    with pytest.raises(QueryLimit, match=r"consortium refuses: lender asked 1000 IDs in "
-                                         r"2026-12 and now asks 600 more.*max_queries of 1500"):
-        ledger.charge("lender", 600, "2026-12")
-    assert ledger.charge("other-lender", 600, "2026-12") == 600  # per lender
-    assert ledger.charge("lender", 600, "2027-01") == 600  # per month
-    # kept on the holder's disk: a new process sees the same count
-    assert QueryLedger(tmp_path, "consortium", 1_500).asked("lender", "2026-12") == 1_000
+def test_the_query_caps_hold_per_lender_per_day_and_month_and_say_so(tmp_path):
+    # a cap of 1,500 IDs of applications a month, 1,000 a day; training counts apart
+    import datetime as dt
+
+    caps = QueryCaps(per_day=1_000, per_month=1_500, training_per_month=400,
+                     day_flag="--max-queries-per-day", month_flag="--max-queries",
+                     training_flag="--lender-training-rows")
+    ledger = QueryLedger(tmp_path, "consortium", caps)
+    day = dt.datetime(2026, 12, 5, 9, tzinfo=dt.UTC)
+    assert ledger.charge("lender", 1_000, Purpose.scoring, day).day_total == 1_000
+    with pytest.raises(QueryLimit, match=r"consortium refuses: lender asked 1000 IDs of "
+                                         r"applications on 2026-12-05 and now asks 1 more "
+                                         r"\(service\), past this node's cap of 1000 IDs a day "
+                                         r"\(--max-queries-per-day\); nothing was answered"):
+        ledger.charge("lender", 1, Purpose.service, day)
+    later = day + dt.timedelta(days=1)
+    assert ledger.charge("lender", 500, Purpose.service, later).month_total == 1_500
+    with pytest.raises(QueryLimit, match=r"lender asked 1500 IDs of applications in 2026-12 "
+                                         r"and now asks 1 more .*cap of 1500 IDs a month "
+                                         r"\(--max-queries\)"):
+        ledger.charge("lender", 1, Purpose.scoring, later + dt.timedelta(days=1))
+    # training has its own monthly cap; the applications' caps do not move
+    assert ledger.charge("lender", 400, Purpose.training, later).month_total == 400
+    with pytest.raises(QueryLimit, match=r"asked 400 IDs for training in 2026-12 .*"
+                                         r"\(--lender-training-rows\)"):
+        ledger.charge("lender", 1, Purpose.training, later)
+    assert ledger.charge("other-lender", 600, Purpose.scoring, day).day_total == 600
+    assert ledger.charge("lender", 600, Purpose.scoring,
+                         dt.datetime(2027, 1, 1, tzinfo=dt.UTC)).month_total == 600
+    # kept on the node's disk: a new process sees the same counts (refusals uncounted)
+    assert QueryLedger(tmp_path, "consortium", caps).spent("lender", later)["month"] == {
+        "scoring": 1_000, "service": 500, "training": 400}
     # an announced size that the request contradicts is refused
-    holder = ListHolder("consortium", _ids(100), max_queries=1_500)
+    holder = ListHolder("consortium", _ids(100), caps=QueryCaps.of_run(1_500))
     with pytest.raises(AlignmentError, match="holds 10 IDs, not the 5 announced"):
         holder.answer(lookup_request(_ids(10), reveal=True)[0], asked=5, lender="lender")
 
@@ -171,11 +191,10 @@ def test_synthetic_lists_cover_fraud_with_errors_and_outsiders():
 
 
 # --- bad input --------------------------------------------------------------------------------
-def _fails(overrides: list[str], run_dir: Path, match: str) -> None:
-    with pytest.raises((CreditFLError, Exception), match=match):
+def _fails(overrides: list[str], run_dir: Path, error: type[CreditFLError], match: str) -> None:
+    with pytest.raises(error, match=match):
         run_experiment(SMALL + overrides, run_dir)
-    assert not (run_dir / "results.json").exists()
-    assert not any(run_dir.rglob("*.json")) if run_dir.exists() else True
+    assert not run_dir.exists()  # refused before anything is written: not even the run directory
 
 
 @pytest.mark.unit
@@ -186,7 +205,7 @@ def test_a_list_file_without_the_id_column_is_named(tmp_path):
                                         r"\(data.blacklists.consortium\)"):
         read_list(bad, "customer_id", "consortium")
     _fails(["blacklists.holders=[consortium]", f"+data.blacklists.consortium={bad}"],
-           tmp_path / "run", "ID column 'customer_id' is missing")
+           tmp_path / "run", DataError, "ID column 'customer_id' is missing")
 
 
 @pytest.mark.unit
@@ -194,25 +213,27 @@ def test_an_empty_list_is_named(tmp_path):
     empty = tmp_path / "telco.csv"
     empty.write_text("customer_id\n")
     _fails(["blacklists.holders=[telco]", f"+data.blacklists.telco={empty}"],
-           tmp_path / "run", r"telco.csv: the list of holder 'telco' is empty")
+           tmp_path / "run", DataError, r"telco.csv: the list of holder 'telco' is empty")
 
 
 @pytest.mark.unit
 def test_a_holder_named_twice_or_like_a_party_is_refused(tmp_path):
-    _fails(["blacklists.holders=[consortium,consortium]"], tmp_path / "a",
+    _fails(["blacklists.holders=[consortium,consortium]"], tmp_path / "a", ConfigError,
            "blacklists.holders names 'consortium' twice")
-    _fails(["blacklists.holders=[bureau]"], tmp_path / "b", "'bureau' is also a party")
+    _fails(["blacklists.holders=[bureau]"], tmp_path / "b", ConfigError,
+           "'bureau' is also a party")
     with pytest.raises(ConfigError, match=r"data.blacklists names \['telco'\]"):
         holder_lists(("consortium",), {"telco": "x.csv"}, "customer_id", None, 0)
 
 
 @pytest.mark.unit
-def test_a_rule_that_is_not_one_of_the_three_is_refused(tmp_path):
-    with pytest.raises(Exception, match=r"blacklists.on_hit") as info:
-        to_settings(compose_config(SMALL + ["blacklists.on_hit=flag"]))
-    said = f"{info.value} {info.value.__cause__}"
-    assert "feature" in said and "review" in said and "decline" in said
-    assert not (tmp_path / "results.json").exists()
+def test_a_rule_that_is_not_one_of_the_three_is_refused():
+    # refused by the structured config while composing, before any run exists
+    with pytest.raises(ConfigCompositionException, match=r"blacklists.on_hit=flag") as info:
+        compose_config(SMALL + ["blacklists.on_hit=flag"])
+    said = str(info.value.__cause__)
+    assert "blacklists.on_hit" in said
+    assert "expected one of [feature, review, decline]" in said
 
 
 # --- a run with holders -----------------------------------------------------------------------
@@ -285,10 +306,14 @@ def test_the_server_routes_only_blinded_values_and_counts(with_lists):
 @pytest.mark.unit
 def test_a_lender_past_max_queries_is_refused_and_the_run_says_so(tmp_path):
     outcome, _, _ = _signed_run(tmp_path, extra=["blacklists.max_queries=300"])
-    assert re.search(r"consortium refused: consortium refuses: lender asked 0 IDs in "
-                     r"\d{4}-\d\d and now asks 400 more, past the holder's max_queries of 300",
+    # the holder's lookup and the bureau's alignment both answer the lender's 400 IDs: both
+    # charge their ledger, and either refuses first (nothing answered, nothing charged)
+    assert re.search(r"(consortium|bureau) refused: \1 refuses: lender asked 0 IDs for "
+                     r"training in \d{4}-\d\d and now asks 400 more \(training\), past this "
+                     r"node's cap of 300 IDs a month \(blacklists.max_queries\)",
                      str(outcome.error)), outcome.error
-    assert not (tmp_path / "run-1" / "parties" / "consortium" / "queries.json").exists()
+    for node in ("consortium", "bureau"):
+        assert not (tmp_path / "run-1" / "parties" / node / "queries.json").exists()
     assert not (tmp_path / "run-1" / "parties" / "lender" / "model").exists()
 
 
@@ -342,7 +367,7 @@ def test_scoring_asks_the_holders_again_and_reproduces_the_run(with_lists, tmp_p
 
 
 def test_a_scoring_service_asks_the_holders_each_request_once(with_lists, tmp_path):
-    # the service's path (two rounds a request): the lookup rides beside the parties'
+    # the service's path (four rounds a request): the lookup rides beside the parties'
     # evaluations; each signed request is answered once, however many requests the run serves
     from credit_data.errors import AlignmentError
     from fl_client.list_lookup import holder_answer
@@ -365,9 +390,10 @@ def test_a_scoring_service_asks_the_holders_each_request_once(with_lists, tmp_pa
     request, key = service.lookups[0]  # the server replaying the first lookup
     with pytest.raises(AlignmentError, match="a replayed request is refused"):
         holder_answer(settings, ids, request, len(scores), key,
-                      service.holder_keys["consortium"], per_request=True)
+                      service.holder_keys["consortium"], purpose=Purpose.service,
+                      per_request=True)
     ledger = json.loads((tmp_path / "consortium" / "consortium" / "queries.json").read_text())
-    assert list(ledger["lender"].values()) == [2 * len(scores)]
+    assert [c["service"] for c in ledger["lender"].values()] == [2 * len(scores)] * 2
 
 
 @pytest.mark.unit
@@ -385,13 +411,14 @@ def test_the_rule_on_a_hit_overrides_the_score_of_listed_applicants_only():
 @pytest.mark.slow
 def test_scoring_past_max_queries_is_refused_and_writes_nothing(with_lists, tmp_path):
     """Scoring's side of the cap (an engine run); CI checks the cap on the in-process grid
-    (test_a_lender_past_max_queries_...) and the ledger itself (test_max_queries_caps_...)."""
+    (test_a_lender_past_max_queries_...) and the ledger itself (test_the_query_caps_hold_...)."""
     from experiments.scoring import score_run
 
     run_dir, _, _ = with_lists
     out = tmp_path / "refused"
-    with pytest.raises(CreditFLError, match=r"(consortium|telco) refuses: lender asked 0 IDs .* "
-                                            r"max_queries of 100"):
+    with pytest.raises(CreditFLError, match=r"(consortium|telco|bureau|social) refuses: lender "
+                                            r"asked 0 IDs .* cap of 100 IDs a day "
+                                            r"\(blacklists.max_queries\)"):
         score_run(run_dir, ["scoring.rows=test", "blacklists.max_queries=100",
                             f"scoring.out={out}"])
     assert not out.exists()

@@ -193,13 +193,13 @@ def test_scoring_under_embedding_noise_is_a_fresh_release_accounted_per_applican
     # fresh noise each request (from the OS), of the bundle's standard deviation
     assert np.std(first - second) == pytest.approx(0.5 * np.sqrt(2), rel=0.1)
     assert info["released_rows"] == 300
-    delta = party_delta(None, generate(2_000, seed=0).tables["bureau"].n_rows)
+    delta = party_delta(delta=None, n_rows=generate(2_000, seed=0).tables["bureau"].n_rows)
     multiplier = 0.5 / 1.0  # noise std over the sensitivity: the clip (1.0), add/remove
     assert info["embedding_noise_multiplier"] == pytest.approx(multiplier)
     assert info["epsilon_per_new_applicant"] == pytest.approx(
-        epsilon_of([(multiplier, 1.0, 1)], delta))
+        epsilon_of([(multiplier, 1.0, 1)], delta=delta))
     assert info["epsilon_per_training_customer"] == pytest.approx(
-        epsilon_of([(multiplier, 1.0, 4)], delta))  # three in training, one more now
+        epsilon_of([(multiplier, 1.0, 4)], delta=delta))  # three in training, one more now
 
 
 def test_a_party_refuses_a_scoring_release_past_its_max_epsilon(tmp_path):

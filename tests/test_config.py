@@ -1,8 +1,10 @@
 import dataclasses
-from pathlib import Path
+import enum
+from pathlib import Path, PurePath
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from credit_data.errors import ConfigError
 from credit_data.settings import Source
@@ -26,6 +28,36 @@ def test_the_groups_the_issue_names_exist():
     assert "off" in GROUPS["privacy"]
 
 
+def _keys_set_by(path: Path, group: str) -> list[str]:
+    """The full key of every value an option file sets (``defaults`` and ``hydra`` aside); a
+    ``# @package _global_`` file sets keys of the whole config."""
+    prefix = "" if path.read_text().startswith("# @package _global_") else f"{group}."
+    keys, todo = [], [(prefix.rstrip("."), OmegaConf.load(path))]
+    while todo:
+        key, node = todo.pop()
+        if not OmegaConf.is_dict(node):
+            keys.append(key)
+            continue
+        todo += [(f"{key}.{k}" if key else str(k), node._get_node(k)) for k in node
+                 if key or k not in ("defaults", "hydra")]
+    return sorted(keys)
+
+
+def _at(tree: object, key: str) -> object:
+    for part in key.split("."):
+        tree = tree[part] if isinstance(tree, dict) else getattr(tree, part)
+    return tree
+
+
+def _plain(value: object) -> object:
+    """A settings value as the config spells it: an enum's value, a list, a path's text."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, PurePath):
+        return str(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
 @pytest.mark.parametrize(("group", "option"),
                          [(g, o) for g, options in GROUPS.items() for o in options])
 def test_every_group_option_composes_into_frozen_settings(group, option, tmp_path, monkeypatch):
@@ -34,10 +66,17 @@ def test_every_group_option_composes_into_frozen_settings(group, option, tmp_pat
     if option == "csv":
         overrides += [f"data.parties.{p}.path={tmp_path}/{p}.csv"
                       for p in ("lender", "bureau", "social")]
-    settings = to_settings(compose_config(overrides))
+    cfg = compose_config(overrides)
+    settings = to_settings(cfg)
     assert isinstance(settings, RunSettings)
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.seed = 1  # type: ignore[misc]
+    # every value the option's file sets reaches the settings, interpolations resolved
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    keys = _keys_set_by(CONF_DIR / group / f"{option}.yaml", group)
+    assert keys, f"{group}/{option}.yaml sets nothing"
+    for key in keys:
+        assert _plain(_at(settings, key)) == _at(resolved, key), key
     if group == "data":
         assert settings.data.name == option
     if group == "experiment":

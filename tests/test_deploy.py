@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from experiments.vertical import run_vertical
 from federation.audit_log import verify
 from federation.credentials import make_node_key
 from fl_server.rounds import FederationError
+from privacy.sealed_key import MASTER_KEY_FILE
 from tests.conftest import REPO
 
 VERTICAL = ["data.n_customers=1000", "train.epochs=2", "verbose=false"]
@@ -67,6 +69,19 @@ def horizontal_federation(request: pytest.FixtureRequest,
     with deploy.local_federation(tmp_path_factory.mktemp("horizontal_federation"),
                                  request.param) as fed:
         yield fed, request.param
+
+
+def _the_nodes_keys(fed: deploy.Federation, tmp_path: Path) -> list[str]:
+    """Overrides that simulate the deployed nodes themselves: their master keys, their splits.
+
+    Each node splits its customers with a key from its own master key (issue 30, finding 9), so
+    a simulation matches a deployment only on the same nodes' keys.
+    """
+    keys = tmp_path / "the-nodes-keys"
+    for party in fed.parties:
+        (keys / party).mkdir(parents=True)
+        shutil.copy2(fed.node_state(party) / MASTER_KEY_FILE, keys / party / MASTER_KEY_FILE)
+    return [f"federation.key_dir={keys}"]
 
 
 _FORBIDDEN: list[Path] = []
@@ -179,7 +194,8 @@ def test_vertical_deployment_matches_simulation(vertical_federation, tmp_path: P
     assert [c for c in seen["commands"] if "--token " in c + " "] == []
     assert len(seen["listeners"]) >= 2
     assert [f for f in seen["listeners"] if not is_loopback(f[1])] == []
-    settings, _ = deploy.compose_settings(VERTICAL + ["privacy=off"])
+    settings, _ = deploy.compose_settings(VERTICAL + ["privacy=off"]
+                                          + _the_nodes_keys(vertical_federation, tmp_path))
     simulated = run_vertical(settings, tmp_path / "simulation")
     f = results["federation"]
     assert f["engine"] == "deployment" and f["tls"] and f["node_auth"]
@@ -274,7 +290,7 @@ def test_horizontal_deployment_matches_simulation(horizontal_federation, tmp_pat
     # the collector reads nothing under the nodes' directories and loads no data
     fed, overrides = horizontal_federation
     results = deploy.run(Path(fed.directory))
-    settings, _ = deploy.compose_settings(overrides)
+    settings, _ = deploy.compose_settings(overrides + _the_nodes_keys(fed, tmp_path))
     simulated = run_horizontal(settings, tmp_path / "simulation")
     assert results["federation"]["completed_rounds"] == settings.federation.rounds
     assert results["federation"]["clients"] == settings.partition.n_lenders
@@ -300,7 +316,8 @@ def test_a_deployed_private_run_reports_the_simulations_ledger(
         horizontal_federation, tmp_path: Path, collector_blind) -> None:
     fed, overrides = horizontal_federation
     results = deploy.run(Path(fed.directory), ["privacy=dpsgd"])
-    settings, _ = deploy.compose_settings(overrides + ["privacy=dpsgd"])
+    settings, _ = deploy.compose_settings(overrides + ["privacy=dpsgd"]
+                                          + _the_nodes_keys(fed, tmp_path))
     simulated = run_horizontal(settings, tmp_path / "simulation")
     assert simulated.privacy is not None
     got, want = results["privacy"], simulated.privacy
@@ -503,7 +520,7 @@ def test_ctrl_c_on_deploy_run_stops_the_run_on_the_federation(vertical_federatio
     lines = log.read_text().count("\n")
     time.sleep(3)
     assert log.read_text().count("\n") == lines
-    listed = subprocess.run([deploy._flwr_bin(), "ls", "--run-id", run_id, "--format", "json",
+    listed = subprocess.run([deploy.flwr_bin(), "ls", "--run-id", run_id, "--format", "json",
                              deploy.CONNECTION], env=fed.env(), cwd=REPO, capture_output=True,
                             text=True, timeout=60)
     assert "stopped" in listed.stdout, listed.stdout[-2000:]
@@ -618,10 +635,11 @@ def test_deployed_scoring_reproduces_the_lenders_scores_with_label_dp_and_dpsgd(
             "scoring"}
 
 
-def test_a_deployed_scoring_service_answers_requests_in_two_rounds(
+def test_a_deployed_scoring_service_answers_requests_in_four_rounds(
         vertical_federation, private_deployed_runs) -> None:
     # issue 20's latency target: one Flower run serves many requests; each is the lender's
-    # reply to the message waiting for it and two rounds, and reproduces the trained scores
+    # reply to the message waiting for it and four rounds (issue 30: a party sends embeddings
+    # only of a charged request's applicants), and reproduces the trained scores
     from experiments import served
 
     fed = vertical_federation
@@ -631,7 +649,7 @@ def test_a_deployed_scoring_service_answers_requests_in_two_rounds(
         assert status["state"] == "ready" and set(status["tables"]) == {"bureau", "social"}
         assert deploy.main(["serve", str(run_dir), "--dir", fed.directory]) == 2  # one at a time
         out, scoring = served.score(Path(fed.directory), run_dir, ["scoring.rows=test"])
-        assert scoring["message_rounds"] == 2 and not (out / "scores.csv").exists()
+        assert scoring["message_rounds"] == 4 and not (out / "scores.csv").exists()
         scores = _check_scores_match_training(fed, run_dir, scoring)
         ids = pd.read_csv(fed.root / "nodes" / "lender" / "data.csv", dtype=str).iloc[:, 0]
         # one new applicant, through the command line: `deploy score` finds the service
@@ -650,7 +668,8 @@ def test_a_deployed_scoring_service_answers_requests_in_two_rounds(
         # each party counted what it was asked, in its ledger and its audit log
         for party in ("bureau", "social"):
             ledger = json.loads((fed.node_state(party) / "queries.json").read_text())
-            assert sum(ledger["lender"].values()) >= len(scores) + 1
+            month = next(v for k, v in ledger["lender"].items() if len(k) == 7)
+            assert month["service"] >= len(scores) + 1
             log = fed.node_state(party) / status["name"] / party / "audit.jsonl"
             verify(log)
             lines = [json.loads(line) for line in log.read_text().splitlines()]
@@ -713,7 +732,8 @@ def test_a_deployed_holder_answers_lookups_and_caps_a_lender(tmp_path_factory) -
                                "model.json").read_text())
         assert manifest["blacklists"] == ["consortium"]
         ledger = json.loads((fed.node_state("consortium") / "queries.json").read_text())
-        assert list(ledger["lender"].values()) == [1000]
+        month = {k: v for k, v in ledger["lender"].items() if len(k) == 7}  # "2026-12"
+        assert list(month.values()) == [{"training": 1000}]
         log = Path(results["federation"]["node_audit_logs"]["consortium"])
         verify(log)
         lookups = [json.loads(x) for x in log.read_text().splitlines()
@@ -729,7 +749,8 @@ def test_a_deployed_holder_answers_lookups_and_caps_a_lender(tmp_path_factory) -
         on = scores["on_list_consortium"] == 1
         assert (scores["decision"] == np.where(on, "review", "score")).all()
         ledger = json.loads((fed.node_state("consortium") / "queries.json").read_text())
-        assert list(ledger["lender"].values()) == [1000 + len(scores)]
+        month = {k: v for k, v in ledger["lender"].items() if len(k) == 7}
+        assert list(month.values()) == [{"training": 1000, "scoring": len(scores)}]
         # a scoring service asks the holder too, each request in the parties' round
         from experiments import served
 
@@ -741,9 +762,13 @@ def test_a_deployed_holder_answers_lookups_and_caps_a_lender(tmp_path_factory) -
         assert again["blacklists"]["consortium"]["listed"] == int(on.sum())
         assert again["lender"]["decisions"] == scoring["lender"]["decisions"]
         ledger = json.loads((fed.node_state("consortium") / "queries.json").read_text())
-        assert list(ledger["lender"].values()) == [1000 + 2 * len(scores)]
-        # a run asking past the holder's cap (1,000,000 by default: lowered by the run's) fails
-        with pytest.raises(FederationError, match="consortium refuses: lender asked 1"):
+        month = {k: v for k, v in ledger["lender"].items() if len(k) == 7}
+        assert list(month.values()) == [
+            {"training": 1000, "scoring": len(scores), "service": len(scores)}]
+        # a run asking past the nodes' training cap (lowered by the run's) fails: the holder
+        # and the parties charge the same alignment request, and any of them refuses first
+        with pytest.raises(FederationError, match=r"(consortium|bureau|social) refuses: lender "
+                                                  r"asked 1000 IDs for training"):
             deploy.run(Path(fed.directory), ["blacklists.max_queries=1500"])
 
 
@@ -757,6 +782,7 @@ def _check_horizontal_scoring(fed, overrides: list[str], results: dict) -> None:
     from credit_data.split import TEST, assign_split
     from credit_data.tables import PartyTable, Population
     from experiments.local_scoring import score_with_bundle
+    from privacy.split_key import derive_split_key
 
     run_dir = _run_dir(results)
     out, scoring = deploy.score(Path(fed.directory), run_dir, ["scoring.rows=test"])
@@ -771,7 +797,9 @@ def _check_horizontal_scoring(fed, overrides: list[str], results: dict) -> None:
     for lender in fed.parties:
         scores = pd.read_csv(scoring["lender_scores"][lender], dtype={"id": str})
         own = pd.read_csv(fed.root / "nodes" / lender / "data.csv", dtype=str).iloc[:, 0]
-        test = own[assign_split(pd.Index(own), settings.seed, settings.data.split) == TEST]
+        key = derive_split_key(fed.node_state(lender), lender, seed=settings.seed,
+                               reproducible=False)  # the lender node's own split
+        test = own[assign_split(pd.Index(own), key, settings.data.split) == TEST]
         assert sorted(scores["id"]) == sorted(test)
         assert scoring["lenders"][lender]["rows"] == len(scores)
         # the coordinator's bundle on the same applicants gives the same scores

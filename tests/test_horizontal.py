@@ -45,7 +45,9 @@ def test_horizontal_reaches_centralized_auc_on_synthetic_data(synthetic):
     print(f"centralized {_auc(central):.4f}, horizontal {_auc(federated):.4f}")
     assert federated["federation"]["clients"] == 5
     assert federated["config"]["partition"]["alpha"] == 0.5
-    assert federated["dataset"]["rows"] == central["dataset"]["rows"]
+    # the same applicants; each lender splits its own with its own key, the centralized run
+    # with the lender's
+    assert sum(federated["dataset"]["rows"].values()) == sum(central["dataset"]["rows"].values())
     assert abs(_auc(central) - _auc(federated)) <= 0.01
 
 
@@ -53,9 +55,10 @@ def test_pooled_auc_from_lender_histograms_matches_the_union(synthetic):
     r = synthetic["federated"][1]
     assert r["metrics"]["pooled_lender_auc"] == pytest.approx(_auc(r), abs=0.005)
     predictions = pd.read_csv(synthetic["federated"][0] / "predictions.csv")
-    # metrics come from the lenders' score summaries (10,000 bins), predictions.csv from the rows
+    # metrics come from the lenders' score summaries pooled (bins of 20 rows or more: within
+    # 0.001 of the row-level AUC on 15,000 test rows, docs/privacy.md), predictions.csv from rows
     assert roc_auc_score(predictions["label"], predictions["score"]) == pytest.approx(
-        _auc(r), abs=1e-4)
+        _auc(r), abs=2e-3)
 
 
 def test_lenders_score_each_round_in_the_next_training_message(synthetic):

@@ -9,10 +9,12 @@ after run, each under the cap, is what the attacker did.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from credit_data.errors import FederationError, PrivacyLedgerError
 from deployment import client_app as node_app
 from deployment.run_config import COLUMNS, RUN_NAME, RUN_SETTINGS
 from experiments import deploy
@@ -94,9 +96,14 @@ def test_runs_under_the_cap_each_cannot_pass_it_together(tmp_path):
     assert sorted(runs) == ["run-1", "run-2", "run-3"]
     assert set(runs["run-3"]) == {"summary_epsilon"}
     assert 2.8 < coordinator.budget(party).spent() <= CAP
-    # nothing more fits: the next run is refused at its first message
+    # nothing more fits: the next run is refused at its first message (the noisy summary), which
+    # the node does not send; the run stops there, with no round to leave a node out of
     fourth = coordinator.submit("privacy.target_epsilon=1.4")
-    assert "lifetime" in str(fourth.error) or fourth.exclusions
+    assert isinstance(fourth.error, FederationError), fourth.error
+    assert re.search(r"lender-\d refused: lender-\d: this reply would take the node's lifetime "
+                     r"epsilon to 3\.\d+, past its max-epsilon 3; it was not sent",
+                     str(fourth.error)), fourth.error
+    assert fourth.exclusions == []
     assert coordinator.budget(party).spent() <= CAP
 
 
@@ -107,7 +114,16 @@ def test_the_ledger_survives_a_restart_verifies_and_resets_only_by_the_partner(t
     again = Coordinator(tmp_path)
     again.runs = coordinator.runs
     refused = again.submit("privacy.target_epsilon=1.6")
-    assert refused.error is not None or refused.exclusions
+    # both restarted nodes refuse to train, counting the 1.6 spent before the restart, so the
+    # round has no replies and the run stops
+    assert isinstance(refused.error, FederationError), refused.error
+    assert "round 1: 0 usable replies" in str(refused.error)
+    for lender in coordinator.parties:
+        earlier = re.search(rf"{lender} refuses round 1: .*?this node's lifetime budget: epsilon "
+                            r"([\d.]+) of its max-epsilon 3 spent by earlier runs",
+                            str(refused.error))
+        assert earlier is not None, refused.error
+        assert float(earlier.group(1)) == pytest.approx(1.6, abs=0.01)
     party = coordinator.parties[0]
     budget = coordinator.budget(party)
     assert verify(budget.path).ok
@@ -128,7 +144,7 @@ def test_a_tampered_ledger_stops_the_node_instead_of_a_fresh_budget(tmp_path):
     last = json.loads(lines[-1])
     last["figures"] = dict.fromkeys(last["figures"], 0.0)  # "we spent nothing"
     budget.path.write_text("\n".join([*lines[:-1], json.dumps(last, sort_keys=True)]) + "\n")
-    with pytest.raises(Exception, match="fails verification"):
+    with pytest.raises(PrivacyLedgerError, match="fails verification"):
         budget.spent()
     outcome = coordinator.submit("privacy.target_epsilon=0.5")
     assert outcome.error is not None and "fails verification" in str(outcome.error)

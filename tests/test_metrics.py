@@ -69,12 +69,18 @@ def test_a_summary_gives_the_row_level_metrics():
     pooled = sum((ScoreSummary.of(y[r], p[r]) for r in parts[1:]),
                  ScoreSummary.of(y[parts[0]], p[parts[0]]))
     m, exact = pooled.metrics(), score_metrics(y, p)
-    # Assert: exact sums; AUC and KS within the fine bins' resolution
+    # Assert: exact sums; AUC, KS and ECE within the bins' resolution (pooled summaries carry
+    # no node's own figures); one node's summary carries its exact AUC, KS and ECE
     assert pooled.rows == 20_000 and pooled.defaults == int(y.sum())
+    assert pooled.exact is None
     assert m["auc"] == pytest.approx(exact["auc"], abs=1e-4)
     assert m["ks"] == pytest.approx(exact["ks"], abs=2e-3)
-    for key in ("brier", "log_loss", "ece"):
+    assert m["ece"] == pytest.approx(exact["ece"], abs=1e-3)
+    for key in ("brier", "log_loss"):
         assert m[key] == pytest.approx(exact[key], rel=1e-9)
+    whole = ScoreSummary.of(y, p).metrics()
+    for key in exact:
+        assert whole[key] == pytest.approx(exact[key], rel=1e-9)
     assert summary_stability_index(ScoreSummary.of(y, p), ScoreSummary.of(y, p ** 2)) == (
         pytest.approx(population_stability_index(p, p ** 2), rel=0.05))
 
@@ -95,5 +101,6 @@ def test_summary_deciles_are_the_row_level_calibration_curve():
     mean_score, observed = ScoreSummary.of(y, p).deciles()
     order = np.argsort(p)
     groups = np.array_split(order, 10)
-    assert mean_score == pytest.approx([p[g].mean() for g in groups], abs=2e-3)
+    # deciles cut at bin edges (cells about 9% apart in odds): within a few thousandths
+    assert mean_score == pytest.approx([p[g].mean() for g in groups], abs=5e-3)
     assert observed == pytest.approx([y[g].mean() for g in groups], abs=0.02)

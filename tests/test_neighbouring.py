@@ -111,7 +111,7 @@ def test_a_checkpoint_without_the_relation_is_refused():
     ([(3.2, 1.0, 1), (0.9, 0.004, 2500)], 1e-6),  # a noisy summary, then DP-SGD's steps
 ])
 def test_dpsgd_epsilon_is_dp_accountings_under_add_remove(history, delta):
-    ours = epsilon_of(history, delta)
+    ours = epsilon_of(history, delta=delta)
     assert ours == pytest.approx(rdp_epsilon(history, delta), rel=SAME)
     # the zero-out relation (a vertical party's absent row: a zero gradient) is the same figure
     assert ours == pytest.approx(
@@ -161,8 +161,8 @@ def test_the_summary_noise_is_calibrated_to_one_added_or_removed_record():
     assert cells == 4
     assert _distance(_cells(full), _cells(removed)) == pytest.approx(math.sqrt(cells))
     assert _distance(_cells(full), _cells(replaced)) == pytest.approx(math.sqrt(7))
-    plan = summary_plan(3.0, 0.1, 1e-6)
-    release = noisy_summary(full, plan, NoiseSource.fresh())
+    plan = summary_plan(target_epsilon=3.0, share=0.1, delta=1e-6)
+    release = noisy_summary(full, plan=plan, noise=NoiseSource.fresh())
     assert summary_sensitivity(cells_per_record=cells) == math.sqrt(cells)
     assert release["noise_std"] == pytest.approx(plan.noise_multiplier * math.sqrt(cells))
     # its epsilon is dp-accounting's Gaussian at noise_std / (add/remove sensitivity)
@@ -192,12 +192,12 @@ def _passive(summary: float) -> tuple[PassiveNode, NodeRows, NodeState]:
         privacy=PrivacySettings(embedding_epsilon=8.0, embedding_clip=CLIP,
                                 embedding_releases=1))
     node = PassiveNode(settings, rows, NoiseSource.fresh())
-    return node, rows, NodeState(positions=np.arange(n))
+    return node, rows, NodeState(positions=np.arange(n), splits=rows.split)  # all aligned
 
 
 def test_embedding_noise_is_accounted_at_sensitivity_c_not_2c():
     # Prepare: a party with a noisy summary behind it, releasing once at epsilon 8
-    summary = noise_multiplier_for(0.8, 1e-5, 1.0, 1)
+    summary = noise_multiplier_for(target_epsilon=0.8, delta=1e-5, sample_rate=1.0, steps=1)
     node, rows, state = _passive(summary)
     # Execute: one release, and the ledger entry the server writes from the node's metrics
     released, _, metrics = node.exchange(state, epoch=1, chunk=0, grads=None, prev=None,
@@ -230,10 +230,10 @@ def test_embedding_noise_is_accounted_at_sensitivity_c_not_2c():
 
 def test_a_scoring_release_is_accounted_at_sensitivity_c():
     # the scoring path's multiplier comes from the bundle's noise and clip alone
-    z = noise_multiplier_for(2.0, 1e-5, 1.0, 1)
+    z = noise_multiplier_for(target_epsilon=2.0, delta=1e-5, sample_rate=1.0, steps=1)
     noise_std = z * embedding_sensitivity(clip=CLIP)
     assert noise_std / CLIP == pytest.approx(z)
-    assert epsilon_of([(noise_std / CLIP, 1.0, 1)], 1e-5) == pytest.approx(
+    assert epsilon_of([(noise_std / CLIP, 1.0, 1)], delta=1e-5) == pytest.approx(
         rdp_epsilon([(noise_std / CLIP, 1.0, 1)], 1e-5), rel=SAME)
 
 
@@ -260,7 +260,7 @@ def test_central_dp_epsilons_are_dp_accountings_at_c_and_2c():
 
 @pytest.mark.parametrize("epsilon", [1.0, 3.0])
 def test_randomized_response_is_dp_accountings_pure_epsilon(epsilon):
-    flip = flip_probability(epsilon)
+    flip = flip_probability(epsilon=epsilon)
     # dp-accounting's randomized response keeps the label with 1 - p and draws a uniform one
     # of k buckets with p: a 0/1 label flips with p / 2
     event = dp_event.RandomizedResponseDpEvent(noise_parameter=2 * flip, num_buckets=2)
@@ -270,7 +270,7 @@ def test_randomized_response_is_dp_accountings_pure_epsilon(epsilon):
                                    value_discretization_interval=1e-6)
         return accountant.compose(event).get_epsilon(0.0)
 
-    ours = randomized_response_epsilon(flip)
+    ours = randomized_response_epsilon(flip=flip)
     assert ours == pytest.approx(epsilon, rel=1e-12)
     # any change of one label (dp-accounting's REPLACE_ONE): the figure the ledger records
     assert ours == pytest.approx(pure(NeighboringRelation.REPLACE_ONE), rel=SAME)
@@ -282,8 +282,8 @@ def test_randomized_response_is_dp_accountings_pure_epsilon(epsilon):
 
 def test_the_label_dp_ledger_entry_names_the_relation():
     ledger = PrivacyLedger("label_dp")
-    flip = flip_probability(2.0)
-    _record_privacy(ledger, 1, "lender", {"label_epsilon": randomized_response_epsilon(flip),
+    flip = flip_probability(epsilon=2.0)
+    _record_privacy(ledger, 1, "lender", {"label_epsilon": randomized_response_epsilon(flip=flip),
                                           "label_flip_probability": flip}, "os")
     entry = ledger.summary()["parties"]["lender/label_dp"]
     assert entry["neighbouring"] == "add_remove" and entry["unit"] == "label"

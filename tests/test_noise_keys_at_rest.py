@@ -89,7 +89,7 @@ def test_a_run_directory_alone_holds_no_key_that_undoes_the_label_flips(tmp_path
     rows = source._rows("lender", NoiseSource(key, True))
     node = LenderNode(lender, rows, ("bureau",), NoiseSource(key, True))
     truth, flipped = rows.y[node.train_rows], node.y_train
-    flip = flip_probability(1.0)
+    flip = flip_probability(epsilon=1.0)
     assert np.mean(flipped != truth) == pytest.approx(flip, abs=0.06)
     assert _recovered(flipped, truth, node) == 1.0  # with the node's key: every row exact
     candidates = [p.read_bytes() for p in (tmp_path / "first").rglob("*") if p.is_file()]

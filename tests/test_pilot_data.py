@@ -22,6 +22,7 @@ from experiments.baselines import run_baseline
 from experiments.config import to_settings
 from experiments.logistic_reference import logistic_references
 from experiments.vertical import VerticalSimulationSource, party_settings, vertical_outcome
+from fl_client.node_noise import simulated_split_keys
 from fl_client.vertical_app import make_vertical_client_app
 from fl_server.server_app import make_vertical_server_app
 from fl_server.settings import vertical_server_settings
@@ -61,7 +62,8 @@ def _pilot(name: str, tmp_path: Path) -> dict[str, float]:
         base = [*PILOTS[name], f"seed={seed}"]
         vertical = _settings([*base, "federation=vertical", "privacy=off"])
         population = load_population(vertical.data, seed)
-        design = build_design(population, vertical.data, seed)
+        design = build_design(population, vertical.data, seed,  # the nodes' own splits
+                              simulated_split_keys(vertical, population.tables))
         refs = logistic_references(design, tuple(vertical.federation.parties))
         gaps["vertical"].append(_vertical(vertical, tmp_path / f"v{seed}")
                                 - refs["logistic_regression"]["auc"])

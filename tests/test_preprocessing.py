@@ -4,7 +4,7 @@ import pytest
 
 from credit_data.design import party_block
 from credit_data.settings import DataSettings, Scaler, SplitSettings
-from credit_data.split import TRAIN, assign_split
+from credit_data.split import TRAIN, assign_split, reproducible_split_key
 from credit_data.tables import PartyTable
 
 pytestmark = pytest.mark.unit
@@ -22,11 +22,12 @@ def _table(n: int = 5_000) -> PartyTable:
 def test_scaling_is_fitted_on_the_partys_training_rows_only():
     table = _table()
     settings = DataSettings(scaler=Scaler.standard, split=SplitSettings())
-    train = assign_split(table.frame.index, 0, settings.split) == TRAIN
+    key = reproducible_split_key(0, "bureau")
+    train = assign_split(table.frame.index, key, settings.split) == TRAIN
     poisoned = table.frame.copy()
     poisoned.loc[~train, "x"] = 1e6  # validation and test rows must not move the fit
     block = party_block(PartyTable("bureau", poisoned, ("x",), ("g",), "test"),
-                        table.frame.index, settings, seed=0)
+                        table.frame.index, settings, seed=0, split_key=key)
     x = block.values[:, block.names.index("x")]
     # by hand: median imputation, then standard scaling, both from the training rows alone
     raw = table.frame["x"].to_numpy()
@@ -53,11 +54,12 @@ def test_missing_indicator_one_hot_and_presence_column():
 def test_category_unseen_in_training_is_all_zero_not_an_error():
     table = _table(1_000)
     settings = DataSettings()
-    held_out = table.frame.index[assign_split(table.frame.index, 0, settings.split) != TRAIN][0]
+    key = reproducible_split_key(0, "lender")
+    held_out = table.frame.index[assign_split(table.frame.index, key, settings.split) != TRAIN][0]
     later = table.frame.copy()
     later.loc[held_out, "g"] = "zzz"
     block = party_block(PartyTable("lender", later, ("x",), ("g",), "t"), pd.Index([held_out]),
-                        settings, seed=0)
+                        settings, seed=0, split_key=key)
     assert "g=zzz" not in block.names
     assert block.values[0, block.names.index("g=a")] == 0
     assert block.values[0, block.names.index("g=b")] == 0

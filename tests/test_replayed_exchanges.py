@@ -31,7 +31,7 @@ def _passive(tmp_path, privacy=NOISY):
                                    state_dir=str(tmp_path))
     rows = _rows("bureau")
     node = PassiveNode(settings, rows, NoiseSource.fresh())
-    state = NodeState(positions=np.arange(len(rows.ids)))
+    state = NodeState(positions=np.arange(len(rows.ids)), splits=rows.split)
     return settings, node, state
 
 

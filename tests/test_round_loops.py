@@ -182,7 +182,11 @@ def test_a_malformed_or_impossible_report_is_refused_naming_what_is_wrong():
     assert read_report(record, private=True)[1] == rows
     cases = {
         "NaN sum": record | {"test.squared_error": float("nan")},
-        "fractional count": record | {"test.positives": [0.5] + [0] * 9_999},
+        "fractional count": record | {"test.positives": [1.5]},
+        "a bin of too few rows (its labels would show)": record | {
+            "test.starts": [0, 120], "test.positives": [0, 2], "test.negatives": [2, 0],
+            "test.score_sums": [0.6, 1.3]},
+        "bins that do not start at the grid's first cell": record | {"test.starts": [3]},
         "rows that do not add up": record | {"rows": [4, 4, 5]},
         "a training summary missing without DP": record,
     }

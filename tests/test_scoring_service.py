@@ -1,4 +1,4 @@
-"""Issue 20, the latency target: a scoring service answers a request in two message rounds.
+"""Issue 20, the latency target: a scoring service answers a request in four message rounds.
 
 The nodes' side of the protocol (:mod:`fl_client.served_scoring`) is driven here directly, with
 the bytes a server would route; the deployed service (one Flower run, many requests) is in
@@ -7,8 +7,10 @@ the bytes a server would route; the deployed service (one Flower run, many reque
 * the server: sealed bytes (no ID, no embedding), and it cannot ask a party to evaluate points
   of its own, nor replay the lender's request;
 * the lender: the embeddings of the applicants it asks about, nothing of a party's other
-  customers, and no more IDs a month than a party's ``max_queries``;
-* a party: how many applicants a request holds, never which.
+  customers (no table of them: issue 30), and no more IDs a day or a month than a party's
+  query caps;
+* a party: how many applicants a request holds, and which of its own customers are among them
+  (the rows it embeds), never the others.
 """
 
 from __future__ import annotations
@@ -21,18 +23,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from credit_data.errors import AlignmentError
+from credit_data.errors import AlignmentError, DataError
 from credit_data.synthetic import generate
-from federation.blacklist import QueryLimit
+from federation.query_ledger import QueryLimit
 from federation.served_table import (
     POINT,
+    TAG,
     Blinded,
-    SealedTable,
+    TagSet,
     evaluate,
     hash_to_group,
     new_key,
+    party_tags,
+    rows_of,
     seal,
-    seal_table,
     table_context,
     unseal,
 )
@@ -69,11 +73,12 @@ def test_nothing_the_server_routes_holds_an_id_or_an_embedding(service):
     ids = generate(3_000, seed=0).tables["lender"].frame.index[:200]
     blob = b"".join(service.routed)
     assert not [i for i in ids if str(i).encode() in blob]
-    # the tables travel sealed: the server cannot read their tags or pads
-    for party in service.parties:
-        opened = service.lender.home / "served" / f"{party}.table"
-        table = SealedTable.from_bytes(opened.read_bytes())
+    # the tag sets travel sealed: the server cannot read a tag; and they hold tags only
+    for party, node in service.parties.items():
+        opened = service.lender.home / "served" / f"{party}.tags"
+        table = TagSet.from_bytes(opened.read_bytes())
         assert table.tags.tobytes()[:64] not in blob
+        assert len(opened.read_bytes()) == TAG * len(node.ids)  # 16 bytes a customer
 
 
 def test_the_server_can_neither_forge_nor_replay_a_request(service):
@@ -100,23 +105,30 @@ def test_a_party_evaluates_only_points_of_the_group():
 
 
 @pytest.mark.unit
-def test_the_lender_opens_only_what_it_asks_about_of_the_right_party_and_model():
+def test_the_lender_finds_only_what_it_asks_about_of_the_right_party_and_model():
     ids = [f"C{i:05d}" for i in range(500)]
-    values = np.random.default_rng(0).normal(size=(500, 4)).astype(np.float32)
     key, context = new_key(), table_context("m1", "bureau")
-    table = seal_table(key, ids, values, context)
+    own = party_tags(key, ids, context)
     asked = ["C00007", "nobody", "C00499"]
     blinded = Blinded.of(asked)
-    found, opened = table.open(asked, blinded.unblind(evaluate(key, blinded.points)), context)
+    found, tags = TagSet.of(own).find(asked, blinded.unblind(evaluate(key, blinded.points)),
+                                      context)
     assert found.tolist() == [True, False, True]
-    np.testing.assert_array_equal(opened, values[[7, 499]])
-    # another key (another party, or guessing) or another model's context opens nothing
+    assert rows_of(tags, own, asked=len(asked)).tolist() == [7, 499]
+    # another key (another party, or guessing) or another model's context finds nothing
     for k, c in ((new_key(), context), (key, table_context("m2", "bureau")),
                  (key, table_context("m1", "social"))):
-        found, _ = table.open(asked, blinded.unblind(evaluate(k, blinded.points)), c)
+        found, _ = TagSet.of(own).find(asked, blinded.unblind(evaluate(k, blinded.points)), c)
         assert not found.any()
-    # the table's order says nothing of the party's own order
-    assert not np.array_equal(table.cipher, values.view(np.uint8).reshape(500, 16))
+    # the set's order says nothing of the party's own order
+    assert not np.array_equal(TagSet.of(own).tags, own)
+    # the party embeds only distinct customers of its own, no more than the request asked
+    with pytest.raises(AlignmentError, match=r"names 2 customers \(1 distinct\)"):
+        rows_of(tags[:TAG] * 2, own, asked=3)
+    with pytest.raises(AlignmentError, match=r"names 2 customers .* for a request of 1"):
+        rows_of(tags, own, asked=1)
+    with pytest.raises(AlignmentError, match="1 tags that are none of this party's customers"):
+        rows_of(bytes(TAG), own, asked=3)
 
 
 @pytest.mark.unit
@@ -127,17 +139,19 @@ def test_a_blinded_request_looks_the_same_for_any_applicant():
     assert len(first.points) == POINT
 
 
-def test_a_party_stops_answering_past_its_max_queries(vertical_pairs, tmp_path):
+def test_a_party_stops_answering_past_its_query_cap(vertical_pairs, tmp_path):
     run_dir, results = vertical_pairs["plain"][0]
     service = start_service(run_dir, results, tmp_path, "blacklists.max_queries=700")
     n = len(pd.read_csv(run_dir / "predictions.csv"))
     assert n <= 700 < 2 * n
     service.request({"id": "first", "rows": "test"})
-    with pytest.raises(QueryLimit, match=r"bureau refuses: lender asked \d+ IDs in \d{4}-\d\d "
-                                         r"and now asks \d+ more, past .* max_queries of 700"):
+    with pytest.raises(QueryLimit, match=r"bureau refuses: lender asked \d+ IDs of applications "
+                                         r"on \d{4}-\d\d-\d\d and now asks \d+ more "
+                                         r"\(service\), past this node's cap of 700 IDs a day"):
         service.request({"id": "second", "rows": "test"})
     ledger = json.loads((tmp_path / "bureau" / "bureau" / "queries.json").read_text())
-    assert list(ledger["lender"].values()) == [n]  # the refused request was not charged
+    # the month's count (the day's beside it): the refused request was not charged
+    assert [c for k, c in ledger["lender"].items() if len(k) == 7] == [{"service": n}]
 
 
 def test_a_bad_request_is_named(service):
@@ -164,14 +178,28 @@ def test_the_lender_refuses_an_answer_the_router_dropped_swapped_or_replayed(ser
     sealed = blinded("a")
     answers = {p: service.parties[p].evaluate(service.party_states[p], sealed[p])[0]
                for p in sealed}
+    state = service.lender_state
+
+    def match(evaluated: dict) -> dict:
+        state.keys["scoring steps"] = b"served hello,served tables"  # match may be tried again
+        return service.lender.match(state, evaluated)
+
     with pytest.raises(AlignmentError, match=r"no answer of \['social'\] to request"):
-        service.lender.score(service.lender_state, {"bureau": answers["bureau"]})
+        match({"bureau": answers["bureau"]})
     with pytest.raises(AlignmentError, match="social answer: a served message does not open"):
-        service.lender.score(service.lender_state, {"bureau": answers["bureau"],
-                                                    "social": answers["bureau"]})
+        match({"bureau": answers["bureau"], "social": answers["bureau"]})
+    known = match(answers)
+    # the party refuses tags sealed for another party, and embeds each request once
+    with pytest.raises(AlignmentError, match="bureau known: a served message does not open"):
+        service.parties["bureau"].embed_known(service.party_states["bureau"], known["social"])
+    embedded = service.embed(known)
+    with pytest.raises(AlignmentError, match="embeds each once"):
+        service.parties["bureau"].embed_known(service.party_states["bureau"], known["bureau"])
+    with pytest.raises(AlignmentError, match=r"no embeddings of social for request"):
+        service.lender.score(state, {"bureau": embedded["bureau"]})
     sealed = blinded("b")  # a newer request; the router hands back the old answers
     with pytest.raises(AlignmentError, match="answer is to request .*, not to request"):
-        service.lender.score(service.lender_state, answers)
+        match(answers)
 
 
 def test_applicants_changed_between_blinding_and_scoring_are_refused(service):
@@ -187,17 +215,17 @@ def test_applicants_changed_between_blinding_and_scoring_are_refused(service):
 
     service.lender.applicants = fewer
     try:
-        with pytest.raises(Exception, match="the applicants changed between blinding and "
+        with pytest.raises(DataError, match="the applicants changed between blinding and "
                                             "scoring"):
-            service.lender.score(service.lender_state, answers)
+            service.lender.match(service.lender_state, answers)
     finally:
         service.lender.applicants = loader
 
 
 @pytest.mark.unit
 def test_a_noisy_table_is_drawn_once_and_counted_once(tmp_path):
-    # embedding noise: the table's release is drawn at its first service and kept at the
-    # party: every later service and request opens the same release, and spends nothing more
+    # embedding noise: the release is drawn at the first service and kept at the party:
+    # every later service and request sends rows of the same release, and spends nothing more
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     from credit_data.settings import DataSettings
@@ -240,16 +268,17 @@ def test_a_noisy_table_is_drawn_once_and_counted_once(tmp_path):
     cached, _ = party._table()
     asked = list(table.frame.index[:300])
     blinded = Blinded.of(asked)
-    found, noisy = cached.table.open(asked, blinded.unblind(evaluate(cached.key, blinded.points)),
-                                     table_context("m", "bureau"))
+    found, tags = TagSet.of(cached.tags).find(
+        asked, blinded.unblind(evaluate(cached.key, blinded.points)), table_context("m", "bureau"))
     assert found.all()
+    noisy = cached.values[rows_of(tags, cached.tags, asked=300)]
     x, _ = encode_table(party.bundle, table, np.arange(300))
     clip = float(party.bundle.manifest["embedding"]["clip"])
     clean = embed(encoder, x, clip=clip)
     # noise of the bundle's standard deviation (from the OS, drawn at the party) on each row
     assert float(np.std(noisy - clean)) == pytest.approx(0.5, rel=0.1)
     again, _ = party._table()  # read from the party's disk: the same release
-    np.testing.assert_array_equal(again.table.cipher, cached.table.cipher)
+    np.testing.assert_array_equal(again.values, cached.values)
 
 
 @pytest.mark.unit

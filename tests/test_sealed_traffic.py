@@ -28,6 +28,7 @@ from experiments import deploy
 from experiments.vertical import VerticalSimulationSource, party_settings
 from federation.protocol import ARRAYS, CONFIG, VerticalMessage
 from federation.sealed import SealedChannel, exchange_key, state_key
+from fl_client.node_noise import simulated_split_keys
 from fl_client.node_store import state_path
 from fl_client.sealed_exchange import GRADIENTS
 from fl_client.vertical_app import make_vertical_client_app
@@ -147,7 +148,8 @@ def _labels(routed, party: str, exchange: tuple[int, int], lender: NodeState) ->
     """The lender's labels of the rows whose gradients ``party`` gets at ``exchange``."""
     settings = routed["settings"]
     table = load_population(settings.data, settings.seed).tables["lender"]
-    rows = node_rows(table, settings.data, settings.seed)
+    rows = node_rows(table, settings.data, settings.seed,  # the lender's own split
+                     simulated_split_keys(settings, ("lender",))["lender"])
     assert rows.y is not None
     train = np.flatnonzero(rows.split == TRAIN)
     ids = [rows.ids[i] for i in train]

@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
+from credit_data.errors import PrivacyLedgerError
 from credit_data.settings import DataSettings, Scaler
-from credit_data.split import TRAIN, assign_split
+from credit_data.split import TRAIN, assign_split, reproducible_split_key
 from credit_data.summary import column_counts
 from credit_data.tables import PartyTable
 from credit_data.vertical import NodeRows, node_rows
@@ -67,7 +68,7 @@ def test_a_passive_party_cannot_rebuild_the_lenders_label_flips_from_public_valu
     rows = _rows("lender", n=4000, labels=True)
     lender = LenderNode(_settings("lender", privacy), rows, ("bureau",), NoiseSource.fresh())
     truth = lender.y_train != rows.y
-    p = flip_probability(1.0)
+    p = flip_probability(epsilon=1.0)
     # Execute: every public derivation the attacker can think of
     guesses = {
         "old seed": np.random.default_rng(_old_seed(SEED, "labels")).random(len(truth)) < p,
@@ -121,7 +122,7 @@ def _releasing_party() -> tuple[PassiveNode, NodeRows, NodeState]:
     privacy = PrivacySettings(embedding_epsilon=8.0, embedding_releases=1)
     rows = _rows("bureau")
     node = PassiveNode(_settings("bureau", privacy), rows, NoiseSource.fresh())
-    return node, rows, NodeState(positions=np.arange(len(rows.ids)))
+    return node, rows, NodeState(positions=np.arange(len(rows.ids)), splits=rows.split)
 
 
 def _first_release(node: PassiveNode, state: NodeState) -> np.ndarray:
@@ -189,7 +190,8 @@ def test_a_dpsgd_round_cannot_be_replayed_from_public_values():
 
 
 def test_dpsgd_refuses_to_run_without_secret_generators():
-    with pytest.raises(Exception, match="secret source"):
+    with pytest.raises(PrivacyLedgerError, match="DP-SGD needs generators from the party's "
+                                                 "secret source"):
         _dp_round(None)
 
 
@@ -201,15 +203,16 @@ def test_two_summaries_with_and_without_a_target_record_do_not_reveal_it():
     frame = pd.DataFrame({"income": rng.lognormal(10, 0.5, 5000), "age": rng.integers(18, 80,
                           5000).astype(float), "region": rng.choice(["n", "s", "e"], 5000)})
     target = pd.DataFrame({"income": [1_234_567.0], "age": [99.0], "region": ["rare-town"]})
-    plan = summary_plan(3.0, 0.1, 1e-5)
+    plan = summary_plan(target_epsilon=3.0, share=0.1, delta=1e-5)
     hits = 0
     trials = 40
     for _ in range(trials):
         # Execute: the server differences the two messages (each with the lender's own noise)
-        without = noisy_summary(column_counts(frame, ("income", "age"), ("region",)), plan,
-                                NoiseSource.fresh())
+        without = noisy_summary(column_counts(frame, ("income", "age"), ("region",)), plan=plan,
+                                noise=NoiseSource.fresh())
         with_target = noisy_summary(column_counts(pd.concat([frame, target]), ("income", "age"),
-                                                  ("region",)), plan, NoiseSource.fresh())
+                                                  ("region",)), plan=plan,
+                                    noise=NoiseSource.fresh())
         diff = np.asarray(with_target["numeric"]["income"]) - np.asarray(without["numeric"]
                                                                          ["income"])
         true_cell = int(np.flatnonzero(column_counts(target, ("income",), ()).numeric["income"]
@@ -240,12 +243,13 @@ def test_dp_preprocessing_never_holds_the_exact_minimum_or_maximum():
     frame = pd.DataFrame({"x": rng.normal(50, 10, n), "c": rng.choice(["a", "b"], n)})
     frame.index = pd.Index([f"id{i}" for i in range(n)], name="id")
     data = DataSettings(scaler=Scaler.quantile)
-    first, second = np.flatnonzero(assign_split(frame.index, SEED, data.split) == TRAIN)[:2]
+    key = reproducible_split_key(SEED, "bureau")
+    first, second = np.flatnonzero(assign_split(frame.index, key, data.split) == TRAIN)[:2]
     frame.iloc[first, 0], frame.iloc[second, 1] = 1e6, "only-one"  # in the training rows
     table = PartyTable("bureau", frame, ("x",), ("c",), "test")
     privacy = PrivacySettings(mechanism=PrivacyMechanism.dpsgd)
-    private = private_node_rows(table, data, SEED, privacy, NoiseSource.fresh())
-    exact = node_rows(table, data, SEED)
+    private = private_node_rows(table, data, SEED, privacy, NoiseSource.fresh(), key)
+    exact = node_rows(table, data, SEED, key)
     assert "c=only-one" in exact.names and "c=only-one" not in private.names
     assert private.summary_history and private.summary_selection_delta > 0
     # the outlier is an ordinary "high" value, not the end point the transform pins

@@ -12,13 +12,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from credit_data.errors import ConfigError
+from credit_data.errors import AlignmentError, ConfigError
 from credit_data.loading import load_population
 from credit_data.settings import DataSettings
 from credit_data.vertical import node_rows
 from experiments.config import to_settings
 from experiments.vertical import run_vertical
 from federation.alignment import LenderAlignment, PartyAlignment
+from fl_client.node_noise import simulated_split_keys
 from tests.conftest import compose_config, independent_epsilon, run_experiment
 from tests.routed import payload_values
 
@@ -67,7 +68,7 @@ def test_psi_finds_the_intersection_and_parties_see_only_it():
     # and a sealed message for one party does not open at another
     other = PartyAlignment("social", party_ids)
     other.answer(request, lender_key)
-    with pytest.raises(Exception, match="does not open"):
+    with pytest.raises(AlignmentError, match="does not open"):
         other.receive(sealed)
 
 
@@ -97,6 +98,7 @@ def synthetic(tmp_path_factory):
                                        (way, node, body)))
             write_run(run_dir, outcome, 0.0, {})
             runs[name] = (run_dir, json.loads((run_dir / "results.json").read_text()))
+            runs["settings"] = settings  # the nodes' split keys come from its key directory
         else:
             runs[name] = (run_dir, run_experiment(overrides, run_dir))
     runs["payloads"] = payloads
@@ -133,7 +135,8 @@ def test_results_report_alignment_communication_and_lift(synthetic):
     per_epoch = 2 * f["exchanges_per_epoch"]
     assert f["message_rounds"] <= 4 + per_epoch * (f["epochs"] + 1) + 2
     predictions = pd.read_csv(run_dir / "predictions.csv")
-    # metrics come from the lender's score summaries (10,000 bins), predictions.csv from the rows
+    # metrics come from the lender's score summaries (with its own AUC), predictions.csv from
+    # the rows
     assert roc_auc_score(predictions["label"], predictions["score"]) == pytest.approx(
         _auc(r), abs=1e-4)
     assert "Vertical federation" in (run_dir / "report.md").read_text()
@@ -149,7 +152,8 @@ def test_no_routed_payload_holds_a_feature_value_a_label_or_an_id(synthetic):
     for table in population.tables.values():
         values = table.frame[list(table.numeric)].to_numpy(np.float64).ravel()
         raw |= set(np.float32(values[np.isfinite(values)]).tolist())
-        raw |= set(node_rows(table, data, 0).x.ravel().tolist())  # preprocessed columns too
+        key = simulated_split_keys(synthetic["settings"], (table.party,))[table.party]
+        raw |= set(node_rows(table, data, 0, key).x.ravel().tolist())  # preprocessed too
     raw -= {0.0, 1.0, -1.0}
     known = np.fromiter(raw, np.float32, len(raw))
     # float32 values collide with so many distinct raw values by chance now and then: measure

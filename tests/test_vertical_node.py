@@ -41,7 +41,7 @@ def test_the_ledger_counts_the_dpsgd_steps_that_ran():
     spend = node._dp_spend(state, len(node.train_rows))
     history = [tuple(h) for h in spend["history"]]
     assert history[-1] == (m["dpsgd_noise_multiplier"], m["dpsgd_sample_rate"], sum(ran.values()))
-    assert m["dpsgd_epsilon"] == pytest.approx(epsilon_of(history, spend["delta"]
+    assert m["dpsgd_epsilon"] == pytest.approx(epsilon_of(history, delta=spend["delta"]
                                                           - spend["selection_delta"]))
     assert "train_loss" not in m  # the training loss stays at the lender under DP
 
@@ -77,7 +77,7 @@ def test_a_nodes_state_stays_on_its_own_disk_and_loads_no_code(tmp_path):
                                                     strict=True))
     # a state file replaced by a pickle that would run code is refused, not run
     state_path(settings).write_bytes(pickle.dumps(_Boom()))
-    with pytest.raises(Exception, match="Weights only load failed|Unsupported"):
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed|Unsupported"):
         load_state(settings, context)
 
 

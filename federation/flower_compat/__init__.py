@@ -7,7 +7,8 @@ per engine, and nowhere else (``tests/test_architecture.py`` checks the imports)
 * :mod:`.simulation`: the simulation engine's polls (Flower) and a one-machine Ray head (Ray);
 * :mod:`.deployment`: the SuperNode's idle sleep and object pulls, the deployed Grid's object
   pulls, and the Runtime API calls of the long-lived party worker (:mod:`fl_client.executor`);
-* :mod:`.testing`: Flower's task identity, for the unit tier's in-process grid.
+* :mod:`.in_process`: Flower's task identity, for the in-process engine
+  (:mod:`credit_fl.in_process`, also the unit tier's grid).
 
 One failure policy: :func:`check_engine_versions` runs before any of them, and with another
 release installed a simulation, a node or the deployed ServerApp refuses to start, naming the
