@@ -25,6 +25,7 @@ def sweep_dir(tmp_path_factory):
     done = subprocess.run(
         [sys.executable, "-m", "experiments.run", "-m", "federation=vertical",
          "privacy=label_dp", "data.n_customers=3000", "train.epochs=3", "references=true",
+         "engine=in_process",  # the sweep is under test, not the engine: no Ray start per job
          "verbose=false", "privacy.target_epsilon=0.1,8,-1", "seed=0,1",
          f"hydra.sweep.dir={out}"],
         cwd=REPO, capture_output=True, text=True, timeout=900)
