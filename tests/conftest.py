@@ -182,7 +182,9 @@ def vertical_pairs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[t
         pair = []
         for k in range(2):
             run_dir = tmp_path_factory.mktemp(f"{name}{k}")
-            pair.append((run_dir, run_experiment(VERTICAL_SMALL + overrides, run_dir)))
+            # the in-process engine: these runs are read, not the engine (Ray is tested elsewhere)
+            pair.append((run_dir, run_experiment(VERTICAL_SMALL + overrides + ["engine=in_process"],
+                                                 run_dir)))
         runs[name] = pair
     return runs
 
