@@ -223,3 +223,15 @@ def independent_epsilon(spend: dict) -> float:
         event = gaussian if rate >= 1.0 else dp_event.PoissonSampledDpEvent(rate, gaussian)
         accountant.compose(event, int(steps))
     return accountant.get_epsilon(spend["delta"] - (spend.get("selection_delta") or 0.0))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: small trainings run 5-10x slower on two on a shared
+    machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

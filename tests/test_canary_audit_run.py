@@ -23,7 +23,7 @@ from models.settings import ModelKind, ModelSettings, TrainSettings
 from privacy.accounting import epsilon_of
 from privacy.settings import AuditSettings, PrivacyMechanism, PrivacySettings
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_torch_thread")]
 
 LEDGER = {  # a vertical run's lender entries, as results.json holds them (20,000 customers)
     "lender/dpsgd": {"epsilon": 2.999004642599952, "delta": 7.914238434419743e-06,
@@ -33,17 +33,6 @@ LEDGER = {  # a vertical run's lender entries, as results.json holds them (20,00
     "lender/label_dp": {"epsilon": 3.0, "delta": 0.0, "mechanism": "label_dp",
                         "flip_probability": 0.04742587317756678},
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: small trainings run 5-10x slower on two on a shared machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _outcome(settings: RunSettings, privacy: dict | None) -> RunOutcome:

@@ -25,7 +25,7 @@ from privacy.accounting import flip_probability, noise_multiplier_for
 from privacy.one_run_audit import audit_guesses, epsilon_lower_bound, max_lower_bound
 from privacy.randomness import NoiseSource
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_torch_thread")]
 
 ROWS, COLUMNS, BATCH, EPOCHS, DELTA = 2_000, 12, 128, 10, 1e-5
 CANARIES = 500
@@ -66,17 +66,6 @@ def _audit(plan: TwinPlan, canaries: int, noise: NoiseSource | None = None
               if len(drawn.label_bits) else None)
     return members, labels, {"member": (member, drawn.member_bits),
                              "label": (label, drawn.label_bits)}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: these small trainings run 5-10x slower on two on a shared machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
