@@ -1,9 +1,10 @@
-"""Party tables read from CSV files, validated before anything is trained or written.
+"""Party tables read from CSV or Parquet files or a database, validated before anything is trained.
 
 Each party names its file, its ID column and its feature columns; several parties may read
 columns from the same file (the Taiwan data is one file split by column groups). Features are
 namespaced by party downstream, so two parties may each have a column ``x0`` in different files;
-the same column of the same file declared by two parties is an error.
+the same column of the same file declared by two parties is an error. A Parquet file or a SQL
+query on a database (:mod:`credit_data.sources`) is checked exactly as a CSV file is.
 """
 
 from __future__ import annotations
@@ -11,19 +12,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from credit_data.errors import ConfigError, DataError
 from credit_data.settings import LABEL_HOLDER, PARTIES, DataSettings, PartySource
+from credit_data.sources import SourceKind, read_parquet, read_query, source_kind, source_name
 from credit_data.tables import PartyTable, Population
 
 log = logging.getLogger("credit_fl")
 
 
 def load_files(settings: DataSettings, *, labels: bool = True) -> Population:
-    """Read and validate every party's table from its CSV file.
+    """Read and validate every party's table from its CSV or Parquet file or its database query.
 
     Raises
     ------
@@ -42,7 +45,7 @@ def load_files(settings: DataSettings, *, labels: bool = True) -> Population:
         raise ConfigError(f"data.parties.{LABEL_HOLDER} is required: the lender holds the labels")
     _check_no_shared_columns(parties, settings)
 
-    cache: dict[Path, pd.DataFrame] = {}
+    cache: dict[Any, pd.DataFrame] = {}
     tables = {}
     for party, source in parties.items():
         tables[party] = _load_party(party, source, settings, cache, labels)
@@ -110,11 +113,12 @@ def _id_column(source: PartySource, settings: DataSettings) -> str:
 
 
 def _check_no_shared_columns(parties: Mapping[str, PartySource], settings: DataSettings) -> None:
-    owner: dict[tuple[str, str], str] = {}
+    owner: dict[tuple[tuple[str, str | None], str], str] = {}
     for party, source in parties.items():
         if not source.path:
             raise ConfigError(f"data.parties.{party}.path is empty")
-        path = str(Path(source.path).resolve())
+        path = (source.path if "://" in source.path else str(Path(source.path).resolve()),
+                source.query)
         for column in source.features or ():
             key = (path, column)
             if key in owner:
@@ -133,7 +137,7 @@ that the ID column can be read without them)."""
 
 
 def _read_csv(path: Path, party: str, id_column: str,
-              cache: dict[Path, pd.DataFrame], named_by: str = "") -> pd.DataFrame:
+              cache: dict[Any, pd.DataFrame], named_by: str = "") -> pd.DataFrame:
     key = path.resolve()
     if key in cache:
         return cache[key]
@@ -184,10 +188,32 @@ def _keyed(frame: pd.DataFrame, id_column: str, name: str, first_row: int) -> pd
 
 
 def _load_party(party: str, source: PartySource, settings: DataSettings,
-                cache: dict[Path, pd.DataFrame], labels: bool = True) -> PartyTable:
-    path = Path(source.path)
-    frame = _read_csv(path, party, _id_column(source, settings), cache, source.named_by)
-    return _party_table(party, frame, source, settings, str(path), labels)
+                cache: dict[Any, pd.DataFrame], labels: bool = True) -> PartyTable:
+    kind = source_kind(source)
+    id_column = _id_column(source, settings)
+    if kind is SourceKind.csv:
+        frame = _read_csv(Path(source.path), party, id_column, cache, source.named_by)
+    else:
+        frame = _read_source(party, source, kind, id_column, settings, cache)
+    return _party_table(party, frame, source, settings, source_name(source), labels)
+
+
+def _read_source(party: str, source: PartySource, kind: SourceKind, id_column: str,
+                 settings: DataSettings, cache: dict[Any, pd.DataFrame]) -> pd.DataFrame:
+    """Read a Parquet file (only the party's columns) or a query's rows, keyed by the ID."""
+    columns = None
+    if kind is SourceKind.parquet and source.features is not None:
+        columns = (*source.features, settings.label)  # the label, where the file has it
+    key = (kind, source.path, source.query, columns, id_column)
+    if key in cache:
+        return cache[key]
+    if kind is SourceKind.parquet:
+        frame = read_parquet(Path(source.path), id_column,
+                             source.named_by or f"data.parties.{party}.path", columns)
+    else:
+        frame = read_query(source, id_column)
+    cache[key] = _keyed(frame, id_column, source_name(source), first_row=1)
+    return cache[key]
 
 
 def _party_table(party: str, frame: pd.DataFrame, source: PartySource, settings: DataSettings,

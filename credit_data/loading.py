@@ -39,7 +39,8 @@ def load_population(settings: DataSettings, seed: int, *, labels: bool = True,
         if settings.label not in LABELS:
             raise ConfigError(f"data.label must be one of {LABELS} for synthetic data, "
                               f"got '{settings.label}'")
-        population = generate(settings.n_customers, seed, settings.synthetic)
+        population = generate(settings.n_customers, seed, settings.synthetic,
+                              period=settings.period, shift=settings.shift)
     else:
         population = load_files(settings, labels=labels)
     if settings.max_rows is None:

@@ -23,6 +23,14 @@ class Source(StrEnum):
     frames = "frames"  # pandas DataFrames handed to ``credit_fl.train`` (kept by no config)
 
 
+class Shift(StrEnum):
+    """What changes in a later period of synthetic data (``credit_data.periods``)."""
+
+    none = "none"
+    downturn = "downturn"
+    concept = "concept"
+
+
 class Scaler(StrEnum):
     """How each party scales its numeric columns."""
 
@@ -30,12 +38,19 @@ class Scaler(StrEnum):
     standard = "standard"
 
 
+DUCKDB_SUFFIXES: tuple[str, ...] = (".duckdb", ".ddb")
+"""A ``path`` ending so names a DuckDB database (its ``query`` selects the party's rows)."""
+
+
 @dataclass(frozen=True)
 class PartySource:
-    """One party's CSV file and the columns it contributes.
+    """One party's table (a CSV or Parquet file, or a database query) and its columns.
 
     ``features=None`` takes every column but the ID (and, at the lender, the label); each
-    non-numeric one must then be declared in ``categorical``.
+    non-numeric one must then be declared in ``categorical``. A ``path`` ending in
+    ``.parquet`` is a Parquet file; one ending in ``.duckdb`` (a DuckDB database) or a
+    SQLAlchemy URL needs ``query``, the SQL that selects the party's rows
+    (:mod:`credit_data.sources`).
     """
 
     path: str
@@ -44,6 +59,8 @@ class PartySource:
     id_column: str | None = None
     named_by: str = ""
     """What named the file, for errors: by default ``data.parties.<party>.path``."""
+    query: str | None = None
+    """At a database: the SQL query whose result is the party's table."""
 
 
 @dataclass(frozen=True)
@@ -81,9 +98,17 @@ class DataSettings:
     blacklists: dict[str, str] = field(default_factory=dict)
     """``data=csv``: each blacklist holder's list file (holder -> CSV path with the ID column).
     Synthetic data draws the lists from the population (:mod:`credit_data.blacklists`)."""
+    consent: dict[str, str] = field(default_factory=dict)
+    """Each party's consent records (party -> CSV file; :mod:`credit_data.consent`): only the
+    customers consenting to the run's purpose take part. A party without one uses every row."""
     max_rows: int | None = None
     """Run on a pilot-sized sample: at most this many of the lender's applicants (a keyed hash of
     the ID and the seed picks them), and each other party's rows of those applicants only."""
+    period: int = 1
+    """Synthetic data: which period's cohort of applicants (1: the training population; see
+    :mod:`credit_data.periods`). With ``data=csv`` a period is a set of party files."""
+    shift: Shift = Shift.none
+    """Synthetic data, periods 2 and later: ``none``, ``downturn`` or ``concept``."""
 
 
 class PartitionScheme(StrEnum):

@@ -20,6 +20,7 @@ from credit_data.preprocessing import PartyPreprocessor
 from credit_data.saved_preprocessing import sketch_json
 from credit_data.settings import DataSettings
 from credit_data.split import TRAIN, assign_split, check_label_splits, reproducible_split_key
+from credit_data.stability import freeze_columns
 from credit_data.summary import Sketch
 from credit_data.tables import PartyTable
 
@@ -51,6 +52,9 @@ class NodeRows:
     numeric: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     fingerprint: str = ""  # of the party's table (see PartyTable.fingerprint)
+    reference: dict[str, Any] | None = None
+    """Each column's bins frozen from the party's training rows (:mod:`credit_data.stability`),
+    for its bundle: monitoring compares later periods with them at the party."""
 
     @property
     def width(self) -> int:
@@ -94,6 +98,7 @@ def node_rows(table: PartyTable, settings: DataSettings, seed: int,
         check_label_splits(y, split, table.source, settings.label)
     ids = [str(i) for i in table.frame.index]
     fingerprint = table.fingerprint()
+    reference = freeze_columns(table.frame.loc[train], table.numeric, table.categorical)
     if sketch is not None:
         return NodeRows(party=table.party, ids=ids, x=sketch.transform(table.frame), split=split,
                         names=sketch.feature_names, y=y, summary_history=summary_history,
@@ -101,7 +106,7 @@ def node_rows(table: PartyTable, settings: DataSettings, seed: int,
                         summary_base_rate=sketch.base_rate,
                         preprocessing=sketch_json(sketch), numeric=table.numeric,
                         categorical=table.categorical, fingerprint=fingerprint,
-                        source_columns=len(table.features))
+                        source_columns=len(table.features), reference=reference)
     pre = PartyPreprocessor(table.numeric, table.categorical, settings.scaler, seed,
                             table.source)
     x_train = pre.fit_transform(table.frame.loc[train])  # each row is transformed once
@@ -112,7 +117,7 @@ def node_rows(table: PartyTable, settings: DataSettings, seed: int,
     return NodeRows(party=table.party, ids=ids, x=x, split=split, names=pre.feature_names, y=y,
                     preprocessing=pre.to_json_dict(), numeric=table.numeric,
                     categorical=table.categorical, fingerprint=fingerprint,
-                    source_columns=len(table.features))
+                    source_columns=len(table.features), reference=reference)
 
 
 def assign_chunk(ids: list[str] | np.ndarray, seed: int, epoch: int, chunks: int) -> np.ndarray:

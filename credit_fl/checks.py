@@ -27,7 +27,9 @@ def check_settings(settings: RunSettings) -> None:
     """
     check_audit(settings.audit)
     check_canaries(settings)
+    check_reference_models(settings)
     check_scorecard(settings.scorecard)
+    check_consent(settings)
     mode = settings.federation.mode
     if mode is Mode.vertical:
         check_vertical(settings)
@@ -49,6 +51,21 @@ def check_canaries(settings: RunSettings) -> None:
         raise ConfigError("audit.canaries: the canary audit loads the lender's rows again, and "
                           "rows handed over as DataFrames cannot be; set audit.canaries=0 or "
                           "train from data=csv or data=synthetic")
+
+
+def check_reference_models(settings: RunSettings) -> None:
+    """Refuse RMIA where the attacker's sample cannot be drawn or the rows rebuilt."""
+    if not settings.audit.reference_models:
+        return
+    if settings.data.source is not Source.synthetic:
+        raise ConfigError("audit.reference_models: RMIA's reference models train on a fresh "
+                          "sample from the synthetic generator (the attacker's population); "
+                          "set data=synthetic or audit.reference_models=0")
+    if settings.federation.mode is Mode.horizontal:
+        raise ConfigError("audit.reference_models: RMIA rebuilds the run's rows with one "
+                          "preprocessing, which horizontal lenders each fit on their own; use "
+                          "federation=vertical, centralized or local, or "
+                          "audit.reference_models=0")
 
 
 def check_baseline(settings: RunSettings) -> None:
@@ -98,3 +115,22 @@ def check_vertical(settings: RunSettings) -> None:
     if stop is not None and not 1 <= stop < settings.train.epochs:
         raise ConfigError(f"federation.stop_after={stop}: a vertical run stops after an epoch "
                           f"before its last (train.epochs={settings.train.epochs})")
+
+
+def check_consent(settings: RunSettings) -> None:
+    """Refuse consent records where no node applies them: another mode, an unknown party.
+
+    Each vertical node (a party or a blacklist holder) applies its own (docs/consent.md).
+    """
+    named = sorted(settings.data.consent)
+    if not named:
+        return
+    if settings.federation.mode is not Mode.vertical:
+        raise ConfigError(f"data.consent: consent records are applied by the nodes of a "
+                          f"vertical federation; federation.mode={settings.federation.mode.value} "
+                          "has none (train vertical, or cut the table before the run)")
+    known = set(settings.federation.parties) | set(settings.blacklists.holders)
+    unknown = [p for p in named if p not in known]
+    if unknown:
+        raise ConfigError(f"data.consent names {unknown}, which takes no part in this run "
+                          f"(parties and holders: {sorted(known)})")

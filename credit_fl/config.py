@@ -38,7 +38,7 @@ SCHEMA_NAME = "run_schema"
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CHANGEABLE = ("data", "scoring", "federation.parties", "federation.psi_cache", "verbose",
               "federation.round_timeout", "federation.connect_timeout", "blacklists.on_hit",
-              "blacklists.max_queries", "engine")
+              "blacklists.max_queries", "engine", "explain")
 """What may differ from a run's own config when scoring with its model."""
 
 

@@ -8,8 +8,10 @@ the coordinator submits; everything about the node itself comes from the node's 
     This node's party: ``lender``, ``bureau`` or ``social`` (vertical), ``lender-<k>``
     (horizontal).
 ``data-path``
-    The party's own CSV file, read on this machine only. Optional: ``id-column`` (default: the
-    run's ``data.id_column``) and ``categorical`` (comma-separated non-numeric columns).
+    The party's own CSV or Parquet file or DuckDB database, read on this machine only.
+    Optional: ``data-query`` (at a DuckDB database, required: the SQL that selects the party's
+    rows; :mod:`credit_data.sources`), ``id-column`` (default: the run's ``data.id_column``)
+    and ``categorical`` (comma-separated non-numeric columns).
 ``state-dir``
     Where the node keeps its privacy accountant, its audit log and its own outputs, one
     sub-directory per run.
@@ -25,6 +27,10 @@ the coordinator submits; everything about the node itself comes from the node's 
     other parties' public keys (``<party>.pub``, exchanged between the partners): with both,
     the node signs its alignment channel key and refuses a peer's that is not signed
     (:class:`federation.alignment.ChannelAuth`).
+``consent``
+    The party's consent records (:mod:`credit_data.consent`; ``--consent``): a customer whose
+    latest record does not grant the run's purpose (``credit_training``, ``credit_scoring``,
+    ``fraud_check`` for a holder's list) never enters it (:mod:`fl_client.consent_gate`).
 ``applicants-dir``
     The lender's directory of new applicants' files (scoring): a scoring run names one file in
     it (``scoring.applicants``); without it the lender scores the rows of its own data file.
@@ -52,6 +58,7 @@ import hashlib
 import json
 import re
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -63,6 +70,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
 from credit_data.blacklists import read_list
+from credit_data.consent import FRAUD_CHECK, SCORING, TRAINING
 from credit_data.errors import ConfigError
 from credit_data.files import load_party
 from credit_data.horizontal import LenderRows
@@ -73,6 +81,7 @@ from credit_data.vertical import NodeRows
 from deployment.continuation import MARKERS, Continuation
 from deployment.run_config import (
     COLUMNS,
+    LENDER_NAME,
     MODEL_RUN,
     RUN_NAME,
     RUN_SETTINGS,
@@ -81,6 +90,7 @@ from deployment.run_config import (
     run_settings,
 )
 from federation.alignment import ChannelKeys
+from federation.grants import Grant, grant_refusal, run_purpose
 from federation.lifetime_budget import LifetimeBudget, dataset_fingerprint, spend_figures
 from federation.protocol import CONFIG, STATUS, reported_epsilon
 from federation.query_ledger import NODE_KEYS, QueryCaps, check_count
@@ -95,6 +105,7 @@ from federation.releases import (
 from federation.run_settings import RunSettings, ScoringRows, TrackingSettings
 from federation.settings import CARDINALITY_WITHDRAWN, BlacklistSettings, ListMode, Mode
 from fl_client.client_app import make_client_app
+from fl_client.consent_gate import consent_decision, file_digest, log_consent
 from fl_client.list_lookup import holder_rows
 from fl_client.node_noise import node_noise, private_node_rows
 from fl_client.party_bundle import BUNDLE_DIR
@@ -131,6 +142,9 @@ class NodeConfig:
     max_queries_per_day: int | None = None  # ... a day
     list_mode: ListMode = ListMode.lookup  # what a blacklist holder answers
     opt_in: frozenset[Release] = frozenset()  # releases outside any epsilon it lets leave
+    consent: Path | None = None  # its customers' consent records (--consent)
+    grant: Grant | None = None  # the purposes and lenders it serves, until when (--grant)
+    query: str | None = None  # at a DuckDB database: the SQL selecting its rows (--query)
 
     @classmethod
     def from_context(cls, node_config: dict[str, Any]) -> NodeConfig:
@@ -167,6 +181,7 @@ class NodeConfig:
             raise ConfigError("node config: 'signing-key' and 'peer-keys' go together (a node "
                               "that signs its channel key also checks its peers')")
         return cls(party=text("party"), data_path=Path(text("data-path")),
+                   query=text("data-query") if "data-query" in node_config else None,
                    state_dir=Path(text("state-dir")),
                    max_epsilon=None if cap is None else float(cap),
                    id_column=str(node_config["id-column"]) if node_config.get("id-column")
@@ -183,7 +198,14 @@ class NodeConfig:
                    max_queries_per_day=counts["max-queries-per-day"],
                    list_mode=ListMode(mode),
                    opt_in=frozenset(release for key, release in OPT_IN_KEYS.items()
-                                    if opted[key]))
+                                    if opted[key]),
+                   consent=Path(str(node_config["consent"])) if node_config.get("consent")
+                   else None,
+                   grant=Grant.parse(str(node_config["grant"]),
+                                     str(node_config.get("grant-purposes", "")),
+                                     str(node_config.get("grant-lenders", "")),
+                                     str(node_config.get("grant-expires", "")))
+                   if node_config.get("grant") else None)
 
     def caps(self, run: BlacklistSettings) -> QueryCaps:
         """Return what this node answers one lender: its own caps, lowered by the run's.
@@ -436,6 +458,20 @@ def _refusal(msg: Message, party: str, reason: str) -> Message:
                                CONFIG: ConfigRecord({"refused": reason})}), reply_to=msg)
 
 
+def grant_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Refuse every message of a run outside the node's grant (:mod:`federation.grants`)."""
+    node = NodeConfig.from_context(dict(context.node_config))
+    if node.grant is not None:
+        run = run_settings(str(context.run_config[RUN_SETTINGS]))
+        purpose = run_purpose(str(context.run_config.get(TASK, "train")),
+                              node.party in run.blacklists.holders)
+        why = grant_refusal(node.grant, party=node.party, purpose=purpose,
+                            lender=_lender(context), now=datetime.now(UTC))
+        if why is not None:
+            return _refusal(msg, node.party, why)
+    return call_next(msg, context)
+
+
 def lifetime_budget_mod(msg: Message, context: Context,
                         call_next: ClientAppCallable) -> Message:
     """Spend the node's lifetime budget: refuse before and after the handler, record after.
@@ -494,16 +530,38 @@ def _holder_list(run_text: str, node: NodeConfig) -> tuple[str, ...]:
     return read_list(node.data_path, node.id_column or run.data.id_column, node.party).ids
 
 
+def _consent(node: NodeConfig, run: RunSettings, table: PartyTable, purpose: str,
+             lender: str) -> tuple[PartyTable, dict[str, Any] | None]:
+    return consent_decision(table, None if node.consent is None else str(node.consent),
+                            purpose, node.id_column or run.data.id_column, lender)
+
+
+def _lender(context: Context) -> str:
+    """Return the lender the run serves, by the name grants and consent records use."""
+    return str(context.run_config.get(LENDER_NAME, LABEL_HOLDER))
+
+
 @functools.cache
-def _vertical_rows(run_text: str, node: NodeConfig, noise: NoiseSource) -> NodeRows:
+def _vertical_rows(run_text: str, node: NodeConfig, noise: NoiseSource, consent: str = "",
+                   lender: str = LABEL_HOLDER) -> tuple[NodeRows, dict[str, Any] | None]:
+    """Return the node's rows of a training run and its consent counts.
+
+    ``consent`` is the consent file's digest: a changed file is read again at the next run;
+    ``lender``: the lender the run serves (records naming another lender do not count).
+    """
     run = run_settings(run_text)
     if node.party in run.blacklists.holders:  # a holder's node holds its list only
-        return holder_rows(node.party, list(_holder_list(run_text, node)))
+        ids = list(_holder_list(run_text, node))
+        listed, counts = _consent(node, run, PartyTable(node.party, pd.DataFrame(
+            index=pd.Index(ids, dtype=object)), (), (), str(node.data_path)), FRAUD_CHECK,
+            lender)
+        return holder_rows(node.party, [str(i) for i in listed.frame.index]), counts
     source = PartySource(path=str(node.data_path), categorical=node.categorical,
-                         id_column=node.id_column)
-    table = load_party(node.party, source, run.data)
+                         id_column=node.id_column, query=node.query)
+    table, counts = _consent(node, run, load_party(node.party, source, run.data), TRAINING,
+                             lender)
     return private_node_rows(table, run.data, run.seed, run.privacy, noise,
-                             _split_key(run, node))
+                             _split_key(run, node)), counts
 
 
 def _split_key(run: RunSettings, node: NodeConfig) -> bytes:
@@ -521,7 +579,7 @@ def _lender_rows(run_text: str, columns_text: str, node: NodeConfig) -> LenderRo
     columns = json.loads(columns_text)
     numeric, categorical = tuple(columns["numeric"]), tuple(columns["categorical"])
     source = PartySource(path=str(node.data_path), features=numeric + categorical,
-                         categorical=categorical, id_column=node.id_column)
+                         categorical=categorical, id_column=node.id_column, query=node.query)
     table = load_party(LABEL_HOLDER, source, run.data)
     assert table.labels is not None
     y = table.labels[run.data.label].to_numpy(dtype=np.float32)
@@ -534,14 +592,22 @@ def vertical_source(context: Context) -> tuple[ClientSettings, NodeRows]:
     """Return the node's settings and its own table, preprocessed at the node."""
     torch.set_num_threads(1)
     _, node, client = _settings(context)
-    return client, _vertical_rows(str(context.run_config[RUN_SETTINGS]), node,
-                                  node_noise(context, client))
+    rows, counts = _vertical_rows(str(context.run_config[RUN_SETTINGS]), node,
+                                  node_noise(context, client),
+                                  "" if node.consent is None else file_digest(node.consent),
+                                  _lender(context))
+    if counts is not None:
+        log_consent(client, counts)
+    return client, rows
 
 
 def horizontal_source(context: Context) -> tuple[ClientSettings, LenderRows]:
     """Return the lender's settings and own applicants, in the columns the lenders agreed on."""
     torch.set_num_threads(1)
     _, node, client = _settings(context)
+    if node.consent is not None:  # a lender's own rows train its local model: no gate there yet
+        raise ConfigError(f"{node.party}: --consent is applied by vertical federations' nodes; "
+                          "a horizontal lender cuts its data file itself")
     return client, _lender_rows(str(context.run_config[RUN_SETTINGS]),
                                 str(context.run_config[COLUMNS]), node)
 
@@ -621,7 +687,7 @@ def _read_rows(run_text: str, node: NodeConfig, columns_text: str, path: str, na
                          categorical=tuple(columns["categorical"]) if agreed
                          else node.categorical, id_column=node.id_column,
                          named_by=("scoring.applicants, in the node's --applicants-dir" if named
-                                   else "the node's --data"))
+                                   else "the node's --data"), query=None if named else node.query)
     table = load_party(node.party, source, run.data, labels=False)
     if not lender or named or rows is ScoringRows.all:
         return table
@@ -639,16 +705,29 @@ def scoring_source(context: Context) -> tuple[ClientSettings, ScoringInput]:
     run, node, client = _settings(context)
     if node.party in run.blacklists.holders:
         ids = _holder_list(str(context.run_config[RUN_SETTINGS]), node)
-        return client, ScoringInput(None, PartyTable(node.party, pd.DataFrame(
-            index=pd.Index(ids)), (), (), str(node.data_path)))
+        return client, ScoringInput(None, _gated(client, node, run, PartyTable(
+            node.party, pd.DataFrame(index=pd.Index(ids)), (), (), str(node.data_path)),
+            FRAUD_CHECK, _lender(context)))
     model_run = run_state_dir(node.state_dir, str(context.run_config[MODEL_RUN]))
     columns = (str(context.run_config[COLUMNS]) if run.federation.mode is Mode.horizontal
                else "{}")
     run_text = str(context.run_config[RUN_SETTINGS])
     serving = (str(context.run_config.get(TASK, "")) == "serve" and node.party == LABEL_HOLDER)
+    lender = _lender(context)
+    table = _gated(client, node, run, _scoring_table(run_text, node, columns), SCORING, lender)
     return client, ScoringInput(
-        model_run / node.party / BUNDLE_DIR, _scoring_table(run_text, node, columns),
-        functools.partial(_request_table, run_text, node) if serving else None)
+        model_run / node.party / BUNDLE_DIR, table,
+        (lambda request: _gated(client, node, run, _request_table(run_text, node, request),
+                                SCORING, lender)) if serving else None)
+
+
+def _gated(client: ClientSettings, node: NodeConfig, run: RunSettings, table: PartyTable,
+           purpose: str, lender: str) -> PartyTable:
+    """Cut ``table`` to the customers consenting to ``purpose``; log the counts once."""
+    kept, counts = _consent(node, run, table, purpose, lender)
+    if counts is not None:
+        log_consent(client, counts)
+    return kept
 
 
 
@@ -657,9 +736,10 @@ class _ByMode(ClientApp):
 
     def __init__(self) -> None:
         super().__init__()
-        self.horizontal = make_client_app(horizontal_source, (lifetime_budget_mod,))
-        self.vertical = make_vertical_client_app(vertical_source, (lifetime_budget_mod,))
-        self.scoring = make_scoring_client_app(scoring_source, (lifetime_budget_mod,))
+        self.horizontal = make_client_app(horizontal_source, (grant_mod, lifetime_budget_mod))
+        self.vertical = make_vertical_client_app(vertical_source,
+                                                 (grant_mod, lifetime_budget_mod))
+        self.scoring = make_scoring_client_app(scoring_source, (grant_mod, lifetime_budget_mod))
 
     def __call__(self, message: Message, context: Context) -> Message:
         run = run_settings(str(context.run_config[RUN_SETTINGS]))

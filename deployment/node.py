@@ -34,9 +34,11 @@ from types import FrameType
 import tomli_w
 
 from credit_data.errors import EngineVersionError
+from credit_data.settings import DUCKDB_SUFFIXES
 from deployment.lifeline import die_with_parent
 from federation.credentials import write_private
 from federation.flower_compat import QUIET, check_engine_versions
+from federation.grants import Grant
 from federation.query_ledger import NODE_KEYS, QUERY_MULTIPLE, TRAINING_MULTIPLE
 from federation.releases import OPT_IN_KEYS
 from fl_client.supernode import DEFAULT_POLL, POLL_ENV
@@ -64,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--party", required=True,
                    help="lender, bureau or social (vertical); lender-<k> (horizontal)")
-    p.add_argument("--data", required=True, type=Path, help="this party's own CSV file")
+    p.add_argument("--data", required=True, type=Path,
+                   help="this party's own CSV or Parquet file, or DuckDB database (with --query)")
     p.add_argument("--superlink", required=True, help="the coordinator's SuperLink, host:port")
     p.add_argument("--root-certificates", type=Path,
                    help="the federation's CA certificate (PEM), to check the SuperLink's TLS")
@@ -81,6 +84,18 @@ def _parser() -> argparse.ArgumentParser:
                         "its data file; requests past it are refused ('none': no cap, the "
                         "partner's explicit choice)")
     p.add_argument("--categorical", default="", help="comma-separated non-numeric columns")
+    p.add_argument("--query", help="with --data naming a DuckDB database (.duckdb): the SQL "
+                   "whose result is this party's table (read-only, no other file reachable)")
+    p.add_argument("--consent", type=Path,
+                   help="this party's consent records (CSV; docs/consent.md): only customers "
+                        "consenting to a run's purpose take part")
+    p.add_argument("--grant", help="the name of this node's grant (its agreement): with the "
+                   "--grant-* flags, what it serves; a run outside it is refused, naming it")
+    p.add_argument("--grant-purposes", default="",
+                   help="comma-separated purposes the grant covers (default: all)")
+    p.add_argument("--grant-lenders", default="",
+                   help="comma-separated lenders the grant covers (default: all)")
+    p.add_argument("--grant-expires", default="", help="when the grant ends (ISO 8601)")
     p.add_argument("--applicants-dir", type=Path,
                    help="lender: the directory of new applicants' CSV files a scoring run may "
                         "name (scoring.applicants=<file>)")
@@ -111,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="the lender (vertical): let training send each party the per-record "
                         "gradients of its embeddings, a release outside any epsilon (they "
                         "carry your features' influence; without it your node refuses)")
+    p.add_argument("--release-explanations", action="store_true",
+                   help="a passive party: let scoring send the lender, per applicant and column "
+                        "of yours, the points it moved the score (reason codes), a release "
+                        "outside any epsilon (without it your columns are one factor)")
     p.add_argument("--list-mode", choices=("lookup", "cardinality"), default="lookup",
                    help="blacklist holder: tell a lender which of its applicants are on the "
                         "list (lookup, the only mode answered); cardinality (only how many) "
@@ -143,6 +162,13 @@ def node_config(args: argparse.Namespace) -> dict[str, object]:
         config["reproducible-noise"] = True
     if args.applicants_dir is not None:
         config["applicants-dir"] = str(args.applicants_dir.resolve())
+    if args.query:
+        config["data-query"] = args.query
+    if args.consent is not None:
+        config["consent"] = str(args.consent.resolve())
+    if args.grant:
+        config |= {"grant": args.grant, "grant-purposes": args.grant_purposes,
+                   "grant-lenders": args.grant_lenders, "grant-expires": args.grant_expires}
     for key in NODE_KEYS:
         value = getattr(args, key.replace("-", "_"))
         if value is not None:
@@ -160,6 +186,23 @@ def node_config(args: argparse.Namespace) -> dict[str, object]:
 def _check(args: argparse.Namespace) -> None:
     if not args.data.is_file():
         raise SystemExit(f"error: --data {args.data}: file not found")
+    database = args.data.suffix.lower() in DUCKDB_SUFFIXES
+    if database and not args.query:
+        raise SystemExit(f"error: --data {args.data} is a DuckDB database: --query is required "
+                         "(the SQL that selects this party's rows)")
+    if args.query and not database:
+        raise SystemExit(f"error: --query needs --data to name a DuckDB database "
+                         f"({', '.join(DUCKDB_SUFFIXES)}), got {args.data}")
+    if (args.grant_purposes or args.grant_lenders or args.grant_expires) and not args.grant:
+        raise SystemExit("error: --grant-purposes, --grant-lenders and --grant-expires need "
+                         "--grant (the grant's name, which a refusal cites)")
+    if args.grant:
+        try:
+            Grant.parse(args.grant, args.grant_purposes, args.grant_lenders, args.grant_expires)
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from exc
+    if args.consent is not None and not args.consent.is_file():
+        raise SystemExit(f"error: --consent {args.consent}: file not found")
     if args.applicants_dir is not None and not args.applicants_dir.is_dir():
         raise SystemExit(f"error: --applicants-dir {args.applicants_dir}: no such directory")
     for key in NODE_KEYS:
@@ -197,6 +240,7 @@ def redactor(args: argparse.Namespace) -> Callable[[str], str]:
     """
     named = {"--data": args.data, "--state-dir": args.state_dir,
              "--applicants-dir": args.applicants_dir, "--peer-keys": args.peer_keys,
+             "--consent": args.consent,
              "--auth-key": args.auth_key, "--root-certificates": args.root_certificates}
     paths = sorted(((str(Path(p).resolve()), f"<{flag}>") for flag, p in named.items()
                     if p is not None), key=lambda pair: -len(pair[0]))  # the longest first

@@ -20,6 +20,9 @@ TASK = "task"
 """``train`` (the default), ``score`` (one scoring request with a trained model's bundles) or
 ``serve`` (a scoring service: one run that answers many requests)."""
 SCORING_TASKS = ("score", "serve")
+LENDER_NAME = "lender-name"
+"""The lender a run serves, by the name partners' grants use (default: the party id ``lender``;
+:mod:`federation.grants`)."""
 MODEL_RUN = "model-run"
 """Scoring: the training run whose bundles each node loads (a run name at every node)."""
 OUTCOME = Path("server") / "outcome.pt"

@@ -4,7 +4,8 @@ Membership inference on the final model (training rows against test rows; the va
 set the threshold), with the epsilon lower bound it proves next to the epsilon DP promises for
 one whole record; in vertical mode also the label-leakage attack on the gradients the passive
 parties received, and the inversion attack on the embeddings the lender received. With
-``audit.canaries=m`` also the one-run canary audit (:mod:`experiments.canary_audit`).
+``audit.canaries=m`` also the one-run canary audit (:mod:`experiments.canary_audit`); with
+``audit.reference_models=k`` also RMIA on the final model (:mod:`experiments.rmia_audit`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def audit_outcome(outcome: RunOutcome) -> dict[str, Any] | None:
         from experiments.canary_audit import one_run_audit  # torch and Opacus: only when on
 
         out["one_run"] = one_run_audit(outcome)
+    if settings.audit.reference_models:
+        from experiments.rmia_audit import rmia_audit  # reference trainings: only when on
+
+        out["rmia"] = rmia_audit(outcome)
     return out
 
 

@@ -207,6 +207,115 @@ def bench_vertical(epochs: int = 5) -> None:
           f"{vertical.metrics['test']['auc']:.4f}")
 
 
+def bench_vertical_cached(n: int = 100_000, epochs: int = 5, new_share: float = 0.01) -> None:
+    """Second vertical run on the same tables (PSI caches kept), and with 1% new applicants.
+
+    The parties' tables are Parquet files (issue 36). Four runs in one process, one after the
+    other: centralized, vertical cold (caches empty), vertical again (same tables), vertical with
+    ``new_share`` of the lender's applicants replaced by new ones. Targets: again / centralized
+    <= 2x, new applicants / centralized <= 2.5x.
+    """
+    from credit_data.settings import Source
+    from credit_data.sources import write_party_tables
+    from credit_data.synthetic import synthetic_frames
+
+    frames = synthetic_frames(n, seed=0)
+    lender = frames["lender"]
+    swap = int(round(new_share * len(lender)))
+    held, spare = lender.iloc[:swap], lender.iloc[swap:2 * swap]
+    walls: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        before = write_party_tables({**frames, "lender": lender.drop(held.index)}, root / "a")
+        after = write_party_tables({"lender": lender.drop(spare.index)}, root / "b")
+        base = _vertical_settings(epochs, n)
+        runs: dict[str, tuple[dict, RunOutcome]] = {}
+        for label, sources in (("cold", before), ("again", before),
+                               ("new", {**before, **after})):
+            settings = dataclasses.replace(
+                base, data=dataclasses.replace(
+                    base.data, name="bench", source=Source.files, id_column="customer_id",
+                    label="default_12m", parties=sources),
+                federation=dataclasses.replace(base.federation, psi_cache=str(root / "psi")))
+            if label == "cold":
+                central = dataclasses.replace(settings, federation=dataclasses.replace(
+                    settings.federation, mode=Mode.centralized))
+                start = time.perf_counter()
+                central_outcome = run_baseline(central)
+                walls["centralized"] = time.perf_counter() - start
+            start = time.perf_counter()
+            outcome = run_vertical(settings, root / label)
+            walls[label] = time.perf_counter() - start
+            seconds = (outcome.federation or {})["seconds_by_message"]
+            runs[label] = ({k: v for k, v in seconds.items() if "psi" in k}, outcome)
+    print(f"vertical_cached: {n:,} customers from Parquet, {epochs} epochs, 3 parties; "
+          f"{swap:,} of the lender's applicants new in the last run")
+    for label in ("cold", "again", "new"):
+        psi, outcome = runs[label]
+        align = {p: a["intersection"] for p, a in (outcome.federation or {})["alignment"].items()}
+        print(f"vertical_cached: {label:5s} {walls[label]:6.1f} s, PSI {sum(psi.values()):5.1f} s "
+              f"({', '.join(f'{k} {v:.1f}' for k, v in psi.items())}); intersections {align}; "
+              f"test AUC {outcome.metrics['test']['auc']:.4f}")
+    print(f"vertical_cached: centralized {walls['centralized']:.1f} s (test AUC "
+          f"{central_outcome.metrics['test']['auc']:.4f})")
+    print(f"vertical_cached: again / centralized {walls['again'] / walls['centralized']:.2f}x "
+          f"(target <= 2x); {new_share:.0%} new / centralized "
+          f"{walls['new'] / walls['centralized']:.2f}x (target <= 2.5x); cold / centralized "
+          f"{walls['cold'] / walls['centralized']:.2f}x")
+
+
+_LOAD_PEAK = """
+import json, sys
+from credit_data.files import load_party
+from credit_data.settings import DataSettings, PartySource
+source = PartySource(**json.loads(sys.argv[1]))
+rows = 0
+if sys.argv[2]:  # else: the imports alone
+    rows = load_party(sys.argv[2], source, DataSettings(id_column="customer_id")).n_rows
+status = open("/proc/self/status").read().split("VmHWM:")[1]  # this image's peak, from exec on
+print(json.dumps({"rows": rows, "peak_kib": int(status.split()[0])}))
+"""
+
+
+def bench_table_memory(sizes: tuple[int, ...] = (100_000, 1_000_000)) -> None:
+    """Peak memory of one party's process reading its table: CSV, Parquet, DuckDB (issue 36).
+
+    Each read runs in a fresh interpreter: its peak resident memory (``VmHWM``; ``ru_maxrss``
+    would count the benchmark's own memory at the fork) less that of an interpreter that only
+    imports the same modules; the bureau's table, which holds about
+    twice the lender's applicants.
+    """
+    from credit_data.sources import write_party_tables
+    from credit_data.synthetic import synthetic_frames
+
+    print("table_memory: | lender applicants | bureau rows | source | peak MiB over imports | "
+          "bytes per row | read s |")
+    def peak(spec: dict, party: str) -> tuple[int, float, float]:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", _LOAD_PEAK, json.dumps(spec), party],
+                              capture_output=True, text=True, check=True)
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+        return found["rows"], found["peak_kib"] / 1024, time.perf_counter() - start
+
+    _, imports, _ = peak({"path": "none.csv"}, "")
+    print(f"table_memory: an interpreter with the imports alone peaks at {imports:.0f} MiB")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            frames = {"bureau": synthetic_frames(n, seed=0)["bureau"]}
+            peaks = {}
+            for kind in ("csv", "parquet", "duckdb"):
+                source = write_party_tables(frames, Path(tmp) / f"{n}-{kind}", kind)["bureau"]
+                spec = {"path": source.path, "query": source.query,
+                        "categorical": list(source.categorical), "id_column": "customer_id"}
+                rows, total, wall = peak(spec, "bureau")
+                peaks[kind] = total - imports
+                print(f"table_memory: | {n:,} | {rows:,} | {kind} | {peaks[kind]:.0f} | "
+                      f"{peaks[kind] * 2**20 / rows:.0f} | {wall:.1f} |", flush=True)
+            print(f"table_memory: {n:,}: parquet / csv peak "
+                  f"{peaks['parquet'] / peaks['csv']:.2f}x, duckdb / csv "
+                  f"{peaks['duckdb'] / peaks['csv']:.2f}x")
+
+
 def bench_unmatched() -> None:
     """AUC kept by training on applicants a party does not know, against intersection-only.
 
@@ -554,9 +663,9 @@ def _score_deployed(n: int, requests: int) -> None:
                                           [f"scoring.applicants=applicants-{size}.csv"])
                 times.append(time.perf_counter() - start)
                 s = scoring["seconds"]
-                rounds = [k for k in s if k.startswith("serve_")]
-                waits.append(s["request"] - sum(s[k] for k in rounds))
-                for kind in rounds:
+                serve_rounds = [k for k in s if k.startswith("serve_")]
+                waits.append(s["request"] - sum(s[k] for k in serve_rounds))
+                for kind in serve_rounds:
                     per_round.setdefault(kind, []).append(s[kind])
             medians["service", size] = float(np.median(times))
             cost = ", ".join(f"{k} {np.median(v):.2f} s" for k, v in per_round.items())
@@ -748,40 +857,128 @@ def bench_engines(sizes: tuple[int, ...] = (1_000, 100_000)) -> None:
               f"{walls['in_process'] / walls['simulation']:.2f}x")
 
 
-def bench_audit(n: int = 20_000, canaries: int = 1_000,
-                epsilons: tuple[float | None, ...] = (1.0, 3.0, 8.0, None)) -> None:
-    """Set the one-run canary audit against the accounted epsilon (issue 35), vertical.
+def bench_audit(n: int = 20_000, canaries: int = 1_000, reference_models: int = 4,
+                epsilons: tuple[float | None, ...] = (1.0, 3.0, 8.0, None),
+                figure: Path | None = Path("docs/images/privacy-audit.png")) -> None:
+    """Set the audits against the accounted epsilon (issue 35), vertical, one run each.
 
     One default vertical run (label DP + DP-SGD, both at ``privacy.target_epsilon``) per epsilon
-    and one without DP (``None``), each with ``audit.canaries``: the lender's DP-SGD epsilon
-    as the twin accounts it and the bound its canaries prove; the same for label DP; the
-    loss-threshold attack's TPR at 0.1% FPR on the run's own model; the twin's time over the
-    run's training time (target: at most one extra training, ratio <= 1).
+    and one without DP (``None``), each with ``audit.canaries`` and ``audit.reference_models``:
+    the run's accounted epsilon (its headline, the lender's total); the lender's DP-SGD epsilon
+    as the twin accounts it and the bound its canaries prove; the same for label DP; RMIA's and
+    the loss-threshold attack's TPR at 0.1% FPR on the run's final model; the twin's time and
+    RMIA's over the run's training time (the twin's target: at most one extra training, ratio
+    <= 1). ``figure``: where the two-panel plot goes (None: none).
     """
-    print(f"audit: {n:,} customers, {canaries:,} canaries, vertical, seed 0")
-    print("| target epsilon | DP-SGD accounted (twin) | one-run bound (right / guesses) | "
-          "label DP | label bound | MIA TPR at 0.1% FPR [95%] | MIA AUC | test AUC | "
-          "twin s / run train s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    from experiments.audit_figure import write_audit_figure
+
+    print(f"audit: {n:,} customers, {canaries:,} canaries, {reference_models} RMIA reference "
+          "models, vertical, seed 0")
+    print("| target epsilon | run accounted | DP-SGD accounted (twin) | one-run bound (right / "
+          "guesses) | label DP | label bound | RMIA TPR at 0.1% FPR [95%] | RMIA AUC [95%] | "
+          "loss-threshold TPR at 0.1% FPR [95%] | test AUC | twin s / train s | "
+          "RMIA s / train s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for k, eps in enumerate(epsilons):
             privacy = ["privacy=off"] if eps is None else [f"privacy.target_epsilon={eps:g}"]
-            _, r = _cli_run([f"data.n_customers={n}", f"audit.canaries={canaries}", *privacy],
+            _, r = _cli_run([f"data.n_customers={n}", f"audit.canaries={canaries}",
+                             f"audit.reference_models={reference_models}", *privacy],
                             Path(tmp) / f"run{k}")
-            one, mia = r["audit"]["one_run"], r["audit"]["membership"]
-            low = mia["tpr_at_fpr"]["0.001"]
+            one, mia, rmia = (r["audit"]["one_run"], r["audit"]["membership"],
+                              r["audit"]["rmia"])
             label = one.get("label")
-            accounted = ("none" if one["accounted_epsilon"] is None
-                         else f"{one['accounted_epsilon']:.3f}")
-            print(f"| {'no DP' if eps is None else f'{eps:g}'} | {accounted} | "
+            train_s = r["timing"]["train_s"]
+            rows.append({"target_epsilon": eps, "dpsgd_accounted": one["accounted_epsilon"],
+                         "label_accounted": label["accounted_epsilon"] if label else None,
+                         "one_run_bound": one["epsilon_lower_bound"],
+                         "label_bound": label["epsilon_lower_bound"] if label else None,
+                         "rmia_tpr": rmia["tpr_at_fpr"]["0.001"],
+                         "loss_tpr": mia["tpr_at_fpr"]["0.001"]})
+
+            def tpr(low: dict) -> str:
+                return (f"{low['tpr']:.4f} [{low['tpr_interval'][0]:.4f}, "
+                        f"{low['tpr_interval'][1]:.4f}]")
+
+            def claim(value: float | None) -> str:
+                return "none" if value is None else f"{value:.3f}"
+
+            print(f"| {'no DP' if eps is None else f'{eps:g}'} | "
+                  f"{claim((r.get('privacy') or {}).get('epsilon'))} | "
+                  f"{claim(one['accounted_epsilon'])} | "
                   f"{one['epsilon_lower_bound']:.3f} ({one['correct']} / {one['guesses']}) | "
                   + (f"{label['accounted_epsilon']:.3f} | {label['epsilon_lower_bound']:.3f} | "
                      if label else "off | - | ")
-                  + f"{low['tpr']:.4f} [{low['tpr_interval'][0]:.4f}, "
-                  f"{low['tpr_interval'][1]:.4f}] | {mia['attack_auc']:.4f} | "
-                  f"{r['metrics']['test']['auc']:.4f} | {one['twin']['seconds']:.1f} / "
-                  f"{r['timing']['train_s']:.1f} = "
-                  f"{one['twin']['seconds'] / r['timing']['train_s']:.2f} |", flush=True)
+                  + f"{tpr(rmia['tpr_at_fpr']['0.001'])} | {rmia['attack_auc']:.4f} "
+                  f"[{rmia['attack_auc_interval'][0]:.4f}, {rmia['attack_auc_interval'][1]:.4f}]"
+                  f" | {tpr(mia['tpr_at_fpr']['0.001'])} | {r['metrics']['test']['auc']:.4f} | "
+                  f"{one['twin']['seconds']:.1f} / {train_s:.1f} = "
+                  f"{one['twin']['seconds'] / train_s:.2f} | {rmia['seconds']:.1f} / "
+                  f"{train_s:.1f} = {rmia['seconds'] / train_s:.2f} |", flush=True)
+    print(f"audit: {len(rows)} runs in {time.perf_counter() - start:.0f} s")
+    if figure is not None:
+        write_audit_figure(rows, figure, f"Privacy audits, vertical, {n:,} synthetic customers "
+                                         f"({canaries:,} canaries, {reference_models} RMIA "
+                                         "reference models)")
+        print(f"audit: wrote {figure}")
+
+
+def bench_rmia(n: int = 5_000, epochs: int = 40, reference_models: int = 4) -> None:
+    """RMIA against the loss-threshold attack on one deliberately overfit model (issue 35).
+
+    A centralized model on every party's columns, ``epochs`` epochs without early stopping;
+    RMIA with reference models of 3 epochs (the default, cheap) and of as many epochs as the
+    target; the loss-threshold attack on the same scores. Prints each attack's TPR at 0.1% and
+    1% FPR (Clopper-Pearson) and RMIA's over the loss attack's at 1% FPR (same run, same rows).
+    """
+    from experiments.audit import audit_outcome
+
+    settings = RunSettings(
+        verbose=False, data=DataSettings(n_customers=n),
+        federation=FederationSettings(mode=Mode.centralized,
+                                      parties=("lender", "bureau", "social")),
+        train=TrainSettings(epochs=epochs, min_epochs=epochs, early_stopping=False))
+    outcome = run_baseline(settings)
+    print(f"rmia: {n:,} customers, centralized, {epochs} epochs without early stopping, test AUC "
+          f"{outcome.metrics['test']['auc']:.4f}, {reference_models} reference models")
+
+    def tpr(low: dict) -> str:
+        return f"{low['tpr']:.4f} [{low['tpr_interval'][0]:.4f}, {low['tpr_interval'][1]:.4f}]"
+
+    print("| attack | AUC | TPR at 0.1% FPR [95%] | TPR at 1% FPR [95%] | over loss at 1% | s |")
+    print("|---|---|---|---|---|---|")
+    for reference_epochs in (3, epochs):
+        audit = dataclasses.replace(settings.audit, reference_models=reference_models,
+                                    reference_epochs=reference_epochs)
+        found = audit_outcome(dataclasses.replace(
+            outcome, settings=dataclasses.replace(settings, audit=audit)))
+        assert found is not None
+        rmia, loss = found["rmia"], found["membership"]
+        if reference_epochs == 3:
+            print(f"| loss threshold | {loss['attack_auc']:.4f} | "
+                  f"{tpr(loss['tpr_at_fpr']['0.001'])} | {tpr(loss['tpr_at_fpr']['0.01'])} | "
+                  "1 | - |")
+        ratio = rmia["tpr_at_fpr"]["0.01"]["tpr"] / max(loss["tpr_at_fpr"]["0.01"]["tpr"], 1e-9)
+        print(f"| RMIA, references of {reference_epochs} epochs (a = {rmia['offline_a']:g}) | "
+              f"{rmia['attack_auc']:.4f} | {tpr(rmia['tpr_at_fpr']['0.001'])} | "
+              f"{tpr(rmia['tpr_at_fpr']['0.01'])} | {ratio:.1f} | {rmia['seconds']:.1f} |",
+              flush=True)
+
+
+def bench_monitor() -> None:
+    """Time monitoring and re-rating 100,000 rows against batch scoring (monitor_bench)."""
+    from experiments.monitor_bench import bench_monitor as run
+
+    run()
+
+
+def bench_explain() -> None:
+    """Explaining 10,000 scored applicants over plain scoring (experiments/explain_bench)."""
+    from experiments.explain_bench import bench_explain as run
+
+    run()
 
 
 BENCHMARKS: dict[str, Callable[[], None]] = {
@@ -790,6 +987,8 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "centralized": bench_centralized,
     "horizontal": bench_horizontal,
     "vertical": bench_vertical,
+    "vertical_cached": bench_vertical_cached,
+    "table_memory": bench_table_memory,
     "unmatched": bench_unmatched,
     "embedding_noise": bench_embedding_noise,
     "inversion": bench_inversion,
@@ -798,11 +997,14 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "sweep_horizontal": bench_sweep_horizontal,
     "deployment": bench_deployment,
     "score": bench_score,
+    "explain": bench_explain,
     "blacklist": bench_blacklist,
     "privacy": bench_privacy,
     "summaries": bench_summaries,
     "imports": bench_imports,
     "audit": bench_audit,
+    "rmia": bench_rmia,
+    "monitor": bench_monitor,
 }
 
 

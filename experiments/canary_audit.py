@@ -93,7 +93,7 @@ def twin_plan(outcome: RunOutcome, rows: int) -> tuple[TwinPlan, float | None]:
     if dpsgd is not None and dpsgd.get("mechanism") != "dpsgd":
         dpsgd = None
     label = parties.get("lender/label_dp") if vertical else None
-    plain = TwinPlan(epochs=_epochs_trained(outcome), batch_size=batch_for(rows, s.train),
+    plain = TwinPlan(epochs=epochs_trained(outcome), batch_size=batch_for(rows, s.train),
                      lr=s.train.lr, weight_decay=s.train.weight_decay,
                      delta=party_delta(delta=None, n_rows=rows),
                      label_flip=float(label["flip_probability"]) if label else 0.0)
@@ -108,7 +108,7 @@ def twin_plan(outcome: RunOutcome, rows: int) -> tuple[TwinPlan, float | None]:
         delta=float(dpsgd["delta"]) - float(dpsgd.get("selection_delta") or 0.0)), label_epsilon
 
 
-def _epochs_trained(outcome: RunOutcome) -> int:
+def epochs_trained(outcome: RunOutcome) -> int:
     """Return the passes over its rows the run's plain training made (the twin's too)."""
     s = outcome.settings
     if s.federation.mode is Mode.horizontal:

@@ -16,10 +16,13 @@ from typing import Any
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("experiments.run", "train and report one experiment, or a sweep with -m (Hydra)"),
     "score": ("experiments.score", "score applicants with a finished run's model bundles"),
+    "monitor": ("experiments.monitor", "watch a run's model on a later period: drift per party"),
+    "rerate": ("experiments.rerate", "re-rate the borrowers on the book in a later period"),
     "compare": ("experiments.compare", "privacy-utility tables and plots of sweeps"),
     "deploy": ("experiments.deploy", "a whole federation on this machine: up, run, down"),
     "node": ("deployment.node", "run a partner's node against a SuperLink"),
-    "audit": ("federation.audit_log", "verify audit logs: credit-fl audit verify <file> ..."),
+    "audit": ("federation.audit_log", "verify audit logs: credit-fl audit verify <file> ...; "
+              "the data-usage record: credit-fl audit report <logs ...>"),
     "bench": ("experiments.bench", "the benchmarks"),
 }
 

@@ -9,7 +9,9 @@
   epsilon, with the references and the failed jobs;
 - ``privacy_utility.png``: test AUC against the epsilon spent (the largest party total; log axis,
   error bars over seeds), one line per mode and mechanism, the references as horizontal lines;
-  and the membership attack's AUC (and, in vertical mode, the label-leakage attack's) against it.
+  and the membership attack's AUC (and, in vertical mode, the label-leakage attack's) against it;
+  with runs that ran the one-run canary audit (``audit.canaries``), a third panel: its epsilon
+  lower bound against the epsilon spent, under the line ``bound = spent``.
 
 A series is a mode and its mechanisms ("horizontal DP-SGD", "vertical label DP + DP-SGD", ...);
 its runs are grouped by the budget they were given (``epsilon``: the largest of its mechanisms'
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 from credit_data.errors import CompareError
 
@@ -120,6 +123,13 @@ def run_row(path: Path) -> dict[str, Any]:
         row["empirical_epsilon_lower_bound"] = membership["epsilon_lower_bound"]
         theory = membership["theoretical_epsilon"]
         row["theoretical_epsilon"] = math.inf if theory is None else theory
+    one_run = audit.get("one_run")
+    if one_run:  # the canary audit's bound, and the twin's own accounted epsilon
+        row["one_run_epsilon_lower_bound"] = one_run["epsilon_lower_bound"]
+        accounted = one_run["accounted_epsilon"]
+        row["one_run_accounted_epsilon"] = math.inf if accounted is None else accounted
+    if audit.get("rmia"):
+        row["rmia_tpr_at_0.1%_fpr"] = audit["rmia"]["tpr_at_fpr"]["0.001"]["tpr"]
     leakage = audit.get("label_leakage")
     if leakage:
         row["label_leakage_auc"] = max(v["attack_auc"] for v in leakage["parties"].values())
@@ -185,7 +195,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     if private.empty:
         return pd.DataFrame()
     columns = [c for c in ("auc", "ks", "brier", "epsilon_spent", "theoretical_epsilon",
-                           "empirical_epsilon_lower_bound", "attack_auc", "label_leakage_auc")
+                           "empirical_epsilon_lower_bound", "one_run_epsilon_lower_bound",
+                           "one_run_accounted_epsilon", "rmia_tpr_at_0.1%_fpr", "attack_auc",
+                           "label_leakage_auc")
                if c in private]
     grouped = private.groupby(["series", "epsilon"])
     table = grouped[columns].agg(["mean", "std"])
@@ -209,6 +221,9 @@ def markdown(summary: pd.DataFrame, refs: dict[str, tuple[float, float]],
                  ("auc", "AUC"), ("ks", "KS"), ("brier", "Brier"),
                  ("epsilon_spent", SPENT), ("theoretical_epsilon", "theoretical eps"),
                  ("empirical_epsilon_lower_bound", "empirical eps lower bound"),
+                 ("one_run_epsilon_lower_bound", "one-run canary eps lower bound"),
+                 ("one_run_accounted_epsilon", "canary twin accounted eps"),
+                 ("rmia_tpr_at_0.1%_fpr", "RMIA TPR at 0.1% FPR"),
                  ("attack_auc", "MIA AUC"), ("label_leakage_auc", "label-leakage AUC")]
         header, cells = [], []
         for key, label in shown:
@@ -246,7 +261,10 @@ def plot(summary: pd.DataFrame, refs: dict[str, tuple[float, float]],
     ``attack_refs`` maps an attack (``membership``, ``label leakage``) to its references'
     attack AUC (the non-private run's: what the attack gets without protection).
     """
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    audited = (not summary.empty and "one_run_epsilon_lower_bound_mean" in summary
+               and summary["one_run_epsilon_lower_bound_mean"].notna().any())
+    fig, axes = plt.subplots(1, 3 if audited else 2, figsize=(19 if audited else 13, 5))
+    left, right = axes[0], axes[1]
     for series, group in summary.groupby("series") if not summary.empty else []:
         x = group["epsilon_spent_mean"]  # what the runs spent: the largest party total
         left.errorbar(x, group["auc_mean"], yerr=group["auc_std"].fillna(0.0),
@@ -259,6 +277,10 @@ def plot(summary: pd.DataFrame, refs: dict[str, tuple[float, float]],
             right.errorbar(x, group["label_leakage_auc_mean"],
                            yerr=group["label_leakage_auc_std"].fillna(0.0), marker="s",
                            linestyle="--", capsize=3, label=f"{series}: label leakage")
+        if audited and group["one_run_epsilon_lower_bound_mean"].notna().any():
+            axes[2].errorbar(x, group["one_run_epsilon_lower_bound_mean"],
+                             yerr=group["one_run_epsilon_lower_bound_std"].fillna(0.0),
+                             marker="o", capsize=3, label=f"{series}: one-run canary bound")
     styles = {"centralized": ":", "lender_only": "-.", "non_private": "--",
               "logistic_regression": (0, (1, 3)), "logistic_regression_lender": (0, (5, 5))}
     for name, (mean, _) in refs.items():
@@ -270,8 +292,17 @@ def plot(summary: pd.DataFrame, refs: dict[str, tuple[float, float]],
                           linestyle=styles[name], alpha=0.6,
                           label=f"{attack}, {REFERENCE_NAMES[name]} ({mean:.3f})")
     right.axhline(0.5, color="grey", linestyle=":", label="chance (0.5)")
-    for ax, title, ylabel in ((left, "Utility against privacy budget", "test AUC"),
-                              (right, "Empirical attacks", "attack AUC")):
+    panels = [(left, "Utility against privacy budget", "test AUC"),
+              (right, "Empirical attacks", "attack AUC")]
+    if audited:
+        spent = summary["epsilon_spent_mean"].to_numpy(dtype=float)
+        spent = spent[np.isfinite(spent) & (spent > 0)]
+        if len(spent):  # a sound run's bound stays under its spent epsilon
+            line = np.geomspace(float(spent.min()), float(spent.max()), 50)
+            axes[2].plot(line, line, color="grey", linestyle="--", label="bound = spent")
+        panels.append((axes[2], "Audited epsilon (one-run canaries, 95%)",
+                       "epsilon lower bound"))
+    for ax, title, ylabel in panels:
         ax.set_xscale("log")
         ax.set_xlabel(f"{SPENT}, mean over seeds")
         ax.set_ylabel(ylabel)

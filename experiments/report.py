@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from experiments.consent_results import consent_lines
 from privacy.randomness import NO_GUARANTEE
 
 METRIC_LABELS = (("auc", "AUC"), ("ks", "KS"), ("gini", "Gini"), ("brier", "Brier score"),
@@ -80,6 +81,8 @@ def render_report(results: dict[str, Any]) -> str:
         gap = ds["oracle_test_auc"] - m["test"]["auc"]
         lines += ["", f"Oracle AUC (the generator's true probabilities, test rows): "
                   f"{ds['oracle_test_auc']:.4f}; this model is {gap:.4f} below it."]
+    if "consent" in ds:
+        lines += consent_lines(ds["consent"])
     federation = results.get("federation")
     if federation is not None and results["mode"] == "vertical":
         lines += _vertical_section(federation, ds["parties"], m)
@@ -319,7 +322,29 @@ def _audit_section(audit: dict[str, Any]) -> list[str]:
                           f"{v['direction_auc']:.4f}"] for p, v in leakage["parties"].items()])
     if audit.get("one_run"):
         lines += _one_run_section(audit["one_run"])
+    if audit.get("rmia"):
+        lines += _rmia_section(audit["rmia"])
     return lines
+
+
+def _rmia_section(rmia: dict[str, Any]) -> list[str]:
+    """Lay out RMIA's AUC and TPR at low FPR, with their intervals."""
+    def interval(low_high: list[float]) -> str:
+        return f"[{low_high[0]:.4f}, {low_high[1]:.4f}]"
+
+    low = rmia["tpr_at_fpr"]
+    lines = ["", f"RMIA on the final model ({rmia['reference_models']} reference models of "
+             f"{rmia['reference_rows']:,} rows, {rmia['reference_epochs']} epochs each; "
+             f"{rmia['members']:,} members against {rmia['non_members']:,} non-members; "
+             f"threat model: {rmia['threat_model']}):", ""]
+    lines += _table(["AUC", f"AUC {rmia['confidence']:.0%} interval (bootstrap)",
+                     "TPR at 0.1% FPR [Clopper-Pearson]", "TPR at 1% FPR [Clopper-Pearson]"],
+                    [[f"{rmia['attack_auc']:.4f}", interval(rmia["attack_auc_interval"]),
+                      f"{low['0.001']['tpr']:.4f} {interval(low['0.001']['tpr_interval'])}",
+                      f"{low['0.01']['tpr']:.4f} {interval(low['0.01']['tpr_interval'])}"]])
+    return lines + ["", "A TPR whose interval lies above its FPR picks out members with near "
+                    "certainty; one at the FPR means this attack found none, which does not "
+                    "prove privacy."]
 
 
 def _one_run_section(one: dict[str, Any]) -> list[str]:

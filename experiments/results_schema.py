@@ -46,7 +46,12 @@ KEYS: tuple[Key, ...] = (
         "(default rate per split; `train` is null under DP); `parties.<party>` (`rows` held, "
         "`applicants_known`, `source_columns`, `model_columns`, `used`; horizontal: "
         "`train_rows`, `default_rate`, null under DP); `oracle_test_auc` (synthetic data in "
-        "simulation: AUC of the true probabilities on the test rows; else null)"),
+        "simulation: AUC of the true probabilities on the test rows; else null); vertical: "
+        "`consent` (null without `data.consent`: all rows used; else `purpose`, `dpv` and "
+        "`parties.<party>.{records, rows_held, rows_used, consented, withdrawn, no_record, "
+        "purpose, dpv, recipient, file_sha256}`, `records: false` for a party without a "
+        "consent file; "
+        "docs/consent.md)"),
     Key("model", ("object",), "`kind`, `parameters` (count), `inputs` (columns per party), "
         "`model_id` (carried by every bundle of the trained model), `bundles` (party: bundle "
         "directory, relative to the run directory; each on its party's disk in a deployment)"),
@@ -114,9 +119,14 @@ KEYS: tuple[Key, ...] = (
         "significance, delta, by_guesses[], accounted_epsilon (null: unbounded), bound_holds, "
         "party, mechanism, threat_model, ships_canaries (false: a twin of the lender's training "
         "held them), twin, label (under label DP: the same for the canaries' labels)}` (the "
-        "one-run canary audit, docs/privacy-research.md). Computed from the training rows' "
-        "scores and, for the inversion, the parties' columns: an evaluation tool, outside "
-        "every guarantee"),
+        "one-run canary audit, docs/privacy-research.md); with `audit.reference_models=k` "
+        "`rmia.{attack, target, attack_auc, attack_auc_interval (bootstrap), "
+        "auc_interval_method, members, non_members, confidence, tpr_at_fpr.{0.001, 0.01} (as "
+        "membership's, Clopper-Pearson), reference_models, reference_rows, reference_epochs, "
+        "offline_a, gamma, population, threat_model, seconds}` (RMIA on the final model with "
+        "reference models trained on a fresh sample from the synthetic generator). Computed "
+        "from the training rows' scores and, for the inversion, the parties' columns: an "
+        "evaluation tool, outside every guarantee"),
     Key("federation", ("object",), "vertical: `parties`, `epochs`, `exchanges_per_epoch`, "
         "`local_epochs`, `message_rounds`, `stopped_after`, `resumed_from`, "
         "`alignment.<party>.{lender_rows, party_rows, intersection, setup_cached, asked}` "
@@ -210,6 +220,9 @@ def markdown() -> str:
               "0.001 at 100,000; docs/privacy.md, \"Score summaries\"), KS is taken at the bin "
               "edges and ECE groups bins by their mean score. PSI uses deciles of the reference "
               "scores, cut at cell edges.", ""]
+    from experiments.monitor_schema import monitor_markdown
+
+    lines += monitor_markdown()
     return "\n".join(lines)
 
 

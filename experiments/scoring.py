@@ -27,6 +27,7 @@ import pandas as pd
 from flwr.app import Context
 
 from credit_data.blacklists import holder_lists
+from credit_data.consent import FRAUD_CHECK, SCORING
 from credit_data.errors import ConfigError, DataError
 from credit_data.files import load_party
 from credit_data.loading import load_population
@@ -35,12 +36,15 @@ from credit_data.split import TEST, assign_split
 from credit_data.tables import PartyTable, Population
 from credit_fl.config import run_config, settings_of
 from credit_fl.engines import open_engine
+from experiments.consent_results import consent_summary
+from experiments.explanation_report import explanation_lines, plot_explanations
 from experiments.horizontal import lender_rows
 from experiments.local_scoring import score_with_bundle
 from experiments.simulation import once_per_worker, quiet_worker
 from federation.run_settings import MissingParty, RunSettings, ScoringRows
 from federation.settings import Mode
 from federation.storage import write_atomic
+from fl_client.consent_gate import gate_table
 from fl_client.node_noise import simulated_split_keys
 from fl_client.scoring_app import make_scoring_client_app
 from fl_client.scoring_task import SCORES_FILE, ScoringInput
@@ -133,11 +137,16 @@ class ScoringSimulationSource:
     def __call__(self, context: Context) -> tuple[ClientSettings, ScoringInput]:
         quiet_worker()
         party = self.names[int(context.node_config["partition-id"])]
+        data, settings = self.run.data, self.settings[party]
         if party in self.run.blacklists.holders:  # a holder's node holds its list only
-            table = once_per_worker(f"{self.key}|{party}", lambda: list_table(self.run, party))
-            return self.settings[party], ScoringInput(None, table)
-        population = once_per_worker(f"{self.key}|{party}", lambda: self._applicants(party))
-        return self.settings[party], ScoringInput(self.bundles[party], population.tables[party])
+            table = once_per_worker(f"{self.key}|{party}", lambda: gate_table(
+                list_table(self.run, party), data.consent.get(party), FRAUD_CHECK,
+                data.id_column, settings, LABEL_HOLDER))
+            return settings, ScoringInput(None, table)
+        table = once_per_worker(f"{self.key}|{party}|table", lambda: gate_table(
+            self._applicants(party).tables[party], data.consent.get(party), SCORING,
+            data.id_column, settings, LABEL_HOLDER))
+        return settings, ScoringInput(self.bundles[party], table)
 
 
 def _vertical(settings: RunSettings, run_dir: Path, stage: Path, model: dict[str, Any],
@@ -162,6 +171,7 @@ def _vertical(settings: RunSettings, run_dir: Path, stage: Path, model: dict[str
         raise ConfigError(absent_parties(absent))
     for holder in holders:  # a bad list file is named before the engine starts
         list_table(settings, holder)
+    consent = consent_summary(settings.data, population, parties, SCORING)  # a bad file too
     clients = {p: client_settings(settings, p, str(stage / "parties"))
                for p in [*bundles, *holders]}
     server = dataclasses.replace(scoring_server_settings(settings), n_nodes=len(clients))
@@ -182,9 +192,11 @@ def _vertical(settings: RunSettings, run_dir: Path, stage: Path, model: dict[str
         "parties": outcome.parties,
         "absent": outcome.absent, "alignment": outcome.alignment, "lender": outcome.lender,
         "blacklists": outcome.blacklists,
-        "privacy": outcome.privacy, "message_rounds": outcome.message_rounds,
+        "privacy": outcome.privacy, "explanation": outcome.explanation,
+        "message_rounds": outcome.message_rounds,
         "seconds_by_message": outcome.seconds_by_kind, "seconds": outcome.seconds,
-        "communication": outcome.communication}
+        "communication": outcome.communication,
+        "consent": consent}
 
 
 def score_bundles(run_dir: Path, settings: RunSettings, stage: Path,
@@ -228,6 +240,7 @@ def score_run(run_dir: Path, overrides: list[str]) -> tuple[Path, dict[str, Any]
         write_atomic(stage / "scores.csv", scores.to_csv(index=False, float_format="%.10g"))
         write_atomic(stage / "scoring.json", json.dumps(scoring, indent=2, default=str) + "\n")
         write_atomic(stage / "report.md", render_scoring(scoring, scores))
+        plot_explanations(scoring, stage / "explanations.png")
         stage.rename(out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -313,4 +326,5 @@ def render_scoring(scoring: dict[str, Any], scores: pd.DataFrame | None) -> str:
                              f"embeddings; epsilon {spent['epsilon_per_new_applicant']:.3f} per "
                              f"new applicant, {spent['epsilon_per_training_customer']:.3f} in "
                              "all for a customer whose row was also released in training")
+    lines += explanation_lines(scoring, scores)  # issue 32: why, at every party
     return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ import torch
 from flwr.app import Context
 
 from credit_data.blacklists import holder_lists
+from credit_data.consent import FRAUD_CHECK, TRAINING
 from credit_data.design import build_design
 from credit_data.errors import ConfigError
 from credit_data.loading import load_population
@@ -34,6 +35,7 @@ from credit_data.tables import Population
 from credit_data.vertical import NodeRows
 from credit_fl.checks import check_vertical
 from credit_fl.engines import open_engine
+from experiments.consent_results import consent_summary, lender_consented
 from experiments.logistic_reference import logistic_references
 from experiments.outcome import (
     RunOutcome,
@@ -46,6 +48,7 @@ from experiments.outcome import (
 from experiments.simulation import once_per_worker, quiet_worker
 from federation.run_settings import RunSettings
 from federation.settings import check_blacklists, check_federation
+from fl_client.consent_gate import file_digest, gate_ids, gate_table
 from fl_client.list_lookup import holder_rows
 from fl_client.node_noise import (
     forget_keys,
@@ -93,8 +96,13 @@ class VerticalSimulationSource:
         if party in holders:  # a holder's node holds its list only
             lists = holder_lists(holders, self.data.blacklists, self.data.id_column,
                                  population, self.seed)
-            return holder_rows(party, list(lists[party].ids))
-        return private_node_rows(population.tables[party], self.data, self.seed,
+            return holder_rows(party, gate_ids(party, list(lists[party].ids),
+                                               self.data.consent.get(party), FRAUD_CHECK,
+                                               self.data.id_column, self.settings[party],
+                                               LABEL_HOLDER))
+        table = gate_table(population.tables[party], self.data.consent.get(party), TRAINING,
+                           self.data.id_column, self.settings[party], LABEL_HOLDER)
+        return private_node_rows(table, self.data, self.seed,
                                  self.settings[party].privacy, noise,
                                  node_split_key(self.settings[party]))
 
@@ -105,7 +113,8 @@ class VerticalSimulationSource:
         settings = self.settings[party]
         noise = node_noise(context, settings)  # the node's own secrets: rows depend on them
         split = hashlib.sha256(node_split_key(settings)).hexdigest()[:16]
-        key = f"{self.key}|{party}|{noise.digest('rows cache').hex()[:16]}|{split}"
+        consent = file_digest(self.data.consent[party]) if party in self.data.consent else ""
+        key = f"{self.key}|{party}|{noise.digest('rows cache').hex()[:16]}|{split}|{consent}"
         rows = once_per_worker(key, lambda: self._rows(party, noise))
         return settings, rows
 
@@ -216,6 +225,7 @@ def _population(settings: RunSettings, population: Population | None
     _check_parties(settings, parties)
     _check_delta(settings, population, parties)
     _lists(settings, population)
+    consent_summary(settings.data, population, parties, TRAINING)  # a bad file, named first
     return population, parties
 
 
@@ -254,9 +264,11 @@ def run_vertical(settings: RunSettings, run_dir: Path, recorder: Recorder | None
     if outcome.stopped_after is None:
         forget_keys(state_dir)
 
-    return with_party_files(
-        vertical_outcome(settings, parties, outcome, data_seconds, train_seconds),
-        population, {p: state_dir / p for p in parties})
+    result = vertical_outcome(settings, parties, outcome, data_seconds, train_seconds)
+    result = dataclasses.replace(result, dataset=result.dataset | {"consent": consent_summary(
+        settings.data, population, parties, TRAINING)})
+    return with_party_files(result, lender_consented(settings.data, population, TRAINING),
+                            {p: state_dir / p for p in parties})
 
 
 def vertical_outcome(settings: RunSettings, parties: tuple[str, ...], outcome: VerticalOutcome,

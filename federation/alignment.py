@@ -39,6 +39,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import private_set_intersection.python as psi
@@ -51,6 +52,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from credit_data.errors import AlignmentError
 from federation.storage import write_atomic
+
+if TYPE_CHECKING:
+    from federation.alignment_cache import AnswerCache
 
 KEY_BYTES = 32
 """An X25519 public key; a signed one travels as the key followed by its ECDSA signature."""
@@ -243,12 +247,14 @@ class SetupCache:
         """Return (PSI key, setup message, whether it came from the cache)."""
         fingerprint = id_set_fingerprint(ids) if self.directory is not None else ""
         if self.directory is not None:
-            for capacity in dict.fromkeys((setup_capacity(lender_rows, len(ids)),
-                                           max(lender_rows, 1))):
-                path = self.directory / f"{fingerprint}-{capacity}.bin"
-                if path.is_file():
-                    blob = path.read_bytes()
-                    return blob[:KEY_BYTES], blob[KEY_BYTES:], True
+            # any set built for at least this many lookups serves (a fallback's capacity is the
+            # request's own size, so a request a little smaller reuses it)
+            built = sorted((int(size), path) for path in self.directory.glob(
+                f"{fingerprint}-*.bin") if (size := path.stem.rpartition("-")[2]).isdigit()
+                and int(size) >= max(lender_rows, 1))
+            if built:
+                blob = built[0][1].read_bytes()
+                return blob[:KEY_BYTES], blob[KEY_BYTES:], True
         side = PartyAlignment("", ids)
         setup, capacity = side.setup_for(lender_rows)
         key = side.psi_key
@@ -282,24 +288,32 @@ class LenderAlignment:
         """Private keys to keep in the node's own state between messages."""
         return bytes(self._psi.GetPrivateKeyBytes()), self._channel.private_bytes_raw()
 
+    def channel_public(self) -> bytes:
+        """Return the public channel key (sent with a request of :class:`RequestCache`)."""
+        return public_bytes(self._channel)
+
     def request(self) -> tuple[bytes, bytes]:
         """Blinded IDs for every party, and the lender's public channel key."""
         return self._psi.CreateRequest(self.ids).SerializeToString(), public_bytes(self._channel)
 
     def intersect(self, party: str, setup: bytes, response: bytes, party_key: bytes,
-                  splits: np.ndarray | None = None) -> tuple[bytes, np.ndarray]:
+                  splits: np.ndarray | None = None, found: np.ndarray | None = None
+                  ) -> tuple[bytes, np.ndarray]:
         """Return the sealed intersection for ``party`` and, per applicant, whether it knows it.
 
         With ``splits`` (the lender's split of each applicant, 0, 1 or 2) every shared ID is
         sealed with its split before it (:meth:`PartyAlignment.receive_split`): the party learns
-        the split of its shared customers from the lender, whose key decides it.
+        the split of its shared customers from the lender, whose key decides it. ``found``:
+        the lookup already made from ``setup`` and ``response``
+        (:class:`~federation.alignment_cache.FoundCache`).
         """
-        server_setup, server_response = psi.ServerSetup(), psi.Response()
-        server_setup.ParseFromString(setup)
-        server_response.ParseFromString(response)
-        found = np.zeros(len(self.ids), dtype=bool)
-        found[np.asarray(self._psi.GetIntersection(server_setup, server_response),
-                         dtype=np.int64)] = True
+        if found is None:
+            server_setup, server_response = psi.ServerSetup(), psi.Response()
+            server_setup.ParseFromString(setup)
+            server_response.ParseFromString(response)
+            found = np.zeros(len(self.ids), dtype=bool)
+            found[np.asarray(self._psi.GetIntersection(server_setup, server_response),
+                             dtype=np.int64)] = True
         shared = np.flatnonzero(found)
         plain = "\n".join(self.ids[i] if splits is None else f"{int(splits[i])}{self.ids[i]}"
                           for i in shared).encode()
@@ -326,6 +340,7 @@ class PartyAlignment:
         self._psi = (psi.server.CreateWithNewKey(True) if psi_key is None
                      else psi.server.CreateFromKey(psi_key, True))
         self._key = key
+        self.answered = 0
 
     @property
     def psi_key(self) -> bytes:
@@ -357,14 +372,27 @@ class PartyAlignment:
         raise AlignmentError(f"{self.party}: openmined.psi could not build the compressed set of "
                              f"{len(self.ids)} IDs for {lender_rows} lookups ({failure})")
 
-    def answer(self, request: bytes, lender_key: bytes) -> tuple[bytes, bytes]:
-        """Return the lender's request blinded again and the party's public channel key."""
-        client_request = psi.Request()
-        client_request.ParseFromString(request)
-        response = self._psi.ProcessRequest(client_request)
+    def answer(self, request: bytes, lender_key: bytes, *, answers: AnswerCache | None = None
+               ) -> tuple[bytes, bytes]:
+        """Return the lender's request blinded again and the party's public channel key.
+
+        ``answers`` answers only the request's values not answered before
+        (:class:`~federation.alignment_cache.AnswerCache`); ``answered`` then counts them.
+        """
+        if answers is None:
+            client_request = psi.Request()
+            client_request.ParseFromString(request)
+            response = self.process(client_request)
+            self.answered = len(client_request.encrypted_elements)
+        else:
+            response, self.answered = answers.answer(self, request)
         channel = X25519PrivateKey.generate()
         self._key = shared_key(channel, lender_key, self.party)
-        return response.SerializeToString(), public_bytes(channel)
+        return response, public_bytes(channel)
+
+    def process(self, request: psi.Request) -> bytes:
+        """Blind the values of a parsed request again with the party's key."""
+        return self._psi.ProcessRequest(request).SerializeToString()
 
     @property
     def channel_key(self) -> bytes:

@@ -71,6 +71,8 @@ class ScoringMessage(StrEnum):
     INTERSECT = "query.score_intersect"  # lender: which applicants each party knows
     EMBED = "query.score_embed"  # passive: the embeddings of the applicants it knows
     SCORE = "query.score"  # lender: the scores, kept at the lender; counts to the server
+    EXPLAIN = "query.explain_columns"  # passive: its columns' points, from the head's gradients
+    REASONS = "query.explain_reasons"  # lender: every applicant's reason codes, kept there
     OWN = "query.score_own"  # horizontal: each lender scores its own applicants; counts back
     SERVE_TABLE = "query.serve_table"  # passive: its sealed tag set, once per service
     SERVE_OPEN = "query.serve_open"  # lender: opens and keeps the parties' tag sets

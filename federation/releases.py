@@ -54,10 +54,12 @@ class Release(StrEnum):
     central = "update_before_central_dp"
     membership = "membership"
     intersection = "intersection"
+    explanations = "explanations"
 
 
 OPT_IN_FLAGS = {Release.exact_embeddings: "--release-exact-embeddings",
-                Release.record_gradients: "--release-record-gradients"}
+                Release.record_gradients: "--release-record-gradients",
+                Release.explanations: "--release-explanations"}
 """The node flag that lets each opt-in release leave."""
 OPT_IN_KEYS = {flag.removeprefix("--"): release for release, flag in OPT_IN_FLAGS.items()}
 """The same, as ``--node-config`` keys (true or false)."""

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from credit_data.errors import ConfigError
 from credit_data.settings import DataSettings, PartitionSettings
+from federation.explanation import ExplainSettings
 from federation.settings import BlacklistSettings, FederationSettings
 from models.settings import ModelSettings, ScorecardSettings, TrainSettings
 from privacy.settings import AuditSettings, PrivacySettings
@@ -130,6 +131,7 @@ class RunSettings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     scorecard: ScorecardSettings = field(default_factory=ScorecardSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    explain: ExplainSettings = field(default_factory=ExplainSettings)  # reason codes
     blacklists: BlacklistSettings = field(default_factory=BlacklistSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     references: bool = False

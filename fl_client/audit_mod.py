@@ -40,10 +40,12 @@ def _sent(reply: Message) -> dict[str, Any]:
 
 
 def audit_log_mod(settings_of: Callable[[Context], ClientSettings],
-                  purpose: str = "training") -> Mod:
+                  purpose: str = "training",
+                  purposes: dict[str, str] | None = None) -> Mod:
     """Return a mod that logs each answered message of the node ``settings_of(context)``.
 
-    ``purpose`` (``training`` or ``scoring``) is on every line.
+    ``purpose`` (``training`` or ``scoring``) is on every line; ``purposes`` names another for
+    some message types (``explanation`` for the explanation messages of scoring).
     """
 
     def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -54,7 +56,9 @@ def audit_log_mod(settings_of: Callable[[Context], ClientSettings],
         path = audit_log_path(settings)
         if path is None:
             return reply
-        entry: dict[str, Any] = {"party": settings.party, "purpose": purpose,
+        entry: dict[str, Any] = {"party": settings.party,
+                                 "purpose": (purposes or {}).get(msg.metadata.message_type,
+                                                                 purpose),
                                  "group": msg.metadata.group_id, "sent": _sent(reply)}
         if note is not None:
             entry["node"] = dict(note.items())

@@ -11,11 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from credit_data.split import TRAIN
+from credit_data.stability import freeze_values
 from credit_data.vertical import NodeRows
 from fl_client.settings import ClientSettings
 from models.bundle import settings_json, write_bundle
+from models.networks import PartyEncoder
+from models.split_training import LenderModel, embed
 
 BUNDLE_DIR = "model"
 """A party's bundle: ``<state dir>/<party>/model`` (``parties/<party>/model`` in a run)."""
@@ -28,8 +33,35 @@ def bundle_dir(settings: ClientSettings) -> Path | None:
     return Path(settings.state_dir) / settings.party / BUNDLE_DIR
 
 
+def _stability(rows: NodeRows, encoder: torch.nn.Module | None) -> dict[str, Any] | None:
+    """Return the bins monitoring compares later periods with, frozen from the training rows.
+
+    Each column's (from :class:`NodeRows`) and the norm of the party's embedding of its own
+    training rows (exact: it stays in the bundle, on the party's disk).
+    """
+    if rows.reference is None:
+        return None
+    out: dict[str, Any] = {"columns": rows.reference}
+    if encoder is not None:
+        train = rows.split == TRAIN
+        norms = np.linalg.norm(embed(encoder, rows.x[train]), axis=1)
+        out["embedding_norm"] = freeze_values(norms)
+    return out
+
+
+def _loaded(module: torch.nn.Module, weights: dict[str, torch.Tensor]
+            ) -> torch.nn.Module | None:
+    """Return ``module`` with ``weights`` (an Opacus ``_module.`` prefix dropped), or None."""
+    try:
+        module.load_state_dict({k.removeprefix("_module."): v for k, v in weights.items()})
+    except (RuntimeError, KeyError):
+        return None
+    return module
+
+
 def _manifest(settings: ClientSettings, rows: NodeRows, model_id: str, role: str,
-              privacy: dict[str, Any]) -> dict[str, Any]:
+              privacy: dict[str, Any], encoder: torch.nn.Module | None = None
+              ) -> dict[str, Any]:
     p = settings.privacy
     return {
         "model_id": model_id, "party": settings.party, "role": role, "mode": "vertical",
@@ -43,6 +75,7 @@ def _manifest(settings: ClientSettings, rows: NodeRows, model_id: str, role: str
                     "features": list(rows.names)},
         "table": {"fingerprint": rows.fingerprint, "rows": len(rows.ids)},
         "privacy": privacy,
+        "stability": _stability(rows, encoder),
     }
 
 
@@ -53,7 +86,10 @@ def write_passive_bundle(settings: ClientSettings, rows: NodeRows, model_id: str
     directory = bundle_dir(settings)
     if directory is None or rows.preprocessing is None:
         return None
-    manifest = _manifest(settings, rows, model_id, "passive", privacy)
+    m = settings.model
+    module = _loaded(PartyEncoder(rows.width, m.encoder_hidden, m.embedding_dim, m.dropout),
+                     encoder)
+    manifest = _manifest(settings, rows, model_id, "passive", privacy, module)
     manifest["embedding"] = {"encoder_version": encoder_version, "noise_std": noise_std,
                              "clip": settings.privacy.embedding_clip if noise_std > 0 else None}
     return write_bundle(directory, manifest=manifest,
@@ -73,7 +109,9 @@ def write_lender_bundle(settings: ClientSettings, rows: NodeRows, model_id: str,
     directory = bundle_dir(settings)
     if directory is None or rows.preprocessing is None:
         return None
-    manifest = _manifest(settings, rows, model_id, "lender", privacy)
+    lender = _loaded(LenderModel(rows.width, passive, settings.model), model)
+    manifest = _manifest(settings, rows, model_id, "lender", privacy,
+                         lender.encoder if isinstance(lender, LenderModel) else None)
     manifest |= {"passive": list(passive), "calibration": list(calibration)
                  if calibration is not None else None,
                  "scorecard": settings_json(settings.scorecard), "metrics": metrics,

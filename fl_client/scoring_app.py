@@ -14,16 +14,24 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import pandas as pd
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
 from credit_data.errors import AlignmentError, BudgetRefusal, CreditFLError, DataError
 from credit_data.settings import LABEL_HOLDER
+from federation.explanation import PURPOSE as EXPLANATION
 from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, ScoringMessage
 from federation.query_ledger import Purpose
 from federation.storage import write_atomic
 from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod, role_guard_mod
+from fl_client.explanation import (
+    lender_gradients,
+    lender_reasons,
+    party_columns,
+    party_path,
+)
 from fl_client.lender_scoring import score_own_applicants
 from fl_client.list_lookup import holder_answer, is_holder
 from fl_client.node_store import load_state, save_state
@@ -72,7 +80,8 @@ def _config(msg: Message) -> ConfigRecord:
 
 def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -> ClientApp:
     """Build the scoring ClientApp over a source of (settings, bundle and rows) per node."""
-    app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0], "scoring"),
+    app = ClientApp(mods=[audit_log_mod(lambda context: source(context)[0], "scoring", {
+        str(ScoringMessage.EXPLAIN): EXPLANATION, str(ScoringMessage.REASONS): EXPLANATION}),
                           role_guard_mod(lambda context: source(context)[0]), *mods])
 
     def guarded(handler: Callable[[Message, Context, ClientSettings, ScoringInput], Message]
@@ -170,25 +179,85 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
     def embed(msg: Message, context: Context, settings: ClientSettings,
               data: ScoringInput) -> Message:
         state = load_state(settings, context)
-        values, info = ScoringParty(settings, data).embed(state,
-                                                          cast(bytes, _config(msg)["sealed"]))
+        node = ScoringParty(settings, data)
+        values, info = node.embed(state, cast(bytes, _config(msg)["sealed"]))
+        sealed = seal_for_lender(settings, state, {"embeddings": SCORING}, (0,),
+                                 {"embeddings": values})
+        if _config(msg).get("explain"):  # the explanation's path beside them, if it explains
+            path = party_path(node.bundle, data.table, settings, state)
+            sealed |= {f"explain.{k}": v for k, v in path.items()}
+            info["explains"] = bool(path)
+            if path:  # counted in this node's own audit line: an explanation's release
+                context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+                    {"explanation": "path", "explained": int(info["rows"])})
         save_state(settings, context, state)
-        return _reply(msg, settings.party, info=info, metrics=_spent(info),
-                      values=seal_for_lender(settings, state, {"embeddings": SCORING}, (0,),
-                                             {"embeddings": values}))
+        return _reply(msg, settings.party, info=info, metrics=_spent(info), values=sealed)
 
     @app.query(ScoringMessage.SCORE.action)
     @guarded
     def score(msg: Message, context: Context, settings: ClientSettings,
               data: ScoringInput) -> Message:
         state = load_state(settings, context)
-        embeddings = open_from_parties(settings, state, SCORING, (0,),
-                                       unpack(msg.content.array_records.get(ARRAYS)))
-        table, counts = ScoringLender(settings, data).score(state, embeddings)
+        received = unpack(msg.content.array_records.get(ARRAYS))
+        paths: dict[str, dict[str, np.ndarray]] = {}
+        for name, blob in received.items():  # "<party>.explain.<reference|path>"
+            if ".explain." in name:
+                party, _, kind = name.partition(".explain.")
+                paths.setdefault(party, {})[kind] = blob
+        embeddings = open_from_parties(settings, state, SCORING, (0,), {
+            p: b for p, b in received.items() if ".explain." not in p})
+        lender = ScoringLender(settings, data)
+        table, counts = lender.score(state, embeddings)
+        sealed: dict[str, np.ndarray] = {}
+        if _config(msg).get("explain"):
+            sealed = {f"{p}.gradients": g for p, g in lender_gradients(
+                lender.bundle, data.table, settings, state, lender.holders, embeddings,
+                paths).items()}
+            if not sealed:  # no party splits its share: the reasons now, no more rounds
+                once(state, settings.party, "reasons")
+                reasons, counts["explanation"] = lender_reasons(
+                    lender.bundle, data.table, settings, state, lender.holders, {})
+                table = pd.concat([table, reasons], axis=1)
         save_state(settings, context, state)
         if settings.state_dir:  # the scores stay at the lender
             write_atomic(Path(settings.state_dir) / settings.party / SCORES_FILE,
                          table.to_csv(index=False, float_format="%.10g"), mode=0o600)
+        return _reply(msg, settings.party, info=counts,
+                      values=sealed if sealed else None)
+
+    @app.query(ScoringMessage.EXPLAIN.action)
+    @guarded
+    def explain(msg: Message, context: Context, settings: ClientSettings,
+                data: ScoringInput) -> Message:
+        state = load_state(settings, context)
+        node = ScoringParty(settings, data)
+        once(state, settings.party, "explain")
+        sealed, names, info = party_columns(node.bundle, data.table, settings, state,
+                                            unpack(msg.content.array_records.get(ARRAYS))[
+                                                "gradients"])
+        save_state(settings, context, state)
+        context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+            {"explained": int(info["explained"])})
+        return _reply(msg, settings.party, info=info, config={"names": names}, values=sealed)
+
+    @app.query(ScoringMessage.REASONS.action)
+    @guarded
+    def reasons(msg: Message, context: Context, settings: ClientSettings,
+                data: ScoringInput) -> Message:
+        state = load_state(settings, context)
+        once(state, settings.party, "reasons")
+        config, received = _config(msg), unpack(msg.content.array_records.get(ARRAYS))
+        lender = ScoringLender(settings, data)
+        columns = {str(p): (received[f"{p}.columns"], [str(n) for n in cast(
+            list[str], config[f"{p}.names"])]) for p in cast(list[str], config.get("passive", []))}
+        table, counts = lender_reasons(lender.bundle, data.table, settings, state,
+                                       lender.holders, columns)
+        save_state(settings, context, state)
+        if settings.state_dir:  # the reasons join the scores, at the lender
+            path = Path(settings.state_dir) / settings.party / SCORES_FILE
+            scores = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
+            write_atomic(path, pd.concat([scores, table], axis=1).to_csv(
+                index=False, float_format="%.10g"), mode=0o600)
         return _reply(msg, settings.party, info=counts)
 
     @app.query(ScoringMessage.OWN.action)

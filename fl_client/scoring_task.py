@@ -277,6 +277,7 @@ class ScoringParty(_ScoringNode):
                                  f"{len(positions)} applicants ({len(np.unique(positions))} "
                                  f"distinct) for a request of {asked}; refused")
         values, unknown, spend = self.embed_rows(positions, "scoring release")
+        state.positions = np.asarray(positions)  # the applicants it may explain next
         return values, ({"rows": len(positions), "unknown_categories": unknown} | spend
                         | self.outside_info())
 

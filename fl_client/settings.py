@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from federation.alignment import ChannelKeys
+from federation.explanation import ExplainSettings
 from federation.query_ledger import QueryCaps
 from federation.releases import Release
 from federation.run_settings import RunSettings
@@ -46,6 +47,7 @@ class ClientSettings:
     queries: QueryCaps = QueryCaps.of_run(BlacklistSettings().max_queries)
     query_ledger: str | None = None  # a deployed node's query ledger (its state directory)
     opt_in: frozenset[Release] | None = None
+    explain: ExplainSettings = ExplainSettings()  # reason codes at scoring (this node's table)
 
 
 def client_settings(run: RunSettings, party: str, state_dir: str | None, *,
@@ -72,6 +74,7 @@ def client_settings(run: RunSettings, party: str, state_dir: str | None, *,
                           psi_cache=run.federation.psi_cache if psi_cache is None
                           else psi_cache, blacklists=run.blacklists,
                           queries=QueryCaps.of_run(run.blacklists.max_queries),
+                          explain=run.explain,
                           key_dir=key_dir if key_dir is not None else (
                               str(Path(run.federation.key_dir) / party)
                               if run.federation.key_dir else None))

@@ -115,7 +115,8 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
         state = load_state(settings, context)
         config = _config(msg)
         node = LenderNode(settings, rows, _passive(config), node_noise(context, settings))
-        request, key = node.request(state)
+        # list holders answer the same request: a fresh key keeps them from linking applicants
+        request, key = node.request(state, cached=not config.get("holders"))
         out: dict[str, Any] = {"request": request, "key": key}
         if config.get("holders"):
             second = lookup_key(settings, rows.ids, ListMode(str(config["list_mode"])), request,

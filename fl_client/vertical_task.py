@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from federation.alignment import (
     seal_key,
     transcript,
 )
+from federation.alignment_cache import AnswerCache, FoundCache, RequestCache
 from federation.blacklist import request_size
 from federation.protocol import auc_of_scores
 from federation.query_ledger import Purpose, QuerySpend
@@ -66,6 +68,8 @@ from privacy.settings import PrivacyMechanism
 
 _ARRAYS = ("positions", "splits", "leakage")  # numpy fields, stored as tensors
 _MASKS = ("masks", "listed", "resend")  # dicts of numpy arrays, stored as tensors
+
+log = logging.getLogger("credit_fl")
 
 
 @dataclass
@@ -182,6 +186,12 @@ class _Node:
         self.k = settings.federation.exchanges_per_epoch
         self.passes = settings.federation.local_epochs
         self.private = bool(settings.privacy.vertical_mechanisms())
+        self.blinded, self.answered = 0, 0  # PSI values computed in this run (the rest cached)
+        self.looked_up: dict[str, int] = {}
+
+    def _psi_cache(self) -> Path | None:
+        """Where the node keeps its PSI work between runs (None: nothing kept)."""
+        return Path(self.settings.psi_cache) if self.settings.psi_cache else None
 
     def _dp_plan(self, n_train: int) -> DPPlan | None:
         if not self.dpsgd:
@@ -294,7 +304,11 @@ class PassiveNode(_Node):
         side = PartyAlignment(self.settings.party, self.rows.ids, psi_key=state.keys["psi"])
         lender_public = open_key(auth, lender_key, LABEL_HOLDER, transcript(request))
         spend = charge(self.settings, request_size(request), Purpose.training)  # the lender's
-        response, public = side.answer(request, lender_public)
+        response, public = side.answer(request, lender_public,
+                                       answers=AnswerCache(self._psi_cache(), self.settings.party))
+        self.answered = side.answered  # values blinded now (the others answered in earlier runs)
+        log.info("alignment: %s answered %d of the lender's %d blinded IDs anew (the others "
+                 "from its cache)", self.settings.party, self.answered, request_size(request))
         state.keys["channel"] = side.channel_key
         keep_key(state.keys, LABEL_HOLDER, side.channel_key)  # the exchanges' key
         del state.keys["psi"]  # the party's long-lived key stays in its cache alone
@@ -541,14 +555,23 @@ class LenderNode(_Node):
         return min(max(rate, 1e-3), 1 - 1e-3)
 
     # alignment ---------------------------------------------------------------------------
-    def request(self, state: NodeState) -> tuple[bytes, bytes]:
-        """Blind the applicant IDs once for every party."""
+    def request(self, state: NodeState, *, cached: bool = True) -> tuple[bytes, bytes]:
+        """Blind the applicant IDs once for every party.
+
+        With the node's PSI cache (and ``cached``), only applicants not blinded in an earlier
+        run are blinded now (:class:`~federation.alignment_cache.RequestCache`); ``blinded``
+        counts them.
+        """
         if "psi" in state.keys:
             raise AlignmentError(f"{self.settings.party}: the applicants were already blinded "
                                  "for this run; a second PSI request is refused")
-        side = LenderAlignment(self.rows.ids)
+        psi_key, request, self.blinded = RequestCache(
+            self._psi_cache() if cached else None).request(self.rows.ids)
+        log.info("alignment: lender blinded %d of its %d applicants anew (the others from its "
+                 "cache)", self.blinded, len(self.rows.ids))
+        side = LenderAlignment(self.rows.ids, psi_key=psi_key)
         state.keys["psi"], state.keys["channel"] = side.keys()
-        request, public = side.request()
+        public = side.channel_public()
         return request, seal_key(channel_auth(self.settings.party, self.settings.channel_keys),
                                  public, transcript(request))
 
@@ -570,12 +593,18 @@ class LenderNode(_Node):
         def one(party: str) -> tuple[bytes, np.ndarray, bytes]:
             side = LenderAlignment(self.rows.ids, psi_key=state.keys["psi"],
                                    channel_key=state.keys["channel"])
-            return (*side.intersect(party, *checked[party], splits=self.rows.split),
+            setup, response, _ = checked[party]
+            found, self.looked_up[party] = FoundCache(self._psi_cache(), party).found(
+                state.keys["psi"], self.rows.ids, setup, response)
+            return (*side.intersect(party, *checked[party], splits=self.rows.split,
+                                    found=found),
                     side.channel_key(party, checked[party][2]))
 
         with ThreadPoolExecutor(max_workers=max(len(answers), 1)) as pool:
             done = dict(zip(answers, pool.map(one, answers), strict=True))
         for party, (_, found, key) in done.items():
+            log.info("alignment: lender looked up %d of its %d applicants in %s's set anew (the "
+                     "others from its cache)", self.looked_up[party], len(self.rows.ids), party)
             state.masks[party] = found
             keep_key(state.keys, party, key)  # the key of the exchanges with the party
         return {party: sealed for party, (sealed, _, _) in done.items()}

@@ -48,6 +48,7 @@ class ScoringServerSettings:
 
     n_nodes: int
     missing_party: str = "error"
+    explain: bool = False  # reason codes: two more rounds (docs/explanations.md)
     round_timeout: float = 300.0
     connect_timeout: float = 180.0
     pinned_nodes: PinnedNodes = ()
@@ -64,6 +65,8 @@ def scoring_server_settings(run: RunSettings, *, pins: Mapping[str, int] | None 
              else len(run.federation.parties) + len(run.blacklists.holders))
     return ScoringServerSettings(n_nodes=nodes,
                                  missing_party=run.scoring.missing_party.value,
+                                 explain=(run.explain.enabled and run.federation.mode is
+                                          Mode.vertical and run.model.kind.value == "split_mlp"),
                                  round_timeout=run.federation.round_timeout,
                                  connect_timeout=run.federation.connect_timeout,
                                  pinned_nodes=pinned_nodes(pins))
@@ -82,6 +85,7 @@ class ScoringOutcome(Traffic):
     blacklists: dict[str, dict[str, Any]] = field(default_factory=dict)  # counts per holder
     lenders: dict[str, dict[str, Any]] = field(default_factory=dict)  # horizontal: per lender
     privacy: dict[str, dict[str, Any]] = field(default_factory=dict)
+    explanation: dict[str, Any] = field(default_factory=dict)  # counts and global tables only
     seconds: dict[str, float] = field(default_factory=dict)
     error: BaseException | None = None
     refused_nodes: list[dict[str, Any]] = field(default_factory=list)
@@ -195,8 +199,9 @@ def run_scoring(grid: Grid, s: ScoringServerSettings,
                                  "max_queries": int(cast(float, said["max_queries"]))}
         if passive:
             step = time.perf_counter()
-            embedded = router.send(ScoringMessage.EMBED, {p: _config(sealed=sealed[f"{p}.sealed"])
-                                                          for p in passive})
+            embedded = router.send(ScoringMessage.EMBED, {p: _config(
+                sealed=sealed[f"{p}.sealed"], **({"explain": 1} if s.explain else {}))
+                for p in passive})
             out.seconds["embeddings"] = time.perf_counter() - step
             for p in passive:
                 info = _info(embedded[p])
@@ -217,14 +222,61 @@ def run_scoring(grid: Grid, s: ScoringServerSettings,
                                       if k not in ("rows", "unknown_categories",
                                                    "outside_epsilon")}
                 embeddings[p] = embedded[p][ARRAYS]["embeddings"]
+                if info.get("explains") is False:  # its own choice: its share is one factor
+                    out.explanation.setdefault("columns_withheld", []).append(p)
+                for kind in ("reference", "path"):  # a party that explains: its path, sealed
+                    if f"explain.{kind}" in embedded[p][ARRAYS]:
+                        embeddings[f"{p}.explain.{kind}"] = embedded[p][ARRAYS][
+                            f"explain.{kind}"]
     step = time.perf_counter()
+    config: dict[str, Any] = {"passive": list(passive)} if passive else {}
+    if s.explain:
+        config["explain"] = 1
     scored = router.send(ScoringMessage.SCORE, {LABEL_HOLDER: RecordDict({
-        CONFIG: ConfigRecord({"passive": list(passive)} if passive else {}),
-        ARRAYS: ArrayRecord(embeddings)})})[LABEL_HOLDER]
+        CONFIG: ConfigRecord(config), ARRAYS: ArrayRecord(embeddings)})})[LABEL_HOLDER]
     out.seconds["score"] = time.perf_counter() - step
     out.lender = _info(scored)
+    out.explanation |= out.lender.pop("explanation", {})  # no party split its share
+    if s.explain and ARRAYS in scored:
+        explain(router, out, scored)
     out.seconds["total"] = time.perf_counter() - start
     return out
+
+
+def explain(router: Router, out: ScoringOutcome, scored: RecordDict) -> None:
+    """Route the explanation's two rounds: each party's columns, then the lender's reasons.
+
+    The lender's reply to ``score`` holds, sealed, each explaining party's gradients along its
+    path; each party answers with its columns' points, sealed, and its global table; the
+    lender ranks every applicant's reasons and keeps them. The server sees sealed bytes,
+    column names and the parties' global tables.
+    """
+    step = time.perf_counter()
+    sealed = scored[ARRAYS] if ARRAYS in scored else ArrayRecord()
+    parties = [name.removesuffix(".gradients") for name in sealed if name.endswith(".gradients")]
+    columns: dict[str, Any] = {}
+    config: dict[str, Any] = {}
+    if parties:
+        replies = router.send(ScoringMessage.EXPLAIN, {p: RecordDict({ARRAYS: ArrayRecord(
+            {"gradients": sealed[f"{p}.gradients"]})}) for p in parties})
+        for p, content in replies.items():
+            columns[f"{p}.columns"] = content[ARRAYS]["columns"]
+            config[f"{p}.names"] = list(cast(list[str], content[CONFIG]["names"]))
+            info = _info(content)
+            out.explanation.setdefault("global", {})[p] = info["global"]
+            out.explanation.setdefault("explained", {})[p] = info["explained"]
+            out.privacy.setdefault(p, {}).setdefault("outside_epsilon", [])
+            out.privacy[p]["outside_epsilon"] = sorted({*out.privacy[p]["outside_epsilon"],
+                                                        *info["outside_epsilon"]})
+    config["passive"] = [p.removesuffix(".names") for p in config if p.endswith(".names")]
+    if not config["passive"]:
+        config.pop("passive")
+    reasons = router.send(ScoringMessage.REASONS, {LABEL_HOLDER: RecordDict({
+        CONFIG: ConfigRecord(config), ARRAYS: ArrayRecord(columns)})})[LABEL_HOLDER]
+    lender = _info(reasons)
+    out.explanation |= {k: v for k, v in lender.items() if k != "global"}
+    out.explanation.setdefault("global", {})["lender"] = lender["global"]["lender"]
+    out.seconds["explanation"] = time.perf_counter() - step
 
 
 def run_own_scoring(grid: Grid, s: ScoringServerSettings,

@@ -145,6 +145,12 @@ class AuditSettings:
     ``inversion_rows``: released rows the audit uses at most (a seeded sample; all when fewer).
     ``canaries``: the one-run canary audit (:mod:`privacy.one_run_audit`) with this many
     canaries, in a twin of the lender's training (0: off, the default; at least 10 when on).
+    ``reference_models``: RMIA against the final model (:mod:`privacy.rmia`) with this many
+    reference models trained on the attacker's own synthetic sample (0: off, the default; at
+    least 2 when on: one is attacked to tune the offline coefficient). ``reference_epochs``:
+    each reference model's epochs (0, the default: as many passes as the run made; a reference
+    model trained for fewer epochs than the target is no better than the loss attack, measured
+    in docs/privacy-research.md; a smaller number buys a cheaper, weaker attack).
     """
 
     enabled: bool = True
@@ -156,6 +162,8 @@ class AuditSettings:
     inversion_known: float = 0.5
     inversion_rows: int = 20_000
     canaries: int = 0
+    reference_models: int = 0
+    reference_epochs: int = 0
 
 
 def check_audit(settings: AuditSettings, key: str = "audit") -> None:
@@ -175,4 +183,10 @@ def check_audit(settings: AuditSettings, key: str = "audit") -> None:
     if settings.canaries != 0 and settings.canaries < 10:
         raise ConfigError(f"{key}.canaries must be 0 (off) or at least 10, got "
                           f"{settings.canaries}")
+    if settings.reference_models != 0 and settings.reference_models < 2:
+        raise ConfigError(f"{key}.reference_models must be 0 (off) or at least 2, got "
+                          f"{settings.reference_models}")
+    if settings.reference_epochs < 0:
+        raise ConfigError(f"{key}.reference_epochs must be 0 (as the run) or more, got "
+                          f"{settings.reference_epochs}")
 

@@ -1,5 +1,6 @@
 """``audit.canaries=m`` in a run: the twin follows the run's ledger, results.json and the report
-carry ``audit.one_run``, and what cannot be twinned is refused before training."""
+carry ``audit.one_run`` (and, with ``audit.reference_models=k``, ``audit.rmia``), and what
+cannot be twinned is refused before training."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def test_a_run_with_canaries_reports_the_one_run_bound() -> None:
         verbose=False, data=DataSettings(n_customers=1_000),
         federation=FederationSettings(mode=Mode.centralized, parties=("lender", "bureau")),
         train=TrainSettings(epochs=4, min_epochs=2, patience=2),
-        audit=AuditSettings(canaries=100))
+        audit=AuditSettings(canaries=100, reference_models=2, reference_epochs=0))
     outcome = run_baseline(settings)
     # Execute
     audit = audit_outcome(outcome)
@@ -91,9 +92,17 @@ def test_a_run_with_canaries_reports_the_one_run_bound() -> None:
     assert one["ships_canaries"] is False
     assert one["epsilon_lower_bound"] > 1.0  # no DP: the canaries that were in are found
     assert one["twin"]["epochs"] == len(outcome.metrics["history"])
+    rmia = audit["rmia"]  # RMIA with 2 reference models on the attacker's own sample
+    assert rmia["reference_models"] == 2  # each trained as many epochs as the run (0)
+    assert rmia["reference_epochs"] == len(outcome.metrics["history"])
+    assert rmia["reference_rows"] == outcome.dataset["rows"]["train"]
+    assert rmia["members"] == rmia["non_members"] == outcome.dataset["rows"]["test"]
+    assert rmia["attack_auc_interval"][0] <= rmia["attack_auc"] <= rmia["attack_auc_interval"][1]
+    assert set(rmia["tpr_at_fpr"]) == {"0.001", "0.01"}
     results = build_results(outcome, 1.0, {}, audit)
     assert check_results(results) == []
     assert "One-run canary audit (100 canaries" in render_report(results)
+    assert "RMIA on the final model (2 reference models" in render_report(results)
 
 
 @pytest.mark.parametrize(("change", "key"), [

@@ -71,6 +71,8 @@ def _check(words: list[str]) -> None:
                                   "deploy": "experiments.deploy", "node": "deployment.node",
                                   "audit": "federation.audit_log",
                                   "score": "experiments.score",
+                                  "monitor": "experiments.monitor",
+                                  "rerate": "experiments.rerate",
                                   "bench": "experiments.bench"}[words[1]], *words[2:]]
     if words[0].endswith("python") and words[1] == "experiments/bench.py":
         from experiments.bench import BENCHMARKS
@@ -90,6 +92,14 @@ def _check(words: list[str]) -> None:
             _compose([a for a in args[1:] if not a.startswith("--")])
     elif module == "experiments.score":
         _check_scoring(args)
+    elif module == "experiments.monitor":  # a run directory, monitor.* options, the period
+        from experiments.monitor import split_args
+        assert args and "=" not in args[0], args
+        _compose(split_args(args[1:])[1])
+    elif module == "experiments.rerate":  # a run directory, a period, rerate.* options
+        from experiments.rerate import split_args as rerate_args
+        assert len(args) >= 2 and int(args[1]) >= 2, args
+        _compose(rerate_args(args[2:])[1])
     elif module == "models.bundle":
         assert args[0] == "verify" and args[1:]
     elif module == "deployment.node":
@@ -99,7 +109,7 @@ def _check(words: list[str]) -> None:
         from deployment.budget import parser
         parser().parse_args(args)
     elif module == "federation.audit_log":
-        assert args[0] == "verify" and args[1:]
+        assert args[0] in ("verify", "report") and args[1:]
     elif module == "experiments.compare":
         assert args and not args[0].startswith("-")
     else:

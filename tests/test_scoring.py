@@ -55,13 +55,15 @@ def test_vertical_scoring_with_label_dp_and_dpsgd_reproduces_predictions(vertica
     assert results["privacy"]["mechanism"] == "label_dp+dpsgd"
     assert _agree(run_dir, out) <= 1e-6
     scores = pd.read_csv(out / "scores.csv")
-    assert list(scores.columns) == ["id", "probability", "points", "grade", "known_bureau",
-                                    "known_social"]
+    assert list(scores.columns)[:6] == ["id", "probability", "points", "grade", "known_bureau",
+                                        "known_social"]
+    assert list(scores.columns)[6:] == [f"reason_{r}{s}" for r in range(1, 5)  # issue 32
+                                        for s in ("", "_text", "_points")]
     for party in ("bureau", "social"):  # the counts the server saw are the lender's table's
         assert scoring["alignment"][party]["known"] == int(scores[f"known_{party}"].sum())
         assert scoring["alignment"][party]["applicants"] == len(scores)
     assert scoring["model_id"] == results["model"]["model_id"]
-    assert scoring["message_rounds"] == 5
+    assert scoring["message_rounds"] == 7  # five, and the explanation's two (issue 32)
     # the parties' blinded sets came from their caches (built in training): scoring's work
     # grows with the applicants only
     assert all(scoring["alignment"][p]["setup_cached"] for p in ("bureau", "social"))
@@ -70,14 +72,16 @@ def test_vertical_scoring_with_label_dp_and_dpsgd_reproduces_predictions(vertica
 
 def test_every_scoring_message_is_in_every_node_log_with_its_purpose(vertical_run):
     _, _, out, _ = vertical_run
-    expected = {"lender": ["query.score_hello", "query.score_intersect", "query.score"],
-                "bureau": ["query.score_hello", "query.score_answer", "query.score_embed"]}
+    expected = {"lender": ["query.score_hello", "query.score_intersect", "query.score",
+                           "query.explain_reasons"],
+                "bureau": ["query.score_hello", "query.score_answer", "query.score_embed",
+                           "query.explain_columns"]}
     for party, kinds in expected.items():
         path = out / "parties" / party / "audit.jsonl"
         verify(path)
         lines = [json.loads(line) for line in path.read_text().splitlines()]
         assert [line["event"] for line in lines] == kinds
-        assert {line["purpose"] for line in lines} == {"scoring"}
+        assert [line["purpose"] for line in lines] == ["scoring"] * 3 + ["explanation"]
 
 
 def test_each_bundle_holds_only_what_its_party_owns(vertical_run):

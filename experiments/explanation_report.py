@@ -1,0 +1,81 @@
+"""The scoring report's section "Why applicants were scored as they were", and its plot.
+
+From what the lender kept (``scores.csv``'s reasons) and what the server received (each
+party's global table, computed at the party, and the parties' mean shares).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["explanation_lines", "plot_explanations"]
+
+TOP = 5
+"""Columns per party in the report's global table."""
+
+
+def _declined(scores: pd.DataFrame, count: int = 3) -> pd.DataFrame:
+    """Return ``count`` applicants of the worst grade present, lowest points first."""
+    ranked = scores.sort_values("points")
+    worst = ranked["grade"].iloc[0]
+    return ranked[ranked["grade"] == worst].head(count)
+
+
+def explanation_lines(scoring: dict[str, Any], scores: pd.DataFrame | None) -> list[str]:
+    """Return the report's explanation section (empty when nothing was explained)."""
+    explanation = scoring.get("explanation") or {}
+    if not explanation.get("explained"):
+        return []
+    lines = ["", "## Why applicants were scored as they were", "",
+             f"Each score is the reference applicant's {explanation['base_points']:.1f} points "
+             "plus each party's exact Shapley share; each party split its share over its own "
+             f"columns at its own node ({explanation['method']} integrated gradients; largest "
+             "completeness gap "
+             f"{max(explanation['completeness_gap_logodds'].values()):.1e} log-odds). "
+             "How to read it: [docs/explanations.md](docs/explanations.md).", "",
+             "| party | mean \\|share\\| (points) |", "|---|---:|"]
+    lines += [f"| {p} | {v:.2f} |" for p, v in explanation["mean_abs_share"].items()]
+    withheld = explanation.get("columns_withheld") or []
+    if withheld:
+        lines += ["", f"Not split over their columns (their own choice): {', '.join(withheld)}."]
+    lines += ["", f"Global explanation (per party, its {TOP} strongest columns; computed at the "
+              "party, shared only as this table):", "",
+              "| party | column | mean \\|points\\| | mean points |", "|---|---|---:|---:|"]
+    for party, table in explanation.get("global", {}).items():
+        lines += [f"| {party} | {row['description']} | {row['mean_abs_points']:.2f} | "
+                  f"{row['mean_points']:+.2f} |" for row in table[:TOP]]
+    if scores is not None and "reason_1" in scores:
+        reasons = [c for c in scores.columns if c.startswith("reason_") and c[7:].isdigit()]
+        lines += ["", "Three declined applicants (the worst grade), their reasons and the points "
+                  "each cost:", ""]
+        for _, row in _declined(scores).iterrows():
+            said = [f"{row[r]} ({row[f'{r}_points']:.2f})" for r in reasons if row[r]]
+            lines.append(f"- {row['id']}: {row['points']:.1f} points, grade {row['grade']}: "
+                         + ("; ".join(said) if said else "no adverse factor"))
+    return lines
+
+
+def plot_explanations(scoring: dict[str, Any], path: Path) -> Path | None:
+    """Plot each party's global explanation (mean |points| of its strongest columns)."""
+    tables = (scoring.get("explanation") or {}).get("global") or {}
+    if not tables:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 3.4), squeeze=False)
+    for ax, (party, table) in zip(axes[0], tables.items(), strict=True):
+        rows = table[:TOP][::-1]
+        ax.barh([str(r["description"]) for r in rows], [r["mean_abs_points"] for r in rows],
+                color=["#b2182b" if r["mean_points"] < 0 else "#2166ac" for r in rows])
+        ax.set_title(f"{party} (red: lowers the score on average)", fontsize=9)
+        ax.set_xlabel("mean |points|")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,386 @@
+"""``credit-fl monitor <run dir> [monitor.<key>=<value> ...] [data overrides for the period]``.
+
+Watches a vertical run's model on a later period (``data.period=2 data.shift=downturn``, or
+``data=csv`` with the period's party files):
+
+* each party, on its own rows, computes the characteristic stability index of each of its
+  columns and of its embedding's norm against the bins frozen from its training rows in its
+  bundle; only the indices and the merged bins' counts leave it (``query.monitor``);
+* the lender compares the model's scores with the run's test predictions: the population
+  stability index of the scores and of the grade mix; with outcomes, AUC, KS, calibration and
+  default rate by grade; without, a label-free estimate of AUC and default rate from the
+  calibrated probabilities (:mod:`models.performance_estimate`), with its assumption.
+
+Indices below ``monitor.watch`` (0.1) are ``stable``, below ``monitor.act`` (0.25) ``watch``,
+else ``act``, per column, per party and for the model. Writes ``monitor.json``, ``report.md``
+and ``monitor.png`` to ``monitor.out`` (default ``<run dir>/monitoring/<date>_<time>``), whole
+or not at all. Exit 1 when anything is ``act`` (a scheduler's alert), 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from credit_data.errors import ConfigError, CreditFLError
+from credit_data.settings import LABEL_HOLDER, Source
+from credit_data.stability import psi, status_of
+from federation.storage import write_atomic
+
+USAGE = ("usage: credit-fl monitor <run dir> [monitor.watch=0.1] [monitor.act=0.25] "
+         "[monitor.min_count=50] [monitor.out=<dir>] [data.period=2 data.shift=downturn | "
+         "data=csv data.parties.<party>.path=<file> ...]")
+STATUSES = ("stable", "watch", "act")
+AUC_TOLERANCE = 0.02
+"""With outcomes, a label-free AUC this far from the measured one is not trusted."""
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """Thresholds and the minimum rows per released bin (the defaults are these)."""
+
+    watch: float = 0.1
+    act: float = 0.25
+    min_count: int = 50
+    out: str | None = None
+
+
+def split_args(args: list[str]) -> tuple[MonitorSettings, list[str]]:
+    """Take the ``monitor.*`` options out of ``args``; the rest are the run's overrides."""
+    values: dict[str, Any] = {}
+    rest = []
+    fields = {f.name: f.type for f in dataclasses.fields(MonitorSettings)}
+    for arg in args:
+        if not arg.startswith("monitor."):
+            rest.append(arg)
+            continue
+        key, _, value = arg.removeprefix("monitor.").partition("=")
+        if key not in fields:
+            raise ConfigError(f"monitor.{key}: not an option (options: "
+                              f"{', '.join('monitor.' + k for k in fields)})")
+        try:
+            values[key] = (value if key == "out" else int(value) if key == "min_count"
+                           else float(value))
+        except ValueError as exc:
+            raise ConfigError(f"monitor.{key}={value}: not a number") from exc
+    settings = MonitorSettings(**values)
+    if not 0 < settings.watch < settings.act:
+        raise ConfigError(f"monitor.watch ({settings.watch}) must lie in (0, monitor.act "
+                          f"({settings.act}))")
+    if settings.min_count < 1:
+        raise ConfigError(f"monitor.min_count must be at least 1, got {settings.min_count}")
+    return settings, rest
+
+
+def worst(statuses: list[str]) -> str:
+    """Return the most severe of ``statuses`` (``stable`` when there are none)."""
+    return max(statuses, key=STATUSES.index, default="stable")
+
+
+def check_run_dir(run_dir: Path) -> dict[str, Any]:
+    """Return a vertical run's ``results.json``; refuse a directory that is not such a run."""
+    results = run_dir / "results.json"
+    if not results.is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no results.json); give the "
+                          "directory of a finished training run")
+    try:
+        model = json.loads(results.read_text())["model"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{results}: not a run's results ({exc})") from exc
+    if "bundles" not in model:
+        raise ConfigError(f"{run_dir}: this run kept no model bundles; train it again")
+    return dict(model)
+
+
+def _party_indices(run_dir: Path, model: dict[str, Any], population: Any,
+                   parties: list[str], min_count: int) -> dict[str, Any]:
+    """Ask every party for its indices through the monitoring apps (in-process engine)."""
+    from flwr.app import Context
+
+    from credit_fl.in_process import InProcessEngine
+    from fl_client.monitoring_app import make_monitoring_client_app
+    from fl_client.monitoring_task import MonitoringInput
+    from fl_server.monitoring_rounds import MonitoringOutcome, make_monitoring_server_app
+
+    def source(context: Context) -> tuple[str, MonitoringInput]:
+        party = parties[int(context.node_config["partition-id"])]
+        return party, MonitoringInput(run_dir / model["bundles"][party],
+                                      population.tables[party])
+
+    outcome = MonitoringOutcome()
+    InProcessEngine(verbose=False).run(make_monitoring_server_app(min_count, outcome),
+                                       make_monitoring_client_app(source), len(parties))
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.parties
+
+
+def _grade_counts(grades: pd.Series, names: tuple[str, ...]) -> np.ndarray:
+    return np.array([int((grades == g).sum()) for g in names], dtype=np.int64)
+
+
+def model_section(reference: pd.DataFrame, scores: pd.DataFrame,
+                  labels: pd.Series | None, manifest: dict[str, Any],
+                  settings: MonitorSettings, inputs_act: bool) -> dict[str, Any]:
+    """Return the lender's view: score and grade-mix PSI, outcomes or the label-free estimate."""
+    from fl_client.scoring_task import scorecard_of
+    from models.metrics import population_stability_index, score_metrics
+    from models.performance_estimate import (
+        ASSUMPTION,
+        calibration_check,
+        estimated_auc,
+        estimated_default_rate,
+    )
+    from models.scorecard import grades_of, points
+
+    card = scorecard_of(manifest)
+    ref_p = reference["score"].to_numpy(dtype=np.float64)
+    ref_grades = pd.Series(grades_of(points(ref_p, card), card))
+    p = scores["probability"].to_numpy(dtype=np.float64)
+    grades = scores["grade"].astype(str)
+    score_psi = population_stability_index(ref_p, p)
+    grade_psi = psi(_grade_counts(ref_grades, card.grades), _grade_counts(grades, card.grades))
+    out: dict[str, Any] = {
+        "rows": len(scores), "score_psi": score_psi, "grade_psi": grade_psi,
+        "grade_mix": {"training": dict(zip(card.grades, (_grade_counts(ref_grades, card.grades)
+                                                          / len(ref_grades)).tolist(),
+                                           strict=True)),
+                      "period": dict(zip(card.grades, (_grade_counts(grades, card.grades)
+                                                        / len(grades)).tolist(), strict=True))},
+        "status": worst([status_of(score_psi, settings.watch, settings.act),
+                         status_of(grade_psi, settings.watch, settings.act)]),
+        "training": {"auc": score_metrics(reference["label"].to_numpy(), ref_p)["auc"],
+                     "default_rate": float(reference["label"].mean()),
+                     "default_rate_by_grade": _rate_by_grade(reference["label"], ref_grades,
+                                                             card.grades)},
+        "estimate": {"auc": estimated_auc(p), "default_rate": estimated_default_rate(p),
+                     "assumption": ASSUMPTION},
+        "outcomes": None,
+    }
+    if labels is not None:
+        y = labels.to_numpy(dtype=np.float64)
+        metrics = score_metrics(y, p)
+        check = calibration_check(y, p)
+        out["outcomes"] = {"auc": metrics["auc"], "ks": metrics["ks"], "ece": metrics["ece"],
+                           "brier": metrics["brier"], "default_rate": float(y.mean()),
+                           "default_rate_by_grade": _rate_by_grade(labels, grades, card.grades),
+                           "calibration_z": check["z"]}
+        gap = out["estimate"]["auc"] - metrics["auc"]
+        if not check["trusted"]:
+            trusted, why = False, (
+                f"observed default rate {check['observed_default_rate']:.4f} is "
+                f"{check['z']:+.1f} standard errors from the estimate "
+                f"{check['estimated_default_rate']:.4f}: P(default | columns) changed, the "
+                "label-free estimate cannot be trusted")
+        elif abs(gap) > AUC_TOLERANCE:
+            trusted, why = False, (
+                f"the estimated AUC is {gap:+.3f} from the measured one (tolerance "
+                f"{AUC_TOLERANCE}): the probabilities are not calibrated enough in their spread "
+                "for a label-free AUC")
+        else:
+            trusted, why = True, ("observed defaults and AUC agree with the calibrated "
+                                  "probabilities")
+    elif inputs_act:
+        trusted, why = False, ("inputs moved beyond monitor.act and no outcomes check the "
+                               "assumption: the estimate is unverified, do not rely on it")
+    else:
+        trusted, why = True, "no outcomes yet; inputs stable enough for the assumption"
+    out["estimate"] |= {"trusted": trusted, "why": why}
+    return out
+
+
+def _rate_by_grade(labels: pd.Series, grades: pd.Series,
+                   names: tuple[str, ...]) -> dict[str, float | None]:
+    y = np.asarray(labels, dtype=np.float64)
+    g = np.asarray(grades, dtype=object)
+    return {name: (float(y[g == name].mean()) if (g == name).any() else None) for name in names}
+
+
+def _labels(population: Any, label: str, ids: pd.Series) -> pd.Series | None:
+    """Return the period's outcomes at the lender, where it has them (synthetic periods do)."""
+    labels = population.tables[LABEL_HOLDER].labels
+    if labels is None:
+        return None
+    return labels[label].reindex(ids.astype(str).to_numpy())
+
+
+def monitor_run(run_dir: Path, args: list[str]) -> tuple[Path, dict[str, Any]]:
+    """Monitor ``run_dir``'s model on the period ``args`` name; return its directory, report."""
+    from credit_data.loading import load_population
+    from credit_fl.config import settings_of
+    from experiments.rerate import frames_of
+    from experiments.scoring import load_applicants, score_bundles
+    from federation.run_settings import Engine
+    from federation.settings import Mode
+
+    start = time.perf_counter()
+    options, overrides = split_args(args)
+    run_dir = run_dir.resolve()
+    model = check_run_dir(run_dir)
+    settings = settings_of(run_dir, "explain.enabled=false", *overrides)  # scores only
+    if settings.federation.mode is not Mode.vertical:
+        raise ConfigError(f"{run_dir}: monitoring watches a vertical model's parties; this run "
+                          f"is {settings.federation.mode.value}")
+    # the nodes run in this process (no Ray): monitoring is one message per party
+    settings = dataclasses.replace(settings, verbose=False, engine=Engine.in_process)
+    synthetic = settings.data.source is Source.synthetic
+    # generated once (with the lender's outcomes), or each party's file read and checked
+    population = (load_population(settings.data, settings.seed, labels=True) if synthetic
+                  else load_applicants(settings))  # names an empty or malformed period first
+    parties = [p for p in settings.federation.parties
+               if p in population.tables and p in model["bundles"]]
+    out = Path(options.out) if options.out else (
+        run_dir / "monitoring" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
+    if out.exists():
+        raise ConfigError(f"monitor.out={out} exists; name a new directory")
+    indices = _party_indices(run_dir, model, population, parties, options.min_count)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        scores, _ = score_bundles(run_dir, settings, stage / "scoring", frames=frames_of(
+            population, settings.data.id_column) if synthetic else None)
+        shutil.rmtree(stage / "scoring", ignore_errors=True)
+        reference = pd.read_csv(run_dir / "predictions.csv", dtype={"id": str})
+        from models.bundle import read_manifest
+
+        manifest = read_manifest(run_dir / model["bundles"][LABEL_HOLDER])
+        party_report = {}
+        for party, columns in indices.items():
+            for value in columns.values():
+                value["status"] = status_of(float(value["index"]), options.watch, options.act)
+            party_report[party] = {"status": worst([c["status"] for c in columns.values()]),
+                                   "columns": columns}
+        inputs_act = any(p["status"] == "act" for p in party_report.values())
+        labels = _labels(population, settings.data.label, scores["id"])
+        section = model_section(reference, scores, labels, manifest, options, inputs_act)
+        report = {
+            "run": str(run_dir), "model_id": manifest["model_id"],
+            "period": {"data": settings.data.name, "source": settings.data.source.value,
+                       "period": settings.data.period, "shift": settings.data.shift.value,
+                       "applicants": len(scores)},
+            "thresholds": dataclasses.asdict(options) | {"out": None},
+            "parties": party_report, "model": section,
+            "status": worst([section["status"], *(p["status"] for p in party_report.values())]),
+            "released": {p: {"indices": len(c), "counts": sum(len(v["counts"])
+                                                               for v in c.values())}
+                         for p, c in indices.items()},
+            "wall_seconds": time.perf_counter() - start}
+        write_atomic(stage / "monitor.json", json.dumps(report, indent=2) + "\n")
+        write_atomic(stage / "report.md", render(report))
+        _plot(report, stage / "monitor.png")
+        stage.rename(out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return out, report
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, values, colours = [], [], []
+    palette = {"stable": "tab:green", "watch": "tab:orange", "act": "tab:red"}
+    for party, entry in report["parties"].items():
+        for column, value in entry["columns"].items():
+            names.append(f"{party}.{column}")
+            values.append(value["index"])
+            colours.append(palette[value["status"]])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(4, 0.22 * len(names))),
+                                      gridspec_kw={"width_ratios": [2, 1]})
+    left.barh(names, values, color=colours)
+    for threshold in (report["thresholds"]["watch"], report["thresholds"]["act"]):
+        left.axvline(threshold, color="grey", linestyle="--", linewidth=0.8)
+    left.set_xlabel("stability index against training")
+    left.invert_yaxis()
+    mix = report["model"]["grade_mix"]
+    grades = list(mix["training"])
+    x = np.arange(len(grades))
+    right.bar(x - 0.2, [mix["training"][g] for g in grades], 0.4, label="training")
+    right.bar(x + 0.2, [mix["period"][g] for g in grades], 0.4, label="period")
+    right.set_xticks(x, grades)
+    right.set_title(f"grade mix (PSI {report['model']['grade_psi']:.3f})")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def render(report: dict[str, Any]) -> str:
+    """Render report.md: the verdict, each party's columns, the model."""
+    m = report["model"]
+    period = report["period"]
+    lines = [f"# Monitoring {report['run']}", "",
+             f"Period {period['period']} (shift {period['shift']}, {period['data']}), "
+             f"{period['applicants']:,} applicants: **{report['status']}**.", "",
+             "## Parties (each index computed at the party; only indices and counts left it)",
+             "", "| party | column | index | rows | status |", "|---|---|---:|---:|---|"]
+    for party, entry in report["parties"].items():
+        for column, value in entry["columns"].items():
+            lines.append(f"| {party} | {column} | {value['index']:.4f} | {value['rows']:,} | "
+                         f"{value['status']} |")
+    lines += ["", "## Model", "",
+              f"Score PSI {m['score_psi']:.4f}, grade-mix PSI {m['grade_psi']:.4f}: "
+              f"**{m['status']}**.", ""]
+    e = m["estimate"]
+    lines.append(f"Label-free estimate: AUC {e['auc']:.4f}, default rate "
+                 f"{e['default_rate']:.4f} (training: AUC {m['training']['auc']:.4f}, default "
+                 f"rate {m['training']['default_rate']:.4f}). Assumption: {e['assumption']}.")
+    lines.append("")
+    lines.append(("Trusted: " if e["trusted"] else "**Cannot be trusted**: ") + e["why"] + ".")
+    if m["outcomes"] is not None:
+        o = m["outcomes"]
+        lines += ["", f"With outcomes: AUC {o['auc']:.4f}, KS {o['ks']:.4f}, ECE {o['ece']:.4f}, "
+                  f"default rate {o['default_rate']:.4f}.", "",
+                  "| grade | training default rate | period default rate |", "|---|---:|---:|"]
+        for grade, rate in o["default_rate_by_grade"].items():
+            before = m["training"]["default_rate_by_grade"].get(grade)
+            lines.append(f"| {grade} | {_rate(before)} | {_rate(rate)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Monitor a run on a period; exit 1 on ``act``, 2 on bad input."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__)
+        print(USAGE)
+        return 0 if args else 2
+    import logging
+
+    from experiments.console import quiet_console
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    quiet_console()
+    try:
+        out, report = monitor_run(Path(args[0]), args[1:])
+    except CreditFLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print((out / "report.md").read_text())
+    print(f"Monitoring: {out / 'monitor.json'}")
+    return 1 if report["status"] == "act" else 0
+
+
+__all__ = ["MonitorSettings", "check_run_dir", "main", "model_section", "monitor_run",
+           "split_args", "worst"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The keys of ``monitor.json`` (``credit-fl monitor``), for docs/results-schema.md.
+
+>>> [k for k, _, _ in MONITOR_KEYS][:3]
+['run', 'model_id', 'period']
+"""
+
+from __future__ import annotations
+
+__all__ = ["MONITOR_KEYS", "monitor_markdown"]
+
+MONITOR_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("run", "string", "the run directory whose bundles were watched"),
+    ("model_id", "string", "the model's id (every bundle carries it)"),
+    ("period", "object", "`data`, `source`, `period` (`data.period`), `shift` (`data.shift`), "
+     "`applicants` (the lender's rows scored)"),
+    ("thresholds", "object", "`watch`, `act` (index thresholds: below `watch` stable, below "
+     "`act` watch, else act), `min_count` (rows per released bin, both sides), `out` (null)"),
+    ("parties", "object", "`<party>.status` (the worst of its columns) and "
+     "`<party>.columns.<column>.{index, rows, counts, status}`: the characteristic stability "
+     "index the party computed on its own rows against the bins frozen from its training rows "
+     "(its bundle), the rows counted and the merged bins' counts (each >= `min_count`); the "
+     "column `embedding_norm` is the norm of the party's embedding of each row"),
+    ("model", "object", "the lender's: `rows`, `score_psi` (deciles of the run's test "
+     "predictions), `grade_psi`, `grade_mix.{training, period}.<grade>` (shares), `status`, "
+     "`training.{auc, default_rate, default_rate_by_grade}` (the run's test split), "
+     "`estimate.{auc, default_rate, assumption, trusted, why}` (label-free, from the calibrated "
+     "probabilities; `trusted` false when outcomes contradict the calibration, or without "
+     "outcomes when the inputs reached `act`), `outcomes` (null without outcomes; else `auc`, "
+     "`ks`, `ece`, `brier`, `default_rate`, `default_rate_by_grade`, `calibration_z`)"),
+    ("status", "string", "the worst of every party's and the model's: `stable`, `watch` or "
+     "`act` (the command exits 1 on `act`)"),
+    ("released", "object", "`<party>.{indices, counts}`: how many indices and bin counts left "
+     "each party (nothing else did)"),
+    ("wall_seconds", "number", "the monitoring's wall time"),
+)
+
+
+def monitor_markdown() -> list[str]:
+    """Return the lines of the ``monitor.json`` section of docs/results-schema.md."""
+    lines = ["## monitor.json", "",
+             "Written by `credit-fl monitor` (docs/monitoring.md), from "
+             "`experiments/monitor_schema.py`.", "",
+             "| key | type | meaning |", "|---|---|---|"]
+    lines += [f"| `{key}` | {kind} | {meaning} |" for key, kind, meaning in MONITOR_KEYS]
+    return [*lines, ""]

@@ -1,0 +1,264 @@
+"""``credit-fl rerate <run dir> <period> [rerate.<key>=<value> ...] [data overrides]``.
+
+Re-rates the borrowers already on the book: scores them as every party observes them in
+``<period>`` and in the period before, through the same parties and bundles (batch scoring,
+each party's blinded set from its cache), and writes, to ``rerate.out`` (default
+``<run dir>/rerating/<date>_<time>``), whole or not at all:
+
+* ``rerating.csv``: each borrower's previous and new points and grade, the change, and the
+  watch list's reasons;
+* ``migration.csv``: the grade migration matrix (rows: previous grade, columns: new grade);
+* ``rerate.json`` and ``report.md``: the matrix, the watch list's size and share by reason.
+
+A borrower is put on the watch list by any trigger (each configurable): a drop of at least
+``rerate.drop_points`` points (40), a fall of at least ``rerate.grade_fall`` grades (2), or a
+new 30-day delinquency at the bureau (``rerate.delinquency=true``). The book is synthetic
+(:func:`credit_data.periods.book`, with ``data.shift``); with ``data=csv`` the period's party
+files are the overrides and the previous period is the run's own data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from credit_data.errors import ConfigError, CreditFLError
+from credit_data.settings import LABEL_HOLDER, Shift, Source
+from credit_data.tables import Population
+from federation.storage import write_atomic
+
+USAGE = ("usage: credit-fl rerate <run dir> <period> [rerate.drop_points=40] "
+         "[rerate.grade_fall=2] [rerate.delinquency=true] [rerate.out=<dir>] "
+         "[data.shift=downturn | data=csv data.parties.<party>.path=<file> ...]")
+PREVIOUS = "~previous"
+"""Marks the previous period's IDs when both periods go in one scoring request."""
+DELINQUENCY = ("bureau", "delinq_30d_24m")
+"""The bureau's column whose rise is a new delinquency."""
+
+
+@dataclass(frozen=True)
+class RerateSettings:
+    """The watch list's triggers and where the rerating goes (the defaults are these)."""
+
+    drop_points: float = 40.0
+    grade_fall: int = 2
+    delinquency: bool = True
+    out: str | None = None
+
+
+def split_args(args: list[str]) -> tuple[RerateSettings, list[str]]:
+    """Take the ``rerate.*`` options out of ``args``; the rest are the run's overrides."""
+    values: dict[str, Any] = {}
+    rest = []
+    names = {f.name for f in dataclasses.fields(RerateSettings)}
+    for arg in args:
+        if not arg.startswith("rerate."):
+            rest.append(arg)
+            continue
+        key, _, value = arg.removeprefix("rerate.").partition("=")
+        if key not in names:
+            raise ConfigError(f"rerate.{key}: not an option (options: "
+                              f"{', '.join('rerate.' + k for k in sorted(names))})")
+        try:
+            values[key] = (value if key == "out" else int(value) if key == "grade_fall"
+                           else value.lower() in ("1", "true", "yes") if key == "delinquency"
+                           else float(value))
+        except ValueError as exc:
+            raise ConfigError(f"rerate.{key}={value}: not a number") from exc
+    return RerateSettings(**values), rest
+
+
+def frames_of(population: Population, id_column: str) -> dict[str, pd.DataFrame]:
+    """Return each party's table as the DataFrame its file would hold (no labels)."""
+    out = {}
+    for party, table in population.tables.items():
+        frame = table.frame.astype(dict.fromkeys(table.categorical, "category"))
+        frame.index = frame.index.rename(id_column)
+        out[party] = frame.reset_index()
+    return out
+
+
+def _books(settings: Any, period: int) -> tuple[Population, Population]:
+    """Return the book as observed in the period before and in ``period``."""
+    from credit_data.periods import book
+
+    data = settings.data
+    if data.source is Source.synthetic:
+        before = book(data.n_customers, settings.seed, data.synthetic, period=period - 1,
+                      shift=Shift.none)
+        now = book(data.n_customers, settings.seed, data.synthetic, period=period,
+                   shift=data.shift)
+        return before, now
+    raise ConfigError("rerate: data=csv needs the previous period too; score it with "
+                      "credit-fl score and compare (not yet automated)")
+
+
+def watch_list(previous: pd.DataFrame, current: pd.DataFrame, grades: tuple[str, ...],
+               new_delinquency: pd.Series | None, options: RerateSettings) -> pd.DataFrame:
+    """Join the two periods' scores by borrower; add the change and the watch list's reasons.
+
+    >>> before = pd.DataFrame({"id": ["a", "b"], "points": [600.0, 600.0], "grade": ["C", "C"]})
+    >>> after = pd.DataFrame({"id": ["a", "b"], "points": [550.0, 598.0], "grade": ["E", "C"]})
+    >>> watch_list(before, after, ("A", "B", "C", "D", "E"), None, RerateSettings())[
+    ...     "reasons"].tolist()
+    ['points_drop;grade_fall', '']
+    """
+    both = previous[["id", "points", "grade"]].merge(
+        current[["id", "points", "grade"]], on="id", suffixes=("_previous", ""))
+    rank = {g: i for i, g in enumerate(grades)}
+    both["change"] = both["points"] - both["points_previous"]
+    fall = (both["grade"].map(rank) - both["grade_previous"].map(rank)).astype(int)
+    both["grades_fallen"] = fall
+    reasons: list[list[str]] = [[] for _ in range(len(both))]
+    for i in np.flatnonzero(-both["change"].to_numpy() >= options.drop_points):
+        reasons[i].append("points_drop")
+    for i in np.flatnonzero(fall.to_numpy() >= options.grade_fall):
+        reasons[i].append("grade_fall")
+    if options.delinquency and new_delinquency is not None:
+        flagged = new_delinquency.reindex(both["id"]).fillna(False).to_numpy(dtype=bool)
+        for i in np.flatnonzero(flagged):
+            reasons[i].append("new_delinquency")
+    both["reasons"] = [";".join(r) for r in reasons]
+    return both
+
+
+def _new_delinquency(before: Population, now: Population) -> pd.Series | None:
+    party, column = DELINQUENCY
+    if party not in before.tables or party not in now.tables:
+        return None
+    old = before.tables[party].frame[column]
+    new = now.tables[party].frame[column].reindex(old.index)
+    return (new > old).rename("new_delinquency")
+
+
+def rerate_run(run_dir: Path, period: int, args: list[str]) -> tuple[Path, dict[str, Any]]:
+    """Re-rate the book of ``run_dir``'s model in ``period``; return the directory, report."""
+    from credit_fl.config import settings_of
+    from experiments.monitor import check_run_dir
+    from experiments.scoring import score_bundles
+    from federation.run_settings import Engine
+    from fl_client.scoring_task import scorecard_of
+    from models.bundle import read_manifest
+
+    start = time.perf_counter()
+    options, overrides = split_args(args)
+    if period < 2:
+        raise ConfigError(f"rerate: the period must be 2 or later (1 is the training "
+                          f"population), got {period}")
+    run_dir = run_dir.resolve()
+    model = check_run_dir(run_dir)
+    # scores only (explain.enabled=true on the command line adds reason codes to the scoring)
+    settings = dataclasses.replace(settings_of(run_dir, "explain.enabled=false", *overrides),
+                                   verbose=False, engine=Engine.in_process)
+    out = Path(options.out) if options.out else (
+        run_dir / "rerating" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
+    if out.exists():
+        raise ConfigError(f"rerate.out={out} exists; name a new directory")
+    before, now = _books(settings, period)
+    card = scorecard_of(read_manifest(run_dir / model["bundles"][LABEL_HOLDER]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        # both periods in one scoring request: the previous period's rows under marked IDs
+        id_column = settings.data.id_column
+        previous, current = frames_of(before, id_column), frames_of(now, id_column)
+        both = {}
+        for party in current:
+            marked = previous[party].assign(**{id_column: previous[party][id_column].astype(
+                str) + PREVIOUS})
+            both[party] = pd.concat([marked, current[party]], ignore_index=True)
+        all_scores, _ = score_bundles(run_dir, settings, stage / "scoring", frames=both)
+        shutil.rmtree(stage / "scoring", ignore_errors=True)
+        ids = all_scores["id"].astype(str)
+        was = ids.str.endswith(PREVIOUS)
+        scored = {"previous": all_scores[was].assign(id=ids[was].str.removesuffix(PREVIOUS)),
+                  "current": all_scores[~was]}
+        table = watch_list(scored["previous"], scored["current"], card.grades,
+                           _new_delinquency(before, now), options)
+        migration = pd.crosstab(table["grade_previous"], table["grade"]).reindex(
+            index=list(card.grades), columns=list(card.grades), fill_value=0)
+        watched = table["reasons"] != ""
+        report = {
+            "run": str(run_dir), "period": period, "shift": settings.data.shift.value,
+            "borrowers": len(table), "triggers": dataclasses.asdict(options) | {"out": None},
+            "watch_list": {"borrowers": int(watched.sum()),
+                           "share": float(watched.mean()),
+                           "by_reason": {r: int(table["reasons"].str.contains(r).sum())
+                                         for r in ("points_drop", "grade_fall",
+                                                   "new_delinquency")}},
+            "mean_change": float(table["change"].mean()),
+            "migration": {g: {h: int(migration.loc[g, h]) for h in card.grades}
+                          for g in card.grades},
+            "wall_seconds": time.perf_counter() - start}
+        write_atomic(stage / "rerating.csv", table.to_csv(index=False, float_format="%.6g"))
+        write_atomic(stage / "migration.csv", migration.to_csv())
+        write_atomic(stage / "rerate.json", json.dumps(report, indent=2) + "\n")
+        write_atomic(stage / "report.md", render(report))
+        stage.rename(out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return out, report
+
+
+def render(report: dict[str, Any]) -> str:
+    """Render report.md: the watch list and the migration matrix."""
+    w = report["watch_list"]
+    grades = list(report["migration"])
+    lines = [f"# Re-rating the book of {report['run']}", "",
+             f"Period {report['period']} (shift {report['shift']}): {report['borrowers']:,} "
+             f"borrowers, mean change {report['mean_change']:+.1f} points; watch list "
+             f"{w['borrowers']:,} ({w['share']:.1%}): "
+             + ", ".join(f"{r} {n:,}" for r, n in w["by_reason"].items()) + ".", "",
+             "## Grade migration (rows: previous grade)", "",
+             "| from \\ to | " + " | ".join(grades) + " |",
+             "|---|" + "---:|" * len(grades)]
+    for g in grades:
+        lines.append(f"| {g} | " + " | ".join(f"{report['migration'][g][h]:,}" for h in grades)
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-rate a run's book in a period; exit 2 on bad input."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2 or args[0] in ("-h", "--help"):
+        print(__doc__)
+        print(USAGE)
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    import logging
+
+    from experiments.console import quiet_console
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    quiet_console()
+    try:
+        period = int(args[1])
+    except ValueError:
+        print(f"error: <period> must be a whole number, got '{args[1]}'", file=sys.stderr)
+        return 2
+    try:
+        out, _ = rerate_run(Path(args[0]), period, args[2:])
+    except CreditFLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print((out / "report.md").read_text())
+    print(f"Re-rating: {out / 'rerating.csv'}")
+    return 0
+
+
+__all__ = ["RerateSettings", "frames_of", "main", "rerate_run", "split_args", "watch_list"]
+
+if __name__ == "__main__":
+    sys.exit(main())

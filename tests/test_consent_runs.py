@@ -1,0 +1,177 @@
+"""Consent enforced at the party in a real run (issue 34's acceptance), on 1,000 customers.
+
+Withdrawing one customer's training consent at the bureau gives exactly the model of a run in
+which the bureau does not hold that customer, and the bureau's blinded ID set (the only message
+that carries its own customers) does not hold them; a scoring request for a customer without
+``credit_scoring`` consent treats them as unknown to the bureau, counted in scoring.json and in
+the bureau's audit log.
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+import private_set_intersection.python as psi
+import pytest
+
+from credit_data.errors import DataError
+from credit_data.loading import load_population
+from credit_data.settings import LABEL_HOLDER
+from credit_data.split import TRAIN, assign_split
+from credit_data.tables import Population
+from credit_fl.config import config_of
+from experiments.config import to_settings
+from experiments.results import write_run
+from experiments.scoring import score_run
+from experiments.vertical import run_vertical
+from federation.audit_log import verify
+from federation.usage_report import main as usage_report
+from fl_client.node_noise import simulated_split_keys
+from privacy.sealed_key import KEY_BYTES
+from tests.conftest import compose_config
+from tests.routed import payload_values
+
+pytestmark = pytest.mark.engine
+
+BASE = ["federation=vertical", "privacy=off", "data.n_customers=1000", "train.epochs=2",
+        "engine=in_process", "audit.enabled=false", "verbose=false"]
+
+
+def _consent_file(path, ids, purpose, withdrawn):
+    rows = [(i, purpose, "granted", "2026-01-01T00:00:00Z", f"g-{i}") for i in ids]
+    rows.append((withdrawn, purpose, "withdrawn", "2026-06-01T00:00:00Z", f"w-{withdrawn}"))
+    pd.DataFrame(rows, columns=["customer_id", "purpose", "status", "time", "receipt_id"]
+                 ).to_csv(path, index=False)
+    return path
+
+
+def _run(overrides, run_dir, population, payloads=None):
+    settings = to_settings(compose_config(BASE + overrides))
+    outcome = run_vertical(settings, run_dir, population=population,
+                           recorder=None if payloads is None else
+                           lambda way, node, body: payloads.append((way, node, body)))
+    write_run(run_dir, outcome, 0.0, config_of(settings))
+    return settings, json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same federation two ways: bureau consent withdrawn, customer absent."""
+    tmp = tmp_path_factory.mktemp("consent")
+    keys = [f"federation.key_dir={tmp / 'keys'}", f"federation.psi_cache={tmp / 'psi'}"]
+    settings = to_settings(compose_config(BASE + keys))
+    population = load_population(settings.data, settings.seed)
+    bureau, lender = population.tables["bureau"], population.tables[LABEL_HOLDER]
+    split = assign_split(lender.frame.index, simulated_split_keys(settings, (LABEL_HOLDER,))[
+        LABEL_HOLDER], settings.data.split)
+    shared = [i for i in lender.frame.index[split == TRAIN] if i in bureau.frame.index]
+    gone, stays = str(shared[0]), str(shared[1])  # a training applicant the bureau knows
+    consent = _consent_file(tmp / "bureau-consent.csv", list(bureau.frame.index),
+                            "credit_training", gone)
+    absent = Population(population.name, {**population.tables, "bureau": bureau.rows(
+        bureau.frame.index != gone)}, population.truth)
+    payloads: list = []
+    out = {"gone": gone, "stays": stays, "tmp": tmp, "keys": keys, "payloads": payloads,
+           "bureau_ids": list(bureau.frame.index)}
+    out["withdrawn"] = (tmp / "withdrawn", _run(keys + [f"+data.consent.bureau={consent}"],
+                                                tmp / "withdrawn", population, payloads)[1])
+    out["absent"] = (tmp / "absent", _run(keys, tmp / "absent", absent)[1])
+    return out
+
+
+def test_a_withdrawal_gives_the_model_without_the_customer(runs):
+    withdrawn, absent = runs["withdrawn"][0], runs["absent"][0]
+    assert (withdrawn / "predictions.csv").read_bytes() == (absent / "predictions.csv"
+                                                           ).read_bytes()
+    a = runs["withdrawn"][1]["federation"]["alignment"]["bureau"]
+    b = runs["absent"][1]["federation"]["alignment"]["bureau"]
+    assert (a["party_rows"], a["intersection"]) == (b["party_rows"], b["intersection"])
+    # the bureau aligned one customer fewer than it holds: the withdrawn one (a training
+    # applicant the lender has), so the run without the gate would differ
+    assert a["party_rows"] == len(runs["bureau_ids"]) - 1
+
+
+def test_the_counts_reach_results_report_and_audit_log(runs):
+    run_dir, results = runs["withdrawn"]
+    held = len(runs["bureau_ids"])
+    c = results["dataset"]["consent"]
+    assert c["purpose"] == "credit_training"
+    assert {k: c["parties"]["bureau"][k] for k in ("rows_held", "rows_used", "consented",
+                                                    "withdrawn", "no_record")} == {
+        "rows_held": held, "rows_used": held - 1, "consented": held - 1, "withdrawn": 1,
+        "no_record": 0}
+    assert c["parties"]["lender"] == {"records": False}
+    log = run_dir / "parties" / "bureau" / "audit.jsonl"
+    lines = [json.loads(t) for t in log.read_text().splitlines()]
+    logged = [e for e in lines if e["event"] == "consent"]
+    assert len(logged) == 1 and logged[0]["withdrawn"] == 1 and logged[0]["rows_used"] == held - 1
+    assert verify(log).ok
+    assert "| bureau | " in (run_dir / "report.md").read_text()
+    assert runs["absent"][1]["dataset"]["consent"] is None
+    assert "No consent records: all rows used." in (runs["absent"][0] / "report.md").read_text()
+
+
+def test_the_bureaus_blinded_set_does_not_hold_the_withdrawn_customer(runs):
+    routed = {v for _, _, body in runs["payloads"] for v in payload_values(body)
+              if isinstance(v, bytes)}
+    kept = list((runs["tmp"] / "psi" / "bureau" / "psi").glob("*.bin"))
+    sent = [blob for blob in (p.read_bytes() for p in kept) if blob[KEY_BYTES:] in routed]
+    assert len(sent) == 1  # the setup the bureau sent in the withdrawn run, with its key
+    key, setup = sent[0][:KEY_BYTES], sent[0][KEY_BYTES:]
+    client = psi.client.CreateWithNewKey(True)
+    request = client.CreateRequest([runs["gone"], runs["stays"]])
+    response = psi.server.CreateFromKey(key, True).ProcessRequest(request)
+    server_setup = psi.ServerSetup()
+    server_setup.ParseFromString(setup)
+    found = set(np.asarray(client.GetIntersection(server_setup, response)).tolist())
+    assert found == {1}  # the customer who stays is in it; the one who withdrew is not
+
+
+def test_scoring_without_scoring_consent_treats_the_customer_as_unknown(runs):
+    run_dir = runs["withdrawn"][0]
+    other = runs["stays"]
+    consent = _consent_file(runs["tmp"] / "bureau-scoring.csv", runs["bureau_ids"],
+                            "credit_scoring", other)
+    out, scoring = score_run(run_dir, [f"data.consent.bureau={consent}", "scoring.rows=all",
+                                       f"scoring.out={runs['tmp'] / 'scored'}"])
+    scores = pd.read_csv(out / "scores.csv", dtype={"id": str}).set_index("id")
+    assert scores.loc[other, "known_bureau"] == 0
+    assert scores.loc[runs["gone"], "known_bureau"] == 1  # it withdrew training only
+    c = scoring["consent"]["parties"]["bureau"]
+    assert (scoring["consent"]["purpose"], c["withdrawn"], c["rows_used"]) == (
+        "credit_scoring", 1, len(runs["bureau_ids"]) - 1)
+    log = out / "parties" / "bureau" / "audit.jsonl"
+    logged = [json.loads(t) for t in log.read_text().splitlines()]
+    assert [(e["purpose"], e["withdrawn"]) for e in logged if e["event"] == "consent"] == [
+        ("credit_scoring", 1)]
+
+
+def test_the_regulators_record_matches_results_json(runs, tmp_path):
+    run_dir, results = runs["withdrawn"]
+    logs = [*sorted((run_dir / "parties").glob("*/audit.jsonl")),
+            run_dir / "server" / "audit.jsonl"]
+    out = tmp_path / "usage.json"
+    assert usage_report([*map(str, logs), "--json", str(out), "--markdown",
+                         str(tmp_path / "usage.md")]) == 0
+    report = json.loads(out.read_text())
+    records = {r["party"]: r for r in report["records"]}
+    assert set(records) == {"lender", "bureau", "social"}
+    assert all(r["verified"] and r["anchored"]["matches"] for r in records.values())
+    counted = results["dataset"]["consent"]["parties"]["bureau"]
+    logged = records["bureau"]["consent"]["credit_training"]
+    assert {k: logged[k] for k in ("rows_held", "rows_used", "consented", "withdrawn")} == {
+        k: counted[k] for k in ("rows_held", "rows_used", "consented", "withdrawn")}
+    assert records["lender"]["consent"] is None
+    assert records["bureau"]["messages"]["train.embed"] >= 2
+
+
+def test_a_bad_consent_file_is_named_before_any_node_starts(runs):
+    bad = runs["tmp"] / "bad-consent.csv"
+    bad.write_text("customer_id,purpose,status,time,receipt_id\n"
+                   f"{runs['gone']},credit_marketing,granted,2026-01-01,r1\n")
+    settings = to_settings(compose_config(BASE + runs["keys"] + [f"+data.consent.bureau={bad}"]))
+    run_dir = runs["tmp"] / "bad"
+    with pytest.raises(DataError, match=r"bad-consent.csv: column 'purpose', line 2: unknown "
+                                        r"purpose \('credit_marketing'\)"):
+        run_vertical(settings, run_dir)
+    assert not run_dir.exists()

@@ -1,0 +1,126 @@
+"""Issue 32: reason codes in batch scoring, through the Flower apps, every routed payload recorded.
+
+A small three-party run is scored with explanations on the unit tier's in-process grid: the
+server routes sealed bytes, column names and each party's global table, never a feature value,
+a label or an applicant's ID; every node logs the explanation messages with the purpose
+``explanation``; ``scores.csv`` gets ranked reasons, and each score is the reference's points
+plus the parties' shares.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from credit_data.loading import load_population
+from federation.audit_log import verify
+from federation.protocol import ScoringMessage
+from tests.fake_grid import InProcessGrid, run_server_app
+from tests.routed import payload_values
+from tests.test_sealed_traffic import SMALL, _train
+
+pytestmark = pytest.mark.unit
+
+PARTIES = ("lender", "bureau", "social")
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory) -> dict[str, Any]:
+    """A small run, and its applicants scored and explained; every routed payload kept."""
+    from experiments.scoring import ScoringSimulationSource
+    from fl_client.scoring_app import make_scoring_client_app
+    from fl_client.settings import client_settings
+    from fl_server.scoring_rounds import ScoringOutcome, ScoringServerSettings
+    from fl_server.server_app import make_scoring_server_app
+
+    run_dir = tmp_path_factory.mktemp("run")
+    outcome, settings = _train(run_dir, SMALL)
+    assert outcome.error is None, outcome.error
+    out = tmp_path_factory.mktemp("scored")
+    bundles = {p: run_dir / "parties" / p / "model" for p in PARTIES}
+    clients = {p: client_settings(settings, p, str(out)) for p in bundles}
+    routed: list[tuple[str, str, Any]] = []
+    scored = ScoringOutcome()
+    app = make_scoring_client_app(ScoringSimulationSource(clients, settings, bundles))
+    run_server_app(make_scoring_server_app(
+        ScoringServerSettings(len(bundles), explain=True), scored, out,
+        lambda way, node, body: routed.append((way, str(node), body))),
+        InProcessGrid(app, len(bundles)))
+    assert scored.error is None, scored.error
+    scores = pd.read_csv(out / "lender" / "scores.csv", dtype={"id": str},
+                         keep_default_na=False)
+    return {"settings": settings, "outcome": scored, "routed": routed, "out": out,
+            "scores": scores}
+
+
+def test_scores_get_ranked_reasons_that_add_up(explained) -> None:
+    scores, outcome, out = explained["scores"], explained["outcome"], explained["out"]
+    k = 4
+    assert [c for c in scores.columns if c.startswith("reason_")][:3] == [
+        "reason_1", "reason_1_text", "reason_1_points"]
+    costs = scores[[f"reason_{r}_points" for r in range(1, k + 1)]].to_numpy()
+    assert (costs >= 0).all() and (np.diff(costs, axis=1) <= 0).all()
+    assert (scores["reason_1"] != "").mean() > 0.9  # nearly every applicant has a reason
+    assert {c.split(".")[0] for c in scores["reason_1"] if c} <= set(PARTIES)
+    # each score is the reference's points plus every party's share (exact Shapley)
+    with np.load(out / "lender" / "explanation.npz") as kept:
+        rebuilt = float(kept["base_points"]) + kept["shares"].sum(axis=1)
+    assert np.abs(rebuilt - scores["points"].to_numpy()).max() < 0.006  # points are rounded
+    # each party's columns add up to its share, to 1e-4 in log-odds
+    gaps = outcome.explanation["completeness_gap_logodds"]
+    assert set(gaps) == set(PARTIES) and max(gaps.values()) < 1e-4, gaps
+    assert outcome.explanation["method"] == "exact"
+
+
+def test_explanation_messages_carry_no_value_label_or_id(explained) -> None:
+    settings, routed = explained["settings"], explained["routed"]
+    population = load_population(settings.data, settings.seed)
+    ids = {str(i) for t in population.tables.values() for i in t.frame.index}
+    seen = 0
+    for way, _, body in routed:
+        text = json.dumps([v if isinstance(v, str | int | float | bool) else repr(type(v))
+                           for v in payload_values(body)])
+        assert "default_12m" not in text  # no label column named, let alone its values
+        assert not any(i in text for i in ids)  # no applicant's ID, in the clear
+        for value in payload_values(body):
+            if isinstance(value, np.ndarray):  # sealed: bytes only
+                assert value.dtype == np.uint8 and value.ndim == 1
+        seen += way == "in" and any(k in text for k in ("columns", "gradients", "global"))
+    assert seen >= 2
+    # what the server learns of a party's columns: its names and its global table
+    for party, table in explained["outcome"].explanation["global"].items():
+        assert set(table[0]) == {"party", "code", "description", "mean_abs_points",
+                                 "mean_points"}
+        assert all(row["party"] == party for row in table)
+
+
+def test_every_explanation_message_is_logged_with_its_purpose(explained) -> None:
+    out = explained["out"]
+    expected = {"lender": {str(ScoringMessage.REASONS)},
+                "bureau": {str(ScoringMessage.EXPLAIN)}, "social": {str(ScoringMessage.EXPLAIN)}}
+    for party, kinds in expected.items():
+        path = Path(out) / party / "audit.jsonl"
+        verify(path)
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        assert {line["event"] for line in lines if line["purpose"] == "explanation"} == kinds
+        assert all(line["purpose"] == "scoring" for line in lines if line["event"] not in kinds)
+
+
+def test_the_report_says_why_with_three_declined_applicants(explained, tmp_path) -> None:
+    from experiments.explanation_report import explanation_lines, plot_explanations
+
+    scores, outcome = explained["scores"], explained["outcome"]
+    lines = explanation_lines({"explanation": outcome.explanation}, scores)
+    assert "## Why applicants were scored as they were" in lines
+    declined = [line for line in lines if line.startswith("- ")]
+    assert len(declined) == 3
+    worst = scores.sort_values("points").head(3)
+    for line, (_, row) in zip(declined, worst.iterrows(), strict=True):
+        assert line.startswith(f"- {row['id']}:") and str(row["reason_1"]) in line
+    assert plot_explanations({"explanation": outcome.explanation}, tmp_path / "e.png")
+    assert (tmp_path / "e.png").stat().st_size > 1000
