@@ -29,14 +29,17 @@ $(STAMP): pyproject.toml constraints.txt
 run: setup
 	$(PY) -m experiments.run $(ARGS)
 
+# two pytest workers, each taking whole test files (a module's fixtures run once): the suite
+# waits on subprocesses and loopback deployments much of the time (CPU 1.0x wall serially)
+XDIST ?= -n 2 --dist loadfile
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 test-engine: setup
-	$(PY) -m pytest -m engine $(PYTEST_ARGS)
+	$(PY) -m pytest -m engine $(XDIST) $(PYTEST_ARGS)
 
 test-slow: setup
 	RUN_SLOW=1 $(PY) -m pytest -m slow $(PYTEST_ARGS)

@@ -16,14 +16,21 @@ from tests.listeners import is_loopback, listeners, process_tree
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _command_line(process: psutil.Process) -> str:
+    """Return a process's command line; empty for one that ended (a zombie has none)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # ended, a zombie or gone between listing and reading
+        return ""
+
+
 def _wait_for_ray(process: subprocess.Popen, timeout: float = 90) -> list[psutil.Process]:
     """Wait until the run's Ray workers exist; return every process the run started."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         assert process.poll() is None, process.communicate()
         children = psutil.Process(process.pid).children(recursive=True)
-        if any("ClientAppActor" in " ".join(c.cmdline()) for c in children
-               if c.is_running()):
+        if any("ClientAppActor" in _command_line(c) for c in children):
             return children
         time.sleep(0.5)
     raise AssertionError("the run's Ray workers did not start")
