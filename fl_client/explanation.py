@@ -46,7 +46,7 @@ from federation.explanation import (
 )
 from federation.releases import Outside, Release, refusal
 from federation.storage import write_atomic
-from fl_client.list_lookup import hit_columns
+from fl_client.list_lookup import hit_columns, list_columns
 from fl_client.scoring_task import encode_table, model_settings, scorecard_of
 from fl_client.sealed_exchange import channel, seal_for_lender
 from fl_client.settings import ClientSettings
@@ -194,6 +194,9 @@ class LenderExplainer:
         self.model, self.settings = model.eval(), settings
         self.exact = (exact and one_hidden_layer(model.head) is not None
                       and one_hidden_layer(model.encoder) is not None)
+        if len(feature_names) != x.shape[1]:
+            raise ValueError(f"the lender's design has {x.shape[1]} columns and "
+                             f"{len(feature_names)} names")
         self.x, self.feature_names = _tensor(x), tuple(feature_names)
         self.reference = self.x.mean(dim=0)
         self.scale, self.offset = scale, offset
@@ -397,7 +400,7 @@ def _lender_parts(bundle: Bundle, table: PartyTable, settings: ClientSettings,
     model = LenderModel(x.shape[1], passive, model_cfg)
     model.load_state_dict(bundle.weights)
     names = [*SavedPreprocessing.from_json_dict(bundle.preprocessing[bundle.party]).feature_names,
-             *(f"on_list_{h}" for h in holders)]
+             *list_columns(list(holders))]  # the hit columns hit_columns appended
     calibration = m["calibration"] or None
     card = scorecard_of(m)
     scale = points_per_logit(card.pdo, calibration)
@@ -405,7 +408,7 @@ def _lender_parts(bundle: Bundle, table: PartyTable, settings: ClientSettings,
     offset = float(points(0.5, card)) + (float(calibration[1]) * scale / float(calibration[0])
                                          if calibration else 0.0)
     masks = {p: state.masks.get(p, np.zeros(len(x), dtype=bool)) for p in passive}
-    return LenderExplainer(model, x, names[:x.shape[1]], settings.explain, scale=scale,
+    return LenderExplainer(model, x, names, settings.explain, scale=scale,
                            offset=offset, exact=exact_path(settings.explain,
                                                            model_cfg.encoder_hidden,
                                                            model_cfg.hidden)), masks
