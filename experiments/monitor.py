@@ -36,6 +36,7 @@ import pandas as pd
 from credit_data.errors import ConfigError, CreditFLError
 from credit_data.settings import LABEL_HOLDER, Source
 from credit_data.stability import psi, status_of
+from experiments.options import take_options
 from federation.storage import write_atomic
 
 USAGE = ("usage: credit-fl monitor <run dir> [monitor.watch=0.1] [monitor.act=0.25] "
@@ -58,23 +59,7 @@ class MonitorSettings:
 
 def split_args(args: list[str]) -> tuple[MonitorSettings, list[str]]:
     """Take the ``monitor.*`` options out of ``args``; the rest are the run's overrides."""
-    values: dict[str, Any] = {}
-    rest = []
-    fields = {f.name: f.type for f in dataclasses.fields(MonitorSettings)}
-    for arg in args:
-        if not arg.startswith("monitor."):
-            rest.append(arg)
-            continue
-        key, _, value = arg.removeprefix("monitor.").partition("=")
-        if key not in fields:
-            raise ConfigError(f"monitor.{key}: not an option (options: "
-                              f"{', '.join('monitor.' + k for k in fields)})")
-        try:
-            values[key] = (value if key == "out" else int(value) if key == "min_count"
-                           else float(value))
-        except ValueError as exc:
-            raise ConfigError(f"monitor.{key}={value}: not a number") from exc
-    settings = MonitorSettings(**values)
+    settings, rest = take_options(args, "monitor", MonitorSettings)
     if not 0 < settings.watch < settings.act:
         raise ConfigError(f"monitor.watch ({settings.watch}) must lie in (0, monitor.act "
                           f"({settings.act}))")

@@ -36,6 +36,7 @@ import pandas as pd
 from credit_data.errors import ConfigError, CreditFLError
 from credit_data.settings import LABEL_HOLDER, Shift, Source
 from credit_data.tables import Population
+from experiments.options import take_options
 from federation.storage import write_atomic
 
 USAGE = ("usage: credit-fl rerate <run dir> <period> [rerate.drop_points=40] "
@@ -59,24 +60,7 @@ class RerateSettings:
 
 def split_args(args: list[str]) -> tuple[RerateSettings, list[str]]:
     """Take the ``rerate.*`` options out of ``args``; the rest are the run's overrides."""
-    values: dict[str, Any] = {}
-    rest = []
-    names = {f.name for f in dataclasses.fields(RerateSettings)}
-    for arg in args:
-        if not arg.startswith("rerate."):
-            rest.append(arg)
-            continue
-        key, _, value = arg.removeprefix("rerate.").partition("=")
-        if key not in names:
-            raise ConfigError(f"rerate.{key}: not an option (options: "
-                              f"{', '.join('rerate.' + k for k in sorted(names))})")
-        try:
-            values[key] = (value if key == "out" else int(value) if key == "grade_fall"
-                           else value.lower() in ("1", "true", "yes") if key == "delinquency"
-                           else float(value))
-        except ValueError as exc:
-            raise ConfigError(f"rerate.{key}={value}: not a number") from exc
-    return RerateSettings(**values), rest
+    return take_options(args, "rerate", RerateSettings)
 
 
 def frames_of(population: Population, id_column: str) -> dict[str, pd.DataFrame]:
