@@ -29,9 +29,17 @@ $(STAMP): pyproject.toml constraints.txt
 run: setup
 	$(PY) -m experiments.run $(ARGS)
 
+# one BLAS, OpenMP and torch thread per test process (subprocesses and Ray workers included):
+# the two pytest workers share two cores, where a second thread per process only spins; measured
+# 20-30x slower small fits with two (models/threads.py, docs/development.md)
+TEST_TARGETS = test test-unit test-engine test-slow test-slow-changed
+$(TEST_TARGETS): export OMP_NUM_THREADS = 1
+$(TEST_TARGETS): export OPENBLAS_NUM_THREADS = 1
+$(TEST_TARGETS): export MKL_NUM_THREADS = 1
+
 # two pytest workers, each taking whole test files (a module's fixtures run once): the suite
 # waits on subprocesses and loopback deployments much of the time (CPU 1.0x wall serially)
-XDIST ?= -n 2 --dist loadfile
+XDIST ?= -n 2 --dist loadfile --no-loadscope-reorder
 test: setup
 	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 

@@ -101,10 +101,10 @@ def check_vertical(settings: RunSettings) -> None:
     check_privacy(p)
     check_blacklists(settings.blacklists, tuple(settings.federation.parties))
     check_train(settings.train)
-    if settings.model.kind is not ModelKind.split_mlp:
+    if settings.model.kind not in (ModelKind.split_mlp, ModelKind.scorecard):
         raise ConfigError(f"model={settings.model.kind.value}: vertical federation trains a "
                           "split model (an encoder per party, the head at the lender); use "
-                          "model=split_mlp")
+                          "model=split_mlp or model=scorecard")
     if p.mechanism is PrivacyMechanism.central:
         raise ConfigError("privacy=central is DP by the server for horizontal federation; in "
                           "vertical mode use privacy.mechanism=dpsgd, privacy.label_epsilon or "

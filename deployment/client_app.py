@@ -31,6 +31,8 @@ the coordinator submits; everything about the node itself comes from the node's 
     The party's consent records (:mod:`credit_data.consent`; ``--consent``): a customer whose
     latest record does not grant the run's purpose (``credit_training``, ``credit_scoring``,
     ``fraud_check`` for a holder's list) never enters it (:mod:`fl_client.consent_gate`).
+    Its hello reply tells the server its rows used; ``release-consent-counts`` (``true``) adds
+    the rows held, withdrawn and without a record (:mod:`federation.consent_counts`).
 ``applicants-dir``
     The lender's directory of new applicants' files (scoring): a scoring run names one file in
     it (``scoring.applicants``); without it the lender scores the rows of its own data file.
@@ -90,9 +92,15 @@ from deployment.run_config import (
     run_settings,
 )
 from federation.alignment import ChannelKeys
+from federation.consent_counts import (
+    CONSENT_KEY,
+    OPT_IN_FLAG,
+    OPT_IN_RELEASE,
+    reply_counts,
+)
 from federation.grants import Grant, grant_refusal, run_purpose
 from federation.lifetime_budget import LifetimeBudget, dataset_fingerprint, spend_figures
-from federation.protocol import CONFIG, STATUS, reported_epsilon
+from federation.protocol import CONFIG, STATUS, ScoringMessage, VerticalMessage, reported_epsilon
 from federation.query_ledger import NODE_KEYS, QueryCaps, check_count
 from federation.releases import (
     OPT_IN_FLAGS,
@@ -143,6 +151,7 @@ class NodeConfig:
     list_mode: ListMode = ListMode.lookup  # what a blacklist holder answers
     opt_in: frozenset[Release] = frozenset()  # releases outside any epsilon it lets leave
     consent: Path | None = None  # its customers' consent records (--consent)
+    release_consent_counts: bool = False  # all its counts to the server (--release-consent-...)
     grant: Grant | None = None  # the purposes and lenders it serves, until when (--grant)
     query: str | None = None  # at a DuckDB database: the SQL selecting its rows (--query)
 
@@ -163,7 +172,8 @@ class NodeConfig:
             raise ConfigError(f"node config: 'max-epsilon' must be a positive number or "
                               f"'{UNCAPPED}' (the node's explicit choice of no cap), got {cap!r}")
         counts = {key: check_count(node_config.get(key), key) for key in NODE_KEYS}
-        opted = {key: node_config.get(key, False) for key in OPT_IN_KEYS}
+        opted = {key: node_config.get(key, False)
+                 for key in (*OPT_IN_KEYS, OPT_IN_FLAG.removeprefix("--"))}
         bad = [key for key, value in opted.items() if not isinstance(value, bool)]
         if bad:
             raise ConfigError(f"node config: '{bad[0]}' must be true or false, got "
@@ -201,6 +211,7 @@ class NodeConfig:
                                     if opted[key]),
                    consent=Path(str(node_config["consent"])) if node_config.get("consent")
                    else None,
+                   release_consent_counts=opted[OPT_IN_FLAG.removeprefix("--")] is True,
                    grant=Grant.parse(str(node_config["grant"]),
                                      str(node_config.get("grant-purposes", "")),
                                      str(node_config.get("grant-lenders", "")),
@@ -588,17 +599,62 @@ def _lender_rows(run_text: str, columns_text: str, node: NodeConfig) -> LenderRo
     return LenderRows(node.party, table.frame, numeric, categorical, y, split)
 
 
-def vertical_source(context: Context) -> tuple[ClientSettings, NodeRows]:
-    """Return the node's settings and its own table, preprocessed at the node."""
+def _training_rows(context: Context
+                   ) -> tuple[ClientSettings, NodeConfig, NodeRows, dict[str, Any] | None]:
     torch.set_num_threads(1)
     _, node, client = _settings(context)
     rows, counts = _vertical_rows(str(context.run_config[RUN_SETTINGS]), node,
                                   node_noise(context, client),
                                   "" if node.consent is None else file_digest(node.consent),
                                   _lender(context))
+    return client, node, rows, counts
+
+
+def vertical_source(context: Context) -> tuple[ClientSettings, NodeRows]:
+    """Return the node's settings and its own table, preprocessed at the node."""
+    client, _, rows, counts = _training_rows(context)
     if counts is not None:
         log_consent(client, counts)
     return client, rows
+
+
+def consent_counts_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Send the node's consent counts with its hello reply (:mod:`federation.consent_counts`).
+
+    A vertical training run's (``credit_training``) or a batch scoring's (``credit_scoring``;
+    a scoring service's requests are counted in the node's audit log only). What the run tells
+    already (the rows it uses: its set size); the rows held, withdrawn and without a record
+    only under the node's own ``--release-consent-counts``, recorded in its lifetime ledger
+    once per run. A node without consent records, or a holder, sends none.
+    """
+    reply = call_next(msg, context)
+    kind = msg.metadata.message_type
+    if (kind not in (str(VerticalMessage.HELLO), str(ScoringMessage.HELLO))
+            or reply.has_error() or _refused(reply)):
+        return reply
+    run = run_settings(str(context.run_config[RUN_SETTINGS]))
+    node = NodeConfig.from_context(dict(context.node_config))
+    if (node.consent is None or node.party in run.blacklists.holders
+            or run.federation.mode is not Mode.vertical):
+        return reply
+    if kind == str(VerticalMessage.HELLO):
+        counts = _training_rows(context)[3]
+    elif str(context.run_config.get(TASK, "")) == "score":
+        counts = _consent(node, run, _scoring_table(str(context.run_config[RUN_SETTINGS]),
+                                                    node), SCORING, _lender(context))[1]
+    else:
+        return reply
+    if counts is None:
+        return reply
+    if CONFIG not in reply.content.config_records:
+        reply.content[CONFIG] = ConfigRecord()
+    reply.content.config_records[CONFIG][CONSENT_KEY] = reply_counts(
+        counts, release_all=node.release_consent_counts)
+    if node.release_consent_counts:
+        _budget(node).record_opt_in(
+            lifetime_run(node, run, str(context.run_config[RUN_NAME]), context.run_id),
+            [OPT_IN_RELEASE], [OPT_IN_FLAG])
+    return reply
 
 
 def horizontal_source(context: Context) -> tuple[ClientSettings, LenderRows]:
@@ -737,9 +793,10 @@ class _ByMode(ClientApp):
     def __init__(self) -> None:
         super().__init__()
         self.horizontal = make_client_app(horizontal_source, (grant_mod, lifetime_budget_mod))
-        self.vertical = make_vertical_client_app(vertical_source,
-                                                 (grant_mod, lifetime_budget_mod))
-        self.scoring = make_scoring_client_app(scoring_source, (grant_mod, lifetime_budget_mod))
+        self.vertical = make_vertical_client_app(
+            vertical_source, (grant_mod, lifetime_budget_mod, consent_counts_mod))
+        self.scoring = make_scoring_client_app(
+            scoring_source, (grant_mod, lifetime_budget_mod, consent_counts_mod))
 
     def __call__(self, message: Message, context: Context) -> Message:
         run = run_settings(str(context.run_config[RUN_SETTINGS]))

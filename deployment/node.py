@@ -89,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--consent", type=Path,
                    help="this party's consent records (CSV; docs/consent.md): only customers "
                         "consenting to a run's purpose take part")
+    p.add_argument("--release-consent-counts", action="store_true",
+                   help="with --consent: tell the server, besides the rows a run uses (its set "
+                        "size), how many of your customers you hold, withdrew or have no "
+                        "record (aggregate counts for results.json; recorded in your ledger)")
     p.add_argument("--grant", help="the name of this node's grant (its agreement): with the "
                    "--grant-* flags, what it serves; a run outside it is refused, naming it")
     p.add_argument("--grant-purposes", default="",
@@ -166,6 +170,8 @@ def node_config(args: argparse.Namespace) -> dict[str, object]:
         config["data-query"] = args.query
     if args.consent is not None:
         config["consent"] = str(args.consent.resolve())
+    if args.release_consent_counts:
+        config["release-consent-counts"] = True
     if args.grant:
         config |= {"grant": args.grant, "grant-purposes": args.grant_purposes,
                    "grant-lenders": args.grant_lenders, "grant-expires": args.grant_expires}

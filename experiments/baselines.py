@@ -62,7 +62,8 @@ def run_baseline(settings: RunSettings, run_dir: Path | None = None,
              data_seconds)
 
     seed_everything(settings.seed)
-    model = build_model(settings.model, design.widths(parties))
+    model = build_model(settings.model, design.widths(parties),
+                        {p: design.blocks[p].names for p in parties})
     result = fit(model, design.matrix(parties, TRAIN), design.labels(TRAIN),
                  design.matrix(parties, VAL), design.labels(VAL), settings.train, settings.seed,
                  log=log.info)

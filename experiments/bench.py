@@ -316,6 +316,107 @@ def bench_table_memory(sizes: tuple[int, ...] = (100_000, 1_000_000)) -> None:
                   f"{peaks['duckdb'] / peaks['csv']:.2f}x")
 
 
+LOCAL_STEPS_RUNS: tuple[tuple[int, int], ...] = ((4, 8), (1, 8), (2, 15), (1, 30))
+"""``(federation.local_steps, train.epochs)`` of :func:`bench_local_steps`, cheapest first: Q
+steps per batch over 30 / Q epochs (the same optimizer steps as the default's 30 epochs in a
+Q-th of the message rounds), and one step per batch over 8 epochs (as few rounds, no local
+steps) as the control."""
+
+
+def bench_local_steps(n: int = 100_000,
+                      runs: tuple[tuple[int, int], ...] = LOCAL_STEPS_RUNS,
+                      extra: tuple[str, ...] = ()) -> None:
+    """Test AUC against message rounds for ``federation.local_steps`` (FedBCD's Q), issue 36.
+
+    The default run (label DP + DP-SGD at epsilon 3) on the in-process engine, once per
+    ``(local_steps, epochs)`` of ``runs``, one after the other. Under DP-SGD the default run
+    does not stop early, so the rounds are set by ``train.epochs``: more local steps per batch
+    pay for fewer epochs. The parties' PSI caches live in a temporary directory shared by the
+    runs, so wall time is compared without the alignment (the first run pays it cold). Prints
+    each run, then its rounds, wall time and AUC against the default (1 step, 30 epochs).
+    """
+    import credit_fl
+
+    rows: dict[tuple[int, int], tuple[int, int, float, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for q, epochs in runs:
+            settings = credit_fl.settings(f"data.n_customers={n}", "verbose=false",
+                                          f"federation.local_steps={q}", f"train.epochs={epochs}",
+                                          f"federation.psi_cache={tmp}/psi", *extra)
+            start = time.perf_counter()
+            model = credit_fl.train(settings, engine="in_process")
+            wall = time.perf_counter() - start
+            f = model.results["federation"]
+            trained = wall - float(f.get("alignment_seconds") or 0.0)
+            rows[q, epochs] = (int(f["message_rounds"]), int(f["epochs"]), trained,
+                               float(model.metrics["test"]["auc"]))
+            print(f"local_steps: {n:,} customers, local_steps={q}, train.epochs={epochs}: "
+                  f"{f['epochs']} epochs, {f['message_rounds']} message rounds, {trained:.1f} s "
+                  f"without the alignment ({wall:.1f} s wall), test AUC {rows[q, epochs][3]:.4f}"
+                  f"{' ' + ' '.join(extra) if extra else ''}", flush=True)
+    base = rows.get((1, 30))
+    if base is None:
+        return
+    for (q, epochs), r in rows.items():
+        if (q, epochs) != (1, 30):
+            print(f"local_steps: ({q} steps, {epochs} epochs) / (1 step, 30 epochs): message "
+                  f"rounds {r[0] / base[0]:.2f}x, wall time without the alignment "
+                  f"{r[2] / base[2]:.2f}x, test AUC {r[3] - base[3]:+.4f}")
+
+
+_NODE_PEAK = """
+import json, sys
+from credit_data.files import load_party
+from credit_data.settings import DataSettings, PartySource
+from credit_data.vertical import node_rows
+source = PartySource(**json.loads(sys.argv[1]))
+kept, rows = 0, 0
+if sys.argv[2]:  # else: the imports alone
+    settings = DataSettings(id_column="customer_id")
+    table = load_party(sys.argv[2], source, settings)
+    node = node_rows(table, settings, seed=0)
+    del table
+    rows = len(node.ids)
+    kept = node.x.nbytes + sum(sys.getsizeof(i) for i in node.ids) + 8 * rows
+status = open("/proc/self/status").read().split("VmHWM:")[1]
+print(json.dumps({"rows": rows, "kept": kept, "peak_kib": int(status.split()[0])}))
+"""
+
+
+def bench_node_memory(sizes: tuple[int, ...] = (100_000, 1_000_000)) -> None:
+    """Peak memory of one party's process from its table to its float32 design (issue 36).
+
+    In a fresh interpreter per source: read the bureau's table (CSV or Parquet), preprocess it
+    into what training keeps (the float32 design and the IDs), drop the table. Prints the peak
+    resident memory over an interpreter with the imports alone, what is kept, and their ratio:
+    the headroom a reader that streams its table in chunks would win.
+    """
+    from credit_data.sources import write_party_tables
+    from credit_data.synthetic import synthetic_frames
+
+    def peak(spec: dict, party: str) -> dict:
+        done = subprocess.run([sys.executable, "-c", _NODE_PEAK, json.dumps(spec), party],
+                              capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    imports = peak({"path": "none.csv"}, "")["peak_kib"] / 1024
+    print(f"node_memory: an interpreter with the imports alone peaks at {imports:.0f} MiB")
+    print("node_memory: | bureau rows | source | peak MiB over imports | kept MiB (design, "
+          "IDs) | peak / kept | peak bytes per row |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            frames = {"bureau": synthetic_frames(n, seed=0)["bureau"]}
+            for kind in ("csv", "parquet"):
+                source = write_party_tables(frames, Path(tmp) / f"{n}-{kind}", kind)["bureau"]
+                spec = {"path": source.path, "categorical": list(source.categorical),
+                        "id_column": "customer_id"}
+                found = peak(spec, "bureau")
+                over, kept = found["peak_kib"] / 1024 - imports, found["kept"] / 2**20
+                print(f"node_memory: | {found['rows']:,} | {kind} | {over:.0f} | {kept:.0f} | "
+                      f"{over / kept:.1f}x | {over * 2**20 / found['rows']:.0f} |", flush=True)
+            del frames
+
+
 def bench_unmatched() -> None:
     """AUC kept by training on applicants a party does not know, against intersection-only.
 
@@ -974,6 +1075,13 @@ def bench_monitor() -> None:
     run()
 
 
+def bench_threads() -> None:
+    """Fitting with torch's default threads over one thread (experiments/threads_bench)."""
+    from experiments.threads_bench import bench_threads as run
+
+    run()
+
+
 def bench_explain() -> None:
     """Explaining 10,000 scored applicants over plain scoring (experiments/explain_bench)."""
     from experiments.explain_bench import bench_explain as run
@@ -989,6 +1097,8 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "vertical": bench_vertical,
     "vertical_cached": bench_vertical_cached,
     "table_memory": bench_table_memory,
+    "local_steps": bench_local_steps,
+    "node_memory": bench_node_memory,
     "unmatched": bench_unmatched,
     "embedding_noise": bench_embedding_noise,
     "inversion": bench_inversion,
@@ -1005,6 +1115,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "audit": bench_audit,
     "rmia": bench_rmia,
     "monitor": bench_monitor,
+    "threads": bench_threads,
 }
 
 

@@ -46,6 +46,19 @@ def lender_consented(data: DataSettings, population: Population, purpose: str) -
                       population.truth)
 
 
+def consented_population(data: DataSettings, population: Population,
+                         purpose: str) -> Population:
+    """Return the population with each party's table cut as its node cuts it for ``purpose``.
+
+    What a runner hands the simulated nodes where it prepares their rows itself (monitoring's
+    party indices, rerating's two periods, whose IDs it marks before scoring).
+    """
+    tables = {party: consent_decision(table, data.consent[party], purpose, data.id_column,
+                                      LABEL_HOLDER)[0] if party in data.consent else table
+              for party, table in population.tables.items()}
+    return Population(population.name, tables, population.truth)
+
+
 def consent_lines(consent: dict[str, Any] | None) -> list[str]:
     """Return the report's section on consent.
 
@@ -63,6 +76,11 @@ def consent_lines(consent: dict[str, Any] | None) -> list[str]:
         if not c["records"]:
             lines.append(f"| {party} | | | {NO_RECORDS} | | |")
         else:
-            lines.append(f"| {party} | {c['rows_held']:,} | {c['rows_used']:,} | "
-                         f"{c['consented']:,} | {c['withdrawn']:,} | {c['no_record']:,} |")
+            lines.append(f"| {party} | " + " | ".join(_count(c.get(k)) for k in (
+                "rows_held", "rows_used", "consented", "withdrawn", "no_record")) + " |")
     return lines
+
+
+def _count(value: int | None) -> str:
+    """Format a count; a deployed node sends some only under its opt-in (None: not sent)."""
+    return "not sent" if value is None else f"{value:,}"

@@ -65,6 +65,7 @@ import numpy as np
 import pandas as pd
 
 from credit_data.blacklists import holder_lists
+from credit_data.consent import SCORING
 from credit_data.errors import ConfigError, CreditFLError, DeployError
 from credit_data.horizontal import LenderRows
 from credit_data.loading import load_population
@@ -89,6 +90,7 @@ from experiments.report import render_report
 from experiments.results import write_run
 from experiments.scoring import render_scoring
 from experiments.vertical import vertical_outcome
+from federation.consent_counts import run_summary
 from federation.credentials import make_node_key, make_server_credentials, write_private
 from federation.flower_compat import QUIET
 from federation.run_settings import RunSettings
@@ -702,6 +704,7 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
         "model_id": outcome.model_id, "parties": outcome.parties, "absent": outcome.absent,
         "alignment": outcome.alignment, "lender": outcome.lender, "privacy": outcome.privacy,
         "blacklists": outcome.blacklists, "refused_nodes": outcome.refused_nodes,
+        "consent": run_summary(outcome.consent, outcome.parties, SCORING),  # as nodes sent
         "message_rounds": outcome.message_rounds, "seconds_by_message": outcome.seconds_by_kind,
         "seconds": outcome.seconds, "communication": outcome.communication,
         "lender_scores": {p: str(fed.node_state(p) / name / p / "scores.csv")

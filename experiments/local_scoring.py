@@ -23,6 +23,7 @@ from credit_data.saved_preprocessing import SHARED_SCHEMA, SavedPreprocessing, s
 from credit_data.settings import LABEL_HOLDER
 from credit_data.tables import Population
 from federation.run_settings import MissingParty, RunSettings
+from models.binned_scorecard import ScorecardModel, model_tables, scorecard_reasons
 from models.bundle import load_bundle, settings_json, write_bundle
 from models.factory import build_model
 from models.scorecard import grades_of, points
@@ -48,6 +49,8 @@ def write_model_bundle(run_dir: Path, settings: RunSettings, model: torch.nn.Mod
                         "features": list(pre["feature_names"])}
                     for p, pre in preprocessing.items()},
         "scorecard": settings_json(settings.scorecard), "metrics": metrics, "privacy": privacy}
+    if isinstance(model, ScorecardModel):
+        manifest["scorecard_table"] = model_tables(model, settings.scorecard, preprocessing)
     return write_bundle(run_dir / MODEL_DIR, manifest=manifest, weights=model.state_dict(),
                         preprocessing=preprocessing)
 
@@ -100,19 +103,28 @@ def score_with_bundle(directory: Path, population: Population, settings: RunSett
         x, unknown = encoded.x, {SHARED: encoded.unknown_categories}
         known = {p: frame[f"{p}.present"].to_numpy() > 0 for p in parties if p != LABEL_HOLDER}
         widths = {"lender": x.shape[1]}
+        names = {"lender": saved.feature_names}
     else:
         parties = list(m["parties"])
         x, known, unknown = _pooled_matrix(bundle.preprocessing, parties, population,
                                            settings.scoring.missing_party)
         widths = {p: len(bundle.preprocessing[p]["feature_names"]) + (p != LABEL_HOLDER)
                   for p in parties}
-    model = build_model(dataclasses.replace(settings.model), widths)
+        names = {p: tuple(bundle.preprocessing[p]["feature_names"]) + (
+            ("present",) if p != LABEL_HOLDER else ()) for p in parties}
+    model = build_model(dataclasses.replace(settings.model), widths, names)
     model.load_state_dict(bundle.weights)
     probability = predict_proba(model, x)
     score_points = points(probability, settings.scorecard)
     table = pd.DataFrame({"id": lender.frame.index.astype(str), "probability": probability,
                           "points": np.round(score_points, 2),
                           "grade": grades_of(score_points, settings.scorecard)})
+    if isinstance(model, ScorecardModel) and settings.explain.enabled:
+        e = settings.explain
+        reasons = scorecard_reasons(model, x, score_points, settings.scorecard,
+                                    reasons=e.reasons, method=e.scorecard_reference,
+                                    cutoff=e.cutoff, descriptions=e.descriptions)
+        table = pd.concat([table, reasons], axis=1)
     for party, mask in known.items():
         table[f"known_{party}"] = mask.astype(int)
     return table, {"engine": "local", "model_id": bundle.model_id, "parties": parties,

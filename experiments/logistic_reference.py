@@ -20,12 +20,14 @@ from credit_data.design import Design
 from credit_data.settings import LABEL_HOLDER
 from credit_data.split import TEST, TRAIN, VAL
 from models.metrics import ScoreSummary
+from models.threads import one_thread
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 ROLE = ("reference: a logistic regression with the parties' columns pooled in one place, as "
         "the centralized upper bound (not a federated result)")
 
 
+@one_thread()
 def _fit(design: Design, parties: tuple[str, ...]) -> dict[str, Any]:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression

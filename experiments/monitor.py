@@ -15,6 +15,9 @@ Indices below ``monitor.watch`` (0.1) are ``stable``, below ``monitor.act`` (0.2
 else ``act``, per column, per party and for the model. Writes ``monitor.json``, ``report.md``
 and ``monitor.png`` to ``monitor.out`` (default ``<run dir>/monitoring/<date>_<time>``), whole
 or not at all. Exit 1 when anything is ``act`` (a scheduler's alert), 2 on bad input.
+Several periods (``data.period=2,3,4``, :mod:`experiments.monitor_series`) give a series: one
+entry per period in ``monitor.json``, a table and ``monitor_series.png`` over the periods. A
+party whose rows trained under DP noises its counts and charges ``monitor.epsilon``.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from experiments.options import take_options
 from federation.storage import write_atomic
 
 USAGE = ("usage: credit-fl monitor <run dir> [monitor.watch=0.1] [monitor.act=0.25] "
-         "[monitor.min_count=50] [monitor.out=<dir>] [data.period=2 data.shift=downturn | "
+         "[monitor.min_count=50] [monitor.epsilon=1.0] [monitor.out=<dir>] [data.period=2 "
+         "data.shift=downturn | data.period=2,3,4 data.shift=none,downturn,concept | "
          "data=csv data.parties.<party>.path=<file> ...]")
 STATUSES = ("stable", "watch", "act")
 AUC_TOLERANCE = 0.02
@@ -49,11 +53,16 @@ AUC_TOLERANCE = 0.02
 
 @dataclass(frozen=True)
 class MonitorSettings:
-    """Thresholds and the minimum rows per released bin (the defaults are these)."""
+    """Thresholds, the minimum rows per released bin, the epsilon of a party under DP.
+
+    ``epsilon``: what a party whose rows trained under DP spends on one period's release
+    (noised counts, charged to its ledger); other parties release exact counts.
+    """
 
     watch: float = 0.1
     act: float = 0.25
     min_count: int = 50
+    epsilon: float = 1.0
     out: str | None = None
 
 
@@ -65,6 +74,8 @@ def split_args(args: list[str]) -> tuple[MonitorSettings, list[str]]:
                           f"({settings.act}))")
     if settings.min_count < 1:
         raise ConfigError(f"monitor.min_count must be at least 1, got {settings.min_count}")
+    if not settings.epsilon > 0:
+        raise ConfigError(f"monitor.epsilon must be positive, got {settings.epsilon}")
     return settings, rest
 
 
@@ -88,8 +99,18 @@ def check_run_dir(run_dir: Path) -> dict[str, Any]:
     return dict(model)
 
 
+def under_dp(privacy: Any, party: str) -> bool:
+    """Return whether ``party``'s rows trained under a DP budget (its counts are then noised)."""
+    from privacy.settings import PrivacyMechanism
+
+    return (privacy.mechanism is not PrivacyMechanism.off or party in privacy.party_max_epsilon
+            or (party == LABEL_HOLDER and privacy.label_epsilon is not None)
+            or privacy.embedding_epsilon is not None)
+
+
 def _party_indices(run_dir: Path, model: dict[str, Any], population: Any,
-                   parties: list[str], min_count: int) -> dict[str, Any]:
+                   parties: list[str], options: MonitorSettings,
+                   privacy: Any) -> tuple[dict[str, Any], dict[str, float | None]]:
     """Ask every party for its indices through the monitoring apps (in-process engine)."""
     from flwr.app import Context
 
@@ -100,15 +121,17 @@ def _party_indices(run_dir: Path, model: dict[str, Any], population: Any,
 
     def source(context: Context) -> tuple[str, MonitoringInput]:
         party = parties[int(context.node_config["partition-id"])]
-        return party, MonitoringInput(run_dir / model["bundles"][party],
-                                      population.tables[party])
+        bundle = run_dir / model["bundles"][party]
+        # a simulated party's ledger: its state directory in the run (beside its bundle)
+        return party, MonitoringInput(bundle, population.tables[party], options.epsilon
+                                      if under_dp(privacy, party) else None, bundle.parent)
 
     outcome = MonitoringOutcome()
-    InProcessEngine(verbose=False).run(make_monitoring_server_app(min_count, outcome),
+    InProcessEngine(verbose=False).run(make_monitoring_server_app(options.min_count, outcome),
                                        make_monitoring_client_app(source), len(parties))
     if outcome.error is not None:
         raise outcome.error
-    return outcome.parties
+    return outcome.parties, outcome.epsilon
 
 
 def _grade_counts(grades: pd.Series, names: tuple[str, ...]) -> np.ndarray:
@@ -200,19 +223,22 @@ def _labels(population: Any, label: str, ids: pd.Series) -> pd.Series | None:
     return labels[label].reindex(ids.astype(str).to_numpy())
 
 
-def monitor_run(run_dir: Path, args: list[str]) -> tuple[Path, dict[str, Any]]:
-    """Monitor ``run_dir``'s model on the period ``args`` name; return its directory, report."""
+def _load_period(run_dir: Path, model: dict[str, Any], overrides: list[str],
+                 options: MonitorSettings
+                 ) -> tuple[Any, Any, tuple[dict[str, Any], dict[str, float | None]],
+                            dict[str, Any] | None]:
+    """Return one period's settings, population, released indices and consent counts.
+
+    The consent counts are the parties' for `monitoring` (None without consent records).
+    """
+    from credit_data.consent import MONITORING
     from credit_data.loading import load_population
     from credit_fl.config import settings_of
-    from experiments.rerate import frames_of
-    from experiments.scoring import load_applicants, score_bundles
+    from experiments.consent_results import consent_summary, consented_population
+    from experiments.scoring import load_applicants
     from federation.run_settings import Engine
     from federation.settings import Mode
 
-    start = time.perf_counter()
-    options, overrides = split_args(args)
-    run_dir = run_dir.resolve()
-    model = check_run_dir(run_dir)
     settings = settings_of(run_dir, "explain.enabled=false", *overrides)  # scores only
     if settings.federation.mode is not Mode.vertical:
         raise ConfigError(f"{run_dir}: monitoring watches a vertical model's parties; this run "
@@ -225,45 +251,103 @@ def monitor_run(run_dir: Path, args: list[str]) -> tuple[Path, dict[str, Any]]:
                   else load_applicants(settings))  # names an empty or malformed period first
     parties = [p for p in settings.federation.parties
                if p in population.tables and p in model["bundles"]]
+    # each party's customers without `monitoring` consent are unknown to it (docs/consent.md)
+    consent = consent_summary(settings.data, population, parties, MONITORING)
+    population = consented_population(settings.data, population, MONITORING)
+    return settings, population, _party_indices(run_dir, model, population, parties, options,
+                                                settings.privacy), consent
+
+
+def _period_report(run_dir: Path, settings: Any, population: Any,
+                   released: tuple[dict[str, Any], dict[str, float | None]],
+                   consent: dict[str, Any] | None, manifest: dict[str, Any],
+                   options: MonitorSettings, stage: Path) -> dict[str, Any]:
+    """Return one period's entry: its parties' statuses, the model's section, what left."""
+    from credit_data.consent import MONITORING
+    from experiments.rerate import frames_of
+    from experiments.scoring import score_bundles
+
+    synthetic = settings.data.source is Source.synthetic
+    scores, _ = score_bundles(run_dir, settings, stage, frames=frames_of(
+        population, settings.data.id_column) if synthetic else None, purpose=MONITORING)
+    shutil.rmtree(stage, ignore_errors=True)
+    reference = pd.read_csv(run_dir / "predictions.csv", dtype={"id": str})
+    indices, epsilon = released
+    party_report = {}
+    for party, columns in indices.items():
+        for value in columns.values():
+            value["status"] = status_of(float(value["index"]), options.watch, options.act)
+        party_report[party] = {"status": worst([c["status"] for c in columns.values()]),
+                               "columns": columns}
+    inputs_act = any(p["status"] == "act" for p in party_report.values())
+    labels = _labels(population, settings.data.label, scores["id"])
+    section = model_section(reference, scores, labels, manifest, options, inputs_act)
+    return {"period": {"data": settings.data.name, "source": settings.data.source.value,
+                       "period": settings.data.period if synthetic else None,  # files: theirs
+                       "shift": settings.data.shift.value,
+                       "applicants": len(scores)},
+            "parties": party_report, "model": section,
+            "status": worst([section["status"], *(p["status"] for p in party_report.values())]),
+            "released": {p: {"indices": len(c), "counts": sum(len(v["counts"])
+                                                               for v in c.values()),
+                             "epsilon": epsilon.get(p)}
+                         for p, c in indices.items()},
+            "consent": consent}
+
+
+def monitor_run(run_dir: Path, args: list[str]) -> tuple[Path, dict[str, Any]]:
+    """Monitor ``run_dir``'s model on the periods ``args`` name; return its directory, report.
+
+    Several periods (``data.period=2,3,4``) give one entry each in ``series``; the report's
+    ``period``, ``parties`` and ``model`` are the last period's, its ``status`` the worst of all
+    and ``released`` the sum over the periods.
+    """
+    from experiments.monitor_series import period_overrides, plot_series
+    from models.bundle import read_manifest
+
+    start = time.perf_counter()
+    options, rest = split_args(args)
+    runs, overrides = period_overrides(rest)
+    run_dir = run_dir.resolve()
+    model = check_run_dir(run_dir)
     out = Path(options.out) if options.out else (
         run_dir / "monitoring" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
     if out.exists():
         raise ConfigError(f"monitor.out={out} exists; name a new directory")
-    indices = _party_indices(run_dir, model, population, parties, options.min_count)
+    # every period's data checked and every party asked before anything is written
+    loaded = []
+    for run in runs:
+        loaded.append(_load_period(run_dir, model, [*overrides, *run], options))
+        if len(runs) > 1 and loaded[-1][0].data.source is not Source.synthetic:
+            raise ConfigError(f"data.period names {len(runs)} periods, but with data="
+                              f"{loaded[-1][0].data.name} a period is its party files: "
+                              "monitor one period's files per command")
+    manifest = read_manifest(run_dir / model["bundles"][LABEL_HOLDER])
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        scores, _ = score_bundles(run_dir, settings, stage / "scoring", frames=frames_of(
-            population, settings.data.id_column) if synthetic else None)
-        shutil.rmtree(stage / "scoring", ignore_errors=True)
-        reference = pd.read_csv(run_dir / "predictions.csv", dtype={"id": str})
-        from models.bundle import read_manifest
-
-        manifest = read_manifest(run_dir / model["bundles"][LABEL_HOLDER])
-        party_report = {}
-        for party, columns in indices.items():
-            for value in columns.values():
-                value["status"] = status_of(float(value["index"]), options.watch, options.act)
-            party_report[party] = {"status": worst([c["status"] for c in columns.values()]),
-                                   "columns": columns}
-        inputs_act = any(p["status"] == "act" for p in party_report.values())
-        labels = _labels(population, settings.data.label, scores["id"])
-        section = model_section(reference, scores, labels, manifest, options, inputs_act)
+        series = [_period_report(run_dir, settings, population, indices, consent, manifest,
+                                 options, stage / f"scoring-{k}")
+                  for k, (settings, population, indices, consent) in enumerate(loaded)]
+        latest = series[-1]
+        released = {p: {kind: sum(e["released"].get(p, {}).get(kind, 0) for e in series)
+                        for kind in ("indices", "counts")} for p in latest["released"]}
+        for p, figures in released.items():  # charged per period: the spends add
+            spent = [e["released"][p]["epsilon"] for e in series if p in e["released"]]
+            figures["epsilon"] = None if None in spent else float(sum(spent))
         report = {
             "run": str(run_dir), "model_id": manifest["model_id"],
-            "period": {"data": settings.data.name, "source": settings.data.source.value,
-                       "period": settings.data.period, "shift": settings.data.shift.value,
-                       "applicants": len(scores)},
+            "period": latest["period"],
             "thresholds": dataclasses.asdict(options) | {"out": None},
-            "parties": party_report, "model": section,
-            "status": worst([section["status"], *(p["status"] for p in party_report.values())]),
-            "released": {p: {"indices": len(c), "counts": sum(len(v["counts"])
-                                                               for v in c.values())}
-                         for p, c in indices.items()},
+            "parties": latest["parties"], "model": latest["model"],
+            "status": worst([e["status"] for e in series]),
+            "released": released, "consent": latest["consent"], "series": series,
             "wall_seconds": time.perf_counter() - start}
         write_atomic(stage / "monitor.json", json.dumps(report, indent=2) + "\n")
         write_atomic(stage / "report.md", render(report))
         _plot(report, stage / "monitor.png")
+        if len(series) > 1:
+            plot_series(report, stage / "monitor_series.png")
         stage.rename(out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -306,17 +390,31 @@ def _plot(report: dict[str, Any], path: Path) -> None:
 
 def render(report: dict[str, Any]) -> str:
     """Render report.md: the verdict, each party's columns, the model."""
+    from experiments.monitor_series import series_lines
+
     m = report["model"]
     period = report["period"]
-    lines = [f"# Monitoring {report['run']}", "",
-             f"Period {period['period']} (shift {period['shift']}, {period['data']}), "
-             f"{period['applicants']:,} applicants: **{report['status']}**.", "",
-             "## Parties (each index computed at the party; only indices and counts left it)",
+    lines = [f"# Monitoring {report['run']}", ""]
+    if len(report["series"]) > 1:
+        lines += [f"{len(report['series'])} periods: **{report['status']}** (the worst of "
+                  "them); below them, the last period in detail.", "", *series_lines(report)]
+    what = (f"Period {period['period']} (shift {period['shift']}, {period['data']})"
+            if period["period"] is not None else f"The period's files ({period['data']})")
+    lines += [f"{what}, {period['applicants']:,} applicants: "
+              f"**{report['series'][-1]['status']}**.", "",
+              "![indices against the thresholds; the grade mix](monitor.png)", "",
+              "## Parties (each index computed at the party; only indices and counts left it)",
              "", "| party | column | index | rows | status |", "|---|---|---:|---:|---|"]
     for party, entry in report["parties"].items():
         for column, value in entry["columns"].items():
             lines.append(f"| {party} | {column} | {value['index']:.4f} | {value['rows']:,} | "
                          f"{value['status']} |")
+    noised = {p: r["epsilon"] for p, r in report["series"][-1]["released"].items()
+              if r.get("epsilon") is not None}
+    if noised:
+        lines += ["", "Under their DP budgets these parties noised their counts (Laplace, drawn "
+                  "from the OS at the party) and charged their ledgers: " + ", ".join(
+                      f"{p} epsilon {e:g}" for p, e in noised.items()) + "."]
     lines += ["", "## Model", "",
               f"Score PSI {m['score_psi']:.4f}, grade-mix PSI {m['grade_psi']:.4f}: "
               f"**{m['status']}**.", ""]

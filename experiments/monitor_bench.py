@@ -7,7 +7,8 @@ the model's quality is not what is measured). Then, in the same run of the bench
   (``credit-fl monitor``) and, apart, scored by plain batch scoring (``credit-fl score``,
   without reason codes, as monitoring scores) of the same rows;
 * the book of ``n`` borrowers is re-rated in period 2 (``credit-fl rerate``: two periods
-  scored, joined, the watch list) and, apart, the period's book scored once by batch scoring.
+  scored in two requests, joined, the watch list; without reason codes, as the plain scoring)
+  and, apart, the period's book scored once by batch scoring.
 
 Each prints its wall time and the ratio to the plain scoring of the same rows.
 """
@@ -48,7 +49,7 @@ def bench_monitor(n: int = 100_000) -> None:
               f"{scored:.1f} s; monitor / scoring {monitored / scored:.2f}")
         start = time.perf_counter()
         _, rerated = rerate_run(run_dir, 2, [f"rerate.out={root / 'rerate'}",
-                                             "data.shift=downturn"])
+                                             "data.shift=downturn", "explain.enabled=false"])
         rerating = time.perf_counter() - start
         settings = settings_of(run_dir, "engine=in_process", "verbose=false",
                                "explain.enabled=false")

@@ -11,7 +11,8 @@ __all__ = ["MONITOR_KEYS", "monitor_markdown"]
 MONITOR_KEYS: tuple[tuple[str, str, str], ...] = (
     ("run", "string", "the run directory whose bundles were watched"),
     ("model_id", "string", "the model's id (every bundle carries it)"),
-    ("period", "object", "`data`, `source`, `period` (`data.period`), `shift` (`data.shift`), "
+    ("period", "object", "`data`, `source`, `period` (`data.period`; null with data=csv, whose "
+     "period is its files), `shift` (`data.shift`), "
      "`applicants` (the lender's rows scored)"),
     ("thresholds", "object", "`watch`, `act` (index thresholds: below `watch` stable, below "
      "`act` watch, else act), `min_count` (rows per released bin, both sides), `out` (null)"),
@@ -27,10 +28,19 @@ MONITOR_KEYS: tuple[tuple[str, str, str], ...] = (
      "probabilities; `trusted` false when outcomes contradict the calibration, or without "
      "outcomes when the inputs reached `act`), `outcomes` (null without outcomes; else `auc`, "
      "`ks`, `ece`, `brier`, `default_rate`, `default_rate_by_grade`, `calibration_z`)"),
-    ("status", "string", "the worst of every party's and the model's: `stable`, `watch` or "
-     "`act` (the command exits 1 on `act`)"),
-    ("released", "object", "`<party>.{indices, counts}`: how many indices and bin counts left "
-     "each party (nothing else did)"),
+    ("status", "string", "the worst of every party's and the model's, over every period: "
+     "`stable`, `watch` or `act` (the command exits 1 on `act`)"),
+    ("released", "object", "`<party>.{indices, counts, epsilon}`: how many indices and bin "
+     "counts left each party (nothing else did), summed over the periods, and the epsilon it "
+     "spent on them (a party under DP: noised counts, charged to its ledger; null: exact "
+     "counts, outside any epsilon)"),
+    ("consent", "object or null", "the last period's consent counts for the purpose "
+     "`monitoring`, as `results.json`'s `dataset.consent` (`purpose`, `dpv`, `parties.<party>`: "
+     "`records`, rows held and used, consented, withdrawn, no record); null without consent "
+     "records"),
+    ("series", "array", "one entry per period watched (`data.period=2,3,4`), in order, each "
+     "`{period, parties, model, status, released, consent}` as above for that period alone; "
+     "`period`, `parties`, `model` and `consent` above are the last entry's"),
     ("wall_seconds", "number", "the monitoring's wall time"),
 )
 

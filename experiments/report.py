@@ -175,6 +175,7 @@ def _vertical_section(federation: dict[str, Any], parties: dict[str, Any],
     lines = ["", "## Vertical federation", "",
              f"Parties {', '.join(federation['parties'])}; {federation['epochs']} epochs of "
              f"{federation['exchanges_per_epoch']} exchange(s), "
+             f"{federation.get('local_steps', 1)} step(s) per batch, "
              f"{federation['message_rounds']} message rounds in all (alignment included).",
              "", "Lift of a party: test AUC of the final model minus its test AUC when that "
              "party's embeddings are replaced by the \"unknown applicant\" vector.", ""]

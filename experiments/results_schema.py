@@ -50,7 +50,9 @@ KEYS: tuple[Key, ...] = (
         "`consent` (null without `data.consent`: all rows used; else `purpose`, `dpv` and "
         "`parties.<party>.{records, rows_held, rows_used, consented, withdrawn, no_record, "
         "purpose, dpv, recipient, file_sha256}`, `records: false` for a party without a "
-        "consent file; "
+        "consent file; in a deployment as the nodes sent them, `rows_held`, `withdrawn`, "
+        "`no_record` and `file_sha256` null unless a node opted in with "
+        "`--release-consent-counts`; "
         "docs/consent.md)"),
     Key("model", ("object",), "`kind`, `parameters` (count), `inputs` (columns per party), "
         "`model_id` (carried by every bundle of the trained model), `bundles` (party: bundle "
@@ -128,7 +130,7 @@ KEYS: tuple[Key, ...] = (
         "from the training rows' scores and, for the inversion, the parties' columns: an "
         "evaluation tool, outside every guarantee"),
     Key("federation", ("object",), "vertical: `parties`, `epochs`, `exchanges_per_epoch`, "
-        "`local_epochs`, `message_rounds`, `stopped_after`, `resumed_from`, "
+        "`local_epochs`, `local_steps`, `message_rounds`, `stopped_after`, `resumed_from`, "
         "`alignment.<party>.{lender_rows, party_rows, intersection, setup_cached, asked}` "
         "(whether the party's blinded ID set came from its cache; `asked`: the lender's IDs "
         "it answered, charged to its query ledger), "

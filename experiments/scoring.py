@@ -120,12 +120,14 @@ class ScoringSimulationSource:
     """Hands each simulated node its settings, its bundle and its own table only.
 
     ``shared``: the applicants as the engine shared them (``engine.share``); else each node
-    loads its own from the data config.
+    loads its own from the data config. ``purpose``: what its consent records must grant
+    (``credit_scoring``; ``monitoring`` when monitoring scores).
     """
 
     def __init__(self, settings: dict[str, ClientSettings], run: RunSettings,
-                 bundles: dict[str, Path], shared: Any = None) -> None:
+                 bundles: dict[str, Path], shared: Any = None, purpose: str = SCORING) -> None:
         self.settings, self.run, self.bundles, self.shared = settings, run, bundles, shared
+        self.purpose = purpose
         self.names = list(settings)
         self.key = f"scoring {run.data!r} {run.seed} {run.scoring!r} {time.time_ns()}"
 
@@ -144,13 +146,13 @@ class ScoringSimulationSource:
                 data.id_column, settings, LABEL_HOLDER))
             return settings, ScoringInput(None, table)
         table = once_per_worker(f"{self.key}|{party}|table", lambda: gate_table(
-            self._applicants(party).tables[party], data.consent.get(party), SCORING,
+            self._applicants(party).tables[party], data.consent.get(party), self.purpose,
             data.id_column, settings, LABEL_HOLDER))
         return settings, ScoringInput(self.bundles[party], table)
 
 
 def _vertical(settings: RunSettings, run_dir: Path, stage: Path, model: dict[str, Any],
-              frames: Mapping[str, pd.DataFrame] | None = None
+              frames: Mapping[str, pd.DataFrame] | None = None, purpose: str = SCORING
               ) -> tuple[pd.DataFrame, dict[str, Any]]:
     # checked here first: errors before the engine starts
     population = load_applicants(settings, frames=frames)
@@ -171,7 +173,7 @@ def _vertical(settings: RunSettings, run_dir: Path, stage: Path, model: dict[str
         raise ConfigError(absent_parties(absent))
     for holder in holders:  # a bad list file is named before the engine starts
         list_table(settings, holder)
-    consent = consent_summary(settings.data, population, parties, SCORING)  # a bad file too
+    consent = consent_summary(settings.data, population, parties, purpose)  # a bad file too
     clients = {p: client_settings(settings, p, str(stage / "parties"))
                for p in [*bundles, *holders]}
     server = dataclasses.replace(scoring_server_settings(settings), n_nodes=len(clients))
@@ -181,7 +183,7 @@ def _vertical(settings: RunSettings, run_dir: Path, stage: Path, model: dict[str
                   else None)
         engine.run(make_scoring_server_app(server, outcome, stage),
                    make_scoring_client_app(ScoringSimulationSource(clients, settings, bundles,
-                                                                   shared)),
+                                                                   shared, purpose)),
                    len(clients))
     if outcome.error is not None:
         raise outcome.error
@@ -200,19 +202,20 @@ def _vertical(settings: RunSettings, run_dir: Path, stage: Path, model: dict[str
 
 
 def score_bundles(run_dir: Path, settings: RunSettings, stage: Path,
-                  frames: Mapping[str, pd.DataFrame] | None = None
+                  frames: Mapping[str, pd.DataFrame] | None = None, purpose: str = SCORING
                   ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score with the bundles of ``run_dir``: the scores table and what scoring.json says.
 
     ``stage``: a directory of the scoring's own (the vertical nodes' state); ``frames``: the
-    applicants as DataFrames, else the settings' data config.
+    applicants as DataFrames, else the settings' data config; ``purpose``: what each vertical
+    party's consent records must grant (``credit_scoring``, or ``monitoring``).
     """
     model = json.loads((run_dir / "results.json").read_text())["model"]
     if "bundles" not in model:
         raise ConfigError(f"{run_dir}: this run kept no model bundles (trained before bundles "
                           "existed); train it again")
     if settings.federation.mode is Mode.vertical:
-        return _vertical(settings, run_dir, stage, model, frames)
+        return _vertical(settings, run_dir, stage, model, frames, purpose)
     population = load_applicants(settings, frames=frames)
     return score_with_bundle(run_dir / model["bundles"]["model"], population, settings)
 

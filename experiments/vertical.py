@@ -46,6 +46,7 @@ from experiments.outcome import (
     with_fraud_types,
 )
 from experiments.simulation import once_per_worker, quiet_worker
+from federation.consent_counts import run_summary
 from federation.run_settings import RunSettings
 from federation.settings import check_blacklists, check_federation
 from fl_client.consent_gate import file_digest, gate_ids, gate_table
@@ -300,6 +301,7 @@ def vertical_outcome(settings: RunSettings, parties: tuple[str, ...], outcome: V
                         "source_columns": outcome.columns[p], "used": True}
                     for p in parties},
         "oracle_test_auc": None,  # the generator's truth is the simulation's alone
+        "consent": run_summary(outcome.consent, parties, TRAINING),  # as the nodes sent them
     }
     m = settings.model
     lender_width = int(final["inputs"])
@@ -321,6 +323,7 @@ def vertical_outcome(settings: RunSettings, parties: tuple[str, ...], outcome: V
             "parties": list(parties), "epochs": outcome.epochs,
             "stopped_after": outcome.stopped_after, "resumed_from": settings.resume,
             "exchanges_per_epoch": f.exchanges_per_epoch, "local_epochs": f.local_epochs,
+            "local_steps": f.local_steps,
             "message_rounds": outcome.message_rounds,
             "seconds_by_message": outcome.seconds_by_kind,
             "compute_seconds": outcome.compute_seconds,

@@ -42,7 +42,10 @@ class ExplainSettings:
     ``gauss_legendre`` by quadrature on ``steps`` points (captum's method; the party's message
     grows with them); ``descriptions``: a party's reason-code table, ``<column>: text`` in that
     party's own config (in a simulation ``<party>.<column>``); a column without one is described
-    by its name. ``enabled``: explain at all.
+    by its name. ``enabled``: explain at all. A scorecard (``model=scorecard``,
+    :mod:`models.scorecard_reasons`) counts each column's points below a reference:
+    ``scorecard_reference`` ``maximum`` (its best bin) or ``average`` (the average applicant's,
+    or with ``cutoff``, in points, the applicants just above the cut-off's).
     """
 
     enabled: bool = True
@@ -50,6 +53,8 @@ class ExplainSettings:
     method: str = "exact"
     steps: int = 128
     descriptions: dict[str, str] = field(default_factory=dict)
+    scorecard_reference: str = "maximum"
+    cutoff: float | None = None
 
     def __post_init__(self) -> None:
         """Refuse a count or a path that cannot work, naming the key."""
@@ -59,6 +64,9 @@ class ExplainSettings:
             raise ValueError(f"explain.method must be one of {METHODS}, got '{self.method}'")
         if self.steps < 1:
             raise ValueError(f"explain.steps must be at least 1, got {self.steps}")
+        if self.scorecard_reference not in ("maximum", "average"):
+            raise ValueError("explain.scorecard_reference must be maximum or average, got "
+                             f"'{self.scorecard_reference}'")
 
 
 def exact_path(settings: ExplainSettings, encoder_hidden: tuple[int, ...],

@@ -13,7 +13,8 @@ from models.settings import ModelSettings
 def shared_model(settings: ModelSettings, schema: Schema,
                  state: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """Build the model over the shared schema's columns; load ``state`` by name if given."""
-    model = build_model(settings, {"lender": len(schema.feature_names)})
+    model = build_model(settings, {"lender": len(schema.feature_names)},
+                        {"lender": tuple(schema.feature_names)})
     if state is not None:
         model.load_state_dict(state)
     return model

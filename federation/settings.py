@@ -58,6 +58,9 @@ class FederationSettings:
     In vertical mode training runs ``train.epochs`` epochs with early stopping, as the
     centralized model does; each epoch takes ``exchanges_per_epoch`` exchanges (two message
     rounds each), and ``local_epochs`` is the number of passes each side makes over a chunk.
+    ``local_steps`` (vertical, FedBCD's Q) is the number of optimizer steps each side takes on
+    every batch of a chunk against the other side's values of that exchange, which stay fixed
+    (the lender's against the parties' embeddings, a party's against the lender's gradients).
     ``faults`` maps a party id to a fault (simulation only). ``stop_after`` ends the
     run after that round, as an interruption would; ``resume=<run dir>`` continues it.
     ``psi_cache`` is where simulated parties keep their blinded ID sets between runs (a
@@ -82,6 +85,7 @@ class FederationSettings:
     faults: dict[str, Fault] = field(default_factory=dict)
     stop_after: int | None = None
     exchanges_per_epoch: int = 2
+    local_steps: int = 2
     psi_cache: str | None = None
     key_dir: str | None = field(default_factory=lambda: default_key_dir())
 
@@ -103,7 +107,8 @@ def check_federation(settings: FederationSettings, n_clients: int) -> None:
               ("server_lr", settings.server_lr > 0),
               ("stop_after", settings.stop_after is None
                or 1 <= settings.stop_after < settings.rounds),
-              ("exchanges_per_epoch", settings.exchanges_per_epoch >= 1)]
+              ("exchanges_per_epoch", settings.exchanges_per_epoch >= 1),
+              ("local_steps", settings.local_steps >= 1)]
     for key, ok in checks:
         if not ok:
             raise ConfigError(f"federation.{key} is out of range: {getattr(settings, key)}"

@@ -30,7 +30,10 @@ def make_monitoring_client_app(source: MonitoringSource) -> ClientApp:
     def monitor(msg: Message, context: Context) -> Message:
         party, data = source(context)
         config = msg.content.config_records.get(CONFIG, ConfigRecord())
-        content = RecordDict({STATUS: ConfigRecord({"party": party})})
+        status: dict[str, Any] = {"party": party}
+        if data.epsilon is not None:  # noised under the party's DP budget, and charged
+            status["epsilon"] = float(data.epsilon)
+        content = RecordDict({STATUS: ConfigRecord(status)})
         try:
             indices = party_indices(data, party, min_count=int(cast(int, config["min_count"])))
         except CreditFLError as exc:

@@ -5,6 +5,11 @@ the period, and compares each of its columns, and the norm of its embedding of e
 the bins frozen from its training rows in its bundle (:mod:`credit_data.stability`). What it
 returns, and all that leaves it, is per column: the stability index, the rows counted and the
 merged bins' counts (each at least ``min_count`` rows on both sides).
+
+Under the party's DP budget (``MonitoringInput.epsilon``) every histogram is noised before it
+is merged (:func:`privacy.count_noise.laplace_counts`, fresh from the OS): half the epsilon on
+the period's counts, half on the training counts the index compares them with; the spend is
+recorded in the party's lifetime ledger (``ledger_dir``) as ``monitoring_epsilon``.
 """
 
 from __future__ import annotations
@@ -16,14 +21,15 @@ from typing import Any
 import numpy as np
 
 from credit_data.errors import DataError
-from credit_data.stability import ColumnIndex, column_index
+from credit_data.stability import ColumnIndex, bin_counts, column_index, merge_small, psi
 from credit_data.tables import PartyTable
 from fl_client.scoring_task import encode_table, model_settings
 from models.bundle import Bundle, load_bundle
-from models.networks import PartyEncoder
+from models.factory import party_encoder
 from models.split_training import embed
+from privacy.count_noise import laplace_counts
 
-__all__ = ["EMBEDDING_NORM", "MonitoringInput", "party_indices", "released"]
+__all__ = ["EMBEDDING_NORM", "MonitoringInput", "check_columns", "party_indices", "released"]
 
 EMBEDDING_NORM = "embedding_norm"
 """The name of the index of a party's embedding norm, next to its columns'."""
@@ -31,10 +37,16 @@ EMBEDDING_NORM = "embedding_norm"
 
 @dataclass(frozen=True)
 class MonitoringInput:
-    """One party's bundle directory and its table of the period."""
+    """One party's bundle directory, its table of the period and its DP budget for it.
+
+    ``epsilon``: None releases exact counts (outside any epsilon); a number noises them.
+    ``ledger_dir``: the party's state directory, whose lifetime ledger is charged.
+    """
 
     bundle_dir: Path
     table: PartyTable
+    epsilon: float | None = None
+    ledger_dir: Path | None = None
 
 
 def _reference(bundle: Bundle) -> dict[str, Any]:
@@ -45,7 +57,8 @@ def _reference(bundle: Bundle) -> dict[str, Any]:
     return stability
 
 
-def _check_columns(bundle: Bundle, table: PartyTable) -> None:
+def check_columns(bundle: Bundle, table: PartyTable) -> None:
+    """Refuse a table missing a column of the bundle's, or holding one more (named)."""
     columns = bundle.manifest["columns"]
     trained = (*columns["numeric"], *columns["categorical"])
     missing = [c for c in trained if c not in table.frame.columns]
@@ -66,7 +79,7 @@ def _embedding_norms(bundle: Bundle, table: PartyTable) -> np.ndarray | None:
         return None
     x, _ = encode_table(bundle, table)
     m = model_settings(bundle.manifest)
-    encoder = PartyEncoder(x.shape[1], m.encoder_hidden, m.embedding_dim, m.dropout)
+    encoder = party_encoder(m, x.shape[1], tuple(bundle.manifest["columns"]["features"]))
     weights = {k.removeprefix("encoder."): v for k, v in bundle.weights.items()
                if k.startswith("encoder.")}
     try:
@@ -86,13 +99,41 @@ def party_indices(data: MonitoringInput, party: str, *, min_count: int
     table = data.table
     if table.n_rows == 0:
         raise DataError(f"{table.source}: party '{party}' has no rows in this period")
-    _check_columns(bundle, table)
-    out = {c: column_index(table.frame[c], spec, min_count)
-           for c, spec in reference["columns"].items()}
+    check_columns(bundle, table)
+    values = {c: table.frame[c] for c in reference["columns"]}
+    specs = dict(reference["columns"])
     norms = _embedding_norms(bundle, table)
     if norms is not None:
-        out[EMBEDDING_NORM] = column_index(norms, reference[EMBEDDING_NORM], min_count)
+        values[EMBEDDING_NORM], specs[EMBEDDING_NORM] = norms, reference[EMBEDDING_NORM]
+    if data.epsilon is None:
+        return {c: column_index(values[c], specs[c], min_count) for c in specs}
+    out = {c: _noisy_index(values[c], specs[c], min_count, data.epsilon, len(specs))
+           for c in specs}
+    if data.ledger_dir is not None:
+        _charge(data.ledger_dir, data.epsilon)
     return out
+
+
+def _noisy_index(values: Any, spec: dict[str, Any], min_count: int, epsilon: float,
+                 histograms: int) -> ColumnIndex:
+    """Return the index of noised counts: half of ``epsilon`` on each side, then merged."""
+    reference = laplace_counts(np.asarray(spec["counts"], dtype=np.int64), epsilon=epsilon / 2,
+                               histograms=histograms)
+    current = laplace_counts(bin_counts(values, spec), epsilon=epsilon / 2,
+                             histograms=histograms)
+    r, c = merge_small(reference, current, min_count)
+    return ColumnIndex(psi(r, c), tuple(int(x) for x in r), tuple(int(x) for x in c))
+
+
+def _charge(ledger_dir: Path, epsilon: float) -> None:
+    """Record the release in the party's lifetime ledger (one spend line per request)."""
+    import os
+    from datetime import UTC, datetime
+
+    from federation.lifetime_budget import LifetimeBudget
+
+    request = f"monitoring {datetime.now(UTC).isoformat()} {os.urandom(4).hex()}"
+    LifetimeBudget.of(ledger_dir, None).record(request, {"monitoring_epsilon": epsilon})
 
 
 def released(indices: dict[str, ColumnIndex]) -> dict[str, Any]:

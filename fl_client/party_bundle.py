@@ -18,8 +18,9 @@ from credit_data.split import TRAIN
 from credit_data.stability import freeze_values
 from credit_data.vertical import NodeRows
 from fl_client.settings import ClientSettings
+from models.binned_scorecard import ScorecardEncoder, party_table
 from models.bundle import settings_json, write_bundle
-from models.networks import PartyEncoder
+from models.factory import party_encoder
 from models.split_training import LenderModel, embed
 
 BUNDLE_DIR = "model"
@@ -86,10 +87,11 @@ def write_passive_bundle(settings: ClientSettings, rows: NodeRows, model_id: str
     directory = bundle_dir(settings)
     if directory is None or rows.preprocessing is None:
         return None
-    m = settings.model
-    module = _loaded(PartyEncoder(rows.width, m.encoder_hidden, m.embedding_dim, m.dropout),
-                     encoder)
+    module = _loaded(party_encoder(settings.model, rows.width, rows.names), encoder)
     manifest = _manifest(settings, rows, model_id, "passive", privacy, module)
+    if isinstance(module, ScorecardEncoder):  # the party's own points, kept with its model
+        manifest["scorecard_table"] = party_table(module, settings.scorecard,
+                                                  rows.preprocessing)
     manifest["embedding"] = {"encoder_version": encoder_version, "noise_std": noise_std,
                              "clip": settings.privacy.embedding_clip if noise_std > 0 else None}
     return write_bundle(directory, manifest=manifest,
@@ -109,9 +111,12 @@ def write_lender_bundle(settings: ClientSettings, rows: NodeRows, model_id: str,
     directory = bundle_dir(settings)
     if directory is None or rows.preprocessing is None:
         return None
-    lender = _loaded(LenderModel(rows.width, passive, settings.model), model)
+    lender = _loaded(LenderModel(rows.width, passive, settings.model, rows.names), model)
     manifest = _manifest(settings, rows, model_id, "lender", privacy,
                          lender.encoder if isinstance(lender, LenderModel) else None)
+    if isinstance(lender, LenderModel) and isinstance(lender.encoder, ScorecardEncoder):
+        manifest["scorecard_table"] = party_table(lender.encoder, settings.scorecard,
+                                                  rows.preprocessing, lender)
     manifest |= {"passive": list(passive), "calibration": list(calibration)
                  if calibration is not None else None,
                  "scorecard": settings_json(settings.scorecard), "metrics": metrics,

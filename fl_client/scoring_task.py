@@ -45,7 +45,7 @@ from fl_client.queries import charge
 from fl_client.settings import ClientSettings
 from fl_client.vertical_task import NodeState
 from models.bundle import Bundle, load_bundle
-from models.networks import PartyEncoder
+from models.factory import party_encoder
 from models.scorecard import grades_of, points
 from models.settings import ModelKind, ModelSettings, ScorecardSettings
 from models.split_training import LenderModel, calibrate, embed
@@ -86,7 +86,8 @@ def model_settings(manifest: dict[str, Any]) -> ModelSettings:
     m = manifest["config"]["model"]
     return ModelSettings(kind=ModelKind(m["kind"]), hidden=tuple(m["hidden"]),
                          dropout=float(m["dropout"]), encoder_hidden=tuple(m["encoder_hidden"]),
-                         embedding_dim=int(m["embedding_dim"]))
+                         embedding_dim=int(m["embedding_dim"]), bins=int(m.get("bins", 10)),
+                         monotone=dict(m.get("monotone") or {}))
 
 
 def scorecard_of(manifest: dict[str, Any]) -> ScorecardSettings:
@@ -187,7 +188,8 @@ class ScoringLender(_ScoringNode):
         m = self.bundle.manifest
         x, unknown = encode_table(self.bundle, self.data.table)
         x = np.hstack([x, hit_columns(len(x), self.holders, state.listed)])
-        model = LenderModel(x.shape[1], self.passive, model_settings(m))
+        model = LenderModel(x.shape[1], self.passive, model_settings(m),
+                            tuple(m["columns"]["features"]))
         model.load_state_dict(self.bundle.weights)
         d = model.embedding_dim
         z = np.zeros((len(x), model.width + len(self.passive) * (d + 1)), dtype=np.float32)
@@ -298,8 +300,7 @@ class ScoringParty(_ScoringNode):
         m = self.bundle.manifest
         x, unknown = encode_table(self.bundle, self.data.table, rows)
         settings = model_settings(m)
-        encoder = PartyEncoder(x.shape[1], settings.encoder_hidden, settings.embedding_dim,
-                               settings.dropout)
+        encoder = party_encoder(settings, x.shape[1], tuple(m["columns"]["features"]))
         encoder.load_state_dict({k.removeprefix("encoder."): v
                                  for k, v in self.bundle.weights.items()})
         noise_std = float(m["embedding"]["noise_std"])

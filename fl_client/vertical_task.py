@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from credit_data.errors import AlignmentError, BudgetRefusal
 from credit_data.settings import LABEL_HOLDER
@@ -40,8 +42,8 @@ from federation.query_ledger import Purpose, QuerySpend
 from federation.sealed import keep_key
 from fl_client.queries import charge
 from fl_client.settings import ClientSettings
+from models.factory import party_encoder
 from models.metrics import ScoreSummary
-from models.networks import PartyEncoder
 from models.split_training import (
     DPPlan,
     InnerProductLoss,
@@ -185,6 +187,7 @@ class _Node:
         self.dpsgd = p.mechanism is PrivacyMechanism.dpsgd
         self.k = settings.federation.exchanges_per_epoch
         self.passes = settings.federation.local_epochs
+        self.local_steps = settings.federation.local_steps
         self.private = bool(settings.privacy.vertical_mechanisms())
         self.blinded, self.answered = 0, 0  # PSI values computed in this run (the rest cached)
         self.looked_up: dict[str, int] = {}
@@ -198,11 +201,12 @@ class _Node:
             return None
         t = self.settings.train
         q = chunk_sample_rate(n_train, self.k, batch_for(n_train, t))
-        steps = t.epochs * self.passes * int(round(1 / q))
-        sigma = noise_multiplier_after(target_epsilon=self.settings.privacy.target_epsilon,
-                                       delta=self._delta(n_train), sample_rate=q, steps=steps,
-                                       prior=self.rows.summary_history)
-        return DPPlan(sigma, self.settings.privacy.max_grad_norm, q)
+        steps = t.epochs * self.passes * int(round(1 / q))  # batches: each composes its
+        sigma = noise_multiplier_after(  # local steps into one Gaussian (see DPPlan)
+            target_epsilon=self.settings.privacy.target_epsilon, delta=self._delta(n_train),
+            sample_rate=q, steps=steps, prior=self.rows.summary_history)
+        return DPPlan(sigma * math.sqrt(self.local_steps), self.settings.privacy.max_grad_norm,
+                      q, self.local_steps)
 
     def _delta(self, n_train: int) -> float:
         p = self.settings.privacy
@@ -218,11 +222,11 @@ class _Node:
         assert plan is not None
         steps = sum(state.dp_steps.values()) + state.abandoned_steps + extra_steps
         history = [*self.rows.summary_history] + (
-            [(plan.noise_multiplier, plan.sample_rate, steps)] if steps else [])
+            [(plan.batch_multiplier, plan.sample_rate, steps)] if steps else [])
         delta = self._delta(n_train)
         return {"epsilon": epsilon_of(history, delta=delta),
                 "delta": delta + self.rows.summary_selection_delta,
-                "noise_multiplier": plan.noise_multiplier,
+                "noise_multiplier": plan.batch_multiplier,
                 "sample_rate": plan.sample_rate, "steps": steps,
                 "history": [list(h) for h in history],
                 "selection_delta": self.rows.summary_selection_delta,
@@ -334,11 +338,10 @@ class PassiveNode(_Node):
         ids = [self.rows.ids[i] for i in train]
         return train[assign_chunk(ids, self.settings.seed, epoch, self.k) == chunk]
 
-    def _encoder(self, weights: dict[str, torch.Tensor] | None = None) -> PartyEncoder:
-        m = self.settings.model
+    def _encoder(self, weights: dict[str, torch.Tensor] | None = None) -> nn.Module:
         if weights is None:
             torch.manual_seed(_chunk_key(self.settings.seed, self.settings.party, "init"))
-        encoder = PartyEncoder(self.rows.width, m.encoder_hidden, m.embedding_dim, m.dropout)
+        encoder = party_encoder(self.settings.model, self.rows.width, self.rows.names)
         if weights is not None:
             encoder.load_state_dict(weights)
         return encoder
@@ -362,7 +365,7 @@ class PassiveNode(_Node):
         return party_delta(delta=p.delta, n_rows=len(self.rows.ids))
 
     def _release(self, state: NodeState, encoder_version: int, positions: np.ndarray,
-                 split: int, encoder: PartyEncoder) -> np.ndarray:
+                 split: int, encoder: nn.Module) -> np.ndarray:
         """Embeddings of ``positions``; with embedding noise, the noisy values of a release."""
         if not self.noisy:
             return embed(encoder, self.rows.x[positions])
@@ -398,7 +401,8 @@ class PassiveNode(_Node):
             loss, steps = fit_chunk(encoder, optimizer, self.rows.x[rows], grads,
                                     InnerProductLoss(),
                                     batch_size=batch_for(n_train, self.settings.train),
-                                    passes=self.passes, generator=sampling, dp=dp, noise=noise)
+                                    passes=self.passes, generator=sampling, dp=dp, noise=noise,
+                                    local_steps=self.local_steps)
             if not self.private:  # a per-step statistic of the rows: not sent under DP
                 metrics["surrogate_loss"] = loss
             if self.settings.label_leakage_audit:
@@ -483,7 +487,7 @@ class PassiveNode(_Node):
                 "embedding_selection_delta": self.rows.summary_selection_delta,
                 "embedding_summary_noise_multiplier": self._summary_multiplier()}
 
-    def final_encoder(self, state: NodeState, best_epoch: int) -> tuple[int, PartyEncoder]:
+    def final_encoder(self, state: NodeState, best_epoch: int) -> tuple[int, nn.Module]:
         """Return the encoder the lender's best epoch used, and the epoch it stands after."""
         version = state.version.get(best_epoch, max(state.snapshots, default=0))
         weights = state.snapshots[version] if state.snapshots else state.model
@@ -614,7 +618,7 @@ class LenderNode(_Node):
                ) -> LenderModel:
         if weights is None and state.model is None:
             torch.manual_seed(_chunk_key(self.settings.seed, "lender", "init"))
-        model = LenderModel(self.rows.width, self.passive, self.settings.model)
+        model = LenderModel(self.rows.width, self.passive, self.settings.model, self.rows.names)
         saved = weights if weights is not None else state.model
         if saved is not None:
             model.load_state_dict(saved)
@@ -685,7 +689,7 @@ class LenderNode(_Node):
         loss, steps = fit_chunk(model, optimizer, z, self.y_train[where],
                                 torch.nn.BCEWithLogitsLoss(),
                                 batch_size=batch_for(n_train, self.settings.train),
-                                passes=self.passes,
+                                passes=self.passes, local_steps=self.local_steps,
                                 generator=sampling, dp=dp, noise=noise)
         if chunk == 0:
             state.history.append({"epoch": epoch, "train_loss": 0.0, "rows": 0})

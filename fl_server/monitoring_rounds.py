@@ -8,7 +8,7 @@ node that refuses (a bad bundle, a missing column, no rows) stops the request, i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
@@ -24,6 +24,7 @@ class MonitoringOutcome:
     """What the server received: per party, ``{column: {index, rows, counts}}``."""
 
     parties: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    epsilon: dict[str, float | None] = field(default_factory=dict)
     error: BaseException | None = None
 
 
@@ -46,7 +47,10 @@ def run_monitoring(grid: Grid, min_count: int) -> MonitoringOutcome:
         if reply.has_error():
             raise DataError(f"a node failed to answer the monitoring request: "
                             f"{reply.error.reason}")
-        party = str(reply.content.config_records[STATUS]["party"])
+        status = reply.content.config_records[STATUS]
+        party = str(status["party"])
+        epsilon = status.get("epsilon")
+        outcome.epsilon[party] = None if epsilon is None else float(cast(float, epsilon))
         record = reply.content.config_records[CONFIG]
         if "refused" in record:
             raise DataError(str(record["refused"]))
@@ -65,6 +69,6 @@ def make_monitoring_server_app(min_count: int, outcome: MonitoringOutcome) -> Se
         except BaseException as exc:  # handed to the caller, which raises it
             outcome.error = exc
             return
-        outcome.parties = result.parties
+        outcome.parties, outcome.epsilon = result.parties, result.epsilon
 
     return app

@@ -24,8 +24,9 @@ from typing import Any, cast
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 
-from credit_data.errors import FederationError
+from credit_data.errors import ConfigError, FederationError
 from credit_data.settings import LABEL_HOLDER
+from federation.consent_counts import CONSENT_KEY, received
 from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, ScoringMessage
 from federation.run_settings import RunSettings
 from federation.settings import Mode
@@ -90,6 +91,8 @@ class ScoringOutcome(Traffic):
     error: BaseException | None = None
     refused_nodes: list[dict[str, Any]] = field(default_factory=list)
     """Nodes refused at hello for claiming a pinned party (:mod:`fl_server.node_pins`)."""
+    consent: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each party's consent counts, as its node sent them (:mod:`federation.consent_counts`)."""
 
 
 def absent_parties(absent: list[str]) -> str:
@@ -131,6 +134,12 @@ def hello(grid: Grid, router: Router, out: ScoringOutcome, s: ScoringServerSetti
             raise FederationError(f"two nodes both say they are '{party}'")
         hellos[party] = content
         router.node[party] = int(name.removeprefix("node "))
+        counts = content.config_records.get(CONFIG, ConfigRecord()).get(CONSENT_KEY)
+        if counts:
+            try:
+                out.consent[party] = received(str(counts), party)
+            except ConfigError as exc:
+                raise FederationError(f"score_hello: {exc}") from exc
         if name in out.communication:
             out.communication[party] = out.communication.pop(name)
     if LABEL_HOLDER not in hellos:

@@ -22,8 +22,10 @@ from typing import Any, cast
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from credit_data.errors import ConfigError
 from credit_data.ids import describe
 from credit_data.settings import LABEL_HOLDER
+from federation.consent_counts import CONSENT_KEY, received
 from federation.protocol import (
     ARRAYS,
     CONFIG,
@@ -66,6 +68,8 @@ class VerticalOutcome(Traffic):
     parties: dict[str, int] = field(default_factory=dict)
     columns: dict[str, int] = field(default_factory=dict)
     id_shapes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    consent: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each party's consent counts, as its node sent them (:mod:`federation.consent_counts`)."""
     warnings: list[str] = field(default_factory=list)
     alignment: dict[str, dict[str, int]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -182,6 +186,12 @@ def _identify(grid: Grid, router: Router, s: ServerSettings) -> tuple[str, ...]:
         vout.columns[party] = int(cast(float, reply.content[METRICS]["columns"]))
         shape = reply.content.config_records.get(CONFIG, ConfigRecord()).get("id_shape")
         vout.id_shapes[party] = json.loads(str(shape)) if shape else {}
+        counts = reply.content.config_records.get(CONFIG, ConfigRecord()).get(CONSENT_KEY)
+        if counts:
+            try:
+                vout.consent[party] = received(str(counts), party)
+            except ConfigError as exc:
+                raise FederationError(f"hello: {exc}") from exc
     if LABEL_HOLDER not in router.node:
         raise FederationError(f"no node is the '{LABEL_HOLDER}' (the label holder)")
     absent = [h for h in s.blacklists.holders if h not in router.node]
@@ -338,7 +348,8 @@ def _checkpoint(out: VerticalOutcome, s: ServerSettings, epoch: int,
     save_checkpoint(Path(s.run_dir), {
         "mode": "vertical", "epoch": epoch, "prev": prev, "parties": list(s.parties),
         "outcome": state, "ledger": out.ledger.state_dict() if out.ledger is not None else None,
-        "privacy": repr(s.privacy), "exchanges_per_epoch": s.federation.exchanges_per_epoch})
+        "privacy": repr(s.privacy), "exchanges_per_epoch": s.federation.exchanges_per_epoch,
+        "local_steps": s.federation.local_steps})
 
 
 def _resume(out: VerticalOutcome, s: ServerSettings) -> tuple[int, list[int] | None]:
@@ -350,12 +361,15 @@ def _resume(out: VerticalOutcome, s: ServerSettings) -> tuple[int, list[int] | N
     for what, then, now in (("parties", ckpt["parties"], list(s.parties)),
                             ("privacy settings", ckpt["privacy"], repr(s.privacy)),
                             ("federation.exchanges_per_epoch", ckpt["exchanges_per_epoch"],
-                             s.federation.exchanges_per_epoch)):
+                             s.federation.exchanges_per_epoch),
+                            ("federation.local_steps", ckpt.get("local_steps", 1),
+                             s.federation.local_steps)):
         if then != now:
             raise FederationError(f"resume={s.resume_dir}: the {what} changed since the "
                                   f"checkpoint ({then} then, {now} now)")
     for key, value in ckpt["outcome"].items():
-        if key not in ("parties", "columns", "id_shapes", "refused_nodes"):  # said again
+        if key not in ("parties", "columns", "id_shapes", "consent",
+                       "refused_nodes"):  # said again
             setattr(out, key, value)
     if out.ledger is not None and ckpt["ledger"] is not None:
         out.ledger.load_state_dict(ckpt["ledger"])

@@ -37,6 +37,7 @@ from torch import nn
 
 from models import split_training
 from models.local_training import DPRound, steps_per_epoch, train_round
+from models.threads import one_thread
 from models.training import start_at_base_rate
 from privacy.accounting import epsilon_of
 from privacy.randomness import NoiseSource
@@ -158,6 +159,7 @@ def twin_rows(x: np.ndarray, y: np.ndarray, canaries: Canaries
     return z, np.r_[y, labels].astype(np.float32)
 
 
+@one_thread()
 def train_twin(x: np.ndarray, y: np.ndarray, canaries: Canaries, plan: TwinPlan, *,
                base: nn.Module, seed: int, noise: NoiseSource) -> CanaryModel:
     """Train the twin on ``(x, y)`` and the canaries that are in, as the run trains.

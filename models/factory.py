@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from credit_data.errors import ConfigError
-from models.networks import MLP, LogisticRegression, SplitModel
+from models.binned_scorecard import DIRECTIONS, ScorecardEncoder, ScorecardModel, layout_of
+from models.networks import MLP, LogisticRegression, PartyEncoder, SplitModel
 from models.settings import ModelKind, ModelSettings
 
 
@@ -20,10 +21,20 @@ def check_model(settings: ModelSettings) -> None:
         raise ConfigError(f"model.embedding_dim must be >= 1, got {settings.embedding_dim}")
     if not 0.0 <= settings.dropout < 1.0:
         raise ConfigError(f"model.dropout must lie in [0, 1), got {settings.dropout}")
+    if settings.bins < 2:
+        raise ConfigError(f"model.bins must be >= 2, got {settings.bins}")
+    bad = {c: d for c, d in settings.monotone.items() if d not in DIRECTIONS}
+    if bad:
+        raise ConfigError(f"model.monotone: {bad}: each direction must be one of "
+                          f"{sorted(DIRECTIONS)}")
 
 
-def build_model(settings: ModelSettings, widths: dict[str, int]) -> nn.Module:
+def build_model(settings: ModelSettings, widths: dict[str, int],
+                names: dict[str, tuple[str, ...]] | None = None) -> nn.Module:
     """Return an untrained model for inputs made of the given party blocks, in order.
+
+    ``names``: each party's encoded column names; the scorecard bins by them (without them,
+    every column as a number).
 
     >>> from models.settings import ModelSettings, ModelKind
     >>> build_model(ModelSettings(kind=ModelKind.logreg), {"lender": 4}).linear.in_features
@@ -35,5 +46,23 @@ def build_model(settings: ModelSettings, widths: dict[str, int]) -> nn.Module:
         return LogisticRegression(in_dim)
     if settings.kind is ModelKind.mlp:
         return MLP(in_dim, settings.hidden, settings.dropout)
+    if settings.kind is ModelKind.scorecard:  # unnamed columns: each binned as a number
+        named = names or {p: tuple(f"x{i}" for i in range(w)) for p, w in widths.items()}
+        return ScorecardModel({p: layout_of(settings, named[p], w) for p, w in widths.items()})
     return SplitModel(widths, settings.encoder_hidden, settings.embedding_dim, settings.hidden,
                       settings.dropout)
+
+
+def party_encoder(settings: ModelSettings, width: int,
+                  names: tuple[str, ...] = ()) -> PartyEncoder | ScorecardEncoder:
+    """Return the encoder a party runs on its own ``width`` columns (named ``names``).
+
+    >>> import torch
+    >>> from models.settings import ModelSettings, ModelKind
+    >>> party_encoder(ModelSettings(kind=ModelKind.scorecard, bins=4), 2, ("a", "b"))(
+    ...     torch.zeros(3, 2)).shape
+    torch.Size([3, 1])
+    """
+    if settings.kind is ModelKind.scorecard:
+        return ScorecardEncoder(layout_of(settings, names, width))
+    return PartyEncoder(width, settings.encoder_hidden, settings.embedding_dim, settings.dropout)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from models.threads import one_thread
 from privacy.accounting import ACCOUNTANT, History, epsilon_of, merge_history
 from privacy.ledger import PrivacyLedgerError
 from privacy.randomness import seed_torch_global
@@ -93,6 +94,7 @@ def as_is(batch: Any) -> Any:
     return batch
 
 
+@one_thread()
 def train_round(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
                 lr: float, weight_decay: float, seed: int, proximal_mu: float = 0.0,
                 dp: DPRound | None = None,
@@ -203,24 +205,29 @@ def _train_private_quietly(model, xt, yt, epochs, lr, weight_decay, dp: DPRound,
 
 
 def private_passes(private: nn.Module, optimizer: torch.optim.Optimizer, criterion,
-                   loader: DataLoader, passes: int) -> tuple[float, int]:
-    """Run ``passes`` over an Opacus Poisson loader; return the mean loss and the steps.
+                   loader: DataLoader, passes: int, *,
+                   local_steps: int = 1) -> tuple[float, int]:
+    """Run ``passes`` over an Opacus Poisson loader; return the mean loss and the batches.
 
-    An empty Poisson batch still counts as a step (the noise is added all the same). The
-    Opacus hooks are removed at the end, leaving the plain module as it came.
+    Each sampled batch takes ``local_steps`` noisy steps (the loss is its first step's); the
+    caller accounts a batch's steps together (:class:`models.split_training.DPPlan`). An empty
+    Poisson batch still counts (the noise is added all the same). The Opacus hooks are removed
+    at the end, leaving the plain module as it came.
     """
     private.train()
     total, seen, steps = 0.0, 0, 0
     for _ in range(passes):
         for xb, tb in loader:
-            optimizer.zero_grad(set_to_none=True)
-            if len(xb) == 0:
+            for step in range(local_steps):
+                optimizer.zero_grad(set_to_none=True)
+                if len(xb) == 0:
+                    optimizer.step()
+                    continue
+                loss = criterion(private(xb), tb)
+                loss.backward()
                 optimizer.step()
-                steps += 1
-                continue
-            loss = criterion(private(xb), tb)
-            loss.backward()
-            optimizer.step()
-            total, seen, steps = total + loss.item() * len(xb), seen + len(xb), steps + 1
+                if step == 0:
+                    total, seen = total + loss.item() * len(xb), seen + len(xb)
+            steps += 1
     private.remove_hooks()  # type: ignore[operator]
     return total / max(seen, 1), steps

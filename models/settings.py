@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -12,17 +12,26 @@ class ModelKind(StrEnum):
     logreg = "logreg"
     mlp = "mlp"
     split_mlp = "split_mlp"
+    scorecard = "scorecard"
 
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """Architecture. ``split_mlp`` is one encoder per party and a head over their embeddings."""
+    """Architecture. ``split_mlp`` is one encoder per party and a head over their embeddings.
+
+    ``scorecard`` (:mod:`models.binned_scorecard`): each party's encoder is linear over its
+    columns' ``bins`` quantile bins (one output, its partial score), the head adds them and an
+    intercept. ``monotone`` maps a column to ``increasing`` or ``decreasing``: the direction
+    its risk (log-odds of default) must follow as the column's value grows.
+    """
 
     kind: ModelKind = ModelKind.mlp
     hidden: tuple[int, ...] = (64, 32)
     dropout: float = 0.1
     encoder_hidden: tuple[int, ...] = (32,)
     embedding_dim: int = 8
+    bins: int = 10
+    monotone: dict[str, str] = field(default_factory=dict)
 
 
 class Criterion(StrEnum):

@@ -23,9 +23,11 @@ from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from models.binned_scorecard import sum_head
+from models.factory import party_encoder
 from models.local_training import BatchedRows, make_private, private_passes
-from models.networks import PartyEncoder, SplitHead
-from models.settings import ModelSettings
+from models.networks import SplitHead
+from models.settings import ModelKind, ModelSettings
 from privacy.ledger import PrivacyLedgerError
 from privacy.randomness import gaussian, seed_torch_global
 
@@ -43,13 +45,17 @@ class LenderModel(nn.Module):
     torch.Size([5])
     """
 
-    def __init__(self, width: int, passive: tuple[str, ...], settings: ModelSettings) -> None:
+    def __init__(self, width: int, passive: tuple[str, ...], settings: ModelSettings,
+                 names: tuple[str, ...] = ()) -> None:
         super().__init__()
         d = settings.embedding_dim
         self.width, self.passive, self.embedding_dim = width, passive, d
-        self.encoder = PartyEncoder(width, settings.encoder_hidden, d, settings.dropout)
+        self.encoder = party_encoder(settings, width, names)
         self.absent = nn.ModuleDict({p: nn.Linear(1, d, bias=False) for p in passive})
-        self.head = SplitHead(d * (1 + len(passive)), settings.hidden, settings.dropout)
+        self.head: nn.Module = SplitHead(d * (1 + len(passive)), settings.hidden,
+                                         settings.dropout)
+        if settings.kind is ModelKind.scorecard:  # the partial scores added, plus an intercept
+            self.head = _Squeezed(sum_head(1 + len(passive)))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         parts = torch.split(z, [self.width] + [self.embedding_dim, 1] * len(self.passive), dim=1)
@@ -67,6 +73,17 @@ class LenderModel(nn.Module):
     def presence_column(self, party: str) -> int:
         """Column of ``party``'s presence flag in the input."""
         return self.embedding_columns(party).stop
+
+
+class _Squeezed(nn.Module):
+    """A one-output layer whose output loses its last axis (a logit per row)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x).squeeze(-1)
 
 
 class InnerProductLoss(nn.Module):
@@ -92,16 +109,35 @@ class InnerProductLoss(nn.Module):
 
 @dataclass(frozen=True)
 class DPPlan:
-    """DP-SGD parameters fixed for the whole training: one Poisson rate for every chunk."""
+    """DP-SGD parameters fixed for the whole training: one Poisson rate for every chunk.
+
+    ``noise_multiplier`` is the noise of each optimizer step. With ``local_steps`` steps on
+    every sampled batch (FedBCD's Q), the batch's steps are ``local_steps`` adaptive Gaussian
+    mechanisms on the same sample: together one Gaussian of multiplier
+    ``noise_multiplier / sqrt(local_steps)`` (Gaussian composition is exact), amplified once
+    by the batch's Poisson sampling. The accountant composes that per batch
+    (:attr:`batch_multiplier`); counting the Q steps as Q independently sampled batches would
+    understate epsilon, since the later steps get no fresh sampling.
+    """
 
     noise_multiplier: float
     max_grad_norm: float
     sample_rate: float
+    local_steps: int = 1
 
     @property
     def steps_per_pass(self) -> int:
         """Batches drawn per pass over a chunk."""
         return int(round(1.0 / self.sample_rate))
+
+    @property
+    def batch_multiplier(self) -> float:
+        """Noise multiplier of one batch's ``local_steps`` steps taken together.
+
+        >>> DPPlan(2.0, 1.0, 0.01, local_steps=4).batch_multiplier
+        1.0
+        """
+        return self.noise_multiplier / math.sqrt(self.local_steps)
 
 
 def chunk_sample_rate(n_rows: int, chunks: int, batch_size: int) -> float:
@@ -116,9 +152,12 @@ def chunk_sample_rate(n_rows: int, chunks: int, batch_size: int) -> float:
 def fit_chunk(model: nn.Module, optimizer: torch.optim.Optimizer, x: np.ndarray,
               target: np.ndarray, criterion: nn.Module, *, batch_size: int, passes: int,
               generator: torch.Generator, dp: DPPlan | None = None,
-              noise: torch.Generator | None = None) -> tuple[float, int]:
-    """Train ``model`` in place on one chunk; return the mean loss and the optimizer steps run.
+              noise: torch.Generator | None = None, local_steps: int = 1) -> tuple[float, int]:
+    """Train ``model`` in place on one chunk; return the mean loss and the batches drawn.
 
+    Each batch takes ``local_steps`` optimizer steps (without DP; with DP-SGD,
+    ``dp.local_steps``) against the same ``target``: the other side's values of this exchange,
+    stale after the first step (FedBCD). The loss is that of each batch's first step.
     ``generator`` fixes the batches (with DP-SGD: the Poisson sampling) and seeds dropout;
     ``noise`` draws DP-SGD's noise. Under DP both must come from the node's secret
     :class:`~privacy.randomness.NoiseSource`, never from the public seed.
@@ -136,11 +175,14 @@ def fit_chunk(model: nn.Module, optimizer: torch.optim.Optimizer, x: np.ndarray,
             order = torch.randperm(len(xt), generator=generator)
             for i in range(0, len(order), batch_size):
                 batch = order[i:i + batch_size]
-                optimizer.zero_grad(set_to_none=True)
-                loss = criterion(model(xt[batch]), tt[batch])
-                loss.backward()
-                optimizer.step()
-                total, seen, steps = total + loss.item() * len(batch), seen + len(batch), steps + 1
+                for step in range(local_steps):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = criterion(model(xt[batch]), tt[batch])
+                    loss.backward()
+                    optimizer.step()
+                    if step == 0:
+                        total, seen = total + loss.item() * len(batch), seen + len(batch)
+                steps += 1
         return total / max(seen, 1), steps
     if noise is None:
         raise PrivacyLedgerError("DP-SGD needs a noise generator from the node's secret source")
@@ -158,7 +200,8 @@ def _fit_chunk_private(model, optimizer, xt, tt, criterion, passes, generator, n
         model, optimizer, criterion, BatchedRows(xt, tt), sample_rate=dp.sample_rate,
         steps=dp.steps_per_pass, noise_multiplier=dp.noise_multiplier,
         max_grad_norm=dp.max_grad_norm, sampling=generator, noise=noise)
-    return private_passes(private, dp_optimizer, dp_criterion, dp_loader, passes)
+    return private_passes(private, dp_optimizer, dp_criterion, dp_loader, passes,
+                          local_steps=dp.local_steps)
 
 
 def embedding_gradients(model: LenderModel, z: np.ndarray, y: np.ndarray,

@@ -20,6 +20,7 @@ from credit_data.errors import ConfigError
 from models.metrics import rank_auc
 from models.networks import output_layer
 from models.settings import Criterion, TrainSettings
+from models.threads import one_thread
 
 
 @dataclass
@@ -148,6 +149,7 @@ def predict_proba(model: nn.Module, x: np.ndarray | torch.Tensor,
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
+@one_thread()
 def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
         y_val: np.ndarray, settings: TrainSettings, seed: int,
         log: Callable[[str], None] | None = None) -> FitResult:

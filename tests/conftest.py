@@ -68,14 +68,28 @@ def tier_of(item: pytest.Item) -> str:
     return marked[0] if marked else "engine"
 
 
+LONGEST_FIRST = ("test_deploy.py", "test_vertical.py", "test_horizontal_faults.py",
+                 "test_horizontal_privacy.py", "test_horizontal.py", "test_sweep.py",
+                 "test_blacklists.py", "test_front_door_runs.py", "test_cli.py")
+"""The test files that take longest, longest first: ``make test``'s two workers take whole files
+in collection order (``--no-loadscope-reorder``), so these start first and no long file starts
+when the other worker is nearly done (from ``--durations`` of the CI runs)."""
+
+
+def _longest_first(items: list[pytest.Item]) -> None:
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest as found
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give each test its tier; leave the full-size runs out under CI (``CI=true``) unless
-    ``RUN_SLOW=1`` asks for them.
+    """Give each test its tier; put the longest files first; leave the full-size runs out under
+    CI (``CI=true``) unless ``RUN_SLOW=1`` asks for them.
 
     Doctests are ``unit``; a test marked neither ``unit`` nor ``slow`` is ``engine`` (marked here,
     so that ``pytest -m engine`` selects it). Each ``slow`` test has a smaller version that always
     runs; ``make test-slow`` runs the full-size ones.
     """
+    _longest_first(items)
     for item in items:
         if isinstance(item, pytest.DoctestItem):
             item.add_marker(pytest.mark.unit)

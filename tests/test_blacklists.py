@@ -366,6 +366,25 @@ def test_scoring_asks_the_holders_again_and_reproduces_the_run(with_lists, tmp_p
     assert "## Shared blacklists" in (out / "report.md").read_text()
 
 
+def test_rerating_watches_exactly_the_listed_borrowers(with_lists, tmp_path):
+    # issue 33: a listed identity is a watch-list trigger; the holders are asked at re-rating
+    from experiments.rerate import rerate_run
+
+    run_dir, _, _ = with_lists
+    only_lists = ["explain.enabled=false", "rerate.delinquency=false",
+                  "rerate.drop_points=1e9", "rerate.grade_fall=99",
+                  f"federation.psi_cache={tmp_path / 'cache'}"]  # blinded once, for both
+    out, report = rerate_run(run_dir, 2, [f"rerate.out={tmp_path / 'r'}", *only_lists])
+    table = pd.read_csv(out / "rerating.csv", dtype={"id": str}, keep_default_na=False)
+    lists = synthetic_lists(generate(3_000, seed=0), ("consortium", "telco"), seed=0)
+    on_any = table["id"].isin(set(lists["consortium"].ids) | set(lists["telco"].ids))
+    assert len(table) == 3_000 and 0 < int(on_any.sum()) < 3_000
+    assert table["reasons"].tolist() == ["listed" if x else "" for x in on_any]
+    assert report["watch_list"]["by_reason"]["listed"] == int(on_any.sum())
+    assert table["on_list_consortium"].tolist() == [
+        int(i in set(lists["consortium"].ids)) for i in table["id"]]
+
+
 def test_a_scoring_service_asks_the_holders_each_request_once(with_lists, tmp_path):
     # the service's path (four rounds a request): the lookup rides beside the parties'
     # evaluations; each signed request is answered once, however many requests the run serves

@@ -21,6 +21,8 @@ from credit_data.split import TRAIN, assign_split
 from credit_data.tables import Population
 from credit_fl.config import config_of
 from experiments.config import to_settings
+from experiments.monitor import monitor_run
+from experiments.rerate import rerate_run
 from experiments.results import write_run
 from experiments.scoring import score_run
 from experiments.vertical import run_vertical
@@ -72,7 +74,7 @@ def runs(tmp_path_factory):
         bureau.frame.index != gone)}, population.truth)
     payloads: list = []
     out = {"gone": gone, "stays": stays, "tmp": tmp, "keys": keys, "payloads": payloads,
-           "bureau_ids": list(bureau.frame.index)}
+           "bureau_ids": list(bureau.frame.index), "lender_ids": list(lender.frame.index)}
     out["withdrawn"] = (tmp / "withdrawn", _run(keys + [f"+data.consent.bureau={consent}"],
                                                 tmp / "withdrawn", population, payloads)[1])
     out["absent"] = (tmp / "absent", _run(keys, tmp / "absent", absent)[1])
@@ -133,6 +135,7 @@ def test_scoring_without_scoring_consent_treats_the_customer_as_unknown(runs):
     consent = _consent_file(runs["tmp"] / "bureau-scoring.csv", runs["bureau_ids"],
                             "credit_scoring", other)
     out, scoring = score_run(run_dir, [f"data.consent.bureau={consent}", "scoring.rows=all",
+                                       "explain.enabled=false",
                                        f"scoring.out={runs['tmp'] / 'scored'}"])
     scores = pd.read_csv(out / "scores.csv", dtype={"id": str}).set_index("id")
     assert scores.loc[other, "known_bureau"] == 0
@@ -165,13 +168,76 @@ def test_the_regulators_record_matches_results_json(runs, tmp_path):
     assert records["bureau"]["messages"]["train.embed"] >= 2
 
 
-def test_a_bad_consent_file_is_named_before_any_node_starts(runs):
+@pytest.mark.parametrize(("line", "message"), [
+    ("{id},credit_marketing,granted,2026-01-01,r1",
+     r"bad-consent.csv: column 'purpose', line 2: unknown purpose \('credit_marketing'\)"),
+    ("{id},credit_training,granted,2999-01-01,r1",
+     r"bad-consent.csv: column 'time', line 2: dated in the future"),
+    ("{bare},credit_training,granted,2026-01-01,r1",  # the bureau's IDs without their letter
+     r"bad-consent.csv: column 'customer_id': none of its IDs is in .*the consent file must "
+     r"use the party's own IDs"),
+], ids=["unknown purpose", "dated in the future", "IDs in another format"])
+def test_a_bad_consent_file_is_named_before_any_node_starts(runs, line, message):
     bad = runs["tmp"] / "bad-consent.csv"
+    gone = runs["gone"]
     bad.write_text("customer_id,purpose,status,time,receipt_id\n"
-                   f"{runs['gone']},credit_marketing,granted,2026-01-01,r1\n")
+                   + line.format(id=gone, bare=gone.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ")) + "\n")
     settings = to_settings(compose_config(BASE + runs["keys"] + [f"+data.consent.bureau={bad}"]))
     run_dir = runs["tmp"] / "bad"
-    with pytest.raises(DataError, match=r"bad-consent.csv: column 'purpose', line 2: unknown "
-                                        r"purpose \('credit_marketing'\)"):
+    with pytest.raises(DataError, match=message):
         run_vertical(settings, run_dir)
-    assert not run_dir.exists()
+    assert not run_dir.exists()  # nothing written: no run directory, no node's log
+
+
+def test_monitoring_leaves_out_customers_without_monitoring_consent(runs):
+    # Prepare: at each party one customer withdrew `monitoring`; the files grant no scoring
+    files = {party: _consent_file(runs["tmp"] / f"{party}-monitoring.csv", ids, "monitoring",
+                                  ids[0])
+             for party, ids in (("bureau", runs["bureau_ids"]), ("lender", runs["lender_ids"]))}
+    # Execute
+    _, report = monitor_run(runs["withdrawn"][0], [
+        f"data.consent.bureau={files['bureau']}", f"data.consent.lender={files['lender']}",
+        f"monitor.out={runs['tmp'] / 'monitored'}"])
+    # Assert: each party's indices count its consenting customers only, and the model's
+    # scores too (under `credit_scoring` the lender, without such records, would score nobody)
+    rows = {party: {c["rows"] for c in report["parties"][party]["columns"].values()}
+            for party in ("bureau", "lender")}
+    assert rows == {"bureau": {len(runs["bureau_ids"]) - 1},
+                    "lender": {len(runs["lender_ids"]) - 1}}
+    assert report["period"]["applicants"] == len(runs["lender_ids"]) - 1
+    # and monitor.json counts them as results.json does, for the purpose `monitoring`
+    assert report["consent"]["purpose"] == "monitoring"
+    assert report["consent"] == report["series"][-1]["consent"]
+    for party in ("bureau", "lender"):
+        counts = report["consent"]["parties"][party]
+        assert (counts["records"], counts["rows_held"] - counts["rows_used"]) == (True, 1)
+    assert report["consent"]["parties"]["social"] == {"records": False}
+
+
+def test_rerating_applies_scoring_consent_in_both_periods(runs):
+    # Prepare: the run trained without consent records; the bureau's file grants scoring to
+    # every customer but one
+    run_dir, gone = runs["absent"][0], runs["gone"]
+    consent = _consent_file(runs["tmp"] / "bureau-rerate.csv", runs["bureau_ids"],
+                            "credit_scoring", gone)
+    # Execute
+    plain, _ = rerate_run(run_dir, 2, ["explain.enabled=false",  # scores only: faster
+                                       f"rerate.out={runs['tmp'] / 'rerated'}"])
+    gated, _ = rerate_run(run_dir, 2, ["explain.enabled=false", f"data.consent.bureau={consent}",
+                                       f"rerate.out={runs['tmp'] / 'rerated-consent'}"])
+    # Assert: every other borrower is rerated exactly as without the file, in both periods;
+    # the one who withdrew is scored without the bureau in both (unknown to it)
+    columns = ["points_previous", "grade_previous", "points", "grade", "change", "reasons"]
+    a = pd.read_csv(plain / "rerating.csv", dtype={"id": str}).set_index("id")[columns]
+    b = pd.read_csv(gated / "rerating.csv", dtype={"id": str}).set_index("id")[columns]
+    others = a.index != gone
+    pd.testing.assert_frame_equal(a[others], b.loc[a.index[others]])
+    assert a.loc[gone, "points_previous"] != b.loc[gone, "points_previous"]
+    assert a.loc[gone, "points"] != b.loc[gone, "points"]
+    # rerate.json counts each period's scoring consent as scoring.json does
+    report = json.loads((gated / "rerate.json").read_text())
+    for period in ("previous", "current"):
+        bureau = report["consent"][period]["parties"]["bureau"]
+        assert report["consent"][period]["purpose"] == "credit_scoring"
+        assert bureau["rows_held"] - bureau["rows_used"] == 1
+    assert json.loads((plain / "rerate.json").read_text())["consent"] is None

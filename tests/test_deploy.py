@@ -42,6 +42,9 @@ HORIZONTAL_CI = ["federation=horizontal", "partition.n_lenders=2", "federation.r
 """Under CI=true: two lender nodes and one round (the suite's time limit); RUN_SLOW=1 runs three
 nodes and two rounds."""
 NODE_CAP = 1.0
+IN_PROCESS = ["engine=in_process"]
+"""The simulations a deployment is compared with run in this process: both engines give the same
+metrics for the same seed (tests/test_front_door_runs.py), without a Ray start per comparison."""
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +197,7 @@ def test_vertical_deployment_matches_simulation(vertical_federation, tmp_path: P
     assert [c for c in seen["commands"] if "--token " in c + " "] == []
     assert len(seen["listeners"]) >= 2
     assert [f for f in seen["listeners"] if not is_loopback(f[1])] == []
-    settings, _ = deploy.compose_settings(VERTICAL + ["privacy=off"]
+    settings, _ = deploy.compose_settings(VERTICAL + ["privacy=off"] + IN_PROCESS
                                           + _the_nodes_keys(vertical_federation, tmp_path))
     simulated = run_vertical(settings, tmp_path / "simulation")
     f = results["federation"]
@@ -290,7 +293,7 @@ def test_horizontal_deployment_matches_simulation(horizontal_federation, tmp_pat
     # the collector reads nothing under the nodes' directories and loads no data
     fed, overrides = horizontal_federation
     results = deploy.run(Path(fed.directory))
-    settings, _ = deploy.compose_settings(overrides + _the_nodes_keys(fed, tmp_path))
+    settings, _ = deploy.compose_settings(overrides + IN_PROCESS + _the_nodes_keys(fed, tmp_path))
     simulated = run_horizontal(settings, tmp_path / "simulation")
     assert results["federation"]["completed_rounds"] == settings.federation.rounds
     assert results["federation"]["clients"] == settings.partition.n_lenders
@@ -316,7 +319,7 @@ def test_a_deployed_private_run_reports_the_simulations_ledger(
         horizontal_federation, tmp_path: Path, collector_blind) -> None:
     fed, overrides = horizontal_federation
     results = deploy.run(Path(fed.directory), ["privacy=dpsgd"])
-    settings, _ = deploy.compose_settings(overrides + ["privacy=dpsgd"]
+    settings, _ = deploy.compose_settings(overrides + ["privacy=dpsgd"] + IN_PROCESS
                                           + _the_nodes_keys(fed, tmp_path))
     simulated = run_horizontal(settings, tmp_path / "simulation")
     assert simulated.privacy is not None

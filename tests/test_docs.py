@@ -92,10 +92,13 @@ def _check(words: list[str]) -> None:
             _compose([a for a in args[1:] if not a.startswith("--")])
     elif module == "experiments.score":
         _check_scoring(args)
-    elif module == "experiments.monitor":  # a run directory, monitor.* options, the period
+    elif module == "experiments.monitor":  # a run directory, monitor.* options, the periods
         from experiments.monitor import split_args
+        from experiments.monitor_series import period_overrides
         assert args and "=" not in args[0], args
-        _compose(split_args(args[1:])[1])
+        periods, rest = period_overrides(split_args(args[1:])[1])
+        for period in periods:
+            _compose([*rest, *period])
     elif module == "experiments.rerate":  # a run directory, a period, rerate.* options
         from experiments.rerate import split_args as rerate_args
         assert len(args) >= 2 and int(args[1]) >= 2, args

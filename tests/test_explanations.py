@@ -387,7 +387,7 @@ def test_explain_defaults_are_in_one_place() -> None:
     conf = OmegaConf.to_container(OmegaConf.load(
         Path(__file__).resolve().parents[1] / "conf" / "explain" / "default.yaml"))
     assert conf == {"enabled": True, "reasons": 4, "method": "exact", "steps": 128,
-                    "descriptions": {}}
+                    "descriptions": {}, "scorecard_reference": "maximum", "cutoff": None}
     assert ExplainSettings() == ExplainSettings(**conf)
     assert settings().explain == ExplainSettings()
     assert settings("explain.reasons=2").explain.reasons == 2

@@ -1,6 +1,9 @@
-"""Horizontal federation's privacy settings and resumes on Flower's simulation engine: caps,
-central DP, resumes with secret noise (split from test_horizontal.py so that pytest's workers
-share the module's runs)."""
+"""Horizontal federation's privacy settings and resumes: caps, central DP, resumes with secret
+noise (split from test_horizontal.py so that pytest's workers share the module's runs).
+
+The runs take the in-process engine: these tests read ledgers and models, and both engines give
+the same metrics for the same seed (tests/test_front_door_runs.py); Ray's own runs of the
+horizontal apps are in test_horizontal.py and test_horizontal_faults.py."""
 
 import json
 
@@ -10,7 +13,7 @@ from credit_data.errors import ConfigError
 from fl_server.rounds import FederationError
 from tests.conftest import independent_epsilon, run_experiment
 
-HORIZONTAL = ["federation=horizontal"]
+HORIZONTAL = ["federation=horizontal", "engine=in_process"]
 SMALL = HORIZONTAL + ["data.n_customers=20000"]
 TINY = HORIZONTAL + ["data.n_customers=5000"]  # resume: the data size does not matter
 

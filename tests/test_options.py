@@ -23,7 +23,9 @@ def test_each_option_takes_its_defaults_type_and_the_rest_are_overrides():
 
 @pytest.mark.parametrize(("args", "message"), [
     (["monitor.bins=5"], r"monitor\.bins: not an option \(options: monitor\.act, "
-                         r"monitor\.min_count, monitor\.out, monitor\.watch\)"),
+                         r"monitor\.epsilon, monitor\.min_count, monitor\.out, "
+                         r"monitor\.watch\)"),
+    (["monitor.epsilon=0"], r"monitor\.epsilon must be positive, got 0\.0"),
     (["monitor.act=high"], r"monitor\.act=high: not a number"),
     (["monitor.min_count=2.5"], r"monitor\.min_count=2\.5: not a number"),
     (["monitor.watch=0.3"], r"monitor\.watch \(0\.3\) must lie in \(0, monitor\.act \(0\.25\)\)"),
