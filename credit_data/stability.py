@@ -34,9 +34,10 @@ import numpy as np
 import pandas as pd
 
 from credit_data.errors import DataError
+from credit_data.summary import Sketch
 
 __all__ = ["BINS", "ColumnIndex", "bin_counts", "column_index", "freeze_columns",
-           "freeze_values", "merge_small", "psi", "status_of"]
+           "freeze_from_sketch", "freeze_values", "merge_small", "psi", "status_of"]
 
 BINS = 10
 """Numeric columns are frozen into training deciles (fewer where values repeat)."""
@@ -72,6 +73,36 @@ def freeze_columns(frame: pd.DataFrame, numeric: tuple[str, ...],
     """Freeze every column's bins from a party's training rows (kept in its bundle)."""
     out = {c: freeze_values(frame[c].to_numpy(dtype=np.float64)) for c in numeric}
     out |= {c: _freeze_categorical(frame[c]) for c in categorical}
+    return out
+
+
+def freeze_from_sketch(frame: pd.DataFrame, sketch: Sketch) -> dict[str, dict[str, Any]]:
+    """Freeze every column's bins from a party's noisy summary (a party under DP).
+
+    The edges are deciles of the sketch's knots and the categories the ones the summary
+    released, both paid for by the summary's epsilon: no edge moves with one training row, so
+    the training counts in these bins have the sensitivity the monitoring noise assumes
+    (:func:`freeze_columns` would cut at the exact training deciles). A numeric column without
+    knots is one bin.
+
+    >>> from credit_data.summary import Sketch
+    >>> sketch = Sketch(("x",), (), {"x": [0.0, 100.0]}, (), {})
+    >>> freeze_from_sketch(pd.DataFrame({"x": [5.0, 55.0, 95.0]}), sketch)["x"]["edges"][:2]
+    [10.0, 20.0]
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for column in sketch.numeric:
+        knots = np.asarray(sketch.knots.get(column) or [], dtype=np.float64)
+        edges = (np.unique(np.interp(np.linspace(0, 1, BINS + 1)[1:-1],
+                                     np.linspace(0, 1, len(knots)), knots))
+                 if len(knots) else np.zeros(0))
+        spec: dict[str, Any] = {"kind": "numeric", "edges": [float(e) for e in edges]}
+        spec["counts"] = [int(c) for c in bin_counts(frame[column].to_numpy(np.float64), spec)]
+        out[column] = spec
+    for column in sketch.categorical:
+        spec = {"kind": "categorical", "categories": sorted(sketch.categories[column])}
+        spec["counts"] = [int(c) for c in bin_counts(frame[column], spec)]
+        out[column] = spec
     return out
 
 

@@ -20,7 +20,7 @@ from credit_data.preprocessing import PartyPreprocessor
 from credit_data.saved_preprocessing import sketch_json
 from credit_data.settings import DataSettings
 from credit_data.split import TRAIN, assign_split, check_label_splits, reproducible_split_key
-from credit_data.stability import freeze_columns
+from credit_data.stability import freeze_columns, freeze_from_sketch
 from credit_data.summary import Sketch
 from credit_data.tables import PartyTable
 
@@ -98,7 +98,9 @@ def node_rows(table: PartyTable, settings: DataSettings, seed: int,
         check_label_splits(y, split, table.source, settings.label)
     ids = [str(i) for i in table.frame.index]
     fingerprint = table.fingerprint()
-    reference = freeze_columns(table.frame.loc[train], table.numeric, table.categorical)
+    # the monitoring bins: under DP from the noisy summary, else the training rows' deciles
+    reference = (freeze_from_sketch(table.frame.loc[train], sketch) if sketch is not None
+                 else freeze_columns(table.frame.loc[train], table.numeric, table.categorical))
     if sketch is not None:
         return NodeRows(party=table.party, ids=ids, x=sketch.transform(table.frame), split=split,
                         names=sketch.feature_names, y=y, summary_history=summary_history,

@@ -47,6 +47,10 @@ the coordinator submits; everything about the node itself comes from the node's 
     ``true`` lets the node send what no epsilon covers: a party's exact embeddings, a lender's
     per-record gradients (:mod:`federation.releases`); without it the node refuses such runs
     and scoring requests, capped or not, and records each opt-in it used in its ledger.
+``release-monitoring``, ``periods-dir``
+    ``true`` lets the node answer a monitoring request (``deploy monitor``) with its stability
+    indices and bins' counts (:mod:`deployment.monitoring_node`); the directory of its later
+    periods' files such a request may name.
 
 The handlers are the same as in simulation (:mod:`fl_client.client_app`,
 :mod:`fl_client.vertical_app`); only the source of settings and rows differs.
@@ -154,6 +158,7 @@ class NodeConfig:
     release_consent_counts: bool = False  # all its counts to the server (--release-consent-...)
     grant: Grant | None = None  # the purposes and lenders it serves, until when (--grant)
     query: str | None = None  # at a DuckDB database: the SQL selecting its rows (--query)
+    periods_dir: Path | None = None  # its later periods' files, to monitor (--periods-dir)
 
     @classmethod
     def from_context(cls, node_config: dict[str, Any]) -> NodeConfig:
@@ -202,6 +207,8 @@ class NodeConfig:
                    peer_keys=None if peers is None else str(peers),
                    applicants_dir=Path(str(node_config["applicants-dir"]))
                    if node_config.get("applicants-dir") else None,
+                   periods_dir=Path(str(node_config["periods-dir"]))
+                   if node_config.get("periods-dir") else None,
                    lender_applications=counts["lender-applications"],
                    lender_training_rows=counts["lender-training-rows"],
                    max_queries=counts["max-queries"],
@@ -797,8 +804,15 @@ class _ByMode(ClientApp):
             vertical_source, (grant_mod, lifetime_budget_mod, consent_counts_mod))
         self.scoring = make_scoring_client_app(
             scoring_source, (grant_mod, lifetime_budget_mod, consent_counts_mod))
+        self.monitoring: ClientApp | None = None  # built at its first request
 
     def __call__(self, message: Message, context: Context) -> Message:
+        if str(context.run_config.get(TASK, "")) == "monitor":  # its own budget and opt-in
+            if self.monitoring is None:
+                from deployment.monitoring_node import monitoring_app  # builds on this module
+
+                self.monitoring = monitoring_app(grant_mod)
+            return cast(Message, self.monitoring(message, context))
         run = run_settings(str(context.run_config[RUN_SETTINGS]))
         if str(context.run_config.get(TASK, "train")) in SCORING_TASKS:
             if run.resume is not None:  # it would count this request under an earlier one's

@@ -7,7 +7,8 @@ config's run name, task and model run, each checked to be one plain name:
 
 * ``train``: ``<runs>/<run-name>``;
 * ``score``: ``<runs>/<model-run>/scoring/<run-name>``;
-* ``serve``: ``<runs>/<model-run>/service/<run-name>``.
+* ``serve``: ``<runs>/<model-run>/service/<run-name>``;
+* ``monitor``: ``<runs>/<model-run>/monitoring/<run-name>``.
 
 It runs only what the coordinator's own command line prepared there (:func:`prepare` writes the
 run config it is about to submit, readable by the coordinator alone): a run that a local
@@ -30,7 +31,7 @@ RUNS_ENV = "CREDIT_FL_COORDINATOR_RUNS"
 PREPARED = "prepared.json"
 """In a run's coordinator directory: the run config the coordinator's command line submits."""
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-TASK_DIRS = {"score": "scoring", "serve": "service"}
+TASK_DIRS = {"score": "scoring", "serve": "service", "monitor": "monitoring"}
 
 
 def check_run_name(value: str, key: str) -> str:
@@ -68,7 +69,8 @@ def server_dir(root: Path, task: str, name: str, model_run: str = "") -> Path:
     if task == "train":
         return root / name
     if task not in TASK_DIRS:
-        raise ConfigError(f"run config 'task': {task!r} is not one of train, score, serve")
+        raise ConfigError(f"run config 'task': {task!r} is not one of train, score, serve, "
+                          "monitor")
     return root / check_run_name(model_run, "model-run") / TASK_DIRS[task] / name
 
 

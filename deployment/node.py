@@ -134,6 +134,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="a passive party: let scoring send the lender, per applicant and column "
                         "of yours, the points it moved the score (reason codes), a release "
                         "outside any epsilon (without it your columns are one factor)")
+    p.add_argument("--release-monitoring", action="store_true",
+                   help="a party: answer monitoring requests (deploy monitor) with the "
+                        "stability index and merged bins' counts of your rows per column; "
+                        "under a DP budget (capped, or the model trained under DP) the counts "
+                        "are noised and charged, otherwise exact, outside any epsilon "
+                        "(recorded in your ledger); without it your node refuses")
+    p.add_argument("--periods-dir", type=Path,
+                   help="a party: the directory of your later periods' files a monitoring "
+                        "request may name (monitor.period=<file>; without it the node "
+                        "monitors its --data)")
     p.add_argument("--list-mode", choices=("lookup", "cardinality"), default="lookup",
                    help="blacklist holder: tell a lender which of its applicants are on the "
                         "list (lookup, the only mode answered); cardinality (only how many) "
@@ -166,6 +176,8 @@ def node_config(args: argparse.Namespace) -> dict[str, object]:
         config["reproducible-noise"] = True
     if args.applicants_dir is not None:
         config["applicants-dir"] = str(args.applicants_dir.resolve())
+    if args.periods_dir is not None:
+        config["periods-dir"] = str(args.periods_dir.resolve())
     if args.query:
         config["data-query"] = args.query
     if args.consent is not None:
@@ -211,6 +223,8 @@ def _check(args: argparse.Namespace) -> None:
         raise SystemExit(f"error: --consent {args.consent}: file not found")
     if args.applicants_dir is not None and not args.applicants_dir.is_dir():
         raise SystemExit(f"error: --applicants-dir {args.applicants_dir}: no such directory")
+    if args.periods_dir is not None and not args.periods_dir.is_dir():
+        raise SystemExit(f"error: --periods-dir {args.periods_dir}: no such directory")
     for key in NODE_KEYS:
         value = getattr(args, key.replace("-", "_"))
         if value is not None and value < 1:
@@ -246,6 +260,7 @@ def redactor(args: argparse.Namespace) -> Callable[[str], str]:
     """
     named = {"--data": args.data, "--state-dir": args.state_dir,
              "--applicants-dir": args.applicants_dir, "--peer-keys": args.peer_keys,
+             "--periods-dir": args.periods_dir,
              "--consent": args.consent,
              "--auth-key": args.auth_key, "--root-certificates": args.root_certificates}
     paths = sorted(((str(Path(p).resolve()), f"<{flag}>") for flag, p in named.items()

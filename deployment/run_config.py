@@ -18,8 +18,12 @@ COLUMNS = "columns"
 """Horizontal federation: the columns the lenders agreed on, as JSON."""
 TASK = "task"
 """``train`` (the default), ``score`` (one scoring request with a trained model's bundles) or
-``serve`` (a scoring service: one run that answers many requests)."""
+``serve`` (a scoring service: one run that answers many requests) or ``monitor`` (each node's
+stability indices of a period, ``deploy monitor``)."""
 SCORING_TASKS = ("score", "serve")
+MONITOR_REQUEST = "monitor"
+"""Monitoring: ``{"min_count", "epsilon", "period"}`` as JSON (``period``: a file name in each
+node's ``--periods-dir``, or null for the node's ``--data``)."""
 LENDER_NAME = "lender-name"
 """The lender a run serves, by the name partners' grants use (default: the party id ``lender``;
 :mod:`federation.grants`)."""

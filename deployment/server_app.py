@@ -29,6 +29,7 @@ from deployment.pins import read_pins
 from deployment.run_config import (
     COLUMNS,
     MODEL_RUN,
+    MONITOR_REQUEST,
     OUTCOME,
     RUN_NAME,
     RUN_SETTINGS,
@@ -39,8 +40,10 @@ from federation.flower_compat.deployment import quick_grid_pulls
 from federation.run_settings import RunSettings
 from federation.settings import Mode
 from fl_server.checkpoint import load_checkpoint
+from fl_server.monitoring_rounds import run_monitoring
+from fl_server.node_pins import pinned_nodes
 from fl_server.outcome_file import write_outcome
-from fl_server.rounds import run_federation
+from fl_server.rounds import run_federation, wait_for_nodes
 from fl_server.scoring_rounds import run_own_scoring, run_scoring, scoring_server_settings
 from fl_server.scoring_service import run_scoring_service
 from fl_server.server_app import audited, audited_in
@@ -82,6 +85,23 @@ def _resumed(run: RunSettings, root: Path) -> RunSettings:
     return dataclasses.replace(run, resume=str(earlier))
 
 
+def deployed_monitoring(grid: Grid, run: RunSettings, pins: dict[str, int],
+                        request: dict[str, Any]) -> dict[str, Any]:
+    """Ask each party's pinned node (not a blacklist holder's) for its indices, once.
+
+    Returns what came back as plain values: ``parties`` and ``epsilon`` per party.
+    """
+    parties = [p for p in run.federation.parties if p not in run.blacklists.holders]
+    missing = [p for p in parties if p not in pins]
+    if missing:
+        raise ConfigError(f"no node is pinned for {missing}: monitoring asks each party's "
+                          "registered node")
+    nodes = pinned_nodes({p: pins[p] for p in parties})
+    wait_for_nodes(grid, len(parties), run.federation.connect_timeout, nodes)
+    found = run_monitoring(grid, int(request["min_count"]), [node for _, node in nodes])
+    return {"parties": found.parties, "epsilon": found.epsilon}
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run the configured federation; leave its outcome in the run's coordinator directory."""
@@ -95,9 +115,13 @@ def main(grid: Grid, context: Context) -> None:
         run = _resumed(run_settings(str(context.run_config[RUN_SETTINGS])), root)
         pins = read_pins(root)  # each party's node, pinned when its key was registered
         task = str(context.run_config.get(TASK, "train"))
-        if task == "serve":
-            outcome: Any = run_scoring_service(audited_in(grid, run_dir),
-                                               scoring_server_settings(run, pins=pins), run_dir)
+        outcome: Any
+        if task == "monitor":
+            outcome = deployed_monitoring(audited_in(grid, run_dir), run, pins, json.loads(
+                str(context.run_config[MONITOR_REQUEST])))
+        elif task == "serve":
+            outcome = run_scoring_service(audited_in(grid, run_dir),
+                                          scoring_server_settings(run, pins=pins), run_dir)
         elif task == "score":
             scoring = (run_own_scoring if run.federation.mode is Mode.horizontal
                        else run_scoring)  # each lender on its own, or the parties together

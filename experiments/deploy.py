@@ -22,6 +22,11 @@
     its own bundle and rows; the scores stay at the lender; ``scoring.json`` and ``report.md``
     (counts only) go to the scoring directory. ``scoring.rows=test`` scores the run's test
     rows again; ``scoring.applicants=<file>`` a file in the lender node's ``--applicants-dir``.
+``monitor <run dir> [monitor.period=<file>] [monitor.<key>=<value> ...]``
+    Watch that (vertical) run's model on a later period: each node computes the stability
+    indices of its own period's rows (the file in its ``--periods-dir``, or its ``--data``)
+    against its bundle's bins and sends only indices and counts, under its own
+    ``--release-monitoring`` (:mod:`experiments.deploy_monitor`); exit 1 on ``act``.
 ``serve <run dir> [key=value ...]``
     Start a scoring service with that (vertical) run's bundles: one Flower run that stays up;
     ``score`` with the same run directory then hands it each request (four message rounds)
@@ -146,6 +151,10 @@ class Federation:
 
     def node_state(self, party: str) -> Path:
         return self.root / "nodes" / party / "state"
+
+    def periods_dir(self, party: str) -> Path:
+        """Return a party node's directory of later periods' files (``monitor.period``)."""
+        return self.root / "nodes" / party / "periods"
 
     def applicants_dir(self) -> Path:
         """Return the lender node's directory of new applicants' files (``scoring.applicants``)."""
@@ -291,17 +300,18 @@ def demo_release_flags(party: str, settings: RunSettings,
 
     Stated plainly: the demo's nodes hold synthetic rows and opt into the default run's
     releases outside any epsilon (a party's exact embeddings, the lender's per-record
-    gradients), which a partner's node refuses unless its own config opts in.
+    gradients) and into monitoring (``deploy monitor``), which a partner's node refuses
+    unless its own config opts in.
     """
     if settings.federation.mode is not Mode.vertical:
         return []
     if party == LABEL_HOLDER:
-        return ["--release-record-gradients"]
+        return ["--release-record-gradients", "--release-monitoring"]
     with files[LABEL_HOLDER][0].open("rb") as lender:
         volume = str(DEMO_VOLUME * max(sum(1 for _ in lender) - 1, 1))
     flags = ["--lender-applications", volume, "--lender-training-rows", volume]
     return flags if party in settings.blacklists.holders else [
-        *flags, "--release-exact-embeddings"]
+        *flags, "--release-exact-embeddings", "--release-monitoring"]
 
 
 def up(directory: Path, overrides: list[str],
@@ -378,6 +388,9 @@ def up(directory: Path, overrides: list[str],
             # uncapped, said so, unless --node-max-epsilon names them
             cmd += ["--max-epsilon", str(caps.get(party, "none"))]
             cmd += demo_release_flags(party, settings, files)
+            if settings.federation.mode is Mode.vertical and party not in fed.holders:
+                fed.periods_dir(party).mkdir(mode=0o700, parents=True, exist_ok=True)
+                cmd += ["--periods-dir", str(fed.periods_dir(party))]  # deploy monitor
             if party == LABEL_HOLDER and settings.federation.mode is Mode.vertical:
                 applicants = fed.applicants_dir()
                 applicants.mkdir(parents=True, exist_ok=True)
@@ -802,7 +815,7 @@ def _caps(values: list[str]) -> dict[str, float]:
     return out
 
 
-COMMANDS = ("up", "run", "score", "serve", "stop-service", "down", "all")
+COMMANDS = ("up", "run", "score", "monitor", "serve", "stop-service", "down", "all")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -835,9 +848,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"SuperLink {fed.superlink} (TLS, node authentication); nodes: "
                   f"{', '.join(fed.parties)}; logs in {fed.root / 'logs'}")
             return 0
-        if args.command in ("score", "serve") and not args.overrides:
+        if args.command in ("score", "serve", "monitor") and not args.overrides:
             raise ConfigError(f"deploy {args.command} <run dir> [key=value ...]: name the run "
                               "whose bundles score")
+        if args.command == "monitor":
+            from experiments.deploy_monitor import monitor
+
+            out, report = monitor(args.dir, Path(args.overrides[0]), args.overrides[1:])
+            print((out / "report.md").read_text())
+            print(f"Monitoring: {out / 'monitor.json'}")
+            return 1 if report["status"] == "act" else 0
         if args.command == "serve":
             status = served.serve(args.dir, Path(args.overrides[0]), args.overrides[1:])
             print(f"scoring service of {status['model_run']} ready: tables {status['tables']}; "

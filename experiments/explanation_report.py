@@ -29,13 +29,18 @@ def explanation_lines(scoring: dict[str, Any], scores: pd.DataFrame | None) -> l
     explanation = scoring.get("explanation") or {}
     if not explanation.get("explained"):
         return []
+    gap = max(explanation["completeness_gap_logodds"].values())
+    how = (f"Each score is the reference applicant's {explanation['base_points']:.1f} points "
+           "plus each party's exact Shapley share; each party split its share over its own "
+           f"columns at its own node ({explanation['method']} integrated gradients; largest "
+           f"completeness gap {gap:.1e} log-odds). ")
+    if str(explanation["method"]).startswith("scorecard"):  # a scorecard's points below
+        how = (f"Each score is the reference's {explanation['base_points']:.1f} points less "
+               "what each party's columns cost against their reference "
+               f"({explanation['method']}, Regulation B comment 9(b)(2)-5), each counted at the "
+               f"party's own node (largest completeness gap {gap:.1e} log-odds). ")
     lines = ["", "## Why applicants were scored as they were", "",
-             f"Each score is the reference applicant's {explanation['base_points']:.1f} points "
-             "plus each party's exact Shapley share; each party split its share over its own "
-             f"columns at its own node ({explanation['method']} integrated gradients; largest "
-             "completeness gap "
-             f"{max(explanation['completeness_gap_logodds'].values()):.1e} log-odds). "
-             "How to read it: [docs/explanations.md](docs/explanations.md).", "",
+             how + "How to read it: [docs/explanations.md](docs/explanations.md).", "",
              "| party | mean \\|share\\| (points) |", "|---|---:|"]
     lines += [f"| {p} | {v:.2f} |" for p, v in explanation["mean_abs_share"].items()]
     withheld = explanation.get("columns_withheld") or []

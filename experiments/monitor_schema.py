@@ -13,7 +13,9 @@ MONITOR_KEYS: tuple[tuple[str, str, str], ...] = (
     ("model_id", "string", "the model's id (every bundle carries it)"),
     ("period", "object", "`data`, `source`, `period` (`data.period`; null with data=csv, whose "
      "period is its files), `shift` (`data.shift`), "
-     "`applicants` (the lender's rows scored)"),
+     "`applicants` (the lender's rows scored); on a deployment (`deploy monitor`) `source` is "
+     "`deployment`, `period` the file each node read (null: its `--data`), `shift` and "
+     "`applicants` null"),
     ("thresholds", "object", "`watch`, `act` (index thresholds: below `watch` stable, below "
      "`act` watch, else act), `min_count` (rows per released bin, both sides), `out` (null)"),
     ("parties", "object", "`<party>.status` (the worst of its columns) and "
@@ -21,13 +23,14 @@ MONITOR_KEYS: tuple[tuple[str, str, str], ...] = (
      "index the party computed on its own rows against the bins frozen from its training rows "
      "(its bundle), the rows counted and the merged bins' counts (each >= `min_count`); the "
      "column `embedding_norm` is the norm of the party's embedding of each row"),
-    ("model", "object", "the lender's: `rows`, `score_psi` (deciles of the run's test "
+    ("model", "object or null", "the lender's: `rows`, `score_psi` (deciles of the run's test "
      "predictions), `grade_psi`, `grade_mix.{training, period}.<grade>` (shares), `status`, "
      "`training.{auc, default_rate, default_rate_by_grade}` (the run's test split), "
      "`estimate.{auc, default_rate, assumption, trusted, why}` (label-free, from the calibrated "
      "probabilities; `trusted` false when outcomes contradict the calibration, or without "
      "outcomes when the inputs reached `act`), `outcomes` (null without outcomes; else `auc`, "
-     "`ks`, `ece`, `brier`, `default_rate`, `default_rate_by_grade`, `calibration_z`)"),
+     "`ks`, `ece`, `brier`, `default_rate`, `default_rate_by_grade`, `calibration_z`); null on a "
+     "deployment (the lender's period scores stay at its node)"),
     ("status", "string", "the worst of every party's and the model's, over every period: "
      "`stable`, `watch` or `act` (the command exits 1 on `act`)"),
     ("released", "object", "`<party>.{indices, counts, epsilon}`: how many indices and bin "

@@ -43,8 +43,9 @@ KEYS: tuple[Key, ...] = (
         "`privacy.reproducible_noise`; never a privacy mechanism's noise)"),
     Key("dataset", ("object",), "`name`, `source` (`synthetic` or `files`), `label`; "
         "`rows.{train,val,test}` (applicants per split); `positive_rate.{train,val,test}` "
-        "(default rate per split; `train` is null under DP); `parties.<party>` (`rows` held, "
-        "`applicants_known`, `source_columns`, `model_columns`, `used`; horizontal: "
+        "(default rate per split; `train` is null under DP); `parties.<party>` (`rows`: the "
+        "rows it used, after its consent gate; `applicants_known`, `source_columns`, "
+        "`model_columns`, `used`; horizontal: "
         "`train_rows`, `default_rate`, null under DP); `oracle_test_auc` (synthetic data in "
         "simulation: AUC of the true probabilities on the test rows; else null); vertical: "
         "`consent` (null without `data.consent`: all rows used; else `purpose`, `dpv` and "

@@ -11,6 +11,11 @@ node's audit log with the purpose :data:`PURPOSE`:
 3. party -> lender: each applicant's attribution per column of the party, in points
    (:data:`COLUMNS`), and its reason codes.
 
+A vertical scorecard (:mod:`fl_client.scorecard_explanation`) needs no extra round: with its
+partial scores each party seals its top codes, the points each cost (in log-odds), the sum of its
+columns' reference points and its codes' names (:data:`CARD_CODES`, :data:`CARD_LOST`,
+:data:`CARD_TOTAL`, :data:`CARD_NAMES`); the lender ranks them in the ``score`` round.
+
 No feature value leaves a party; what an attribution reveals: ``docs/explanations.md``.
 """
 
@@ -18,8 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["COLUMNS", "GRADIENTS", "METHODS", "PATH", "PURPOSE", "REFERENCE",
-           "ExplainSettings", "exact_path", "reason_code"]
+__all__ = ["CARD_CODES", "CARD_LOST", "CARD_NAMES", "CARD_TOTAL", "COLUMNS", "GRADIENTS",
+           "METHODS", "PATH", "PURPOSE", "REFERENCE", "ExplainSettings", "exact_path",
+           "reason_code"]
 
 PURPOSE = "explanation"
 """The audit-log purpose of every explanation message."""
@@ -28,6 +34,11 @@ REFERENCE = "explanation reference"
 GRADIENTS = "explanation gradients"
 COLUMNS = "explanation columns"
 METHODS = ("exact", "gauss_legendre")
+CARD_CODES = "scorecard reason codes"
+"""A scorecard party's top codes per applicant (indices into its sealed names; -1: none)."""
+CARD_LOST = "scorecard points lost"
+CARD_TOTAL = "scorecard reference"
+CARD_NAMES = "scorecard code names"
 UNKNOWN = "unknown"
 """The code of the factor "the party holds no record of the applicant"."""
 

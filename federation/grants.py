@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from credit_data.consent import FRAUD_CHECK, PURPOSES, SCORING, TRAINING
+from credit_data.consent import FRAUD_CHECK, MONITORING, PURPOSES, SCORING, TRAINING
 from credit_data.errors import ConfigError
 
 
@@ -67,11 +67,13 @@ class Grant:
 def run_purpose(task: str, holder: bool) -> str:
     """Return the purpose a run serves at a node: a holder's lookups, scoring or training.
 
-    >>> run_purpose("serve", False), run_purpose("train", True)
-    ('credit_scoring', 'fraud_check')
+    >>> run_purpose("serve", False), run_purpose("train", True), run_purpose("monitor", False)
+    ('credit_scoring', 'fraud_check', 'monitoring')
     """
     if holder:
         return FRAUD_CHECK
+    if task == "monitor":
+        return MONITORING
     return SCORING if task in ("score", "serve") else TRAINING
 
 

@@ -55,11 +55,13 @@ class Release(StrEnum):
     membership = "membership"
     intersection = "intersection"
     explanations = "explanations"
+    monitoring_counts = "monitoring_counts"
 
 
 OPT_IN_FLAGS = {Release.exact_embeddings: "--release-exact-embeddings",
                 Release.record_gradients: "--release-record-gradients",
-                Release.explanations: "--release-explanations"}
+                Release.explanations: "--release-explanations",
+                Release.monitoring_counts: "--release-monitoring"}
 """The node flag that lets each opt-in release leave."""
 OPT_IN_KEYS = {flag.removeprefix("--"): release for release, flag in OPT_IN_FLAGS.items()}
 """The same, as ``--node-config`` keys (true or false)."""

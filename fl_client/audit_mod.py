@@ -45,7 +45,9 @@ def audit_log_mod(settings_of: Callable[[Context], ClientSettings],
     """Return a mod that logs each answered message of the node ``settings_of(context)``.
 
     ``purpose`` (``training`` or ``scoring``) is on every line; ``purposes`` names another for
-    some message types (``explanation`` for the explanation messages of scoring).
+    some message types (``explanation`` for the explanation messages of scoring), and a
+    handler's note (:data:`AUDIT_NOTE`) may name one for its own reply (``purpose``: a scoring
+    message that carried a scorecard's reason codes is an ``explanation``).
     """
 
     def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -56,12 +58,13 @@ def audit_log_mod(settings_of: Callable[[Context], ClientSettings],
         path = audit_log_path(settings)
         if path is None:
             return reply
+        said = dict(note.items()) if note is not None else {}
         entry: dict[str, Any] = {"party": settings.party,
-                                 "purpose": (purposes or {}).get(msg.metadata.message_type,
-                                                                 purpose),
+                                 "purpose": str(said.pop("purpose", None) or (
+                                     purposes or {}).get(msg.metadata.message_type, purpose)),
                                  "group": msg.metadata.group_id, "sent": _sent(reply)}
-        if note is not None:
-            entry["node"] = dict(note.items())
+        if said:
+            entry["node"] = said
         if server is not None:
             entry["server_log"] = {k: server[k] for k in ("seq", "head") if k in server}
         if reply.has_error():

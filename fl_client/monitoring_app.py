@@ -12,33 +12,47 @@ from typing import Any, cast
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 
-from credit_data.errors import CreditFLError
+from credit_data.consent import MONITORING
+from credit_data.errors import BudgetRefusal, CreditFLError
 from federation.protocol import CONFIG, STATUS
+from fl_client.audit_mod import audit_log_mod
 from fl_client.monitoring_task import MonitoringInput, party_indices, released
+from fl_client.settings import ClientSettings
 
 MONITOR = "query.monitor"
 """The one message of monitoring: each party's indices and counts."""
 MonitoringSource = Callable[[Context], tuple[str, MonitoringInput]]
 
 
-def make_monitoring_client_app(source: MonitoringSource) -> ClientApp:
-    """Build the monitoring ClientApp over a source of (party, bundle and rows) per node."""
-    app = ClientApp()
+def make_monitoring_client_app(source: MonitoringSource, mods: tuple[Mod, ...] = (),
+                               settings_of: Callable[[Context], ClientSettings] | None = None
+                               ) -> ClientApp:
+    """Build the monitoring ClientApp over a source of (party, bundle and rows) per node.
+
+    ``settings_of``: a deployed node's settings; with them every message, refusals included,
+    is in the node's audit log with the purpose ``monitoring``. ``mods`` run inside that log.
+    """
+    logged = () if settings_of is None else (audit_log_mod(settings_of, MONITORING),)
+    app = ClientApp(mods=[*logged, *mods])
 
     @app.query(MONITOR.split(".", 1)[1])
     def monitor(msg: Message, context: Context) -> Message:
-        party, data = source(context)
         config = msg.content.config_records.get(CONFIG, ConfigRecord())
-        status: dict[str, Any] = {"party": party}
-        if data.epsilon is not None:  # noised under the party's DP budget, and charged
-            status["epsilon"] = float(data.epsilon)
+        status: dict[str, Any] = {"party": str(context.node_config.get("party", "a node"))}
         content = RecordDict({STATUS: ConfigRecord(status)})
         try:
+            party, data = source(context)
+            status["party"] = party
             indices = party_indices(data, party, min_count=int(cast(int, config["min_count"])))
-        except CreditFLError as exc:
+        except (CreditFLError, BudgetRefusal) as exc:  # named in the reply, nothing else
+            content[STATUS] = ConfigRecord(status)
             content[CONFIG] = ConfigRecord({"refused": str(exc)})
             return Message(content, reply_to=msg)
+        if data.epsilon is not None:  # noised under the party's DP budget, and charged
+            status["epsilon"] = float(data.epsilon)
+        content[STATUS] = ConfigRecord(status)
         content[CONFIG] = ConfigRecord(cast(dict[str, Any], released(indices)))
         return Message(content, reply_to=msg)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from credit_data.errors import DataError
+from credit_data.errors import BudgetRefusal, DataError
 from credit_data.stability import ColumnIndex, bin_counts, column_index, merge_small, psi
 from credit_data.tables import PartyTable
 from fl_client.scoring_task import encode_table, model_settings
@@ -41,12 +41,16 @@ class MonitoringInput:
 
     ``epsilon``: None releases exact counts (outside any epsilon); a number noises them.
     ``ledger_dir``: the party's state directory, whose lifetime ledger is charged.
+    ``max_epsilon``: the node's lifetime cap (a charge past it is refused, nothing released);
+    ``request``: the name the ledger records the spend under (default: a fresh one).
     """
 
     bundle_dir: Path
     table: PartyTable
     epsilon: float | None = None
     ledger_dir: Path | None = None
+    max_epsilon: float | None = None
+    request: str | None = None
 
 
 def _reference(bundle: Bundle) -> dict[str, Any]:
@@ -110,7 +114,7 @@ def party_indices(data: MonitoringInput, party: str, *, min_count: int
     out = {c: _noisy_index(values[c], specs[c], min_count, data.epsilon, len(specs))
            for c in specs}
     if data.ledger_dir is not None:
-        _charge(data.ledger_dir, data.epsilon)
+        _charge(data.ledger_dir, data.epsilon, party, data.max_epsilon, data.request)
     return out
 
 
@@ -125,15 +129,25 @@ def _noisy_index(values: Any, spec: dict[str, Any], min_count: int, epsilon: flo
     return ColumnIndex(psi(r, c), tuple(int(x) for x in r), tuple(int(x) for x in c))
 
 
-def _charge(ledger_dir: Path, epsilon: float) -> None:
-    """Record the release in the party's lifetime ledger (one spend line per request)."""
+def _charge(ledger_dir: Path, epsilon: float, party: str, cap: float | None = None,
+            request: str | None = None) -> None:
+    """Record the release in the party's lifetime ledger (one spend line per request).
+
+    Past ``cap`` nothing is recorded and the request is refused (:class:`BudgetRefusal`),
+    before any value leaves.
+    """
     import os
     from datetime import UTC, datetime
 
     from federation.lifetime_budget import LifetimeBudget
 
-    request = f"monitoring {datetime.now(UTC).isoformat()} {os.urandom(4).hex()}"
-    LifetimeBudget.of(ledger_dir, None).record(request, {"monitoring_epsilon": epsilon})
+    request = request or f"monitoring {datetime.now(UTC).isoformat()} {os.urandom(4).hex()}"
+    recorded, total = LifetimeBudget.of(ledger_dir, cap).check_and_record(
+        request, {"monitoring_epsilon": epsilon})
+    if not recorded:
+        raise BudgetRefusal(f"{party}: this monitoring request would take the node's lifetime "
+                            f"epsilon to {total:.3f}, past its max-epsilon {cap:g}; refused, "
+                            "nothing released")
 
 
 def released(indices: dict[str, ColumnIndex]) -> dict[str, Any]:

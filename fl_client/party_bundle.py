@@ -38,12 +38,15 @@ def _stability(rows: NodeRows, encoder: torch.nn.Module | None) -> dict[str, Any
     """Return the bins monitoring compares later periods with, frozen from the training rows.
 
     Each column's (from :class:`NodeRows`) and the norm of the party's embedding of its own
-    training rows (exact: it stays in the bundle, on the party's disk).
+    training rows (exact: it stays in the bundle, on the party's disk). A party under DP (its
+    preprocessing from a noisy summary) watches its columns only: the norms' deciles would be
+    bins cut at its exact training rows, which its monitoring noise does not cover.
     """
     if rows.reference is None:
         return None
     out: dict[str, Any] = {"columns": rows.reference}
-    if encoder is not None:
+    under_dp = (rows.preprocessing or {}).get("kind") == "sketch"
+    if encoder is not None and not under_dp:
         train = rows.split == TRAIN
         norms = np.linalg.norm(embed(encoder, rows.x[train]), axis=1)
         out["embedding_norm"] = freeze_values(norms)

@@ -35,6 +35,7 @@ from fl_client.explanation import (
 from fl_client.lender_scoring import score_own_applicants
 from fl_client.list_lookup import holder_answer, is_holder
 from fl_client.node_store import load_state, save_state
+from fl_client.scorecard_explanation import is_scorecard, lender_codes, party_codes
 from fl_client.scoring_task import (
     SCORES_FILE,
     ScoringInput,
@@ -183,7 +184,18 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
         values, info = node.embed(state, cast(bytes, _config(msg)["sealed"]))
         sealed = seal_for_lender(settings, state, {"embeddings": SCORING}, (0,),
                                  {"embeddings": values})
-        if _config(msg).get("explain"):  # the explanation's path beside them, if it explains
+        if _config(msg).get("explain") and is_scorecard(node.bundle):  # its top codes beside
+            codes, said = party_codes(node.bundle, data.table, settings, state)
+            sealed |= {f"explain.{k}": v for k, v in codes.items()}
+            info["explains"] = bool(codes)
+            if codes:  # counted in this node's own audit line: an explanation's release
+                info["global"] = said["global"]
+                info["outside_epsilon"] = sorted({*info.get("outside_epsilon", []),
+                                                  *said["outside_epsilon"]})
+                context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+                    {"purpose": EXPLANATION, "explanation": "scorecard codes",
+                     "explained": int(said["explained"])})
+        elif _config(msg).get("explain"):  # the explanation's path beside them, if it explains
             path = party_path(node.bundle, data.table, settings, state)
             sealed |= {f"explain.{k}": v for k, v in path.items()}
             info["explains"] = bool(path)
@@ -200,7 +212,7 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
         state = load_state(settings, context)
         received = unpack(msg.content.array_records.get(ARRAYS))
         paths: dict[str, dict[str, np.ndarray]] = {}
-        for name, blob in received.items():  # "<party>.explain.<reference|path>"
+        for name, blob in received.items():  # "<party>.explain.<kind>": a path or codes
             if ".explain." in name:
                 party, _, kind = name.partition(".explain.")
                 paths.setdefault(party, {})[kind] = blob
@@ -209,7 +221,14 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
         lender = ScoringLender(settings, data)
         table, counts = lender.score(state, embeddings)
         sealed: dict[str, np.ndarray] = {}
-        if _config(msg).get("explain"):
+        if _config(msg).get("explain") and is_scorecard(lender.bundle):  # ranked here and now
+            once(state, settings.party, "reasons")
+            reasons, counts["explanation"] = lender_codes(
+                lender.bundle, data.table, settings, state, lender.holders, embeddings, paths)
+            table = pd.concat([table, reasons], axis=1)
+            context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+                {"purpose": EXPLANATION, "explained": int(counts["explanation"]["explained"])})
+        elif _config(msg).get("explain"):
             sealed = {f"{p}.gradients": g for p, g in lender_gradients(
                 lender.bundle, data.table, settings, state, lender.holders, embeddings,
                 paths).items()}

@@ -37,12 +37,13 @@ def parse_reply(record: ConfigRecord) -> dict[str, dict[str, Any]]:
     return out
 
 
-def run_monitoring(grid: Grid, min_count: int) -> MonitoringOutcome:
-    """Send every node the request; return what each released."""
+def run_monitoring(grid: Grid, min_count: int,
+                   node_ids: list[int] | None = None) -> MonitoringOutcome:
+    """Send every node (or ``node_ids``: a deployment's parties) the request; return replies."""
     outcome = MonitoringOutcome()
     messages = [Message(RecordDict({CONFIG: ConfigRecord({"min_count": min_count})}),
                         dst_node_id=node, message_type=MONITOR)
-                for node in grid.get_node_ids()]
+                for node in (grid.get_node_ids() if node_ids is None else node_ids)]
     for reply in grid.send_and_receive(messages):
         if reply.has_error():
             raise DataError(f"a node failed to answer the monitoring request: "

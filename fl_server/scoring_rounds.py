@@ -49,7 +49,7 @@ class ScoringServerSettings:
 
     n_nodes: int
     missing_party: str = "error"
-    explain: bool = False  # reason codes: two more rounds (docs/explanations.md)
+    explain: bool = False  # reason codes: split_mlp two more rounds, a scorecard none
     round_timeout: float = 300.0
     connect_timeout: float = 180.0
     pinned_nodes: PinnedNodes = ()
@@ -67,7 +67,8 @@ def scoring_server_settings(run: RunSettings, *, pins: Mapping[str, int] | None 
     return ScoringServerSettings(n_nodes=nodes,
                                  missing_party=run.scoring.missing_party.value,
                                  explain=(run.explain.enabled and run.federation.mode is
-                                          Mode.vertical and run.model.kind.value == "split_mlp"),
+                                          Mode.vertical and run.model.kind.value in (
+                                              "split_mlp", "scorecard")),
                                  round_timeout=run.federation.round_timeout,
                                  connect_timeout=run.federation.connect_timeout,
                                  pinned_nodes=pinned_nodes(pins))
@@ -233,10 +234,11 @@ def run_scoring(grid: Grid, s: ScoringServerSettings,
                 embeddings[p] = embedded[p][ARRAYS]["embeddings"]
                 if info.get("explains") is False:  # its own choice: its share is one factor
                     out.explanation.setdefault("columns_withheld", []).append(p)
-                for kind in ("reference", "path"):  # a party that explains: its path, sealed
-                    if f"explain.{kind}" in embedded[p][ARRAYS]:
-                        embeddings[f"{p}.explain.{kind}"] = embedded[p][ARRAYS][
-                            f"explain.{kind}"]
+                for name in embedded[p][ARRAYS]:  # a party that explains: its path or its
+                    if name.startswith("explain."):  # scorecard codes, sealed, for the lender
+                        embeddings[f"{p}.{name}"] = embedded[p][ARRAYS][name]
+                if "global" in info:  # a scorecard party's global table, computed there
+                    out.explanation.setdefault("global", {})[p] = info["global"]
     step = time.perf_counter()
     config: dict[str, Any] = {"passive": list(passive)} if passive else {}
     if s.explain:
@@ -245,7 +247,9 @@ def run_scoring(grid: Grid, s: ScoringServerSettings,
         CONFIG: ConfigRecord(config), ARRAYS: ArrayRecord(embeddings)})})[LABEL_HOLDER]
     out.seconds["score"] = time.perf_counter() - step
     out.lender = _info(scored)
-    out.explanation |= out.lender.pop("explanation", {})  # no party split its share
+    said = out.lender.pop("explanation", {})  # a scorecard's, or no party split its share
+    tables = {**said.pop("global", {}), **out.explanation.get("global", {})}  # lender first
+    out.explanation |= said | ({"global": tables} if tables else {})
     if s.explain and ARRAYS in scored:
         explain(router, out, scored)
     out.seconds["total"] = time.perf_counter() - start

@@ -88,6 +88,12 @@ def _check(words: list[str]) -> None:
         assert args[0] in COMMANDS
         if args[0] in ("score", "serve"):  # a run directory first, then scoring overrides
             _check_scoring(args[1:])
+        elif args[0] == "monitor":  # a run directory, monitor.period and monitor.* options
+            from experiments.deploy_monitor import split_period
+            from experiments.monitor import split_args
+
+            assert len(args) > 1 and "=" not in args[1], args
+            split_args(split_period(args[2:])[1])
         else:
             _compose([a for a in args[1:] if not a.startswith("--")])
     elif module == "experiments.score":

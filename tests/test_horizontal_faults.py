@@ -56,7 +56,9 @@ def test_a_client_past_the_round_timeout_is_left_out_without_hanging(tmp_path, o
 @pytest.fixture(scope="module")
 def attacked(tmp_path_factory):
     """One of 5 lenders sends sign-flipped, scaled updates (6 rounds: the attack shows at once)."""
-    base = HORIZONTAL + ["data.n_customers=50000", "federation.rounds=6"]
+    # the in-process engine: the models are compared (same metrics as Ray's for the same seed,
+    # tests/test_front_door_runs.py), at a fifth of the time; the faults below run on Ray
+    base = HORIZONTAL + ["data.n_customers=50000", "federation.rounds=6", "engine=in_process"]
     attack = ["+federation.faults.lender-3=signflip"]
     runs = {}
     for name, overrides in {"clean": base, "fedavg": base + attack,

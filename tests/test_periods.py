@@ -112,3 +112,27 @@ def test_bins_count_as_by_hand_and_small_bins_merge():
     assert reference.tolist() == [30, 47] and current.tolist() == [20, 53]
     r, c = np.array([30, 47]) / 77, np.array([20, 53]) / 73
     assert psi(reference, current) == pytest.approx(float(np.sum((c - r) * np.log(c / r))))
+
+
+def test_under_dp_one_training_row_moves_one_count_and_no_edge():
+    # Prepare: the adversary's case (a column of tied values, where exact deciles jump when one
+    # customer joins): 500 x 0, 500 x 1, 1000 x 2, 8000 x 3, and the same with one more 0
+    from credit_data.stability import bin_counts, freeze_from_sketch
+    from credit_data.summary import Sketch
+
+    column = np.repeat([0.0, 1.0, 2.0, 3.0], [500, 500, 1000, 8000])
+    before, after = pd.DataFrame({"x": column}), pd.DataFrame({"x": np.append(column, 0.0)})
+    sketch = Sketch(("x",), (), {"x": [0.0, 0.5, 2.5, 3.0]}, (), {})  # the noisy summary's
+    # Execute
+    dp_before, dp_after = freeze_from_sketch(before, sketch), freeze_from_sketch(after, sketch)
+    exact_before = freeze_columns(before, ("x",), ())
+    exact_after = freeze_columns(after, ("x",), ())
+    # Assert: under DP the edges are the sketch's and one count moves by one (the sensitivity
+    # the monitoring noise assumes); the period's counts do not move at all
+    assert dp_before["x"]["edges"] == dp_after["x"]["edges"]
+    moved = np.abs(np.subtract(dp_after["x"]["counts"], dp_before["x"]["counts"]))
+    assert moved.sum() == 1
+    period = np.full(100, 2.0)
+    assert (bin_counts(period, dp_before["x"]) == bin_counts(period, dp_after["x"])).all()
+    # while exact deciles move an edge: why a party under DP must not freeze them
+    assert exact_before["x"]["edges"] != exact_after["x"]["edges"]

@@ -24,7 +24,10 @@ from tests.conftest import compose_config, independent_epsilon, run_experiment
 from tests.routed import payload_values
 
 VERTICAL = ["federation=vertical", "privacy=off"]
-SMALL = ["data.n_customers=50000"]
+SMALL = ["data.n_customers=50000", "engine=in_process"]
+"""CI's size, on the in-process engine: these runs are compared on their models and payloads
+(both engines give the same metrics for the same seed, tests/test_front_door_runs.py); Ray runs
+the vertical apps in test_front_door_runs, test_cli and test_interrupt."""
 NO_AUDIT = ["audit.enabled=false"]
 PRIVATE = ["privacy=label_dp_dpsgd"]  # label DP and DP-SGD, each at epsilon 3
 TOKEN = re.compile(rb"[A-Za-z0-9_.-]{4,}")
@@ -322,10 +325,13 @@ def test_bad_vertical_settings_name_the_key_before_anything_runs(overrides, mess
 
 def test_vertical_dp_keeps_its_utility_on_20000_customers(tmp_path):
     """CI's check that vertical DP still learns: the default run (label DP + DP-SGD at epsilon 3
-    each) against the same run without DP. Measured on 2026-12-05: plain 0.7964, private 0.7704,
-    0.7457, 0.7605 and 0.7514 over four runs (secret noise: every run draws anew; mean 0.757,
-    deviation about 0.011), hence the margin of 0.08 (about 3.7 deviations from the mean gap).
-    It catches a private run that stops learning (noise calibrated wrong, a broken sampler). The
+    each) against the same run without DP. Measured on 2026-12-07 with the default of two local
+    steps over 15 epochs: plain 0.8141 (two local steps also help the plain run: deterministic),
+    private 0.7304, 0.7240, 0.7449, 0.7377, 0.7394, 0.7498 and 0.7524 over seven runs (secret
+    noise: every run draws anew; mean 0.740, deviation about 0.010; one local step over 30
+    epochs gave 0.747 over six), hence the margin of 0.11 (about 3.6 deviations above the mean
+    gap of 0.074). It catches a private run that stops learning (noise calibrated wrong, a
+    broken sampler). The
     clipping regression of an earlier session (0.079 below plain at 100,000 customers) does not
     show at this size (clipping at 1 gave 0.7774 here): ``bench.py privacy`` at 100,000
     customers remains the check for that."""
@@ -338,4 +344,4 @@ def test_vertical_dp_keeps_its_utility_on_20000_customers(tmp_path):
     # each mechanism within its budget of 3; the headline, the lender's total, within both
     assert max(e["epsilon"] for e in private["privacy"]["parties"].values()) <= 3.0 + 1e-9
     assert private["privacy"]["epsilon"] <= 6.0 + 1e-9
-    assert _auc(plain) - _auc(private) <= 0.08
+    assert _auc(plain) - _auc(private) <= 0.11

@@ -1,0 +1,203 @@
+"""Issue 32: a vertical scorecard's reason codes, through the Flower apps, every payload recorded.
+
+A small three-party scorecard (``model=scorecard``) is scored with explanations on the unit
+tier's in-process grid. Each party counts its columns' points below the reference on its own
+rows and seals only its top codes and what each cost; the lender ranks them. Checked: the
+server routes sealed bytes, counts and each party's global table, never a feature value, a
+label or an applicant's ID; each applicant's points lost, summed over the parties, are the
+reference's points less its points; every reason is one a party's columns really cost; the
+messages that carried codes are logged with the purpose ``explanation``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from flwr.app import ArrayRecord
+
+from credit_data.loading import load_population
+from federation.audit_log import verify
+from federation.protocol import ScoringMessage
+from tests.fake_grid import InProcessGrid, run_server_app
+from tests.routed import payload_values
+from tests.test_sealed_traffic import SMALL, _train
+
+pytestmark = pytest.mark.unit
+
+PARTIES = ("lender", "bureau", "social")
+K = 4
+TINY = [o for o in SMALL if not o.startswith(("data.n_customers", "train.epochs"))] + [
+    "data.n_customers=400", "train.epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory) -> dict[str, Any]:
+    """A small scorecard run, its applicants scored and explained; every routed payload kept."""
+    from experiments.scoring import ScoringSimulationSource
+    from fl_client.scoring_app import make_scoring_client_app
+    from fl_client.settings import client_settings
+    from fl_server.scoring_rounds import ScoringOutcome, scoring_server_settings
+    from fl_server.server_app import make_scoring_server_app
+
+    run_dir = tmp_path_factory.mktemp("run")
+    outcome, settings = _train(run_dir, [*TINY, "model=scorecard"])
+    assert outcome.error is None, outcome.error
+    out = tmp_path_factory.mktemp("scored")
+    bundles = {p: run_dir / "parties" / p / "model" for p in PARTIES}
+    clients = {p: client_settings(settings, p, str(out)) for p in bundles}
+    routed: list[tuple[str, str, Any]] = []
+    scored = ScoringOutcome()
+    server = scoring_server_settings(settings)
+    assert server.explain  # a vertical scorecard explains by default
+    app = make_scoring_client_app(ScoringSimulationSource(clients, settings, bundles))
+    run_server_app(make_scoring_server_app(server, scored, out,
+                                           lambda way, node, body: routed.append(
+                                               (way, str(node), body))),
+                   InProcessGrid(app, len(bundles)))
+    assert scored.error is None, scored.error
+    scores = pd.read_csv(out / "lender" / "scores.csv", dtype={"id": str},
+                         keep_default_na=False)
+    return {"settings": settings, "outcome": scored, "routed": routed, "out": out,
+            "scores": scores, "run_dir": run_dir}
+
+
+def test_points_lost_add_up_to_the_reference_less_the_score(explained) -> None:
+    scores, out, outcome = explained["scores"], explained["out"], explained["outcome"]
+    with np.load(out / "lender" / "explanation.npz") as kept:
+        base, shares = float(kept["base_points"]), kept["shares"]
+    assert shares.shape == (len(scores), len(PARTIES))
+    # the reference's points, built from the model's weights, less each party's points lost
+    # (its reference less its partial score) are the points scored through predict_proba
+    assert np.abs(base + shares.sum(axis=1) - scores["points"].to_numpy()).max() < 0.006
+    assert abs(outcome.explanation["base_points"] - base) < 1e-9
+    assert outcome.explanation["method"] == "scorecard maximum"
+    assert outcome.explanation["completeness_gap_logodds"]["lender"] < 1e-5
+    # against each column's best bin nothing is gained: what a party's columns cost an
+    # applicant it knows is >= 0 (one it does not know may gain: its "absent" partial score)
+    assert (shares[:, 0] <= 1e-6).all()
+    for i, party in enumerate(PARTIES[1:], start=1):
+        known = scores[f"known_{party}"].to_numpy() == 1
+        assert known.sum() > 100 and (shares[known, i] <= 1e-6).all(), party
+
+
+def test_every_reason_is_a_cost_a_party_really_had(explained) -> None:
+    scores = explained["scores"]
+    with np.load(explained["out"] / "lender" / "explanation.npz") as kept:
+        lost = -kept["shares"]  # each party's points lost, in all
+    costs = scores[[f"reason_{r}_points" for r in range(1, K + 1)]].to_numpy()
+    assert (costs >= 0).all() and (np.diff(costs, axis=1) <= 1e-9).all()
+    assert (scores["reason_1"] != "").mean() > 0.9
+    owners = {c.split(".")[0] for r in range(1, K + 1) for c in scores[f"reason_{r}"] if c}
+    assert owners == set(PARTIES)  # codes from every party, each counted at its own node
+    # a party's reasons together never cost more than all its columns cost the applicant
+    for i, party in enumerate(PARTIES):
+        mine = sum(np.where(scores[f"reason_{r}"].str.startswith(f"{party}."),
+                            scores[f"reason_{r}_points"], 0.0) for r in range(1, K + 1))
+        assert (mine <= np.maximum(lost[:, i], 0.0) + 0.01).all(), party
+        assert (mine > 0).sum() > 20, party
+    texts = {t for r in range(1, K + 1) for t in scores[f"reason_{r}_text"] if t}
+    assert texts and not any(t.startswith(("lender.", "bureau.", "social.")) for t in texts)
+
+
+def test_scorecard_messages_carry_no_value_label_or_id(explained) -> None:
+    settings, routed = explained["settings"], explained["routed"]
+    population = load_population(settings.data, settings.seed)
+    ids = {str(i) for t in population.tables.values() for i in t.frame.index}
+    codes = 0
+    for way, _, body in routed:
+        text = json.dumps([v if isinstance(v, str | int | float | bool) else repr(type(v))
+                           for v in payload_values(body)])
+        assert "default_12m" not in text  # no label column named, let alone its values
+        assert not any(i in text for i in ids)  # no applicant's ID, in the clear
+        for value in payload_values(body):
+            if isinstance(value, np.ndarray):  # sealed: bytes only
+                assert value.dtype == np.uint8 and value.ndim == 1
+        codes += way == "in" and "explain.codes" in json.dumps(_names(body))
+    assert codes == 2  # each passive party sealed its codes once, beside its partial scores
+    for party, table in explained["outcome"].explanation["global"].items():
+        assert set(table[0]) == {"party", "code", "description", "mean_abs_points",
+                                 "mean_points"}
+        assert all(row["party"] == party for row in table)
+    assert set(explained["outcome"].explanation["global"]) == set(PARTIES)
+
+
+def _names(body: Any) -> list[str]:
+    """The names of a routed message's arrays (the records' keys)."""
+    return [name for record in body.values() if isinstance(record, ArrayRecord)
+            for name in record]
+
+
+def test_the_messages_that_carried_codes_are_logged_as_explanation(explained) -> None:
+    out = explained["out"]
+    expected = {"lender": str(ScoringMessage.SCORE), "bureau": str(ScoringMessage.EMBED),
+                "social": str(ScoringMessage.EMBED)}
+    for party, kind in expected.items():
+        path = Path(out) / party / "audit.jsonl"
+        verify(path)
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        assert [line["event"] for line in lines if line["purpose"] == "explanation"] == [kind]
+        assert all(line["purpose"] == "scoring" for line in lines if line["event"] != kind)
+
+
+def test_a_cutoff_reference_is_refused_naming_the_key() -> None:
+    from credit_data.errors import ConfigError
+    from federation.explanation import ExplainSettings
+    from fl_client.scorecard_explanation import _method
+
+    assert _method(ExplainSettings(scorecard_reference="average"), "bureau") == "average"
+    with pytest.raises(ConfigError, match="explain.cutoff"):
+        _method(ExplainSettings(scorecard_reference="average", cutoff=600.0), "bureau")
+
+
+def test_a_partys_column_costs_add_up_to_its_reference_less_its_partial_score() -> None:
+    import torch
+
+    from fl_client.scorecard_explanation import column_costs
+    from models.binned_scorecard import BinLayout, ScorecardEncoder
+
+    # Prepare: a party's bins (a numeric column with its missing bin, a category, present)
+    encoder = ScorecardEncoder(BinLayout.of(("a", "a.missing", "c=x", "c=y", "present"), bins=4))
+    generator = np.random.default_rng(0)
+    with torch.no_grad():
+        encoder.embed.weight.copy_(torch.as_tensor(generator.normal(size=(1, 8)),
+                                                   dtype=torch.float32))
+    rows = 200
+    category = generator.integers(0, 3, rows)  # 2: a rare category, merged (zeros)
+    x = np.column_stack([generator.normal(size=rows), generator.random(rows) < 0.1,
+                         category == 0, category == 1, np.ones(rows)]).astype(np.float32)
+    # Execute
+    lost, names, total = column_costs(encoder, x, "maximum")
+    average, _, average_total = column_costs(encoder, x, "average")
+    with torch.no_grad():
+        partial = encoder(torch.as_tensor(x)).numpy()[:, 0]
+    # Assert: completeness (log-odds), nothing gained against the best bin, and the
+    # category's reference worked out by hand: its best bin or the merged one's 0
+    assert names == ["a", "c", "present"]
+    assert np.abs(lost.sum(axis=1) - (total + partial)).max() < 1e-5
+    assert np.abs(average.sum(axis=1) - (average_total + partial)).max() < 1e-5
+    assert (lost >= -1e-9).all() and np.abs(average.mean(axis=0)).max() < 1e-6
+    w = encoder.embed.weight.detach().numpy()[0]
+    own_c = np.where(category == 0, -w[5], np.where(category == 1, -w[6], 0.0))
+    assert np.allclose(lost[:, 1], max(-w[5], -w[6], 0.0) - own_c, atol=1e-6)
+    assert np.abs(lost[:, 2]).max() < 1e-9  # a known applicant's "present" costs nothing
+
+
+def test_the_scoring_report_says_why_from_the_scorecards_codes(explained) -> None:
+    from experiments.explanation_report import explanation_lines
+
+    scores, outcome = explained["scores"], explained["outcome"]
+    lines = explanation_lines({"explanation": outcome.explanation}, scores)
+    assert "## Why applicants were scored as they were" in lines
+    assert any("scorecard maximum, Regulation B" in line for line in lines)
+    assert {line.split(" | ")[0] for line in lines if line.startswith("| ")} >= {
+        f"| {p}" for p in PARTIES}  # each party's share and its own global table
+    declined = [line for line in lines if line.startswith("- ")]
+    worst = scores.sort_values("points").head(3)
+    assert len(declined) == 3
+    for line, (_, row) in zip(declined, worst.iterrows(), strict=True):
+        assert line.startswith(f"- {row['id']}:") and str(row["reason_1"]) in line
