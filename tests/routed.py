@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
 from federation.protocol import CONFIG
@@ -20,6 +22,19 @@ def payload_values(body) -> list[object]:
             for v in record.values():
                 out += v if isinstance(v, list) else [v]
     return out
+
+
+def checked_text(body, ids: set[str], label: str) -> str:
+    """Assert that a routed ``body`` names no ``label``, holds none of ``ids`` in the clear and
+    carries arrays only as sealed bytes; return its values as text for further checks."""
+    text = json.dumps([v if isinstance(v, str | int | float | bool) else repr(type(v))
+                       for v in payload_values(body)])
+    assert label not in text  # no label column named, let alone its values
+    assert not any(i in text for i in ids)  # no applicant's ID, in the clear
+    for value in payload_values(body):
+        if isinstance(value, np.ndarray):  # sealed: bytes only
+            assert value.dtype == np.uint8 and value.ndim == 1
+    return text
 
 
 def swap(kind: Any, field: str, value: Callable[[bytes], bytes]) -> Callable[[Message], None]:

@@ -29,7 +29,8 @@ def synthetic(tmp_path_factory):
     for name, overrides in {
         "central": ["federation=centralized", "federation.parties=[lender,bureau]"],
         "federated": HORIZONTAL,
-        "dpsgd": HORIZONTAL + ["privacy=dpsgd", "privacy.target_epsilon=3"],
+        # its ledger and model are read, not the engine: in this process (the plain run is Ray's)
+        "dpsgd": HORIZONTAL + ["privacy=dpsgd", "privacy.target_epsilon=3", "engine=in_process"],
     }.items():
         run_dir = tmp_path_factory.mktemp(name)
         runs[name] = (run_dir, run_experiment(overrides + NO_AUDIT, run_dir))

@@ -190,7 +190,7 @@ def test_no_routed_payload_holds_a_feature_value_a_label_or_an_id(synthetic):
 def test_vertical_ledger_has_each_mechanism_recomputable(tmp_path):
     r = run_experiment(["federation=vertical", "data.n_customers=4000", "train.epochs=2",
                         "privacy=label_dp_dpsgd", "privacy.label_epsilon=2",
-                        "privacy.embedding_epsilon=8"], tmp_path)
+                        "privacy.embedding_epsilon=8", "engine=in_process"], tmp_path)
     p = r["privacy"]
     assert set(p["by_mechanism"]) == {"label_dp", "dpsgd", "embedding_noise"}
     # the headline is the largest party total (issue 30), not the largest entry
