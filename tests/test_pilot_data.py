@@ -21,14 +21,9 @@ from credit_data.loading import load_population
 from experiments.baselines import run_baseline
 from experiments.config import to_settings
 from experiments.logistic_reference import logistic_references
-from experiments.vertical import VerticalSimulationSource, party_settings, vertical_outcome
 from fl_client.node_noise import simulated_split_keys
-from fl_client.vertical_app import make_vertical_client_app
-from fl_server.server_app import make_vertical_server_app
-from fl_server.settings import vertical_server_settings
-from fl_server.vertical_rounds import VerticalOutcome
 from tests.conftest import compose_config
-from tests.fake_grid import InProcessGrid, run_server_app
+from tests.in_process_runs import vertical_in_process
 
 SEEDS = (0, 1, 2)
 MARGIN = 0.02
@@ -44,16 +39,7 @@ def _settings(overrides: list[str]):
 
 
 def _vertical(settings, run_dir: Path) -> float:
-    population = load_population(settings.data, settings.seed)
-    parties = tuple(p for p in settings.federation.parties if p in population.tables)
-    clients = party_settings(settings, parties, run_dir / "parties")
-    server = vertical_server_settings(settings, parties, run_dir)
-    app = make_vertical_client_app(VerticalSimulationSource(clients, settings.data,
-                                                            settings.seed))
-    outcome = VerticalOutcome()
-    run_server_app(make_vertical_server_app(server, outcome), InProcessGrid(app, len(parties)))
-    assert outcome.error is None, outcome.error
-    return vertical_outcome(settings, parties, outcome, 0.0, 1.0).metrics["test"]["auc"]
+    return vertical_in_process(settings, run_dir).metrics["test"]["auc"]
 
 
 def _pilot(name: str, tmp_path: Path) -> dict[str, float]:

@@ -26,15 +26,10 @@ from credit_fl.config import settings as compose_settings
 from experiments.baselines import run_baseline
 from experiments.horizontal import lender_rows, run_horizontal
 from experiments.scorecard_reference import binned_reference, fitted_reference
-from experiments.vertical import VerticalSimulationSource, party_settings, vertical_outcome
 from fl_client.node_noise import simulated_split_keys
-from fl_client.vertical_app import make_vertical_client_app
-from fl_server.server_app import make_vertical_server_app
-from fl_server.settings import vertical_server_settings
-from fl_server.vertical_rounds import VerticalOutcome
 from models.binned_scorecard import layout_of
 from models.bundle import load_bundle
-from tests.fake_grid import InProcessGrid, run_server_app
+from tests.in_process_runs import vertical_in_process
 
 SCORECARD = ["model=scorecard", "verbose=false", "privacy.reproducible_noise=true"]
 MARGIN = 0.01
@@ -46,16 +41,7 @@ MODES = ("centralized", "local", "vertical", "horizontal")
 
 def vertical_run(settings, run_dir: Path):
     """Train the vertical scorecard on the in-process grid; return the run's outcome."""
-    population = load_population(settings.data, settings.seed)
-    parties = tuple(p for p in settings.federation.parties if p in population.tables)
-    clients = party_settings(settings, parties, run_dir / "parties")
-    server = vertical_server_settings(settings, parties, run_dir)
-    app = make_vertical_client_app(VerticalSimulationSource(clients, settings.data,
-                                                            settings.seed))
-    outcome = VerticalOutcome()
-    run_server_app(make_vertical_server_app(server, outcome), InProcessGrid(app, len(parties)))
-    assert outcome.error is None, outcome.error
-    return vertical_outcome(settings, parties, outcome, 0.0, 1.0)
+    return vertical_in_process(settings, run_dir)
 
 
 def vertical_auc(settings, run_dir: Path) -> float:
