@@ -187,7 +187,9 @@ def vertical_pairs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[t
     """Two small vertical runs with label DP and DP-SGD, and two without DP (session-wide).
 
     The two without DP share a PSI cache of their own: the first builds each party's blinded
-    set, the second takes it from the cache. Tests read these runs and never change them.
+    set, the second takes it from the cache (``"plain-cache"``: that cache and each party's files
+    in it right after the pair, since later tests that score a plain run add theirs). Tests read
+    these runs and never change them.
     """
     runs: dict[str, list[tuple[Path, dict]]] = {}
     cache = tmp_path_factory.mktemp("plain-psi-cache")
@@ -200,6 +202,9 @@ def vertical_pairs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[t
             pair.append((run_dir, run_experiment(VERTICAL_SMALL + overrides + ["engine=in_process"],
                                                  run_dir)))
         runs[name] = pair
+    # what the plain pair left in its cache, listed before any later test scores from that cache
+    runs["plain-cache"] = [(cache, {party: sorted(p.name for p in (cache / party / "psi").iterdir())
+                                    for party in ("bureau", "social")})]
     return runs
 
 

@@ -272,9 +272,10 @@ def test_taiwan_label_dp_and_dpsgd_at_epsilon_3_stay_within_003(taiwan, tmp_path
 
 
 def test_fate_guest_host_split_vertical_reaches_centralized_auc(tmp_path, shared_data):
-    vertical = run_experiment(VERTICAL + ["data=fate_default_credit"], tmp_path / "v")
+    engine = ["engine=in_process"]  # the models are compared, not the engine (Ray runs above)
+    vertical = run_experiment(VERTICAL + ["data=fate_default_credit"] + engine, tmp_path / "v")
     central = run_experiment(["federation=centralized", "model=split_mlp",
-                              "data=fate_default_credit"], tmp_path / "c")
+                              "data=fate_default_credit"] + engine, tmp_path / "c")
     print(f"FATE split: centralized {_auc(central):.4f}, vertical {_auc(vertical):.4f}")
     assert vertical["federation"]["parties"] == ["lender", "bureau"]
     assert abs(_auc(central) - _auc(vertical)) <= 0.01
