@@ -33,7 +33,7 @@ from federation.protocol import (
 from fl_client.audit_mod import audit_log_mod
 from fl_client.node_noise import forget_key_mod, node_noise
 from fl_client.settings import ClientSettings
-from fl_client.task import BudgetRefusal, LenderTask
+from fl_client.task import BudgetRefusal, LenderTask, PartyPrivacy
 from privacy.settings import PrivacyMechanism
 
 NodeSource = Callable[[Context], tuple[ClientSettings, LenderRows]]
@@ -68,69 +68,87 @@ def make_client_app(source: NodeSource, mods: tuple[Mod, ...] = ()) -> ClientApp
     """
     app = ClientApp(mods=[forget_key_mod(lambda context: source(context)[0], _final),
                           audit_log_mod(lambda context: source(context)[0]), *mods])
+    for register, handler in ((app.query, _query), (app.train, _train),
+                              (app.evaluate, _evaluate)):
+        register()(_bound(handler, source))
+    return app
 
-    @app.query()
-    def query(msg: Message, context: Context) -> Message:
-        task = _task(source, context)
-        metrics: dict[str, int | float | list[int] | list[float]] = {"rows": len(task.rows.y)}
-        plan = task.summary_plan()
-        if plan is not None:  # the noisy summary's spend, in the node's audit log and budget
-            metrics["summary_epsilon"] = plan.epsilon()
-        content = RecordDict({STATUS: _status(task), METRICS: MetricRecord(metrics),
-                              CONFIG: ConfigRecord({"moments": json.dumps(
-                                  task.moments(node_noise(context, task.settings)))})})
-        return Message(content, reply_to=msg)
 
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
-        task = _task(source, context)
-        schema = Schema.from_json(str(msg.content[CONFIG]["schema"]))
-        server_round = int(cast(int, msg.content.config_records[CONFIG]["server-round"]))
-        private = task.settings.privacy.mechanism is PrivacyMechanism.dpsgd
-        privacy_state = None
-        if private:
-            saved = context.state.config_records.get(PRIVACY_STATE)
-            n_train = len(task.shard(schema).y[TRAIN])
-            privacy_state = task.load_privacy(str(saved["json"]) if saved else None, n_train)
-        state = msg.content.array_records[ARRAYS].to_torch_state_dict()
-        # the global model of the round before, scored here instead of in a message of its own
-        scored: dict[str, Any] = {}
-        summary: dict[str, Any] = {}
-        if msg.content[CONFIG].get(EVALUATE_FIRST):
-            scored, summary = task.evaluate(schema, state)
-            scored = evaluation_metrics(scored)
-        try:
-            weights, metrics = task.train(schema, state, server_round, privacy_state,
-                                          node_noise(context, task.settings))
-        except BudgetRefusal as refusal:
-            content = RecordDict({STATUS: _status(task, refused=str(refusal))})
-            if scored:
-                content[METRICS] = MetricRecord(scored)
-                content[EVALUATION] = ConfigRecord(summary)
-            return Message(content, reply_to=msg)
-        if privacy_state is not None:
-            context.state.config_records[PRIVACY_STATE] = ConfigRecord(
-                {"json": privacy_state.to_json()})
-            task.save_privacy(privacy_state)
-        content = RecordDict({ARRAYS: ArrayRecord(weights),
-                              METRICS: MetricRecord({**metrics, **scored}),
-                              STATUS: _status(task)})
-        if summary:
+Handler = Callable[[NodeSource, Message, Context], Message]
+
+
+def _bound(handler: Handler, source: NodeSource) -> Callable[[Message, Context], Message]:
+    def handle(msg: Message, context: Context) -> Message:
+        return handler(source, msg, context)
+    return handle
+
+
+def _query(source: NodeSource, msg: Message, context: Context) -> Message:
+    """Answer with the node's rows and its noisy summary's moments (shared preprocessing)."""
+    task = _task(source, context)
+    metrics: dict[str, int | float | list[int] | list[float]] = {"rows": len(task.rows.y)}
+    plan = task.summary_plan()
+    if plan is not None:  # the noisy summary's spend, in the node's audit log and budget
+        metrics["summary_epsilon"] = plan.epsilon()
+    content = RecordDict({STATUS: _status(task), METRICS: MetricRecord(metrics),
+                          CONFIG: ConfigRecord({"moments": json.dumps(
+                              task.moments(node_noise(context, task.settings)))})})
+    return Message(content, reply_to=msg)
+
+
+def _train(source: NodeSource, msg: Message, context: Context) -> Message:
+    """Train one round locally from the global model (DP-SGD's accountant kept in state)."""
+    task = _task(source, context)
+    schema = Schema.from_json(str(msg.content[CONFIG]["schema"]))
+    server_round = int(cast(int, msg.content.config_records[CONFIG]["server-round"]))
+    privacy_state = _privacy_state(task, context, schema)
+    state = msg.content.array_records[ARRAYS].to_torch_state_dict()
+    # the global model of the round before, scored here instead of in a message of its own
+    scored: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    if msg.content[CONFIG].get(EVALUATE_FIRST):
+        scored, summary = task.evaluate(schema, state)
+        scored = evaluation_metrics(scored)
+    try:
+        weights, metrics = task.train(schema, state, server_round, privacy_state,
+                                      node_noise(context, task.settings))
+    except BudgetRefusal as refusal:
+        content = RecordDict({STATUS: _status(task, refused=str(refusal))})
+        if scored:
+            content[METRICS] = MetricRecord(scored)
             content[EVALUATION] = ConfigRecord(summary)
         return Message(content, reply_to=msg)
+    if privacy_state is not None:
+        context.state.config_records[PRIVACY_STATE] = ConfigRecord(
+            {"json": privacy_state.to_json()})
+        task.save_privacy(privacy_state)
+    content = RecordDict({ARRAYS: ArrayRecord(weights),
+                          METRICS: MetricRecord({**metrics, **scored}),
+                          STATUS: _status(task)})
+    if summary:
+        content[EVALUATION] = ConfigRecord(summary)
+    return Message(content, reply_to=msg)
 
-    @app.evaluate()
-    def evaluate(msg: Message, context: Context) -> Message:
-        task = _task(source, context)
-        schema = Schema.from_json(str(msg.content[CONFIG]["schema"]))
-        state = msg.content.array_records[ARRAYS].to_torch_state_dict()
-        metrics, summary = task.evaluate(schema, state)
-        content = RecordDict({METRICS: MetricRecord(metrics), EVALUATION: ConfigRecord(summary),
-                              STATUS: _status(task)})
-        if msg.content[CONFIG].get(REPORT):  # the final model: the lender's report
-            content[REPORT] = ConfigRecord(report_record(*task.report(schema, state)))
-            task.keep_bundle(schema, state, str(msg.content[CONFIG].get("model_id", "")))
-        return Message(content, reply_to=msg)
 
-    return app
+def _privacy_state(task: LenderTask, context: Context, schema: Schema) -> PartyPrivacy | None:
+    """Return DP-SGD's state kept in the node's context across rounds (None without DP-SGD)."""
+    if task.settings.privacy.mechanism is not PrivacyMechanism.dpsgd:
+        return None
+    saved = context.state.config_records.get(PRIVACY_STATE)
+    n_train = len(task.shard(schema).y[TRAIN])
+    return task.load_privacy(str(saved["json"]) if saved else None, n_train)
+
+
+def _evaluate(source: NodeSource, msg: Message, context: Context) -> Message:
+    """Score a global model; on the final one, the lender's report and its bundle."""
+    task = _task(source, context)
+    schema = Schema.from_json(str(msg.content[CONFIG]["schema"]))
+    state = msg.content.array_records[ARRAYS].to_torch_state_dict()
+    metrics, summary = task.evaluate(schema, state)
+    content = RecordDict({METRICS: MetricRecord(metrics), EVALUATION: ConfigRecord(summary),
+                          STATUS: _status(task)})
+    if msg.content[CONFIG].get(REPORT):  # the final model: the lender's report
+        content[REPORT] = ConfigRecord(report_record(*task.report(schema, state)))
+        task.keep_bundle(schema, state, str(msg.content[CONFIG].get("model_id", "")))
+    return Message(content, reply_to=msg)
 

@@ -54,6 +54,7 @@ from fl_client.settings import ClientSettings
 from fl_client.vertical_task import BudgetRefusal, LenderNode, NodeState, PassiveNode
 
 VerticalSource = Callable[[Context], tuple[ClientSettings, NodeRows]]
+Handler = Callable[[VerticalSource, Message, Context], Message]
 
 
 def arrays(values: dict[str, np.ndarray]) -> ArrayRecord:
@@ -93,242 +94,268 @@ def _ends_run(msg: Message) -> bool:
             and _config(msg).get(RUN_ENDS) is True)
 
 
+def _hello(source: VerticalSource, msg: Message, context: Context) -> Message:
+    settings, rows = source(context)
+    return _reply(msg, settings.party, {"rows": len(rows.ids),
+                                        "columns": rows.source_columns},
+                  config={"id_shape": to_json(id_shape(rows.ids))})
+
+
+def _psi_request(source: VerticalSource, msg: Message, context: Context) -> Message:
+    settings, rows = source(context)
+    state = load_state(settings, context)
+    config = _config(msg)
+    node = LenderNode(settings, rows, _passive(config), node_noise(context, settings))
+    # list holders answer the same request: a fresh key keeps them from linking applicants
+    request, key = node.request(state, cached=not config.get("holders"))
+    out: dict[str, Any] = {"request": request, "key": key}
+    if config.get("holders"):
+        second = lookup_key(settings, rows.ids, ListMode(str(config["list_mode"])), request,
+                            key[:KEY_BYTES], state.keys)
+        if second is not None:
+            out["list_request"], out["list_key"] = second
+    save_state(settings, context, state)
+    return _reply(msg, settings.party, {"rows": len(rows.ids)}, config=out)
+
+
+def _psi_setup(source: VerticalSource, msg: Message, context: Context) -> Message:
+    settings, rows = source(context)
+    before = load_state(settings, context)
+    if before.dp_steps or before.releases:
+        # a fresh state would start this run's accountant again at zero
+        return _reply(msg, settings.party, config={"refused": (
+            f"{settings.party}: this run already trained at this node; a new alignment "
+            "needs a new run")})
+    state = NodeState()  # a new alignment starts a new federation at this node
+    setup, cached = PassiveNode(settings, rows, node_noise(context, settings)).setup(
+        state, int(cast(int, _config(msg)["lender_rows"])))
+    save_state(settings, context, state)
+    return _reply(msg, settings.party, {"rows": len(rows.ids), "setup_cached": float(cached)},
+                  config={"setup": setup})
+
+
+def _psi_answer(source: VerticalSource, msg: Message, context: Context) -> Message:
+    settings, rows = source(context)
+    config, state = _config(msg), load_state(settings, context)
+    try:
+        response, key, spend = PassiveNode(settings, rows, node_noise(context, settings)
+                                           ).answer(state, cast(bytes, config["request"]),
+                                                    cast(bytes, config["key"]))
+    except AlignmentError as refusal:  # past its query cap, asked twice: nothing answered
+        return _reply(msg, settings.party, config={"refused": str(refusal)})
+    save_state(settings, context, state)
+    context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+        {"lookup": "training alignment", "asked": spend.asked})
+    return _reply(msg, settings.party, spend.metrics(),
+                  config={"response": response, "key": key})
+
+
+def _list_answer(source: VerticalSource, msg: Message, context: Context) -> Message:
+    settings, rows = source(context)
+    config, state = _config(msg), load_state(settings, context)
+    try:
+        setup, response, signature, metrics = holder_answer(
+            settings, rows.ids, cast(bytes, config["request"]),
+            int(cast(int, config["asked"])), cast(bytes, config["key"]), state.keys,
+            purpose=Purpose.training)
+    except AlignmentError as refusal:  # past max_queries, unsigned, the other mode, again
+        return _reply(msg, settings.party, config={"refused": str(refusal)})
+    save_state(settings, context, state)
+    context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+        {"lookup": str(config.get("purpose", "")), "asked": int(metrics["asked"])})
+    return _reply(msg, settings.party, metrics, config={
+        "setup": setup, "response": response, "signature": signature})
+
+
+def _psi_intersect(source: VerticalSource, msg: Message, context: Context) -> Message:
+    settings, rows = source(context)
+    config = _config(msg)
+    passive = _passive(config)
+    state = load_state(settings, context)
+    node = LenderNode(settings, rows, passive, node_noise(context, settings))
+    sealed = node.intersect(state, {party: (
+        cast(bytes, config[f"{party}.setup"]), cast(bytes, config[f"{party}.response"]),
+        cast(bytes, config[f"{party}.key"])) for party in passive})
+    metrics: dict[str, float] = {}
+    for party in passive:
+        metrics.update({f"{party}.lender_rows": float(len(rows.ids)),
+                        f"{party}.intersection": float(state.masks[party].sum())})
+    holders = [str(h) for h in cast(list[str], config.get("holders", []))]
+    hits = lender_hits(settings, rows.ids, ListMode(str(config.get("list_mode", "lookup"))),
+                       state.keys, {h: (cast(bytes, config[f"{h}.setup"]),
+                                        cast(bytes, config[f"{h}.response"]),
+                                        cast(bytes, config[f"{h}.signature"]))
+                                    for h in holders})
+    state.keys.pop("list", None)
+    for holder, hit in hits.items():
+        if isinstance(hit, np.ndarray):
+            state.listed[holder] = hit
+        metrics[f"{holder}.listed"] = float(np.sum(hit))
+    if hits:  # the lender's side of each lookup, in its own audit log: counts only
+        note: dict[str, int | str] = {"lookup": "training", "asked": len(rows.ids)}
+        note |= {f"{h}.listed": int(np.sum(hit)) for h, hit in hits.items()}
+        context.state.config_records[AUDIT_NOTE] = ConfigRecord(cast(Any, note))
+    save_state(settings, context, state)
+    return _reply(msg, settings.party, metrics,
+                  config={f"{p}.sealed": s for p, s in sealed.items()})
+
+
+def _psi_receive(source: VerticalSource, msg: Message, context: Context) -> Message:
+    settings, rows = source(context)
+    state = load_state(settings, context)
+    n = PassiveNode(settings, rows, node_noise(context, settings)).receive(
+        state, cast(bytes, _config(msg)["sealed"]))
+    save_state(settings, context, state)
+    return _reply(msg, settings.party, {"intersection": float(n), "rows": len(rows.ids)})
+
+
+def _train_embed(source: VerticalSource, msg: Message, context: Context) -> Message:
+    start = time.perf_counter()
+    settings, rows = source(context)
+    config, state = _config(msg), load_state(settings, context)
+    sealed = unpack(msg.content.array_records.get(ARRAYS)).get("grads")
+    said = cast(list[int], config["prev"]) if "prev" in config else None
+    prev = (int(said[0]), int(said[1])) if said else None
+    epoch, chunk = int(cast(int, config["epoch"])), int(cast(int, config["chunk"]))
+    state = at_epoch_start(settings, state, epoch, chunk)
+    try:
+        node = PassiveNode(settings, rows, node_noise(context, settings))
+        train, val, metrics = node.exchange(
+            state, epoch=epoch, chunk=chunk, prev=prev,
+            grads=open_gradients(settings, state, sealed, prev),
+            val_epoch=int(cast(int, config["val_epoch"])))
+    except (BudgetRefusal, AlignmentError) as refusal:
+        return _reply(msg, settings.party, config={"refused": str(refusal)})
+    state.last = [epoch, chunk]
+    save_state(settings, context, state)
+    values = {"train": train} | ({"val": val} if val is not None else {})
+    metrics["compute_s"] = time.perf_counter() - start
+    return _reply(msg, settings.party, metrics, seal_for_lender(
+        settings, state, {k: embeddings_kind(k) for k in values}, (epoch, chunk), values))
+
+
+def _train_head(source: VerticalSource, msg: Message, context: Context) -> Message:
+    start = time.perf_counter()
+    settings, rows = source(context)
+    config, state = _config(msg), load_state(settings, context)
+    rows = with_hits(rows, state.listed)
+    passive = _passive(config)
+    values = unpack(msg.content.array_records.get(ARRAYS))  # each party's, sealed
+    validates = bool(passive) and f"{passive[0]}.val" in values
+    node = LenderNode(settings, rows, passive, node_noise(context, settings))
+    if node.flip > 0:  # the lender's own audit log shows the flips stay the same
+        context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+            {"label_flips_sha256": node.flip_digest()})
+    epoch, chunk = int(cast(int, config["epoch"])), int(cast(int, config["chunk"]))
+    state = at_epoch_start(settings, state, epoch, chunk)
+    try:
+        opened = {split: open_from_parties(
+            settings, state, embeddings_kind(split), (epoch, chunk),
+            {p: values[f"{p}.{split}"] for p in passive})
+            for split in ("train", "val") if split == "train" or validates}
+        grads, metrics = node.exchange(
+            state, epoch=epoch, chunk=chunk, embeddings=opened["train"],
+            val=opened.get("val"), val_epoch=int(cast(int, config["val_epoch"])))
+    except (BudgetRefusal, AlignmentError) as refusal:
+        return _reply(msg, settings.party, config={"refused": str(refusal)})
+    sealed = seal_gradients(settings, state, epoch, chunk, grads)
+    state.last = [epoch, chunk]
+    save_state(settings, context, state)
+    metrics["compute_s"] = time.perf_counter() - start
+    return _reply(msg, settings.party, metrics, sealed)
+
+
+def _resend(source: VerticalSource, msg: Message, context: Context) -> Message:
+    settings, _ = source(context)
+    config = _config(msg)
+    try:
+        if settings.party != LABEL_HOLDER:
+            raise AlignmentError(f"{settings.party} sends no gradients; refused")
+        kept = kept_copy(settings)
+        sealed = resend_gradients(
+            settings, [load_state(settings, context), *([kept] if kept else [])],
+            int(cast(int, config["epoch"])), int(cast(int, config["chunk"])),
+            _passive(config))
+    except AlignmentError as refusal:
+        return _reply(msg, settings.party, config={"refused": str(refusal)})
+    return _reply(msg, settings.party, values=sealed)
+
+
+def _final(source: VerticalSource, msg: Message, context: Context) -> Message:
+    settings, rows = source(context)
+    config, state = _config(msg), load_state(settings, context)
+    best = int(cast(int, config["best_epoch"]))
+    if settings.party != LABEL_HOLDER:
+        node = PassiveNode(settings, rows, node_noise(context, settings))
+        try:
+            embeddings = node.final(state, best)
+        except BudgetRefusal as refusal:
+            return _reply(msg, settings.party, config={"refused": str(refusal)})
+        if settings.state_dir:
+            node.write_leakage(state, Path(settings.state_dir) / settings.party)
+            if settings.inversion_audit:
+                node.write_released(state, embeddings,
+                                    Path(settings.state_dir) / settings.party)
+        # what the node has spent, on its last reply too (its audit log, its budget)
+        spent = node.embedding_spend(state) if node.noisy else {}
+        version, encoder = node.final_encoder(state, best)
+        write_passive_bundle(settings, rows, str(config.get("model_id", "")),
+                             encoder.state_dict(), encoder_version=version,
+                             noise_std=node.scoring_noise_std(), privacy=spent)
+        return _reply(msg, settings.party, spent, values=seal_for_lender(
+            settings, state, {s: final_kind(s) for s in embeddings}, (best,), embeddings))
+    passive = _passive(config)
+    rows = with_hits(rows, state.listed)
+    values = unpack(msg.content.array_records.get(ARRAYS))
+    out_dir = Path(settings.state_dir) / settings.party if settings.state_dir else None
+    lender = LenderNode(settings, rows, passive, node_noise(context, settings))
+    opened = {s: open_from_parties(settings, state, final_kind(s), (best,),
+                                   {p: values[f"{p}.{s}"] for p in passive})
+              for s in ("train", "val", "test")}
+    metrics, report, split_rows = lender.final(
+        state, {p: {s: opened[s][p] for s in opened} for p in passive}, out_dir)
+    write_lender_bundle(settings, rows, str(config.get("model_id", "")),
+                        lender.best_model(state).state_dict(), passive=passive,
+                        calibration=lender.calibration, metrics=metrics,
+                        privacy=lender.spend(state), holders=tuple(state.listed))
+    reply = _reply(msg, settings.party, metrics)
+    reply.content[REPORT] = ConfigRecord(report_record(report, split_rows))
+    return reply
+
+
+HANDLERS: dict[VerticalMessage, Handler] = {
+    VerticalMessage.HELLO: _hello,
+    VerticalMessage.PSI_REQUEST: _psi_request,
+    VerticalMessage.PSI_SETUP: _psi_setup,
+    VerticalMessage.PSI_ANSWER: _psi_answer,
+    VerticalMessage.LIST_ANSWER: _list_answer,
+    VerticalMessage.PSI_INTERSECT: _psi_intersect,
+    VerticalMessage.PSI_RECEIVE: _psi_receive,
+    VerticalMessage.EMBED: _train_embed,
+    VerticalMessage.HEAD: _train_head,
+    VerticalMessage.RESEND: _resend,
+    VerticalMessage.FINAL: _final,
+}
+"""Each message type's handler: ``handler(source, msg, context)``."""
+
+
 def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ()) -> ClientApp:
     """Build the ClientApp over a source of (settings, rows) for the node in ``context``.
 
-    ``mods`` run inside the audit log's mod (a deployed node's lifetime budget).
+    ``mods`` run inside the audit log's mod (a deployed node's lifetime budget). Each message
+    type's handler is a function of this module (:data:`HANDLERS`).
     """
     app = ClientApp(mods=[forget_key_mod(lambda context: source(context)[0], _ends_run),
                           audit_log_mod(lambda context: source(context)[0]),
                           role_guard_mod(lambda context: source(context)[0]), *mods])
-
-    @app.query(VerticalMessage.HELLO.action)
-    def hello(msg: Message, context: Context) -> Message:
-        settings, rows = source(context)
-        return _reply(msg, settings.party, {"rows": len(rows.ids),
-                                            "columns": rows.source_columns},
-                      config={"id_shape": to_json(id_shape(rows.ids))})
-
-    @app.query(VerticalMessage.PSI_REQUEST.action)
-    def psi_request(msg: Message, context: Context) -> Message:
-        settings, rows = source(context)
-        state = load_state(settings, context)
-        config = _config(msg)
-        node = LenderNode(settings, rows, _passive(config), node_noise(context, settings))
-        # list holders answer the same request: a fresh key keeps them from linking applicants
-        request, key = node.request(state, cached=not config.get("holders"))
-        out: dict[str, Any] = {"request": request, "key": key}
-        if config.get("holders"):
-            second = lookup_key(settings, rows.ids, ListMode(str(config["list_mode"])), request,
-                                key[:KEY_BYTES], state.keys)
-            if second is not None:
-                out["list_request"], out["list_key"] = second
-        save_state(settings, context, state)
-        return _reply(msg, settings.party, {"rows": len(rows.ids)}, config=out)
-
-    @app.query(VerticalMessage.PSI_SETUP.action)
-    def psi_setup(msg: Message, context: Context) -> Message:
-        settings, rows = source(context)
-        before = load_state(settings, context)
-        if before.dp_steps or before.releases:
-            # a fresh state would start this run's accountant again at zero
-            return _reply(msg, settings.party, config={"refused": (
-                f"{settings.party}: this run already trained at this node; a new alignment "
-                "needs a new run")})
-        state = NodeState()  # a new alignment starts a new federation at this node
-        setup, cached = PassiveNode(settings, rows, node_noise(context, settings)).setup(
-            state, int(cast(int, _config(msg)["lender_rows"])))
-        save_state(settings, context, state)
-        return _reply(msg, settings.party, {"rows": len(rows.ids), "setup_cached": float(cached)},
-                      config={"setup": setup})
-
-    @app.query(VerticalMessage.PSI_ANSWER.action)
-    def psi_answer(msg: Message, context: Context) -> Message:
-        settings, rows = source(context)
-        config, state = _config(msg), load_state(settings, context)
-        try:
-            response, key, spend = PassiveNode(settings, rows, node_noise(context, settings)
-                                               ).answer(state, cast(bytes, config["request"]),
-                                                        cast(bytes, config["key"]))
-        except AlignmentError as refusal:  # past its query cap, asked twice: nothing answered
-            return _reply(msg, settings.party, config={"refused": str(refusal)})
-        save_state(settings, context, state)
-        context.state.config_records[AUDIT_NOTE] = ConfigRecord(
-            {"lookup": "training alignment", "asked": spend.asked})
-        return _reply(msg, settings.party, spend.metrics(),
-                      config={"response": response, "key": key})
-
-    @app.query(VerticalMessage.LIST_ANSWER.action)
-    def list_answer(msg: Message, context: Context) -> Message:
-        settings, rows = source(context)
-        config, state = _config(msg), load_state(settings, context)
-        try:
-            setup, response, signature, metrics = holder_answer(
-                settings, rows.ids, cast(bytes, config["request"]),
-                int(cast(int, config["asked"])), cast(bytes, config["key"]), state.keys,
-                purpose=Purpose.training)
-        except AlignmentError as refusal:  # past max_queries, unsigned, the other mode, again
-            return _reply(msg, settings.party, config={"refused": str(refusal)})
-        save_state(settings, context, state)
-        context.state.config_records[AUDIT_NOTE] = ConfigRecord(
-            {"lookup": str(config.get("purpose", "")), "asked": int(metrics["asked"])})
-        return _reply(msg, settings.party, metrics, config={
-            "setup": setup, "response": response, "signature": signature})
-
-    @app.query(VerticalMessage.PSI_INTERSECT.action)
-    def psi_intersect(msg: Message, context: Context) -> Message:
-        settings, rows = source(context)
-        config = _config(msg)
-        passive = _passive(config)
-        state = load_state(settings, context)
-        node = LenderNode(settings, rows, passive, node_noise(context, settings))
-        sealed = node.intersect(state, {party: (
-            cast(bytes, config[f"{party}.setup"]), cast(bytes, config[f"{party}.response"]),
-            cast(bytes, config[f"{party}.key"])) for party in passive})
-        metrics: dict[str, float] = {}
-        for party in passive:
-            metrics.update({f"{party}.lender_rows": float(len(rows.ids)),
-                            f"{party}.intersection": float(state.masks[party].sum())})
-        holders = [str(h) for h in cast(list[str], config.get("holders", []))]
-        hits = lender_hits(settings, rows.ids, ListMode(str(config.get("list_mode", "lookup"))),
-                           state.keys, {h: (cast(bytes, config[f"{h}.setup"]),
-                                            cast(bytes, config[f"{h}.response"]),
-                                            cast(bytes, config[f"{h}.signature"]))
-                                        for h in holders})
-        state.keys.pop("list", None)
-        for holder, hit in hits.items():
-            if isinstance(hit, np.ndarray):
-                state.listed[holder] = hit
-            metrics[f"{holder}.listed"] = float(np.sum(hit))
-        if hits:  # the lender's side of each lookup, in its own audit log: counts only
-            note: dict[str, int | str] = {"lookup": "training", "asked": len(rows.ids)}
-            note |= {f"{h}.listed": int(np.sum(hit)) for h, hit in hits.items()}
-            context.state.config_records[AUDIT_NOTE] = ConfigRecord(cast(Any, note))
-        save_state(settings, context, state)
-        return _reply(msg, settings.party, metrics,
-                      config={f"{p}.sealed": s for p, s in sealed.items()})
-
-    @app.query(VerticalMessage.PSI_RECEIVE.action)
-    def psi_receive(msg: Message, context: Context) -> Message:
-        settings, rows = source(context)
-        state = load_state(settings, context)
-        n = PassiveNode(settings, rows, node_noise(context, settings)).receive(
-            state, cast(bytes, _config(msg)["sealed"]))
-        save_state(settings, context, state)
-        return _reply(msg, settings.party, {"intersection": float(n), "rows": len(rows.ids)})
-
-    @app.train(VerticalMessage.EMBED.action)
-    def train_embed(msg: Message, context: Context) -> Message:
-        start = time.perf_counter()
-        settings, rows = source(context)
-        config, state = _config(msg), load_state(settings, context)
-        sealed = unpack(msg.content.array_records.get(ARRAYS)).get("grads")
-        said = cast(list[int], config["prev"]) if "prev" in config else None
-        prev = (int(said[0]), int(said[1])) if said else None
-        epoch, chunk = int(cast(int, config["epoch"])), int(cast(int, config["chunk"]))
-        state = at_epoch_start(settings, state, epoch, chunk)
-        try:
-            node = PassiveNode(settings, rows, node_noise(context, settings))
-            train, val, metrics = node.exchange(
-                state, epoch=epoch, chunk=chunk, prev=prev,
-                grads=open_gradients(settings, state, sealed, prev),
-                val_epoch=int(cast(int, config["val_epoch"])))
-        except (BudgetRefusal, AlignmentError) as refusal:
-            return _reply(msg, settings.party, config={"refused": str(refusal)})
-        state.last = [epoch, chunk]
-        save_state(settings, context, state)
-        values = {"train": train} | ({"val": val} if val is not None else {})
-        metrics["compute_s"] = time.perf_counter() - start
-        return _reply(msg, settings.party, metrics, seal_for_lender(
-            settings, state, {k: embeddings_kind(k) for k in values}, (epoch, chunk), values))
-
-    @app.train(VerticalMessage.HEAD.action)
-    def train_head(msg: Message, context: Context) -> Message:
-        start = time.perf_counter()
-        settings, rows = source(context)
-        config, state = _config(msg), load_state(settings, context)
-        rows = with_hits(rows, state.listed)
-        passive = _passive(config)
-        values = unpack(msg.content.array_records.get(ARRAYS))  # each party's, sealed
-        validates = bool(passive) and f"{passive[0]}.val" in values
-        node = LenderNode(settings, rows, passive, node_noise(context, settings))
-        if node.flip > 0:  # the lender's own audit log shows the flips stay the same
-            context.state.config_records[AUDIT_NOTE] = ConfigRecord(
-                {"label_flips_sha256": node.flip_digest()})
-        epoch, chunk = int(cast(int, config["epoch"])), int(cast(int, config["chunk"]))
-        state = at_epoch_start(settings, state, epoch, chunk)
-        try:
-            opened = {split: open_from_parties(
-                settings, state, embeddings_kind(split), (epoch, chunk),
-                {p: values[f"{p}.{split}"] for p in passive})
-                for split in ("train", "val") if split == "train" or validates}
-            grads, metrics = node.exchange(
-                state, epoch=epoch, chunk=chunk, embeddings=opened["train"],
-                val=opened.get("val"), val_epoch=int(cast(int, config["val_epoch"])))
-        except (BudgetRefusal, AlignmentError) as refusal:
-            return _reply(msg, settings.party, config={"refused": str(refusal)})
-        sealed = seal_gradients(settings, state, epoch, chunk, grads)
-        state.last = [epoch, chunk]
-        save_state(settings, context, state)
-        metrics["compute_s"] = time.perf_counter() - start
-        return _reply(msg, settings.party, metrics, sealed)
-
-    @app.query(VerticalMessage.RESEND.action)
-    def resend(msg: Message, context: Context) -> Message:
-        settings, _ = source(context)
-        config = _config(msg)
-        try:
-            if settings.party != LABEL_HOLDER:
-                raise AlignmentError(f"{settings.party} sends no gradients; refused")
-            kept = kept_copy(settings)
-            sealed = resend_gradients(
-                settings, [load_state(settings, context), *([kept] if kept else [])],
-                int(cast(int, config["epoch"])), int(cast(int, config["chunk"])),
-                _passive(config))
-        except AlignmentError as refusal:
-            return _reply(msg, settings.party, config={"refused": str(refusal)})
-        return _reply(msg, settings.party, values=sealed)
-
-    @app.evaluate(VerticalMessage.FINAL.action)
-    def final(msg: Message, context: Context) -> Message:
-        settings, rows = source(context)
-        config, state = _config(msg), load_state(settings, context)
-        best = int(cast(int, config["best_epoch"]))
-        if settings.party != LABEL_HOLDER:
-            node = PassiveNode(settings, rows, node_noise(context, settings))
-            try:
-                embeddings = node.final(state, best)
-            except BudgetRefusal as refusal:
-                return _reply(msg, settings.party, config={"refused": str(refusal)})
-            if settings.state_dir:
-                node.write_leakage(state, Path(settings.state_dir) / settings.party)
-                if settings.inversion_audit:
-                    node.write_released(state, embeddings,
-                                        Path(settings.state_dir) / settings.party)
-            # what the node has spent, on its last reply too (its audit log, its budget)
-            spent = node.embedding_spend(state) if node.noisy else {}
-            version, encoder = node.final_encoder(state, best)
-            write_passive_bundle(settings, rows, str(config.get("model_id", "")),
-                                 encoder.state_dict(), encoder_version=version,
-                                 noise_std=node.scoring_noise_std(), privacy=spent)
-            return _reply(msg, settings.party, spent, values=seal_for_lender(
-                settings, state, {s: final_kind(s) for s in embeddings}, (best,), embeddings))
-        passive = _passive(config)
-        rows = with_hits(rows, state.listed)
-        values = unpack(msg.content.array_records.get(ARRAYS))
-        out_dir = Path(settings.state_dir) / settings.party if settings.state_dir else None
-        lender = LenderNode(settings, rows, passive, node_noise(context, settings))
-        opened = {s: open_from_parties(settings, state, final_kind(s), (best,),
-                                       {p: values[f"{p}.{s}"] for p in passive})
-                  for s in ("train", "val", "test")}
-        metrics, report, split_rows = lender.final(
-            state, {p: {s: opened[s][p] for s in opened} for p in passive}, out_dir)
-        write_lender_bundle(settings, rows, str(config.get("model_id", "")),
-                            lender.best_model(state).state_dict(), passive=passive,
-                            calibration=lender.calibration, metrics=metrics,
-                            privacy=lender.spend(state), holders=tuple(state.listed))
-        reply = _reply(msg, settings.party, metrics)
-        reply.content[REPORT] = ConfigRecord(report_record(report, split_rows))
-        return reply
-
+    for message, handler in HANDLERS.items():
+        register = {"query": app.query, "train": app.train, "evaluate": app.evaluate}[
+            message.value.split(".", 1)[0]]
+        register(message.action)(_bound(handler, source))
     return app
+
+
+def _bound(handler: Handler, source: VerticalSource) -> Callable[[Message, Context], Message]:
+    def handle(msg: Message, context: Context) -> Message:
+        return handler(source, msg, context)
+    return handle

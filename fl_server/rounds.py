@@ -265,6 +265,21 @@ def _evaluate_at_lenders(grid: Grid, strategy: Any, server_round: int, arrays: A
                         party)
 
 
+@dataclass
+class _Rounds:
+    """What every round of one run shares (:func:`run_federation`)."""
+
+    grid: Grid
+    s: ServerSettings
+    schema: Schema
+    node_party: dict[int, str]
+    sampled: Grid  # the nodes the strategy samples: with pins, only those accepted
+    strategy: Any
+    central: Any  # central DP's plan, or None
+    server_noise: NoiseSource
+    out: FederationOutcome
+
+
 def run_federation(grid: Grid, s: ServerSettings,
                    evaluate_global: GlobalEvaluation | None = None) -> FederationOutcome:
     """Run every round; return the final model, history, ledger and exclusions."""
@@ -273,109 +288,136 @@ def run_federation(grid: Grid, s: ServerSettings,
     nodes = wait_for_nodes(grid, s.n_clients, f.connect_timeout, s.pinned_nodes)
     schema, node_party, base_rate, summaries = _agree_on_schema(grid, nodes, s,
                                                                 out.refused_nodes)
-    # the strategy samples from the nodes it is shown: with pins, only those accepted here
-    sampled = cast(Grid, AcceptedNodes(grid, node_party)) if s.pinned_nodes else grid
     out.schema = schema
     torch.manual_seed(s.seed)
     model = shared_model(s.model, schema)
     if base_rate is not None:
         start_at_base_rate(model, base_rate)
-    arrays = ArrayRecord(model.state_dict())
-    central = None
-    if s.privacy.mechanism is PrivacyMechanism.central:
-        central = central_plan(s.privacy, f.rounds, summaries)
-    strategy = build_strategy(f, s.privacy, s.n_clients, central)
-    # the server's own secret: central DP's noise (Flower draws it from numpy's global
-    # generator, which is seeded from this key right before each aggregation)
-    server_noise = (NoiseSource.reproducible(s.seed, "server") if s.privacy.reproducible_noise
-                    else NoiseSource.fresh())
-    mechanism = s.privacy.mechanism
-    out.ledger = None if mechanism is PrivacyMechanism.off else PrivacyLedger(mechanism.value)
-    first_round = 1
+    central = (central_plan(s.privacy, f.rounds, summaries)
+               if s.privacy.mechanism is PrivacyMechanism.central else None)
+    run = _Rounds(
+        grid, s, schema, node_party,
+        sampled=cast(Grid, AcceptedNodes(grid, node_party)) if s.pinned_nodes else grid,
+        strategy=build_strategy(f, s.privacy, s.n_clients, central), central=central,
+        # the server's own secret: central DP's noise (Flower draws it from numpy's global
+        # generator, which is seeded from this key right before each aggregation)
+        server_noise=(NoiseSource.reproducible(s.seed, "server") if s.privacy.reproducible_noise
+                      else NoiseSource.fresh()),
+        out=out)
+    out.ledger = (None if s.privacy.mechanism is PrivacyMechanism.off
+                  else PrivacyLedger(s.privacy.mechanism.value))
+    arrays, first_round = ArrayRecord(model.state_dict()), 1
     if s.resume_dir is not None:
-        ckpt = load_checkpoint(Path(s.resume_dir))
-        if ckpt["schema"] != schema.to_json():
-            raise FederationError(f"resume={s.resume_dir}: the lenders' data changed since the "
-                                  "checkpoint (the shared schema differs)")
-        if central is not None and ckpt.get("central") != central.to_json():
-            raise FederationError(
-                f"resume={s.resume_dir}: central DP's plan changed since the checkpoint "
-                f"({ckpt.get('central')} then, {central.to_json()} now: federation.rounds, the "
-                "budget or the lenders' data differ); the noise of the rounds already run "
-                "would no longer match the ledger")
-        arrays = ArrayRecord(ckpt["state"])
-        load_strategy_state(strategy, ckpt["strategy"])
-        if out.ledger is not None:
-            out.ledger.load_state_dict(ckpt["ledger"])
-        out.history = ckpt["history"]
-        out.exclusions = [Exclusion(**e) for e in ckpt["exclusions"]]
-        first_round = int(ckpt["round"]) + 1
-        log.info("resuming from round %d of %s", first_round - 1, s.resume_dir)
-
+        arrays, first_round = _resume(run, Path(s.resume_dir))
     for server_round in range(first_round, f.rounds + 1):
-        start = time.perf_counter()
-        # the lenders score the model they get (the last round's) before training from it
-        score_previous = bool(out.history)
-        sent = list(strategy.configure_train(server_round, arrays, ConfigRecord(
-            {"schema": schema.to_json(), EVALUATE_FIRST: score_previous}), sampled))
-        # in a fixed order (the lenders'), not as they arrive: the aggregate's sums come out
-        # the same on every engine and every run
-        replies = sorted(grid.send_and_receive(sent, timeout=f.round_timeout),
-                         key=lambda reply: node_party.get(node_of(grid, reply), ""))
-        if score_previous:
-            _record_lender_scores(out, *_pool_lender_scores(replies, node_party, SCORED))
-        usable, excluded = screen_replies(server_round, sent, replies, arrays, node_party,
-                                          lambda reply: node_of(grid, reply))
-        out.exclusions += excluded
-        for e in excluded:
-            log.warning("round %d: %s left out: %s", server_round, e.party, e.reason)
-            if e.refused and out.ledger is not None:
-                out.ledger.refuse(server_round, e.party, e.reason)
-        if len(usable) < f.min_clients:
-            raise FederationError(
-                f"round {server_round}: {len(usable)} usable replies, below "
-                f"federation.min_clients={f.min_clients}; left out: "
-                + "; ".join(f"{e.party} ({e.reason})" for e in excluded))
-        if central is not None:
-            _check_central_budget(central, strategy, s)
-            server_noise.seed_numpy_global("central", server_round)
-        new_arrays, _ = strategy.aggregate_train(server_round, usable)
-        if new_arrays is None:
-            raise FederationError(f"round {server_round}: the strategy returned no model")
-        arrays = new_arrays
-        if out.ledger is not None:
-            _record_privacy(out.ledger, server_round, usable, node_party, strategy, s, central)
-        row: dict[str, Any] = {"round": server_round, "clients": len(usable)}
-        if all("train_loss" in r.content[METRICS] for r in usable):  # not sent under DP
-            weights = [_number(r.content[METRICS], "num-examples") for r in usable]
-            losses = [_number(r.content[METRICS], "train_loss") for r in usable]
-            row["train_loss"] = float(np.average(losses, weights=weights))
-        state = arrays.to_torch_state_dict()
-        if evaluate_global is not None:
-            row.update(evaluate_global(state, schema))
-        if out.ledger is not None:
-            row["epsilon"] = out.ledger.summary()["epsilon"]
-        row["seconds"] = time.perf_counter() - start
-        out.history.append(row)
-        log.info("round %d/%d  clients %d%s%s%s", server_round, f.rounds, len(usable),
-                 f"  train_loss {row['train_loss']:.4f}" if "train_loss" in row else "",
-                 f"  val_auc {row['val_auc']:.4f}" if "val_auc" in row else "",
-                 f"  epsilon {row['epsilon']:.3f}" if "epsilon" in row else "")
-        out.state, out.completed_rounds = state, server_round
-        save_checkpoint(Path(s.run_dir), {
-            "round": server_round, "state": state, "strategy": strategy_state(strategy),
-            "ledger": out.ledger.state_dict() if out.ledger is not None else None,
-            "history": out.history, "exclusions": [asdict(e) for e in out.exclusions],
-            "schema": schema.to_json(), "settings": repr(s),
-            "central": central.to_json() if central is not None else None})
+        arrays = _one_round(run, server_round, arrays, evaluate_global)
         if f.stop_after == server_round:
             out.stopped_after = server_round
             log.warning("stopping after round %d (federation.stop_after)", server_round)
             break
     if out.history:  # the final model's evaluation and the lenders' reports
-        _evaluate_at_lenders(sampled, strategy, out.completed_rounds, arrays, schema,
+        _evaluate_at_lenders(run.sampled, run.strategy, out.completed_rounds, arrays, schema,
                              node_party, f.round_timeout, out)
     return out
+
+
+def _resume(run: _Rounds, resume_dir: Path) -> tuple[ArrayRecord, int]:
+    """Restore the model, strategy, ledger and history of a checkpoint; its next round."""
+    ckpt, central, out = load_checkpoint(resume_dir), run.central, run.out
+    if ckpt["schema"] != run.schema.to_json():
+        raise FederationError(f"resume={resume_dir}: the lenders' data changed since the "
+                              "checkpoint (the shared schema differs)")
+    if central is not None and ckpt.get("central") != central.to_json():
+        raise FederationError(
+            f"resume={resume_dir}: central DP's plan changed since the checkpoint "
+            f"({ckpt.get('central')} then, {central.to_json()} now: federation.rounds, the "
+            "budget or the lenders' data differ); the noise of the rounds already run "
+            "would no longer match the ledger")
+    load_strategy_state(run.strategy, ckpt["strategy"])
+    if out.ledger is not None:
+        out.ledger.load_state_dict(ckpt["ledger"])
+    out.history = ckpt["history"]
+    out.exclusions = [Exclusion(**e) for e in ckpt["exclusions"]]
+    log.info("resuming from round %d of %s", int(ckpt["round"]), resume_dir)
+    return ArrayRecord(ckpt["state"]), int(ckpt["round"]) + 1
+
+
+def _one_round(run: _Rounds, server_round: int, arrays: ArrayRecord,
+               evaluate_global: GlobalEvaluation | None) -> ArrayRecord:
+    """Send the model, screen the replies, aggregate, account, record and checkpoint."""
+    start, out, f = time.perf_counter(), run.out, run.s.federation
+    # the lenders score the model they get (the last round's) before training from it
+    score_previous = bool(out.history)
+    sent = list(run.strategy.configure_train(server_round, arrays, ConfigRecord(
+        {"schema": run.schema.to_json(), EVALUATE_FIRST: score_previous}), run.sampled))
+    # in a fixed order (the lenders'), not as they arrive: the aggregate's sums come out
+    # the same on every engine and every run
+    replies = sorted(run.grid.send_and_receive(sent, timeout=f.round_timeout),
+                     key=lambda reply: run.node_party.get(node_of(run.grid, reply), ""))
+    if score_previous:
+        _record_lender_scores(out, *_pool_lender_scores(replies, run.node_party, SCORED))
+    usable = _usable_replies(run, server_round, sent, replies, arrays)
+    if run.central is not None:
+        _check_central_budget(run.central, run.strategy, run.s)
+        run.server_noise.seed_numpy_global("central", server_round)
+    new_arrays, _ = run.strategy.aggregate_train(server_round, usable)
+    if new_arrays is None:
+        raise FederationError(f"round {server_round}: the strategy returned no model")
+    if out.ledger is not None:
+        _record_privacy(out.ledger, server_round, usable, run.node_party, run.strategy, run.s,
+                        run.central)
+    state = new_arrays.to_torch_state_dict()
+    row = _round_row(run, server_round, usable, state, evaluate_global)
+    row["seconds"] = time.perf_counter() - start
+    out.history.append(row)
+    out.state, out.completed_rounds = state, server_round
+    save_checkpoint(Path(run.s.run_dir), {
+        "round": server_round, "state": state, "strategy": strategy_state(run.strategy),
+        "ledger": out.ledger.state_dict() if out.ledger is not None else None,
+        "history": out.history, "exclusions": [asdict(e) for e in out.exclusions],
+        "schema": run.schema.to_json(), "settings": repr(run.s),
+        "central": run.central.to_json() if run.central is not None else None})
+    return new_arrays
+
+
+def _usable_replies(run: _Rounds, server_round: int, sent: list[Message],
+                    replies: list[Message], arrays: ArrayRecord) -> list[Message]:
+    """Return the replies that pass screening; record the rest (refusals in the ledger)."""
+    out, f = run.out, run.s.federation
+    usable, excluded = screen_replies(server_round, sent, replies, arrays, run.node_party,
+                                      lambda reply: node_of(run.grid, reply))
+    out.exclusions += excluded
+    for e in excluded:
+        log.warning("round %d: %s left out: %s", server_round, e.party, e.reason)
+        if e.refused and out.ledger is not None:
+            out.ledger.refuse(server_round, e.party, e.reason)
+    if len(usable) < f.min_clients:
+        raise FederationError(
+            f"round {server_round}: {len(usable)} usable replies, below "
+            f"federation.min_clients={f.min_clients}; left out: "
+            + "; ".join(f"{e.party} ({e.reason})" for e in excluded))
+    return usable
+
+
+def _round_row(run: _Rounds, server_round: int, usable: list[Message],
+               state: dict[str, torch.Tensor],
+               evaluate_global: GlobalEvaluation | None) -> dict[str, Any]:
+    """Return the round's line of the history (and log it)."""
+    row: dict[str, Any] = {"round": server_round, "clients": len(usable)}
+    if all("train_loss" in r.content[METRICS] for r in usable):  # not sent under DP
+        weights = [_number(r.content[METRICS], "num-examples") for r in usable]
+        losses = [_number(r.content[METRICS], "train_loss") for r in usable]
+        row["train_loss"] = float(np.average(losses, weights=weights))
+    if evaluate_global is not None:
+        row.update(evaluate_global(state, run.schema))
+    if run.out.ledger is not None:
+        row["epsilon"] = run.out.ledger.summary()["epsilon"]
+    log.info("round %d/%d  clients %d%s%s%s", server_round, run.s.federation.rounds,
+             len(usable),
+             f"  train_loss {row['train_loss']:.4f}" if "train_loss" in row else "",
+             f"  val_auc {row['val_auc']:.4f}" if "val_auc" in row else "",
+             f"  epsilon {row['epsilon']:.3f}" if "epsilon" in row else "")
+    return row
 
 
 def _record_lender_scores(out: FederationOutcome, pooled: float,
