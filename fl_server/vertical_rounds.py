@@ -388,100 +388,133 @@ def _resend(router: Router, passive: tuple[str, ...], prev: list[int] | None
     return {p: sealed[f"{p}.grads"] for p in passive}
 
 
+@dataclass
+class _Training:
+    """What the exchanges of one vertical run share (:func:`run_vertical_federation`)."""
+
+    router: Router
+    passive: list[str]
+    s: ServerSettings
+    out: VerticalOutcome
+    grads: dict[str, Any] = field(default_factory=dict)  # each party's last gradients, sealed
+    prev: list[int] | None = None  # the (epoch, chunk) those gradients belong to
+    best_known: int = 0  # the lender's best epoch so far
+
+    @property
+    def noise(self) -> str:
+        return "reproducible" if self.s.privacy.reproducible_noise else "os"
+
+
 def run_vertical_federation(grid: Grid, s: ServerSettings,
                             recorder: Recorder | None = None) -> VerticalOutcome:
     """Align, train exchange by exchange until the lender stops, then score."""
     out = VerticalOutcome()
-    f = s.federation
-    router = Router(grid, out, f.round_timeout, recorder)
+    router = Router(grid, out, s.federation.round_timeout, recorder)
     passive = _identify(grid, router, s)
     if not passive:
         raise FederationError("vertical federation needs at least one party besides the "
                               f"lender; connected: {sorted(router.node)}")
     mechanisms = s.privacy.vertical_mechanisms()
     out.ledger = PrivacyLedger(*mechanisms) if mechanisms else None
-    noise = "reproducible" if s.privacy.reproducible_noise else "os"
-    grads: dict[str, Any] = {}
-    prev: list[int] | None = None
-    epoch, k = 0, f.exchanges_per_epoch
+    t = _Training(router, list(passive), s, out)
+    epoch = 0
     if s.resume_dir is not None:  # the nodes kept their alignment: it is not redone
-        epoch, prev = _resume(out, s)
-        grads = _resend(router, passive, prev)
+        epoch, t.prev = _resume(out, s)
+        t.grads = _resend(router, passive, t.prev)
     else:
         start = time.perf_counter()
         _align(router, passive, s.blacklists.holders, s.blacklists.mode.value)
         out.history.append({"step": "alignment", "seconds": time.perf_counter() - start})
-    stop = False
-    best_known = 0
-    while not stop:
+    while _epoch(t, epoch + 1):
         epoch += 1
-        start = time.perf_counter()
-        last = epoch > s.train_epochs  # one more message round only to score validation
-        for chunk in (range(k) if not last else [-1]):
-            val_epoch = epoch - 1 if chunk in (0, -1) else 0
-            config: dict[str, Any] = {"epoch": epoch, "chunk": chunk, "val_epoch": val_epoch}
-            if prev:
-                config["prev"] = prev
-            embed = {}
-            for p in passive:
-                body = RecordDict({CONFIG: ConfigRecord(config)})
-                if p in grads:
-                    body[ARRAYS] = ArrayRecord({"grads": grads[p]})
-                embed[p] = body
-            embedded = router.send(VerticalMessage.EMBED, embed)
-            values: dict[str, Any] = {}
-            for p in passive:
-                record = embedded[p].array_records[ARRAYS]
-                values[f"{p}.train"] = record["train"]
-                if "val" in record:
-                    values[f"{p}.val"] = record["val"]
-            head = router.send(VerticalMessage.HEAD, {LABEL_HOLDER: RecordDict({
-                CONFIG: ConfigRecord({"epoch": epoch, "chunk": chunk, "val_epoch": val_epoch,
-                                      "passive": list(passive)}),
-                ARRAYS: ArrayRecord(values)})})[LABEL_HOLDER]
-            metrics = head[METRICS]
-            if "best_epoch" in metrics:
-                best_known = int(cast(float, metrics["best_epoch"]))
-            if val_epoch:
-                row = next(r for r in out.history if r.get("epoch") == val_epoch)
-                row["val_auc"] = float(cast(float, metrics["val_auc"]))
-                log.info("epoch %d  val_auc %.4f", val_epoch, row["val_auc"])
-            if out.ledger is not None:
-                _record_privacy(out.ledger, epoch, LABEL_HOLDER, metrics, noise)
-                for p in passive:
-                    if METRICS in embedded[p]:
-                        _record_privacy(out.ledger, epoch, p, embedded[p][METRICS], noise)
-            if "stop" in metrics:
-                stop = True
-                break
-            grads = {p: head[ARRAYS][f"{p}.grads"] for p in passive}
-            prev = [epoch, chunk]
-            if chunk == 0:
-                out.history.append({"epoch": epoch})
-            if "train_loss" in metrics:  # the lender keeps it at home under DP
-                row = out.history[-1]
-                row["train_loss"] = (row.get("train_loss", 0.0)
-                                     + float(cast(float, metrics["train_loss"])) / k)
-        if not stop:
-            out.epochs = epoch
-            out.history[-1]["seconds"] = time.perf_counter() - start
-            if not last:
-                _checkpoint(out, s, epoch, prev)
-            if f.stop_after == epoch:
-                out.stopped_after = epoch
-                log.warning("stopping after epoch %d (federation.stop_after); continue with "
-                            "resume=%s", epoch, s.run_dir)
-                break
-    best = best_known
+        if s.federation.stop_after == epoch:
+            out.stopped_after = epoch
+            log.warning("stopping after epoch %d (federation.stop_after); continue with "
+                        "resume=%s", epoch, s.run_dir)
+            break
+    _score_final(t)
+    return out
+
+
+def _epoch(t: _Training, epoch: int) -> bool:
+    """Run one epoch's exchanges (after the last, one more only to score validation).
+
+    Return whether training goes on: False when the lender said stop.
+    """
+    start = time.perf_counter()
+    last = epoch > t.s.train_epochs
+    for chunk in (range(t.s.federation.exchanges_per_epoch) if not last else [-1]):
+        if not _exchange(t, epoch, chunk):
+            return False
+    t.out.epochs = epoch
+    t.out.history[-1]["seconds"] = time.perf_counter() - start
+    if not last:
+        _checkpoint(t.out, t.s, epoch, t.prev)
+    return True
+
+
+def _exchange(t: _Training, epoch: int, chunk: int) -> bool:
+    """One exchange: the parties' embeddings, the lender's head step, the gradients back.
+
+    Return False when the lender said stop.
+    """
+    out, passive = t.out, t.passive
+    val_epoch = epoch - 1 if chunk in (0, -1) else 0
+    config: dict[str, Any] = {"epoch": epoch, "chunk": chunk, "val_epoch": val_epoch}
+    if t.prev:
+        config["prev"] = t.prev
+    embed = {}
+    for p in passive:
+        body = RecordDict({CONFIG: ConfigRecord(config)})
+        if p in t.grads:
+            body[ARRAYS] = ArrayRecord({"grads": t.grads[p]})
+        embed[p] = body
+    embedded = t.router.send(VerticalMessage.EMBED, embed)
+    values: dict[str, Any] = {}
+    for p in passive:
+        record = embedded[p].array_records[ARRAYS]
+        values[f"{p}.train"] = record["train"]
+        if "val" in record:
+            values[f"{p}.val"] = record["val"]
+    head = t.router.send(VerticalMessage.HEAD, {LABEL_HOLDER: RecordDict({
+        CONFIG: ConfigRecord({"epoch": epoch, "chunk": chunk, "val_epoch": val_epoch,
+                              "passive": list(passive)}),
+        ARRAYS: ArrayRecord(values)})})[LABEL_HOLDER]
+    metrics = head[METRICS]
+    if "best_epoch" in metrics:
+        t.best_known = int(cast(float, metrics["best_epoch"]))
+    if val_epoch:
+        row = next(r for r in out.history if r.get("epoch") == val_epoch)
+        row["val_auc"] = float(cast(float, metrics["val_auc"]))
+        log.info("epoch %d  val_auc %.4f", val_epoch, row["val_auc"])
+    if out.ledger is not None:
+        _record_privacy(out.ledger, epoch, LABEL_HOLDER, metrics, t.noise)
+        for p in passive:
+            if METRICS in embedded[p]:
+                _record_privacy(out.ledger, epoch, p, embedded[p][METRICS], t.noise)
+    if "stop" in metrics:
+        return False
+    t.grads = {p: head[ARRAYS][f"{p}.grads"] for p in passive}
+    t.prev = [epoch, chunk]
+    if chunk == 0:
+        out.history.append({"epoch": epoch})
+    if "train_loss" in metrics:  # the lender keeps it at home under DP
+        row = out.history[-1]
+        row["train_loss"] = (row.get("train_loss", 0.0) + float(cast(float, metrics[
+            "train_loss"])) / t.s.federation.exchanges_per_epoch)
+    return True
+
+
+def _score_final(t: _Training) -> None:
+    """Send the best epoch's model to every party; the lender scores and reports on it."""
+    out, passive, best = t.out, t.passive, t.best_known
     out.model_id = uuid.uuid4().hex  # every party's bundle of this model carries it
     ends = out.stopped_after is None  # a stopped run's nodes keep their keys to resume
-    finals = router.send(VerticalMessage.FINAL, {p: _config(best_epoch=best,
-                                                            model_id=out.model_id,
-                                                            **{RUN_ENDS: ends})
-                                                 for p in passive})
+    finals = t.router.send(VerticalMessage.FINAL, {p: _config(
+        best_epoch=best, model_id=out.model_id, **{RUN_ENDS: ends}) for p in passive})
     values = {f"{p}.{name}": finals[p][ARRAYS][name] for p in passive
               for name in ("train", "val", "test")}
-    scored = router.send(VerticalMessage.FINAL, {LABEL_HOLDER: RecordDict({
+    scored = t.router.send(VerticalMessage.FINAL, {LABEL_HOLDER: RecordDict({
         CONFIG: ConfigRecord({"best_epoch": best, "passive": list(passive),
                               "model_id": out.model_id, RUN_ENDS: ends}),
         ARRAYS: ArrayRecord(values)})})[LABEL_HOLDER]
@@ -490,4 +523,3 @@ def run_vertical_federation(grid: Grid, s: ServerSettings,
         out.report, out.split_rows = read_report(scored[REPORT], out.ledger is not None)
     except (KeyError, ValueError) as exc:
         raise FederationError(f"{LABEL_HOLDER}'s report on the final model: {exc}") from exc
-    return out
