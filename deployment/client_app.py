@@ -177,8 +177,7 @@ class NodeConfig:
             raise ConfigError(f"node config: 'max-epsilon' must be a positive number or "
                               f"'{UNCAPPED}' (the node's explicit choice of no cap), got {cap!r}")
         counts = {key: check_count(node_config.get(key), key) for key in NODE_KEYS}
-        opted = {key: node_config.get(key, False)
-                 for key in (*OPT_IN_KEYS, OPT_IN_FLAG.removeprefix("--"))}
+        opted = {key: node_config.get(key, False) for key in OPT_IN_KEYS}
         bad = [key for key, value in opted.items() if not isinstance(value, bool)]
         if bad:
             raise ConfigError(f"node config: '{bad[0]}' must be true or false, got "
@@ -505,7 +504,8 @@ def lifetime_budget_mod(msg: Message, context: Context,
     node = NodeConfig.from_context(dict(context.node_config))
     name = lifetime_run(node, run, str(context.run_config[RUN_NAME]), context.run_id)
     budget, cap = _budget(node), node.max_epsilon
-    scoring = str(context.run_config.get(TASK, "train")) in SCORING_TASKS
+    # a monitoring run's period is scored as any batch scoring (deployment/monitoring_node.py)
+    scoring = str(context.run_config.get(TASK, "train")) in (*SCORING_TASKS, "monitor")
     why, opted = (None, []) if scoring else training_refusal(run, node)  # scoring: the
     if why is not None:  # handlers decide, with the bundle (the same function)
         return _refusal(msg, node.party, why)

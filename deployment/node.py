@@ -182,8 +182,6 @@ def node_config(args: argparse.Namespace) -> dict[str, object]:
         config["data-query"] = args.query
     if args.consent is not None:
         config["consent"] = str(args.consent.resolve())
-    if args.release_consent_counts:
-        config["release-consent-counts"] = True
     if args.grant:
         config |= {"grant": args.grant, "grant-purposes": args.grant_purposes,
                    "grant-lenders": args.grant_lenders, "grant-expires": args.grant_expires}

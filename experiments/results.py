@@ -18,6 +18,7 @@ from experiments.plots import write_plots
 from experiments.report import render_report
 from experiments.results_schema import SCHEMA_VERSION, check_results
 from federation.audit_log import anchors
+from federation.consent_counts import consent_released
 from federation.releases import run_outside_epsilon
 from federation.settings import MODE_ROLES
 from federation.storage import write_atomic
@@ -73,7 +74,8 @@ def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any],
         results["federation"] = outcome.federation
         results["outside_epsilon"] = run_outside_epsilon(
             s.privacy, [p for p in outcome.dataset["parties"] if p not in s.blacklists.holders],
-            s.federation.mode, s.blacklists.holders)
+            s.federation.mode, s.blacklists.holders) + consent_released(
+            outcome.dataset.get("consent"))
     both = {**(outcome.references or {}), **(references or {})}
     if both:
         results["references"] = both

@@ -28,9 +28,10 @@ from typing import Any
 
 from credit_data.consent import PURPOSES
 from credit_data.errors import ConfigError
+from federation.releases import OPT_IN_FLAGS, Outside, Release
 
-__all__ = ["CONSENT_KEY", "OPT_IN", "OPT_IN_FLAG", "OPT_IN_RELEASE", "REVEALED", "received",
-           "reply_counts", "run_summary"]
+__all__ = ["CONSENT_KEY", "OPT_IN", "OPT_IN_FLAG", "OPT_IN_RELEASE", "REVEALED",
+           "consent_released", "received", "reply_counts", "run_summary"]
 
 CONSENT_KEY = "consent"
 """The key of a hello reply's config record that carries the node's counts (JSON)."""
@@ -38,9 +39,9 @@ REVEALED = ("purpose", "dpv", "recipient", "rows_used", "consented")
 """Always sent: the run's purpose, the lender served, and the rows used (its set size)."""
 OPT_IN = ("rows_held", "withdrawn", "no_record", "file_sha256")
 """Sent only under the node's :data:`OPT_IN_FLAG`: what the set size does not tell."""
-OPT_IN_FLAG = "--release-consent-counts"
+OPT_IN_FLAG = OPT_IN_FLAGS[Release.consent_counts]
 """The node flag that lets :data:`OPT_IN` leave (node config key ``release-consent-counts``)."""
-OPT_IN_RELEASE = "consent_counts"
+OPT_IN_RELEASE = Release.consent_counts.value
 """How the node's lifetime ledger names that opt-in (an ``opt_in`` line per run)."""
 _COUNTS = ("rows_used", "consented", "rows_held", "withdrawn", "no_record")
 
@@ -91,3 +92,23 @@ def run_summary(counts: dict[str, dict[str, Any]], parties: tuple[str, ...] | li
         return None
     return {"purpose": purpose, "dpv": PURPOSES[purpose],
             "parties": {p: counts.get(p, {"records": False}) for p in parties}}
+
+
+def consent_released(consent: dict[str, Any] | None) -> list[dict[str, str | None]]:
+    """Return the parties whose consent counts go beyond their set sizes (``outside_epsilon``).
+
+    ``consent`` is ``results.json`` ``dataset.consent``. The :data:`OPT_IN` keys (the rows a
+    party holds, its withdrawals, its customers without a record, its file's digest) are exact,
+    outside any epsilon; on a deployment they leave only under the node's :data:`OPT_IN_FLAG`.
+
+    >>> consent_released({"parties": {"bureau": {"records": True, "withdrawn": 3},
+    ...                               "social": {"records": True, "withdrawn": None}}})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [{'party': 'bureau', 'release': 'consent_counts', 'receiver': 'server',
+      'opt_in': '--release-consent-counts'}]
+    """
+    parties = (consent or {}).get("parties", {})
+    return [Outside(Release.consent_counts, party, "server", (
+        "the rows it holds, its withdrawals and its customers without a consent record, as "
+        "exact counts")).to_dict() for party, counts in parties.items()
+        if counts.get("records") and any(counts.get(k) is not None for k in OPT_IN)]

@@ -46,7 +46,7 @@ __all__ = ["OPT_IN_FLAGS", "OPT_IN_KEYS", "Outside", "Release", "opted_in", "out
 
 
 class Release(StrEnum):
-    """A kind of per-record release outside every epsilon."""
+    """A kind of release outside every epsilon: per record, or counts a node opts into."""
 
     exact_embeddings = "exact_embeddings"
     record_gradients = "record_gradients"
@@ -56,12 +56,14 @@ class Release(StrEnum):
     intersection = "intersection"
     explanations = "explanations"
     monitoring_counts = "monitoring_counts"
+    consent_counts = "consent_counts"
 
 
 OPT_IN_FLAGS = {Release.exact_embeddings: "--release-exact-embeddings",
                 Release.record_gradients: "--release-record-gradients",
                 Release.explanations: "--release-explanations",
-                Release.monitoring_counts: "--release-monitoring"}
+                Release.monitoring_counts: "--release-monitoring",
+                Release.consent_counts: "--release-consent-counts"}
 """The node flag that lets each opt-in release leave."""
 OPT_IN_KEYS = {flag.removeprefix("--"): release for release, flag in OPT_IN_FLAGS.items()}
 """The same, as ``--node-config`` keys (true or false)."""

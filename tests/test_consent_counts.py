@@ -10,7 +10,7 @@ from deployment.client_app import consent_counts_mod
 from deployment.run_config import RUN_NAME, RUN_SETTINGS, TASK
 from experiments import deploy
 from experiments.consent_results import consent_lines
-from federation.consent_counts import CONSENT_KEY, received, run_summary
+from federation.consent_counts import CONSENT_KEY, consent_released, received, run_summary
 from federation.lifetime_budget import LifetimeBudget
 from federation.protocol import CONFIG
 from tests.fake_grid import serving
@@ -62,6 +62,10 @@ def test_the_hello_reply_carries_the_counts_the_node_lets_leave(tmp_path, releas
     assert ledger.opt_ins() == ({"run-1": ["consent_counts"]} if release else {})
     summary = run_summary({"bureau": counts}, ["lender", "bureau"], "credit_training")
     assert summary is not None and summary["parties"]["lender"] == {"records": False}
+    # results.json names the opted-in counts among the releases outside any epsilon
+    assert consent_released(summary) == ([{
+        "party": "bureau", "release": "consent_counts", "receiver": "server",
+        "opt_in": "--release-consent-counts"}] if release else [])
     table = consent_lines(summary)
     assert ("| bureau | 40 | 37 | 37 | 1 | 2 |" if release
             else "| bureau | not sent | 37 | 37 | not sent | not sent |") in table
