@@ -24,6 +24,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from credit_data.errors import ConfigError
+from credit_data.settings import LABEL_HOLDER
 from deployment.coordinator import check_prepared, check_run_name, runs_root, server_dir
 from deployment.pins import read_pins
 from deployment.run_config import (
@@ -40,7 +41,7 @@ from federation.flower_compat.deployment import quick_grid_pulls
 from federation.run_settings import RunSettings
 from federation.settings import Mode
 from fl_server.checkpoint import load_checkpoint
-from fl_server.monitoring_rounds import run_monitoring
+from fl_server.monitoring_rounds import ModelOutcome, run_model_monitoring, run_monitoring
 from fl_server.node_pins import pinned_nodes
 from fl_server.outcome_file import write_outcome
 from fl_server.rounds import run_federation, wait_for_nodes
@@ -89,7 +90,10 @@ def deployed_monitoring(grid: Grid, run: RunSettings, pins: dict[str, int],
                         request: dict[str, Any]) -> dict[str, Any]:
     """Ask each party's pinned node (not a blacklist holder's) for its indices, once.
 
-    Returns what came back as plain values: ``parties`` and ``epsilon`` per party.
+    Returns what came back as plain values: ``parties`` and ``epsilon`` per party; then the
+    period scored through the parties and the lender's figures (``model``, or why not:
+    ``model_withheld``; ``applicants``: the lender's rows scored;
+    :mod:`fl_server.monitoring_rounds`).
     """
     parties = [p for p in run.federation.parties if p not in run.blacklists.holders]
     missing = [p for p in parties if p not in pins]
@@ -99,7 +103,17 @@ def deployed_monitoring(grid: Grid, run: RunSettings, pins: dict[str, int],
     nodes = pinned_nodes({p: pins[p] for p in parties})
     wait_for_nodes(grid, len(parties), run.federation.connect_timeout, nodes)
     found = run_monitoring(grid, int(request["min_count"]), [node for _, node in nodes])
-    return {"parties": found.parties, "epsilon": found.epsilon}
+    if run.blacklists.holders:
+        model = ModelOutcome(withheld="a model trained with blacklist holders: the deployed "
+                             "model section is not computed (their lists are not monitored)")
+    elif found.epsilon.get(LABEL_HOLDER) is not None:  # its node would withhold the figures
+        model = ModelOutcome(withheld=f"{LABEL_HOLDER}: under a DP budget (its counts came "
+                             "noised), its node withholds the model section's exact figures")
+    else:  # the period scored through the parties, then the lender's figures
+        model = run_model_monitoring(grid, scoring_server_settings(run, pins=pins),
+                                     pins[LABEL_HOLDER])
+    return {"parties": found.parties, "epsilon": found.epsilon, "model": model.figures,
+            "model_withheld": model.withheld, "applicants": model.applicants}
 
 
 @app.main()

@@ -38,7 +38,7 @@ import pandas as pd
 
 from credit_data.errors import ConfigError, CreditFLError
 from credit_data.settings import LABEL_HOLDER, Source
-from credit_data.stability import psi, status_of
+from credit_data.stability import status_of
 from experiments.options import take_options
 from federation.storage import write_atomic
 
@@ -47,8 +47,6 @@ USAGE = ("usage: credit-fl monitor <run dir> [monitor.watch=0.1] [monitor.act=0.
          "data.shift=downturn | data.period=2,3,4 data.shift=none,downturn,concept | "
          "data=csv data.parties.<party>.path=<file> ...]")
 STATUSES = ("stable", "watch", "act")
-AUC_TOLERANCE = 0.02
-"""With outcomes, a label-free AUC this far from the measured one is not trusted."""
 
 
 @dataclass(frozen=True)
@@ -134,85 +132,22 @@ def _party_indices(run_dir: Path, model: dict[str, Any], population: Any,
     return outcome.parties, outcome.epsilon
 
 
-def _grade_counts(grades: pd.Series, names: tuple[str, ...]) -> np.ndarray:
-    return np.array([int((grades == g).sum()) for g in names], dtype=np.int64)
-
-
 def model_section(reference: pd.DataFrame, scores: pd.DataFrame,
                   labels: pd.Series | None, manifest: dict[str, Any],
                   settings: MonitorSettings, inputs_act: bool) -> dict[str, Any]:
-    """Return the lender's view: score and grade-mix PSI, outcomes or the label-free estimate."""
-    from fl_client.scoring_task import scorecard_of
-    from models.metrics import population_stability_index, score_metrics
-    from models.performance_estimate import (
-        ASSUMPTION,
-        calibration_check,
-        estimated_auc,
-        estimated_default_rate,
-    )
-    from models.scorecard import grades_of, points
+    """Return the lender's view: score and grade-mix PSI, outcomes or the label-free estimate.
 
-    card = scorecard_of(manifest)
-    ref_p = reference["score"].to_numpy(dtype=np.float64)
-    ref_grades = pd.Series(grades_of(points(ref_p, card), card))
-    p = scores["probability"].to_numpy(dtype=np.float64)
-    grades = scores["grade"].astype(str)
-    score_psi = population_stability_index(ref_p, p)
-    grade_psi = psi(_grade_counts(ref_grades, card.grades), _grade_counts(grades, card.grades))
-    out: dict[str, Any] = {
-        "rows": len(scores), "score_psi": score_psi, "grade_psi": grade_psi,
-        "grade_mix": {"training": dict(zip(card.grades, (_grade_counts(ref_grades, card.grades)
-                                                          / len(ref_grades)).tolist(),
-                                           strict=True)),
-                      "period": dict(zip(card.grades, (_grade_counts(grades, card.grades)
-                                                        / len(grades)).tolist(), strict=True))},
-        "status": worst([status_of(score_psi, settings.watch, settings.act),
-                         status_of(grade_psi, settings.watch, settings.act)]),
-        "training": {"auc": score_metrics(reference["label"].to_numpy(), ref_p)["auc"],
-                     "default_rate": float(reference["label"].mean()),
-                     "default_rate_by_grade": _rate_by_grade(reference["label"], ref_grades,
-                                                             card.grades)},
-        "estimate": {"auc": estimated_auc(p), "default_rate": estimated_default_rate(p),
-                     "assumption": ASSUMPTION},
-        "outcomes": None,
-    }
-    if labels is not None:
-        y = labels.to_numpy(dtype=np.float64)
-        metrics = score_metrics(y, p)
-        check = calibration_check(y, p)
-        out["outcomes"] = {"auc": metrics["auc"], "ks": metrics["ks"], "ece": metrics["ece"],
-                           "brier": metrics["brier"], "default_rate": float(y.mean()),
-                           "default_rate_by_grade": _rate_by_grade(labels, grades, card.grades),
-                           "calibration_z": check["z"]}
-        gap = out["estimate"]["auc"] - metrics["auc"]
-        if not check["trusted"]:
-            trusted, why = False, (
-                f"observed default rate {check['observed_default_rate']:.4f} is "
-                f"{check['z']:+.1f} standard errors from the estimate "
-                f"{check['estimated_default_rate']:.4f}: P(default | columns) changed, the "
-                "label-free estimate cannot be trusted")
-        elif abs(gap) > AUC_TOLERANCE:
-            trusted, why = False, (
-                f"the estimated AUC is {gap:+.3f} from the measured one (tolerance "
-                f"{AUC_TOLERANCE}): the probabilities are not calibrated enough in their spread "
-                "for a label-free AUC")
-        else:
-            trusted, why = True, ("observed defaults and AUC agree with the calibrated "
-                                  "probabilities")
-    elif inputs_act:
-        trusted, why = False, ("inputs moved beyond monitor.act and no outcomes check the "
-                               "assumption: the estimate is unverified, do not rely on it")
-    else:
-        trusted, why = True, "no outcomes yet; inputs stable enough for the assumption"
-    out["estimate"] |= {"trusted": trusted, "why": why}
-    return out
+    The figures are :func:`fl_client.model_monitoring.model_figures` (a deployed lender's node
+    computes the same), judged against ``settings``' thresholds.
+    """
+    from fl_client.model_monitoring import judge, model_figures
 
-
-def _rate_by_grade(labels: pd.Series, grades: pd.Series,
-                   names: tuple[str, ...]) -> dict[str, float | None]:
-    y = np.asarray(labels, dtype=np.float64)
-    g = np.asarray(grades, dtype=object)
-    return {name: (float(y[g == name].mean()) if (g == name).any() else None) for name in names}
+    figures = model_figures(reference["score"].to_numpy(dtype=np.float64),
+                            reference["label"].to_numpy(dtype=np.float64),
+                            scores["probability"].to_numpy(dtype=np.float64),
+                            None if labels is None else labels.to_numpy(dtype=np.float64),
+                            manifest, grades=scores["grade"].astype(str).to_numpy())
+    return judge(figures, watch=settings.watch, act=settings.act, inputs_act=inputs_act)
 
 
 def _labels(population: Any, label: str, ids: pd.Series) -> pd.Series | None:
@@ -345,7 +280,7 @@ def monitor_run(run_dir: Path, args: list[str]) -> tuple[Path, dict[str, Any]]:
             "wall_seconds": time.perf_counter() - start}
         write_atomic(stage / "monitor.json", json.dumps(report, indent=2) + "\n")
         write_atomic(stage / "report.md", render(report))
-        _plot(report, stage / "monitor.png")
+        plot_indices(report, stage / "monitor.png")
         if len(series) > 1:
             plot_series(report, stage / "monitor_series.png")
         stage.rename(out)
@@ -355,7 +290,8 @@ def monitor_run(run_dir: Path, args: list[str]) -> tuple[Path, dict[str, Any]]:
     return out, report
 
 
-def _plot(report: dict[str, Any], path: Path) -> None:
+def plot_indices(report: dict[str, Any], path: Path) -> None:
+    """Plot each column's index against the thresholds and, with a model section, the grades."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -368,21 +304,26 @@ def _plot(report: dict[str, Any], path: Path) -> None:
             names.append(f"{party}.{column}")
             values.append(value["index"])
             colours.append(palette[value["status"]])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(4, 0.22 * len(names))),
-                                      gridspec_kw={"width_ratios": [2, 1]})
+    model = report["model"]
+    fig, axes = plt.subplots(1, 2 if model else 1, figsize=(13, max(4, 0.22 * len(names))),
+                             gridspec_kw={"width_ratios": [2, 1]} if model else None,
+                             squeeze=False)
+    left = axes[0][0]
     left.barh(names, values, color=colours)
     for threshold in (report["thresholds"]["watch"], report["thresholds"]["act"]):
         left.axvline(threshold, color="grey", linestyle="--", linewidth=0.8)
     left.set_xlabel("stability index against training")
     left.invert_yaxis()
-    mix = report["model"]["grade_mix"]
-    grades = list(mix["training"])
-    x = np.arange(len(grades))
-    right.bar(x - 0.2, [mix["training"][g] for g in grades], 0.4, label="training")
-    right.bar(x + 0.2, [mix["period"][g] for g in grades], 0.4, label="period")
-    right.set_xticks(x, grades)
-    right.set_title(f"grade mix (PSI {report['model']['grade_psi']:.3f})")
-    right.legend()
+    if model:
+        right = axes[0][1]
+        mix = model["grade_mix"]
+        grades = list(mix["training"])
+        x = np.arange(len(grades))
+        right.bar(x - 0.2, [mix["training"][g] for g in grades], 0.4, label="training")
+        right.bar(x + 0.2, [mix["period"][g] for g in grades], 0.4, label="period")
+        right.set_xticks(x, grades)
+        right.set_title(f"grade mix (PSI {model['grade_psi']:.3f})")
+        right.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -415,15 +356,19 @@ def render(report: dict[str, Any]) -> str:
         lines += ["", "Under their DP budgets these parties noised their counts (Laplace, drawn "
                   "from the OS at the party) and charged their ledgers: " + ", ".join(
                       f"{p} epsilon {e:g}" for p, e in noised.items()) + "."]
-    lines += ["", "## Model", "",
-              f"Score PSI {m['score_psi']:.4f}, grade-mix PSI {m['grade_psi']:.4f}: "
-              f"**{m['status']}**.", ""]
+    lines += ["", "## Model", "", *model_lines(m)]
+    return "\n".join(lines) + "\n"
+
+
+def model_lines(m: dict[str, Any]) -> list[str]:
+    """Return report.md's lines of a model section (PSIs, the estimate, the outcomes)."""
     e = m["estimate"]
-    lines.append(f"Label-free estimate: AUC {e['auc']:.4f}, default rate "
-                 f"{e['default_rate']:.4f} (training: AUC {m['training']['auc']:.4f}, default "
-                 f"rate {m['training']['default_rate']:.4f}). Assumption: {e['assumption']}.")
-    lines.append("")
-    lines.append(("Trusted: " if e["trusted"] else "**Cannot be trusted**: ") + e["why"] + ".")
+    lines = [f"Score PSI {m['score_psi']:.4f}, grade-mix PSI {m['grade_psi']:.4f}: "
+             f"**{m['status']}**.", "",
+             f"Label-free estimate: AUC {e['auc']:.4f}, default rate "
+             f"{e['default_rate']:.4f} (training: AUC {m['training']['auc']:.4f}, default "
+             f"rate {m['training']['default_rate']:.4f}). Assumption: {e['assumption']}.", "",
+             ("Trusted: " if e["trusted"] else "**Cannot be trusted**: ") + e["why"] + "."]
     if m["outcomes"] is not None:
         o = m["outcomes"]
         lines += ["", f"With outcomes: AUC {o['auc']:.4f}, KS {o['ks']:.4f}, ECE {o['ece']:.4f}, "
@@ -432,7 +377,7 @@ def render(report: dict[str, Any]) -> str:
         for grade, rate in o["default_rate_by_grade"].items():
             before = m["training"]["default_rate_by_grade"].get(grade)
             lines.append(f"| {grade} | {_rate(before)} | {_rate(rate)} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _rate(value: float | None) -> str:
@@ -462,8 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if report["status"] == "act" else 0
 
 
-__all__ = ["MonitorSettings", "check_run_dir", "main", "model_section", "monitor_run",
-           "split_args", "worst"]
+__all__ = ["MonitorSettings", "check_run_dir", "main", "model_lines", "model_section",
+           "monitor_run", "plot_indices", "split_args", "worst"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,8 +14,8 @@ MONITOR_KEYS: tuple[tuple[str, str, str], ...] = (
     ("period", "object", "`data`, `source`, `period` (`data.period`; null with data=csv, whose "
      "period is its files), `shift` (`data.shift`), "
      "`applicants` (the lender's rows scored); on a deployment (`deploy monitor`) `source` is "
-     "`deployment`, `period` the file each node read (null: its `--data`), `shift` and "
-     "`applicants` null"),
+     "`deployment`, `period` the file each node read (null: its `--data`), `shift` null and "
+     "`applicants` null when the period was not scored (the model section withheld)"),
     ("thresholds", "object", "`watch`, `act` (index thresholds: below `watch` stable, below "
      "`act` watch, else act), `min_count` (rows per released bin, both sides), `out` (null)"),
     ("parties", "object", "`<party>.status` (the worst of its columns) and "
@@ -29,8 +29,11 @@ MONITOR_KEYS: tuple[tuple[str, str, str], ...] = (
      "`estimate.{auc, default_rate, assumption, trusted, why}` (label-free, from the calibrated "
      "probabilities; `trusted` false when outcomes contradict the calibration, or without "
      "outcomes when the inputs reached `act`), `outcomes` (null without outcomes; else `auc`, "
-     "`ks`, `ece`, `brier`, `default_rate`, `default_rate_by_grade`, `calibration_z`); null on a "
-     "deployment (the lender's period scores stay at its node)"),
+     "`ks`, `ece`, `brier`, `default_rate`, `default_rate_by_grade`, `calibration_z`); on a "
+     "deployment the same figures, computed at the lender's node from the scores it kept "
+     "(outcomes where its period file has the label column), judged by the coordinator; null "
+     "when the lender's node withholds them (no `--release-monitoring`, a DP budget, a model "
+     "with blacklist holders: `report.md` says why)"),
     ("status", "string", "the worst of every party's and the model's, over every period: "
      "`stable`, `watch` or `act` (the command exits 1 on `act`)"),
     ("released", "object", "`<party>.{indices, counts, epsilon}`: how many indices and bin "
@@ -41,7 +44,8 @@ MONITOR_KEYS: tuple[tuple[str, str, str], ...] = (
      "`monitoring`, as `results.json`'s `dataset.consent` (`purpose`, `dpv`, `parties.<party>`: "
      "`records`, rows held and used, consented, withdrawn, no record); null without consent "
      "records"),
-    ("series", "array", "one entry per period watched (`data.period=2,3,4`), in order, each "
+    ("series", "array", "one entry per period watched (`data.period=2,3,4`; on a deployment "
+     "`monitor.period=<file>,<file>`), in order, each "
      "`{period, parties, model, status, released, consent}` as above for that period alone; "
      "`period`, `parties`, `model` and `consent` above are the last entry's"),
     ("wall_seconds", "number", "the monitoring's wall time"),
@@ -51,7 +55,7 @@ MONITOR_KEYS: tuple[tuple[str, str, str], ...] = (
 def monitor_markdown() -> list[str]:
     """Return the lines of the ``monitor.json`` section of docs/results-schema.md."""
     lines = ["## monitor.json", "",
-             "Written by `credit-fl monitor` (docs/monitoring.md), from "
+             "Written by `credit-fl monitor` and `deploy monitor` (docs/monitoring.md), from "
              "`experiments/monitor_schema.py`.", "",
              "| key | type | meaning |", "|---|---|---|"]
     lines += [f"| `{key}` | {kind} | {meaning} |" for key, kind, meaning in MONITOR_KEYS]

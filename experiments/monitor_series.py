@@ -81,9 +81,16 @@ or one per period
 
 
 def _label(entry: dict[str, Any]) -> str:
+    """Return a period's name: its number and shift, or a deployment's file."""
     period = entry["period"]
+    if period["source"] == "deployment":
+        return str(period["period"] or "--data")
     return (f"{period['period']}" if period["shift"] == "none"
             else f"{period['period']} ({period['shift']})")
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def series_lines(report: dict[str, Any]) -> list[str]:
@@ -95,16 +102,17 @@ def series_lines(report: dict[str, Any]) -> list[str]:
              "| period | applicants | status | score PSI | grade PSI | estimated AUC | "
              "measured AUC | default rate | columns at act |",
              "|---|---:|---|---:|---:|---:|---:|---:|---|"]
-    for entry in series:
-        m = entry["model"]
-        outcomes = m["outcomes"] or {}
+    for entry in series:  # a deployment's lender may have withheld its model section
+        m = entry["model"] or {}
+        outcomes = m.get("outcomes") or {}
         acts = [f"{p}.{c}" for p, e in entry["parties"].items()
                 for c, v in e["columns"].items() if v["status"] == "act"]
-        measured = f"{outcomes['auc']:.4f}" if outcomes else "-"
-        rate = f"{outcomes['default_rate']:.4f}" if outcomes else "-"
-        lines.append(f"| {_label(entry)} | {entry['period']['applicants']:,} | "
-                     f"{entry['status']} | {m['score_psi']:.4f} | {m['grade_psi']:.4f} | "
-                     f"{m['estimate']['auc']:.4f} | {measured} | {rate} | "
+        applicants = entry["period"]["applicants"]
+        lines.append(f"| {_label(entry)} | {'-' if applicants is None else f'{applicants:,}'} | "
+                     f"{entry['status']} | {_figure(m.get('score_psi'))} | "
+                     f"{_figure(m.get('grade_psi'))} | "
+                     f"{_figure(m.get('estimate', {}).get('auc'))} | "
+                     f"{_figure(outcomes.get('auc'))} | {_figure(outcomes.get('default_rate'))} | "
                      f"{', '.join(acts) or '-'} |")
     return [*lines, ""]
 
@@ -128,8 +136,10 @@ def plot_series(report: dict[str, Any], path: Path) -> None:
                       .get("index", float("nan")) for e in series]
             left.plot(x, values, marker="o", linewidth=1, color=colours.get(party, "grey"),
                       label=party if column == next(iter(entry["columns"])) else None)
+    nan = float("nan")
+    models = [e["model"] or {} for e in series]  # a deployment's lender may withhold it
     for name, key in (("score PSI", "score_psi"), ("grade-mix PSI", "grade_psi")):
-        left.plot(x, [e["model"][key] for e in series], marker="s", linewidth=2.5,
+        left.plot(x, [m.get(key, nan) for m in models], marker="s", linewidth=2.5,
                   color="black", linestyle="-" if key == "score_psi" else ":", label=name)
     for threshold in (report["thresholds"]["watch"], report["thresholds"]["act"]):
         left.axhline(threshold, color="grey", linestyle="--", linewidth=0.8)
@@ -137,12 +147,14 @@ def plot_series(report: dict[str, Any], path: Path) -> None:
     left.set_xlabel("period")
     left.set_ylabel("stability index against training")
     left.legend(fontsize=8)
-    right.plot(x, [e["model"]["estimate"]["auc"] for e in series], marker="o",
+    right.plot(x, [m.get("estimate", {}).get("auc", nan) for m in models], marker="o",
                label="estimated AUC (label-free)")
-    measured = [(e["model"]["outcomes"] or {}).get("auc", float("nan")) for e in series]
+    measured = [(m.get("outcomes") or {}).get("auc", nan) for m in models]
     right.plot(x, measured, marker="s", label="measured AUC")
-    right.axhline(series[0]["model"]["training"]["auc"], color="grey", linestyle="--",
-                  linewidth=0.8, label="training AUC")
+    trained = [m["training"]["auc"] for m in models if m]
+    if trained:
+        right.axhline(trained[0], color="grey", linestyle="--", linewidth=0.8,
+                      label="training AUC")
     right.set_xticks(x, labels)
     right.set_xlabel("period")
     right.legend(fontsize=8)

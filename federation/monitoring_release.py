@@ -23,6 +23,16 @@ MonitoringRelease(refused=None, epsilon=None)
 >>> monitoring_release("bureau", opted=opted, capped=True, trained_under_dp=False,
 ...                    epsilon=1.0, left=2.5)
 MonitoringRelease(refused=None, epsilon=1.0)
+
+The lender's node also sends the model's section (:func:`model_release`): the figures of its
+own scores of the period (score and grade-mix PSI, shares of the grades, AUC, default rates),
+exact aggregates of its rows, so under the same opt-in and only outside a DP budget:
+
+>>> model_release("lender", opted=opted, capped=False, trained_under_dp=False) is None
+True
+>>> print(model_release("lender", opted=opted, capped=True, trained_under_dp=False))
+... # doctest: +ELLIPSIS
+lender: the model section ... is withheld: this node is under a DP budget ...
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from dataclasses import dataclass
 
 from federation.releases import OPT_IN_FLAGS, Release
 
-__all__ = ["MONITORING_FLAG", "MonitoringRelease", "monitoring_release"]
+__all__ = ["MONITORING_FLAG", "MonitoringRelease", "model_release", "monitoring_release"]
 
 MONITORING_FLAG = OPT_IN_FLAGS[Release.monitoring_counts]
 """The node's opt-in: ``--release-monitoring``."""
@@ -71,3 +81,22 @@ def monitoring_release(party: str, *, opted: frozenset[Release], capped: bool,
             f"lifetime epsilon past its max-epsilon ({left:.3f} left); refused, nothing "
             "released", None)
     return MonitoringRelease(None, float(epsilon))
+
+
+def model_release(party: str, *, opted: frozenset[Release], capped: bool,
+                  trained_under_dp: bool) -> str | None:
+    """Return why the lender's node withholds the model's section (None: it sends it).
+
+    The section is exact aggregates of the lender's scores and outcomes of the period: sent
+    under the node's own ``--release-monitoring``, and withheld under a DP budget (it caps its
+    epsilon or its rows trained under DP), whose epsilon would not cover them.
+    """
+    if Release.monitoring_counts not in opted:
+        return (f"{party}: the model section of a monitoring request (figures of the lender's "
+                f"scores of the period) is sent only with this node's own {MONITORING_FLAG}")
+    if capped or trained_under_dp:
+        return (f"{party}: the model section (exact figures of the lender's scores and "
+                "outcomes of the period) is withheld: this node is under a DP budget (it caps "
+                "its epsilon or its rows trained under DP), which no epsilon of these figures "
+                "is charged to")
+    return None

@@ -3,20 +3,29 @@
 The server sends each node ``query.monitor`` with the minimum count per bin and collects what
 comes back: per party, per column, an index, the rows counted and the merged bins' counts. A
 node that refuses (a bad bundle, a missing column, no rows) stops the request, its reason kept.
+
+On a deployment the model's section follows (:func:`run_model_monitoring`): the period is
+scored through the parties as any batch scoring (the scores stay at the lender), then the
+lender's node is asked ``query.monitor_model`` and answers with its figures
+(:mod:`fl_client.model_monitoring`) or refuses; a refusal leaves the section out, named.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from credit_data.errors import DataError
+from credit_data.errors import DataError, FederationError
 from federation.protocol import CONFIG, STATUS
+from fl_server.scoring_rounds import ScoringServerSettings, run_scoring
 
 MONITOR = "query.monitor"
+MONITOR_MODEL = "query.monitor_model"
+"""The lender's figures of the period's scores (a deployment's model section)."""
 
 
 @dataclass
@@ -57,6 +66,46 @@ def run_monitoring(grid: Grid, min_count: int,
             raise DataError(str(record["refused"]))
         outcome.parties[party] = parse_reply(record)
     return outcome
+
+
+@dataclass
+class ModelOutcome:
+    """The model's section as the lender's node sent it, or why it is left out."""
+
+    figures: dict[str, Any] | None = None
+    withheld: str | None = None
+    applicants: int | None = None  # the lender's rows scored (a count scoring sends anyway)
+
+
+def run_model_monitoring(grid: Grid, scoring: ScoringServerSettings,
+                         lender_node: int) -> ModelOutcome:
+    """Score the period through the parties, then ask the lender's node for its figures.
+
+    A node's refusal (its own flags, its budget) leaves the section out with its reason; any
+    other failure stops the request.
+    """
+    out = ModelOutcome()
+    try:
+        scored = run_scoring(grid, scoring)
+        out.applicants = scored.applicants
+        message = Message(RecordDict({CONFIG: ConfigRecord({})}), dst_node_id=lender_node,
+                          message_type=MONITOR_MODEL)
+        replies = list(grid.send_and_receive([message], timeout=scoring.round_timeout))
+        if not replies:
+            raise FederationError(f"{MONITOR_MODEL}: no reply from the lender within "
+                                  f"{scoring.round_timeout:g} s")
+        reply = replies[0]
+        if reply.has_error():
+            raise FederationError(f"{MONITOR_MODEL}: the lender failed: {reply.error.reason}")
+        record = reply.content.config_records[CONFIG]
+        if "refused" in record:
+            raise FederationError(f"{MONITOR_MODEL}: lender refused: {record['refused']!s}")
+        out.figures = json.loads(str(record["info"]))
+    except FederationError as exc:
+        if " refused: " not in str(exc):
+            raise
+        out.withheld = str(exc)
+    return out
 
 
 def make_monitoring_server_app(min_count: int, outcome: MonitoringOutcome) -> ServerApp:

@@ -1,10 +1,12 @@
 """``deploy monitor`` on a loopback deployment (issue 33): each node watches its own columns.
 
-One federation, one training run without DP, then monitoring requests: a stable period and a
-downturn, each party's file in its node's ``--periods-dir``; the bureau capped (noised counts,
-charged, refused past its cap); the bureau without ``--release-monitoring`` (refused, named).
+One federation, one training run without DP, then monitoring requests: a stable period (the
+lender's file with its outcomes) and a downturn (without), each party's file in its node's
+``--periods-dir``; both as a series; the bureau capped (noised counts, charged, refused past
+its cap); the bureau without ``--release-monitoring`` (refused, named). The model's section,
+computed at the lender's node, equals the simulation's computation on the same scores.
 Full-size in the sense of the suite's tiers (a federation of its own), so ``slow``;
-``tests/test_monitoring_release.py`` tests the node's decision.
+``tests/test_monitoring_release.py`` tests the node's decision and the lender's figures.
 """
 
 import json
@@ -12,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from credit_data.errors import CreditFLError
@@ -22,6 +26,8 @@ from credit_data.stability import column_index
 from deployment.pins import read_pins
 from experiments import deploy
 from experiments.deploy_monitor import monitor
+from experiments.monitor import MonitorSettings, model_section
+from experiments.monitor_schema import MONITOR_KEYS
 from federation.audit_log import verify
 from federation.lifetime_budget import LifetimeBudget
 from fl_client.monitoring_task import EMBEDDING_NORM, MonitoringInput, party_indices
@@ -34,11 +40,13 @@ VERTICAL = ["data.n_customers=3000", "train.epochs=1", "verbose=false"]
 MIN_COUNT = 50
 
 
-def _write_period(fed: deploy.Federation, shift: str, name: str) -> dict:
+def _write_period(fed: deploy.Federation, shift: str, name: str, *, outcomes: bool) -> dict:
+    """Write period 2 with ``shift`` to each node's periods; the lender's with ``outcomes``."""
     settings, _ = deploy.compose_settings([*VERTICAL, "data.period=2", f"data.shift={shift}"])
-    population = load_population(settings.data, settings.seed, labels=False)
+    population = load_population(settings.data, settings.seed, labels=True)
     for party in fed.parties:
-        deploy._table_csv(population.tables[party], settings.data.id_column, None,
+        deploy._table_csv(population.tables[party], settings.data.id_column,
+                          settings.data.label if outcomes else None,
                           fed.periods_dir(party) / name)
     return population.tables
 
@@ -51,13 +59,16 @@ def deployed(tmp_path_factory):
         root = Path(fed.directory)
         results = deploy.run(root, ["privacy=off"])
         run_dir = Path(results["federation"]["server_audit_log"]).parents[1]
-        out["tables"] = {shift: _write_period(fed, shift, f"{shift}.csv")
+        out["tables"] = {shift: _write_period(fed, shift, f"{shift}.csv",
+                                              outcomes=shift == "none")
                          for shift in ("none", "downturn")}
         out["none"] = monitor(root, run_dir, ["monitor.period=none.csv"])
+        out["series"] = monitor(root, run_dir, ["monitor.period=none.csv,downturn.csv"])
         # through the command line, for its exit code (1 on act: a scheduler's alert)
         out["code"] = deploy.main(["monitor", str(run_dir), "monitor.period=downturn.csv",
                                    "--dir", str(root)])
-        latest = sorted((run_dir / "monitoring").glob("*_monitor"))[-1]
+        latest = sorted((run_dir / "monitoring").glob("*_monitor"),
+                        key=lambda d: d.stat().st_mtime)[-1]
         out["downturn"] = latest, json.loads((latest / "monitor.json").read_text())
         # the bureau's partner caps its node: its counts are noised and charged, then refused
         _restart(root, "bureau", cap="1.5")
@@ -106,9 +117,79 @@ def _statuses(report) -> dict[tuple[str, str], str]:
 
 def test_a_stable_period_is_stable_at_every_node(deployed):
     _, report = deployed["none"]
-    assert report["status"] == "stable" and report["model"] is None
+    assert report["status"] == "stable" and report["model"]["status"] == "stable"
     assert set(_statuses(report).values()) == {"stable"}
     assert set(report["parties"]) == {"lender", "bureau", "social"}
+    assert report["model"]["outcomes"] is not None  # the lender's period file has them
+
+
+def _model_of_simulation(fed, run_dir, out, tables, inputs_act: bool, outcomes: bool) -> dict:
+    """The simulation's model section (experiments.monitor) on the scores the lender kept."""
+    lender = fed.node_state("lender")
+    kept = np.load(lender / run_dir.name / "lender" / "scores.npz")
+    settings, _ = deploy.compose_settings(VERTICAL)
+    training = load_population(settings.data, settings.seed, labels=True).tables["lender"]
+    y = training.labels[settings.data.label].to_numpy()
+    reference = pd.DataFrame({"score": kept["test_scores"], "label": y[kept["test_rows"]]})
+    scores = pd.read_csv(lender / out.name / "lender" / "scores.csv", dtype={"id": str})
+    period = tables["lender"]  # its file held the outcomes only if written with them
+    labels = period.labels[settings.data.label].reindex(scores["id"]) if outcomes else None
+    return model_section(reference, scores, labels, read_manifest(
+        lender / run_dir.name / "lender" / "model"), MonitorSettings(),
+        inputs_act=inputs_act)
+
+
+def _close(got, expected, path=""):
+    if isinstance(expected, dict):
+        assert set(got) == set(expected), path
+        for key in expected:
+            _close(got[key], expected[key], f"{path}.{key}")
+    elif isinstance(expected, float) and got is not None:
+        assert abs(got - expected) <= 1e-9, (path, got, expected)
+    else:
+        assert got == expected, path
+
+
+def test_the_lenders_node_computes_the_simulations_model_section(deployed):
+    # the figures the lender's node sent equal experiments.monitor's on the same scores
+    fed, run_dir = deployed["fed"], deployed["run_dir"]
+    for shift in ("none", "downturn"):
+        out, report = deployed[shift]
+        inputs_act = any(p["status"] == "act" for p in report["parties"].values())
+        expected = _model_of_simulation(fed, run_dir, out, deployed["tables"][shift], inputs_act,
+                                        outcomes=shift == "none")  # as _write_period wrote
+        got = report["model"]
+        _close(got, expected)
+        assert report["period"]["applicants"] == got["rows"] == len(
+            deployed["tables"][shift]["lender"].frame)
+    none, downturn = deployed["none"][1]["model"], deployed["downturn"][1]["model"]
+    assert downturn["score_psi"] > none["score_psi"]  # the model's PSI moves
+    # without outcomes and with inputs at act, the label-free estimate is marked unverified
+    assert downturn["outcomes"] is None and not downturn["estimate"]["trusted"]
+    # the monitor.json of a deployment has the simulation's keys, at every level
+    assert set(deployed["none"][1]) == {k for k, _, _ in MONITOR_KEYS}
+    assert (deployed["none"][0] / "monitor.png").is_file()
+
+
+def test_several_period_files_give_a_series_as_simulation_does(deployed):
+    out, report = deployed["series"]
+    assert [e["period"]["period"] for e in report["series"]] == ["none.csv", "downturn.csv"]
+    for entry, alone in zip(report["series"], (deployed["none"][1], deployed["downturn"][1]),
+                            strict=True):  # each period's entry is that period watched alone
+        assert _statuses(entry) == _statuses(alone)
+        for party, columns in entry["parties"].items():
+            for column, value in columns["columns"].items():
+                assert value["counts"] == alone["parties"][party]["columns"][column]["counts"]
+        _close(entry["model"], alone["model"])
+    assert report["status"] == "act" and report["model"] == report["series"][-1]["model"]
+    assert report["released"]["bureau"]["counts"] == sum(
+        e["released"]["bureau"]["counts"] for e in report["series"])
+    assert {f.name for f in out.iterdir()} >= {"monitor.json", "report.md", "monitor.png",
+                                                "monitor_series.png"}
+    assert "## Over periods" in (out / "report.md").read_text()
+    fed = deployed["fed"]
+    for k in (1, 2):  # one Flower run per period, each in the nodes' audit logs
+        assert (fed.node_state("bureau") / f"{out.name}-{k}" / "bureau" / "audit.jsonl").is_file()
 
 
 def test_a_downturn_flags_the_columns_the_simulation_flags(deployed):
@@ -123,7 +204,8 @@ def test_a_downturn_flags_the_columns_the_simulation_flags(deployed):
     assert report["status"] == "act"
     assert deployed["code"] == 1 and (out / "report.md").is_file()
     assert report["period"] == {"data": "synthetic", "source": "deployment",
-                                "period": "downturn.csv", "shift": None, "applicants": None}
+                                "period": "downturn.csv", "shift": None,
+                                "applicants": len(deployed["tables"]["downturn"]["lender"].frame)}
 
 
 def test_each_nodes_indices_equal_the_central_computation_without_dp(deployed):
@@ -159,9 +241,15 @@ def test_only_indices_and_counts_left_the_nodes_logged_with_purpose_monitoring(d
         asked = [e for e in lines if e["event"] == "query.monitor"]
         assert len(asked) == 1 and asked[0]["purpose"] == "monitoring"
         assert asked[0]["sent"] == {}  # no array, no byte string: config values only
-        # exact counts left under the node's opt-in: its ledger says so, per request
+        # every message of the run (the period's scoring too) is logged as monitoring
+        assert {e["purpose"] for e in lines if e["event"] != "consent"} == {"monitoring"}
+        model = [e for e in lines if e["event"] == "query.monitor_model"]
+        assert len(model) == (party == "lender") and all(e["sent"] == {} for e in model)
+        # exact counts left under the node's opt-in: its ledger says so, per request; a
+        # passive party's exact embeddings for the lender's scoring under its own opt-in
         opted = LifetimeBudget.of(fed.node_state(party), None).opt_ins()
-        assert opted[out.name] == ["monitoring_counts"]
+        assert set(opted[out.name]) == ({"monitoring_counts"} if party == "lender"
+                                        else {"monitoring_counts", "exact_embeddings"})
 
 
 def test_a_capped_node_noises_charges_and_refuses_past_its_cap(deployed):

@@ -3,15 +3,23 @@
 The decision (:mod:`federation.monitoring_release`), the node's mod over it
 (:mod:`deployment.monitoring_node`: the refusal reply, the opt-in line of its ledger), the
 charge past a cap (:func:`fl_client.monitoring_task._charge`), the node's flags and the
-coordinator's options. ``tests/test_monitor_deploy.py`` runs it on a loopback deployment.
+coordinator's options; the lender's node's model section (its figures equal the simulation's
+on the same scores; refused without the opt-in, under a DP budget, on a changed training file).
+``tests/test_monitor_deploy.py`` runs it on a loopback deployment.
 """
 
+import dataclasses
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
-from credit_data.errors import BudgetRefusal, ConfigError
+from credit_data.errors import BudgetRefusal, ConfigError, DataError
+from credit_data.files import load_party
+from credit_data.settings import PartySource
+from credit_data.split import SPLITS, assign_split
 from deployment.client_app import NodeConfig
 from deployment.monitoring_node import decision, monitoring_mod, period_table
 from deployment.node import _parser, node_config
@@ -22,7 +30,11 @@ from federation.lifetime_budget import LifetimeBudget
 from federation.monitoring_release import MONITORING_FLAG, monitoring_release
 from federation.protocol import CONFIG, STATUS
 from federation.releases import Release
+from fl_client.audit_mod import AUDIT_NOTE
 from fl_client.monitoring_task import _charge
+from fl_client.scoring_task import scorecard_of
+from models.bundle import FORMAT
+from models.scorecard import grades_of, points
 from tests.fake_grid import serving
 
 pytestmark = pytest.mark.unit
@@ -144,12 +156,17 @@ def test_a_period_is_one_plain_name_in_the_nodes_periods_dir(tmp_path):
 
 def test_deploy_monitor_takes_a_period_file_and_monitor_options_only():
     assert split_period(["monitor.period=q3.csv", "monitor.act=0.3"]) == (
-        "q3.csv", ["monitor.act=0.3"])
-    assert split_period([]) == (None, [])
+        ["q3.csv"], ["monitor.act=0.3"])
+    assert split_period([]) == ([None], [])
+    assert split_period(["monitor.period=q2.csv,q3.csv"])[0] == ["q2.csv", "q3.csv"]  # series
     with pytest.raises(ConfigError, match="'data.shift=downturn': each node reads"):
         split_period(["data.shift=downturn"])
-    with pytest.raises(ConfigError, match="names one file"):
+    with pytest.raises(ConfigError, match="give monitor.period once"):
         split_period(["monitor.period=a.csv", "monitor.period=b.csv"])
+    with pytest.raises(ConfigError, match="names a file twice"):
+        split_period(["monitor.period=a.csv,a.csv"])
+    with pytest.raises(ConfigError, match="an empty file name"):
+        split_period(["monitor.period=a.csv,"])
 
 
 def test_the_nodes_period_rows_are_those_consenting_to_monitoring(tmp_path):
@@ -171,3 +188,114 @@ def test_the_nodes_period_rows_are_those_consenting_to_monitoring(tmp_path):
     logged = [json.loads(t) for t in log.read_text().splitlines()]
     assert [(e["purpose"], e["rows_used"]) for e in logged if e["event"] == "consent"] == [
         ("monitoring", 30)]
+
+
+def _lender_context(tmp_path, *, opted: bool = True, cap: float | str = "none") -> Context:
+    """A lender's node that trained ``train-1`` and scored period ``p2.csv`` in ``m-1``."""
+    rng = np.random.default_rng(7)
+    periods = tmp_path / "periods"
+    periods.mkdir(parents=True, exist_ok=True)
+    train = pd.DataFrame({"customer_id": [f"c{i}" for i in range(400)],
+                          "x": rng.normal(size=400), "default_12m": rng.integers(0, 2, 400)})
+    train.to_csv(tmp_path / "lender.csv", index=False)
+    period = pd.DataFrame({"customer_id": [f"n{i}" for i in range(300)],
+                           "x": rng.normal(size=300), "default_12m": rng.integers(0, 2, 300)})
+    period.to_csv(periods / "p2.csv", index=False)
+    _, plain = deploy.compose_settings(["federation=vertical", "privacy=off"])
+    node = {"party": "lender", "data-path": str(tmp_path / "lender.csv"),
+            "state-dir": str(tmp_path / "state"), "max-epsilon": cap,
+            "periods-dir": str(periods)}
+    if opted:
+        node["release-monitoring"] = True
+    return Context(run_id=1, node_id=1, state=RecordDict(), node_config=node, run_config={
+        RUN_SETTINGS: json.dumps(plain), RUN_NAME: "m-1", TASK: "monitor",
+        MODEL_RUN: "train-1", MONITOR_REQUEST: json.dumps(
+            {"min_count": 5, "epsilon": 1.0, "period": "p2.csv"})})
+
+
+def _lender_kept(context: Context) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Write what the lender's node keeps: the run's test scores, its bundle's manifest, the
+    period's scores; return the reference and the scores, as simulation's model section takes."""
+    from deployment.client_app import _split_key, run_state_dir
+    from deployment.monitoring_node import _settings
+
+    run, node, _ = _settings(context)
+    rng = np.random.default_rng(8)
+    table = load_party("lender", PartySource(path=str(node.data_path)), run.data)
+    split = assign_split(table.frame.index, _split_key(run, node), run.data.split)
+    model = run_state_dir(node.state_dir, "train-1") / "lender"
+    (model / "model").mkdir(parents=True)
+    rows = {name: np.flatnonzero(split == code) for code, name in SPLITS.items()}
+    test_scores = rng.beta(2, 6, len(rows["test"]))
+    np.savez(model / "scores.npz", test_scores=test_scores,
+             **{f"{name}_rows": r for name, r in rows.items()})
+    manifest = {"format": FORMAT, "model_id": "m", "party": "lender", "role": "lender",
+                "files": {}, "table": {"fingerprint": table.fingerprint(), "rows": 400},
+                "scorecard": dataclasses.asdict(run.scorecard)}
+    (model / "model" / "model.json").write_text(json.dumps(manifest))
+    p = rng.beta(2, 5, 300)  # the period's scores, kept at the lender in this run
+    card = scorecard_of(manifest)
+    score_points = points(p, card)
+    scores = pd.DataFrame({"id": [f"n{i}" for i in range(300)], "probability": p,
+                           "points": np.round(score_points, 2),
+                           "grade": grades_of(score_points, card)})
+    kept = node.state_dir.resolve() / "m-1" / "lender" / "scores.csv"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    scores.to_csv(kept, index=False, float_format="%.17g")
+    y = table.labels["default_12m"].to_numpy()
+    return pd.DataFrame({"score": test_scores, "label": y[rows["test"]]}), scores, manifest
+
+
+def test_the_lenders_node_sends_the_model_figures_of_the_simulation(tmp_path):
+    from deployment.monitoring_node import model_source
+    from experiments.monitor import MonitorSettings, model_section
+    from fl_client.model_monitoring import judge
+
+    context = _lender_context(tmp_path)
+    reference, scores, manifest = _lender_kept(context)
+    party, figures = model_source(context)
+    labels = pd.read_csv(tmp_path / "periods" / "p2.csv").set_index("customer_id")[
+        "default_12m"]
+    expected = model_section(reference, scores, labels.reindex(scores["id"]), manifest,
+                             MonitorSettings(), inputs_act=False)
+    got = judge(json.loads(json.dumps(figures)), watch=0.1, act=0.25, inputs_act=False)
+    assert party == "lender" and got.keys() == expected.keys()
+    assert got["outcomes"] is not None and got["rows"] == 300
+    for key in ("score_psi", "grade_psi"):
+        assert abs(got[key] - expected[key]) <= 1e-12
+    for part in ("training", "estimate", "outcomes"):
+        for key, value in expected[part].items():
+            assert (got[part][key] == value if not isinstance(value, float)
+                    else abs(got[part][key] - value) <= 1e-12), (part, key)
+    assert got["grade_mix"] == expected["grade_mix"] and got["status"] == expected["status"]
+
+
+def test_the_lenders_node_refuses_the_model_section_by_name(tmp_path):
+    from deployment.monitoring_node import model_source
+
+    with pytest.raises(ConfigError, match=MONITORING_FLAG):
+        model_source(_lender_context(tmp_path / "a", opted=False))
+    capped = _lender_context(tmp_path / "b", cap=2.0)
+    with pytest.raises(ConfigError, match="withheld: this node is under a DP budget"):
+        model_source(capped)
+    changed = _lender_context(tmp_path / "c")
+    _lender_kept(changed)
+    frame = pd.read_csv(tmp_path / "c" / "lender.csv")
+    frame.iloc[:-1].to_csv(tmp_path / "c" / "lender.csv", index=False)  # a customer left
+    with pytest.raises(DataError, match=r"lender.csv: the lender's training rows differ"):
+        model_source(changed)
+
+
+def test_a_monitoring_runs_other_messages_need_the_opt_in_and_log_as_monitoring(tmp_path):
+    for node in ("a", "b"):
+        (tmp_path / node).mkdir()
+    with serving():
+        msg = Message(RecordDict(), dst_node_id=1, message_type="query.score_hello")
+        refused = monitoring_mod(msg, _context(tmp_path / "a", opted=False), _called)
+        assert MONITORING_FLAG in str(refused.content.config_records[CONFIG]["refused"])
+        context = _context(tmp_path / "b", opted=True)
+        reply = monitoring_mod(msg, context, _answer)
+    assert "index.x" in reply.content.config_records[CONFIG]
+    assert context.state.config_records[AUDIT_NOTE]["purpose"] == "monitoring"
+    # the scoring of the period records no monitoring opt-in: its own mods record its releases
+    assert LifetimeBudget.of(tmp_path / "b" / "state", None).opt_ins() == {}
