@@ -295,13 +295,15 @@ many times a day). A partner's node declares what its agreement with the lender 
 
 
 def demo_release_flags(party: str, settings: RunSettings,
-                       files: dict[str, tuple[Path, str]]) -> list[str]:
+                       files: dict[str, tuple[Path, str]], explanations: bool = False
+                       ) -> list[str]:
     """Return the flags ``up`` gives a vertical demo node: its query volume and its opt-ins.
 
     Stated plainly: the demo's nodes hold synthetic rows and opt into the default run's
     releases outside any epsilon (a party's exact embeddings, the lender's per-record
     gradients) and into monitoring (``deploy monitor``), which a partner's node refuses
-    unless its own config opts in.
+    unless its own config opts in. ``explanations``: the passive parties opt into sending
+    reason codes' attributions too (``--release-explanations``; ``bench explain``).
     """
     if settings.federation.mode is not Mode.vertical:
         return []
@@ -311,12 +313,17 @@ def demo_release_flags(party: str, settings: RunSettings,
         volume = str(DEMO_VOLUME * max(sum(1 for _ in lender) - 1, 1))
     flags = ["--lender-applications", volume, "--lender-training-rows", volume]
     return flags if party in settings.blacklists.holders else [
-        *flags, "--release-exact-embeddings", "--release-monitoring"]
+        *flags, "--release-exact-embeddings", "--release-monitoring",
+        *(["--release-explanations"] if explanations else [])]
 
 
 def up(directory: Path, overrides: list[str],
-       node_max_epsilon: dict[str, float] | None = None) -> Federation:
-    """Start a SuperLink and one authenticated node per party over TLS; see the module doc."""
+       node_max_epsilon: dict[str, float] | None = None, *,
+       explanations: bool = False) -> Federation:
+    """Start a SuperLink and one authenticated node per party over TLS; see the module doc.
+
+    ``explanations``: the passive parties' nodes start with ``--release-explanations``.
+    """
     settings, _ = compose_settings(overrides)
     if (directory / STATE).is_file():
         raise DeployError(f"{directory}: a federation is already up here; run `down` first")
@@ -387,7 +394,7 @@ def up(directory: Path, overrides: list[str],
             # a node states its cap (required); the local federation's synthetic nodes are
             # uncapped, said so, unless --node-max-epsilon names them
             cmd += ["--max-epsilon", str(caps.get(party, "none"))]
-            cmd += demo_release_flags(party, settings, files)
+            cmd += demo_release_flags(party, settings, files, explanations)
             if settings.federation.mode is Mode.vertical and party not in fed.holders:
                 fed.periods_dir(party).mkdir(mode=0o700, parents=True, exist_ok=True)
                 cmd += ["--periods-dir", str(fed.periods_dir(party))]  # deploy monitor
@@ -793,9 +800,10 @@ def collect(settings: RunSettings, fed: Federation, server_outcome: Any,
 
 @contextlib.contextmanager
 def local_federation(directory: Path, overrides: list[str],
-                     node_max_epsilon: dict[str, float] | None = None) -> Iterator[Federation]:
+                     node_max_epsilon: dict[str, float] | None = None, *,
+                     explanations: bool = False) -> Iterator[Federation]:
     """``up`` for the duration of a ``with`` block, then ``down`` (also on failure)."""
-    fed = up(directory, overrides, node_max_epsilon)
+    fed = up(directory, overrides, node_max_epsilon, explanations=explanations)
     try:
         yield fed
     finally:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from experiments.consent_results import consent_lines
+from experiments.explanation_report import explanation_lines
 from privacy.randomness import NO_GUARANTEE
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METRIC_LABELS = (("auc", "AUC"), ("ks", "KS"), ("gini", "Gini"), ("brier", "Brier score"),
                  ("log_loss", "Log-loss"), ("ece", "Calibration error (ECE)"))
@@ -40,8 +44,12 @@ def _rare_label_section(rare: dict[str, Any], label: str) -> list[str]:
     return lines
 
 
-def render_report(results: dict[str, Any]) -> str:
+def render_report(results: dict[str, Any],
+                  explained: tuple[dict[str, Any], pd.DataFrame] | None = None) -> str:
     """Markdown summary of one run's results.json.
+
+    ``explained``: the run's test rows scored with reasons (``scoring.json`` and its scores,
+    :mod:`experiments.run_explanation`): the section "Why applicants were scored as they were".
 
     >>> r = {"mode": "local", "role": "baseline", "seed": 0, "dataset": {"name": "d",
     ...      "label": "y", "rows": {"train": 8, "val": 1, "test": 1}, "parties": {},
@@ -102,6 +110,11 @@ def render_report(results: dict[str, Any]) -> str:
         lines += _audit_section(results["audit"])
         if results["audit"].get("inversion"):
             lines += _inversion_section(results["audit"]["inversion"], m["test"]["auc"])
+    if explained is not None:
+        lines += explanation_lines(*explained)
+    elif (results.get("federation") or {}).get("engine") == "deployment":
+        lines += ["", "Reasons for the test rows: `deploy score <run> scoring.rows=test` "
+                  "(the lender keeps the scores; that request's report.md says why)."]
     t = results["timing"]
     lines += ["", f"Wall time {t['wall_s']:.1f} s (training {t['train_s']:.1f} s).", ""]
     return "\n".join(lines)

@@ -1,9 +1,11 @@
 """Run one experiment from the Hydra config: ``python -m experiments.run key=value ...``.
 
 Writes ``results.json``, ``predictions.csv`` and ``report.md`` into Hydra's run directory
-(``hydra.run.dir=...`` moves it) and prints the report. In a sweep (``-m``) a job that fails
-writes ``failed.json`` (the error, nothing else) into its directory and the sweep goes on;
-``python -m experiments.compare <sweep dir>`` lists it.
+(``hydra.run.dir=...`` moves it) and prints the report; a model that explains also scores its
+test rows with reasons (``explained/``, the report's "Why applicants were scored as they
+were"). In a sweep (``-m``) a job that fails writes ``failed.json`` (the error, nothing else)
+into its directory and the sweep goes on; ``python -m experiments.compare <sweep dir>`` lists
+it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from omegaconf import DictConfig
 from credit_data.errors import CreditFLError
 from credit_fl.config import register
 from experiments.console import quiet_console
-from experiments.report import render_report
 
 log = logging.getLogger("credit_fl")
 register()
@@ -57,7 +58,11 @@ def main(cfg: DictConfig) -> float:
               file=sys.stderr)
         record_failure(run_dir, exc)
         return float("nan")
-    print(render_report(results))
+    if not sweep:  # the test rows' reasons, in the report (experiments/run_explanation.py)
+        from experiments.run_explanation import explain_test_rows
+
+        explain_test_rows(run_dir)
+    print((run_dir / "report.md").read_text())
     print(f"Run directory: {run_dir}")
     return float(results["metrics"]["test"]["auc"])
 

@@ -54,6 +54,8 @@ SERVICE = "service.json"
 POLL = 0.005
 MESSAGE_ROUNDS = 4
 """A request's rounds: the parties evaluate, the lender matches, the parties embed, it scores."""
+EXPLANATION_ROUNDS = 2
+"""A split network's reasons: the head's gradients to each party, its columns back."""
 PER_REQUEST = ("scoring.applicants", "scoring.rows", "scoring.out")
 """What a request to a running service may set; the rest was set when it started."""
 
@@ -245,7 +247,8 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
                           **record.get("queries", {}).get(p, {})}
                       for p, k in lender.get("known", {}).items() if p in record["asked"]},
         "lender": lender, "privacy": {}, "blacklists": record.get("blacklists", {}),
-        "message_rounds": MESSAGE_ROUNDS, "seconds": record["seconds"] | {"request": answered},
+        "message_rounds": MESSAGE_ROUNDS + (EXPLANATION_ROUNDS if "explanation" in record[
+            "seconds"] else 0), "seconds": record["seconds"] | {"request": answered},
         "lender_scores": str(fed.node_state(LABEL_HOLDER) / name / LABEL_HOLDER / REQUESTS
                              / request_id / "scores.csv"),
         "node_audit_logs": {p: str(fed.node_state(p) / name / p / "audit.jsonl")

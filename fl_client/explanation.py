@@ -185,12 +185,14 @@ class LenderExplainer:
 
     ``x``: the lender's model inputs of its own (its encoded columns, then any blacklist hits);
     ``scale``: points per unit of the head's logit (:func:`points_per_logit`); ``offset``:
-    the points of a head logit of 0.
+    the points of a head logit of 0; ``reference``: the lender's reference row (default: the
+    mean of ``x``, the applicants scored; a scoring service's request of one applicant takes
+    the mean of the lender's own table instead).
     """
 
     def __init__(self, model: LenderModel, x: np.ndarray, feature_names: Sequence[str],
                  settings: ExplainSettings, *, scale: float, offset: float,
-                 exact: bool = False) -> None:
+                 exact: bool = False, reference: np.ndarray | None = None) -> None:
         self.model, self.settings = model.eval(), settings
         self.exact = (exact and one_hidden_layer(model.head) is not None
                       and one_hidden_layer(model.encoder) is not None)
@@ -198,7 +200,7 @@ class LenderExplainer:
             raise ValueError(f"the lender's design has {x.shape[1]} columns and "
                              f"{len(feature_names)} names")
         self.x, self.feature_names = _tensor(x), tuple(feature_names)
-        self.reference = self.x.mean(dim=0)
+        self.reference = self.x.mean(dim=0) if reference is None else _tensor(reference)
         self.scale, self.offset = scale, offset
         self.passive = tuple(model.passive)
 
@@ -356,21 +358,22 @@ def _party_explainer(bundle: Bundle, table: PartyTable, settings: ClientSettings
         settings.explain, model.encoder_hidden, model.hidden))
 
 
-def party_path(bundle: Bundle, table: PartyTable, settings: ClientSettings, state: NodeState
-               ) -> dict[str, np.ndarray]:
+def party_path(bundle: Bundle, table: PartyTable, settings: ClientSettings, state: NodeState,
+               *, counter: tuple[int, ...] = (0,)) -> dict[str, np.ndarray]:
     """Return this party's sealed reference and path (empty where it does not explain).
 
     The applicants are those the lender's sealed list named (``state.positions``, kept by
-    the embedding step).
+    the embedding step); ``counter``: what the arrays are sealed at (a scoring service's
+    request number: one request's path does not open in another).
     """
     if refused(settings) is not None or state.positions is None:
         return {}
     out = _party_explainer(bundle, table, settings).path(state.positions)
-    return seal_for_lender(settings, state, {"reference": REFERENCE, "path": PATH}, (0,), out)
+    return seal_for_lender(settings, state, {"reference": REFERENCE, "path": PATH}, counter, out)
 
 
 def party_columns(bundle: Bundle, table: PartyTable, settings: ClientSettings,
-                  state: NodeState, sealed: np.ndarray
+                  state: NodeState, sealed: np.ndarray, *, counter: tuple[int, ...] = (0,)
                   ) -> tuple[dict[str, np.ndarray], list[str], dict[str, Any]]:
     """Open the lender's gradients; return the sealed columns, their names, and the counts.
 
@@ -380,21 +383,27 @@ def party_columns(bundle: Bundle, table: PartyTable, settings: ClientSettings,
     why = refused(settings)
     if why is not None or state.positions is None:
         raise BudgetRefusal(why or f"{settings.party}: no applicants to explain in this request")
-    gradients = channel(settings, state.keys, LABEL_HOLDER).open(GRADIENTS, (0,), sealed)
+    gradients = channel(settings, state.keys, LABEL_HOLDER).open(GRADIENTS, counter, sealed)
     values, names = _party_explainer(bundle, table, settings).columns(state.positions,
                                                                        gradients)
     info = {"explained": len(values), "outside_epsilon": [Release.explanations.value],
             "global": global_table(settings.party, values, names, settings.explain)}
-    return (seal_for_lender(settings, state, {"columns": COLUMNS}, (0,), {"columns": values}),
+    return (seal_for_lender(settings, state, {"columns": COLUMNS}, counter, {"columns": values}),
             list(names), info)
 
 
 def _lender_parts(bundle: Bundle, table: PartyTable, settings: ClientSettings,
-                  state: NodeState, holders: Sequence[str]
+                  state: NodeState, holders: Sequence[str],
+                  reference_table: PartyTable | None = None
                   ) -> tuple[LenderExplainer, dict[str, np.ndarray]]:
     m = bundle.manifest
     x, _ = encode_table(bundle, table)
+    width = x.shape[1]
     x = np.hstack([x, hit_columns(len(x), list(holders), state.listed)])
+    reference = None
+    if reference_table is not None:  # the mean of the lender's own table, on no list
+        reference = np.zeros(x.shape[1], dtype=np.float64)
+        reference[:width] = encode_table(bundle, reference_table)[0].mean(axis=0)
     model_cfg = model_settings(m)
     passive = tuple(m["passive"])
     model = LenderModel(x.shape[1], passive, model_cfg)
@@ -411,21 +420,24 @@ def _lender_parts(bundle: Bundle, table: PartyTable, settings: ClientSettings,
     return LenderExplainer(model, x, names, settings.explain, scale=scale,
                            offset=offset, exact=exact_path(settings.explain,
                                                            model_cfg.encoder_hidden,
-                                                           model_cfg.hidden)), masks
+                                                           model_cfg.hidden),
+                           reference=reference), masks
 
 
 def lender_gradients(bundle: Bundle, table: PartyTable, settings: ClientSettings,
                      state: NodeState, holders: Sequence[str],
-                     embeddings: dict[str, np.ndarray], sealed: dict[str, dict[str, np.ndarray]]
-                     ) -> dict[str, np.ndarray]:
+                     embeddings: dict[str, np.ndarray], sealed: dict[str, dict[str, np.ndarray]],
+                     *, counter: tuple[int, ...] = (0,),
+                     reference_table: PartyTable | None = None) -> dict[str, np.ndarray]:
     """Compute the shares and the lender's own columns; seal each party its path's gradients.
 
     ``sealed[p]``: party ``p``'s sealed reference and path (parties that do not explain sent
     none: their share is one factor). What the lender keeps for :func:`lender_reasons` is
-    written to its own disk.
+    written to its own disk. ``reference_table``: the rows whose mean is the lender's reference
+    (default: ``table``'s).
     """
-    explainer, masks = _lender_parts(bundle, table, settings, state, holders)
-    paths = {p: {name: channel(settings, state.keys, p).open(kind, (0,), blob[name])
+    explainer, masks = _lender_parts(bundle, table, settings, state, holders, reference_table)
+    paths = {p: {name: channel(settings, state.keys, p).open(kind, counter, blob[name])
                  for name, kind in (("reference", REFERENCE), ("path", PATH))}
              for p, blob in sealed.items()}
     kept, grads = explainer.explain(masks, embeddings, paths)
@@ -436,14 +448,14 @@ def lender_gradients(bundle: Bundle, table: PartyTable, settings: ClientSettings
                  base_points=np.array(kept.base_points))
         write_atomic(Path(settings.state_dir) / settings.party / EXPLANATION_FILE,
                      buffer.getvalue(), mode=0o600)
-    return {p: channel(settings, state.keys, p).seal(GRADIENTS, (0,), g)
+    return {p: channel(settings, state.keys, p).seal(GRADIENTS, counter, g)
             for p, g in grads.items()}
 
 
 def lender_reasons(bundle: Bundle, table: PartyTable, settings: ClientSettings,
                    state: NodeState, holders: Sequence[str],
-                   columns: dict[str, tuple[np.ndarray, list[str]]]
-                   ) -> tuple[pd.DataFrame, dict[str, Any]]:
+                   columns: dict[str, tuple[np.ndarray, list[str]]],
+                   *, counter: tuple[int, ...] = (0,)) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Open each party's columns; return the reason columns of ``scores.csv`` and the counts.
 
     The counts hold the lender's own global table and each party's mean |share| in points.
@@ -456,7 +468,7 @@ def lender_reasons(bundle: Bundle, table: PartyTable, settings: ClientSettings,
         kept = LenderExplanation(shares=saved["shares"], own=saved["own"],
                                  own_names=tuple(str(n) for n in saved["own_names"]),
                                  base_points=float(saved["base_points"]))
-    opened = {p: (channel(settings, state.keys, p).open(COLUMNS, (0,), blob), names)
+    opened = {p: (channel(settings, state.keys, p).open(COLUMNS, counter, blob), names)
               for p, (blob, names) in columns.items()}
     for p, (values, _) in opened.items():
         if len(values) != int(masks[p].sum()):

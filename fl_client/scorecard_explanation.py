@@ -54,7 +54,7 @@ from fl_client.scoring_task import encode_table, model_settings, scorecard_of
 from fl_client.sealed_exchange import channel, seal_for_lender
 from fl_client.settings import ClientSettings
 from fl_client.vertical_task import NodeState
-from models.binned_scorecard import PRESENT, ScorecardEncoder, factor_offset
+from models.binned_scorecard import ScorecardEncoder, factor_offset, implicit_columns
 from models.bundle import Bundle
 from models.factory import party_encoder
 from models.scorecard_reasons import column_points, points_lost, ranked_reasons, reference_points
@@ -93,12 +93,8 @@ def column_costs(encoder: ScorecardEncoder, x: np.ndarray, method: str
         hot = encoder.layout.one_hot(torch.as_tensor(x, dtype=torch.float32)).numpy()
     columns = [c for c, _ in encoder.layout.bin_names()]
     own, names = column_points(-hot.astype(np.float64) * weights[None, :], columns)
-    reference = reference_points(-weights, columns, method, own)
-    if method == "maximum":
-        implicit = {g.column for g in encoder.layout.groups
-                    if g.kind in ("onehot", "flag") and g.column != PRESENT}
-        reference = np.array([max(r, 0.0) if n in implicit else r
-                              for r, n in zip(reference, names, strict=True)])
+    reference = reference_points(-weights, columns, method, own,
+                                 implicit=implicit_columns(encoder.layout))
     return points_lost(own, reference), names, float(reference.sum())
 
 
@@ -134,8 +130,8 @@ def _method(settings: ExplainSettings, party: str) -> str:
     return settings.scorecard_reference
 
 
-def party_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, state: NodeState
-                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def party_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, state: NodeState,
+                *, counter: tuple[int, ...] = (0,)) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Return this party's sealed top codes and its counts (both empty where it does not explain).
 
     The applicants are those the lender's sealed list named (``state.positions``, kept by the
@@ -154,23 +150,25 @@ def party_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, sta
     factor = settings.scorecard.pdo / math.log(2)
     info = {"explained": len(x), "outside_epsilon": [Release.explanations.value],
             "global": global_table(settings.party, -lost * factor, names, e)}
-    sealed = seal_for_lender(settings, state, _KINDS, (0,), {
+    sealed = seal_for_lender(settings, state, _KINDS, counter, {
         "codes": codes, "lost": costs, "total": np.array([total]),
         "names": np.frombuffer(json.dumps(described).encode(), dtype=np.uint8)})
     return sealed, info
 
 
 def _opened(settings: ClientSettings, state: NodeState, party: str,
-            blobs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, float, list]:
+            blobs: dict[str, np.ndarray], counter: tuple[int, ...]
+            ) -> tuple[np.ndarray, np.ndarray, float, list]:
     side = channel(settings, state.keys, party)
-    got = {name: side.open(kind, (0,), blobs[name]) for name, kind in _KINDS.items()}
+    got = {name: side.open(kind, counter, blobs[name]) for name, kind in _KINDS.items()}
     names = json.loads(got["names"].tobytes().decode())
     return got["codes"], got["lost"], float(got["total"][0]), names
 
 
 def lender_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, state: NodeState,
                  holders: Sequence[str], partial: dict[str, np.ndarray],
-                 sealed: dict[str, dict[str, np.ndarray]]) -> tuple[pd.DataFrame, dict[str, Any]]:
+                 sealed: dict[str, dict[str, np.ndarray]], *, counter: tuple[int, ...] = (0,)
+                 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Rank every applicant's reasons across the parties; return them and the counts.
 
     ``partial[p]``: the partial scores (log-odds) party ``p`` sent for the applicants it knows
@@ -216,7 +214,8 @@ def lender_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, st
         logits = np.full(rows, absent)
         logits[mask] = scores
         if party in sealed:
-            codes, costs, reference, described = _opened(settings, state, party, sealed[party])
+            codes, costs, reference, described = _opened(settings, state, party, sealed[party],
+                                                         counter)
             if len(codes) != int(mask.sum()):
                 raise AlignmentError(f"{party} explained {len(codes)} applicants, it knows "
                                      f"{int(mask.sum())}")

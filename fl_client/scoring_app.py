@@ -249,11 +249,14 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
     def explain(msg: Message, context: Context, settings: ClientSettings,
                 data: ScoringInput) -> Message:
         state = load_state(settings, context)
-        node = ScoringParty(settings, data)
-        once(state, settings.party, "explain")
-        sealed, names, info = party_columns(node.bundle, data.table, settings, state,
-                                            unpack(msg.content.array_records.get(ARRAYS))[
-                                                "gradients"])
+        gradients = unpack(msg.content.array_records.get(ARRAYS))["gradients"]
+        if _config(msg).get("served"):  # a scoring service's request (once per request)
+            sealed, names, info = ServedParty(settings, data).columns(state, gradients)
+        else:
+            node = ScoringParty(settings, data)
+            once(state, settings.party, "explain")
+            sealed, names, info = party_columns(node.bundle, data.table, settings, state,
+                                                gradients)
         save_state(settings, context, state)
         context.state.config_records[AUDIT_NOTE] = ConfigRecord(
             {"explained": int(info["explained"])})
@@ -264,11 +267,17 @@ def make_scoring_client_app(source: ScoringSource, mods: tuple[Mod, ...] = ()) -
     def reasons(msg: Message, context: Context, settings: ClientSettings,
                 data: ScoringInput) -> Message:
         state = load_state(settings, context)
-        once(state, settings.party, "reasons")
         config, received = _config(msg), unpack(msg.content.array_records.get(ARRAYS))
-        lender = ScoringLender(settings, data)
         columns = {str(p): (received[f"{p}.columns"], [str(n) for n in cast(
             list[str], config[f"{p}.names"])]) for p in cast(list[str], config.get("passive", []))}
+        if config.get("served"):  # a scoring service's request: joins that request's scores
+            counts = ServedLender(settings, data, data.applicants).reasons(state, columns)
+            save_state(settings, context, state)
+            context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+                {"purpose": EXPLANATION, "explained": int(counts["explained"])})
+            return _reply(msg, settings.party, info=counts)
+        once(state, settings.party, "reasons")
+        lender = ScoringLender(settings, data)
         table, counts = lender_reasons(lender.bundle, data.table, settings, state,
                                        lender.holders, columns)
         save_state(settings, context, state)
@@ -384,10 +393,18 @@ def _serve(app: ClientApp, guarded: Callable[[Callable[[Message, Context, Client
     def serve_embed(msg: Message, context: Context, settings: ClientSettings,
                     data: ScoringInput) -> Message:
         state = load_state(settings, context)
-        embedded, info = ServedParty(settings, data).embed_known(
-            state, cast(bytes, _config(msg)["known"]))
+        node = ServedParty(settings, data)
+        embedded, info = node.embed_known(state, cast(bytes, _config(msg)["known"]))
+        sealed: dict[str, np.ndarray] | None = None
+        if _config(msg).get("explain"):  # its codes or path beside them, if it explains
+            sealed, said = node.explain_known(state)
+            info |= said
+            if sealed:  # counted in this node's own audit line: an explanation's release
+                context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+                    {"purpose": EXPLANATION, "explained": int(said["explained"])})
         save_state(settings, context, state)
-        return _reply(msg, settings.party, info=info, config={"embedded": embedded})
+        return _reply(msg, settings.party, info=info, config={"embedded": embedded},
+                      values=sealed or None)
 
     @app.query(ScoringMessage.SERVE_SCORE.action)
     @guarded
@@ -395,10 +412,21 @@ def _serve(app: ClientApp, guarded: Callable[[Callable[[Message, Context, Client
                     data: ScoringInput) -> Message:
         config, state = _config(msg), load_state(settings, context)
         holders = [str(h) for h in cast(list[str], config.get("holders", []))]
-        request, _, counts = ServedLender(settings, data, data.applicants).score(
+        explained: dict[str, dict[str, np.ndarray]] | None = None
+        if config.get("explain"):  # "<party>.explain.<kind>": a party's codes or path, sealed
+            explained = {}
+            for name, blob in unpack(msg.content.array_records.get(ARRAYS)).items():
+                party, _, kind = name.partition(".explain.")
+                explained.setdefault(party, {})[kind] = blob
+        lender = ServedLender(settings, data, data.applicants)
+        request, _, counts = lender.score(
             state, {str(p): cast(bytes, config[f"{p}.embedded"])
                     for p in cast(list[str], config.get("passive", []))},
             {h: (cast(bytes, config[f"{h}.setup"]), cast(bytes, config[f"{h}.response"]),
-                 cast(bytes, config[f"{h}.signature"])) for h in holders})
+                 cast(bytes, config[f"{h}.signature"])) for h in holders}, explained)
         save_state(settings, context, state)
-        return _reply(msg, settings.party, info=counts | {"request": request})
+        if "explanation" in counts:  # ranked here and now
+            context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+                {"purpose": EXPLANATION, "explained": int(counts["explanation"]["explained"])})
+        return _reply(msg, settings.party, info=counts | {"request": request},
+                      values={f"{p}.gradients": g for p, g in lender.gradients.items()} or None)

@@ -9,6 +9,17 @@ its key, charging them to its query ledger (:mod:`fl_client.queries`); the lende
 applicants each party knows and sends each the tags of those only; each party sends their
 embeddings, and nothing of any other customer; the lender scores, keeping the scores on its own
 disk (``<state>/lender/requests/<request>/scores.csv``).
+
+With ``explain.enabled`` (the service's settings) each answer carries every applicant's top
+``explain.reasons`` reasons across the parties, under batch scoring's release rules
+(:func:`fl_client.explanation.refused`: a deployed party sends attributions only with its own
+``--release-explanations``) and only for the applicants of the request it charged and embedded:
+a scorecard party seals its top codes beside the embeddings (no more rounds); a split network's
+party seals its path, the lender sends it the head's gradients and it answers its columns' points
+(two more rounds, :data:`federation.protocol.ScoringMessage.EXPLAIN` and ``REASONS``). Each is
+sealed with the service's channel key at the request's number: one request's arrays open in no
+other. The server gets counts only, not a party's global table (with one applicant, it would be
+that applicant's points per column).
 """
 
 from __future__ import annotations
@@ -39,6 +50,8 @@ from federation.alignment import (
 )
 from federation.blacklist import lookup_request
 from federation.query_ledger import Purpose, QuerySpend
+from federation.releases import Release
+from federation.sealed import keep_key
 from federation.served_table import (
     POINT,
     REQUEST_ID,
@@ -54,8 +67,10 @@ from federation.served_table import (
 )
 from federation.settings import ListMode
 from federation.storage import write_atomic
+from fl_client.explanation import lender_gradients, lender_reasons, party_columns, party_path
 from fl_client.list_lookup import lender_hits
 from fl_client.queries import charge
+from fl_client.scorecard_explanation import is_scorecard, lender_codes, party_codes
 from fl_client.scoring_task import (
     DONE,
     SCORES_FILE,
@@ -84,6 +99,9 @@ _UNPAID = "served release unpaid"
 _IDS = "served applicants"
 _ASKED = "served asked"
 _EMBEDDED = "served embedded"
+_EXPLAINED = "served explained"
+SERVED_COUNTS = ("explained", "reasons", "method", "columns_from", "completeness_gap_logodds")
+"""What a request's explanation tells the server: counts, no party's points."""
 
 
 ApplicantLoader = Callable[[dict[str, Any]], PartyTable]
@@ -160,6 +178,7 @@ class ServedParty(ScoringParty):
         cached, from_disk = self._table()
         channel = X25519PrivateKey.generate()
         state.keys[SERVED] = shared_key(channel, lender_public, f"served {self.settings.party}")
+        keep_key(state.keys, LABEL_HOLDER, state.keys[SERVED])  # a request's explanation arrays
         state.keys[_SEQ] = b"0"
         path = self._cache_path()
         if path is None:  # no cache directory (a unit test): kept in the state
@@ -234,9 +253,52 @@ class ServedParty(ScoringParty):
         cached = self._cached(state)
         rows = rows_of(tags, cached.tags, asked=int(state.keys[_ASKED]))
         state.keys[_EMBEDDED] = str(seq).encode()
+        state.positions = rows.astype(np.int64)  # the only rows this request may explain
         values = np.ascontiguousarray(cached.values[rows], dtype="<f4")
         return (seal(state.keys[SERVED], values.tobytes(), f"{self.settings.party} embeddings",
                      seq), {"rows": len(rows)} | self.outside_info())
+
+
+    def _embedded_seq(self, state: NodeState, step: str) -> int:
+        seq = int(state.keys.get(_SEQ, b"0"))
+        if state.keys.get(_EMBEDDED) != str(seq).encode() or state.keys.get(_EXPLAINED) == (
+                f"{step} {seq}").encode():
+            raise AlignmentError(f"{self.settings.party}: '{step}' of request {seq} comes "
+                                 "after this node embedded its applicants, once; refused")
+        state.keys[_EXPLAINED] = f"{step} {seq}".encode()
+        return seq
+
+    def explain_known(self, state: NodeState) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Return this party's sealed codes (a scorecard) or path (a split network), and counts.
+
+        Of the applicants it embedded for this request only (``state.positions``); empty, and
+        ``explains`` false, where it does not explain (:func:`fl_client.explanation.refused`).
+        """
+        seq = self._embedded_seq(state, "path")
+        if is_scorecard(self.bundle):
+            sealed, said = party_codes(self.bundle, self.data.table, self.settings, state,
+                                       counter=(seq,))
+        else:
+            sealed = party_path(self.bundle, self.data.table, self.settings, state,
+                                counter=(seq,))
+            said = {"explained": 0 if state.positions is None else len(state.positions)}
+        info: dict[str, Any] = {"explains": bool(sealed)}
+        if sealed:
+            info |= {"explained": int(said["explained"]),
+                     "outside_epsilon": [Release.explanations.value]}
+        return {f"explain.{k}": v for k, v in sealed.items()}, info
+
+    def columns(self, state: NodeState, sealed: np.ndarray
+                ) -> tuple[dict[str, np.ndarray], list[str], dict[str, Any]]:
+        """Split this party's share over its columns from the lender's sealed gradients.
+
+        Once per request, after its path; returns the sealed columns, their names and counts
+        (no global table: see the module).
+        """
+        seq = self._embedded_seq(state, "columns")
+        values, names, info = party_columns(self.bundle, self.data.table, self.settings, state,
+                                            sealed, counter=(seq,))
+        return values, names, {k: v for k, v in info.items() if k != "global"}
 
 
 class ServedLender:
@@ -253,6 +315,8 @@ class ServedLender:
         self.passive = tuple(self.bundle.manifest["passive"])
         self.holders = [str(h) for h in self.bundle.manifest.get("blacklists", [])]
         self.home = Path(settings.state_dir or ".") / settings.party
+        self.gradients: dict[str, np.ndarray] = {}
+        """A split network's sealed gradients for each explaining party, after :meth:`score`."""
 
     def hello(self, state: NodeState) -> tuple[dict[str, Any], bytes]:
         """Return what the server checks (the bundle) and the lender's signed channel key."""
@@ -275,6 +339,7 @@ class ServedLender:
         for party, (key_blob, sealed) in tables.items():
             peer = open_key(auth, key_blob, party, transcript(sealed))
             state.keys[f"{SERVED} {party}"] = shared_key(own, peer, f"served {party}")
+            keep_key(state.keys, party, state.keys[f"{SERVED} {party}"])
             _, blob = unseal(state.keys[f"{SERVED} {party}"], sealed, f"{party} table")
             write_atomic(self._table_path(party), blob, mode=0o600)
             sizes[party] = TagSet.from_bytes(blob).rows
@@ -334,8 +399,8 @@ class ServedLender:
         state.keys[_BLINDING] = blinded.scalars + blinded.points
         state.keys[_IDS] = transcript(*(i.encode() for i in ids))
         done = state.keys.get(DONE, b"").decode().split(",")  # each request matches and
-        state.keys[DONE] = ",".join(d for d in done if d and d not in ("match", "score")
-                                    ).encode()  # scores once; hello and tables stay answered
+        state.keys[DONE] = ",".join(d for d in done if d and d not in (
+            "match", "score", "reasons")).encode()  # once each; hello and tables stay answered
         state.masks, state.listed = {}, {}
         lookup = None
         if self.holders:
@@ -390,12 +455,16 @@ class ServedLender:
         return known
 
     def score(self, state: NodeState, embedded: dict[str, bytes],
-              lists: dict[str, tuple[bytes, bytes, bytes]] | None = None
+              lists: dict[str, tuple[bytes, bytes, bytes]] | None = None,
+              explained: dict[str, dict[str, np.ndarray]] | None = None
               ) -> tuple[str, pd.DataFrame, dict[str, Any]]:
         """Open each party's embeddings of the applicants it knows and score every applicant.
 
         ``lists``: each blacklist holder's signed (setup, response, signature) to the request's
         lookup; the hits become the lender's own inputs, as in the five-round path.
+        ``explained`` (None: no reasons): each explaining party's sealed codes or path. A
+        scorecard's reasons join the scores now; a split network's once the parties answer
+        :attr:`gradients` (:meth:`reasons`), unless no party splits its share.
         """
         request, table, ids = self._request_ids(state)
         seq = int(state.keys.get(_SEQ, b"0"))
@@ -423,11 +492,55 @@ class ServedLender:
         scores, counts = scorer.score(state, embeddings)
         if lists:
             counts["listed"] = {h: int(state.listed[h].sum()) for h in lists}
+        self.gradients = {}
+        if explained is not None:
+            reasons, said = self._explain(state, table, embeddings, explained, seq)
+            if reasons is not None:
+                scores = pd.concat([scores, reasons], axis=1)
+                counts["explanation"] = said
         request_id = str(request["id"])
         if self.settings.state_dir:  # the scores stay at the lender
             write_atomic(self.home / REQUESTS / request_id / SCORES_FILE,
                          scores.to_csv(index=False, float_format="%.10g"), mode=0o600)
         return request_id, scores, counts
+
+    def _explain(self, state: NodeState, table: PartyTable, embeddings: dict[str, np.ndarray],
+                 explained: dict[str, dict[str, np.ndarray]], seq: int
+                 ) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+        """Return the reasons and their counts now, or keep the parties' gradients to send."""
+        holders = list(self.holders)  # the model's inputs, as scoring's (a hit column each)
+        if not is_scorecard(self.bundle):
+            self.gradients = lender_gradients(  # its reference: the mean of its own table
+                self.bundle, table, self.settings, state, holders, embeddings, explained,
+                counter=(seq,), reference_table=self.data.table)
+            if self.gradients:  # the parties split their shares first (:meth:`reasons`)
+                return None, {}
+        once(state, self.settings.party, "reasons")
+        if is_scorecard(self.bundle):
+            reasons, said = lender_codes(self.bundle, table, self.settings, state, holders,
+                                         embeddings, explained, counter=(seq,))
+        else:
+            reasons, said = lender_reasons(self.bundle, table, self.settings, state, holders,
+                                           {}, counter=(seq,))
+        return reasons, {k: said[k] for k in SERVED_COUNTS}
+
+    def reasons(self, state: NodeState, columns: dict[str, tuple[np.ndarray, list[str]]]
+                ) -> dict[str, Any]:
+        """Rank a split network's reasons from each party's sealed columns; join the scores.
+
+        Returns the explanation's counts (:data:`SERVED_COUNTS`).
+        """
+        once(state, self.settings.party, "reasons")
+        request, table, _ = self._request_ids(state)
+        seq = int(state.keys.get(_SEQ, b"0"))
+        reasons, said = lender_reasons(self.bundle, table, self.settings, state,
+                                       list(self.holders), columns,
+                                       counter=(seq,))
+        path = self.home / REQUESTS / str(request["id"]) / SCORES_FILE
+        scores = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
+        write_atomic(path, pd.concat([scores, reasons], axis=1).to_csv(
+            index=False, float_format="%.10g"), mode=0o600)
+        return {k: said[k] for k in SERVED_COUNTS}
 
 
 _TABLES: dict[str, tuple[float, TagSet, frozenset[bytes]]] = {}

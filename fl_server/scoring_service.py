@@ -22,6 +22,12 @@ inbox; :func:`experiments.deploy.score` does it on a loopback deployment):
   customer, sealed;
 * ``serve_score`` (lender): opens the embeddings, scores, keeps the scores; counts back.
 
+With reasons (``explain.enabled``, a vertical ``split_mlp`` or ``scorecard``), ``serve_embed``
+asks each party for its sealed codes (a scorecard) or path (a split network) beside the
+embeddings, ``serve_score`` ranks a scorecard's reasons, and a split network's request takes two
+more rounds, ``explain_columns`` (each party's columns' points) and ``explain_reasons`` (the
+lender joins the reasons to the request's scores). The server gets the explanation's counts.
+
 So a request costs the lender's reply to the message that was waiting for it, and four rounds:
 a party releases embeddings only for the applicants of a request it was paid for (charged),
 never a table of every customer. The server sees sealed bytes and counts, never an ID, an
@@ -37,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 
 from credit_data.errors import FederationError
@@ -86,7 +92,7 @@ def _open_tables(router: Router, out: ScoringOutcome, key: bytes,
 
 
 def _one_request(router: Router, taken: RecordDict, passive: tuple[str, ...],
-                 holders: tuple[str, ...]) -> dict[str, Any]:
+                 holders: tuple[str, ...], explain: bool = False) -> dict[str, Any]:
     """Route one request: parties evaluate (holders answer the lookup); match; embed; score."""
     config = taken[CONFIG]
     rows = int(cast(float, taken[METRICS]["rows"]))
@@ -101,6 +107,8 @@ def _one_request(router: Router, taken: RecordDict, passive: tuple[str, ...],
                           ) if kinds else {}
     seconds["serve_eval"] = time.perf_counter() - start
     embedded: dict[str, Any] = {}
+    paths: dict[str, Array] = {}  # a party's sealed codes or path, "<party>.explain.<kind>"
+    withheld: list[str] = []
     if passive:  # Flower's ConfigRecord cannot size an empty list
         step = time.perf_counter()
         matched = router.send(ScoringMessage.SERVE_MATCH, {LABEL_HOLDER: _config(
@@ -109,7 +117,8 @@ def _one_request(router: Router, taken: RecordDict, passive: tuple[str, ...],
         seconds["serve_match"] = time.perf_counter() - step
         step = time.perf_counter()
         sent = router.send(ScoringMessage.SERVE_EMBED, {
-            p: _config(known=matched[CONFIG][f"{p}.known"]) for p in passive})
+            p: _config(known=matched[CONFIG][f"{p}.known"], **({"explain": 1} if explain else {}))
+            for p in passive})
         seconds["serve_embed"] = time.perf_counter() - step
         for p in passive:
             known = int(cast(float, matched[METRICS][f"{p}.known"]))
@@ -117,7 +126,14 @@ def _one_request(router: Router, taken: RecordDict, passive: tuple[str, ...],
                 raise FederationError(f"request: the lender found {known} applicants {p} knows, "
                                       f"{p} embedded {_info(sent[p])['rows']}")
             embedded[f"{p}.embedded"] = sent[p][CONFIG]["embedded"]
+            if _info(sent[p]).get("explains") is False:  # its own choice: one factor
+                withheld.append(p)
+            for name, blob in sent[p].array_records.get(ARRAYS, ArrayRecord()).items():
+                if name.startswith("explain."):
+                    paths[f"{p}.{name}"] = blob
     forward: dict[str, Any] = dict(embedded)
+    if explain:
+        forward["explain"] = 1
     if passive:
         forward["passive"] = list(passive)
     if holders:
@@ -126,9 +142,16 @@ def _one_request(router: Router, taken: RecordDict, passive: tuple[str, ...],
             for key in ("setup", "response", "signature"):
                 forward[f"{h}.{key}"] = answers[h][CONFIG][key]
     step = time.perf_counter()
-    scored = router.send(ScoringMessage.SERVE_SCORE, {LABEL_HOLDER: _config(**forward)})
+    scored = router.send(ScoringMessage.SERVE_SCORE, {LABEL_HOLDER: RecordDict({
+        CONFIG: ConfigRecord(forward), **({ARRAYS: ArrayRecord(paths)} if paths else {})})})
     seconds["serve_score"] = time.perf_counter() - step
     counts = _info(scored[LABEL_HOLDER])
+    if explain and ARRAYS in scored[LABEL_HOLDER]:  # a split network: two more rounds
+        step = time.perf_counter()
+        counts["explanation"] = _explain(router, scored[LABEL_HOLDER].array_records[ARRAYS])
+        seconds["explanation"] = time.perf_counter() - step
+    if withheld:
+        counts.setdefault("explanation", {})["columns_withheld"] = withheld
     record: dict[str, Any] = {
         "lender": counts,
         "asked": {p: int(cast(float, answers[p][METRICS]["asked"])) for p in passive},
@@ -142,6 +165,21 @@ def _one_request(router: Router, taken: RecordDict, passive: tuple[str, ...],
             "max_queries": int(cast(float, answers[h][METRICS]["max_queries"]))}
             for h in holders}
     return record
+
+
+def _explain(router: Router, sealed: ArrayRecord) -> dict[str, Any]:
+    """Send each party the head's gradients along its path; the lender its columns' points."""
+    parties = [n.removesuffix(".gradients") for n in sealed if n.endswith(".gradients")]
+    replies = router.send(ScoringMessage.EXPLAIN, {p: RecordDict({
+        CONFIG: ConfigRecord({"served": 1}),
+        ARRAYS: ArrayRecord({"gradients": sealed[f"{p}.gradients"]})}) for p in parties})
+    config: dict[str, Any] = {"served": 1, "passive": parties}
+    for p in parties:
+        config[f"{p}.names"] = list(cast(list[str], replies[p][CONFIG]["names"]))
+    reasons = router.send(ScoringMessage.REASONS, {LABEL_HOLDER: RecordDict({
+        CONFIG: ConfigRecord(config),
+        ARRAYS: ArrayRecord({f"{p}.columns": replies[p][ARRAYS]["columns"] for p in parties})})})
+    return _info(reasons[LABEL_HOLDER])
 
 
 def run_scoring_service(grid: Grid, s: ScoringServerSettings, directory: Path,
@@ -180,7 +218,7 @@ def run_scoring_service(grid: Grid, s: ScoringServerSettings, directory: Path,
             record["error"] = str(taken[CONFIG]["refused_request"])
         else:
             try:
-                record |= _one_request(router, taken, passive, holders)
+                record |= _one_request(router, taken, passive, holders, s.explain)
                 served += 1
             except FederationError as exc:  # one request's refusal; the service goes on
                 record["error"] = str(exc)

@@ -350,6 +350,20 @@ def model_tables(model: ScorecardModel, card: ScorecardSettings,
                 for p, enc in model.party_encoders().items()}}
 
 
+def implicit_columns(layout: BinLayout) -> list[str]:
+    """Return the columns with a bin of 0 points no input sets: flags, one-hot columns.
+
+    A flag not set and a one-hot column's merged or unseen category fill none of the column's
+    bins (the ``present`` flag is not one: an applicant a party does not know is the lender's
+    factor).
+
+    >>> implicit_columns(BinLayout.of(("a", "c=x", "present"), bins=2, width=4))
+    ['c', 'input3']
+    """
+    return [g.column for g in layout.groups if g.kind in ("onehot", "flag")
+            and g.column != PRESENT]
+
+
 def scorecard_reasons(model: ScorecardModel, x: np.ndarray, score_points: np.ndarray,
                       card: ScorecardSettings, *, reasons: int, method: str,
                       cutoff: float | None, descriptions: dict[str, str]) -> Any:
@@ -367,7 +381,8 @@ def scorecard_reasons(model: ScorecardModel, x: np.ndarray, score_points: np.nda
         columns = [c for c, _ in encoder.layout.bin_names()]
         per_column, names = column_points(per_bin, columns)
         table = np.array([r["points"] for r in points_table(encoder, card)])
-        reference = reference_points(table, columns, method, per_column, rows)
+        reference = reference_points(table, columns, method, per_column, rows,
+                                     implicit_columns(encoder.layout))
         codes = [(f"{party}.{n}", descriptions.get(f"{party}.{n}", descriptions.get(n, n)))
                  for n in names]
         lost.append((points_lost(per_column, reference), codes))

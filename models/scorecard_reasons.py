@@ -48,15 +48,20 @@ def column_points(bin_points: np.ndarray, columns: Sequence[str]) -> tuple[np.nd
 
 def reference_points(table_points: np.ndarray, columns: Sequence[str], method: str,
                      per_column: np.ndarray | None = None,
-                     reference_rows: np.ndarray | None = None) -> np.ndarray:
+                     reference_rows: np.ndarray | None = None,
+                     implicit: Sequence[str] = ()) -> np.ndarray:
     """Return each column's reference points under ``method``.
 
     ``table_points``: the scorecard table's points per bin (its columns named by ``columns``);
-    ``maximum`` takes each column's best bin. ``average`` needs ``per_column`` (rows' points per
-    column, :func:`column_points`) and, optionally, a mask of the ``reference_rows``.
+    ``maximum`` takes each column's best bin, and for the ``implicit`` columns (a flag, a one-hot
+    column whose merged or unseen categories set no bin) their bin of 0 points too.
+    ``average`` needs ``per_column`` (rows' points per column, :func:`column_points`) and,
+    optionally, a mask of the ``reference_rows``.
 
     >>> reference_points(np.array([3.0, -2.0, 1.0]), ["a", "a", "b"], "maximum").tolist()
     [3.0, 1.0]
+    >>> reference_points(np.array([3.0, -2.0]), ["a", "f"], "maximum", implicit=["f"]).tolist()
+    [3.0, 0.0]
     >>> reference_points(np.array([3.0, -2.0, 1.0]), ["a", "a", "b"], "average",
     ...                  np.array([[3.0, 1.0], [-2.0, 1.0]])).tolist()
     [0.5, 1.0]
@@ -69,6 +74,9 @@ def reference_points(table_points: np.ndarray, columns: Sequence[str], method: s
         for points, column in zip(table_points, columns, strict=True):
             j = names.index(column)
             best[j] = max(best[j], float(points))
+        for column in implicit:  # a flag not set, a merged category: 0 points
+            if column in names:
+                best[names.index(column)] = max(best[names.index(column)], 0.0)
         return best
     if per_column is None:
         raise ValueError("the average method needs the applicants' points per column")

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from credit_fl.config import to_settings
@@ -107,3 +108,68 @@ def start_service(run_dir: Path, results: dict, nodes: Path, *overrides: str,
     return Service(lender, parties, lender_state, states, routed, run_dir, infos, holders)
 
 
+
+
+def serve_in_process(settings, bundles: dict[str, Path], out: Path,
+                     node: Callable[[ClientSettings], ClientSettings] | None = None,
+                     explain: bool = True, first: int | None = None) -> dict:
+    """Run a scoring service through the Flower apps on the in-process grid.
+
+    The lender's inbox holds the requests and a stop before the service starts: ``one``, the
+    run's test rows (the lender's table), and with ``first`` a request ``first`` of the first
+    ``first`` of them; ``node`` turns each passive party's settings into a deployed node's.
+    Returns what was routed, the lender's answer to ``one`` (``scores``; ``first``'s as
+    ``scores_first``) and the server's record of ``one``.
+    """
+    from flwr.serverapp import ServerApp
+
+    from experiments.scoring import ScoringSimulationSource
+    from fl_client.scoring_app import make_scoring_client_app
+    from fl_server.scoring_rounds import ScoringServerSettings
+    from fl_server.scoring_service import run_scoring_service
+    from fl_server.server_app import audited_in
+    from tests.fake_grid import InProcessGrid, run_server_app
+
+    clients = {p: client_settings(settings, p, str(out)) for p in bundles}
+    if node is not None:
+        clients = {p: c if p == "lender" else node(c) for p, c in clients.items()}
+    source = ScoringSimulationSource(clients, settings, bundles)
+
+    def with_applicants(context):
+        own, data = source(context)
+        def applicants(request: dict, t=data.table):
+            return t.rows(np.arange(t.n_rows) < int(request["first"])) if "first" in request \
+                else t
+
+        return own, dataclasses.replace(data, applicants=applicants)
+
+    inbox = out / "lender" / "inbox"
+    inbox.mkdir(parents=True)
+    (inbox / "one.json").write_text(json.dumps({"id": "one", "rows": "test"}))
+    if first is not None:
+        (inbox / "two.json").write_text(json.dumps({"id": "two", "first": first}))
+    (inbox / "~stop.json").write_text(json.dumps({"stop": True}))
+    routed: list[tuple[str, str, object]] = []
+    app, status = ServerApp(), dict[str, object]()
+
+    @app.main()
+    def main(grid, context) -> None:
+        try:
+            status["outcome"] = run_scoring_service(
+                audited_in(grid, out, 0.001), ScoringServerSettings(len(bundles),
+                                                                    explain=explain),
+                out / "service", lambda way, n, body: routed.append((way, str(n), body)),
+                wait=0.5)
+        except BaseException as exc:  # noqa: BLE001 (raised below, in the test's thread)
+            status["error"] = exc
+
+    run_server_app(app, InProcessGrid(make_scoring_client_app(with_applicants), len(bundles)))
+    assert "error" not in status, status.get("error")
+
+    def answer(request: str) -> pd.DataFrame:
+        return pd.read_csv(out / "lender" / "requests" / request / "scores.csv",
+                           dtype={"id": str}, keep_default_na=False)
+
+    return {"out": out, "routed": routed, "scores": answer("one"),
+            "scores_first": answer("two") if first is not None else None,
+            "record": json.loads((out / "service" / "requests" / "one.json").read_text())}

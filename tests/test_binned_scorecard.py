@@ -218,3 +218,25 @@ def test_a_centralized_scorecard_keeps_its_tables_and_scores_with_reasons(tmp_pa
     assert (scores["reason_1"] != "").mean() > 0.9
     util = scores["reason_1"] == "bureau.utilization"
     assert (scores.loc[util, "reason_1_text"] == "Utilization").all()
+
+
+def test_points_below_maximum_count_a_flags_and_a_categorys_bin_of_zero():
+    # Prepare: a numeric column, a category (x, y; a merged one sets neither) and a hit flag
+    # (input3), each of x, y and the flag costlier than not having it: its best bin is the
+    # implicit one, of 0 points
+    from models.binned_scorecard import factor_offset
+
+    model = ScorecardModel({"lender": BinLayout.of(("a", "c=x", "c=y"), bins=2, width=4)})
+    with torch.no_grad():  # bins: a q1, a q2, c=x, c=y, input3 (log-odds of default)
+        model.encoders["lender"].embed.weight.copy_(torch.tensor([[0.0, 0.0, 0.5, 0.2, 1.0]]))
+    x = np.array([[0.5, 1.0, 0.0, 1.0], [0.5, 0.0, 0.0, 0.0]], dtype=np.float32)
+    factor, _ = factor_offset(CARD)
+    # Execute
+    reasons = scorecard_reasons(model, x, points(predict_proba(model, x), CARD), CARD,
+                                reasons=3, method="maximum", cutoff=None, descriptions={})
+    # Assert: the flagged applicant lost the flag's and its category's points; the other none
+    assert reasons.loc[0, ["reason_1", "reason_2", "reason_3"]].tolist() == [
+        "lender.input3", "lender.c", ""]
+    assert reasons.loc[0, "reason_1_points"] == pytest.approx(factor * 1.0, abs=0.01)
+    assert reasons.loc[0, "reason_2_points"] == pytest.approx(factor * 0.5, abs=0.01)
+    assert reasons.loc[1, "reason_1"] == ""

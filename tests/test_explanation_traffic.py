@@ -55,7 +55,7 @@ def explained(tmp_path_factory) -> dict[str, Any]:
     scores = pd.read_csv(out / "lender" / "scores.csv", dtype={"id": str},
                          keep_default_na=False)
     return {"settings": settings, "outcome": scored, "routed": routed, "out": out,
-            "scores": scores}
+            "scores": scores, "run_dir": run_dir}
 
 
 def test_scores_get_ranked_reasons_that_add_up(explained) -> None:
@@ -118,3 +118,69 @@ def test_the_report_says_why_with_three_declined_applicants(explained, tmp_path)
         assert line.startswith(f"- {row['id']}:") and str(row["reason_1"]) in line
     assert plot_explanations({"explanation": outcome.explanation}, tmp_path / "e.png")
     assert (tmp_path / "e.png").stat().st_size > 1000
+
+
+@pytest.fixture(scope="module")
+def served(explained, tmp_path_factory) -> dict[str, Any]:
+    """The same bundles in a scoring service (one Flower run, one request), every payload kept.
+
+    ``withheld``: ``social`` is a deployed node without ``--release-explanations``.
+    """
+    import dataclasses
+
+    from federation.releases import Release
+    from tests.served import serve_in_process
+
+    settings, run_dir = explained["settings"], explained["run_dir"]
+    bundles = {p: run_dir / "parties" / p / "model" for p in PARTIES}
+    without = frozenset(Release) - {Release.explanations}
+    return {"open": serve_in_process(settings, bundles, tmp_path_factory.mktemp("open"),
+                                     first=1),
+            "withheld": serve_in_process(
+                settings, bundles, tmp_path_factory.mktemp("withheld"),
+                lambda c: c if c.party != "social" else dataclasses.replace(c, opt_in=without))}
+
+
+def test_a_served_answer_carries_the_batch_reasons(explained, served) -> None:
+    # the service ranks the same reasons as batch scoring of the same applicants
+    batch, answer = explained["scores"], served["open"]["scores"]
+    assert answer["id"].tolist() == batch["id"].tolist()
+    for r in range(1, 5):
+        assert answer[f"reason_{r}"].tolist() == batch[f"reason_{r}"].tolist()
+        np.testing.assert_allclose(answer[f"reason_{r}_points"], batch[f"reason_{r}_points"],
+                                   atol=0.011)
+    # one applicant alone: the same reasons (the lender's reference is its own table's mean,
+    # each party's its own table's, whatever the request holds)
+    one = served["open"]["scores_first"]
+    assert len(one) == 1 and one.at[0, "reason_1"]
+    for column in [c for c in batch.columns if c.startswith("reason_")]:
+        if column.endswith("_points"):
+            assert one.at[0, column] == pytest.approx(batch.at[0, column], abs=0.011)
+        else:
+            assert one.at[0, column] == batch.at[0, column]
+    said = served["open"]["record"]["lender"]["explanation"]
+    assert said["explained"] == len(answer) and said["columns_from"] == ["bureau", "social"]
+    assert max(said["completeness_gap_logodds"].values()) < 1e-4
+    assert "global" not in said and "mean_abs_share" not in said  # counts only at the server
+
+
+def test_a_served_party_without_the_opt_in_sends_no_attribution(served) -> None:
+    withheld = served["withheld"]
+    codes = {c for r in range(1, 5) for c in withheld["scores"][f"reason_{r}"] if c}
+    assert {c.split(".")[0] for c in codes} == set(PARTIES)
+    assert {c for c in codes if c.startswith("social.")} == {"social.all columns"}
+    assert withheld["record"]["lender"]["explanation"]["columns_withheld"] == ["social"]
+    # no explanation array left social's node; bureau's path and columns did, sealed
+    arrays: dict[str, set[str]] = {}
+    ids = {str(i) for i in withheld["scores"]["id"]}
+    for way, _, body in withheld["routed"]:
+        checked_text(body, ids, "default_12m")
+        if way == "in":
+            party = str(body.config_records["status"]["party"])
+            arrays.setdefault(party, set()).update(body.array_records.get("arrays", {}))
+    assert {"explain.path", "explain.reference", "columns"} <= arrays["bureau"]
+    assert not {n for n in arrays["social"] if n.startswith("explain.") or n == "columns"}
+    lines = [json.loads(line) for line in
+             (withheld["out"] / "bureau" / "audit.jsonl").read_text().splitlines()]
+    assert {line["event"] for line in lines if line["purpose"] == "explanation"} == {
+        str(ScoringMessage.SERVE_EMBED), str(ScoringMessage.EXPLAIN)}

@@ -195,3 +195,22 @@ def test_the_scoring_report_says_why_from_the_scorecards_codes(explained) -> Non
     assert len(declined) == 3
     for line, (_, row) in zip(declined, worst.iterrows(), strict=True):
         assert line.startswith(f"- {row['id']}:") and str(row["reason_1"]) in line
+
+
+def test_a_served_answer_carries_the_scorecards_batch_reasons(explained, tmp_path) -> None:
+    # the scoring service: each party's codes beside its partial scores, no more rounds
+    from tests.served import serve_in_process
+
+    bundles = {p: explained["run_dir"] / "parties" / p / "model" for p in PARTIES}
+    served = serve_in_process(explained["settings"], bundles, tmp_path / "served")
+    batch, answer = explained["scores"], served["scores"]
+    assert answer["id"].tolist() == batch["id"].tolist()
+    for r in range(1, K + 1):
+        assert answer[f"reason_{r}"].tolist() == batch[f"reason_{r}"].tolist()
+        np.testing.assert_allclose(answer[f"reason_{r}_points"], batch[f"reason_{r}_points"],
+                                   atol=0.011)
+    record = served["record"]
+    assert record["lender"]["explanation"]["columns_from"] == ["bureau", "social"]
+    assert "explanation" not in record["seconds"]  # no round beyond the service's four
+    assert sum("explain.codes" in json.dumps(_names(body)) for way, _, body in served["routed"]
+               if way == "in") == 2
