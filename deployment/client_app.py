@@ -104,6 +104,7 @@ from federation.consent_counts import (
 )
 from federation.grants import Grant, grant_refusal, run_purpose
 from federation.lifetime_budget import LifetimeBudget, dataset_fingerprint, spend_figures
+from federation.monitoring_release import MONITOR_MIN_COUNT
 from federation.protocol import CONFIG, STATUS, ScoringMessage, VerticalMessage, reported_epsilon
 from federation.query_ledger import NODE_KEYS, QueryCaps, check_count
 from federation.releases import (
@@ -159,6 +160,7 @@ class NodeConfig:
     grant: Grant | None = None  # the purposes and lenders it serves, until when (--grant)
     query: str | None = None  # at a DuckDB database: the SQL selecting its rows (--query)
     periods_dir: Path | None = None  # its later periods' files, to monitor (--periods-dir)
+    monitor_min_count: int = MONITOR_MIN_COUNT  # fewest rows a monitoring figure describes
 
     @classmethod
     def from_context(cls, node_config: dict[str, Any]) -> NodeConfig:
@@ -208,6 +210,8 @@ class NodeConfig:
                    if node_config.get("applicants-dir") else None,
                    periods_dir=Path(str(node_config["periods-dir"]))
                    if node_config.get("periods-dir") else None,
+                   monitor_min_count=check_count(node_config.get("monitor-min-count"),
+                                                 "monitor-min-count") or MONITOR_MIN_COUNT,
                    lender_applications=counts["lender-applications"],
                    lender_training_rows=counts["lender-training-rows"],
                    max_queries=counts["max-queries"],

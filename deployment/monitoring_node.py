@@ -209,6 +209,12 @@ def _reference(run: RunSettings, node: NodeConfig, model_dir: Path,
     return np.asarray(scores, dtype=np.float64), labels[rows[TEST]]
 
 
+def _min_count(context: Context, node: NodeConfig) -> int:
+    """Return the request's ``monitor.min_count`` raised to the node's own floor."""
+    asked = _request(context).get("min_count", 1)
+    return max(int(asked) if isinstance(asked, int) else 1, node.monitor_min_count)
+
+
 def model_source(context: Context) -> tuple[str, dict[str, Any]]:
     """Return the lender's figures of its scores of the period (its model section).
 
@@ -242,7 +248,8 @@ def model_source(context: Context) -> tuple[str, dict[str, Any]]:
         labels = outcomes.to_numpy(dtype=np.float64)
     return node.party, model_figures(reference, reference_labels,
                                      scores["probability"].to_numpy(dtype=np.float64), labels,
-                                     manifest, grades=scores["grade"].to_numpy())
+                                     manifest, grades=scores["grade"].to_numpy(),
+                                     min_count=_min_count(context, node))
 
 
 def monitoring_source(context: Context) -> tuple[str, MonitoringInput]:
@@ -261,7 +268,8 @@ def monitoring_source(context: Context) -> tuple[str, MonitoringInput]:
               / BUNDLE_DIR)
     return node.party, MonitoringInput(bundle, table, how.epsilon, node.state_dir,
                                        max_epsilon=node.max_epsilon,
-                                       request=str(context.run_config[RUN_NAME]))
+                                       request=str(context.run_config[RUN_NAME]),
+                                       min_count=node.monitor_min_count)
 
 
 def monitoring_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:

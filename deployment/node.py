@@ -39,6 +39,7 @@ from deployment.lifeline import die_with_parent
 from federation.credentials import write_private
 from federation.flower_compat import QUIET, check_engine_versions
 from federation.grants import Grant
+from federation.monitoring_release import MONITOR_MIN_COUNT
 from federation.query_ledger import NODE_KEYS, QUERY_MULTIPLE, TRAINING_MULTIPLE
 from federation.releases import OPT_IN_KEYS
 from fl_client.supernode import DEFAULT_POLL, POLL_ENV
@@ -122,6 +123,11 @@ def _parser() -> argparse.ArgumentParser:
                         "blacklists.max_queries may lower it, never raise it)")
     p.add_argument("--max-queries-per-day", type=int,
                    help="the same, per UTC day (default: a tenth of the monthly cap)")
+    p.add_argument("--monitor-min-count", type=int,
+                   help="the fewest rows any monitoring figure this node sends describes: bins "
+                        "merged to at least this many, no model section of a smaller period, "
+                        "no default rate of a smaller grade; a request may raise it, never "
+                        f"lower it (default: {MONITOR_MIN_COUNT})")
     p.add_argument("--release-exact-embeddings", action="store_true",
                    help="a passive party: let runs and scoring send the lender exact "
                         "(un-noised) embeddings of your customers, a release outside any "
@@ -189,6 +195,8 @@ def node_config(args: argparse.Namespace) -> dict[str, object]:
         value = getattr(args, key.replace("-", "_"))
         if value is not None:
             config[key] = int(value)
+    if args.monitor_min_count is not None:
+        config["monitor-min-count"] = args.monitor_min_count
     for key in OPT_IN_KEYS:
         if getattr(args, key.replace("-", "_")):
             config[key] = True
@@ -227,6 +235,9 @@ def _check(args: argparse.Namespace) -> None:
         value = getattr(args, key.replace("-", "_"))
         if value is not None and value < 1:
             raise SystemExit(f"error: --{key} must be at least 1, got {value}")
+    if args.monitor_min_count is not None and args.monitor_min_count < 1:
+        raise SystemExit(f"error: --monitor-min-count must be at least 1, got "
+                         f"{args.monitor_min_count}")
     if args.max_epsilon is not None and not args.max_epsilon > 0:
         raise SystemExit(f"error: --max-epsilon must be positive, got {args.max_epsilon}")
     if not 0.01 <= args.poll_interval <= 3.0:

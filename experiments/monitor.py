@@ -146,7 +146,8 @@ def model_section(reference: pd.DataFrame, scores: pd.DataFrame,
                             reference["label"].to_numpy(dtype=np.float64),
                             scores["probability"].to_numpy(dtype=np.float64),
                             None if labels is None else labels.to_numpy(dtype=np.float64),
-                            manifest, grades=scores["grade"].astype(str).to_numpy())
+                            manifest, grades=scores["grade"].astype(str).to_numpy(),
+                            min_count=settings.min_count)
     return judge(figures, watch=settings.watch, act=settings.act, inputs_act=inputs_act)
 
 

@@ -44,6 +44,11 @@ from federation.releases import OPT_IN_FLAGS, Release
 __all__ = ["MONITORING_FLAG", "MonitoringRelease", "model_release", "monitoring_release"]
 
 MONITORING_FLAG = OPT_IN_FLAGS[Release.monitoring_counts]
+MONITOR_MIN_COUNT = 50
+"""A deployed node's own floor (``--monitor-min-count``): the fewest rows any figure it sends
+describes. A request's ``monitor.min_count`` may raise it, never lower it: each bin of an index
+merged to at least this many rows on both sides, a model section only of a period of at least
+this many scored applicants, and a grade's default rate only of a grade holding as many."""
 """The node's opt-in: ``--release-monitoring``."""
 
 

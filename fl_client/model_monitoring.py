@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from credit_data.errors import DataError
 from credit_data.stability import psi, status_of
 from fl_client.scoring_task import scorecard_of
 from models.metrics import population_stability_index, score_metrics
@@ -45,16 +46,17 @@ def _counts(grades: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
     return np.array([int((grades == g).sum()) for g in names], dtype=np.int64)
 
 
-def _rate_by_grade(y: np.ndarray, grades: np.ndarray,
-                   names: tuple[str, ...]) -> dict[str, float | None]:
-    return {name: (float(y[grades == name].mean()) if (grades == name).any() else None)
-            for name in names}
+def _rate_by_grade(y: np.ndarray, grades: np.ndarray, names: tuple[str, ...],
+                   min_count: int) -> dict[str, float | None]:
+    """Each grade's default rate; None for a grade of fewer than ``min_count`` rows."""
+    return {name: (float(y[grades == name].mean()) if (grades == name).sum() >= min_count
+                   else None) for name in names}
 
 
 def model_figures(reference_scores: np.ndarray, reference_labels: np.ndarray,
                   probability: np.ndarray, labels: np.ndarray | None,
-                  manifest: dict[str, Any], grades: np.ndarray | None = None
-                  ) -> dict[str, Any]:
+                  manifest: dict[str, Any], grades: np.ndarray | None = None, *,
+                  min_count: int = 1) -> dict[str, Any]:
     """Return the lender's figures of a period against training; no status, no verdict.
 
     ``reference_*``: the run's test split (its calibrated scores and outcomes);
@@ -62,12 +64,18 @@ def model_figures(reference_scores: np.ndarray, reference_labels: np.ndarray,
     lender's bundle's (its scorecard grades the scores); ``grades``: the period's grades as
     scoring gave them (default: graded here from ``probability``). Keys: ``rows``, ``score_psi``,
     ``grade_psi``, ``grade_mix``, ``training``, ``estimate`` (``auc``, ``default_rate``,
-    ``assumption``) and ``outcomes`` (null without outcomes).
+    ``assumption``) and ``outcomes`` (null without outcomes). ``min_count``: the fewest rows a
+    figure describes (``monitor.min_count``; a deployed node's own floor at least): a smaller
+    period is refused, a smaller grade's default rate is null.
     """
     card = scorecard_of(manifest)
     ref_p = np.asarray(reference_scores, dtype=np.float64)
     ref_y = np.asarray(reference_labels, dtype=np.float64)
     p = np.asarray(probability, dtype=np.float64)
+    if len(p) < min_count:
+        raise DataError(f"the period has {len(p)} scored applicants, fewer than "
+                        f"monitor.min_count={min_count}: its model section would describe "
+                        "too few of them")
     ref_grades = np.asarray(grades_of(points(ref_p, card), card), dtype=object).astype(str)
     grades = np.asarray(grades_of(points(p, card), card) if grades is None else grades,
                         dtype=object).astype(str)
@@ -80,7 +88,8 @@ def model_figures(reference_scores: np.ndarray, reference_labels: np.ndarray,
                       "period": dict(zip(card.grades, (counts / len(p)).tolist(), strict=True))},
         "training": {"auc": score_metrics(ref_y, ref_p)["auc"],
                      "default_rate": float(ref_y.mean()),
-                     "default_rate_by_grade": _rate_by_grade(ref_y, ref_grades, card.grades)},
+                     "default_rate_by_grade": _rate_by_grade(ref_y, ref_grades, card.grades,
+                                                             min_count)},
         "estimate": {"auc": estimated_auc(p), "default_rate": estimated_default_rate(p),
                      "assumption": ASSUMPTION},
         "outcomes": None,
@@ -91,7 +100,8 @@ def model_figures(reference_scores: np.ndarray, reference_labels: np.ndarray,
         se = float(np.sqrt(np.sum(p * (1 - p)))) or 1.0  # of a sum of Bernoulli(p) outcomes
         out["outcomes"] = {"auc": metrics["auc"], "ks": metrics["ks"], "ece": metrics["ece"],
                            "brier": metrics["brier"], "default_rate": float(y.mean()),
-                           "default_rate_by_grade": _rate_by_grade(y, grades, card.grades),
+                           "default_rate_by_grade": _rate_by_grade(y, grades, card.grades,
+                                                                   min_count),
                            "calibration_z": float((y.sum() - p.sum()) / se)}
     return out
 

@@ -42,7 +42,9 @@ class MonitoringInput:
     ``epsilon``: None releases exact counts (outside any epsilon); a number noises them.
     ``ledger_dir``: the party's state directory, whose lifetime ledger is charged.
     ``max_epsilon``: the node's lifetime cap (a charge past it is refused, nothing released);
-    ``request``: the name the ledger records the spend under (default: a fresh one).
+    ``request``: the name the ledger records the spend under (default: a fresh one);
+    ``min_count``: the node's own floor of rows per bin (a deployed node's
+    ``--monitor-min-count``): a request's smaller ``min_count`` is raised to it.
     """
 
     bundle_dir: Path
@@ -51,6 +53,7 @@ class MonitoringInput:
     ledger_dir: Path | None = None
     max_epsilon: float | None = None
     request: str | None = None
+    min_count: int = 1
 
 
 def _reference(bundle: Bundle) -> dict[str, Any]:
@@ -98,6 +101,7 @@ def party_indices(data: MonitoringInput, party: str, *, min_count: int
     """Return each column's (and the embedding norm's) index on the party's own rows."""
     if min_count < 1:
         raise DataError(f"monitor.min_count must be at least 1, got {min_count}")
+    min_count = max(min_count, data.min_count)  # the node's floor, never lowered by a request
     bundle = load_bundle(data.bundle_dir, party=party)
     reference = _reference(bundle)
     table = data.table

@@ -356,6 +356,12 @@ def test_under_dp_the_counts_are_noised_from_the_os_and_charged(vertical_pairs, 
     ledger = tmp_path / "bureau-state"
     data = MonitoringInput(private / bundles["bureau"], population.tables["bureau"], 1.0, ledger)
     exact = party_indices(dataclasses.replace(data, epsilon=None), "bureau", min_count=50)
+    # a deployed node's own floor (--monitor-min-count): a request's smaller min_count is raised
+    floored = party_indices(dataclasses.replace(data, epsilon=None, min_count=400), "bureau",
+                            min_count=1)
+    asked = party_indices(dataclasses.replace(data, epsilon=None), "bureau", min_count=400)
+    assert [floored[c].current for c in floored] == [asked[c].current for c in asked]
+    assert min(min(floored[c].current) for c in floored) >= 400
     first, second = (party_indices(data, "bureau", min_count=50) for _ in range(2))
     # the same rows and the same config seed: the noise differs (from the OS, not the seed)
     assert [first[c].current for c in first] != [second[c].current for c in second]

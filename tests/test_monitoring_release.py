@@ -299,3 +299,27 @@ def test_a_monitoring_runs_other_messages_need_the_opt_in_and_log_as_monitoring(
     assert context.state.config_records[AUDIT_NOTE]["purpose"] == "monitoring"
     # the scoring of the period records no monitoring opt-in: its own mods record its releases
     assert LifetimeBudget.of(tmp_path / "b" / "state", None).opt_ins() == {}
+
+
+def test_the_lenders_node_sends_no_figure_of_fewer_rows_than_its_floor(tmp_path):
+    # a period or a grade of one applicant would be that applicant's outcome and score: the
+    # node's own --monitor-min-count bounds both, whatever the request's min_count (5 here)
+    from deployment.monitoring_node import model_source
+
+    context = _lender_context(tmp_path)
+    _, scores, _ = _lender_kept(context)
+    context.node_config["monitor-min-count"] = 301  # the period has 300 scored applicants
+    with pytest.raises(DataError, match=r"300 scored applicants, fewer than "
+                                        r"monitor\.min_count=301"):
+        model_source(context)
+    context.node_config["monitor-min-count"] = 60
+    _, figures = model_source(context)
+    sizes = scores["grade"].value_counts()
+    rates = figures["outcomes"]["default_rate_by_grade"]
+    assert any(rate is None for rate in rates.values())  # a small grade this period
+    for grade, rate in rates.items():
+        assert (rate is None) == (sizes.get(grade, 0) < 60), grade
+    assert NodeConfig.from_context(node_config(_parser().parse_args(
+        ["--party", "bureau", "--data", str(tmp_path / "lender.csv"), "--superlink", "x:1",
+         "--state-dir", str(tmp_path / "s"), "--insecure", "--max-epsilon", "none",
+         "--monitor-min-count", "75"]))).monitor_min_count == 75
