@@ -95,7 +95,7 @@ from experiments.report import render_report
 from experiments.results import write_run
 from experiments.scoring import render_scoring
 from experiments.vertical import vertical_outcome
-from federation.consent_counts import run_summary
+from federation.consent_counts import consent_released, run_summary
 from federation.credentials import make_node_key, make_server_credentials, write_private
 from federation.flower_compat import QUIET
 from federation.run_settings import RunSettings
@@ -717,6 +717,11 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
         raise
     out.mkdir(parents=True, exist_ok=True)
     horizontal = settings.federation.mode is Mode.horizontal
+    consent = run_summary(outcome.consent, outcome.parties, SCORING)  # as the nodes sent them
+    for released in consent_released(consent):  # opted-in counts, as results.json says
+        listed = outcome.privacy.setdefault(str(released["party"]), {}).setdefault(
+            "outside_epsilon", [])
+        listed.append(str(released["release"]))
     scoring = {
         "run": str(model_run), "mode": settings.federation.mode.value,
         "rows": settings.scoring.rows.value,
@@ -724,7 +729,7 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
         "model_id": outcome.model_id, "parties": outcome.parties, "absent": outcome.absent,
         "alignment": outcome.alignment, "lender": outcome.lender, "privacy": outcome.privacy,
         "blacklists": outcome.blacklists, "refused_nodes": outcome.refused_nodes,
-        "consent": run_summary(outcome.consent, outcome.parties, SCORING),  # as nodes sent
+        "consent": consent,
         "message_rounds": outcome.message_rounds, "seconds_by_message": outcome.seconds_by_kind,
         "seconds": outcome.seconds, "communication": outcome.communication,
         "lender_scores": {p: str(fed.node_state(p) / name / p / "scores.csv")

@@ -100,6 +100,7 @@ _IDS = "served applicants"
 _ASKED = "served asked"
 _EMBEDDED = "served embedded"
 _EXPLAINED = "served explained"
+_FINGERPRINT = "served table fingerprint"
 SERVED_COUNTS = ("explained", "reasons", "method", "columns_from", "completeness_gap_logodds")
 """What a request's explanation tells the server: counts, no party's points."""
 
@@ -176,6 +177,7 @@ class ServedParty(ScoringParty):
         auth = channel_auth(self.settings.party, self.settings.channel_keys)
         lender_public = open_key(auth, lender_key, LABEL_HOLDER, _HELLO)
         cached, from_disk = self._table()
+        state.keys[_FINGERPRINT] = table_fingerprint(self.data.table).encode()
         channel = X25519PrivateKey.generate()
         state.keys[SERVED] = shared_key(channel, lender_public, f"served {self.settings.party}")
         keep_key(state.keys, LABEL_HOLDER, state.keys[SERVED])  # a request's explanation arrays
@@ -199,7 +201,21 @@ class ServedParty(ScoringParty):
             info["release"] = cached.release  # paid when the release was first drawn
         return sealed, seal_key(auth, public_bytes(channel), transcript(sealed)), info
 
+    def _same_table(self, state: NodeState) -> None:
+        """Refuse a request once the party's table changed since the service started.
+
+        The service's tags, embeddings and positions are of the table it started with; after
+        a consent withdrawal or new data, row i may be another customer, and a withdrawn
+        customer's embedding would still be served.
+        """
+        said = state.keys.get(_FINGERPRINT)
+        if said is not None and said != table_fingerprint(self.data.table).encode():
+            raise AlignmentError(f"{self.settings.party}: its table changed since the scoring "
+                                 "service started (new data or a consent withdrawn); refused: "
+                                 "stop the service and start it again")
+
     def _cached(self, state: NodeState) -> _Cached:
+        self._same_table(state)
         if _MEMORY in state.keys:
             return _Cached.from_bytes(state.keys[_MEMORY])
         path = Path(state.keys[_TABLE].decode())
@@ -220,6 +236,7 @@ class ServedParty(ScoringParty):
         if SERVED not in state.keys:
             raise AlignmentError(f"{self.settings.party}: no scoring service channel in this "
                                  "run; a request before the table is refused")
+        self._same_table(state)  # before anything is charged
         seq, points = unseal(state.keys[SERVED], sealed, f"{self.settings.party} request")
         last = int(state.keys.get(_SEQ, b"0"))
         if seq <= last:
@@ -260,6 +277,7 @@ class ServedParty(ScoringParty):
 
 
     def _embedded_seq(self, state: NodeState, step: str) -> int:
+        self._same_table(state)
         seq = int(state.keys.get(_SEQ, b"0"))
         if state.keys.get(_EMBEDDED) != str(seq).encode() or state.keys.get(_EXPLAINED) == (
                 f"{step} {seq}").encode():

@@ -72,6 +72,10 @@ def test_a_deployed_results_json_carries_the_counts_the_bureau_sent(deployed):
     assert bureau["rows_used"] == bureau["consented"] == held - WITHDRAWN - NO_RECORD
     assert bureau["rows_used"] == results["dataset"]["parties"]["bureau"]["rows"]  # set size
     assert consent["parties"]["lender"] == {"records": False}
+    # the opted-in counts among the releases outside any epsilon, the bureau's only
+    assert [r for r in results["outside_epsilon"] if r["release"] == "consent_counts"] == [{
+        "party": "bureau", "release": "consent_counts", "receiver": "server",
+        "opt_in": "--release-consent-counts"}]
 
 
 def test_the_regulators_report_matches_results_json_and_flags_an_edited_log(deployed):
@@ -118,6 +122,8 @@ def test_a_deployed_scoring_json_carries_the_scoring_counts(deployed):
     assert consent["purpose"] == "credit_scoring"
     assert (bureau["rows_held"], bureau["rows_used"], bureau["withdrawn"],
             bureau["no_record"]) == (held, held - NOT_SCORED, 0, NOT_SCORED)
+    assert "consent_counts" in scoring["privacy"]["bureau"]["outside_epsilon"]
+    assert "consent_counts" not in scoring["privacy"].get("lender", {}).get("outside_epsilon", [])
     log = Path(scoring["node_audit_logs"]["bureau"])
     logged = [json.loads(t) for t in log.read_text().splitlines()]
     assert [(e["purpose"], e["rows_used"]) for e in logged if e["event"] == "consent"] == [

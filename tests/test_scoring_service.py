@@ -282,6 +282,42 @@ def test_a_noisy_table_is_drawn_once_and_counted_once(tmp_path):
 
 
 @pytest.mark.unit
+def test_a_party_whose_table_changed_since_the_service_started_refuses(tmp_path):
+    # the service's tags, embeddings and positions are of the table it started with: after a
+    # consent withdrawal (a row gone) row i is another customer; the party refuses, named
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from credit_data.settings import DataSettings
+    from credit_data.vertical import node_rows
+    from federation.alignment import public_bytes
+    from federation.settings import FederationSettings, Mode
+    from fl_client.party_bundle import write_passive_bundle
+    from fl_client.settings import ClientSettings
+    from models.networks import PartyEncoder
+    from models.settings import ModelSettings, TrainSettings
+    from privacy.settings import PrivacySettings
+
+    table = generate(500, seed=0).tables["bureau"]
+    rows = node_rows(table, DataSettings(n_customers=500), seed=0)
+    settings = ClientSettings(party="bureau", seed=0, model=ModelSettings(
+        encoder_hidden=(8,), embedding_dim=4), train=TrainSettings(),
+        federation=FederationSettings(mode=Mode.vertical), privacy=PrivacySettings(),
+        state_dir=str(tmp_path), psi_cache=str(tmp_path / "cache"))
+    write_passive_bundle(settings, rows, "m", PartyEncoder(rows.width, (8,), 4, 0.0)
+                         .state_dict(), encoder_version=1, noise_std=0.0, privacy={})
+    bundle_dir = tmp_path / "bureau" / "model"
+    state = NodeState()
+    ServedParty(settings, ScoringInput(bundle_dir, table)).sealed_table(
+        state, public_bytes(X25519PrivateKey.generate()))
+    request = seal(state.keys["served"], b"", "bureau request", seq=1)
+    withdrawn = table.rows(table.frame.index[1:])  # one customer withdrew: rows read anew
+    with pytest.raises(AlignmentError, match="bureau: its table changed since the scoring "
+                                             "service started"):
+        ServedParty(settings, ScoringInput(bundle_dir, withdrawn)).evaluate(state, request)
+    ServedParty(settings, ScoringInput(bundle_dir, table)).evaluate(state, request)  # same: on
+
+
+@pytest.mark.unit
 def test_a_request_to_a_running_service_may_set_only_its_applicants(tmp_path, monkeypatch):
     from credit_data.errors import ConfigError
     from experiments import served
