@@ -40,7 +40,7 @@ from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
-from credit_data.consent import MONITORING, TRAINING
+from credit_data.consent import MONITORING, SCORING, TRAINING
 from credit_data.errors import ConfigError, DataError
 from credit_data.files import load_party
 from credit_data.settings import LABEL_HOLDER, PartySource
@@ -162,7 +162,9 @@ def _period_rows(run_text: str, node: NodeConfig, period: str | None,
 def period_scoring_source(context: Context) -> tuple[ClientSettings, ScoringInput]:
     """Return the node's settings, its bundle of the model run and its period's rows to score.
 
-    The same rows as its indices (the period's file, consented to ``monitoring``).
+    The period's file, consented to ``monitoring`` and to ``credit_scoring``: scoring sends
+    each known row's embedding to the lender, a row-level release the aggregate purpose alone
+    does not cover.
     """
     torch.set_num_threads(1)
     run, node, client = _settings(context)
@@ -174,6 +176,7 @@ def period_scoring_source(context: Context) -> tuple[ClientSettings, ScoringInpu
     table = _gated(client, node, run, _period_rows(run_text, node, period,
                                                    _version(run, node, period)),
                    MONITORING, _lender(context))
+    table = _gated(client, node, run, table, SCORING, _lender(context))
     bundle = (run_state_dir(node.state_dir, str(context.run_config[MODEL_RUN])) / node.party
               / BUNDLE_DIR)
     return client, ScoringInput(bundle, table)

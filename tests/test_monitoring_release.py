@@ -323,3 +323,19 @@ def test_the_lenders_node_sends_no_figure_of_fewer_rows_than_its_floor(tmp_path)
         ["--party", "bureau", "--data", str(tmp_path / "lender.csv"), "--superlink", "x:1",
          "--state-dir", str(tmp_path / "s"), "--insecure", "--max-epsilon", "none",
          "--monitor-min-count", "75"]))).monitor_min_count == 75
+
+
+def test_a_periods_scoring_at_a_node_keeps_customers_consenting_to_scoring_too(tmp_path):
+    # scoring sends each known row's embedding to the lender: a row-level release that the
+    # aggregate purpose monitoring alone does not cover (the review's finding)
+    from deployment.monitoring_node import period_scoring_source
+
+    context = _context(tmp_path, opted=True)  # the bureau's 40 customers c0..c39
+    consent = tmp_path / "consent.csv"
+    consent.write_text("customer_id,purpose,status,time,receipt_id\n" + "".join(
+        f"c{i},monitoring,granted,2026-01-01,m{i}\n" for i in range(30)) + "".join(
+        f"c{i},credit_scoring,granted,2026-01-01,s{i}\n" for i in range(20, 40)))
+    context.node_config["consent"] = str(consent)
+    _, scoring = period_scoring_source(context)
+    assert sorted(scoring.table.frame.index, key=lambda c: int(c[1:])) == [
+        f"c{i}" for i in range(20, 30)]
