@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -58,6 +60,64 @@ class VerticalMessage(StrEnum):
         return self.value.split(".", 1)[1]
 
 
+@dataclass(frozen=True)
+class Fields:
+    """The config fields one message type carries, declared once for both ends.
+
+    ``required`` and ``optional`` are plain keys; ``per_party`` maps a key naming parties (a
+    list such as ``passive``) to the fields sent once per party named there, as
+    ``<party>.<field>``.
+    """
+
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    per_party: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def problem(self, kind: str, config: Mapping[str, Any]) -> str | None:
+        """Say what is wrong with ``config`` for a ``kind`` message (None: nothing).
+
+        >>> Fields(("epoch",)).problem("train.embed", {"epoch": 1, "x": 2})
+        "train.embed: unexpected field 'x' (it carries epoch)"
+        >>> Fields(("epoch",)).problem("train.embed", {})
+        "train.embed: missing field 'epoch'"
+        """
+        expected = set(self.required) | set(self.optional)
+        for names, fields in self.per_party:
+            parties = config.get(names, [])
+            expected |= {f"{party}.{field}" for party in cast(list, parties) for field in fields}
+        missing = [key for key in self.required if key not in config]
+        missing += [f"{party}.{field}" for names, fields in self.per_party
+                    for party in cast(list, config.get(names, [])) for field in fields
+                    if f"{party}.{field}" not in config]
+        if missing:
+            return f"{kind}: missing field {missing[0]!r}"
+        extra = sorted(set(config) - expected)
+        if extra:
+            return (f"{kind}: unexpected field {extra[0]!r} (it carries "
+                    f"{', '.join(sorted(set(self.required) | set(self.optional))) or 'none'})")
+        return None
+
+
+VERTICAL_FIELDS: dict[VerticalMessage, Fields] = {
+    VerticalMessage.HELLO: Fields(),
+    VerticalMessage.PSI_REQUEST: Fields(("passive", "list_mode"), ("holders",)),
+    VerticalMessage.PSI_SETUP: Fields(("lender_rows",)),
+    VerticalMessage.PSI_ANSWER: Fields(("request", "key")),
+    VerticalMessage.LIST_ANSWER: Fields(("request", "key", "asked"), ("purpose",)),
+    VerticalMessage.PSI_INTERSECT: Fields(("passive", "list_mode"), ("holders",), (
+        ("passive", ("setup", "response", "key")),
+        ("holders", ("setup", "response", "signature")))),
+    VerticalMessage.PSI_RECEIVE: Fields(("sealed",)),
+    VerticalMessage.EMBED: Fields(("epoch", "chunk", "val_epoch"), ("prev",)),
+    VerticalMessage.HEAD: Fields(("epoch", "chunk", "val_epoch", "passive")),
+    VerticalMessage.RESEND: Fields(("epoch", "chunk", "passive")),
+    VerticalMessage.FINAL: Fields(("best_epoch", "model_id", RUN_ENDS), ("passive",)),
+}
+"""The config each vertical message carries: the server builds it, the node checks it first
+(:func:`fl_client.vertical_app.make_vertical_client_app` refuses a message that differs,
+naming the field)."""
+
+
 class ScoringMessage(StrEnum):
     """Scoring new applicants with a vertical model's bundles (:mod:`fl_server.scoring_rounds`).
 
@@ -86,6 +146,59 @@ class ScoringMessage(StrEnum):
     def action(self) -> str:
         """The handler's name within its kind."""
         return self.value.split(".", 1)[1]
+
+
+_HOLDER_ANSWER = ("holders", ("setup", "response", "signature"))
+"""Each blacklist holder's answer to the lookup, forwarded to the lender."""
+
+SCORING_FIELDS: dict[ScoringMessage, Fields] = {
+    ScoringMessage.HELLO: Fields((), ("serve",)),
+    ScoringMessage.ANSWER: Fields(("request", "key", "lender_rows")),
+    ScoringMessage.LIST_ANSWER: Fields(("request", "key", "asked", "purpose"), ("served",)),
+    ScoringMessage.INTERSECT: Fields((), ("passive", "holders"), (
+        ("passive", ("setup", "response", "key")), _HOLDER_ANSWER)),
+    ScoringMessage.EMBED: Fields(("sealed",), ("explain",)),
+    ScoringMessage.SCORE: Fields((), ("passive", "explain")),
+    ScoringMessage.EXPLAIN: Fields((), ("served",)),
+    ScoringMessage.REASONS: Fields((), ("passive", "served"), (("passive", ("names",)),)),
+    ScoringMessage.OWN: Fields(),
+    ScoringMessage.SERVE_TABLE: Fields(("key",)),
+    ScoringMessage.SERVE_OPEN: Fields(("passive",), (), (("passive", ("key",)),)),
+    ScoringMessage.SERVE_NEXT: Fields(("wait",)),
+    ScoringMessage.SERVE_EVAL: Fields(("sealed",)),
+    ScoringMessage.SERVE_MATCH: Fields(("passive",), (), (("passive", ("evaluated",)),)),
+    ScoringMessage.SERVE_EMBED: Fields(("known",), ("explain",)),
+    ScoringMessage.SERVE_SCORE: Fields((), ("passive", "holders", "explain"), (
+        ("passive", ("embedded",)), _HOLDER_ANSWER)),
+}
+"""The config each scoring message carries (batch, service and explanation alike): the server
+builds it (:mod:`fl_server.scoring_rounds`, :mod:`fl_server.scoring_service`), the node checks it
+first (:func:`fl_client.scoring_app.make_scoring_client_app` refuses a message that differs,
+naming the field). Arrays (embeddings, gradients, tag sets) travel beside, in ``arrays``."""
+
+
+class MonitoringMessage(StrEnum):
+    """Monitoring's messages (:mod:`fl_server.monitoring_rounds`).
+
+    >>> str(MonitoringMessage.MODEL), MonitoringMessage.MODEL.action
+    ('query.monitor_model', 'monitor_model')
+    """
+
+    INDICES = "query.monitor"  # every party: its stability indices and counts
+    MODEL = "query.monitor_model"  # a deployed lender: the figures of the period's scores
+
+    @property
+    def action(self) -> str:
+        """The handler's name within its kind."""
+        return self.value.split(".", 1)[1]
+
+
+MONITORING_FIELDS: dict[MonitoringMessage, Fields] = {
+    MonitoringMessage.INDICES: Fields(("min_count",)),
+    MonitoringMessage.MODEL: Fields(),
+}
+"""The config each monitoring message carries: the server builds it, the node checks it first
+(:func:`fl_client.monitoring_app.make_monitoring_client_app`)."""
 
 
 EVALUATION = "evaluation"

@@ -31,6 +31,7 @@ from federation.protocol import (
     REPORT,
     RUN_ENDS,
     STATUS,
+    VERTICAL_FIELDS,
     VerticalMessage,
     report_record,
 )
@@ -357,5 +358,12 @@ def make_vertical_client_app(source: VerticalSource, mods: tuple[Mod, ...] = ())
 
 def _bound(handler: Handler, source: VerticalSource) -> Callable[[Message, Context], Message]:
     def handle(msg: Message, context: Context) -> Message:
+        kind = msg.metadata.message_type
+        problem = VERTICAL_FIELDS[VerticalMessage(kind)].problem(kind, _config(msg))
+        if problem is not None:  # a field missing or one this node does not know: nothing run
+            # named from the node's own config where it has one (a deployed node: reading its
+            # source would claim a resumed run's state, read its data, log its consent)
+            party = context.node_config.get("party") or source(context)[0].party
+            return _reply(msg, str(party), config={"refused": problem})
         return handler(source, msg, context)
     return handle

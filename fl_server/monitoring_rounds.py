@@ -20,12 +20,21 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from credit_data.errors import DataError, FederationError
-from federation.protocol import CONFIG, STATUS
+from federation.protocol import CONFIG, MONITORING_FIELDS, STATUS, MonitoringMessage
 from fl_server.scoring_rounds import ScoringServerSettings, run_scoring
 
-MONITOR = "query.monitor"
-MONITOR_MODEL = "query.monitor_model"
+MONITOR = str(MonitoringMessage.INDICES)
+MONITOR_MODEL = str(MonitoringMessage.MODEL)
 """The lender's figures of the period's scores (a deployment's model section)."""
+
+
+def _message(kind: MonitoringMessage, config: dict[str, Any], node: int) -> Message:
+    """Build a ``kind`` message for ``node``, refusing one whose config its nodes refuse."""
+    problem = MONITORING_FIELDS[kind].problem(str(kind), config)
+    if problem is not None:
+        raise FederationError(f"the server built a message its nodes refuse: {problem}")
+    return Message(RecordDict({CONFIG: ConfigRecord(config)}), dst_node_id=node,
+                   message_type=str(kind))
 
 
 @dataclass
@@ -50,8 +59,7 @@ def run_monitoring(grid: Grid, min_count: int,
                    node_ids: list[int] | None = None) -> MonitoringOutcome:
     """Send every node (or ``node_ids``: a deployment's parties) the request; return replies."""
     outcome = MonitoringOutcome()
-    messages = [Message(RecordDict({CONFIG: ConfigRecord({"min_count": min_count})}),
-                        dst_node_id=node, message_type=MONITOR)
+    messages = [_message(MonitoringMessage.INDICES, {"min_count": min_count}, node)
                 for node in (grid.get_node_ids() if node_ids is None else node_ids)]
     for reply in grid.send_and_receive(messages):
         if reply.has_error():
@@ -88,8 +96,7 @@ def run_model_monitoring(grid: Grid, scoring: ScoringServerSettings,
     try:
         scored = run_scoring(grid, scoring)
         out.applicants = scored.applicants
-        message = Message(RecordDict({CONFIG: ConfigRecord({})}), dst_node_id=lender_node,
-                          message_type=MONITOR_MODEL)
+        message = _message(MonitoringMessage.MODEL, {}, lender_node)
         replies = list(grid.send_and_receive([message], timeout=scoring.round_timeout))
         if not replies:
             raise FederationError(f"{MONITOR_MODEL}: no reply from the lender within "

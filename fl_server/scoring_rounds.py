@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
 from credit_data.errors import ConfigError, FederationError
@@ -182,63 +182,93 @@ def run_scoring(grid: Grid, s: ScoringServerSettings,
     out.seconds["hello"] = time.perf_counter() - start
     embeddings: dict[str, Any] = {}
     if passive or holders:  # a holder answers beside the parties: no round of its own
-        step = time.perf_counter()
-        answers = router.send(
-            {p: str(ScoringMessage.ANSWER) for p in passive}
-            | dict.fromkeys(holders, str(ScoringMessage.LIST_ANSWER)),
-            {p: _config(request=request["request"], key=request["key"],
-                        lender_rows=out.applicants) for p in passive}
-            | {h: _config(request=request["request"], key=request["key"],
-                          asked=out.applicants, purpose="scoring") for h in holders})
-        forward: dict[str, Any] = {"passive": list(passive)} if passive else {}
-        if holders:  # Flower's ConfigRecord cannot size an empty list
-            forward["holders"] = list(holders)
-        for p in passive:
-            for key in ("setup", "response", "key"):
-                forward[f"{p}.{key}"] = answers[p][CONFIG][key]
-        for h in holders:
-            for key in ("setup", "response", "signature"):
-                forward[f"{h}.{key}"] = answers[h][CONFIG][key]
-        inter = router.send(ScoringMessage.INTERSECT, {LABEL_HOLDER: _config(**forward)})
-        out.seconds["alignment"] = time.perf_counter() - step
-        counts, sealed = inter[LABEL_HOLDER][METRICS], inter[LABEL_HOLDER][CONFIG]
-        for h in holders:
-            said = answers[h][METRICS]
-            out.blacklists[h] = {"asked": int(cast(float, said["asked"])),
-                                 "listed": int(cast(float, counts[f"{h}.listed"])),
-                                 "max_queries": int(cast(float, said["max_queries"]))}
-        if passive:
-            step = time.perf_counter()
-            embedded = router.send(ScoringMessage.EMBED, {p: _config(
-                sealed=sealed[f"{p}.sealed"], **({"explain": 1} if s.explain else {}))
-                for p in passive})
-            out.seconds["embeddings"] = time.perf_counter() - step
-            for p in passive:
-                info = _info(embedded[p])
-                known = int(cast(float, counts[f"{p}.known"]))
-                if info["rows"] != known:
-                    raise FederationError(f"scoring: the lender found {known} applicants {p} "
-                                          f"knows, {p} embedded {info['rows']}")
-                said = answers[p][METRICS]  # the IDs it answered, as its query ledger counts
-                out.alignment[p] = {"applicants": out.applicants, "known": known,
-                                    "setup_cached": bool(said["setup_cached"]),
-                                    "unknown_categories": info["unknown_categories"],
-                                    "asked": int(cast(float, said["asked"])),
-                                    "queries_month": int(cast(float, said["queries_month"]))}
-                if "outside_epsilon" in info:
-                    out.privacy.setdefault(p, {})["outside_epsilon"] = info["outside_epsilon"]
-                if "epsilon_per_new_applicant" in info:
-                    out.privacy[p] = {k: v for k, v in info.items()
-                                      if k not in ("rows", "unknown_categories",
-                                                   "outside_epsilon")}
-                embeddings[p] = embedded[p][ARRAYS]["embeddings"]
-                if info.get("explains") is False:  # its own choice: its share is one factor
-                    out.explanation.setdefault("columns_withheld", []).append(p)
-                for name in embedded[p][ARRAYS]:  # a party that explains: its path or its
-                    if name.startswith("explain."):  # scorecard codes, sealed, for the lender
-                        embeddings[f"{p}.{name}"] = embedded[p][ARRAYS][name]
-                if "global" in info:  # a scorecard party's global table, computed there
-                    out.explanation.setdefault("global", {})[p] = info["global"]
+        embeddings = _align(router, out, s, request, passive, holders)
+    _score(router, out, s, passive, embeddings)
+    out.seconds["total"] = time.perf_counter() - start
+    return out
+
+
+def _align(router: Router, out: ScoringOutcome, s: ScoringServerSettings,
+           request: ConfigRecord, passive: tuple[str, ...], holders: tuple[str, ...]
+           ) -> dict[str, Any]:
+    """Route the PSI answers (and the holders' lookup), the intersection, then the embeddings.
+
+    Returns what the lender receives to score: each party's sealed embeddings (and, when it
+    explains, its sealed path or codes).
+    """
+    step = time.perf_counter()
+    answers = router.send(
+        {p: str(ScoringMessage.ANSWER) for p in passive}
+        | dict.fromkeys(holders, str(ScoringMessage.LIST_ANSWER)),
+        {p: _config(request=request["request"], key=request["key"],
+                    lender_rows=out.applicants) for p in passive}
+        | {h: _config(request=request["request"], key=request["key"],
+                      asked=out.applicants, purpose="scoring") for h in holders})
+    forward: dict[str, Any] = {"passive": list(passive)} if passive else {}
+    if holders:  # Flower's ConfigRecord cannot size an empty list
+        forward["holders"] = list(holders)
+    for p in passive:
+        for key in ("setup", "response", "key"):
+            forward[f"{p}.{key}"] = answers[p][CONFIG][key]
+    for h in holders:
+        for key in ("setup", "response", "signature"):
+            forward[f"{h}.{key}"] = answers[h][CONFIG][key]
+    inter = router.send(ScoringMessage.INTERSECT, {LABEL_HOLDER: _config(**forward)})
+    out.seconds["alignment"] = time.perf_counter() - step
+    counts, sealed = inter[LABEL_HOLDER][METRICS], inter[LABEL_HOLDER][CONFIG]
+    for h in holders:
+        said = answers[h][METRICS]
+        out.blacklists[h] = {"asked": int(cast(float, said["asked"])),
+                             "listed": int(cast(float, counts[f"{h}.listed"])),
+                             "max_queries": int(cast(float, said["max_queries"]))}
+    if not passive:
+        return {}
+    step = time.perf_counter()
+    embedded = router.send(ScoringMessage.EMBED, {p: _config(
+        sealed=sealed[f"{p}.sealed"], **({"explain": 1} if s.explain else {}))
+        for p in passive})
+    out.seconds["embeddings"] = time.perf_counter() - step
+    embeddings: dict[str, Any] = {}
+    for p in passive:
+        embeddings |= _embedded(out, p, embedded[p], answers[p].metric_records[METRICS],
+                                int(cast(float, counts[f"{p}.known"])))
+    return embeddings
+
+
+def _embedded(out: ScoringOutcome, p: str, content: RecordDict, said: MetricRecord,
+              known: int) -> dict[str, Any]:
+    """Check and count party ``p``'s embeddings; return them (and its path), sealed, by name.
+
+    ``said``: its answer's metrics, the IDs it answered as its query ledger counts them.
+    """
+    info = _info(content)
+    if info["rows"] != known:
+        raise FederationError(f"scoring: the lender found {known} applicants {p} "
+                              f"knows, {p} embedded {info['rows']}")
+    out.alignment[p] = {"applicants": out.applicants, "known": known,
+                        "setup_cached": bool(said["setup_cached"]),
+                        "unknown_categories": info["unknown_categories"],
+                        "asked": int(cast(float, said["asked"])),
+                        "queries_month": int(cast(float, said["queries_month"]))}
+    if "outside_epsilon" in info:
+        out.privacy.setdefault(p, {})["outside_epsilon"] = info["outside_epsilon"]
+    if "epsilon_per_new_applicant" in info:
+        out.privacy[p] = {k: v for k, v in info.items()
+                          if k not in ("rows", "unknown_categories", "outside_epsilon")}
+    embeddings = {p: content[ARRAYS]["embeddings"]}
+    if info.get("explains") is False:  # its own choice: its share is one factor
+        out.explanation.setdefault("columns_withheld", []).append(p)
+    for name in content[ARRAYS]:  # a party that explains: its path or its scorecard codes,
+        if name.startswith("explain."):  # sealed, for the lender
+            embeddings[f"{p}.{name}"] = content[ARRAYS][name]
+    if "global" in info:  # a scorecard party's global table, computed there
+        out.explanation.setdefault("global", {})[p] = info["global"]
+    return embeddings
+
+
+def _score(router: Router, out: ScoringOutcome, s: ScoringServerSettings,
+           passive: tuple[str, ...], embeddings: dict[str, Any]) -> None:
+    """Have the lender score (and explain); keep its counts, then route the explanation."""
     step = time.perf_counter()
     config: dict[str, Any] = {"passive": list(passive)} if passive else {}
     if s.explain:
@@ -252,8 +282,6 @@ def run_scoring(grid: Grid, s: ScoringServerSettings,
     out.explanation |= said | ({"global": tables} if tables else {})
     if s.explain and ARRAYS in scored:
         explain(router, out, scored)
-    out.seconds["total"] = time.perf_counter() - start
-    return out
 
 
 def explain(router: Router, out: ScoringOutcome, scored: RecordDict) -> None:

@@ -106,50 +106,12 @@ def _one_request(router: Router, taken: RecordDict, passive: tuple[str, ...],
                                         purpose="scoring", served=1) for h in holders}
                           ) if kinds else {}
     seconds["serve_eval"] = time.perf_counter() - start
-    embedded: dict[str, Any] = {}
+    embedded: dict[str, Any] = {}  # each party's sealed embeddings, "<party>.embedded"
     paths: dict[str, Array] = {}  # a party's sealed codes or path, "<party>.explain.<kind>"
     withheld: list[str] = []
     if passive:  # Flower's ConfigRecord cannot size an empty list
-        step = time.perf_counter()
-        matched = router.send(ScoringMessage.SERVE_MATCH, {LABEL_HOLDER: _config(
-            passive=list(passive), **{f"{p}.evaluated": answers[p][CONFIG]["evaluated"]
-                                      for p in passive})})[LABEL_HOLDER]
-        seconds["serve_match"] = time.perf_counter() - step
-        step = time.perf_counter()
-        sent = router.send(ScoringMessage.SERVE_EMBED, {
-            p: _config(known=matched[CONFIG][f"{p}.known"], **({"explain": 1} if explain else {}))
-            for p in passive})
-        seconds["serve_embed"] = time.perf_counter() - step
-        for p in passive:
-            known = int(cast(float, matched[METRICS][f"{p}.known"]))
-            if _info(sent[p])["rows"] != known:
-                raise FederationError(f"request: the lender found {known} applicants {p} knows, "
-                                      f"{p} embedded {_info(sent[p])['rows']}")
-            embedded[f"{p}.embedded"] = sent[p][CONFIG]["embedded"]
-            if _info(sent[p]).get("explains") is False:  # its own choice: one factor
-                withheld.append(p)
-            for name, blob in sent[p].array_records.get(ARRAYS, ArrayRecord()).items():
-                if name.startswith("explain."):
-                    paths[f"{p}.{name}"] = blob
-    forward: dict[str, Any] = dict(embedded)
-    if explain:
-        forward["explain"] = 1
-    if passive:
-        forward["passive"] = list(passive)
-    if holders:
-        forward["holders"] = list(holders)
-        for h in holders:
-            for key in ("setup", "response", "signature"):
-                forward[f"{h}.{key}"] = answers[h][CONFIG][key]
-    step = time.perf_counter()
-    scored = router.send(ScoringMessage.SERVE_SCORE, {LABEL_HOLDER: RecordDict({
-        CONFIG: ConfigRecord(forward), **({ARRAYS: ArrayRecord(paths)} if paths else {})})})
-    seconds["serve_score"] = time.perf_counter() - step
-    counts = _info(scored[LABEL_HOLDER])
-    if explain and ARRAYS in scored[LABEL_HOLDER]:  # a split network: two more rounds
-        step = time.perf_counter()
-        counts["explanation"] = _explain(router, scored[LABEL_HOLDER].array_records[ARRAYS])
-        seconds["explanation"] = time.perf_counter() - step
+        embedded, paths, withheld = _match_and_embed(router, answers, passive, explain, seconds)
+    counts = _score(router, answers, embedded, paths, holders, explain, seconds)
     if withheld:
         counts.setdefault("explanation", {})["columns_withheld"] = withheld
     record: dict[str, Any] = {
@@ -165,6 +127,68 @@ def _one_request(router: Router, taken: RecordDict, passive: tuple[str, ...],
             "max_queries": int(cast(float, answers[h][METRICS]["max_queries"]))}
             for h in holders}
     return record
+
+
+def _match_and_embed(router: Router, answers: dict[str, RecordDict], passive: tuple[str, ...],
+                     explain: bool, seconds: dict[str, float]
+                     ) -> tuple[dict[str, Any], dict[str, Array], list[str]]:
+    """Have the lender match the parties' points, then each party embed the applicants it knows.
+
+    Returns each party's sealed embeddings by ``<party>.embedded``, the sealed codes or paths of
+    the parties that explain, and the parties that withhold theirs.
+    """
+    step = time.perf_counter()
+    matched = router.send(ScoringMessage.SERVE_MATCH, {LABEL_HOLDER: _config(
+        passive=list(passive), **{f"{p}.evaluated": answers[p][CONFIG]["evaluated"]
+                                  for p in passive})})[LABEL_HOLDER]
+    seconds["serve_match"] = time.perf_counter() - step
+    step = time.perf_counter()
+    sent = router.send(ScoringMessage.SERVE_EMBED, {
+        p: _config(known=matched[CONFIG][f"{p}.known"], **({"explain": 1} if explain else {}))
+        for p in passive})
+    seconds["serve_embed"] = time.perf_counter() - step
+    embedded: dict[str, Any] = {}
+    paths: dict[str, Array] = {}
+    withheld: list[str] = []
+    for p in passive:
+        known = int(cast(float, matched[METRICS][f"{p}.known"]))
+        if _info(sent[p])["rows"] != known:
+            raise FederationError(f"request: the lender found {known} applicants {p} knows, "
+                                  f"{p} embedded {_info(sent[p])['rows']}")
+        embedded[f"{p}.embedded"] = sent[p][CONFIG]["embedded"]
+        if _info(sent[p]).get("explains") is False:  # its own choice: one factor
+            withheld.append(p)
+        for name, blob in sent[p].array_records.get(ARRAYS, ArrayRecord()).items():
+            if name.startswith("explain."):
+                paths[f"{p}.{name}"] = blob
+    return embedded, paths, withheld
+
+
+def _score(router: Router, answers: dict[str, RecordDict], embedded: dict[str, Any],
+           paths: dict[str, Array], holders: tuple[str, ...], explain: bool,
+           seconds: dict[str, float]) -> dict[str, Any]:
+    """Have the lender open the embeddings and score (a split network: explain); its counts."""
+    forward: dict[str, Any] = dict(embedded)
+    if explain:
+        forward["explain"] = 1
+    passive = [name.removesuffix(".embedded") for name in embedded]
+    if passive:
+        forward["passive"] = passive
+    if holders:
+        forward["holders"] = list(holders)
+        for h in holders:
+            for key in ("setup", "response", "signature"):
+                forward[f"{h}.{key}"] = answers[h][CONFIG][key]
+    step = time.perf_counter()
+    scored = router.send(ScoringMessage.SERVE_SCORE, {LABEL_HOLDER: RecordDict({
+        CONFIG: ConfigRecord(forward), **({ARRAYS: ArrayRecord(paths)} if paths else {})})})
+    seconds["serve_score"] = time.perf_counter() - step
+    counts = _info(scored[LABEL_HOLDER])
+    if explain and ARRAYS in scored[LABEL_HOLDER]:  # a split network: two more rounds
+        step = time.perf_counter()
+        counts["explanation"] = _explain(router, scored[LABEL_HOLDER].array_records[ARRAYS])
+        seconds["explanation"] = time.perf_counter() - step
+    return counts
 
 
 def _explain(router: Router, sealed: ArrayRecord) -> dict[str, Any]:

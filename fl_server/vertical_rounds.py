@@ -32,7 +32,10 @@ from federation.protocol import (
     METRICS,
     REPORT,
     RUN_ENDS,
+    SCORING_FIELDS,
     STATUS,
+    VERTICAL_FIELDS,
+    Fields,
     VerticalMessage,
     read_report,
 )
@@ -113,6 +116,7 @@ class Router:
         """
         messages = []
         for party, body in content.items():
+            _check_fields(str(kind if isinstance(kind, str) else kind[party]), body)
             node = self.node[party]
             messages.append(Message(body, dst_node_id=node, message_type=str(
                 kind if isinstance(kind, str) else kind[party])))
@@ -152,6 +156,21 @@ class Router:
             raise FederationError(f"{what}: no reply from {missing} within "
                                   f"{self.timeout:.0f} s (federation.round_timeout)")
         return got
+
+
+def _check_fields(kind: str, body: RecordDict) -> None:
+    """Refuse to send a vertical or scoring message whose config differs from its declaration."""
+    fields = DECLARED.get(kind)
+    if fields is not None:
+        config = body.config_records.get(CONFIG, ConfigRecord())
+        problem = fields.problem(kind, config)
+        if problem is not None:
+            raise FederationError(f"the server built a message its nodes refuse: {problem}")
+
+
+DECLARED: dict[str, Fields] = {str(m): f for m, f in (*VERTICAL_FIELDS.items(),
+                                                      *SCORING_FIELDS.items())}
+"""Every message type the Router sends, and its declared fields."""
 
 
 def _config(**values: Any) -> RecordDict:
