@@ -101,8 +101,12 @@ _ASKED = "served asked"
 _EMBEDDED = "served embedded"
 _EXPLAINED = "served explained"
 _FINGERPRINT = "served table fingerprint"
-SERVED_COUNTS = ("explained", "reasons", "method", "columns_from", "completeness_gap_logodds")
-"""What a request's explanation tells the server: counts, no party's points."""
+SERVED_COUNTS = ("explained", "reasons", "method", "columns_from")
+"""What a request's explanation tells the server: counts, no party's points (and, for the
+completeness check, whether each party's columns add up to its share: ``complete``, never the
+gap itself, a real number of one applicant's rows in a one-applicant request)."""
+COMPLETE_WITHIN = 1e-4
+"""A party's columns add up to its share within this many log-odds: ``complete``."""
 
 
 ApplicantLoader = Callable[[dict[str, Any]], PartyTable]
@@ -540,7 +544,7 @@ class ServedLender:
         else:
             reasons, said = lender_reasons(self.bundle, table, self.settings, state, holders,
                                            {}, counter=(seq,))
-        return reasons, {k: said[k] for k in SERVED_COUNTS}
+        return reasons, served_counts(said)
 
     def reasons(self, state: NodeState, columns: dict[str, tuple[np.ndarray, list[str]]]
                 ) -> dict[str, Any]:
@@ -558,7 +562,19 @@ class ServedLender:
         scores = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
         write_atomic(path, pd.concat([scores, reasons], axis=1).to_csv(
             index=False, float_format="%.10g"), mode=0o600)
-        return {k: said[k] for k in SERVED_COUNTS}
+        return served_counts(said)
+
+
+def served_counts(said: dict[str, Any]) -> dict[str, Any]:
+    """Return what the server gets of a request's explanation (:data:`SERVED_COUNTS`).
+
+    >>> served_counts({"explained": 1, "reasons": 4, "method": "path", "columns_from": ["b"],
+    ...                "completeness_gap_logodds": {"b": 3e-7}, "global": {}})["complete"]
+    {'b': True}
+    """
+    gaps = said.get("completeness_gap_logodds", {})
+    return {k: said[k] for k in SERVED_COUNTS} | {
+        "complete": {p: bool(g < COMPLETE_WITHIN) for p, g in gaps.items()}}
 
 
 _TABLES: dict[str, tuple[float, TagSet, frozenset[bytes]]] = {}

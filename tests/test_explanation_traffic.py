@@ -160,7 +160,8 @@ def test_a_served_answer_carries_the_batch_reasons(explained, served) -> None:
             assert one.at[0, column] == batch.at[0, column]
     said = served["open"]["record"]["lender"]["explanation"]
     assert said["explained"] == len(answer) and said["columns_from"] == ["bureau", "social"]
-    assert max(said["completeness_gap_logodds"].values()) < 1e-4
+    assert {"bureau", "social"} <= set(said["complete"]) and all(said["complete"].values())
+    assert "completeness_gap_logodds" not in said  # a flag each: never the gap itself
     assert "global" not in said and "mean_abs_share" not in said  # counts only at the server
 
 
