@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from federation.explanation import GLOBAL_MIN_APPLICANTS
+
 __all__ = ["explanation_lines", "plot_explanations"]
 
 TOP = 5
@@ -42,13 +44,17 @@ def explanation_lines(scoring: dict[str, Any], scores: pd.DataFrame | None) -> l
     lines = ["", "## Why applicants were scored as they were", "",
              how + "How to read it: [docs/explanations.md](docs/explanations.md).", "",
              "| party | mean \\|share\\| (points) |", "|---|---:|"]
-    lines += [f"| {p} | {v:.2f} |" for p, v in explanation["mean_abs_share"].items()]
+    lines += [f"| {p} | {'withheld' if v is None else f'{v:.2f}'} |"
+              for p, v in explanation["mean_abs_share"].items()]
     withheld = explanation.get("columns_withheld") or []
     if withheld:
         lines += ["", f"Not split over their columns (their own choice): {', '.join(withheld)}."]
     lines += ["", f"Global explanation (per party, its {TOP} strongest columns; computed at the "
               "party, shared only as this table):", "",
               "| party | column | mean \\|points\\| | mean points |", "|---|---|---:|---:|"]
+    if explanation.get("explained", 0) < GLOBAL_MIN_APPLICANTS:
+        lines += [f"| (withheld: fewer than {GLOBAL_MIN_APPLICANTS} applicants explained, each "
+                  "party sends no global figure) | | | |"]
     for party, table in explanation.get("global", {}).items():
         lines += [f"| {party} | {row['description']} | {row['mean_abs_points']:.2f} | "
                   f"{row['mean_points']:+.2f} |" for row in table[:TOP]]

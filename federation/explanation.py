@@ -23,9 +23,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["CARD_CODES", "CARD_LOST", "CARD_NAMES", "CARD_TOTAL", "COLUMNS", "GRADIENTS",
-           "METHODS", "PATH", "PURPOSE", "REFERENCE", "ExplainSettings", "exact_path",
-           "reason_code"]
+__all__ = ["CARD_CODES", "CARD_LOST", "CARD_NAMES", "CARD_TOTAL", "COLUMNS",
+           "GLOBAL_MIN_APPLICANTS", "GRADIENTS", "METHODS", "PATH", "PURPOSE", "REFERENCE",
+           "ExplainSettings", "exact_path", "reason_code"]
+
+GLOBAL_MIN_APPLICANTS = 50
+"""The fewest explained applicants a global figure describes (a party's table, the mean
+|share| of each party): below it a node sends none, since over one applicant it would be that
+applicant's points per column, which reach the server (``scoring.json``)."""
 
 PURPOSE = "explanation"
 """The audit-log purpose of every explanation message."""

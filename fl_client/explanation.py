@@ -36,6 +36,7 @@ from credit_data.settings import LABEL_HOLDER
 from credit_data.tables import PartyTable
 from federation.explanation import (
     COLUMNS,
+    GLOBAL_MIN_APPLICANTS,
     GRADIENTS,
     PATH,
     REFERENCE,
@@ -150,16 +151,32 @@ class PartyExplainer:
         return folded.astype(np.float32), names
 
 
+def mean_abs_shares(shares: np.ndarray, parties: Sequence[str]) -> dict[str, float | None]:
+    """Return each party's mean |share| over the explained rows (None below the floor).
+
+    >>> mean_abs_shares(np.ones((3, 2)), ["lender", "bureau"])
+    {'lender': None, 'bureau': None}
+    """
+    enough = len(shares) >= GLOBAL_MIN_APPLICANTS
+    return {p: float(np.abs(shares[:, i]).mean()) if enough else None
+            for i, p in enumerate(parties)}
+
+
 def global_table(party: str, attributions: np.ndarray, names: Sequence[str],
                  settings: ExplainSettings) -> list[dict[str, object]]:
     """Return a party's global explanation: per column, mean |points| and direction.
 
-    Computed at the party over the applicants it explained; only this table is shared.
+    Computed at the party over the applicants it explained; only this table is shared, and
+    only over at least :data:`GLOBAL_MIN_APPLICANTS` of them (else it is empty).
 
-    >>> global_table("bureau", np.array([[-2.0, 1.0], [-4.0, -1.0]]), ["a", "b"],
+    >>> global_table("bureau", np.array([[-2.0, 1.0], [-4.0, -1.0]] * 25), ["a", "b"],
     ...              ExplainSettings())[0]["mean_abs_points"]
     3.0
+    >>> global_table("bureau", np.array([[-2.0, 1.0]]), ["a", "b"], ExplainSettings())
+    []
     """
+    if len(attributions) < GLOBAL_MIN_APPLICANTS:
+        return []
     rows = []
     for j, name in enumerate(names):
         column = attributions[:, j] if len(attributions) else np.zeros(0)
@@ -485,8 +502,7 @@ def lender_reasons(bundle: Bundle, table: PartyTable, settings: ClientSettings,
         "explained": len(reasons), "reasons": settings.explain.reasons,
         "method": "exact" if explainer.exact else "gauss_legendre",
         "base_points": kept.base_points,
-        "mean_abs_share": {p: float(np.abs(kept.shares[:, i]).mean())
-                           for i, p in enumerate(parties)},
+        "mean_abs_share": mean_abs_shares(kept.shares, parties),
         "columns_from": sorted(opened), "completeness_gap_logodds": gaps,
         "global": {"lender": global_table("lender", kept.own, kept.own_names,
                                           settings.explain)}}

@@ -48,7 +48,7 @@ from federation.explanation import (
 )
 from federation.releases import Release
 from federation.storage import write_atomic
-from fl_client.explanation import EXPLANATION_FILE, global_table, refused
+from fl_client.explanation import EXPLANATION_FILE, global_table, mean_abs_shares, refused
 from fl_client.list_lookup import hit_columns, list_columns
 from fl_client.scoring_task import encode_table, model_settings, scorecard_of
 from fl_client.sealed_exchange import channel, seal_for_lender
@@ -249,8 +249,7 @@ def lender_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, st
     return reasons, {
         "explained": rows, "reasons": e.reasons, "method": f"scorecard {method}",
         "base_points": base,
-        "mean_abs_share": {p: float(np.abs(shares[:, i]).mean()) if rows else 0.0
-                           for i, p in enumerate(parties)},
+        "mean_abs_share": mean_abs_shares(shares, parties),
         "columns_from": columns_from, "completeness_gap_logodds": {LABEL_HOLDER: gap},
         "global": {LABEL_HOLDER: global_table(LABEL_HOLDER, -lost * scale, names, e)}}
 
