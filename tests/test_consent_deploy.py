@@ -44,13 +44,13 @@ def deployed(tmp_path_factory):
     flags = deploy.demo_release_flags
     held: dict = {}
 
-    def with_consent(party, settings, files):  # the bureau's own flags, as its partner's
+    def with_consent(party, settings, files, *rest):  # the bureau's own flags, its partner's
         extra = []
         if party == "bureau":
             held["rows"] = sum(1 for _ in files["bureau"][0].open()) - 1
             extra = ["--consent", str(_consent_at_the_bureau(directory, files)),
                      "--release-consent-counts"]
-        return [*flags(party, settings, files), *extra]
+        return [*flags(party, settings, files, *rest), *extra]
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(deploy, "demo_release_flags", with_consent)
