@@ -5,24 +5,39 @@ columns from the same file (the Taiwan data is one file split by column groups).
 namespaced by party downstream, so two parties may each have a column ``x0`` in different files;
 the same column of the same file declared by two parties is an error. A Parquet file or a SQL
 query on a database (:mod:`credit_data.sources`) is checked exactly as a CSV file is.
+
+A party reads its table in chunks of :data:`CHUNK_ROWS` rows (pandas chunks of a CSV file,
+pyarrow batches of a Parquet file, DuckDB fetch batches) and keeps of each chunk only its own
+columns, each number column as float64 from the chunk on: the raw table is never whole in
+memory. The checks run on the columns so joined, so their messages are those of a whole read.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from credit_data.errors import ConfigError, DataError
+from credit_data.memory import release_freed_memory
 from credit_data.settings import LABEL_HOLDER, PARTIES, DataSettings, PartySource
-from credit_data.sources import SourceKind, read_parquet, read_query, source_kind, source_name
+from credit_data.sources import (
+    BATCH_ROWS,
+    SourceKind,
+    parquet_chunks,
+    query_chunks,
+    source_kind,
+    source_name,
+)
 from credit_data.tables import PartyTable, Population
 
 log = logging.getLogger("credit_fl")
+
+CHUNK_ROWS = BATCH_ROWS
+"""Rows a party reads at a time from its CSV or Parquet file or its query's result."""
 
 
 def load_files(settings: DataSettings, *, labels: bool = True) -> Population:
@@ -45,20 +60,19 @@ def load_files(settings: DataSettings, *, labels: bool = True) -> Population:
         raise ConfigError(f"data.parties.{LABEL_HOLDER} is required: the lender holds the labels")
     _check_no_shared_columns(parties, settings)
 
-    cache: dict[Any, pd.DataFrame] = {}
-    tables = {}
-    for party, source in parties.items():
-        tables[party] = _load_party(party, source, settings, cache, labels)
+    tables = {party: _load_party(party, source, settings, labels)
+              for party, source in parties.items()}
     return Population(name=settings.name, tables=tables)
 
 
 def load_party(party: str, source: PartySource, settings: DataSettings, *,
-               labels: bool = True) -> PartyTable:
+               labels: bool = True, chunk_rows: int = CHUNK_ROWS) -> PartyTable:
     """Read one party's table from its own file (a deployed node reads only its own).
 
-    ``labels=False`` (scoring) reads a lender's file without its label column.
+    ``labels=False`` (scoring) reads a lender's file without its label column. The table is
+    read ``chunk_rows`` rows at a time (any chunk size gives the same table).
     """
-    return _load_party(party, source, settings, {}, labels)
+    return _load_party(party, source, settings, labels, chunk_rows)
 
 
 def load_frames(frames: Mapping[str, pd.DataFrame], settings: DataSettings, *,
@@ -136,30 +150,71 @@ MISSING_MARKERS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN",
 that the ID column can be read without them)."""
 
 
-def _read_csv(path: Path, party: str, id_column: str,
-              cache: dict[Any, pd.DataFrame], named_by: str = "") -> pd.DataFrame:
-    key = path.resolve()
-    if key in cache:
-        return cache[key]
+def _csv_chunks(path: Path, party: str, id_column: str, chunk_rows: int,
+                named_by: str = "") -> Iterator[pd.DataFrame]:
+    """Yield a CSV file's rows in chunks; the file and its header are checked before the first."""
     named_by = named_by or f"data.parties.{party}.path"
     if not path.is_file():
         raise DataError(f"{path}: file not found ({named_by})")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty ({named_by})")
+    unreadable = (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError)
     try:
         header = pd.read_csv(path, nrows=0)
-        _check_id_column(header, id_column, str(path), "file")
-        # an ID is text as written: "NA", "null" or "None" are IDs, not missing values; in the
-        # other columns pandas' usual markers of a missing value hold
-        frame = pd.read_csv(path, dtype={id_column: str}, keep_default_na=False,
-                            na_values={c: list(MISSING_MARKERS) for c in header.columns
-                                       if c != id_column})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except unreadable as exc:
         raise DataError(f"{path}: not a readable CSV file: {exc}") from exc
-    if frame.empty:
-        raise DataError(f"{path}: file has a header but no rows")
-    cache[key] = _keyed(frame, id_column, str(path), first_row=2)
-    return cache[key]
+    _check_id_column(header, id_column, str(path), "file")
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        rows = 0
+        try:
+            # an ID is text as written: "NA", "null" or "None" are IDs, not missing values; in
+            # the other columns pandas' usual markers of a missing value hold
+            with pd.read_csv(path, dtype={id_column: str}, keep_default_na=False,
+                             na_values={c: list(MISSING_MARKERS) for c in header.columns
+                                        if c != id_column}, chunksize=chunk_rows) as reader:
+                for chunk in reader:
+                    rows += len(chunk)
+                    yield chunk
+        except unreadable as exc:
+            raise DataError(f"{path}: not a readable CSV file: {exc}") from exc
+        if not rows:
+            raise DataError(f"{path}: file has a header but no rows")
+
+    return chunks()
+
+
+def _joined(chunks: Iterator[pd.DataFrame], id_column: str, wanted: set[str] | None,
+            as_read: set[str]) -> pd.DataFrame:
+    """Join a table's chunks, keeping the ID and the ``wanted`` columns (all when None).
+
+    A number column outside ``as_read`` (the label and the categorical columns, which are
+    checked or turned into text as read) is held as float64 from its chunk on, as its checks
+    (:func:`_numeric_column`) would turn it; a column that holds text somewhere stays as read,
+    so the checks name its values. Only the chunk being read is ever held raw.
+    """
+    ids: list[pd.Series] = []
+    pieces: dict[str, list[pd.Series]] = {}
+    for chunk in chunks:
+        ids.append(chunk[id_column].reset_index(drop=True))
+        for column in chunk.columns:
+            if column == id_column or (wanted is not None and column not in wanted):
+                continue
+            values = chunk[column].reset_index(drop=True)
+            if column not in as_read and pd.api.types.is_numeric_dtype(values):
+                values = pd.Series(values.to_numpy(dtype=np.float64, na_value=np.nan),
+                                   name=column)
+            pieces.setdefault(column, []).append(values)
+        del chunk
+    columns = {id_column: _concat(ids)}
+    del ids
+    for column in list(pieces):
+        columns[column] = _concat(pieces.pop(column))
+    return pd.DataFrame(columns, copy=False)
+
+
+def _concat(parts: list[pd.Series]) -> pd.Series:
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 def _check_id_column(frame: pd.DataFrame, id_column: str, name: str, what: str) -> None:
@@ -187,33 +242,32 @@ def _keyed(frame: pd.DataFrame, id_column: str, name: str, first_row: int) -> pd
     return frame
 
 
-def _load_party(party: str, source: PartySource, settings: DataSettings,
-                cache: dict[Any, pd.DataFrame], labels: bool = True) -> PartyTable:
+def _load_party(party: str, source: PartySource, settings: DataSettings, labels: bool = True,
+                chunk_rows: int = CHUNK_ROWS) -> PartyTable:
+    """Read a party's table chunk by chunk (only its columns), check it, build its table."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
     kind = source_kind(source)
     id_column = _id_column(source, settings)
+    wanted = None if source.features is None else {*source.features, settings.label}
+    as_read = {*source.categorical, settings.label}
     if kind is SourceKind.csv:
-        frame = _read_csv(Path(source.path), party, id_column, cache, source.named_by)
+        path = Path(source.path)
+        chunks = _csv_chunks(path, party, id_column, chunk_rows, source.named_by)
+        name, first_row = str(path), 2  # a file's first row is its line 2, after its header
+    elif kind is SourceKind.parquet:
+        chunks = parquet_chunks(Path(source.path), id_column,
+                                source.named_by or f"data.parties.{party}.path",
+                                None if wanted is None else sorted(wanted), chunk_rows)
+        name, first_row = source_name(source), 1
     else:
-        frame = _read_source(party, source, kind, id_column, settings, cache)
-    return _party_table(party, frame, source, settings, source_name(source), labels)
-
-
-def _read_source(party: str, source: PartySource, kind: SourceKind, id_column: str,
-                 settings: DataSettings, cache: dict[Any, pd.DataFrame]) -> pd.DataFrame:
-    """Read a Parquet file (only the party's columns) or a query's rows, keyed by the ID."""
-    columns = None
-    if kind is SourceKind.parquet and source.features is not None:
-        columns = (*source.features, settings.label)  # the label, where the file has it
-    key = (kind, source.path, source.query, columns, id_column)
-    if key in cache:
-        return cache[key]
-    if kind is SourceKind.parquet:
-        frame = read_parquet(Path(source.path), id_column,
-                             source.named_by or f"data.parties.{party}.path", columns)
-    else:
-        frame = read_query(source, id_column)
-    cache[key] = _keyed(frame, id_column, source_name(source), first_row=1)
-    return cache[key]
+        chunks = query_chunks(source, id_column, chunk_rows)
+        name, first_row = source_name(source), 1
+    frame = _keyed(_joined(chunks, id_column, wanted, as_read), id_column, name, first_row)
+    table = _party_table(party, frame, source, settings, source_name(source), labels)
+    del frame
+    release_freed_memory()  # the chunks' memory, before the party's next large step
+    return table
 
 
 def _party_table(party: str, frame: pd.DataFrame, source: PartySource, settings: DataSettings,

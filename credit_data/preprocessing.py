@@ -100,7 +100,7 @@ class PartyPreprocessor:
                         "data.scaler=quantile or rescale the column(s)")
 
     def _prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
-        out = frame[list(self.numeric) + list(self.categorical)].copy()
+        out = frame[list(self.numeric) + list(self.categorical)]  # copy on write (pandas 3)
         for column in self.categorical:
             out[column] = categories_of(out[column])
         return out

@@ -39,12 +39,14 @@ import pandas as pd
 
 from credit_data.errors import DataError
 from credit_data.settings import DUCKDB_SUFFIXES, PartySource
+from credit_data.tables import PartyTable
 
 if TYPE_CHECKING:  # pyarrow loads where a Parquet file or a database is read (not per message)
     import pyarrow as pa
 
-__all__ = ["BATCH_ROWS", "SourceKind", "read_parquet", "read_query", "source_kind",
-           "source_name", "write_parquet", "write_party_tables"]
+__all__ = ["BATCH_ROWS", "SourceKind", "parquet_chunks", "query_chunks", "read_parquet",
+           "read_query", "source_kind", "source_name", "write_parquet", "write_party_tables",
+           "write_population_tables"]
 
 BATCH_ROWS = 65_536
 """Rows read at a time from a Parquet file or a query's result."""
@@ -116,6 +118,22 @@ def read_parquet(path: Path, id_column: str, named_by: str,
         The file is missing, not Parquet, lacks the ID column or holds a column that is
         neither a number nor text; the message names the file (and the column).
     """
+    return _whole(parquet_chunks(path, id_column, named_by, columns), str(path))
+
+
+def parquet_chunks(path: Path, id_column: str, named_by: str,
+                   columns: Sequence[str] | None = None,
+                   batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+    """Yield a Parquet file's rows (only ``columns`` and the ID, where given) in chunks.
+
+    Each chunk is the frame a CSV file's rows would give (:func:`read_parquet`'s); the file is
+    opened and its columns checked before the first chunk, so a bad file is named at once.
+
+    Raises
+    ------
+    DataError
+        As :func:`read_parquet`; also when the file has columns but no rows.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -127,11 +145,17 @@ def read_parquet(path: Path, id_column: str, named_by: str,
         raise DataError(f"{path}: not a readable Parquet file: {exc}") from exc
     names = list(handle.schema_arrow.names)
     wanted = _wanted(names, id_column, columns, str(path))
-    try:
-        batches = handle.iter_batches(batch_size=BATCH_ROWS, columns=wanted)
-        return _frame(handle.schema_arrow, batches, wanted, id_column, str(path))
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file: {exc}") from exc
+    for column in wanted:
+        _check_type(handle.schema_arrow.field(column), id_column, str(path))
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        try:
+            batches = handle.iter_batches(batch_size=batch_rows, columns=wanted)
+            yield from _chunks(batches, id_column, str(path))
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{path}: not a readable Parquet file: {exc}") from exc
+
+    return chunks()
 
 
 def read_query(source: PartySource, id_column: str) -> pd.DataFrame:
@@ -148,9 +172,23 @@ def read_query(source: PartySource, id_column: str) -> pd.DataFrame:
         database (and the column).
     """
     name = source_name(source)
+    if source_kind(source) is SourceKind.sql:
+        return _read_sqlalchemy(source.path, str(source.query), id_column, name)
+    return _whole(query_chunks(source, id_column), name)
+
+
+def query_chunks(source: PartySource, id_column: str,
+                 batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+    """Yield the rows of ``source.query`` in chunks, as :func:`read_query` returns them whole.
+
+    A DuckDB database's result is fetched ``batch_rows`` at a time (the connection is opened,
+    and the query run and its columns checked, before the first chunk); a SQLAlchemy URL's
+    result is read whole (:func:`read_query`) and yielded as one chunk.
+    """
+    name = source_name(source)
     query = str(source.query)
     if source_kind(source) is SourceKind.sql:
-        return _read_sqlalchemy(source.path, query, id_column, name)
+        return iter([_read_sqlalchemy(source.path, query, id_column, name)])
     import duckdb  # only a node that reads a DuckDB database loads it
 
     path = Path(source.path)
@@ -164,14 +202,33 @@ def read_query(source: PartySource, id_column: str) -> pd.DataFrame:
         raise DataError(f"{name}: cannot open the DuckDB database: {exc}") from exc
     try:
         try:
-            reader = connection.execute(query).to_arrow_reader(BATCH_ROWS)
+            reader = connection.execute(query).to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
             raise DataError(f"{name}: the query failed: {exc}") from exc
         names = list(reader.schema.names)
         _wanted(names, id_column, None, name)
-        return _frame(reader.schema, iter(reader), names, id_column, name)
-    finally:
+        for column in names:
+            _check_type(reader.schema.field(column), id_column, name)
+    except BaseException:
         connection.close()
+        raise
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        try:
+            yield from _chunks(iter(reader), id_column, name)
+        except duckdb.Error as exc:
+            raise DataError(f"{name}: the query failed: {exc}") from exc
+        finally:
+            connection.close()
+
+    return chunks()
+
+
+def _whole(chunks: Iterator[pd.DataFrame], name: str) -> pd.DataFrame:
+    parts = list(chunks)
+    if not parts:
+        raise DataError(f"{name}: the table has columns but no rows")
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
 def _read_sqlalchemy(url: str, query: str, id_column: str, name: str) -> pd.DataFrame:
@@ -239,15 +296,16 @@ def _check_type(field: pa.Field, id_column: str, name: str) -> None:
                         "party's features)")
 
 
-def _frame(schema: pa.Schema, batches: Iterator[pa.RecordBatch], columns: list[str],
-           id_column: str, name: str) -> pd.DataFrame:
-    """Turn record batches into the frame a CSV file gives: IDs as text, numbers, text, NaN."""
-    for column in columns:
-        _check_type(schema.field(column), id_column, name)
-    parts = [_pandas(batch, id_column) for batch in batches if batch.num_rows]
-    if not parts:
+def _chunks(batches: Iterator[pa.RecordBatch], id_column: str,
+            name: str) -> Iterator[pd.DataFrame]:
+    """Turn record batches into the frames a CSV file gives: IDs as text, numbers, text, NaN."""
+    rows = 0
+    for batch in batches:
+        if batch.num_rows:
+            rows += batch.num_rows
+            yield _pandas(batch, id_column)
+    if not rows:
         raise DataError(f"{name}: the table has columns but no rows")
-    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
 def _pandas(batch: pa.RecordBatch, id_column: str) -> pd.DataFrame:
@@ -339,6 +397,38 @@ def write_party_tables(frames: Mapping[str, pd.DataFrame], directory: Path,
                                          query=f"SELECT * FROM {party}")
         else:
             raise DataError(f"write_party_tables: cannot write to a {kind} source")
+    return sources
+
+
+def write_population_tables(tables: Mapping[str, PartyTable], directory: Path, label: str,
+                            *, id_column: str = "customer_id") -> dict[str, PartySource]:
+    """Write each party's table (its features and, at the lender, ``label``) as Parquet.
+
+    Returns each party's source, its features and categorical columns declared as the table
+    has them, so that :func:`credit_data.files.load_party` reads back the same table (the
+    simulation's nodes read their own so, chunk by chunk, instead of holding every party's).
+
+    >>> import tempfile
+    >>> from credit_data.files import load_party
+    >>> from credit_data.settings import DataSettings
+    >>> from credit_data.synthetic import generate
+    >>> tables = generate(300, seed=0).tables
+    >>> sources = write_population_tables(tables, Path(tempfile.mkdtemp()), "default_12m")
+    >>> back = load_party("lender", sources["lender"], DataSettings(id_column="customer_id"))
+    >>> lender = tables["lender"]
+    >>> back.fingerprint() == lender.fingerprint(), back.features == lender.features
+    (True, True)
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    sources = {}
+    for party, table in tables.items():
+        frame = table.frame.rename_axis(id_column).reset_index()
+        if table.labels is not None and label in table.labels.columns:
+            frame[label] = table.labels[label].to_numpy()
+        path = write_parquet(frame, directory / f"{party}.parquet")
+        del frame
+        sources[party] = PartySource(str(path), features=table.features,
+                                     categorical=table.categorical, id_column=id_column)
     return sources
 
 

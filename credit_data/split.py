@@ -58,6 +58,10 @@ def split_keys_of(keys: Mapping[str, bytes] | None, parties: Iterable[str],
             for p in parties}
 
 
+ROWS_AT_ONCE = 65_536
+"""IDs hashed at a time: a large table's IDs are never all copied at once."""
+
+
 def assign_split(ids: pd.Index | np.ndarray, key: bytes, settings: SplitSettings) -> np.ndarray:
     """Return 0 (train), 1 (val) or 2 (test) for each ID, keyed by the node's split ``key``.
 
@@ -76,9 +80,10 @@ def assign_split(ids: pd.Index | np.ndarray, key: bytes, settings: SplitSettings
     if not 16 <= len(key) <= 64:
         raise ConfigError(f"a split key of {len(key)} bytes; expected 16 to 64 (a node's "
                           "256-bit split key)")
-    digests = b"".join(hashlib.blake2b(str(i).encode(), key=key, digest_size=8).digest()
-                       for i in np.asarray(ids, dtype=object))
-    hashed = np.frombuffer(digests, dtype=">u8")
+    hashed = np.concatenate([np.frombuffer(b"".join(
+        hashlib.blake2b(str(i).encode(), key=key, digest_size=8).digest()
+        for i in np.asarray(ids[start:start + ROWS_AT_ONCE], dtype=object)), dtype=">u8")
+        for start in range(0, len(ids), ROWS_AT_ONCE)] or [np.zeros(0, ">u8")])
     u = (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     out = np.full(len(u), TRAIN, dtype=np.int8)
     out[u < settings.val + settings.test] = VAL

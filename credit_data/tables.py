@@ -8,6 +8,9 @@ from typing import Any
 
 import pandas as pd
 
+ROWS_AT_ONCE = 65_536
+"""Rows hashed at a time by :meth:`PartyTable.fingerprint`."""
+
 
 @dataclass(frozen=True)
 class PartyTable:
@@ -50,9 +53,15 @@ class PartyTable:
                           self.source, None if self.labels is None else self.labels.loc[mask])
 
     def fingerprint(self) -> str:
-        """SHA-256 over the IDs, column names and values: equal exactly when the table is."""
+        """SHA-256 over the IDs, column names and values: equal exactly when the table is.
+
+        The rows' hashes are taken ``ROWS_AT_ONCE`` at a time (a row's hash is its own), so a
+        large table is never hashed whole at once.
+        """
         digest = hashlib.sha256("\x1f".join(map(str, self.frame.columns)).encode())
-        digest.update(pd.util.hash_pandas_object(self.frame, index=True).to_numpy().tobytes())
+        for start in range(0, len(self.frame), ROWS_AT_ONCE):
+            rows = self.frame.iloc[start:start + ROWS_AT_ONCE]
+            digest.update(pd.util.hash_pandas_object(rows, index=True).to_numpy().tobytes())
         return digest.hexdigest()
 
 

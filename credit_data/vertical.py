@@ -9,6 +9,7 @@ uses the rows of the intersection, in the lender's order.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,11 +99,14 @@ def node_rows(table: PartyTable, settings: DataSettings, seed: int,
         check_label_splits(y, split, table.source, settings.label)
     ids = [str(i) for i in table.frame.index]
     fingerprint = table.fingerprint()
+    training = table.frame.loc[train]
     # the monitoring bins: under DP from the noisy summary, else the training rows' deciles
-    reference = (freeze_from_sketch(table.frame.loc[train], sketch) if sketch is not None
-                 else freeze_columns(table.frame.loc[train], table.numeric, table.categorical))
+    reference = (freeze_from_sketch(training, sketch) if sketch is not None
+                 else freeze_columns(training, table.numeric, table.categorical))
     if sketch is not None:
-        return NodeRows(party=table.party, ids=ids, x=sketch.transform(table.frame), split=split,
+        del training
+        x = _in_chunks(table.frame, sketch.transform, len(sketch.feature_names))
+        return NodeRows(party=table.party, ids=ids, x=x, split=split,
                         names=sketch.feature_names, y=y, summary_history=summary_history,
                         summary_selection_delta=summary_selection_delta,
                         summary_base_rate=sketch.base_rate,
@@ -111,15 +115,30 @@ def node_rows(table: PartyTable, settings: DataSettings, seed: int,
                         source_columns=len(table.features), reference=reference)
     pre = PartyPreprocessor(table.numeric, table.categorical, settings.scaler, seed,
                             table.source)
-    x_train = pre.fit_transform(table.frame.loc[train])  # each row is transformed once
-    x = np.empty((len(split), x_train.shape[1]), np.float32)
-    x[train] = x_train
-    if not train.all():
-        x[~train] = pre.transform(table.frame.loc[~train])
+    pre.fit(training)
+    del training
+    x = _in_chunks(table.frame, pre.transform, len(pre.feature_names))
     return NodeRows(party=table.party, ids=ids, x=x, split=split, names=pre.feature_names, y=y,
                     preprocessing=pre.to_json_dict(), numeric=table.numeric,
                     categorical=table.categorical, fingerprint=fingerprint,
                     source_columns=len(table.features), reference=reference)
+
+
+TRANSFORM_ROWS = 65_536
+"""Rows a party's preprocessing turns into its design at a time."""
+
+
+def _in_chunks(frame: pd.DataFrame, transform: Callable[[pd.DataFrame], np.ndarray],
+               width: int) -> np.ndarray:
+    """Return ``transform`` of every row of ``frame`` as one float32 design, built in chunks.
+
+    A row's design depends on that row alone, so the chunks give the whole's design; only one
+    chunk's working copies are held at a time.
+    """
+    x = np.empty((len(frame), width), np.float32)
+    for start in range(0, len(frame), TRANSFORM_ROWS):
+        x[start:start + TRANSFORM_ROWS] = transform(frame.iloc[start:start + TRANSFORM_ROWS])
+    return x
 
 
 def assign_chunk(ids: list[str] | np.ndarray, seed: int, epoch: int, chunks: int) -> np.ndarray:

@@ -531,6 +531,16 @@ def bench_vertical_1m(epochs: int = 3) -> None:
           f"({'met' if wall < 600 else 'MISSED'}); test AUC {outcome.metrics['test']['auc']:.4f}")
 
 
+def bench_vertical_10m() -> None:
+    """1,000,000 applicants, 10,000,000-row bureau and platform tables from Parquet (issue 36).
+
+    In :mod:`experiments.scale_bench`: a cold and a cached run's wall time and peak memory.
+    """
+    from experiments.scale_bench import bench_vertical_10m as run
+
+    run()
+
+
 class _PeakMemory:
     """Sample the resident memory of this process and all its children (Ray's workers)."""
 
@@ -1103,6 +1113,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "embedding_noise": bench_embedding_noise,
     "inversion": bench_inversion,
     "vertical_1m": bench_vertical_1m,
+    "vertical_10m": bench_vertical_10m,
     "sweep_vertical": bench_sweep_vertical,
     "sweep_horizontal": bench_sweep_horizontal,
     "deployment": bench_deployment,

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import logging
 import shutil
+import tempfile
 import time
 import typing
 from pathlib import Path
@@ -28,10 +29,13 @@ from credit_data.blacklists import holder_lists
 from credit_data.consent import FRAUD_CHECK, TRAINING
 from credit_data.design import build_design
 from credit_data.errors import ConfigError
+from credit_data.files import load_party
 from credit_data.loading import load_population
-from credit_data.settings import LABEL_HOLDER, DataSettings
+from credit_data.memory import release_freed_memory
+from credit_data.settings import LABEL_HOLDER, DataSettings, PartySource, Source
+from credit_data.sources import write_population_tables
 from credit_data.split import SPLITS, TEST, assign_split
-from credit_data.tables import Population
+from credit_data.tables import PartyTable, Population
 from credit_data.vertical import NodeRows
 from credit_fl.checks import check_vertical
 from credit_fl.engines import open_engine
@@ -77,12 +81,16 @@ class VerticalSimulationSource:
 
     It carries the data recipe, or what the engine shared (``engine.share``), not the rows:
     each worker loads the population once and keeps only what the node it serves holds (see
-    :func:`experiments.simulation.once_per_worker`).
+    :func:`experiments.simulation.once_per_worker`). With ``tables`` (each party's own source:
+    its file, or the Parquet file the runner wrote of its generated table) a node reads its own
+    table alone, chunk by chunk, as a deployed node does: no worker holds every party's rows.
     """
 
     def __init__(self, settings: dict[str, ClientSettings], data: DataSettings,
-                 seed: int, shared: Any = None) -> None:
+                 seed: int, shared: Any = None,
+                 tables: dict[str, PartySource] | None = None) -> None:
         self.settings, self.data, self.seed, self.shared = settings, data, seed, shared
+        self.tables = tables
         self.names = list(settings)
         self.key = f"vertical {data!r} {seed} {shared.key if shared is not None else ''}"
 
@@ -91,17 +99,22 @@ class VerticalSimulationSource:
             return typing.cast(Population, self.shared.get())
         return load_population(self.data, self.seed)
 
+    def _table(self, party: str) -> PartyTable:
+        if self.tables is not None and party in self.tables:
+            return load_party(party, self.tables[party], self.data)
+        return once_per_worker(f"{self.key}|population", self._population).tables[party]
+
     def _rows(self, party: str, noise: NoiseSource) -> NodeRows:
-        population = once_per_worker(f"{self.key}|population", self._population)
         holders = self.settings[party].blacklists.holders
         if party in holders:  # a holder's node holds its list only
+            population = once_per_worker(f"{self.key}|population", self._population)
             lists = holder_lists(holders, self.data.blacklists, self.data.id_column,
                                  population, self.seed)
             return holder_rows(party, gate_ids(party, list(lists[party].ids),
                                                self.data.consent.get(party), FRAUD_CHECK,
                                                self.data.id_column, self.settings[party],
                                                LABEL_HOLDER))
-        table = gate_table(population.tables[party], self.data.consent.get(party), TRAINING,
+        table = gate_table(self._table(party), self.data.consent.get(party), TRAINING,
                            self.data.id_column, self.settings[party], LABEL_HOLDER)
         return private_node_rows(table, self.data, self.seed,
                                  self.settings[party].privacy, noise,
@@ -116,8 +129,29 @@ class VerticalSimulationSource:
         split = hashlib.sha256(node_split_key(settings)).hexdigest()[:16]
         consent = file_digest(self.data.consent[party]) if party in self.data.consent else ""
         key = f"{self.key}|{party}|{noise.digest('rows cache').hex()[:16]}|{split}|{consent}"
-        rows = once_per_worker(key, lambda: self._rows(party, noise))
+        rows = once_per_worker(key, lambda: self._built(party, noise))
         return settings, rows
+
+    def _built(self, party: str, noise: NoiseSource) -> NodeRows:
+        rows = self._rows(party, noise)
+        release_freed_memory()  # the table's, before another node's rows in this worker
+        return rows
+
+
+def _own_tables(data: DataSettings, population: Population, parties: tuple[str, ...],
+                directory: Path) -> dict[str, PartySource] | None:
+    """Each party's own source, for a Ray worker to read its node's table alone.
+
+    A party's file where the rows are files read whole (no ``data.max_rows`` sample); a
+    Parquet file in ``directory`` of each generated table (synthetic data); else None (the
+    workers build the population as before).
+    """
+    if data.source is Source.files and data.max_rows is None:
+        return {p: data.parties[p] for p in parties if p in data.parties}
+    if data.source is Source.synthetic:
+        return write_population_tables({p: population.tables[p] for p in parties}, directory,
+                                       data.label, id_column=data.id_column)
+    return None
 
 
 def _check_settings(settings: RunSettings) -> None:
@@ -253,17 +287,28 @@ def run_vertical(settings: RunSettings, run_dir: Path, recorder: Recorder | None
         clients = party_settings(settings, parties, state_dir)
         server = vertical_server_settings(settings, parties, run_dir)
         outcome = VerticalOutcome()
-        train_start = time.perf_counter()
-        shared = (engine.share(population) if given is not None or engine.same_process
-                  else None)  # else each Ray worker loads the data recipe itself
-        engine.run(make_vertical_server_app(server, outcome, recorder),
-                   make_vertical_client_app(VerticalSimulationSource(
-                       clients, settings.data, settings.seed, shared)), len(clients))
-        train_seconds = time.perf_counter() - train_start
+        with tempfile.TemporaryDirectory(prefix="tables-") as written:
+            # each Ray worker reads its node's own table (else the engine shares the rows)
+            sharing = given is not None or engine.same_process
+            tables = (None if sharing
+                      else _own_tables(settings.data, population, parties, Path(written)))
+            held: Population | None = population
+            if tables is not None:  # the runner reads the rows again after the run
+                held = population = None  # type: ignore[assignment]
+                release_freed_memory()  # not holding them through it
+            train_start = time.perf_counter()
+            shared = engine.share(held) if sharing else None
+            engine.run(make_vertical_server_app(server, outcome, recorder),
+                       make_vertical_client_app(VerticalSimulationSource(
+                           clients, settings.data, settings.seed, shared, tables)),
+                       len(clients))
+            train_seconds = time.perf_counter() - train_start
     if outcome.error is not None:
         raise outcome.error  # the nodes' keys stay: the run may be resumed
     if outcome.stopped_after is None:
         forget_keys(state_dir)
+    if population is None:
+        population = load_population(settings.data, settings.seed)
 
     result = vertical_outcome(settings, parties, outcome, data_seconds, train_seconds)
     result = dataclasses.replace(result, dataset=result.dataset | {"consent": consent_summary(

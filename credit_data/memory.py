@@ -1,0 +1,32 @@
+"""Hand memory a party has freed back to the operating system (issue 36, bounded memory).
+
+Reading a table leaves freed memory with the allocators that held it: pyarrow's pool (the
+Parquet and DuckDB batches) and the C library's heap (pandas' and Python's small objects). A
+node that has built its design calls :func:`release_freed_memory`, so that its resident memory
+is what it keeps, and the next large step (a preprocessing fit, another party's table in the
+same simulation worker) does not stack on memory no one uses.
+
+>>> release_freed_memory()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+import sys
+
+__all__ = ["release_freed_memory"]
+
+
+def release_freed_memory() -> None:
+    """Collect garbage, then return freed memory from pyarrow's pool and the C heap."""
+    gc.collect()
+    arrow = sys.modules.get("pyarrow")
+    if arrow is not None:  # only where a Parquet file or a database was read
+        arrow.default_memory_pool().release_unused()
+    name = ctypes.util.find_library("c")
+    if name and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(name).malloc_trim(0)  # glibc only; elsewhere nothing to do
