@@ -7,19 +7,16 @@ in the same run. Speed targets live here, never in timed tests.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import psutil
 from sklearn.metrics import roc_auc_score
 
 from credit_data.design import build_design
@@ -515,7 +512,9 @@ def bench_vertical_1m(epochs: int = 3) -> None:
     settings = _vertical_settings(epochs, n=1_000_000)
     settings = dataclasses.replace(settings, federation=dataclasses.replace(
         settings.federation, round_timeout=3600.0))  # blinding 2.4M IDs takes minutes
-    peak = _PeakMemory()
+    from experiments.scale_bench import ProcessPeaks
+
+    peak = ProcessPeaks()
     with tempfile.TemporaryDirectory() as tmp, peak:
         start = time.perf_counter()
         outcome = run_vertical(settings, Path(tmp) / "vertical")
@@ -526,7 +525,7 @@ def bench_vertical_1m(epochs: int = 3) -> None:
         "train.head", 0)
     print(f"vertical 1M: 1,000,000 customers, {f['epochs']} epochs, wall time {wall:.0f} s "
           f"(alignment {align:.0f} s, training exchanges {train / max(f['epochs'], 1):.0f} s "
-          f"per epoch), peak memory {peak.gib:.1f} GiB (every process)")
+          f"per epoch), peak memory {peak.total / 2**30:.1f} GiB (every process)")
     print(f"vertical 1M: wall time / 10 min target {wall / 600:.2f} "
           f"({'met' if wall < 600 else 'MISSED'}); test AUC {outcome.metrics['test']['auc']:.4f}")
 
@@ -539,34 +538,6 @@ def bench_vertical_10m() -> None:
     from experiments.scale_bench import bench_vertical_10m as run
 
     run()
-
-
-class _PeakMemory:
-    """Sample the resident memory of this process and all its children (Ray's workers)."""
-
-    def __enter__(self) -> _PeakMemory:
-        self.peak, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        me = psutil.Process()
-        while not self._stop.wait(0.5):
-            total = 0
-            for proc in [me, *me.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):
-                    total += proc.memory_info().rss
-            self.peak = max(self.peak, total)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def gib(self) -> float:
-        """Peak resident memory in GiB."""
-        return self.peak / 2**30
 
 
 def _sweep(preset: str) -> None:
