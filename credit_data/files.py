@@ -266,7 +266,7 @@ def _load_party(party: str, source: PartySource, settings: DataSettings, labels:
     frame = _keyed(_joined(chunks, id_column, wanted, as_read), id_column, name, first_row)
     table = _party_table(party, frame, source, settings, source_name(source), labels)
     del frame
-    release_freed_memory()  # the chunks' memory, before the party's next large step
+    release_freed_memory(table.n_rows)  # the chunks' memory, before the next large step
     return table
 
 

@@ -28,8 +28,10 @@ def synthetic(tmp_path_factory):
     runs = {}
     for name, overrides in {
         "central": ["federation=centralized", "federation.parties=[lender,bureau]"],
-        "federated": HORIZONTAL,
-        # its ledger and model are read, not the engine: in this process (the plain run is Ray's)
+        # their models and ledgers are read, not the engine: in this process (both engines give
+        # the same metrics for the same seed, tests/test_front_door_runs.py; Ray runs the
+        # horizontal app in test_cli, test_interrupt and test_horizontal_faults)
+        "federated": HORIZONTAL + ["engine=in_process"],
         "dpsgd": HORIZONTAL + ["privacy=dpsgd", "privacy.target_epsilon=3", "engine=in_process"],
     }.items():
         run_dir = tmp_path_factory.mktemp(name)
