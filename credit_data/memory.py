@@ -22,8 +22,8 @@ __all__ = ["RELEASE_FROM_ROWS", "release_freed_memory"]
 
 RELEASE_FROM_ROWS = 100_000
 """Rows from which a table's freed memory is handed back: below it there is little to hand
-back, and the garbage collection alone cost a node 60 ms or more per table read (measured: a
-deployed node reads its table for every message, and the test suite ran 20-40% longer)."""
+back, and the garbage collection alone cost about 60 ms per table read of 2,000 rows (measured
+in one process; more in a process holding more objects), paid by every small run and test."""
 
 
 def release_freed_memory(rows: int | None = None) -> None:
