@@ -62,7 +62,7 @@ from experiments.monitor import (
     split_args,
     worst,
 )
-from experiments.monitor_series import plot_series, series_lines
+from experiments.monitor_series import plot_series, released_over, series_lines
 from federation.settings import Mode
 from federation.storage import write_atomic
 from fl_client.model_monitoring import judge
@@ -172,11 +172,7 @@ def monitor(directory: Path, model_run: Path, args: list[str],
         logs[name] = {p: str(fed.node_state(p) / name / p / "audit.jsonl")
                       for p in found["parties"]}
     latest = series[-1]
-    released = {p: {kind: sum(e["released"].get(p, {}).get(kind, 0) for e in series)
-                    for kind in ("indices", "counts")} for p in latest["released"]}
-    for p, figures in released.items():  # charged per period: the spends add
-        spent = [e["released"][p]["epsilon"] for e in series if p in e["released"]]
-        figures["epsilon"] = None if None in spent else float(sum(spent))
+    released = released_over(series)
     report = {"run": str(model_run), "model_id": model["model_id"], "period": latest["period"],
               "thresholds": dataclasses.asdict(options) | {"out": None},
               "parties": latest["parties"], "model": latest["model"],

@@ -266,11 +266,9 @@ def monitor_run(run_dir: Path, args: list[str]) -> tuple[Path, dict[str, Any]]:
                                  options, stage / f"scoring-{k}")
                   for k, (settings, population, indices, consent) in enumerate(loaded)]
         latest = series[-1]
-        released = {p: {kind: sum(e["released"].get(p, {}).get(kind, 0) for e in series)
-                        for kind in ("indices", "counts")} for p in latest["released"]}
-        for p, figures in released.items():  # charged per period: the spends add
-            spent = [e["released"][p]["epsilon"] for e in series if p in e["released"]]
-            figures["epsilon"] = None if None in spent else float(sum(spent))
+        from experiments.monitor_series import released_over
+
+        released = released_over(series)
         report = {
             "run": str(run_dir), "model_id": manifest["model_id"],
             "period": latest["period"],

@@ -15,7 +15,7 @@ from typing import Any
 
 from credit_data.errors import ConfigError
 
-__all__ = ["period_overrides", "plot_series", "series_lines"]
+__all__ = ["period_overrides", "plot_series", "released_over", "series_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +161,17 @@ def plot_series(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def released_over(series: list[dict]) -> dict[str, dict]:
+    """Return what each party released over a series' periods.
+
+    Indices and counts summed; epsilon summed (charged per period), None where any period
+    released exact counts.
+    """
+    released = {p: {kind: sum(e["released"].get(p, {}).get(kind, 0) for e in series)
+                    for kind in ("indices", "counts")} for p in series[-1]["released"]}
+    for p, figures in released.items():
+        spent = [e["released"][p]["epsilon"] for e in series if p in e["released"]]
+        figures["epsilon"] = None if None in spent else float(sum(spent))
+    return released
