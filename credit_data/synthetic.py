@@ -244,16 +244,7 @@ def generate(
 
         return cohort(n_customers, seed, settings, period=period, shift=shift)
     s = settings or SyntheticSettings()
-    if n_customers < 100:
-        raise ConfigError(f"data.n_customers must be at least 100, got {n_customers}")
-    for key in ("bureau_coverage", "social_coverage", "missing_rate"):
-        value = getattr(s, key)
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"data.synthetic.{key} must lie in [0, 1], got {value}")
-    for key in ("bureau_non_applicants", "social_non_applicants"):
-        if getattr(s, key) < 0:
-            raise ConfigError(f"data.synthetic.{key} must be >= 0, got {getattr(s, key)}")
-
+    _check(n_customers, s)
     rng = np.random.default_rng(seed)
     n = n_customers
     n_bureau_extra = int(round(n * s.bureau_non_applicants))
@@ -269,11 +260,7 @@ def generate(
     lender.index = pd.Index(applicant_ids, name="customer_id")
     labels = pd.DataFrame({"default_12m": default, "fraud": fraud}, index=lender.index)
 
-    young = lender["age"].to_numpy() < 25
-    p_bureau = np.where(z["synth"], 0.1, np.where(young, s.bureau_coverage * 0.8,
-                                                  s.bureau_coverage))
-    in_bureau = rng.random(n) < np.clip(p_bureau, 0, 1)
-    in_social = z["synth"] | (rng.random(n) < s.social_coverage)
+    in_bureau, in_social = _coverage(rng, z, lender["age"].to_numpy(), s)
 
     bureau = _party_rows(rng, z, in_bureau, applicant_ids, ids[n:n + n_bureau_extra], _bureau,
                          s.missing_rate)
@@ -286,6 +273,36 @@ def generate(
     truth = pd.DataFrame({"default_12m": p_default,
                           "fraud": np.where(stolen, STOLEN_CONFIRMED, 0.8 * z["synth"]),
                           "fraud_type": fraud_type}, index=lender.index)
+    return _population(lender, labels, bureau, social, truth)
+
+
+def _check(n_customers: int, s: SyntheticSettings) -> None:
+    """Refuse a population size or synthetic setting outside its range, naming the key."""
+    if n_customers < 100:
+        raise ConfigError(f"data.n_customers must be at least 100, got {n_customers}")
+    for key in ("bureau_coverage", "social_coverage", "missing_rate"):
+        value = getattr(s, key)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"data.synthetic.{key} must lie in [0, 1], got {value}")
+    for key in ("bureau_non_applicants", "social_non_applicants"):
+        if getattr(s, key) < 0:
+            raise ConfigError(f"data.synthetic.{key} must be >= 0, got {getattr(s, key)}")
+
+
+def _coverage(rng: np.random.Generator, z: dict[str, np.ndarray], age: np.ndarray,
+              s: SyntheticSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Draw which applicants the bureau and the platform know (the young less often)."""
+    n = len(age)
+    p_bureau = np.where(z["synth"], 0.1, np.where(age < 25, s.bureau_coverage * 0.8,
+                                                  s.bureau_coverage))
+    in_bureau = rng.random(n) < np.clip(p_bureau, 0, 1)
+    in_social = z["synth"] | (rng.random(n) < s.social_coverage)
+    return in_bureau, in_social
+
+
+def _population(lender: pd.DataFrame, labels: pd.DataFrame, bureau: pd.DataFrame,
+                social: pd.DataFrame, truth: pd.DataFrame) -> Population:
+    """Wrap the drawn tables with their column roles."""
     return Population(
         name="synthetic",
         tables={

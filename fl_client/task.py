@@ -201,16 +201,7 @@ class LenderTask:
         if s.fault is Fault.slow:
             time.sleep(s.federation.round_timeout + 5)
         model = self.model(schema, state)
-        dp = None
-        if privacy_state is not None:
-            dp = DPRound(privacy_state.noise_multiplier, s.privacy.max_grad_norm,
-                         privacy_state.sample_rate, privacy_state.delta,
-                         list(privacy_state.history))
-            would_spend = epsilon_after_round(dp, s.federation.local_epochs)
-            if would_spend > s.privacy.cap() * (1 + 1e-9):
-                raise BudgetRefusal(
-                    f"{s.party} refuses round {server_round}: it would spend epsilon "
-                    f"{would_spend:.3f}, past its privacy.max_epsilon {s.privacy.cap():.3f}")
+        dp = self._round_dp(privacy_state, server_round)
         mu = s.federation.proximal_mu if s.federation.strategy is StrategyName.fedprox else 0.0
         secret = None
         if dp is not None:
@@ -233,23 +224,41 @@ class LenderTask:
         if s.privacy.mechanism is PrivacyMechanism.off:  # under DP the loss stays at home
             metrics["train_loss"] = result.train_loss
         if privacy_state is not None:
-            prior = [tuple(h) for h in privacy_state.prior]
-            if len(result.history) != len(prior) + 1 or result.history[:len(prior)] != prior:
-                raise PrivacyLedgerError(f"{s.party}: accountant history {result.history} is "
-                                         f"not the summary {prior} and one DP-SGD stretch")
-            sigma, rate, steps = result.history[-1]
-            if (sigma, rate) != (privacy_state.noise_multiplier, privacy_state.sample_rate):
-                raise PrivacyLedgerError(f"{s.party}: trained at noise {sigma} and rate {rate}, "
-                                         f"planned {privacy_state.noise_multiplier} and "
-                                         f"{privacy_state.sample_rate}")
-            privacy_state.history = result.history
-            metrics.update({"epsilon": float(result.epsilon or 0.0), "noise_multiplier": sigma,
-                            "sample_rate": rate,
-                            "delta": privacy_state.delta + privacy_state.selection_delta,
-                            "total_steps": steps,
-                            "summary_noise_multiplier": prior[0][0] if prior else 0.0,
-                            "selection_delta": privacy_state.selection_delta})
+            metrics.update(self._record_dp(privacy_state, result.history,
+                                           float(result.epsilon or 0.0)))
         return new_state, metrics
+
+    def _round_dp(self, privacy_state: PartyPrivacy | None, server_round: int) -> DPRound | None:
+        """Plan the round's DP-SGD; refuse it when it would take the party past its cap."""
+        if privacy_state is None:
+            return None
+        s = self.settings
+        dp = DPRound(privacy_state.noise_multiplier, s.privacy.max_grad_norm,
+                     privacy_state.sample_rate, privacy_state.delta, list(privacy_state.history))
+        would_spend = epsilon_after_round(dp, s.federation.local_epochs)
+        if would_spend > s.privacy.cap() * (1 + 1e-9):
+            raise BudgetRefusal(
+                f"{s.party} refuses round {server_round}: it would spend epsilon "
+                f"{would_spend:.3f}, past its privacy.max_epsilon {s.privacy.cap():.3f}")
+        return dp
+
+    def _record_dp(self, privacy_state: PartyPrivacy, history: list[Any],
+                   epsilon: float) -> dict[str, Any]:
+        """Check the round trained as planned, keep its history; return its privacy metrics."""
+        party, prior = self.settings.party, [tuple(h) for h in privacy_state.prior]
+        if len(history) != len(prior) + 1 or history[:len(prior)] != prior:
+            raise PrivacyLedgerError(f"{party}: accountant history {history} is "
+                                     f"not the summary {prior} and one DP-SGD stretch")
+        sigma, rate, steps = history[-1]
+        if (sigma, rate) != (privacy_state.noise_multiplier, privacy_state.sample_rate):
+            raise PrivacyLedgerError(f"{party}: trained at noise {sigma} and rate {rate}, "
+                                     f"planned {privacy_state.noise_multiplier} and "
+                                     f"{privacy_state.sample_rate}")
+        privacy_state.history = history
+        return {"epsilon": epsilon, "noise_multiplier": sigma, "sample_rate": rate,
+                "delta": privacy_state.delta + privacy_state.selection_delta,
+                "total_steps": steps, "summary_noise_multiplier": prior[0][0] if prior else 0.0,
+                "selection_delta": privacy_state.selection_delta}
 
     def _apply_fault(self, start: dict[str, torch.Tensor],
                      trained: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -149,6 +149,23 @@ def predict_proba(model: nn.Module, x: np.ndarray | torch.Tensor,
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
+def _one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+               data: tuple[torch.Tensor, torch.Tensor], order: torch.Tensor,
+               batch_size: int) -> float:
+    """Take one pass of minibatch steps over the rows in ``order``; return the summed loss."""
+    x, y = data
+    model.train()
+    total = 0.0
+    for i in range(0, len(order), batch_size):
+        batch = order[i:i + batch_size]
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x[batch]), y[batch])
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+    return total
+
+
 @one_thread()
 def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
         y_val: np.ndarray, settings: TrainSettings, seed: int,
@@ -180,16 +197,8 @@ def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nd
     best_state = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
     for epoch in range(1, settings.epochs + 1):
-        model.train()
         order = torch.randperm(len(xt), generator=generator)
-        total = 0.0
-        for i in range(0, len(order), batch_size):
-            batch = order[i:i + batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xt[batch]), yt[batch])
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
+        total = _one_epoch(model, optimizer, loss_fn, (xt, yt), order, batch_size)
         result.rows_seen += len(order)
         p_val = predict_proba(model, x_val)
         val_auc = float(roc_auc_score(y_val, p_val))

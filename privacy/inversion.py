@@ -55,6 +55,32 @@ def _fit_predict(decoder: str, seed: int, x_known: np.ndarray, target: np.ndarra
     return out
 
 
+def _known_and_held(rows: int, known_share: float, seed: int,
+                    max_rows: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the rows whose columns the attacker knows and the rows it is scored on."""
+    order = np.random.default_rng(seed).permutation(rows)
+    if max_rows is not None:
+        order = order[:max_rows]
+    n_known = int(round(known_share * len(order)))
+    known, held = order[:n_known], order[n_known:]
+    if min(len(known), len(held)) < _MIN_ROWS:
+        raise ValueError(f"the inversion audit needs at least {_MIN_ROWS} known and "
+                         f"{_MIN_ROWS} held-out rows, got {len(known)} and {len(held)}")
+    return known, held
+
+
+def _held_out_r2(names: list[str], truth: np.ndarray,
+                 predicted: np.ndarray) -> dict[str, float | None]:
+    """Score each column on its present held-out values (None under two distinct values)."""
+    r2: dict[str, float | None] = {}
+    for j, name in enumerate(names):
+        present = ~np.isnan(truth[:, j])
+        values = truth[present, j]
+        r2[name] = (float(r2_score(values, predicted[present, j]))
+                    if len(np.unique(values)) >= 2 else None)
+    return r2
+
+
 def decoder_r2(embeddings: np.ndarray, columns: dict[str, np.ndarray], *, known_share: float,
                seed: int, decoder: str = "mlp", max_rows: int | None = None) -> dict[str, Any]:
     """Train a decoder on the known rows; return its held-out R^2 per column.
@@ -104,27 +130,13 @@ def decoder_r2(embeddings: np.ndarray, columns: dict[str, np.ndarray], *, known_
     y = np.column_stack([np.asarray(columns[c], dtype=np.float64) for c in names])
     if len(y) != len(x):
         raise ValueError(f"{len(x)} embeddings for {len(y)} rows of columns")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x))
-    if max_rows is not None:
-        order = order[:max_rows]
-    n_known = int(round(known_share * len(order)))
-    known, held = order[:n_known], order[n_known:]
-    if min(len(known), len(held)) < _MIN_ROWS:
-        raise ValueError(f"the inversion audit needs at least {_MIN_ROWS} known and "
-                         f"{_MIN_ROWS} held-out rows, got {len(known)} and {len(held)}")
+    known, held = _known_and_held(len(x), known_share, seed, max_rows)
     with np.errstate(all="ignore"):  # an all-missing column gives NaN here, caught below
         mean, std = np.nanmean(y[known], axis=0), np.nanstd(y[known], axis=0)
     mean, std = np.nan_to_num(mean), np.where(np.isfinite(std) & (std > 0), std, 1.0)
     with threadpool_limits(1):  # small matrices: a second BLAS thread cost 10x here
         predicted = _fit_predict(decoder, seed, x[known], (y[known] - mean) / std, x[held])
-    predicted = predicted * std + mean
-    r2: dict[str, float | None] = {}
-    for j, name in enumerate(names):
-        present = ~np.isnan(y[held, j])
-        truth = y[held, j][present]
-        r2[name] = (float(r2_score(truth, predicted[present, j]))
-                    if len(np.unique(truth)) >= 2 else None)
+    r2 = _held_out_r2(names, y[held], predicted * std + mean)
     scored = [v for v in r2.values() if v is not None]
     return {"r2": r2, "mean_r2": float(np.mean(scored)) if scored else None,
             "known_share": known_share, "decoder": f"{decoder}: {DECODERS[decoder]}",
