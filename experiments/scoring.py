@@ -36,7 +36,7 @@ from credit_data.split import TEST, assign_split
 from credit_data.tables import PartyTable, Population
 from credit_fl.config import run_config, settings_of
 from credit_fl.engines import open_engine
-from experiments.consent_results import consent_summary
+from experiments.consent_results import consent_lines, consent_summary
 from experiments.explanation_report import explanation_lines, plot_explanations
 from experiments.horizontal import lender_rows
 from experiments.local_scoring import score_with_bundle
@@ -310,6 +310,8 @@ def render_scoring(scoring: dict[str, Any], scores: pd.DataFrame | None) -> str:
     if absent:
         lines += ["", f"Absent from the scoring federation, scored as unknown to them: "
                   f"{', '.join(absent)}."]
+    if scoring["mode"] == Mode.vertical.value and "consent" in scoring:  # scoring.json's counts
+        lines += consent_lines(scoring["consent"])  # (credit_scoring; none: all rows used)
     unknown = {p: a.get("unknown_categories") for p, a in scoring.get("alignment", {}).items()}
     unknown |= {"lender": scoring.get("lender", {}).get("unknown_categories")}
     unknown |= scoring.get("unknown_categories") or {}  # a one-bundle model's, per party

@@ -48,6 +48,9 @@ NODE_LEDGER = "node.jsonl"
 MIGRATED_SUFFIX = ".migrated"
 COMPOSED_INTO = {"summary_epsilon": "epsilon"}
 """A figure whose mechanism the other figure's accountant already composes: counted as one."""
+NOTE_SPENT, NOTE_CAP = "lifetime_epsilon", "max_epsilon"
+"""On a deployed node's audit lines (its own note, never sent): the ledger's spend since its
+last reset after the message, and the node's cap (``none``: its partner chose no cap)."""
 
 
 @functools.lru_cache(maxsize=16)

@@ -3,8 +3,10 @@
 From node and server audit logs (:mod:`federation.audit_log`) it builds one record per party
 and run: the purposes, how many customers' rows each purpose used (the node's ``consent``
 lines; :mod:`fl_client.consent_gate`), what left the node (message kinds, array shapes, bytes),
-the epsilon figures the node reported, its refusals, the first and last time, and whether its
-chain verifies and matches the anchor the server's log holds. As JSON (``--json``) and as a
+the epsilon the run spent against the node's lifetime budget (a deployed node notes its
+ledger's spend and cap on each line: :data:`federation.lifetime_budget.NOTE_SPENT`), its
+refusals, the first and last time, and whether its chain verifies and matches the anchor the
+server's log holds. As JSON (``--json``) and as a
 markdown page (``--markdown``, else printed) laid out after the GDPR Art. 30 record of
 processing and the PIPL Art. 55-56 personal-information impact assessment. A log that fails
 verification is reported first and the command exits with 1; a file that is not a log at all is
@@ -26,6 +28,7 @@ import pandas as pd
 
 from credit_data.consent import TRAINING, consented, latest, read_records
 from federation.audit_log import Verdict, anchors, parse_line, verify
+from federation.lifetime_budget import NOTE_CAP, NOTE_SPENT, run_spend, spend_figures
 
 NO_RECORDS = "no consent records: all rows used"
 
@@ -74,6 +77,33 @@ def _largest(figures: Any) -> float | None:
     return max(values) if values else None
 
 
+def lifetime(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Return the run's spend and the node's lifetime budget after its last noted line.
+
+    ``run``: the run's epsilon as the node's ledger counts it (:func:`run_spend` of the
+    cumulative figures its replies reported); ``spent``: the ledger's total since its last
+    reset, every run's; ``cap``: the node's max-epsilon (None: no cap). None when no line
+    carries the note (a simulated party keeps no lifetime ledger).
+
+    >>> lifetime([{"epsilon": {"epsilon": 0.4, "label_epsilon": 1.0},
+    ...            "node": {"lifetime_epsilon": 3.4, "max_epsilon": 8.0}}])
+    {'run': 1.4, 'spent': 3.4, 'cap': 8.0}
+    """
+    figures: dict[str, float] = {}
+    noted = None
+    for e in entries:
+        for name, value in spend_figures(e.get("epsilon") or {}).items():
+            figures[name] = max(figures.get(name, 0.0), value)
+        note = e.get("node")
+        if isinstance(note, dict) and isinstance(note.get(NOTE_SPENT), int | float):
+            noted = note
+    if noted is None:
+        return None
+    cap = noted.get(NOTE_CAP)
+    return {"run": run_spend(figures), "spent": float(noted[NOTE_SPENT]),
+            "cap": float(cap) if isinstance(cap, int | float) else None}
+
+
 def party_record(path: Path, entries: list[dict[str, Any]], verdict: Verdict,
                  anchored: dict[str, Any] | None) -> dict[str, Any]:
     """Return one node log's record (see the module docstring)."""
@@ -116,7 +146,7 @@ def party_record(path: Path, entries: list[dict[str, Any]], verdict: Verdict,
         "purposes": purposes, "consent": consent or None,
         "messages": dict(sorted(kinds.items())), "bytes_sent": dict(sorted(sent_bytes.items())),
         "bytes_sent_total": sum(sent_bytes.values()), "shapes": shapes,
-        "epsilon_reported": epsilon, "refusals": refusals,
+        "epsilon_reported": epsilon, "lifetime": lifetime(entries), "refusals": refusals,
     }
 
 
@@ -186,8 +216,7 @@ def render(report: dict[str, Any]) -> str:
                   + (", and ends where the server's log anchored it." if report["servers"]
                      else "; no server log was given, so no anchor was checked."), ""]
     for r in report["records"]:
-        spent = ("none (no mechanism spent)" if r["epsilon_reported"] is None
-                 else f"{r['epsilon_reported']:.4g} (the node's lifetime ledger holds its cap)")
+        spent = _spent(r)
         anchored = ("no server log given" if r["anchored"] is None else
                     "matches the server's anchor" if r["anchored"]["matches"]
                     else "DOES NOT match the server's anchor")
@@ -209,7 +238,7 @@ def render(report: dict[str, Any]) -> str:
                   f"- **Time**: {r['first']} to {r['last']}.",
                   f"- **Security measures**: signed hash chain "
                   f"({'verifies' if r['verified'] else 'FAILS: ' + str(r['problem'])}; "
-                  f"{anchored}); largest epsilon reported: {spent}.",
+                  f"{anchored}); {spent}.",
                   "", "### Impact assessment (PIPL Art. 55-56)", "",
                   "1. **Purpose and necessity**: " + (
                       "only customers whose latest consent record grants the purpose took part."
@@ -232,6 +261,20 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _spent(record: dict[str, Any]) -> str:
+    """Say what the run spent against the node's lifetime budget."""
+    budget = record.get("lifetime")
+    if budget is None:
+        return ("no lifetime budget in the log (a simulated party); largest epsilon reported: "
+                + ("none (no mechanism spent)" if record["epsilon_reported"] is None
+                   else f"{record['epsilon_reported']:.4g}"))
+    spent = (f"{budget['spent']:.4g} spent since its last reset (no cap: its partner's choice)"
+             if budget["cap"] is None else
+             f"{budget['spent']:.4g} of its cap {budget['cap']:.4g} spent since its last reset")
+    return (f"epsilon spent by this run {budget['run']:.4g}; the node's lifetime budget "
+            f"(every run's): {spent}")
+
+
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -240,8 +283,8 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``credit-fl audit report <logs ...> [--json F] [--markdown F]``."""
+def parser() -> argparse.ArgumentParser:
+    """Return the command line's parser (``credit-fl audit report``)."""
     parser = argparse.ArgumentParser(prog="credit-fl audit report")
     parser.add_argument("logs", nargs="+", type=Path, help="node and server audit logs")
     parser.add_argument("--json", type=Path, help="write the report as JSON here")
@@ -251,12 +294,18 @@ def main(argv: list[str] | None = None) -> int:
                              "each training run, whose bundle to retrain")
     parser.add_argument("--id-column", default="customer_id",
                         help="the consent files' ID column")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``credit-fl audit report <logs ...> [--json F] [--markdown F] [--consent P=F]``."""
+    command = parser()
+    args = command.parse_args(sys.argv[1:] if argv is None else argv)
     files = {}
     for given in args.consent:
         party, _, name = given.partition("=")
         if not party or not name:
-            parser.error(f"--consent {given!r}: expected party=file")
+            command.error(f"--consent {given!r}: expected party=file")
         files[party] = Path(name)
     try:
         report = build_report(args.logs, files, args.id_column)

@@ -366,6 +366,34 @@ def test_scoring_asks_the_holders_again_and_reproduces_the_run(with_lists, tmp_p
     assert "## Shared blacklists" in (out / "report.md").read_text()
 
 
+def test_a_holders_list_leaves_out_who_did_not_consent_to_fraud_checks(with_lists, tmp_path):
+    # issue 34: a holder applies its consent records (purpose fraud_check) to its list, so a
+    # listed applicant whose record withdrew it is not listed for the lender
+    from experiments.scoring import score_run
+
+    run_dir, _, _ = with_lists
+    population = generate(3_000, seed=0)
+    the_list = synthetic_lists(population, ("consortium",), seed=0)["consortium"].ids
+    test = set(pd.read_csv(run_dir / "predictions.csv", dtype={"id": str})["id"])
+    gone = sorted(set(the_list) & test)[0]
+    consent = tmp_path / "consortium-consent.csv"
+    consent.write_text("customer_id,purpose,status,time,receipt_id\n" + "".join(
+        f"{i},fraud_check,granted,2026-01-01T00:00:00Z,g-{i}\n" for i in the_list)
+        + f"{gone},fraud_check,withdrawn,2026-06-01T00:00:00Z,w-{gone}\n")
+    out, scoring = score_run(run_dir, ["engine=in_process", "explain.enabled=false",
+                                       f"data.consent.consortium={consent}",
+                                       f"scoring.out={tmp_path / 'gated'}"])
+    scores = pd.read_csv(out / "scores.csv", dtype={"id": str})
+    kept = set(the_list) - {gone}
+    assert scores["on_list_consortium"].tolist() == [int(i in kept) for i in scores["id"]]
+    assert scoring["blacklists"]["consortium"]["listed"] == len(kept & set(scores["id"]))
+    assert gone in set(scores["id"])  # a test applicant, listed: the lookup would hit it
+    lines = [json.loads(x) for x in (out / "parties" / "consortium" / "audit.jsonl"
+                                     ).read_text().splitlines()]
+    assert [(x["purpose"], x["rows_held"], x["withdrawn"]) for x in lines
+            if x["event"] == "consent"] == [("fraud_check", len(the_list), 1)]
+
+
 def test_rerating_watches_exactly_the_listed_borrowers(with_lists, tmp_path):
     # issue 33: a listed identity is a watch-list trigger; the holders are asked at re-rating
     from experiments.rerate import rerate_run

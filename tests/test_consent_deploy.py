@@ -86,6 +86,10 @@ def test_the_regulators_report_matches_results_json_and_flags_an_edited_log(depl
     assert usage_report([*logs, "--json", str(out)]) == 0
     records = {r["party"]: r for r in json.loads(out.read_text())["records"]}
     assert all(r["verified"] and r["anchored"]["matches"] for r in records.values())
+    # each node noted its lifetime ledger: the run's epsilon within what the ledger holds
+    for r in records.values():
+        assert r["lifetime"] is not None, r["party"]
+        assert r["lifetime"]["run"] <= r["lifetime"]["spent"] + 1e-9
     for party, counted in results["dataset"]["consent"]["parties"].items():
         logged = records[party]["consent"]
         if not counted["records"]:

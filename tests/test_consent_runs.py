@@ -3,11 +3,15 @@
 Withdrawing one customer's training consent at the bureau gives exactly the model of a run in
 which the bureau does not hold that customer, and the bureau's blinded ID set (the only message
 that carries its own customers) does not hold them; a scoring request for a customer without
-``credit_scoring`` consent treats them as unknown to the bureau, counted in scoring.json and in
-the bureau's audit log.
+``credit_scoring`` consent treats them as unknown to the bureau (the scores of a bureau that
+does not hold them, and not in the set it answers with), counted in scoring.json and in the
+bureau's audit log; the regulator's record of the run lists the counts and, once a customer
+whose row trained it withdraws, the bundle to retrain.
 """
 
+import dataclasses
 import json
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -19,18 +23,24 @@ from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER
 from credit_data.split import TRAIN, assign_split
 from credit_data.tables import Population
-from credit_fl.config import config_of
+from credit_fl.config import config_of, settings_of
 from experiments.config import to_settings
 from experiments.monitor import monitor_run
 from experiments.rerate import rerate_run
 from experiments.results import write_run
-from experiments.scoring import score_run
+from experiments.scoring import ScoringSimulationSource, load_applicants, score_run
 from experiments.vertical import run_vertical
 from federation.audit_log import verify
 from federation.usage_report import main as usage_report
 from fl_client.node_noise import simulated_split_keys
+from fl_client.scoring_app import make_scoring_client_app
+from fl_client.scoring_task import SCORES_FILE
+from fl_client.settings import client_settings
+from fl_server.scoring_rounds import ScoringOutcome, scoring_server_settings
+from fl_server.server_app import make_scoring_server_app
 from privacy.sealed_key import KEY_BYTES
 from tests.conftest import compose_config
+from tests.fake_grid import InProcessGrid, run_server_app
 from tests.routed import payload_values
 
 pytestmark = pytest.mark.engine
@@ -108,7 +118,9 @@ def test_the_counts_reach_results_report_and_audit_log(runs):
     logged = [e for e in lines if e["event"] == "consent"]
     assert len(logged) == 1 and logged[0]["withdrawn"] == 1 and logged[0]["rows_used"] == held - 1
     assert verify(log).ok
-    assert "| bureau | " in (run_dir / "report.md").read_text()
+    page = (run_dir / "report.md").read_text()
+    assert f"| bureau | {held:,} | {held - 1:,} | {held - 1:,} | 1 | 0 |" in page
+    assert "| lender | | | no consent records: all rows used | | |" in page
     assert runs["absent"][1]["dataset"]["consent"] is None
     assert "No consent records: all rows used." in (runs["absent"][0] / "report.md").read_text()
 
@@ -143,19 +155,93 @@ def test_scoring_without_scoring_consent_treats_the_customer_as_unknown(runs):
     c = scoring["consent"]["parties"]["bureau"]
     assert (scoring["consent"]["purpose"], c["withdrawn"], c["rows_used"]) == (
         "credit_scoring", 1, len(runs["bureau_ids"]) - 1)
+    held = len(runs["bureau_ids"])  # and the scoring's report.md says so
+    assert f"| bureau | {held:,} | {held - 1:,} | {held - 1:,} | 1 | 0 |" in (
+        out / "report.md").read_text()
     log = out / "parties" / "bureau" / "audit.jsonl"
     logged = [json.loads(t) for t in log.read_text().splitlines()]
     assert [(e["purpose"], e["withdrawn"]) for e in logged if e["event"] == "consent"] == [
         ("credit_scoring", 1)]
 
 
+class _Shared:
+    """The applicants as an engine shares them with its nodes (``engine.share``)."""
+
+    def __init__(self, population):
+        self.population = population
+
+    def get(self):
+        return self.population
+
+
+def _frames(population, leave_out=None):
+    """Each party's table as the DataFrame its file would be (the bureau without a customer)."""
+    frames = {}
+    for party, table in population.tables.items():
+        frame = table.frame.astype(dict.fromkeys(table.categorical, "category")).rename_axis(
+            "customer_id")
+        if party == "bureau" and leave_out is not None:
+            frame = frame[frame.index != leave_out]
+        frames[party] = frame
+    return frames
+
+
+def _scored(run_dir, overrides, out, frames, recorder=None):
+    """Score the run's bundles on the in-process grid, every routed payload recorded."""
+    settings = settings_of(run_dir, "scoring.rows=all", "explain.enabled=false", *overrides)
+    bundles = {p: run_dir / "parties" / p / "model" for p in ("lender", "bureau", "social")}
+    clients = {p: client_settings(settings, p, str(out)) for p in bundles}
+    app = make_scoring_client_app(ScoringSimulationSource(
+        clients, settings, bundles, _Shared(load_applicants(settings, frames=frames))))
+    outcome = ScoringOutcome()
+    run_server_app(make_scoring_server_app(dataclasses.replace(
+        scoring_server_settings(settings), n_nodes=len(bundles)), outcome, out, recorder),
+        InProcessGrid(app, len(bundles)))
+    assert outcome.error is None, outcome.error
+    return pd.read_csv(out / "lender" / SCORES_FILE, dtype={"id": str}).set_index("id")
+
+
+def test_scoring_without_consent_gives_the_scores_of_a_bureau_without_the_customer(runs):
+    # Prepare: the bureau's file grants scoring to all its customers but one
+    run_dir, other = runs["withdrawn"][0], runs["stays"]
+    consent = _consent_file(runs["tmp"] / "bureau-scoring-gate.csv", runs["bureau_ids"],
+                            "credit_scoring", other)
+    population = load_population(settings_of(run_dir).data, settings_of(run_dir).seed)
+    payloads: list = []
+    # Execute: scored under the file, and under the same file by a bureau that does not hold
+    # the customer (its file then leaves out no one)
+    gated = _scored(run_dir, [f"data.consent.bureau={consent}"], runs["tmp"] / "gated-scoring",
+                    _frames(population), lambda way, node, body: payloads.append(body))
+    absent = _scored(run_dir, [f"data.consent.bureau={consent}"], runs["tmp"] / "absent-scoring",
+                     _frames(population, other))
+    # Assert: the same scores for every applicant, that one scored as unknown to the bureau
+    pd.testing.assert_frame_equal(gated, absent)
+    assert gated.loc[other, "known_bureau"] == 0
+    # and the set the bureau answered with (its PSI setup) does not hold them
+    routed = {v for body in payloads for v in payload_values(body) if isinstance(v, bytes)}
+    kept = list((runs["tmp"] / "psi" / "bureau" / "psi").glob("*.bin"))
+    sent = [blob for blob in (p.read_bytes() for p in kept) if blob[KEY_BYTES:] in routed]
+    assert len(sent) == 1
+    key, setup = sent[0][:KEY_BYTES], sent[0][KEY_BYTES:]
+    client = psi.client.CreateWithNewKey(True)
+    response = psi.server.CreateFromKey(key, True).ProcessRequest(
+        client.CreateRequest([runs["gone"], other]))
+    server_setup = psi.ServerSetup()
+    server_setup.ParseFromString(setup)
+    assert set(np.asarray(client.GetIntersection(server_setup, response)).tolist()) == {0}
+
+
 def test_the_regulators_record_matches_results_json(runs, tmp_path):
     run_dir, results = runs["withdrawn"]
     logs = [*sorted((run_dir / "parties").glob("*/audit.jsonl")),
             run_dir / "server" / "audit.jsonl"]
+    # since the run, one more customer whose row trained it withdrew at the bureau
+    now = tmp_path / "bureau-consent-now.csv"
+    now.write_text((runs["tmp"] / "bureau-consent.csv").read_text() + f"{runs['stays']},"
+                   f"credit_training,withdrawn,{datetime.now(UTC).isoformat()},w-later\n")
     out = tmp_path / "usage.json"
     assert usage_report([*map(str, logs), "--json", str(out), "--markdown",
-                         str(tmp_path / "usage.md")]) == 0
+                         str(tmp_path / "usage.md"), "--consent", f"bureau={now}"]) == 0
     report = json.loads(out.read_text())
     records = {r["party"]: r for r in report["records"]}
     assert set(records) == {"lender", "bureau", "social"}
@@ -166,6 +252,16 @@ def test_the_regulators_record_matches_results_json(runs, tmp_path):
         k: counted[k] for k in ("rows_held", "rows_used", "consented", "withdrawn")}
     assert records["lender"]["consent"] is None
     assert records["bureau"]["messages"]["train.embed"] >= 2
+    # the bundle that customer's row trained, for its owner to retrain
+    assert records["bureau"]["retrain"] == {
+        "withdrawn_since_training": 1, "bundle": str(run_dir / "parties" / "bureau" / "model")}
+    assert (run_dir / results["model"]["bundles"]["bureau"]).is_dir()
+    assert (run_dir / results["model"]["bundles"]["bureau"]).resolve() == (
+        run_dir / "parties" / "bureau" / "model").resolve()
+    page = (tmp_path / "usage.md").read_text()
+    assert "**Retrain**: 1 customers whose rows trained this run's model" in page
+    lender = page[page.index("## lender, run"):]
+    assert "- **Data subjects**: no consent records: all rows used." in lender
 
 
 @pytest.mark.parametrize(("line", "message"), [

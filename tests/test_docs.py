@@ -16,6 +16,7 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"```bash\n(.*?)```", re.S)
+_INLINE = re.compile(r"`((?:credit-fl|(?:\.venv/bin/)?python -m) [^`]+)`")
 
 
 def _commands() -> list[tuple[str, str]]:
@@ -26,6 +27,11 @@ def _commands() -> list[tuple[str, str]]:
                 line = line.split(" #")[0].strip()
                 if line and not line.startswith("#"):
                     found.append((page.name, line))
+    # the README's examples in running text too (not a synopsis: arguments, no '...', no 'a|b')
+    for span in _INLINE.findall((ROOT / "README.md").read_text()):
+        least = 3 if span.startswith("credit-fl") else 4
+        if "..." not in span and "|" not in span and len(span.split()) >= least:
+            found.append(("README.md", span))
     return found
 
 
@@ -119,6 +125,9 @@ def _check(words: list[str]) -> None:
         parser().parse_args(args)
     elif module == "federation.audit_log":
         assert args[0] in ("verify", "report") and args[1:]
+        if args[0] == "report":  # its flags exist
+            from federation.usage_report import parser as report_parser
+            report_parser().parse_args(args[1:])
     elif module == "experiments.compare":
         assert args and not args[0].startswith("-")
     else:

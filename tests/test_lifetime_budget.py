@@ -90,6 +90,14 @@ def test_runs_under_the_cap_each_cannot_pass_it_together(tmp_path):
         assert _spent(outcome) == pytest.approx(1.4, abs=0.01)
     party = coordinator.parties[0]
     assert coordinator.budget(party).spent() == pytest.approx(2.8, abs=0.02)
+    # the regulator's report of the second run sets its spend against the node's lifetime cap
+    # (issue 34): the node notes its ledger on its own audit lines
+    from federation.usage_report import build_report
+    (record,) = build_report([tmp_path / "nodes" / party / "state" / "run-2" / party /
+                              "audit.jsonl"])["records"]
+    assert record["verified"] and record["lifetime"]["cap"] == CAP
+    assert record["lifetime"]["run"] == pytest.approx(1.4, abs=0.01)
+    assert record["lifetime"]["spent"] == pytest.approx(coordinator.budget(party).spent())
     # a third at 1.4 passes the lifetime cap: refused, each node says why
     third = coordinator.submit("privacy.target_epsilon=1.4")
     reasons = [str(third.error)] + [e.reason for e in getattr(third, "exclusions", [])]

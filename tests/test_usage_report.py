@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 
 from federation.audit_log import AuditLog
-from federation.usage_report import main
+from federation.usage_report import build_report, main, render
 
 pytestmark = pytest.mark.unit
 
@@ -41,6 +41,36 @@ def test_the_record_lists_purposes_counts_what_left_and_refusals(tmp_path):
     page = (tmp_path / "r.md").read_text()
     assert "Record of processing (GDPR Art. 30(1))" in page and "PIPL Art. 55-56" in page
     assert "`credit_training`: 8 of 10 customers used" in page
+
+
+def test_a_deployed_nodes_run_is_set_against_its_lifetime_cap(tmp_path):
+    # Prepare: a deployed node's lines note its ledger (3.5 spent since its reset, 2.0 of it
+    # by earlier runs) and its cap; this run's figures are cumulative: DP-SGD 0.5 then 1.0,
+    # its noisy summary (composed into DP-SGD) 0.3, label DP 0.5
+    path = tmp_path / "run-2" / "bureau" / "audit.jsonl"
+    log = AuditLog(path)
+    for figures, spent in (({"summary_epsilon": 0.3}, 2.3), ({"epsilon": 0.5}, 2.5),
+                           ({"epsilon": 1.0, "label_epsilon": 0.5}, 3.5)):
+        log.append("train.embed", party="bureau", purpose="training", sent={},
+                   epsilon=figures, node={"lifetime_epsilon": spent, "max_epsilon": 8.0})
+    uncapped = tmp_path / "run-3" / "social" / "audit.jsonl"
+    AuditLog(uncapped).append("train.embed", party="social", purpose="training", sent={},
+                              epsilon={"epsilon": 0.25},
+                              node={"lifetime_epsilon": 0.25, "max_epsilon": "none"})
+    simulated = _node_log(tmp_path)  # a simulated party notes no ledger
+    # Execute
+    report = build_report([path, uncapped, simulated])
+    page = render(report)
+    # Assert: 1.0 + 0.5 spent by the run, 3.5 of the node's 8; no cap; the simulation's figure
+    records = {r["log"]: r for r in report["records"]}
+    assert records[str(path)]["lifetime"] == {"run": 1.5, "spent": 3.5, "cap": 8.0}
+    assert records[str(uncapped)]["lifetime"] == {"run": 0.25, "spent": 0.25, "cap": None}
+    assert records[str(simulated)]["lifetime"] is None
+    assert ("epsilon spent by this run 1.5; the node's lifetime budget (every run's): 3.5 of "
+            "its cap 8 spent since its last reset") in page
+    assert "0.25 spent since its last reset (no cap: its partner's choice)" in page
+    assert ("no lifetime budget in the log (a simulated party); largest epsilon reported: "
+            "1.5") in page
 
 
 def test_a_tampered_log_is_reported_first_and_fails(tmp_path, capsys):
