@@ -71,14 +71,15 @@ def is_scorecard(bundle: Bundle) -> bool:
     return model_settings(bundle.manifest).kind is ModelKind.scorecard
 
 
-def column_costs(encoder: ScorecardEncoder, x: np.ndarray, method: str
-                 ) -> tuple[np.ndarray, list[str], float]:
+def column_costs(encoder: ScorecardEncoder, x: np.ndarray, method: str,
+                 reference_x: np.ndarray | None = None) -> tuple[np.ndarray, list[str], float]:
     """Return what each column cost each row (log-odds of default), the names, the reference.
 
     The reference is the sum of the columns' reference points, in log-odds of good (so that a
     row's costs add up to ``reference + partial score``). A one-hot or flag column's reference
     under ``maximum`` counts its implicit bin of 0 (a merged category, a flag not set) too; the
     ``present`` flag only its own bin (a party's unknown applicant is the lender's factor).
+    ``average`` averages the rows ``reference_x`` (default: ``x`` itself).
 
     >>> from models.binned_scorecard import BinLayout
     >>> enc = ScorecardEncoder(BinLayout.of(("a",), bins=2))
@@ -89,11 +90,16 @@ def column_costs(encoder: ScorecardEncoder, x: np.ndarray, method: str
     """
     encoder.project()
     weights = encoder.embed.weight.detach().cpu().numpy()[0].astype(np.float64)
-    with torch.no_grad():
-        hot = encoder.layout.one_hot(torch.as_tensor(x, dtype=torch.float32)).numpy()
     columns = [c for c, _ in encoder.layout.bin_names()]
-    own, names = column_points(-hot.astype(np.float64) * weights[None, :], columns)
-    reference = reference_points(-weights, columns, method, own,
+
+    def points(rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        with torch.no_grad():
+            hot = encoder.layout.one_hot(torch.as_tensor(rows, dtype=torch.float32)).numpy()
+        return column_points(-hot.astype(np.float64) * weights[None, :], columns)
+
+    own, names = points(x)
+    among = own if reference_x is None or method != "average" else points(reference_x)[0]
+    reference = reference_points(-weights, columns, method, among,
                                  implicit=implicit_columns(encoder.layout))
     return points_lost(own, reference), names, float(reference.sum())
 
@@ -131,11 +137,14 @@ def _method(settings: ExplainSettings, party: str) -> str:
 
 
 def party_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, state: NodeState,
-                *, counter: tuple[int, ...] = (0,)) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                *, counter: tuple[int, ...] = (0,), reference_table: PartyTable | None = None
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Return this party's sealed top codes and its counts (both empty where it does not explain).
 
     The applicants are those the lender's sealed list named (``state.positions``, kept by the
-    embedding step); the ``average`` reference is their average. The counts carry the party's
+    embedding step); the ``average`` reference is their average, or that of every row of
+    ``reference_table`` (a scoring service's: its own table, fixed for the service, so that
+    one request's applicants do not move each other's reasons). The counts carry the party's
     global table (per column, mean |points| and mean points against the reference, over the
     applicants it explained): computed here, shared only as that table.
     """
@@ -143,8 +152,9 @@ def party_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, sta
         return {}, {}
     e = settings.explain
     x, _ = encode_table(bundle, table, state.positions)
+    among = None if reference_table is None else encode_table(bundle, reference_table)[0]
     lost, names, total = column_costs(_encoder(bundle, x.shape[1]), x,
-                                      _method(e, settings.party))
+                                      _method(e, settings.party), among)
     codes, costs = top_codes(lost, e.reasons)
     described = [list(reason_code(e, settings.party, n)) for n in names]
     factor = settings.scorecard.pdo / math.log(2)
@@ -167,9 +177,12 @@ def _opened(settings: ClientSettings, state: NodeState, party: str,
 
 def lender_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, state: NodeState,
                  holders: Sequence[str], partial: dict[str, np.ndarray],
-                 sealed: dict[str, dict[str, np.ndarray]], *, counter: tuple[int, ...] = (0,)
-                 ) -> tuple[pd.DataFrame, dict[str, Any]]:
+                 sealed: dict[str, dict[str, np.ndarray]], *, counter: tuple[int, ...] = (0,),
+                 reference_table: PartyTable | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Rank every applicant's reasons across the parties; return them and the counts.
+
+    The ``average`` reference of the lender's columns is the applicants' average, or that of
+    every row of ``reference_table`` (a scoring service's own table, on no list).
 
     ``partial[p]``: the partial scores (log-odds) party ``p`` sent for the applicants it knows
     (``state.masks[p]``); ``sealed[p]``: its sealed codes (a party that sent none counts as one
@@ -181,6 +194,10 @@ def lender_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, st
     method = _method(e, settings.party)
     x, _ = encode_table(bundle, table)
     x = np.hstack([x, hit_columns(len(x), list(holders), state.listed)])
+    among = None
+    if reference_table is not None:  # its own table, on no list: no hit column set
+        own_rows = encode_table(bundle, reference_table)[0]
+        among = np.hstack([own_rows, hit_columns(len(own_rows), list(holders), {})])
     passive = tuple(m["passive"])
     model = LenderModel(x.shape[1], passive, model_settings(m), tuple(m["columns"]["features"]))
     model.load_state_dict(bundle.weights)
@@ -190,7 +207,7 @@ def lender_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, st
     factor, offset = factor_offset(card)
     slope, shift = tuple(m["calibration"]) if m.get("calibration") else (1.0, 0.0)
     scale = factor * float(slope)  # points per log-odds of the model's own logit
-    lost, names, total = column_costs(encoder, x, method)
+    lost, names, total = column_costs(encoder, x, method, among)
     own_width = len(m["columns"]["features"])
     hits = list_columns(list(holders))
     names = [hits[int(n[5:]) - own_width] if n.startswith("input") and n[5:].isdigit()

@@ -53,7 +53,7 @@ from fl_client.scoring_task import (
     once,
 )
 from fl_client.sealed_exchange import SCORING, open_from_parties, seal_for_lender
-from fl_client.served_scoring import STOP, ServedLender, ServedParty
+from fl_client.served_scoring import SERVED, STOP, ServedLender, ServedParty
 from fl_client.settings import ClientSettings
 from fl_client.vertical_app import arrays, unpack
 
@@ -263,6 +263,10 @@ def _explain_columns(msg: Message, context: Context, settings: ClientSettings,
     gradients = unpack(msg.content.array_records.get(ARRAYS))["gradients"]
     if _config(msg).get("served"):  # a scoring service's request (once per request)
         sealed, names, info = ServedParty(settings, data).columns(state, gradients)
+    elif SERVED in state.keys:  # the batch path's counter would split a request once more
+        raise BudgetRefusal(f"{settings.party}: a batch 'explain' at a node whose scoring "
+                            "service has started is refused: its requests' columns are split "
+                            "once each, through the service")
     else:
         node = ScoringParty(settings, data)
         once(state, settings.party, "explain")

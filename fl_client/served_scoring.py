@@ -299,7 +299,7 @@ class ServedParty(ScoringParty):
         seq = self._embedded_seq(state, "path")
         if is_scorecard(self.bundle):
             sealed, said = party_codes(self.bundle, self.data.table, self.settings, state,
-                                       counter=(seq,))
+                                       counter=(seq,), reference_table=self.data.table)
         else:
             sealed = party_path(self.bundle, self.data.table, self.settings, state,
                                 counter=(seq,))
@@ -539,8 +539,9 @@ class ServedLender:
                 return None, {}
         once(state, self.settings.party, "reasons")
         if is_scorecard(self.bundle):
-            reasons, said = lender_codes(self.bundle, table, self.settings, state, holders,
-                                         embeddings, explained, counter=(seq,))
+            reasons, said = lender_codes(  # its reference: its own table, as the network's
+                self.bundle, table, self.settings, state, holders, embeddings, explained,
+                counter=(seq,), reference_table=self.data.table)
         else:
             reasons, said = lender_reasons(self.bundle, table, self.settings, state, holders,
                                            {}, counter=(seq,))

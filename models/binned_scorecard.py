@@ -173,14 +173,16 @@ def _project(weight: torch.Tensor, layout: BinLayout) -> None:
 class ScorecardEncoder(nn.Module):
     """A party's part of the scorecard: its bins, one weight each, its partial score.
 
+    ``l2``: the penalty on its bin weights (``model.l2``, see :func:`decay_groups`).
+
     >>> enc = ScorecardEncoder(BinLayout.of(("a", "c=x", "c=y"), bins=2))
     >>> enc(torch.tensor([[-1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])).shape
     torch.Size([2, 1])
     """
 
-    def __init__(self, layout: BinLayout) -> None:
+    def __init__(self, layout: BinLayout, l2: float = 0.0) -> None:
         super().__init__()
-        self.layout = layout
+        self.layout, self.l2 = layout, l2
         self.embed = nn.Linear(layout.n_bins, 1, bias=False)
         nn.init.zeros_(self.embed.weight)
         if any(g.direction for g in layout.groups):
@@ -219,10 +221,11 @@ class ScorecardModel(nn.Module):
     torch.Size([3])
     """
 
-    def __init__(self, layouts: dict[str, BinLayout]) -> None:
+    def __init__(self, layouts: dict[str, BinLayout], l2: float = 0.0) -> None:
         super().__init__()
         self.widths = {p: lay.width for p, lay in layouts.items()}
-        self.encoders = nn.ModuleDict({p: ScorecardEncoder(lay) for p, lay in layouts.items()})
+        self.encoders = nn.ModuleDict({p: ScorecardEncoder(lay, l2)
+                                       for p, lay in layouts.items()})
         self.head = sum_head(len(layouts))
 
     def party_encoders(self) -> dict[str, ScorecardEncoder]:
@@ -233,6 +236,31 @@ class ScorecardModel(nn.Module):
         parts = torch.split(x, list(self.widths.values()), dim=1)
         scores = [self.encoders[p](part) for p, part in zip(self.widths, parts, strict=True)]
         return self.head(torch.cat(scores, dim=1)).squeeze(-1)
+
+
+def decay_groups(model: nn.Module, weight_decay: float, rows: int) -> list[dict[str, Any]]:
+    """Return Adam's parameter groups: a scorecard's bin weights decay by ``l2 / rows``.
+
+    A scorecard's penalty (``model.l2``) is scikit-learn's ``1 / C``, on the log-loss summed
+    over the ``rows`` training rows; the optimizer's loss is their mean, so the bins' weight
+    decay is ``l2 / rows``, and training converges to the optimum of
+    ``LogisticRegression(C=1 / l2)`` on the one-hot bins. The rest (the intercept, an absent
+    party's score) is not penalized, as scikit-learn's intercept is not. A passive party's
+    ``rows`` are the training rows it knows: its mean runs over them alone, and the rows it
+    does not know add nothing to its weights' gradient. A model without a scorecard encoder
+    decays every parameter by ``weight_decay`` (``train.weight_decay``).
+
+    >>> m = ScorecardModel({"lender": BinLayout.of(("a",), bins=2)}, l2=10.0)
+    >>> [(len(g["params"]), g["weight_decay"]) for g in decay_groups(m, 1e-5, 100)]
+    [(1, 0.1), (2, 0.0)]
+    """
+    bins = [m for m in model.modules() if isinstance(m, ScorecardEncoder)]
+    if not bins:
+        return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+    penalized = {id(m.embed.weight) for m in bins}
+    groups = [{"params": [m.embed.weight], "weight_decay": m.l2 / max(rows, 1)} for m in bins]
+    rest = [p for p in model.parameters() if id(p) not in penalized]
+    return groups + ([{"params": rest, "weight_decay": 0.0}] if rest else [])
 
 
 def layout_of(settings: ModelSettings, names: Sequence[str],

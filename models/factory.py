@@ -23,6 +23,8 @@ def check_model(settings: ModelSettings) -> None:
         raise ConfigError(f"model.dropout must lie in [0, 1), got {settings.dropout}")
     if settings.bins < 2:
         raise ConfigError(f"model.bins must be >= 2, got {settings.bins}")
+    if not 0.0 <= settings.l2 < float("inf"):
+        raise ConfigError(f"model.l2 must be a finite number >= 0, got {settings.l2}")
     bad = {c: d for c, d in settings.monotone.items() if d not in DIRECTIONS}
     if bad:
         raise ConfigError(f"model.monotone: {bad}: each direction must be one of "
@@ -48,7 +50,8 @@ def build_model(settings: ModelSettings, widths: dict[str, int],
         return MLP(in_dim, settings.hidden, settings.dropout)
     if settings.kind is ModelKind.scorecard:  # unnamed columns: each binned as a number
         named = names or {p: tuple(f"x{i}" for i in range(w)) for p, w in widths.items()}
-        return ScorecardModel({p: layout_of(settings, named[p], w) for p, w in widths.items()})
+        return ScorecardModel({p: layout_of(settings, named[p], w) for p, w in widths.items()},
+                              l2=settings.l2)
     return SplitModel(widths, settings.encoder_hidden, settings.embedding_dim, settings.hidden,
                       settings.dropout)
 
@@ -64,5 +67,5 @@ def party_encoder(settings: ModelSettings, width: int,
     torch.Size([3, 1])
     """
     if settings.kind is ModelKind.scorecard:
-        return ScorecardEncoder(layout_of(settings, names, width))
+        return ScorecardEncoder(layout_of(settings, names, width), l2=settings.l2)
     return PartyEncoder(width, settings.encoder_hidden, settings.embedding_dim, settings.dropout)

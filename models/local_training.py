@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from models.binned_scorecard import decay_groups
 from models.threads import one_thread
 from privacy.accounting import ACCOUNTANT, History, epsilon_of, merge_history
 from privacy.ledger import PrivacyLedgerError
@@ -121,7 +122,7 @@ def train_round(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
 
 def _train_plain(model, xt, yt, epochs, batch_size, lr, weight_decay, mu, generator) -> LocalResult:
     start = [p.detach().clone() for p in model.parameters()]
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.Adam(decay_groups(model, weight_decay, len(xt)), lr=lr)
     loss_fn = nn.BCEWithLogitsLoss()
     model.train()
     total, seen, steps = 0.0, 0, 0
@@ -193,7 +194,7 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: 
 
 def _train_private_quietly(model, xt, yt, epochs, lr, weight_decay, dp: DPRound,
                            generator, noise) -> LocalResult:
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.Adam(decay_groups(model, weight_decay, len(xt)), lr=lr)
     private_model, optimizer, criterion, loader, engine = make_private(
         model, optimizer, nn.BCEWithLogitsLoss(), BatchedRows(xt, yt),
         sample_rate=dp.sample_rate, steps=steps_per_epoch(dp.sample_rate),

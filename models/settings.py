@@ -22,7 +22,10 @@ class ModelSettings:
     ``scorecard`` (:mod:`models.binned_scorecard`): each party's encoder is linear over its
     columns' ``bins`` quantile bins (one output, its partial score), the head adds them and an
     intercept. ``monotone`` maps a column to ``increasing`` or ``decreasing``: the direction
-    its risk (log-odds of default) must follow as the column's value grows.
+    its risk (log-odds of default) must follow as the column's value grows. ``l2`` is the
+    scorecard's L2 penalty on its bin weights, as on the summed log-loss of the training rows
+    (scikit-learn's ``1 / C``): its training reaches the optimum of
+    ``LogisticRegression(C=1 / l2)`` on the same one-hot bins (0: no penalty).
     """
 
     kind: ModelKind = ModelKind.mlp
@@ -32,6 +35,7 @@ class ModelSettings:
     embedding_dim: int = 8
     bins: int = 10
     monotone: dict[str, str] = field(default_factory=dict)
+    l2: float = 10.0
 
 
 class Criterion(StrEnum):
@@ -54,9 +58,10 @@ class TrainSettings:
     ``patience`` epochs without a better one, never before ``min_epochs``
     (docs/running-experiments.md, "Training budget", has the measurements).
 
-    ``early_stopping=false`` (centralized and local modes) trains every epoch and keeps the last
-    weights instead of the best validation epoch's: a deliberately overfit model, as the
-    privacy audit's reference for what an attacker can do.
+    ``early_stopping=false`` (centralized and local modes) trains every epoch and
+    keeps the last weights instead of the best validation epoch's: for a network a deliberately
+    overfit model, as the privacy audit's reference for what an attacker can do; the
+    scorecard's default, whose penalty (``model.l2``) regularizes it instead.
     """
 
     epochs: int = 30

@@ -183,6 +183,8 @@ def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nd
     # they run needs scikit-learn, about 1.5 s of import in every simulation worker
     from sklearn.metrics import roc_auc_score
 
+    from models.binned_scorecard import decay_groups
+
     check_train(settings)
     batch_size = batch_for(len(x_train), settings)
     watch = EarlyStopping(settings)
@@ -190,8 +192,8 @@ def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nd
     yt = torch.as_tensor(y_train, dtype=torch.float32)
     generator = torch.Generator().manual_seed(seed)
     start_at_base_rate(model, float(yt.mean()))
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr,
-                                 weight_decay=settings.weight_decay)
+    optimizer = torch.optim.Adam(decay_groups(model, settings.weight_decay, len(xt)),
+                                 lr=settings.lr)
     loss_fn = nn.BCEWithLogitsLoss()
     result = FitResult()
     best_state = copy.deepcopy(model.state_dict())

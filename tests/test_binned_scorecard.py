@@ -240,3 +240,27 @@ def test_points_below_maximum_count_a_flags_and_a_categorys_bin_of_zero():
     assert reasons.loc[0, "reason_1_points"] == pytest.approx(factor * 1.0, abs=0.01)
     assert reasons.loc[0, "reason_2_points"] == pytest.approx(factor * 0.5, abs=0.01)
     assert reasons.loc[1, "reason_1"] == ""
+
+
+def test_with_its_penalty_the_scorecard_converges_to_sklearns_logistic_regression():
+    # model.l2 is scikit-learn's 1/C on the summed log-loss: the bins' weight decay is l2/rows
+    # and the intercept is not penalized, so full-batch training reaches the same optimum
+    from sklearn.linear_model import LogisticRegression
+
+    # Prepare
+    _, x, y, pre = _encoded()
+    settings = ModelSettings(kind=ModelKind.scorecard, bins=5, l2=10.0)
+    model = build_model(settings, {"lender": x.shape[1]}, {"lender": pre.feature_names})
+    hot = model.encoders["lender"].layout.one_hot(torch.as_tensor(x)).numpy()
+    # Execute
+    train = TrainSettings(epochs=150, batch_size=2000, min_steps_per_epoch=1, lr=0.1,
+                          early_stopping=False)
+    fit(model, x[:2000], y[:2000], x[2000:], y[2000:], train, seed=0)
+    reference = LogisticRegression(C=1 / settings.l2, max_iter=5000, tol=1e-10).fit(
+        hot[:2000], y[:2000])
+    # Assert: the same bin weights and intercept (an unpenalized fit's differ by far more)
+    weights = model.encoders["lender"].embed.weight.detach().numpy()[0]
+    assert np.abs(weights - reference.coef_[0]).max() < 5e-3
+    assert float(model.head.bias.detach()[0]) == pytest.approx(reference.intercept_[0], abs=5e-3)
+    loose = LogisticRegression(C=1e4, max_iter=5000).fit(hot[:2000], y[:2000])
+    assert np.abs(loose.coef_[0] - reference.coef_[0]).max() > 0.05

@@ -185,3 +185,36 @@ def test_a_served_party_without_the_opt_in_sends_no_attribution(served) -> None:
              (withheld["out"] / "bureau" / "audit.jsonl").read_text().splitlines()]
     assert {line["event"] for line in lines if line["purpose"] == "explanation"} == {
         str(ScoringMessage.SERVE_EMBED), str(ScoringMessage.EXPLAIN)}
+
+
+def test_a_batch_explain_at_a_node_whose_service_started_is_refused(explained, served) -> None:
+    # review L6: the request's sealed gradients, sent again as a batch 'explain' (no
+    # "served"), would take the batch path at counter (0,) and split the request's columns
+    # once more
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    from experiments.scoring import ScoringSimulationSource
+    from federation.protocol import ARRAYS, CONFIG
+    from fl_client.scoring_app import make_scoring_client_app
+    from fl_client.settings import client_settings
+    from tests.fake_grid import serving
+
+    settings, run_dir, out = explained["settings"], explained["run_dir"], served["open"]["out"]
+    sent = [body for way, _, body in served["open"]["routed"] if way == "out"
+            and "gradients" in body.array_records.get(ARRAYS, {})
+            and body.config_records.get(CONFIG, {}).get("served")]
+    assert sent  # the service's own explain messages, each with one party's gradients
+    bundles = {p: run_dir / "parties" / p / "model" for p in PARTIES}
+    clients = {p: client_settings(settings, p, str(out)) for p in bundles}
+    grid = InProcessGrid(make_scoring_client_app(ScoringSimulationSource(
+        clients, settings, bundles)), len(bundles))
+    said = []
+    with serving():
+        for node in (101, 102):  # bureau, social: each gets every sealed array once
+            ids = grid.push_messages([Message(RecordDict({
+                ARRAYS: body.array_records[ARRAYS], CONFIG: ConfigRecord({})}),
+                dst_node_id=node, message_type=str(ScoringMessage.EXPLAIN)) for body in sent])
+            said += [reply.content for reply in grid.pull_messages(ids)]
+    assert said and all("scoring service has started" in str(
+        c.config_records.get(CONFIG, {}).get("refused")) for c in said), said
+    assert not any("columns" in c.array_records.get(ARRAYS, {}) for c in said)

@@ -214,3 +214,27 @@ def test_a_served_answer_carries_the_scorecards_batch_reasons(explained, tmp_pat
     assert "explanation" not in record["seconds"]  # no round beyond the service's four
     assert sum("explain.codes" in json.dumps(_names(body)) for way, _, body in served["routed"]
                if way == "in") == 2
+
+
+def test_a_served_applicants_average_reasons_do_not_depend_on_who_else_is_asked(
+        explained, tmp_path) -> None:
+    # review L9: the service's ``average`` reference is each party's own table's, fixed for
+    # the service; it was the request's applicants' average (one applicant alone: no reason)
+    import dataclasses
+
+    from tests.served import serve_in_process
+
+    settings = explained["settings"]
+    average = dataclasses.replace(settings, explain=dataclasses.replace(
+        settings.explain, scorecard_reference="average"))
+    bundles = {p: explained["run_dir"] / "parties" / p / "model" for p in PARTIES}
+    served = serve_in_process(average, bundles, tmp_path / "served", first=1)
+    every, alone = served["scores"], served["scores_first"]
+    assert len(alone) == 1 and alone.at[0, "id"] == every.at[0, "id"]
+    assert alone.at[0, "reason_1"]  # against the average applicant, something cost points
+    for column in [c for c in every.columns if c.startswith("reason_")]:
+        if column.endswith("_points"):
+            assert alone.at[0, column] == pytest.approx(every.at[0, column], abs=0.011)
+        else:
+            assert alone.at[0, column] == every.at[0, column], column
+    assert served["record"]["lender"]["explanation"]["method"] == "scorecard average"

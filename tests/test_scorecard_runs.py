@@ -4,8 +4,8 @@ The independent reference is scikit-learn's logistic regression on the same one-
 (:mod:`experiments.scorecard_reference`). The vertical federation runs its real ServerApp and
 ClientApp on the in-process grid (as ``tests/test_pilot_data.py``). CI runs one small vertical
 check under the default privacy preset and without privacy (engine tier); the Taiwan
-comparison is full-size (slow tier, ``RUN_SLOW=1``); the pilot-sized comparison in every mode
-is :func:`pilot_gaps` (a measurement, run by hand).
+comparison is full-size and the pilot-sized comparison in every mode (:func:`pilot_gaps`, about
+5 minutes a pilot) are the slow tier's (``RUN_SLOW=1``).
 """
 
 from __future__ import annotations
@@ -126,9 +126,7 @@ def test_taiwan_vertical_scorecard_matches_centralized_and_the_logistic_referenc
 def pilot_gaps(name: str, run_dir: Path) -> dict[str, float]:
     """Mean over :data:`SEEDS` of the scorecard's test AUC less the reference's, per mode.
 
-    Run as ``python -m tests.test_scorecard_runs taiwan-1000`` (or ``synthetic-1000``; about
-    5 minutes each). Not a test yet: on ``taiwan-1000`` vertical (-0.017) and horizontal
-    (-0.077) fall more than 0.01 short of the reference (docs/explanations.md, "Not yet").
+    Also run as ``python -m tests.test_scorecard_runs taiwan-1000`` (or ``synthetic-1000``).
     """
     gaps: dict[str, list[float]] = {m: [] for m in MODES}
     for seed in SEEDS:
@@ -140,6 +138,26 @@ def pilot_gaps(name: str, run_dir: Path) -> dict[str, float]:
           + ", ".join(f"{m} {v:+.4f} {[round(g, 4) for g in gaps[m]]}"
                       for m, v in means.items()))
     return means
+
+
+def _assert_pilot(means: dict[str, float]) -> None:
+    # the vertical and horizontal scorecards fall short on the Taiwan pilot (their training
+    # protocols', docs/explanations.md, "Not yet"): measured and printed, not asserted
+    assert all(means[m] >= -MARGIN for m in ("centralized", "local")), means
+
+
+@pytest.mark.slow
+def test_on_the_taiwan_pilot_the_scorecard_matches_the_logistic_reference(shared_data,
+                                                                         tmp_path):
+    # issue 32: within 0.01 of the reference, the lender alone included (means over 3 seeds;
+    # before model.l2 and the last epoch's weights centralized was -0.0075 on Taiwan, and at
+    # train.weight_decay 1e-5 with early stopping on Taiwan seed 2 -0.019)
+    _assert_pilot(pilot_gaps("taiwan-1000", tmp_path))
+
+
+@pytest.mark.slow
+def test_on_the_synthetic_pilot_the_scorecard_matches_the_logistic_reference(tmp_path):
+    _assert_pilot(pilot_gaps("synthetic-1000", tmp_path))
 
 
 if __name__ == "__main__":
