@@ -40,6 +40,7 @@ from deployment.run_config import (
 from federation.flower_compat.deployment import quick_grid_pulls
 from federation.run_settings import RunSettings
 from federation.settings import Mode
+from fl_server.audited_grid import REPLY_POLL_CAP
 from fl_server.checkpoint import load_checkpoint
 from fl_server.monitoring_rounds import ModelOutcome, run_model_monitoring, run_monitoring
 from fl_server.node_pins import pinned_nodes
@@ -131,26 +132,29 @@ def main(grid: Grid, context: Context) -> None:
         task = str(context.run_config.get(TASK, "train"))
         outcome: Any
         if task == "monitor":
-            outcome = deployed_monitoring(audited_in(grid, run_dir), run, pins, json.loads(
-                str(context.run_config[MONITOR_REQUEST])))
+            request = json.loads(str(context.run_config[MONITOR_REQUEST]))
+            outcome = deployed_monitoring(audited_in(grid, run_dir, cap=REPLY_POLL_CAP), run,
+                                          pins, request)
         elif task == "serve":
+            # the service waits on the lender's reply for the next request: quick polls always
             outcome = run_scoring_service(audited_in(grid, run_dir),
                                           scoring_server_settings(run, pins=pins), run_dir)
         elif task == "score":
             scoring = (run_own_scoring if run.federation.mode is Mode.horizontal
                        else run_scoring)  # each lender on its own, or the parties together
-            outcome = scoring(audited_in(grid, run_dir), scoring_server_settings(run, pins=pins))
+            outcome = scoring(audited_in(grid, run_dir, cap=REPLY_POLL_CAP),
+                              scoring_server_settings(run, pins=pins))
         elif run.federation.mode is Mode.vertical:
             parties = tuple(run.federation.parties)
             server = vertical_server_settings(run, parties, run_dir, pins=pins)
-            outcome = run_vertical_federation(audited(grid, server), server)
+            outcome = run_vertical_federation(audited(grid, server, cap=REPLY_POLL_CAP), server)
         else:
             columns = json.loads(str(context.run_config[COLUMNS]))
             server = horizontal_server_settings(run, run.partition.n_lenders,
                                                 tuple(columns["numeric"]),
                                                 tuple(columns["categorical"]), run_dir,
                                                 pins=pins)
-            outcome = run_federation(audited(grid, server), server)
+            outcome = run_federation(audited(grid, server, cap=REPLY_POLL_CAP), server)
     except BaseException as exc:
         save_outcome(run_dir, {"error": exc})
         raise

@@ -33,8 +33,11 @@ from types import FrameType
 from deployment.coordinator import RUNS_ENV
 from deployment.node import stop_process
 from federation.flower_compat.deployment import TaskOffers
+from federation.polling import next_wait
 
 log = logging.getLogger("credit_fl")
+LAUNCH_POLL_CAP = 1.0
+"""The longest the launcher waits between two asks for a run (:func:`next_wait`)."""
 
 
 def _alive(pid: int | None) -> bool:
@@ -71,9 +74,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="the coordinator's own directory of runs (0700): every ServerApp "
                         "writes under it, in the directory its run name gives")
     p.add_argument("--parent-pid", type=int, help="stop when this process (the SuperLink) ends")
-    p.add_argument("--poll", type=float, default=0.1, help="seconds between asks (default 0.1)")
+    p.add_argument("--poll", type=float, default=0.1,
+                   help="seconds between asks (default 0.1); when no run came for a while, a "
+                        f"fortieth of the time since the last one, up to {LAUNCH_POLL_CAP} s")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line for every ask
     secret = args.secret_file.read_bytes()
     for private in (args.token_dir, args.runs_dir):
         private.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -92,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     offers = TaskOffers(args.runtime_api_address, secret, server=True,
                         root_certificates=str(args.root_certificates))
     running: list[tuple[subprocess.Popen[bytes], Path]] = []
+    started = time.monotonic()  # of the last ServerApp (or of the launcher)
     try:
         while not stopping and _alive(args.parent_pid):
             for process, token in list(running):
@@ -105,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(max(args.poll, 0.5))
                 continue
             if token_value is None:
-                time.sleep(args.poll)
+                time.sleep(next_wait(time.monotonic() - started, args.poll, LAUNCH_POLL_CAP))
                 continue
+            started = time.monotonic()
             token = _token_file(args.token_dir, token_value)
             log.info("starting a ServerApp")
             running.append((subprocess.Popen(

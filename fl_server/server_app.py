@@ -23,18 +23,24 @@ from fl_server.settings import ServerSettings
 from fl_server.vertical_rounds import Recorder, VerticalOutcome, run_vertical_federation
 
 
-def audited(grid: Grid, settings: ServerSettings, poll: float = 0.05) -> Grid:
+def audited(grid: Grid, settings: ServerSettings, poll: float = 0.05,
+            cap: float | None = None) -> Grid:
     """Wrap Flower's Grid so every message is in the server's audit log.
 
     ``poll``: seconds between looks for replies. A deployed server asks the SuperLink over the
-    network (every 0.05 s); in simulation a look reads the engine's memory (``SIMULATION_POLL``).
+    network: every 0.05 s and, with a ``cap`` (the deployed ServerApp's ``REPLY_POLL_CAP``), then
+    a fortieth of the time waited up to ``cap``
+    (:func:`federation.polling.next_wait`); in simulation a look reads the engine's memory
+    (``SIMULATION_POLL``). Without a ``cap``, always the same interval.
     """
-    return audited_in(grid, Path(settings.run_dir), poll)
+    return audited_in(grid, Path(settings.run_dir), poll, cap)
 
 
-def audited_in(grid: Grid, run_dir: Path, poll: float = 0.05) -> Grid:
+def audited_in(grid: Grid, run_dir: Path, poll: float = 0.05,
+               cap: float | None = None) -> Grid:
     """:func:`audited`, with the log in ``<run_dir>/server/audit.jsonl``."""
-    return cast(Grid, AuditedGrid(grid, AuditLog(run_dir / "server" / "audit.jsonl"), poll))
+    return cast(Grid, AuditedGrid(grid, AuditLog(run_dir / "server" / "audit.jsonl"), poll,
+                                  cap))
 
 
 def make_server_app(settings: ServerSettings, outcome: FederationOutcome,
