@@ -103,7 +103,13 @@ from federation.consent_counts import (
     reply_counts,
 )
 from federation.grants import Grant, grant_refusal, run_purpose
-from federation.lifetime_budget import LifetimeBudget, dataset_fingerprint, spend_figures
+from federation.lifetime_budget import (
+    NOTE_CAP,
+    NOTE_SPENT,
+    LifetimeBudget,
+    dataset_fingerprint,
+    spend_figures,
+)
 from federation.monitoring_release import MONITOR_MIN_COUNT
 from federation.protocol import CONFIG, STATUS, ScoringMessage, VerticalMessage, reported_epsilon
 from federation.query_ledger import NODE_KEYS, QueryCaps, check_count
@@ -117,6 +123,7 @@ from federation.releases import (
 )
 from federation.run_settings import RunSettings, ScoringRows, TrackingSettings
 from federation.settings import CARDINALITY_WITHDRAWN, BlacklistSettings, ListMode, Mode
+from fl_client.audit_mod import AUDIT_NOTE
 from fl_client.client_app import make_client_app
 from fl_client.consent_gate import consent_decision, file_digest, log_consent
 from fl_client.list_lookup import holder_rows
@@ -546,6 +553,23 @@ def lifetime_budget_mod(msg: Message, context: Context,
     return reply
 
 
+def ledger_note_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Note the node's lifetime budget on its audit line, after every other mod and handler.
+
+    The epsilon its ledger holds as spent since its last reset (every run's, this reply's
+    included) and its cap (:data:`federation.lifetime_budget.NOTE_SPENT`, ``NOTE_CAP``): the
+    node's own note (:data:`fl_client.audit_mod.AUDIT_NOTE`), which never leaves it, from which
+    ``credit-fl audit report`` sets each run's spend against the lifetime budget.
+    """
+    reply = call_next(msg, context)
+    node = NodeConfig.from_context(dict(context.node_config))
+    note = context.state.config_records.get(AUDIT_NOTE) or ConfigRecord()
+    note[NOTE_SPENT] = _budget(node).spent()
+    note[NOTE_CAP] = UNCAPPED if node.max_epsilon is None else float(node.max_epsilon)
+    context.state.config_records[AUDIT_NOTE] = note
+    return reply
+
+
 @functools.cache
 def _holder_list(run_text: str, node: NodeConfig) -> tuple[str, ...]:
     run = run_settings(run_text)
@@ -803,11 +827,12 @@ class _ByMode(ClientApp):
 
     def __init__(self) -> None:
         super().__init__()
-        self.horizontal = make_client_app(horizontal_source, (grant_mod, lifetime_budget_mod))
+        self.horizontal = make_client_app(horizontal_source, (
+            ledger_note_mod, grant_mod, lifetime_budget_mod))
         self.vertical = make_vertical_client_app(
-            vertical_source, (grant_mod, lifetime_budget_mod, consent_counts_mod))
+            vertical_source, (ledger_note_mod, grant_mod, lifetime_budget_mod, consent_counts_mod))
         self.scoring = make_scoring_client_app(
-            scoring_source, (grant_mod, lifetime_budget_mod, consent_counts_mod))
+            scoring_source, (ledger_note_mod, grant_mod, lifetime_budget_mod, consent_counts_mod))
         self.monitoring: ClientApp | None = None  # built at its first request
 
     def __call__(self, message: Message, context: Context) -> Message:
@@ -815,7 +840,7 @@ class _ByMode(ClientApp):
             if self.monitoring is None:
                 from deployment.monitoring_node import monitoring_app  # builds on this module
 
-                self.monitoring = monitoring_app(grant_mod)
+                self.monitoring = monitoring_app(ledger_note_mod, grant_mod)
             return cast(Message, self.monitoring(message, context))
         run = run_settings(str(context.run_config[RUN_SETTINGS]))
         if str(context.run_config.get(TASK, "train")) in SCORING_TASKS:

@@ -422,10 +422,12 @@ def up(directory: Path, overrides: list[str],
 
 
 def _alive(pid: int) -> bool:
-    """Whether any process of the group ``up`` started as ``pid`` is left.
+    """Whether any process of the group ``up`` started as ``pid`` is left, running.
 
     (A node's SuperNode outlives a node killed with SIGKILL unless it got the parent-death
-    signal.)
+    signal.) A zombie is not left: it has ended and waits for its parent to collect its status;
+    an orphan's parent is the init process, which in a container may collect it only seconds
+    later (every 2 s measured here) or never.
     """
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
@@ -435,7 +437,22 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # there, but not ours to signal
         return True
-    return True
+    return _group_runs(pid)
+
+
+def _group_runs(group: int) -> bool:
+    """Whether a process of ``group`` is more than a zombie (True where there is no ``/proc``)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").is_file():
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:  # after the command's closing parenthesis: state, parent, process group
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue  # it ended while we looked
+        if int(pgrp) == group and state not in ("Z", "X"):
+            return True
+    return False
 
 
 STOPPED, GONE, LEFT = "stopped", "already gone", "could not be stopped"

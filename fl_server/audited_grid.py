@@ -8,7 +8,10 @@ which the server logs and takes out before the round loops see the reply.
 
 ``send_and_receive`` pushes, then polls for replies every ``poll`` seconds. Flower's deployment
 Grid polls every 3 s, which would be most of a message exchange in a run whose exchanges take a
-fraction of a second; both engines get the same loop here.
+fraction of a second; both engines get the same loop here. With a ``cap`` (the deployed
+server's), the interval grows to a fortieth of the time already waited, up to ``cap``
+(:func:`federation.polling.next_wait`): a reply is seen at most 2.5% of its wait later, and a
+long step (the alignment's blinding) costs the SuperLink four asks a second instead of forty.
 """
 
 from __future__ import annotations
@@ -22,14 +25,17 @@ from flwr.app import ConfigRecord, Error, Message, Metadata
 from flwr.serverapp import Grid
 
 from federation.audit_log import ANCHOR, AuditLog
+from federation.polling import next_wait
 from federation.protocol import content_summary, reported_epsilon
 
 
 class AuditedGrid:
     """Wrap a Flower Grid: same calls, every message logged, replies polled quickly."""
 
-    def __init__(self, grid: Grid, log: AuditLog | None, poll: float = 0.05) -> None:
+    def __init__(self, grid: Grid, log: AuditLog | None, poll: float = 0.05,
+                 cap: float | None = None) -> None:
         self.grid, self.log, self.poll = grid, log, poll
+        self.cap = poll if cap is None else cap
         self.sent_to: dict[str, int] = {}
 
     def node_of(self, reply: Message) -> int:
@@ -69,7 +75,8 @@ class AuditedGrid:
         The SuperLink counts a node offline once it left or its heartbeat lapsed, and answers
         such a message itself; asking which nodes are online before each pull (the Grid's public
         ``get_node_ids``) ends the wait without depending on that reply. A reply the node pushed
-        before it died, whose objects never come, still costs Flower's object retries (~100 s).
+        before it died, whose objects never come, ends the same way inside the deployed Grid's
+        pull (``federation.flower_compat.deployment.quick_grid_pulls``).
         """
         online = set(self.grid.get_node_ids())
         out = []
@@ -94,7 +101,8 @@ class AuditedGrid:
         ids = list(self.grid.push_messages(sent))
         self.sent_to.update(zip(ids, (m.metadata.dst_node_id for m in sent), strict=True))
         waiting, by_id = set(ids), dict(zip(ids, sent, strict=True))
-        end = None if timeout is None else time.monotonic() + timeout
+        pushed = time.monotonic()
+        end = None if timeout is None else pushed + timeout
         replies: list[Message] = []
         while waiting:
             got = self._offline(waiting, by_id)  # before a pull that would hang on it
@@ -106,7 +114,7 @@ class AuditedGrid:
             waiting -= {m.metadata.reply_to_message_id for m in got}
             if not waiting or (end is not None and time.monotonic() >= end):
                 break
-            time.sleep(self.poll)
+            time.sleep(next_wait(time.monotonic() - pushed, self.poll, self.cap))
         return replies
 
 
@@ -121,6 +129,8 @@ UNAVAILABLE_HINT = ("its node stopped or lost its connection to the SuperLink; t
                     "go on without it")
 
 
+REPLY_POLL_CAP = 0.5
+"""The longest a deployed server waits between two asks for replies (its first every 0.05 s)."""
 SUPERLINK = 1  # Flower's SUPERLINK_NODE_ID: the sender of the replies the SuperLink makes
 NODE_UNAVAILABLE_CODE = 5  # Flower's ErrorCode.NODE_UNAVAILABLE (flwr.common.constant)
 NODE_UNAVAILABLE = "Node Unavailable"

@@ -16,12 +16,14 @@ from __future__ import annotations
 import functools
 import sys
 import time
+from contextvars import ContextVar
 from types import ModuleType
 from typing import Any
 
 from flwr.app import Context, Error, Message
 
 from federation.flower_compat import changed, check_engine_versions
+from federation.polling import next_wait
 
 INITIAL_BACKOFF = 0.02
 BACKOFF_CAP = 0.2
@@ -52,25 +54,123 @@ def quick_object_pulls(module: ModuleType) -> None:
         backoff_cap=BACKOFF_CAP)
 
 
+SENDER_CHECK = 1.0
+"""Seconds between asks whether the sender of a reply whose objects are late is still online."""
+_PULLING: ContextVar[tuple[Any, dict[str, int]] | None] = ContextVar("pulling", default=None)
+"""While the deployed Grid pulls replies: the Grid, and each reply's message id -> sender."""
+
+
 def quick_grid_pulls() -> None:
-    """Make the deployed ServerApp's Grid pull reply objects quickly."""
+    """Make the deployed ServerApp's Grid pull reply objects quickly, and only from the living.
+
+    A SuperNode stopped or killed after it pushed a reply but before that reply's objects
+    leaves the reply in the SuperLink with parts that never come; Flower's Grid would retry
+    them 500 times (about 100 s with quick retries, hours with Flower's own) and then name no
+    node. Here the pull of a reply's objects ends once the SuperLink counts its sender offline
+    (it left, or its heartbeat lapsed), with a ``Node Unavailable`` reason naming the node.
+    """
     check_engine_versions(("flwr",))
     from flwr.superlink.grid import http_grid
 
-    quick_object_pulls(http_grid)
+    if getattr(http_grid, "pull_objects", None) is not _pull_reply_objects:
+        if not callable(getattr(http_grid, "pull_objects", None)):
+            raise changed("flwr.superlink.grid.http_grid.pull_objects")
+        http_grid.pull_objects = _pull_reply_objects  # type: ignore[attr-defined]
+    grid = http_grid.HttpGrid
+    if not getattr(grid.pull_messages, "records_senders", False):
+        grid.pull_messages = _recording_senders(grid.pull_messages)  # type: ignore[method-assign]
+
+
+def _recording_senders(pull_messages: Any) -> Any:
+    """Wrap ``HttpGrid.pull_messages``: note each pulled reply's sender for its object pull."""
+
+    @functools.wraps(pull_messages)
+    def pulling(grid: Any, message_ids: Any) -> Any:
+        client = grid._runtime_client  # pylint: disable=protected-access
+        senders: dict[str, int] = {}
+        pull = client.PullMessages
+
+        def noted(request: Any) -> Any:
+            res = pull(request)
+            senders.update({m.metadata.message_id: int(m.metadata.src_node_id)
+                            for m in res.messages_list})
+            return res
+
+        own = "PullMessages" in vars(client)  # an instance's own attribute, or its class's
+        token = _PULLING.set((grid, senders))
+        client.PullMessages = noted
+        try:
+            return pull_messages(grid, message_ids)
+        finally:
+            if own:
+                client.PullMessages = pull
+            else:
+                vars(client).pop("PullMessages", None)
+            _PULLING.reset(token)
+
+    pulling.records_senders = True  # type: ignore[attr-defined]
+    return pulling
+
+
+def _pull_reply_objects(object_ids: list[str], pull_object_fn: Any, **kwargs: Any) -> Any:
+    """Flower's ``pull_objects`` with quick retries that end once the reply's sender is offline.
+
+    ``object_ids`` is the reply's object tree after Flower's post-order walk: the message last.
+    """
+    from flwr.supercore.inflatable.inflatable_utils import (
+        ObjectPullError,
+        ObjectUnavailableError,
+        pull_objects,
+    )
+
+    pulling = _PULLING.get()
+    sender = pulling[1].get(object_ids[-1]) if pulling is not None and object_ids else None
+    pull = pull_object_fn
+    if pulling is not None and sender is not None:
+        grid, asked = pulling[0], [time.monotonic()]
+
+        def pull(object_id: str) -> Any:
+            try:
+                return pull_object_fn(object_id)
+            except ObjectUnavailableError:
+                if time.monotonic() - asked[0] >= SENDER_CHECK:
+                    asked[0] = time.monotonic()
+                    if sender not in set(grid.get_node_ids()):
+                        raise ObjectPullError(object_id, (
+                            f"Node Unavailable: the SuperLink counts node {sender}, the "
+                            "sender of the reply, offline")) from None
+                raise
+
+    return pull_objects(object_ids, pull, **{"initial_backoff": INITIAL_BACKOFF,
+                                             "backoff_cap": BACKOFF_CAP, **kwargs})
+
+
+IDLE_POLL_CAP = 2.0
+"""The longest a SuperNode of this project sleeps between two asks for a message (when idle)."""
 
 
 class _CappedSleep:
-    """Stands in for the ``time`` module inside Flower's SuperNode loop only."""
+    """Stands in for the ``time`` module inside Flower's SuperNode loop only.
+
+    The idle sleep is ``cap`` (``--poll-interval``) while the node is busy, then a fortieth of
+    the time since its last message, up to :data:`IDLE_POLL_CAP` (:func:`next_wait`). A shorter
+    sleep than the idle one is a wait for the worker's reply: the node has a message.
+    """
 
     def __init__(self, cap: float) -> None:
         self.cap = cap
+        self.busy_at = time.monotonic()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, self.cap if seconds >= IDLE_SLEEP else REPLY_POLL))
+        if seconds < IDLE_SLEEP:
+            self.busy_at = time.monotonic()
+            time.sleep(min(seconds, REPLY_POLL))
+            return
+        idle = time.monotonic() - self.busy_at
+        time.sleep(min(seconds, next_wait(idle, self.cap, IDLE_POLL_CAP)))
 
 
 def declare_heartbeat(interval: int) -> None:
@@ -100,8 +200,10 @@ def run_supernode(idle_poll: float, argv: list[str]) -> None:
 
     Flower 1.41's SuperNode asks the SuperLink for a message and, when there is none, sleeps a
     fixed 3 s (``flwr.supernode.start_client_internal``); once it has handed a message to the
-    ClientApp it checks its own state for the reply every 0.5 s. This caps the idle sleep, caps
-    the wait for the reply at 20 ms, makes its object pulls quick and declares a heartbeat of
+    ClientApp it checks its own state for the reply every 0.5 s. This caps the idle sleep (at
+    ``idle_poll`` while messages come, longer when none has come for a while: see
+    :class:`_CappedSleep`), caps the wait for the reply at 20 ms, makes its object pulls quick
+    and declares a heartbeat of
     :data:`NODE_HEARTBEAT` s (:func:`declare_heartbeat`); the rest is Flower's own
     ``flower-supernode``.
     """
