@@ -10,7 +10,7 @@ Once, when the service starts:
    (``"state": "ready"``) in its directory.
 
 Then, per request (the lender's operator drops ``{"applicants": <file>}`` in the lender node's
-inbox; :func:`experiments.deploy.score` does it on a loopback deployment):
+inbox; :func:`experiments.deploy.federation.score` does it on a loopback deployment):
 
 * ``serve_next`` (lender): waits up to ``wait`` seconds for a request; answers with each
   party's sealed, blinded points (or ``idle``, or ``stop``);

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from credit_fl.config import to_settings
-from experiments.scoring import list_table, load_applicants, scoring_config
+from credit_fl.scoring import list_table, load_applicants, scoring_config
 from federation.query_ledger import Purpose
 from fl_client.list_lookup import holder_answer
 from fl_client.scoring_task import ScoringInput
@@ -123,7 +123,7 @@ def serve_in_process(settings, bundles: dict[str, Path], out: Path,
     """
     from flwr.serverapp import ServerApp
 
-    from experiments.scoring import ScoringSimulationSource
+    from credit_fl.scoring import ScoringSimulationSource
     from fl_client.scoring_app import make_scoring_client_app
     from fl_server.scoring_rounds import ScoringServerSettings
     from fl_server.scoring_service import run_scoring_service

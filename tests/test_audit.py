@@ -117,7 +117,7 @@ def test_overfit_model_leaks_membership_clearly_more_than_dp_models(audited_runs
 
 
 def test_report_states_theory_bound_and_attack_auc(audited_runs):
-    from experiments.report import render_report
+    from credit_fl.report import render_report
 
     report = render_report(audited_runs["horizontal"])
     m = audited_runs["horizontal"]["audit"]["membership"]

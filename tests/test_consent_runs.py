@@ -20,12 +20,12 @@ from credit_data.settings import LABEL_HOLDER
 from credit_data.split import TRAIN, assign_split
 from credit_data.tables import Population
 from credit_fl.config import config_of
+from credit_fl.results import write_run
+from credit_fl.vertical import run_vertical
 from experiments.config import to_settings
 from experiments.monitor import monitor_run
 from experiments.rerate import rerate_run
-from experiments.results import write_run
-from experiments.scoring import score_run
-from experiments.vertical import run_vertical
+from experiments.score import score_run
 from federation.audit_log import verify
 from federation.usage_report import main as usage_report
 from fl_client.node_noise import simulated_split_keys

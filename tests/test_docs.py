@@ -83,13 +83,13 @@ def _check(words: list[str]) -> None:
     if module == "experiments.run":
         _compose(args)
     elif module == "experiments.deploy":
-        from experiments.deploy import COMMANDS
+        from experiments.deploy.cli import COMMANDS
 
         assert args[0] in COMMANDS
         if args[0] in ("score", "serve"):  # a run directory first, then scoring overrides
             _check_scoring(args[1:])
         elif args[0] == "monitor":  # a run directory, monitor.period and monitor.* options
-            from experiments.deploy_monitor import split_period
+            from experiments.deploy.monitor import split_period
             from experiments.monitor import split_args
 
             assert len(args) > 1 and "=" not in args[1], args

@@ -32,7 +32,7 @@ PARTIES = ("lender", "bureau", "social")
 @pytest.fixture(scope="module")
 def explained(tmp_path_factory) -> dict[str, Any]:
     """A small run, and its applicants scored and explained; every routed payload kept."""
-    from experiments.scoring import ScoringSimulationSource
+    from credit_fl.scoring import ScoringSimulationSource
     from fl_client.scoring_app import make_scoring_client_app
     from fl_client.settings import client_settings
     from fl_server.scoring_rounds import ScoringOutcome, ScoringServerSettings
@@ -106,7 +106,8 @@ def test_every_explanation_message_is_logged_with_its_purpose(explained) -> None
 
 
 def test_the_report_says_why_with_three_declined_applicants(explained, tmp_path) -> None:
-    from experiments.explanation_report import explanation_lines, plot_explanations
+    from credit_fl.explanation_report import explanation_lines
+    from experiments.plots import plot_explanations
 
     scores, outcome = explained["scores"], explained["outcome"]
     lines = explanation_lines({"explanation": outcome.explanation}, scores)

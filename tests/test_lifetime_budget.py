@@ -17,7 +17,7 @@ import pytest
 from credit_data.errors import FederationError, PrivacyLedgerError
 from deployment import client_app as node_app
 from deployment.run_config import COLUMNS, RUN_NAME, RUN_SETTINGS
-from experiments import deploy
+from experiments.deploy import federation as deploy
 from federation.audit_log import verify
 from federation.lifetime_budget import LifetimeBudget
 from fl_server.rounds import FederationOutcome

@@ -29,7 +29,8 @@ from credit_data.errors import (
 )
 from credit_data.federated_scaling import Schema
 from deployment.run_config import OUTCOME
-from experiments import deploy, served
+from experiments.deploy import federation as deploy
+from experiments.deploy import service as served
 from federation.safe_files import load_objects, save_objects
 from fl_server.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from fl_server.outcome_file import read_outcome, write_outcome

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments import deploy
-from experiments.vertical import VerticalSimulationSource, party_settings
+from credit_fl.vertical import VerticalSimulationSource, party_settings
+from experiments.deploy import federation as deploy
 from federation.flower_compat.deployment import NODE_HEARTBEAT
 from federation.protocol import VerticalMessage
 from fl_client.vertical_app import make_vertical_client_app

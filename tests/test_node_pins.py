@@ -19,10 +19,10 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from credit_data.errors import ConfigError, DeployError, FederationError
+from credit_fl.horizontal import lender_rows, lender_settings
+from credit_fl.vertical import VerticalSimulationSource, party_settings
 from deployment.pins import PINS_FILE, node_id_from_register_output, read_pins, write_pins
-from experiments import deploy
-from experiments.horizontal import lender_rows, lender_settings
-from experiments.vertical import VerticalSimulationSource, party_settings
+from experiments.deploy import federation as deploy
 from federation.protocol import CONFIG, STATUS, ScoringMessage
 from fl_client.client_app import make_client_app
 from fl_client.vertical_app import make_vertical_client_app

@@ -21,7 +21,7 @@ import pytest
 from credit_data.errors import BudgetRefusal
 from deployment import client_app as node_app
 from deployment.run_config import RUN_NAME, RUN_SETTINGS
-from experiments import deploy
+from experiments.deploy import federation as deploy
 from federation.lifetime_budget import LifetimeBudget
 from federation.releases import Release, outside_epsilon, refusal, run_outside_epsilon
 from federation.settings import Mode

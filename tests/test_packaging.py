@@ -61,6 +61,6 @@ def test_a_wheel_installed_in_a_fresh_virtualenv_runs_an_experiment_elsewhere(tm
 
 
 def test_the_results_schema_page_is_generated_from_the_code():
-    from experiments.results_schema import markdown
+    from credit_fl.results_schema import markdown
 
     assert (ROOT / "docs" / "results-schema.md").read_text() == markdown()

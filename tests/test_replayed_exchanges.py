@@ -83,8 +83,8 @@ def test_a_new_alignment_after_training_is_refused(tmp_path):
     # accountant) within a run
     from flwr.app import ConfigRecord, Message, RecordDict
 
-    from experiments import deploy
-    from experiments.vertical import VerticalSimulationSource, party_settings
+    from credit_fl.vertical import VerticalSimulationSource, party_settings
+    from experiments.deploy import federation as deploy
     from federation.protocol import CONFIG, VerticalMessage
     from fl_client.vertical_app import make_vertical_client_app
     from fl_server.server_app import make_vertical_server_app

@@ -17,9 +17,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from credit_data.loading import load_population
 from credit_data.split import TEST, TRAIN, VAL
-from experiments import deploy
-from experiments.horizontal import horizontal_outcome, lender_rows, lender_settings
-from experiments.vertical import VerticalSimulationSource, party_settings, vertical_outcome
+from credit_fl.horizontal import horizontal_outcome, lender_rows, lender_settings
+from credit_fl.vertical import VerticalSimulationSource, party_settings, vertical_outcome
+from experiments.deploy import federation as deploy
 from federation.protocol import ARRAYS, CONFIG, METRICS, REPORT, VerticalMessage, read_report
 from fl_client.client_app import make_client_app
 from fl_client.vertical_app import make_vertical_client_app

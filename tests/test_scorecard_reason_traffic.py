@@ -38,7 +38,7 @@ TINY = [o for o in SMALL if not o.startswith(("data.n_customers", "train.epochs"
 @pytest.fixture(scope="module")
 def explained(tmp_path_factory) -> dict[str, Any]:
     """A small scorecard run, its applicants scored and explained; every routed payload kept."""
-    from experiments.scoring import ScoringSimulationSource
+    from credit_fl.scoring import ScoringSimulationSource
     from fl_client.scoring_app import make_scoring_client_app
     from fl_client.settings import client_settings
     from fl_server.scoring_rounds import ScoringOutcome, scoring_server_settings
@@ -182,7 +182,7 @@ def test_a_partys_column_costs_add_up_to_its_reference_less_its_partial_score() 
 
 
 def test_the_scoring_report_says_why_from_the_scorecards_codes(explained) -> None:
-    from experiments.explanation_report import explanation_lines
+    from credit_fl.explanation_report import explanation_lines
 
     scores, outcome = explained["scores"], explained["outcome"]
     lines = explanation_lines({"explanation": outcome.explanation}, scores)

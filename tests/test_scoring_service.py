@@ -320,7 +320,7 @@ def test_a_party_whose_table_changed_since_the_service_started_refuses(tmp_path)
 @pytest.mark.unit
 def test_a_request_to_a_running_service_may_set_only_its_applicants(tmp_path, monkeypatch):
     from credit_data.errors import ConfigError
-    from experiments import served
+    from experiments.deploy import service as served
 
     monkeypatch.setattr(served.Federation, "load", classmethod(lambda cls, d: None))
     monkeypatch.setattr(served, "running", lambda fed: {"model_run": str(tmp_path.resolve())})

@@ -24,8 +24,8 @@ from credit_data.errors import AlignmentError
 from credit_data.loading import load_population
 from credit_data.split import TRAIN
 from credit_data.vertical import assign_chunk, node_rows
-from experiments import deploy
-from experiments.vertical import VerticalSimulationSource, party_settings
+from credit_fl.vertical import VerticalSimulationSource, party_settings
+from experiments.deploy import federation as deploy
 from federation.protocol import ARRAYS, CONFIG, VerticalMessage
 from federation.sealed import SealedChannel, exchange_key, state_key
 from fl_client.node_noise import simulated_split_keys
@@ -73,7 +73,7 @@ def _train(run_dir: Path, overrides: list[str], recorder=None, tamper=None
 
 
 def _score(run_dir: Path, settings, out: Path, recorder) -> Any:
-    from experiments.scoring import ScoringSimulationSource
+    from credit_fl.scoring import ScoringSimulationSource
     from fl_client.scoring_app import make_scoring_client_app
     from fl_client.settings import client_settings
     from fl_server.scoring_rounds import ScoringOutcome, ScoringServerSettings

@@ -34,8 +34,8 @@ from credit_data.design import build_design
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER
 from credit_data.split import SPLITS, TEST, TRAIN
-from experiments.canary_audit import epochs_trained
-from experiments.outcome import RunOutcome, training_parties
+from credit_fl.canary_audit import epochs_trained
+from credit_fl.outcome import RunOutcome, training_parties
 from fl_client.node_noise import simulated_split_keys
 from models.factory import build_model
 from models.local_training import train_round

@@ -4,8 +4,8 @@ Membership inference on the final model (training rows against test rows; the va
 set the threshold), with the epsilon lower bound it proves next to the epsilon DP promises for
 one whole record; in vertical mode also the label-leakage attack on the gradients the passive
 parties received, and the inversion attack on the embeddings the lender received. With
-``audit.canaries=m`` also the one-run canary audit (:mod:`experiments.canary_audit`); with
-``audit.reference_models=k`` also RMIA on the final model (:mod:`experiments.rmia_audit`).
+``audit.canaries=m`` also the one-run canary audit (:mod:`credit_fl.canary_audit`); with
+``audit.reference_models=k`` also RMIA on the final model (:mod:`credit_fl.rmia_audit`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from experiments.outcome import RunOutcome
+from credit_fl.outcome import RunOutcome
 from privacy.audit import (
     label_leakage_audit,
     membership_audit,
@@ -55,11 +55,11 @@ def audit_outcome(outcome: RunOutcome) -> dict[str, Any] | None:
     if outcome.inversion and settings.audit.inversion:
         out["inversion"] = inversion_audit(outcome)
     if settings.audit.canaries:
-        from experiments.canary_audit import one_run_audit  # torch and Opacus: only when on
+        from credit_fl.canary_audit import one_run_audit  # torch and Opacus: only when on
 
         out["one_run"] = one_run_audit(outcome)
     if settings.audit.reference_models:
-        from experiments.rmia_audit import rmia_audit  # reference trainings: only when on
+        from credit_fl.rmia_audit import rmia_audit  # reference trainings: only when on
 
         out["rmia"] = rmia_audit(outcome)
     return out

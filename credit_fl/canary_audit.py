@@ -30,7 +30,7 @@ from credit_data.design import build_design, party_block
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER
 from credit_data.split import TRAIN, assign_split
-from experiments.outcome import RunOutcome, training_parties
+from credit_fl.outcome import RunOutcome, training_parties
 from federation.run_settings import RunSettings
 from federation.settings import Mode
 from fl_client.node_noise import simulated_split_keys

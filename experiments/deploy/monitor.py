@@ -47,16 +47,15 @@ from deployment.run_config import (
     RUN_SETTINGS,
     TASK,
 )
-from experiments.deploy import (
+from experiments.deploy.federation import (
     Federation,
     _flwr_run,
     check_matches_federation,
     check_nodes,
     own_run,
 )
+from credit_fl.monitoring import MonitorSettings, check_run_dir, judge
 from experiments.monitor import (
-    MonitorSettings,
-    check_run_dir,
     model_lines,
     plot_indices,
     split_args,
@@ -65,7 +64,6 @@ from experiments.monitor import (
 from experiments.monitor_series import plot_series, released_over, series_lines
 from federation.settings import Mode
 from federation.storage import write_atomic
-from fl_client.model_monitoring import judge
 
 __all__ = ["monitor", "render", "split_period"]
 
