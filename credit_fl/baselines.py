@@ -17,8 +17,8 @@ from credit_data.errors import ConfigError
 from credit_data.loading import load_population
 from credit_data.split import TEST, TRAIN, VAL
 from credit_data.tables import Population
-from credit_fl.local_scoring import MODEL_DIR, write_model_bundle
 from credit_fl.logistic_reference import logistic_references
+from credit_fl.one_bundle_scoring import MODEL_DIR, write_model_bundle
 from credit_fl.outcome import (
     RunOutcome,
     oracle_auc,

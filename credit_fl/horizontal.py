@@ -32,8 +32,8 @@ from credit_data.split import SPLITS, TRAIN
 from credit_data.tables import Population
 from credit_fl.checks import check_horizontal
 from credit_fl.engines import open_engine
-from credit_fl.local_scoring import MODEL_DIR, horizontal_preprocessing, write_model_bundle
 from credit_fl.logistic_reference import logistic_references
+from credit_fl.one_bundle_scoring import MODEL_DIR, horizontal_preprocessing, write_model_bundle
 from credit_fl.outcome import (
     RunOutcome,
     oracle_auc,
@@ -42,13 +42,13 @@ from credit_fl.outcome import (
 )
 from federation.model import shared_model
 from federation.run_settings import RunSettings
-from fl_client.client_app import make_client_app
+from fl_client.horizontal_app import make_client_app
 from fl_client.node_noise import forget_keys, simulated_split_keys
 from fl_client.settings import ClientSettings, client_settings
 from fl_client.simulation_sources import SimulationSource
 from fl_client.simulation_sources import lender_rows as lender_rows
-from fl_server.rounds import FederationOutcome
-from fl_server.server_app import make_server_app
+from fl_server.app_factory import make_server_app
+from fl_server.horizontal_rounds import FederationOutcome
 from fl_server.settings import horizontal_server_settings
 from models.metrics import ScoreSummary, report_metrics
 from models.training import predict_proba

@@ -118,12 +118,12 @@ def train(settings: RunSettings, frames: Frames | None = None, *,
 def _train_into(settings: RunSettings, directory: Path, population: Population | None,
                 references_cache: Path | None, start: float, figures: Figures | None
                 ) -> dict[str, Any]:
-    from credit_fl.audit import audit_outcome
+    from credit_fl.attacks import attack_outcome
     from credit_fl.references import references_for
     from credit_fl.results import write_run
 
     outcome = _outcome(settings, directory, population)
-    audit = audit_outcome(outcome)
+    audit = attack_outcome(outcome)
     references = (references_for(settings, references_cache, population)
                   if settings.references else None)
     return write_run(directory, outcome, time.perf_counter() - start, config_of(settings),
@@ -186,7 +186,7 @@ class TrainedModel:
         vertical model scores through the same Flower apps as training, each party with its
         own bundle; ``engine`` as for :func:`train`.
         """
-        from credit_fl.scoring import score_bundles
+        from credit_fl.batch_scoring import score_bundles
 
         settings = _engine(self.settings, engine)
         if frames is not None:

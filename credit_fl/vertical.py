@@ -54,7 +54,7 @@ from fl_client.party_bundle import BUNDLE_DIR
 from fl_client.settings import ClientSettings, client_settings
 from fl_client.simulation_sources import VerticalSimulationSource
 from fl_client.vertical_app import make_vertical_client_app
-from fl_server.server_app import make_vertical_server_app
+from fl_server.app_factory import make_vertical_server_app
 from fl_server.settings import vertical_server_settings
 from fl_server.vertical_rounds import Recorder, VerticalOutcome
 from models.metrics import report_metrics
@@ -162,8 +162,8 @@ def party_settings(settings: RunSettings, parties: tuple[str, ...], state_dir: P
     """
     audit = settings.audit
     return {p: client_settings(settings, p, str(state_dir),
-                               label_leakage_audit=audit.enabled and audit.label_leakage,
-                               inversion_audit=audit.enabled and audit.inversion)
+                               label_leakage_attack=audit.enabled and audit.label_leakage,
+                               inversion_attack=audit.enabled and audit.inversion)
             for p in parties} | {h: client_settings(settings, h, str(state_dir))
                                  for h in settings.blacklists.holders}
 

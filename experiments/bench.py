@@ -23,7 +23,7 @@ from credit_data.design import build_design
 from credit_data.settings import DataSettings
 from credit_data.split import TEST, TRAIN, VAL
 from credit_data.synthetic import generate
-from credit_fl.audit import inversion_audit
+from credit_fl.attacks import inversion_attack
 from credit_fl.baselines import run_baseline
 from credit_fl.horizontal import run_horizontal
 from credit_fl.outcome import RunOutcome
@@ -468,7 +468,7 @@ def bench_inversion(n: int = 20_000, epochs: int = 5,
             outcome = run_vertical(settings, Path(tmp) / f"run{k}")
             run_s = time.perf_counter() - start
             start = time.perf_counter()
-            r2 = inversion_audit(outcome)
+            r2 = inversion_attack(outcome)
             audit_s = time.perf_counter() - start
             lift = outcome.metrics["party_lift"]
             print(f"| {name} | {outcome.metrics['test']['auc']:.4f} | "
@@ -664,7 +664,7 @@ def _score_deployed(n: int, requests: int) -> None:
     rounds). Each time is ``deploy score``'s call, end to end.
     """
     from experiments.deploy import federation as deploy
-    from experiments.deploy import service as served
+    from experiments.deploy import scoring_service as served
 
     overrides = [f"data.n_customers={n}", "privacy=off", "train.epochs=2", "verbose=false"]
     with tempfile.TemporaryDirectory() as tmp, \
@@ -913,7 +913,7 @@ def bench_audit(n: int = 20_000, canaries: int = 1_000, reference_models: int = 
     RMIA's over the run's training time (the twin's target: at most one extra training, ratio
     <= 1). ``figure``: where the two-panel plot goes (None: none).
     """
-    from experiments.audit_figure import write_audit_figure
+    from experiments.attack_figure import write_attack_figure
 
     print(f"audit: {n:,} customers, {canaries:,} canaries, {reference_models} RMIA reference "
           "models, vertical, seed 0")
@@ -962,7 +962,7 @@ def bench_audit(n: int = 20_000, canaries: int = 1_000, reference_models: int = 
                   f"{train_s:.1f} = {rmia['seconds'] / train_s:.2f} |", flush=True)
     print(f"audit: {len(rows)} runs in {time.perf_counter() - start:.0f} s")
     if figure is not None:
-        write_audit_figure(rows, figure, f"Privacy audits, vertical, {n:,} synthetic customers "
+        write_attack_figure(rows, figure, f"Privacy audits, vertical, {n:,} synthetic customers "
                                          f"({canaries:,} canaries, {reference_models} RMIA "
                                          "reference models)")
         print(f"audit: wrote {figure}")
@@ -976,7 +976,7 @@ def bench_rmia(n: int = 5_000, epochs: int = 40, reference_models: int = 4) -> N
     target; the loss-threshold attack on the same scores. Prints each attack's TPR at 0.1% and
     1% FPR (Clopper-Pearson) and RMIA's over the loss attack's at 1% FPR (same run, same rows).
     """
-    from credit_fl.audit import audit_outcome
+    from credit_fl.attacks import attack_outcome
 
     settings = RunSettings(
         verbose=False, data=DataSettings(n_customers=n),
@@ -995,7 +995,7 @@ def bench_rmia(n: int = 5_000, epochs: int = 40, reference_models: int = 4) -> N
     for reference_epochs in (3, epochs):
         audit = dataclasses.replace(settings.audit, reference_models=reference_models,
                                     reference_epochs=reference_epochs)
-        found = audit_outcome(dataclasses.replace(
+        found = attack_outcome(dataclasses.replace(
             outcome, settings=dataclasses.replace(settings, audit=audit)))
         assert found is not None
         rmia, loss = found["rmia"], found["membership"]

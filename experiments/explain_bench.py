@@ -72,7 +72,7 @@ def bench_explain(n: int = 50_000, applicants: int = 10_000) -> None:
 def bench_served_explain(n: int = 20_000, requests: int = 20) -> None:
     """Print one applicant's request to a scoring service, without and with reasons."""
     from experiments.deploy import federation as deploy
-    from experiments.deploy import service as served
+    from experiments.deploy import scoring_service as served
 
     overrides = [f"data.n_customers={n}", "privacy=off", "train.epochs=2", "verbose=false"]
     with tempfile.TemporaryDirectory() as tmp, \

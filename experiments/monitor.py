@@ -90,9 +90,9 @@ def _load_period(run_dir: Path, model: dict[str, Any], overrides: list[str],
     """
     from credit_data.consent import MONITORING
     from credit_data.loading import load_population
+    from credit_fl.batch_scoring import load_applicants
     from credit_fl.config import settings_of
     from credit_fl.consent_results import consent_summary, consented_population
-    from credit_fl.scoring import load_applicants
     from federation.run_settings import Engine
     from federation.settings import Mode
 
@@ -121,8 +121,8 @@ def _period_report(run_dir: Path, settings: Any, population: Any,
                    options: MonitorSettings, stage: Path) -> dict[str, Any]:
     """Return one period's entry: its parties' statuses, the model's section, what left."""
     from credit_data.consent import MONITORING
+    from credit_fl.batch_scoring import score_bundles
     from credit_fl.monitoring import frames_of
-    from credit_fl.scoring import score_bundles
 
     synthetic = settings.data.source is Source.synthetic
     scores, _ = score_bundles(run_dir, settings, stage, frames=frames_of(

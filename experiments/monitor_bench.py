@@ -24,9 +24,9 @@ def bench_monitor(n: int = 100_000) -> None:
     """Time monitoring and re-rating ``n`` rows; print each against plain batch scoring."""
     from credit_data.periods import book
     from credit_data.settings import Shift
+    from credit_fl.batch_scoring import score_bundles
     from credit_fl.config import settings_of
     from credit_fl.monitoring import frames_of
-    from credit_fl.scoring import score_bundles
     from experiments.bench_setup import cli_run
     from experiments.monitor import monitor_run
     from experiments.rerate import rerate_run

@@ -80,8 +80,8 @@ def _books(run_dir: Path, settings: Any, period: int,
     run's own. Every file is read and checked here, before anything is written.
     """
     from credit_data.periods import book
+    from credit_fl.batch_scoring import load_applicants
     from credit_fl.config import settings_of
-    from credit_fl.scoring import load_applicants
 
     data = settings.data
     if data.source is Source.synthetic:
@@ -173,8 +173,8 @@ def _watched_codes(table: pd.DataFrame, top: int = 5) -> dict[str, int]:
 
 def rerate_run(run_dir: Path, period: int, args: list[str]) -> tuple[Path, dict[str, Any]]:
     """Re-rate the book of ``run_dir``'s model in ``period``; return the directory, report."""
+    from credit_fl.batch_scoring import score_bundles
     from credit_fl.config import settings_of
-    from credit_fl.scoring import score_bundles
     from federation.run_settings import Engine
     from models.bundle import read_manifest
 

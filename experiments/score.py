@@ -28,8 +28,8 @@ def score_run(run_dir: Path, overrides: list[str]) -> tuple[Path, dict[str, Any]
     import time
     from datetime import datetime
 
+    from credit_fl.batch_scoring import render_scoring, score_bundles
     from credit_fl.config import settings_of
-    from credit_fl.scoring import render_scoring, score_bundles
     from experiments.plots import plot_explanations
     from federation.storage import write_atomic
 

@@ -3,7 +3,7 @@
 A simulated run's ServerApp and ClientApps are the deployed ones; what differs is where a node's
 rows come from. A deployed node reads its own files (``deployment.client_app``); a simulated
 one calls the source the runner (``credit_fl.vertical``, ``credit_fl.horizontal``,
-``credit_fl.scoring``) built: :class:`VerticalSimulationSource`, :class:`SimulationSource` (a
+``credit_fl.batch_scoring``) built: :class:`VerticalSimulationSource`, :class:`SimulationSource` (a
 horizontal lender) and :class:`ScoringSimulationSource`. They live here, below the runners, so
 that a node never calls back into ``credit_fl`` or the command line through the engine.
 

@@ -460,7 +460,7 @@ def _signed_run(tmp_path, tamper=None, run="run-1", extra=()):
     from federation.alignment import ChannelKeys
     from federation.credentials import make_node_key
     from fl_client.vertical_app import make_vertical_client_app
-    from fl_server.server_app import make_vertical_server_app
+    from fl_server.app_factory import make_vertical_server_app
     from fl_server.settings import vertical_server_settings
     from fl_server.vertical_rounds import VerticalOutcome
     from tests.fake_grid import InProcessGrid, run_server_app

@@ -10,9 +10,9 @@ import pytest
 
 from credit_data.errors import ConfigError
 from credit_data.settings import DataSettings, Source
-from credit_fl.audit import audit_outcome
+from credit_fl.attacks import attack_outcome
 from credit_fl.baselines import run_baseline
-from credit_fl.canary_audit import twin_plan
+from credit_fl.canary_attack import twin_plan
 from credit_fl.checks import check_settings
 from credit_fl.outcome import RunOutcome
 from credit_fl.report import render_report
@@ -83,7 +83,7 @@ def test_a_run_with_canaries_reports_the_one_run_bound() -> None:
         audit=AuditSettings(canaries=100, reference_models=2, reference_epochs=0))
     outcome = run_baseline(settings)
     # Execute
-    audit = audit_outcome(outcome)
+    audit = attack_outcome(outcome)
     # Assert
     assert audit is not None
     one = audit["one_run"]

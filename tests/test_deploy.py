@@ -31,7 +31,7 @@ from experiments.deploy import federation as deploy
 from experiments.deploy import main as deploy_main
 from federation.audit_log import verify
 from federation.credentials import make_node_key
-from fl_server.rounds import FederationError
+from fl_server.horizontal_rounds import FederationError
 from privacy.sealed_key import MASTER_KEY_FILE
 from tests.conftest import REPO
 
@@ -653,7 +653,7 @@ def test_a_deployed_scoring_service_answers_requests_in_four_rounds(
     # issue 20's latency target: one Flower run serves many requests; each is the lender's
     # reply to the message waiting for it and four rounds (issue 30: a party sends embeddings
     # only of a charged request's applicants), and reproduces the trained scores
-    from experiments.deploy import service as served
+    from experiments.deploy import scoring_service as served
 
     fed = vertical_federation
     run_dir = _run_dir(private_deployed_runs[-1])  # label DP and DP-SGD
@@ -700,7 +700,7 @@ def test_a_service_stopped_through_the_control_api_is_reported_never_replaced(
     # issue 29, item 3: `flwr stop` from a local process ended the service, after which `deploy
     # score` silently ran a batch scoring run no --max-queries cap covers, and `deploy
     # stop-service` said no service was up
-    from experiments.deploy import service as served
+    from experiments.deploy import scoring_service as served
 
     fed = vertical_federation
     run_dir = _run_dir(private_deployed_runs[-1])
@@ -765,7 +765,7 @@ def test_a_deployed_holder_answers_lookups_and_caps_a_lender(tmp_path_factory) -
         month = {k: v for k, v in ledger["lender"].items() if len(k) == 7}
         assert list(month.values()) == [{"training": 1000, "scoring": len(scores)}]
         # a scoring service asks the holder too, each request in the parties' round
-        from experiments.deploy import service as served
+        from experiments.deploy import scoring_service as served
 
         served.serve(Path(fed.directory), run_dir, ["blacklists.on_hit=review"])
         try:
@@ -794,7 +794,7 @@ def _check_horizontal_scoring(fed, overrides: list[str], results: dict) -> None:
     from credit_data.loading import load_population
     from credit_data.split import TEST, assign_split
     from credit_data.tables import PartyTable, Population
-    from credit_fl.local_scoring import score_with_bundle
+    from credit_fl.one_bundle_scoring import score_with_bundle
     from privacy.split_key import derive_split_key
 
     run_dir = _run_dir(results)

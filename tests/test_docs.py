@@ -69,7 +69,7 @@ def _check(words: list[str]) -> None:
     if words[0] == "credit-fl":
         words = ["python", "-m", {"run": "experiments.run", "compare": "experiments.compare",
                                   "deploy": "experiments.deploy", "node": "deployment.node",
-                                  "audit": "federation.audit_log",
+                                  "audit": "federation.audit_command",
                                   "score": "experiments.score",
                                   "monitor": "experiments.monitor",
                                   "rerate": "experiments.rerate",
@@ -118,6 +118,8 @@ def _check(words: list[str]) -> None:
         from deployment.budget import parser
         parser().parse_args(args)
     elif module == "federation.audit_log":
+        assert args[0] == "verify" and args[1:]
+    elif module == "federation.audit_command":
         assert args[0] in ("verify", "report") and args[1:]
     elif module == "experiments.compare":
         assert args and not args[0].startswith("-")

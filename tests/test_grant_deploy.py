@@ -11,7 +11,7 @@ import pytest
 
 from experiments.deploy import federation as deploy
 from federation.usage_report import build_report
-from fl_server.rounds import FederationError
+from fl_server.horizontal_rounds import FederationError
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,8 @@ from deployment.run_config import COLUMNS, RUN_NAME, RUN_SETTINGS
 from experiments.deploy import federation as deploy
 from federation.audit_log import verify
 from federation.lifetime_budget import LifetimeBudget
-from fl_server.rounds import FederationOutcome
-from fl_server.server_app import make_server_app
+from fl_server.app_factory import make_server_app
+from fl_server.horizontal_rounds import FederationOutcome
 from fl_server.settings import horizontal_server_settings
 from tests.fake_grid import InProcessGrid, run_server_app
 

@@ -87,7 +87,7 @@ def test_the_server_will_not_send_a_scoring_message_its_nodes_refuse():
 def scoring_nodes(tmp_path_factory):
     """A lender's and a bureau's scoring nodes (100, 101) whose bundles were never written:
     any handler that runs refuses, naming the bundle."""
-    from credit_fl.scoring import ScoringSimulationSource
+    from credit_fl.batch_scoring import ScoringSimulationSource
     from experiments.deploy import federation as deploy
     from fl_client.scoring_app import make_scoring_client_app
     from fl_client.settings import client_settings

@@ -30,7 +30,7 @@ from federation.lifetime_budget import LifetimeBudget
 from federation.monitoring_release import MONITORING_FLAG, monitoring_release
 from federation.protocol import CONFIG, STATUS
 from federation.releases import Release
-from fl_client.audit_mod import AUDIT_NOTE
+from fl_client.audit_log_mod import AUDIT_NOTE
 from fl_client.monitoring_task import _charge
 from fl_client.scoring_task import scorecard_of
 from models.bundle import FORMAT

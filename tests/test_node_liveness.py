@@ -25,7 +25,7 @@ from experiments.deploy import federation as deploy
 from federation.flower_compat.deployment import NODE_HEARTBEAT
 from federation.protocol import VerticalMessage
 from fl_client.vertical_app import make_vertical_client_app
-from fl_server.server_app import make_vertical_server_app
+from fl_server.app_factory import make_vertical_server_app
 from fl_server.settings import vertical_server_settings
 from fl_server.vertical_rounds import VerticalOutcome
 from tests.conftest import REPO

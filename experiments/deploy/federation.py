@@ -7,7 +7,7 @@ collector reads nothing from the nodes' directories, as a real coordinator could
 metrics come from the lender's score summaries (a horizontal server pools the lenders'), the
 same summaries a simulation's metrics come from. The row-level scores stay at the lender
 (``scores.npz`` in its state directory); there is no ``predictions.csv`` and no membership audit
-at the coordinator. The scoring service (:mod:`experiments.deploy.service`) and the deployed
+at the coordinator. The scoring service (:mod:`experiments.deploy.scoring_service`) and the deployed
 monitor (:mod:`experiments.deploy.monitor`) build on this module, never the reverse.
 """
 
@@ -40,13 +40,13 @@ from credit_data.horizontal import LenderRows
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER, PARTIES
 from credit_data.tables import PartyTable
-from credit_fl.audit import audit_outcome
+from credit_fl.attacks import attack_outcome
 from credit_fl.config import config_of, settings_of
 from credit_fl.config import settings as run_settings
 from credit_fl.horizontal import horizontal_outcome, keep_bundle, lender_rows
 from credit_fl.outcome import RunOutcome, training_parties
 from credit_fl.results import write_run
-from credit_fl.scoring import render_scoring
+from credit_fl.batch_scoring import render_scoring
 from credit_fl.vertical import vertical_outcome
 from deployment.coordinator import check_run_name, prepare, server_dir
 from deployment.pins import node_id_from_register_output, read_pins, write_pins
@@ -618,7 +618,7 @@ def run(directory: Path, overrides: list[str] | None = None,
                             for p in [*fed.parties, *fed.holders]},
         "server_audit_log": str(run_dir / "server" / "audit.jsonl")})
     results = write_run(run_dir, outcome, time.perf_counter() - start, plain,
-                        audit_outcome(outcome), figures=write_plots)
+                        attack_outcome(outcome), figures=write_plots)
     return results
 
 

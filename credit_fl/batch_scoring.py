@@ -26,7 +26,7 @@ from credit_fl.config import run_config
 from credit_fl.consent_results import consent_summary
 from credit_fl.engines import open_engine
 from credit_fl.explanation_report import explanation_lines
-from credit_fl.local_scoring import score_with_bundle
+from credit_fl.one_bundle_scoring import score_with_bundle
 from federation.run_settings import MissingParty, RunSettings
 from federation.settings import Mode
 from fl_client.scoring_app import make_scoring_client_app
@@ -34,8 +34,8 @@ from fl_client.scoring_task import SCORES_FILE
 from fl_client.settings import client_settings
 from fl_client.simulation_sources import ScoringSimulationSource, list_table
 from fl_client.simulation_sources import load_applicants as load_applicants
+from fl_server.app_factory import make_scoring_server_app
 from fl_server.scoring_rounds import ScoringOutcome, absent_parties, scoring_server_settings
-from fl_server.server_app import make_scoring_server_app
 from models.bundle import load_bundle
 
 scoring_config = run_config

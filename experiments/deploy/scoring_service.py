@@ -27,7 +27,7 @@ from typing import Any
 from credit_data.errors import ConfigError, DeployError
 from credit_data.settings import LABEL_HOLDER
 from credit_fl.config import config_of, settings_of
-from credit_fl.scoring import render_scoring
+from credit_fl.batch_scoring import render_scoring
 from deployment.coordinator import prepare, server_dir
 from deployment.run_files import (
     INBOX,
