@@ -133,7 +133,7 @@ class Kept(Generic[T]):
 
     @property
     def key(self) -> str:
-        """Names the value for :func:`credit_fl.simulation.once_per_worker`."""
+        """Names the value for :func:`fl_client.simulation_sources.once_per_worker`."""
         return f"kept-{id(self.value):x}"
 
     def get(self) -> T:

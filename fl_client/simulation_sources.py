@@ -268,7 +268,7 @@ class SimulationSource:
     It carries what the engine shared (``engine.share``), not the rows: on Flower's
     simulation engine a reference into Ray's object store, since the engine pickles the
     ClientApp with every message. Each worker fetches the rows once (see
-    :func:`credit_fl.simulation.once_per_worker`) instead of building them again.
+    :func:`fl_client.simulation_sources.once_per_worker`) instead of building them again.
     """
 
     def __init__(self, settings: dict[str, ClientSettings], rows: Any) -> None:
