@@ -1,8 +1,8 @@
 """``credit-fl deploy``: a whole federation on this machine (:mod:`experiments.deploy.cli`).
 
 :mod:`~experiments.deploy.federation` brings it up, runs and scores on it and takes it down;
-:mod:`~experiments.deploy.scoring_service` (a scoring service) and :mod:`~experiments.deploy.monitor`
-(the deployed monitor) build on it, never the reverse.
+:mod:`~experiments.deploy.scoring_service` (a scoring service) and
+:mod:`~experiments.deploy.monitor` (the deployed monitor) build on it, never the reverse.
 """
 
 from __future__ import annotations

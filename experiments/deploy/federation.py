@@ -41,16 +41,15 @@ from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER, PARTIES
 from credit_data.tables import PartyTable
 from credit_fl.attacks import attack_outcome
+from credit_fl.batch_scoring import render_scoring
 from credit_fl.config import config_of, settings_of
 from credit_fl.config import settings as run_settings
 from credit_fl.horizontal import horizontal_outcome, keep_bundle, lender_rows
 from credit_fl.outcome import RunOutcome, training_parties
 from credit_fl.results import write_run
-from credit_fl.batch_scoring import render_scoring
 from credit_fl.vertical import vertical_outcome
 from deployment.coordinator import check_run_name, prepare, server_dir
 from deployment.pins import node_id_from_register_output, read_pins, write_pins
-from deployment.run_files import read_outcome
 from deployment.run_config import (
     COLUMNS,
     MODEL_RUN,
@@ -59,6 +58,7 @@ from deployment.run_config import (
     RUN_SETTINGS,
     TASK,
 )
+from deployment.run_files import read_outcome
 from experiments.plots import write_plots
 from federation.consent_counts import consent_released, run_summary
 from federation.credentials import make_node_key, make_server_credentials, write_private

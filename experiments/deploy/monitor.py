@@ -38,6 +38,7 @@ from typing import Any
 from credit_data.errors import ConfigError
 from credit_data.stability import status_of
 from credit_fl.config import config_of, settings_of
+from credit_fl.monitoring import MonitorSettings, check_run_dir, judge
 from deployment.coordinator import prepare, server_dir
 from deployment.run_config import (
     COLUMNS,
@@ -54,7 +55,6 @@ from experiments.deploy.federation import (
     check_nodes,
     own_run,
 )
-from credit_fl.monitoring import MonitorSettings, check_run_dir, judge
 from experiments.monitor import (
     model_lines,
     plot_indices,

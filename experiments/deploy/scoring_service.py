@@ -26,9 +26,10 @@ from typing import Any
 
 from credit_data.errors import ConfigError, DeployError
 from credit_data.settings import LABEL_HOLDER
-from credit_fl.config import config_of, settings_of
 from credit_fl.batch_scoring import render_scoring
+from credit_fl.config import config_of, settings_of
 from deployment.coordinator import prepare, server_dir
+from deployment.run_config import COLUMNS, MODEL_RUN, OUTCOME, RUN_NAME, RUN_SETTINGS, TASK
 from deployment.run_files import (
     INBOX,
     NODE_REQUESTS,
@@ -37,7 +38,6 @@ from deployment.run_files import (
     STOP,
     read_outcome,
 )
-from deployment.run_config import COLUMNS, MODEL_RUN, OUTCOME, RUN_NAME, RUN_SETTINGS, TASK
 from experiments.deploy.federation import (
     APP_DIR,
     CONNECTION,
