@@ -10,8 +10,9 @@ import pandas as pd
 
 from credit_data.errors import ConfigError
 from credit_data.files import load_files, load_frames
+from credit_data.periods import period_population
 from credit_data.settings import LABEL_HOLDER, DataSettings, Source
-from credit_data.synthetic import LABELS, generate
+from credit_data.synthetic import LABELS
 from credit_data.tables import Population
 
 MIN_ROWS = 100
@@ -39,8 +40,8 @@ def load_population(settings: DataSettings, seed: int, *, labels: bool = True,
         if settings.label not in LABELS:
             raise ConfigError(f"data.label must be one of {LABELS} for synthetic data, "
                               f"got '{settings.label}'")
-        population = generate(settings.n_customers, seed, settings.synthetic,
-                              period=settings.period, shift=settings.shift)
+        population = period_population(settings.n_customers, seed, settings.synthetic,
+                                       period=settings.period, shift=settings.shift)
     else:
         population = load_files(settings, labels=labels)
     if settings.max_rows is None:

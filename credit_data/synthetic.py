@@ -60,7 +60,7 @@ import numpy as np
 import pandas as pd
 
 from credit_data.errors import ConfigError
-from credit_data.settings import Shift, SyntheticSettings
+from credit_data.settings import SyntheticSettings
 from credit_data.tables import PartyTable, Population
 
 LABELS: tuple[str, ...] = ("default_12m", "fraud")
@@ -209,10 +209,12 @@ def default_probability(z: dict[str, np.ndarray], lti: np.ndarray, term: np.ndar
 
 
 def generate(
-    n_customers: int, seed: int, settings: SyntheticSettings | None = None, *,
-    period: int = 1, shift: Shift = Shift.none,
+    n_customers: int, seed: int, settings: SyntheticSettings | None = None,
 ) -> Population:
-    """Draw the three party tables for ``n_customers`` applicants.
+    """Draw the three party tables for ``n_customers`` applicants (period 1).
+
+    A later period's cohort of new applicants and what changed in it is
+    :func:`credit_data.periods.period_population`, built on this function.
 
     Parameters
     ----------
@@ -223,9 +225,6 @@ def generate(
         Fixes every draw.
     settings:
         Coverage, non-applicant ratios and the missing-value rate.
-    period, shift:
-        A later period's cohort of new applicants and what changed in it
-        (:mod:`credit_data.periods`); period 1 is this function's own population.
 
     Examples
     --------
@@ -239,10 +238,6 @@ def generate(
     >>> bool(pop.tables["lender"].labels.isin([0, 1]).all().all())
     True
     """
-    if period != 1 or shift is not Shift.none:
-        from credit_data.periods import cohort
-
-        return cohort(n_customers, seed, settings, period=period, shift=shift)
     s = settings or SyntheticSettings()
     _check(n_customers, s)
     rng = np.random.default_rng(seed)

@@ -2,7 +2,7 @@
 
 * ``in_process`` (:class:`credit_fl.in_process.InProcessEngine`): every node in this process,
   each message delivered at once; no Ray.
-* ``simulation`` (:class:`experiments.simulation.SimulationEngine`): Flower's simulation engine
+* ``simulation`` (:class:`credit_fl.simulation.SimulationEngine`): Flower's simulation engine
   on Ray, each node in a worker process of its own, side by side on the machine's cores.
 
 Both run the same ServerApp and ClientApp and give the same metrics for the same seed;
@@ -23,6 +23,6 @@ def open_engine(engine: Engine, verbose: bool) -> AbstractContextManager[Any]:
         from credit_fl.in_process import InProcessEngine
 
         return nullcontext(InProcessEngine(verbose))
-    from experiments.simulation import simulation_engine
+    from credit_fl.simulation import simulation_engine
 
     return simulation_engine(verbose)

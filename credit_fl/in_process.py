@@ -133,7 +133,7 @@ class Kept(Generic[T]):
 
     @property
     def key(self) -> str:
-        """Names the value for :func:`experiments.simulation.once_per_worker`."""
+        """Names the value for :func:`fl_client.simulation_sources.once_per_worker`."""
         return f"kept-{id(self.value):x}"
 
     def get(self) -> T:
@@ -143,7 +143,7 @@ class Kept(Generic[T]):
 class InProcessEngine:
     """Run a federated run's nodes in this process (``engine=in_process``).
 
-    The interface of the simulation engine (:class:`experiments.simulation.SimulationEngine`):
+    The interface of the simulation engine (:class:`credit_fl.simulation.SimulationEngine`):
     ``start_while`` builds the data (there is nothing to start), ``share`` hands the nodes a
     value, ``run`` runs the ServerApp against the nodes' ClientApp. The nodes compute on one
     thread, as each does on a core of its own in Flower's simulation engine; the caller's

@@ -17,7 +17,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -29,6 +29,9 @@ from credit_fl.checks import check_settings
 from credit_fl.config import config_of, settings_of
 from federation.run_settings import Engine, RunSettings
 from federation.settings import Mode
+
+if TYPE_CHECKING:
+    from credit_fl.results import Figures
 
 Frames = Mapping[str, pd.DataFrame]
 """One pandas DataFrame per party (``lender``, ``bureau``, ``social``), keyed by its name."""
@@ -53,9 +56,9 @@ def frames_data(data: DataSettings) -> DataSettings:
 
 def _outcome(settings: RunSettings, directory: Path, population: Population | None) -> Any:
     """Run the settings' mode; the runners load torch, Flower and Ray, so only now."""
-    from experiments.baselines import run_baseline
-    from experiments.horizontal import run_horizontal
-    from experiments.vertical import run_vertical
+    from credit_fl.baselines import run_baseline
+    from credit_fl.horizontal import run_horizontal
+    from credit_fl.vertical import run_vertical
 
     mode = settings.federation.mode
     if mode is Mode.horizontal:
@@ -67,7 +70,7 @@ def _outcome(settings: RunSettings, directory: Path, population: Population | No
 
 def train(settings: RunSettings, frames: Frames | None = None, *,
           engine: Engine | str | None = None, run_dir: str | Path | None = None,
-          references_cache: Path | None = None) -> TrainedModel:
+          references_cache: Path | None = None, figures: Figures | None = None) -> TrainedModel:
     """Train the model ``settings`` describe; return it with its metrics, ledger and files.
 
     Parameters
@@ -84,6 +87,9 @@ def train(settings: RunSettings, frames: Frames | None = None, *,
         temporary directory that lives as long as the model (:meth:`TrainedModel.save` keeps it).
     references_cache:
         A sweep's directory of references (``references=true``), shared by its jobs.
+    figures:
+        Draws ``plots.png`` (:data:`credit_fl.results.Figures`; the command line passes
+        :func:`experiments.plots.write_plots`); ``None``: no plot (credit_fl draws nothing).
 
     Raises
     ------
@@ -100,7 +106,8 @@ def train(settings: RunSettings, frames: Frames | None = None, *,
     temporary = run_dir is None
     directory = Path(tempfile.mkdtemp(prefix="credit-fl-run-") if run_dir is None else run_dir)
     try:
-        results = _train_into(settings, directory, population, references_cache, start)
+        results = _train_into(settings, directory, population, references_cache, start,
+                              figures)
     except BaseException:
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)
@@ -109,17 +116,18 @@ def train(settings: RunSettings, frames: Frames | None = None, *,
 
 
 def _train_into(settings: RunSettings, directory: Path, population: Population | None,
-                references_cache: Path | None, start: float) -> dict[str, Any]:
-    from experiments.audit import audit_outcome
-    from experiments.references import references_for
-    from experiments.results import write_run
+                references_cache: Path | None, start: float, figures: Figures | None
+                ) -> dict[str, Any]:
+    from credit_fl.attacks import attack_outcome
+    from credit_fl.references import references_for
+    from credit_fl.results import write_run
 
     outcome = _outcome(settings, directory, population)
-    audit = audit_outcome(outcome)
+    audit = attack_outcome(outcome)
     references = (references_for(settings, references_cache, population)
                   if settings.references else None)
     return write_run(directory, outcome, time.perf_counter() - start, config_of(settings),
-                     audit, references)
+                     audit, references, figures)
 
 
 class TrainedModel:
@@ -165,7 +173,7 @@ class TrainedModel:
 
     def report(self) -> str:
         """Return the run's report (markdown), as ``report.md`` holds it."""
-        from experiments.report import render_report
+        from credit_fl.report import render_report
 
         return render_report(self.results)
 
@@ -178,7 +186,7 @@ class TrainedModel:
         vertical model scores through the same Flower apps as training, each party with its
         own bundle; ``engine`` as for :func:`train`.
         """
-        from experiments.scoring import score_bundles
+        from credit_fl.batch_scoring import score_bundles
 
         settings = _engine(self.settings, engine)
         if frames is not None:

@@ -52,7 +52,7 @@ the coordinator submits; everything about the node itself comes from the node's 
     indices and bins' counts (:mod:`deployment.monitoring_node`); the directory of its later
     periods' files such a request may name.
 
-The handlers are the same as in simulation (:mod:`fl_client.client_app`,
+The handlers are the same as in simulation (:mod:`fl_client.horizontal_app`,
 :mod:`fl_client.vertical_app`); only the source of settings and rows differs.
 """
 
@@ -123,9 +123,9 @@ from federation.releases import (
 )
 from federation.run_settings import RunSettings, ScoringRows, TrackingSettings
 from federation.settings import CARDINALITY_WITHDRAWN, BlacklistSettings, ListMode, Mode
-from fl_client.audit_mod import AUDIT_NOTE
-from fl_client.client_app import make_client_app
+from fl_client.audit_log_mod import AUDIT_NOTE
 from fl_client.consent_gate import consent_decision, file_digest, log_consent
+from fl_client.horizontal_app import make_client_app
 from fl_client.list_lookup import holder_rows
 from fl_client.node_noise import node_noise, private_node_rows
 from fl_client.party_bundle import BUNDLE_DIR
@@ -558,7 +558,7 @@ def ledger_note_mod(msg: Message, context: Context, call_next: ClientAppCallable
 
     The epsilon its ledger holds as spent since its last reset (every run's, this reply's
     included) and its cap (:data:`federation.lifetime_budget.NOTE_SPENT`, ``NOTE_CAP``): the
-    node's own note (:data:`fl_client.audit_mod.AUDIT_NOTE`), which never leaves it, from which
+    node's own note (:data:`fl_client.audit_log_mod.AUDIT_NOTE`), which never leaves it, from which
     ``credit-fl audit report`` sets each run's spend against the lifetime budget.
     """
     reply = call_next(msg, context)

@@ -71,7 +71,7 @@ from federation.monitoring_release import (
 )
 from federation.releases import Release
 from federation.run_settings import RunSettings
-from fl_client.audit_mod import AUDIT_NOTE
+from fl_client.audit_log_mod import AUDIT_NOTE
 from fl_client.model_monitoring import model_figures
 from fl_client.monitoring_app import MONITOR, MONITOR_MODEL, make_monitoring_client_app
 from fl_client.monitoring_task import MonitoringInput

@@ -40,15 +40,15 @@ from deployment.run_config import (
 from federation.flower_compat.deployment import quick_grid_pulls
 from federation.run_settings import RunSettings
 from federation.settings import Mode
+from fl_server.app_factory import audited, audited_in
 from fl_server.audited_grid import REPLY_POLL_CAP
 from fl_server.checkpoint import load_checkpoint
+from fl_server.horizontal_rounds import run_federation, wait_for_nodes
 from fl_server.monitoring_rounds import ModelOutcome, run_model_monitoring, run_monitoring
 from fl_server.node_pins import pinned_nodes
 from fl_server.outcome_file import write_outcome
-from fl_server.rounds import run_federation, wait_for_nodes
 from fl_server.scoring_rounds import run_own_scoring, run_scoring, scoring_server_settings
 from fl_server.scoring_service import run_scoring_service
-from fl_server.server_app import audited, audited_in
 from fl_server.settings import horizontal_server_settings, vertical_server_settings
 from fl_server.vertical_rounds import run_vertical_federation
 

@@ -23,11 +23,12 @@ from credit_data.design import build_design
 from credit_data.settings import DataSettings
 from credit_data.split import TEST, TRAIN, VAL
 from credit_data.synthetic import generate
-from experiments.audit import inversion_audit
-from experiments.baselines import run_baseline
-from experiments.horizontal import run_horizontal
-from experiments.outcome import RunOutcome
-from experiments.vertical import run_vertical
+from credit_fl.attacks import inversion_attack
+from credit_fl.baselines import run_baseline
+from credit_fl.horizontal import run_horizontal
+from credit_fl.outcome import RunOutcome
+from credit_fl.vertical import run_vertical
+from experiments.bench_setup import cli_run, horizontal_settings, vertical_settings, write_tables
 from federation.run_settings import RunSettings
 from federation.settings import FederationSettings, Mode
 from models.factory import build_model
@@ -73,24 +74,6 @@ def bench_centralized(epochs: int = 5) -> None:
     print(f"centralized: training / data preparation time ratio {wall / prep:.2f}")
 
 
-def _horizontal_settings(epochs: int, **privacy: object) -> RunSettings:
-    return RunSettings(
-        verbose=False,
-        federation=FederationSettings(mode=Mode.horizontal, parties=("lender", "bureau"),
-                                      rounds=epochs),
-        train=TrainSettings(epochs=epochs, patience=epochs + 1),
-        privacy=PrivacySettings(**privacy))  # type: ignore[arg-type]
-
-
-def _cli_run(overrides: list[str], run_dir: Path) -> tuple[float, dict]:
-    """Run ``python -m experiments.run`` as a user does; return its wall time and results."""
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "experiments.run", *overrides, "verbose=false",
-                    f"hydra.run.dir={run_dir}"], cwd=Path(__file__).resolve().parents[1],
-                   check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start, json.loads((run_dir / "results.json").read_text())
-
-
 def bench_horizontal(epochs: int | None = None, repeats: int = 2) -> None:
     """Horizontal over centralized wall time (same rows, same epochs); DP-SGD over plain.
 
@@ -104,13 +87,13 @@ def bench_horizontal(epochs: int | None = None, repeats: int = 2) -> None:
     does: the slower ones are the shared machine's doing).
     """
     if epochs is None:
-        from experiments.deploy import compose_settings
+        from experiments.deploy.federation import compose_settings
 
         epochs = compose_settings(["federation=horizontal"])[0].federation.rounds
-    settings = _horizontal_settings(epochs)
+    settings = horizontal_settings(epochs)
     central = dataclasses.replace(settings, federation=dataclasses.replace(
         settings.federation, mode=Mode.centralized))
-    private = _horizontal_settings(epochs, mechanism=PrivacyMechanism.dpsgd, target_epsilon=3.0)
+    private = horizontal_settings(epochs, mechanism=PrivacyMechanism.dpsgd, target_epsilon=3.0)
     same = [f"train.epochs={epochs}", f"train.patience={epochs + 1}"]
     cli = {"central": ["federation=centralized", "federation.parties=[lender,bureau]", *same],
            "plain": ["federation=horizontal", f"federation.rounds={epochs}", *same],
@@ -123,7 +106,7 @@ def bench_horizontal(epochs: int | None = None, repeats: int = 2) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(repeats):
             for name in cli:
-                wall, results[name] = _cli_run(cli[name], Path(tmp) / f"cli-{name}{repeat}")
+                wall, results[name] = cli_run(cli[name], Path(tmp) / f"cli-{name}{repeat}")
                 ends[name].append(wall)
             start = time.perf_counter()
             runs["central"] = run_baseline(central)
@@ -159,18 +142,9 @@ def bench_horizontal(epochs: int | None = None, repeats: int = 2) -> None:
           + " / ".join(f"{runs[k].metrics['test']['auc']:.4f}" for k in cli))
 
 
-def _vertical_settings(epochs: int, n: int = 100_000, **privacy: object) -> RunSettings:
-    return RunSettings(
-        verbose=False, data=DataSettings(n_customers=n),
-        model=ModelSettings(kind=ModelKind.split_mlp, hidden=(32,)),
-        federation=FederationSettings(mode=Mode.vertical),
-        train=TrainSettings(epochs=epochs, patience=epochs + 1),
-        privacy=PrivacySettings(**privacy))  # type: ignore[arg-type]
-
-
 def bench_vertical(epochs: int = 5) -> None:
     """Vertical over centralized wall time (same rows, same epochs); messages and bytes."""
-    settings = _vertical_settings(epochs)
+    settings = vertical_settings(epochs)
     central = dataclasses.replace(settings, federation=dataclasses.replace(
         settings.federation, mode=Mode.centralized))
     with tempfile.TemporaryDirectory() as tmp:
@@ -225,7 +199,7 @@ def bench_vertical_cached(n: int = 100_000, epochs: int = 5, new_share: float = 
         root = Path(tmp)
         before = write_party_tables({**frames, "lender": lender.drop(held.index)}, root / "a")
         after = write_party_tables({"lender": lender.drop(spare.index)}, root / "b")
-        base = _vertical_settings(epochs, n)
+        base = vertical_settings(epochs, n)
         runs: dict[str, tuple[dict, RunOutcome]] = {}
         for label, sources in (("cold", before), ("again", before),
                                ("new", {**before, **after})):
@@ -445,7 +419,7 @@ def bench_unmatched() -> None:
 
 def bench_embedding_noise() -> None:
     """Embedding noise at epsilon 1, 3 and 8 next to the lender alone and no noise (50,000)."""
-    settings = _vertical_settings(30, n=50_000)
+    settings = vertical_settings(30, n=50_000)
     settings = dataclasses.replace(settings, train=TrainSettings())
     lender = dataclasses.replace(settings, model=ModelSettings(), federation=FederationSettings(
         mode=Mode.local, parties=("lender",)))
@@ -473,7 +447,7 @@ def bench_inversion(n: int = 20_000, epochs: int = 5,
     lift (test AUC minus the AUC with its embeddings masked). Ratio measured in the same run:
     the audit's time over the run's.
     """
-    base = _vertical_settings(epochs, n=n)
+    base = vertical_settings(epochs, n=n)
     lender = dataclasses.replace(base, model=ModelSettings(), federation=FederationSettings(
         mode=Mode.local, parties=("lender",)))
     alone = run_baseline(lender).metrics["test"]["auc"]
@@ -494,7 +468,7 @@ def bench_inversion(n: int = 20_000, epochs: int = 5,
             outcome = run_vertical(settings, Path(tmp) / f"run{k}")
             run_s = time.perf_counter() - start
             start = time.perf_counter()
-            r2 = inversion_audit(outcome)
+            r2 = inversion_attack(outcome)
             audit_s = time.perf_counter() - start
             lift = outcome.metrics["party_lift"]
             print(f"| {name} | {outcome.metrics['test']['auc']:.4f} | "
@@ -509,7 +483,7 @@ def bench_vertical_1m(epochs: int = 3) -> None:
     Three epochs: alignment alone takes minutes at this size, and the time per epoch is printed
     so a reader can extend it to any number of epochs.
     """
-    settings = _vertical_settings(epochs, n=1_000_000)
+    settings = vertical_settings(epochs, n=1_000_000)
     settings = dataclasses.replace(settings, federation=dataclasses.replace(
         settings.federation, round_timeout=3600.0))  # blinding 2.4M IDs takes minutes
     from experiments.scale_bench import ProcessPeaks
@@ -597,7 +571,7 @@ def bench_deployment(n: int = 100_000) -> None:
     directory (new here), so the simulation gets a new cache in this run's directory, not the
     machine's ``outputs/.psi-cache`` (whose state would make the ratio depend on earlier runs).
     """
-    from experiments import deploy
+    from experiments.deploy import federation as deploy
 
     overrides = [f"data.n_customers={n}", "verbose=false"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -637,20 +611,6 @@ def bench_deployment(n: int = 100_000) -> None:
           f"{deployed['metrics']['test']['auc']:.4f}")
 
 
-def _write_tables(population, directory: Path, lender_rows: int | None = None
-                  ) -> list[str]:
-    """Write each party's table as CSV (the lender's without labels, cut to ``lender_rows``)."""
-    overrides = ["data=csv", "data.id_column=id"]
-    for party, table in population.tables.items():
-        frame = table.frame if party != "lender" or lender_rows is None else \
-            table.frame.iloc[:lender_rows]
-        path = directory / f"{party}.csv"
-        frame.rename_axis("id").to_csv(path)
-        overrides += [f"data.parties.{party}.path={path}",
-                      f"data.parties.{party}.categorical=[{','.join(table.categorical)}]"]
-    return overrides
-
-
 def bench_score(n: int = 100_000, applicants: int = 10_000, requests: int = 20) -> None:
     """Score new applicants with a vertical model's bundles, in simulation.
 
@@ -660,21 +620,21 @@ def bench_score(n: int = 100_000, applicants: int = 10_000, requests: int = 20) 
     request); then one applicant and 100, ``requests`` times each, with the sets cached.
     Targets: cached under 15 s end to end, and under a third of cold.
     """
-    from experiments.scoring import score_run
-    from experiments.simulation import share_engine_across_runs
+    from credit_fl.simulation import share_engine_across_runs
+    from experiments.score import score_run
 
     share_engine_across_runs()  # Ray stays up between requests, as a running service keeps it
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         run_dir = root / "run"
-        trained, _ = _cli_run(["federation=vertical", "privacy=off", f"data.n_customers={n}",
+        trained, _ = cli_run(["federation=vertical", "privacy=off", f"data.n_customers={n}",
                                "train.epochs=2", f"federation.psi_cache={root / 'train-cache'}"],
                               run_dir)
         print(f"score: trained a vertical model on {n:,} customers in {trained:.1f} s")
         population = generate(n, seed=0)
         new = root / "new"
         new.mkdir()
-        data = _write_tables(population, new, applicants)
+        data = write_tables(population, new, applicants)
         walls = {}
         for label in ("cold", "cached"):
             start = time.perf_counter()
@@ -695,7 +655,7 @@ def bench_score(n: int = 100_000, applicants: int = 10_000, requests: int = 20) 
         for size in (1, 100):
             small = root / f"new-{size}"
             small.mkdir()
-            data = _write_tables(population, small, size)
+            data = write_tables(population, small, size)
             times, rounds = [], 0
             for i in range(requests):
                 start = time.perf_counter()
@@ -717,7 +677,8 @@ def _score_deployed(n: int, requests: int) -> None:
     handed to its running ServerApp: the lender's reply to the message waiting for it and four
     rounds). Each time is ``deploy score``'s call, end to end.
     """
-    from experiments import deploy, served
+    from experiments.deploy import federation as deploy
+    from experiments.deploy import scoring_service as served
 
     overrides = [f"data.n_customers={n}", "privacy=off", "train.epochs=2", "verbose=false"]
     with tempfile.TemporaryDirectory() as tmp, \
@@ -814,7 +775,7 @@ def bench_blacklist(list_size: int = 1_000_000, applicants: int = 10_000) -> Non
     for name, extra in {"without lists": [],
                         "with lists": ["blacklists.holders=[consortium,telco]"]}.items():
         with tempfile.TemporaryDirectory() as tmp:
-            wall, results = _cli_run(fraud + extra, Path(tmp) / "run")
+            wall, results = cli_run(fraud + extra, Path(tmp) / "run")
         ap[name] = results["metrics"]["test"]["rare_label"]["average_precision"]
         print(f"blacklist: vertical fraud detection {name}: average precision {ap[name]:.4f}, "
               f"AUC {results['metrics']['test']['auc']:.4f} ({wall:.1f} s)")
@@ -837,7 +798,7 @@ def bench_privacy() -> None:
     aucs: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for k, (name, overrides) in enumerate(runs.items()):
-            wall, r = _cli_run(overrides, Path(tmp) / f"run{k}")
+            wall, r = cli_run(overrides, Path(tmp) / f"run{k}")
             aucs[name] = r["metrics"]["test"]["auc"]
             eps = r["privacy"]["epsilon"] if r["privacy"] else None
             print(f"privacy: {name:36s} test AUC {aucs[name]:.4f}"
@@ -966,7 +927,7 @@ def bench_audit(n: int = 20_000, canaries: int = 1_000, reference_models: int = 
     RMIA's over the run's training time (the twin's target: at most one extra training, ratio
     <= 1). ``figure``: where the two-panel plot goes (None: none).
     """
-    from experiments.audit_figure import write_audit_figure
+    from experiments.attack_figure import write_attack_figure
 
     print(f"audit: {n:,} customers, {canaries:,} canaries, {reference_models} RMIA reference "
           "models, vertical, seed 0")
@@ -980,7 +941,7 @@ def bench_audit(n: int = 20_000, canaries: int = 1_000, reference_models: int = 
     with tempfile.TemporaryDirectory() as tmp:
         for k, eps in enumerate(epsilons):
             privacy = ["privacy=off"] if eps is None else [f"privacy.target_epsilon={eps:g}"]
-            _, r = _cli_run([f"data.n_customers={n}", f"audit.canaries={canaries}",
+            _, r = cli_run([f"data.n_customers={n}", f"audit.canaries={canaries}",
                              f"audit.reference_models={reference_models}", *privacy],
                             Path(tmp) / f"run{k}")
             one, mia, rmia = (r["audit"]["one_run"], r["audit"]["membership"],
@@ -1015,7 +976,7 @@ def bench_audit(n: int = 20_000, canaries: int = 1_000, reference_models: int = 
                   f"{train_s:.1f} = {rmia['seconds'] / train_s:.2f} |", flush=True)
     print(f"audit: {len(rows)} runs in {time.perf_counter() - start:.0f} s")
     if figure is not None:
-        write_audit_figure(rows, figure, f"Privacy audits, vertical, {n:,} synthetic customers "
+        write_attack_figure(rows, figure, f"Privacy audits, vertical, {n:,} synthetic customers "
                                          f"({canaries:,} canaries, {reference_models} RMIA "
                                          "reference models)")
         print(f"audit: wrote {figure}")
@@ -1029,7 +990,7 @@ def bench_rmia(n: int = 5_000, epochs: int = 40, reference_models: int = 4) -> N
     target; the loss-threshold attack on the same scores. Prints each attack's TPR at 0.1% and
     1% FPR (Clopper-Pearson) and RMIA's over the loss attack's at 1% FPR (same run, same rows).
     """
-    from experiments.audit import audit_outcome
+    from credit_fl.attacks import attack_outcome
 
     settings = RunSettings(
         verbose=False, data=DataSettings(n_customers=n),
@@ -1048,7 +1009,7 @@ def bench_rmia(n: int = 5_000, epochs: int = 40, reference_models: int = 4) -> N
     for reference_epochs in (3, epochs):
         audit = dataclasses.replace(settings.audit, reference_models=reference_models,
                                     reference_epochs=reference_epochs)
-        found = audit_outcome(dataclasses.replace(
+        found = attack_outcome(dataclasses.replace(
             outcome, settings=dataclasses.replace(settings, audit=audit)))
         assert found is not None
         rmia, loss = found["rmia"], found["membership"]

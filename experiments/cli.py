@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("experiments.compare", "privacy-utility tables and plots of sweeps"),
     "deploy": ("experiments.deploy", "a whole federation on this machine: up, run, down"),
     "node": ("deployment.node", "run a partner's node against a SuperLink"),
-    "audit": ("federation.audit_log", "verify audit logs: credit-fl audit verify <file> ...; "
+    "audit": ("federation.audit_command", "verify audit logs: credit-fl audit verify <file> ...; "
               "the data-usage record: credit-fl audit report <logs ...>"),
     "bench": ("experiments.bench", "the benchmarks"),
 }

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from credit_fl.config import from_config
 from credit_fl.model import train
+from experiments.plots import write_plots
 from experiments.tracking import open_tracker
 from federation.storage import write_atomic
 
@@ -32,7 +33,8 @@ def execute(cfg: DictConfig, run_dir: Path, cache_dir: Path | None = None,
     settings = from_config(cfg)  # every check of the mode, as credit_fl.settings runs them
     log.setLevel(logging.INFO if settings.verbose else logging.WARNING)
     tracker = open_tracker(settings.tracking, sweep)  # before training: a bad store fails now
-    results = train(settings, run_dir=run_dir, references_cache=cache_dir).results
+    results = train(settings, run_dir=run_dir, references_cache=cache_dir,
+                    figures=write_plots).results
     if tracker is not None:
         tracker.log_run(run_dir)  # what results.json holds, and the files beside it
     return results

@@ -29,18 +29,18 @@ __all__ = ["bench_explain", "bench_served_explain"]
 
 def bench_explain(n: int = 50_000, applicants: int = 10_000) -> None:
     """Print plain scoring's wall, explained scoring's wall and their ratio."""
-    from experiments.bench import _cli_run, _write_tables
-    from experiments.scoring import score_run
+    from experiments.bench_setup import cli_run, write_tables
+    from experiments.score import score_run
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         run_dir = root / "run"
-        trained, _ = _cli_run(["federation=vertical", "privacy=off", f"data.n_customers={n}",
+        trained, _ = cli_run(["federation=vertical", "privacy=off", f"data.n_customers={n}",
                                "train.epochs=2", "engine=in_process"], run_dir)
         print(f"explain: trained a vertical model on {n:,} customers in {trained:.1f} s")
         new = root / "new"
         new.mkdir()
-        data = _write_tables(generate(n, seed=0), new, applicants)
+        data = write_tables(generate(n, seed=0), new, applicants)
         cache = f"federation.psi_cache={root / 'cache'}"
         score_run(run_dir, [*data, cache, "engine=in_process", "explain.enabled=false",
                             f"scoring.out={root / 'warm'}"])  # fills the caches
@@ -71,7 +71,8 @@ def bench_explain(n: int = 50_000, applicants: int = 10_000) -> None:
 
 def bench_served_explain(n: int = 20_000, requests: int = 20) -> None:
     """Print one applicant's request to a scoring service, without and with reasons."""
-    from experiments import deploy, served
+    from experiments.deploy import federation as deploy
+    from experiments.deploy import scoring_service as served
 
     overrides = [f"data.n_customers={n}", "privacy=off", "train.epochs=2", "verbose=false"]
     with tempfile.TemporaryDirectory() as tmp, \

@@ -28,7 +28,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,12 @@ import pandas as pd
 from credit_data.errors import ConfigError, CreditFLError
 from credit_data.settings import LABEL_HOLDER, Source
 from credit_data.stability import status_of
+from credit_fl.monitoring import (
+    MonitorSettings,
+    check_run_dir,
+    model_section,
+    party_indices,
+)
 from experiments.options import take_options
 from federation.storage import write_atomic
 
@@ -47,21 +52,6 @@ USAGE = ("usage: credit-fl monitor <run dir> [monitor.watch=0.1] [monitor.act=0.
          "data.shift=downturn | data.period=2,3,4 data.shift=none,downturn,concept | "
          "data=csv data.parties.<party>.path=<file> ...]")
 STATUSES = ("stable", "watch", "act")
-
-
-@dataclass(frozen=True)
-class MonitorSettings:
-    """Thresholds, the minimum rows per released bin, the epsilon of a party under DP.
-
-    ``epsilon``: what a party whose rows trained under DP spends on one period's release
-    (noised counts, charged to its ledger); other parties release exact counts.
-    """
-
-    watch: float = 0.1
-    act: float = 0.25
-    min_count: int = 50
-    epsilon: float = 1.0
-    out: str | None = None
 
 
 def split_args(args: list[str]) -> tuple[MonitorSettings, list[str]]:
@@ -82,75 +72,6 @@ def worst(statuses: list[str]) -> str:
     return max(statuses, key=STATUSES.index, default="stable")
 
 
-def check_run_dir(run_dir: Path) -> dict[str, Any]:
-    """Return a vertical run's ``results.json``; refuse a directory that is not such a run."""
-    results = run_dir / "results.json"
-    if not results.is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no results.json); give the "
-                          "directory of a finished training run")
-    try:
-        model = json.loads(results.read_text())["model"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{results}: not a run's results ({exc})") from exc
-    if "bundles" not in model:
-        raise ConfigError(f"{run_dir}: this run kept no model bundles; train it again")
-    return dict(model)
-
-
-def under_dp(privacy: Any, party: str) -> bool:
-    """Return whether ``party``'s rows trained under a DP budget (its counts are then noised)."""
-    from privacy.settings import PrivacyMechanism
-
-    return (privacy.mechanism is not PrivacyMechanism.off or party in privacy.party_max_epsilon
-            or (party == LABEL_HOLDER and privacy.label_epsilon is not None)
-            or privacy.embedding_epsilon is not None)
-
-
-def _party_indices(run_dir: Path, model: dict[str, Any], population: Any,
-                   parties: list[str], options: MonitorSettings,
-                   privacy: Any) -> tuple[dict[str, Any], dict[str, float | None]]:
-    """Ask every party for its indices through the monitoring apps (in-process engine)."""
-    from flwr.app import Context
-
-    from credit_fl.in_process import InProcessEngine
-    from fl_client.monitoring_app import make_monitoring_client_app
-    from fl_client.monitoring_task import MonitoringInput
-    from fl_server.monitoring_rounds import MonitoringOutcome, make_monitoring_server_app
-
-    def source(context: Context) -> tuple[str, MonitoringInput]:
-        party = parties[int(context.node_config["partition-id"])]
-        bundle = run_dir / model["bundles"][party]
-        # a simulated party's ledger: its state directory in the run (beside its bundle)
-        return party, MonitoringInput(bundle, population.tables[party], options.epsilon
-                                      if under_dp(privacy, party) else None, bundle.parent)
-
-    outcome = MonitoringOutcome()
-    InProcessEngine(verbose=False).run(make_monitoring_server_app(options.min_count, outcome),
-                                       make_monitoring_client_app(source), len(parties))
-    if outcome.error is not None:
-        raise outcome.error
-    return outcome.parties, outcome.epsilon
-
-
-def model_section(reference: pd.DataFrame, scores: pd.DataFrame,
-                  labels: pd.Series | None, manifest: dict[str, Any],
-                  settings: MonitorSettings, inputs_act: bool) -> dict[str, Any]:
-    """Return the lender's view: score and grade-mix PSI, outcomes or the label-free estimate.
-
-    The figures are :func:`fl_client.model_monitoring.model_figures` (a deployed lender's node
-    computes the same), judged against ``settings``' thresholds.
-    """
-    from fl_client.model_monitoring import judge, model_figures
-
-    figures = model_figures(reference["score"].to_numpy(dtype=np.float64),
-                            reference["label"].to_numpy(dtype=np.float64),
-                            scores["probability"].to_numpy(dtype=np.float64),
-                            None if labels is None else labels.to_numpy(dtype=np.float64),
-                            manifest, grades=scores["grade"].astype(str).to_numpy(),
-                            min_count=settings.min_count)
-    return judge(figures, watch=settings.watch, act=settings.act, inputs_act=inputs_act)
-
-
 def _labels(population: Any, label: str, ids: pd.Series) -> pd.Series | None:
     """Return the period's outcomes at the lender, where it has them (synthetic periods do)."""
     labels = population.tables[LABEL_HOLDER].labels
@@ -169,9 +90,9 @@ def _load_period(run_dir: Path, model: dict[str, Any], overrides: list[str],
     """
     from credit_data.consent import MONITORING
     from credit_data.loading import load_population
+    from credit_fl.batch_scoring import load_applicants
     from credit_fl.config import settings_of
-    from experiments.consent_results import consent_summary, consented_population
-    from experiments.scoring import load_applicants
+    from credit_fl.consent_results import consent_summary, consented_population
     from federation.run_settings import Engine
     from federation.settings import Mode
 
@@ -190,7 +111,7 @@ def _load_period(run_dir: Path, model: dict[str, Any], overrides: list[str],
     # each party's customers without `monitoring` consent are unknown to it (docs/consent.md)
     consent = consent_summary(settings.data, population, parties, MONITORING)
     population = consented_population(settings.data, population, MONITORING)
-    return settings, population, _party_indices(run_dir, model, population, parties, options,
+    return settings, population, party_indices(run_dir, model, population, parties, options,
                                                 settings.privacy), consent
 
 
@@ -200,8 +121,8 @@ def _period_report(run_dir: Path, settings: Any, population: Any,
                    options: MonitorSettings, stage: Path) -> dict[str, Any]:
     """Return one period's entry: its parties' statuses, the model's section, what left."""
     from credit_data.consent import MONITORING
-    from experiments.rerate import frames_of
-    from experiments.scoring import score_bundles
+    from credit_fl.batch_scoring import score_bundles
+    from credit_fl.monitoring import frames_of
 
     synthetic = settings.data.source is Source.synthetic
     scores, _ = score_bundles(run_dir, settings, stage, frames=frames_of(
@@ -406,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if report["status"] == "act" else 0
 
 
-__all__ = ["MonitorSettings", "check_run_dir", "main", "model_lines", "model_section",
+__all__ = ["main", "model_lines",
            "monitor_run", "plot_indices", "split_args", "worst"]
 
 if __name__ == "__main__":

@@ -24,17 +24,19 @@ def bench_monitor(n: int = 100_000) -> None:
     """Time monitoring and re-rating ``n`` rows; print each against plain batch scoring."""
     from credit_data.periods import book
     from credit_data.settings import Shift
+    from credit_fl.batch_scoring import score_bundles
     from credit_fl.config import settings_of
-    from experiments.bench import _cli_run
+    from credit_fl.monitoring import frames_of
+    from experiments.bench_setup import cli_run
     from experiments.monitor import monitor_run
-    from experiments.rerate import frames_of, rerate_run
-    from experiments.scoring import score_bundles, score_run
+    from experiments.rerate import rerate_run
+    from experiments.score import score_run
 
     period = ["data.period=2", "data.shift=downturn"]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         run_dir = root / "run"
-        trained, _ = _cli_run(["federation=vertical", "privacy=off", f"data.n_customers={n}",
+        trained, _ = cli_run(["federation=vertical", "privacy=off", f"data.n_customers={n}",
                                "train.epochs=2", "engine=in_process"], run_dir)
         print(f"monitor: trained a vertical model on {n:,} customers in {trained:.1f} s")
         start = time.perf_counter()

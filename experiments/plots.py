@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from credit_fl.explanation_report import TOP  # noqa: E402
 from federation.storage import atomic_path  # noqa: E402
 from models.metrics import ScoreSummary  # noqa: E402
 
@@ -60,3 +61,21 @@ def write_plots(path: Path, test: ScoreSummary, history: list[dict[str, Any]],
             fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
+
+
+def plot_explanations(scoring: dict[str, Any], path: Path) -> Path | None:
+    """Plot each party's global explanation (mean |points| of its strongest columns)."""
+    tables = (scoring.get("explanation") or {}).get("global") or {}
+    if not tables:
+        return None
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 3.4), squeeze=False)
+    for ax, (party, table) in zip(axes[0], tables.items(), strict=True):
+        rows = table[:TOP][::-1]
+        ax.barh([str(r["description"]) for r in rows], [r["mean_abs_points"] for r in rows],
+                color=["#b2182b" if r["mean_points"] < 0 else "#2166ac" for r in rows])
+        ax.set_title(f"{party} (red: lowers the score on average)", fontsize=9)
+        ax.set_xlabel("mean |points|")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

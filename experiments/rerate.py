@@ -41,6 +41,7 @@ import pandas as pd
 from credit_data.errors import ConfigError, CreditFLError, DataError
 from credit_data.settings import LABEL_HOLDER, Shift, Source
 from credit_data.tables import Population
+from credit_fl.monitoring import check_period_columns, check_run_dir, frames_of, scorecard_of
 from experiments.options import take_options
 from federation.storage import write_atomic
 
@@ -70,16 +71,6 @@ def split_args(args: list[str]) -> tuple[RerateSettings, list[str]]:
     return take_options(args, "rerate", RerateSettings)
 
 
-def frames_of(population: Population, id_column: str) -> dict[str, pd.DataFrame]:
-    """Return each party's table as the DataFrame its file would hold (no labels)."""
-    out = {}
-    for party, table in population.tables.items():
-        frame = table.frame.astype(dict.fromkeys(table.categorical, "category"))
-        frame.index = frame.index.rename(id_column)
-        out[party] = frame.reset_index()
-    return out
-
-
 def _books(run_dir: Path, settings: Any, period: int,
            options: RerateSettings) -> tuple[Any, Population, Population]:
     """Return the previous period's settings and the book as observed then and in ``period``.
@@ -89,8 +80,8 @@ def _books(run_dir: Path, settings: Any, period: int,
     run's own. Every file is read and checked here, before anything is written.
     """
     from credit_data.periods import book
+    from credit_fl.batch_scoring import load_applicants
     from credit_fl.config import settings_of
-    from experiments.scoring import load_applicants
 
     data = settings.data
     if data.source is Source.synthetic:
@@ -171,16 +162,6 @@ def _new_delinquency(before: Population, now: Population) -> pd.Series | None:
     return (new > old).rename("new_delinquency")
 
 
-def _check_columns(run_dir: Path, bundles: dict[str, str], population: Population) -> None:
-    """Refuse a period whose party table lacks a column of its bundle or has one more."""
-    from fl_client.monitoring_task import check_columns
-    from models.bundle import load_bundle
-
-    for party, table in population.tables.items():
-        if party in bundles:
-            check_columns(load_bundle(run_dir / bundles[party], party=party), table)
-
-
 def _watched_codes(table: pd.DataFrame, top: int = 5) -> dict[str, int]:
     """Return the watch list's most frequent first reason codes (none without codes)."""
     if "reason_1" not in table:
@@ -192,11 +173,9 @@ def _watched_codes(table: pd.DataFrame, top: int = 5) -> dict[str, int]:
 
 def rerate_run(run_dir: Path, period: int, args: list[str]) -> tuple[Path, dict[str, Any]]:
     """Re-rate the book of ``run_dir``'s model in ``period``; return the directory, report."""
+    from credit_fl.batch_scoring import score_bundles
     from credit_fl.config import settings_of
-    from experiments.monitor import check_run_dir
-    from experiments.scoring import score_bundles
     from federation.run_settings import Engine
-    from fl_client.scoring_task import scorecard_of
     from models.bundle import read_manifest
 
     start = time.perf_counter()
@@ -215,7 +194,7 @@ def rerate_run(run_dir: Path, period: int, args: list[str]) -> tuple[Path, dict[
         raise ConfigError(f"rerate.out={out} exists; name a new directory")
     earlier, before, now = _books(run_dir, settings, period, options)
     for population in (before, now):
-        _check_columns(run_dir, model["bundles"], population)
+        check_period_columns(run_dir, model["bundles"], population)
     card = scorecard_of(read_manifest(run_dir / model["bundles"][LABEL_HOLDER]))
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -314,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["RerateSettings", "frames_of", "main", "rerate_run", "split_args", "watch_list"]
+__all__ = ["RerateSettings", "main", "rerate_run", "split_args", "watch_list"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -32,9 +32,9 @@ def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the test AUC (for sweepers; NaN for a failed sweep job)."""
     quiet_console()  # library lines, from the imports below on, go to run.log only
     # the runners (torch, Flower, Ray) load only now: a bad key or value fails in a second
+    from credit_fl.interrupt import stop_on_signals
+    from credit_fl.simulation import share_engine_across_runs
     from experiments.execute import execute, record_failure
-    from experiments.interrupt import stop_on_signals
-    from experiments.simulation import share_engine_across_runs
 
     stop_on_signals()  # Ctrl-C and SIGTERM: one line, exit 130 or 143, nothing left running
     quiet_console()  # again: Flower adds a console handler of its own when it is imported

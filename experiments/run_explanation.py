@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from credit_fl.config import settings_of
-from experiments.report import render_report
+from credit_fl.report import render_report
 from federation.settings import Mode
 from federation.storage import write_atomic
 from models.settings import ModelKind
@@ -52,7 +52,7 @@ def explain_test_rows(run_dir: Path) -> dict[str, Any] | None:
     Returns the scoring's ``scoring.json`` (None when the model does not explain, or the run
     was deployed: no ``predictions.csv`` at the coordinator).
     """
-    from experiments.scoring import score_run
+    from experiments.score import score_run
 
     run_dir = run_dir.resolve()
     settings = settings_of(run_dir)

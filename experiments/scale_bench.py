@@ -88,8 +88,8 @@ def bench_vertical_10m(applicants: int = 1_000_000, others: int = 10_000_000,
     Targets: peak memory under 16 GiB over all processes, the second run under 10 minutes.
     """
     from credit_data.settings import DataSettings, PartySource, Source
-    from experiments.bench import _vertical_settings
-    from experiments.vertical import run_vertical
+    from credit_fl.vertical import run_vertical
+    from experiments.bench_setup import vertical_settings
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -102,7 +102,7 @@ def bench_vertical_10m(applicants: int = 1_000_000, others: int = 10_000_000,
               f"{written['peak_kib'] / 2**20:.1f} GiB)", flush=True)
         sources = {p: PartySource(path, categorical=tuple(text), id_column="customer_id")
                    for p, (path, text) in written["sources"].items()}
-        base = _vertical_settings(epochs, applicants)
+        base = vertical_settings(epochs, applicants)
         settings = dataclasses.replace(
             base, data=DataSettings(name="bench", source=Source.files, id_column="customer_id",
                                     label="default_12m", parties=sources),

@@ -12,11 +12,65 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
-from credit_data.errors import CreditFLError
+from credit_data.errors import ConfigError, CreditFLError
 
 USAGE = ("usage: credit-fl score <run dir> [scoring.rows=all|test] [scoring.missing_party="
          "error|unknown] [scoring.out=<dir>] [data=<config> data.<key>=<value> ...]")
+
+
+def score_run(run_dir: Path, overrides: list[str]) -> tuple[Path, dict[str, Any]]:
+    """Score with the bundles of ``run_dir``; return the scoring directory and scoring.json."""
+    import json
+    import shutil
+    import tempfile
+    import time
+    from datetime import datetime
+
+    from credit_fl.batch_scoring import render_scoring, score_bundles
+    from credit_fl.config import settings_of
+    from experiments.plots import plot_explanations
+    from federation.storage import write_atomic
+
+    start = time.perf_counter()
+    run_dir = run_dir.resolve()
+    settings = settings_of(run_dir, *overrides)
+    model = json.loads((run_dir / "results.json").read_text())["model"]
+    out = Path(settings.scoring.out) if settings.scoring.out else (
+        run_dir / "scoring" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
+    if out.exists():
+        raise ConfigError(f"scoring.out={out} exists; name a new directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        scores, summary = score_bundles(run_dir, settings, stage)
+        scoring = {
+            "run": str(run_dir), "mode": settings.federation.mode.value,
+            "rows": settings.scoring.rows.value, "applicants": len(scores),
+            "data": {"name": settings.data.name, "source": settings.data.source.value},
+            "bundles": _fingerprints(run_dir, model["bundles"]),
+            **summary, "wall_seconds": time.perf_counter() - start}
+        write_atomic(stage / "scores.csv", scores.to_csv(index=False, float_format="%.10g"))
+        write_atomic(stage / "scoring.json", json.dumps(scoring, indent=2, default=str) + "\n")
+        write_atomic(stage / "report.md", render_scoring(scoring, scores))
+        plot_explanations(scoring, stage / "explanations.png")
+        stage.rename(out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return out, scoring
+
+
+def _fingerprints(run_dir: Path, bundles: dict[str, str]) -> dict[str, Any]:
+    from models.bundle import read_manifest
+
+    out = {}
+    for party, relative in bundles.items():
+        manifest = read_manifest(run_dir / relative)
+        out[party] = {"directory": relative, "model_id": manifest["model_id"],
+                      "files": manifest["files"]}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     quiet_console()
-    from experiments.interrupt import stop_on_signals
-    from experiments.scoring import score_run
+    from credit_fl.interrupt import stop_on_signals
 
     stop_on_signals()
     quiet_console()

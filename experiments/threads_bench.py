@@ -25,7 +25,7 @@ def bench_threads(n: int = 20_000, epochs: int = 4) -> None:
     from credit_data.settings import DataSettings
     from credit_data.split import TRAIN, VAL
     from credit_data.synthetic import generate
-    from experiments.logistic_reference import _fit as fit_reference
+    from credit_fl.logistic_reference import _fit as fit_reference
     from models.factory import build_model
     from models.settings import ModelKind, ModelSettings, TrainSettings
     from models.training import fit

@@ -44,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import private_set_intersection.python as psi
@@ -53,10 +53,23 @@ from credit_data.errors import AlignmentError
 from credit_data.settings import LABEL_HOLDER
 from federation.storage import write_atomic
 
-if TYPE_CHECKING:
-    from federation.alignment import PartyAlignment
-
 __all__ = ["AnswerCache", "FoundCache", "RequestCache"]
+
+
+class PartySide(Protocol):
+    """What :meth:`AnswerCache.answer` uses of a party's side of the PSI.
+
+    That side is :class:`federation.alignment.PartyAlignment`, which imports this module.
+    """
+
+    @property
+    def psi_key(self) -> bytes:
+        """The party's PSI key."""
+        ...
+
+    def process(self, request: psi.Request) -> bytes:
+        """Answer a PSI request over the party's own set."""
+        ...
 
 ELEMENT_BYTES = 33
 """A blinded ID: a compressed point of P-256."""
@@ -167,7 +180,7 @@ class AnswerCache:
     def __init__(self, directory: Path | None, party: str) -> None:
         self.root, self.party = directory, party
 
-    def answer(self, side: PartyAlignment, request: bytes) -> tuple[bytes, int]:
+    def answer(self, side: PartySide, request: bytes) -> tuple[bytes, int]:
         """Return the response to ``request`` and how many of its values were answered now."""
         client_request = psi.Request()
         client_request.ParseFromString(request)

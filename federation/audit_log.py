@@ -289,14 +289,11 @@ def anchors(server_log: Path | str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m federation.audit_log verify <file> ... [--head H] [--key K]``.
 
-    ``report <logs ...>`` is the data-usage record (:mod:`federation.usage_report`).
+    ``credit-fl audit report <logs ...>`` is the data-usage record built on these logs
+    (:mod:`federation.audit_command` dispatches both).
     """
-    given = sys.argv[1:] if argv is None else argv
-    if given[:1] == ["report"]:
-        from federation.usage_report import main as report
-        return report(given[1:])
     parser = argparse.ArgumentParser(prog="python -m federation.audit_log")
-    parser.add_argument("command", choices=["verify", "report"])
+    parser.add_argument("command", choices=["verify"])
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--head", help="the anchored last hash (one file only)")
     parser.add_argument("--key", help="the anchored public key of the writer (hex)")

@@ -27,7 +27,7 @@ from credit_data.consent import (
 )
 from credit_data.tables import PartyTable
 from federation.audit_log import AuditLog, parse_line
-from fl_client.audit_mod import audit_log_path
+from fl_client.audit_log_mod import audit_log_path
 from fl_client.settings import ClientSettings
 
 NO_RECORDS = "no consent records: all rows used"

@@ -23,7 +23,7 @@ from flwr.clientapp.typing import Mod
 from credit_data.consent import MONITORING
 from credit_data.errors import BudgetRefusal, CreditFLError, DataError
 from federation.protocol import CONFIG, MONITORING_FIELDS, STATUS, MonitoringMessage
-from fl_client.audit_mod import audit_log_mod
+from fl_client.audit_log_mod import audit_log_mod
 from fl_client.monitoring_task import MonitoringInput, party_indices, released
 from fl_client.settings import ClientSettings
 

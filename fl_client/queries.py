@@ -1,7 +1,7 @@
 """The node's one query ledger, charged by every path that answers the lender's IDs.
 
 The training alignment (:mod:`fl_client.vertical_task`), batch scoring
-(:mod:`fl_client.scoring_task`), a scoring service (:mod:`fl_client.served_scoring`) and a
+(:mod:`fl_client.scoring_task`), a scoring service (:mod:`fl_client.scoring_service`) and a
 blacklist lookup (:mod:`fl_client.list_lookup`) each charge the IDs they answer here before
 answering (:mod:`federation.query_ledger`). A deployed node keeps the ledger in its state
 directory, across runs; a simulated one beside its run's state (a fresh node per run).

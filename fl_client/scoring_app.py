@@ -34,17 +34,18 @@ from federation.protocol import (
 )
 from federation.query_ledger import Purpose
 from federation.storage import write_atomic
-from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod, role_guard_mod
+from fl_client.audit_log_mod import AUDIT_NOTE, audit_log_mod, role_guard_mod
 from fl_client.explanation import (
     lender_gradients,
     lender_reasons,
     party_columns,
     party_path,
 )
-from fl_client.lender_scoring import score_own_applicants
 from fl_client.list_lookup import holder_answer, is_holder
 from fl_client.node_store import load_state, save_state
+from fl_client.one_bundle_scoring import score_own_applicants
 from fl_client.scorecard_explanation import is_scorecard, lender_codes, party_codes
+from fl_client.scoring_service import SERVED, STOP, ServedLender, ServedParty
 from fl_client.scoring_task import (
     SCORES_FILE,
     ScoringInput,
@@ -53,7 +54,6 @@ from fl_client.scoring_task import (
     once,
 )
 from fl_client.sealed_exchange import SCORING, open_from_parties, seal_for_lender
-from fl_client.served_scoring import SERVED, STOP, ServedLender, ServedParty
 from fl_client.settings import ClientSettings
 from fl_client.vertical_app import arrays, unpack
 

@@ -46,7 +46,7 @@ from fl_client.settings import ClientSettings
 from fl_client.vertical_task import NodeState
 from models.bundle import Bundle, load_bundle
 from models.factory import party_encoder
-from models.scorecard import grades_of, points
+from models.scorecard import scores_table
 from models.settings import ModelKind, ModelSettings, ScorecardSettings
 from models.split_training import LenderModel, calibrate, embed
 from models.training import predict_proba
@@ -207,10 +207,7 @@ class ScoringLender(_ScoringNode):
         calibration = tuple(m["calibration"]) if m.get("calibration") else None
         probability = calibrate(predict_proba(model, z), calibration)  # type: ignore[arg-type]
         card = scorecard_of(m)
-        score_points = points(probability, card)
-        table = pd.DataFrame({"id": self.ids, "probability": probability,
-                              "points": np.round(score_points, 2),
-                              "grade": grades_of(score_points, card)})
+        table = scores_table(self.ids, probability, card)
         for party in self.passive:
             table[f"known_{party}"] = known[party].astype(int)
         for holder in self.holders:

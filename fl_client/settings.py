@@ -37,8 +37,8 @@ class ClientSettings:
     privacy: PrivacySettings
     state_dir: str | None = None
     fault: Fault | None = None
-    label_leakage_audit: bool = False
-    inversion_audit: bool = False
+    label_leakage_attack: bool = False
+    inversion_attack: bool = False
     channel_keys: ChannelKeys | None = None
     scorecard: ScorecardSettings = ScorecardSettings()  # the lender's score scaling
     psi_cache: str | None = None  # where the node keeps its blinded ID sets (SetupCache)
@@ -52,15 +52,15 @@ class ClientSettings:
 
 def client_settings(run: RunSettings, party: str, state_dir: str | None, *,
                     privacy: PrivacySettings | None = None, fault: Fault | None = None,
-                    label_leakage_audit: bool = False,
-                    inversion_audit: bool = False,
+                    label_leakage_attack: bool = False,
+                    inversion_attack: bool = False,
                     channel_keys: ChannelKeys | None = None,
                     psi_cache: str | None = None,
                     key_dir: str | None = None) -> ClientSettings:
     """Build one party's node settings from the run's; the same in simulation and deployment.
 
     ``privacy`` overrides the run's (a deployed node applies its own limits); ``fault``,
-    ``label_leakage_audit`` and ``inversion_audit`` exist in simulation only: a deployed node
+    ``label_leakage_attack`` and ``inversion_attack`` exist in simulation only: a deployed node
     never misbehaves on purpose, never runs the research attack on the gradients it receives
     and never keeps a copy of the embeddings it sent for the inversion audit.
     """
@@ -68,8 +68,8 @@ def client_settings(run: RunSettings, party: str, state_dir: str | None, *,
                           federation=run.federation,
                           privacy=privacy if privacy is not None else run.privacy.for_party(party),
                           state_dir=state_dir, fault=fault,
-                          label_leakage_audit=label_leakage_audit,
-                          inversion_audit=inversion_audit,
+                          label_leakage_attack=label_leakage_attack,
+                          inversion_attack=inversion_attack,
                           channel_keys=channel_keys, scorecard=run.scorecard,
                           psi_cache=run.federation.psi_cache if psi_cache is None
                           else psi_cache, blacklists=run.blacklists,

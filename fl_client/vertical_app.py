@@ -37,7 +37,7 @@ from federation.protocol import (
 )
 from federation.query_ledger import Purpose
 from federation.settings import ListMode
-from fl_client.audit_mod import AUDIT_NOTE, audit_log_mod, role_guard_mod
+from fl_client.audit_log_mod import AUDIT_NOTE, audit_log_mod, role_guard_mod
 from fl_client.list_lookup import holder_answer, lender_hits, lookup_key, with_hits
 from fl_client.node_noise import forget_key_mod, node_noise
 from fl_client.node_store import at_epoch_start, kept_copy, load_state, save_state
@@ -294,7 +294,7 @@ def _final(source: VerticalSource, msg: Message, context: Context) -> Message:
             return _reply(msg, settings.party, config={"refused": str(refusal)})
         if settings.state_dir:
             node.write_leakage(state, Path(settings.state_dir) / settings.party)
-            if settings.inversion_audit:
+            if settings.inversion_attack:
                 node.write_released(state, embeddings,
                                     Path(settings.state_dir) / settings.party)
         # what the node has spent, on its last reply too (its audit log, its budget)

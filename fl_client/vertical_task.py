@@ -64,7 +64,7 @@ from privacy.accounting import (
     noise_multiplier_after,
     party_delta,
 )
-from privacy.audit import leakage_scores
+from privacy.attacks import leakage_scores
 from privacy.randomness import NoiseSource
 from privacy.settings import PrivacyMechanism
 
@@ -405,7 +405,7 @@ class PassiveNode(_Node):
                                     local_steps=self.local_steps)
             if not self.private:  # a per-step statistic of the rows: not sent under DP
                 metrics["surrogate_loss"] = loss
-            if self.settings.label_leakage_audit:
+            if self.settings.label_leakage_attack:
                 self._keep_leakage(state, rows, grads)
             if dp is not None:
                 self._count_steps(state, prev[0], steps)

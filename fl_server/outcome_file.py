@@ -13,7 +13,7 @@ from typing import Any
 
 from credit_data.errors import DeployError
 from federation.safe_files import load_objects, save_objects
-from fl_server.rounds import FederationOutcome
+from fl_server.horizontal_rounds import FederationOutcome
 from fl_server.scoring_rounds import ScoringOutcome
 from fl_server.screening import Exclusion
 from fl_server.vertical_rounds import Traffic, VerticalOutcome

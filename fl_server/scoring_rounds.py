@@ -30,8 +30,8 @@ from federation.consent_counts import CONSENT_KEY, received
 from federation.protocol import ARRAYS, CONFIG, METRICS, STATUS, ScoringMessage
 from federation.run_settings import RunSettings
 from federation.settings import Mode
+from fl_server.horizontal_rounds import wait_for_nodes
 from fl_server.node_pins import NodePins, PinnedNodes, pinned_nodes
-from fl_server.rounds import wait_for_nodes
 from fl_server.vertical_rounds import Recorder, Router, Traffic
 
 log = logging.getLogger("credit_fl")

@@ -5,12 +5,12 @@ Once, when the service starts:
 1. ``score_hello`` (every node): the bundles are checked as in batch scoring; the lender sends
    its signed channel key.
 2. ``serve_table`` (each passive party): its set of tags, one per customer, sealed for the
-   lender (:mod:`federation.served_table`): no embedding.
+   lender (:mod:`federation.service_table`): no embedding.
 3. ``serve_open`` (lender): opens and keeps the tag sets. The service writes ``service.json``
    (``"state": "ready"``) in its directory.
 
 Then, per request (the lender's operator drops ``{"applicants": <file>}`` in the lender node's
-inbox; :func:`experiments.deploy.score` does it on a loopback deployment):
+inbox; :func:`experiments.deploy.federation.score` does it on a loopback deployment):
 
 * ``serve_next`` (lender): waits up to ``wait`` seconds for a request; answers with each
   party's sealed, blinded points (or ``idle``, or ``stop``);
@@ -49,7 +49,7 @@ from flwr.serverapp import Grid
 from credit_data.errors import FederationError
 from credit_data.settings import LABEL_HOLDER
 from federation.protocol import ARRAYS, CONFIG, METRICS, ScoringMessage
-from federation.served_table import REQUEST_ID
+from federation.service_table import REQUEST_ID
 from federation.storage import write_atomic
 from fl_server.scoring_rounds import ScoringOutcome, ScoringServerSettings, hello
 from fl_server.vertical_rounds import Recorder, Router

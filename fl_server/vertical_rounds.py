@@ -41,8 +41,8 @@ from federation.protocol import (
 )
 from fl_server.audited_grid import explain, node_of, stopped_answering
 from fl_server.checkpoint import load_checkpoint, save_checkpoint
+from fl_server.horizontal_rounds import FederationError, wait_for_nodes
 from fl_server.node_pins import NodePins
-from fl_server.rounds import FederationError, wait_for_nodes
 from fl_server.settings import ServerSettings
 from models.metrics import ScoreSummary
 from privacy.accounting import ACCOUNTANT

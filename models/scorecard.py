@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from models.metrics import ScoreSummary
 from models.settings import ScorecardSettings
@@ -46,6 +47,26 @@ def grades_of(score_points: np.ndarray, card: ScorecardSettings) -> np.ndarray:
     for name, floor in reversed(list(zip(card.grades, card.grade_floors, strict=False))):
         out[values >= floor] = name
     return out
+
+
+
+SCORES_COLUMNS = ("id", "probability", "points", "grade")
+"""The scores table's columns, in every mode and at every node that scores."""
+
+
+def scores_table(ids: Any, probability: np.ndarray, card: ScorecardSettings) -> pd.DataFrame:
+    """Return the scores table: ``id, probability, points, grade`` (points to 2 decimals).
+
+    The one builder of it: batch scoring (vertical and one-bundle), the scoring service and a
+    horizontal lender's node all call it.
+
+    >>> scores_table(["a", "b"], np.array([0.05, 0.5]), ScorecardSettings()).columns.tolist()
+    ['id', 'probability', 'points', 'grade']
+    """
+    score_points = points(probability, card)
+    return pd.DataFrame({"id": ids, "probability": probability,
+                         "points": np.round(score_points, 2),
+                         "grade": grades_of(score_points, card)})
 
 
 def grade_table(summary: ScoreSummary, card: ScorecardSettings) -> list[dict[str, Any]]:

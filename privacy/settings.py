@@ -143,7 +143,7 @@ class AuditSettings:
     them (:mod:`privacy.inversion`). ``inversion_known``: the share of those rows whose columns
     the attacker is assumed to know (it trains the decoder on them; the rest are scored).
     ``inversion_rows``: released rows the audit uses at most (a seeded sample; all when fewer).
-    ``canaries``: the one-run canary audit (:mod:`privacy.one_run_audit`) with this many
+    ``canaries``: the one-run canary audit (:mod:`privacy.one_run_canaries`) with this many
     canaries, in a twin of the lender's training (0: off, the default; at least 10 when on).
     ``reference_models``: RMIA against the final model (:mod:`privacy.rmia`) with this many
     reference models trained on the attacker's own synthetic sample (0: off, the default; at

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from credit_data.loading import load_population
-from experiments.vertical import VerticalSimulationSource, party_settings, vertical_outcome
+from credit_fl.vertical import VerticalSimulationSource, party_settings, vertical_outcome
 from fl_client.vertical_app import make_vertical_client_app
-from fl_server.server_app import make_vertical_server_app
+from fl_server.app_factory import make_vertical_server_app
 from fl_server.settings import vertical_server_settings
 from fl_server.vertical_rounds import VerticalOutcome
 from tests.fake_grid import InProcessGrid, run_server_app

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from credit_fl.batch_scoring import list_table, load_applicants, scoring_config
 from credit_fl.config import to_settings
-from experiments.scoring import list_table, load_applicants, scoring_config
 from federation.query_ledger import Purpose
 from fl_client.list_lookup import holder_answer
+from fl_client.scoring_service import ServedLender, ServedParty
 from fl_client.scoring_task import ScoringInput
-from fl_client.served_scoring import ServedLender, ServedParty
 from fl_client.settings import ClientSettings, client_settings
 from fl_client.vertical_task import NodeState
 
@@ -123,11 +123,11 @@ def serve_in_process(settings, bundles: dict[str, Path], out: Path,
     """
     from flwr.serverapp import ServerApp
 
-    from experiments.scoring import ScoringSimulationSource
+    from credit_fl.batch_scoring import ScoringSimulationSource
     from fl_client.scoring_app import make_scoring_client_app
+    from fl_server.app_factory import audited_in
     from fl_server.scoring_rounds import ScoringServerSettings
     from fl_server.scoring_service import run_scoring_service
-    from fl_server.server_app import audited_in
     from tests.fake_grid import InProcessGrid, run_server_app
 
     clients = {p: client_settings(settings, p, str(out)) for p in bundles}

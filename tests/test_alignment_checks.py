@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from credit_data.errors import FederationError
+from credit_fl.vertical import VerticalSimulationSource, party_settings
 from experiments.config import to_settings
-from experiments.vertical import VerticalSimulationSource, party_settings
 from fl_client.vertical_app import make_vertical_client_app
-from fl_server.server_app import make_vertical_server_app
+from fl_server.app_factory import make_vertical_server_app
 from fl_server.settings import vertical_server_settings
 from fl_server.vertical_rounds import VerticalOutcome
 from tests.conftest import compose_config

@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("hydra", "omegaconf", "ray", "matplotlib", "experiments",
+HEAVY = ("hydra", "omegaconf", "ray", "matplotlib", "experiments", "credit_fl",
          "federation.flower_compat.simulation")
 PUBLIC_FLOWER = ("flwr.app", "flwr.serverapp", "flwr.clientapp", "flwr.simulation")
 """Flower's public API (its documented packages); everything else of Flower is internal."""
@@ -39,7 +39,7 @@ def test_the_readme_states_the_layers_of_the_contract():
 
 
 @pytest.mark.parametrize("module", ["deployment.client_app", "deployment.server_app",
-                                    "deployment.node"])
+                                    "deployment.node", "fl_client.simulation_sources"])
 def test_a_deployed_app_loads_no_hydra_ray_matplotlib_or_simulation(module):
     code = (f"import sys, time; t = time.perf_counter(); import {module}; "
             "print(round(time.perf_counter() - t, 2)); "

@@ -11,11 +11,11 @@ import math
 import numpy as np
 import pytest
 
-from privacy.audit import (
+from privacy.attacks import (
     epsilon_lower_bound,
-    label_leakage_audit,
+    label_leakage_attack,
     leakage_scores,
-    membership_audit,
+    membership_attack,
     membership_epsilon,
 )
 from privacy.settings import AuditSettings
@@ -43,13 +43,13 @@ def test_membership_audit_separates_members_and_holds_for_identical_scores():
     y = rng.integers(0, 2, 4000).astype(float)
     same = rng.uniform(0.01, 0.99, 4000)
     settings = AuditSettings()
-    audit = membership_audit(y[:2000], same[:2000], y[2000:], same[2000:], delta=1e-5,
+    audit = membership_attack(y[:2000], same[:2000], y[2000:], same[2000:], delta=1e-5,
                              settings=settings, seed=0)
     assert abs(audit["attack_auc"] - 0.5) < 0.05
     assert audit["epsilon_lower_bound"] < 0.3
     # members scored confidently right, held-out rows not: the attack sees it
     member_scores = np.where(y[:2000] > 0.5, 0.999, 0.001)
-    leaky = membership_audit(y[:2000], member_scores, y[2000:], same[2000:], delta=1e-5,
+    leaky = membership_attack(y[:2000], member_scores, y[2000:], same[2000:], delta=1e-5,
                              settings=settings, seed=0)
     assert leaky["attack_auc"] > 0.9
     assert leaky["epsilon_lower_bound"] > 2.0
@@ -62,7 +62,7 @@ def test_label_leakage_scores_find_defaults_from_gradients_alone():
     direction = rng.normal(size=8)
     grads = (p - y)[:, None] * direction[None, :] + rng.normal(scale=0.01, size=(2000, 8))
     norm, projected = leakage_scores(grads)
-    audit = label_leakage_audit(y, norm, projected)
+    audit = label_leakage_attack(y, norm, projected)
     assert audit["norm_auc"] > 0.95 and audit["direction_auc"] > 0.95
 
 
@@ -117,7 +117,7 @@ def test_overfit_model_leaks_membership_clearly_more_than_dp_models(audited_runs
 
 
 def test_report_states_theory_bound_and_attack_auc(audited_runs):
-    from experiments.report import render_report
+    from credit_fl.report import render_report
 
     report = render_report(audited_runs["horizontal"])
     m = audited_runs["horizontal"]["audit"]["membership"]
@@ -177,7 +177,7 @@ def test_membership_audit_compares_like_with_like_labels():
 
     members = (rng.random(6000) < 0.5).astype(float)
     held = (rng.random(6000) < 0.1).astype(float)
-    audit = membership_audit(members, scored(members), held, scored(held), delta=1e-5,
+    audit = membership_attack(members, scored(members), held, scored(held), delta=1e-5,
                              settings=AuditSettings(), seed=0)
     assert audit["stratified_by_label"]
     assert abs(audit["attack_auc"] - 0.5) < 0.03
@@ -192,7 +192,7 @@ def test_membership_audit_compares_like_with_like_labels():
 def test_auc_interval_covers_the_true_auc_at_its_confidence():
     from sklearn.metrics import roc_auc_score
 
-    from privacy.audit import auc_interval
+    from privacy.attacks import auc_interval
 
     rng = np.random.default_rng(6)
     misses = 0

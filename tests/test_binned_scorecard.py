@@ -193,9 +193,9 @@ def test_a_split_scorecard_is_the_sum_of_its_parties_partial_scores():
 def test_a_centralized_scorecard_keeps_its_tables_and_scores_with_reasons(tmp_path):
     # Prepare: a small centralized run keeps its bundle
     from credit_data.loading import load_population
+    from credit_fl.baselines import run_baseline
     from credit_fl.config import settings as compose_settings
-    from experiments.baselines import run_baseline
-    from experiments.local_scoring import score_with_bundle
+    from credit_fl.one_bundle_scoring import score_with_bundle
     from models.bundle import load_bundle
 
     settings = compose_settings("federation=centralized", "model=scorecard", "verbose=false",

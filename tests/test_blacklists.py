@@ -240,8 +240,8 @@ def test_a_rule_that_is_not_one_of_the_three_is_refused():
 @pytest.fixture(scope="module")
 def with_lists(tmp_path_factory):
     """A small vertical run with two holders, every routed message kept."""
-    from experiments.results import write_run
-    from experiments.vertical import run_vertical
+    from credit_fl.results import write_run
+    from credit_fl.vertical import run_vertical
 
     run_dir = tmp_path_factory.mktemp("with-lists")
     payloads: list[tuple[str, int, object]] = []
@@ -346,7 +346,7 @@ def test_parties_and_then_lists_raise_average_precision(tmp_path):
 
 # --- scoring asks the holders again -----------------------------------------------------------
 def test_scoring_asks_the_holders_again_and_reproduces_the_run(with_lists, tmp_path):
-    from experiments.scoring import score_run
+    from experiments.score import score_run
 
     run_dir, results, _ = with_lists
     out, scoring = score_run(run_dir, ["scoring.rows=test", f"scoring.out={tmp_path / 'a'}"])
@@ -369,7 +369,7 @@ def test_scoring_asks_the_holders_again_and_reproduces_the_run(with_lists, tmp_p
 def test_a_holders_list_leaves_out_who_did_not_consent_to_fraud_checks(with_lists, tmp_path):
     # issue 34: a holder applies its consent records (purpose fraud_check) to its list, so a
     # listed applicant whose record withdrew it is not listed for the lender
-    from experiments.scoring import score_run
+    from experiments.score import score_run
 
     run_dir, _, _ = with_lists
     population = generate(3_000, seed=0)
@@ -459,7 +459,7 @@ def test_the_rule_on_a_hit_overrides_the_score_of_listed_applicants_only():
 def test_scoring_past_max_queries_is_refused_and_writes_nothing(with_lists, tmp_path):
     """Scoring's side of the cap (an engine run); CI checks the cap on the in-process grid
     (test_a_lender_past_max_queries_...) and the ledger itself (test_the_query_caps_hold_...)."""
-    from experiments.scoring import score_run
+    from experiments.score import score_run
 
     run_dir, _, _ = with_lists
     out = tmp_path / "refused"
@@ -483,12 +483,12 @@ def _signed_run(tmp_path, tamper=None, run="run-1", extra=()):
     """A run on the in-process grid, every node signing with its own key (as deployed)."""
     import dataclasses
 
-    from experiments import deploy
-    from experiments.vertical import VerticalSimulationSource, party_settings
+    from credit_fl.vertical import VerticalSimulationSource, party_settings
+    from experiments.deploy import federation as deploy
     from federation.alignment import ChannelKeys
     from federation.credentials import make_node_key
     from fl_client.vertical_app import make_vertical_client_app
-    from fl_server.server_app import make_vertical_server_app
+    from fl_server.app_factory import make_vertical_server_app
     from fl_server.settings import vertical_server_settings
     from fl_server.vertical_rounds import VerticalOutcome
     from tests.fake_grid import InProcessGrid, run_server_app

@@ -10,14 +10,14 @@ import pytest
 
 from credit_data.errors import ConfigError
 from credit_data.settings import DataSettings, Source
+from credit_fl.attacks import attack_outcome
+from credit_fl.baselines import run_baseline
+from credit_fl.canary_attack import twin_plan
 from credit_fl.checks import check_settings
-from experiments.audit import audit_outcome
-from experiments.baselines import run_baseline
-from experiments.canary_audit import twin_plan
-from experiments.outcome import RunOutcome
-from experiments.report import render_report
-from experiments.results import build_results
-from experiments.results_schema import check_results
+from credit_fl.outcome import RunOutcome
+from credit_fl.report import render_report
+from credit_fl.results import build_results
+from credit_fl.results_schema import check_results
 from federation.run_settings import RunSettings
 from federation.settings import FederationSettings, Mode
 from models.settings import ModelKind, ModelSettings, TrainSettings
@@ -83,7 +83,7 @@ def test_a_run_with_canaries_reports_the_one_run_bound() -> None:
         audit=AuditSettings(canaries=100, reference_models=2, reference_epochs=0))
     outcome = run_baseline(settings)
     # Execute
-    audit = audit_outcome(outcome)
+    audit = attack_outcome(outcome)
     # Assert
     assert audit is not None
     one = audit["one_run"]

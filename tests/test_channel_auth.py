@@ -14,13 +14,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from flwr.app import Message
 
-from experiments import deploy
-from experiments.vertical import VerticalSimulationSource, party_settings
+from credit_fl.vertical import VerticalSimulationSource, party_settings
+from experiments.deploy import federation as deploy
 from federation.alignment import ChannelKeys
 from federation.credentials import make_node_key
 from federation.protocol import CONFIG, VerticalMessage
 from fl_client.vertical_app import make_vertical_client_app
-from fl_server.server_app import make_vertical_server_app
+from fl_server.app_factory import make_vertical_server_app
 from fl_server.settings import vertical_server_settings
 from fl_server.vertical_rounds import VerticalOutcome
 from tests.fake_grid import InProcessGrid, run_server_app

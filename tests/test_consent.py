@@ -123,7 +123,7 @@ def test_a_deployed_node_applies_its_own_consent_file_at_the_next_run(tmp_path):
 
     from deployment.client_app import vertical_source
     from deployment.run_config import RUN_NAME, RUN_SETTINGS
-    from experiments import deploy
+    from experiments.deploy import federation as deploy
 
     data = tmp_path / "bureau.csv"
     data.write_text("customer_id,x\n" + "".join(f"c{i},{i}\n" for i in range(40)))

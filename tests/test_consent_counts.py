@@ -6,10 +6,10 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from credit_data.errors import ConfigError
+from credit_fl.consent_results import consent_lines
 from deployment.client_app import consent_counts_mod
 from deployment.run_config import RUN_NAME, RUN_SETTINGS, TASK
-from experiments import deploy
-from experiments.consent_results import consent_lines
+from experiments.deploy import federation as deploy
 from federation.consent_counts import CONSENT_KEY, consent_released, received, run_summary
 from federation.lifetime_budget import LifetimeBudget
 from federation.protocol import CONFIG

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments import deploy
+from experiments.deploy import federation as deploy
 from federation.usage_report import main as usage_report
 
 pytestmark = pytest.mark.slow

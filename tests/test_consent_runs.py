@@ -24,20 +24,21 @@ from credit_data.settings import LABEL_HOLDER
 from credit_data.split import TRAIN, assign_split
 from credit_data.tables import Population
 from credit_fl.config import config_of, settings_of
+from credit_fl.results import write_run
+from credit_fl.vertical import run_vertical
 from experiments.config import to_settings
 from experiments.monitor import monitor_run
 from experiments.rerate import rerate_run
-from experiments.results import write_run
-from experiments.scoring import ScoringSimulationSource, load_applicants, score_run
-from experiments.vertical import run_vertical
+from experiments.score import score_run
 from federation.audit_log import verify
 from federation.usage_report import main as usage_report
 from fl_client.node_noise import simulated_split_keys
 from fl_client.scoring_app import make_scoring_client_app
 from fl_client.scoring_task import SCORES_FILE
 from fl_client.settings import client_settings
+from fl_client.simulation_sources import ScoringSimulationSource, load_applicants
+from fl_server.app_factory import make_scoring_server_app
 from fl_server.scoring_rounds import ScoringOutcome, scoring_server_settings
-from fl_server.server_app import make_scoring_server_app
 from privacy.sealed_key import KEY_BYTES
 from tests.conftest import compose_config
 from tests.fake_grid import InProcessGrid, run_server_app

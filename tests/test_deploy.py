@@ -1,6 +1,6 @@
 """Real deployments on loopback: a SuperLink with TLS and node authentication, one node per party.
 
-Each federation is started once per module (``experiments.deploy.local_federation``) and
+Each federation is started once per module (``experiments.deploy.federation.local_federation``) and
 stopped after it, also when a test fails. The same runs go through Flower's simulation engine
 for comparison. Small data keeps them in CI; the full-size comparison is the ``deployment``
 benchmark.
@@ -24,13 +24,14 @@ import pandas as pd
 import pytest
 
 from credit_data.errors import ConfigError
+from credit_fl.horizontal import run_horizontal
+from credit_fl.vertical import run_vertical
 from deployment.client_app import NodeConfig
-from experiments import deploy
-from experiments.horizontal import run_horizontal
-from experiments.vertical import run_vertical
+from experiments.deploy import federation as deploy
+from experiments.deploy import main as deploy_main
 from federation.audit_log import verify
 from federation.credentials import make_node_key
-from fl_server.rounds import FederationError
+from fl_server.horizontal_rounds import FederationError
 from privacy.sealed_key import MASTER_KEY_FILE
 from tests.conftest import REPO
 from tests.run_progress import STALL, wait_while_progressing, written
@@ -132,8 +133,8 @@ def collector_blind(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def blind(settings, fed, *args, **kwargs):
         with _blind_to(Path(fed.directory) / "nodes"), pytest.MonkeyPatch.context() as m:
-            for module in ("credit_data.loading", "experiments.horizontal",
-                           "experiments.vertical", "experiments.deploy"):
+            for module in ("credit_data.loading", "fl_client.simulation_sources",
+                           "credit_fl.vertical", "experiments.deploy.federation"):
                 m.setattr(f"{module}.load_population", no_data)
             return collect(settings, fed, *args, **kwargs)
 
@@ -369,11 +370,11 @@ def test_node_config_errors_name_the_key() -> None:
 
 
 def test_deploy_command_refuses_bad_input(tmp_path: Path, capsys) -> None:
-    assert deploy.main(["run", "--dir", str(tmp_path)]) == 2
+    assert deploy_main(["run", "--dir", str(tmp_path)]) == 2
     assert "no federation is up here" in capsys.readouterr().err
-    assert deploy.main(["up", "--dir", str(tmp_path), "--node-max-epsilon", "bureau=x"]) == 2
+    assert deploy_main(["up", "--dir", str(tmp_path), "--node-max-epsilon", "bureau=x"]) == 2
     assert "expected party=number" in capsys.readouterr().err
-    assert deploy.main(["up", "--dir", str(tmp_path), "federation=centralized"]) == 2
+    assert deploy_main(["up", "--dir", str(tmp_path), "federation=centralized"]) == 2
     assert "a deployment runs federation=vertical" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing half-made
 
@@ -661,14 +662,14 @@ def test_a_deployed_scoring_service_answers_requests_in_four_rounds(
     # issue 20's latency target: one Flower run serves many requests; each is the lender's
     # reply to the message waiting for it and four rounds (issue 30: a party sends embeddings
     # only of a charged request's applicants), and reproduces the trained scores
-    from experiments import served
+    from experiments.deploy import scoring_service as served
 
     fed = vertical_federation
     run_dir = _run_dir(private_deployed_runs[-1])  # label DP and DP-SGD
     status = served.serve(Path(fed.directory), run_dir)
     try:
         assert status["state"] == "ready" and set(status["tables"]) == {"bureau", "social"}
-        assert deploy.main(["serve", str(run_dir), "--dir", fed.directory]) == 2  # one at a time
+        assert deploy_main(["serve", str(run_dir), "--dir", fed.directory]) == 2  # one at a time
         out, scoring = served.score(Path(fed.directory), run_dir, ["scoring.rows=test"])
         assert scoring["message_rounds"] == 4 and not (out / "scores.csv").exists()
         scores = _check_scores_match_training(fed, run_dir, scoring)
@@ -677,7 +678,7 @@ def test_a_deployed_scoring_service_answers_requests_in_four_rounds(
         first = pd.read_csv(fed.root / "nodes" / "lender" / "data.csv").iloc[:1]
         first.drop(columns=[c for c in first.columns if c.startswith(("default", "fraud"))],
                    errors="ignore").to_csv(fed.applicants_dir() / "one.csv", index=False)
-        assert deploy.main(["score", str(run_dir), "scoring.applicants=one.csv",
+        assert deploy_main(["score", str(run_dir), "scoring.applicants=one.csv",
                             "--dir", fed.directory]) == 0
         requests = sorted((Path(status["dir"]) / "requests").glob("*.json"))
         assert len(requests) == 2
@@ -708,7 +709,7 @@ def test_a_service_stopped_through_the_control_api_is_reported_never_replaced(
     # issue 29, item 3: `flwr stop` from a local process ended the service, after which `deploy
     # score` silently ran a batch scoring run no --max-queries cap covers, and `deploy
     # stop-service` said no service was up
-    from experiments import served
+    from experiments.deploy import scoring_service as served
 
     fed = vertical_federation
     run_dir = _run_dir(private_deployed_runs[-1])
@@ -724,12 +725,12 @@ def test_a_service_stopped_through_the_control_api_is_reported_never_replaced(
     scored_before = sorted((run_dir / "scoring").glob("*")) if (run_dir / "scoring").is_dir() \
         else []
     capsys.readouterr()
-    assert deploy.main(["score", str(run_dir), "scoring.rows=test", "--dir", fed.directory]) == 2
+    assert deploy_main(["score", str(run_dir), "scoring.rows=test", "--dir", fed.directory]) == 2
     err = capsys.readouterr().err
     assert "is no longer up" in err and "flwr stop" in err, err
     now = sorted((run_dir / "scoring").glob("*")) if (run_dir / "scoring").is_dir() else []
     assert now == scored_before  # no batch scoring run instead
-    assert deploy.main(["stop-service", "--dir", fed.directory]) == 0
+    assert deploy_main(["stop-service", "--dir", fed.directory]) == 0
     assert "had already ended: its Flower run was stopped from outside" in \
         capsys.readouterr().out
     assert served.recorded(deploy.Federation.load(fed.root)) is None
@@ -774,7 +775,7 @@ def test_a_deployed_holder_answers_lookups_and_caps_a_lender(tmp_path_factory) -
         month = {k: v for k, v in ledger["lender"].items() if len(k) == 7}
         assert list(month.values()) == [{"training": 1000, "scoring": len(scores)}]
         # a scoring service asks the holder too, each request in the parties' round
-        from experiments import served
+        from experiments.deploy import scoring_service as served
 
         served.serve(Path(fed.directory), run_dir, ["blacklists.on_hit=review"])
         try:
@@ -803,7 +804,7 @@ def _check_horizontal_scoring(fed, overrides: list[str], results: dict) -> None:
     from credit_data.loading import load_population
     from credit_data.split import TEST, assign_split
     from credit_data.tables import PartyTable, Population
-    from experiments.local_scoring import score_with_bundle
+    from credit_fl.one_bundle_scoring import score_with_bundle
     from privacy.split_key import derive_split_key
 
     run_dir = _run_dir(results)

@@ -75,7 +75,7 @@ def _check(words: list[str]) -> None:
     if words[0] == "credit-fl":
         words = ["python", "-m", {"run": "experiments.run", "compare": "experiments.compare",
                                   "deploy": "experiments.deploy", "node": "deployment.node",
-                                  "audit": "federation.audit_log",
+                                  "audit": "federation.audit_command",
                                   "score": "experiments.score",
                                   "monitor": "experiments.monitor",
                                   "rerate": "experiments.rerate",
@@ -89,13 +89,13 @@ def _check(words: list[str]) -> None:
     if module == "experiments.run":
         _compose(args)
     elif module == "experiments.deploy":
-        from experiments.deploy import COMMANDS
+        from experiments.deploy.cli import COMMANDS
 
         assert args[0] in COMMANDS
         if args[0] in ("score", "serve"):  # a run directory first, then scoring overrides
             _check_scoring(args[1:])
         elif args[0] == "monitor":  # a run directory, monitor.period and monitor.* options
-            from experiments.deploy_monitor import split_period
+            from experiments.deploy.monitor import split_period
             from experiments.monitor import split_args
 
             assert len(args) > 1 and "=" not in args[1], args
@@ -124,6 +124,8 @@ def _check(words: list[str]) -> None:
         from deployment.budget import parser
         parser().parse_args(args)
     elif module == "federation.audit_log":
+        assert args[0] == "verify" and args[1:]
+    elif module == "federation.audit_command":
         assert args[0] in ("verify", "report") and args[1:]
         if args[0] == "report":  # its flags exist
             from federation.usage_report import parser as report_parser

@@ -32,11 +32,11 @@ PARTIES = ("lender", "bureau", "social")
 @pytest.fixture(scope="module")
 def explained(tmp_path_factory) -> dict[str, Any]:
     """A small run, and its applicants scored and explained; every routed payload kept."""
-    from experiments.scoring import ScoringSimulationSource
+    from credit_fl.batch_scoring import ScoringSimulationSource
     from fl_client.scoring_app import make_scoring_client_app
     from fl_client.settings import client_settings
+    from fl_server.app_factory import make_scoring_server_app
     from fl_server.scoring_rounds import ScoringOutcome, ScoringServerSettings
-    from fl_server.server_app import make_scoring_server_app
 
     run_dir = tmp_path_factory.mktemp("run")
     outcome, settings = _train(run_dir, SMALL)
@@ -106,7 +106,8 @@ def test_every_explanation_message_is_logged_with_its_purpose(explained) -> None
 
 
 def test_the_report_says_why_with_three_declined_applicants(explained, tmp_path) -> None:
-    from experiments.explanation_report import explanation_lines, plot_explanations
+    from credit_fl.explanation_report import explanation_lines
+    from experiments.plots import plot_explanations
 
     scores, outcome = explained["scores"], explained["outcome"]
     lines = explanation_lines({"explanation": outcome.explanation}, scores)
@@ -193,10 +194,10 @@ def test_a_batch_explain_at_a_node_whose_service_started_is_refused(explained, s
     # once more
     from flwr.app import ConfigRecord, Message, RecordDict
 
-    from experiments.scoring import ScoringSimulationSource
     from federation.protocol import ARRAYS, CONFIG
     from fl_client.scoring_app import make_scoring_client_app
     from fl_client.settings import client_settings
+    from fl_client.simulation_sources import ScoringSimulationSource
     from tests.fake_grid import serving
 
     settings, run_dir, out = explained["settings"], explained["run_dir"], served["open"]["out"]

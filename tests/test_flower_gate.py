@@ -18,7 +18,7 @@ def newer_flower(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_simulation_refuses_another_flower_release_naming_both(newer_flower):
-    from experiments.simulation import SimulationEngine
+    from credit_fl.simulation import SimulationEngine
 
     with pytest.raises(EngineVersionError, match=r"flwr 1\.42\.0 is installed; this project "
                                                  r"supports exactly flwr 1\.41\.0"):
@@ -36,7 +36,7 @@ def test_a_node_refuses_another_flower_release_before_it_starts(newer_flower, tm
 
 
 def test_plain_flower_behaviour_is_the_documented_fallback(newer_flower, monkeypatch):
-    from experiments.simulation import SimulationEngine
+    from credit_fl.simulation import SimulationEngine
 
     monkeypatch.setenv(flower_compat.PLAIN_FLOWER, "1")
     assert SimulationEngine(verbose=False).plain

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments import deploy
+from experiments.deploy import federation as deploy
 from federation.usage_report import build_report
-from fl_server.rounds import FederationError
+from fl_server.horizontal_rounds import FederationError
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ import matplotlib.axes
 import pandas as pd
 import pytest
 
+from credit_fl.report import _privacy_section
 from experiments.compare import SPENT, compare
-from experiments.report import _privacy_section
 from federation.lifetime_budget import run_spend
 from privacy.ledger import PartySpend, PrivacyLedger
 from tests.conftest import independent_epsilon

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from fl_server.rounds import FederationError
+from fl_server.horizontal_rounds import FederationError
 from tests.conftest import run_experiment
 
 HORIZONTAL = ["federation=horizontal"]

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from credit_data.errors import ConfigError
-from fl_server.rounds import FederationError
+from fl_server.horizontal_rounds import FederationError
 from tests.conftest import independent_epsilon, run_experiment
 
 HORIZONTAL = ["federation=horizontal", "engine=in_process"]

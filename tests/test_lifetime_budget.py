@@ -17,11 +17,11 @@ import pytest
 from credit_data.errors import FederationError, PrivacyLedgerError
 from deployment import client_app as node_app
 from deployment.run_config import COLUMNS, RUN_NAME, RUN_SETTINGS
-from experiments import deploy
+from experiments.deploy import federation as deploy
 from federation.audit_log import verify
 from federation.lifetime_budget import LifetimeBudget
-from fl_server.rounds import FederationOutcome
-from fl_server.server_app import make_server_app
+from fl_server.app_factory import make_server_app
+from fl_server.horizontal_rounds import FederationOutcome
 from fl_server.settings import horizontal_server_settings
 from tests.fake_grid import InProcessGrid, run_server_app
 

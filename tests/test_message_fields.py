@@ -44,8 +44,8 @@ def test_the_server_will_not_send_a_message_its_nodes_refuse():
 ])
 def test_a_node_refuses_a_message_with_a_missing_or_an_extra_field_naming_it(
         tmp_path, kind, config, said):
-    from experiments import deploy
-    from experiments.vertical import VerticalSimulationSource, party_settings
+    from credit_fl.vertical import VerticalSimulationSource, party_settings
+    from experiments.deploy import federation as deploy
     from fl_client.vertical_app import make_vertical_client_app
     from tests.fake_grid import InProcessGrid, serving
 
@@ -87,8 +87,8 @@ def test_the_server_will_not_send_a_scoring_message_its_nodes_refuse():
 def scoring_nodes(tmp_path_factory):
     """A lender's and a bureau's scoring nodes (100, 101) whose bundles were never written:
     any handler that runs refuses, naming the bundle."""
-    from experiments import deploy
-    from experiments.scoring import ScoringSimulationSource
+    from credit_fl.batch_scoring import ScoringSimulationSource
+    from experiments.deploy import federation as deploy
     from fl_client.scoring_app import make_scoring_client_app
     from fl_client.settings import client_settings
     from tests.fake_grid import InProcessGrid

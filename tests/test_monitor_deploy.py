@@ -23,11 +23,12 @@ from credit_data.loading import load_population
 from credit_data.periods import SHIFTED_COLUMNS
 from credit_data.settings import Shift
 from credit_data.stability import column_index
+from credit_fl.monitor_schema import MONITOR_KEYS
+from credit_fl.monitoring import MonitorSettings, model_section
 from deployment.pins import read_pins
-from experiments import deploy
-from experiments.deploy_monitor import monitor
-from experiments.monitor import MonitorSettings, model_section
-from experiments.monitor_schema import MONITOR_KEYS
+from experiments.deploy import federation as deploy
+from experiments.deploy import main as deploy_main
+from experiments.deploy.monitor import monitor
 from federation.audit_log import verify
 from federation.lifetime_budget import LifetimeBudget
 from fl_client.monitoring_task import EMBEDDING_NORM, MonitoringInput, party_indices
@@ -65,7 +66,7 @@ def deployed(tmp_path_factory):
         out["none"] = monitor(root, run_dir, ["monitor.period=none.csv"])
         out["series"] = monitor(root, run_dir, ["monitor.period=none.csv,downturn.csv"])
         # through the command line, for its exit code (1 on act: a scheduler's alert)
-        out["code"] = deploy.main(["monitor", str(run_dir), "monitor.period=downturn.csv",
+        out["code"] = deploy_main(["monitor", str(run_dir), "monitor.period=downturn.csv",
                                    "--dir", str(root)])
         latest = sorted((run_dir / "monitoring").glob("*_monitor"),
                         key=lambda d: d.stat().st_mtime)[-1]

@@ -26,8 +26,8 @@ from credit_data.settings import Shift
 from credit_data.stability import column_index
 from credit_data.synthetic import synthetic_frames
 from credit_fl.config import settings_of
+from credit_fl.monitor_schema import MONITOR_KEYS
 from experiments.monitor import main, monitor_run
-from experiments.monitor_schema import MONITOR_KEYS
 from fl_client.monitoring_task import EMBEDDING_NORM
 from models.bundle import read_manifest
 
@@ -258,7 +258,7 @@ BOOK_ROWS = 500
 def _book_files(run_dir: Path, folder: Path, period: int) -> dict[str, Path]:
     """Write part of the synthetic book of ``period`` as one CSV per party (a period as files)."""
     from credit_data.periods import book
-    from experiments.rerate import frames_of
+    from credit_fl.monitoring import frames_of
 
     settings = settings_of(run_dir)
     folder.mkdir(parents=True, exist_ok=True)

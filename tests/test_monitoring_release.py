@@ -24,13 +24,13 @@ from deployment.client_app import NodeConfig
 from deployment.monitoring_node import decision, monitoring_mod, period_table
 from deployment.node import _parser, node_config
 from deployment.run_config import MODEL_RUN, MONITOR_REQUEST, RUN_NAME, RUN_SETTINGS, TASK
-from experiments import deploy
-from experiments.deploy_monitor import split_period
+from experiments.deploy import federation as deploy
+from experiments.deploy.monitor import split_period
 from federation.lifetime_budget import LifetimeBudget
 from federation.monitoring_release import MONITORING_FLAG, monitoring_release
 from federation.protocol import CONFIG, STATUS
 from federation.releases import Release
-from fl_client.audit_mod import AUDIT_NOTE
+from fl_client.audit_log_mod import AUDIT_NOTE
 from fl_client.monitoring_task import _charge
 from fl_client.scoring_task import scorecard_of
 from models.bundle import FORMAT
@@ -247,8 +247,8 @@ def _lender_kept(context: Context) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
 
 
 def test_the_lenders_node_sends_the_model_figures_of_the_simulation(tmp_path):
+    from credit_fl.monitoring import MonitorSettings, model_section
     from deployment.monitoring_node import model_source
-    from experiments.monitor import MonitorSettings, model_section
     from fl_client.model_monitoring import judge
 
     context = _lender_context(tmp_path)

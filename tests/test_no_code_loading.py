@@ -29,11 +29,12 @@ from credit_data.errors import (
 )
 from credit_data.federated_scaling import Schema
 from deployment.run_config import OUTCOME
-from experiments import deploy, served
+from experiments.deploy import federation as deploy
+from experiments.deploy import scoring_service as served
 from federation.safe_files import load_objects, save_objects
 from fl_server.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from fl_server.horizontal_rounds import FederationOutcome
 from fl_server.outcome_file import read_outcome, write_outcome
-from fl_server.rounds import FederationOutcome
 from fl_server.scoring_rounds import ScoringOutcome
 from fl_server.screening import Exclusion
 from fl_server.settings import vertical_server_settings

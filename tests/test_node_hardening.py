@@ -132,7 +132,7 @@ def test_a_node_keeps_its_blinded_sets_under_its_own_state_dir_whatever_the_run_
 
     from deployment.client_app import PSI_CACHE, _settings
     from deployment.run_config import RUN_NAME, RUN_SETTINGS
-    from experiments import deploy
+    from experiments.deploy import federation as deploy
 
     data = tmp_path / "bureau.csv"
     data.write_text("customer_id,x\na,1\nb,2\n")

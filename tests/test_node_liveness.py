@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from experiments import deploy
-from experiments.vertical import VerticalSimulationSource, party_settings
+from credit_fl.vertical import VerticalSimulationSource, party_settings
+from experiments.deploy import federation as deploy
 from federation.flower_compat.deployment import NODE_HEARTBEAT, SENDER_CHECK
 from federation.protocol import VerticalMessage
 from fl_client.vertical_app import make_vertical_client_app
-from fl_server.server_app import make_vertical_server_app
+from fl_server.app_factory import make_vertical_server_app
 from fl_server.settings import vertical_server_settings
 from fl_server.vertical_rounds import VerticalOutcome
 from tests.conftest import REPO

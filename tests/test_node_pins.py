@@ -19,17 +19,17 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from credit_data.errors import ConfigError, DeployError, FederationError
+from credit_fl.horizontal import lender_rows, lender_settings
+from credit_fl.vertical import VerticalSimulationSource, party_settings
 from deployment.pins import PINS_FILE, node_id_from_register_output, read_pins, write_pins
-from experiments import deploy
-from experiments.horizontal import lender_rows, lender_settings
-from experiments.vertical import VerticalSimulationSource, party_settings
+from experiments.deploy import federation as deploy
 from federation.protocol import CONFIG, STATUS, ScoringMessage
-from fl_client.client_app import make_client_app
+from fl_client.horizontal_app import make_client_app
 from fl_client.vertical_app import make_vertical_client_app
+from fl_server.app_factory import make_server_app, make_vertical_server_app
+from fl_server.horizontal_rounds import FederationOutcome
 from fl_server.node_pins import NodePins, pinned_nodes
-from fl_server.rounds import FederationOutcome
 from fl_server.scoring_rounds import ScoringOutcome, ScoringServerSettings, hello
-from fl_server.server_app import make_server_app, make_vertical_server_app
 from fl_server.settings import horizontal_server_settings, vertical_server_settings
 from fl_server.vertical_rounds import Router, VerticalOutcome
 from tests.fake_grid import InProcessGrid, run_server_app, serving

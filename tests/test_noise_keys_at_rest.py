@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 
 from credit_data.errors import PrivacyLedgerError
-from experiments import deploy
-from experiments.vertical import VerticalSimulationSource, party_settings
+from credit_fl.vertical import VerticalSimulationSource, party_settings
+from experiments.deploy import federation as deploy
 from fl_client.node_noise import NOISE_KEY_FILE, kept_noise
 from fl_client.vertical_app import make_vertical_client_app
 from fl_client.vertical_task import LenderNode
-from fl_server.server_app import make_vertical_server_app
+from fl_server.app_factory import make_vertical_server_app
 from fl_server.settings import vertical_server_settings
 from fl_server.vertical_rounds import VerticalOutcome
 from privacy.accounting import flip_probability

@@ -22,7 +22,7 @@ from models.canary_twin import TwinPlan, canary_scores, draw_canaries, train_twi
 from models.local_training import poisson_sample_rate
 from models.networks import MLP
 from privacy.accounting import flip_probability, noise_multiplier_for
-from privacy.one_run_audit import audit_guesses, epsilon_lower_bound, max_lower_bound
+from privacy.one_run_canaries import audit_guesses, epsilon_lower_bound, max_lower_bound
 from privacy.randomness import NoiseSource
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_torch_thread")]

@@ -21,12 +21,12 @@ import pytest
 from credit_data.errors import BudgetRefusal
 from deployment import client_app as node_app
 from deployment.run_config import RUN_NAME, RUN_SETTINGS
-from experiments import deploy
+from experiments.deploy import federation as deploy
 from federation.lifetime_budget import LifetimeBudget
 from federation.releases import Release, outside_epsilon, refusal, run_outside_epsilon
 from federation.settings import Mode
 from fl_client.scoring_task import ScoringInput, ScoringParty
-from fl_server.server_app import make_vertical_server_app
+from fl_server.app_factory import make_vertical_server_app
 from fl_server.settings import vertical_server_settings
 from fl_server.vertical_rounds import VerticalOutcome
 from privacy.settings import PrivacyMechanism, PrivacySettings

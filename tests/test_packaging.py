@@ -26,9 +26,10 @@ def test_a_wheel_installed_in_a_fresh_virtualenv_runs_an_experiment_elsewhere(tm
     # Prepare: the wheel, and a fresh virtualenv that holds only it (its dependencies are
     # borrowed from this environment's site-packages, plain, without its editable hooks)
     source = tmp_path / "source"  # a copy: building writes build/ beside the sources
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "outputs", "multirun", "build", "deploy", "*.egg-info", "__pycache__",
-        ".*_cache"))
+    anywhere = shutil.ignore_patterns(".venv", ".git", "*.egg-info", "__pycache__", ".*_cache")
+    at_root = {"outputs", "multirun", "build", "deploy"}  # run outputs; experiments/deploy stays
+    shutil.copytree(ROOT, source, ignore=lambda where, names: anywhere(where, names) | (
+        at_root & set(names) if Path(where) == ROOT else set()))
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(wheels), str(source)], check=True, cwd=tmp_path)
@@ -55,12 +56,13 @@ def test_a_wheel_installed_in_a_fresh_virtualenv_runs_an_experiment_elsewhere(tm
     results = json.loads((elsewhere / "run" / "results.json").read_text())
     assert results["mode"] == "centralized" and results["dataset"]["rows"]["train"] > 1000
     assert 0.5 < results["metrics"]["test"]["auc"] < 1.0
-    where = subprocess.run([str(python), "-c", "import experiments; print(experiments.__file__)"],
-                           cwd=elsewhere, capture_output=True, text=True).stdout
-    assert str(venv) in where and str(ROOT) not in where
+    where = subprocess.run([str(python), "-c", "import experiments.deploy.cli as m; "
+                            "print(m.__file__)"], cwd=elsewhere, capture_output=True,
+                           text=True).stdout
+    assert str(venv) in where and str(ROOT) not in where  # the deploy sub-package is packaged
 
 
 def test_the_results_schema_page_is_generated_from_the_code():
-    from experiments.results_schema import markdown
+    from credit_fl.results_schema import markdown
 
     assert (ROOT / "docs" / "results-schema.md").read_text() == markdown()

@@ -18,9 +18,9 @@ import pytest
 from credit_data.design import build_design
 from credit_data.errors import ConfigError
 from credit_data.loading import load_population
-from experiments.baselines import run_baseline
+from credit_fl.baselines import run_baseline
+from credit_fl.logistic_reference import logistic_references
 from experiments.config import to_settings
-from experiments.logistic_reference import logistic_references
 from fl_client.node_noise import simulated_split_keys
 from tests.conftest import compose_config
 from tests.in_process_runs import vertical_in_process

@@ -29,11 +29,11 @@ from credit_data.vertical import NodeRows, node_rows
 from federation.alignment import LenderAlignment, open_key, public_bytes, shared_key, transcript
 from federation.query_ledger import QueryCaps, QueryLimit
 from federation.releases import Release
-from federation.served_table import Blinded, TagSet, seal, table_context, unseal
+from federation.service_table import Blinded, TagSet, seal, table_context, unseal
 from federation.settings import FederationSettings, Mode
 from fl_client.party_bundle import write_passive_bundle
+from fl_client.scoring_service import ServedParty
 from fl_client.scoring_task import ScoringInput, ScoringParty
-from fl_client.served_scoring import ServedParty
 from fl_client.settings import ClientSettings
 from fl_client.vertical_task import NodeState, PassiveNode
 from models.networks import PartyEncoder

@@ -83,11 +83,11 @@ def test_a_new_alignment_after_training_is_refused(tmp_path):
     # accountant) within a run
     from flwr.app import ConfigRecord, Message, RecordDict
 
-    from experiments import deploy
-    from experiments.vertical import VerticalSimulationSource, party_settings
+    from credit_fl.vertical import VerticalSimulationSource, party_settings
+    from experiments.deploy import federation as deploy
     from federation.protocol import CONFIG, VerticalMessage
     from fl_client.vertical_app import make_vertical_client_app
-    from fl_server.server_app import make_vertical_server_app
+    from fl_server.app_factory import make_vertical_server_app
     from fl_server.settings import vertical_server_settings
     from fl_server.vertical_rounds import VerticalOutcome
     from tests.fake_grid import InProcessGrid, run_server_app, serving

@@ -17,14 +17,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from credit_data.loading import load_population
 from credit_data.split import TEST, TRAIN, VAL
-from experiments import deploy
-from experiments.horizontal import horizontal_outcome, lender_rows, lender_settings
-from experiments.vertical import VerticalSimulationSource, party_settings, vertical_outcome
+from credit_fl.horizontal import horizontal_outcome, lender_rows, lender_settings
+from credit_fl.vertical import VerticalSimulationSource, party_settings, vertical_outcome
+from experiments.deploy import federation as deploy
 from federation.protocol import ARRAYS, CONFIG, METRICS, REPORT, VerticalMessage, read_report
-from fl_client.client_app import make_client_app
+from fl_client.horizontal_app import make_client_app
 from fl_client.vertical_app import make_vertical_client_app
-from fl_server.rounds import FederationOutcome
-from fl_server.server_app import make_server_app, make_vertical_server_app
+from fl_server.app_factory import make_server_app, make_vertical_server_app
+from fl_server.horizontal_rounds import FederationOutcome
 from fl_server.settings import horizontal_server_settings, vertical_server_settings
 from fl_server.vertical_rounds import VerticalOutcome
 from tests.fake_grid import InProcessGrid, run_server_app, serving

@@ -38,11 +38,11 @@ TINY = [o for o in SMALL if not o.startswith(("data.n_customers", "train.epochs"
 @pytest.fixture(scope="module")
 def explained(tmp_path_factory) -> dict[str, Any]:
     """A small scorecard run, its applicants scored and explained; every routed payload kept."""
-    from experiments.scoring import ScoringSimulationSource
+    from credit_fl.batch_scoring import ScoringSimulationSource
     from fl_client.scoring_app import make_scoring_client_app
     from fl_client.settings import client_settings
+    from fl_server.app_factory import make_scoring_server_app
     from fl_server.scoring_rounds import ScoringOutcome, scoring_server_settings
-    from fl_server.server_app import make_scoring_server_app
 
     run_dir = tmp_path_factory.mktemp("run")
     outcome, settings = _train(run_dir, [*TINY, "model=scorecard"])
@@ -182,7 +182,7 @@ def test_a_partys_column_costs_add_up_to_its_reference_less_its_partial_score() 
 
 
 def test_the_scoring_report_says_why_from_the_scorecards_codes(explained) -> None:
-    from experiments.explanation_report import explanation_lines
+    from credit_fl.explanation_report import explanation_lines
 
     scores, outcome = explained["scores"], explained["outcome"]
     lines = explanation_lines({"explanation": outcome.explanation}, scores)

@@ -22,9 +22,9 @@ from sklearn.metrics import roc_auc_score
 from credit_data.design import build_design
 from credit_data.loading import load_population
 from credit_data.saved_preprocessing import SHARED_SCHEMA, SavedPreprocessing
+from credit_fl.baselines import run_baseline
 from credit_fl.config import settings as compose_settings
-from experiments.baselines import run_baseline
-from experiments.horizontal import lender_rows, run_horizontal
+from credit_fl.horizontal import lender_rows, run_horizontal
 from experiments.scorecard_reference import binned_reference, fitted_reference
 from fl_client.node_noise import simulated_split_keys
 from models.binned_scorecard import layout_of

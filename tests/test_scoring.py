@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from credit_data.errors import CreditFLError
 from credit_data.synthetic import generate
-from experiments.scoring import score_run
+from experiments.score import score_run
 from federation.audit_log import verify
 from tests.conftest import run_experiment
 
@@ -299,12 +299,12 @@ def test_a_setting_the_model_was_trained_with_cannot_change(csv_run, tmp_path):
 def _in_process_scoring(run_dir: Path, state: Path, bundles: dict[str, Path],
                         missing: str = "error"):
     """The scoring ServerApp and ClientApp on the in-process grid (no Ray): the server's checks."""
+    from credit_fl.batch_scoring import ScoringSimulationSource
     from experiments.config import to_settings
-    from experiments.scoring import ScoringSimulationSource
     from fl_client.scoring_app import make_scoring_client_app
     from fl_client.settings import client_settings
+    from fl_server.app_factory import make_scoring_server_app
     from fl_server.scoring_rounds import ScoringOutcome, ScoringServerSettings
-    from fl_server.server_app import make_scoring_server_app
     from tests.conftest import VERTICAL_SMALL, compose_config
     from tests.fake_grid import InProcessGrid, run_server_app
 

@@ -1,6 +1,6 @@
 """Issue 20, the latency target: a scoring service answers a request in four message rounds.
 
-The nodes' side of the protocol (:mod:`fl_client.served_scoring`) is driven here directly, with
+The nodes' side of the protocol (:mod:`fl_client.scoring_service`) is driven here directly, with
 the bytes a server would route; the deployed service (one Flower run, many requests) is in
 ``tests/test_deploy.py``. What each adversary sees:
 
@@ -26,7 +26,7 @@ import pytest
 from credit_data.errors import AlignmentError, DataError
 from credit_data.synthetic import generate
 from federation.query_ledger import QueryLimit
-from federation.served_table import (
+from federation.service_table import (
     POINT,
     TAG,
     Blinded,
@@ -40,8 +40,8 @@ from federation.served_table import (
     table_context,
     unseal,
 )
+from fl_client.scoring_service import INBOX, REQUESTS, ServedParty
 from fl_client.scoring_task import ScoringInput
-from fl_client.served_scoring import INBOX, REQUESTS, ServedParty
 from fl_client.vertical_task import NodeState
 from tests.served import Service, start_service
 
@@ -320,7 +320,7 @@ def test_a_party_whose_table_changed_since_the_service_started_refuses(tmp_path)
 @pytest.mark.unit
 def test_a_request_to_a_running_service_may_set_only_its_applicants(tmp_path, monkeypatch):
     from credit_data.errors import ConfigError
-    from experiments import served
+    from experiments.deploy import scoring_service as served
 
     monkeypatch.setattr(served.Federation, "load", classmethod(lambda cls, d: None))
     monkeypatch.setattr(served, "running", lambda fed: {"model_run": str(tmp_path.resolve())})

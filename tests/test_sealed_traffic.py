@@ -24,8 +24,8 @@ from credit_data.errors import AlignmentError
 from credit_data.loading import load_population
 from credit_data.split import TRAIN
 from credit_data.vertical import assign_chunk, node_rows
-from experiments import deploy
-from experiments.vertical import VerticalSimulationSource, party_settings
+from credit_fl.vertical import VerticalSimulationSource, party_settings
+from experiments.deploy import federation as deploy
 from federation.protocol import ARRAYS, CONFIG, VerticalMessage
 from federation.sealed import SealedChannel, exchange_key, state_key
 from fl_client.node_noise import simulated_split_keys
@@ -33,11 +33,11 @@ from fl_client.node_store import state_path
 from fl_client.sealed_exchange import GRADIENTS
 from fl_client.vertical_app import make_vertical_client_app
 from fl_client.vertical_task import NodeState
+from fl_server.app_factory import make_vertical_server_app
 from fl_server.checkpoint import load_checkpoint
-from fl_server.server_app import make_vertical_server_app
 from fl_server.settings import vertical_server_settings
 from fl_server.vertical_rounds import VerticalOutcome
-from privacy.audit import leakage_scores
+from privacy.attacks import leakage_scores
 from tests.fake_grid import InProcessGrid, run_server_app
 from tests.routed import payload_values
 
@@ -73,11 +73,11 @@ def _train(run_dir: Path, overrides: list[str], recorder=None, tamper=None
 
 
 def _score(run_dir: Path, settings, out: Path, recorder) -> Any:
-    from experiments.scoring import ScoringSimulationSource
+    from credit_fl.batch_scoring import ScoringSimulationSource
     from fl_client.scoring_app import make_scoring_client_app
     from fl_client.settings import client_settings
+    from fl_server.app_factory import make_scoring_server_app
     from fl_server.scoring_rounds import ScoringOutcome, ScoringServerSettings
-    from fl_server.server_app import make_scoring_server_app
 
     bundles = {p: run_dir / "parties" / p / "model" for p in PARTIES}
     clients = {p: client_settings(settings, p, str(out)) for p in bundles}

@@ -61,7 +61,7 @@ def test_the_engine_threads_notice_the_end_of_a_run_within_50_ms():
 def test_ray_started_for_a_run_whose_data_fails_is_stopped_again(own_engine):
     import ray
 
-    from experiments.simulation import simulation_engine
+    from credit_fl.simulation import simulation_engine
 
     def bad_rows() -> None:
         raise ValueError("lender.csv: bad rows")
@@ -84,7 +84,7 @@ def test_ray_starts_without_the_autoscaler_and_forwards_worker_logs_only_when_ve
         own_engine, verbose):
     import ray
 
-    from experiments.simulation import simulation_engine
+    from credit_fl.simulation import simulation_engine
 
     with simulation_engine(verbose=verbose) as engine:
         assert engine.start_while(lambda: 7) == 7

@@ -198,7 +198,7 @@ def test_a_deployed_node_reads_its_duckdb_table_with_its_own_query(tmp_path):
 
     from deployment.client_app import NodeConfig, _read_rows
     from deployment.node import _check, _parser, node_config
-    from experiments import deploy
+    from experiments.deploy import federation as deploy
     from federation.run_settings import ScoringRows
 
     csv = tmp_path / "lender.csv"

@@ -16,8 +16,8 @@ from credit_data.errors import AlignmentError, ConfigError
 from credit_data.loading import load_population
 from credit_data.settings import DataSettings
 from credit_data.vertical import node_rows
+from credit_fl.vertical import run_vertical
 from experiments.config import to_settings
-from experiments.vertical import run_vertical
 from federation.alignment import LenderAlignment, PartyAlignment
 from fl_client.node_noise import simulated_split_keys
 from tests.conftest import compose_config, independent_epsilon, run_experiment
@@ -95,7 +95,7 @@ def synthetic(tmp_path_factory):
         run_dir = tmp_path_factory.mktemp(name)
         if name == "vertical":
             settings = to_settings(compose_config(overrides + ["verbose=false"]))
-            from experiments.results import write_run
+            from credit_fl.results import write_run
             outcome = run_vertical(settings, run_dir,
                                    recorder=lambda way, node, body: payloads.append(
                                        (way, node, body)))

@@ -25,31 +25,30 @@ from sklearn.metrics import roc_auc_score
 from credit_data.design import build_design
 from credit_data.errors import ConfigError, FederationError
 from credit_data.federated_scaling import Schema, encode
-from credit_data.horizontal import LenderRows, horizontal_rows
-from credit_data.loading import load_population
+from credit_data.horizontal import LenderRows
 from credit_data.partition import lender_names
 from credit_data.settings import LABEL_HOLDER, PARTIES
 from credit_data.split import SPLITS, TRAIN
 from credit_data.tables import Population
 from credit_fl.checks import check_horizontal
 from credit_fl.engines import open_engine
-from experiments.lender_source import SimulationSource
-from experiments.local_scoring import MODEL_DIR, horizontal_preprocessing, write_model_bundle
-from experiments.logistic_reference import logistic_references
-from experiments.outcome import (
+from credit_fl.logistic_reference import logistic_references
+from credit_fl.one_bundle_scoring import MODEL_DIR, horizontal_preprocessing, write_model_bundle
+from credit_fl.outcome import (
     RunOutcome,
     oracle_auc,
     predictions_frame,
     report_positive_rates,
-    training_parties,
 )
 from federation.model import shared_model
 from federation.run_settings import RunSettings
-from fl_client.client_app import make_client_app
+from fl_client.horizontal_app import make_client_app
 from fl_client.node_noise import forget_keys, simulated_split_keys
 from fl_client.settings import ClientSettings, client_settings
-from fl_server.rounds import FederationOutcome
-from fl_server.server_app import make_server_app
+from fl_client.simulation_sources import SimulationSource
+from fl_client.simulation_sources import lender_rows as lender_rows
+from fl_server.app_factory import make_server_app
+from fl_server.horizontal_rounds import FederationOutcome
 from fl_server.settings import horizontal_server_settings
 from models.metrics import ScoreSummary, report_metrics
 from models.training import predict_proba
@@ -93,21 +92,6 @@ def lender_settings(settings: RunSettings, names: tuple[str, ...], state_dir: Pa
     f = settings.federation
     return {name: client_settings(settings, name, str(state_dir), fault=f.faults.get(name))
             for name in names}
-
-
-def lender_rows(settings: RunSettings, population: Population | None = None
-                ) -> tuple[Population, tuple[str, ...], dict[str, LenderRows]]:
-    """Return the population, the parties whose columns lenders hold, and each lender's rows.
-
-    ``population``: rows already loaded (DataFrames given to :func:`credit_fl.train`).
-    """
-    if population is None:
-        population = load_population(settings.data, settings.seed)
-    parties = training_parties(settings, population)
-    names = lender_names(settings.partition.n_lenders)  # each lender splits with its own key
-    rows = horizontal_rows(population, parties, settings.data, settings.partition, settings.seed,
-                           simulated_split_keys(settings, names))
-    return population, parties, rows
 
 
 def run_horizontal(settings: RunSettings, run_dir: Path,

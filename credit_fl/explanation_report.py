@@ -1,4 +1,6 @@
-"""The scoring report's section "Why applicants were scored as they were", and its plot.
+"""The scoring report's section "Why applicants were scored as they were".
+
+Its plot is :func:`experiments.plots.plot_explanations`.
 
 From what the lender kept (``scores.csv``'s reasons) and what the server received (each
 party's global table, computed at the party, and the parties' mean shares).
@@ -6,14 +8,13 @@ party's global table, computed at the party, and the parties' mean shares).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from federation.explanation import GLOBAL_MIN_APPLICANTS
 
-__all__ = ["explanation_lines", "plot_explanations"]
+__all__ = ["explanation_lines"]
 
 TOP = 5
 """Columns per party in the report's global table."""
@@ -67,26 +68,3 @@ def explanation_lines(scoring: dict[str, Any], scores: pd.DataFrame | None) -> l
             lines.append(f"- {row['id']}: {row['points']:.1f} points, grade {row['grade']}: "
                          + ("; ".join(said) if said else "no adverse factor"))
     return lines
-
-
-def plot_explanations(scoring: dict[str, Any], path: Path) -> Path | None:
-    """Plot each party's global explanation (mean |points| of its strongest columns)."""
-    tables = (scoring.get("explanation") or {}).get("global") or {}
-    if not tables:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 3.4), squeeze=False)
-    for ax, (party, table) in zip(axes[0], tables.items(), strict=True):
-        rows = table[:TOP][::-1]
-        ax.barh([str(r["description"]) for r in rows], [r["mean_abs_points"] for r in rows],
-                color=["#b2182b" if r["mean_points"] < 0 else "#2166ac" for r in rows])
-        ax.set_title(f"{party} (red: lowers the score on average)", fontsize=9)
-        ax.set_xlabel("mean |points|")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -1,7 +1,9 @@
-"""A horizontal lender scores its own applicants with the global model it kept. No flwr here.
+"""One-bundle scoring at a node: a horizontal lender scores its own applicants. No flwr here.
 
 Every lender of a horizontal federation keeps the final global model and the shared schema
-as its own bundle (``<state dir>/<lender>/model``, :meth:`fl_client.task.LenderTask.keep_bundle`).
+as its own bundle (``<state dir>/<lender>/model``,
+:meth:`fl_client.horizontal_task.LenderTask.keep_bundle`). The runner's side of one-bundle
+scoring (centralized, local, horizontal in simulation) is :mod:`credit_fl.one_bundle_scoring`.
 Scoring needs no other party: each lender encodes its applicants with the shared schema and
 scores them; the scores stay at the lender and the coordinator gets counts.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from credit_data.errors import DataError
@@ -21,7 +22,7 @@ from fl_client.scoring_task import model_settings
 from fl_client.settings import ClientSettings
 from models.bundle import load_bundle
 from models.factory import build_model
-from models.scorecard import grades_of, points
+from models.scorecard import scores_table
 from models.training import predict_proba
 
 
@@ -41,10 +42,7 @@ def score_own_applicants(bundle_dir: Path | None, table: PartyTable, settings: C
     model = build_model(model_settings(bundle.manifest), {"lender": encoded.x.shape[1]})
     model.load_state_dict(bundle.weights)
     probability = predict_proba(model, encoded.x)
-    score_points = points(probability, settings.scorecard)
-    scores = pd.DataFrame({"id": table.frame.index.astype(str), "probability": probability,
-                           "points": np.round(score_points, 2),
-                           "grade": grades_of(score_points, settings.scorecard)})
+    scores = scores_table(table.frame.index.astype(str), probability, settings.scorecard)
     return scores, {"model_id": bundle.model_id, "rows": len(scores),
                     "unknown_categories": encoded.unknown_categories,
                     "grades": {str(g): int(n) for g, n in

@@ -11,37 +11,31 @@ split, from which ``metrics`` come; in simulation the runner also reads the scor
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import shutil
 import tempfile
 import time
-import typing
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from flwr.app import Context
 
 from credit_data.blacklists import holder_lists
-from credit_data.consent import FRAUD_CHECK, TRAINING
+from credit_data.consent import TRAINING
 from credit_data.design import build_design
 from credit_data.errors import ConfigError
-from credit_data.files import load_party
 from credit_data.loading import load_population
 from credit_data.memory import release_freed_memory
 from credit_data.settings import LABEL_HOLDER, DataSettings, PartySource, Source
 from credit_data.sources import write_population_tables
 from credit_data.split import SPLITS, TEST, assign_split
-from credit_data.tables import PartyTable, Population
-from credit_data.vertical import NodeRows
+from credit_data.tables import Population
 from credit_fl.checks import check_vertical
+from credit_fl.consent_results import consent_summary, lender_consented
 from credit_fl.engines import open_engine
-from experiments.consent_results import consent_summary, lender_consented
-from experiments.logistic_reference import logistic_references
-from experiments.outcome import (
+from credit_fl.logistic_reference import logistic_references
+from credit_fl.outcome import (
     RunOutcome,
     oracle_auc,
     predictions_frame,
@@ -49,93 +43,25 @@ from experiments.outcome import (
     training_parties,
     with_fraud_types,
 )
-from experiments.simulation import once_per_worker, quiet_worker
 from federation.consent_counts import run_summary
 from federation.run_settings import RunSettings
 from federation.settings import check_blacklists, check_federation
-from fl_client.consent_gate import file_digest, gate_ids, gate_table
-from fl_client.list_lookup import holder_rows
 from fl_client.node_noise import (
     forget_keys,
-    node_noise,
-    node_split_key,
-    private_node_rows,
     simulated_split_keys,
 )
 from fl_client.party_bundle import BUNDLE_DIR
 from fl_client.settings import ClientSettings, client_settings
+from fl_client.simulation_sources import VerticalSimulationSource
 from fl_client.vertical_app import make_vertical_client_app
-from fl_server.server_app import make_vertical_server_app
+from fl_server.app_factory import make_vertical_server_app
 from fl_server.settings import vertical_server_settings
 from fl_server.vertical_rounds import Recorder, VerticalOutcome
 from models.metrics import report_metrics
 from models.split_training import LenderModel
 from privacy.accounting import check_delta
-from privacy.randomness import NoiseSource
 
 log = logging.getLogger("credit_fl")
-
-
-class VerticalSimulationSource:
-    """Hands each simulated node its settings and its own table only.
-
-    It carries the data recipe, or what the engine shared (``engine.share``), not the rows:
-    each worker loads the population once and keeps only what the node it serves holds (see
-    :func:`experiments.simulation.once_per_worker`). With ``tables`` (each party's own source:
-    its file, or the Parquet file the runner wrote of its generated table) a node reads its own
-    table alone, chunk by chunk, as a deployed node does: no worker holds every party's rows.
-    """
-
-    def __init__(self, settings: dict[str, ClientSettings], data: DataSettings,
-                 seed: int, shared: Any = None,
-                 tables: dict[str, PartySource] | None = None) -> None:
-        self.settings, self.data, self.seed, self.shared = settings, data, seed, shared
-        self.tables = tables
-        self.names = list(settings)
-        self.key = f"vertical {data!r} {seed} {shared.key if shared is not None else ''}"
-
-    def _population(self) -> Population:
-        if self.shared is not None:
-            return typing.cast(Population, self.shared.get())
-        return load_population(self.data, self.seed)
-
-    def _table(self, party: str) -> PartyTable:
-        if self.tables is not None and party in self.tables:
-            return load_party(party, self.tables[party], self.data)
-        return once_per_worker(f"{self.key}|population", self._population).tables[party]
-
-    def _rows(self, party: str, noise: NoiseSource) -> NodeRows:
-        holders = self.settings[party].blacklists.holders
-        if party in holders:  # a holder's node holds its list only
-            population = once_per_worker(f"{self.key}|population", self._population)
-            lists = holder_lists(holders, self.data.blacklists, self.data.id_column,
-                                 population, self.seed)
-            return holder_rows(party, gate_ids(party, list(lists[party].ids),
-                                               self.data.consent.get(party), FRAUD_CHECK,
-                                               self.data.id_column, self.settings[party],
-                                               LABEL_HOLDER))
-        table = gate_table(self._table(party), self.data.consent.get(party), TRAINING,
-                           self.data.id_column, self.settings[party], LABEL_HOLDER)
-        return private_node_rows(table, self.data, self.seed,
-                                 self.settings[party].privacy, noise,
-                                 node_split_key(self.settings[party]))
-
-    def __call__(self, context: Context) -> tuple[ClientSettings, NodeRows]:
-        torch.set_num_threads(1)  # the engine runs nodes side by side, one core each
-        quiet_worker()
-        party = self.names[int(context.node_config["partition-id"])]
-        settings = self.settings[party]
-        noise = node_noise(context, settings)  # the node's own secrets: rows depend on them
-        split = hashlib.sha256(node_split_key(settings)).hexdigest()[:16]
-        consent = file_digest(self.data.consent[party]) if party in self.data.consent else ""
-        key = f"{self.key}|{party}|{noise.digest('rows cache').hex()[:16]}|{split}|{consent}"
-        rows = once_per_worker(key, lambda: self._built(party, noise))
-        return settings, rows
-
-    def _built(self, party: str, noise: NoiseSource) -> NodeRows:
-        rows = self._rows(party, noise)
-        release_freed_memory(len(rows.ids))  # the table's, before another node's rows here
-        return rows
 
 
 OWN_TABLES_FROM = 200_000
@@ -236,8 +162,8 @@ def party_settings(settings: RunSettings, parties: tuple[str, ...], state_dir: P
     """
     audit = settings.audit
     return {p: client_settings(settings, p, str(state_dir),
-                               label_leakage_audit=audit.enabled and audit.label_leakage,
-                               inversion_audit=audit.enabled and audit.inversion)
+                               label_leakage_attack=audit.enabled and audit.label_leakage,
+                               inversion_attack=audit.enabled and audit.inversion)
             for p in parties} | {h: client_settings(settings, h, str(state_dir))
                                  for h in settings.blacklists.holders}
 

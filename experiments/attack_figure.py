@@ -32,7 +32,7 @@ def _positions(rows: list[dict[str, Any]]) -> tuple[list[float], list[str], floa
     return xs, labels, no_dp
 
 
-def write_audit_figure(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+def write_attack_figure(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     """Draw the two panels from the benchmark's rows and move the PNG into place when complete.
 
     Each row: ``target_epsilon`` (None: no DP), ``dpsgd_accounted`` and ``label_accounted``

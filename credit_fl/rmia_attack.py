@@ -34,8 +34,8 @@ from credit_data.design import build_design
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER
 from credit_data.split import SPLITS, TEST, TRAIN
-from experiments.canary_audit import epochs_trained
-from experiments.outcome import RunOutcome, training_parties
+from credit_fl.canary_attack import epochs_trained
+from credit_fl.outcome import RunOutcome, training_parties
 from fl_client.node_noise import simulated_split_keys
 from models.factory import build_model
 from models.local_training import train_round
@@ -69,7 +69,7 @@ def attacker_seed(seed: int) -> int:
     return int(np.random.SeedSequence([seed, ATTACKER_STREAM]).generate_state(1)[0])
 
 
-def rmia_audit(outcome: RunOutcome) -> dict[str, Any]:
+def rmia_attack(outcome: RunOutcome) -> dict[str, Any]:
     """Train ``audit.reference_models`` reference models and run RMIA on ``outcome``'s model."""
     s = outcome.settings
     k = s.audit.reference_models

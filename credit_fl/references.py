@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from credit_data.tables import Population
-from experiments.audit import audit_outcome
-from experiments.baselines import run_baseline
-from experiments.horizontal import run_horizontal
-from experiments.outcome import RunOutcome
-from experiments.vertical import run_vertical
+from credit_fl.attacks import attack_outcome
+from credit_fl.baselines import run_baseline
+from credit_fl.horizontal import run_horizontal
+from credit_fl.outcome import RunOutcome
+from credit_fl.vertical import run_vertical
 from federation.run_settings import RunSettings
 from federation.settings import Mode
 from federation.storage import write_atomic
@@ -67,7 +67,7 @@ def compute_references(settings: RunSettings,
         runner = run_horizontal if settings.federation.mode is Mode.horizontal else run_vertical
         with tempfile.TemporaryDirectory(prefix="credit-fl-reference-") as tmp:
             outcome = runner(plain, Path(tmp), population=population)
-            out["non_private"] = _summary(outcome) | {"audit": audit_outcome(outcome)}
+            out["non_private"] = _summary(outcome) | {"audit": attack_outcome(outcome)}
     return out
 
 

@@ -26,10 +26,19 @@ from typing import Any
 
 from credit_data.errors import ConfigError, DeployError
 from credit_data.settings import LABEL_HOLDER
+from credit_fl.batch_scoring import render_scoring
 from credit_fl.config import config_of, settings_of
 from deployment.coordinator import prepare, server_dir
 from deployment.run_config import COLUMNS, MODEL_RUN, OUTCOME, RUN_NAME, RUN_SETTINGS, TASK
-from experiments.deploy import (
+from deployment.run_files import (
+    INBOX,
+    NODE_REQUESTS,
+    SERVER_REQUESTS,
+    SERVICE_FILE,
+    STOP,
+    read_outcome,
+)
+from experiments.deploy.federation import (
     APP_DIR,
     CONNECTION,
     ROOT,
@@ -41,13 +50,8 @@ from experiments.deploy import (
     own_run,
     stop_run,
 )
-from experiments.scoring import render_scoring
 from federation.settings import Mode
 from federation.storage import write_atomic
-from fl_client.served_scoring import INBOX, REQUESTS, STOP
-from fl_server.outcome_file import read_outcome
-from fl_server.scoring_service import REQUESTS as SERVER_REQUESTS
-from fl_server.scoring_service import SERVICE_FILE
 
 SERVICE = "service.json"
 """In the federation's directory: the scoring service that is up (its directory and model)."""
@@ -249,7 +253,7 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
         "lender": lender, "privacy": {}, "blacklists": record.get("blacklists", {}),
         "message_rounds": MESSAGE_ROUNDS + (EXPLANATION_ROUNDS if "explanation" in record[
             "seconds"] else 0), "seconds": record["seconds"] | {"request": answered},
-        "lender_scores": str(fed.node_state(LABEL_HOLDER) / name / LABEL_HOLDER / REQUESTS
+        "lender_scores": str(fed.node_state(LABEL_HOLDER) / name / LABEL_HOLDER / NODE_REQUESTS
                              / request_id / "scores.csv"),
         "node_audit_logs": {p: str(fed.node_state(p) / name / p / "audit.jsonl")
                             for p in record["parties"]},

@@ -17,9 +17,9 @@ from credit_data.errors import ConfigError
 from credit_data.loading import load_population
 from credit_data.split import TEST, TRAIN, VAL
 from credit_data.tables import Population
-from experiments.local_scoring import MODEL_DIR, write_model_bundle
-from experiments.logistic_reference import logistic_references
-from experiments.outcome import (
+from credit_fl.logistic_reference import logistic_references
+from credit_fl.one_bundle_scoring import MODEL_DIR, write_model_bundle
+from credit_fl.outcome import (
     RunOutcome,
     oracle_auc,
     predictions_frame,

@@ -2,7 +2,7 @@
 
 A deployment's ServerApp (``deployment/server_app.py``) runs the same loops.
 
-See :func:`fl_server.rounds.run_federation` and
+See :func:`fl_server.horizontal_rounds.run_federation` and
 :func:`fl_server.vertical_rounds.run_vertical_federation`.
 """
 
@@ -17,7 +17,7 @@ from flwr.serverapp import Grid, ServerApp
 from federation.audit_log import AuditLog
 from federation.flower_compat import SIMULATION_POLL
 from fl_server.audited_grid import AuditedGrid
-from fl_server.rounds import FederationOutcome, GlobalEvaluation, run_federation
+from fl_server.horizontal_rounds import FederationOutcome, GlobalEvaluation, run_federation
 from fl_server.scoring_rounds import ScoringOutcome, ScoringServerSettings, run_scoring
 from fl_server.settings import ServerSettings
 from fl_server.vertical_rounds import Recorder, VerticalOutcome, run_vertical_federation

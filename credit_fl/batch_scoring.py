@@ -13,142 +13,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import tempfile
-import time
-import typing
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from flwr.app import Context
 
-from credit_data.blacklists import holder_lists
-from credit_data.consent import FRAUD_CHECK, SCORING
-from credit_data.errors import ConfigError, DataError
-from credit_data.files import load_party
-from credit_data.loading import load_population
-from credit_data.settings import LABEL_HOLDER, Source
-from credit_data.split import TEST, assign_split
-from credit_data.tables import PartyTable, Population
-from credit_fl.config import run_config, settings_of
+from credit_data.consent import SCORING
+from credit_data.errors import ConfigError
+from credit_data.settings import LABEL_HOLDER
+from credit_fl.config import run_config
+from credit_fl.consent_results import consent_lines, consent_summary
 from credit_fl.engines import open_engine
-from experiments.consent_results import consent_lines, consent_summary
-from experiments.explanation_report import explanation_lines, plot_explanations
-from experiments.horizontal import lender_rows
-from experiments.local_scoring import score_with_bundle
-from experiments.simulation import once_per_worker, quiet_worker
-from federation.run_settings import MissingParty, RunSettings, ScoringRows
+from credit_fl.explanation_report import explanation_lines
+from credit_fl.one_bundle_scoring import score_with_bundle
+from federation.run_settings import MissingParty, RunSettings
 from federation.settings import Mode
-from federation.storage import write_atomic
-from fl_client.consent_gate import gate_table
-from fl_client.node_noise import simulated_split_keys
 from fl_client.scoring_app import make_scoring_client_app
-from fl_client.scoring_task import SCORES_FILE, ScoringInput
-from fl_client.settings import ClientSettings, client_settings
+from fl_client.scoring_task import SCORES_FILE
+from fl_client.settings import client_settings
+from fl_client.simulation_sources import ScoringSimulationSource, list_table
+from fl_client.simulation_sources import load_applicants as load_applicants
+from fl_server.app_factory import make_scoring_server_app
 from fl_server.scoring_rounds import ScoringOutcome, absent_parties, scoring_server_settings
-from fl_server.server_app import make_scoring_server_app
-from models.bundle import load_bundle, read_manifest
+from models.bundle import load_bundle
 
 scoring_config = run_config
 """The run's config with the scoring overrides applied (:func:`credit_fl.config.run_config`)."""
-
-
-def _lender_rows(population: Population, settings: RunSettings) -> Population:
-    """Return the applicants to score: all of the lender's rows, or the run's test split.
-
-    The test split is the simulated lender's own (its split key's); in horizontal mode the union
-    of each lender's, each with its own key.
-    """
-    lender = population.tables[LABEL_HOLDER]
-    if settings.scoring.rows is ScoringRows.all:
-        return population
-    tables = dict(population.tables)
-    if settings.federation.mode is Mode.horizontal:
-        _, _, held = lender_rows(settings)
-        test = lender.frame.index.isin(np.concatenate([r.ids[r.split == TEST]
-                                                       for r in held.values()]))
-    else:
-        key = simulated_split_keys(settings, (LABEL_HOLDER,))[LABEL_HOLDER]
-        test = assign_split(lender.frame.index, key, settings.data.split) == TEST
-    tables[LABEL_HOLDER] = lender.rows(test)
-    return Population(population.name, tables, population.truth)
-
-
-def load_applicants(settings: RunSettings, party: str | None = None,
-                    frames: Mapping[str, pd.DataFrame] | None = None) -> Population:
-    """Every party's current table (or ``party``'s alone), the lender's cut to the applicants.
-
-    From CSV files a node reads only its own file; synthetic data is generated whole;
-    ``frames`` (one DataFrame per party) are validated as the files would be.
-    """
-    data = settings.data
-    if frames is not None:
-        population = load_population(data, settings.seed, labels=False, frames=frames)
-    elif party is not None and data.source is Source.files and party in data.parties:
-        table = load_party(party, data.parties[party], data, labels=False)
-        population = Population(data.name, {party: table})
-        if party != LABEL_HOLDER:
-            return population
-    else:
-        population = load_population(data, settings.seed, labels=False)
-    lender = population.tables[LABEL_HOLDER]
-    if lender.n_rows == 0:
-        raise DataError(f"{lender.source}: no applicants to score")
-    duplicated = lender.frame.index[lender.frame.index.duplicated()]
-    if len(duplicated):
-        raise DataError(f"{lender.source}: {len(duplicated)} duplicate applicant IDs, e.g. "
-                        f"{list(duplicated[:3])}")
-    return _lender_rows(population, settings)
-
-
-def list_table(settings: RunSettings, holder: str) -> PartyTable:
-    """Return a holder's list as a table of IDs without columns (its node's scoring input)."""
-    data = settings.data
-    population = (None if holder in data.blacklists
-                  else load_population(data, settings.seed))
-    the_list = holder_lists(settings.blacklists.holders, data.blacklists, data.id_column,
-                            population, settings.seed)[holder]
-    return PartyTable(holder, pd.DataFrame(index=pd.Index(the_list.ids, name=data.id_column)),
-                      (), (), the_list.source)
-
-
-class ScoringSimulationSource:
-    """Hands each simulated node its settings, its bundle and its own table only.
-
-    ``shared``: the applicants as the engine shared them (``engine.share``); else each node
-    loads its own from the data config. ``purpose``: what its consent records must grant
-    (``credit_scoring``; ``monitoring`` when monitoring scores).
-    """
-
-    def __init__(self, settings: dict[str, ClientSettings], run: RunSettings,
-                 bundles: dict[str, Path], shared: Any = None, purpose: str = SCORING) -> None:
-        self.settings, self.run, self.bundles, self.shared = settings, run, bundles, shared
-        self.purpose = purpose
-        self.names = list(settings)
-        self.key = f"scoring {run.data!r} {run.seed} {run.scoring!r} {time.time_ns()}"
-
-    def _applicants(self, party: str) -> Population:
-        if self.shared is not None:
-            return typing.cast(Population, self.shared.get())
-        return load_applicants(self.run, party)
-
-    def __call__(self, context: Context) -> tuple[ClientSettings, ScoringInput]:
-        quiet_worker()
-        party = self.names[int(context.node_config["partition-id"])]
-        data, settings = self.run.data, self.settings[party]
-        if party in self.run.blacklists.holders:  # a holder's node holds its list only
-            table = once_per_worker(f"{self.key}|{party}", lambda: gate_table(
-                list_table(self.run, party), data.consent.get(party), FRAUD_CHECK,
-                data.id_column, settings, LABEL_HOLDER))
-            return settings, ScoringInput(None, table)
-        table = once_per_worker(f"{self.key}|{party}|table", lambda: gate_table(
-            self._applicants(party).tables[party], data.consent.get(party), self.purpose,
-            data.id_column, settings, LABEL_HOLDER))
-        return settings, ScoringInput(self.bundles[party], table)
 
 
 def _vertical(settings: RunSettings, run_dir: Path, stage: Path, model: dict[str, Any],
@@ -218,46 +109,6 @@ def score_bundles(run_dir: Path, settings: RunSettings, stage: Path,
         return _vertical(settings, run_dir, stage, model, frames, purpose)
     population = load_applicants(settings, frames=frames)
     return score_with_bundle(run_dir / model["bundles"]["model"], population, settings)
-
-
-def score_run(run_dir: Path, overrides: list[str]) -> tuple[Path, dict[str, Any]]:
-    """Score with the bundles of ``run_dir``; return the scoring directory and scoring.json."""
-    start = time.perf_counter()
-    run_dir = run_dir.resolve()
-    settings = settings_of(run_dir, *overrides)
-    model = json.loads((run_dir / "results.json").read_text())["model"]
-    out = Path(settings.scoring.out) if settings.scoring.out else (
-        run_dir / "scoring" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
-    if out.exists():
-        raise ConfigError(f"scoring.out={out} exists; name a new directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        scores, summary = score_bundles(run_dir, settings, stage)
-        scoring = {
-            "run": str(run_dir), "mode": settings.federation.mode.value,
-            "rows": settings.scoring.rows.value, "applicants": len(scores),
-            "data": {"name": settings.data.name, "source": settings.data.source.value},
-            "bundles": _fingerprints(run_dir, model["bundles"]),
-            **summary, "wall_seconds": time.perf_counter() - start}
-        write_atomic(stage / "scores.csv", scores.to_csv(index=False, float_format="%.10g"))
-        write_atomic(stage / "scoring.json", json.dumps(scoring, indent=2, default=str) + "\n")
-        write_atomic(stage / "report.md", render_scoring(scoring, scores))
-        plot_explanations(scoring, stage / "explanations.png")
-        stage.rename(out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return out, scoring
-
-
-def _fingerprints(run_dir: Path, bundles: dict[str, str]) -> dict[str, Any]:
-    out = {}
-    for party, relative in bundles.items():
-        manifest = read_manifest(run_dir / relative)
-        out[party] = {"directory": relative, "model_id": manifest["model_id"],
-                      "files": manifest["files"]}
-    return out
 
 
 def render_scoring(scoring: dict[str, Any], scores: pd.DataFrame | None) -> str:

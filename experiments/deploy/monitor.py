@@ -38,6 +38,7 @@ from typing import Any
 from credit_data.errors import ConfigError
 from credit_data.stability import status_of
 from credit_fl.config import config_of, settings_of
+from credit_fl.monitoring import MonitorSettings, check_run_dir, judge
 from deployment.coordinator import prepare, server_dir
 from deployment.run_config import (
     COLUMNS,
@@ -47,7 +48,7 @@ from deployment.run_config import (
     RUN_SETTINGS,
     TASK,
 )
-from experiments.deploy import (
+from experiments.deploy.federation import (
     Federation,
     _flwr_run,
     check_matches_federation,
@@ -55,8 +56,6 @@ from experiments.deploy import (
     own_run,
 )
 from experiments.monitor import (
-    MonitorSettings,
-    check_run_dir,
     model_lines,
     plot_indices,
     split_args,
@@ -65,7 +64,6 @@ from experiments.monitor import (
 from experiments.monitor_series import plot_series, released_over, series_lines
 from federation.settings import Mode
 from federation.storage import write_atomic
-from fl_client.model_monitoring import judge
 
 __all__ = ["monitor", "render", "split_period"]
 

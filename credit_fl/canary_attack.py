@@ -30,7 +30,7 @@ from credit_data.design import build_design, party_block
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER
 from credit_data.split import TRAIN, assign_split
-from experiments.outcome import RunOutcome, training_parties
+from credit_fl.outcome import RunOutcome, training_parties
 from federation.run_settings import RunSettings
 from federation.settings import Mode
 from fl_client.node_noise import simulated_split_keys
@@ -39,7 +39,7 @@ from models.factory import build_model
 from models.split_training import LenderModel
 from models.training import batch_for
 from privacy.accounting import party_delta
-from privacy.one_run_audit import audit_guesses
+from privacy.one_run_canaries import audit_guesses
 from privacy.randomness import NoiseSource
 
 THREAT_MODEL = (
@@ -120,7 +120,7 @@ def epochs_trained(outcome: RunOutcome) -> int:
     return max(1, epochs)
 
 
-def one_run_audit(outcome: RunOutcome, noise: NoiseSource | None = None) -> dict[str, Any]:
+def one_run_attack(outcome: RunOutcome, noise: NoiseSource | None = None) -> dict[str, Any]:
     """Train the canary twin of ``outcome``'s lender and audit it (``audit.one_run``).
 
     ``noise`` (the coins, the twin's sampling, noise and label flips) defaults to a fresh key

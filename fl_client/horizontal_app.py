@@ -1,4 +1,4 @@
-"""The ClientApp: thin handlers over :mod:`fl_client.task`.
+"""The ClientApp: thin handlers over :mod:`fl_client.horizontal_task`.
 
 Where a node's settings and rows come from is the only thing that differs between simulation
 (the runner hands them over) and deployment (the node's own config): :func:`make_client_app`
@@ -30,10 +30,10 @@ from federation.protocol import (
     evaluation_metrics,
     report_record,
 )
-from fl_client.audit_mod import audit_log_mod
+from fl_client.audit_log_mod import audit_log_mod
+from fl_client.horizontal_task import BudgetRefusal, LenderTask, PartyPrivacy
 from fl_client.node_noise import forget_key_mod, node_noise
 from fl_client.settings import ClientSettings
-from fl_client.task import BudgetRefusal, LenderTask, PartyPrivacy
 from privacy.settings import PrivacyMechanism
 
 NodeSource = Callable[[Context], tuple[ClientSettings, LenderRows]]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from experiments.consent_results import consent_lines
-from experiments.explanation_report import explanation_lines
+from credit_fl.consent_results import consent_lines
+from credit_fl.explanation_report import explanation_lines
 from privacy.randomness import NO_GUARANTEE
 
 if TYPE_CHECKING:

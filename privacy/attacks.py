@@ -92,7 +92,7 @@ def _stratified(member_labels: np.ndarray, shares: dict[int, float], total: int,
     return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=int)
 
 
-def membership_audit(member_labels: np.ndarray, member_scores: np.ndarray,
+def membership_attack(member_labels: np.ndarray, member_scores: np.ndarray,
                      held_out_labels: np.ndarray, held_out_scores: np.ndarray, *,
                      delta: float, settings: AuditSettings, seed: int,
                      calibration: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
@@ -175,7 +175,7 @@ def leakage_scores(gradients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return norm, projection
 
 
-def label_leakage_audit(labels: np.ndarray, norm: np.ndarray,
+def label_leakage_attack(labels: np.ndarray, norm: np.ndarray,
                         direction: np.ndarray) -> dict[str, Any]:
     """AUC of each label-free attack against the true labels; ``attack_auc`` is the stronger."""
     if labels.min() == labels.max():

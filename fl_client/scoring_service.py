@@ -2,7 +2,7 @@
 
 Once per service: the lender agrees a channel key with each party (X25519, signed with the node
 keys as the alignment's are); each party sends its sealed set of tags
-(:mod:`federation.served_table`: no embedding), built once per model and table and kept beside
+(:mod:`federation.service_table`: no embedding), built once per model and table and kept beside
 its PSI cache with its key and its rows' embeddings. Then per request: the lender takes the next
 request from its inbox and blinds the applicants; each party multiplies the blinded points by
 its key, charging them to its query ledger (:mod:`fl_client.queries`); the lender finds which
@@ -52,7 +52,7 @@ from federation.blacklist import lookup_request
 from federation.query_ledger import Purpose, QuerySpend
 from federation.releases import Release
 from federation.sealed import keep_key
-from federation.served_table import (
+from federation.service_table import (
     POINT,
     REQUEST_ID,
     Blinded,

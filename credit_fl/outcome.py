@@ -9,18 +9,16 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from credit_data.errors import ConfigError
-from credit_data.settings import LABEL_HOLDER, PARTIES
 from credit_data.split import SPLITS
 from credit_data.tables import Population
 from federation.run_settings import RunSettings
-from federation.settings import Mode
+from fl_client.simulation_sources import training_parties as training_parties
 from models.metrics import ScoreSummary, caught_by_type
 
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """Summaries already computed; :mod:`experiments.results` lays them out.
+    """Summaries already computed; :mod:`credit_fl.results` lays them out.
 
     ``metrics`` come from ``report``, a score summary per split: the same numbers whether
     the rows are at hand or only the summaries reached the server. ``predictions`` (the test
@@ -30,7 +28,7 @@ class RunOutcome:
     sent the lender and its numeric ``columns`` on the same rows) exist where the runner holds
     the rows: not in a deployment.
     ``references`` are the logistic regressions on the same rows
-    (:mod:`experiments.logistic_reference`; simulation only).
+    (:mod:`credit_fl.logistic_reference`; simulation only).
     """
 
     settings: RunSettings
@@ -49,20 +47,6 @@ class RunOutcome:
     scores: dict[str, np.ndarray] | None = None
     label_leakage: dict[str, dict[str, np.ndarray]] | None = None
     inversion: dict[str, dict[str, Any]] | None = None
-
-
-def training_parties(settings: RunSettings, population: Population) -> tuple[str, ...]:
-    """Return the parties whose columns the model sees, in a fixed order."""
-    named = settings.federation.parties
-    for party in named:
-        if party not in PARTIES:
-            raise ConfigError(f"federation.parties: unknown party '{party}'; "
-                              f"expected some of {PARTIES}")
-    if LABEL_HOLDER not in named:
-        raise ConfigError(f"federation.parties must include '{LABEL_HOLDER}', which holds labels")
-    if settings.federation.mode is Mode.local:
-        return (LABEL_HOLDER,)
-    return tuple(p for p in PARTIES if p in named and p in population.tables)
 
 
 def split_report(y: dict[str, np.ndarray], scores: dict[str, np.ndarray],

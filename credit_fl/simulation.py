@@ -15,7 +15,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
-from experiments.interrupt import reinstall
+from credit_fl.interrupt import reinstall
 from federation.flower_compat import QUIET, check_engine_versions, plain_flower
 from federation.flower_compat.simulation import one_machine_head, quick_simulation_polls
 
@@ -149,30 +149,3 @@ def share_engine_across_runs() -> None:
     _REAL_RAY_SHUTDOWN = ray.shutdown
     ray.shutdown = lambda *args, **kwargs: None
     atexit.register(_REAL_RAY_SHUTDOWN)
-
-
-_CACHE: dict[str, Any] = {}
-
-
-def quiet_worker() -> None:
-    """Keep Flower's notices in a simulation worker off the console; its errors still show.
-
-    Every run ended with "Manually terminating ClientAppActor" from each worker.
-    """
-    logging.getLogger("flwr").setLevel(logging.ERROR)
-
-
-def once_per_worker(key: str, build: Callable[[], T]) -> T:
-    """Build a node's data once per simulation worker process and keep it for later messages.
-
-    Simulation sources never carry the rows, only a recipe (settings and seed) or a reference
-    into Ray's object store: Flower's engine pickles the ClientApp with every message, so rows
-    held by the source would travel with each one. Entries of an earlier run (another key
-    prefix) are dropped.
-    """
-    if key not in _CACHE:
-        run = key.split("|", 1)[0]
-        for old in [k for k in _CACHE if k.split("|", 1)[0] != run]:
-            del _CACHE[old]
-        _CACHE[key] = build()
-    return cast(T, _CACHE[key])

@@ -1,4 +1,6 @@
-"""What a run leaves in its directory: results.json, predictions.csv, plots.png, report.md.
+"""What a run leaves in its directory: results.json, predictions.csv, report.md, plots.png.
+
+plots.png is drawn by the command line (``figures``): credit_fl imports no matplotlib.
 
 Each file is written to a temporary name and moved into place, results.json last, so a run
 directory never holds a half-written file; a run that fails before this point writes none.
@@ -9,14 +11,14 @@ from __future__ import annotations
 import json
 import math
 import platform
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from experiments.outcome import RunOutcome
-from experiments.plots import write_plots
-from experiments.report import render_report
-from experiments.results_schema import SCHEMA_VERSION, check_results
+from credit_fl.outcome import RunOutcome
+from credit_fl.report import render_report
+from credit_fl.results_schema import SCHEMA_VERSION, check_results
 from federation.audit_log import anchors
 from federation.consent_counts import consent_released
 from federation.releases import run_outside_epsilon
@@ -25,6 +27,10 @@ from federation.storage import write_atomic
 from models.metrics import ScoreSummary
 from models.scorecard import grade_table
 from models.settings import ScorecardSettings
+
+Figures = Callable[[Path, ScoreSummary, list[dict[str, Any]], str], None]
+"""Draws ``plots.png`` (the test split's summary, the history, a title): the command line's
+:func:`experiments.plots.write_plots`; ``credit_fl`` itself draws nothing (no matplotlib)."""
 
 
 def _versions() -> dict[str, str]:
@@ -49,7 +55,7 @@ def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any],
                   audit: dict[str, Any] | None = None,
                   references: dict[str, Any] | None = None,
                   audit_logs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Assemble the results.json document (:mod:`experiments.results_schema`)."""
+    """Assemble the results.json document (:mod:`credit_fl.results_schema`)."""
     s = outcome.settings
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -87,8 +93,11 @@ def build_results(outcome: RunOutcome, wall_s: float, config: dict[str, Any],
 
 def write_run(run_dir: Path, outcome: RunOutcome, wall_s: float, config: dict[str, Any],
               audit: dict[str, Any] | None = None,
-              references: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write plots.png, report.md, results.json and, where the rows are at hand, predictions.csv.
+              references: dict[str, Any] | None = None,
+              figures: Figures | None = None) -> dict[str, Any]:
+    """Write report.md, results.json, predictions.csv where the rows are at hand, plots.png.
+
+    plots.png only with ``figures`` (the command line's drawing).
 
     A deployed coordinator has no row: the lender keeps its scores on its own disk.
     """
@@ -100,7 +109,8 @@ def write_run(run_dir: Path, outcome: RunOutcome, wall_s: float, config: dict[st
         write_atomic(run_dir / "predictions.csv", outcome.predictions.to_csv(
             index=False, float_format="%.8g"))
     assert outcome.report is not None
-    write_plots(run_dir / "plots.png", outcome.report["test"], outcome.metrics["history"],
+    if figures is not None:
+        figures(run_dir / "plots.png", outcome.report["test"], outcome.metrics["history"],
                 f"{results['mode']} on {results['dataset']['name']}")
     write_atomic(run_dir / "report.md", render_report(results))
     write_atomic(run_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")

@@ -1,54 +1,18 @@
-"""A whole federation on this machine, on Flower's deployment engine.
+"""A whole federation on this machine, on Flower's deployment engine: up, run, score, down.
 
-``python -m experiments.deploy <command>``:
-
-``up [key=value ...]``
-    Make a CA, the SuperLink's certificate and one key pair per node; start a SuperLink with TLS
-    and SuperNode authentication (and no runtime dependency installation); register the node
-    keys; write each party's own CSV file (from the configured data); start one node per party
-    (:mod:`deployment.node`) with its own data path and state directory. ``--node-max-epsilon
-    bureau=1`` gives a node its own lifetime privacy limit; a node must state one, so the nodes
-    it does not name start with ``--max-epsilon none`` (uncapped, said so: the local
-    federation's parties hold synthetic rows, and a capped node refuses runs without DP). The
-    demo's vertical nodes opt into the default run's releases outside any epsilon
-    (``--release-exact-embeddings``, ``--release-record-gradients``) and declare a lender
-    volume of 100 times its rows (:func:`demo_release_flags`): a partner's node does neither
-    unless it says so.
-``run [key=value ...]``
-    Submit the run with ``flwr run`` (the overrides of ``up``, plus these), wait for it, and
-    write ``results.json``, ``report.md`` and ``plots.png`` from what the server received.
-``score <run dir> [key=value ...]``
-    Score applicants with the bundles each node kept from that (vertical) run: each node loads
-    its own bundle and rows; the scores stay at the lender; ``scoring.json`` and ``report.md``
-    (counts only) go to the scoring directory. ``scoring.rows=test`` scores the run's test
-    rows again; ``scoring.applicants=<file>`` a file in the lender node's ``--applicants-dir``.
-``monitor <run dir> [monitor.period=<file>] [monitor.<key>=<value> ...]``
-    Watch that (vertical) run's model on a later period: each node computes the stability
-    indices of its own period's rows (the file in its ``--periods-dir``, or its ``--data``)
-    against its bundle's bins and sends only indices and counts, under its own
-    ``--release-monitoring`` (:mod:`experiments.deploy_monitor`); exit 1 on ``act``.
-``serve <run dir> [key=value ...]``
-    Start a scoring service with that (vertical) run's bundles: one Flower run that stays up;
-    ``score`` with the same run directory then hands it each request (four message rounds)
-    instead of starting a run (:mod:`experiments.served`).
-``stop-service``
-    Stop the scoring service.
-``down``
-    Stop every process ``up`` started (a scoring service too).
-``all [key=value ...]``
-    ``up``, ``run`` and ``down`` in one go; ``down`` also runs when something fails.
-
-Everything lives under ``--dir`` (default ``deploy/``). ``up`` stops what it started if it fails.
-The collector reads nothing from the nodes' directories, as a real coordinator could not: the
+The orchestration behind ``credit-fl deploy`` (:mod:`experiments.deploy.cli` names the
+commands): certificates and keys, a SuperLink and one node per party (:mod:`deployment.node`),
+``flwr run`` of the deployed apps, and the run's files from what the server received. The
+collector reads nothing from the nodes' directories, as a real coordinator could not: the
 metrics come from the lender's score summaries (a horizontal server pools the lenders'), the
 same summaries a simulation's metrics come from. The row-level scores stay at the lender
 (``scores.npz`` in its state directory); there is no ``predictions.csv`` and no membership audit
-at the coordinator.
+at the coordinator. The scoring service (:mod:`experiments.deploy.scoring_service`) and the deployed
+monitor (:mod:`experiments.deploy.monitor`) build on this module, never the reverse.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -71,13 +35,19 @@ import pandas as pd
 
 from credit_data.blacklists import holder_lists
 from credit_data.consent import SCORING
-from credit_data.errors import ConfigError, CreditFLError, DeployError
+from credit_data.errors import ConfigError, DeployError
 from credit_data.horizontal import LenderRows
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER, PARTIES
 from credit_data.tables import PartyTable
+from credit_fl.attacks import attack_outcome
+from credit_fl.batch_scoring import render_scoring
 from credit_fl.config import config_of, settings_of
 from credit_fl.config import settings as run_settings
+from credit_fl.horizontal import horizontal_outcome, keep_bundle, lender_rows
+from credit_fl.outcome import RunOutcome, training_parties
+from credit_fl.results import write_run
+from credit_fl.vertical import vertical_outcome
 from deployment.coordinator import check_run_name, prepare, server_dir
 from deployment.pins import node_id_from_register_output, read_pins, write_pins
 from deployment.run_config import (
@@ -88,20 +58,14 @@ from deployment.run_config import (
     RUN_SETTINGS,
     TASK,
 )
-from experiments.audit import audit_outcome
-from experiments.horizontal import horizontal_outcome, keep_bundle, lender_rows
-from experiments.outcome import RunOutcome, training_parties
-from experiments.report import render_report
-from experiments.results import write_run
-from experiments.scoring import render_scoring
-from experiments.vertical import vertical_outcome
+from deployment.run_files import read_outcome
+from experiments.plots import write_plots
 from federation.consent_counts import consent_released, run_summary
 from federation.credentials import make_node_key, make_server_credentials, write_private
 from federation.flower_compat import QUIET
 from federation.run_settings import RunSettings
 from federation.settings import Mode
 from federation.storage import write_atomic
-from fl_server.outcome_file import read_outcome
 
 log = logging.getLogger("credit_fl")
 ROOT = Path(__file__).resolve().parents[1]
@@ -671,7 +635,7 @@ def run(directory: Path, overrides: list[str] | None = None,
                             for p in [*fed.parties, *fed.holders]},
         "server_audit_log": str(run_dir / "server" / "audit.jsonl")})
     results = write_run(run_dir, outcome, time.perf_counter() - start, plain,
-                        audit_outcome(outcome))
+                        attack_outcome(outcome), figures=write_plots)
     return results
 
 
@@ -830,109 +794,3 @@ def local_federation(directory: Path, overrides: list[str],
         yield fed
     finally:
         down(directory)
-
-
-def _caps(values: list[str]) -> dict[str, float]:
-    out = {}
-    for value in values:
-        party, _, cap = value.partition("=")
-        try:
-            out[party] = float(cap)
-        except ValueError:
-            raise ConfigError(f"--node-max-epsilon {value!r}: expected party=number") from None
-        if not out[party] > 0:
-            raise ConfigError(f"--node-max-epsilon {value!r}: must be positive")
-    return out
-
-
-COMMANDS = ("up", "run", "score", "monitor", "serve", "stop-service", "down", "all")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line; see the module docstring."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.deploy",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=COMMANDS)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for experiments.run")
-    parser.add_argument("--dir", type=Path, default=ROOT / "deploy")
-    parser.add_argument("--node-max-epsilon", action="append", default=[],
-                        metavar="PARTY=EPS", help="a node's own privacy limit (repeatable)")
-    args = parser.parse_intermixed_args(argv)
-    received = {"signal": signal.SIGINT}
-
-    def on_signal(signum: int, frame: object) -> None:  # SIGTERM stops a run as Ctrl-C does
-        received["signal"] = signal.Signals(signum)
-        raise KeyboardInterrupt(received["signal"].name)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    try:
-        from experiments import served  # it builds on this module
-
-        if args.command == "down":
-            stopping = down(args.dir)
-            print(stopping.describe())
-            return 1 if stopping.left else 0
-        if args.command == "up":
-            fed = up(args.dir, args.overrides, _caps(args.node_max_epsilon))
-            print(f"SuperLink {fed.superlink} (TLS, node authentication); nodes: "
-                  f"{', '.join(fed.parties)}; logs in {fed.root / 'logs'}")
-            return 0
-        if args.command in ("score", "serve", "monitor") and not args.overrides:
-            raise ConfigError(f"deploy {args.command} <run dir> [key=value ...]: name the run "
-                              "whose bundles score")
-        if args.command == "monitor":
-            from experiments.deploy_monitor import monitor
-
-            out, report = monitor(args.dir, Path(args.overrides[0]), args.overrides[1:])
-            print((out / "report.md").read_text())
-            print(f"Monitoring: {out / 'monitor.json'}")
-            return 1 if report["status"] == "act" else 0
-        if args.command == "serve":
-            status = served.serve(args.dir, Path(args.overrides[0]), args.overrides[1:])
-            print(f"scoring service of {status['model_run']} ready: tables {status['tables']}; "
-                  f"`deploy score {status['model_run']} scoring.applicants=<file>` sends it a "
-                  "request, `deploy stop-service` stops it")
-            return 0
-        if args.command == "stop-service":
-            last = served.stop(args.dir)
-            if last is None:
-                print("no scoring service was up")
-            elif "ended" in last:
-                print(f"the scoring service had already ended: {last['ended']}; it answered "
-                      f"{last.get('requests', 0)} requests")
-            else:
-                print(f"scoring service stopped after {last.get('requests', 0)} requests")
-            return 0
-        if args.command == "score":
-            fed = Federation.load(args.dir)
-            model_run = own_run(fed, Path(args.overrides[0]), "deploy score ")
-            served.check_not_ended(fed, model_run)  # never an uncapped batch run instead
-            service = served.running(fed)
-            by = (served.score if service is not None
-                  and Path(service["model_run"]) == model_run else score)
-            out, _ = by(args.dir, model_run, args.overrides[1:])
-            print((out / "report.md").read_text())
-            print(f"Scoring directory: {out}")
-            return 0
-        if args.command == "run":
-            results = run(args.dir, args.overrides)
-        else:
-            with local_federation(args.dir, args.overrides, _caps(args.node_max_epsilon)):
-                results = run(args.dir)
-    except CreditFLError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (RunInterrupted, KeyboardInterrupt) as exc:
-        name = received["signal"].name
-        what = (f"{exc}; no report was written (the nodes' audit logs show what was sent)"
-                if isinstance(exc, RunInterrupted) else "nothing was running on the federation")
-        print(f"\nstopped by {name}: {what}", file=sys.stderr)
-        return 128 + int(received["signal"])
-    print(render_report(results))
-    print(f"Run directory: {Path(results['federation']['server_audit_log']).parents[1]}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

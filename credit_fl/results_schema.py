@@ -1,6 +1,6 @@
 """The schema of ``results.json``, in code: it checks every run's file and writes its docs page.
 
-``python -m experiments.results_schema > docs/results-schema.md`` regenerates the page; a test
+``python -m credit_fl.results_schema > docs/results-schema.md`` regenerates the page; a test
 checks the page is up to date and that runs write files that follow the schema.
 """
 
@@ -210,8 +210,8 @@ def check_results(results: dict[str, Any]) -> list[str]:
 def markdown() -> str:
     """Return the docs page of the schema."""
     lines = ["# results.json", "",
-             "Generated from `experiments/results_schema.py` "
-             "(`python -m experiments.results_schema > docs/results-schema.md`); "
+             "Generated from `credit_fl/results_schema.py` "
+             "(`python -m credit_fl.results_schema > docs/results-schema.md`); "
              f"`schema_version` {SCHEMA_VERSION}. Every run's file is checked against it.", "",
              "| key | type | present | meaning |", "|---|---|---|---|"]
     for key in KEYS:
@@ -226,7 +226,7 @@ def markdown() -> str:
               "0.001 at 100,000; docs/privacy.md, \"Score summaries\"), KS is taken at the bin "
               "edges and ECE groups bins by their mean score. PSI uses deciles of the reference "
               "scores, cut at cell edges.", ""]
-    from experiments.monitor_schema import monitor_markdown
+    from credit_fl.monitor_schema import monitor_markdown
 
     lines += monitor_markdown()
     return "\n".join(lines)

@@ -56,7 +56,7 @@ def monitor_markdown() -> list[str]:
     """Return the lines of the ``monitor.json`` section of docs/results-schema.md."""
     lines = ["## monitor.json", "",
              "Written by `credit-fl monitor` and `deploy monitor` (docs/monitoring.md), from "
-             "`experiments/monitor_schema.py`.", "",
+             "`credit_fl/monitor_schema.py`.", "",
              "| key | type | meaning |", "|---|---|---|"]
     lines += [f"| `{key}` | {kind} | {meaning} |" for key, kind, meaning in MONITOR_KEYS]
     return [*lines, ""]

@@ -26,7 +26,7 @@ from federation.run_settings import MissingParty, RunSettings
 from models.binned_scorecard import ScorecardModel, model_tables, scorecard_reasons
 from models.bundle import load_bundle, settings_json, write_bundle
 from models.factory import build_model
-from models.scorecard import grades_of, points
+from models.scorecard import points, scores_table
 from models.training import predict_proba
 
 MODEL_DIR = "model"
@@ -116,9 +116,7 @@ def score_with_bundle(directory: Path, population: Population, settings: RunSett
     model.load_state_dict(bundle.weights)
     probability = predict_proba(model, x)
     score_points = points(probability, settings.scorecard)
-    table = pd.DataFrame({"id": lender.frame.index.astype(str), "probability": probability,
-                          "points": np.round(score_points, 2),
-                          "grade": grades_of(score_points, settings.scorecard)})
+    table = scores_table(lender.frame.index.astype(str), probability, settings.scorecard)
     if isinstance(model, ScorecardModel) and settings.explain.enabled:
         e = settings.explain
         reasons = scorecard_reasons(model, x, score_points, settings.scorecard,

@@ -4,8 +4,8 @@ Membership inference on the final model (training rows against test rows; the va
 set the threshold), with the epsilon lower bound it proves next to the epsilon DP promises for
 one whole record; in vertical mode also the label-leakage attack on the gradients the passive
 parties received, and the inversion attack on the embeddings the lender received. With
-``audit.canaries=m`` also the one-run canary audit (:mod:`experiments.canary_audit`); with
-``audit.reference_models=k`` also RMIA on the final model (:mod:`experiments.rmia_audit`).
+``audit.canaries=m`` also the one-run canary audit (:mod:`credit_fl.canary_attack`); with
+``audit.reference_models=k`` also RMIA on the final model (:mod:`credit_fl.rmia_attack`).
 """
 
 from __future__ import annotations
@@ -13,17 +13,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from experiments.outcome import RunOutcome
-from privacy.audit import (
-    label_leakage_audit,
-    membership_audit,
+from credit_fl.outcome import RunOutcome
+from privacy.attacks import (
+    label_leakage_attack,
+    membership_attack,
     membership_epsilon,
 )
 from privacy.inversion import decoder_r2
 from privacy.settings import check_audit
 
 
-def audit_outcome(outcome: RunOutcome) -> dict[str, Any] | None:
+def attack_outcome(outcome: RunOutcome) -> dict[str, Any] | None:
     """Return the audit of ``outcome`` (None when ``audit.enabled`` is false).
 
     An unbounded theoretical epsilon (no record-level DP) is written as null.
@@ -35,7 +35,7 @@ def audit_outcome(outcome: RunOutcome) -> dict[str, Any] | None:
     theory = membership_epsilon(settings.federation.mode.value, outcome.privacy)
     calibration = ((outcome.labels["val"], outcome.scores["val"])
                    if "val" in outcome.labels else None)
-    membership = membership_audit(outcome.labels["train"], outcome.scores["train"],
+    membership = membership_attack(outcome.labels["train"], outcome.scores["train"],
                                   outcome.labels["test"], outcome.scores["test"],
                                   delta=theory["delta"], settings=settings.audit,
                                   seed=settings.seed, calibration=calibration)
@@ -49,23 +49,23 @@ def audit_outcome(outcome: RunOutcome) -> dict[str, Any] | None:
         out["label_leakage"] = {
             "label_protection": ("off" if label_epsilon is None
                                  else f"randomized response, epsilon {label_epsilon:g}"),
-            "parties": {party: label_leakage_audit(kept["labels"], kept["norm"],
+            "parties": {party: label_leakage_attack(kept["labels"], kept["norm"],
                                                    kept["direction"])
                         for party, kept in outcome.label_leakage.items()}}
     if outcome.inversion and settings.audit.inversion:
-        out["inversion"] = inversion_audit(outcome)
+        out["inversion"] = inversion_attack(outcome)
     if settings.audit.canaries:
-        from experiments.canary_audit import one_run_audit  # torch and Opacus: only when on
+        from credit_fl.canary_attack import one_run_attack  # torch and Opacus: only when on
 
-        out["one_run"] = one_run_audit(outcome)
+        out["one_run"] = one_run_attack(outcome)
     if settings.audit.reference_models:
-        from experiments.rmia_audit import rmia_audit  # reference trainings: only when on
+        from credit_fl.rmia_attack import rmia_attack  # reference trainings: only when on
 
-        out["rmia"] = rmia_audit(outcome)
+        out["rmia"] = rmia_attack(outcome)
     return out
 
 
-def inversion_audit(outcome: RunOutcome) -> dict[str, Any]:
+def inversion_attack(outcome: RunOutcome) -> dict[str, Any]:
     """Per passive party, how well the lender rebuilds its columns from the embeddings it got.
 
     The attacker's draw of known rows follows the public seed, as the membership audit's does.

@@ -1,0 +1,7 @@
+"""``python -m experiments.deploy``: an alias of ``credit-fl deploy``."""
+
+import sys
+
+from experiments.deploy.cli import main
+
+sys.exit(main())
