@@ -68,7 +68,7 @@ from federation.settings import Mode
 from federation.storage import write_atomic
 
 log = logging.getLogger("credit_fl")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "deployment" / "flower_app"
 STATE = "federation.json"
 CONNECTION = "local"
