@@ -19,7 +19,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from federation.storage import atomic_path  # noqa: E402
+from experiments.plots import save_figure  # noqa: E402
 
 
 def _positions(rows: list[dict[str, Any]]) -> tuple[list[float], list[str], float]:
@@ -73,10 +73,4 @@ def write_attack_figure(rows: list[dict[str, Any]], path: Path, title: str) -> N
         ax.set_xlabel("target epsilon of the run")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    save_figure(fig, title, path)

@@ -54,6 +54,11 @@ def write_plots(path: Path, test: ScoreSummary, history: list[dict[str, Any]],
                        c="tab:orange", marker=".", label="train loss")
         loss_axis.set_ylabel("train loss")
     axes[2].set_title("Learning curve")
+    save_figure(fig, title, path)
+
+
+def save_figure(fig: Any, title: str, path: Path) -> None:
+    """Title, lay out and write ``fig`` to ``path`` whole (never half-written), then close it."""
     fig.suptitle(title)
     fig.tight_layout()
     try:
