@@ -105,6 +105,7 @@ from federation.consent_counts import (
 from federation.grants import Grant, grant_refusal, run_purpose
 from federation.lifetime_budget import (
     NOTE_CAP,
+    NOTE_RESETS,
     NOTE_SPENT,
     LifetimeBudget,
     dataset_fingerprint,
@@ -557,14 +558,15 @@ def ledger_note_mod(msg: Message, context: Context, call_next: ClientAppCallable
     """Note the node's lifetime budget on its audit line, after every other mod and handler.
 
     The epsilon its ledger holds as spent since its last reset (every run's, this reply's
-    included) and its cap (:data:`federation.lifetime_budget.NOTE_SPENT`, ``NOTE_CAP``): the
+    included), its cap and how many resets its ledger holds
+    (:data:`federation.lifetime_budget.NOTE_SPENT`, ``NOTE_CAP``, ``NOTE_RESETS``): the
     node's own note (:data:`fl_client.audit_log_mod.AUDIT_NOTE`), which never leaves it, from which
     ``credit-fl audit report`` sets each run's spend against the lifetime budget.
     """
     reply = call_next(msg, context)
     node = NodeConfig.from_context(dict(context.node_config))
     note = context.state.config_records.get(AUDIT_NOTE) or ConfigRecord()
-    note[NOTE_SPENT] = _budget(node).spent()
+    note[NOTE_SPENT], note[NOTE_RESETS] = _budget(node).standing()
     note[NOTE_CAP] = UNCAPPED if node.max_epsilon is None else float(node.max_epsilon)
     context.state.config_records[AUDIT_NOTE] = note
     return reply

@@ -3,8 +3,9 @@
 Every node (and the server) appends one line per message it answers or sends: the message
 type, what left it (array names, shapes, dtypes and bytes; never values) and the epsilon spent
 so far. Each line carries ``seq`` (0, 1, 2, ...), ``prev`` (the hash of the line before; zeros
-for the first), ``hash`` (SHA-256 of the line's canonical JSON without ``hash`` and ``sig``)
-and ``sig``, the writer's Ed25519 signature of that hash. The first line also holds ``key``,
+for the first), ``salt`` (32 random bytes of its own, :data:`SALT`), ``hash`` (SHA-256 of the
+line's canonical JSON without ``hash`` and ``sig``, its salt included) and ``sig``, the writer's
+Ed25519 signature of that hash. The first line also holds ``key``,
 the writer's public key; its private key (``audit.key`` beside the log, mode 0600) never leaves
 the writer's disk.
 
@@ -42,6 +43,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 GENESIS = "0" * 64
 KEY_FILE = "audit.key"
+SALT, SALT_BYTES = "salt", 32
+"""Each line's own random salt (hex, from the OS's cryptographic source), inside its hash: the
+hash is a hiding commitment to the line, so whoever holds only a head (the server, from a reply's
+anchor) cannot test guesses of what the line holds (a node's lifetime spend), while whoever holds
+the log checks it as before."""
 ANCHOR = "audit"
 """The config record that carries a log's anchor (``head``, ``seq``, ``key``) in a message."""
 
@@ -151,7 +157,7 @@ class AuditLog:
         key = writer_key(self.key_path)
         seq, prev = self._tail()
         entry = {"seq": seq, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                 "event": event, **fields, "prev": prev}
+                 "event": event, **fields, "prev": prev, SALT: os.urandom(SALT_BYTES).hex()}
         if seq == 0:
             entry["key"] = public_hex(key)
         entry["hash"] = _digest(entry)

@@ -48,9 +48,13 @@ NODE_LEDGER = "node.jsonl"
 MIGRATED_SUFFIX = ".migrated"
 COMPOSED_INTO = {"summary_epsilon": "epsilon"}
 """A figure whose mechanism the other figure's accountant already composes: counted as one."""
-NOTE_SPENT, NOTE_CAP = "lifetime_epsilon", "max_epsilon"
+NOTE_SPENT, NOTE_CAP, NOTE_RESETS = "lifetime_epsilon", "max_epsilon", "lifetime_resets"
 """On a deployed node's audit lines (its own note, never sent): the ledger's spend since its
-last reset after the message, and the node's cap (``none``: its partner chose no cap)."""
+last reset after the message, the node's cap (``none``: its partner chose no cap) and how many
+resets the ledger holds (a spend lower than an earlier line's is a reset only if this grew)."""
+DEPLOYED = "deployed"
+"""On every audit line a deployed node writes (``true``), noted or not: a line without the note
+is then a deployed node's unnoted line, never read as a simulated party's."""
 
 
 @functools.lru_cache(maxsize=16)
@@ -148,8 +152,12 @@ class LifetimeBudget:
 
     def runs(self) -> dict[str, dict[str, float]]:
         """Each run's cumulative figures since the last reset."""
+        return self._runs(self._entries())
+
+    @staticmethod
+    def _runs(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
-        for entry in self._entries():
+        for entry in entries:
             if entry["event"] == "reset":
                 out = {}
             elif entry["event"] == "spend":
@@ -160,6 +168,15 @@ class LifetimeBudget:
                     for name, value in figures.items():
                         kept[name] = kept.get(name, 0.0) + float(value)
         return out
+
+    def standing(self) -> tuple[float, int]:
+        """Return the spend of every run since the last reset, and how many resets there were.
+
+        One read of the ledger: what a deployed node notes on each audit line.
+        """
+        entries = self._entries()
+        return (float(sum(run_spend(f) for f in self._runs(entries).values())),
+                sum(e["event"] == "reset" for e in entries))
 
     def spent(self, *, besides: str | None = None) -> float:
         """Epsilon spent at the node by every run (but ``besides``) since the last reset."""

@@ -9,8 +9,10 @@ refusals, the first and last time, and whether its chain verifies and matches th
 server's log holds. As JSON (``--json``) and as a
 markdown page (``--markdown``, else printed) laid out after the GDPR Art. 30 record of
 processing and the PIPL Art. 55-56 personal-information impact assessment. A log that fails
-verification is reported first and the command exits with 1; a file that is not a log at all is
-refused (exit 2) and nothing is written.
+verification is reported first and the command exits with 1, and so does a node's note that
+does not hang together (:mod:`federation.lifetime_notes`: a spend past its cap, or one that went
+down without a reset); a file that is not a log at all is refused (exit 2) and nothing is
+written.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import pandas as pd
 from credit_data.consent import TRAINING, consented, latest, read_records
 from federation.audit_log import Verdict, anchors, parse_line, verify
 from federation.lifetime_budget import NOTE_CAP, NOTE_SPENT, run_spend, spend_figures
+from federation.lifetime_notes import Note, deployed, notes, past_cap, unnoted, went_down
 
 NO_RECORDS = "no consent records: all rows used"
 
@@ -83,7 +86,8 @@ def lifetime(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
     ``run``: the run's epsilon as the node's ledger counts it (:func:`run_spend` of the
     cumulative figures its replies reported); ``spent``: the ledger's total since its last
     reset, every run's; ``cap``: the node's max-epsilon (None: no cap). None when no line
-    carries the note (a simulated party keeps no lifetime ledger).
+    carries the note (a simulated party keeps no lifetime ledger; a deployed node's unnoted
+    lines are told apart by :func:`federation.lifetime_notes.deployed`).
 
     >>> lifetime([{"epsilon": {"epsilon": 0.4, "label_epsilon": 1.0},
     ...            "node": {"lifetime_epsilon": 3.4, "max_epsilon": 8.0}}])
@@ -147,6 +151,7 @@ def party_record(path: Path, entries: list[dict[str, Any]], verdict: Verdict,
         "messages": dict(sorted(kinds.items())), "bytes_sent": dict(sorted(sent_bytes.items())),
         "bytes_sent_total": sum(sent_bytes.values()), "shapes": shapes,
         "epsilon_reported": epsilon, "lifetime": lifetime(entries), "refusals": refusals,
+        "deployed": deployed(entries), "lifetime_unnoted": unnoted(entries),
     }
 
 
@@ -182,6 +187,7 @@ def build_report(paths: list[Path], consent_files: dict[str, Path] | None = None
     read = [(p, _entries(p)) for p in paths]  # every file is a log, or nothing is reported
     servers = {_run_of(p): anchors(p) for p, entries in read if _is_server(entries)}
     records, failed = [], []
+    noted: dict[str, list[list[Note]]] = {}  # each party's runs' lifetime notes
     for path, entries in read:
         verdict = verify(path)
         if not verdict.ok:
@@ -196,7 +202,12 @@ def build_report(paths: list[Path], consent_files: dict[str, Path] | None = None
         if record["anchored"] is not None and not record["anchored"]["matches"]:
             failed.append({"log": str(path), "problem": "does not end at the head and key the "
                            "server's log anchored"})
+        run_notes = notes(str(path), entries)  # the node's own word, checked
+        failed += [{"log": str(path), "problem": p} for p in past_cap(party, run_notes)]
+        noted.setdefault(party, []).append(run_notes)
         records.append(record)
+    for party, runs in sorted(noted.items()):
+        failed += [{"log": log, "problem": p} for log, p in went_down(party, runs)]
     server_runs = {run: {"problems": a["problems"], "server": a["server"]}
                    for run, a in servers.items()}
     return {"verified": not failed, "failures": failed, "servers": server_runs,
@@ -264,15 +275,21 @@ def render(report: dict[str, Any]) -> str:
 def _spent(record: dict[str, Any]) -> str:
     """Say what the run spent against the node's lifetime budget."""
     budget = record.get("lifetime")
+    largest = ("none (no mechanism spent)" if record["epsilon_reported"] is None
+               else f"{record['epsilon_reported']:.4g}")
     if budget is None:
-        return ("no lifetime budget in the log (a simulated party); largest epsilon reported: "
-                + ("none (no mechanism spent)" if record["epsilon_reported"] is None
-                   else f"{record['epsilon_reported']:.4g}"))
+        return (("no lifetime note (deployed node): its lines do not say what its ledger holds"
+                 if record.get("deployed") else
+                 "no lifetime budget in the log (a simulated party)")
+                + f"; largest epsilon reported: {largest}")
     spent = (f"{budget['spent']:.4g} spent since its last reset (no cap: its partner's choice)"
              if budget["cap"] is None else
              f"{budget['spent']:.4g} of its cap {budget['cap']:.4g} spent since its last reset")
+    missing = record.get("lifetime_unnoted") or []
     return (f"epsilon spent by this run {budget['run']:.4g}; the node's lifetime budget "
-            f"(every run's): {spent}")
+            f"(every run's): {spent}" + (
+                f"; {len(missing)} of its lines carry no lifetime note (deployed node; "
+                f"first: line {missing[0]})" if missing else ""))
 
 
 def _write(path: Path, text: str) -> None:

@@ -3,9 +3,9 @@
 For every message the node answers it appends one line to ``<state_dir>/<party>/audit.jsonl``
 on the node's own disk (:mod:`federation.audit_log`): the message type and group, what left the
 node (array names, shapes, dtypes and serialized bytes; never values), the epsilon figures the
-reply reports, and a refusal if the node refused. The server's log head that came with the
-message is logged too, and the node's own new head goes back with the reply (the ``audit``
-record; :mod:`federation.audit_log` explains the anchors).
+reply reports, a refusal if the node refused, and ``deployed`` on a deployed node's lines. The
+server's log head that came with the message is logged too, and the node's own new head goes
+back with the reply (the ``audit`` record; :mod:`federation.audit_log` explains the anchors).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from federation.audit_log import ANCHOR, AuditLog
+from federation.lifetime_budget import DEPLOYED
 from federation.protocol import CONFIG, STATUS, content_summary, reported_epsilon
 from fl_client.list_lookup import holder_refusal
 from fl_client.settings import ClientSettings
@@ -65,6 +66,8 @@ def audit_log_mod(settings_of: Callable[[Context], ClientSettings],
                                  "group": msg.metadata.group_id, "sent": _sent(reply)}
         if said:
             entry["node"] = said
+        if settings.opt_in is not None:  # a deployed node's line, with or without its note
+            entry[DEPLOYED] = True
         if server is not None:
             entry["server_log"] = {k: server[k] for k in ("seq", "head") if k in server}
         if reply.has_error():

@@ -175,3 +175,39 @@ def test_anchors_that_do_not_hang_together_are_listed(tmp_path):
     problems = anchors(server.path)["problems"]
     assert "bureau is named by node 8 and node 7" in problems
     assert any("changed key" in p for p in problems)
+
+
+# review item 2: the head a node sends the server commits to its line without revealing it ----
+
+def test_a_head_does_not_let_its_holder_test_guesses_of_the_line(tmp_path):
+    # Prepare: a deployed node's line notes its lifetime spend (3.5 of 8); the server holds the
+    # line's head from the reply's anchor and knows every other field (it sent the message,
+    # saw the reply, holds the previous head, and the time to the second)
+    log = AuditLog(tmp_path / "bureau" / "audit.jsonl")
+    anchor = log.append("train.embed", party="bureau", purpose="training", sent={},
+                        epsilon={"epsilon": 1.0},
+                        node={"lifetime_epsilon": 3.5, "max_epsilon": 8.0})
+    line = json.loads(_lines(log.path)[0])
+    known = {k: v for k, v in line.items() if k not in ("hash", "sig", "node", "salt")}
+    # Execute: it tries every spend on a grid of 0.01 up to the cap, the true one among them
+    guesses = [round(0.01 * i, 2) for i in range(801)]
+    matches = [g for g in guesses if _digest(
+        {**known, "node": {"lifetime_epsilon": g, "max_epsilon": 8.0}}) == anchor.head]
+    # Assert: no guess matches (without the line's salt); the log itself still verifies, and its
+    # salt is 32 bytes of its own per line
+    assert 3.5 in guesses and matches == []
+    assert _digest(line) == anchor.head and verify(log.path).ok
+    assert len(bytes.fromhex(line["salt"])) == 32
+    log.append("train.embed", party="bureau", purpose="training", sent={})
+    salts = [json.loads(t)["salt"] for t in _lines(log.path)]
+    assert len(set(salts)) == 2
+
+
+def test_an_edited_salt_is_found(log_file):
+    lines = _lines(log_file)
+    entry = json.loads(lines[1])
+    entry["salt"] = "00" * 32
+    lines[1] = json.dumps(entry, sort_keys=True)
+    log_file.write_text("\n".join(lines) + "\n")
+    verdict = verify(log_file)
+    assert not verdict.ok and verdict.line == 2 and "changed" in verdict.problem

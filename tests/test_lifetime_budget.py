@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+from flwr.app import Context, Message, RecordDict
 
 from credit_data.errors import FederationError, PrivacyLedgerError
 from deployment import client_app as node_app
@@ -20,10 +21,11 @@ from deployment.run_config import COLUMNS, RUN_NAME, RUN_SETTINGS
 from experiments.deploy import federation as deploy
 from federation.audit_log import verify
 from federation.lifetime_budget import LifetimeBudget
+from fl_client.audit_log_mod import AUDIT_NOTE
 from fl_server.app_factory import make_server_app
 from fl_server.horizontal_rounds import FederationOutcome
 from fl_server.settings import horizontal_server_settings
-from tests.fake_grid import InProcessGrid, run_server_app
+from tests.fake_grid import InProcessGrid, run_server_app, serving
 
 pytestmark = pytest.mark.unit
 
@@ -117,6 +119,14 @@ def test_runs_under_the_cap_each_cannot_pass_it_together(tmp_path):
                      str(fourth.error)), fourth.error
     assert fourth.exclusions == []
     assert coordinator.budget(party).spent() <= CAP
+    # the report over the node's four runs: every line is marked deployed and noted, the notes
+    # stay within the cap and never go down (the review's checks of a node's own word)
+    logs = [tmp_path / "nodes" / party / "state" / f"run-{n}" / party / "audit.jsonl"
+            for n in range(1, 5)]
+    report = build_report(logs)
+    assert report["verified"], report["failures"]
+    assert [(r["deployed"], r["lifetime_unnoted"]) for r in report["records"]] == [
+        (True, [])] * 4
 
 
 def test_the_ledger_survives_a_restart_verifies_and_resets_only_by_the_partner(tmp_path):
@@ -146,6 +156,14 @@ def test_the_ledger_survives_a_restart_verifies_and_resets_only_by_the_partner(t
                             "--reason", "new consent period"]) == 0
     assert coordinator.budget(party).spent() == 0.0
     assert verify(budget.path).ok
+    # the node notes the reset on its audit lines: a lower spend after it is no failure
+    context = Context(run_id=9, node_id=1, state=RecordDict(),
+                      node_config=coordinator.node_config(0), run_config={})
+    with serving():
+        node_app.ledger_note_mod(Message(RecordDict(), dst_node_id=1,
+                                         message_type="query.hello"), context, lambda msg, _: msg)
+    note = context.state.config_records[AUDIT_NOTE]
+    assert (note["lifetime_epsilon"], note["lifetime_resets"]) == (0.0, 1)
 
 
 def test_a_tampered_ledger_stops_the_node_instead_of_a_fresh_budget(tmp_path):

@@ -109,3 +109,62 @@ def test_a_withdrawal_after_training_lists_the_bundle_to_retrain(tmp_path):
     (record,) = json.loads(out.read_text())["records"]
     assert record["retrain"] == {"withdrawn_since_training": 1,
                                  "bundle": str(path.parent / "model")}
+
+
+# review items: the report checks a deployed node's own lifetime notes ------------------------
+
+def _deployed_log(tmp_path, run, notes, *, day=1, party="bureau"):
+    """A deployed node's log of one run: one line per (spend, cap, resets) note (None: none)."""
+    path = tmp_path / run / party / "audit.jsonl"
+    log = AuditLog(path)
+    for second, note in enumerate(notes):
+        node = {} if note is None else {
+            "node": {"lifetime_epsilon": note[0], "max_epsilon": note[1],
+                     "lifetime_resets": note[2]}}
+        log.append("train.embed", party=party, purpose="training", sent={}, epsilon={},
+                   deployed=True, time=f"2026-01-{day:02d}T00:00:{second:02d}Z", **node)
+    return path
+
+
+def test_a_note_past_its_own_cap_fails_naming_node_line_and_figures(tmp_path, capsys):
+    path = _deployed_log(tmp_path, "run-1", [(2.0, 8.0, 0), (9.5, 8.0, 0)])
+    assert main([str(path)]) == 1
+    captured = capsys.readouterr()
+    problem = f"node bureau, {path} line 2: notes a lifetime epsilon of 9.5, past its cap 8"
+    assert problem in captured.err
+    assert captured.out.index("## VERIFICATION FAILED") < captured.out.index(problem)
+
+
+def test_a_lifetime_spend_that_goes_down_fails_unless_a_reset_is_noted(tmp_path, capsys):
+    # Prepare: run-1 (day 1) ends at 3.0; run-2 (day 2) starts at 1.0 with no reset noted;
+    # run-3 (day 3) reads 0.5 after its partner's reset (resets 0 -> 1)
+    first = _deployed_log(tmp_path, "run-1", [(1.0, 8.0, 0), (3.0, 8.0, 0)], day=1)
+    second = _deployed_log(tmp_path, "run-2", [(1.0, 8.0, 0), (1.5, 8.0, 0)], day=2)
+    reset = _deployed_log(tmp_path, "run-3", [(0.5, 8.0, 1), (0.25, 8.0, 1)], day=3)
+    # Execute: the runs given in any order
+    assert main([str(second), str(first)]) == 1
+    err = capsys.readouterr().err
+    # Assert: the drop from run-1's last line to run-2's first is named, with both figures
+    assert (f"node bureau: its lifetime epsilon went down from 3 ({first} line 2) to 1 "
+            f"({second} line 1) with no reset noted") in err
+    # a reset in between explains a drop; a drop inside one run is named by its lines
+    report = build_report([first, reset])
+    assert [f["problem"] for f in report["failures"]] == [
+        f"node bureau: its lifetime epsilon went down from 0.5 ({reset} line 1) to 0.25 "
+        f"({reset} line 2) with no reset noted (resets 1 then 1)"]
+    assert build_report([first, _deployed_log(tmp_path, "run-4", [(3.5, 8.0, 0)], day=4)])[
+        "verified"]
+
+
+def test_a_deployed_nodes_lines_without_a_note_do_not_read_as_a_simulation(tmp_path):
+    unnoted = _deployed_log(tmp_path, "run-1", [None, None])
+    partly = _deployed_log(tmp_path, "run-2", [(1.0, 8.0, 0), None], party="social")
+    simulated = _node_log(tmp_path)
+    report = build_report([unnoted, partly, simulated])
+    page = render(report)
+    records = {r["log"]: r for r in report["records"]}
+    assert records[str(unnoted)]["deployed"] and not records[str(simulated)]["deployed"]
+    assert records[str(partly)]["lifetime_unnoted"] == [2]
+    assert page.count("(a simulated party)") == 1
+    assert "no lifetime note (deployed node): its lines do not say what its ledger holds" in page
+    assert "1 of its lines carry no lifetime note (deployed node; first: line 2)" in page

@@ -14,7 +14,9 @@ the app, torch and the party's data loaded between messages.
 from __future__ import annotations
 
 import functools
+import logging
 import sys
+import threading
 import time
 from contextvars import ContextVar
 from types import ModuleType
@@ -25,6 +27,7 @@ from flwr.app import Context, Error, Message
 from federation.flower_compat import changed, check_engine_versions
 from federation.polling import next_wait
 
+log = logging.getLogger("credit_fl")
 INITIAL_BACKOFF = 0.02
 BACKOFF_CAP = 0.2
 ACQUIRE_TASK = "/flwr.proto.Runtime/AcquireTask"
@@ -112,10 +115,29 @@ def _recording_senders(pull_messages: Any) -> Any:
     return pulling
 
 
+def _online(grid: Any, sender: int, failed: list[bool]) -> set[int] | None:
+    """Return the nodes the SuperLink counts online, or None when it could not be asked.
+
+    A failed ask (the SuperLink busy or a connection error) is "unknown": the pull keeps
+    retrying under its own deadline, as without the check. Logged once per reply
+    (``failed`` holds whether it was).
+    """
+    try:
+        return set(grid.get_node_ids())
+    except Exception as exc:  # any failure of the ask: not known, keep waiting
+        if not failed[0]:
+            failed[0] = True
+            log.warning("could not ask the SuperLink whether node %s, the sender of a late "
+                        "reply, is online (%s: %s); waiting for the reply's objects under the "
+                        "pull's own deadline", sender, type(exc).__name__, exc)
+        return None
+
+
 def _pull_reply_objects(object_ids: list[str], pull_object_fn: Any, **kwargs: Any) -> Any:
     """Flower's ``pull_objects`` with quick retries that end once the reply's sender is offline.
 
     ``object_ids`` is the reply's object tree after Flower's post-order walk: the message last.
+    A failed ask whether the sender is online ends nothing (:func:`_online`).
     """
     from flwr.supercore.inflatable.inflatable_utils import (
         ObjectPullError,
@@ -127,18 +149,21 @@ def _pull_reply_objects(object_ids: list[str], pull_object_fn: Any, **kwargs: An
     sender = pulling[1].get(object_ids[-1]) if pulling is not None and object_ids else None
     pull = pull_object_fn
     if pulling is not None and sender is not None:
-        grid, asked = pulling[0], [time.monotonic()]
+        grid, asked, failed = pulling[0], [time.monotonic()], [False]
+        checking = threading.Lock()  # Flower pulls a reply's objects in parallel threads
 
         def pull(object_id: str) -> Any:
             try:
                 return pull_object_fn(object_id)
             except ObjectUnavailableError:
-                if time.monotonic() - asked[0] >= SENDER_CHECK:
-                    asked[0] = time.monotonic()
-                    if sender not in set(grid.get_node_ids()):
-                        raise ObjectPullError(object_id, (
-                            f"Node Unavailable: the SuperLink counts node {sender}, the "
-                            "sender of the reply, offline")) from None
+                with checking:
+                    if time.monotonic() - asked[0] >= SENDER_CHECK:
+                        asked[0] = time.monotonic()
+                        online = _online(grid, sender, failed)
+                        if online is not None and sender not in online:
+                            raise ObjectPullError(object_id, (
+                                f"Node Unavailable: the SuperLink counts node {sender}, the "
+                                "sender of the reply, offline")) from None
                 raise
 
     return pull_objects(object_ids, pull, **{"initial_backoff": INITIAL_BACKOFF,
