@@ -16,6 +16,7 @@ long step (the alignment's blinding) costs the SuperLink four asks a second inst
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -28,6 +29,8 @@ from federation.audit_log import ANCHOR, AuditLog
 from federation.polling import next_wait
 from federation.protocol import content_summary, reported_epsilon
 
+log = logging.getLogger(__name__)
+
 
 class AuditedGrid:
     """Wrap a Flower Grid: same calls, every message logged, replies polled quickly."""
@@ -37,6 +40,7 @@ class AuditedGrid:
         self.grid, self.log, self.poll = grid, log, poll
         self.cap = poll if cap is None else cap
         self.sent_to: dict[str, int] = {}
+        self._ask_failed = False
 
     def node_of(self, reply: Message) -> int:
         """Return the node a reply answers for: where its message went.
@@ -69,6 +73,23 @@ class AuditedGrid:
         if event == "sent":
             msg.content[ANCHOR] = ConfigRecord({"seq": anchor.seq, "head": anchor.head})
 
+    def _online(self) -> set[int] | None:
+        """Return the nodes the SuperLink counts online, or ``None`` when asking it failed.
+
+        A failed ask (a SuperLink busy or restarting) is no reason to end the run: the pull
+        goes on under its own deadline, as the compat module's late-reply check does. Logged
+        once per grid.
+        """
+        try:
+            return set(self.grid.get_node_ids())
+        except Exception as exc:  # any failure of the ask: not known, keep waiting
+            if not self._ask_failed:
+                self._ask_failed = True
+                log.warning("could not ask the SuperLink which nodes are online (%s: %s); "
+                            "waiting for the replies under the pull's own deadline",
+                            type(exc).__name__, exc)
+            return None
+
     def _offline(self, waiting: set[str], sent: dict[str, Message]) -> list[Message]:
         """Return an error reply for each awaited message whose node is offline.
 
@@ -78,7 +99,9 @@ class AuditedGrid:
         before it died, whose objects never come, ends the same way inside the deployed Grid's
         pull (``federation.flower_compat.deployment.quick_grid_pulls``).
         """
-        online = set(self.grid.get_node_ids())
+        online = self._online()
+        if online is None:
+            return []
         out = []
         for message_id in sorted(waiting):
             m = sent[message_id].metadata

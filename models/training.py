@@ -103,7 +103,7 @@ class EarlyStopping:
             value = -validation_log_loss(y_val, p_val)
         self.values.append(float(value))
         average = float(np.mean(self.values[-self.settings.smoothing:]))
-        if average <= self.best:  # (a NaN average is never better)
+        if not average > self.best:  # written so that a NaN average is never better
             return False
         self.best, self.best_epoch = average, epoch
         return True

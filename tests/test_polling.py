@@ -7,6 +7,7 @@ replies (:class:`fl_server.audited_grid.AuditedGrid`) and a SuperNode's idle sle
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -53,7 +54,8 @@ class _SlowReply:
             message_type="train.embed"))]
 
 
-def _wait_for_reply(monkeypatch: pytest.MonkeyPatch, after: float, cap: float | None
+def _wait_for_reply(monkeypatch: pytest.MonkeyPatch, after: float, cap: float | None,
+                    grid_type: type[_SlowReply] | None = None
                     ) -> tuple[_SlowReply, _Clock, float]:
     from flwr.app import Message, RecordDict
 
@@ -64,7 +66,7 @@ def _wait_for_reply(monkeypatch: pytest.MonkeyPatch, after: float, cap: float | 
     clock = _Clock()
     monkeypatch.setattr(audited_grid.time, "monotonic", clock.monotonic)
     monkeypatch.setattr(audited_grid.time, "sleep", clock.sleep)
-    grid = _SlowReply(clock, after)
+    grid = (grid_type or _SlowReply)(clock, after)
     audited = AuditedGrid(grid, None, poll=0.05, cap=cap)  # type: ignore[arg-type]
     with serving():
         (reply,) = audited.send_and_receive([Message(RecordDict(), dst_node_id=101,
@@ -91,6 +93,22 @@ def test_a_quick_reply_is_seen_as_quickly_as_before(monkeypatch) -> None:
     # a reply within the first second: every look 0.05 s apart, as with the fixed interval
     grid, clock, seen = _wait_for_reply(monkeypatch, 0.3, cap=0.5)
     assert set(clock.slept) == {0.05} and seen == pytest.approx(0.3, abs=0.05 + 1e-9)
+
+
+class _AskFails(_SlowReply):
+    """The same Grid, but asking the SuperLink which nodes are online always fails."""
+
+    def get_node_ids(self) -> list[int]:
+        raise ConnectionError("the SuperLink did not answer GetNodes")
+
+
+def test_a_failed_ask_which_nodes_are_online_ends_nothing(monkeypatch, caplog) -> None:
+    # a SuperLink that cannot say who is online: the server keeps pulling, says so once
+    with caplog.at_level(logging.WARNING, logger="fl_server.audited_grid"):
+        grid, _, seen = _wait_for_reply(monkeypatch, 3.0, cap=0.5, grid_type=_AskFails)
+    assert seen == pytest.approx(3.0, abs=0.5 + 1e-9) and grid.pulls > 5
+    warned = [r for r in caplog.records if "which nodes are online" in r.getMessage()]
+    assert len(warned) == 1 and "ConnectionError" in warned[0].getMessage()
 
 
 def test_a_supernode_asks_less_often_when_idle_and_quickly_again_once_busy(
