@@ -1045,6 +1045,13 @@ def bench_explain() -> None:
     run()
 
 
+def bench_psi_memory() -> None:
+    """Each PSI step's peak memory, one call against slices (experiments/psi_memory_bench)."""
+    from experiments.psi_memory_bench import bench_psi_memory as run
+
+    run()
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "engines": bench_engines,
     "synthetic": bench_synthetic,
@@ -1055,6 +1062,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "table_memory": bench_table_memory,
     "local_steps": bench_local_steps,
     "node_memory": bench_node_memory,
+    "psi_memory": bench_psi_memory,
     "unmatched": bench_unmatched,
     "embedding_noise": bench_embedding_noise,
     "inversion": bench_inversion,

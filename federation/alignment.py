@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import private_set_intersection.python as psi
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -51,6 +52,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from credit_data.errors import AlignmentError
+from federation.psi_slices import answered_request, blinded_request, found_rows
 from federation.storage import write_atomic
 
 if TYPE_CHECKING:
@@ -294,7 +296,7 @@ class LenderAlignment:
 
     def request(self) -> tuple[bytes, bytes]:
         """Blinded IDs for every party, and the lender's public channel key."""
-        return self._psi.CreateRequest(self.ids).SerializeToString(), public_bytes(self._channel)
+        return blinded_request(self._psi, self.ids), public_bytes(self._channel)
 
     def intersect(self, party: str, setup: bytes, response: bytes, party_key: bytes,
                   splits: np.ndarray | None = None, found: np.ndarray | None = None
@@ -312,8 +314,7 @@ class LenderAlignment:
             server_setup.ParseFromString(setup)
             server_response.ParseFromString(response)
             found = np.zeros(len(self.ids), dtype=bool)
-            found[np.asarray(self._psi.GetIntersection(server_setup, server_response),
-                             dtype=np.int64)] = True
+            found[found_rows(self._psi, server_setup, server_response)] = True
         shared = np.flatnonzero(found)
         plain = "\n".join(self.ids[i] if splits is None else f"{int(splits[i])}{self.ids[i]}"
                           for i in shared).encode()
@@ -392,7 +393,7 @@ class PartyAlignment:
 
     def process(self, request: psi.Request) -> bytes:
         """Blind the values of a parsed request again with the party's key."""
-        return self._psi.ProcessRequest(request).SerializeToString()
+        return answered_request(self._psi, request)
 
     @property
     def channel_key(self) -> bytes:
@@ -426,9 +427,14 @@ class PartyAlignment:
         return plain.decode().split("\n") if plain else []
 
     def _positions(self, shared: list[str]) -> np.ndarray:
-        index = {customer: i for i, customer in enumerate(self.ids)}
-        missing = [c for c in shared if c not in index]
+        # a hash index of the party's IDs (a fifth of a dict's memory: `psi_memory`)
+        index = pd.Index(self.ids, dtype=object)
+        if not index.is_unique:
+            raise AlignmentError(f"{self.party}: its own IDs repeat; each must be one customer")
+        positions = np.asarray(index.get_indexer(pd.Index(shared, dtype=object)),
+                               dtype=np.int64)
+        missing = int((positions < 0).sum())
         if missing:
-            raise AlignmentError(f"{self.party}: the lender sent {len(missing)} IDs this party "
+            raise AlignmentError(f"{self.party}: the lender sent {missing} IDs this party "
                                  "does not hold (a PSI false positive or a tampered message)")
-        return np.asarray([index[c] for c in shared], dtype=np.int64)
+        return positions

@@ -51,6 +51,7 @@ import private_set_intersection.python as psi
 
 from credit_data.errors import AlignmentError
 from credit_data.settings import LABEL_HOLDER
+from federation.psi_slices import blinded_request, found_rows
 from federation.storage import write_atomic
 
 __all__ = ["AnswerCache", "FoundCache", "RequestCache"]
@@ -105,8 +106,7 @@ class RequestCache:
         """Return the PSI key, the request for ``ids`` and how many IDs were blinded now."""
         if self.root is None:
             client = psi.client.CreateWithNewKey(True)
-            return (bytes(client.GetPrivateKeyBytes()), client.CreateRequest(ids)
-                    .SerializeToString(), len(ids))
+            return bytes(client.GetPrivateKeyBytes()), blinded_request(client, ids), len(ids)
         path = _directory(self.root, LABEL_HOLDER, "psi-request") / "request.bin"
         known: dict[str, bytes] = {}
         if path.is_file():  # one file: key, IDs and values are always of one run
@@ -124,7 +124,7 @@ class RequestCache:
         new = [i for i in ids if i not in known]
         if new:
             fresh = psi.Request()
-            fresh.ParseFromString(client.CreateRequest(new).SerializeToString())
+            fresh.ParseFromString(blinded_request(client, new))
             known.update(zip(new, fresh.encrypted_elements, strict=True))
         request = psi.Request()
         request.reveal_intersection = True
@@ -161,11 +161,12 @@ class FoundCache:
             if len(full.encrypted_elements) != len(ids):
                 raise AlignmentError(f"the response holds {len(full.encrypted_elements)} values "
                                      f"for {len(ids)} applicants")
-            part.encrypted_elements.extend(full.encrypted_elements[k] for k in todo)
+            if len(todo) < len(ids):  # else the whole response is looked up, as it came
+                part.encrypted_elements.extend(full.encrypted_elements[k] for k in todo)
             server_setup = psi.ServerSetup()
             server_setup.ParseFromString(setup)
             client = psi.client.CreateFromKey(psi_key, True)
-            hits = np.asarray(client.GetIntersection(server_setup, part), dtype=np.int64)
+            hits = found_rows(client, server_setup, full if len(todo) == len(ids) else part)
             found[todo[hits]] = True
         if self.path is not None:
             lines = "\n".join(f"{int(f)}{customer}" for customer, f in zip(ids, found,
