@@ -230,3 +230,33 @@ def sketch_from_summaries(summaries: list[dict[str, Any]], numeric: tuple[str, .
         pooled = sum(float(p) for p in positives if p is not None)
         base_rate = float(min(max(pooled / max(rows, 1), 1e-3), 1 - 1e-3))
     return Sketch(numeric, categorical, knots, tuple(with_indicator), categories, base_rate)
+
+
+def indicator_shares(summary: dict[str, Any], sketch: Sketch) -> dict[str, float]:
+    """Return each indicator column's share of the rows as a noisy summary has it.
+
+    ``c.missing``: the column's noisy missing count over its noisy total; ``c=v``: the released
+    category's noisy count over the noisy total of the first numeric column (with none, over
+    the column's released counts; their shares scaled down to sum to 1 where noise took them
+    past it). Noisy counts clipped at 0: post-processing of the summary, inside its epsilon (a
+    scorecard's ``average`` reference under DP, :func:`models.binned_scorecard.summary_bin_shares`).
+
+    >>> s = {"numeric": {"a": [30.0, 50.0, 20.0]}, "categorical": {"c": {"x": 25.0}}}
+    >>> indicator_shares(s, Sketch(("a",), ("c",), {"a": [0.0, 1.0]}, ("a",), {"c": ("x",)}))
+    {'a.missing': 0.2, 'c=x': 0.25}
+    """
+    def total(cells: Any) -> float:
+        return max(float(np.clip(np.asarray(cells, dtype=np.float64), 0.0, None).sum()), 1.0)
+
+    out: dict[str, float] = {}
+    for column in sketch.with_indicator:
+        cells = np.asarray(summary["numeric"][column], dtype=np.float64)
+        out[f"{column}.missing"] = min(max(float(cells[-1]), 0.0) / total(cells), 1.0)
+    for column in sketch.categorical:
+        counts = summary["categorical"].get(column, {})
+        rows = (total(summary["numeric"][sketch.numeric[0]]) if sketch.numeric
+                else total(list(counts.values())))
+        shares = {v: max(float(counts.get(v, 0.0)), 0.0) / rows for v in sketch.categories[column]}
+        whole = max(sum(shares.values()), 1.0)  # noise may take the released past the rows
+        out |= {f"{column}={v}": share / whole for v, share in shares.items()}
+    return out

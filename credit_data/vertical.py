@@ -56,6 +56,9 @@ class NodeRows:
     reference: dict[str, Any] | None = None
     """Each column's bins frozen from the party's training rows (:mod:`credit_data.stability`),
     for its bundle: monitoring compares later periods with them at the party."""
+    summary_shares: dict[str, float] | None = None
+    """Under DP, each indicator column's share of the rows in the party's noisy summary
+    (:func:`credit_data.summary.indicator_shares`): a scorecard's ``average`` reference."""
 
     @property
     def width(self) -> int:

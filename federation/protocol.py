@@ -23,6 +23,9 @@ WEIGHT = "weight"
 
 EVALUATE_FIRST = "evaluate-first"
 """Config key of a training message: score the model it carries before training from it."""
+TRAIN_ROWS = "train-rows"
+"""Config key of a training message: the union's training rows, pooled from the lenders'
+statistics (noisy under DP), over which a scorecard spreads its penalty (``model.l2``)."""
 SCORED = "scored-"
 """Prefix of the metrics of that evaluation in the training reply."""
 REPORT = "report"
@@ -159,8 +162,9 @@ SCORING_FIELDS: dict[ScoringMessage, Fields] = {
         ("passive", ("setup", "response", "key")), _HOLDER_ANSWER)),
     ScoringMessage.EMBED: Fields(("sealed",), ("explain",)),
     ScoringMessage.SCORE: Fields((), ("passive", "explain")),
-    ScoringMessage.EXPLAIN: Fields((), ("served",)),
-    ScoringMessage.REASONS: Fields((), ("passive", "served"), (("passive", ("names",)),)),
+    ScoringMessage.EXPLAIN: Fields((), ("served", "gradients")),
+    ScoringMessage.REASONS: Fields((), ("passive", "served", "explaining"), (
+        ("passive", ("names",)), ("explaining", ("columns",)))),
     ScoringMessage.OWN: Fields(),
     ScoringMessage.SERVE_TABLE: Fields(("key",)),
     ScoringMessage.SERVE_OPEN: Fields(("passive",), (), (("passive", ("key",)),)),
@@ -168,13 +172,45 @@ SCORING_FIELDS: dict[ScoringMessage, Fields] = {
     ScoringMessage.SERVE_EVAL: Fields(("sealed",)),
     ScoringMessage.SERVE_MATCH: Fields(("passive",), (), (("passive", ("evaluated",)),)),
     ScoringMessage.SERVE_EMBED: Fields(("known",), ("explain",)),
-    ScoringMessage.SERVE_SCORE: Fields((), ("passive", "holders", "explain"), (
-        ("passive", ("embedded",)), _HOLDER_ANSWER)),
+    ScoringMessage.SERVE_SCORE: Fields((), ("passive", "holders", "explain", "explaining"), (
+        ("passive", ("embedded",)), ("explaining", ("explained",)), _HOLDER_ANSWER)),
 }
 """The config each scoring message carries (batch, service and explanation alike): the server
 builds it (:mod:`fl_server.scoring_rounds`, :mod:`fl_server.scoring_service`), the node checks it
 first (:func:`fl_client.scoring_app.make_scoring_client_app` refuses a message that differs,
-naming the field). Arrays (embeddings, gradients, tag sets) travel beside, in ``arrays``."""
+naming the field). Arrays (embeddings, gradients, tag sets) travel beside, in ``arrays``; a
+scoring service's explanation arrays (sealed bytes, small per request) travel in the config, as
+its embeddings do: an array record adds objects that every hop (SuperLink, SuperNode, party
+worker) stores and pulls one by one, each message's latency (``explaining``: the parties whose
+sealed codes or path, :func:`pack_blobs`, or columns the message carries)."""
+
+
+def pack_blobs(blobs: Mapping[str, bytes]) -> bytes:
+    """Pack named byte strings into one (a party's sealed explanation arrays, forwarded whole).
+
+    >>> unpack_blobs(pack_blobs({"explain.path": b"ab", "explain.reference": b""}))
+    {'explain.path': b'ab', 'explain.reference': b''}
+    """
+    out = bytearray()
+    for name, blob in blobs.items():
+        key = name.encode()
+        out += len(key).to_bytes(2, "big") + key + len(blob).to_bytes(8, "big") + bytes(blob)
+    return bytes(out)
+
+
+def unpack_blobs(packed: bytes) -> dict[str, bytes]:
+    """Read :func:`pack_blobs`'s output; a truncated one is refused."""
+    out, at = {}, 0
+    while at < len(packed):
+        size = int.from_bytes(packed[at:at + 2], "big")
+        name = packed[at + 2:at + 2 + size]
+        length = int.from_bytes(packed[at + 2 + size:at + 10 + size], "big")
+        start = at + 10 + size
+        if len(name) != size or start + length > len(packed):
+            raise ValueError(f"packed blobs of {len(packed)} bytes are truncated at byte {at}")
+        out[name.decode()] = packed[start:start + length]
+        at = start + length
+    return out
 
 
 class MonitoringMessage(StrEnum):

@@ -71,7 +71,7 @@ from models.split_training import LenderModel
 
 __all__ = ["LenderExplainer", "LenderExplanation", "PartyExplainer", "global_table",
            "lender_gradients", "lender_reasons", "party_columns", "party_path",
-           "points_per_logit", "refused"]
+           "points_per_logit", "refused", "table_reference"]
 
 
 def points_per_logit(pdo: float, calibration: Sequence[float] | None) -> float:
@@ -94,18 +94,21 @@ def _tensor(values: np.ndarray) -> torch.Tensor:
 class PartyExplainer:
     """A passive party's end: its reference, its path embeddings, its column attributions.
 
-    ``x``: the party's encoded table (every row it holds: its reference is their mean);
-    ``feature_names``: its encoded columns (folded back to its source columns); ``exact``:
-    integrate the path in closed form (:func:`federation.explanation.exact_path`).
+    ``x``: the party's encoded table (every row it holds: its reference is their mean), or
+    only the rows to explain with ``reference`` given (a scoring service keeps its table's
+    mean: :func:`table_reference`); ``feature_names``: its encoded columns (folded back to its
+    source columns); ``exact``: integrate the path in closed form
+    (:func:`federation.explanation.exact_path`).
     """
 
     def __init__(self, encoder: PartyEncoder, x: np.ndarray, feature_names: Sequence[str],
-                 settings: ExplainSettings, *, exact: bool = False) -> None:
-        if len(x) == 0:
+                 settings: ExplainSettings, *, exact: bool = False,
+                 reference: np.ndarray | None = None) -> None:
+        if len(x) == 0 and reference is None:
             raise ValueError("a party explains with its own rows: its table is empty")
         self.encoder, self.x, self.settings = encoder.eval(), _tensor(x), settings
         self.feature_names = tuple(feature_names)
-        self.reference = self.x.mean(dim=0)
+        self.reference = self.x.mean(dim=0) if reference is None else _tensor(reference)
         layers = one_hidden_layer(encoder) if exact else None
         self.first = layers[0] if layers is not None else None
         self.exact = self.first is not None
@@ -363,46 +366,74 @@ def refused(settings: ClientSettings) -> str | None:
                    capped=settings.privacy.max_epsilon is not None, opted=settings.opt_in)
 
 
-def _party_explainer(bundle: Bundle, table: PartyTable, settings: ClientSettings
-                     ) -> PartyExplainer:
+_REFERENCES: dict[tuple[str, str, str], np.ndarray] = {}
+"""A scoring service's references, per (model, party, table fingerprint): its table's mean."""
+
+
+def table_reference(bundle: Bundle, table: PartyTable, fingerprint: str) -> np.ndarray:
+    """Return the mean of the party's encoded table, encoded once per model and table.
+
+    A scoring service keeps it (in the node's memory, for the worker's life) instead of
+    encoding its whole table again for every request; ``fingerprint`` names the table (the
+    one the service started on, which every request checks).
+    """
+    key = (bundle.model_id, bundle.party, fingerprint)
+    if key not in _REFERENCES:
+        _REFERENCES[key] = _tensor(encode_table(bundle, table)[0]).mean(dim=0).numpy()
+    return _REFERENCES[key]
+
+
+def _party_explainer(bundle: Bundle, table: PartyTable, settings: ClientSettings,
+                     positions: np.ndarray, reference: np.ndarray | None
+                     ) -> tuple[PartyExplainer, np.ndarray]:
+    """Return the party's explainer and where its applicants are among the rows it encoded.
+
+    With ``reference`` (a scoring service's), only the applicants' rows are encoded.
+    """
     m = bundle.manifest
     model = model_settings(m)
-    x, _ = encode_table(bundle, table)
+    x, _ = encode_table(bundle, table, None if reference is None else positions)
     encoder = PartyEncoder(x.shape[1], model.encoder_hidden, model.embedding_dim, model.dropout)
     encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in bundle.weights.items()})
     names = SavedPreprocessing.from_json_dict(bundle.preprocessing[bundle.party]).feature_names
     return PartyExplainer(encoder, x, names, settings.explain, exact=exact_path(
-        settings.explain, model.encoder_hidden, model.hidden))
+        settings.explain, model.encoder_hidden, model.hidden), reference=reference), (
+        positions if reference is None else np.arange(len(positions)))
 
 
 def party_path(bundle: Bundle, table: PartyTable, settings: ClientSettings, state: NodeState,
-               *, counter: tuple[int, ...] = (0,)) -> dict[str, np.ndarray]:
+               *, counter: tuple[int, ...] = (0,), reference: np.ndarray | None = None
+               ) -> dict[str, np.ndarray]:
     """Return this party's sealed reference and path (empty where it does not explain).
 
     The applicants are those the lender's sealed list named (``state.positions``, kept by
     the embedding step); ``counter``: what the arrays are sealed at (a scoring service's
-    request number: one request's path does not open in another).
+    request number: one request's path does not open in another); ``reference``: its
+    reference row when kept (:func:`table_reference`; default: the mean of ``table``).
     """
     if refused(settings) is not None or state.positions is None:
         return {}
-    out = _party_explainer(bundle, table, settings).path(state.positions)
+    explainer, rows = _party_explainer(bundle, table, settings, state.positions, reference)
+    out = explainer.path(rows)
     return seal_for_lender(settings, state, {"reference": REFERENCE, "path": PATH}, counter, out)
 
 
 def party_columns(bundle: Bundle, table: PartyTable, settings: ClientSettings,
-                  state: NodeState, sealed: np.ndarray, *, counter: tuple[int, ...] = (0,)
+                  state: NodeState, sealed: np.ndarray, *, counter: tuple[int, ...] = (0,),
+                  reference: np.ndarray | None = None
                   ) -> tuple[dict[str, np.ndarray], list[str], dict[str, Any]]:
     """Open the lender's gradients; return the sealed columns, their names, and the counts.
 
     The counts carry the party's global table (mean |points| and direction per column, over
-    the applicants explained): computed here, shared only as that table.
+    the applicants explained): computed here, shared only as that table. ``reference``: as
+    :func:`party_path`'s.
     """
     why = refused(settings)
     if why is not None or state.positions is None:
         raise BudgetRefusal(why or f"{settings.party}: no applicants to explain in this request")
     gradients = channel(settings, state.keys, LABEL_HOLDER).open(GRADIENTS, counter, sealed)
-    values, names = _party_explainer(bundle, table, settings).columns(state.positions,
-                                                                       gradients)
+    explainer, rows = _party_explainer(bundle, table, settings, state.positions, reference)
+    values, names = explainer.columns(rows, gradients)
     info = {"explained": len(values), "outside_epsilon": [Release.explanations.value],
             "global": global_table(settings.party, values, names, settings.explain)}
     return (seal_for_lender(settings, state, {"columns": COLUMNS}, counter, {"columns": values}),
@@ -411,16 +442,16 @@ def party_columns(bundle: Bundle, table: PartyTable, settings: ClientSettings,
 
 def _lender_parts(bundle: Bundle, table: PartyTable, settings: ClientSettings,
                   state: NodeState, holders: Sequence[str],
-                  reference_table: PartyTable | None = None
+                  own_reference: np.ndarray | None = None
                   ) -> tuple[LenderExplainer, dict[str, np.ndarray]]:
     m = bundle.manifest
     x, _ = encode_table(bundle, table)
     width = x.shape[1]
     x = np.hstack([x, hit_columns(len(x), list(holders), state.listed)])
     reference = None
-    if reference_table is not None:  # the mean of the lender's own table, on no list
+    if own_reference is not None:  # the mean of the lender's own table, on no list
         reference = np.zeros(x.shape[1], dtype=np.float64)
-        reference[:width] = encode_table(bundle, reference_table)[0].mean(axis=0)
+        reference[:width] = own_reference
     model_cfg = model_settings(m)
     passive = tuple(m["passive"])
     model = LenderModel(x.shape[1], passive, model_cfg)
@@ -445,15 +476,16 @@ def lender_gradients(bundle: Bundle, table: PartyTable, settings: ClientSettings
                      state: NodeState, holders: Sequence[str],
                      embeddings: dict[str, np.ndarray], sealed: dict[str, dict[str, np.ndarray]],
                      *, counter: tuple[int, ...] = (0,),
-                     reference_table: PartyTable | None = None) -> dict[str, np.ndarray]:
+                     own_reference: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Compute the shares and the lender's own columns; seal each party its path's gradients.
 
     ``sealed[p]``: party ``p``'s sealed reference and path (parties that do not explain sent
     none: their share is one factor). What the lender keeps for :func:`lender_reasons` is
-    written to its own disk. ``reference_table``: the rows whose mean is the lender's reference
-    (default: ``table``'s).
+    written to its own disk. ``own_reference``: the lender's reference row of its own columns
+    (a scoring service's: the mean of its own table, :func:`table_reference`; default: the
+    mean of ``table``'s).
     """
-    explainer, masks = _lender_parts(bundle, table, settings, state, holders, reference_table)
+    explainer, masks = _lender_parts(bundle, table, settings, state, holders, own_reference)
     paths = {p: {name: channel(settings, state.keys, p).open(kind, counter, blob[name])
                  for name, kind in (("reference", REFERENCE), ("path", PATH))}
              for p, blob in sealed.items()}

@@ -16,6 +16,7 @@ run's id (Flower may carry a node's state into a later run); a state directory i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from credit_data.errors import ConfigError
 from credit_data.settings import LABEL_HOLDER, DataSettings
-from credit_data.summary import column_counts, sketch_from_summaries
+from credit_data.summary import column_counts, indicator_shares, sketch_from_summaries
 from credit_data.tables import PartyTable
 from credit_data.vertical import NodeRows, node_rows, training_rows
 from federation.run_settings import RunSettings
@@ -169,5 +170,6 @@ def private_node_rows(table: PartyTable, data: DataSettings, seed: int,
     counts = column_counts(frame, table.numeric, table.categorical, labels)
     summary = noisy_summary(counts, plan=plan, noise=noise)
     sketch = sketch_from_summaries([summary], table.numeric, table.categorical)
-    return node_rows(table, data, seed, split_key, sketch=sketch, summary_history=plan.history,
+    rows = node_rows(table, data, seed, split_key, sketch=sketch, summary_history=plan.history,
                      summary_selection_delta=plan.selection_delta)
+    return dataclasses.replace(rows, summary_shares=indicator_shares(summary, sketch))

@@ -18,7 +18,12 @@ from credit_data.split import TRAIN
 from credit_data.stability import freeze_values
 from credit_data.vertical import NodeRows
 from fl_client.settings import ClientSettings
-from models.binned_scorecard import ScorecardEncoder, party_table
+from models.binned_scorecard import (
+    ScorecardEncoder,
+    bin_shares,
+    party_table,
+    summary_bin_shares,
+)
 from models.bundle import settings_json, write_bundle
 from models.factory import party_encoder
 from models.split_training import LenderModel, embed
@@ -51,6 +56,25 @@ def _stability(rows: NodeRows, encoder: torch.nn.Module | None) -> dict[str, Any
         norms = np.linalg.norm(embed(encoder, rows.x[train]), axis=1)
         out["embedding_norm"] = freeze_values(norms)
     return out
+
+
+AVERAGE_FROM_TRAINING = "training split"
+AVERAGE_FROM_SUMMARY = "noisy summary"
+
+
+def average_reference(encoder: ScorecardEncoder, rows: NodeRows) -> dict[str, Any]:
+    """Return the party's ``average`` reference for its bundle: each bin's share, and whence.
+
+    Fixed with the model (Regulation B's "average applicant"), so that neither a request's
+    applicants nor the table a scoring service runs on move it: from the party's training
+    split, or, where its columns are under DP (preprocessing from its noisy summary), from that
+    summary alone (:func:`models.binned_scorecard.summary_bin_shares`: inside its epsilon).
+    """
+    if rows.summary_shares is not None:
+        return {"from": AVERAGE_FROM_SUMMARY,
+                "shares": summary_bin_shares(encoder.layout, rows.summary_shares).tolist()}
+    return {"from": AVERAGE_FROM_TRAINING,
+            "shares": bin_shares(encoder.layout, rows.x[rows.split == TRAIN]).tolist()}
 
 
 def _loaded(module: torch.nn.Module, weights: dict[str, torch.Tensor]
@@ -95,6 +119,7 @@ def write_passive_bundle(settings: ClientSettings, rows: NodeRows, model_id: str
     if isinstance(module, ScorecardEncoder):  # the party's own points, kept with its model
         manifest["scorecard_table"] = party_table(module, settings.scorecard,
                                                   rows.preprocessing)
+        manifest["scorecard_table"]["average"] = average_reference(module, rows)
     manifest["embedding"] = {"encoder_version": encoder_version, "noise_std": noise_std,
                              "clip": settings.privacy.embedding_clip if noise_std > 0 else None}
     return write_bundle(directory, manifest=manifest,
@@ -120,6 +145,7 @@ def write_lender_bundle(settings: ClientSettings, rows: NodeRows, model_id: str,
     if isinstance(lender, LenderModel) and isinstance(lender.encoder, ScorecardEncoder):
         manifest["scorecard_table"] = party_table(lender.encoder, settings.scorecard,
                                                   rows.preprocessing, lender)
+        manifest["scorecard_table"]["average"] = average_reference(lender.encoder, rows)
     manifest |= {"passive": list(passive), "calibration": list(calibration)
                  if calibration is not None else None,
                  "scorecard": settings_json(settings.scorecard), "metrics": metrics,

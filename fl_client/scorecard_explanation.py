@@ -61,7 +61,8 @@ from models.scorecard_reasons import column_points, points_lost, ranked_reasons,
 from models.settings import ModelKind
 from models.split_training import LenderModel
 
-__all__ = ["column_costs", "is_scorecard", "lender_codes", "party_codes", "top_codes"]
+__all__ = ["column_costs", "is_scorecard", "lender_codes", "party_codes", "saved_shares",
+           "top_codes"]
 
 _KINDS = {"codes": CARD_CODES, "lost": CARD_LOST, "total": CARD_TOTAL, "names": CARD_NAMES}
 
@@ -72,14 +73,15 @@ def is_scorecard(bundle: Bundle) -> bool:
 
 
 def column_costs(encoder: ScorecardEncoder, x: np.ndarray, method: str,
-                 reference_x: np.ndarray | None = None) -> tuple[np.ndarray, list[str], float]:
+                 shares: np.ndarray | None = None) -> tuple[np.ndarray, list[str], float]:
     """Return what each column cost each row (log-odds of default), the names, the reference.
 
     The reference is the sum of the columns' reference points, in log-odds of good (so that a
     row's costs add up to ``reference + partial score``). A one-hot or flag column's reference
     under ``maximum`` counts its implicit bin of 0 (a merged category, a flag not set) too; the
     ``present`` flag only its own bin (a party's unknown applicant is the lender's factor).
-    ``average`` averages the rows ``reference_x`` (default: ``x`` itself).
+    ``average`` averages the bins' points with each bin's ``shares`` (the bundle's, saved at
+    training: :func:`saved_shares`; default: the rows ``x`` themselves).
 
     >>> from models.binned_scorecard import BinLayout
     >>> enc = ScorecardEncoder(BinLayout.of(("a",), bins=2))
@@ -98,7 +100,12 @@ def column_costs(encoder: ScorecardEncoder, x: np.ndarray, method: str,
         return column_points(-hot.astype(np.float64) * weights[None, :], columns)
 
     own, names = points(x)
-    among = own if reference_x is None or method != "average" else points(reference_x)[0]
+    among = own
+    if shares is not None and method == "average":
+        if len(shares) != len(weights):
+            raise ConfigError(f"the saved average reference has {len(shares)} bins, the "
+                              f"scorecard {len(weights)}")
+        among = column_points(-(shares * weights)[None, :], columns)[0]
     reference = reference_points(-weights, columns, method, among,
                                  implicit=implicit_columns(encoder.layout))
     return points_lost(own, reference), names, float(reference.sum())
@@ -128,6 +135,23 @@ def _encoder(bundle: Bundle, width: int) -> ScorecardEncoder:
     return encoder
 
 
+def saved_shares(bundle: Bundle, method: str) -> np.ndarray | None:
+    """Return the bins' shares of the bundle's ``average`` reference (None under ``maximum``).
+
+    Saved when the model was trained (:func:`fl_client.party_bundle.average_reference`): the
+    party's training split, or its noisy summary under DP. A bundle written before it was
+    saved is refused, naming the key.
+    """
+    if method != "average":
+        return None
+    saved = bundle.manifest.get("scorecard_table", {}).get("average")
+    if not isinstance(saved, dict) or "shares" not in saved:
+        raise ConfigError(f"{bundle.party}: its scorecard bundle keeps no average reference "
+                          "(scorecard_table.average: trained before it was saved); train the "
+                          "model again, or set explain.scorecard_reference=maximum")
+    return np.asarray(saved["shares"], dtype=np.float64)
+
+
 def _method(settings: ExplainSettings, party: str) -> str:
     if settings.scorecard_reference == "average" and settings.cutoff is not None:
         raise ConfigError(f"{party}: explain.cutoff needs every applicant's score at each party "
@@ -137,14 +161,13 @@ def _method(settings: ExplainSettings, party: str) -> str:
 
 
 def party_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, state: NodeState,
-                *, counter: tuple[int, ...] = (0,), reference_table: PartyTable | None = None
-                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                *, counter: tuple[int, ...] = (0,)) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Return this party's sealed top codes and its counts (both empty where it does not explain).
 
     The applicants are those the lender's sealed list named (``state.positions``, kept by the
-    embedding step); the ``average`` reference is their average, or that of every row of
-    ``reference_table`` (a scoring service's: its own table, fixed for the service, so that
-    one request's applicants do not move each other's reasons). The counts carry the party's
+    embedding step); the ``average`` reference is the one its bundle saved at training
+    (:func:`saved_shares`), so that neither a request's applicants nor the table a service
+    runs on move it. The counts carry the party's
     global table (per column, mean |points| and mean points against the reference, over the
     applicants it explained): computed here, shared only as that table.
     """
@@ -152,9 +175,9 @@ def party_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, sta
         return {}, {}
     e = settings.explain
     x, _ = encode_table(bundle, table, state.positions)
-    among = None if reference_table is None else encode_table(bundle, reference_table)[0]
-    lost, names, total = column_costs(_encoder(bundle, x.shape[1]), x,
-                                      _method(e, settings.party), among)
+    method = _method(e, settings.party)
+    lost, names, total = column_costs(_encoder(bundle, x.shape[1]), x, method,
+                                      saved_shares(bundle, method))
     codes, costs = top_codes(lost, e.reasons)
     described = [list(reason_code(e, settings.party, n)) for n in names]
     factor = settings.scorecard.pdo / math.log(2)
@@ -177,12 +200,11 @@ def _opened(settings: ClientSettings, state: NodeState, party: str,
 
 def lender_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, state: NodeState,
                  holders: Sequence[str], partial: dict[str, np.ndarray],
-                 sealed: dict[str, dict[str, np.ndarray]], *, counter: tuple[int, ...] = (0,),
-                 reference_table: PartyTable | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+                 sealed: dict[str, dict[str, np.ndarray]], *, counter: tuple[int, ...] = (0,)
+                 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Rank every applicant's reasons across the parties; return them and the counts.
 
-    The ``average`` reference of the lender's columns is the applicants' average, or that of
-    every row of ``reference_table`` (a scoring service's own table, on no list).
+    The ``average`` reference of the lender's columns is its bundle's (:func:`saved_shares`).
 
     ``partial[p]``: the partial scores (log-odds) party ``p`` sent for the applicants it knows
     (``state.masks[p]``); ``sealed[p]``: its sealed codes (a party that sent none counts as one
@@ -194,10 +216,6 @@ def lender_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, st
     method = _method(e, settings.party)
     x, _ = encode_table(bundle, table)
     x = np.hstack([x, hit_columns(len(x), list(holders), state.listed)])
-    among = None
-    if reference_table is not None:  # its own table, on no list: no hit column set
-        own_rows = encode_table(bundle, reference_table)[0]
-        among = np.hstack([own_rows, hit_columns(len(own_rows), list(holders), {})])
     passive = tuple(m["passive"])
     model = LenderModel(x.shape[1], passive, model_settings(m), tuple(m["columns"]["features"]))
     model.load_state_dict(bundle.weights)
@@ -207,7 +225,7 @@ def lender_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, st
     factor, offset = factor_offset(card)
     slope, shift = tuple(m["calibration"]) if m.get("calibration") else (1.0, 0.0)
     scale = factor * float(slope)  # points per log-odds of the model's own logit
-    lost, names, total = column_costs(encoder, x, method, among)
+    lost, names, total = column_costs(encoder, x, method, saved_shares(bundle, method))
     own_width = len(m["columns"]["features"])
     hits = list_columns(list(holders))
     names = [hits[int(n[5:]) - own_width] if n.startswith("input") and n[5:].isdigit()

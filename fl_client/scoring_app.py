@@ -31,6 +31,7 @@ from federation.protocol import (
     SCORING_FIELDS,
     STATUS,
     ScoringMessage,
+    unpack_blobs,
 )
 from federation.query_ledger import Purpose
 from federation.storage import write_atomic
@@ -260,9 +261,17 @@ def _lender_explanation(lender: ScoringLender, context: Context, settings: Clien
 def _explain_columns(msg: Message, context: Context, settings: ClientSettings,
                      data: ScoringInput) -> Message:
     state = load_state(settings, context)
-    gradients = unpack(msg.content.array_records.get(ARRAYS))["gradients"]
-    if _config(msg).get("served"):  # a scoring service's request (once per request)
+    config = _config(msg)
+    gradients = (np.frombuffer(cast(bytes, config["gradients"]), dtype=np.uint8)
+                 if "gradients" in config  # a scoring service's: in the config
+                 else unpack(msg.content.array_records.get(ARRAYS))["gradients"])
+    if config.get("served"):  # a scoring service's request (once per request)
         sealed, names, info = ServedParty(settings, data).columns(state, gradients)
+        save_state(settings, context, state)
+        context.state.config_records[AUDIT_NOTE] = ConfigRecord(
+            {"explained": int(info["explained"])})
+        return _reply(msg, settings.party, info=info, config={
+            "names": names, "columns": sealed["columns"].tobytes()})
     elif SERVED in state.keys:  # the batch path's counter would split a request once more
         raise BudgetRefusal(f"{settings.party}: a batch 'explain' at a node whose scoring "
                             "service has started is refused: its requests' columns are split "
@@ -282,6 +291,8 @@ def _explain_reasons(msg: Message, context: Context, settings: ClientSettings,
                      data: ScoringInput) -> Message:
     state = load_state(settings, context)
     config, received = _config(msg), unpack(msg.content.array_records.get(ARRAYS))
+    received |= {f"{p}.columns": np.frombuffer(cast(bytes, config[f"{p}.columns"]), np.uint8)
+                 for p in cast(list[str], config.get("explaining", []))}  # a service's
     columns = {str(p): (received[f"{p}.columns"], [str(n) for n in cast(
         list[str], config[f"{p}.names"])]) for p in cast(list[str], config.get("passive", []))}
     if config.get("served"):  # a scoring service's request: joins that request's scores
@@ -401,8 +412,8 @@ def _serve_embed(msg: Message, context: Context, settings: ClientSettings,
             context.state.config_records[AUDIT_NOTE] = ConfigRecord(
                 {"purpose": EXPLANATION, "explained": int(said["explained"])})
     save_state(settings, context, state)
-    return _reply(msg, settings.party, info=info, config={"embedded": embedded},
-                  values=sealed or None)
+    return _reply(msg, settings.party, info=info, config={"embedded": embedded} | {
+        name: blob.tobytes() for name, blob in (sealed or {}).items()})
 
 
 def _serve_score(msg: Message, context: Context, settings: ClientSettings,
@@ -410,11 +421,11 @@ def _serve_score(msg: Message, context: Context, settings: ClientSettings,
     config, state = _config(msg), load_state(settings, context)
     holders = [str(h) for h in cast(list[str], config.get("holders", []))]
     explained: dict[str, dict[str, np.ndarray]] | None = None
-    if config.get("explain"):  # "<party>.explain.<kind>": a party's codes or path, sealed
-        explained = {}
-        for name, blob in unpack(msg.content.array_records.get(ARRAYS)).items():
-            party, _, kind = name.partition(".explain.")
-            explained.setdefault(party, {})[kind] = blob
+    if config.get("explain"):  # each explaining party's sealed codes or path, packed
+        explained = {str(p): {name.removeprefix("explain."): np.frombuffer(blob, np.uint8)
+                              for name, blob in unpack_blobs(cast(
+                                  bytes, config[f"{p}.explained"])).items()}
+                     for p in cast(list[str], config.get("explaining", []))}
     lender = ServedLender(settings, data, data.applicants)
     request, _, counts = lender.score(
         state, {str(p): cast(bytes, config[f"{p}.embedded"])
@@ -426,7 +437,7 @@ def _serve_score(msg: Message, context: Context, settings: ClientSettings,
         context.state.config_records[AUDIT_NOTE] = ConfigRecord(
             {"purpose": EXPLANATION, "explained": int(counts["explanation"]["explained"])})
     return _reply(msg, settings.party, info=counts | {"request": request},
-                  values={f"{p}.gradients": g for p, g in lender.gradients.items()} or None)
+                  config={f"{p}.gradients": g.tobytes() for p, g in lender.gradients.items()})
 
 
 HANDLERS: dict[ScoringMessage, Handler] = {

@@ -24,6 +24,7 @@ that applicant's points per column).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -67,7 +68,13 @@ from federation.service_table import (
 )
 from federation.settings import ListMode
 from federation.storage import write_atomic
-from fl_client.explanation import lender_gradients, lender_reasons, party_columns, party_path
+from fl_client.explanation import (
+    lender_gradients,
+    lender_reasons,
+    party_columns,
+    party_path,
+    table_reference,
+)
 from fl_client.list_lookup import lender_hits
 from fl_client.queries import charge
 from fl_client.scorecard_explanation import is_scorecard, lender_codes, party_codes
@@ -145,10 +152,15 @@ class _Cached:
 class ServedParty(ScoringParty):
     """A passive party of a scoring service: its tag set once, then requests one at a time."""
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The fingerprint of this message's table, hashed once per message (not per step)."""
+        return table_fingerprint(self.data.table)
+
     def _cache_path(self) -> Path | None:
         if not self.settings.psi_cache:
             return None
-        name = f"{self.bundle.model_id}-{table_fingerprint(self.data.table)[:32]}.npz"
+        name = f"{self.bundle.model_id}-{self.fingerprint[:32]}.npz"
         return Path(self.settings.psi_cache) / self.settings.party / SERVED / name
 
     def _table(self) -> tuple[_Cached, bool]:
@@ -181,7 +193,7 @@ class ServedParty(ScoringParty):
         auth = channel_auth(self.settings.party, self.settings.channel_keys)
         lender_public = open_key(auth, lender_key, LABEL_HOLDER, _HELLO)
         cached, from_disk = self._table()
-        state.keys[_FINGERPRINT] = table_fingerprint(self.data.table).encode()
+        state.keys[_FINGERPRINT] = self.fingerprint.encode()
         channel = X25519PrivateKey.generate()
         state.keys[SERVED] = shared_key(channel, lender_public, f"served {self.settings.party}")
         keep_key(state.keys, LABEL_HOLDER, state.keys[SERVED])  # a request's explanation arrays
@@ -213,7 +225,7 @@ class ServedParty(ScoringParty):
         customer's embedding would still be served.
         """
         said = state.keys.get(_FINGERPRINT)
-        if said is not None and said != table_fingerprint(self.data.table).encode():
+        if said is not None and said != self.fingerprint.encode():
             raise AlignmentError(f"{self.settings.party}: its table changed since the scoring "
                                  "service started (new data or a consent withdrawn); refused: "
                                  "stop the service and start it again")
@@ -290,6 +302,10 @@ class ServedParty(ScoringParty):
         state.keys[_EXPLAINED] = f"{step} {seq}".encode()
         return seq
 
+    def _reference(self, state: NodeState) -> np.ndarray:
+        """Return the mean of the served table, encoded once (the table every step checks)."""
+        return table_reference(self.bundle, self.data.table, state.keys[_FINGERPRINT].decode())
+
     def explain_known(self, state: NodeState) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Return this party's sealed codes (a scorecard) or path (a split network), and counts.
 
@@ -299,10 +315,10 @@ class ServedParty(ScoringParty):
         seq = self._embedded_seq(state, "path")
         if is_scorecard(self.bundle):
             sealed, said = party_codes(self.bundle, self.data.table, self.settings, state,
-                                       counter=(seq,), reference_table=self.data.table)
-        else:
+                                       counter=(seq,))
+        else:  # its reference row: its table's mean, kept for the service
             sealed = party_path(self.bundle, self.data.table, self.settings, state,
-                                counter=(seq,))
+                                counter=(seq,), reference=self._reference(state))
             said = {"explained": 0 if state.positions is None else len(state.positions)}
         info: dict[str, Any] = {"explains": bool(sealed)}
         if sealed:
@@ -319,7 +335,8 @@ class ServedParty(ScoringParty):
         """
         seq = self._embedded_seq(state, "columns")
         values, names, info = party_columns(self.bundle, self.data.table, self.settings, state,
-                                            sealed, counter=(seq,))
+                                            sealed, counter=(seq,),
+                                            reference=self._reference(state))
         return values, names, {k: v for k, v in info.items() if k != "global"}
 
 
@@ -534,14 +551,15 @@ class ServedLender:
         if not is_scorecard(self.bundle):
             self.gradients = lender_gradients(  # its reference: the mean of its own table
                 self.bundle, table, self.settings, state, holders, embeddings, explained,
-                counter=(seq,), reference_table=self.data.table)
+                counter=(seq,), own_reference=table_reference(
+                    self.bundle, self.data.table, table_fingerprint(self.data.table)))
             if self.gradients:  # the parties split their shares first (:meth:`reasons`)
                 return None, {}
         once(state, self.settings.party, "reasons")
         if is_scorecard(self.bundle):
-            reasons, said = lender_codes(  # its reference: its own table, as the network's
+            reasons, said = lender_codes(  # an average reference: its bundle's
                 self.bundle, table, self.settings, state, holders, embeddings, explained,
-                counter=(seq,), reference_table=self.data.table)
+                counter=(seq,))
         else:
             reasons, said = lender_reasons(self.bundle, table, self.settings, state, holders,
                                            {}, counter=(seq,))

@@ -43,12 +43,12 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 
 from credit_data.errors import FederationError
 from credit_data.settings import LABEL_HOLDER
-from federation.protocol import ARRAYS, CONFIG, METRICS, ScoringMessage
+from federation.protocol import ARRAYS, CONFIG, METRICS, ScoringMessage, pack_blobs
 from federation.service_table import REQUEST_ID
 from federation.storage import write_atomic
 from fl_server.scoring_rounds import ScoringOutcome, ScoringServerSettings, hello
@@ -107,7 +107,7 @@ def _one_request(router: Router, taken: RecordDict, passive: tuple[str, ...],
                           ) if kinds else {}
     seconds["serve_eval"] = time.perf_counter() - start
     embedded: dict[str, Any] = {}  # each party's sealed embeddings, "<party>.embedded"
-    paths: dict[str, Array] = {}  # a party's sealed codes or path, "<party>.explain.<kind>"
+    paths: dict[str, bytes] = {}  # each explaining party's sealed codes or path, packed
     withheld: list[str] = []
     if passive:  # Flower's ConfigRecord cannot size an empty list
         embedded, paths, withheld = _match_and_embed(router, answers, passive, explain, seconds)
@@ -131,11 +131,11 @@ def _one_request(router: Router, taken: RecordDict, passive: tuple[str, ...],
 
 def _match_and_embed(router: Router, answers: dict[str, RecordDict], passive: tuple[str, ...],
                      explain: bool, seconds: dict[str, float]
-                     ) -> tuple[dict[str, Any], dict[str, Array], list[str]]:
+                     ) -> tuple[dict[str, Any], dict[str, bytes], list[str]]:
     """Have the lender match the parties' points, then each party embed the applicants it knows.
 
     Returns each party's sealed embeddings by ``<party>.embedded``, the sealed codes or paths of
-    the parties that explain, and the parties that withhold theirs.
+    the parties that explain (packed, by party), and the parties that withhold theirs.
     """
     step = time.perf_counter()
     matched = router.send(ScoringMessage.SERVE_MATCH, {LABEL_HOLDER: _config(
@@ -148,7 +148,7 @@ def _match_and_embed(router: Router, answers: dict[str, RecordDict], passive: tu
         for p in passive})
     seconds["serve_embed"] = time.perf_counter() - step
     embedded: dict[str, Any] = {}
-    paths: dict[str, Array] = {}
+    paths: dict[str, bytes] = {}
     withheld: list[str] = []
     for p in passive:
         known = int(cast(float, matched[METRICS][f"{p}.known"]))
@@ -158,19 +158,23 @@ def _match_and_embed(router: Router, answers: dict[str, RecordDict], passive: tu
         embedded[f"{p}.embedded"] = sent[p][CONFIG]["embedded"]
         if _info(sent[p]).get("explains") is False:  # its own choice: one factor
             withheld.append(p)
-        for name, blob in sent[p].array_records.get(ARRAYS, ArrayRecord()).items():
-            if name.startswith("explain."):
-                paths[f"{p}.{name}"] = blob
+        sealed = {str(name): cast(bytes, blob) for name, blob in sent[p][CONFIG].items()
+                  if str(name).startswith("explain.")}
+        if sealed:
+            paths[p] = pack_blobs(sealed)
     return embedded, paths, withheld
 
 
 def _score(router: Router, answers: dict[str, RecordDict], embedded: dict[str, Any],
-           paths: dict[str, Array], holders: tuple[str, ...], explain: bool,
+           paths: dict[str, bytes], holders: tuple[str, ...], explain: bool,
            seconds: dict[str, float]) -> dict[str, Any]:
     """Have the lender open the embeddings and score (a split network: explain); its counts."""
     forward: dict[str, Any] = dict(embedded)
     if explain:
         forward["explain"] = 1
+    if paths:  # in the config, as the embeddings: no array record to store and pull
+        forward["explaining"] = list(paths)
+        forward |= {f"{p}.explained": blob for p, blob in paths.items()}
     passive = [name.removesuffix(".embedded") for name in embedded]
     if passive:
         forward["passive"] = passive
@@ -181,28 +185,32 @@ def _score(router: Router, answers: dict[str, RecordDict], embedded: dict[str, A
                 forward[f"{h}.{key}"] = answers[h][CONFIG][key]
     step = time.perf_counter()
     scored = router.send(ScoringMessage.SERVE_SCORE, {LABEL_HOLDER: RecordDict({
-        CONFIG: ConfigRecord(forward), **({ARRAYS: ArrayRecord(paths)} if paths else {})})})
+        CONFIG: ConfigRecord(forward)})})
     seconds["serve_score"] = time.perf_counter() - step
     counts = _info(scored[LABEL_HOLDER])
-    if explain and ARRAYS in scored[LABEL_HOLDER]:  # a split network: two more rounds
+    gradients = {str(k).removesuffix(".gradients"): cast(bytes, v)
+                 for k, v in scored[LABEL_HOLDER][CONFIG].items()
+                 if str(k).endswith(".gradients")}
+    if explain and gradients:  # a split network: two more rounds
         step = time.perf_counter()
-        counts["explanation"] = _explain(router, scored[LABEL_HOLDER].array_records[ARRAYS])
+        counts["explanation"] = _explain(router, gradients)
         seconds["explanation"] = time.perf_counter() - step
     return counts
 
 
-def _explain(router: Router, sealed: ArrayRecord) -> dict[str, Any]:
-    """Send each party the head's gradients along its path; the lender its columns' points."""
-    parties = [n.removesuffix(".gradients") for n in sealed if n.endswith(".gradients")]
-    replies = router.send(ScoringMessage.EXPLAIN, {p: RecordDict({
-        CONFIG: ConfigRecord({"served": 1}),
-        ARRAYS: ArrayRecord({"gradients": sealed[f"{p}.gradients"]})}) for p in parties})
-    config: dict[str, Any] = {"served": 1, "passive": parties}
+def _explain(router: Router, sealed: dict[str, bytes]) -> dict[str, Any]:
+    """Send each party the head's gradients along its path; the lender its columns' points.
+
+    Sealed bytes in the config, each party's and the lender's: one object a message.
+    """
+    parties = list(sealed)
+    replies = router.send(ScoringMessage.EXPLAIN, {p: _config(served=1, gradients=sealed[p])
+                                                   for p in parties})
+    config: dict[str, Any] = {"served": 1, "passive": parties, "explaining": parties}
     for p in parties:
         config[f"{p}.names"] = list(cast(list[str], replies[p][CONFIG]["names"]))
-    reasons = router.send(ScoringMessage.REASONS, {LABEL_HOLDER: RecordDict({
-        CONFIG: ConfigRecord(config),
-        ARRAYS: ArrayRecord({f"{p}.columns": replies[p][ARRAYS]["columns"] for p in parties})})})
+        config[f"{p}.columns"] = replies[p][CONFIG]["columns"]
+    reasons = router.send(ScoringMessage.REASONS, {LABEL_HOLDER: _config(**config)})
     return _info(reasons[LABEL_HOLDER])
 
 

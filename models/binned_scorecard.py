@@ -378,6 +378,52 @@ def model_tables(model: ScorecardModel, card: ScorecardSettings,
                 for p, enc in model.party_encoders().items()}}
 
 
+def bin_shares(layout: BinLayout, x: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """Return each bin's share of the encoded rows ``x``: the average applicant's bins.
+
+    A scorecard's ``average`` reference (Regulation B's "average applicant"), computed once
+    when the model is trained, from the party's training split, and kept in its bundle.
+
+    >>> lay = BinLayout.of(("a", "c=x"), bins=2)
+    >>> bin_shares(lay, np.array([[-1.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])).tolist()
+    [0.25, 0.75, 0.5]
+    """
+    if not len(x):
+        raise ValueError("the average reference needs rows: the training split is empty")
+    total = np.zeros(layout.n_bins)
+    for start in range(0, len(x), chunk):
+        with torch.no_grad():
+            hot = layout.one_hot(torch.as_tensor(x[start:start + chunk], dtype=torch.float32))
+        total += hot.numpy().sum(axis=0, dtype=np.float64)
+    return total / len(x)
+
+
+def summary_bin_shares(layout: BinLayout, shares: dict[str, float]) -> np.ndarray:
+    """Return each bin's share under a party's noisy summary (its columns under DP).
+
+    ``shares``: each indicator column's share (``c.missing``, ``c=v``;
+    :func:`credit_data.summary.indicator_shares`). A numeric column's bins are quantiles of the
+    summary's own distribution, so each holds ``1 / bins`` of the values present; its missing
+    bin the missing share; a category its share (a merged one, 0 points, the rest); a flag (a
+    blacklist hit) none. Post-processing of the summary: inside its epsilon.
+
+    >>> lay = BinLayout.of(("a", "a.missing", "c=x"), bins=2)
+    >>> summary_bin_shares(lay, {"a.missing": 0.2, "c=x": 0.25}).tolist()
+    [0.4, 0.4, 0.2, 0.25]
+    """
+    out: list[float] = []
+    for g in layout.groups:
+        if g.kind == "numeric":
+            missing = shares.get(f"{g.column}.missing", 0.0) if g.missing >= 0 else 0.0
+            n = len(layout.cuts) + 1
+            out += [(1.0 - missing) / n] * n + ([missing] if g.missing >= 0 else [])
+        elif g.kind == "onehot":
+            out += [shares.get(f"{g.column}={label}", 0.0) for label in g.labels]
+        else:
+            out += [0.0] * len(g.labels)
+    return np.asarray(out, dtype=np.float64)
+
+
 def implicit_columns(layout: BinLayout) -> list[str]:
     """Return the columns with a bin of 0 points no input sets: flags, one-hot columns.
 

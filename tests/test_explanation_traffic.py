@@ -177,9 +177,10 @@ def test_a_served_party_without_the_opt_in_sends_no_attribution(served) -> None:
     ids = {str(i) for i in withheld["scores"]["id"]}
     for way, _, body in withheld["routed"]:
         checked_text(body, ids, "default_12m")
-        if way == "in":
+        if way == "in":  # a service's explanation arrays travel in the config
             party = str(body.config_records["status"]["party"])
             arrays.setdefault(party, set()).update(body.array_records.get("arrays", {}))
+            arrays[party].update(body.config_records.get("config", {}))
     assert {"explain.path", "explain.reference", "columns"} <= arrays["bureau"]
     assert not {n for n in arrays["social"] if n.startswith("explain.") or n == "columns"}
     lines = [json.loads(line) for line in
@@ -202,7 +203,7 @@ def test_a_batch_explain_at_a_node_whose_service_started_is_refused(explained, s
 
     settings, run_dir, out = explained["settings"], explained["run_dir"], served["open"]["out"]
     sent = [body for way, _, body in served["open"]["routed"] if way == "out"
-            and "gradients" in body.array_records.get(ARRAYS, {})
+            and "gradients" in body.config_records.get(CONFIG, {})
             and body.config_records.get(CONFIG, {}).get("served")]
     assert sent  # the service's own explain messages, each with one party's gradients
     bundles = {p: run_dir / "parties" / p / "model" for p in PARTIES}
@@ -212,10 +213,11 @@ def test_a_batch_explain_at_a_node_whose_service_started_is_refused(explained, s
     said = []
     with serving():
         for node in (101, 102):  # bureau, social: each gets every sealed array once
-            ids = grid.push_messages([Message(RecordDict({
-                ARRAYS: body.array_records[ARRAYS], CONFIG: ConfigRecord({})}),
+            ids = grid.push_messages([Message(RecordDict({CONFIG: ConfigRecord({
+                "gradients": body.config_records[CONFIG]["gradients"]})}),
                 dst_node_id=node, message_type=str(ScoringMessage.EXPLAIN)) for body in sent])
             said += [reply.content for reply in grid.pull_messages(ids)]
     assert said and all("scoring service has started" in str(
         c.config_records.get(CONFIG, {}).get("refused")) for c in said), said
-    assert not any("columns" in c.array_records.get(ARRAYS, {}) for c in said)
+    assert not any("columns" in c.array_records.get(ARRAYS, {})
+                   or "columns" in c.config_records.get(CONFIG, {}) for c in said)

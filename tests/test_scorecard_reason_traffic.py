@@ -121,9 +121,10 @@ def test_scorecard_messages_carry_no_value_label_or_id(explained) -> None:
 
 
 def _names(body: Any) -> list[str]:
-    """The names of a routed message's arrays (the records' keys)."""
-    return [name for record in body.values() if isinstance(record, ArrayRecord)
-            for name in record]
+    """The names of a routed message's arrays: its array records' keys and, where a scoring
+    service sends its sealed explanation arrays, its config's."""
+    return [name for key, record in body.items() if isinstance(record, ArrayRecord)
+            or key == "config" for name in record]
 
 
 def test_the_messages_that_carried_codes_are_logged_as_explanation(explained) -> None:
@@ -238,3 +239,67 @@ def test_a_served_applicants_average_reasons_do_not_depend_on_who_else_is_asked(
         else:
             assert alone.at[0, column] == every.at[0, column], column
     assert served["record"]["lender"]["explanation"]["method"] == "scorecard average"
+
+
+def test_the_average_reference_is_the_bundles_whatever_table_a_service_runs_on(
+        explained, tmp_path) -> None:
+    # review M1: the service's ``average`` reference was each party's whole-table aggregate,
+    # sent with every request: two services on tables a few rows apart revealed the difference
+    import dataclasses
+
+    from federation.explanation import CARD_TOTAL
+    from fl_client.scoring_service import ServedLender, ServedParty
+    from fl_client.scoring_task import ScoringInput
+    from fl_client.sealed_exchange import channel
+    from fl_client.settings import client_settings
+    from fl_client.vertical_task import NodeState
+    from models.bundle import load_bundle
+    from tests.served import Service
+
+    # Prepare: the bureau serves its whole table, then the same less five customers that are
+    # not among the request's applicants (the lender's first 20 customers)
+    settings = explained["settings"]
+    settings = dataclasses.replace(settings, explain=dataclasses.replace(
+        settings.explain, scorecard_reference="average"))
+    bundles = {p: explained["run_dir"] / "parties" / p / "model" for p in PARTIES}
+    population = load_population(settings.data, settings.seed)
+    applicants = population.tables["lender"].rows(np.arange(population.tables["lender"].n_rows)
+                                                  < 20)
+    asked = {str(i) for i in applicants.frame.index}
+    whole = population.tables["bureau"]
+    spare = [i for i in whole.frame.index if str(i) not in asked][:5]
+    totals = []
+    for name, bureau_table in (("whole", whole),
+                               ("fewer", whole.rows(~whole.frame.index.isin(spare)))):
+        nodes = tmp_path / name
+        clients = {p: client_settings(settings, p, str(nodes / p)) for p in PARTIES}
+        lender = ServedLender(clients["lender"], ScoringInput(bundles["lender"], applicants),
+                              lambda request: applicants)
+        tables = {"bureau": bureau_table, "social": population.tables["social"]}
+        parties = {p: ServedParty(clients[p], ScoringInput(bundles[p], tables[p]))
+                   for p in tables}
+        service = Service(lender, parties, NodeState(), {p: NodeState() for p in parties}, [],
+                          nodes, {})
+        _, key = lender.hello(service.lender_state)
+        lender.open_tables(service.lender_state, {
+            p: tuple(reversed(node.sealed_table(service.party_states[p], key)[:2]))
+            for p, node in parties.items()})
+        # Execute: one request's matching and embedding, then the bureau's sealed codes
+        inbox = lender.inbox()
+        inbox.mkdir(parents=True, exist_ok=True)
+        (inbox / "r.json").write_text(json.dumps({"id": "r", "rows": "test"}))
+        _, sealed, _ = lender.blind(service.lender_state, lender.next_request(wait=0.5))
+        service.embed(lender.match(service.lender_state, {
+            p: parties[p].evaluate(service.party_states[p], sealed[p])[0] for p in sealed}))
+        codes, said = parties["bureau"].explain_known(service.party_states["bureau"])
+        assert said["explained"] > 0
+        side = channel(lender.settings, service.lender_state.keys, "bureau")
+        totals.append(float(side.open(CARD_TOTAL, (1,), codes["explain.total"])[0]))
+    # Assert: the same reference on both tables, the one the bureau's bundle saved at training
+    # (each bin's share of its training split times the bin's points, in log-odds)
+    assert totals[0] == totals[1]
+    card = load_bundle(bundles["bureau"]).manifest["scorecard_table"]
+    assert card["average"]["from"] == "training split"
+    saved = sum(s * b["points"] for s, b in zip(card["average"]["shares"], card["bins"],
+                                                 strict=True))
+    assert totals[0] == pytest.approx(saved / (settings.scorecard.pdo / np.log(2)), abs=1e-6)
