@@ -250,10 +250,8 @@ def generate(
     z = _with_age(rng, _latents(rng, n, synth_rate=0.015))
     lender, application = _lender(rng, z, s.missing_rate)
     p_default = default_probability(z, **application)
-    default = (rng.random(n) < p_default).astype(np.int8)
-    fraud = (z["synth"] & (rng.random(n) < 0.8)).astype(np.int8)
     lender.index = pd.Index(applicant_ids, name="customer_id")
-    labels = pd.DataFrame({"default_12m": default, "fraud": fraud}, index=lender.index)
+    labels = _labels(rng, z, p_default, lender.index)
 
     in_bureau, in_social = _coverage(rng, z, lender["age"].to_numpy(), s)
 
@@ -269,6 +267,15 @@ def generate(
                           "fraud": np.where(stolen, STOLEN_CONFIRMED, 0.8 * z["synth"]),
                           "fraud_type": fraud_type}, index=lender.index)
     return _population(lender, labels, bureau, social, truth)
+
+
+def _labels(rng: np.random.Generator, z: dict[str, np.ndarray], p_default: np.ndarray,
+            index: pd.Index) -> pd.DataFrame:
+    """Draw each applicant's default (at its true probability) and fraud (most synthetic IDs)."""
+    n = len(p_default)
+    default = (rng.random(n) < p_default).astype(np.int8)
+    fraud = (z["synth"] & (rng.random(n) < 0.8)).astype(np.int8)
+    return pd.DataFrame({"default_12m": default, "fraud": fraud}, index=index)
 
 
 def _check(n_customers: int, s: SyntheticSettings) -> None:

@@ -122,65 +122,97 @@ def render_scoring(scoring: dict[str, Any], scores: pd.DataFrame | None) -> str:
              f"{scoring['model_id']}, {scoring['engine']}, {scoring['wall_seconds']:.1f} s.",
              "", "## Grades", ""]
     if scores is not None:
-        lines += ["| grade | applicants | share | mean probability | points from | points to |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        for grade, rows in scores.groupby("grade", sort=True):
-            lines.append(f"| {grade} | {len(rows):,} | {len(rows) / n:.1%} | "
-                         f"{rows['probability'].mean():.4f} | {rows['points'].min():.0f} | "
-                         f"{rows['points'].max():.0f} |")
+        lines += _grade_lines(scores, n)
         known = {c.removeprefix("known_"): int(scores[c].sum()) for c in scores.columns
                  if c.startswith("known_")}
     else:  # the scores stay at the lender
-        lines += ["| grade | applicants | share |", "|---|---:|---:|"]
-        for grade, count in scoring["lender"]["grades"].items():
-            lines.append(f"| {grade} | {count:,} | {count / n:.1%} |")
-        kept = scoring["lender_scores"]
-        if isinstance(kept, dict):  # horizontal: each lender scored its own applicants
-            lines += ["", "Each lender scored its own applicants; the scores stay there:", ""]
-            lines += [f"- {lender}: {counts['rows']:,} applicants, `{kept[lender]}`"
-                      for lender, counts in scoring.get("lenders", {}).items()]
-        else:
-            lines += ["", f"The scores stay at the lender: {kept}."]
+        lines += _counted_grade_lines(scoring, n)
         known = scoring["lender"]["known"]
     if known:
         lines += ["", "## Who knew the applicants", "", "| party | applicants known | share |",
                   "|---|---:|---:|"]
         for party, count in known.items():
             lines.append(f"| {party} | {count:,} | {count / n:.1%} |")
-    lists = scoring.get("blacklists") or {}
-    if lists:
-        lines += ["", "## Shared blacklists", "", "| holder | applicants asked | listed |",
-                  "|---|---:|---:|"]
-        lines += [f"| {h} | {v['asked']:,} | {v['listed']:,} |" for h, v in lists.items()]
-        made = (scores["decision"].value_counts().to_dict() if scores is not None
-                and "decision" in scores else scoring.get("lender", {}).get("decisions", {}))
-        if made:
-            lines += ["", "Decisions (`blacklists.on_hit`; `score`: the score decides): "
-                      + ", ".join(f"{d} {n:,}" for d, n in sorted(made.items())) + "."]
+    lines += _blacklist_lines(scoring, scores)
     absent = scoring.get("absent") or []
     if absent:
         lines += ["", f"Absent from the scoring federation, scored as unknown to them: "
                   f"{', '.join(absent)}."]
     if scoring["mode"] == Mode.vertical.value and "consent" in scoring:  # scoring.json's counts
         lines += consent_lines(scoring["consent"])  # (credit_scoring; none: all rows used)
+    lines += _unseen_lines(scoring)
+    lines += _request_privacy_lines(scoring.get("privacy") or {})
+    lines += explanation_lines(scoring, scores)  # issue 32: why, at every party
+    return "\n".join(lines) + "\n"
+
+
+def _grade_lines(scores: pd.DataFrame, n: int) -> list[str]:
+    """Return the grades table from the row-level scores: counts, mean probability, points."""
+    lines = ["| grade | applicants | share | mean probability | points from | points to |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for grade, rows in scores.groupby("grade", sort=True):
+        lines.append(f"| {grade} | {len(rows):,} | {len(rows) / n:.1%} | "
+                     f"{rows['probability'].mean():.4f} | {rows['points'].min():.0f} | "
+                     f"{rows['points'].max():.0f} |")
+    return lines
+
+
+def _counted_grade_lines(scoring: dict[str, Any], n: int) -> list[str]:
+    """Return the grades table from the lender's counts, and where the scores stay."""
+    lines = ["| grade | applicants | share |", "|---|---:|---:|"]
+    for grade, count in scoring["lender"]["grades"].items():
+        lines.append(f"| {grade} | {count:,} | {count / n:.1%} |")
+    kept = scoring["lender_scores"]
+    if isinstance(kept, dict):  # horizontal: each lender scored its own applicants
+        lines += ["", "Each lender scored its own applicants; the scores stay there:", ""]
+        lines += [f"- {lender}: {counts['rows']:,} applicants, `{kept[lender]}`"
+                  for lender, counts in scoring.get("lenders", {}).items()]
+    else:
+        lines += ["", f"The scores stay at the lender: {kept}."]
+    return lines
+
+
+def _blacklist_lines(scoring: dict[str, Any], scores: pd.DataFrame | None) -> list[str]:
+    """Return the blacklists' lookups and the decisions they led to (none: no lists)."""
+    lists = scoring.get("blacklists") or {}
+    if not lists:
+        return []
+    lines = ["", "## Shared blacklists", "", "| holder | applicants asked | listed |",
+             "|---|---:|---:|"]
+    lines += [f"| {h} | {v['asked']:,} | {v['listed']:,} |" for h, v in lists.items()]
+    made = (scores["decision"].value_counts().to_dict() if scores is not None
+            and "decision" in scores else scoring.get("lender", {}).get("decisions", {}))
+    if made:
+        lines += ["", "Decisions (`blacklists.on_hit`; `score`: the score decides): "
+                  + ", ".join(f"{d} {n:,}" for d, n in sorted(made.items())) + "."]
+    return lines
+
+
+def _unseen_lines(scoring: dict[str, Any]) -> list[str]:
+    """Return the categories each party met that training never saw (none: no line)."""
     unknown = {p: a.get("unknown_categories") for p, a in scoring.get("alignment", {}).items()}
     unknown |= {"lender": scoring.get("lender", {}).get("unknown_categories")}
     unknown |= scoring.get("unknown_categories") or {}  # a one-bundle model's, per party
     unseen = {p: u for p, u in unknown.items() if u}
-    if unseen:
-        lines += ["", "Categories never seen in training (encoded as unknown): "
-                  + "; ".join(f"{p}: {u}" for p, u in unseen.items()) + "."]
-    if scoring.get("privacy"):
-        lines += ["", "## Privacy of this request", ""]
-        for party, spent in scoring["privacy"].items():
-            if "outside_epsilon" in spent:  # exact embeddings: the node's opt-in
-                lines.append(f"- {party}: released outside any epsilon: "
-                             f"{', '.join(spent['outside_epsilon'])} (a deployed node only "
-                             "with its own opt-in flag; docs/partner-guide.md)")
-            if "epsilon_per_new_applicant" in spent:
-                lines.append(f"- {party}: a fresh noisy release of {spent['released_rows']:,} "
-                             f"embeddings; epsilon {spent['epsilon_per_new_applicant']:.3f} per "
-                             f"new applicant, {spent['epsilon_per_training_customer']:.3f} in "
-                             "all for a customer whose row was also released in training")
-    lines += explanation_lines(scoring, scores)  # issue 32: why, at every party
-    return "\n".join(lines) + "\n"
+    if not unseen:
+        return []
+    return ["", "Categories never seen in training (encoded as unknown): "
+            + "; ".join(f"{p}: {u}" for p, u in unseen.items()) + "."]
+
+
+def _request_privacy_lines(privacy: dict[str, Any]) -> list[str]:
+    """Return what each party released for this request: outside any epsilon, or noised."""
+    if not privacy:
+        return []
+    lines = ["", "## Privacy of this request", ""]
+    for party, spent in privacy.items():
+        if "outside_epsilon" in spent:  # exact embeddings: the node's opt-in
+            lines.append(f"- {party}: released outside any epsilon: "
+                         f"{', '.join(spent['outside_epsilon'])} (a deployed node only "
+                         "with its own opt-in flag; docs/partner-guide.md)")
+        if "epsilon_per_new_applicant" in spent:
+            lines.append(f"- {party}: a fresh noisy release of {spent['released_rows']:,} "
+                         f"embeddings; epsilon {spent['epsilon_per_new_applicant']:.3f} per "
+                         f"new applicant, {spent['epsilon_per_training_customer']:.3f} in "
+                         "all for a customer whose row was also released in training")
+    return lines

@@ -185,11 +185,7 @@ def horizontal_outcome(settings: RunSettings, outcome: FederationOutcome,
     f = settings.federation
     private = outcome.ledger is not None
     names = sorted(outcome.reports)
-    report: dict[str, ScoreSummary] = {}
-    for name in names:  # pooled in the lenders' order, whatever order their reports came in
-        summaries, _ = outcome.reports[name]
-        for split, summary in summaries.items():
-            report[split] = report[split] + summary if split in report else summary
+    report = _pooled_report(outcome, names)
     rows = {name: sum(outcome.reports[n][1][name] for n in names) for name in SPLITS.values()}
     try:
         metrics: dict[str, Any] = report_metrics(report, private)
@@ -197,7 +193,35 @@ def horizontal_outcome(settings: RunSettings, outcome: FederationOutcome,
         raise ConfigError(f"data ({settings.data.name}): {exc}") from exc
     metrics["history"] = outcome.history
     metrics["pooled_lender_auc"] = outcome.history[-1]["pooled_auc"]
-    dataset = {
+    model = shared_model(settings.model, outcome.schema)
+    rounds_done = outcome.completed_rounds
+    return RunOutcome(
+        settings=settings, dataset=_lenders_dataset(settings, outcome, names, rows, report),
+        model={"kind": settings.model.kind.value,
+               "parameters": sum(p.numel() for p in model.parameters()),
+               "inputs": {"lender": len(outcome.schema.feature_names)}},
+        metrics=metrics, report=report,
+        data_seconds=data_seconds, train_seconds=train_seconds,
+        train_rows_per_s=rows["train"] * rounds_done * f.local_epochs / max(train_seconds, 1e-9),
+        privacy=outcome.ledger.summary() if outcome.ledger is not None else None,
+        federation=_federation(settings, outcome, names))
+
+
+def _pooled_report(outcome: FederationOutcome, names: list[str]) -> dict[str, ScoreSummary]:
+    """Pool the lenders' score summaries per split, in the lenders' order (not the replies')."""
+    report: dict[str, ScoreSummary] = {}
+    for name in names:
+        summaries, _ = outcome.reports[name]
+        for split, summary in summaries.items():
+            report[split] = report[split] + summary if split in report else summary
+    return report
+
+
+def _lenders_dataset(settings: RunSettings, outcome: FederationOutcome, names: list[str],
+                     rows: dict[str, int], report: dict[str, ScoreSummary]) -> dict[str, Any]:
+    """Return results.json's ``dataset`` from the lenders' reports (counts, rates)."""
+    private = outcome.ledger is not None
+    return {
         "name": settings.data.name, "source": settings.data.source.value,
         "label": settings.data.label, "rows": rows,
         "positive_rate": report_positive_rates(report, private),
@@ -213,28 +237,23 @@ def horizontal_outcome(settings: RunSettings, outcome: FederationOutcome,
         "source_rows": sum(rows.values()),
         "oracle_test_auc": None,  # the generator's truth is the simulation's alone
     }
-    model = shared_model(settings.model, outcome.schema)
-    rounds_done = outcome.completed_rounds
-    return RunOutcome(
-        settings=settings, dataset=dataset,
-        model={"kind": settings.model.kind.value,
-               "parameters": sum(p.numel() for p in model.parameters()),
-               "inputs": {"lender": len(outcome.schema.feature_names)}},
-        metrics=metrics, report=report,
-        data_seconds=data_seconds, train_seconds=train_seconds,
-        train_rows_per_s=rows["train"] * rounds_done * f.local_epochs / max(train_seconds, 1e-9),
-        privacy=outcome.ledger.summary() if outcome.ledger is not None else None,
-        federation={
-            "engine": settings.engine.value,  # experiments.deploy sets "deployment"
-            "strategy": f.strategy.value, "clients": len(names), "rounds": f.rounds,
-            "completed_rounds": rounds_done, "stopped_after": outcome.stopped_after,
-            "local_epochs": f.local_epochs,
-            "partition": {"scheme": settings.partition.scheme.value,
-                          "alpha": settings.partition.alpha},
-            "excluded": [e.__dict__ for e in outcome.exclusions],
-            "lender_evaluation": outcome.lender_evaluation,
-            "resumed_from": settings.resume,
-        })
+
+
+def _federation(settings: RunSettings, outcome: FederationOutcome, names: list[str]
+                ) -> dict[str, Any]:
+    """Return results.json's ``federation``: strategy, rounds, exclusions, partition."""
+    f = settings.federation
+    return {
+        "engine": settings.engine.value,  # experiments.deploy sets "deployment"
+        "strategy": f.strategy.value, "clients": len(names), "rounds": f.rounds,
+        "completed_rounds": outcome.completed_rounds, "stopped_after": outcome.stopped_after,
+        "local_epochs": f.local_epochs,
+        "partition": {"scheme": settings.partition.scheme.value,
+                      "alpha": settings.partition.alpha},
+        "excluded": [e.__dict__ for e in outcome.exclusions],
+        "lender_evaluation": outcome.lender_evaluation,
+        "resumed_from": settings.resume,
+    }
 
 
 def with_union(run: RunOutcome, population: Population, parties: tuple[str, ...],

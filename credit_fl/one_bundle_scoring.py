@@ -5,11 +5,17 @@ A centralized or local model is trained where its rows are pooled: its bundle
 model is the global model with the shared schema, which the server and every lender hold.
 Scoring reads the bundle (hashes checked, nothing unpickled), encodes the applicants as
 training did and scores them.
+
+This is the runner's side: it writes the bundles of the runs it trains and scores a
+simulation's whole population (every party's table at hand) with any one-bundle model, adding
+reason codes and who knew whom. A horizontal lender scoring its own applicants at its node is
+:mod:`fl_client.one_bundle_scoring`, where how a bundle's model scores rows lives once
+(:func:`~fl_client.one_bundle_scoring.loaded_model`,
+:func:`~fl_client.one_bundle_scoring.score_with_schema`); both sides call it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +29,9 @@ from credit_data.saved_preprocessing import SHARED_SCHEMA, SavedPreprocessing, s
 from credit_data.settings import LABEL_HOLDER
 from credit_data.tables import Population
 from federation.run_settings import MissingParty, RunSettings
+from fl_client.one_bundle_scoring import loaded_model, score_with_schema
 from models.binned_scorecard import ScorecardModel, model_tables, scorecard_reasons
 from models.bundle import load_bundle, settings_json, write_bundle
-from models.factory import build_model
 from models.scorecard import points, scores_table
 from models.training import predict_proba
 
@@ -95,26 +101,22 @@ def score_with_bundle(directory: Path, population: Population, settings: RunSett
     bundle = load_bundle(directory)
     m = bundle.manifest
     lender = population.tables[LABEL_HOLDER]
-    if SHARED in bundle.preprocessing:
-        parties = list(m["parties"])
+    parties = list(m["parties"])
+    if SHARED in bundle.preprocessing:  # a horizontal model: as its lenders score
         frame, _, _ = joined_columns(population, tuple(parties))
-        saved = SavedPreprocessing.from_json_dict(bundle.preprocessing[SHARED])
-        encoded = saved.transform(frame, lender.source)
-        x, unknown = encoded.x, {SHARED: encoded.unknown_categories}
+        scored = score_with_schema(bundle, frame, lender.source, settings.model)
+        x, probability, model = scored.x, scored.probability, scored.model
+        unknown = {SHARED: scored.unknown_categories}
         known = {p: frame[f"{p}.present"].to_numpy() > 0 for p in parties if p != LABEL_HOLDER}
-        widths = {"lender": x.shape[1]}
-        names = {"lender": saved.feature_names}
     else:
-        parties = list(m["parties"])
         x, known, unknown = _pooled_matrix(bundle.preprocessing, parties, population,
                                            settings.scoring.missing_party)
         widths = {p: len(bundle.preprocessing[p]["feature_names"]) + (p != LABEL_HOLDER)
                   for p in parties}
         names = {p: tuple(bundle.preprocessing[p]["feature_names"]) + (
             ("present",) if p != LABEL_HOLDER else ()) for p in parties}
-    model = build_model(dataclasses.replace(settings.model), widths, names)
-    model.load_state_dict(bundle.weights)
-    probability = predict_proba(model, x)
+        model = loaded_model(bundle, settings.model, widths, names)
+        probability = predict_proba(model, x)
     score_points = points(probability, settings.scorecard)
     table = scores_table(lender.frame.index.astype(str), probability, settings.scorecard)
     if isinstance(model, ScorecardModel) and settings.explain.enabled:

@@ -61,22 +61,7 @@ def render_report(results: dict[str, Any],
     True
     """
     ds, m = results["dataset"], results["metrics"]
-    rows = results["dataset"]["rows"]
-    lines = [f"# Credit-risk run: {results['mode']} on {ds['name']}", "",
-             f"**{results['mode']}**: {results['role']}.", "",
-             f"Label `{ds['label']}`, seed {results['seed']}, model {results['model']['kind']} "
-             f"({results['model']['parameters']:,} parameters). Rows: train {rows['train']:,}, "
-             f"validation {rows['val']:,}, test {rows['test']:,} "
-             f"(test default rate {ds['positive_rate']['test']:.1%}).", "", "## Metrics", ""]
-    metric_rows = [[label, f"{m['test'][key]:.4f}", f"{m['val'].get(key, float('nan')):.4f}"]
-                   for key, label in METRIC_LABELS if key in m["test"]]
-    lines += _table(["metric", "test", "validation"], metric_rows)
-    kept = (f"Best epoch: {m['best_epoch']}." if "best_epoch" in m
-            else f"Rounds: {len(m.get('history', []))}.")
-    reference = {"train": "train", "val": "validation"}[m["test"].get("psi_reference", "train")]
-    lines += ["", f"Population stability index, {reference} to test scores: "
-              f"{m['test']['psi']:.4f}. " + kept, "",
-              "![ROC, calibration and learning curve](plots.png)"]
+    lines = _metrics_lines(results)
     if "rare_label" in m["test"]:
         lines += _rare_label_section(m["test"]["rare_label"], ds["label"])
     if results.get("references"):
@@ -91,18 +76,7 @@ def render_report(results: dict[str, Any],
                   f"{ds['oracle_test_auc']:.4f}; this model is {gap:.4f} below it."]
     if "consent" in ds:
         lines += consent_lines(ds["consent"])
-    federation = results.get("federation")
-    if federation is not None and results["mode"] == "vertical":
-        lines += _vertical_section(federation, ds["parties"], m)
-    elif federation is not None:
-        lines += _federation_section(federation, ds["parties"])
-    elif ds["parties"]:
-        lines += ["", "## Parties", ""]
-        lines += _table(["party", "rows held", "applicants known", "columns in", "model columns",
-                         "used"],
-                        [[p, f"{v['rows']:,}", f"{v['applicants_known']:,}",
-                          str(v["source_columns"]), str(v["model_columns"]),
-                          "yes" if v["used"] else "no"] for p, v in ds["parties"].items()])
+    lines += _parties_lines(results)
     if results.get("scorecard"):
         lines += _scorecard_section(results["scorecard"])
     lines += _privacy_section(results["privacy"])
@@ -119,6 +93,43 @@ def render_report(results: dict[str, Any],
     lines += ["", f"Wall time {t['wall_s']:.1f} s (training {t['train_s']:.1f} s).", ""]
     return "\n".join(lines)
 
+
+
+def _metrics_lines(results: dict[str, Any]) -> list[str]:
+    """Return the report's head: what ran on which rows, the metrics table, the stability."""
+    ds, m = results["dataset"], results["metrics"]
+    rows = ds["rows"]
+    lines = [f"# Credit-risk run: {results['mode']} on {ds['name']}", "",
+             f"**{results['mode']}**: {results['role']}.", "",
+             f"Label `{ds['label']}`, seed {results['seed']}, model {results['model']['kind']} "
+             f"({results['model']['parameters']:,} parameters). Rows: train {rows['train']:,}, "
+             f"validation {rows['val']:,}, test {rows['test']:,} "
+             f"(test default rate {ds['positive_rate']['test']:.1%}).", "", "## Metrics", ""]
+    metric_rows = [[label, f"{m['test'][key]:.4f}", f"{m['val'].get(key, float('nan')):.4f}"]
+                   for key, label in METRIC_LABELS if key in m["test"]]
+    lines += _table(["metric", "test", "validation"], metric_rows)
+    kept = (f"Best epoch: {m['best_epoch']}." if "best_epoch" in m
+            else f"Rounds: {len(m.get('history', []))}.")
+    reference = {"train": "train", "val": "validation"}[m["test"].get("psi_reference", "train")]
+    return lines + ["", f"Population stability index, {reference} to test scores: "
+                    f"{m['test']['psi']:.4f}. " + kept, "",
+                    "![ROC, calibration and learning curve](plots.png)"]
+
+
+def _parties_lines(results: dict[str, Any]) -> list[str]:
+    """Return the federation's section (vertical or horizontal), else the pooled parties'."""
+    ds, federation = results["dataset"], results.get("federation")
+    if federation is not None and results["mode"] == "vertical":
+        return _vertical_section(federation, ds["parties"], results["metrics"])
+    if federation is not None:
+        return _federation_section(federation, ds["parties"])
+    if not ds["parties"]:
+        return []
+    return ["", "## Parties", "", *_table(
+        ["party", "rows held", "applicants known", "columns in", "model columns", "used"],
+        [[p, f"{v['rows']:,}", f"{v['applicants_known']:,}", str(v["source_columns"]),
+          str(v["model_columns"]), "yes" if v["used"] else "no"]
+         for p, v in ds["parties"].items()])]
 
 REFERENCE_LABELS = {
     "logistic_regression": "logistic regression, the same columns (pooled for the reference)",

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from credit_data.design import build_design
+from credit_data.design import Design, build_design
 from credit_data.loading import load_population
 from credit_data.settings import LABEL_HOLDER
 from credit_data.split import SPLITS, TEST, TRAIN
@@ -78,59 +78,22 @@ def rmia_attack(outcome: RunOutcome) -> dict[str, Any]:
         raise ValueError("audit.reference_models: RMIA needs the final model's row scores, "
                          "which only a simulation holds")
     start = time.perf_counter()
-    population = load_population(s.data, s.seed)
-    parties = training_parties(s, population)
-    design = build_design(population, s.data, s.seed,
-                          simulated_split_keys(s, population.tables))
-    for code, name in SPLITS.items():
-        if not np.array_equal(design.labels(code), outcome.labels[name]):
-            raise RuntimeError(f"audit.reference_models: the run's {name} rows differ from "
-                               "the rows rebuilt for the attack")
+    design, parties = _run_design(outcome)
     rng = np.random.default_rng(s.seed)  # the attacker's tool: public seed
     train_rows = design.rows(TRAIN)
     pick = np.sort(rng.permutation(train_rows)[: min(train_rows, design.rows(TEST))])
-    x_member = design.matrix(parties, TRAIN)[pick]
-    x_test = design.matrix(parties, TEST)
-
-    # the attacker's sample: the same generator, a seed of its own, its own preprocessing
+    candidates = {"member": (design.matrix(parties, TRAIN)[pick], outcome.labels["train"][pick]),
+                  "test": (design.matrix(parties, TEST), outcome.labels["test"])}
     own_seed = attacker_seed(s.seed)
-    pilot = dataclasses.replace(s.data, max_rows=None, n_customers=PILOT)  # applicants per customer
-    per_customer = load_population(pilot, own_seed).tables[LABEL_HOLDER].n_rows / PILOT
-    needed = (k + 1) * train_rows
-    own_data = dataclasses.replace(s.data, max_rows=None,
-                                   n_customers=math.ceil(1.1 * needed / per_customer))
-    own = build_design(load_population(own_data, own_seed), own_data, own_seed)
-    if own.widths(parties) != design.widths(parties):
-        raise RuntimeError(f"audit.reference_models: the attacker's sample has columns "
-                           f"{own.widths(parties)}, the run's {design.widths(parties)}")
-    x_own, y_own = own.matrix(parties), own.y
+    x_own, y_own = _attacker_sample(outcome, design, parties, own_seed, (k + 1) * train_rows)
     chunk = min(train_rows, len(y_own) // (k + 1))
     order = rng.permutation(len(y_own))
     chunks = [order[j * chunk:(j + 1) * chunk] for j in range(k + 1)]  # the last: held out
     tune_in, tune_out = chunks[0][:TUNING_ROWS], chunks[k][:TUNING_ROWS]
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one core, as each simulated node trains
-    try:
-        probs: dict[str, list[np.ndarray]] = {"member": [], "test": [], "tune_in": [],
-                                              "tune_out": []}
-        for j in range(k):
-            torch.manual_seed(own_seed + j)
-            model = build_model(s.model, design.widths(parties))
-            rows = chunks[j]
-            start_at_base_rate(model, float(y_own[rows].mean()))
-            train_round(model, x_own[rows], y_own[rows], epochs=epochs,
-                        batch_size=batch_for(len(rows), s.train), lr=s.train.lr,
-                        weight_decay=s.train.weight_decay, seed=own_seed + j)
-            model.eval()
-            for key, x, y in (("member", x_member, outcome.labels["train"][pick]),
-                              ("test", x_test, outcome.labels["test"]),
-                              ("tune_in", x_own[tune_in], y_own[tune_in]),
-                              ("tune_out", x_own[tune_out], y_own[tune_out])):
-                probs[key].append(label_probability(y, predict_proba(model, x)))
-    finally:
-        torch.set_num_threads(threads)
-    reference = {key: np.stack(v, axis=1) for key, v in probs.items()}
+    candidates |= {"tune_in": (x_own[tune_in], y_own[tune_in]),
+                   "tune_out": (x_own[tune_out], y_own[tune_out])}
+    reference = _reference_probabilities(outcome, design.widths(parties), x_own, y_own,
+                                         chunks[:k], candidates, own_seed, epochs)
     offline_a = tune_offline_a(reference["tune_in"][:, 0], reference["tune_out"][:, 0],
                                reference["tune_in"][:, 1:], reference["tune_out"][:, 1:])
     target = {"member": label_probability(outcome.labels["train"][pick],
@@ -145,3 +108,65 @@ def rmia_attack(outcome: RunOutcome) -> dict[str, Any]:
             "population": "a disjoint sample from the same synthetic generator, drawn under "
                           "the attacker's own seed (an attacker who knows the generator)",
             "threat_model": THREAT_MODEL, "seconds": time.perf_counter() - start}
+
+
+def _run_design(outcome: RunOutcome) -> tuple[Design, tuple[str, ...]]:
+    """Rebuild the run's design and parties; refuse rows that differ from the run's."""
+    s = outcome.settings
+    assert outcome.labels is not None
+    population = load_population(s.data, s.seed)
+    parties = training_parties(s, population)
+    design = build_design(population, s.data, s.seed,
+                          simulated_split_keys(s, population.tables))
+    for code, name in SPLITS.items():
+        if not np.array_equal(design.labels(code), outcome.labels[name]):
+            raise RuntimeError(f"audit.reference_models: the run's {name} rows differ from "
+                               "the rows rebuilt for the attack")
+    return design, parties
+
+
+def _attacker_sample(outcome: RunOutcome, design: Design, parties: tuple[str, ...],
+                     own_seed: int, needed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the attacker's sample: the same generator, a seed of its own, its own preprocessing.
+
+    A pilot draw tells it how many applicants a customer gives; it then draws a tenth more
+    than the ``needed`` rows.
+    """
+    data = outcome.settings.data
+    pilot = dataclasses.replace(data, max_rows=None, n_customers=PILOT)  # applicants per customer
+    per_customer = load_population(pilot, own_seed).tables[LABEL_HOLDER].n_rows / PILOT
+    own_data = dataclasses.replace(data, max_rows=None,
+                                   n_customers=math.ceil(1.1 * needed / per_customer))
+    own = build_design(load_population(own_data, own_seed), own_data, own_seed)
+    if own.widths(parties) != design.widths(parties):
+        raise RuntimeError(f"audit.reference_models: the attacker's sample has columns "
+                           f"{own.widths(parties)}, the run's {design.widths(parties)}")
+    return own.matrix(parties), own.y
+
+
+def _reference_probabilities(outcome: RunOutcome, widths: dict[str, int], x_own: np.ndarray,
+                             y_own: np.ndarray, chunks: list[np.ndarray],
+                             candidates: dict[str, tuple[np.ndarray, np.ndarray]],
+                             own_seed: int, epochs: int) -> dict[str, np.ndarray]:
+    """Train one reference model per chunk; return each candidate set's label probabilities.
+
+    One column per reference model, on one core as each simulated node trains.
+    """
+    s = outcome.settings
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core, as each simulated node trains
+    try:
+        probs: dict[str, list[np.ndarray]] = {key: [] for key in candidates}
+        for j, rows in enumerate(chunks):
+            torch.manual_seed(own_seed + j)
+            model = build_model(s.model, widths)
+            start_at_base_rate(model, float(y_own[rows].mean()))
+            train_round(model, x_own[rows], y_own[rows], epochs=epochs,
+                        batch_size=batch_for(len(rows), s.train), lr=s.train.lr,
+                        weight_decay=s.train.weight_decay, seed=own_seed + j)
+            model.eval()
+            for key, (x, y) in candidates.items():
+                probs[key].append(label_probability(y, predict_proba(model, x)))
+    finally:
+        torch.set_num_threads(threads)
+    return {key: np.stack(v, axis=1) for key, v in probs.items()}

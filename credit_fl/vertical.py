@@ -269,24 +269,12 @@ def vertical_outcome(settings: RunSettings, parties: tuple[str, ...], outcome: V
     metrics["party_lift"] = {p: final["test_auc"] - final[f"test_auc_without_{p}"]
                              for p in parties if p != LABEL_HOLDER}
     rows = outcome.split_rows
-    dataset = {
-        "name": settings.data.name, "source": settings.data.source.value,
-        "label": settings.data.label, "rows": rows,
-        "positive_rate": report_positive_rates(report, private),
-        "parties": {p: {"rows": outcome.parties[p],
-                        "applicants_known": (outcome.alignment[p]["intersection"]
-                                             if p in outcome.alignment else outcome.parties[p]),
-                        "source_columns": outcome.columns[p], "used": True}
-                    for p in parties},
-        "oracle_test_auc": None,  # the generator's truth is the simulation's alone
-        "consent": run_summary(outcome.consent, parties, TRAINING),  # as the nodes sent them
-    }
     m = settings.model
     lender_width = int(final["inputs"])
     head = LenderModel(lender_width, tuple(p for p in parties if p != LABEL_HOLDER), m)
     f = settings.federation
     return RunOutcome(
-        settings=settings, dataset=dataset,
+        settings=settings, dataset=_parties_dataset(settings, parties, outcome),
         model={"kind": "split_mlp (vertical)", "embedding_dim": m.embedding_dim,
                "parameters": sum(p.numel() for p in head.parameters()),
                "inputs": {"lender": lender_width}, "model_id": outcome.model_id,
@@ -296,21 +284,45 @@ def vertical_outcome(settings: RunSettings, parties: tuple[str, ...], outcome: V
         train_rows_per_s=rows["train"] * max(outcome.epochs, 1) * f.local_epochs
         / max(train_seconds, 1e-9),
         privacy=outcome.ledger.summary() if outcome.ledger is not None else None,
-        federation={
-            "engine": settings.engine.value,  # experiments.deploy sets "deployment"
-            "parties": list(parties), "epochs": outcome.epochs,
-            "stopped_after": outcome.stopped_after, "resumed_from": settings.resume,
-            "exchanges_per_epoch": f.exchanges_per_epoch, "local_epochs": f.local_epochs,
-            "local_steps": f.local_steps,
-            "message_rounds": outcome.message_rounds,
-            "seconds_by_message": outcome.seconds_by_kind,
-            "compute_seconds": outcome.compute_seconds,
-            "alignment": outcome.alignment, "communication": outcome.communication,
-            "warnings": outcome.warnings,
-            "blacklists": blacklists_summary(settings, outcome.blacklists),
-            "alignment_seconds": next((r["seconds"] for r in outcome.history
-                                       if r.get("step") == "alignment"), None),
-        })
+        federation=_federation(settings, parties, outcome))
+
+
+def _parties_dataset(settings: RunSettings, parties: tuple[str, ...], outcome: VerticalOutcome
+                     ) -> dict[str, Any]:
+    """Return results.json's ``dataset`` from the lender's report and the nodes' counts."""
+    return {
+        "name": settings.data.name, "source": settings.data.source.value,
+        "label": settings.data.label, "rows": outcome.split_rows,
+        "positive_rate": report_positive_rates(outcome.report, outcome.ledger is not None),
+        "parties": {p: {"rows": outcome.parties[p],
+                        "applicants_known": (outcome.alignment[p]["intersection"]
+                                             if p in outcome.alignment else outcome.parties[p]),
+                        "source_columns": outcome.columns[p], "used": True}
+                    for p in parties},
+        "oracle_test_auc": None,  # the generator's truth is the simulation's alone
+        "consent": run_summary(outcome.consent, parties, TRAINING),  # as the nodes sent them
+    }
+
+
+def _federation(settings: RunSettings, parties: tuple[str, ...], outcome: VerticalOutcome
+                ) -> dict[str, Any]:
+    """Return results.json's ``federation``: epochs, messages, alignment, blacklists."""
+    f = settings.federation
+    return {
+        "engine": settings.engine.value,  # experiments.deploy sets "deployment"
+        "parties": list(parties), "epochs": outcome.epochs,
+        "stopped_after": outcome.stopped_after, "resumed_from": settings.resume,
+        "exchanges_per_epoch": f.exchanges_per_epoch, "local_epochs": f.local_epochs,
+        "local_steps": f.local_steps,
+        "message_rounds": outcome.message_rounds,
+        "seconds_by_message": outcome.seconds_by_kind,
+        "compute_seconds": outcome.compute_seconds,
+        "alignment": outcome.alignment, "communication": outcome.communication,
+        "warnings": outcome.warnings,
+        "blacklists": blacklists_summary(settings, outcome.blacklists),
+        "alignment_seconds": next((r["seconds"] for r in outcome.history
+                                   if r.get("step") == "alignment"), None),
+    }
 
 
 def blacklists_summary(settings: RunSettings, counts: dict[str, dict[str, Any]]

@@ -143,6 +143,39 @@ UNCAPPED = "none"
 """``max-epsilon`` of a node whose partner chose no cap (it must say so: there is no default)."""
 
 
+def _epsilon_cap(node_config: dict[str, Any]) -> float | None:
+    """Return ``max-epsilon`` (None: the node's explicit ``none``); refuse anything else."""
+    cap = node_config.get("max-epsilon")
+    if cap == UNCAPPED:
+        return None
+    if isinstance(cap, bool) or not isinstance(cap, int | float) or not cap > 0:
+        raise ConfigError(f"node config: 'max-epsilon' must be a positive number or "
+                          f"'{UNCAPPED}' (the node's explicit choice of no cap), got {cap!r}")
+    return float(cap)
+
+
+def _opted(node_config: dict[str, Any]) -> dict[str, bool]:
+    """Return each opt-in key's value (false when absent); refuse one that is not a boolean."""
+    opted = {key: node_config.get(key, False) for key in OPT_IN_KEYS}
+    bad = [key for key, value in opted.items() if not isinstance(value, bool)]
+    if bad:
+        raise ConfigError(f"node config: '{bad[0]}' must be true or false, got "
+                          f"{opted[bad[0]]!r}")
+    return opted
+
+
+def _list_mode(node_config: dict[str, Any]) -> ListMode:
+    """Return a blacklist holder's ``list-mode``; refuse the withdrawn ``cardinality``."""
+    mode = str(node_config.get("list-mode", "lookup"))
+    if mode not in ListMode.__members__:
+        raise ConfigError(f"node config: 'list-mode' must be one of "
+                          f"{list(ListMode.__members__)}, got {mode!r}")
+    if mode == ListMode.cardinality:
+        raise ConfigError(f"node config: 'list-mode' cardinality (--list-mode): "
+                          f"{CARDINALITY_WITHDRAWN}")
+    return ListMode(mode)
+
+
 @dataclasses.dataclass(frozen=True)
 class NodeConfig:
     """What a partner sets for its own node, checked."""
@@ -180,25 +213,10 @@ class NodeConfig:
                                   f"{value!r}")
             return value
 
-        cap = node_config.get("max-epsilon")
-        if cap == UNCAPPED:
-            cap = None
-        elif isinstance(cap, bool) or not isinstance(cap, int | float) or not cap > 0:
-            raise ConfigError(f"node config: 'max-epsilon' must be a positive number or "
-                              f"'{UNCAPPED}' (the node's explicit choice of no cap), got {cap!r}")
+        cap = _epsilon_cap(node_config)
         counts = {key: check_count(node_config.get(key), key) for key in NODE_KEYS}
-        opted = {key: node_config.get(key, False) for key in OPT_IN_KEYS}
-        bad = [key for key, value in opted.items() if not isinstance(value, bool)]
-        if bad:
-            raise ConfigError(f"node config: '{bad[0]}' must be true or false, got "
-                              f"{opted[bad[0]]!r}")
-        mode = str(node_config.get("list-mode", "lookup"))
-        if mode not in ListMode.__members__:
-            raise ConfigError(f"node config: 'list-mode' must be one of "
-                              f"{list(ListMode.__members__)}, got {mode!r}")
-        if mode == ListMode.cardinality:
-            raise ConfigError(f"node config: 'list-mode' cardinality (--list-mode): "
-                              f"{CARDINALITY_WITHDRAWN}")
+        opted = _opted(node_config)
+        mode = _list_mode(node_config)
         categorical = str(node_config.get("categorical", "") or "")
         signing, peers = node_config.get("signing-key"), node_config.get("peer-keys")
         if (signing is None) != (peers is None):
@@ -207,7 +225,7 @@ class NodeConfig:
         return cls(party=text("party"), data_path=Path(text("data-path")),
                    query=text("data-query") if "data-query" in node_config else None,
                    state_dir=Path(text("state-dir")),
-                   max_epsilon=None if cap is None else float(cap),
+                   max_epsilon=cap,
                    id_column=str(node_config["id-column"]) if node_config.get("id-column")
                    else None,
                    categorical=tuple(c.strip() for c in categorical.split(",") if c.strip()),
@@ -224,7 +242,7 @@ class NodeConfig:
                    lender_training_rows=counts["lender-training-rows"],
                    max_queries=counts["max-queries"],
                    max_queries_per_day=counts["max-queries-per-day"],
-                   list_mode=ListMode(mode),
+                   list_mode=mode,
                    opt_in=frozenset(release for key, release in OPT_IN_KEYS.items()
                                     if opted[key]),
                    consent=Path(str(node_config["consent"])) if node_config.get("consent")

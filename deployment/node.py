@@ -63,6 +63,11 @@ def _cap(text: str) -> float | None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """Return the node's command line: every flag a partner sets, with its help.
+
+    Long because it is one list of arguments: each ``add_argument`` is the whole story of its
+    flag, and splitting the list would only scatter the help a partner reads top to bottom.
+    """
     p = argparse.ArgumentParser(prog="python -m deployment.node", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--party", required=True,

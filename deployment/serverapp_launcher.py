@@ -59,8 +59,8 @@ def _token_file(directory: Path, token: str) -> Path:
     return Path(name)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line; returns the exit code."""
+def _parser() -> argparse.ArgumentParser:
+    """Return the launcher's command line."""
     p = argparse.ArgumentParser(prog="python -m deployment.serverapp_launcher",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--runtime-api-address", required=True, help="the SuperLink's host:port")
@@ -77,16 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--poll", type=float, default=0.1,
                    help="seconds between asks (default 0.1); when no run came for a while, a "
                         f"fortieth of the time since the last one, up to {LAUNCH_POLL_CAP} s")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line; returns the exit code."""
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line for every ask
     secret = args.secret_file.read_bytes()
     for private in (args.token_dir, args.runs_dir):
         private.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(private, 0o700)
-    env = {**os.environ, RUNS_ENV: str(args.runs_dir.resolve())}
-    serverapp = shutil.which("flwr-serverapp", path=str(Path(sys.executable).parent)) or \
-        "flwr-serverapp"
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -101,10 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()  # of the last ServerApp (or of the launcher)
     try:
         while not stopping and _alive(args.parent_pid):
-            for process, token in list(running):
-                if process.poll() is not None:
-                    token.unlink(missing_ok=True)
-                    running.remove((process, token))
+            _reap(running)
             try:
                 token_value = offers.next_token()
             except Exception as exc:  # the SuperLink is starting or stopping
@@ -115,13 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(next_wait(time.monotonic() - started, args.poll, LAUNCH_POLL_CAP))
                 continue
             started = time.monotonic()
-            token = _token_file(args.token_dir, token_value)
-            log.info("starting a ServerApp")
-            running.append((subprocess.Popen(
-                [serverapp, "--runtime-api-address", args.runtime_api_address,
-                 "--token-file", str(token), "--root-certificates",
-                 str(args.root_certificates), "--parent-pid", str(os.getpid())], env=env,
-                umask=0o077), token))
+            running.append(_start_serverapp(args, token_value))
     finally:
         offers.close()
         for process, token in running:
@@ -129,6 +122,28 @@ def main(argv: list[str] | None = None) -> int:
             token.unlink(missing_ok=True)
     return 0
 
+
+def _reap(running: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
+    """Forget the ServerApps that ended, and remove their tokens' files."""
+    for process, token in list(running):
+        if process.poll() is not None:
+            token.unlink(missing_ok=True)
+            running.remove((process, token))
+
+
+def _start_serverapp(args: argparse.Namespace, token_value: str
+                     ) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start Flower's ``flwr-serverapp`` for one run, its token in a file of its own."""
+    env = {**os.environ, RUNS_ENV: str(args.runs_dir.resolve())}
+    serverapp = shutil.which("flwr-serverapp", path=str(Path(sys.executable).parent)) or \
+        "flwr-serverapp"
+    token = _token_file(args.token_dir, token_value)
+    log.info("starting a ServerApp")
+    return subprocess.Popen(
+        [serverapp, "--runtime-api-address", args.runtime_api_address,
+         "--token-file", str(token), "--root-certificates",
+         str(args.root_certificates), "--parent-pid", str(os.getpid())], env=env,
+        umask=0o077), token
 
 if __name__ == "__main__":
     sys.exit(main())

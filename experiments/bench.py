@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -35,6 +36,9 @@ from models.factory import build_model
 from models.settings import ModelKind, ModelSettings, TrainSettings
 from models.training import fit, predict_proba, seed_everything
 from privacy.settings import PrivacyMechanism, PrivacySettings
+
+if TYPE_CHECKING:
+    from experiments.deploy.federation import Federation
 
 PARTIES = ("lender", "bureau", "social")
 
@@ -99,22 +103,8 @@ def bench_horizontal(epochs: int | None = None, repeats: int = 2) -> None:
            "plain": ["federation=horizontal", f"federation.rounds={epochs}", *same],
            "dpsgd": ["federation=horizontal", f"federation.rounds={epochs}", *same,
                      "privacy=dpsgd", "privacy.target_epsilon=3"]}
-    walls: dict[str, list[float]] = {k: [] for k in cli}
-    ends: dict[str, list[float]] = {k: [] for k in cli}
-    runs: dict[str, RunOutcome] = {}
-    results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for repeat in range(repeats):
-            for name in cli:
-                wall, results[name] = cli_run(cli[name], Path(tmp) / f"cli-{name}{repeat}")
-                ends[name].append(wall)
-            start = time.perf_counter()
-            runs["central"] = run_baseline(central)
-            walls["central"].append(time.perf_counter() - start)
-            for name, s in (("plain", settings), ("dpsgd", private)):
-                start = time.perf_counter()
-                runs[name] = run_horizontal(s, Path(tmp) / f"{name}{repeat}")
-                walls[name].append(time.perf_counter() - start)
+    ends, results, walls, runs = _time_horizontal(
+        cli, {"central": central, "plain": settings, "dpsgd": private}, repeats)
     best_end = {k: min(v) for k, v in ends.items()}
     best = {k: min(v) for k, v in walls.items()}
     plain = runs["plain"]
@@ -141,6 +131,33 @@ def bench_horizontal(epochs: int | None = None, repeats: int = 2) -> None:
           + "; in this process "
           + " / ".join(f"{runs[k].metrics['test']['auc']:.4f}" for k in cli))
 
+
+
+def _time_horizontal(cli: dict[str, list[str]], in_process: dict[str, RunSettings],
+                     repeats: int) -> tuple[dict[str, list[float]], dict[str, dict],
+                                            dict[str, list[float]], dict[str, RunOutcome]]:
+    """Time each run ``repeats`` times, taking turns: end to end, then in this process.
+
+    Return the end-to-end wall times and results.json of each, then the in-process ones and
+    their outcomes (``central`` a centralized run, the others horizontal ones).
+    """
+    walls: dict[str, list[float]] = {k: [] for k in cli}
+    ends: dict[str, list[float]] = {k: [] for k in cli}
+    runs: dict[str, RunOutcome] = {}
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(repeats):
+            for name in cli:
+                wall, results[name] = cli_run(cli[name], Path(tmp) / f"cli-{name}{repeat}")
+                ends[name].append(wall)
+            start = time.perf_counter()
+            runs["central"] = run_baseline(in_process["central"])
+            walls["central"].append(time.perf_counter() - start)
+            for name in ("plain", "dpsgd"):
+                start = time.perf_counter()
+                runs[name] = run_horizontal(in_process[name], Path(tmp) / f"{name}{repeat}")
+                walls[name].append(time.perf_counter() - start)
+    return ends, results, walls, runs
 
 def bench_vertical(epochs: int = 5) -> None:
     """Vertical over centralized wall time (same rows, same epochs); messages and bytes."""
@@ -690,51 +707,72 @@ def _score_deployed(n: int, requests: int) -> None:
         for size in (1, 100):
             name = f"applicants-{size}.csv"
             lender.iloc[:size].rename_axis("customer_id").to_csv(fed.applicants_dir() / name)
-            times, rounds = [], 0
-            by_kind: dict[str, list[float]] = {}
-            for _ in range(requests + 1):  # the first builds each party's cached set
-                start = time.perf_counter()
-                _, scoring = deploy.score(fed.root, run_dir, [f"scoring.applicants={name}"])
-                times.append(time.perf_counter() - start)
-                rounds = scoring["message_rounds"]
-                for kind, seconds in scoring["seconds_by_message"].items():
-                    by_kind.setdefault(kind, []).append(seconds)
-            times = times[1:]
-            medians["run", size] = float(np.median(times))
-            cost = ", ".join(f"{k.removeprefix('query.')} {np.median(v[1:]):.2f} s"
-                             for k, v in by_kind.items())
-            print(f"score: {size:>3} applicant(s) in a loopback deployment, a run per request, "
-                  f"{requests} requests (sets cached): median {np.median(times):.2f} s, 95th "
-                  f"percentile {np.percentile(times, 95):.2f} s; {rounds} message rounds, "
-                  f"median per round: {cost}")
+            medians["run", size] = _time_run_per_request(fed, run_dir, name, size, requests)
         start = time.perf_counter()
         status = served.serve(fed.root, run_dir)
         print(f"score: the scoring service started in {time.perf_counter() - start:.1f} s "
               f"(each party sealed its tags of {status['tables']} customers)")
         for size in (1, 100):
-            times, waits = [], []
-            per_round: dict[str, list[float]] = {}
-            for _ in range(requests):
-                start = time.perf_counter()
-                _, scoring = served.score(fed.root, run_dir,
-                                          [f"scoring.applicants=applicants-{size}.csv"])
-                times.append(time.perf_counter() - start)
-                s = scoring["seconds"]
-                serve_rounds = [k for k in s if k.startswith("serve_")]
-                waits.append(s["request"] - sum(s[k] for k in serve_rounds))
-                for kind in serve_rounds:
-                    per_round.setdefault(kind, []).append(s[kind])
-            medians["service", size] = float(np.median(times))
-            cost = ", ".join(f"{k} {np.median(v):.2f} s" for k, v in per_round.items())
-            print(f"score: {size:>3} applicant(s) in a loopback deployment, scoring service, "
-                  f"{requests} requests: median {np.median(times):.2f} s, 95th percentile "
-                  f"{np.percentile(times, 95):.2f} s (target median < 3 s: "
-                  f"{'met' if np.median(times) < 3 else 'MISSED'}); "
-                  f"{served.MESSAGE_ROUNDS} message rounds and the "
-                  f"lender's reply to the waiting one ({np.median(waits):.2f} s, with the "
-                  f"inbox and the files); median per round: {cost}; service / run per request "
-                  f"{medians['service', size] / medians['run', size]:.2f}")
+            medians["service", size] = _time_service(fed, run_dir, size, requests,
+                                                     medians["run", size])
         served.stop(fed.root)
+
+
+def _time_run_per_request(fed: Federation, run_dir: Path, name: str, size: int,
+                          requests: int) -> float:
+    """Time ``deploy score`` of the applicants' file ``name``; print and return the median.
+
+    The first request builds each party's cached set and is left out.
+    """
+    from experiments.deploy import federation as deploy
+
+    times, rounds = [], 0
+    by_kind: dict[str, list[float]] = {}
+    for _ in range(requests + 1):  # the first builds each party's cached set
+        start = time.perf_counter()
+        _, scoring = deploy.score(fed.root, run_dir, [f"scoring.applicants={name}"])
+        times.append(time.perf_counter() - start)
+        rounds = scoring["message_rounds"]
+        for kind, seconds in scoring["seconds_by_message"].items():
+            by_kind.setdefault(kind, []).append(seconds)
+    times = times[1:]
+    cost = ", ".join(f"{k.removeprefix('query.')} {np.median(v[1:]):.2f} s"
+                     for k, v in by_kind.items())
+    print(f"score: {size:>3} applicant(s) in a loopback deployment, a run per request, "
+          f"{requests} requests (sets cached): median {np.median(times):.2f} s, 95th "
+          f"percentile {np.percentile(times, 95):.2f} s; {rounds} message rounds, "
+          f"median per round: {cost}")
+    return float(np.median(times))
+
+
+def _time_service(fed: Federation, run_dir: Path, size: int, requests: int,
+                  run_median: float) -> float:
+    """Time requests to the running scoring service; print and return the median."""
+    from experiments.deploy import scoring_service as served
+
+    times, waits = [], []
+    per_round: dict[str, list[float]] = {}
+    for _ in range(requests):
+        start = time.perf_counter()
+        _, scoring = served.score(fed.root, run_dir,
+                                  [f"scoring.applicants=applicants-{size}.csv"])
+        times.append(time.perf_counter() - start)
+        s = scoring["seconds"]
+        serve_rounds = [k for k in s if k.startswith("serve_")]
+        waits.append(s["request"] - sum(s[k] for k in serve_rounds))
+        for kind in serve_rounds:
+            per_round.setdefault(kind, []).append(s[kind])
+    median = float(np.median(times))
+    cost = ", ".join(f"{k} {np.median(v):.2f} s" for k, v in per_round.items())
+    print(f"score: {size:>3} applicant(s) in a loopback deployment, scoring service, "
+          f"{requests} requests: median {np.median(times):.2f} s, 95th percentile "
+          f"{np.percentile(times, 95):.2f} s (target median < 3 s: "
+          f"{'met' if np.median(times) < 3 else 'MISSED'}); "
+          f"{served.MESSAGE_ROUNDS} message rounds and the "
+          f"lender's reply to the waiting one ({np.median(waits):.2f} s, with the "
+          f"inbox and the files); median per round: {cost}; service / run per request "
+          f"{median / run_median:.2f}")
+    return median
 
 
 def bench_blacklist(list_size: int = 1_000_000, applicants: int = 10_000) -> None:
@@ -947,33 +985,13 @@ def bench_audit(n: int = 20_000, canaries: int = 1_000, reference_models: int = 
             one, mia, rmia = (r["audit"]["one_run"], r["audit"]["membership"],
                               r["audit"]["rmia"])
             label = one.get("label")
-            train_s = r["timing"]["train_s"]
             rows.append({"target_epsilon": eps, "dpsgd_accounted": one["accounted_epsilon"],
                          "label_accounted": label["accounted_epsilon"] if label else None,
                          "one_run_bound": one["epsilon_lower_bound"],
                          "label_bound": label["epsilon_lower_bound"] if label else None,
                          "rmia_tpr": rmia["tpr_at_fpr"]["0.001"],
                          "loss_tpr": mia["tpr_at_fpr"]["0.001"]})
-
-            def tpr(low: dict) -> str:
-                return (f"{low['tpr']:.4f} [{low['tpr_interval'][0]:.4f}, "
-                        f"{low['tpr_interval'][1]:.4f}]")
-
-            def claim(value: float | None) -> str:
-                return "none" if value is None else f"{value:.3f}"
-
-            print(f"| {'no DP' if eps is None else f'{eps:g}'} | "
-                  f"{claim((r.get('privacy') or {}).get('epsilon'))} | "
-                  f"{claim(one['accounted_epsilon'])} | "
-                  f"{one['epsilon_lower_bound']:.3f} ({one['correct']} / {one['guesses']}) | "
-                  + (f"{label['accounted_epsilon']:.3f} | {label['epsilon_lower_bound']:.3f} | "
-                     if label else "off | - | ")
-                  + f"{tpr(rmia['tpr_at_fpr']['0.001'])} | {rmia['attack_auc']:.4f} "
-                  f"[{rmia['attack_auc_interval'][0]:.4f}, {rmia['attack_auc_interval'][1]:.4f}]"
-                  f" | {tpr(mia['tpr_at_fpr']['0.001'])} | {r['metrics']['test']['auc']:.4f} | "
-                  f"{one['twin']['seconds']:.1f} / {train_s:.1f} = "
-                  f"{one['twin']['seconds'] / train_s:.2f} | {rmia['seconds']:.1f} / "
-                  f"{train_s:.1f} = {rmia['seconds'] / train_s:.2f} |", flush=True)
+            print(_audit_row(eps, r), flush=True)
     print(f"audit: {len(rows)} runs in {time.perf_counter() - start:.0f} s")
     if figure is not None:
         write_attack_figure(rows, figure, f"Privacy audits, vertical, {n:,} synthetic customers "
@@ -981,6 +999,35 @@ def bench_audit(n: int = 20_000, canaries: int = 1_000, reference_models: int = 
                                          "reference models)")
         print(f"audit: wrote {figure}")
 
+
+
+def _tpr(low: dict) -> str:
+    """Return a TPR with its interval, as the audit table prints it."""
+    return f"{low['tpr']:.4f} [{low['tpr_interval'][0]:.4f}, {low['tpr_interval'][1]:.4f}]"
+
+
+def _claim(value: float | None) -> str:
+    """Return an accounted epsilon as the audit table prints it (``none`` without one)."""
+    return "none" if value is None else f"{value:.3f}"
+
+
+def _audit_row(eps: float | None, r: dict[str, Any]) -> str:
+    """Return one run's row of the audit table (``bench_audit``) from its results.json."""
+    one, mia, rmia = r["audit"]["one_run"], r["audit"]["membership"], r["audit"]["rmia"]
+    label = one.get("label")
+    train_s = r["timing"]["train_s"]
+    return (f"| {'no DP' if eps is None else f'{eps:g}'} | "
+            f"{_claim((r.get('privacy') or {}).get('epsilon'))} | "
+            f"{_claim(one['accounted_epsilon'])} | "
+            f"{one['epsilon_lower_bound']:.3f} ({one['correct']} / {one['guesses']}) | "
+            + (f"{label['accounted_epsilon']:.3f} | {label['epsilon_lower_bound']:.3f} | "
+               if label else "off | - | ")
+            + f"{_tpr(rmia['tpr_at_fpr']['0.001'])} | {rmia['attack_auc']:.4f} "
+            f"[{rmia['attack_auc_interval'][0]:.4f}, {rmia['attack_auc_interval'][1]:.4f}]"
+            f" | {_tpr(mia['tpr_at_fpr']['0.001'])} | {r['metrics']['test']['auc']:.4f} | "
+            f"{one['twin']['seconds']:.1f} / {train_s:.1f} = "
+            f"{one['twin']['seconds'] / train_s:.2f} | {rmia['seconds']:.1f} / "
+            f"{train_s:.1f} = {rmia['seconds'] / train_s:.2f} |")
 
 def bench_rmia(n: int = 5_000, epochs: int = 40, reference_models: int = 4) -> None:
     """RMIA against the loss-threshold attack on one deliberately overfit model (issue 35).

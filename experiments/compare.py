@@ -281,17 +281,7 @@ def plot(summary: pd.DataFrame, refs: dict[str, tuple[float, float]],
             axes[2].errorbar(x, group["one_run_epsilon_lower_bound_mean"],
                              yerr=group["one_run_epsilon_lower_bound_std"].fillna(0.0),
                              marker="o", capsize=3, label=f"{series}: one-run canary bound")
-    styles = {"centralized": ":", "lender_only": "-.", "non_private": "--",
-              "logistic_regression": (0, (1, 3)), "logistic_regression_lender": (0, (5, 5))}
-    for name, (mean, _) in refs.items():
-        left.axhline(mean, color="grey", linestyle=styles[name],
-                     label=f"{REFERENCE_NAMES[name]} ({mean:.3f})")
-    for attack, by_reference in attack_refs.items():
-        for name, (mean, _) in by_reference.items():
-            right.axhline(mean, color="black" if attack == "membership" else "tab:red",
-                          linestyle=styles[name], alpha=0.6,
-                          label=f"{attack}, {REFERENCE_NAMES[name]} ({mean:.3f})")
-    right.axhline(0.5, color="grey", linestyle=":", label="chance (0.5)")
+    _reference_lines(left, right, refs, attack_refs)
     panels = [(left, "Utility against privacy budget", "test AUC"),
               (right, "Empirical attacks", "attack AUC")]
     if audited:
@@ -316,6 +306,26 @@ def plot(summary: pd.DataFrame, refs: dict[str, tuple[float, float]],
     finally:
         plt.close(fig)
 
+
+
+REFERENCE_STYLES: dict[str, Any] = {
+    "centralized": ":", "lender_only": "-.", "non_private": "--",
+    "logistic_regression": (0, (1, 3)), "logistic_regression_lender": (0, (5, 5))}
+"""The line style of each reference in privacy_utility.png."""
+
+
+def _reference_lines(left: Any, right: Any, refs: dict[str, tuple[float, float]],
+                     attack_refs: dict[str, dict[str, tuple[float, float]]]) -> None:
+    """Draw the references' AUC (left) and their attack AUC and chance (right) as lines."""
+    for name, (mean, _) in refs.items():
+        left.axhline(mean, color="grey", linestyle=REFERENCE_STYLES[name],
+                     label=f"{REFERENCE_NAMES[name]} ({mean:.3f})")
+    for attack, by_reference in attack_refs.items():
+        for name, (mean, _) in by_reference.items():
+            right.axhline(mean, color="black" if attack == "membership" else "tab:red",
+                          linestyle=REFERENCE_STYLES[name], alpha=0.6,
+                          label=f"{attack}, {REFERENCE_NAMES[name]} ({mean:.3f})")
+    right.axhline(0.5, color="grey", linestyle=":", label="chance (0.5)")
 
 def compare(dirs: list[Path], out: Path | None = None) -> dict[str, Path]:
     """Write runs.csv, summary.csv, summary.md and privacy_utility.png; return their paths."""

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,9 @@ from credit_data.tables import Population
 from credit_fl.monitoring import check_period_columns, check_run_dir, frames_of, scorecard_of
 from experiments.options import take_options
 from federation.storage import write_atomic
+
+if TYPE_CHECKING:
+    from federation.run_settings import RunSettings
 
 USAGE = ("usage: credit-fl rerate <run dir> <period> [rerate.drop_points=40] "
          "[rerate.grade_fall=2] [rerate.delinquency=true] [rerate.listed=true] "
@@ -173,7 +176,6 @@ def _watched_codes(table: pd.DataFrame, top: int = 5) -> dict[str, int]:
 
 def rerate_run(run_dir: Path, period: int, args: list[str]) -> tuple[Path, dict[str, Any]]:
     """Re-rate the book of ``run_dir``'s model in ``period``; return the directory, report."""
-    from credit_fl.batch_scoring import score_bundles
     from credit_fl.config import settings_of
     from federation.run_settings import Engine
     from models.bundle import read_manifest
@@ -199,16 +201,7 @@ def rerate_run(run_dir: Path, period: int, args: list[str]) -> tuple[Path, dict[
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        # two requests: each borrower's ID as it is (list holders answer it), reasons for now
-        id_column = settings.data.id_column
-        scored, consent = {}, {}
-        for name, run, population in (
-                ("previous", dataclasses.replace(earlier, explain=dataclasses.replace(
-                    earlier.explain, enabled=False)), before), ("current", settings, now)):
-            scored[name], scoring = score_bundles(run_dir, run, stage / f"scoring-{name}",
-                                                  frames=frames_of(population, id_column))
-            consent[name] = scoring.get("consent")  # credit_scoring, as scoring.json's
-            shutil.rmtree(stage / f"scoring-{name}", ignore_errors=True)
+        scored, consent = _score_both(run_dir, earlier, settings, before, now, stage)
         table = watch_list(scored["previous"], scored["current"], card.grades,
                            _new_delinquency(before, now), options)
         if table.empty:
@@ -216,16 +209,11 @@ def rerate_run(run_dir: Path, period: int, args: list[str]) -> tuple[Path, dict[
                             "(the IDs of the two periods do not meet)")
         migration = pd.crosstab(table["grade_previous"], table["grade"]).reindex(
             index=list(card.grades), columns=list(card.grades), fill_value=0)
-        watched = table["reasons"] != ""
         report = {
             "run": str(run_dir), "period": period, "shift": settings.data.shift.value,
             "borrowers": len(table), "triggers": dataclasses.asdict(options) | {
                 "out": None, "previous": None},
-            "watch_list": {"borrowers": int(watched.sum()),
-                           "share": float(watched.mean()),
-                           "by_reason": {r: int(table["reasons"].str.contains(r).sum())
-                                         for r in TRIGGERS},
-                           "first_reason_codes": _watched_codes(table)},
+            "watch_list": _watch_summary(table),
             "mean_change": float(table["change"].mean()),
             "consent": consent if any(consent.values()) else None,
             "migration": {g: {h: int(migration.loc[g, h]) for h in card.grades}
@@ -241,6 +229,36 @@ def rerate_run(run_dir: Path, period: int, args: list[str]) -> tuple[Path, dict[
         raise
     return out, report
 
+
+
+def _score_both(run_dir: Path, earlier: RunSettings, settings: RunSettings,
+                before: Population, now: Population, stage: Path
+                ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Score the previous period (no reasons) and this one; return the scores and consent.
+
+    Two requests: each borrower's ID as it is (list holders answer it), reasons for now.
+    """
+    from credit_fl.batch_scoring import score_bundles
+
+    id_column = settings.data.id_column
+    scored, consent = {}, {}
+    for name, run, population in (
+            ("previous", dataclasses.replace(earlier, explain=dataclasses.replace(
+                earlier.explain, enabled=False)), before), ("current", settings, now)):
+        scored[name], scoring = score_bundles(run_dir, run, stage / f"scoring-{name}",
+                                              frames=frames_of(population, id_column))
+        consent[name] = scoring.get("consent")  # credit_scoring, as scoring.json's
+        shutil.rmtree(stage / f"scoring-{name}", ignore_errors=True)
+    return scored, consent
+
+
+def _watch_summary(table: pd.DataFrame) -> dict[str, Any]:
+    """Return the watch list's counts: borrowers, share, by trigger, first reason codes."""
+    watched = table["reasons"] != ""
+    return {"borrowers": int(watched.sum()),
+            "share": float(watched.mean()),
+            "by_reason": {r: int(table["reasons"].str.contains(r).sum()) for r in TRIGGERS},
+            "first_reason_codes": _watched_codes(table)}
 
 def render(report: dict[str, Any]) -> str:
     """Render report.md: the watch list and the migration matrix."""

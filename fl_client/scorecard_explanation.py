@@ -214,79 +214,110 @@ def lender_codes(bundle: Bundle, table: PartyTable, settings: ClientSettings, st
     """
     m, e = bundle.manifest, settings.explain
     method = _method(e, settings.party)
-    x, _ = encode_table(bundle, table)
-    x = np.hstack([x, hit_columns(len(x), list(holders), state.listed)])
+    x = _lender_rows(bundle, table, holders, state)
     passive = tuple(m["passive"])
     model = LenderModel(x.shape[1], passive, model_settings(m), tuple(m["columns"]["features"]))
     model.load_state_dict(bundle.weights)
     encoder = model.encoder
     assert isinstance(encoder, ScorecardEncoder)
-    card = scorecard_of(m)
-    factor, offset = factor_offset(card)
+    factor, offset = factor_offset(scorecard_of(m))
     slope, shift = tuple(m["calibration"]) if m.get("calibration") else (1.0, 0.0)
     scale = factor * float(slope)  # points per log-odds of the model's own logit
     lost, names, total = column_costs(encoder, x, method, saved_shares(bundle, method))
-    own_width = len(m["columns"]["features"])
-    hits = list_columns(list(holders))
-    names = [hits[int(n[5:]) - own_width] if n.startswith("input") and n[5:].isdigit()
-             and 0 <= int(n[5:]) - own_width < len(hits) else n for n in names]
+    names = _hit_names(names, len(m["columns"]["features"]), list(holders))
     with torch.no_grad():
         own_partial = encoder(torch.as_tensor(x, dtype=torch.float32)).numpy()[:, 0]
     rows = len(x)
     blocks = [(lost * scale, [reason_code(e, LABEL_HOLDER, n) for n in names])]
     totals = [lost.sum(axis=1)]
     references = total
-    columns_from = []
     for party in passive:
-        mask = state.masks.get(party, np.zeros(rows, dtype=bool))
-        scores = np.asarray(partial.get(party, np.zeros((0, 1))), dtype=np.float64)[:, 0]
-        if len(scores) != int(mask.sum()):
-            raise AlignmentError(f"{party} sent {len(scores)} partial scores for "
-                                 f"{int(mask.sum())} applicants it knows")
-        layer = model.absent[party]
-        assert isinstance(layer, torch.nn.Linear)
-        absent = float(layer.weight.detach()[0, 0])
-        logits = np.full(rows, absent)
-        logits[mask] = scores
-        if party in sealed:
-            codes, costs, reference, described = _opened(settings, state, party, sealed[party],
-                                                         counter)
-            if len(codes) != int(mask.sum()):
-                raise AlignmentError(f"{party} explained {len(codes)} applicants, it knows "
-                                     f"{int(mask.sum())}")
-            block = np.zeros((rows, len(described)))
-            where = np.flatnonzero(mask)
-            for j in range(codes.shape[1]):
-                picked = codes[:, j] >= 0
-                block[where[picked], codes[picked, j]] = costs[picked, j]
-            blocks.append((block * scale, [tuple(d) for d in described]))
-            columns_from.append(party)
-            factor_code = reason_code(e, party, UNKNOWN)
-        else:  # its share is one factor, against its average applicant
-            reference = float(-scores.mean()) if len(scores) else -absent
-            factor_code = reason_code(e, party, "all columns")
-        whole = reference + logits  # what the party's columns cost, in all
-        blocks.append((np.where(mask & (party in sealed), 0.0, whole)[:, None] * scale,
-                       [factor_code]))
+        party_blocks, whole, reference = _party_share(settings, state, model, party, rows,
+                                                      scale, partial, sealed, counter)
+        blocks += party_blocks
         totals.append(whole)
         references += reference
     base = offset - factor * float(shift) - scale * float(_intercept(model)) + scale * references
     shares = -np.stack(totals, axis=1) * scale
     reasons = ranked_reasons(blocks, e.reasons)
     if settings.state_dir:  # the shares, as a split network's: base + shares = points
-        buffer = io.BytesIO()
-        np.savez(buffer, shares=shares, own=-lost * scale, own_names=np.array(names, dtype=str),
-                 base_points=np.array(base))
-        write_atomic(Path(settings.state_dir) / settings.party / EXPLANATION_FILE,
-                     buffer.getvalue(), mode=0o600)
+        _keep_shares(settings, shares, -lost * scale, names, base)
     gap = float(np.abs(lost.sum(axis=1) - (total + own_partial)).max()) if rows else 0.0
     parties = (LABEL_HOLDER, *passive)
     return reasons, {
         "explained": rows, "reasons": e.reasons, "method": f"scorecard {method}",
         "base_points": base,
         "mean_abs_share": mean_abs_shares(shares, parties),
-        "columns_from": columns_from, "completeness_gap_logodds": {LABEL_HOLDER: gap},
+        "columns_from": [p for p in passive if p in sealed],
+        "completeness_gap_logodds": {LABEL_HOLDER: gap},
         "global": {LABEL_HOLDER: global_table(LABEL_HOLDER, -lost * scale, names, e)}}
+
+
+def _lender_rows(bundle: Bundle, table: PartyTable, holders: Sequence[str], state: NodeState
+                 ) -> np.ndarray:
+    """Return the applicants' encoded rows with their hit columns."""
+    x, _ = encode_table(bundle, table)
+    return np.hstack([x, hit_columns(len(x), list(holders), state.listed)])
+
+
+def _hit_names(names: list[str], own_width: int, holders: list[str]) -> list[str]:
+    """Name the hit columns after their lists (the encoder calls them ``input<k>``)."""
+    hits = list_columns(holders)
+    return [hits[int(n[5:]) - own_width] if n.startswith("input") and n[5:].isdigit()
+            and 0 <= int(n[5:]) - own_width < len(hits) else n for n in names]
+
+
+def _party_share(settings: ClientSettings, state: NodeState, model: LenderModel, party: str,
+                 rows: int, scale: float, partial: dict[str, np.ndarray],
+                 sealed: dict[str, dict[str, np.ndarray]], counter: tuple[int, ...]
+                 ) -> tuple[list[tuple[np.ndarray, list]], np.ndarray, float]:
+    """Return a passive party's reason blocks (points), its columns' cost in all, its reference.
+
+    A party that sent sealed codes has one reason per column it described; one that sent none
+    is one factor, against the average of its partial scores.
+    """
+    e = settings.explain
+    mask = state.masks.get(party, np.zeros(rows, dtype=bool))
+    scores = np.asarray(partial.get(party, np.zeros((0, 1))), dtype=np.float64)[:, 0]
+    if len(scores) != int(mask.sum()):
+        raise AlignmentError(f"{party} sent {len(scores)} partial scores for "
+                             f"{int(mask.sum())} applicants it knows")
+    layer = model.absent[party]
+    assert isinstance(layer, torch.nn.Linear)
+    absent = float(layer.weight.detach()[0, 0])
+    logits = np.full(rows, absent)
+    logits[mask] = scores
+    blocks: list[tuple[np.ndarray, list]] = []
+    if party in sealed:
+        codes, costs, reference, described = _opened(settings, state, party, sealed[party],
+                                                     counter)
+        if len(codes) != int(mask.sum()):
+            raise AlignmentError(f"{party} explained {len(codes)} applicants, it knows "
+                                 f"{int(mask.sum())}")
+        block = np.zeros((rows, len(described)))
+        where = np.flatnonzero(mask)
+        for j in range(codes.shape[1]):
+            picked = codes[:, j] >= 0
+            block[where[picked], codes[picked, j]] = costs[picked, j]
+        blocks.append((block * scale, [tuple(d) for d in described]))
+        factor_code = reason_code(e, party, UNKNOWN)
+    else:  # its share is one factor, against its average applicant
+        reference = float(-scores.mean()) if len(scores) else -absent
+        factor_code = reason_code(e, party, "all columns")
+    whole = reference + logits  # what the party's columns cost, in all
+    blocks.append((np.where(mask & (party in sealed), 0.0, whole)[:, None] * scale,
+                   [factor_code]))
+    return blocks, whole, reference
+
+
+def _keep_shares(settings: ClientSettings, shares: np.ndarray, own: np.ndarray,
+                 names: list[str], base: float) -> None:
+    """Keep the shares on the lender's disk, as a split network's: base + shares = points."""
+    buffer = io.BytesIO()
+    np.savez(buffer, shares=shares, own=own, own_names=np.array(names, dtype=str),
+             base_points=np.array(base))
+    write_atomic(Path(str(settings.state_dir)) / settings.party / EXPLANATION_FILE,
+                 buffer.getvalue(), mode=0o600)
 
 
 def _intercept(model: LenderModel) -> float:

@@ -229,39 +229,14 @@ def _align(router: Router, passive: tuple[str, ...],
     message round of its own, and the holder gets nothing sealed back.
     """
     vout = cast(VerticalOutcome, router.out)
-    # the parties blind their own sets while the lender blinds its applicants
     lender_rows = vout.parties[LABEL_HOLDER]
-    kinds = {LABEL_HOLDER: str(VerticalMessage.PSI_REQUEST)} | dict.fromkeys(
-        passive, str(VerticalMessage.PSI_SETUP))
-    first = router.send(kinds,
-                        {LABEL_HOLDER: _config(passive=list(passive), list_mode=list_mode,
-                                               **({"holders": list(holders)} if holders
-                                                  else {}))}
-                        | {p: _config(lender_rows=lender_rows) for p in passive})
-    request = first[LABEL_HOLDER][CONFIG]
-    # a cardinality lookup asks with a request of its own, signed like the first
-    asking = (request["list_request"], request["list_key"]) if "list_request" in request else (
-        request["request"], request["key"])
-    answers = router.send(
-        {p: str(VerticalMessage.PSI_ANSWER) for p in passive}
-        | dict.fromkeys(holders, str(VerticalMessage.LIST_ANSWER)),
-        {p: _config(request=request["request"], key=request["key"]) for p in passive}
-        | {h: _config(request=asking[0], key=asking[1], asked=lender_rows,
-                      purpose="training") for h in holders})
-    forward: dict[str, Any] = {"passive": list(passive), "list_mode": list_mode}
-    if holders:  # Flower's ConfigRecord cannot size an empty list
-        forward["holders"] = list(holders)
-    for p in passive:
-        forward[f"{p}.setup"] = first[p][CONFIG]["setup"]
-        for key in ("response", "key"):
-            forward[f"{p}.{key}"] = answers[p][CONFIG][key]
+    first, answers = _blind_and_answer(router, passive, holders, list_mode, lender_rows)
     for h in holders:
-        for key in ("setup", "response", "signature"):
-            forward[f"{h}.{key}"] = answers[h][CONFIG][key]
         said = answers[h][METRICS]  # the holder's own cap and mode (a deployed node's flags)
         vout.blacklists[h] |= {"asked": int(cast(float, said["asked"])),
                                "max_queries": int(cast(float, said["max_queries"])),
                                "mode": "cardinality" if said["cardinality"] else "lookup"}
+    forward = _intersect_config(first, answers, passive, holders, list_mode)
     inter = router.send(VerticalMessage.PSI_INTERSECT, {LABEL_HOLDER: _config(**forward)})
     counts = inter[LABEL_HOLDER][METRICS]
     for h in holders:
@@ -284,6 +259,51 @@ def _align(router: Router, passive: tuple[str, ...],
                              "asked": int(cast(float, answers[p][METRICS]["asked"]))}
         log.info("alignment: %s knows %d of the lender's %d applicants", p, n, lender_rows)
         _check_overlap(vout, p, n, lender_rows)
+
+
+def _blind_and_answer(router: Router, passive: tuple[str, ...], holders: tuple[str, ...],
+                      list_mode: str, lender_rows: int
+                      ) -> tuple[dict[str, RecordDict], dict[str, RecordDict]]:
+    """Run the first two alignment rounds; return each node's reply to each.
+
+    First the parties blind their own sets while the lender blinds its applicants; then each
+    party and each blacklist holder answers the lender's blinded request.
+    """
+    kinds = {LABEL_HOLDER: str(VerticalMessage.PSI_REQUEST)} | dict.fromkeys(
+        passive, str(VerticalMessage.PSI_SETUP))
+    first = router.send(kinds,
+                        {LABEL_HOLDER: _config(passive=list(passive), list_mode=list_mode,
+                                               **({"holders": list(holders)} if holders
+                                                  else {}))}
+                        | {p: _config(lender_rows=lender_rows) for p in passive})
+    request = first[LABEL_HOLDER][CONFIG]
+    # a cardinality lookup asks with a request of its own, signed like the first
+    asking = (request["list_request"], request["list_key"]) if "list_request" in request else (
+        request["request"], request["key"])
+    answers = router.send(
+        {p: str(VerticalMessage.PSI_ANSWER) for p in passive}
+        | dict.fromkeys(holders, str(VerticalMessage.LIST_ANSWER)),
+        {p: _config(request=request["request"], key=request["key"]) for p in passive}
+        | {h: _config(request=asking[0], key=asking[1], asked=lender_rows,
+                      purpose="training") for h in holders})
+    return first, answers
+
+
+def _intersect_config(first: dict[str, RecordDict], answers: dict[str, RecordDict],
+                      passive: tuple[str, ...],
+                      holders: tuple[str, ...], list_mode: str) -> dict[str, Any]:
+    """Return what the lender needs to intersect: each party's setup and answer, each list's."""
+    forward: dict[str, Any] = {"passive": list(passive), "list_mode": list_mode}
+    if holders:  # Flower's ConfigRecord cannot size an empty list
+        forward["holders"] = list(holders)
+    for p in passive:
+        forward[f"{p}.setup"] = first[p][CONFIG]["setup"]
+        for key in ("response", "key"):
+            forward[f"{p}.{key}"] = answers[p][CONFIG][key]
+    for h in holders:
+        for key in ("setup", "response", "signature"):
+            forward[f"{h}.{key}"] = answers[h][CONFIG][key]
+    return forward
 
 
 MIN_OVERLAP = 0.05

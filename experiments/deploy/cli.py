@@ -52,6 +52,7 @@ import argparse
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from credit_data.errors import ConfigError, CreditFLError
 from credit_fl.report import render_report
@@ -105,55 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     try:
-        if args.command == "down":
-            stopping = down(args.dir)
-            print(stopping.describe())
-            return 1 if stopping.left else 0
-        if args.command == "up":
-            fed = up(args.dir, args.overrides, _caps(args.node_max_epsilon))
-            print(f"SuperLink {fed.superlink} (TLS, node authentication); nodes: "
-                  f"{', '.join(fed.parties)}; logs in {fed.root / 'logs'}")
-            return 0
-        if args.command in ("score", "serve", "monitor") and not args.overrides:
-            raise ConfigError(f"deploy {args.command} <run dir> [key=value ...]: name the run "
-                              "whose bundles score")
-        if args.command == "monitor":
-            out, report = monitor(args.dir, Path(args.overrides[0]), args.overrides[1:])
-            print((out / "report.md").read_text())
-            print(f"Monitoring: {out / 'monitor.json'}")
-            return 1 if report["status"] == "act" else 0
-        if args.command == "serve":
-            status = served.serve(args.dir, Path(args.overrides[0]), args.overrides[1:])
-            print(f"scoring service of {status['model_run']} ready: tables {status['tables']}; "
-                  f"`deploy score {status['model_run']} scoring.applicants=<file>` sends it a "
-                  "request, `deploy stop-service` stops it")
-            return 0
-        if args.command == "stop-service":
-            last = served.stop(args.dir)
-            if last is None:
-                print("no scoring service was up")
-            elif "ended" in last:
-                print(f"the scoring service had already ended: {last['ended']}; it answered "
-                      f"{last.get('requests', 0)} requests")
-            else:
-                print(f"scoring service stopped after {last.get('requests', 0)} requests")
-            return 0
-        if args.command == "score":
-            fed = Federation.load(args.dir)
-            model_run = own_run(fed, Path(args.overrides[0]), "deploy score ")
-            served.check_not_ended(fed, model_run)  # never an uncapped batch run instead
-            service = served.running(fed)
-            by = (served.score if service is not None
-                  and Path(service["model_run"]) == model_run else score)
-            out, _ = by(args.dir, model_run, args.overrides[1:])
-            print((out / "report.md").read_text())
-            print(f"Scoring directory: {out}")
-            return 0
-        if args.command == "run":
-            results = run(args.dir, args.overrides)
-        else:
-            with local_federation(args.dir, args.overrides, _caps(args.node_max_epsilon)):
-                results = run(args.dir)
+        done = _command(args)
     except CreditFLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -163,10 +116,80 @@ def main(argv: list[str] | None = None) -> int:
                 if isinstance(exc, RunInterrupted) else "nothing was running on the federation")
         print(f"\nstopped by {name}: {what}", file=sys.stderr)
         return 128 + int(received["signal"])
-    print(render_report(results))
-    print(f"Run directory: {Path(results['federation']['server_audit_log']).parents[1]}")
+    if isinstance(done, int):
+        return done
+    print(render_report(done))
+    print(f"Run directory: {Path(done['federation']['server_audit_log']).parents[1]}")
     return 0
 
+
+def _command(args: argparse.Namespace) -> int | dict[str, Any]:
+    """Run one command; return its exit code, or a run's results (``run``, ``all``)."""
+    if args.command in ("score", "serve", "monitor") and not args.overrides:
+        raise ConfigError(f"deploy {args.command} <run dir> [key=value ...]: name the run "
+                          "whose bundles score")
+    handlers = {"down": _down, "up": _up, "monitor": _monitor, "serve": _serve,
+                "stop-service": _stop_service, "score": _score}
+    if args.command in handlers:
+        return handlers[args.command](args)
+    if args.command == "run":
+        return run(args.dir, args.overrides)
+    with local_federation(args.dir, args.overrides, _caps(args.node_max_epsilon)):
+        return run(args.dir)
+
+
+def _down(args: argparse.Namespace) -> int:
+    stopping = down(args.dir)
+    print(stopping.describe())
+    return 1 if stopping.left else 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    fed = up(args.dir, args.overrides, _caps(args.node_max_epsilon))
+    print(f"SuperLink {fed.superlink} (TLS, node authentication); nodes: "
+          f"{', '.join(fed.parties)}; logs in {fed.root / 'logs'}")
+    return 0
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    out, report = monitor(args.dir, Path(args.overrides[0]), args.overrides[1:])
+    print((out / "report.md").read_text())
+    print(f"Monitoring: {out / 'monitor.json'}")
+    return 1 if report["status"] == "act" else 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    status = served.serve(args.dir, Path(args.overrides[0]), args.overrides[1:])
+    print(f"scoring service of {status['model_run']} ready: tables {status['tables']}; "
+          f"`deploy score {status['model_run']} scoring.applicants=<file>` sends it a "
+          "request, `deploy stop-service` stops it")
+    return 0
+
+
+def _stop_service(args: argparse.Namespace) -> int:
+    last = served.stop(args.dir)
+    if last is None:
+        print("no scoring service was up")
+    elif "ended" in last:
+        print(f"the scoring service had already ended: {last['ended']}; it answered "
+              f"{last.get('requests', 0)} requests")
+    else:
+        print(f"scoring service stopped after {last.get('requests', 0)} requests")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    """Score with a run's bundles: through the scoring service when it serves that run."""
+    fed = Federation.load(args.dir)
+    model_run = own_run(fed, Path(args.overrides[0]), "deploy score ")
+    served.check_not_ended(fed, model_run)  # never an uncapped batch run instead
+    service = served.running(fed)
+    by = (served.score if service is not None
+          and Path(service["model_run"]) == model_run else score)
+    out, _ = by(args.dir, model_run, args.overrides[1:])
+    print((out / "report.md").read_text())
+    print(f"Scoring directory: {out}")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -61,7 +61,12 @@ from deployment.run_config import (
 from deployment.run_files import read_outcome
 from experiments.plots import write_plots
 from federation.consent_counts import consent_released, run_summary
-from federation.credentials import make_node_key, make_server_credentials, write_private
+from federation.credentials import (
+    ServerCredentials,
+    make_node_key,
+    make_server_credentials,
+    write_private,
+)
 from federation.flower_compat import QUIET
 from federation.run_settings import RunSettings
 from federation.settings import Mode
@@ -303,44 +308,9 @@ def up(directory: Path, overrides: list[str],
         fed.holders = [h for h in files if h in settings.blacklists.holders]
         fed.parties = [p for p in files if p not in fed.holders]
         creds = make_server_credentials(fed.root / "tls")
-        port = _free_port()
-        fed.superlink = f"127.0.0.1:{port}"
-        (fed.root / "flwr").mkdir(parents=True, exist_ok=True)
-        (fed.root / "flwr" / "config.toml").write_text(
-            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-            f'address = "{fed.superlink}"\nroot-certificates = "{creds.ca_cert}"\n')
-        bin_dir = Path(sys.executable).parent
-        # the ServerApp's tasks go only to requests signed with this secret (our launcher's)
-        secret = fed.root / "superlink" / "runtime-api.secret"
-        _write_secret(secret)
-        # the SuperLink keeps its state (registered nodes, runs) in a database file, so that a
-        # restarted SuperLink still knows the nodes
-        fed.commands["superlink"] = [
-            str(bin_dir / "flower-superlink"), "--ssl-ca-certfile", str(creds.ca_cert),
-            "--ssl-certfile", str(creds.cert), "--ssl-keyfile", str(creds.key),
-            "--enable-supernode-auth", "--disable-runtime-dependency-installation",
-            "--host", "127.0.0.1", "--port", str(port), "--isolation", "process",
-            "--superexec-auth-secret-file", str(secret),
-            "--database", str(fed.root / "superlink" / "state.db")]
-        fed.commands["serverapp-launcher"] = [
-            sys.executable, "-m", "deployment.serverapp_launcher", "--runtime-api-address",
-            fed.superlink, "--root-certificates", str(creds.ca_cert), "--secret-file",
-            str(secret), "--token-dir", str(fed.root / "superlink" / "tokens"),
-            "--runs-dir", str(fed.runs)]
+        _plan_superlink(fed, creds)
         _start_superlink(fed)
-        flwr = flwr_bin()
-        registering = [subprocess.Popen(
-            [flwr, "supernode", "register", str(make_node_key(fed.root / "keys" / party)),
-             CONNECTION], env=fed.env(), cwd=ROOT, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT) for party in files]
-        pins = {}
-        for party, done in zip(files, registering, strict=True):
-            out, _ = done.communicate(timeout=120)
-            if done.returncode != 0:
-                raise DeployError(f"registering the key of '{party}' failed: "
-                                  f"{out.decode(errors='replace')[-2000:]}")
-            pins[party] = node_id_from_register_output(out.decode(errors="replace"))
-        write_pins(fed.runs, pins)  # the ServerApp refuses any other node claiming a party
+        write_pins(fed.runs, _register_nodes(fed, files))  # the ServerApp refuses any other
         # the partners exchange their public keys directly (here: one directory for all)
         peers = fed.root / "peer-keys"
         peers.mkdir(parents=True, exist_ok=True)
@@ -348,41 +318,107 @@ def up(directory: Path, overrides: list[str],
             shutil.copy(fed.root / "keys" / f"{party}.pub", peers / f"{party}.pub")
         processes = {}
         for party, (path, categorical) in files.items():
-            key = fed.root / "keys" / party
-            cmd = [sys.executable, "-m", "deployment.node", "--party", party, "--data",
-                   str(path), "--superlink", fed.superlink, "--root-certificates",
-                   str(creds.ca_cert), "--auth-key", str(key), "--peer-keys", str(peers),
-                   "--state-dir",
-                   str(fed.node_state(party)), "--categorical", categorical,
-                   "--id-column", settings.data.id_column, "--runtime-port", str(_free_port())]
-            # a node states its cap (required); the local federation's synthetic nodes are
-            # uncapped, said so, unless --node-max-epsilon names them
-            cmd += ["--max-epsilon", str(caps.get(party, "none"))]
+            cmd = _node_command(fed, settings, party, path, categorical, creds.ca_cert, peers,
+                                caps)
             cmd += demo_release_flags(party, settings, files, explanations)
-            if settings.federation.mode is Mode.vertical and party not in fed.holders:
-                fed.periods_dir(party).mkdir(mode=0o700, parents=True, exist_ok=True)
-                cmd += ["--periods-dir", str(fed.periods_dir(party))]  # deploy monitor
-            if party == LABEL_HOLDER and settings.federation.mode is Mode.vertical:
-                applicants = fed.applicants_dir()
-                applicants.mkdir(parents=True, exist_ok=True)
-                cmd += ["--applicants-dir", str(applicants)]  # new applicants to score
+            cmd += _demo_dirs(fed, settings, party)
             processes[party] = _start(cmd, fed.root / "logs" / f"{party}.log", fed.env())
             fed.pids[party], fed.commands[party] = processes[party].pid, cmd  # restart_node
             fed.save()
-        deadline = time.monotonic() + 120
-        logs = {party: fed.root / "logs" / f"{party}.log" for party in files}
-        while not all(_activated(log) for log in logs.values()):
-            for party, process in processes.items():
-                if process.poll() is not None:
-                    raise DeployError(f"node '{party}' exited with code {process.returncode}; "
-                                      f"see {logs[party]}")
-            if time.monotonic() > deadline:
-                raise DeployError("the nodes did not all come online within 120 s")
-            time.sleep(0.2)
+        _wait_online(fed, processes)
     except BaseException:
         down(directory)
         raise
     return fed
+
+
+def _plan_superlink(fed: Federation, creds: ServerCredentials) -> None:
+    """Write the ``flwr`` connection config; keep the SuperLink's and launcher's commands.
+
+    The SuperLink keeps its state (registered nodes, runs) in a database file, so that a
+    restarted SuperLink still knows the nodes; the ServerApp's tasks go only to requests
+    signed with a secret of our launcher's.
+    """
+    port = _free_port()
+    fed.superlink = f"127.0.0.1:{port}"
+    (fed.root / "flwr").mkdir(parents=True, exist_ok=True)
+    (fed.root / "flwr" / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+        f'address = "{fed.superlink}"\nroot-certificates = "{creds.ca_cert}"\n')
+    bin_dir = Path(sys.executable).parent
+    secret = fed.root / "superlink" / "runtime-api.secret"
+    _write_secret(secret)
+    fed.commands["superlink"] = [
+        str(bin_dir / "flower-superlink"), "--ssl-ca-certfile", str(creds.ca_cert),
+        "--ssl-certfile", str(creds.cert), "--ssl-keyfile", str(creds.key),
+        "--enable-supernode-auth", "--disable-runtime-dependency-installation",
+        "--host", "127.0.0.1", "--port", str(port), "--isolation", "process",
+        "--superexec-auth-secret-file", str(secret),
+        "--database", str(fed.root / "superlink" / "state.db")]
+    fed.commands["serverapp-launcher"] = [
+        sys.executable, "-m", "deployment.serverapp_launcher", "--runtime-api-address",
+        fed.superlink, "--root-certificates", str(creds.ca_cert), "--secret-file",
+        str(secret), "--token-dir", str(fed.root / "superlink" / "tokens"),
+        "--runs-dir", str(fed.runs)]
+
+
+def _register_nodes(fed: Federation, files: dict[str, tuple[Path, str]]) -> dict[str, int]:
+    """Make each party's key and register it with the SuperLink; return each node's id."""
+    flwr = flwr_bin()
+    registering = [subprocess.Popen(
+        [flwr, "supernode", "register", str(make_node_key(fed.root / "keys" / party)),
+         CONNECTION], env=fed.env(), cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT) for party in files]
+    pins = {}
+    for party, done in zip(files, registering, strict=True):
+        out, _ = done.communicate(timeout=120)
+        if done.returncode != 0:
+            raise DeployError(f"registering the key of '{party}' failed: "
+                              f"{out.decode(errors='replace')[-2000:]}")
+        pins[party] = node_id_from_register_output(out.decode(errors="replace"))
+    return pins
+
+
+def _node_command(fed: Federation, settings: RunSettings, party: str, path: Path,
+                  categorical: str, ca_cert: Path, peers: Path, caps: dict[str, float]
+                  ) -> list[str]:
+    """Return the command starting ``party``'s node, with its data, keys and cap."""
+    cmd = [sys.executable, "-m", "deployment.node", "--party", party, "--data",
+           str(path), "--superlink", fed.superlink, "--root-certificates",
+           str(ca_cert), "--auth-key", str(fed.root / "keys" / party), "--peer-keys", str(peers),
+           "--state-dir",
+           str(fed.node_state(party)), "--categorical", categorical,
+           "--id-column", settings.data.id_column, "--runtime-port", str(_free_port())]
+    # a node states its cap (required); the local federation's synthetic nodes are
+    # uncapped, said so, unless --node-max-epsilon names them
+    return cmd + ["--max-epsilon", str(caps.get(party, "none"))]
+
+
+def _demo_dirs(fed: Federation, settings: RunSettings, party: str) -> list[str]:
+    """Return a vertical node's directories of later periods and of new applicants."""
+    cmd: list[str] = []
+    if settings.federation.mode is Mode.vertical and party not in fed.holders:
+        fed.periods_dir(party).mkdir(mode=0o700, parents=True, exist_ok=True)
+        cmd += ["--periods-dir", str(fed.periods_dir(party))]  # deploy monitor
+    if party == LABEL_HOLDER and settings.federation.mode is Mode.vertical:
+        applicants = fed.applicants_dir()
+        applicants.mkdir(parents=True, exist_ok=True)
+        cmd += ["--applicants-dir", str(applicants)]  # new applicants to score
+    return cmd
+
+
+def _wait_online(fed: Federation, processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Wait up to 120 s for every node to come online; refuse a node that exited."""
+    deadline = time.monotonic() + 120
+    logs = {party: fed.root / "logs" / f"{party}.log" for party in processes}
+    while not all(_activated(log) for log in logs.values()):
+        for party, process in processes.items():
+            if process.poll() is not None:
+                raise DeployError(f"node '{party}' exited with code {process.returncode}; "
+                                  f"see {logs[party]}")
+        if time.monotonic() > deadline:
+            raise DeployError("the nodes did not all come online within 120 s")
+        time.sleep(0.2)
 
 
 def _alive(pid: int) -> bool:
@@ -697,13 +733,23 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
         shutil.rmtree(server, ignore_errors=True)
         raise
     out.mkdir(parents=True, exist_ok=True)
+    scoring = _scoring_record(fed, settings, model_run, name, server, outcome)
+    scoring["wall_seconds"] = time.perf_counter() - start
+    write_atomic(out / "scoring.json", json.dumps(scoring, indent=2, default=str) + "\n")
+    write_atomic(out / "report.md", render_scoring(scoring, None))
+    return out, scoring
+
+
+def _scoring_record(fed: Federation, settings: RunSettings, model_run: Path, name: str,
+                    server: Path, outcome: Any) -> dict[str, Any]:
+    """Return scoring.json from what the server received: counts, and where the scores stay."""
     horizontal = settings.federation.mode is Mode.horizontal
     consent = run_summary(outcome.consent, outcome.parties, SCORING)  # as the nodes sent them
     for released in consent_released(consent):  # opted-in counts, as results.json says
         listed = outcome.privacy.setdefault(str(released["party"]), {}).setdefault(
             "outside_epsilon", [])
         listed.append(str(released["release"]))
-    scoring = {
+    return {
         "run": str(model_run), "mode": settings.federation.mode.value,
         "rows": settings.scoring.rows.value,
         "applicants": outcome.applicants, "engine": "deployment",
@@ -719,11 +765,7 @@ def score(directory: Path, model_run: Path, overrides: list[str] | None = None,
         "lenders": outcome.lenders,
         "node_audit_logs": {p: str(fed.node_state(p) / name / p / "audit.jsonl")
                             for p in [*outcome.parties, *outcome.blacklists]},
-        "server_audit_log": str(server / "server" / "audit.jsonl"),
-        "wall_seconds": time.perf_counter() - start}
-    write_atomic(out / "scoring.json", json.dumps(scoring, indent=2, default=str) + "\n")
-    write_atomic(out / "report.md", render_scoring(scoring, None))
-    return out, scoring
+        "server_audit_log": str(server / "server" / "audit.jsonl")}
 
 
 def _no_outcome(fed: Federation, run_dir: Path) -> str:
