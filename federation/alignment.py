@@ -338,6 +338,11 @@ class PartyAlignment:
                  key: bytes | None = None) -> None:
         self.party = party
         self.ids = ids
+        # a hash index of the party's IDs (a fifth of a dict's memory: `psi_memory`), checked
+        # before anything is blinded or answered: a repeated ID is refused at the start
+        self._index = pd.Index(ids, dtype=object)
+        if not self._index.is_unique:
+            raise AlignmentError(f"{party}: its own IDs repeat; each must be one customer")
         self._psi = (psi.server.CreateWithNewKey(True) if psi_key is None
                      else psi.server.CreateFromKey(psi_key, True))
         self._key = key
@@ -427,11 +432,7 @@ class PartyAlignment:
         return plain.decode().split("\n") if plain else []
 
     def _positions(self, shared: list[str]) -> np.ndarray:
-        # a hash index of the party's IDs (a fifth of a dict's memory: `psi_memory`)
-        index = pd.Index(self.ids, dtype=object)
-        if not index.is_unique:
-            raise AlignmentError(f"{self.party}: its own IDs repeat; each must be one customer")
-        positions = np.asarray(index.get_indexer(pd.Index(shared, dtype=object)),
+        positions = np.asarray(self._index.get_indexer(pd.Index(shared, dtype=object)),
                                dtype=np.int64)
         missing = int((positions < 0).sum())
         if missing:

@@ -68,8 +68,13 @@ def answered_request(server: psi.server, request: psi.Request, *,
                      slice_ids: int = PSI_SLICE) -> bytes:
     """Return the serialised response to ``request``, answered a slice at a time.
 
-    The same bytes as ``server.ProcessRequest(request).SerializeToString()``.
+    The same bytes as ``server.ProcessRequest(request).SerializeToString()`` for a request that
+    reveals the intersection (the alignment's): without it the server shuffles its answer, and
+    slices would be shuffled apart (other bytes, and each answer's slice told), so it is refused.
     """
+    if not request.reveal_intersection:
+        raise ValueError("a PSI request without reveal_intersection is answered in one call, "
+                         "not a slice at a time (its answer is shuffled as a whole)")
     values = request.encrypted_elements
     if len(values) <= slice_ids:  # one slice: the request as it came
         return server.ProcessRequest(request).SerializeToString()

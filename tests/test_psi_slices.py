@@ -73,6 +73,14 @@ def test_the_party_receives_its_positions_and_refuses_a_stranger():
     stranger = PartyAlignment("bureau", PARTY[1:], key=bureau.channel_key)
     with pytest.raises(AlignmentError, match="bureau: the lender sent 1 IDs this party does not"):
         stranger.receive(sealed)
-    twice = PartyAlignment("bureau", [*PARTY, PARTY[0]], key=bureau.channel_key)
     with pytest.raises(AlignmentError, match="bureau: its own IDs repeat"):
-        twice.receive(sealed)
+        PartyAlignment("bureau", [*PARTY, PARTY[0]])  # before anything is blinded or answered
+
+
+def test_a_request_that_does_not_reveal_the_intersection_is_not_sliced():
+    server = psi.server.CreateWithNewKey(False)
+    request = psi.Request()
+    request.ParseFromString(psi.client.CreateWithNewKey(False).CreateRequest(IDS)
+                            .SerializeToString())
+    with pytest.raises(ValueError, match="without reveal_intersection"):
+        answered_request(server, request, slice_ids=4)
