@@ -27,6 +27,7 @@ from federation.protocol import (
     REPORT,
     RUN_ENDS,
     STATUS,
+    TRAIN_ROWS,
     evaluation_metrics,
     report_record,
 )
@@ -111,7 +112,8 @@ def _train(source: NodeSource, msg: Message, context: Context) -> Message:
         scored = evaluation_metrics(scored)
     try:
         weights, metrics = task.train(schema, state, server_round, privacy_state,
-                                      node_noise(context, task.settings))
+                                      node_noise(context, task.settings),
+                                      int(cast(int, msg.content[CONFIG].get(TRAIN_ROWS, 0))))
     except BudgetRefusal as refusal:
         content = RecordDict({STATUS: _status(task, refused=str(refusal))})
         if scored:

@@ -31,11 +31,13 @@ from models.bundle import settings_json, write_bundle
 from models.local_training import (
     DPRound,
     epsilon_after_round,
+    gradient_steps,
     poisson_sample_rate,
     steps_per_epoch,
     train_round,
 )
 from models.metrics import ScoreSummary
+from models.settings import ModelKind
 from models.training import batch_for, predict_proba
 from privacy.accounting import noise_multiplier_after, party_delta
 from privacy.ledger import PrivacyLedgerError
@@ -186,9 +188,13 @@ class LenderTask:
 
     # training -----------------------------------------------------------------------------
     def train(self, schema: Schema, state: dict[str, torch.Tensor], server_round: int,
-              privacy_state: PartyPrivacy | None, noise: NoiseSource | None = None
+              privacy_state: PartyPrivacy | None, noise: NoiseSource | None = None,
+              pooled_rows: int | None = None
               ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """One round of local training from the global weights; returns weights and metrics.
+
+        ``pooled_rows``: the union's training rows, as the server pooled them from the
+        lenders' statistics (a scorecard spreads its penalty over them; default: its own).
 
         Raises
         ------
@@ -209,12 +215,18 @@ class LenderTask:
                 raise PrivacyLedgerError(f"{s.party}: DP-SGD needs the node's noise source")
             secret = (noise.fresh_torch("sampling", server_round),
                       noise.fresh_torch("dpsgd", server_round))
-        result = train_round(model, shard.x[TRAIN], shard.y[TRAIN],
-                             epochs=s.federation.local_epochs,
-                             batch_size=batch_for(len(shard.y[TRAIN]), s.train),
-                             lr=s.train.lr, weight_decay=s.train.weight_decay,
-                             seed=round_seed(s.seed, s.party, server_round), proximal_mu=mu,
-                             dp=dp, secret=secret)
+        rows = pooled_rows or len(shard.y[TRAIN])
+        if s.model.kind is ModelKind.scorecard and dp is None:
+            result = gradient_steps(model, shard.x[TRAIN], shard.y[TRAIN],
+                                    steps=s.federation.local_epochs, lr=s.model.gradient_lr,
+                                    penalty_rows=rows, proximal_mu=mu)
+        else:
+            result = train_round(model, shard.x[TRAIN], shard.y[TRAIN],
+                                 epochs=s.federation.local_epochs,
+                                 batch_size=batch_for(len(shard.y[TRAIN]), s.train),
+                                 lr=s.train.lr, weight_decay=s.train.weight_decay,
+                                 seed=round_seed(s.seed, s.party, server_round),
+                                 proximal_mu=mu, dp=dp, secret=secret, penalty_rows=rows)
         new_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         new_state = self._apply_fault(state, new_state)
         n_train = len(shard.y[TRAIN])

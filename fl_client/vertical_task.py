@@ -42,8 +42,10 @@ from federation.query_ledger import Purpose, QuerySpend
 from federation.sealed import keep_key
 from fl_client.queries import charge
 from fl_client.settings import ClientSettings
+from models.binned_scorecard import decay_groups
 from models.factory import party_encoder
 from models.metrics import ScoreSummary
+from models.settings import ModelKind
 from models.split_training import (
     DPPlan,
     InnerProductLoss,
@@ -263,9 +265,14 @@ class _Node:
             raise BudgetRefusal(f"{self.settings.party}: {what} would spend epsilon "
                                 f"{epsilon:.3f}, past this node's max_epsilon {cap}")
 
-    def _optimizer(self, params, state: NodeState) -> torch.optim.Optimizer:
+    def _optimizer(self, module: nn.Module, state: NodeState, rows: int
+                   ) -> torch.optim.Optimizer:
+        """Adam, its state carried over exchanges; a scorecard's bins decay by ``l2 / rows``.
+
+        ``rows``: the training rows the party's loss averages (:func:`decay_groups`).
+        """
         t = self.settings.train
-        optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+        optimizer = torch.optim.Adam(decay_groups(module, t.weight_decay, rows), lr=t.lr)
         if state.optimizer is not None:
             optimizer.load_state_dict(state.optimizer)
         return optimizer
@@ -387,34 +394,53 @@ class PassiveNode(_Node):
         validation rows are embedded too. ``chunk < 0`` asks for no training rows.
         """
         encoder = self._encoder(state.model)
-        optimizer = self._optimizer(encoder.parameters(), state)
-        metrics: dict[str, float] = {}
         n_train = len(self._split_positions(state, TRAIN))
+        optimizer = self._optimizer(encoder, state, n_train)
+        metrics: dict[str, float] = {}
         if grads is not None and prev is not None:
-            rows = self._chunk_positions(state, *prev)
-            if len(rows) != len(grads):
-                raise ValueError(f"{self.settings.party}: {len(grads)} gradients for a chunk of "
-                                 f"{len(rows)} rows")
-            self._guard_dpsgd(state, n_train, prev[0])
-            dp = self._dp_plan(n_train)
-            sampling, noise = self._generators(self.settings.party, *prev)
-            loss, steps = fit_chunk(encoder, optimizer, self.rows.x[rows], grads,
-                                    InnerProductLoss(),
-                                    batch_size=batch_for(n_train, self.settings.train),
-                                    passes=self.passes, generator=sampling, dp=dp, noise=noise,
-                                    local_steps=self.local_steps)
-            if not self.private:  # a per-step statistic of the rows: not sent under DP
-                metrics["surrogate_loss"] = loss
-            if self.settings.label_leakage_attack:
-                self._keep_leakage(state, rows, grads)
-            if dp is not None:
-                self._count_steps(state, prev[0], steps)
+            metrics.update(self._apply_gradients(state, encoder, optimizer, n_train, grads, prev))
         if self.dpsgd:
             spend = self._dp_spend(state, n_train)
             metrics.update({f"dpsgd_{k}": v for k, v in spend.items()
                             if not isinstance(v, list)})
         state.model, state.optimizer = encoder.state_dict(), optimizer.state_dict()
+        train, val = self._embed_chunk(state, encoder, epoch=epoch, chunk=chunk,
+                                       val_epoch=val_epoch)
+        if self.noisy:
+            metrics.update(self.embedding_spend(state))
+        return train, val, metrics
 
+    def _apply_gradients(self, state: NodeState, encoder: nn.Module,
+                         optimizer: torch.optim.Optimizer, n_train: int, grads: np.ndarray,
+                         prev: tuple[int, int]) -> dict[str, float]:
+        """Fit the encoder to the lender's gradients for chunk ``prev``; return its metrics."""
+        rows = self._chunk_positions(state, *prev)
+        if len(rows) != len(grads):
+            raise ValueError(f"{self.settings.party}: {len(grads)} gradients for a chunk of "
+                             f"{len(rows)} rows")
+        self._guard_dpsgd(state, n_train, prev[0])
+        dp = self._dp_plan(n_train)
+        sampling, noise = self._generators(self.settings.party, *prev)
+        loss, steps = fit_chunk(encoder, self._chunk_optimizer(encoder, optimizer, n_train,
+                                                               len(rows), dp),
+                                self.rows.x[rows], grads,
+                                InnerProductLoss(),
+                                batch_size=batch_for(n_train, self.settings.train),
+                                passes=self.passes, generator=sampling, dp=dp, noise=noise,
+                                local_steps=self.local_steps)
+        if self.settings.label_leakage_attack:
+            self._keep_leakage(state, rows, grads)
+        if dp is not None:
+            self._count_steps(state, prev[0], steps)
+        # a per-step statistic of the rows: not sent under DP
+        return {} if self.private else {"surrogate_loss": loss}
+
+    def _embed_chunk(self, state: NodeState, encoder: nn.Module, *, epoch: int, chunk: int,
+                     val_epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Release the embeddings of chunk ``chunk`` (none when negative) and of validation.
+
+        The validation rows only with ``val_epoch``; each from the encoder version it may use.
+        """
         if self.noisy and chunk >= 0 and epoch in self.schedule and epoch not in state.releases:
             state.releases.append(epoch)
             state.snapshots[epoch] = {k: v.clone() for k, v in encoder.state_dict().items()}
@@ -435,9 +461,27 @@ class PassiveNode(_Node):
         if chunk >= 0:
             train = self._release(state, version, self._chunk_positions(state, epoch, chunk),
                                   TRAIN, source)
-        if self.noisy:
-            metrics.update(self.embedding_spend(state))
-        return train, val, metrics
+        return train, val
+
+    def _chunk_optimizer(self, encoder: nn.Module, optimizer: torch.optim.Optimizer,
+                         n_train: int, chunk_rows: int, dp: DPPlan | None
+                         ) -> torch.optim.Optimizer:
+        """Return what steps the encoder against the lender's gradients of one chunk.
+
+        Adam (``optimizer``), but a scorecard's encoder without DP-SGD takes plain gradient
+        steps that add up to one step of ``model.passive_lr`` on the chunk's loss. Its loss
+        (:class:`InnerProductLoss`) is linear in its bin weights while the lender's gradients
+        stay fixed, so Adam, whose steps are about ``train.lr`` whatever the gradient's size,
+        moved each weight by about ``train.lr`` times its steps per exchange (42 on the
+        Taiwan data's 21,000 training rows) in its gradient's sign: it overshot, and the
+        training loss and validation AUC swung from epoch to epoch (docs/explanations.md).
+        """
+        if self.settings.model.kind is not ModelKind.scorecard or dp is not None:
+            return optimizer
+        batches = -(-chunk_rows // batch_for(n_train, self.settings.train))
+        steps = max(1, self.passes * self.local_steps * batches)
+        return torch.optim.SGD(decay_groups(encoder, 0.0, n_train),
+                               lr=self.settings.model.passive_lr / steps)
 
     def _keep_leakage(self, state: NodeState, rows: np.ndarray, grads: np.ndarray) -> None:
         """Keep the label-free attack scores of each row's first gradient (the audit)."""
@@ -666,7 +710,10 @@ class LenderNode(_Node):
             auc = auc_of_scores(p_val, y_val)
             watch = EarlyStopping(self.settings.train, state.watched, state.best_epoch,
                                   state.watched_best)
-            if watch.observe(val_epoch, y_val, p_val, auc):
+            improved = watch.observe(val_epoch, y_val, p_val, auc)
+            if not self.settings.train.early_stopping:  # the last epoch's model is kept
+                watch.best_epoch, improved = val_epoch, True
+            if improved:
                 state.best_auc = auc
             state.best_epoch, state.watched_best = watch.best_epoch, watch.best
             state.snapshots[val_epoch] = {k: v.clone() for k, v in model.state_dict().items()}
@@ -678,7 +725,7 @@ class LenderNode(_Node):
                     or chunk < 0):
                 metrics["stop"] = 1.0
                 return {}, metrics
-        optimizer = self._optimizer(model.parameters(), state)
+        optimizer = self._optimizer(model, state, len(self.train_rows))
         where = self._chunk(epoch, chunk)
         rows = self.train_rows[where]
         z = self._inputs(rows, embeddings, model, state)

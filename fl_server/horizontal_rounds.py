@@ -38,6 +38,7 @@ from federation.protocol import (
     RUN_ENDS,
     SCORED,
     STATUS,
+    TRAIN_ROWS,
     pooled_auc,
     read_report,
 )
@@ -278,6 +279,7 @@ class _Rounds:
     central: Any  # central DP's plan, or None
     server_noise: NoiseSource
     out: FederationOutcome
+    train_rows: int = 0  # the union's training rows, from the lenders' (noisy) statistics
 
 
 def run_federation(grid: Grid, s: ServerSettings,
@@ -303,7 +305,7 @@ def run_federation(grid: Grid, s: ServerSettings,
         # generator, which is seeded from this key right before each aggregation)
         server_noise=(NoiseSource.reproducible(s.seed, "server") if s.privacy.reproducible_noise
                       else NoiseSource.fresh()),
-        out=out)
+        out=out, train_rows=max(round(sum(float(m.get("rows", 0)) for m in summaries)), 0))
     out.ledger = (None if s.privacy.mechanism is PrivacyMechanism.off
                   else PrivacyLedger(s.privacy.mechanism.value))
     arrays, first_round = ArrayRecord(model.state_dict()), 1
@@ -349,7 +351,8 @@ def _one_round(run: _Rounds, server_round: int, arrays: ArrayRecord,
     # the lenders score the model they get (the last round's) before training from it
     score_previous = bool(out.history)
     sent = list(run.strategy.configure_train(server_round, arrays, ConfigRecord(
-        {"schema": run.schema.to_json(), EVALUATE_FIRST: score_previous}), run.sampled))
+        {"schema": run.schema.to_json(), EVALUATE_FIRST: score_previous,
+         TRAIN_ROWS: run.train_rows}), run.sampled))
     # in a fixed order (the lenders'), not as they arrive: the aggregate's sums come out
     # the same on every engine and every run
     replies = sorted(run.grid.send_and_receive(sent, timeout=f.round_timeout),

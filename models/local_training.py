@@ -99,30 +99,68 @@ def as_is(batch: Any) -> Any:
 def train_round(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
                 lr: float, weight_decay: float, seed: int, proximal_mu: float = 0.0,
                 dp: DPRound | None = None,
-                secret: tuple[torch.Generator, torch.Generator] | None = None) -> LocalResult:
+                secret: tuple[torch.Generator, torch.Generator] | None = None,
+                penalty_rows: int | None = None) -> LocalResult:
     """Train ``model`` in place for ``epochs`` passes over ``(x, y)``.
 
     ``proximal_mu`` adds FedProx's ``mu / 2 * ||w - w_start||^2``. With ``dp`` the batches are
     Poisson-sampled at ``dp.sample_rate`` and gradients are clipped per record (ghost clipping)
     and noised; the returned history extends ``dp.history``. ``secret`` (the sampling and the
     noise generators, from the party's secret source) is then required: ``seed`` is public.
+    ``penalty_rows``: the rows a scorecard's penalty is spread over
+    (:func:`~models.binned_scorecard.decay_groups`; default the rows of ``x``).
     """
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+    rows = len(xt) if penalty_rows is None else penalty_rows
     if dp is None:
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         return _train_plain(model, xt, yt, epochs, batch_size, lr, weight_decay, proximal_mu,
-                            generator)
+                            generator, rows)
     if secret is None:
         raise PrivacyLedgerError("DP-SGD needs generators from the party's secret source")
     sampling, noise = secret
     seed_torch_global(sampling)  # dropout, if any: secret too, from the whole state
-    return _train_private(model, xt, yt, epochs, lr, weight_decay, dp, sampling, noise)
+    return _train_private(model, xt, yt, epochs, lr, weight_decay, dp, sampling, noise, rows)
 
 
-def _train_plain(model, xt, yt, epochs, batch_size, lr, weight_decay, mu, generator) -> LocalResult:
+@one_thread()
+def gradient_steps(model: nn.Module, x: np.ndarray, y: np.ndarray, *, steps: int, lr: float,
+                   penalty_rows: int, proximal_mu: float = 0.0) -> LocalResult:
+    """Take ``steps`` full-batch gradient steps (plain gradient descent) on ``(x, y)``.
+
+    A horizontal scorecard's round (``model.gradient_lr``). The weighted average of the
+    lenders' steps (FedAvg weighs each by its rows) is then exactly a gradient step on the
+    union's mean loss, with the scorecard's penalty spread over ``penalty_rows``, the union's
+    training rows (:func:`~models.binned_scorecard.decay_groups`). Adam's mini-batches are not:
+    Adam's first steps after a fresh start move every weight by about ``lr`` whatever its
+    gradient's size, and a lender takes as many as it has batches, so their average weighs
+    each lender by the square of its rows and ignores how much its loss says; on skewed lenders
+    the training loss of the union then rose round after round (docs/explanations.md).
+    """
+    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
     start = [p.detach().clone() for p in model.parameters()]
-    optimizer = torch.optim.Adam(decay_groups(model, weight_decay, len(xt)), lr=lr)
+    optimizer = torch.optim.SGD(decay_groups(model, 0.0, penalty_rows), lr=lr)
+    loss_fn = nn.BCEWithLogitsLoss()
+    model.train()
+    first = float("nan")
+    for step in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xt), yt)
+        if step == 0:
+            first = loss.item()
+        if proximal_mu > 0:
+            loss = loss + proximal_mu / 2 * sum(
+                ((p - s) ** 2).sum() for p, s in zip(model.parameters(), start, strict=True))
+        loss.backward()
+        optimizer.step()
+    return LocalResult(first, steps, [], None)
+
+
+def _train_plain(model, xt, yt, epochs, batch_size, lr, weight_decay, mu, generator,
+                 rows) -> LocalResult:
+    start = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.Adam(decay_groups(model, weight_decay, rows), lr=lr)
     loss_fn = nn.BCEWithLogitsLoss()
     model.train()
     total, seen, steps = 0.0, 0, 0
@@ -143,13 +181,13 @@ def _train_plain(model, xt, yt, epochs, batch_size, lr, weight_decay, mu, genera
 
 
 def _train_private(model, xt, yt, epochs, lr, weight_decay, dp: DPRound,
-                   generator, noise) -> LocalResult:
+                   generator, noise, rows) -> LocalResult:
     # Opacus warns that secure_mode is off (it needs torchcsprng, which the index lacks; the
     # README says so) and, with ghost clipping, about backward hooks on inputs without grad.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return _train_private_quietly(model, xt, yt, epochs, lr, weight_decay, dp, generator,
-                                      noise)
+                                      noise, rows)
 
 
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
@@ -193,8 +231,8 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: 
 
 
 def _train_private_quietly(model, xt, yt, epochs, lr, weight_decay, dp: DPRound,
-                           generator, noise) -> LocalResult:
-    optimizer = torch.optim.Adam(decay_groups(model, weight_decay, len(xt)), lr=lr)
+                           generator, noise, rows) -> LocalResult:
+    optimizer = torch.optim.Adam(decay_groups(model, weight_decay, rows), lr=lr)
     private_model, optimizer, criterion, loader, engine = make_private(
         model, optimizer, nn.BCEWithLogitsLoss(), BatchedRows(xt, yt),
         sample_rate=dp.sample_rate, steps=steps_per_epoch(dp.sample_rate),

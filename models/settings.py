@@ -26,6 +26,10 @@ class ModelSettings:
     scorecard's L2 penalty on its bin weights, as on the summed log-loss of the training rows
     (scikit-learn's ``1 / C``): its training reaches the optimum of
     ``LogisticRegression(C=1 / l2)`` on the same one-hot bins (0: no penalty).
+    Without DP-SGD a scorecard takes plain gradient steps where Adam's do not add up:
+    ``gradient_lr`` is a horizontal lender's, ``federation.local_epochs`` full-batch steps a
+    round (the lenders' average is then a step on the union's loss); ``passive_lr`` a vertical
+    passive party's, its steps against one exchange's gradients adding up to one of that size.
     """
 
     kind: ModelKind = ModelKind.mlp
@@ -36,6 +40,8 @@ class ModelSettings:
     bins: int = 10
     monotone: dict[str, str] = field(default_factory=dict)
     l2: float = 10.0
+    gradient_lr: float = 1.0
+    passive_lr: float = 3.0
 
 
 class Criterion(StrEnum):

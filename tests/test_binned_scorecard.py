@@ -264,3 +264,58 @@ def test_with_its_penalty_the_scorecard_converges_to_sklearns_logistic_regressio
     assert float(model.head.bias.detach()[0]) == pytest.approx(reference.intercept_[0], abs=5e-3)
     loose = LogisticRegression(C=1e4, max_iter=5000).fit(hot[:2000], y[:2000])
     assert np.abs(loose.coef_[0] - reference.coef_[0]).max() > 0.05
+
+
+def test_the_horizontal_lenders_average_step_is_a_gradient_step_on_the_union():
+    # a horizontal scorecard's round: each lender takes a full-batch gradient step with the
+    # penalty spread over the union's rows; FedAvg (weighted by rows) of those steps is exactly
+    # one step on the union's penalized loss (Adam's mini-batches, the networks' round, are
+    # not: on label-skewed lenders the union's loss rose round after round)
+    from models.local_training import gradient_steps
+
+    # Prepare: 900 rows over three lenders of 90, 270 and 540 rows, default rates skewed
+    _, x, y, pre = _encoded(900)
+    order = np.argsort(-y, kind="stable")  # defaulters first: the small lender gets most
+    cuts = np.split(order, [90, 360])
+    settings = ModelSettings(kind=ModelKind.scorecard, bins=5, l2=10.0)
+
+    def fresh():
+        return build_model(settings, {"lender": x.shape[1]}, {"lender": pre.feature_names})
+
+    start = {k: v + 0.1 for k, v in fresh().state_dict().items()}
+
+    def union_loss(state):
+        model = fresh()
+        model.load_state_dict(state)
+        with torch.no_grad():
+            w = model.encoders["lender"].embed.weight
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                model(torch.as_tensor(x)), torch.as_tensor(y, dtype=torch.float32))
+            return float(loss + settings.l2 / len(y) / 2 * (w ** 2).sum())
+
+    def fedavg(local):
+        states, rows = [], []
+        for part in cuts:
+            model = fresh()
+            model.load_state_dict(start)
+            local(model, x[part], y[part])
+            states.append(model.state_dict())
+            rows.append(len(part))
+        return {k: sum(n * s[k] for n, s in zip(rows, states, strict=True)) / sum(rows)
+                for k in start}
+
+    # Execute: one round of each, and one step on the union in one process
+    stepped = fedavg(lambda m, xs, ys: gradient_steps(m, xs, ys, steps=1, lr=1.0,
+                                                      penalty_rows=len(y)))
+    union = fresh()
+    union.load_state_dict(start)
+    gradient_steps(union, x, y, steps=1, lr=1.0, penalty_rows=len(y))
+    # Assert: the same weights to float precision, and a lower loss on the union; with the
+    # penalty spread over each lender's own rows (its count of lenders times too strong) not
+    own = fedavg(lambda m, xs, ys: gradient_steps(m, xs, ys, steps=1, lr=1.0,
+                                                  penalty_rows=len(ys)))
+    for key, value in union.state_dict().items():
+        assert torch.allclose(stepped[key], value, atol=1e-5), key
+    assert union_loss(stepped) < union_loss(start)
+    weight = "encoders.lender.embed.weight"
+    assert not torch.allclose(own[weight], union.state_dict()[weight], atol=1e-4)
