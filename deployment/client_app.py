@@ -111,6 +111,7 @@ from federation.lifetime_budget import (
     dataset_fingerprint,
     spend_figures,
 )
+from federation.lifetime_notes import CONTINUES
 from federation.monitoring_release import MONITOR_MIN_COUNT
 from federation.protocol import CONFIG, STATUS, ScoringMessage, VerticalMessage, reported_epsilon
 from federation.query_ledger import NODE_KEYS, QueryCaps, check_count
@@ -346,7 +347,7 @@ def _budget(node: NodeConfig) -> LifetimeBudget:
     return LifetimeBudget.of(node.state_dir, node.max_epsilon, data_path=node.data_path)
 
 
-LIFETIME_RUN = "lifetime-run"
+LIFETIME_RUN = CONTINUES  # the regulator's report reads it too (lifetime_notes)
 """In a resumed run's directory: the name of the run it continues (its first run), under which
 the node's lifetime ledger keeps the spend: a resumed run's figures include the earlier ones."""
 RESUME_SKIPS = ("audit.jsonl", "audit.key")

@@ -56,6 +56,14 @@ class DuplicateKeyError(ValueError):
     """A JSON object holds the same key twice."""
 
 
+class NotFinite(ValueError):
+    """A line holds NaN or Infinity, which no line written here holds (an edited line)."""
+
+
+def _no_constants(name: str) -> Any:
+    raise NotFinite(f"it holds {name}, which no log line holds")
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -66,7 +74,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def parse_line(text: str) -> dict[str, Any]:
-    """Parse one log line, refusing a key that appears twice (at any depth).
+    """Parse one log line, refusing a key that appears twice (at any depth), NaN or Infinity.
 
     >>> parse_line('{"a": 1}')
     {'a': 1}
@@ -74,8 +82,12 @@ def parse_line(text: str) -> dict[str, Any]:
     Traceback (most recent call last):
     ...
     federation.audit_log.DuplicateKeyError: the key 'a' appears twice
+    >>> parse_line('{"a": NaN}')
+    Traceback (most recent call last):
+    ...
+    federation.audit_log.NotFinite: it holds NaN, which no log line holds
     """
-    value = json.loads(text, object_pairs_hook=_no_duplicates)
+    value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     if not isinstance(value, dict):
         raise ValueError("a log line is a JSON object")
     return value
@@ -194,14 +206,9 @@ def _signed(entry: dict[str, Any], key: Ed25519PublicKey) -> bool:
     return True
 
 
-def verify(path: Path | str, *, head: str | None = None, key: str | None = None) -> Verdict:
-    """Check a log's chain and signatures; report the first line (1-based) that fails.
-
-    ``key``: the writer's public key (hex) from an anchor; without it the key the first line
-    declares is used, which catches every edit but not a whole file made up with another key.
-    ``head``: the last hash from an anchor; the log must end there.
-    """
-    texts = Path(path).read_text(encoding="utf-8").splitlines()
+def _read(path: Path) -> list[dict[str, Any]] | Verdict:
+    """Return a log's lines, or the verdict on the first that is none (or on an empty file)."""
+    texts = path.read_text(encoding="utf-8").splitlines()
     if not texts:
         return Verdict(False, 0, GENESIS, 1, "empty: a log has at least one line")
     entries: list[dict[str, Any]] = []
@@ -209,9 +216,25 @@ def verify(path: Path | str, *, head: str | None = None, key: str | None = None)
         try:
             entry = parse_line(text)
             int(entry["seq"]), str(entry["hash"])
+        except NotFinite as exc:  # a line written here never holds one: it was edited
+            return Verdict(False, number - 1, GENESIS, number,
+                           f"changed: {exc}, so its content does not match its hash")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             return Verdict(False, number - 1, GENESIS, number, f"not a log line ({exc})")
         entries.append(entry)
+    return entries
+
+
+def verify(path: Path | str, *, head: str | None = None, key: str | None = None) -> Verdict:
+    """Check a log's chain and signatures; report the first line (1-based) that fails.
+
+    ``key``: the writer's public key (hex) from an anchor; without it the key the first line
+    declares is used, which catches every edit but not a whole file made up with another key.
+    ``head``: the last hash from an anchor; the log must end there.
+    """
+    entries = _read(Path(path))
+    if isinstance(entries, Verdict):
+        return entries
     declared = str(entries[0].get("key", ""))
     public: Ed25519PublicKey | None = None
     prev = GENESIS
@@ -270,7 +293,10 @@ def anchors(server_log: Path | str) -> dict[str, Any]:
     problems: list[str] = []
     last: dict[str, Any] = {}
     for text in texts:
-        last = parse_line(text)
+        try:
+            last = parse_line(text)
+        except NotFinite:
+            continue  # an edited line: verification reports it
         node = last.get("node_log")
         if not (isinstance(node, dict) and "party" in node):
             continue
@@ -285,7 +311,10 @@ def anchors(server_log: Path | str) -> dict[str, Any]:
             problems.append(f"{party}'s log changed key or went back (seq {before['seq']} then "
                             f"{node['seq']})")
         nodes[party] = {k: node[k] for k in ("seq", "head", "key")}
-    first = parse_line(texts[0]) if texts else {}
+    try:
+        first = parse_line(texts[0]) if texts else {}
+    except NotFinite:
+        first = {}
     server = ({"seq": int(last["seq"]), "head": str(last["hash"]), "key": first.get("key")}
               if last else None)
     return {"server": server, "nodes": dict(sorted(nodes.items())),

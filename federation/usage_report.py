@@ -10,9 +10,10 @@ server's log holds. As JSON (``--json``) and as a
 markdown page (``--markdown``, else printed) laid out after the GDPR Art. 30 record of
 processing and the PIPL Art. 55-56 personal-information impact assessment. A log that fails
 verification is reported first and the command exits with 1, and so does a node's note that
-does not hang together (:mod:`federation.lifetime_notes`: a spend past its cap, or one that went
-down without a reset); a file that is not a log at all is refused (exit 2) and nothing is
-written.
+does not hang together (:mod:`federation.lifetime_notes`: a spend past its cap, below its run's
+own, one that went down or a cap that rose without a reset, runs that do not add up); a line
+edited to hold NaN or Infinity is a changed line; a file that is not a log at all is refused
+(exit 2) and nothing is written.
 """
 
 from __future__ import annotations
@@ -29,9 +30,21 @@ from typing import Any
 import pandas as pd
 
 from credit_data.consent import TRAINING, consented, latest, read_records
-from federation.audit_log import Verdict, anchors, parse_line, verify
+from federation.audit_log import NotFinite, Verdict, anchors, parse_line, verify
 from federation.lifetime_budget import NOTE_CAP, NOTE_SPENT, run_spend, spend_figures
-from federation.lifetime_notes import Note, deployed, notes, past_cap, unnoted, went_down
+from federation.lifetime_notes import (
+    CONTINUES,
+    Note,
+    additions,
+    below_run,
+    deployed,
+    did_not_add_up,
+    figures_to_last_note,
+    notes,
+    past_cap,
+    unnoted,
+    went_down,
+)
 
 NO_RECORDS = "no consent records: all rows used"
 
@@ -52,11 +65,15 @@ def _entries(path: Path) -> list[dict[str, Any]]:
             entry = parse_line(text)
             if not isinstance(entry, dict) or "seq" not in entry or "event" not in entry:
                 raise ValueError("no 'seq' or 'event'")
+        except NotFinite:
+            continue  # a line edited to hold NaN or Infinity: verification reports it changed
         except ValueError as exc:
             if number == 1:
                 raise NotALog(f"{path}: line 1 is not an audit log line ({exc})") from exc
             continue  # a damaged later line: verification reports it
         entries.append(entry)
+    if not entries:
+        raise NotALog(f"{path}: no line of it can be read")
     return entries
 
 
@@ -68,6 +85,12 @@ def _run_of(path: Path) -> str:
     """
     up = path.resolve().parent.parent
     return up.parent.name if up.name == "parties" else up.name
+
+
+def _continues(path: Path) -> str | None:
+    """Return the run a deployed node's resumed run continues (None: not a resumed run)."""
+    kept = path.resolve().parent.parent / CONTINUES
+    return kept.read_text(encoding="utf-8").strip() or None if kept.is_file() else None
 
 
 def _is_server(entries: list[dict[str, Any]]) -> bool:
@@ -188,6 +211,7 @@ def build_report(paths: list[Path], consent_files: dict[str, Path] | None = None
     servers = {_run_of(p): anchors(p) for p, entries in read if _is_server(entries)}
     records, failed = [], []
     noted: dict[str, list[list[Note]]] = {}  # each party's runs' lifetime notes
+    spends: dict[str, list[tuple[str, str | None, str, dict[str, float]]]] = {}
     for path, entries in read:
         verdict = verify(path)
         if not verdict.ok:
@@ -203,11 +227,15 @@ def build_report(paths: list[Path], consent_files: dict[str, Path] | None = None
             failed.append({"log": str(path), "problem": "does not end at the head and key the "
                            "server's log anchored"})
         run_notes = notes(str(path), entries)  # the node's own word, checked
-        failed += [{"log": str(path), "problem": p} for p in past_cap(party, run_notes)]
+        failed += [{"log": str(path), "problem": p}
+                   for p in past_cap(party, run_notes) + below_run(party, run_notes)]
         noted.setdefault(party, []).append(run_notes)
+        spends.setdefault(party, []).append((run, _continues(path), str(entries[0].get(
+            "time", "")), figures_to_last_note(entries)))
         records.append(record)
     for party, runs in sorted(noted.items()):
-        failed += [{"log": log, "problem": p} for log, p in went_down(party, runs)]
+        failed += [{"log": log, "problem": p} for log, p in went_down(party, runs)
+                   + did_not_add_up(party, runs, additions(spends[party]))]
     server_runs = {run: {"problems": a["problems"], "server": a["server"]}
                    for run, a in servers.items()}
     return {"verified": not failed, "failures": failed, "servers": server_runs,

@@ -211,3 +211,17 @@ def test_an_edited_salt_is_found(log_file):
     log_file.write_text("\n".join(lines) + "\n")
     verdict = verify(log_file)
     assert not verdict.ok and verdict.line == 2 and "changed" in verdict.problem
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_line_edited_to_hold_nan_or_infinity_is_found_changed(log_file, constant):
+    lines = _lines(log_file)
+    lines[1] = lines[1].replace('"epsilon": 0.2', f'"epsilon": {constant}')
+    assert lines[1] != _lines(log_file)[1]
+    log_file.write_text("\n".join(lines) + "\n")
+    verdict = verify(log_file)
+    assert not verdict.ok and verdict.line == 2 and "changed" in verdict.problem
+    result = subprocess.run([sys.executable, "-m", "federation.audit_log", "verify",
+                             str(log_file)], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"line 2: changed: it holds {constant}" in result.stdout

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import pytest
 
 from federation.audit_log import AuditLog
+from federation.lifetime_notes import CONTINUES
 from federation.usage_report import build_report, main, render
 
 pytestmark = pytest.mark.unit
@@ -168,3 +169,75 @@ def test_a_deployed_nodes_lines_without_a_note_do_not_read_as_a_simulation(tmp_p
     assert page.count("(a simulated party)") == 1
     assert "no lifetime note (deployed node): its lines do not say what its ledger holds" in page
     assert "1 of its lines carry no lifetime note (deployed node; first: line 2)" in page
+
+
+def _spending_log(tmp_path, run, lines, *, day, cap=5.0, party="bureau"):
+    """A deployed node's log whose lines report (epsilon so far, noted lifetime, cap)."""
+    path = tmp_path / run / party / "audit.jsonl"
+    log = AuditLog(path)
+    for second, (epsilon, spent, line_cap) in enumerate(lines):
+        log.append("train.embed", party=party, purpose="training", sent={},
+                   epsilon={"epsilon": epsilon}, deployed=True,
+                   time=f"2026-01-{day:02d}T00:00:{second:02d}Z",
+                   node={"lifetime_epsilon": spent, "max_epsilon": line_cap or cap,
+                         "lifetime_resets": 0})
+    return path
+
+
+def test_runs_add_up_and_a_note_is_never_below_its_own_run(tmp_path, capsys):
+    # Prepare (review M2): run 1 reports epsilon 1 then 3 and notes 1 then 3; run 2 reports 1
+    # then 3 too but notes 3 then 3 (its ledger holds 6, past the cap 5); run 3's replies
+    # report epsilon 4 and it notes a lifetime of 0
+    first = _spending_log(tmp_path, "run-1", [(1.0, 1.0, None), (3.0, 3.0, None)], day=1)
+    second = _spending_log(tmp_path, "run-2", [(1.0, 3.0, None), (3.0, 3.0, None)], day=2)
+    zero = _spending_log(tmp_path, "run-3", [(4.0, 0.0, None)], day=3, party="social")
+    # Execute
+    assert main([str(first), str(second), str(zero)]) == 1
+    err = capsys.readouterr().err
+    # Assert: each names the node, the line and the figures
+    assert (f"node bureau: {second} line 2 notes a lifetime epsilon of 3, short of the 3 noted "
+            f"before it ({first} line 2) plus the 3 its run spent (6)") in err
+    assert (f"node social, {zero} line 1: notes a lifetime epsilon of 0, below the 4 its "
+            "run's own replies reported so far") in err
+    # an honest second run adds up (1 + 3 + ... = 3 + 2 = 5 within the cap)
+    honest = _spending_log(tmp_path, "run-4", [(1.0, 4.0, None), (2.0, 5.0, None)], day=4)
+    assert build_report([first, honest])["verified"]
+
+
+def test_a_resumed_run_adds_only_its_growth_over_the_run_it_continues(tmp_path):
+    # a resumed run's figures include the run it continues (the ledger keeps both under the
+    # first run's name): epsilon 1.0 then 1.5 in all adds 0.5 to the 1.0 noted before
+    first = _spending_log(tmp_path, "run-1", [(1.0, 1.0, None)], day=1)
+    resumed = _spending_log(tmp_path, "run-2", [(1.5, 1.5, None)], day=2)
+    assert not build_report([first, resumed])["verified"]  # read as a run of its own: 2.5
+    (tmp_path / "run-2" / CONTINUES).write_text("run-1")  # deployment's LIFETIME_RUN
+    assert build_report([first, resumed])["verified"]
+
+
+def test_a_cap_that_rises_or_goes_away_without_a_reset_fails(tmp_path):
+    rises = _spending_log(tmp_path, "run-1", [(1.0, 1.0, 5.0), (1.0, 1.0, 9.0)], day=1)
+    gone = _spending_log(tmp_path, "run-2", [(0.0, 1.0, "none")], day=2)
+    problems = [f["problem"] for f in build_report([rises, gone])["failures"]]
+    assert problems == [
+        f"node bureau: its cap rose from 5 ({rises} line 1) to 9 ({rises} line 2) with no "
+        "reset noted",
+        f"node bureau: its cap rose from 9 ({rises} line 2) to none ({gone} line 1) with no "
+        "reset noted"]
+    assert build_report([_spending_log(tmp_path, "run-3", [(1.0, 1.0, 5.0), (1.0, 1.0, 4.0)],
+                                       day=3)])["verified"]  # a lower cap is no failure
+
+
+def test_a_line_edited_to_hold_nan_is_a_changed_line_and_the_report_still_runs(tmp_path,
+                                                                             capsys):
+    path = _node_log(tmp_path)
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2].replace('"bureau/embedding": 1.5', '"bureau/embedding": NaN')
+    path.write_text("\n".join(lines) + "\n")
+    other = _spending_log(tmp_path, "run-2", [(1.0, 1.0, None)], day=1)
+    out = tmp_path / "report.json"
+    assert main([str(path), str(other), "--json", str(out)]) == 1
+    report = json.loads(out.read_text())
+    assert report["failures"] == [{"log": str(path), "problem": "line 3: changed: it holds NaN, "
+                                   "which no log line holds, so its content does not match "
+                                   "its hash"}]
+    assert len(report["records"]) == 2
