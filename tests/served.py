@@ -9,9 +9,12 @@ import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
+from flwr.app import Message
+from flwr.clientapp import ClientApp
 
 from credit_fl.batch_scoring import list_table, load_applicants, scoring_config
 from credit_fl.config import to_settings
@@ -112,13 +115,15 @@ def start_service(run_dir: Path, results: dict, nodes: Path, *overrides: str,
 
 def serve_in_process(settings, bundles: dict[str, Path], out: Path,
                      node: Callable[[ClientSettings], ClientSettings] | None = None,
-                     explain: bool = True, first: int | None = None) -> dict:
+                     explain: bool = True, first: int | None = None,
+                     tamper: Callable[[Message], None] | None = None) -> dict:
     """Run a scoring service through the Flower apps on the in-process grid.
 
     The lender's inbox holds the requests and a stop before the service starts: ``one``, the
     run's test rows (the lender's table), and with ``first`` a request ``first`` of the first
-    ``first`` of them; ``node`` turns each passive party's settings into a deployed node's.
-    Returns what was routed, the lender's answer to ``one`` (``scores``; ``first``'s as
+    ``first`` of them; ``node`` turns each passive party's settings into a deployed node's;
+    ``tamper`` alters each message the server routes to a node. Returns what was routed, the
+    lender's answer to ``one`` (``scores``, None if it was refused; ``first``'s as
     ``scores_first``) and the server's record of ``one``.
     """
     from flwr.serverapp import ServerApp
@@ -163,12 +168,20 @@ def serve_in_process(settings, bundles: dict[str, Path], out: Path,
         except BaseException as exc:  # noqa: BLE001 (raised below, in the test's thread)
             status["error"] = exc
 
-    run_server_app(app, InProcessGrid(make_scoring_client_app(with_applicants), len(bundles)))
+    client = make_scoring_client_app(with_applicants)
+
+    def through_the_server(message: Message, context):
+        if tamper is not None:
+            tamper(message)
+        return client(message, context)
+
+    run_server_app(app, InProcessGrid(cast(ClientApp, through_the_server), len(bundles)))
     assert "error" not in status, status.get("error")
 
-    def answer(request: str) -> pd.DataFrame:
-        return pd.read_csv(out / "lender" / "requests" / request / "scores.csv",
-                           dtype={"id": str}, keep_default_na=False)
+    def answer(request: str) -> pd.DataFrame | None:
+        path = out / "lender" / "requests" / request / "scores.csv"
+        return pd.read_csv(path, dtype={"id": str}, keep_default_na=False) \
+            if path.exists() else None
 
     return {"out": out, "routed": routed, "scores": answer("one"),
             "scores_first": answer("two") if first is not None else None,

@@ -20,11 +20,12 @@ import pandas as pd
 import pytest
 from flwr.app import ArrayRecord
 
+from credit_data.errors import AlignmentError
 from credit_data.loading import load_population
 from federation.audit_log import verify
 from federation.protocol import ScoringMessage
 from tests.fake_grid import InProcessGrid, run_server_app
-from tests.routed import checked_text
+from tests.routed import checked_text, explanation_blobs, swap
 from tests.test_sealed_traffic import SMALL, _train
 
 pytestmark = pytest.mark.unit
@@ -215,6 +216,14 @@ def test_a_served_answer_carries_the_scorecards_batch_reasons(explained, tmp_pat
     assert "explanation" not in record["seconds"]  # no round beyond the service's four
     assert sum("explain.codes" in json.dumps(_names(body)) for way, _, body in served["routed"]
                if way == "in") == 2
+    # review M3: every config blob the service routed, the codes among them, is sealed
+    ids = {str(i) for i in batch["id"]}
+    blobs: dict[str, bytes] = {}
+    for _, _, body in served["routed"]:
+        checked_text(body, ids, "default_12m")
+        blobs |= explanation_blobs(body)
+    assert {"bureau.explained/explain.lost", "social.explained/explain.codes",
+            "explain.lost"} <= set(blobs)
 
 
 def test_a_served_applicants_average_reasons_do_not_depend_on_who_else_is_asked(
@@ -303,3 +312,96 @@ def test_the_average_reference_is_the_bundles_whatever_table_a_service_runs_on(
     saved = sum(s * b["points"] for s, b in zip(card["average"]["shares"], card["bins"],
                                                  strict=True))
     assert totals[0] == pytest.approx(saved / (settings.scorecard.pdo / np.log(2)), abs=1e-6)
+
+
+def test_a_served_partys_codes_are_sealed_for_the_lender_and_its_request(explained,
+                                                                         tmp_path) -> None:
+    # review M3: a service's explanation arrays travel as config bytes; each one is sealed
+    # (no float of the costs in the clear), opens at the lender as the bureau's of the
+    # request's number, and refuses another number, another sender or another receiver
+    from federation.explanation import CARD_CODES, CARD_LOST, CARD_NAMES, CARD_TOTAL
+    from fl_client.scoring_service import ServedLender, ServedParty
+    from fl_client.scoring_task import ScoringInput
+    from fl_client.sealed_exchange import channel
+    from fl_client.settings import client_settings
+    from fl_client.vertical_task import NodeState
+    from tests.routed import opaque
+    from tests.served import Service
+
+    # Prepare: a service's nodes, one request matched and embedded
+    settings = explained["settings"]
+    bundles = {p: explained["run_dir"] / "parties" / p / "model" for p in PARTIES}
+    population = load_population(settings.data, settings.seed)
+    applicants = population.tables["lender"]
+    clients = {p: client_settings(settings, p, str(tmp_path / p)) for p in PARTIES}
+    lender = ServedLender(clients["lender"], ScoringInput(bundles["lender"], applicants),
+                          lambda request: applicants)
+    parties = {p: ServedParty(clients[p], ScoringInput(bundles[p], population.tables[p]))
+               for p in PARTIES[1:]}
+    service = Service(lender, parties, NodeState(), {p: NodeState() for p in parties}, [],
+                      tmp_path, {})
+    _, key = lender.hello(service.lender_state)
+    lender.open_tables(service.lender_state, {
+        p: tuple(reversed(node.sealed_table(service.party_states[p], key)[:2]))
+        for p, node in parties.items()})
+    inbox = lender.inbox()
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / "r.json").write_text(json.dumps({"id": "r", "rows": "test"}))
+    request = lender.next_request(wait=0.5)
+    assert request is not None
+    _, sealed, _ = lender.blind(service.lender_state, request)
+    service.embed(lender.match(service.lender_state, {
+        p: parties[p].evaluate(service.party_states[p], sealed[p])[0] for p in sealed}))
+    # Execute: the bureau's codes, as its node puts them in its reply's config
+    codes, said = parties["bureau"].explain_known(service.party_states["bureau"])
+    sent = {name: blob.tobytes() for name, blob in codes.items()}
+    # Assert
+    kinds = {"explain.codes": CARD_CODES, "explain.lost": CARD_LOST,
+             "explain.total": CARD_TOTAL, "explain.names": CARD_NAMES}
+    assert set(sent) == set(kinds) and said["explained"] > 0
+    side = channel(lender.settings, service.lender_state.keys, "bureau")
+    social = channel(lender.settings, service.lender_state.keys, "social")
+    for name, blob in sent.items():
+        opaque(blob, name)
+        values = side.open(kinds[name], (1,), blob)  # the request's number: the first
+        assert values.size > 0
+        if values.dtype.kind == "f":  # no cost (or reference) in the clear, in any width
+            for width in (np.float32, np.float64):
+                plain = values.astype(width).tobytes()
+                assert plain[:8] not in blob, (name, width)
+        assert values.tobytes() not in blob, name
+        for opener, counter in ((side, (2,)), (side, (0,)), (social, (1,))):
+            with pytest.raises(AlignmentError, match="do not open"):
+                opener.open(kinds[name], counter, blob)
+        to_social = channel(clients["social"], service.party_states["social"].keys, "lender")
+        with pytest.raises(AlignmentError):  # another receiver: no key with the bureau
+            channel(clients["social"], service.party_states["social"].keys, "bureau").open(
+                kinds[name], (1,), blob)
+        with pytest.raises(AlignmentError, match="do not open"):  # nor from the lender's
+            to_social.open(kinds[name], (1,), blob)
+
+
+@pytest.mark.parametrize("tampered", ["swapped", "altered"])
+def test_a_served_partys_codes_swapped_or_altered_by_the_server_are_refused(
+        explained, tmp_path, tampered) -> None:
+    # review M3: the server forwards each party's sealed codes whole to the lender; another
+    # party's, or altered ones, do not open there and the request is refused, naming them
+    from tests.served import serve_in_process
+
+    def swapped(message) -> None:
+        if message.metadata.message_type == str(ScoringMessage.SERVE_SCORE):
+            config = message.content["config"]
+            config["bureau.explained"], config["social.explained"] = (
+                config["social.explained"], config["bureau.explained"])
+
+    def flip(blob: bytes) -> bytes:
+        return blob[:-1] + bytes([blob[-1] ^ 1])  # the last sealed array's tag
+
+    bundles = {p: explained["run_dir"] / "parties" / p / "model" for p in PARTIES}
+    served = serve_in_process(explained["settings"], bundles, tmp_path / "served", tamper=(
+        swapped if tampered == "swapped"
+        else swap(ScoringMessage.SERVE_SCORE, "bureau.explained", flip)))
+    assert served["scores"] is None  # no answer
+    error = served["record"]["error"]
+    assert "lender" in error and "from bureau do not open" in error, error
+    assert "scorecard" in error, error  # one of the bureau's sealed codes, by its kind
