@@ -121,7 +121,7 @@ def _ask(grid, node: int, kind: str, config: dict) -> str:
     (100, "query.serve_score", {"passive": ["bureau"], "explain": 1},
      "query.serve_score: missing field 'bureau.embedded'"),
     (101, "query.explain_columns", {"served": 1, "names": ["income"]},
-     "query.explain_columns: unexpected field 'names' (it carries served)"),
+     "query.explain_columns: unexpected field 'names' (it carries gradients, served)"),
 ])
 def test_a_scoring_node_refuses_a_message_with_a_missing_or_an_extra_field_naming_it(
         scoring_nodes, node, kind, config, said):
