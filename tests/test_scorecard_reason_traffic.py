@@ -226,18 +226,23 @@ def test_a_served_answer_carries_the_scorecards_batch_reasons(explained, tmp_pat
             "explain.lost"} <= set(blobs)
 
 
-def test_a_served_applicants_average_reasons_do_not_depend_on_who_else_is_asked(
-        explained, tmp_path) -> None:
-    # review L9: the service's ``average`` reference is each party's own table's, fixed for
-    # the service; it was the request's applicants' average (one applicant alone: no reason)
+def _against_the_average(explained):
+    """The explained run's settings with the ``average`` reference, and its parties' bundles."""
     import dataclasses
-
-    from tests.served import serve_in_process
 
     settings = explained["settings"]
     average = dataclasses.replace(settings, explain=dataclasses.replace(
         settings.explain, scorecard_reference="average"))
-    bundles = {p: explained["run_dir"] / "parties" / p / "model" for p in PARTIES}
+    return average, {p: explained["run_dir"] / "parties" / p / "model" for p in PARTIES}
+
+
+def test_a_served_applicants_average_reasons_do_not_depend_on_who_else_is_asked(
+        explained, tmp_path) -> None:
+    # review L9: the service's ``average`` reference is each party's own table's, fixed for
+    # the service; it was the request's applicants' average (one applicant alone: no reason)
+    from tests.served import serve_in_process
+
+    average, bundles = _against_the_average(explained)
     served = serve_in_process(average, bundles, tmp_path / "served", first=1)
     every, alone = served["scores"], served["scores_first"]
     assert len(alone) == 1 and alone.at[0, "id"] == every.at[0, "id"]
@@ -254,8 +259,6 @@ def test_the_average_reference_is_the_bundles_whatever_table_a_service_runs_on(
         explained, tmp_path) -> None:
     # review M1: the service's ``average`` reference was each party's whole-table aggregate,
     # sent with every request: two services on tables a few rows apart revealed the difference
-    import dataclasses
-
     from federation.explanation import CARD_TOTAL
     from fl_client.scoring_service import ServedLender, ServedParty
     from fl_client.scoring_task import ScoringInput
@@ -267,10 +270,7 @@ def test_the_average_reference_is_the_bundles_whatever_table_a_service_runs_on(
 
     # Prepare: the bureau serves its whole table, then the same less five customers that are
     # not among the request's applicants (the lender's first 20 customers)
-    settings = explained["settings"]
-    settings = dataclasses.replace(settings, explain=dataclasses.replace(
-        settings.explain, scorecard_reference="average"))
-    bundles = {p: explained["run_dir"] / "parties" / p / "model" for p in PARTIES}
+    settings, bundles = _against_the_average(explained)
     population = load_population(settings.data, settings.seed)
     applicants = population.tables["lender"].rows(np.arange(population.tables["lender"].n_rows)
                                                   < 20)
