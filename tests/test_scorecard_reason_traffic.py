@@ -255,18 +255,43 @@ def test_a_served_applicants_average_reasons_do_not_depend_on_who_else_is_asked(
     assert served["record"]["lender"]["explanation"]["method"] == "scorecard average"
 
 
+def _one_served_request(settings, bundles, applicants, tables, nodes):
+    """A scoring service's nodes on ``tables`` (under ``nodes``), one request for
+    ``applicants`` matched and embedded; return the clients' settings and the nodes."""
+    from fl_client.scoring_service import ServedLender, ServedParty
+    from fl_client.scoring_task import ScoringInput
+    from fl_client.settings import client_settings
+    from fl_client.vertical_task import NodeState
+    from tests.served import Service
+
+    clients = {p: client_settings(settings, p, str(nodes / p)) for p in PARTIES}
+    lender = ServedLender(clients["lender"], ScoringInput(bundles["lender"], applicants),
+                          lambda request: applicants)
+    parties = {p: ServedParty(clients[p], ScoringInput(bundles[p], tables[p])) for p in tables}
+    service = Service(lender, parties, NodeState(), {p: NodeState() for p in parties}, [],
+                      nodes, {})
+    _, key = lender.hello(service.lender_state)
+    lender.open_tables(service.lender_state, {
+        p: tuple(reversed(node.sealed_table(service.party_states[p], key)[:2]))
+        for p, node in parties.items()})
+    inbox = lender.inbox()
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / "r.json").write_text(json.dumps({"id": "r", "rows": "test"}))
+    request = lender.next_request(wait=0.5)
+    assert request is not None
+    _, sealed, _ = lender.blind(service.lender_state, request)
+    service.embed(lender.match(service.lender_state, {
+        p: parties[p].evaluate(service.party_states[p], sealed[p])[0] for p in sealed}))
+    return clients, lender, parties, service
+
+
 def test_the_average_reference_is_the_bundles_whatever_table_a_service_runs_on(
         explained, tmp_path) -> None:
     # review M1: the service's ``average`` reference was each party's whole-table aggregate,
     # sent with every request: two services on tables a few rows apart revealed the difference
     from federation.explanation import CARD_TOTAL
-    from fl_client.scoring_service import ServedLender, ServedParty
-    from fl_client.scoring_task import ScoringInput
     from fl_client.sealed_exchange import channel
-    from fl_client.settings import client_settings
-    from fl_client.vertical_task import NodeState
     from models.bundle import load_bundle
-    from tests.served import Service
 
     # Prepare: the bureau serves its whole table, then the same less five customers that are
     # not among the request's applicants (the lender's first 20 customers)
@@ -280,26 +305,10 @@ def test_the_average_reference_is_the_bundles_whatever_table_a_service_runs_on(
     totals = []
     for name, bureau_table in (("whole", whole),
                                ("fewer", whole.rows(~whole.frame.index.isin(spare)))):
-        nodes = tmp_path / name
-        clients = {p: client_settings(settings, p, str(nodes / p)) for p in PARTIES}
-        lender = ServedLender(clients["lender"], ScoringInput(bundles["lender"], applicants),
-                              lambda request: applicants)
-        tables = {"bureau": bureau_table, "social": population.tables["social"]}
-        parties = {p: ServedParty(clients[p], ScoringInput(bundles[p], tables[p]))
-                   for p in tables}
-        service = Service(lender, parties, NodeState(), {p: NodeState() for p in parties}, [],
-                          nodes, {})
-        _, key = lender.hello(service.lender_state)
-        lender.open_tables(service.lender_state, {
-            p: tuple(reversed(node.sealed_table(service.party_states[p], key)[:2]))
-            for p, node in parties.items()})
         # Execute: one request's matching and embedding, then the bureau's sealed codes
-        inbox = lender.inbox()
-        inbox.mkdir(parents=True, exist_ok=True)
-        (inbox / "r.json").write_text(json.dumps({"id": "r", "rows": "test"}))
-        _, sealed, _ = lender.blind(service.lender_state, lender.next_request(wait=0.5))
-        service.embed(lender.match(service.lender_state, {
-            p: parties[p].evaluate(service.party_states[p], sealed[p])[0] for p in sealed}))
+        tables = {"bureau": bureau_table, "social": population.tables["social"]}
+        _, lender, parties, service = _one_served_request(settings, bundles, applicants,
+                                                          tables, tmp_path / name)
         codes, said = parties["bureau"].explain_known(service.party_states["bureau"])
         assert said["explained"] > 0
         side = channel(lender.settings, service.lender_state.keys, "bureau")
@@ -320,38 +329,17 @@ def test_a_served_partys_codes_are_sealed_for_the_lender_and_its_request(explain
     # (no float of the costs in the clear), opens at the lender as the bureau's of the
     # request's number, and refuses another number, another sender or another receiver
     from federation.explanation import CARD_CODES, CARD_LOST, CARD_NAMES, CARD_TOTAL
-    from fl_client.scoring_service import ServedLender, ServedParty
-    from fl_client.scoring_task import ScoringInput
     from fl_client.sealed_exchange import channel
-    from fl_client.settings import client_settings
-    from fl_client.vertical_task import NodeState
     from tests.routed import opaque
-    from tests.served import Service
 
     # Prepare: a service's nodes, one request matched and embedded
     settings = explained["settings"]
     bundles = {p: explained["run_dir"] / "parties" / p / "model" for p in PARTIES}
     population = load_population(settings.data, settings.seed)
     applicants = population.tables["lender"]
-    clients = {p: client_settings(settings, p, str(tmp_path / p)) for p in PARTIES}
-    lender = ServedLender(clients["lender"], ScoringInput(bundles["lender"], applicants),
-                          lambda request: applicants)
-    parties = {p: ServedParty(clients[p], ScoringInput(bundles[p], population.tables[p]))
-               for p in PARTIES[1:]}
-    service = Service(lender, parties, NodeState(), {p: NodeState() for p in parties}, [],
-                      tmp_path, {})
-    _, key = lender.hello(service.lender_state)
-    lender.open_tables(service.lender_state, {
-        p: tuple(reversed(node.sealed_table(service.party_states[p], key)[:2]))
-        for p, node in parties.items()})
-    inbox = lender.inbox()
-    inbox.mkdir(parents=True, exist_ok=True)
-    (inbox / "r.json").write_text(json.dumps({"id": "r", "rows": "test"}))
-    request = lender.next_request(wait=0.5)
-    assert request is not None
-    _, sealed, _ = lender.blind(service.lender_state, request)
-    service.embed(lender.match(service.lender_state, {
-        p: parties[p].evaluate(service.party_states[p], sealed[p])[0] for p in sealed}))
+    clients, lender, parties, service = _one_served_request(
+        settings, bundles, applicants, {p: population.tables[p] for p in PARTIES[1:]},
+        tmp_path)
     # Execute: the bureau's codes, as its node puts them in its reply's config
     codes, said = parties["bureau"].explain_known(service.party_states["bureau"])
     sent = {name: blob.tobytes() for name, blob in codes.items()}
